@@ -1,0 +1,126 @@
+//! The component's exports: thin glue from the WIT functions to the policy, which lives in one
+//! instance-wide cell (a component instance is single-threaded).
+
+use std::cell::RefCell;
+
+use crate::caps::Wasm;
+use crate::execute::Policy;
+use crate::loxilb_types::LbRule;
+use crate::mapping::{MappingChange, MappingEntry, ResourceType as WitType};
+use crate::octavia::Operation;
+use crate::policy::Guest;
+use crate::policy_types::{Outcome, Plan, PolicyError, PolicyInfo, ReconcileReport, RecoveryMode, RecoveryReport, Settings};
+use crate::state::{Change, Entry, ResourceType};
+use crate::translate::{nat_mode_from_name, Config};
+
+thread_local! {
+    static POLICY: RefCell<Policy> = RefCell::new(Policy::new(Config::default()));
+}
+
+/// The configuration a policy crate built from this library uses.
+pub fn profile() -> crate::translate::Profile {
+    crate::translate::Profile::default()
+}
+
+struct Component;
+
+fn wit_type(t: ResourceType) -> WitType {
+    match t {
+        ResourceType::Loadbalancer => WitType::Loadbalancer,
+        ResourceType::Listener => WitType::Listener,
+        ResourceType::Pool => WitType::Pool,
+        ResourceType::Member => WitType::Member,
+        ResourceType::Healthmonitor => WitType::Healthmonitor,
+    }
+}
+
+pub fn mapping_entry(id: &str, e: &Entry) -> MappingEntry {
+    MappingEntry {
+        octavia_id: id.to_string(),
+        loxilb_key: e.key.clone(),
+        resource_type: wit_type(e.resource_type()),
+        external_ip: e.external_ip.clone(),
+        port: e.port,
+        protocol: e.protocol.clone(),
+        created_at: e.created_at.clone(),
+    }
+}
+
+impl Guest for Component {
+    fn info() -> PolicyInfo {
+        PolicyInfo {
+            name: crate::POLICY_NAME.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "L4 rules (TCP, UDP, SCTP, HTTPS pass-through) in the configured NAT mode; L7 refused".into(),
+        }
+    }
+
+    fn init(settings: Settings) -> Result<RecoveryReport, PolicyError> {
+        let nat_mode = nat_mode_from_name(&settings.nat_mode).map_err(PolicyError::Invalid)?;
+        POLICY.with_borrow_mut(|p| {
+            p.config = Config { nat_mode, remove_orphans: settings.remove_orphans, profile: profile() };
+            p.load(&mut Wasm)
+        })
+    }
+
+    fn validate(op: Operation) -> Result<(), PolicyError> {
+        POLICY.with_borrow(|p| crate::plan::validate(&p.state, &op, &p.config))
+    }
+
+    fn translate(op: Operation) -> Result<Plan, PolicyError> {
+        POLICY.with_borrow(|p| {
+            let plan = p.plan(&mut Wasm, &op)?;
+            Ok(Plan {
+                calls: plan.calls,
+                mapping: plan
+                    .changes
+                    .iter()
+                    .map(|c| match c {
+                        Change::Put { id, entry } => MappingChange::Put(mapping_entry(id, entry)),
+                        Change::Remove { id } => MappingChange::Remove(id.clone()),
+                    })
+                    .collect(),
+                statuses: plan.statuses,
+                failure_statuses: plan.failure_statuses,
+            })
+        })
+    }
+
+    fn handle(op: Operation) -> Outcome {
+        POLICY.with_borrow_mut(|p| {
+            let handled = p.handle(&mut Wasm, &op);
+            Outcome { statuses: handled.statuses, error: handled.error, calls_made: handled.calls_made }
+        })
+    }
+
+    fn recover(mode: RecoveryMode) -> Result<RecoveryReport, PolicyError> {
+        POLICY.with_borrow_mut(|p| match mode {
+            RecoveryMode::Storage => p.load(&mut Wasm),
+            RecoveryMode::Loxilb => p.recover_from_loxilb(&mut Wasm),
+            RecoveryMode::Hybrid => {
+                let loaded = p.load(&mut Wasm)?;
+                let mut report = p.recover_from_loxilb(&mut Wasm)?;
+                report.loaded = loaded.loaded;
+                Ok(report)
+            }
+        })
+    }
+
+    fn reconcile() -> Result<ReconcileReport, PolicyError> {
+        POLICY.with_borrow_mut(|p| p.reconcile(&mut Wasm))
+    }
+
+    fn desired_rules() -> Vec<LbRule> {
+        POLICY.with_borrow(|p| p.desired().into_iter().filter_map(|(_, r)| r.map(|r| r.rule)).collect())
+    }
+
+    fn mappings() -> Vec<MappingEntry> {
+        POLICY.with_borrow(|p| {
+            let mut out: Vec<MappingEntry> = p.state.entries.iter().map(|(id, e)| mapping_entry(id, e)).collect();
+            out.sort_by(|a, b| a.octavia_id.cmp(&b.octavia_id));
+            out
+        })
+    }
+}
+
+crate::bindings::export!(Component with_types_in crate::bindings);

@@ -1,0 +1,200 @@
+//! LoxiLB keys of every resource type, the service key, and deterministic ids.
+//!
+//! Every key is unique in `loxilb_to_octavia`, so the reverse map is a true inverse even when one load
+//! balancer has several listeners (the seed's example maps an LB straight to `ip:port/proto`, which
+//! collides as soon as a second listener appears):
+//!
+//! | resource | key | example |
+//! |---|---|---|
+//! | listener | service key `{vip}:{port}/{protocol}` (the LoxiLB rule it owns) | `10.0.0.10:80/tcp`, `fd00::10:443/tcp` |
+//! | load balancer | `{vip}` | `10.0.0.10` |
+//! | pool | `{vip}/pool-{pool_id}` | `10.0.0.10/pool-5c3…` |
+//! | member | `{vip}/pool-{pool_id}/{address}:{port}` | `10.0.0.10/pool-5c3…/10.0.1.5:8080` |
+//! | health monitor | `{vip}/pool-{pool_id}/monitor` | `10.0.0.10/pool-5c3…/monitor` |
+//!
+//! IPv6 addresses are written bare; parsing splits on the *last* `/` and the *last* `:`.
+
+use sha2::{Digest, Sha256};
+
+pub fn service_key(external_ip: &str, port: u16, protocol: &str) -> String {
+    format!("{external_ip}:{port}/{protocol}")
+}
+
+/// Splits `{ip}:{port}/{protocol}`; `None` when it is not a valid service key.
+pub fn parse_service_key(key: &str) -> Option<(&str, u16, &str)> {
+    let (addr, protocol) = key.rsplit_once('/')?;
+    let (ip, port) = addr.rsplit_once(':')?;
+    if !is_ip(ip) || protocol.is_empty() || !protocol.bytes().all(|b| b.is_ascii_lowercase()) {
+        return None;
+    }
+    Some((ip, port.parse().ok()?, protocol))
+}
+
+pub fn loadbalancer_key(vip: &str) -> String {
+    vip.to_string()
+}
+
+pub fn pool_key(vip: &str, pool_id: &str) -> String {
+    format!("{vip}/pool-{pool_id}")
+}
+
+pub fn member_key(vip: &str, pool_id: &str, address: &str, port: u16) -> String {
+    format!("{vip}/pool-{pool_id}/{address}:{port}")
+}
+
+pub fn monitor_key(vip: &str, pool_id: &str) -> String {
+    format!("{vip}/pool-{pool_id}/monitor")
+}
+
+/// Checks that a key has the shape its resource type requires (used by `validate-mappings`).
+pub fn key_is_well_formed(resource_type: &str, key: &str) -> bool {
+    match resource_type {
+        "listener" => parse_service_key(key).is_some(),
+        "loadbalancer" => is_ip(key),
+        "pool" => key.split_once("/pool-").is_some_and(|(vip, id)| is_ip(vip) && !id.is_empty() && !id.contains('/')),
+        "healthmonitor" => key
+            .strip_suffix("/monitor")
+            .and_then(|rest| rest.split_once("/pool-"))
+            .is_some_and(|(vip, id)| is_ip(vip) && !id.is_empty()),
+        "member" => key.split_once("/pool-").is_some_and(|(vip, rest)| {
+            is_ip(vip)
+                && rest.split_once('/').is_some_and(|(_, ep)| {
+                    ep.rsplit_once(':').is_some_and(|(ip, port)| is_ip(ip) && port.parse::<u16>().is_ok())
+                })
+        }),
+        _ => false,
+    }
+}
+
+pub fn is_ipv4(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() == 4
+        && parts.iter().all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|v| v <= 255))
+}
+
+pub fn is_ipv6(s: &str) -> bool {
+    // A full parser would be std::net::Ipv6Addr, which is available without WASI.
+    s.contains(':') && s.parse::<std::net::Ipv6Addr>().is_ok()
+}
+
+pub fn is_ip(s: &str) -> bool {
+    is_ipv4(s) || is_ipv6(s)
+}
+
+/// Prefix of a deterministic id per resource type.
+pub fn type_prefix(resource_type: &str) -> &'static str {
+    match resource_type {
+        "loadbalancer" => "lb",
+        "listener" => "listener",
+        "pool" => "pool",
+        "member" => "member",
+        "healthmonitor" => "hm",
+        _ => "obj",
+    }
+}
+
+/// The deterministic id of a resource recovered without a usable Octavia id:
+/// `{prefix}_{ip}_{port}_{protocol}_{hash}`, where `hash` is the first 16 hex digits of
+/// SHA-256 over the UTF-8 canonical string `{resource_type}|external_ip={ip}|port={port}|protocol={protocol}`
+/// (ip and protocol lower-cased and trimmed), followed by `|{extra}` when `extra` is not empty (members
+/// add their listener's service key, so equal endpoints behind two listeners stay distinct).
+pub fn deterministic_id(resource_type: &str, ip: &str, port: u16, protocol: &str, extra: &str) -> String {
+    let ip = ip.trim().to_ascii_lowercase();
+    let protocol = protocol.trim().to_ascii_lowercase();
+    let mut canonical = format!("{resource_type}|external_ip={ip}|port={port}|protocol={protocol}");
+    if !extra.is_empty() {
+        canonical.push('|');
+        canonical.push_str(extra);
+    }
+    let digest = Sha256::digest(canonical.as_bytes());
+    let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{}_{ip}_{port}_{protocol}_{hash}", type_prefix(resource_type))
+}
+
+/// Whether an id was made by `deterministic_id` (Octavia's own ids are UUIDs and never contain `_`).
+pub fn is_deterministic_id(id: &str) -> bool {
+    ["lb_", "listener_", "pool_", "member_", "hm_"].iter().any(|p| id.starts_with(p)) && id.split('_').count() == 5
+}
+
+/// The LoxiLB rule name carrying the Octavia ids, so discovered rules map back to real ids:
+/// `octavia_lb-{lb}_listener-{listener}_pool-{pool}`. LoxiLB reads `:` in a name as an HA instance and
+/// skips VIP installation for names containing `ipvs` or `static`, so ids with those are hashed instead.
+pub fn rule_name(lb_id: &str, listener_id: &str, pool_id: &str) -> String {
+    let safe = |id: &str| {
+        !id.is_empty()
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !id.contains("ipvs")
+            && !id.contains("static")
+    };
+    if safe(lb_id) && safe(listener_id) && safe(pool_id) {
+        format!("octavia_lb-{lb_id}_listener-{listener_id}_pool-{pool_id}")
+    } else {
+        let digest = Sha256::digest(format!("{lb_id}|{listener_id}|{pool_id}").as_bytes());
+        let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("octavia_h-{hash}")
+    }
+}
+
+/// The ids in a rule name written by `rule_name`: (lb, listener, pool).
+pub fn parse_rule_name(name: &str) -> Option<(&str, &str, &str)> {
+    let rest = name.strip_prefix("octavia_lb-")?;
+    let (lb, rest) = rest.split_once("_listener-")?;
+    let (listener, pool) = rest.split_once("_pool-")?;
+    (!lb.is_empty() && !listener.is_empty() && !pool.is_empty()).then_some((lb, listener, pool))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_key_round_trips_ipv4_and_ipv6() {
+        assert_eq!(service_key("192.168.1.100", 80, "tcp"), "192.168.1.100:80/tcp");
+        assert_eq!(parse_service_key("192.168.1.100:80/tcp"), Some(("192.168.1.100", 80, "tcp")));
+        let v6 = service_key("fd00::1", 443, "udp");
+        assert_eq!(v6, "fd00::1:443/udp");
+        assert_eq!(parse_service_key(&v6), Some(("fd00::1", 443, "udp")));
+        assert_eq!(parse_service_key("2001:db8::a:b:8080/sctp"), Some(("2001:db8::a:b", 8080, "sctp")));
+    }
+
+    #[test]
+    fn malformed_service_keys_are_rejected() {
+        for bad in ["", "192.168.1.100:80", "192.168.1.100/tcp", "host:80/tcp", "1.2.3.4:99999/tcp", "1.2.3.4:80/"] {
+            assert_eq!(parse_service_key(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn deterministic_id_follows_documented_recipe() {
+        let id = deterministic_id("loadbalancer", "192.168.1.100", 80, "TCP ", "");
+        let digest = Sha256::digest(b"loadbalancer|external_ip=192.168.1.100|port=80|protocol=tcp");
+        let expected_hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(id, format!("lb_192.168.1.100_80_tcp_{expected_hash}"));
+        assert_ne!(id, deterministic_id("loadbalancer", "192.168.1.101", 80, "tcp", ""));
+        assert_ne!(
+            deterministic_id("member", "10.0.0.5", 80, "tcp", "1.1.1.1:80/tcp"),
+            deterministic_id("member", "10.0.0.5", 80, "tcp", "1.1.1.1:81/tcp")
+        );
+    }
+
+    #[test]
+    fn rule_names_carry_ids_and_avoid_loxilb_special_words() {
+        let name = rule_name("a1", "b2", "c3");
+        assert_eq!(parse_rule_name(&name), Some(("a1", "b2", "c3")));
+        let hashed = rule_name("lb-static", "x", "y");
+        assert!(hashed.starts_with("octavia_h-") && !hashed.contains("static"));
+        assert!(!rule_name("a:b", "x", "y").contains(':'));
+        assert_eq!(parse_rule_name(&hashed), None);
+    }
+
+    #[test]
+    fn keys_of_every_type_are_well_formed() {
+        assert!(key_is_well_formed("loadbalancer", &loadbalancer_key("fd00::1")));
+        assert!(key_is_well_formed("listener", &service_key("fd00::1", 80, "tcp")));
+        assert!(key_is_well_formed("pool", &pool_key("10.0.0.1", "p1")));
+        assert!(key_is_well_formed("member", &member_key("fd00::1", "p1", "fd00::5", 8080)));
+        assert!(key_is_well_formed("healthmonitor", &monitor_key("10.0.0.1", "p1")));
+        assert!(!key_is_well_formed("member", "10.0.0.1/pool-p1/nonsense"));
+        assert!(!key_is_well_formed("loadbalancer", "not-an-ip"));
+    }
+}

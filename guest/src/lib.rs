@@ -1,0 +1,42 @@
+//! The default LoxiLB translation policy ("l4-fullnat"), built as a WebAssembly component.
+//!
+//! Layout:
+//! - `bindings`: the generated WIT types and imports (kept private to this crate's glue).
+//! - `state`: the ID mapping cache (bidirectional maps + resource metadata) and its indices.
+//! - `keys`: LoxiLB keys, service keys and deterministic ids.
+//! - `translate`: one Octavia listener (with its pool, members, monitor) → one LoxiLB rule. Pure.
+//! - `plan`: one Octavia operation → the LoxiLB calls, mapping changes and statuses. Pure.
+//! - `store`: the on-disk snapshot (seed JSON format) and journal records.
+//! - `execute`: carries out a plan through the host's capabilities, with rollback.
+//! - `recovery`: rebuilding the mapping from LoxiLB's rule list, and reconciliation.
+//! - `caps`: the host capabilities behind a trait, so the policy runs natively in tests and benches.
+//!
+//! Everything but `caps::Wasm` and the export glue in `component` is plain Rust, so the same crate
+//! compiles natively (rlib) for unit tests and the native-vs-guest benchmark.
+
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "policy-world",
+        path: "../wit/since_v0.1.0",
+        additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+        pub_export_macro: true,
+    });
+}
+
+pub mod caps;
+pub mod execute;
+pub mod keys;
+pub mod plan;
+pub mod recovery;
+pub mod state;
+pub mod store;
+pub mod translate;
+
+#[cfg(target_arch = "wasm32")]
+mod component;
+
+pub use bindings::exports::loxilb::octavia::policy;
+pub use bindings::loxilb::octavia::{loxilb_types, mapping, octavia, policy_types};
+
+/// The policy's identity, reported through `info`.
+pub const POLICY_NAME: &str = "l4-fullnat";

@@ -1,0 +1,798 @@
+//! One Octavia operation → the LoxiLB calls, mapping changes and statuses it implies. Pure: the current
+//! mapping is read, never written; `execute` applies the result.
+//!
+//! The operation is first applied to an overlay of the mapping (the desired state after it). Then every
+//! listener the operation can affect is rendered against that overlay and diffed against the rule last
+//! programmed for it: unchanged → no call; endpoints or probe settings → in-place re-POST; identity or
+//! attributes LoxiLB does not update in place (name, bgp, monitor, mode, security, allowed sources…) →
+//! delete + create.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::keys;
+use crate::loxilb_types::{LbRule, LoxilbCall, RuleKey};
+use crate::octavia::{
+    HealthMonitor, Listener, Loadbalancer, Member, ObjectKind, ObjectStatus, OperatingStatus, Operation, Pool,
+    ProvisioningStatus,
+};
+use crate::policy_types::PolicyError;
+use crate::state::{Change, Entry, ListenerState, Object, State};
+use crate::translate::{self, Config, Rendered};
+
+/// The old and new rule of one listener, kept for rollback.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListenerChange {
+    pub listener_id: String,
+    pub old: Option<Rendered>,
+    pub new: Option<Rendered>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    pub calls: Vec<LoxilbCall>,
+    pub changes: Vec<Change>,
+    pub statuses: Vec<ObjectStatus>,
+    pub failure_statuses: Vec<ObjectStatus>,
+    pub listeners: Vec<ListenerChange>,
+}
+
+/// The mapping as it will be once the operation is applied.
+struct Overlay<'a> {
+    state: &'a State,
+    changed: HashMap<String, Option<Entry>>,
+    order: Vec<String>,
+}
+
+impl<'a> Overlay<'a> {
+    fn new(state: &'a State) -> Self {
+        Overlay { state, changed: HashMap::new(), order: Vec::new() }
+    }
+
+    fn get(&self, id: &str) -> Option<&Entry> {
+        match self.changed.get(id) {
+            Some(changed) => changed.as_ref(),
+            None => self.state.get(id),
+        }
+    }
+
+    fn set(&mut self, id: &str, entry: Option<Entry>) {
+        if self.changed.insert(id.to_string(), entry).is_none() {
+            self.order.push(id.to_string());
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        if self.get(id).is_some() {
+            self.set(id, None);
+        }
+    }
+
+    /// Ids whose parent is `parent`, in id order.
+    fn children(&self, parent: &str) -> Vec<String> {
+        let mut ids: BTreeSet<&str> = BTreeSet::new();
+        if let Some(set) = self.state.children.get(parent) {
+            for id in set {
+                if !self.changed.contains_key(id.as_str()) {
+                    ids.insert(id);
+                }
+            }
+        }
+        for (id, entry) in &self.changed {
+            if entry.as_ref().and_then(|e| e.object.parent()) == Some(parent) {
+                ids.insert(id);
+            }
+        }
+        ids.into_iter().map(str::to_string).collect()
+    }
+
+    /// The id owning `key` after the operation, if any.
+    fn owner_of(&self, key: &str) -> Option<String> {
+        if let Some(id) = self.state.reverse.get(key) {
+            if self.get(id).is_some_and(|e| e.key == key) {
+                return Some(id.clone());
+            }
+        }
+        self.changed.iter().find(|(_, e)| e.as_ref().is_some_and(|e| e.key == key)).map(|(id, _)| id.clone())
+    }
+
+    fn loadbalancer(&self, id: &str) -> Option<&Loadbalancer> {
+        match &self.get(id)?.object {
+            Object::Loadbalancer(lb) => Some(lb),
+            _ => None,
+        }
+    }
+
+    fn listener(&self, id: &str) -> Option<&ListenerState> {
+        match &self.get(id)?.object {
+            Object::Listener(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    fn pool(&self, id: &str) -> Option<&Pool> {
+        match &self.get(id)?.object {
+            Object::Pool(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn members(&self, pool_id: &str) -> Vec<&Member> {
+        self.children(pool_id)
+            .iter()
+            .filter_map(|id| match &self.get(id)?.object {
+                Object::Member(m) => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn monitor(&self, pool_id: &str) -> Option<&HealthMonitor> {
+        self.children(pool_id).iter().find_map(|id| match &self.get(id)?.object {
+            Object::Healthmonitor(h) => Some(h),
+            _ => None,
+        })
+    }
+
+    fn listeners_of_lb(&self, lb_id: &str) -> Vec<String> {
+        self.children(lb_id).into_iter().filter(|id| self.listener(id).is_some()).collect()
+    }
+
+    fn listeners_of_pool(&self, pool_id: &str) -> Vec<String> {
+        let Some(pool) = self.pool(pool_id) else { return Vec::new() };
+        self.listeners_of_lb(&pool.loadbalancer_id)
+            .into_iter()
+            .filter(|id| self.listener(id).is_some_and(|l| l.listener.default_pool_id.as_deref() == Some(pool_id)))
+            .collect()
+    }
+
+    fn vip_of_lb(&self, lb_id: &str) -> Result<String, PolicyError> {
+        self.loadbalancer(lb_id)
+            .map(|lb| lb.vip_address.clone())
+            .ok_or_else(|| PolicyError::MissingState(format!("load balancer {lb_id} is not in the mapping")))
+    }
+
+    fn pool_or_missing(&self, pool_id: &str) -> Result<&Pool, PolicyError> {
+        self.pool(pool_id).ok_or_else(|| PolicyError::MissingState(format!("pool {pool_id} is not in the mapping")))
+    }
+
+    /// Puts an object under its key, keeping the original creation time; refuses a key another object owns.
+    fn put(&mut self, id: &str, object: Object, now: &str) -> Result<(), PolicyError> {
+        let (key, external_ip, port, protocol) = self.key_of(id, &object)?;
+        if let Some(owner) = self.owner_of(&key) {
+            // A placeholder recovered from LoxiLB gives way to the real object it stood for.
+            if owner != id && keys::is_deterministic_id(&owner) {
+                self.remove(&owner);
+            } else if owner != id {
+                return Err(PolicyError::Conflict(format!(
+                    "{} {id} would use LoxiLB key {key}, which {owner} already owns",
+                    object.resource_type().as_str()
+                )));
+            }
+        }
+        let created_at = self.get(id).map(|e| e.created_at.clone()).unwrap_or_else(|| now.to_string());
+        self.set(id, Some(Entry { key, external_ip, port, protocol, created_at, object }));
+        Ok(())
+    }
+
+    /// The key and the seed's metadata fields (external_ip = the VIP; port/protocol = the object's own).
+    fn key_of(&self, id: &str, object: &Object) -> Result<(String, String, u16, String), PolicyError> {
+        Ok(match object {
+            Object::Loadbalancer(lb) => (keys::loadbalancer_key(&lb.vip_address), lb.vip_address.clone(), 0, String::new()),
+            Object::Listener(l) => {
+                let vip = self.vip_of_lb(&l.listener.loadbalancer_id)?;
+                let proto = translate::listener_protocol(&l.listener, &translate::Profile { http_fullproxy: true, ..Default::default() })
+                    .unwrap_or("tcp");
+                (keys::service_key(&vip, l.listener.protocol_port, proto), vip, l.listener.protocol_port, proto.to_string())
+            }
+            Object::Pool(p) => {
+                let vip = self.vip_of_lb(&p.loadbalancer_id)?;
+                (keys::pool_key(&vip, id), vip, 0, p.protocol.to_ascii_lowercase())
+            }
+            Object::Member(m) => {
+                let pool = self.pool_or_missing(&m.pool_id)?;
+                let vip = self.vip_of_lb(&pool.loadbalancer_id)?;
+                (keys::member_key(&vip, &m.pool_id, &m.address, m.protocol_port), vip, m.protocol_port, String::new())
+            }
+            Object::Healthmonitor(h) => {
+                let pool = self.pool_or_missing(&h.pool_id)?;
+                let vip = self.vip_of_lb(&pool.loadbalancer_id)?;
+                (keys::monitor_key(&vip, &h.pool_id), vip, 0, String::new())
+            }
+        })
+    }
+
+    fn remove_subtree(&mut self, id: &str) {
+        for child in self.children(id) {
+            self.remove_subtree(&child);
+        }
+        self.remove(id);
+    }
+
+    /// Renders one listener against the overlay.
+    fn render(&self, listener_id: &str, config: &Config) -> Result<Option<Rendered>, PolicyError> {
+        let Some(ls) = self.listener(listener_id) else { return Ok(None) };
+        let listener = &ls.listener;
+        let lb = self
+            .loadbalancer(&listener.loadbalancer_id)
+            .ok_or_else(|| PolicyError::MissingState(format!("load balancer {} is not in the mapping", listener.loadbalancer_id)))?;
+        let pool = listener.default_pool_id.as_deref().and_then(|id| self.pool(id));
+        let (members, monitor) = match pool {
+            Some(p) => (self.members(&p.id), self.monitor(&p.id)),
+            None => (Vec::new(), None),
+        };
+        translate::render(lb, listener, pool, &members, monitor, config)
+    }
+}
+
+fn strip_lb(lb: &Loadbalancer) -> Loadbalancer {
+    Loadbalancer { listeners: Vec::new(), pools: Vec::new(), ..lb.clone() }
+}
+
+fn strip_pool(pool: &Pool) -> Pool {
+    Pool { members: Vec::new(), healthmonitor: None, ..pool.clone() }
+}
+
+fn listener_object(listener: &Listener, programmed: Option<Rendered>) -> Object {
+    Object::Listener(ListenerState { listener: Listener { l7policies: Vec::new(), ..listener.clone() }, programmed })
+}
+
+pub fn rule_key(rule: &LbRule) -> RuleKey {
+    RuleKey {
+        external_ip: rule.service.external_ip.clone(),
+        port: rule.service.port,
+        protocol: rule.service.protocol.clone(),
+        block: rule.service.block,
+        host: rule.service.host.clone(),
+    }
+}
+
+/// Changes LoxiLB applies only by deleting and re-creating the rule.
+fn needs_recreate(old: &Rendered, new: &Rendered) -> bool {
+    let (o, n) = (&old.rule.service, &new.rule.service);
+    o.name != n.name
+        || o.bgp != n.bgp
+        || o.monitor != n.monitor
+        || o.security != n.security
+        || o.mode != n.mode
+        || old.rule.secondary_ips != new.rule.secondary_ips
+        // LoxiLB's allowedSources comparison is inverted (API notes §6): never rely on an in-place update.
+        || old.rule.allowed_sources != new.rule.allowed_sources
+        || old.probes.is_empty() != new.probes.is_empty()
+        || old.probes.first().map(|p| &p.probe_type) != new.probes.first().map(|p| &p.probe_type)
+}
+
+fn program(new: &Rendered, calls: &mut Vec<LoxilbCall>) {
+    calls.push(LoxilbCall::UpsertRule(new.rule.clone()));
+    calls.extend(new.probes.iter().cloned().map(LoxilbCall::UpsertProbe));
+}
+
+/// The calls that take LoxiLB from `old` to `new` for one listener.
+pub fn diff(old: Option<&Rendered>, new: Option<&Rendered>, calls: &mut Vec<LoxilbCall>) {
+    match (old, new) {
+        (None, None) => {}
+        (None, Some(n)) => program(n, calls),
+        (Some(o), None) => calls.push(LoxilbCall::DeleteRule(rule_key(&o.rule))),
+        (Some(o), Some(n)) if o == n => {}
+        (Some(o), Some(n)) => {
+            if rule_key(&o.rule) != rule_key(&n.rule) || needs_recreate(o, n) {
+                calls.push(LoxilbCall::DeleteRule(rule_key(&o.rule)));
+            }
+            program(n, calls);
+        }
+    }
+}
+
+fn status(kind: ObjectKind, id: &str, provisioning: Option<ProvisioningStatus>, operating: Option<OperatingStatus>) -> ObjectStatus {
+    ObjectStatus { kind, id: id.to_string(), provisioning, operating }
+}
+
+fn admin_operating(up: bool) -> OperatingStatus {
+    if up {
+        OperatingStatus::Online
+    } else {
+        OperatingStatus::Offline
+    }
+}
+
+fn member_operating(member: &Member, monitored: bool) -> OperatingStatus {
+    if !member.admin_state_up {
+        OperatingStatus::Offline
+    } else if member.weight == 0 {
+        OperatingStatus::Draining
+    } else if monitored {
+        OperatingStatus::Online
+    } else {
+        OperatingStatus::NoMonitor
+    }
+}
+
+/// Statuses for "this object changed; its parents go back to ACTIVE".
+struct Statuses<'o, 'a> {
+    ov: &'o Overlay<'a>,
+    ok: Vec<ObjectStatus>,
+    failed: Vec<ObjectStatus>,
+}
+
+impl<'o, 'a> Statuses<'o, 'a> {
+    fn new(ov: &'o Overlay<'a>) -> Self {
+        Statuses { ov, ok: Vec::new(), failed: Vec::new() }
+    }
+
+    fn object(&mut self, kind: ObjectKind, id: &str, ok: ProvisioningStatus, operating: Option<OperatingStatus>) {
+        self.ok.push(status(kind, id, Some(ok), operating));
+        self.failed.push(status(kind, id, Some(ProvisioningStatus::Error), None));
+    }
+
+    /// The object's parents (pool, its listeners, the LB) back to ACTIVE whether the operation succeeds or not.
+    fn parents_of_pool(&mut self, pool_id: &str, lb_id: &str) {
+        if self.ov.pool(pool_id).is_some() || self.ov.state.get(pool_id).is_some() {
+            self.parent(ObjectKind::Pool, pool_id);
+        }
+        let mut listeners = self.ov.listeners_of_pool(pool_id);
+        if let Some(Object::Pool(old)) = self.ov.state.get(pool_id).map(|e| &e.object) {
+            listeners.extend(old.listener_id.iter().cloned());
+        }
+        listeners.sort();
+        listeners.dedup();
+        for l in listeners {
+            self.parent(ObjectKind::Listener, &l);
+        }
+        self.parent(ObjectKind::Loadbalancer, lb_id);
+    }
+
+    fn parent(&mut self, kind: ObjectKind, id: &str) {
+        let s = status(kind, id, Some(ProvisioningStatus::Active), None);
+        self.ok.push(s.clone());
+        self.failed.push(s);
+    }
+}
+
+fn lb_of_pool(ov: &Overlay, pool_id: &str) -> Result<String, PolicyError> {
+    if let Some(p) = ov.pool(pool_id) {
+        return Ok(p.loadbalancer_id.clone());
+    }
+    match ov.state.get(pool_id).map(|e| &e.object) {
+        Some(Object::Pool(p)) => Ok(p.loadbalancer_id.clone()),
+        _ => Err(PolicyError::MissingState(format!("pool {pool_id} is not in the mapping"))),
+    }
+}
+
+/// Computes the plan for one operation against the current mapping.
+pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result<Plan, PolicyError> {
+    crate::plan::validate_objects(op, config)?;
+    let mut ov = Overlay::new(state);
+    let mut affected: Vec<String> = Vec::new();
+    let mut lb_scope: Option<String> = None;
+
+    match op {
+        Operation::LoadbalancerCreate(lb) | Operation::LoadbalancerSync(lb) => {
+            if matches!(op, Operation::LoadbalancerSync(_)) {
+                affected.extend(ov.listeners_of_lb(&lb.id));
+                ov.remove_subtree(&lb.id);
+            }
+            ov.put(&lb.id, Object::Loadbalancer(strip_lb(lb)), now)?;
+            for pool in &lb.pools {
+                put_pool_tree(&mut ov, pool, now)?;
+            }
+            for listener in &lb.listeners {
+                let programmed = state.get(&listener.id).and_then(|e| match &e.object {
+                    Object::Listener(l) => l.programmed.clone(),
+                    _ => None,
+                });
+                ov.put(&listener.id, listener_object(listener, programmed), now)?;
+                affected.push(listener.id.clone());
+            }
+            lb_scope = Some(lb.id.clone());
+        }
+        Operation::LoadbalancerUpdate(lb) => {
+            ov.vip_of_lb(&lb.id)?;
+            ov.put(&lb.id, Object::Loadbalancer(strip_lb(lb)), now)?;
+            affected.extend(ov.listeners_of_lb(&lb.id));
+        }
+        Operation::LoadbalancerDelete(del) => {
+            affected.extend(ov.listeners_of_lb(&del.loadbalancer.id));
+            ov.remove_subtree(&del.loadbalancer.id);
+        }
+        Operation::LoadbalancerFailover(id) => {
+            ov.vip_of_lb(id)?;
+            affected.extend(ov.listeners_of_lb(id));
+        }
+        Operation::ListenerCreate(l) | Operation::ListenerUpdate(l) => {
+            if matches!(op, Operation::ListenerUpdate(_)) && ov.listener(&l.id).is_none() {
+                return Err(PolicyError::MissingState(format!("listener {} is not in the mapping", l.id)));
+            }
+            let programmed = ov.listener(&l.id).and_then(|s| s.programmed.clone());
+            ov.put(&l.id, listener_object(l, programmed), now)?;
+            affected.push(l.id.clone());
+        }
+        Operation::ListenerDelete(l) => {
+            affected.push(l.id.clone());
+            ov.remove(&l.id);
+        }
+        Operation::PoolCreate(p) | Operation::PoolUpdate(p) => {
+            if matches!(op, Operation::PoolUpdate(_)) {
+                ov.pool_or_missing(&p.id)?;
+                ov.put(&p.id, Object::Pool(strip_pool(p)), now)?;
+            } else {
+                put_pool_tree(&mut ov, p, now)?;
+            }
+            // A pool created for a listener becomes that listener's default pool.
+            if let Some(listener_id) = &p.listener_id {
+                if let Some(ls) = ov.listener(listener_id).cloned() {
+                    if ls.listener.default_pool_id.as_deref() != Some(&p.id) {
+                        let listener = Listener { default_pool_id: Some(p.id.clone()), ..ls.listener };
+                        ov.put(listener_id, listener_object(&listener, ls.programmed), now)?;
+                    }
+                }
+            }
+            affected.extend(ov.listeners_of_pool(&p.id));
+        }
+        Operation::PoolDelete(p) => {
+            let users = ov.listeners_of_pool(&p.id);
+            for listener_id in &users {
+                if let Some(ls) = ov.listener(listener_id).cloned() {
+                    let listener = Listener { default_pool_id: None, ..ls.listener };
+                    ov.put(listener_id, listener_object(&listener, ls.programmed), now)?;
+                }
+            }
+            affected.extend(users);
+            ov.remove_subtree(&p.id);
+        }
+        Operation::MemberCreate(m) | Operation::MemberUpdate(m) => {
+            ov.pool_or_missing(&m.pool_id)?;
+            if matches!(op, Operation::MemberUpdate(_)) && ov.get(&m.id).is_none() {
+                return Err(PolicyError::MissingState(format!("member {} is not in the mapping", m.id)));
+            }
+            ov.put(&m.id, Object::Member(m.clone()), now)?;
+            affected.extend(ov.listeners_of_pool(&m.pool_id));
+        }
+        Operation::MemberDelete(m) => {
+            ov.remove(&m.id);
+            affected.extend(ov.listeners_of_pool(&m.pool_id));
+        }
+        Operation::MemberBatchUpdate(batch) => {
+            ov.pool_or_missing(&batch.pool_id)?;
+            let listed: BTreeSet<&str> = batch.members.iter().map(|m| m.id.as_str()).collect();
+            for id in ov.children(&batch.pool_id) {
+                if ov.get(&id).is_some_and(|e| matches!(e.object, Object::Member(_))) && !listed.contains(id.as_str()) {
+                    ov.remove(&id);
+                }
+            }
+            for m in &batch.members {
+                ov.put(&m.id, Object::Member(Member { pool_id: batch.pool_id.clone(), ..m.clone() }), now)?;
+            }
+            affected.extend(ov.listeners_of_pool(&batch.pool_id));
+        }
+        Operation::HealthMonitorCreate(h) | Operation::HealthMonitorUpdate(h) => {
+            ov.pool_or_missing(&h.pool_id)?;
+            ov.put(&h.id, Object::Healthmonitor(h.clone()), now)?;
+            affected.extend(ov.listeners_of_pool(&h.pool_id));
+        }
+        Operation::HealthMonitorDelete(h) => {
+            ov.remove(&h.id);
+            affected.extend(ov.listeners_of_pool(&h.pool_id));
+        }
+        Operation::L7policyCreate(_)
+        | Operation::L7policyUpdate(_)
+        | Operation::L7ruleCreate(_)
+        | Operation::L7ruleUpdate(_)
+        | Operation::L7policyDelete(_)
+        | Operation::L7ruleDelete(_) => {}
+    }
+
+    affected.sort();
+    affected.dedup();
+    let mut plan = Plan::default();
+    let mut rendered: Vec<(String, Option<Rendered>)> = Vec::with_capacity(affected.len());
+    for listener_id in &affected {
+        rendered.push((listener_id.clone(), ov.render(listener_id, config)?));
+    }
+    for (listener_id, new) in rendered {
+        let old = state.get(&listener_id).and_then(|e| match &e.object {
+            Object::Listener(l) => l.programmed.clone(),
+            _ => None,
+        });
+        diff(old.as_ref(), new.as_ref(), &mut plan.calls);
+        if let Some(ls) = ov.listener(&listener_id).cloned() {
+            if ls.programmed != new {
+                ov.put(&listener_id, listener_object(&ls.listener, new.clone()), now)?;
+            }
+        }
+        if old != new {
+            plan.listeners.push(ListenerChange { listener_id, old, new });
+        }
+    }
+    let _ = lb_scope;
+    build_statuses(&ov, op, &mut plan)?;
+    plan.changes = ov
+        .order
+        .iter()
+        .map(|id| match ov.changed.get(id).cloned().flatten() {
+            Some(entry) => Change::Put { id: id.clone(), entry },
+            None => Change::Remove { id: id.clone() },
+        })
+        .filter(|c| match c {
+            Change::Put { id, entry } => state.get(id) != Some(entry),
+            Change::Remove { id } => state.get(id).is_some(),
+        })
+        .collect();
+    Ok(plan)
+}
+
+fn put_pool_tree(ov: &mut Overlay, pool: &Pool, now: &str) -> Result<(), PolicyError> {
+    ov.put(&pool.id, Object::Pool(strip_pool(pool)), now)?;
+    for m in &pool.members {
+        ov.put(&m.id, Object::Member(Member { pool_id: pool.id.clone(), ..m.clone() }), now)?;
+    }
+    if let Some(h) = &pool.healthmonitor {
+        ov.put(&h.id, Object::Healthmonitor(HealthMonitor { pool_id: pool.id.clone(), ..h.clone() }), now)?;
+    }
+    Ok(())
+}
+
+/// The statuses of Octavia's lifecycle table (PROVIDER-NOTES §5) for this operation.
+fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), PolicyError> {
+    use ObjectKind as K;
+    use ProvisioningStatus::{Active, Deleted};
+    let mut st = Statuses::new(ov);
+    match op {
+        Operation::LoadbalancerCreate(lb) | Operation::LoadbalancerSync(lb) => {
+            let mut tree = Vec::new();
+            tree.push(status(K::Loadbalancer, &lb.id, Some(Active), Some(admin_operating(lb.admin_state_up))));
+            for l in &lb.listeners {
+                tree.push(status(K::Listener, &l.id, Some(Active), Some(admin_operating(l.admin_state_up))));
+            }
+            for p in &lb.pools {
+                tree.push(status(K::Pool, &p.id, Some(Active), Some(admin_operating(p.admin_state_up))));
+                let monitored = p.healthmonitor.as_ref().is_some_and(|h| h.admin_state_up);
+                for m in &p.members {
+                    tree.push(status(K::Member, &m.id, Some(Active), Some(member_operating(m, monitored))));
+                }
+                if let Some(h) = &p.healthmonitor {
+                    tree.push(status(K::HealthMonitor, &h.id, Some(Active), Some(admin_operating(h.admin_state_up))));
+                }
+            }
+            st.failed = tree
+                .iter()
+                .map(|s| status(s.kind, &s.id, Some(ProvisioningStatus::Error), Some(OperatingStatus::Error)))
+                .collect();
+            st.ok = tree;
+        }
+        Operation::LoadbalancerUpdate(lb) => st.object(K::Loadbalancer, &lb.id, Active, Some(admin_operating(lb.admin_state_up))),
+        Operation::LoadbalancerFailover(id) => st.object(K::Loadbalancer, id, Active, None),
+        Operation::LoadbalancerDelete(del) => {
+            let lb = &del.loadbalancer;
+            if del.cascade {
+                let mut seen = BTreeSet::new();
+                for l in &lb.listeners {
+                    deleted_l7(&mut st, &l.l7policies);
+                    push_deleted(&mut st, K::Listener, &l.id, &mut seen);
+                }
+                for p in &lb.pools {
+                    for m in &p.members {
+                        push_deleted(&mut st, K::Member, &m.id, &mut seen);
+                    }
+                    if let Some(h) = &p.healthmonitor {
+                        push_deleted(&mut st, K::HealthMonitor, &h.id, &mut seen);
+                    }
+                    push_deleted(&mut st, K::Pool, &p.id, &mut seen);
+                }
+                // Children the mapping knows but Octavia's object did not list go too.
+                for id in descendants(ov.state, &lb.id) {
+                    let kind = match ov.state.get(&id).map(|e| &e.object) {
+                        Some(Object::Listener(_)) => K::Listener,
+                        Some(Object::Pool(_)) => K::Pool,
+                        Some(Object::Member(_)) => K::Member,
+                        Some(Object::Healthmonitor(_)) => K::HealthMonitor,
+                        _ => continue,
+                    };
+                    push_deleted(&mut st, kind, &id, &mut seen);
+                }
+            }
+            st.ok.push(status(K::Loadbalancer, &lb.id, Some(Deleted), Some(OperatingStatus::Offline)));
+            st.failed.push(status(K::Loadbalancer, &lb.id, Some(ProvisioningStatus::Error), None));
+        }
+        Operation::ListenerCreate(l) | Operation::ListenerUpdate(l) => {
+            st.object(K::Listener, &l.id, Active, Some(admin_operating(l.admin_state_up)));
+            st.parent(K::Loadbalancer, &l.loadbalancer_id);
+        }
+        Operation::ListenerDelete(l) => {
+            deleted_l7(&mut st, &l.l7policies);
+            st.object(K::Listener, &l.id, Deleted, Some(OperatingStatus::Offline));
+            st.parent(K::Loadbalancer, &l.loadbalancer_id);
+        }
+        Operation::PoolCreate(p) | Operation::PoolUpdate(p) => {
+            st.object(K::Pool, &p.id, Active, Some(admin_operating(p.admin_state_up)));
+            let monitored = ov.monitor(&p.id).is_some_and(|h| h.admin_state_up);
+            if matches!(op, Operation::PoolCreate(_)) {
+                for m in &p.members {
+                    st.object(K::Member, &m.id, Active, Some(member_operating(m, monitored)));
+                }
+                if let Some(h) = &p.healthmonitor {
+                    st.object(K::HealthMonitor, &h.id, Active, Some(admin_operating(h.admin_state_up)));
+                }
+            }
+            for l in ov.listeners_of_pool(&p.id) {
+                st.parent(K::Listener, &l);
+            }
+            st.parent(K::Loadbalancer, &p.loadbalancer_id);
+        }
+        Operation::PoolDelete(p) => {
+            let mut seen = BTreeSet::new();
+            for m in &p.members {
+                push_deleted(&mut st, K::Member, &m.id, &mut seen);
+            }
+            for id in ov.state.children.get(&p.id).into_iter().flatten() {
+                if let Some(Object::Member(_)) = ov.state.get(id).map(|e| &e.object) {
+                    push_deleted(&mut st, K::Member, id, &mut seen);
+                }
+            }
+            if let Some(h) = p.healthmonitor.as_ref().map(|h| h.id.clone()).or_else(|| state_monitor(ov.state, &p.id)) {
+                push_deleted(&mut st, K::HealthMonitor, &h, &mut seen);
+            }
+            st.object(K::Pool, &p.id, Deleted, Some(OperatingStatus::Offline));
+            let mut listeners: Vec<String> = p.listener_id.iter().cloned().collect();
+            listeners.extend(
+                ov.listeners_of_lb(&p.loadbalancer_id)
+                    .into_iter()
+                    .filter(|l| ov.state.get(l).is_some_and(|e| matches!(&e.object, Object::Listener(s) if s.listener.default_pool_id.as_deref() == Some(&p.id)))),
+            );
+            listeners.sort();
+            listeners.dedup();
+            for l in listeners {
+                st.parent(K::Listener, &l);
+            }
+            st.parent(K::Loadbalancer, &p.loadbalancer_id);
+        }
+        Operation::MemberCreate(m) | Operation::MemberUpdate(m) => {
+            let monitored = ov.monitor(&m.pool_id).is_some_and(|h| h.admin_state_up);
+            st.object(K::Member, &m.id, Active, Some(member_operating(m, monitored)));
+            let lb = lb_of_pool(ov, &m.pool_id)?;
+            st.parents_of_pool(&m.pool_id, &lb);
+        }
+        Operation::MemberDelete(m) => {
+            st.object(K::Member, &m.id, Deleted, Some(OperatingStatus::Offline));
+            let lb = lb_of_pool(ov, &m.pool_id)?;
+            st.parents_of_pool(&m.pool_id, &lb);
+        }
+        Operation::MemberBatchUpdate(batch) => {
+            let monitored = ov.monitor(&batch.pool_id).is_some_and(|h| h.admin_state_up);
+            for m in &batch.members {
+                st.object(K::Member, &m.id, Active, Some(member_operating(m, monitored)));
+            }
+            let listed: BTreeSet<&str> = batch.members.iter().map(|m| m.id.as_str()).collect();
+            for id in ov.state.children.get(&batch.pool_id).into_iter().flatten() {
+                if matches!(ov.state.get(id).map(|e| &e.object), Some(Object::Member(_))) && !listed.contains(id.as_str()) {
+                    st.object(K::Member, id, Deleted, Some(OperatingStatus::Offline));
+                }
+            }
+            let lb = lb_of_pool(ov, &batch.pool_id)?;
+            st.parents_of_pool(&batch.pool_id, &lb);
+        }
+        Operation::HealthMonitorCreate(h) | Operation::HealthMonitorUpdate(h) => {
+            st.object(K::HealthMonitor, &h.id, Active, Some(admin_operating(h.admin_state_up)));
+            let lb = lb_of_pool(ov, &h.pool_id)?;
+            st.parents_of_pool(&h.pool_id, &lb);
+        }
+        Operation::HealthMonitorDelete(h) => {
+            st.object(K::HealthMonitor, &h.id, Deleted, Some(OperatingStatus::Offline));
+            for m in ov.members(&h.pool_id) {
+                if m.admin_state_up && m.weight > 0 {
+                    st.ok.push(status(K::Member, &m.id, None, Some(OperatingStatus::NoMonitor)));
+                }
+            }
+            let lb = lb_of_pool(ov, &h.pool_id)?;
+            st.parents_of_pool(&h.pool_id, &lb);
+        }
+        Operation::L7policyDelete(p) => {
+            for r in &p.rules {
+                st.object(K::L7rule, &r.id, Deleted, None);
+            }
+            st.object(K::L7policy, &p.id, Deleted, None);
+            st.parent(K::Listener, &p.listener_id);
+            if let Some(l) = ov.listener(&p.listener_id) {
+                st.parent(K::Loadbalancer, &l.listener.loadbalancer_id.clone());
+            }
+        }
+        Operation::L7ruleDelete(r) => {
+            st.object(K::L7rule, &r.id, Deleted, None);
+            st.parent(K::L7policy, &r.l7policy_id);
+        }
+        Operation::L7policyCreate(p) | Operation::L7policyUpdate(p) => {
+            return Err(PolicyError::Unsupported(format!(
+                "L7 policy {}: L7 policies are not supported: LoxiLB rules match on VIP, port and protocol only",
+                p.id
+            )))
+        }
+        Operation::L7ruleCreate(r) | Operation::L7ruleUpdate(r) => {
+            return Err(PolicyError::Unsupported(format!(
+                "L7 rule {}: L7 rules are not supported: LoxiLB rules match on VIP, port and protocol only",
+                r.id
+            )))
+        }
+    }
+    plan.statuses = st.ok;
+    plan.failure_statuses = st.failed;
+    Ok(())
+}
+
+fn state_monitor(state: &State, pool_id: &str) -> Option<String> {
+    state
+        .children
+        .get(pool_id)?
+        .iter()
+        .find(|id| matches!(state.get(id).map(|e| &e.object), Some(Object::Healthmonitor(_))))
+        .cloned()
+}
+
+fn descendants(state: &State, id: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for child in state.children.get(id).into_iter().flatten() {
+        out.extend(descendants(state, child));
+        out.push(child.clone());
+    }
+    out
+}
+
+fn push_deleted(st: &mut Statuses, kind: ObjectKind, id: &str, seen: &mut BTreeSet<String>) {
+    if seen.insert(id.to_string()) {
+        st.ok.push(status(kind, id, Some(ProvisioningStatus::Deleted), None));
+    }
+}
+
+fn deleted_l7(st: &mut Statuses, policies: &[crate::octavia::L7policy]) {
+    for p in policies {
+        for r in &p.rules {
+            st.ok.push(status(ObjectKind::L7rule, &r.id, Some(ProvisioningStatus::Deleted), None));
+        }
+        st.ok.push(status(ObjectKind::L7policy, &p.id, Some(ProvisioningStatus::Deleted), None));
+    }
+}
+
+/// Renders one listener of the current mapping (no operation applied).
+pub fn render_listener(state: &State, listener_id: &str, config: &Config) -> Result<Option<Rendered>, PolicyError> {
+    Overlay::new(state).render(listener_id, config)
+}
+
+/// Checks of every object the operation carries that need no mapping: what `validate` answers when the
+/// policy lacks the parents.
+pub fn validate_objects(op: &Operation, config: &Config) -> Result<(), PolicyError> {
+    let profile = &config.profile;
+    let check_pool_tree = |p: &Pool| -> Result<(), PolicyError> {
+        translate::check_pool(p, profile)?;
+        p.members.iter().try_for_each(translate::check_member)?;
+        p.healthmonitor.as_ref().map_or(Ok(()), translate::check_monitor)
+    };
+    match op {
+        Operation::LoadbalancerCreate(lb) | Operation::LoadbalancerUpdate(lb) | Operation::LoadbalancerSync(lb) => {
+            translate::check_loadbalancer(lb)?;
+            for l in &lb.listeners {
+                translate::check_listener(l, profile)?;
+            }
+            lb.pools.iter().try_for_each(check_pool_tree)
+        }
+        Operation::ListenerCreate(l) | Operation::ListenerUpdate(l) => translate::check_listener(l, profile),
+        Operation::PoolCreate(p) | Operation::PoolUpdate(p) => check_pool_tree(p),
+        Operation::MemberCreate(m) | Operation::MemberUpdate(m) => translate::check_member(m),
+        Operation::MemberBatchUpdate(b) => b.members.iter().try_for_each(translate::check_member),
+        Operation::HealthMonitorCreate(h) | Operation::HealthMonitorUpdate(h) => translate::check_monitor(h),
+        Operation::L7policyCreate(p) | Operation::L7policyUpdate(p) => Err(PolicyError::Unsupported(format!(
+            "L7 policy {} ({}): L7 policies are not supported: LoxiLB rules match on VIP, port and protocol only",
+            p.id, p.action
+        ))),
+        Operation::L7ruleCreate(r) | Operation::L7ruleUpdate(r) => Err(PolicyError::Unsupported(format!(
+            "L7 rule {} ({} {}): L7 rules are not supported: LoxiLB rules match on VIP, port and protocol only",
+            r.id, r.kind, r.compare_type
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `validate`: object checks, then a full plan when the mapping has what it needs.
+pub fn validate(state: &State, op: &Operation, config: &Config) -> Result<(), PolicyError> {
+    validate_objects(op, config)?;
+    match plan(state, op, config, "") {
+        Ok(_) | Err(PolicyError::MissingState(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
