@@ -1,0 +1,48 @@
+//! Assembling a host from its configuration: grants, sandbox, service.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use crate::caps::loxilb::{HttpLoxi, LoxiTransport};
+use crate::caps::storage::{FileStore, MappingStore, MemoryStore};
+use crate::caps::Grants;
+use crate::config::Config;
+use crate::runtime::bindings::policy_types::Settings;
+use crate::runtime::instance::{Limits, Sandbox};
+
+pub fn policy_path(config: &Config) -> PathBuf {
+    config.policy_path.clone().unwrap_or_else(crate::runtime::default_policy_path)
+}
+
+pub fn storage(config: &Config) -> Result<Arc<dyn MappingStore>> {
+    Ok(if config.enable_persistent_mapping {
+        Arc::new(FileStore::open(&config.mapping_storage_path).map_err(anyhow::Error::msg)?)
+    } else {
+        Arc::new(MemoryStore::default())
+    })
+}
+
+pub fn loxilb(config: &Config) -> Arc<dyn LoxiTransport> {
+    Arc::new(HttpLoxi::new(config.api_endpoints.clone(), config.api_timeout))
+}
+
+pub fn settings(config: &Config) -> Settings {
+    Settings { nat_mode: config.nat_mode.clone(), remove_orphans: config.remove_orphans }
+}
+
+pub fn limits(config: &Config) -> Limits {
+    Limits { memory_bytes: (config.guest_memory_limit_mb as usize) << 20, call_timeout: config.guest_call_timeout }
+}
+
+/// Loads the configured policy and starts an instance over the configured grants.
+pub fn sandbox(config: &Config, loxilb: Arc<dyn LoxiTransport>, storage: Arc<dyn MappingStore>) -> Result<Sandbox> {
+    let path = policy_path(config);
+    if !path.exists() {
+        anyhow::bail!("policy component {} does not exist: build it with `cargo guest`, or set [driver_loxilb] policy_path", path.display());
+    }
+    let policy = crate::runtime::load(&path)?;
+    let grants = Grants { loxilb, storage, log_target: path.file_stem().and_then(|s| s.to_str()).unwrap_or("policy").to_string() };
+    Sandbox::new(policy, grants, limits(config), settings(config)).with_context(|| format!("starting policy {}", path.display()))
+}

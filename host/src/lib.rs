@@ -1,0 +1,21 @@
+//! The `loxilb-octavia` host.
+//!
+//! Layout:
+//! - `config`: octavia.conf's `[driver_loxilb]` section (and the Octavia settings the host shares).
+//! - `runtime`: the wasmtime sandbox: engine, component loading and version checks, instances with limits.
+//! - `caps`: the capabilities granted to a policy, one module each (LoxiLB HTTP, storage, log, clock).
+//! - `convert`: octavia-lib JSON → the policy's typed records.
+//! - `service`: provider requests → policy → LoxiLB → statuses, in order.
+//! - `octavia`: the driver-agent sockets and status documents.
+//! - `transport`: how provider requests arrive (Unix socket; oslo.messaging over RabbitMQ).
+//! - `app`: assembling those from a configuration; `demo`: the end-to-end demonstration.
+
+pub mod app;
+pub mod caps;
+pub mod config;
+pub mod convert;
+pub mod demo;
+pub mod octavia;
+pub mod runtime;
+pub mod service;
+pub mod transport;

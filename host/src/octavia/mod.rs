@@ -1,0 +1,4 @@
+//! Talking to Octavia: the driver-agent sockets (status, stats, get) and the status documents sent there.
+
+pub mod agent;
+pub mod status;

@@ -1,0 +1,192 @@
+//! One running policy: a Store with its grants and limits, re-created after the guest traps, loops past
+//! its deadline or exhausts its memory. A new instance reloads the mapping from storage in `init`, so a
+//! trap costs the operation in hand and nothing else.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use wasmtime::component::Component;
+use wasmtime::{Engine, Store, StoreLimitsBuilder};
+
+use super::bindings::loxilb_types::LbRule;
+use super::bindings::mapping::MappingEntry;
+use super::bindings::octavia::Operation;
+use super::bindings::policy_types::{Outcome, Plan, PolicyError, PolicyInfo, ReconcileReport, RecoveryMode, RecoveryReport, Settings};
+use super::bindings::PolicyWorld;
+use super::{LoadedPolicy, EPOCH_TICK};
+use crate::caps::{Grants, HostState};
+
+/// Compiled components by content digest: loading the same policy twice (restart of an instance, a swap
+/// back) does not compile again.
+pub fn compile_cached(engine: &Engine, bytes: &[u8], digest: &str) -> Result<Component> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Component>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(c) = cache.lock().unwrap().get(digest) {
+        return Ok(c.clone());
+    }
+    let component = crate::runtime::cache::compile(engine, bytes, digest)?;
+    cache.lock().unwrap().insert(digest.to_string(), component.clone());
+    Ok(component)
+}
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub memory_bytes: usize,
+    pub call_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory_bytes: 256 << 20, call_timeout: Duration::from_secs(30) }
+    }
+}
+
+struct Live {
+    store: Store<HostState>,
+    bindings: PolicyWorld,
+}
+
+/// A failed guest call: the guest refused (its own error) or the sandbox stopped it (trap, deadline,
+/// memory); the latter recycles the instance.
+#[derive(Debug)]
+pub enum CallError {
+    Trapped(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Trapped(m) => write!(f, "policy stopped: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+pub struct Sandbox {
+    pub policy: Arc<LoadedPolicy>,
+    grants: Grants,
+    limits: Limits,
+    settings: Settings,
+    live: Option<Live>,
+    pub info: PolicyInfo,
+    /// What the last `init` reported.
+    pub last_init: Option<RecoveryReport>,
+    /// Instances created (1 + re-instantiations after traps).
+    pub instances: u32,
+}
+
+fn trap_text(e: &wasmtime::Error) -> String {
+    let root = e.root_cause().to_string();
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => "deadline exceeded (the call ran past guest_call_timeout)".into(),
+        Some(wasmtime::Trap::UnreachableCodeReached) => format!("the guest panicked or ran out of memory ({root})"),
+        Some(trap) => format!("{trap} ({root})"),
+        None => root,
+    }
+}
+
+impl Sandbox {
+    /// Instantiates the policy and runs its `init` (which loads the mapping). Fails if either fails.
+    pub fn new(policy: Arc<LoadedPolicy>, grants: Grants, limits: Limits, settings: Settings) -> Result<Sandbox> {
+        let mut sandbox = Sandbox {
+            policy,
+            grants,
+            limits,
+            settings,
+            live: None,
+            info: PolicyInfo { name: String::new(), version: String::new(), description: String::new() },
+            last_init: None,
+            instances: 0,
+        };
+        sandbox.ensure_live().map_err(|e| anyhow!("{e}"))?;
+        Ok(sandbox)
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+
+    fn ensure_live(&mut self) -> Result<&mut Live, CallError> {
+        if self.live.is_none() {
+            let limits = StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).instances(4).build();
+            let mut store = Store::new(super::engine(), HostState { grants: self.grants.clone(), limits });
+            store.limiter(|s| &mut s.limits);
+            store.set_epoch_deadline(self.deadline_ticks());
+            let bindings = self.policy.pre.instantiate(&mut store).map_err(|e| CallError::Trapped(format!("instantiating: {}", trap_text(&e))))?;
+            let guest = bindings.loxilb_octavia_policy();
+            let info = guest.call_info(&mut store).map_err(|e| CallError::Trapped(trap_text(&e)))?;
+            store.set_epoch_deadline(self.deadline_ticks());
+            let init = guest
+                .call_init(&mut store, &self.settings)
+                .map_err(|e| CallError::Trapped(format!("init: {}", trap_text(&e))))?
+                .map_err(|e| CallError::Trapped(format!("init refused: {}", describe(&e))))?;
+            self.instances += 1;
+            self.info = info;
+            self.last_init = Some(init);
+            self.live = Some(Live { store, bindings });
+        }
+        Ok(self.live.as_mut().expect("live"))
+    }
+
+    fn call<R>(&mut self, f: impl FnOnce(&mut Store<HostState>, &PolicyWorld) -> wasmtime::Result<R>) -> Result<R, CallError> {
+        let ticks = self.deadline_ticks();
+        let live = self.ensure_live()?;
+        live.store.set_epoch_deadline(ticks);
+        match f(&mut live.store, &live.bindings) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let text = trap_text(&e);
+                tracing::error!(policy = %self.info.name, "policy call failed, recycling its instance: {text}");
+                self.live = None;
+                Err(CallError::Trapped(text))
+            }
+        }
+    }
+
+    pub fn handle(&mut self, op: &Operation) -> Result<Outcome, CallError> {
+        self.call(|s, b| b.loxilb_octavia_policy().call_handle(s, op))
+    }
+
+    pub fn validate(&mut self, op: &Operation) -> Result<Result<(), PolicyError>, CallError> {
+        self.call(|s, b| b.loxilb_octavia_policy().call_validate(s, op))
+    }
+
+    pub fn translate(&mut self, op: &Operation) -> Result<Result<Plan, PolicyError>, CallError> {
+        self.call(|s, b| b.loxilb_octavia_policy().call_translate(s, op))
+    }
+
+    pub fn recover(&mut self, mode: RecoveryMode) -> Result<Result<RecoveryReport, PolicyError>, CallError> {
+        self.call(|s, b| b.loxilb_octavia_policy().call_recover(s, mode))
+    }
+
+    pub fn reconcile(&mut self) -> Result<Result<ReconcileReport, PolicyError>, CallError> {
+        self.call(|s, b| b.loxilb_octavia_policy().call_reconcile(s))
+    }
+
+    pub fn desired_rules(&mut self) -> Result<Vec<LbRule>, CallError> {
+        self.call(|s, b| b.loxilb_octavia_policy().call_desired_rules(s))
+    }
+
+    pub fn mappings(&mut self) -> Result<Vec<MappingEntry>, CallError> {
+        self.call(|s, b| b.loxilb_octavia_policy().call_mappings(s))
+    }
+
+    /// The storage this instance writes to (the host makes appended records durable through it).
+    pub fn storage(&self) -> &Arc<dyn crate::caps::storage::MappingStore> {
+        &self.grants.storage
+    }
+}
+
+pub fn describe(e: &PolicyError) -> String {
+    match e {
+        PolicyError::Unsupported(m) => format!("unsupported: {m}"),
+        PolicyError::Invalid(m) => format!("invalid: {m}"),
+        PolicyError::MissingState(m) => format!("missing state: {m}"),
+        PolicyError::Conflict(m) => format!("conflict: {m}"),
+        PolicyError::Loxilb(m) => format!("LoxiLB: {m}"),
+        PolicyError::Storage(m) => format!("storage: {m}"),
+    }
+}

@@ -1,0 +1,147 @@
+//! The policy sandbox: one wasmtime Engine, components checked for the WIT version this host speaks,
+//! and instances bounded in memory and time.
+
+pub mod bindings;
+pub mod cache;
+pub mod instance;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use wasmtime::component::{types::ComponentItem, Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use crate::caps::HostState;
+use bindings::{PolicyWorld, PolicyWorldPre};
+
+/// The WIT package a policy must export, and the versions of it this host accepts: `0.1.x`
+/// (semver-compatible with `0.1.0`, which this host was built against).
+pub const WIT_PACKAGE: &str = "loxilb:octavia";
+pub const WIT_VERSION: &str = "0.1.0";
+/// How often the epoch advances; a call's deadline is counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The process-wide engine. Epoch interruption bounds every call; the ticker thread starts with it.
+pub fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).expect("wasmtime engine");
+        let ticker = engine.clone();
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || loop {
+                std::thread::sleep(EPOCH_TICK);
+                ticker.increment_epoch();
+            })
+            .expect("epoch ticker");
+        engine
+    })
+}
+
+/// The version of `loxilb:octavia/policy` a component exports, or why it is not a policy at all.
+pub fn exported_version(engine: &Engine, component: &Component) -> Result<String> {
+    let ty = component.component_type();
+    let mut names = Vec::new();
+    for (name, item) in ty.exports(engine) {
+        if let (Some(rest), ComponentItem::ComponentInstance(_)) = (name.strip_prefix(&format!("{WIT_PACKAGE}/policy@")), &item.ty) {
+            return Ok(rest.to_string());
+        }
+        names.push(name.to_string());
+    }
+    bail!("not a LoxiLB policy: it exports no {WIT_PACKAGE}/policy interface (exports: {})", if names.is_empty() { "none".into() } else { names.join(", ") })
+}
+
+/// Whether a policy's WIT version is one this host speaks.
+pub fn check_version(version: &str) -> Result<()> {
+    let parse = |v: &str| -> Option<(u64, u64, u64)> {
+        let mut it = v.split('.');
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?.split(['-', '+']).next()?.parse().ok()?))
+    };
+    let (want, got) = (parse(WIT_VERSION).expect("own version"), parse(version));
+    let compatible = got.is_some_and(|(major, minor, _)| if want.0 == 0 { major == 0 && minor == want.1 } else { major == want.0 });
+    if !compatible {
+        bail!(
+            "policy speaks {WIT_PACKAGE}@{version}, but this host speaks {WIT_PACKAGE}@{WIT_VERSION} (accepts {}.{}.x)",
+            want.0,
+            want.1
+        );
+    }
+    Ok(())
+}
+
+/// A compiled, version-checked policy, ready to instantiate any number of times.
+pub struct LoadedPolicy {
+    pub path: PathBuf,
+    pub wit_version: String,
+    pub pre: PolicyWorldPre<HostState>,
+    /// SHA-256 of the component file (tells two builds apart in logs and previews).
+    pub digest: String,
+}
+
+fn linker(engine: &Engine) -> Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    PolicyWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+/// Compiles a component (or loads its cached compilation) and checks that it is a policy this host can run.
+pub fn load(path: &Path) -> Result<Arc<LoadedPolicy>> {
+    let engine = engine();
+    let bytes = std::fs::read(path).with_context(|| format!("reading policy {}", path.display()))?;
+    let digest: String = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes)).iter().map(|b| format!("{b:02x}")).collect();
+    let component = crate::runtime::instance::compile_cached(engine, &bytes, &digest)
+        .map_err(|e| anyhow!("{} is not a loadable component: {e:#}", path.display()))?;
+    let wit_version = exported_version(engine, &component)?;
+    check_version(&wit_version)?;
+    let instance_pre = linker(engine)?
+        .instantiate_pre(&component)
+        .map_err(|e| anyhow!("{} cannot run in this host (it imports something not granted): {e:#}", path.display()))?;
+    let pre = PolicyWorldPre::new(instance_pre)?;
+    Ok(Arc::new(LoadedPolicy { path: path.to_path_buf(), wit_version, pre, digest }))
+}
+
+/// The seed's name of a resource type (`loadbalancer`, `listener`, `pool`, `member`, `healthmonitor`).
+pub fn resource_type_name(t: bindings::mapping::ResourceType) -> &'static str {
+    use bindings::mapping::ResourceType as T;
+    match t {
+        T::Loadbalancer => "loadbalancer",
+        T::Listener => "listener",
+        T::Pool => "pool",
+        T::Member => "member",
+        T::Healthmonitor => "healthmonitor",
+    }
+}
+
+/// Where the default policy is: `LOXILB_POLICY`, then the workspace build output, then beside the binary.
+pub fn default_policy_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("LOXILB_POLICY") {
+        return PathBuf::from(p);
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-unknown-unknown/guest/guest.wasm");
+    if built.exists() {
+        return built;
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("policies/guest.wasm")))
+        .unwrap_or(built)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_within_0_1_are_accepted_and_others_named() {
+        assert!(check_version("0.1.0").is_ok());
+        assert!(check_version("0.1.7").is_ok());
+        let err = check_version("0.2.0").unwrap_err().to_string();
+        assert!(err.contains("0.2.0") && err.contains("0.1.0"), "{err}");
+        assert!(check_version("1.0.0").is_err());
+    }
+}

@@ -1,0 +1,248 @@
+//! The host's work: provider requests in, policy calls, LoxiLB changes and Octavia statuses out.
+//!
+//! Calls (validation, flavor metadata) are answered at once. Casts are queued and applied one at a time,
+//! in arrival order, so operations on one load balancer are never applied out of order or concurrently.
+//! Before applying, the host waits until Octavia has committed the object (the provider is called inside
+//! Octavia's transaction, PROVIDER-NOTES "commit race"); after applying it makes the mapping durable and
+//! only then reports the statuses.
+
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::convert;
+use crate::octavia::agent::DriverAgent;
+use crate::octavia::status::{document, StatusSink};
+use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, Operation, ProvisioningStatus};
+use crate::runtime::bindings::policy_types::PolicyError;
+use crate::runtime::instance::{describe, Sandbox};
+
+/// A refusal the provider turns into an octavia-lib exception of the same class name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    pub class: &'static str,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn driver(message: impl Into<String>) -> Failure {
+        Failure { class: "DriverError", message: message.into() }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.class, self.message)
+    }
+}
+
+pub fn failure_of(error: &PolicyError) -> Failure {
+    match error {
+        PolicyError::Unsupported(m) | PolicyError::Invalid(m) => Failure { class: "UnsupportedOptionError", message: m.clone() },
+        PolicyError::Conflict(m) => Failure { class: "Conflict", message: m.clone() },
+        other => Failure::driver(describe(other)),
+    }
+}
+
+/// Flavor metadata keys the LoxiLB provider understands.
+pub const FLAVOR_KEYS: &[(&str, &str)] = &[("nat_mode", "LoxiLB NAT mode for this load balancer: dnat, onearm, fullnat or dsr")];
+
+pub struct Service {
+    pub sandbox: Mutex<Sandbox>,
+    pub agent: Option<DriverAgent>,
+    pub statuses: Arc<dyn StatusSink>,
+    pub commit_wait: Duration,
+    queue: Mutex<Option<Sender<(String, Value)>>>,
+    /// Operations applied (for tests and metrics).
+    pub applied: std::sync::atomic::AtomicU64,
+}
+
+impl Service {
+    pub fn new(sandbox: Sandbox, agent: Option<DriverAgent>, statuses: Arc<dyn StatusSink>, commit_wait: Duration) -> Arc<Service> {
+        Arc::new(Service {
+            sandbox: Mutex::new(sandbox),
+            agent,
+            statuses,
+            commit_wait,
+            queue: Mutex::new(None),
+            applied: Default::default(),
+        })
+    }
+
+    /// Starts the worker that applies queued casts in order.
+    pub fn start_worker(self: &Arc<Self>) {
+        let (tx, rx) = channel::<(String, Value)>();
+        *self.queue.lock().unwrap() = Some(tx);
+        let service = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("apply".into())
+            .spawn(move || {
+                for (method, args) in rx {
+                    service.apply(&method, &args);
+                }
+            })
+            .expect("apply worker");
+    }
+
+    /// A synchronous request from the provider.
+    pub fn call(&self, method: &str, args: &Value) -> Result<Value, Failure> {
+        match method {
+            "validate" => {
+                let inner = args.get("operation").and_then(Value::as_str).ok_or_else(|| Failure::driver("validate: no operation"))?;
+                let op = convert::operation(inner, args.get("args").unwrap_or(&Value::Null)).map_err(|e| Failure::driver(format!("invalid request: {e:#}")))?;
+                let result = self.sandbox.lock().unwrap().validate(&op).map_err(|e| Failure::driver(e.to_string()))?;
+                result.map(|()| Value::Null).map_err(|e| failure_of(&e))
+            }
+            "get_supported_flavor_metadata" => Ok(FLAVOR_KEYS.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>().into()),
+            "validate_flavor" => {
+                let meta = args.get("flavor_metadata").and_then(Value::as_object).ok_or_else(|| Failure::driver("validate_flavor: no flavor_metadata"))?;
+                for (key, value) in meta {
+                    if !FLAVOR_KEYS.iter().any(|(k, _)| k == key) {
+                        return Err(Failure { class: "UnsupportedOptionError", message: format!("flavor key {key:?} is not supported by the LoxiLB provider (supported: nat_mode)") });
+                    }
+                    let mode = value.as_str().unwrap_or_default();
+                    if !["dnat", "onearm", "fullnat", "dsr"].contains(&mode) {
+                        return Err(Failure { class: "UnsupportedOptionError", message: format!("flavor nat_mode {value} is not one of dnat, onearm, fullnat, dsr") });
+                    }
+                }
+                Ok(Value::Null)
+            }
+            "get_supported_availability_zone_metadata" => Ok(json!({})),
+            "validate_availability_zone" => match args.get("availability_zone_metadata").and_then(Value::as_object) {
+                Some(meta) if !meta.is_empty() => Err(Failure {
+                    class: "UnsupportedOptionError",
+                    message: format!("availability zone metadata ({}) is not supported by the LoxiLB provider", meta.keys().cloned().collect::<Vec<_>>().join(", ")),
+                }),
+                _ => Ok(Value::Null),
+            },
+            other => Err(Failure { class: "NotImplementedError", message: format!("the LoxiLB host has no call {other:?}") }),
+        }
+    }
+
+    /// Accepts a cast: it is applied by the worker, in order.
+    pub fn cast(&self, method: &str, args: Value) -> Result<(), Failure> {
+        let queue = self.queue.lock().unwrap();
+        let tx = queue.as_ref().ok_or_else(|| Failure::driver("the host is not accepting operations"))?;
+        tx.send((method.to_string(), args)).map_err(|_| Failure::driver("the host's apply worker has stopped"))
+    }
+
+    /// Applies one operation now: wait for Octavia's commit, run the policy, persist, report.
+    pub fn apply(&self, method: &str, args: &Value) -> Vec<ObjectStatus> {
+        let op = match convert::operation(method, args) {
+            Ok(op) => op,
+            Err(e) => {
+                tracing::error!("dropping {method}: {e:#}");
+                return Vec::new();
+            }
+        };
+        if let Err(e) = self.wait_committed(method, args) {
+            tracing::error!("not applying {method}: {e}");
+            return Vec::new();
+        }
+        let mut sandbox = self.sandbox.lock().unwrap();
+        let statuses = match sandbox.handle(&op) {
+            Ok(outcome) => {
+                if let Some(error) = &outcome.error {
+                    tracing::warn!("{method} failed: {}", describe(error));
+                }
+                outcome.statuses
+            }
+            Err(trap) => {
+                tracing::error!("{method} failed: {trap}");
+                trap_statuses(&op, args)
+            }
+        };
+        let storage = Arc::clone(sandbox.storage());
+        drop(sandbox);
+        if let Err(e) = storage.sync() {
+            tracing::error!("mapping journal not durable after {method}: {e}");
+        }
+        self.applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !statuses.is_empty() {
+            self.statuses.report(&document(&statuses));
+        }
+        statuses
+    }
+
+    /// Waits until Octavia's get socket shows what the operation refers to as committed: a created object
+    /// exists; an updated one reads back with the new values. Without a get socket there is no Octavia
+    /// transaction to wait for.
+    fn wait_committed(&self, method: &str, args: &Value) -> Result<(), String> {
+        let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return Ok(()) };
+        let Some((collection, id, expected)) = commit_probe(method, args) else { return Ok(()) };
+        let deadline = Instant::now() + self.commit_wait;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match agent.get(collection, &id) {
+                Ok(Some(found)) if expected.iter().all(|(k, v)| found.get(k) == Some(v)) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => tracing::debug!("get {collection}/{id}: {e:#}"),
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("Octavia did not commit {collection}/{id} within {:?} (its request was probably rolled back)", self.commit_wait));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+}
+
+/// What to read back from the get socket before applying `method`, and which fields must match.
+fn commit_probe(method: &str, args: &Value) -> Option<(&'static str, String, Vec<(String, Value)>)> {
+    let (collection, name, id_field) = match method.rsplit_once('_')?.0 {
+        "loadbalancer" => ("loadbalancers", "loadbalancer", "loadbalancer_id"),
+        "listener" => ("listeners", "listener", "listener_id"),
+        "pool" => ("pools", "pool", "pool_id"),
+        "member" => ("members", "member", "member_id"),
+        "health_monitor" => ("healthmonitors", "healthmonitor", "healthmonitor_id"),
+        "l7policy" => ("l7policies", "l7policy", "l7policy_id"),
+        "l7rule" => ("l7rules", "l7rule", "l7rule_id"),
+        "member_batch" => {
+            let first = args.get("members")?.as_array()?.first()?;
+            return Some(("members", first.get("member_id")?.as_str()?.to_string(), Vec::new()));
+        }
+        _ => return None,
+    };
+    if method.ends_with("_create") {
+        let id = args.get(name)?.get(id_field)?.as_str()?.to_string();
+        return Some((collection, id, Vec::new()));
+    }
+    if method.ends_with("_update") {
+        let new = args.get(format!("new_{name}"))?.as_object()?;
+        let id = new.get(id_field).or_else(|| args.get(format!("old_{name}"))?.get(id_field))?.as_str()?.to_string();
+        let expected = new
+            .iter()
+            .filter(|(k, v)| k.as_str() != id_field && !v.is_object() && !v.is_array())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        return Some((collection, id, expected));
+    }
+    None
+}
+
+/// Statuses when the policy itself failed (trap, deadline, memory): the object ERROR, its load balancer
+/// back to ACTIVE so the user can retry or delete.
+fn trap_statuses(op: &Operation, args: &Value) -> Vec<ObjectStatus> {
+    let error = |kind, id: &str| ObjectStatus { kind, id: id.to_string(), provisioning: Some(ProvisioningStatus::Error), operating: None };
+    let mut out = Vec::new();
+    let lb_id = args.get("loadbalancer_id").and_then(Value::as_str).map(str::to_string);
+    let object = match op {
+        Operation::LoadbalancerCreate(lb) | Operation::LoadbalancerUpdate(lb) | Operation::LoadbalancerSync(lb) => (ObjectKind::Loadbalancer, lb.id.clone()),
+        Operation::LoadbalancerDelete(d) => (ObjectKind::Loadbalancer, d.loadbalancer.id.clone()),
+        Operation::LoadbalancerFailover(id) => (ObjectKind::Loadbalancer, id.clone()),
+        Operation::ListenerCreate(l) | Operation::ListenerUpdate(l) | Operation::ListenerDelete(l) => (ObjectKind::Listener, l.id.clone()),
+        Operation::PoolCreate(p) | Operation::PoolUpdate(p) | Operation::PoolDelete(p) => (ObjectKind::Pool, p.id.clone()),
+        Operation::MemberCreate(m) | Operation::MemberUpdate(m) | Operation::MemberDelete(m) => (ObjectKind::Member, m.id.clone()),
+        Operation::MemberBatchUpdate(b) => (ObjectKind::Pool, b.pool_id.clone()),
+        Operation::HealthMonitorCreate(h) | Operation::HealthMonitorUpdate(h) | Operation::HealthMonitorDelete(h) => (ObjectKind::HealthMonitor, h.id.clone()),
+        Operation::L7policyCreate(p) | Operation::L7policyUpdate(p) | Operation::L7policyDelete(p) => (ObjectKind::L7policy, p.id.clone()),
+        Operation::L7ruleCreate(r) | Operation::L7ruleUpdate(r) | Operation::L7ruleDelete(r) => (ObjectKind::L7rule, r.id.clone()),
+    };
+    out.push(error(object.0, &object.1));
+    if let Some(lb) = lb_id.filter(|lb| *lb != object.1) {
+        out.push(ObjectStatus { kind: ObjectKind::Loadbalancer, id: lb, provisioning: Some(ProvisioningStatus::Active), operating: None });
+    }
+    out
+}
