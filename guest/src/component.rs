@@ -1,5 +1,6 @@
 //! The component's exports: thin glue from the WIT functions to the policy, which lives in one
-//! instance-wide cell (a component instance is single-threaded).
+//! instance-wide cell (a component instance is single-threaded). Policy crates built from this library
+//! call `export_policy!` with their own name and rendering profile.
 
 use std::cell::RefCell;
 
@@ -9,7 +10,8 @@ use crate::loxilb_types::LbRule;
 use crate::mapping::{MappingChange, MappingEntry, ResourceType as WitType};
 use crate::octavia::Operation;
 use crate::policy::Guest;
-use crate::policy_types::{Outcome, Plan, PolicyError, PolicyInfo, ReconcileReport, RecoveryMode, RecoveryReport, Settings};
+use crate::octavia::ObjectStatus;
+use crate::policy_types::{ListenerStats, Outcome, Plan, PolicyError, PolicyInfo, ReconcileReport, RecoveryMode, RecoveryReport, Settings};
 use crate::state::{Change, Entry, ResourceType};
 use crate::translate::{nat_mode_from_name, Config};
 
@@ -17,12 +19,14 @@ thread_local! {
     static POLICY: RefCell<Policy> = RefCell::new(Policy::new(Config::default()));
 }
 
-/// The configuration a policy crate built from this library uses.
-pub fn profile() -> crate::translate::Profile {
-    crate::translate::Profile::default()
+/// What distinguishes one policy built from this library from another.
+pub trait Definition {
+    fn info() -> PolicyInfo;
+    fn profile() -> crate::translate::Profile;
 }
 
-struct Component;
+/// The exports, for any `Definition`.
+pub struct Component<D>(std::marker::PhantomData<D>);
 
 fn wit_type(t: ResourceType) -> WitType {
     match t {
@@ -46,19 +50,15 @@ pub fn mapping_entry(id: &str, e: &Entry) -> MappingEntry {
     }
 }
 
-impl Guest for Component {
+impl<D: Definition> Guest for Component<D> {
     fn info() -> PolicyInfo {
-        PolicyInfo {
-            name: crate::POLICY_NAME.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "L4 rules (TCP, UDP, SCTP, HTTPS pass-through) in the configured NAT mode; L7 refused".into(),
-        }
+        D::info()
     }
 
     fn init(settings: Settings) -> Result<RecoveryReport, PolicyError> {
         let nat_mode = nat_mode_from_name(&settings.nat_mode).map_err(PolicyError::Invalid)?;
         POLICY.with_borrow_mut(|p| {
-            p.config = Config { nat_mode, remove_orphans: settings.remove_orphans, profile: profile() };
+            p.config = Config { nat_mode, remove_orphans: settings.remove_orphans, profile: D::profile() };
             p.load(&mut Wasm)
         })
     }
@@ -110,6 +110,14 @@ impl Guest for Component {
         POLICY.with_borrow_mut(|p| p.reconcile(&mut Wasm))
     }
 
+    fn health() -> Result<Vec<ObjectStatus>, PolicyError> {
+        POLICY.with_borrow(|p| p.health(&mut Wasm))
+    }
+
+    fn statistics() -> Result<Vec<ListenerStats>, PolicyError> {
+        POLICY.with_borrow(|p| p.statistics(&mut Wasm))
+    }
+
     fn desired_rules() -> Vec<LbRule> {
         POLICY.with_borrow(|p| p.desired().into_iter().filter_map(|(_, r)| r.map(|r| r.rule)).collect())
     }
@@ -123,4 +131,27 @@ impl Guest for Component {
     }
 }
 
-crate::bindings::export!(Component with_types_in crate::bindings);
+/// Exports a policy: `export_policy!(MyDefinition);` in a `cdylib` crate built for wasm32.
+#[macro_export]
+macro_rules! export_policy {
+    ($definition:ty) => {
+        type ExportedPolicy = $crate::component::Component<$definition>;
+        $crate::bindings::export!(ExportedPolicy with_types_in $crate::bindings);
+    };
+}
+
+/// The default policy: L4 rules in the configured NAT mode.
+pub struct L4Fullnat;
+
+impl Definition for L4Fullnat {
+    fn info() -> PolicyInfo {
+        PolicyInfo {
+            name: crate::POLICY_NAME.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "L4 rules (TCP, UDP, SCTP, HTTPS pass-through) in the configured NAT mode; L7 refused".into(),
+        }
+    }
+    fn profile() -> crate::translate::Profile {
+        crate::translate::Profile::default()
+    }
+}

@@ -9,6 +9,7 @@
 //! - `store`: the on-disk snapshot (seed JSON format) and journal records.
 //! - `execute`: carries out a plan through the host's capabilities, with rollback.
 //! - `recovery`: rebuilding the mapping from LoxiLB's rule list, and reconciliation.
+//! - `health`: operating statuses and statistics from LoxiLB's rule list.
 //! - `caps`: the host capabilities behind a trait, so the policy runs natively in tests and benches.
 //!
 //! Everything but `caps::Wasm` and the export glue in `component` is plain Rust, so the same crate
@@ -25,6 +26,7 @@ pub mod bindings {
 
 pub mod caps;
 pub mod execute;
+pub mod health;
 pub mod keys;
 pub mod plan;
 pub mod recovery;
@@ -33,7 +35,13 @@ pub mod store;
 pub mod translate;
 
 #[cfg(target_arch = "wasm32")]
-mod component;
+pub mod component;
+
+// The default policy's exports. Other policy crates depend on this one without the `component` feature
+// and export their own definition (they are built in a cargo invocation of their own, so features do not
+// unify).
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
+export_policy!(crate::component::L4Fullnat);
 
 pub use bindings::exports::loxilb::octavia::policy;
 pub use bindings::loxilb::octavia::{loxilb_types, mapping, octavia, policy_types};

@@ -13,7 +13,8 @@ use wasmtime::{Engine, Store, StoreLimitsBuilder};
 use super::bindings::loxilb_types::LbRule;
 use super::bindings::mapping::MappingEntry;
 use super::bindings::octavia::Operation;
-use super::bindings::policy_types::{Outcome, Plan, PolicyError, PolicyInfo, ReconcileReport, RecoveryMode, RecoveryReport, Settings};
+use super::bindings::octavia::ObjectStatus;
+use super::bindings::policy_types::{ListenerStats, Outcome, Plan, PolicyError, PolicyInfo, ReconcileReport, RecoveryMode, RecoveryReport, Settings};
 use super::bindings::PolicyWorld;
 use super::{LoadedPolicy, EPOCH_TICK};
 use crate::caps::{Grants, HostState};
@@ -164,6 +165,14 @@ impl Sandbox {
 
     pub fn reconcile(&mut self) -> Result<Result<ReconcileReport, PolicyError>, CallError> {
         self.call(|s, b| b.loxilb_octavia_policy().call_reconcile(s))
+    }
+
+    pub fn health(&mut self) -> Result<Result<Vec<ObjectStatus>, PolicyError>, CallError> {
+        self.call(|s, b| b.loxilb_octavia_policy().call_health(s))
+    }
+
+    pub fn statistics(&mut self) -> Result<Result<Vec<ListenerStats>, PolicyError>, CallError> {
+        self.call(|s, b| b.loxilb_octavia_policy().call_statistics(s))
     }
 
     pub fn desired_rules(&mut self) -> Result<Vec<LbRule>, CallError> {
