@@ -1,4 +1,5 @@
 //! How provider requests reach the host: a Unix socket (single node, the default) or oslo.messaging
 //! RPC over RabbitMQ (several hosts). Both carry the messages of docs/host-protocol.md.
 
+pub mod amqp;
 pub mod unix;
