@@ -67,14 +67,11 @@ pub fn key_is_well_formed(resource_type: &str, key: &str) -> bool {
 }
 
 pub fn is_ipv4(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('.').collect();
-    parts.len() == 4
-        && parts.iter().all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|v| v <= 255))
+    s.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
 pub fn is_ipv6(s: &str) -> bool {
-    // A full parser would be std::net::Ipv6Addr, which is available without WASI.
-    s.contains(':') && s.parse::<std::net::Ipv6Addr>().is_ok()
+    s.parse::<std::net::Ipv6Addr>().is_ok()
 }
 
 pub fn is_ip(s: &str) -> bool {
@@ -120,13 +117,7 @@ pub fn is_deterministic_id(id: &str) -> bool {
 /// `octavia_lb-{lb}_listener-{listener}_pool-{pool}`. LoxiLB reads `:` in a name as an HA instance and
 /// skips VIP installation for names containing `ipvs` or `static`, so ids with those are hashed instead.
 pub fn rule_name(lb_id: &str, listener_id: &str, pool_id: &str) -> String {
-    let safe = |id: &str| {
-        !id.is_empty()
-            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !id.contains("ipvs")
-            && !id.contains("static")
-    };
-    if safe(lb_id) && safe(listener_id) && safe(pool_id) {
+    if id_is_safe(lb_id) && id_is_safe(listener_id) && id_is_safe(pool_id) {
         format!("octavia_lb-{lb_id}_listener-{listener_id}_pool-{pool_id}")
     } else {
         let digest = Sha256::digest(format!("{lb_id}|{listener_id}|{pool_id}").as_bytes());
@@ -135,12 +126,43 @@ pub fn rule_name(lb_id: &str, listener_id: &str, pool_id: &str) -> String {
     }
 }
 
-/// The ids in a rule name written by `rule_name`: (lb, listener, pool).
+/// Prefix of the rule names `l7_rule_name` writes.
+pub const L7_PREFIX: &str = "octavia-l7_";
+
+/// The http-fullproxy policy's naming scheme, `octavia-l7_{lb}_{listener}_{pool}`: a rule an operator can
+/// tell apart from the default policy's at a glance, with the same restrictions (no `:`, `ipvs` or
+/// `static`; unsafe ids hashed). Octavia's ids never contain `_`, so `_` separates them unambiguously.
+pub fn l7_rule_name(lb_id: &str, listener_id: &str, pool_id: &str) -> String {
+    if [lb_id, listener_id, pool_id].iter().all(|id| id_is_safe(id)) {
+        format!("{L7_PREFIX}{lb_id}_{listener_id}_{pool_id}")
+    } else {
+        let digest = Sha256::digest(format!("{lb_id}|{listener_id}|{pool_id}").as_bytes());
+        let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("{L7_PREFIX}h-{hash}")
+    }
+}
+
+fn id_is_safe(id: &str) -> bool {
+    !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !id.contains("ipvs") && !id.contains("static")
+}
+
+/// The ids in a rule name written by `rule_name` or `l7_rule_name`: (lb, listener, pool). Recovery
+/// understands both schemes, so a mapping rebuilt from LoxiLB keeps real ids across a policy swap.
 pub fn parse_rule_name(name: &str) -> Option<(&str, &str, &str)> {
+    if let Some(rest) = name.strip_prefix(L7_PREFIX) {
+        let mut parts = rest.split('_');
+        let (lb, listener, pool) = (parts.next()?, parts.next()?, parts.next()?);
+        return (parts.next().is_none() && [lb, listener, pool].iter().all(|id| id_is_safe(id))).then_some((lb, listener, pool));
+    }
     let rest = name.strip_prefix("octavia_lb-")?;
     let (lb, rest) = rest.split_once("_listener-")?;
     let (listener, pool) = rest.split_once("_pool-")?;
     (!lb.is_empty() && !listener.is_empty() && !pool.is_empty()).then_some((lb, listener, pool))
+}
+
+/// Whether a LoxiLB rule was named by one of this library's schemes (reconciliation removes only those).
+pub fn is_provider_rule_name(name: &str) -> bool {
+    name.starts_with("octavia_") || name.starts_with(L7_PREFIX)
 }
 
 #[cfg(test)]
@@ -185,6 +207,21 @@ mod tests {
         assert!(hashed.starts_with("octavia_h-") && !hashed.contains("static"));
         assert!(!rule_name("a:b", "x", "y").contains(':'));
         assert_eq!(parse_rule_name(&hashed), None);
+    }
+
+    #[test]
+    fn l7_rule_names_carry_ids_and_both_schemes_parse() {
+        let lb = "0f5b2c8e-1d4a-4c55-9a0e-5d1f00000001";
+        let name = l7_rule_name(lb, "b2", "c3");
+        assert_eq!(name, format!("octavia-l7_{lb}_b2_c3"));
+        assert_eq!(parse_rule_name(&name), Some((lb, "b2", "c3")));
+        assert_eq!(parse_rule_name(&rule_name(lb, "b2", "c3")), Some((lb, "b2", "c3")));
+        let hashed = l7_rule_name("lb:static", "x", "y");
+        assert!(hashed.starts_with("octavia-l7_h-") && !hashed.contains("static") && !hashed.contains(':'));
+        assert_eq!(parse_rule_name(&hashed), None);
+        assert_eq!(parse_rule_name("octavia-l7_a_b_c_d"), None);
+        assert!(is_provider_rule_name(&name) && is_provider_rule_name(&rule_name("a", "b", "c")));
+        assert!(!is_provider_rule_name("k8s-svc"));
     }
 
     #[test]

@@ -342,7 +342,14 @@ impl Policy {
                 continue;
             }
             let mut calls = Vec::new();
-            if got.is_some_and(|g| g.service.name != want.rule.service.name || g.service.monitor != want.rule.service.monitor) {
+            // LoxiLB keeps name and monitor on an in-place update and refuses to switch a rule into or out of
+            // fullproxy mode: those need the rule deleted first.
+            let fullproxy = |s: &ServiceArgs| s.mode == crate::translate::MODE_FULLPROXY;
+            if got.is_some_and(|g| {
+                g.service.name != want.rule.service.name
+                    || g.service.monitor != want.rule.service.monitor
+                    || fullproxy(&g.service) != fullproxy(&want.rule.service)
+            }) {
                 calls.push(LoxilbCall::DeleteRule(key.clone()));
             }
             calls.push(LoxilbCall::UpsertRule(want.rule.clone()));
@@ -371,7 +378,7 @@ impl Policy {
             }
             let label = format!("{} ({})", keys::service_key(&key.external_ip, key.port, &key.protocol), rule.service.name);
             report.orphans.push(label.clone());
-            if self.config.remove_orphans && rule.service.name.starts_with("octavia_") {
+            if self.config.remove_orphans && keys::is_provider_rule_name(&rule.service.name) {
                 match call_loxilb(caps, &LoxilbCall::DeleteRule(key)) {
                     Ok(()) => report.removed.push(label),
                     Err(e) => report.failures.push(format!("{label}: {}", describe(&e))),
@@ -396,4 +403,86 @@ pub fn census(state: &State) -> BTreeMap<&'static str, usize> {
         *out.entry(e.resource_type().as_str()).or_default() += 1;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caps::HttpResponse;
+    use crate::translate::{Config, Profile};
+
+    /// LoxiLB as far as reconcile sees it: a fixed rule list, and a record of every change asked for.
+    struct Loxi {
+        listed: Vec<Value>,
+        calls: Vec<String>,
+    }
+
+    impl Caps for Loxi {
+        fn request(&mut self, method: &str, path: &str, _: Option<&str>) -> Result<HttpResponse, String> {
+            if method == "GET" {
+                return Ok(HttpResponse { status: 200, body: serde_json::json!({"lbAttr": self.listed}).to_string() });
+            }
+            self.calls.push(format!("{method} {}", path.split('/').take(3).collect::<Vec<_>>().join("/")));
+            Ok(HttpResponse { status: 200, body: r#"{"result":"Success"}"#.into() })
+        }
+        fn read_snapshot(&mut self) -> Result<Option<Vec<u8>>, String> {
+            Ok(None)
+        }
+        fn write_snapshot(&mut self, _: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+        fn append_journal(&mut self, _: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+        fn replay_journal(&mut self) -> Result<Vec<Vec<u8>>, String> {
+            Ok(Vec::new())
+        }
+        fn journal_length(&mut self) -> u32 {
+            0
+        }
+        fn log(&mut self, _: Level, _: &str) {}
+        fn now_ms(&mut self) -> u64 {
+            0
+        }
+    }
+
+    /// An HTTP listener, which the full-proxy profile serves in mode 4.
+    fn http_loadbalancer() -> crate::octavia::Operation {
+        serde_json::from_value(serde_json::json!({"LoadbalancerCreate": {
+            "id": "lb", "name": null, "vip_address": "10.0.0.1", "additional_vips": [], "admin_state_up": true, "flavor": [],
+            "listeners": [{"id": "l", "loadbalancer_id": "lb", "protocol": "HTTP", "protocol_port": 80, "default_pool_id": "p",
+                "admin_state_up": true, "connection_limit": null, "timeout_client_data": null, "timeout_member_connect": null,
+                "timeout_member_data": null, "allowed_cidrs": [], "insert_headers": [], "default_tls_container_ref": null,
+                "sni_container_refs": [], "client_authentication": null, "l7policies": []}],
+            "pools": [{"id": "p", "loadbalancer_id": "lb", "listener_id": "l", "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN",
+                "session_persistence": null, "tls_enabled": false, "admin_state_up": true, "healthmonitor": null,
+                "members": [{"id": "m", "pool_id": "p", "address": "10.0.1.1", "protocol_port": 8080, "weight": 1,
+                    "admin_state_up": true, "backup": false, "monitor_address": null, "monitor_port": null}]}]
+        }}))
+        .expect("operation")
+    }
+
+    #[test]
+    fn a_rule_switching_into_or_out_of_fullproxy_is_deleted_before_it_is_posted() {
+        let config = Config { profile: Profile { http_fullproxy: true, ..Profile::default() }, ..Config::default() };
+        let mut policy = Policy::new(config);
+        let mut loxi = Loxi { listed: Vec::new(), calls: Vec::new() };
+        assert!(policy.handle(&mut loxi, &http_loadbalancer()).error.is_none());
+        let wanted = policy.desired().remove(0).1.expect("a rule").rule;
+        assert_eq!(wanted.service.mode, crate::translate::MODE_FULLPROXY);
+
+        // Same key and name, but LoxiLB holds it in fullnat: an in-place POST would be refused.
+        let mut listed = crate::execute::rule_json(&wanted);
+        listed["serviceArguments"]["mode"] = 2.into();
+        let mut loxi = Loxi { listed: vec![listed], calls: Vec::new() };
+        policy.reconcile(&mut loxi).unwrap();
+        assert_eq!(loxi.calls, vec!["DELETE /config/loadbalancer", "POST /config/loadbalancer"]);
+
+        // Only the endpoints differ: updated in place.
+        let mut listed = crate::execute::rule_json(&wanted);
+        listed["endpoints"][0]["targetPort"] = 9090.into();
+        let mut loxi = Loxi { listed: vec![listed], calls: Vec::new() };
+        policy.reconcile(&mut loxi).unwrap();
+        assert_eq!(loxi.calls, vec!["POST /config/loadbalancer"]);
+    }
 }

@@ -24,11 +24,13 @@ use crate::caps::{Grants, HostState};
 pub fn compile_cached(engine: &Engine, bytes: &[u8], digest: &str) -> Result<Component> {
     static CACHE: OnceLock<Mutex<HashMap<String, Component>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    if let Some(c) = cache.lock().unwrap().get(digest) {
+    // Held while compiling: threads loading the same policy at once wait for one compilation.
+    let mut cache = cache.lock().unwrap();
+    if let Some(c) = cache.get(digest) {
         return Ok(c.clone());
     }
     let component = crate::runtime::cache::compile(engine, bytes, digest)?;
-    cache.lock().unwrap().insert(digest.to_string(), component.clone());
+    cache.insert(digest.to_string(), component.clone());
     Ok(component)
 }
 
@@ -186,6 +188,19 @@ impl Sandbox {
     /// The storage this instance writes to (the host makes appended records durable through it).
     pub fn storage(&self) -> &Arc<dyn crate::caps::storage::MappingStore> {
         &self.grants.storage
+    }
+
+    /// What this instance was started with, so another policy can be started alike (swap, preview).
+    pub fn grants(&self) -> &Grants {
+        &self.grants
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 }
 
