@@ -38,6 +38,18 @@ fn wit_type(t: ResourceType) -> WitType {
     }
 }
 
+fn into_mapping_entry(id: String, e: Entry) -> MappingEntry {
+    MappingEntry {
+        resource_type: wit_type(e.resource_type()),
+        octavia_id: id,
+        loxilb_key: e.key,
+        external_ip: e.external_ip,
+        port: e.port,
+        protocol: e.protocol,
+        created_at: e.created_at,
+    }
+}
+
 pub fn mapping_entry(id: &str, e: &Entry) -> MappingEntry {
     MappingEntry {
         octavia_id: id.to_string(),
@@ -74,10 +86,10 @@ impl<D: Definition> Guest for Component<D> {
                 calls: plan.calls,
                 mapping: plan
                     .changes
-                    .iter()
+                    .into_iter()
                     .map(|c| match c {
-                        Change::Put { id, entry } => MappingChange::Put(mapping_entry(id, entry)),
-                        Change::Remove { id } => MappingChange::Remove(id.clone()),
+                        Change::Put { id, entry } => MappingChange::Put(into_mapping_entry(id, entry)),
+                        Change::Remove { id } => MappingChange::Remove(id),
                     })
                     .collect(),
                 statuses: plan.statuses,

@@ -41,11 +41,13 @@ struct Overlay<'a> {
     state: &'a State,
     changed: HashMap<String, Option<Entry>>,
     order: Vec<String>,
+    /// Keys of the entries put in this overlay → their ids (checked against `get` on use).
+    keys: HashMap<String, String>,
 }
 
 impl<'a> Overlay<'a> {
     fn new(state: &'a State) -> Self {
-        Overlay { state, changed: HashMap::new(), order: Vec::new() }
+        Overlay { state, changed: HashMap::new(), order: Vec::new(), keys: HashMap::new() }
     }
 
     fn get(&self, id: &str) -> Option<&Entry> {
@@ -56,6 +58,9 @@ impl<'a> Overlay<'a> {
     }
 
     fn set(&mut self, id: &str, entry: Option<Entry>) {
+        if let Some(e) = &entry {
+            self.keys.insert(e.key.clone(), id.to_string());
+        }
         if self.changed.insert(id.to_string(), entry).is_none() {
             self.order.push(id.to_string());
         }
@@ -87,12 +92,35 @@ impl<'a> Overlay<'a> {
 
     /// The id owning `key` after the operation, if any.
     fn owner_of(&self, key: &str) -> Option<String> {
-        if let Some(id) = self.state.reverse.get(key) {
-            if self.get(id).is_some_and(|e| e.key == key) {
-                return Some(id.clone());
+        [self.keys.get(key), self.state.reverse.get(key)]
+            .into_iter()
+            .flatten()
+            .find(|id| self.get(id).is_some_and(|e| e.key == key))
+            .cloned()
+    }
+
+    /// Records the rule now programmed for a listener, without recomputing its key.
+    fn set_programmed(&mut self, listener_id: &str, programmed: Option<Rendered>) {
+        let entry = match self.changed.get_mut(listener_id) {
+            Some(Some(entry)) => entry,
+            Some(None) => return,
+            None => {
+                // Copy the state's entry without the rule it is about to replace.
+                let Some(Entry { key, external_ip, port, protocol, created_at, object: Object::Listener(ls) }) = self.state.get(listener_id) else { return };
+                let entry = Entry {
+                    key: key.clone(),
+                    external_ip: external_ip.clone(),
+                    port: *port,
+                    protocol: protocol.clone(),
+                    created_at: created_at.clone(),
+                    object: Object::Listener(ListenerState { listener: ls.listener.clone(), programmed }),
+                };
+                return self.set(listener_id, Some(entry));
             }
+        };
+        if let Object::Listener(ls) = &mut entry.object {
+            ls.programmed = programmed;
         }
-        self.changed.iter().find(|(_, e)| e.as_ref().is_some_and(|e| e.key == key)).map(|(id, _)| id.clone())
     }
 
     fn loadbalancer(&self, id: &str) -> Option<&Loadbalancer> {
@@ -224,16 +252,55 @@ impl<'a> Overlay<'a> {
     }
 }
 
+/// The load balancer without its children (they are entries of their own); cloning only what is kept.
 fn strip_lb(lb: &Loadbalancer) -> Loadbalancer {
-    Loadbalancer { listeners: Vec::new(), pools: Vec::new(), ..lb.clone() }
+    Loadbalancer {
+        id: lb.id.clone(),
+        name: lb.name.clone(),
+        vip_address: lb.vip_address.clone(),
+        additional_vips: lb.additional_vips.clone(),
+        admin_state_up: lb.admin_state_up,
+        flavor: lb.flavor.clone(),
+        listeners: Vec::new(),
+        pools: Vec::new(),
+    }
 }
 
 fn strip_pool(pool: &Pool) -> Pool {
-    Pool { members: Vec::new(), healthmonitor: None, ..pool.clone() }
+    Pool {
+        id: pool.id.clone(),
+        loadbalancer_id: pool.loadbalancer_id.clone(),
+        listener_id: pool.listener_id.clone(),
+        protocol: pool.protocol.clone(),
+        lb_algorithm: pool.lb_algorithm.clone(),
+        session_persistence: pool.session_persistence.clone(),
+        tls_enabled: pool.tls_enabled,
+        admin_state_up: pool.admin_state_up,
+        members: Vec::new(),
+        healthmonitor: None,
+    }
 }
 
 fn listener_object(listener: &Listener, programmed: Option<Rendered>) -> Object {
-    Object::Listener(ListenerState { listener: Listener { l7policies: Vec::new(), ..listener.clone() }, programmed })
+    let listener = Listener {
+        id: listener.id.clone(),
+        loadbalancer_id: listener.loadbalancer_id.clone(),
+        protocol: listener.protocol.clone(),
+        protocol_port: listener.protocol_port,
+        default_pool_id: listener.default_pool_id.clone(),
+        admin_state_up: listener.admin_state_up,
+        connection_limit: listener.connection_limit,
+        timeout_client_data: listener.timeout_client_data,
+        timeout_member_connect: listener.timeout_member_connect,
+        timeout_member_data: listener.timeout_member_data,
+        allowed_cidrs: listener.allowed_cidrs.clone(),
+        insert_headers: listener.insert_headers.clone(),
+        default_tls_container_ref: listener.default_tls_container_ref.clone(),
+        sni_container_refs: listener.sni_container_refs.clone(),
+        client_authentication: listener.client_authentication.clone(),
+        l7policies: Vec::new(),
+    };
+    Object::Listener(ListenerState { listener, programmed })
 }
 
 pub fn rule_key(rule: &LbRule) -> RuleKey {
@@ -249,7 +316,18 @@ pub fn rule_key(rule: &LbRule) -> RuleKey {
 /// Changes LoxiLB applies only by deleting and re-creating the rule.
 fn needs_recreate(old: &Rendered, new: &Rendered) -> bool {
     let (o, n) = (&old.rule.service, &new.rule.service);
-    o.name != n.name
+    // LoxiLB applies the timeouts and probe period/retries only along with a change it compares
+    // (endpoints, selection, probe kind…); alone they meet "lbrule-exists" and are dropped.
+    let compared = old.rule.endpoints != new.rule.endpoints
+        || o.sel != n.sel
+        || o.probetype != n.probetype
+        || o.probeport != n.probeport
+        || o.probereq != n.probereq
+        || o.proberesp != n.proberesp
+        || o.proxyprotocolv2 != n.proxyprotocolv2;
+    let uncompared = o.inactive_timeout != n.inactive_timeout || o.probe_timeout != n.probe_timeout || o.probe_retries != n.probe_retries;
+    (uncompared && !compared)
+        || o.name != n.name
         || o.bgp != n.bgp
         || o.monitor != n.monitor
         || o.security != n.security
@@ -362,7 +440,6 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
     crate::plan::validate_objects(op, config)?;
     let mut ov = Overlay::new(state);
     let mut affected: Vec<String> = Vec::new();
-    let mut lb_scope: Option<String> = None;
 
     match op {
         Operation::LoadbalancerCreate(lb) | Operation::LoadbalancerSync(lb) => {
@@ -382,7 +459,6 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
                 ov.put(&listener.id, listener_object(listener, programmed), now)?;
                 affected.push(listener.id.clone());
             }
-            lb_scope = Some(lb.id.clone());
         }
         Operation::LoadbalancerUpdate(lb) => {
             ov.vip_of_lb(&lb.id)?;
@@ -489,31 +565,25 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
     }
     for (listener_id, new) in rendered {
         let old = state.get(&listener_id).and_then(|e| match &e.object {
-            Object::Listener(l) => l.programmed.clone(),
+            Object::Listener(l) => l.programmed.as_ref(),
             _ => None,
         });
-        diff(old.as_ref(), new.as_ref(), &mut plan.calls);
-        if let Some(ls) = ov.listener(&listener_id).cloned() {
-            if ls.programmed != new {
-                ov.put(&listener_id, listener_object(&ls.listener, new.clone()), now)?;
-            }
+        if old == new.as_ref() {
+            continue;
         }
-        if old != new {
-            plan.listeners.push(ListenerChange { listener_id, old, new });
+        diff(old, new.as_ref(), &mut plan.calls);
+        if ov.listener(&listener_id).is_some_and(|ls| ls.programmed != new) {
+            ov.set_programmed(&listener_id, new.clone());
         }
+        plan.listeners.push(ListenerChange { listener_id, old: old.cloned(), new });
     }
-    let _ = lb_scope;
     build_statuses(&ov, op, &mut plan)?;
-    plan.changes = ov
-        .order
-        .iter()
-        .map(|id| match ov.changed.get(id).cloned().flatten() {
-            Some(entry) => Change::Put { id: id.clone(), entry },
-            None => Change::Remove { id: id.clone() },
-        })
-        .filter(|c| match c {
-            Change::Put { id, entry } => state.get(id) != Some(entry),
-            Change::Remove { id } => state.get(id).is_some(),
+    let Overlay { mut changed, order, .. } = ov;
+    plan.changes = order
+        .into_iter()
+        .filter_map(|id| match changed.remove(&id).flatten() {
+            Some(entry) => (state.get(&id) != Some(&entry)).then_some(Change::Put { id, entry }),
+            None => state.get(&id).is_some().then_some(Change::Remove { id }),
         })
         .collect();
     Ok(plan)
@@ -652,8 +722,10 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
         }
         Operation::MemberDelete(m) => {
             st.object(K::Member, &m.id, Deleted, Some(OperatingStatus::Offline));
-            let lb = lb_of_pool(ov, &m.pool_id)?;
-            st.parents_of_pool(&m.pool_id, &lb);
+            // Deleting what is already gone still answers DELETED; the host adds the load balancer.
+            if let Ok(lb) = lb_of_pool(ov, &m.pool_id) {
+                st.parents_of_pool(&m.pool_id, &lb);
+            }
         }
         Operation::MemberBatchUpdate(batch) => {
             let monitored = ov.monitor(&batch.pool_id).is_some_and(|h| h.admin_state_up);
@@ -681,8 +753,9 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
                     st.ok.push(status(K::Member, &m.id, None, Some(OperatingStatus::NoMonitor)));
                 }
             }
-            let lb = lb_of_pool(ov, &h.pool_id)?;
-            st.parents_of_pool(&h.pool_id, &lb);
+            if let Ok(lb) = lb_of_pool(ov, &h.pool_id) {
+                st.parents_of_pool(&h.pool_id, &lb);
+            }
         }
         Operation::L7policyDelete(p) => {
             for r in &p.rules {

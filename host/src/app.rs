@@ -17,11 +17,17 @@ pub fn policy_path(config: &Config) -> PathBuf {
 }
 
 pub fn storage(config: &Config) -> Result<Arc<dyn MappingStore>> {
-    Ok(if config.enable_persistent_mapping {
-        Arc::new(FileStore::open(&config.mapping_storage_path).map_err(anyhow::Error::msg)?)
-    } else {
-        Arc::new(MemoryStore::default())
-    })
+    Ok(serving_storage(config)?.0)
+}
+
+/// The storage a serving host writes to, and its backup task (keep it alive: dropping it stops backups).
+pub fn serving_storage(config: &Config) -> Result<(Arc<dyn MappingStore>, Option<crate::caps::storage::BackupTask>)> {
+    if !config.enable_persistent_mapping {
+        return Ok((Arc::new(MemoryStore::default()), None));
+    }
+    let file = Arc::new(FileStore::open(&config.mapping_storage_path).map_err(anyhow::Error::msg)?);
+    let backups = crate::caps::storage::start_backups(Arc::clone(&file), config.mapping_backup_interval, config.mapping_backup_count);
+    Ok((file, backups))
 }
 
 pub fn loxilb(config: &Config) -> Arc<dyn LoxiTransport> {

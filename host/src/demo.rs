@@ -135,7 +135,7 @@ pub fn run(loxilb_url: Option<String>) -> Result<()> {
     println!("policy {} {} (WIT {}@{})", sandbox.info.name, sandbox.info.version, crate::runtime::WIT_PACKAGE, sandbox.policy.wit_version);
     let sink = Arc::new(RecordingSink::default());
     let service = Service::new(sandbox, None, sink.clone(), config.commit_wait_timeout);
-    service.start_worker();
+    service.start_worker(Vec::new());
     let server = UnixServer::start(&config.socket_path, Arc::clone(&service))?;
     println!("host listening on {}", server.path.display());
 

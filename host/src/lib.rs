@@ -5,17 +5,27 @@
 //! - `runtime`: the wasmtime sandbox: engine, component loading and version checks, instances with limits.
 //! - `caps`: the capabilities granted to a policy, one module each (LoxiLB HTTP, storage, log, clock).
 //! - `convert`: octavia-lib JSON → the policy's typed records.
-//! - `service`: provider requests → policy → LoxiLB → statuses, in order.
+//! - `service`: provider requests → policy → LoxiLB → statuses, in order; `inbox`: accepted casts, durably.
 //! - `octavia`: the driver-agent sockets and status documents.
 //! - `transport`: how provider requests arrive (Unix socket; oslo.messaging over RabbitMQ).
+//! - `monitor`: operating statuses, statistics and reconciliation while serving.
+//! - `tools`: `show-mappings`, `validate-mappings`, `force-recovery`.
+//! - `conformance`: the policy kit's conformance scenarios (`check-policy`, and the self-check before a swap).
+//! - `swap`: hot-swapping the policy: checks, `--dry-run` preview, admin socket, SIGHUP.
 //! - `app`: assembling those from a configuration; `demo`: the end-to-end demonstration.
 
 pub mod app;
 pub mod caps;
 pub mod config;
+pub mod conformance;
 pub mod convert;
 pub mod demo;
+pub mod metrics;
+pub mod inbox;
+pub mod monitor;
 pub mod octavia;
 pub mod runtime;
 pub mod service;
+pub mod swap;
+pub mod tools;
 pub mod transport;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::caps::storage::{Durability, MappingStore};
 use crate::convert;
 use crate::octavia::agent::DriverAgent;
 use crate::octavia::status::{document, StatusSink};
@@ -54,33 +55,70 @@ pub struct Service {
     pub agent: Option<DriverAgent>,
     pub statuses: Arc<dyn StatusSink>,
     pub commit_wait: Duration,
-    queue: Mutex<Option<Sender<(String, Value)>>>,
+    queue: Mutex<Option<Sender<(Option<u64>, String, Value)>>>,
+    /// Where accepted casts wait durably until applied (absent without persistent storage).
+    inbox: Option<crate::inbox::Inbox>,
     /// Operations applied (for tests and metrics).
     pub applied: std::sync::atomic::AtomicU64,
 }
 
 impl Service {
     pub fn new(sandbox: Sandbox, agent: Option<DriverAgent>, statuses: Arc<dyn StatusSink>, commit_wait: Duration) -> Arc<Service> {
+        Self::with_inbox(sandbox, agent, statuses, commit_wait, None)
+    }
+
+    pub fn with_inbox(
+        sandbox: Sandbox,
+        agent: Option<DriverAgent>,
+        statuses: Arc<dyn StatusSink>,
+        commit_wait: Duration,
+        inbox: Option<crate::inbox::Inbox>,
+    ) -> Arc<Service> {
         Arc::new(Service {
             sandbox: Mutex::new(sandbox),
             agent,
             statuses,
             commit_wait,
             queue: Mutex::new(None),
+            inbox,
             applied: Default::default(),
         })
     }
 
-    /// Starts the worker that applies queued casts in order.
-    pub fn start_worker(self: &Arc<Self>) {
-        let (tx, rx) = channel::<(String, Value)>();
+    /// Starts the worker that applies queued casts in order, beginning with `pending` (operations a
+    /// previous run accepted but did not apply).
+    pub fn start_worker(self: &Arc<Self>, pending: Vec<crate::inbox::Pending>) {
+        let (tx, rx) = channel::<(Option<u64>, String, Value)>();
+        for (seq, method, args) in pending {
+            tracing::warn!("applying {method} accepted before a restart");
+            tx.send((Some(seq), method, args)).expect("receiver alive");
+        }
         *self.queue.lock().unwrap() = Some(tx);
         let service = Arc::clone(self);
+        let storage = Arc::clone(self.sandbox.lock().unwrap().storage());
         std::thread::Builder::new()
             .name("apply".into())
             .spawn(move || {
-                for (method, args) in rx {
-                    service.apply(&method, &args);
+                // The worker goes on with the next operation while the disk flushes: outcomes are reported,
+                // in order, once an fsync covers them, and several operations share each fsync.
+                let durability = Durability::start(Arc::clone(&storage), Durability::DEFAULT_COMMIT_DELAY);
+                for (inbox_seq, method, args) in rx {
+                    let Some((statuses, storage)) = service.apply_in_memory(&method, &args) else {
+                        if let (Some(seq), Some(inbox)) = (inbox_seq, service.inbox.as_ref()) {
+                            inbox.done(seq);
+                        }
+                        continue;
+                    };
+                    let reporter = Arc::clone(&service);
+                    durability.after(storage.appended(), move |durable| {
+                        if let Err(e) = durable {
+                            tracing::error!("mapping journal not durable after {method}: {e}");
+                        }
+                        reporter.report(&statuses);
+                        if let (Some(seq), Some(inbox)) = (inbox_seq, reporter.inbox.as_ref()) {
+                            inbox.done(seq);
+                        }
+                    });
                 }
             })
             .expect("apply worker");
@@ -121,49 +159,125 @@ impl Service {
         }
     }
 
-    /// Accepts a cast: it is applied by the worker, in order.
+    /// Accepts a cast: recorded durably, then applied by the worker, in order.
     pub fn cast(&self, method: &str, args: Value) -> Result<(), Failure> {
         let queue = self.queue.lock().unwrap();
         let tx = queue.as_ref().ok_or_else(|| Failure::driver("the host is not accepting operations"))?;
-        tx.send((method.to_string(), args)).map_err(|_| Failure::driver("the host's apply worker has stopped"))
+        let seq = match &self.inbox {
+            Some(inbox) => Some(inbox.accept(method, &args).map_err(|e| Failure::driver(format!("the host could not record the operation: {e:#}")))?),
+            None => None,
+        };
+        tx.send((seq, method.to_string(), args)).map_err(|_| Failure::driver("the host's apply worker has stopped"))
     }
 
-    /// Applies one operation now: wait for Octavia's commit, run the policy, persist, report.
+    /// Applies one operation now: wait for Octavia's commit, run the policy, make the mapping durable,
+    /// report. Returns once all of that is done (the AMQP transport acknowledges only then).
     pub fn apply(&self, method: &str, args: &Value) -> Vec<ObjectStatus> {
+        let Some((statuses, storage)) = self.apply_in_memory(method, args) else { return Vec::new() };
+        if let Err(e) = storage.sync() {
+            tracing::error!("mapping journal not durable after {method}: {e}");
+        }
+        self.report(&statuses);
+        statuses
+    }
+
+    fn report(&self, statuses: &[ObjectStatus]) {
+        self.applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !statuses.is_empty() {
+            self.statuses.report(&document(statuses));
+        }
+    }
+
+    /// Everything but durability and reporting: the statuses to report, and the storage that must make
+    /// the operation's journal records durable first. `None` when the operation is not applied at all.
+    fn apply_in_memory(&self, method: &str, args: &Value) -> Option<(Vec<ObjectStatus>, Arc<dyn MappingStore>)> {
         let op = match convert::operation(method, args) {
             Ok(op) => op,
             Err(e) => {
                 tracing::error!("dropping {method}: {e:#}");
-                return Vec::new();
+                return None;
             }
         };
         if let Err(e) = self.wait_committed(method, args) {
             tracing::error!("not applying {method}: {e}");
-            return Vec::new();
+            return None;
         }
         let mut sandbox = self.sandbox.lock().unwrap();
-        let statuses = match sandbox.handle(&op) {
-            Ok(outcome) => {
-                if let Some(error) = &outcome.error {
-                    tracing::warn!("{method} failed: {}", describe(error));
-                }
-                outcome.statuses
+        let handled = sandbox.handle(&op);
+        if let Ok(outcome) = &handled {
+            match outcome.error {
+                Some(PolicyError::MissingState(_)) => crate::metrics::CACHE_MISSES.inc(),
+                _ => crate::metrics::CACHE_HITS.inc(),
             }
+        }
+        let mut statuses = match handled {
+            Ok(outcome) => match &outcome.error {
+                Some(PolicyError::MissingState(what)) => {
+                    tracing::warn!("{method}: {what}; recovering the load balancer before failing");
+                    match self.recover_for(&mut sandbox, args).and_then(|()| sandbox.handle(&op).map_err(|e| e.to_string())) {
+                        Ok(retried) => {
+                            if let Some(error) = &retried.error {
+                                tracing::warn!("{method} failed after recovery: {}", describe(error));
+                            }
+                            retried.statuses
+                        }
+                        Err(e) => {
+                            tracing::warn!("{method}: recovery did not help: {e}");
+                            outcome.statuses
+                        }
+                    }
+                }
+                Some(error) => {
+                    tracing::warn!("{method} failed: {}", describe(error));
+                    outcome.statuses
+                }
+                None => outcome.statuses,
+            },
             Err(trap) => {
                 tracing::error!("{method} failed: {trap}");
                 trap_statuses(&op, args)
             }
         };
-        let storage = Arc::clone(sandbox.storage());
-        drop(sandbox);
-        if let Err(e) = storage.sync() {
-            tracing::error!("mapping journal not durable after {method}: {e}");
+        // Octavia set the load balancer PENDING_UPDATE for any change under it: it must hear back.
+        if let Some(lb) = args.get("loadbalancer_id").and_then(Value::as_str) {
+            if !method.starts_with("loadbalancer_") && !statuses.iter().any(|s| s.kind == ObjectKind::Loadbalancer) {
+                statuses.push(ObjectStatus { kind: ObjectKind::Loadbalancer, id: lb.to_string(), provisioning: Some(ProvisioningStatus::Active), operating: None });
+            }
         }
-        self.applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if !statuses.is_empty() {
-            self.statuses.report(&document(&statuses));
+        Some((statuses, Arc::clone(sandbox.storage())))
+    }
+
+    /// Runtime recovery: the load balancer's whole tree from Octavia's get socket when there is one
+    /// (Octavia's view is the desired state), otherwise the rules LoxiLB holds.
+    fn recover_for(&self, sandbox: &mut Sandbox, args: &Value) -> Result<(), String> {
+        crate::metrics::RECOVERY_ATTEMPTS.inc();
+        let result = self.recover_with(sandbox, args);
+        match &result {
+            Ok(()) => crate::metrics::RECOVERY_SUCCESSES.inc(),
+            Err(_) => crate::metrics::RECOVERY_FAILURES.inc(),
         }
-        statuses
+        result
+    }
+
+    fn recover_with(&self, sandbox: &mut Sandbox, args: &Value) -> Result<(), String> {
+        let lb_id = args.get("loadbalancer_id").and_then(Value::as_str);
+        if let (Some(agent), Some(lb_id)) = (self.agent.as_ref().filter(|a| a.get.is_some()), lb_id) {
+            if let Ok(Some(tree)) = agent.get("loadbalancers", lb_id) {
+                let op = convert::operation("loadbalancer_sync", &json!({"loadbalancer": tree})).map_err(|e| format!("{e:#}"))?;
+                let synced = sandbox.handle(&op).map_err(|e| e.to_string())?;
+                return match synced.error {
+                    None => Ok(()),
+                    Some(e) => Err(describe(&e)),
+                };
+            }
+        }
+        match sandbox.recover(crate::runtime::bindings::policy_types::RecoveryMode::Loxilb).map_err(|e| e.to_string())? {
+            Ok(report) => {
+                tracing::warn!("runtime recovery from LoxiLB: {} mappings recovered", report.recovered);
+                Ok(())
+            }
+            Err(e) => Err(describe(&e)),
+        }
     }
 
     /// Waits until Octavia's get socket shows what the operation refers to as committed: a created object

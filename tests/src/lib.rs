@@ -104,3 +104,97 @@ pub fn posted_rules(requests: &[(String, String, Option<Value>)]) -> Vec<Value> 
 pub fn spec() -> loxilb_sim::SpecValidator {
     loxilb_sim::SpecValidator::load_default().expect("LoxiLB swagger spec (../shared/reference/loxilb/swagger.yml or LOXILB_SWAGGER)")
 }
+
+/// Where `cargo policies` puts the other policies and the test fixtures (a target dir of its own: see
+/// .cargo/config.toml).
+pub fn policies_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/policies/wasm32-unknown-unknown/guest")
+}
+
+/// A component `cargo policies` builds, by crate name with `-` as `_` (`policy_http_fullproxy`,
+/// `fixture_misbehave`, …).
+pub fn built(name: &str) -> PathBuf {
+    let path = policies_dir().join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run `cargo policies` before the tests", path.display());
+    path
+}
+
+/// The second shipped policy: HTTP in full-proxy mode, rules named `octavia-l7_<lb>_<listener>_<pool>`.
+pub fn http_fullproxy_policy() -> PathBuf {
+    built("policy_http_fullproxy")
+}
+
+/// The policy kit's template, built as it ships.
+pub fn template_policy() -> PathBuf {
+    built("policy_template")
+}
+
+/// A test fixture from tests/fixtures/<name> (`misbehave`, `bad_selfcheck`, `planted_bug`, `wit_v0_2`).
+pub fn fixture(name: &str) -> PathBuf {
+    built(&format!("fixture_{name}"))
+}
+
+/// Files that are not components: a core wasm module (valid wasm, no component) and plain text.
+pub fn not_components() -> Vec<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("loxilb-not-components-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let module = dir.join("core-module.wasm");
+    std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+    let text = dir.join("policy.wasm");
+    std::fs::write(&text, b"this is not a WebAssembly component\n").unwrap();
+    vec![module, text]
+}
+
+/// A host as `serve` assembles it, minus the transports: a service over `policy`, programming the LoxiLB
+/// simulator, with statuses recorded instead of sent to Octavia.
+pub struct TestHost {
+    pub sim: loxilb_sim::Simulator,
+    pub service: Arc<host::service::Service>,
+    pub sink: Arc<host::octavia::status::RecordingSink>,
+}
+
+pub fn test_host(policy: &std::path::Path, limits: Limits, settings: Settings) -> TestHost {
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).expect("simulator");
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(host::caps::loxilb::HttpLoxi::new(vec![sim.url()], std::time::Duration::from_secs(5)));
+    let grants = Grants { loxilb, storage: Arc::new(MemoryStore::default()), log_target: "test".into() };
+    let sandbox = Sandbox::new(host::runtime::load(policy).expect("policy loads"), grants, limits, settings).expect("policy starts");
+    let sink = Arc::new(host::octavia::status::RecordingSink::default());
+    let service = host::service::Service::new(sandbox, None, sink.clone(), std::time::Duration::from_secs(5));
+    service.start_worker(Vec::new());
+    TestHost { sim, service, sink }
+}
+
+impl TestHost {
+    pub fn policy_name(&self) -> String {
+        self.service.sandbox.lock().unwrap().info.name.clone()
+    }
+
+    /// Waits until the worker has applied `count` casts in all.
+    pub fn wait_applied(&self, count: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while self.service.applied.load(std::sync::atomic::Ordering::SeqCst) < count {
+            assert!(std::time::Instant::now() < deadline, "only {} of {count} operations applied", self.service.applied.load(std::sync::atomic::Ordering::SeqCst));
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// The simulator's rules on one VIP.
+    pub fn rules_on(&self, vip: &str) -> Vec<Value> {
+        self.sim.rules().into_iter().filter(|r| r["serviceArguments"]["externalIP"] == vip).collect()
+    }
+}
+
+/// Provisioning statuses of one kind (`loadbalancers`, `members`, …) across recorded status documents.
+pub fn provisioning_statuses(documents: &[Value]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for doc in documents {
+        for (collection, records) in doc.as_object().into_iter().flatten() {
+            for r in records.as_array().into_iter().flatten() {
+                if let Some(p) = r["provisioning_status"].as_str() {
+                    out.push((format!("{collection}/{}", r["id"].as_str().unwrap_or_default()), p.to_string()));
+                }
+            }
+        }
+    }
+    out
+}

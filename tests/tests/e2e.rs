@@ -184,3 +184,23 @@ fn discovery_recovers_the_original_octavia_ids() {
     let _ = std::fs::remove_dir_all(dir);
     let _ = std::fs::remove_dir_all(other);
 }
+
+#[test]
+fn an_operation_missing_its_mapping_recovers_before_failing() {
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let dir = tempdir("runtime-recovery");
+    let (service, _) = start(&sim, &dir);
+    service.apply("loadbalancer_create", &json!({"loadbalancer": tree(vec![m(1, 1)])}));
+    drop(service);
+    let other = tempdir("runtime-recovery-empty");
+    let (fresh, sink) = start(&sim, &other);
+    let statuses = fresh.apply("member_create", &json!({"member": m(2, 1), "loadbalancer_id": LB}));
+    assert!(
+        statuses.iter().all(|s| s.provisioning == Some(host::runtime::bindings::octavia::ProvisioningStatus::Active)),
+        "{:?}",
+        sink.documents.lock().unwrap()
+    );
+    assert_eq!(endpoints(&sim).len(), 2, "the member reached LoxiLB after recovery");
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(other);
+}

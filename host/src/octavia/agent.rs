@@ -47,6 +47,15 @@ pub fn exchange(path: &Path, request: &Value, timeout: Duration) -> Result<Value
     read_frame(&mut stream)
 }
 
+fn update(path: Option<&Path>, document: &Value, what: &str) -> Result<()> {
+    let path = path.ok_or_else(|| anyhow!("no socket configured for {what}"))?;
+    let reply = exchange(path, document, SOCKET_TIMEOUT)?;
+    match reply.get("status_code").and_then(Value::as_u64) {
+        Some(200) => Ok(()),
+        _ => bail!("{what} refused: {}", reply.get("fault_string").and_then(Value::as_str).unwrap_or("no fault string")),
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct DriverAgent {
     pub status: Option<PathBuf>,
@@ -57,21 +66,12 @@ pub struct DriverAgent {
 impl DriverAgent {
     /// Sends a status document; the agent answers `{"status_code": 200}` or 500 with a fault string.
     pub fn update_status(&self, status: &Value) -> Result<()> {
-        let path = self.status.as_ref().ok_or_else(|| anyhow!("no status socket configured"))?;
-        let reply = exchange(path, status, SOCKET_TIMEOUT)?;
-        match reply.get("status_code").and_then(Value::as_u64) {
-            Some(200) => Ok(()),
-            _ => bail!("status update refused: {}", reply.get("fault_string").and_then(Value::as_str).unwrap_or("no fault string")),
-        }
+        update(self.status.as_deref(), status, "status update")
     }
 
+    /// Sends listener statistics (absolute counters); answered like a status update.
     pub fn update_stats(&self, stats: &Value) -> Result<()> {
-        let path = self.stats.as_ref().ok_or_else(|| anyhow!("no stats socket configured"))?;
-        let reply = exchange(path, stats, SOCKET_TIMEOUT)?;
-        match reply.get("status_code").and_then(Value::as_u64) {
-            Some(200) => Ok(()),
-            _ => bail!("statistics refused: {}", reply.get("fault_string").and_then(Value::as_str).unwrap_or("no fault string")),
-        }
+        update(self.stats.as_deref(), stats, "statistics")
     }
 
     /// The committed object (`object` is `loadbalancers`, `listeners`, `pools`, `members`, …), or `None`.

@@ -1,0 +1,449 @@
+//! What durability of the ID mapping costs, through the real policy component: per-mutation cost at 1k,
+//! 10k and 100k mappings (guest translation and JSON encoding, journal append, fdatasync, and the guest's
+//! periodic compaction into a new snapshot, amortized), and the time to load 100k mappings.
+//!
+//! Run: `cargo guest && cargo bench -p host --bench storage` (`-- --quick` for 1k and 10k only;
+//! `LOXILB_BENCH_DIR` picks the disk, default the system temp dir).
+//!
+//! A mutation is one `member_update` (a weight change): the guest re-renders the listener's rule, POSTs
+//! it to a LoxiLB that answers success at once, and journals two records (the member and the listener's
+//! programmed rule). It is durable when `sync_to` returns for its records. Three ways of submitting:
+//! - serial: handle, then sync, one operation at a time (one fsync per operation);
+//! - 8 submitters: eight threads share the sandbox (handle under its lock) and sync outside it, as
+//!   eight apply workers would; concurrent syncs share one fdatasync (group commit);
+//! - pipelined: one thread applies and hands each outcome to `storage::Durability`, which releases it
+//!   (where the host would report it to Octavia) once an fdatasync covers it; every fdatasync covers
+//!   whatever was applied while the previous one ran and during its 0.5 ms commit delay.
+//!
+//! A "not durable" line (the same operations, journaled but never waited for) shows what the policy
+//! itself costs, so the difference is what durability adds.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use host::caps::loxilb::LoxiTransport;
+use host::caps::storage::{Durability, FileStore, MappingStore};
+use host::caps::Grants;
+use host::metrics;
+use host::runtime::bindings::octavia::Operation;
+use host::runtime::bindings::policy_types::Settings;
+use host::runtime::instance::{Limits, Sandbox};
+use serde_json::{json, Value};
+
+/// Mappings per load balancer tree: the LB, a listener, a pool, four members and a health monitor.
+const PER_TREE: usize = 8;
+const MEMBERS: usize = 4;
+
+struct Ok200;
+
+impl LoxiTransport for Ok200 {
+    fn request(&self, method: &str, _: &str, _: Option<&str>) -> Result<(u16, String), String> {
+        Ok((200, if method == "GET" { r#"{"lbAttr":[]}"#.into() } else { r#"{"result":"Success"}"#.into() }))
+    }
+}
+
+/// The file store, plus a switch that makes the guest compact on its next change and timers for what
+/// the host does while loading.
+struct Probe {
+    store: Arc<FileStore>,
+    compact_now: AtomicBool,
+    read_ns: AtomicU64,
+    replay_ns: AtomicU64,
+    snapshot_bytes: AtomicU64,
+}
+
+impl Probe {
+    fn new(store: Arc<FileStore>) -> Arc<Probe> {
+        Arc::new(Probe { store, compact_now: AtomicBool::new(false), read_ns: AtomicU64::new(0), replay_ns: AtomicU64::new(0), snapshot_bytes: AtomicU64::new(0) })
+    }
+}
+
+impl MappingStore for Probe {
+    fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String> {
+        let t = Instant::now();
+        let r = self.store.read_snapshot();
+        self.read_ns.store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        r
+    }
+    fn write_snapshot(&self, data: &[u8]) -> Result<(), String> {
+        self.snapshot_bytes.store(data.len() as u64, Ordering::Relaxed);
+        self.store.write_snapshot(data)
+    }
+    fn append(&self, record: &[u8]) -> Result<(), String> {
+        self.store.append(record)
+    }
+    fn replay(&self) -> Result<Vec<Vec<u8>>, String> {
+        let t = Instant::now();
+        let r = self.store.replay();
+        self.replay_ns.store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        r
+    }
+    fn journal_length(&self) -> u32 {
+        if self.compact_now.swap(false, Ordering::Relaxed) {
+            return u32::MAX;
+        }
+        self.store.journal_length()
+    }
+    fn sync(&self) -> Result<(), String> {
+        self.store.sync()
+    }
+    fn appended(&self) -> u64 {
+        self.store.appended()
+    }
+    fn sync_to(&self, seq: u64) -> Result<(), String> {
+        self.store.sync_to(seq)
+    }
+}
+
+fn uuid(kind: u32, tree: usize, n: usize) -> String {
+    format!("{kind:08x}-{:04x}-4000-8000-{:012x}", n, tree)
+}
+
+fn vip(tree: usize) -> String {
+    format!("10.{}.{}.{}", 1 + tree / 65_536, tree / 256 % 256, tree % 256)
+}
+
+fn member(tree: usize, m: usize, weight: u32) -> Value {
+    json!({"member_id": uuid(4, tree, m), "pool_id": uuid(3, tree, 0), "address": format!("192.168.{}.{}", tree % 250, 10 + m),
+           "protocol_port": 8080, "weight": weight, "admin_state_up": true, "backup": false})
+}
+
+/// One load balancer tree in octavia-lib's `to_dict(recurse=True)` shape.
+fn tree(t: usize) -> Operation {
+    let (lb, listener, pool) = (uuid(1, t, 0), uuid(2, t, 0), uuid(3, t, 0));
+    let members: Vec<Value> = (0..MEMBERS).map(|m| member(t, m, 1)).collect();
+    let lb = json!({"loadbalancer_id": lb, "name": format!("bench-{t}"), "vip_address": vip(t), "admin_state_up": true, "pools": [],
+        "listeners": [{"listener_id": listener, "loadbalancer_id": lb, "protocol": "TCP", "protocol_port": 80, "admin_state_up": true,
+            "connection_limit": -1, "timeout_client_data": 50000, "allowed_cidrs": ["0.0.0.0/0"], "default_pool_id": pool,
+            "default_pool": {"pool_id": pool, "loadbalancer_id": lb, "listener_id": listener, "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN",
+                "admin_state_up": true, "members": members,
+                "healthmonitor": {"healthmonitor_id": uuid(5, t, 0), "pool_id": pool, "type": "TCP", "delay": 5, "timeout": 3,
+                    "max_retries": 2, "max_retries_down": 3, "admin_state_up": true}}}]});
+    host::convert::operation("loadbalancer_create", &json!({"loadbalancer": lb})).expect("tree converts")
+}
+
+/// The i-th mutation: every member of every tree in turn changes weight (1 → 2, then back), so every
+/// update changes the rendered rule, and concurrent submitters never race on one member.
+fn mutation(trees: usize, i: usize) -> Operation {
+    let (t, m, round) = (i % trees, i / trees % MEMBERS, i / (trees * MEMBERS));
+    let (old, new) = if round % 2 == 0 { (1, 2) } else { (2, 1) };
+    let args = json!({"old_member": member(t, m, old), "new_member": {"member_id": uuid(4, t, m), "weight": new}});
+    host::convert::operation("member_update", &args).expect("update converts")
+}
+
+fn policy() -> Arc<host::runtime::LoadedPolicy> {
+    host::runtime::load(&host::runtime::default_policy_path()).expect("the policy component (run `cargo guest` first)")
+}
+
+fn start(policy: &Arc<host::runtime::LoadedPolicy>, probe: &Arc<Probe>) -> Sandbox {
+    let grants = Grants { loxilb: Arc::new(Ok200), storage: Arc::clone(probe) as Arc<dyn MappingStore>, log_target: "bench".into() };
+    // 100k mappings need more than the 256 MiB default: loading and then compacting takes ~320 MiB.
+    let limits = Limits { memory_bytes: 1 << 30, call_timeout: Duration::from_secs(600) };
+    Sandbox::new(Arc::clone(policy), grants, limits, Settings { nat_mode: "fullnat".into(), remove_orphans: false }).expect("policy starts")
+}
+
+fn handle(sandbox: &mut Sandbox, op: &Operation) {
+    let outcome = sandbox.handle(op).expect("no trap");
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+}
+
+fn bench_dir(tag: &str) -> PathBuf {
+    let base = std::env::var_os("LOXILB_BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("loxilb-storage-bench-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn dir_bytes(dir: &Path, prefix: &str) -> u64 {
+    std::fs::read_dir(dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(prefix)).map(|e| e.metadata().unwrap().len()).sum()
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+struct Run {
+    ops: usize,
+    elapsed: Duration,
+    fsyncs: u64,
+    records: u64,
+    compactions: u64,
+    latencies: Vec<Duration>,
+}
+
+impl Run {
+    fn per_op(&self) -> Duration {
+        self.elapsed / self.ops as u32
+    }
+    fn line(&self, label: &str) -> String {
+        let mut l = self.latencies.clone();
+        l.sort();
+        format!(
+            "{label:<14} {:>8.1} µs/op   {:>6.0} ops/s   {:>5} ops/fsync   {} compactions in {} ops   latency p50 {:.0} µs, p99 {:.0} µs",
+            us(self.per_op()),
+            self.ops as f64 / self.elapsed.as_secs_f64(),
+            if self.fsyncs == 0 { "-".to_string() } else { format!("{:.1}", self.ops as f64 / self.fsyncs as f64) },
+            self.compactions,
+            self.ops,
+            us(percentile(&l, 0.5)),
+            us(percentile(&l, 0.99)),
+        )
+    }
+}
+
+fn counters() -> (u64, u64, u64) {
+    (metrics::STORAGE_GROUP_COMMITS.get(), metrics::STORAGE_WRITES.get(), metrics::STORAGE_SNAPSHOTS.get())
+}
+
+fn finish(ops: usize, start: Instant, before: (u64, u64, u64), latencies: Vec<Duration>) -> Run {
+    let elapsed = start.elapsed();
+    let after = counters();
+    Run { ops, elapsed, fsyncs: after.0 - before.0, records: after.1 - before.1, compactions: after.2 - before.2, latencies }
+}
+
+/// The floor: the same operations, journaled but never waited for (what the policy itself costs).
+fn undurable(sandbox: &mut Sandbox, trees: usize, from: usize, ops: usize) -> Run {
+    let before = counters();
+    let mut latencies = Vec::with_capacity(ops);
+    let start = Instant::now();
+    for i in from..from + ops {
+        let op = mutation(trees, i);
+        let t = Instant::now();
+        handle(sandbox, &op);
+        latencies.push(t.elapsed());
+    }
+    finish(ops, start, before, latencies)
+}
+
+fn serial(sandbox: &mut Sandbox, store: &FileStore, trees: usize, from: usize, ops: usize) -> Run {
+    let before = counters();
+    let mut latencies = Vec::with_capacity(ops);
+    let start = Instant::now();
+    for i in from..from + ops {
+        let t = Instant::now();
+        handle(sandbox, &mutation(trees, i));
+        store.sync().unwrap();
+        latencies.push(t.elapsed());
+    }
+    finish(ops, start, before, latencies)
+}
+
+fn submitters(sandbox: &Mutex<Sandbox>, store: &FileStore, trees: usize, from: usize, ops: usize, threads: usize) -> Run {
+    let before = counters();
+    let next = AtomicUsize::new(from);
+    let latencies = Mutex::new(Vec::with_capacity(ops));
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= from + ops {
+                    return;
+                }
+                let op = mutation(trees, i);
+                let t = Instant::now();
+                let seq = {
+                    let mut sandbox = sandbox.lock().unwrap();
+                    handle(&mut sandbox, &op);
+                    store.appended()
+                };
+                store.sync_to(seq).unwrap();
+                latencies.lock().unwrap().push(t.elapsed());
+            });
+        }
+    });
+    finish(ops, start, before, latencies.into_inner().unwrap())
+}
+
+fn pipelined(sandbox: &mut Sandbox, store: &Arc<FileStore>, trees: usize, from: usize, ops: usize) -> Run {
+    let before = counters();
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(ops)));
+    let start = Instant::now();
+    {
+        let durability = Durability::start(Arc::clone(store) as Arc<dyn MappingStore>, Durability::DEFAULT_COMMIT_DELAY);
+        for i in from..from + ops {
+            let op = mutation(trees, i);
+            let t = Instant::now();
+            handle(sandbox, &op);
+            let latencies = Arc::clone(&latencies);
+            durability.after(store.appended(), move |durable| {
+                durable.unwrap();
+                latencies.lock().unwrap().push(t.elapsed());
+            });
+        }
+        // Dropping it waits for the last outcome to be released.
+    }
+    let latencies = std::mem::take(&mut *latencies.lock().unwrap());
+    finish(ops, start, before, latencies)
+}
+
+/// Raw fdatasync latency of a small append on the bench disk, for context.
+fn disk_fsync(dir: &Path) -> (Duration, Duration) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("fsync-probe")).unwrap();
+    let mut times: Vec<Duration> = (0..200)
+        .map(|_| {
+            f.write_all(&[b'x'; 200]).unwrap();
+            let t = Instant::now();
+            f.sync_data().unwrap();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+}
+
+struct Loaded {
+    total: Duration,
+    open: Duration,
+    read: Duration,
+    replay: Duration,
+    mappings: u32,
+    journal: u32,
+}
+
+fn load(policy: &Arc<host::runtime::LoadedPolicy>, path: &Path) -> Loaded {
+    let t = Instant::now();
+    let store = Arc::new(FileStore::open(path).unwrap());
+    let open = t.elapsed();
+    let journal = store.journal_length();
+    let probe = Probe::new(store);
+    let t = Instant::now();
+    let sandbox = start(policy, &probe);
+    let total = open + t.elapsed();
+    Loaded {
+        total,
+        open,
+        read: Duration::from_nanos(probe.read_ns.load(Ordering::Relaxed)),
+        replay: Duration::from_nanos(probe.replay_ns.load(Ordering::Relaxed)),
+        mappings: sandbox.last_init.as_ref().map_or(0, |r| r.loaded),
+        journal,
+    }
+}
+
+fn report_load(label: &str, l: &Loaded) {
+    println!(
+        "  load {label}: {:.1} ms for {} mappings + {} journal records (open {:.1} ms, host read+verify snapshot {:.1} ms, host read journal {:.1} ms, guest instantiate+parse {:.1} ms)",
+        l.total.as_secs_f64() * 1e3,
+        l.mappings,
+        l.journal,
+        l.open.as_secs_f64() * 1e3,
+        l.read.as_secs_f64() * 1e3,
+        l.replay.as_secs_f64() * 1e3,
+        (l.total - l.open - l.read - l.replay).as_secs_f64() * 1e3,
+    );
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let sizes: &[usize] = if quick { &[1_000, 10_000] } else { &[1_000, 10_000, 100_000] };
+    let policy = policy();
+    let probe_dir = bench_dir("disk");
+    let (p50, p99) = disk_fsync(&probe_dir);
+    let _ = std::fs::remove_dir_all(&probe_dir);
+    println!("mapping storage bench: {} CPUs; disk fdatasync of a 200-byte append: p50 {:.0} µs, p99 {:.0} µs", std::thread::available_parallelism().map_or(0, |n| n.get()), us(p50), us(p99));
+    println!("mutation = member_update through the policy component (2 journal records); durable = sync_to returned for it\n");
+
+    for &n in sizes {
+        let trees = n / PER_TREE;
+        let dir = bench_dir(&n.to_string());
+        let path = dir.join("loxilb-mappings.json");
+        let store = Arc::new(FileStore::open(&path).unwrap());
+        let probe = Probe::new(Arc::clone(&store));
+        let mut sandbox = start(&policy, &probe);
+        let t = Instant::now();
+        for tree_index in 0..trees {
+            handle(&mut sandbox, &tree(tree_index));
+        }
+        store.sync().unwrap();
+        let populated = t.elapsed();
+
+        // One compaction on its own, to see what it costs at this size.
+        let before = metrics::STORAGE_SNAPSHOT_WRITE.total_us();
+        probe.compact_now.store(true, Ordering::Relaxed);
+        let t = Instant::now();
+        handle(&mut sandbox, &mutation(trees, 0));
+        let compaction = t.elapsed();
+        let host_part = Duration::from_micros(metrics::STORAGE_SNAPSHOT_WRITE.total_us() - before);
+        let snapshot = std::fs::metadata(&path).unwrap().len();
+        println!(
+            "{n} mappings ({trees} trees, populated in {:.1} s): snapshot {:.1} MB; one compaction {:.0} ms (host seal+write+fsync {:.0} ms, guest encode {:.0} ms), every {} records",
+            populated.as_secs_f64(),
+            snapshot as f64 / 1e6,
+            compaction.as_secs_f64() * 1e3,
+            host_part.as_secs_f64() * 1e3,
+            (compaction - host_part).as_secs_f64() * 1e3,
+            4096.max(n)
+        );
+
+        // Right after that compaction the journal is empty, so a window of one compaction period (in
+        // operations) ends with exactly one compaction: its cost is amortized as it is in service.
+        let records_per_op = 2;
+        let period = 4096.max(n) / records_per_op + 1;
+        let mut from = 1;
+        let floor_ops = period.min(2_000);
+        let f = undurable(&mut sandbox, trees, from, floor_ops);
+        from += floor_ops;
+        store.sync().unwrap();
+        println!("  {}   (no fsync waited for: the policy's own cost)", f.line("not durable"));
+        let serial_ops = period.min(2_000);
+        probe.compact_now.store(true, Ordering::Relaxed);
+        handle(&mut sandbox, &mutation(trees, from));
+        from += 1;
+        let s = serial(&mut sandbox, &store, trees, from, serial_ops);
+        from += serial_ops;
+        assert_eq!(s.records as usize, serial_ops * records_per_op, "every mutation journals two records");
+        // The serial window may be shorter than a compaction period: add its share of one.
+        let serial_amortized = if s.compactions == 0 { s.per_op() + compaction / period as u32 } else { s.per_op() };
+        println!("  {}   => amortized {:.0} µs/op", s.line("serial"), us(serial_amortized));
+
+        probe.compact_now.store(true, Ordering::Relaxed);
+        handle(&mut sandbox, &mutation(trees, from));
+        from += 1;
+        let shared = Mutex::new(sandbox);
+        let c = submitters(&shared, &store, trees, from, period, 8);
+        from += period;
+        println!("  {}", c.line("8 submitters"));
+        let mut sandbox = shared.into_inner().unwrap();
+
+        probe.compact_now.store(true, Ordering::Relaxed);
+        handle(&mut sandbox, &mutation(trees, from));
+        from += 1;
+        let p = pipelined(&mut sandbox, &store, trees, from, period);
+        from += period;
+        println!("  {}", p.line("pipelined"));
+
+        // Load: right after a compaction (the windows above end with one), and with the journal as long
+        // as it gets (one operation short of the next compaction).
+        store.sync().unwrap();
+        drop(sandbox);
+        drop(probe);
+        drop(store);
+        let compacted = load(&policy, &path);
+        report_load("just compacted", &compacted);
+        {
+            let store = Arc::new(FileStore::open(&path).unwrap());
+            let probe = Probe::new(Arc::clone(&store));
+            let mut sandbox = start(&policy, &probe);
+            probe.compact_now.store(true, Ordering::Relaxed);
+            handle(&mut sandbox, &mutation(trees, from));
+            from += 1;
+            let fill = pipelined(&mut sandbox, &store, trees, from, period - 1);
+            assert_eq!((fill.compactions, fill.records as usize), (0, 2 * (period - 1)));
+        }
+        let journal = dir_bytes(&dir, "loxilb-mappings.json.journal");
+        let full = load(&policy, &path);
+        report_load(&format!("longest journal, {:.1} MB", journal as f64 / 1e6), &full);
+        println!();
+        if std::env::var_os("LOXILB_BENCH_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}

@@ -1,0 +1,819 @@
+//! The mapping on disk: a sealed snapshot plus journal segments, with group commit.
+//!
+//! Why a crash never loses a record that `sync` returned for, nor leaves an unreadable store:
+//! - A snapshot is written to a temporary file, fsynced, renamed over the old one, and the directory is
+//!   fsynced: a crash leaves the old or the new file, never a torn one. Its checksum catches any other
+//!   damage, and then the newest whole backup is used instead (loudly), never an empty mapping.
+//! - A snapshot of generation `g` covers every record of segments before `g`; segment `g` is created
+//!   (and the directory fsynced, with the rename) before the snapshot that names it, and the previous
+//!   segment is fsynced first. So snapshot `g` + segments `g..` is always the whole history, and so is
+//!   any older backup `b` + segments `b..` — segments are deleted only when no kept backup needs them.
+//! - Records are appended with `write`, made durable by `sync`'s fdatasync (one for every caller waiting
+//!   at that moment); each line carries a CRC. A line torn by a crash has no newline and is cut off at
+//!   the next open; a line damaged otherwise fails its CRC and is skipped with an error.
+//! - Records are idempotent (each sets or clears one id), so replaying more of the journal than needed —
+//!   after a crash between creating a segment and renaming its snapshot — changes nothing.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use super::format::{self, Line};
+use super::MappingStore;
+use crate::metrics;
+
+/// A kept backup: a sealed copy of the snapshot of one generation.
+pub(super) struct Backup {
+    pub path: PathBuf,
+    pub generation: u64,
+}
+
+pub(super) struct Inner {
+    /// The segment records are appended to (generation `cur`), and its length.
+    file: File,
+    len: u64,
+    pub(super) cur: u64,
+    /// The generation of the snapshot last read or written: replay starts at its segment.
+    pub(super) base: u64,
+    pub(super) segments: BTreeSet<u64>,
+    /// Records in segments `base..=cur`, once known (counting needs a read).
+    records: Option<u32>,
+    /// Sequence numbers of the last record appended and of the last one known durable.
+    appended: u64,
+    synced: u64,
+    syncing: bool,
+    /// After a failed fsync the kernel may have dropped the pages it could not write, and a later fsync
+    /// can succeed without them: nothing is reported durable again until a snapshot rewrites it all.
+    failed: Option<String>,
+    /// Kept backups, oldest first; generations pinned by a backup being written.
+    pub(super) backups: Vec<Backup>,
+    pub(super) pins: Vec<u64>,
+}
+
+/// The snapshot and journal on disk.
+pub struct FileStore {
+    pub(super) path: PathBuf,
+    pub(super) dir: PathBuf,
+    pub(super) name: String,
+    pub(super) inner: Mutex<Inner>,
+    synced: Condvar,
+}
+
+pub fn segment_path(snapshot: &Path, generation: u64) -> PathBuf {
+    let mut name = snapshot.as_os_str().to_owned();
+    name.push(format!(".journal.{generation}"));
+    PathBuf::from(name)
+}
+
+pub(super) fn legacy_journal_path(snapshot: &Path) -> PathBuf {
+    let mut name = snapshot.as_os_str().to_owned();
+    name.push(".journal");
+    PathBuf::from(name)
+}
+
+fn split(path: &Path) -> Result<(PathBuf, String), String> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| format!("{}: not a file name", path.display()))?.to_string();
+    Ok((dir, name))
+}
+
+/// What the directory holds for one snapshot path.
+struct Listing {
+    segments: BTreeSet<u64>,
+    backups: Vec<Backup>,
+    temporaries: Vec<PathBuf>,
+}
+
+fn list(dir: &Path, name: &str) -> Result<Listing, String> {
+    let mut listing = Listing { segments: BTreeSet::new(), backups: Vec::new(), temporaries: Vec::new() };
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(listing),
+        Err(e) => return Err(format!("listing {}: {e}", dir.display())),
+    };
+    let segment_prefix = format!("{name}.journal.");
+    let backup_prefix = format!("{name}.backup-");
+    let temporary_prefix = format!(".{name}");
+    for entry in entries.flatten() {
+        let Ok(file) = entry.file_name().into_string() else { continue };
+        if let Some(g) = file.strip_prefix(&segment_prefix).and_then(|g| g.parse().ok()) {
+            listing.segments.insert(g);
+        } else if let Some(g) = file.strip_prefix(&backup_prefix).and_then(|rest| rest.rsplit_once("-gen")).and_then(|(_, g)| g.parse().ok()) {
+            listing.backups.push(Backup { path: dir.join(&file), generation: g });
+        } else if file.starts_with(&temporary_prefix) && file.contains(".tmp.") {
+            listing.temporaries.push(dir.join(&file));
+        }
+    }
+    listing.backups.sort_by(|a, b| (a.generation, &a.path).cmp(&(b.generation, &b.path)));
+    Ok(listing)
+}
+
+fn fsync(file: &File, data_only: bool) -> std::io::Result<()> {
+    let start = Instant::now();
+    let result = if data_only { file.sync_data() } else { file.sync_all() };
+    metrics::STORAGE_FSYNC.record(start.elapsed());
+    result
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    fsync(&File::open(dir)?, false)
+}
+
+/// A file written and fsynced under a temporary name, waiting to be renamed into place.
+pub(super) struct Staged {
+    tmp: PathBuf,
+    path: PathBuf,
+    dir: PathBuf,
+}
+
+impl Staged {
+    pub(super) fn write(path: &Path, data: &[u8]) -> std::io::Result<Staged> {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        let tmp = dir.join(format!(
+            ".{}.tmp.{}.{}",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("mapping"),
+            std::process::id(),
+            unique()
+        ));
+        let result = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+            f.write_all(data)?;
+            fsync(&f, false)
+        })();
+        match result {
+            Ok(()) => {
+                metrics::STORAGE_BYTES.add(data.len() as u64);
+                Ok(Staged { tmp, path: path.to_path_buf(), dir })
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) fn discard(self) {
+        let _ = fs::remove_file(&self.tmp);
+    }
+
+    pub(super) fn commit(self) -> std::io::Result<()> {
+        if let Err(e) = fs::rename(&self.tmp, &self.path) {
+            let _ = fs::remove_file(&self.tmp);
+            return Err(e);
+        }
+        fsync_dir(&self.dir)
+    }
+}
+
+/// Writes `data` to `path` so that a crash leaves either the old or the new file: unique temp file,
+/// fsync, rename, directory fsync; mode 0600. For files other than the mapping's (its own writes go
+/// through `Staged`, which counts them in the storage metrics).
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let tmp = dir.join(format!(".{}.tmp.{}.{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("file"), std::process::id(), unique()));
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A number no other temporary file of this process has used.
+fn unique() -> u64 {
+    static UNIQUE: AtomicU64 = AtomicU64::new(0);
+    UNIQUE.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The length of the file up to and including its last newline: what a crash mid-append left whole.
+fn whole_length(file: &File) -> std::io::Result<u64> {
+    const CHUNK: u64 = 64 << 10;
+    let mut end = file.metadata()?.len();
+    let mut buf = vec![0u8; CHUNK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+fn open_segment(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).read(true).mode(0o600).open(path)
+}
+
+/// The journal generation a sealed snapshot names, read from its last bytes (without hashing it all).
+pub(super) fn trailer_generation(file: &File) -> std::io::Result<Option<u64>> {
+    let len = file.metadata()?.len();
+    let n = len.min(256);
+    let mut tail = vec![0u8; n as usize];
+    file.read_exact_at(&mut tail, len - n)?;
+    Ok(format::trailer_generation(&tail))
+}
+
+fn main_generation(path: &Path) -> Option<u64> {
+    trailer_generation(&File::open(path).ok()?).ok().flatten()
+}
+
+/// The records of one segment, in order. A last line without its newline was torn by a crash mid-append
+/// (`sync` never returned for it); a line that fails its CRC is skipped, loudly.
+fn read_segment(path: &Path, out: &mut Vec<Vec<u8>>) -> Result<(), String> {
+    let bytes = fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if whole < bytes.len() {
+        tracing::warn!("{}: ignoring a record torn by a crash at its end ({} bytes)", path.display(), bytes.len() - whole);
+    }
+    for (i, line) in bytes[..whole].split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        match format::unframe(line) {
+            Line::Record(record) => out.push(record.to_vec()),
+            Line::Bad(why) => {
+                metrics::STORAGE_BAD_RECORDS.inc();
+                tracing::error!("{} line {}: skipping a damaged journal record ({why})", path.display(), i + 1);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_segments(snapshot: &Path, from: u64, to: u64, segments: &BTreeSet<u64>) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    for g in from..=to {
+        let path = segment_path(snapshot, g);
+        if !segments.contains(&g) {
+            return Err(format!(
+                "journal segment {} is missing: the changes recorded after snapshot generation {g} are lost; restore the file, or run force-recovery",
+                path.display()
+            ));
+        }
+        read_segment(&path, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Which snapshot to load, and from which generation the journal is replayed.
+pub(super) enum Resolved {
+    /// No snapshot was ever written (a new installation, or not compacted yet).
+    Nothing { base: u64 },
+    Main { document: Vec<u8>, base: u64 },
+    /// The main file is corrupt or missing: the newest whole backup whose journal is complete.
+    Backup { document: Vec<u8>, sealed: Vec<u8>, base: u64, from: PathBuf, reason: String, main_exists: bool },
+}
+
+pub(super) fn resolve(path: &Path, backups: &[Backup], segments: &BTreeSet<u64>, cur: u64) -> Result<Resolved, String> {
+    let (reason, main_exists) = match fs::read(path) {
+        Ok(bytes) => match format::unseal(bytes) {
+            Ok(u) => return Ok(Resolved::Main { document: u.document, base: u.generation }),
+            Err(e) => (format!("corrupt ({e})"), true),
+        },
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            if backups.is_empty() && segments.iter().all(|&g| g == 0) {
+                return Ok(Resolved::Nothing { base: 0 });
+            }
+            ("missing".to_string(), false)
+        }
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    };
+    let mut tried = Vec::new();
+    for backup in backups.iter().rev() {
+        let sealed = match fs::read(&backup.path) {
+            Ok(b) => b,
+            Err(e) => {
+                tried.push(format!("{}: {e}", backup.path.display()));
+                continue;
+            }
+        };
+        match format::unseal(sealed.clone()) {
+            Ok(u) => {
+                let missing: Vec<u64> = (u.generation..=cur.max(u.generation)).filter(|g| !segments.contains(g)).collect();
+                if !missing.is_empty() {
+                    tried.push(format!("{}: the journal segments it needs ({missing:?}) are gone", backup.path.display()));
+                    continue;
+                }
+                return Ok(Resolved::Backup { document: u.document, sealed, base: u.generation, from: backup.path.clone(), reason, main_exists });
+            }
+            Err(e) => tried.push(format!("{}: {e}", backup.path.display())),
+        }
+    }
+    let message = format!(
+        "mapping snapshot {} is {reason}, and no usable backup exists ({}): refusing to start with an empty mapping. \
+         Put a good copy in its place, or run force-recovery to rebuild it from LoxiLB",
+        path.display(),
+        if tried.is_empty() { "none kept".to_string() } else { tried.join("; ") }
+    );
+    tracing::error!("{message}");
+    Err(message)
+}
+
+/// The snapshot (or the backup a corrupt one falls back to) and its journal records, read without
+/// writing anything: for tools that run beside a live host. A compaction between reading the snapshot
+/// and its journal can delete a segment under the reader: then it reads again.
+pub fn read_copy(path: &Path) -> Result<super::MemoryStore, String> {
+    let mut attempt = 0;
+    loop {
+        match read_copy_once(path) {
+            Err(e) if attempt < 3 => {
+                tracing::debug!("reading {} again: {e}", path.display());
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+fn read_copy_once(path: &Path) -> Result<super::MemoryStore, String> {
+    let (dir, name) = split(path)?;
+    let listing = list(&dir, &name)?;
+    let legacy = legacy_journal_path(path);
+    let cur = listing.segments.last().copied().unwrap_or(0);
+    let store = super::MemoryStore::default();
+    let base = match resolve(path, &listing.backups, &listing.segments, cur)? {
+        Resolved::Nothing { base } => base,
+        Resolved::Main { document, base } => {
+            store.write_snapshot(&document)?;
+            base
+        }
+        Resolved::Backup { document, base, from, reason, .. } => {
+            tracing::error!("mapping snapshot {} is {reason}; reading backup {} instead", path.display(), from.display());
+            store.write_snapshot(&document)?;
+            base
+        }
+    };
+    // Listed again: a compaction may have started a segment since.
+    let segments = list(&dir, &name)?.segments;
+    let cur = segments.last().copied().unwrap_or(0);
+    let mut records = Vec::new();
+    if segments.is_empty() && legacy.exists() {
+        read_segment(&legacy, &mut records)?;
+    } else {
+        // A segment absent at the end holds nothing yet (`FileStore::open` creates it); one absent before
+        // the end means lost records.
+        let to = cur.max(base);
+        for g in base..=to {
+            if segments.contains(&g) {
+                read_segment(&segment_path(path, g), &mut records)?;
+            } else if g < to {
+                return Err(format!("journal segment {} is missing", segment_path(path, g).display()));
+            }
+        }
+    }
+    for r in records {
+        store.append(&r)?;
+    }
+    Ok(store)
+}
+
+impl FileStore {
+    pub fn open(path: &Path) -> Result<FileStore, String> {
+        let (dir, name) = split(path)?;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let listing = list(&dir, &name)?;
+        for tmp in &listing.temporaries {
+            // Left by a crash mid-write; the file it was to replace is whole.
+            let _ = fs::remove_file(tmp);
+        }
+        let mut segments = listing.segments;
+        let legacy = legacy_journal_path(path);
+        if legacy.exists() {
+            if segments.contains(&0) {
+                tracing::warn!("{}: ignored, {} exists", legacy.display(), segment_path(path, 0).display());
+            } else {
+                fs::rename(&legacy, segment_path(path, 0)).map_err(|e| format!("renaming {}: {e}", legacy.display()))?;
+                fsync_dir(&dir).map_err(|e| format!("fsync {}: {e}", dir.display()))?;
+                segments.insert(0);
+            }
+        }
+        let main = main_generation(path);
+        let base = main.or(segments.first().copied()).unwrap_or(0);
+        let cur = segments.last().copied().unwrap_or(0).max(base);
+        let segment = segment_path(path, cur);
+        let file = open_segment(&segment).map_err(|e| format!("opening {}: {e}", segment.display()))?;
+        if segments.insert(cur) {
+            fsync_dir(&dir).map_err(|e| format!("fsync {}: {e}", dir.display()))?;
+        }
+        let len = whole_length(&file).map_err(|e| format!("reading {}: {e}", segment.display()))?;
+        if len < file.metadata().map_err(|e| e.to_string())?.len() {
+            tracing::warn!("{}: cutting off a record torn by a crash", segment.display());
+            file.set_len(len).and_then(|()| fsync(&file, true)).map_err(|e| format!("repairing {}: {e}", segment.display()))?;
+        }
+        Ok(FileStore {
+            path: path.to_path_buf(),
+            dir,
+            name,
+            inner: Mutex::new(Inner {
+                file,
+                len,
+                cur,
+                base,
+                segments,
+                records: None,
+                appended: 0,
+                synced: 0,
+                syncing: false,
+                failed: None,
+                backups: listing.backups,
+                pins: Vec::new(),
+            }),
+            synced: Condvar::new(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The journal generation appended to now.
+    pub fn generation(&self) -> u64 {
+        self.lock().cur
+    }
+
+    /// The kept backups, oldest first.
+    pub fn backups(&self) -> Vec<PathBuf> {
+        self.lock().backups.iter().map(|b| b.path.clone()).collect()
+    }
+
+    /// Starts appending to a new segment `generation` (when a snapshot names one beyond the last).
+    fn start_segment(&self, inner: &mut Inner, generation: u64) -> Result<(), String> {
+        let path = segment_path(&self.path, generation);
+        let file = open_segment(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+        let len = whole_length(&file).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        fsync_dir(&self.dir).map_err(|e| format!("fsync {}: {e}", self.dir.display()))?;
+        inner.file = file;
+        inner.len = len;
+        inner.cur = generation;
+        inner.segments.insert(generation);
+        Ok(())
+    }
+
+    /// Deletes the segments that neither the snapshot nor any kept (or in-progress) backup needs.
+    pub(super) fn prune(&self, inner: &mut Inner) {
+        let needed = inner.backups.iter().map(|b| b.generation).chain(inner.pins.iter().copied()).fold(inner.base, u64::min);
+        let obsolete: Vec<u64> = inner.segments.range(..needed).copied().collect();
+        for g in obsolete {
+            let path = segment_path(&self.path, g);
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    inner.segments.remove(&g);
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    inner.segments.remove(&g);
+                }
+                Err(e) => tracing::warn!("could not delete obsolete journal segment {}: {e}", path.display()),
+            }
+        }
+    }
+
+    fn count(&self, inner: &mut Inner) -> u32 {
+        match inner.records {
+            Some(n) => n,
+            None => {
+                let n = read_segments(&self.path, inner.base, inner.cur, &inner.segments).map_or(0, |r| r.len() as u32);
+                inner.records = Some(n);
+                metrics::STORAGE_JOURNAL_RECORDS.set(n as u64);
+                n
+            }
+        }
+    }
+
+    /// The sequence number (see `MappingStore::appended`) up to which records are known durable.
+    pub fn durable(&self) -> u64 {
+        self.lock().synced
+    }
+}
+
+impl MappingStore for FileStore {
+    fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String> {
+        let mut inner = self.lock();
+        let resolved = resolve(&self.path, &inner.backups, &inner.segments, inner.cur);
+        let (document, base) = match resolved? {
+            Resolved::Nothing { base } => (None, base),
+            Resolved::Main { document, base } => (Some(document), base),
+            Resolved::Backup { document, sealed, base, from, reason, main_exists } => {
+                metrics::STORAGE_FALLBACKS.inc();
+                // Put the backup in place of the bad file, so the next start does not fall back again, and
+                // keep the bad one for the operator.
+                let stamp = super::backup::stamp(crate::caps::clock::now_ms());
+                let kept = self.dir.join(format!("{}.corrupt-{stamp}", self.name));
+                let kept = if main_exists { fs::rename(&self.path, &kept).ok().map(|()| kept) } else { None };
+                let restored = Staged::write(&self.path, &sealed).and_then(Staged::commit);
+                tracing::error!(
+                    "mapping snapshot {} is {reason}: loaded backup {} (journal generation {base}) and replaying journal segments {base}..={}{}{}",
+                    self.path.display(),
+                    from.display(),
+                    inner.cur.max(base),
+                    kept.map(|k| format!("; the bad file is kept as {}", k.display())).unwrap_or_default(),
+                    match restored {
+                        Ok(()) => format!("; {} now holds the backup", self.path.display()),
+                        Err(e) => format!("; could not put the backup in place ({e})"),
+                    }
+                );
+                (Some(document), base)
+            }
+        };
+        if base > inner.cur {
+            self.start_segment(&mut inner, base)?;
+        }
+        inner.base = base;
+        inner.records = None;
+        Ok(document)
+    }
+
+    fn write_snapshot(&self, data: &[u8]) -> Result<(), String> {
+        let start = Instant::now();
+        let next = self.lock().cur + 1;
+        // Sealed and written outside the lock: only this policy instance appends, and it is here.
+        let staged = format::seal(data, next).and_then(|sealed| Staged::write(&self.path, &sealed).map_err(|e| format!("writing {}: {e}", self.path.display())));
+        let staged = staged.inspect_err(|_| metrics::STORAGE_ERRORS.inc())?;
+        let mut inner = self.lock();
+        if inner.cur + 1 != next {
+            // Another writer rotated meanwhile (only possible with two instances on one store).
+            drop(inner);
+            staged.discard();
+            return self.write_snapshot(data);
+        }
+        let result = (|| {
+            // Backups of earlier generations replay this segment: it must be whole on disk.
+            if inner.appended > inner.synced || inner.failed.is_some() {
+                fsync(&inner.file, true).map_err(|e| format!("fsync {}: {e}", segment_path(&self.path, inner.cur).display()))?;
+            }
+            let segment = segment_path(&self.path, next);
+            let file = open_segment(&segment).map_err(|e| format!("creating {}: {e}", segment.display()))?;
+            // The rename's directory fsync also makes the new segment's name durable.
+            staged.commit().map_err(|e| format!("writing {}: {e}", self.path.display()))?;
+            Ok::<_, String>(file)
+        })();
+        let file = result.inspect_err(|_| metrics::STORAGE_ERRORS.inc())?;
+        inner.file = file;
+        inner.len = 0;
+        inner.cur = next;
+        inner.base = next;
+        inner.segments.insert(next);
+        inner.records = Some(0);
+        inner.synced = inner.appended;
+        inner.failed = None;
+        self.prune(&mut inner);
+        drop(inner);
+        self.synced.notify_all();
+        metrics::STORAGE_SNAPSHOTS.inc();
+        metrics::STORAGE_SNAPSHOT_WRITE.record(start.elapsed());
+        metrics::STORAGE_JOURNAL_RECORDS.set(0);
+        Ok(())
+    }
+
+    fn append(&self, record: &[u8]) -> Result<(), String> {
+        if record.contains(&b'\n') {
+            return Err("journal records must be single-line".into());
+        }
+        let mut line = Vec::with_capacity(record.len() + 10);
+        format::frame(record, &mut line);
+        let mut inner = self.lock();
+        if let Err(e) = inner.file.write_all(&line) {
+            metrics::STORAGE_ERRORS.inc();
+            // A partial line would swallow the next record: cut it off.
+            let len = inner.len;
+            let _ = inner.file.set_len(len);
+            return Err(format!("appending to {}: {e}", segment_path(&self.path, inner.cur).display()));
+        }
+        inner.len += line.len() as u64;
+        inner.appended += 1;
+        if let Some(n) = inner.records.as_mut() {
+            *n += 1;
+            metrics::STORAGE_JOURNAL_RECORDS.set(*n as u64);
+        }
+        metrics::STORAGE_WRITES.inc();
+        metrics::STORAGE_BYTES.add(line.len() as u64);
+        Ok(())
+    }
+
+    fn replay(&self) -> Result<Vec<Vec<u8>>, String> {
+        let mut inner = self.lock();
+        let records = read_segments(&self.path, inner.base, inner.cur, &inner.segments)?;
+        inner.records = Some(records.len() as u32);
+        metrics::STORAGE_JOURNAL_RECORDS.set(records.len() as u64);
+        Ok(records)
+    }
+
+    fn journal_length(&self) -> u32 {
+        let mut inner = self.lock();
+        self.count(&mut inner)
+    }
+
+    fn sync(&self) -> Result<(), String> {
+        let target = self.lock().appended;
+        self.sync_to(target)
+    }
+
+    fn appended(&self) -> u64 {
+        self.lock().appended
+    }
+
+    fn sync_to(&self, seq: u64) -> Result<(), String> {
+        let mut inner = self.lock();
+        loop {
+            if inner.synced >= seq {
+                return Ok(());
+            }
+            if let Some(e) = &inner.failed {
+                return Err(format!("journal not durable since an earlier fsync failed ({e}); the next snapshot repairs it"));
+            }
+            if !inner.syncing {
+                break;
+            }
+            inner = self.synced.wait(inner).unwrap_or_else(|e| e.into_inner());
+        }
+        // This caller syncs for everyone who appended before it; the others wait for its result.
+        inner.syncing = true;
+        let upto = inner.appended;
+        let before = inner.synced;
+        let file = inner.file.try_clone();
+        let generation = inner.cur;
+        drop(inner);
+        let result = file.and_then(|f| fsync(&f, true));
+        let mut inner = self.lock();
+        inner.syncing = false;
+        let outcome = match result {
+            Ok(()) => {
+                inner.synced = inner.synced.max(upto);
+                metrics::STORAGE_GROUP_COMMITS.inc();
+                metrics::STORAGE_GROUP_COMMIT_RECORDS.add(upto.saturating_sub(before));
+                Ok(())
+            }
+            Err(e) => {
+                metrics::STORAGE_ERRORS.inc();
+                let message = format!("fsync {}: {e}", segment_path(&self.path, generation).display());
+                tracing::error!("{message}");
+                inner.failed = Some(message.clone());
+                Err(message)
+            }
+        };
+        drop(inner);
+        self.synced.notify_all();
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    pub(crate) fn temp_dir(tag: &str) -> PathBuf {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!("loxilb-store-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn journal_survives_reopen_and_drops_a_torn_tail() {
+        let dir = temp_dir("torn");
+        let path = dir.join("m.json");
+        let store = FileStore::open(&path).unwrap();
+        store.append(b"{\"a\":1}").unwrap();
+        store.append(b"{\"b\":2}").unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let mut f = OpenOptions::new().append(true).open(segment_path(&path, 0)).unwrap();
+        f.write_all(b"{\"torn\":").unwrap();
+        let store = FileStore::open(&path).unwrap();
+        assert_eq!(store.read_snapshot().unwrap(), None);
+        assert_eq!(store.replay().unwrap(), vec![b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]);
+        store.append(b"{\"c\":3}").unwrap();
+        store.write_snapshot(b"{\n  \"x\": 1\n}").unwrap();
+        assert_eq!(store.journal_length(), 0);
+        assert!(store.replay().unwrap().is_empty());
+        assert_eq!(store.read_snapshot().unwrap().unwrap(), b"{\n  \"x\": 1\n}".to_vec());
+        assert_eq!(store.generation(), 1);
+        // Without backups the old segment is not needed any more.
+        assert!(!segment_path(&path, 0).exists());
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&segment_path(&path, 1)), 0o600);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn read_copy_sees_what_the_store_holds_and_writes_nothing() {
+        let dir = temp_dir("copy");
+        let path = dir.join("m.json");
+        let store = FileStore::open(&path).unwrap();
+        store.append(b"{\"a\":1}").unwrap();
+        store.write_snapshot(b"{\"v\":1}").unwrap();
+        store.append(b"{\"b\":2}").unwrap();
+        store.sync().unwrap();
+        let listing = |dir: &Path| {
+            let mut v: Vec<(String, u64)> = fs::read_dir(dir).unwrap().flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len())).collect();
+            v.sort();
+            v
+        };
+        let before = listing(&dir);
+        let copy = read_copy(&path).unwrap();
+        assert_eq!(listing(&dir), before);
+        assert_eq!(copy.read_snapshot().unwrap(), store.read_snapshot().unwrap());
+        assert_eq!(copy.replay().unwrap(), vec![b"{\"b\":2}".to_vec()]);
+        assert_eq!(read_copy(&dir.join("none.json")).unwrap().read_snapshot().unwrap(), None);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_first_release_journal_becomes_segment_zero() {
+        let dir = temp_dir("legacy");
+        let path = dir.join("m.json");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(legacy_journal_path(&path), b"{\"a\":1}\n{\"b\":2}\n").unwrap();
+        let store = FileStore::open(&path).unwrap();
+        assert!(!legacy_journal_path(&path).exists());
+        assert_eq!(store.replay().unwrap().len(), 2);
+        assert_eq!(store.journal_length(), 2);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_line_is_skipped_and_the_rest_replayed() {
+        let dir = temp_dir("damaged");
+        let path = dir.join("m.json");
+        let store = FileStore::open(&path).unwrap();
+        for i in 0..3 {
+            store.append(format!("{{\"n\":{i}}}").as_bytes()).unwrap();
+        }
+        store.sync().unwrap();
+        drop(store);
+        let seg = segment_path(&path, 0);
+        let mut bytes = fs::read(&seg).unwrap();
+        let second = bytes.iter().position(|&b| b == b'\n').unwrap() + 3;
+        bytes[second] ^= 0x20;
+        fs::write(&seg, bytes).unwrap();
+        let before = metrics::STORAGE_BAD_RECORDS.get();
+        let store = FileStore::open(&path).unwrap();
+        assert_eq!(store.replay().unwrap(), vec![b"{\"n\":0}".to_vec(), b"{\"n\":2}".to_vec()]);
+        assert!(metrics::STORAGE_BAD_RECORDS.get() > before);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn group_commit_shares_fsyncs_between_threads() {
+        let dir = temp_dir("group");
+        let store = std::sync::Arc::new(FileStore::open(&dir.join("m.json")).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let store = std::sync::Arc::clone(&store);
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        store.append(format!("{{\"t\":{t},\"i\":{i}}}").as_bytes()).unwrap();
+                        let seq = store.appended();
+                        store.sync_to(seq).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(store.durable(), store.appended());
+        assert_eq!(store.replay().unwrap().len(), 400);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_naming_a_lost_segment_is_an_error_not_an_empty_journal() {
+        let dir = temp_dir("gap");
+        let path = dir.join("m.json");
+        let store = FileStore::open(&path).unwrap();
+        store.write_snapshot(b"{\"v\":1}").unwrap();
+        store.write_snapshot(b"{\"v\":2}").unwrap();
+        store.append(b"{\"a\":1}").unwrap();
+        drop(store);
+        // A stale copy of generation 1 put back by hand, while segment 1 is gone.
+        let stale = format::seal(b"{\"v\":1}", 1).unwrap();
+        fs::write(&path, stale).unwrap();
+        let store = FileStore::open(&path).unwrap();
+        store.read_snapshot().unwrap();
+        assert!(store.replay().unwrap_err().contains("is missing"));
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,202 @@
+//! What the host adds to the policy's bytes on disk: a trailer on snapshots (journal generation and
+//! SHA-256 checksum, as the document's last two JSON keys, so the file stays the seed's readable JSON) and
+//! a CRC on every journal line.
+
+use sha2::{Digest, Sha256};
+
+const CHECKSUM_KEY: &str = "\"checksum\": \"sha256:";
+const GENERATION_KEY: &str = "\"journal_generation\": ";
+
+/// A snapshot as read back: the policy's document without the trailer, and the journal generation it
+/// covers (0 for files written before generations existed, or by hand).
+#[derive(Debug, PartialEq)]
+pub struct Unsealed {
+    pub document: Vec<u8>,
+    pub generation: u64,
+    /// Whether the file carried a checksum (files of the earlier driver and hand-written ones do not).
+    pub checked: bool,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The document up to (not including) its closing brace, and whether it has members, so keys can be
+/// appended after it.
+fn open_body(data: &[u8]) -> Result<(&[u8], bool), String> {
+    let body = trim_end(trim_end(data).strip_suffix(b"}").ok_or("snapshot is not a JSON object")?);
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err("snapshot is not a JSON object".into());
+    }
+    Ok((body, body.last() != Some(&b'{')))
+}
+
+/// Appends `"journal_generation": N` and then the checksum as the document's last keys:
+/// `{…,\n  "journal_generation": 7,\n  "checksum": "sha256:<hex>"\n}`. The hash covers the document as it
+/// reads back without the checksum key, generation included, so a flipped generation is caught too.
+pub fn seal(data: &[u8], generation: u64) -> Result<Vec<u8>, String> {
+    let (body, has_members) = open_body(data)?;
+    let separator = if has_members { "," } else { "" };
+    let generation = format!("{separator}\n  {GENERATION_KEY}{generation}");
+    let mut hasher = Sha256::new();
+    hasher.update(body);
+    hasher.update(generation.as_bytes());
+    hasher.update(b"\n}");
+    let hash = hex(&hasher.finalize());
+    let mut out = Vec::with_capacity(body.len() + generation.len() + 100);
+    out.extend_from_slice(body);
+    out.extend_from_slice(generation.as_bytes());
+    out.extend_from_slice(format!(",\n  {CHECKSUM_KEY}{hash}\"\n}}\n").as_bytes());
+    Ok(out)
+}
+
+/// Checks and removes the trailer. A document without a checksum (the earlier driver's, or edited by
+/// hand) must at least be well-formed JSON; a wrong checksum is an error.
+pub fn unseal(mut file: Vec<u8>) -> Result<Unsealed, String> {
+    match inspect(&file)? {
+        Some((end, generation)) => {
+            file.truncate(end);
+            file.extend_from_slice(b"\n}");
+            Ok(Unsealed { document: file, generation, checked: true })
+        }
+        None => Ok(Unsealed { document: file, generation: 0, checked: false }),
+    }
+}
+
+/// Checks a file as `unseal` does, without copying it: the generation it names (0 without a trailer).
+pub fn check(file: &[u8]) -> Result<u64, String> {
+    Ok(inspect(file)?.map_or(0, |(_, generation)| generation))
+}
+
+/// For a sealed file: where the policy's document ends (before its closing brace) and the generation.
+/// Works on bytes and looks for the trailer only near the end: validating 80 MB as UTF-8 first would
+/// add a tenth to the load time, and the policy's JSON parser checks the text anyway.
+fn inspect(file: &[u8]) -> Result<Option<(usize, u64)>, String> {
+    let Some(at) = rfind_near_end(file, CHECKSUM_KEY.as_bytes()) else {
+        // Checked only here: a sealed file is known whole from its hash, and parsing 100k entries twice
+        // would double the load time.
+        serde_json::from_slice::<serde::de::IgnoredAny>(file).map_err(|e| format!("no checksum and not valid JSON: {e}"))?;
+        return Ok(None);
+    };
+    let expected = file[at + CHECKSUM_KEY.len()..].split(|&b| b == b'"').next().unwrap_or_default();
+    let expected = String::from_utf8_lossy(expected);
+    let head = trim_end(&file[..at]);
+    let body = trim_end(head.strip_suffix(b",").unwrap_or(head));
+    let mut hasher = Sha256::new();
+    hasher.update(body);
+    hasher.update(b"\n}");
+    let actual = hex(&hasher.finalize());
+    if actual != expected {
+        return Err(format!("checksum mismatch (file says sha256:{expected}, content hashes to sha256:{actual})"));
+    }
+    let generation = rfind_near_end(body, GENERATION_KEY.as_bytes()).and_then(|g| {
+        let digits = &body[g + GENERATION_KEY.len()..];
+        let n = std::str::from_utf8(digits).ok().filter(|d| d.bytes().all(|b| b.is_ascii_digit()))?.parse::<u64>().ok()?;
+        let before = trim_end(&body[..g]);
+        Some((trim_end(before.strip_suffix(b",").unwrap_or(before)).len(), n))
+    });
+    Ok(Some(generation.unwrap_or((body.len(), 0))))
+}
+
+/// The trailer is the last ~150 bytes; a key this far from the end would be the policy's, not ours.
+fn rfind_near_end(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let from = haystack.len().saturating_sub(512);
+    haystack[from..].windows(needle.len()).rposition(|w| w == needle).map(|i| from + i)
+}
+
+fn trim_end(bytes: &[u8]) -> &[u8] {
+    &bytes[..bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1)]
+}
+
+/// Reads the journal generation from a sealed file's last bytes, without hashing the whole file.
+pub fn trailer_generation(tail: &[u8]) -> Option<u64> {
+    let text = String::from_utf8_lossy(tail);
+    let at = text.rfind(GENERATION_KEY)?;
+    let digits: String = text[at + GENERATION_KEY.len()..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// One journal line: the record, a tab, its CRC-32 in hex, a newline. A record is single-line JSON, in
+/// which a raw tab cannot occur, so the tab unambiguously starts the trailer.
+pub fn frame(record: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(record);
+    out.extend_from_slice(format!("\t{:08x}\n", crc32fast::hash(record)).as_bytes());
+}
+
+/// What one journal line (without its newline) holds.
+#[derive(Debug, PartialEq)]
+pub enum Line<'a> {
+    Record(&'a [u8]),
+    /// Wrong checksum, or no trailer and not JSON: garbage from a crash or bit rot.
+    Bad(String),
+}
+
+pub fn unframe(line: &[u8]) -> Line<'_> {
+    if line.len() >= 9 && line[line.len() - 9] == b'\t' {
+        let (record, trailer) = line.split_at(line.len() - 9);
+        let Some(expected) = std::str::from_utf8(&trailer[1..]).ok().and_then(|h| u32::from_str_radix(h, 16).ok()) else {
+            return Line::Bad("unreadable checksum".into());
+        };
+        let actual = crc32fast::hash(record);
+        return if actual == expected { Line::Record(record) } else { Line::Bad(format!("CRC {actual:08x} where the line says {expected:08x}")) };
+    }
+    // Journals written before records carried a CRC: accept a line that is whole JSON.
+    match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+        Ok(_) => Line::Record(line),
+        Err(_) => Line::Bad("no checksum and not JSON".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_round_trips_and_detects_corruption() {
+        let doc = b"{\n  \"version\": \"1.1\",\n  \"octavia_to_loxilb\": {}\n}";
+        let sealed = seal(doc, 7).unwrap();
+        let text = String::from_utf8(sealed.clone()).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(json["checksum"].as_str().unwrap().starts_with("sha256:"));
+        assert_eq!(json["journal_generation"], 7);
+        assert_eq!(trailer_generation(&sealed[sealed.len() - 120..]), Some(7));
+        let back = unseal(sealed.clone()).unwrap();
+        assert_eq!(back, Unsealed { document: doc.to_vec(), generation: 7, checked: true });
+        assert!(unseal(text.replace("1.1", "1.2").into_bytes()).unwrap_err().contains("checksum mismatch"));
+        assert!(unseal(text.replace("\": 7,", "\": 8,").into_bytes()).unwrap_err().contains("checksum mismatch"));
+        // Compact documents and empty objects seal too.
+        let compact = seal(br#"{"version":"1.1"}"#, 1).unwrap();
+        assert_eq!(unseal(compact).unwrap().document, b"{\"version\":\"1.1\"\n}".to_vec());
+        let empty = seal(b"{}", 2).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&empty).unwrap();
+        assert_eq!(unseal(empty).unwrap().generation, 2);
+    }
+
+    #[test]
+    fn files_sealed_before_generations_and_unsealed_files_still_load() {
+        // The layout the first host release wrote: checksum only, hashing `body\n}`.
+        let body = "{\n  \"version\": \"1.1\"";
+        let hash = hex(&Sha256::digest(format!("{body}\n}}").as_bytes()));
+        let old = format!("{body},\n  \"checksum\": \"sha256:{hash}\"\n}}\n");
+        let back = unseal(old.into_bytes()).unwrap();
+        assert_eq!((back.generation, back.checked), (0, true));
+        assert_eq!(back.document, format!("{body}\n}}").into_bytes());
+        let legacy = br#"{"version": "1.0", "octavia_to_loxilb": {}}"#.to_vec();
+        assert_eq!(unseal(legacy.clone()).unwrap(), Unsealed { document: legacy, generation: 0, checked: false });
+        assert!(unseal(br#"{"version": "1.0", "octavia_to_lo"#.to_vec()).unwrap_err().contains("not valid JSON"));
+    }
+
+    #[test]
+    fn journal_lines_carry_a_crc() {
+        let mut out = Vec::new();
+        frame(br#"{"remove":{"id":"a"}}"#, &mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let line = &out[..out.len() - 1];
+        assert_eq!(unframe(line), Line::Record(br#"{"remove":{"id":"a"}}"#));
+        let mut flipped = line.to_vec();
+        flipped[5] ^= 1;
+        assert!(matches!(unframe(&flipped), Line::Bad(_)));
+        assert!(matches!(unframe(b"\0\0\0\0{\"x\":1}"), Line::Bad(_)));
+        assert_eq!(unframe(br#"{"x":1}"#), Line::Record(br#"{"x":1}"#));
+    }
+}

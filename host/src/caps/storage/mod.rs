@@ -1,0 +1,118 @@
+//! Durable storage of the policy's mapping: a snapshot and a journal of records since it.
+//!
+//! On disk, for `mapping_storage_path = /var/lib/octavia/loxilb-mappings.json`:
+//!
+//! | file | what |
+//! |---|---|
+//! | `loxilb-mappings.json` | the snapshot: the policy's JSON (the seed's format) plus `journal_generation` and a SHA-256 `checksum` as its last keys |
+//! | `loxilb-mappings.json.journal.<g>` | journal segment `g`: one record per line, each with a CRC; the snapshot of generation `g` is followed by segments `g`, `g+1`, … |
+//! | `loxilb-mappings.json.backup-<UTC time>-gen<g>` | a copy of an earlier snapshot (generation `g`); segments from `g` on are kept while it is |
+//! | `loxilb-mappings.json.corrupt-<UTC time>` | a snapshot found corrupt, kept for the operator when a backup replaced it |
+//!
+//! Every file is mode 0600. See `file.rs` for the crash-safety argument and `backup.rs` for rotation.
+
+mod backup;
+mod durability;
+mod file;
+pub mod format;
+
+pub use backup::{start_backups, BackupTask};
+pub use durability::Durability;
+pub use file::{read_copy, segment_path, write_atomic, FileStore};
+
+use std::sync::Mutex;
+
+use super::HostState;
+use crate::runtime::bindings::loxilb::octavia::storage::Host;
+
+pub trait MappingStore: Send + Sync {
+    fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String>;
+    fn write_snapshot(&self, data: &[u8]) -> Result<(), String>;
+    fn append(&self, record: &[u8]) -> Result<(), String>;
+    fn replay(&self) -> Result<Vec<Vec<u8>>, String>;
+    fn journal_length(&self) -> u32;
+    /// Makes every record appended so far durable.
+    fn sync(&self) -> Result<(), String>;
+    /// A number that grows with every append: pass it to `sync_to` later to wait for exactly the records
+    /// appended up to now (a caller that reports asynchronously need not wait for later ones).
+    fn appended(&self) -> u64 {
+        0
+    }
+    /// Makes the records appended up to `appended() == seq` durable, sharing one fsync with every other
+    /// caller waiting at the same time.
+    fn sync_to(&self, seq: u64) -> Result<(), String> {
+        let _ = seq;
+        self.sync()
+    }
+}
+
+/// The snapshot and the journal records since it.
+type Contents = (Option<Vec<u8>>, Vec<Vec<u8>>);
+
+/// A store that lives and dies with the process (persistence disabled, previews, conformance checks).
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Contents>,
+}
+
+impl MemoryStore {
+    /// A copy of another store's current contents (a preview must not write to the real one).
+    pub fn copy_of(other: &dyn MappingStore) -> Result<MemoryStore, String> {
+        Ok(MemoryStore { inner: Mutex::new((other.read_snapshot()?, other.replay()?)) })
+    }
+}
+
+impl MappingStore for MemoryStore {
+    fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.inner.lock().unwrap().0.clone())
+    }
+    fn write_snapshot(&self, data: &[u8]) -> Result<(), String> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.0 = Some(data.to_vec());
+        inner.1.clear();
+        Ok(())
+    }
+    fn append(&self, record: &[u8]) -> Result<(), String> {
+        self.inner.lock().unwrap().1.push(record.to_vec());
+        Ok(())
+    }
+    fn replay(&self) -> Result<Vec<Vec<u8>>, String> {
+        Ok(self.inner.lock().unwrap().1.clone())
+    }
+    fn journal_length(&self) -> u32 {
+        self.inner.lock().unwrap().1.len() as u32
+    }
+    fn sync(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The single journal file of the first release; `FileStore::open` renames it to segment 0.
+#[deprecated(note = "the journal is segmented now: read the files with storage::read_copy")]
+pub fn journal_path(snapshot: &std::path::Path) -> std::path::PathBuf {
+    file::legacy_journal_path(snapshot)
+}
+
+/// The snapshot document without the host's trailer, after checking its checksum (for tools that read
+/// the file directly).
+pub fn unseal(file: &[u8]) -> Result<Vec<u8>, String> {
+    format::unseal(file.to_vec()).map(|u| u.document)
+}
+
+impl Host for HostState {
+    fn read_snapshot(&mut self) -> Result<Option<Vec<u8>>, String> {
+        self.grants.storage.read_snapshot()
+    }
+    fn write_snapshot(&mut self, data: Vec<u8>) -> Result<(), String> {
+        self.grants.storage.write_snapshot(&data)
+    }
+    fn append_journal(&mut self, record: Vec<u8>) -> Result<(), String> {
+        self.grants.storage.append(&record)
+    }
+    fn replay_journal(&mut self) -> Result<Vec<Vec<u8>>, String> {
+        self.grants.storage.replay()
+    }
+    fn journal_length(&mut self) -> u32 {
+        self.grants.storage.journal_length()
+    }
+}

@@ -1,0 +1,176 @@
+//! Operator tools over the mapping: `show-mappings`, `validate-mappings`, `force-recovery`.
+//!
+//! The read-only tools work on a copy of the mapping files, so they are safe while the host runs.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use serde_json::Value;
+
+use crate::caps::loxilb::LoxiTransport;
+use crate::caps::storage::{read_copy, MappingStore};
+use crate::config::Config;
+use crate::runtime::bindings::mapping::MappingEntry;
+use crate::runtime::bindings::policy_types::RecoveryMode;
+use crate::runtime::instance::describe;
+
+/// LoxiLB is off limits for read-only tools.
+struct NoLoxi;
+
+impl LoxiTransport for NoLoxi {
+    fn request(&self, method: &str, path: &str, _: Option<&str>) -> Result<(u16, String), String> {
+        Err(format!("read-only tool: {method} {path} not sent"))
+    }
+}
+
+fn mappings(config: &Config) -> Result<Vec<MappingEntry>> {
+    let storage: Arc<dyn MappingStore> = Arc::new(read_copy(&config.mapping_storage_path).map_err(anyhow::Error::msg)?);
+    let mut sandbox = crate::app::sandbox(config, Arc::new(NoLoxi), storage)?;
+    sandbox.mappings().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+pub fn show_mappings(config: &Config, json: bool) -> Result<()> {
+    let entries = mappings(config)?;
+    if json {
+        let rows: Vec<Value> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({"octavia_id": e.octavia_id, "loxilb_key": e.loxilb_key, "resource_type": crate::runtime::resource_type_name(e.resource_type),
+                                   "external_ip": e.external_ip, "port": e.port, "protocol": e.protocol, "created_at": e.created_at})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{:<14} {:<40} {}", "TYPE", "OCTAVIA ID", "LOXILB KEY");
+        for e in &entries {
+            println!("{:<14} {:<40} {}", crate::runtime::resource_type_name(e.resource_type), e.octavia_id, e.loxilb_key);
+        }
+        println!("{} mappings in {}", entries.len(), config.mapping_storage_path.display());
+    }
+    Ok(())
+}
+
+/// Problems in a mapping: both directions must agree, every entry needs metadata, keys must parse.
+pub fn problems(entries: &[MappingEntry], snapshot: Option<&Value>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut owners: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for e in entries {
+        if let Some(other) = owners.insert(&e.loxilb_key, &e.octavia_id) {
+            out.push(format!("key {} maps back to both {other} and {}", e.loxilb_key, e.octavia_id));
+        }
+        if !key_parses(crate::runtime::resource_type_name(e.resource_type), &e.loxilb_key) {
+            out.push(format!("{}: malformed {} key {:?}", e.octavia_id, crate::runtime::resource_type_name(e.resource_type), e.loxilb_key));
+        }
+    }
+    if let Some(snap) = snapshot {
+        let forward = snap.get("octavia_to_loxilb").and_then(Value::as_object);
+        let reverse = snap.get("loxilb_to_octavia").and_then(Value::as_object);
+        let metadata = snap.get("resource_metadata").and_then(Value::as_object);
+        match (forward, reverse, metadata) {
+            (Some(f), Some(r), Some(m)) => {
+                for (id, key) in f {
+                    let key = key.as_str().unwrap_or_default();
+                    if r.get(key).and_then(Value::as_str) != Some(id.as_str()) {
+                        out.push(format!("snapshot: {id} → {key}, but loxilb_to_octavia[{key}] is {:?}", r.get(key)));
+                    }
+                    if !m.contains_key(id) {
+                        out.push(format!("snapshot: {id} has no resource_metadata"));
+                    }
+                }
+                for (key, id) in r {
+                    if f.get(id.as_str().unwrap_or_default()).and_then(Value::as_str) != Some(key.as_str()) {
+                        out.push(format!("snapshot: loxilb_to_octavia[{key}] = {id}, which does not map back"));
+                    }
+                }
+            }
+            _ => out.push("snapshot: octavia_to_loxilb, loxilb_to_octavia or resource_metadata is missing".into()),
+        }
+    }
+    out.sort();
+    out
+}
+
+fn is_ip(s: &str) -> bool {
+    s.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// The key scheme of README "ID mapping".
+pub fn key_parses(resource_type: &str, key: &str) -> bool {
+    let service = |k: &str| {
+        k.rsplit_once('/')
+            .and_then(|(addr, proto)| addr.rsplit_once(':').map(|(ip, port)| is_ip(ip) && port.parse::<u16>().is_ok() && !proto.is_empty()))
+            .unwrap_or(false)
+    };
+    let pool = |k: &str| k.split_once("/pool-").is_some_and(|(vip, id)| is_ip(vip) && !id.is_empty());
+    match resource_type {
+        "loadbalancer" => is_ip(key),
+        "listener" => service(key),
+        "pool" => pool(key) && !key.split_once("/pool-").unwrap().1.contains('/'),
+        "healthmonitor" => key.strip_suffix("/monitor").is_some_and(pool),
+        "member" => key.rsplit_once('/').is_some_and(|(p, ep)| pool(p) && ep.rsplit_once(':').is_some_and(|(ip, port)| is_ip(ip) && port.parse::<u16>().is_ok())),
+        _ => false,
+    }
+}
+
+pub fn validate_mappings(config: &Config) -> Result<()> {
+    let entries = mappings(config)?;
+    let copy = read_copy(&config.mapping_storage_path).map_err(anyhow::Error::msg)?;
+    let snapshot = match copy.read_snapshot().map_err(anyhow::Error::msg)? {
+        Some(bytes) => Some(serde_json::from_slice::<Value>(&bytes)?),
+        None => None,
+    };
+    let problems = problems(&entries, snapshot.as_ref());
+    for p in &problems {
+        println!("problem: {p}");
+    }
+    if !problems.is_empty() {
+        bail!("{} problems in {} mappings", problems.len(), entries.len());
+    }
+    println!("{} mappings consistent", entries.len());
+    Ok(())
+}
+
+/// Rebuilds the mapping from LoxiLB (and the file, in hybrid mode) and persists it. The host must not
+/// be running on the same files.
+pub fn force_recovery(config: &Config, mode: RecoveryMode) -> Result<()> {
+    if std::os::unix::net::UnixStream::connect(&config.admin_socket_path).is_ok() {
+        bail!("a host is running (its admin socket {} answers): stop it first", config.admin_socket_path.display());
+    }
+    let storage = crate::app::storage(config)?;
+    let mut sandbox = crate::app::sandbox(config, crate::app::loxilb(config), Arc::clone(&storage))?;
+    let report = sandbox.recover(mode).map_err(|e| anyhow::anyhow!("{e}"))?.map_err(|e| anyhow::anyhow!(describe(&e)))?;
+    storage.sync().map_err(anyhow::Error::msg)?;
+    println!(
+        "recovered {} mappings ({} with deterministic ids); {} loaded from storage; {} conflicts",
+        report.recovered,
+        report.deterministic,
+        report.loaded,
+        report.conflicts.len()
+    );
+    for c in &report.conflicts {
+        println!("conflict: {c}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_keys_parse() {
+        assert!(key_parses("listener", "fd00::1:80/tcp"));
+        assert!(key_parses("member", "10.0.0.1/pool-p1/fd00::5:8080"));
+        assert!(key_parses("healthmonitor", "10.0.0.1/pool-p1/monitor"));
+        assert!(!key_parses("pool", "10.0.0.1/pool-p1/monitor"));
+        assert!(!key_parses("listener", "10.0.0.1:80"));
+    }
+
+    #[test]
+    fn disagreeing_directions_are_problems() {
+        let snap = serde_json::json!({"octavia_to_loxilb": {"a": "10.0.0.1"}, "loxilb_to_octavia": {"10.0.0.1": "b"}, "resource_metadata": {}});
+        let p = problems(&[], Some(&snap));
+        assert!(p.iter().any(|p| p.contains("does not map back")), "{p:?}");
+        assert!(p.iter().any(|p| p.contains("no resource_metadata")), "{p:?}");
+    }
+}
