@@ -1,0 +1,69 @@
+"""The single-node default: octavia-lib data models → the real provider driver → the Unix socket →
+`loxilb-octavia serve` (transport = unix) → the LoxiLB simulator, statuses to a fake driver-agent.
+An accepted operation survives a crash of the host before it was applied (the durable inbox)."""
+import time
+
+import pytest
+from oslo_config import cfg
+
+from octavia_loxilb_provider import driver, resolve, transport
+
+from conftest import Host
+from test_amqp_bridge import keys, loadbalancer, provisioning
+
+
+@pytest.fixture
+def unix_host(sim, octavia, sock_dir, work_dir):
+    socket_path = f"{sock_dir}/host.sock"
+    conf = f"{work_dir}/host.conf"
+    with open(conf, "w") as f:
+        f.write(f"[driver_agent]\nstatus_socket_path = {octavia.status_path}\nstats_socket_path = {octavia.stats_path}\n"
+                f"get_socket_path = {octavia.get_path}\n"
+                f"[driver_loxilb]\ntransport = unix\nsocket_path = {socket_path}\napi_endpoints = {sim.url}\n"
+                f"mapping_storage_path = {work_dir}/mappings.json\nadmin_socket_path = {sock_dir}/admin.sock\n"
+                f"commit_wait_timeout = 30\n")
+    api_conf = f"{work_dir}/octavia-api.conf"
+    with open(api_conf, "w") as f:
+        f.write(f"[driver_agent]\nget_socket_path = {octavia.get_path}\n"
+                f"[driver_loxilb]\ntransport = unix\nsocket_path = {socket_path}\nvalidate_timeout = 10\n")
+    cfg.CONF(args=[], project="octavia", default_config_files=[api_conf])
+    hosts = []
+
+    def start():
+        host = Host(f"unix-{len(hosts)}", conf, f"{work_dir}/host-{len(hosts)}.log")
+        hosts.append(host)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                transport.unix_request(socket_path, {"type": "call", "method": "get_supported_flavor_metadata", "args": {}}, 1)
+                return host
+            except Exception:
+                time.sleep(0.1)
+        pytest.fail(f"the host did not listen on {socket_path}:\n{host.log()}")
+
+    yield start
+    transport.reset()
+    resolve.reset()
+    cfg.CONF.reset()
+    for host in hosts:
+        host.kill()
+
+
+def test_accepted_operation_survives_a_host_crash(unix_host, octavia, sim):
+    host = unix_host()
+    drv = driver.LoxiLBProviderDriver()
+    vip = "192.0.2.30"
+    lb = loadbalancer(vip, ["10.0.9.1", "10.0.9.2"])
+    octavia.set_pending("PENDING_CREATE", *keys(lb))
+    drv.loadbalancer_create(lb)  # accepted: the provider returned
+    # Octavia's transaction commits late; the host is killed while it waits to apply.
+    octavia.commit(lb, hide_for=3.0)
+    time.sleep(0.5)
+    host.kill()
+    assert sim.rules() == {} and octavia.documents() == []
+    unix_host()
+    [created] = octavia.wait_documents(1, timeout=30)
+    assert set(provisioning(created).values()) == {"ACTIVE"}
+    assert set(provisioning(created)) == set(keys(lb))
+    assert sim.endpoints(vip) == {"10.0.9.1": 1, "10.0.9.2": 1}
+    assert octavia.pending() == {}
