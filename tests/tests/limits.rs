@@ -2,8 +2,6 @@
 //! end fails only the operation in hand (Octavia sees ERROR, the fault is logged), the host starts a new
 //! instance, and the next operation succeeds with the mapping intact.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use host::runtime::instance::Limits;
@@ -27,30 +25,14 @@ fn named_lb(n: u32, name: &str) -> Value {
     lb
 }
 
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Log {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Applies one load balancer create on this thread, returning its status and what the host logged.
 fn create(h: &TestHost, n: u32, name: &str) -> (String, String, Duration) {
-    let log = Log::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
     let started = Instant::now();
-    let statuses = tracing::subscriber::with_default(subscriber, || h.service.apply("loadbalancer_create", &json!({"loadbalancer": named_lb(n, name)})));
+    let (statuses, text) = capture_logs(|| h.service.apply("loadbalancer_create", &json!({"loadbalancer": named_lb(n, name)})));
     let elapsed = started.elapsed();
     let document = host::octavia::status::document(&statuses);
     let status = document["loadbalancers"][0]["provisioning_status"].as_str().unwrap_or("none").to_string();
-    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
     (status, text, elapsed)
 }
 

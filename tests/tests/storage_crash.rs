@@ -240,18 +240,6 @@ fn ids(sandbox: &mut Sandbox) -> Vec<String> {
     ids
 }
 
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Log {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[test]
 fn a_corrupt_snapshot_loads_the_newest_backup_and_the_journal_since_it_loudly() {
@@ -280,14 +268,10 @@ fn a_corrupt_snapshot_loads_the_newest_backup_and_the_journal_since_it_loudly() 
     bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
     std::fs::write(&path, &bytes).unwrap();
 
-    let log = Log::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
     let fallbacks = host::metrics::STORAGE_FALLBACKS.get();
-    let (_store, sandbox) = tracing::subscriber::with_default(subscriber, || open_policy(&path));
+    let ((_store, sandbox), text) = capture_logs(|| open_policy(&path));
     let mut sandbox = sandbox.expect("the backup and journal load");
     assert_eq!(ids(&mut sandbox), expected, "backup (LB 1) + journal segments 1 and 2 (LBs 2-4)");
-    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
     let line = text.lines().find(|l| l.contains("ERROR") && l.contains("loxilb-mappings.json is corrupt")).unwrap_or_else(|| panic!("no ERROR line: {text}"));
     assert!(line.contains("checksum mismatch") && line.contains("loxilb-mappings.json.backup-") && line.contains("-gen1"), "{line}");
     assert_eq!(host::metrics::STORAGE_FALLBACKS.get(), fallbacks + 1);
