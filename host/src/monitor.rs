@@ -62,7 +62,9 @@ impl Monitor {
     /// back and adopted as the desired state (one that Octavia no longer has is reported); load balancers
     /// with an operation in flight (PENDING_*) are left to that operation.
     pub fn sync_from_octavia(&self) {
-        let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return };
+        if !self.agent.as_ref().is_some_and(|a| a.get.is_some()) {
+            return;
+        }
         let lbs: Vec<String> = match self.service.sandbox.lock().unwrap().mappings() {
             Ok(entries) => entries
                 .into_iter()
@@ -72,36 +74,10 @@ impl Monitor {
             Err(e) => return tracing::error!("sync: {e}"),
         };
         for id in lbs {
-            match agent.get("loadbalancers", &id) {
-                Ok(None) => tracing::warn!("sync: load balancer {id} is in the mapping but not in Octavia"),
-                Ok(Some(tree)) => {
-                    let pending = tree.get("provisioning_status").and_then(serde_json::Value::as_str).is_some_and(|s| s.starts_with("PENDING"));
-                    if pending {
-                        continue;
-                    }
-                    let op = match crate::convert::operation("loadbalancer_sync", &serde_json::json!({"loadbalancer": tree})) {
-                        Ok(op) => op,
-                        Err(e) => {
-                            tracing::warn!("sync: Octavia's load balancer {id} does not convert: {e:#}");
-                            continue;
-                        }
-                    };
-                    let mut sandbox = self.service.sandbox.lock().unwrap();
-                    match sandbox.handle(&op) {
-                        Ok(outcome) => {
-                            if let Some(e) = outcome.error {
-                                tracing::warn!("sync of load balancer {id}: {}", describe(&e));
-                            }
-                        }
-                        Err(e) => tracing::error!("sync of load balancer {id}: {e}"),
-                    }
-                    let storage = Arc::clone(sandbox.storage());
-                    drop(sandbox);
-                    if let Err(e) = storage.sync() {
-                        tracing::error!("sync: mapping not durable: {e}");
-                    }
-                }
-                Err(e) => return tracing::debug!("sync: get socket unavailable: {e:#}"),
+            match self.service.adopt(&id, true) {
+                Ok(crate::service::Adopted::NotInOctavia) => tracing::warn!("sync: load balancer {id} is in the mapping but not in Octavia"),
+                Ok(_) => {}
+                Err(e) => return tracing::debug!("sync: get socket unavailable: {e}"),
             }
         }
     }

@@ -263,12 +263,7 @@ impl Service {
         let lb_id = args.get("loadbalancer_id").and_then(Value::as_str);
         if let (Some(agent), Some(lb_id)) = (self.agent.as_ref().filter(|a| a.get.is_some()), lb_id) {
             if let Ok(Some(tree)) = agent.get("loadbalancers", lb_id) {
-                let op = convert::operation("loadbalancer_sync", &json!({"loadbalancer": tree})).map_err(|e| format!("{e:#}"))?;
-                let synced = sandbox.handle(&op).map_err(|e| e.to_string())?;
-                return match synced.error {
-                    None => Ok(()),
-                    Some(e) => Err(describe(&e)),
-                };
+                return adopt_tree(sandbox, &tree);
             }
         }
         match sandbox.recover(crate::runtime::bindings::policy_types::RecoveryMode::Loxilb).map_err(|e| e.to_string())? {
@@ -278,6 +273,31 @@ impl Service {
             }
             Err(e) => Err(describe(&e)),
         }
+    }
+
+    /// Reads one load balancer back from Octavia's get socket and makes that the desired state: the
+    /// mapping follows Octavia's committed view and LoxiLB follows the mapping (the sync's own statuses
+    /// are not reported). `Err` when Octavia could not be asked.
+    pub fn adopt(&self, lb_id: &str, skip_pending: bool) -> Result<Adopted, String> {
+        let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return Ok(Adopted::NoGetSocket) };
+        let tree = match agent.get("loadbalancers", lb_id) {
+            Ok(Some(tree)) => tree,
+            Ok(None) => return Ok(Adopted::NotInOctavia),
+            Err(e) => return Err(format!("{e:#}")),
+        };
+        if skip_pending && tree.get("provisioning_status").and_then(Value::as_str).is_some_and(|s| s.starts_with("PENDING")) {
+            return Ok(Adopted::Pending);
+        }
+        let mut sandbox = self.sandbox.lock().unwrap();
+        if let Err(e) = adopt_tree(&mut sandbox, &tree) {
+            tracing::warn!("adopting load balancer {lb_id} from Octavia: {e}");
+        }
+        let storage = Arc::clone(sandbox.storage());
+        drop(sandbox);
+        if let Err(e) = storage.sync() {
+            tracing::error!("mapping journal not durable after adopting {lb_id}: {e}");
+        }
+        Ok(Adopted::Synced)
     }
 
     /// Waits until Octavia's get socket shows what the operation refers to as committed: a created object
@@ -300,6 +320,26 @@ impl Service {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_secs(1));
         }
+    }
+}
+
+/// What `Service::adopt` found.
+#[derive(Debug, PartialEq)]
+pub enum Adopted {
+    Synced,
+    /// Octavia does not show the load balancer (deleted, or not committed yet).
+    NotInOctavia,
+    /// An operation on it is in flight; that operation brings it up to date.
+    Pending,
+    NoGetSocket,
+}
+
+/// A load balancer tree as Octavia's get socket renders it, adopted as the desired state.
+fn adopt_tree(sandbox: &mut Sandbox, tree: &Value) -> Result<(), String> {
+    let op = convert::operation("loadbalancer_sync", &json!({"loadbalancer": tree})).map_err(|e| format!("{e:#}"))?;
+    match sandbox.handle(&op).map_err(|e| e.to_string())?.error {
+        None => Ok(()),
+        Some(e) => Err(describe(&e)),
     }
 }
 

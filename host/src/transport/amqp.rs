@@ -609,36 +609,18 @@ impl CastWorker {
 
 /// Syncs one load balancer to what Octavia's get socket shows; false when it could not ask (retry later).
 fn sync_from_octavia(service: &Service, lb_id: &str) -> bool {
-    let Some(agent) = service.agent.as_ref().filter(|a| a.get.is_some()) else { return true };
-    let graph = match agent.get("loadbalancers", lb_id) {
-        Ok(Some(graph)) => graph,
-        Ok(None) => return true,
-        Err(e) => {
-            tracing::warn!("amqp: cannot read load balancer {lb_id} from Octavia to adopt it: {e:#}");
-            return false;
+    match service.adopt(lb_id, false) {
+        Ok(adopted) => {
+            if adopted == crate::service::Adopted::Synced {
+                tracing::info!("amqp: adopted load balancer {lb_id} from Octavia's view");
+            }
+            true
         }
-    };
-    let op = match crate::convert::operation("loadbalancer_sync", &json!({"loadbalancer": graph})) {
-        Ok(op) => op,
         Err(e) => {
-            tracing::error!("amqp: Octavia's load balancer {lb_id} does not convert: {e:#}");
-            return true;
+            tracing::warn!("amqp: cannot read load balancer {lb_id} from Octavia to adopt it: {e}");
+            false
         }
-    };
-    let mut sandbox = service.sandbox.lock().unwrap();
-    match sandbox.handle(&op) {
-        Ok(outcome) => match outcome.error {
-            Some(error) => tracing::warn!("amqp: adopting {lb_id}: {}", crate::runtime::instance::describe(&error)),
-            None => tracing::info!("amqp: adopted load balancer {lb_id} from Octavia's view"),
-        },
-        Err(e) => tracing::error!("amqp: adopting {lb_id}: {e}"),
     }
-    let storage = Arc::clone(sandbox.storage());
-    drop(sandbox);
-    if let Err(e) = storage.sync() {
-        tracing::error!("amqp: mapping journal not durable after adopting {lb_id}: {e}");
-    }
-    true
 }
 
 #[cfg(test)]
