@@ -72,22 +72,26 @@ impl<'a> Overlay<'a> {
         }
     }
 
-    /// Ids whose parent is `parent`, in id order.
-    fn children(&self, parent: &str) -> Vec<String> {
-        let mut ids: BTreeSet<&str> = BTreeSet::new();
-        if let Some(set) = self.state.children.get(parent) {
-            for id in set {
-                if !self.changed.contains_key(id.as_str()) {
-                    ids.insert(id);
-                }
+    /// Ids whose parent is `parent`, in id order. The state's set is already ordered; only the few
+    /// children this operation put need sorting in.
+    fn children(&self, parent: &str) -> Vec<&str> {
+        let base = self.state.children.get(parent);
+        let mut ids: Vec<&str> = Vec::with_capacity(base.map_or(0, |b| b.len()) + 1);
+        for id in base.into_iter().flatten() {
+            if !self.changed.contains_key(id.as_str()) {
+                ids.push(id);
             }
         }
+        let before = ids.len();
         for (id, entry) in &self.changed {
             if entry.as_ref().and_then(|e| e.object.parent()) == Some(parent) {
-                ids.insert(id);
+                ids.push(id);
             }
         }
-        ids.into_iter().map(str::to_string).collect()
+        if ids.len() > before {
+            ids.sort_unstable();
+        }
+        ids
     }
 
     /// The id owning `key` after the operation, if any.
@@ -146,7 +150,7 @@ impl<'a> Overlay<'a> {
 
     fn members(&self, pool_id: &str) -> Vec<&Member> {
         self.children(pool_id)
-            .iter()
+            .into_iter()
             .filter_map(|id| match &self.get(id)?.object {
                 Object::Member(m) => Some(m),
                 _ => None,
@@ -155,14 +159,14 @@ impl<'a> Overlay<'a> {
     }
 
     fn monitor(&self, pool_id: &str) -> Option<&HealthMonitor> {
-        self.children(pool_id).iter().find_map(|id| match &self.get(id)?.object {
+        self.children(pool_id).into_iter().find_map(|id| match &self.get(id)?.object {
             Object::Healthmonitor(h) => Some(h),
             _ => None,
         })
     }
 
     fn listeners_of_lb(&self, lb_id: &str) -> Vec<String> {
-        self.children(lb_id).into_iter().filter(|id| self.listener(id).is_some()).collect()
+        self.children(lb_id).into_iter().filter(|id| self.listener(id).is_some()).map(str::to_string).collect()
     }
 
     fn listeners_of_pool(&self, pool_id: &str) -> Vec<String> {
@@ -230,7 +234,8 @@ impl<'a> Overlay<'a> {
     }
 
     fn remove_subtree(&mut self, id: &str) {
-        for child in self.children(id) {
+        let children: Vec<String> = self.children(id).into_iter().map(str::to_string).collect();
+        for child in children {
             self.remove_subtree(&child);
         }
         self.remove(id);
@@ -529,10 +534,14 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
         Operation::MemberBatchUpdate(batch) => {
             ov.pool_or_missing(&batch.pool_id)?;
             let listed: BTreeSet<&str> = batch.members.iter().map(|m| m.id.as_str()).collect();
-            for id in ov.children(&batch.pool_id) {
-                if ov.get(&id).is_some_and(|e| matches!(e.object, Object::Member(_))) && !listed.contains(id.as_str()) {
-                    ov.remove(&id);
-                }
+            let dropped: Vec<String> = ov
+                .children(&batch.pool_id)
+                .into_iter()
+                .filter(|id| ov.get(id).is_some_and(|e| matches!(e.object, Object::Member(_))) && !listed.contains(id))
+                .map(str::to_string)
+                .collect();
+            for id in dropped {
+                ov.remove(&id);
             }
             for m in &batch.members {
                 ov.put(&m.id, Object::Member(Member { pool_id: batch.pool_id.clone(), ..m.clone() }), now)?;
