@@ -33,8 +33,11 @@ fn roll_up(children: &[OperatingStatus]) -> OperatingStatus {
     }
 }
 
+/// An endpoint as LoxiLB lists it: address, port, state, packets, bytes.
+type ObservedEndpoint = (String, u16, String, u64, u64);
+
 impl Policy {
-    fn observed(&self, caps: &mut dyn Caps) -> Result<HashMap<String, (LbRule, Vec<(String, u16, String, u64, u64)>)>, PolicyError> {
+    fn observed(&self, caps: &mut dyn Caps) -> Result<HashMap<String, (LbRule, Vec<ObservedEndpoint>)>, PolicyError> {
         let mut out = HashMap::new();
         for raw in list_rules(caps)? {
             let Some(rule) = observed_rule(&raw) else { continue };

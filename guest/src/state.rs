@@ -175,7 +175,7 @@ impl State {
             }
         }
         for (key, id) in &self.reverse {
-            if !self.entries.get(id).is_some_and(|e| &e.key == key) {
+            if self.entries.get(id).is_none_or(|e| &e.key != key) {
                 problems.push(format!("{key}: maps to {id}, which does not map back"));
             }
         }

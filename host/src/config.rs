@@ -142,7 +142,7 @@ impl Config {
         Config::from_ini(&ini)
     }
 
-    pub fn from_str(text: &str) -> Result<Config> {
+    pub fn parse(text: &str) -> Result<Config> {
         let opt = ParseOption { enabled_quote: false, enabled_escape: false, ..Default::default() };
         let ini = Ini::load_from_str_opt(text, opt)?;
         Config::from_ini(&ini)
@@ -250,7 +250,7 @@ mod tests {
 
     #[test]
     fn reads_octavia_conf_sections() {
-        let c = Config::from_str(
+        let c = Config::parse(
             "[DEFAULT]\ntransport_url = rabbit://guest:guest@127.0.0.1:5672/\n[driver_agent]\nget_socket_path = /run/get.sock\n\
              [api_settings]\nenabled_provider_drivers = loxilb:'LoxiLB'\n\
              [driver_loxilb]\napi_endpoints = http://a:11111, http://b:11111/\nnat_mode = onearm\ntransport = amqp\nrpc_shards = 4\n",
@@ -266,15 +266,15 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
-        let err = Config::from_str("[driver_loxilb]\napi_endpoint = http://a\n").unwrap_err().to_string();
+        let err = Config::parse("[driver_loxilb]\napi_endpoint = http://a\n").unwrap_err().to_string();
         assert!(err.contains("api_endpoint") && err.contains("unknown"), "{err}");
-        let err = Config::from_str("[driver_loxilb]\napi_timeout = soon\n").unwrap_err().to_string();
+        let err = Config::parse("[driver_loxilb]\napi_timeout = soon\n").unwrap_err().to_string();
         assert!(err.contains("api_timeout"), "{err}");
-        let err = Config::from_str("[driver_loxilb]\nenable_persistent_mapping = maybe\n").unwrap_err().to_string();
+        let err = Config::parse("[driver_loxilb]\nenable_persistent_mapping = maybe\n").unwrap_err().to_string();
         assert!(err.contains("enable_persistent_mapping"), "{err}");
-        let err = Config::from_str("[driver_loxilb]\nnat_mode = hostonearm\n").unwrap_err().to_string();
+        let err = Config::parse("[driver_loxilb]\nnat_mode = hostonearm\n").unwrap_err().to_string();
         assert!(err.contains("nat_mode"), "{err}");
-        let err = Config::from_str("[driver_loxilb]\napi_endpoints = 10.0.0.1:11111\n").unwrap_err().to_string();
+        let err = Config::parse("[driver_loxilb]\napi_endpoints = 10.0.0.1:11111\n").unwrap_err().to_string();
         assert!(err.contains("api_endpoints"), "{err}");
     }
 
@@ -291,7 +291,7 @@ mod tests {
                 "guest_memory_limit_mb" => "64",
                 _ => "3",
             };
-            Config::from_str(&format!("[driver_loxilb]\n{key} = {value}\n")).unwrap_or_else(|e| panic!("{key}: {e}"));
+            Config::parse(&format!("[driver_loxilb]\n{key} = {value}\n")).unwrap_or_else(|e| panic!("{key}: {e}"));
         }
     }
 }

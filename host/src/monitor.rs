@@ -62,7 +62,7 @@ impl Monitor {
     /// back and adopted as the desired state (one that Octavia no longer has is reported); load balancers
     /// with an operation in flight (PENDING_*) are left to that operation.
     pub fn sync_from_octavia(&self) {
-        if !self.agent.as_ref().is_some_and(|a| a.get.is_some()) {
+        if self.agent.as_ref().is_none_or(|a| a.get.is_none()) {
             return;
         }
         let lbs: Vec<String> = match self.service.sandbox.lock().unwrap().mappings() {

@@ -47,6 +47,9 @@ pub fn failure_of(error: &PolicyError) -> Failure {
     }
 }
 
+/// A queued cast: its inbox sequence number (when the inbox is on), method and arguments.
+type Job = (Option<u64>, String, Value);
+
 /// Flavor metadata keys the LoxiLB provider understands.
 pub const FLAVOR_KEYS: &[(&str, &str)] = &[("nat_mode", "LoxiLB NAT mode for this load balancer: dnat, onearm, fullnat or dsr")];
 
@@ -55,7 +58,7 @@ pub struct Service {
     pub agent: Option<DriverAgent>,
     pub statuses: Arc<dyn StatusSink>,
     pub commit_wait: Duration,
-    queue: Mutex<Option<Sender<(Option<u64>, String, Value)>>>,
+    queue: Mutex<Option<Sender<Job>>>,
     /// Where accepted casts wait durably until applied (absent without persistent storage).
     inbox: Option<crate::inbox::Inbox>,
     /// Operations applied (for tests and metrics).
@@ -88,7 +91,7 @@ impl Service {
     /// Starts the worker that applies queued casts in order, beginning with `pending` (operations a
     /// previous run accepted but did not apply).
     pub fn start_worker(self: &Arc<Self>, pending: Vec<crate::inbox::Pending>) {
-        let (tx, rx) = channel::<(Option<u64>, String, Value)>();
+        let (tx, rx) = channel::<Job>();
         for (seq, method, args) in pending {
             tracing::warn!("applying {method} accepted before a restart");
             tx.send((Some(seq), method, args)).expect("receiver alive");
@@ -343,8 +346,11 @@ fn adopt_tree(sandbox: &mut Sandbox, tree: &Value) -> Result<(), String> {
     }
 }
 
+/// A get-socket collection, an object id, and the field values that must read back.
+type CommitProbe = (&'static str, String, Vec<(String, Value)>);
+
 /// What to read back from the get socket before applying `method`, and which fields must match.
-fn commit_probe(method: &str, args: &Value) -> Option<(&'static str, String, Vec<(String, Value)>)> {
+fn commit_probe(method: &str, args: &Value) -> Option<CommitProbe> {
     let (collection, name, id_field) = match method.rsplit_once('_')?.0 {
         "loadbalancer" => ("loadbalancers", "loadbalancer", "loadbalancer_id"),
         "listener" => ("listeners", "listener", "listener_id"),

@@ -41,7 +41,7 @@ pub fn show_mappings(config: &Config, json: bool) -> Result<()> {
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!("{:<14} {:<40} {}", "TYPE", "OCTAVIA ID", "LOXILB KEY");
+        println!("{:<14} {:<40} LOXILB KEY", "TYPE", "OCTAVIA ID");
         for e in &entries {
             println!("{:<14} {:<40} {}", crate::runtime::resource_type_name(e.resource_type), e.octavia_id, e.loxilb_key);
         }

@@ -25,14 +25,17 @@ pub fn component(name: &str) -> PathBuf {
     path
 }
 
+/// One request a policy made: method, path, JSON body.
+pub type Request = (String, String, Option<Value>);
+
 /// A LoxiLB that records every request and answers success (an empty list for GETs).
 #[derive(Default)]
 pub struct RecordingLoxi {
-    pub requests: Mutex<Vec<(String, String, Option<Value>)>>,
+    pub requests: Mutex<Vec<Request>>,
 }
 
 impl RecordingLoxi {
-    pub fn take(&self) -> Vec<(String, String, Option<Value>)> {
+    pub fn take(&self) -> Vec<Request> {
         std::mem::take(&mut *self.requests.lock().unwrap())
     }
 }
@@ -97,7 +100,7 @@ pub fn op(method: &str, args: Value) -> host::runtime::bindings::octavia::Operat
 }
 
 /// The bodies of the rule POSTs among recorded requests.
-pub fn posted_rules(requests: &[(String, String, Option<Value>)]) -> Vec<Value> {
+pub fn posted_rules(requests: &[Request]) -> Vec<Value> {
     requests.iter().filter(|(m, p, _)| m == "POST" && p == "/config/loadbalancer").filter_map(|(_, _, b)| b.clone()).collect()
 }
 

@@ -18,7 +18,7 @@ fn name(listener: &str, pool: &str) -> String {
 }
 
 /// Runs `loadbalancer_create` through `handle` and returns the rule bodies the policy POSTed.
-fn create(lb: Value) -> (Vec<Value>, Vec<(String, String, Option<Value>)>) {
+fn create(lb: Value) -> (Vec<Value>, Vec<Request>) {
     let loxi = Arc::new(RecordingLoxi::default());
     let mut sandbox = sandbox(loxi.clone());
     let outcome = sandbox.handle(&op("loadbalancer_create", json!({"loadbalancer": lb}))).expect("no trap");

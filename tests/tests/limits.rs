@@ -80,7 +80,7 @@ fn a_memory_bomb_is_stopped_at_the_cap() {
 
 #[test]
 fn the_memory_cap_and_deadline_come_from_the_configuration() {
-    let config = host::config::Config::from_str("[driver_loxilb]\nguest_memory_limit_mb = 48\nguest_call_timeout = 1.5\n").unwrap();
+    let config = host::config::Config::parse("[driver_loxilb]\nguest_memory_limit_mb = 48\nguest_call_timeout = 1.5\n").unwrap();
     let limits = host::app::limits(&config);
     assert_eq!((limits.memory_bytes, limits.call_timeout), (48 << 20, DEADLINE));
 }
