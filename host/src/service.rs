@@ -47,6 +47,9 @@ pub fn failure_of(error: &PolicyError) -> Failure {
     }
 }
 
+/// An applied operation's statuses, and the storage that must make its journal records durable first.
+type Applied = (Vec<ObjectStatus>, Arc<dyn MappingStore>);
+
 /// A queued cast: its inbox sequence number (when the inbox is on), method and arguments.
 type Job = (Option<u64>, String, Value);
 
@@ -106,7 +109,7 @@ impl Service {
                 // in order, once an fsync covers them, and several operations share each fsync.
                 let durability = Durability::start(Arc::clone(&storage), Durability::DEFAULT_COMMIT_DELAY);
                 for (inbox_seq, method, args) in rx {
-                    let Some((statuses, storage)) = service.apply_in_memory(&method, &args) else {
+                    let Some(Some((statuses, storage))) = service.apply_in_memory(&method, &args, &|| true) else {
                         if let (Some(seq), Some(inbox)) = (inbox_seq, service.inbox.as_ref()) {
                             inbox.done(seq);
                         }
@@ -176,12 +179,19 @@ impl Service {
     /// Applies one operation now: wait for Octavia's commit, run the policy, make the mapping durable,
     /// report. Returns once all of that is done (the AMQP transport acknowledges only then).
     pub fn apply(&self, method: &str, args: &Value) -> Vec<ObjectStatus> {
-        let Some((statuses, storage)) = self.apply_in_memory(method, args) else { return Vec::new() };
+        self.apply_while(method, args, &|| true).unwrap_or_default()
+    }
+
+    /// `apply`, unless `still_ours` says otherwise once Octavia has committed: a transport whose
+    /// delivery was handed to another host meanwhile (its connection dropped) must not apply it too.
+    /// `None` when it was left alone that way (the transport must not acknowledge it).
+    pub fn apply_while(&self, method: &str, args: &Value, still_ours: &dyn Fn() -> bool) -> Option<Vec<ObjectStatus>> {
+        let Some((statuses, storage)) = self.apply_in_memory(method, args, still_ours)? else { return Some(Vec::new()) };
         if let Err(e) = storage.sync() {
             tracing::error!("mapping journal not durable after {method}: {e}");
         }
         self.report(&statuses);
-        statuses
+        Some(statuses)
     }
 
     fn report(&self, statuses: &[ObjectStatus]) {
@@ -192,20 +202,25 @@ impl Service {
     }
 
     /// Everything but durability and reporting: the statuses to report, and the storage that must make
-    /// the operation's journal records durable first. `None` when the operation is not applied at all.
-    fn apply_in_memory(&self, method: &str, args: &Value) -> Option<(Vec<ObjectStatus>, Arc<dyn MappingStore>)> {
+    /// the operation's journal records durable first. `Some(None)` when the operation is dropped (it can
+    /// never be applied); `None` when `still_ours` turned false.
+    fn apply_in_memory(&self, method: &str, args: &Value, still_ours: &dyn Fn() -> bool) -> Option<Option<Applied>> {
         let op = match convert::operation(method, args) {
             Ok(op) => op,
             Err(e) => {
                 tracing::error!("dropping {method}: {e:#}");
-                return None;
+                return Some(None);
             }
         };
         if let Err(e) = self.wait_committed(method, args) {
             tracing::error!("not applying {method}: {e}");
-            return None;
+            return Some(None);
         }
         let mut sandbox = self.sandbox.lock().unwrap();
+        if !still_ours() {
+            tracing::warn!("not applying {method}: it was handed to another host meanwhile");
+            return None;
+        }
         let handled = sandbox.handle(&op);
         if let Ok(outcome) = &handled {
             match outcome.error {
@@ -247,7 +262,7 @@ impl Service {
                 statuses.push(ObjectStatus { kind: ObjectKind::Loadbalancer, id: lb.to_string(), provisioning: Some(ProvisioningStatus::Active), operating: None });
             }
         }
-        Some((statuses, Arc::clone(sandbox.storage())))
+        Some(Some((statuses, Arc::clone(sandbox.storage()))))
     }
 
     /// Runtime recovery: the load balancer's whole tree from Octavia's get socket when there is one

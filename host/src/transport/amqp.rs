@@ -544,7 +544,7 @@ impl CastWorker {
     async fn run(self, mut consumer: Consumer, mut stop: watch::Receiver<bool>, fail: mpsc::UnboundedSender<String>) {
         let queue = consumer.queue().as_str().to_string();
         while let Some(delivery) = next(&mut consumer, &mut stop, &fail).await {
-            if let Err(e) = self.handle(&delivery.data).await {
+            if let Err(e) = self.handle(&delivery.data, &stop).await {
                 // Not acked: the broker gives the operation to the next active consumer.
                 let _ = fail.send(format!("{queue}: {e:#}"));
                 return;
@@ -558,7 +558,7 @@ impl CastWorker {
 
     /// Applies one delivery. Errors only when the operation may not have been applied and must be
     /// redelivered; a message that can never be applied is logged and dropped.
-    async fn handle(&self, body: &[u8]) -> Result<()> {
+    async fn handle(&self, body: &[u8], lost: &watch::Receiver<bool>) -> Result<()> {
         let request = match Request::decode(body) {
             Ok(r) => r,
             Err(e) => {
@@ -579,11 +579,17 @@ impl CastWorker {
         }
         let service = Arc::clone(&self.ctx.service);
         let Request { method, args, .. } = request;
-        tokio::task::spawn_blocking(move || {
-            service.apply(&method, &args);
-        })
-        .await
-        .map_err(|e| anyhow!("applying panicked: {e}"))
+        // Once the session is lost the broker has requeued this delivery for another host: if that is
+        // noticed while Octavia's commit is awaited, leave the operation to it.
+        let lost = lost.clone();
+        let applied = tokio::task::spawn_blocking(move || service.apply_while(&method, &args, &|| !*lost.borrow()).is_some())
+            .await
+            .map_err(|e| anyhow!("applying panicked: {e}"))?;
+        if !applied {
+            // Not acknowledged: closing the connection hands it back to the broker.
+            bail!("session lost before the operation was applied");
+        }
+        Ok(())
     }
 
     /// The first time this session sees a load balancer, its mapping may be stale: another host applied
