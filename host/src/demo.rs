@@ -61,8 +61,9 @@ fn wait_applied(service: &Service, count: u64) -> Result<()> {
     Ok(())
 }
 
-/// Validate, then cast, as the provider does for every mutating call.
-fn send(socket: &Path, method: &str, args: Value) -> Result<()> {
+/// Validate, then cast, as the provider does for every mutating call (it adds the load balancer's id).
+fn send(socket: &Path, method: &str, mut args: Value) -> Result<()> {
+    args["loadbalancer_id"] = json!(LB);
     if let Err((class, message)) = request(socket, "call", "validate", json!({"operation": method, "args": args.clone()}))? {
         bail!("{method} refused: {class}: {message}");
     }
@@ -157,7 +158,7 @@ pub fn run(loxilb_url: Option<String>) -> Result<()> {
     send(
         &server.path,
         "member_batch_update",
-        json!({"pool_id": POOL, "members": [member(1, 3), member(2, 1), member(4, 1)], "loadbalancer_id": LB}),
+        json!({"pool_id": POOL, "members": [member(1, 3), member(2, 1), member(4, 1)]}),
     )?;
     wait_applied(&service, 2)?;
     let updated = show("after member_batch_update (member 3 out, member 4 in, weights 3:1:1)", &service, loxilb.as_ref(), &sink)?;

@@ -6,11 +6,12 @@
 //! Octavia's transaction, PROVIDER-NOTES "commit race"); after applying it makes the mapping durable and
 //! only then reports the statuses.
 
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use sha2::Digest;
 
 use crate::caps::storage::{Durability, MappingStore};
 use crate::convert;
@@ -50,6 +51,21 @@ pub fn failure_of(error: &PolicyError) -> Failure {
 /// An applied operation's statuses, and the storage that must make its journal records durable first.
 type Applied = (Vec<ObjectStatus>, Arc<dyn MappingStore>);
 
+/// Apply queues of the Unix-socket transport.
+pub const WORKERS: usize = 8;
+
+/// The queue of a cast: by its load balancer, so that load balancer's operations stay in order.
+fn worker_of(args: &Value) -> usize {
+    // The provider always names the load balancer; the object's own field is the fallback.
+    let lb = args
+        .get("loadbalancer_id")
+        .or_else(|| args.get("loadbalancer").and_then(|lb| lb.get("loadbalancer_id")))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let digest = sha2::Sha256::digest(lb.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) as usize % WORKERS
+}
+
 /// A queued cast: its inbox sequence number (when the inbox is on), method and arguments.
 type Job = (Option<u64>, String, Value);
 
@@ -61,7 +77,7 @@ pub struct Service {
     pub agent: Option<DriverAgent>,
     pub statuses: Arc<dyn StatusSink>,
     pub commit_wait: Duration,
-    queue: Mutex<Option<Sender<Job>>>,
+    queue: Mutex<Option<Vec<Sender<Job>>>>,
     /// Where accepted casts wait durably until applied (absent without persistent storage).
     inbox: Option<crate::inbox::Inbox>,
     /// Operations applied (for tests and metrics).
@@ -91,43 +107,49 @@ impl Service {
         })
     }
 
-    /// Starts the worker that applies queued casts in order, beginning with `pending` (operations a
-    /// previous run accepted but did not apply).
+    /// Starts the workers that apply queued casts, beginning with `pending` (operations a previous run
+    /// accepted but did not apply). Casts are spread over `WORKERS` queues by load balancer, so each load
+    /// balancer's operations stay in order while one waiting for Octavia's commit (up to
+    /// `commit_wait_timeout` when Octavia rolled its request back) holds up only its own queue.
     pub fn start_worker(self: &Arc<Self>, pending: Vec<crate::inbox::Pending>) {
-        let (tx, rx) = channel::<Job>();
+        let storage = Arc::clone(self.sandbox.lock().unwrap().storage());
+        // Outcomes are reported, in order per queue, once an fsync covers them; workers go on with their
+        // next operation meanwhile, and operations of every queue share each fsync.
+        let durability = Arc::new(Durability::start(storage, Durability::DEFAULT_COMMIT_DELAY));
+        let mut queues = Vec::with_capacity(WORKERS);
+        for n in 0..WORKERS {
+            let (tx, rx) = channel::<Job>();
+            queues.push(tx);
+            let service = Arc::clone(self);
+            let durability = Arc::clone(&durability);
+            std::thread::Builder::new().name(format!("apply-{n}")).spawn(move || service.work(rx, &durability)).expect("apply worker");
+        }
         for (seq, method, args) in pending {
             tracing::warn!("applying {method} accepted before a restart");
-            tx.send((Some(seq), method, args)).expect("receiver alive");
+            queues[worker_of(&args)].send((Some(seq), method, args)).expect("worker alive");
         }
-        *self.queue.lock().unwrap() = Some(tx);
-        let service = Arc::clone(self);
-        let storage = Arc::clone(self.sandbox.lock().unwrap().storage());
-        std::thread::Builder::new()
-            .name("apply".into())
-            .spawn(move || {
-                // The worker goes on with the next operation while the disk flushes: outcomes are reported,
-                // in order, once an fsync covers them, and several operations share each fsync.
-                let durability = Durability::start(Arc::clone(&storage), Durability::DEFAULT_COMMIT_DELAY);
-                for (inbox_seq, method, args) in rx {
-                    let Some(Some((statuses, storage))) = service.apply_in_memory(&method, &args, &|| true) else {
-                        if let (Some(seq), Some(inbox)) = (inbox_seq, service.inbox.as_ref()) {
-                            inbox.done(seq);
-                        }
-                        continue;
-                    };
-                    let reporter = Arc::clone(&service);
-                    durability.after(storage.appended(), move |durable| {
-                        if let Err(e) = durable {
-                            tracing::error!("mapping journal not durable after {method}: {e}");
-                        }
-                        reporter.report(&statuses);
-                        if let (Some(seq), Some(inbox)) = (inbox_seq, reporter.inbox.as_ref()) {
-                            inbox.done(seq);
-                        }
-                    });
+        *self.queue.lock().unwrap() = Some(queues);
+    }
+
+    fn work(self: Arc<Self>, jobs: Receiver<Job>, durability: &Durability) {
+        for (inbox_seq, method, args) in jobs {
+            let Some(Some((statuses, storage))) = self.apply_in_memory(&method, &args, &|| true) else {
+                if let (Some(seq), Some(inbox)) = (inbox_seq, self.inbox.as_ref()) {
+                    inbox.done(seq);
                 }
-            })
-            .expect("apply worker");
+                continue;
+            };
+            let reporter = Arc::clone(&self);
+            durability.after(storage.appended(), move |durable| {
+                if let Err(e) = durable {
+                    tracing::error!("mapping journal not durable after {method}: {e}");
+                }
+                reporter.report(&statuses);
+                if let (Some(seq), Some(inbox)) = (inbox_seq, reporter.inbox.as_ref()) {
+                    inbox.done(seq);
+                }
+            });
+        }
     }
 
     /// A synchronous request from the provider.
@@ -168,12 +190,12 @@ impl Service {
     /// Accepts a cast: recorded durably, then applied by the worker, in order.
     pub fn cast(&self, method: &str, args: Value) -> Result<(), Failure> {
         let queue = self.queue.lock().unwrap();
-        let tx = queue.as_ref().ok_or_else(|| Failure::driver("the host is not accepting operations"))?;
+        let queues = queue.as_ref().ok_or_else(|| Failure::driver("the host is not accepting operations"))?;
         let seq = match &self.inbox {
             Some(inbox) => Some(inbox.accept(method, &args).map_err(|e| Failure::driver(format!("the host could not record the operation: {e:#}")))?),
             None => None,
         };
-        tx.send((seq, method.to_string(), args)).map_err(|_| Failure::driver("the host's apply worker has stopped"))
+        queues[worker_of(&args)].send((seq, method.to_string(), args)).map_err(|_| Failure::driver("the host's apply worker has stopped"))
     }
 
     /// Applies one operation now: wait for Octavia's commit, run the policy, make the mapping durable,

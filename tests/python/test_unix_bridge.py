@@ -1,6 +1,7 @@
 """The single-node default: octavia-lib data models → the real provider driver → the Unix socket →
 `loxilb-octavia serve` (transport = unix) → the LoxiLB simulator, statuses to a fake driver-agent.
 An accepted operation survives a crash of the host before it was applied (the durable inbox)."""
+import hashlib
 import time
 
 import pytest
@@ -66,4 +67,29 @@ def test_accepted_operation_survives_a_host_crash(unix_host, octavia, sim):
     assert set(provisioning(created).values()) == {"ACTIVE"}
     assert set(provisioning(created)) == set(keys(lb))
     assert sim.endpoints(vip) == {"10.0.9.1": 1, "10.0.9.2": 1}
+    assert octavia.pending() == {}
+
+
+def worker_of(lb_id, workers=8):
+    """The host's apply queue for a load balancer (host/src/service.rs `worker_of`)."""
+    return int.from_bytes(hashlib.sha256(lb_id.encode()).digest()[:4], "big") % workers
+
+
+def test_a_late_commit_holds_up_only_its_own_load_balancer(unix_host, octavia, sim):
+    unix_host()
+    drv = driver.LoxiLBProviderDriver()
+    slow = loadbalancer("192.0.2.31", ["10.0.9.11"])
+    fast = loadbalancer("192.0.2.32", ["10.0.9.12"])
+    while worker_of(fast.loadbalancer_id) == worker_of(slow.loadbalancer_id):
+        fast = loadbalancer("192.0.2.32", ["10.0.9.12"])
+    octavia.set_pending("PENDING_CREATE", *keys(slow), *keys(fast))
+    drv.loadbalancer_create(slow)
+    octavia.commit(slow, hide_for=4.0)
+    drv.loadbalancer_create(fast)
+    octavia.commit(fast)
+    [first] = octavia.wait_documents(1, timeout=10)
+    assert ("loadbalancers", fast.loadbalancer_id) in provisioning(first), "the fast load balancer waited for the slow one"
+    assert sim.endpoints("192.0.2.32") == {"10.0.9.12": 1} and sim.endpoints("192.0.2.31") == {}
+    second = octavia.wait_documents(2, timeout=15)[1]
+    assert ("loadbalancers", slow.loadbalancer_id) in provisioning(second)
     assert octavia.pending() == {}
