@@ -9,12 +9,18 @@ from oslo_config import cfg
 
 from octavia_loxilb_provider import driver, resolve, transport
 
+from bridgelib import wait_for
 from conftest import Host
 from test_amqp_bridge import keys, loadbalancer, provisioning
 
 
 @pytest.fixture
-def unix_host(sim, octavia, sock_dir, work_dir):
+def stats_interval():
+    return 0  # no operating-status pushes between the lifecycle documents these tests count
+
+
+@pytest.fixture
+def unix_host(sim, octavia, sock_dir, work_dir, stats_interval):
     socket_path = f"{sock_dir}/host.sock"
     conf = f"{work_dir}/host.conf"
     with open(conf, "w") as f:
@@ -22,7 +28,7 @@ def unix_host(sim, octavia, sock_dir, work_dir):
                 f"get_socket_path = {octavia.get_path}\n"
                 f"[driver_loxilb]\ntransport = unix\nsocket_path = {socket_path}\napi_endpoints = {sim.url}\n"
                 f"mapping_storage_path = {work_dir}/mappings.json\nadmin_socket_path = {sock_dir}/admin.sock\n"
-                f"commit_wait_timeout = 30\n")
+                f"commit_wait_timeout = 30\nstats_interval = {stats_interval}\n")
     api_conf = f"{work_dir}/octavia-api.conf"
     with open(api_conf, "w") as f:
         f.write(f"[driver_agent]\nget_socket_path = {octavia.get_path}\n"
@@ -93,3 +99,24 @@ def test_a_late_commit_holds_up_only_its_own_load_balancer(unix_host, octavia, s
     second = octavia.wait_documents(2, timeout=15)[1]
     assert ("loadbalancers", slow.loadbalancer_id) in provisioning(second)
     assert octavia.pending() == {}
+
+
+@pytest.mark.parametrize("stats_interval", [1])
+def test_operating_status_and_statistics_are_pushed(unix_host, octavia, sim, stats_interval):
+    unix_host()
+    drv = driver.LoxiLBProviderDriver()
+    lb = loadbalancer("192.0.2.33", ["10.0.9.21"])
+    listener, _pool = lb.listeners[0], lb.pools[0]
+    octavia.set_pending("PENDING_CREATE", *keys(lb))
+    drv.loadbalancer_create(lb)
+    octavia.commit(lb)
+    octavia.wait_documents(1, timeout=10)
+    # The host then pushes operating statuses (no provisioning status) and listener counters.
+    wait_for(lambda: any("provisioning_status" not in r for doc in octavia.documents(1)
+                         for records in doc.values() for r in records), 15, "an operating-status push")
+    health = [r for doc in octavia.documents(1) for r in doc.get("loadbalancers", [])]
+    assert {"id": lb.loadbalancer_id, "operating_status": "ONLINE"} in health
+    wait_for(lambda: octavia.stats, 15, "a statistics push")
+    [record] = [r for doc in octavia.stats for r in doc["listeners"]][:1]
+    assert record["id"] == listener.listener_id
+    assert set(record) == {"id", "active_connections", "bytes_in", "bytes_out", "request_errors", "total_connections"}
