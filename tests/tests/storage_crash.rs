@@ -326,7 +326,7 @@ fn a_version_1_0_file_loads_through_the_policy_and_is_rewritten_as_1_1() {
     let text = std::fs::read_to_string(&path).unwrap();
     let doc: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(doc["version"], "1.1");
-    assert!(doc["checksum"].as_str().unwrap().starts_with("sha256:"));
+    assert!(doc["checksum"].as_str().unwrap().starts_with("crc32:"));
     assert_eq!(doc["octavia_to_loxilb"]["lb-12345"], "192.168.1.100");
     assert_eq!(doc["loxilb_to_octavia"]["192.168.1.100:80/tcp"], "ls-1");
     drop(sandbox);

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -234,7 +234,7 @@ fn main_generation(path: &Path) -> Option<u64> {
 /// The records of one segment, in order. A last line without its newline was torn by a crash mid-append
 /// (`sync` never returned for it); a line that fails its CRC is skipped, loudly.
 fn read_segment(path: &Path, out: &mut Vec<Vec<u8>>) -> Result<(), String> {
-    let bytes = fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let bytes = read_whole(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     if whole < bytes.len() {
         tracing::warn!("{}: ignoring a record torn by a crash at its end ({} bytes)", path.display(), bytes.len() - whole);
@@ -278,8 +278,26 @@ pub(super) enum Resolved {
     Backup { document: Vec<u8>, sealed: Vec<u8>, base: u64, from: PathBuf, reason: String, main_exists: bool },
 }
 
+/// Reads a whole file. A snapshot of 100k mappings is ~80 MB (and a journal segment can be as large): its buffer is advised into huge pages, so
+/// filling it takes tens of page faults instead of twenty thousand (on a VM, half the time of the read).
+pub(super) fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len() as usize;
+    let mut buf = Vec::with_capacity(len + 1);
+    const HUGE: usize = 2 << 20;
+    #[cfg(target_os = "linux")]
+    if len >= 2 * HUGE {
+        let at = buf.as_mut_ptr() as usize;
+        let (start, end) = (at.next_multiple_of(HUGE), (at + len) & !(HUGE - 1));
+        // SAFETY: a hint about pages of this buffer's own allocation; it changes no contents.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+    }
+    file.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
 pub(super) fn resolve(path: &Path, backups: &[Backup], segments: &BTreeSet<u64>, cur: u64) -> Result<Resolved, String> {
-    let (reason, main_exists) = match fs::read(path) {
+    let (reason, main_exists) = match read_whole(path) {
         Ok(bytes) => match format::unseal(bytes) {
             Ok(u) => return Ok(Resolved::Main { document: u.document, base: u.generation }),
             Err(e) => (format!("corrupt ({e})"), true),

@@ -1,11 +1,51 @@
 //! What the host adds to the policy's bytes on disk: a trailer on snapshots (journal generation and
-//! SHA-256 checksum, as the document's last two JSON keys, so the file stays the seed's readable JSON) and
-//! a CRC on every journal line.
+//! checksum, as the document's last two JSON keys, so the file stays the seed's readable JSON) and a CRC
+//! on every journal line.
+//!
+//! The snapshot checksum is CRC-32 (`crc32:<8 hex>`): it is there to catch torn writes and bit rot, not
+//! tampering (whoever can write the file can rewrite any hash in it), and at 80 MB it costs ~8 ms where
+//! SHA-256 cost ~65 ms of a load. Files sealed with `sha256:` by earlier releases are still verified.
 
 use sha2::{Digest, Sha256};
 
-const CHECKSUM_KEY: &str = "\"checksum\": \"sha256:";
+const CHECKSUM_KEY: &str = "\"checksum\": \"";
 const GENERATION_KEY: &str = "\"journal_generation\": ";
+
+/// The checksum algorithms a trailer may name; new files get the first.
+#[derive(Clone, Copy)]
+enum Algorithm {
+    Crc32,
+    Sha256,
+}
+
+impl Algorithm {
+    fn prefix(self) -> &'static str {
+        match self {
+            Algorithm::Crc32 => "crc32:",
+            Algorithm::Sha256 => "sha256:",
+        }
+    }
+
+    fn from_value(value: &str) -> Option<(Algorithm, &str)> {
+        [Algorithm::Crc32, Algorithm::Sha256].into_iter().find_map(|a| value.strip_prefix(a.prefix()).map(|digest| (a, digest)))
+    }
+
+    /// The digest of `parts` in sequence, as lowercase hex.
+    fn digest(self, parts: &[&[u8]]) -> String {
+        match self {
+            Algorithm::Crc32 => {
+                let mut hasher = crc32fast::Hasher::new();
+                parts.iter().for_each(|p| hasher.update(p));
+                format!("{:08x}", hasher.finalize())
+            }
+            Algorithm::Sha256 => {
+                let mut hasher = Sha256::new();
+                parts.iter().for_each(|p| hasher.update(p));
+                hex(&hasher.finalize())
+            }
+        }
+    }
+}
 
 /// A snapshot as read back: the policy's document without the trailer, and the journal generation it
 /// covers (0 for files written before generations existed, or by hand).
@@ -32,21 +72,18 @@ fn open_body(data: &[u8]) -> Result<(&[u8], bool), String> {
 }
 
 /// Appends `"journal_generation": N` and then the checksum as the document's last keys:
-/// `{…,\n  "journal_generation": 7,\n  "checksum": "sha256:<hex>"\n}`. The hash covers the document as it
-/// reads back without the checksum key, generation included, so a flipped generation is caught too.
+/// `{…,\n  "journal_generation": 7,\n  "checksum": "crc32:<hex>"\n}`. The checksum covers the document as
+/// it reads back without the checksum key, generation included, so a flipped generation is caught too.
 pub fn seal(data: &[u8], generation: u64) -> Result<Vec<u8>, String> {
     let (body, has_members) = open_body(data)?;
     let separator = if has_members { "," } else { "" };
     let generation = format!("{separator}\n  {GENERATION_KEY}{generation}");
-    let mut hasher = Sha256::new();
-    hasher.update(body);
-    hasher.update(generation.as_bytes());
-    hasher.update(b"\n}");
-    let hash = hex(&hasher.finalize());
+    let algorithm = Algorithm::Crc32;
+    let digest = algorithm.digest(&[body, generation.as_bytes(), b"\n}"]);
     let mut out = Vec::with_capacity(body.len() + generation.len() + 100);
     out.extend_from_slice(body);
     out.extend_from_slice(generation.as_bytes());
-    out.extend_from_slice(format!(",\n  {CHECKSUM_KEY}{hash}\"\n}}\n").as_bytes());
+    out.extend_from_slice(format!(",\n  {CHECKSUM_KEY}{}{digest}\"\n}}\n", algorithm.prefix()).as_bytes());
     Ok(out)
 }
 
@@ -78,16 +115,15 @@ fn inspect(file: &[u8]) -> Result<Option<(usize, u64)>, String> {
         serde_json::from_slice::<serde::de::IgnoredAny>(file).map_err(|e| format!("no checksum and not valid JSON: {e}"))?;
         return Ok(None);
     };
-    let expected = file[at + CHECKSUM_KEY.len()..].split(|&b| b == b'"').next().unwrap_or_default();
-    let expected = String::from_utf8_lossy(expected);
+    let value = file[at + CHECKSUM_KEY.len()..].split(|&b| b == b'"').next().unwrap_or_default();
+    let value = String::from_utf8_lossy(value);
+    let (algorithm, expected) = Algorithm::from_value(&value).ok_or_else(|| format!("checksum {value:?} names no algorithm this host knows (crc32, sha256)"))?;
     let head = trim_end(&file[..at]);
     let body = trim_end(head.strip_suffix(b",").unwrap_or(head));
-    let mut hasher = Sha256::new();
-    hasher.update(body);
-    hasher.update(b"\n}");
-    let actual = hex(&hasher.finalize());
+    let actual = algorithm.digest(&[body, b"\n}"]);
     if actual != expected {
-        return Err(format!("checksum mismatch (file says sha256:{expected}, content hashes to sha256:{actual})"));
+        let prefix = algorithm.prefix();
+        return Err(format!("checksum mismatch (file says {prefix}{expected}, content hashes to {prefix}{actual})"));
     }
     let generation = rfind_near_end(body, GENERATION_KEY.as_bytes()).and_then(|g| {
         let digits = &body[g + GENERATION_KEY.len()..];
@@ -157,9 +193,9 @@ mod tests {
         let sealed = seal(doc, 7).unwrap();
         let text = String::from_utf8(sealed.clone()).unwrap();
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert!(json["checksum"].as_str().unwrap().starts_with("sha256:"));
+        assert!(json["checksum"].as_str().unwrap().starts_with("crc32:"));
         assert_eq!(json["journal_generation"], 7);
-        assert_eq!(trailer_generation(&sealed[sealed.len() - 120..]), Some(7));
+        assert_eq!(trailer_generation(&sealed[sealed.len().saturating_sub(120)..]), Some(7));
         let back = unseal(sealed.clone()).unwrap();
         assert_eq!(back, Unsealed { document: doc.to_vec(), generation: 7, checked: true });
         assert!(unseal(text.replace("1.1", "1.2").into_bytes()).unwrap_err().contains("checksum mismatch"));
@@ -181,6 +217,13 @@ mod tests {
         let back = unseal(old.into_bytes()).unwrap();
         assert_eq!((back.generation, back.checked), (0, true));
         assert_eq!(back.document, format!("{body}\n}}").into_bytes());
+        // Sealed with SHA-256 (releases before the CRC), generation included.
+        let body = "{\n  \"version\": \"1.1\",\n  \"journal_generation\": 4";
+        let hash = hex(&Sha256::digest(format!("{body}\n}}").as_bytes()));
+        let sha = format!("{body},\n  \"checksum\": \"sha256:{hash}\"\n}}\n");
+        assert_eq!(unseal(sha.clone().into_bytes()).unwrap().generation, 4);
+        assert!(unseal(sha.replace("1.1", "1.2").into_bytes()).unwrap_err().contains("checksum mismatch (file says sha256:"));
+        assert!(unseal(sha.replace("sha256:", "md5:").into_bytes()).unwrap_err().contains("names no algorithm"));
         let legacy = br#"{"version": "1.0", "octavia_to_loxilb": {}}"#.to_vec();
         assert_eq!(unseal(legacy.clone()).unwrap(), Unsealed { document: legacy, generation: 0, checked: false });
         assert!(unseal(br#"{"version": "1.0", "octavia_to_lo"#.to_vec()).unwrap_err().contains("not valid JSON"));
