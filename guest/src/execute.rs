@@ -10,9 +10,15 @@ use crate::state::{Change, State};
 use crate::store;
 use crate::translate::Config;
 
-/// The journal is folded into a new snapshot once it holds more records than this or than the mapping
-/// has entries, whichever is larger: the snapshot's O(n) cost is then spread over at least n changes.
+/// The journal is folded into a new snapshot once it holds more records than this or than half the
+/// mapping's entries, whichever is larger: the snapshot's O(n) cost is spread over at least n/2 changes,
+/// and a start after a crash replays at most that many records (replaying one costs about three times
+/// loading a mapping from the snapshot).
 pub const MIN_COMPACTION_RECORDS: u32 = 4096;
+
+pub fn compaction_due(journal_records: u32, mappings: usize) -> bool {
+    journal_records > MIN_COMPACTION_RECORDS.max(mappings as u32 / 2)
+}
 
 pub struct Policy {
     pub state: State,
@@ -35,24 +41,25 @@ impl Policy {
     pub fn load(&mut self, caps: &mut dyn Caps) -> Result<RecoveryReport, PolicyError> {
         let mut state = State::default();
         if let Some(bytes) = caps.read_snapshot().map_err(PolicyError::Storage)? {
-            let (loaded, notes) = store::decode_snapshot(&bytes).map_err(PolicyError::Storage)?;
+            let (loaded, notes) = store::decode_snapshot(bytes).map_err(PolicyError::Storage)?;
             for note in notes {
                 caps.log(Level::Warning, &note);
             }
             state = loaded;
         }
         let records = caps.replay_journal().map_err(PolicyError::Storage)?;
-        for (i, record) in records.iter().enumerate() {
+        let count = records.len();
+        for (i, record) in records.into_iter().enumerate() {
             match store::decode_change(record) {
                 Ok(change) => state.apply(change),
                 // A torn last record is what a crash mid-append leaves: everything before it is whole.
-                Err(e) if i + 1 == records.len() => caps.log(Level::Warning, &format!("ignoring torn last journal record: {e}")),
+                Err(e) if i + 1 == count => caps.log(Level::Warning, &format!("ignoring torn last journal record: {e}")),
                 Err(e) => return Err(PolicyError::Storage(format!("journal record {i}: {e}"))),
             }
         }
         let loaded = state.len() as u32;
         self.state = state;
-        caps.log(Level::Info, &format!("mapping loaded: {loaded} entries ({} journal records)", records.len()));
+        caps.log(Level::Info, &format!("mapping loaded: {loaded} entries ({count} journal records)"));
         Ok(RecoveryReport { loaded, recovered: 0, deterministic: 0, conflicts: Vec::new() })
     }
 
@@ -107,7 +114,7 @@ impl Policy {
     /// operation LoxiLB already carries: it is logged loudly, and reconciliation or a re-sync repairs it.
     pub fn commit(&mut self, caps: &mut dyn Caps, changes: Vec<Change>) {
         for change in changes {
-            let record = store::encode_change(&change);
+            let (record, change) = store::journal_change(change);
             caps.log(Level::Debug, &format!("mapping {}", String::from_utf8_lossy(&record).chars().take(160).collect::<String>()));
             if let Err(e) = caps.append_journal(&record) {
                 caps.log(Level::Error, &format!("could not journal a mapping change (kept in memory): {e}"));
@@ -115,7 +122,7 @@ impl Policy {
             self.state.apply(change);
         }
         let journal = caps.journal_length();
-        if journal > MIN_COMPACTION_RECORDS.max(self.state.len() as u32) {
+        if compaction_due(journal, self.state.len()) {
             self.snapshot(caps);
         }
     }
@@ -136,7 +143,7 @@ fn refusal_statuses(state: &State, op: &Operation, config: &Config) -> Vec<Objec
     let error = |kind, id: &str| ObjectStatus { kind, id: id.to_string(), provisioning: Some(P::Error), operating: Some(crate::octavia::OperatingStatus::Error) };
     let active = |kind, id: &str| ObjectStatus { kind, id: id.to_string(), provisioning: Some(P::Active), operating: None };
     let _ = config;
-    let lb_of_pool = |pool_id: &str| match state.get(pool_id).map(|e| &e.object) {
+    let lb_of_pool = |pool_id: &str| match state.get(pool_id).map(|e| e.object()) {
         Some(crate::state::Object::Pool(p)) => Some(p.loadbalancer_id.clone()),
         _ => None,
     };

@@ -68,22 +68,22 @@ impl Policy {
         let state = &self.state;
         let status = |kind, id: &str, s| ObjectStatus { kind, id: id.to_string(), provisioning: None, operating: Some(s) };
         let mut out = Vec::new();
-        let mut lbs: Vec<&String> = state.entries.iter().filter(|(_, e)| matches!(e.object, Object::Loadbalancer(_))).map(|(id, _)| id).collect();
+        let mut lbs: Vec<&String> = state.entries.iter().filter(|(_, e)| matches!(e.object(), Object::Loadbalancer(_))).map(|(id, _)| id).collect();
         lbs.sort();
         for lb_id in lbs {
-            let Some(Object::Loadbalancer(lb)) = state.get(lb_id).map(|e| &e.object) else { continue };
+            let Some(Object::Loadbalancer(lb)) = state.get(lb_id).map(|e| e.object()) else { continue };
             let mut listener_statuses = Vec::new();
             for child in state.children.get(lb_id).into_iter().flatten() {
-                let Some(Object::Listener(ls)) = state.get(child).map(|e| &e.object) else { continue };
+                let Some(Object::Listener(ls)) = state.get(child).map(|e| e.object()) else { continue };
                 let listener = &ls.listener;
                 let seen = ls.programmed.as_ref().and_then(|p| observed.get(&key_of(&p.rule)));
-                let pool = listener.default_pool_id.as_deref().and_then(|id| match state.get(id).map(|e| &e.object) {
+                let pool = listener.default_pool_id.as_deref().and_then(|id| match state.get(id).map(|e| e.object()) {
                     Some(Object::Pool(p)) => Some(p),
                     _ => None,
                 });
                 let mut pool_status = None;
                 if let Some(pool) = pool {
-                    let kids: Vec<&Object> = state.children.get(&pool.id).into_iter().flatten().filter_map(|id| state.get(id).map(|e| &e.object)).collect();
+                    let kids: Vec<&Object> = state.children.get(&pool.id).into_iter().flatten().filter_map(|id| state.get(id).map(|e| e.object())).collect();
                     let monitored = kids.iter().any(|o| matches!(o, Object::Healthmonitor(h) if h.admin_state_up));
                     let mut member_statuses = Vec::new();
                     for kid in &kids {
@@ -144,7 +144,7 @@ impl Policy {
         let mut ids: Vec<&String> = self.state.entries.keys().collect();
         ids.sort();
         for id in ids {
-            let Some(Object::Listener(ls)) = self.state.get(id).map(|e| &e.object) else { continue };
+            let Some(Object::Listener(ls)) = self.state.get(id).map(|e| e.object()) else { continue };
             let Some((_, eps)) = ls.programmed.as_ref().and_then(|p| observed.get(&key_of(&p.rule))) else { continue };
             out.push(ListenerStats {
                 listener_id: id.clone(),

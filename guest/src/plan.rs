@@ -84,7 +84,7 @@ impl<'a> Overlay<'a> {
         }
         let before = ids.len();
         for (id, entry) in &self.changed {
-            if entry.as_ref().and_then(|e| e.object.parent()) == Some(parent) {
+            if entry.as_ref().and_then(|e| e.parent()) == Some(parent) {
                 ids.push(id);
             }
         }
@@ -110,39 +110,35 @@ impl<'a> Overlay<'a> {
             Some(None) => return,
             None => {
                 // Copy the state's entry without the rule it is about to replace.
-                let Some(Entry { key, external_ip, port, protocol, created_at, object: Object::Listener(ls) }) = self.state.get(listener_id) else { return };
-                let entry = Entry {
-                    key: key.clone(),
-                    external_ip: external_ip.clone(),
-                    port: *port,
-                    protocol: protocol.clone(),
-                    created_at: created_at.clone(),
-                    object: Object::Listener(ListenerState { listener: ls.listener.clone(), programmed }),
-                };
+                let Some(e) = self.state.get(listener_id) else { return };
+                let Object::Listener(ls) = e.object() else { return };
+                let object = Object::Listener(ListenerState { listener: ls.listener.clone(), programmed });
+                let entry = Entry::new(e.key.clone(), e.external_ip.clone(), e.port, e.protocol.clone(), e.created_at.clone(), object);
                 return self.set(listener_id, Some(entry));
             }
         };
-        if let Object::Listener(ls) = &mut entry.object {
-            ls.programmed = programmed;
+        if let Object::Listener(ls) = entry.object() {
+            let listener = ls.listener.clone();
+            entry.set_object(Object::Listener(ListenerState { listener, programmed }));
         }
     }
 
     fn loadbalancer(&self, id: &str) -> Option<&Loadbalancer> {
-        match &self.get(id)?.object {
+        match self.get(id)?.object() {
             Object::Loadbalancer(lb) => Some(lb),
             _ => None,
         }
     }
 
     fn listener(&self, id: &str) -> Option<&ListenerState> {
-        match &self.get(id)?.object {
+        match self.get(id)?.object() {
             Object::Listener(l) => Some(l),
             _ => None,
         }
     }
 
     fn pool(&self, id: &str) -> Option<&Pool> {
-        match &self.get(id)?.object {
+        match self.get(id)?.object() {
             Object::Pool(p) => Some(p),
             _ => None,
         }
@@ -151,7 +147,7 @@ impl<'a> Overlay<'a> {
     fn members(&self, pool_id: &str) -> Vec<&Member> {
         self.children(pool_id)
             .into_iter()
-            .filter_map(|id| match &self.get(id)?.object {
+            .filter_map(|id| match self.get(id)?.object() {
                 Object::Member(m) => Some(m),
                 _ => None,
             })
@@ -159,7 +155,7 @@ impl<'a> Overlay<'a> {
     }
 
     fn monitor(&self, pool_id: &str) -> Option<&HealthMonitor> {
-        self.children(pool_id).into_iter().find_map(|id| match &self.get(id)?.object {
+        self.children(pool_id).into_iter().find_map(|id| match self.get(id)?.object() {
             Object::Healthmonitor(h) => Some(h),
             _ => None,
         })
@@ -202,7 +198,7 @@ impl<'a> Overlay<'a> {
             }
         }
         let created_at = self.get(id).map(|e| e.created_at.clone()).unwrap_or_else(|| now.to_string());
-        self.set(id, Some(Entry { key, external_ip, port, protocol, created_at, object }));
+        self.set(id, Some(Entry::new(key, external_ip, port, protocol, created_at, object)));
         Ok(())
     }
 
@@ -412,7 +408,7 @@ impl<'o, 'a> Statuses<'o, 'a> {
             self.parent(ObjectKind::Pool, pool_id);
         }
         let mut listeners = self.ov.listeners_of_pool(pool_id);
-        if let Some(Object::Pool(old)) = self.ov.state.get(pool_id).map(|e| &e.object) {
+        if let Some(Object::Pool(old)) = self.ov.state.get(pool_id).map(|e| e.object()) {
             listeners.extend(old.listener_id.iter().cloned());
         }
         listeners.sort();
@@ -434,7 +430,7 @@ fn lb_of_pool(ov: &Overlay, pool_id: &str) -> Result<String, PolicyError> {
     if let Some(p) = ov.pool(pool_id) {
         return Ok(p.loadbalancer_id.clone());
     }
-    match ov.state.get(pool_id).map(|e| &e.object) {
+    match ov.state.get(pool_id).map(|e| e.object()) {
         Some(Object::Pool(p)) => Ok(p.loadbalancer_id.clone()),
         _ => Err(PolicyError::MissingState(format!("pool {pool_id} is not in the mapping"))),
     }
@@ -457,7 +453,7 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
                 put_pool_tree(&mut ov, pool, now)?;
             }
             for listener in &lb.listeners {
-                let programmed = state.get(&listener.id).and_then(|e| match &e.object {
+                let programmed = state.get(&listener.id).and_then(|e| match e.object() {
                     Object::Listener(l) => l.programmed.clone(),
                     _ => None,
                 });
@@ -537,7 +533,7 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
             let dropped: Vec<String> = ov
                 .children(&batch.pool_id)
                 .into_iter()
-                .filter(|id| ov.get(id).is_some_and(|e| matches!(e.object, Object::Member(_))) && !listed.contains(id))
+                .filter(|id| ov.get(id).is_some_and(|e| matches!(e.object(), Object::Member(_))) && !listed.contains(id))
                 .map(str::to_string)
                 .collect();
             for id in dropped {
@@ -573,7 +569,7 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
         rendered.push((listener_id.clone(), ov.render(listener_id, config)?));
     }
     for (listener_id, new) in rendered {
-        let old = state.get(&listener_id).and_then(|e| match &e.object {
+        let old = state.get(&listener_id).and_then(|e| match e.object() {
             Object::Listener(l) => l.programmed.as_ref(),
             _ => None,
         });
@@ -658,7 +654,7 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
                 }
                 // Children the mapping knows but Octavia's object did not list go too.
                 for id in descendants(ov.state, &lb.id) {
-                    let kind = match ov.state.get(&id).map(|e| &e.object) {
+                    let kind = match ov.state.get(&id).map(|e| e.object()) {
                         Some(Object::Listener(_)) => K::Listener,
                         Some(Object::Pool(_)) => K::Pool,
                         Some(Object::Member(_)) => K::Member,
@@ -702,7 +698,7 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
                 push_deleted(&mut st, K::Member, &m.id, &mut seen);
             }
             for id in ov.state.children.get(&p.id).into_iter().flatten() {
-                if let Some(Object::Member(_)) = ov.state.get(id).map(|e| &e.object) {
+                if let Some(Object::Member(_)) = ov.state.get(id).map(|e| e.object()) {
                     push_deleted(&mut st, K::Member, id, &mut seen);
                 }
             }
@@ -714,7 +710,7 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
             listeners.extend(
                 ov.listeners_of_lb(&p.loadbalancer_id)
                     .into_iter()
-                    .filter(|l| ov.state.get(l).is_some_and(|e| matches!(&e.object, Object::Listener(s) if s.listener.default_pool_id.as_deref() == Some(&p.id)))),
+                    .filter(|l| ov.state.get(l).is_some_and(|e| matches!(e.object(), Object::Listener(s) if s.listener.default_pool_id.as_deref() == Some(&p.id)))),
             );
             listeners.sort();
             listeners.dedup();
@@ -743,7 +739,7 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
             }
             let listed: BTreeSet<&str> = batch.members.iter().map(|m| m.id.as_str()).collect();
             for id in ov.state.children.get(&batch.pool_id).into_iter().flatten() {
-                if matches!(ov.state.get(id).map(|e| &e.object), Some(Object::Member(_))) && !listed.contains(id.as_str()) {
+                if matches!(ov.state.get(id).map(|e| e.object()), Some(Object::Member(_))) && !listed.contains(id.as_str()) {
                     st.object(K::Member, id, Deleted, Some(OperatingStatus::Offline));
                 }
             }
@@ -803,7 +799,7 @@ fn state_monitor(state: &State, pool_id: &str) -> Option<String> {
         .children
         .get(pool_id)?
         .iter()
-        .find(|id| matches!(state.get(id).map(|e| &e.object), Some(Object::Healthmonitor(_))))
+        .find(|id| matches!(state.get(id).map(|e| e.object()), Some(Object::Healthmonitor(_))))
         .cloned()
 }
 

@@ -131,14 +131,7 @@ fn objects_of_rule(rule: &LbRule, now: &str) -> (Vec<(String, Entry)>, bool) {
         ),
     };
     let vip = s.external_ip.clone();
-    let entry = |key: String, port: u16, protocol: &str, object: Object| Entry {
-        key,
-        external_ip: vip.clone(),
-        port,
-        protocol: protocol.to_string(),
-        created_at: now.to_string(),
-        object,
-    };
+    let entry = |key: String, port: u16, protocol: &str, object: Object| Entry::new(key, vip.clone(), port, protocol.to_string(), now.to_string(), object);
     let mut out = Vec::new();
     out.push((
         lb_id.clone(),
@@ -316,7 +309,7 @@ impl Policy {
             .state
             .entries
             .iter()
-            .filter(|(_, e)| matches!(e.object, Object::Listener(_)))
+            .filter(|(_, e)| matches!(e.object(), Object::Listener(_)))
             .map(|(id, _)| id)
             .collect();
         listeners.sort();
@@ -359,10 +352,11 @@ impl Policy {
                 Ok(()) => {
                     report.reprogrammed.push(label);
                     if let Some(entry) = self.state.get(&listener_id) {
-                        if let Object::Listener(ls) = &entry.object {
+                        if let Object::Listener(ls) = entry.object() {
                             if ls.programmed.as_ref() != Some(&want) {
+                                let object = Object::Listener(ListenerState { listener: ls.listener.clone(), programmed: Some(want.clone()) });
                                 let mut entry = entry.clone();
-                                entry.object = Object::Listener(ListenerState { listener: ls.listener.clone(), programmed: Some(want.clone()) });
+                                entry.set_object(object);
                                 changes.push(Change::Put { id: listener_id.clone(), entry });
                             }
                         }

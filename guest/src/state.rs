@@ -5,7 +5,11 @@
 //! policy. Listener metadata also keeps the rule last programmed for it, so an update can be diffed
 //! against what LoxiLB holds without asking LoxiLB.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasherDefault;
+use std::ops::Range;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -77,36 +81,150 @@ impl Object {
 }
 
 /// One mapping entry: the seed's `octavia_to_loxilb` value plus its `resource_metadata`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// An entry read from disk keeps its metadata's bytes and decodes the Octavia object on first use: a
+/// load reads only ids, keys, parents and the short seed fields (see `store`), and a compaction writes
+/// an untouched entry back byte for byte.
+#[derive(Clone, Debug)]
 pub struct Entry {
     pub key: String,
     pub external_ip: String,
     pub port: u16,
     pub protocol: String,
     pub created_at: String,
-    pub object: Object,
+    kind: ResourceType,
+    parent: Option<String>,
+    object: LazyObject,
+}
+
+/// The Octavia object, decoded or still as stored. Boxed: an `Object` is several hundred bytes, and
+/// the entry table of a 100k mapping would otherwise be most of the policy's memory.
+#[derive(Clone, Debug)]
+struct LazyObject {
+    stored: Option<Stored>,
+    decoded: OnceCell<Box<Object>>,
+}
+
+/// Where an entry's metadata sits in the bytes it was read from.
+#[derive(Clone)]
+pub struct Stored {
+    pub bytes: Arc<Vec<u8>>,
+    /// The whole `resource_metadata` value, as written.
+    pub metadata: Range<usize>,
+    /// The `additional_metadata` value inside it.
+    pub object: Range<usize>,
+}
+
+impl std::fmt::Debug for Stored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Stored({:?})", self.metadata)
+    }
 }
 
 impl Entry {
+    pub fn new(key: String, external_ip: String, port: u16, protocol: String, created_at: String, object: Object) -> Entry {
+        Entry {
+            key,
+            external_ip,
+            port,
+            protocol,
+            created_at,
+            kind: object.resource_type(),
+            parent: object.parent().map(str::to_string),
+            object: LazyObject { stored: None, decoded: OnceCell::from(Box::new(object)) },
+        }
+    }
+
+    /// An entry whose object stays in `stored` until it is first used. `kind` and `parent` must be the
+    /// stored object's (the store reads them from the same metadata).
+    #[allow(clippy::too_many_arguments)]
+    pub fn stored(key: String, external_ip: String, port: u16, protocol: String, created_at: String, kind: ResourceType, parent: Option<String>, stored: Stored) -> Entry {
+        Entry { key, external_ip, port, protocol, created_at, kind, parent, object: LazyObject { stored: Some(stored), decoded: OnceCell::new() } }
+    }
+
     pub fn resource_type(&self) -> ResourceType {
-        self.object.resource_type()
+        self.kind
+    }
+
+    /// The Octavia id of the object's parent in the mapping tree.
+    pub fn parent(&self) -> Option<&str> {
+        self.parent.as_deref()
+    }
+
+    /// The Octavia object. Stored bytes were checked by the host (checksum or per-record CRC) and
+    /// written by this format's encoder, so they decode; if they do not, the failure is a damaged or
+    /// hand-edited file and the operation that needed the entry fails loudly (`validate-mappings`
+    /// names such entries through `try_object`).
+    pub fn object(&self) -> &Object {
+        self.try_object().unwrap_or_else(|e| panic!("mapping entry with key {} cannot be decoded: {e}", self.key))
+    }
+
+    pub fn try_object(&self) -> Result<&Object, String> {
+        if let Some(object) = self.object.decoded.get() {
+            return Ok(object);
+        }
+        let stored = self.object.stored.as_ref().expect("an entry holds its object decoded or stored");
+        let object: Object = serde_json::from_slice(&stored.bytes[stored.object.clone()]).map_err(|e| e.to_string())?;
+        if object.resource_type() != self.kind || object.parent() != self.parent.as_deref() {
+            return Err(format!("its object is a {} under {:?}, its metadata says a {} under {:?}", object.resource_type().as_str(), object.parent(), self.kind.as_str(), self.parent));
+        }
+        Ok(self.object.decoded.get_or_init(|| Box::new(object)))
+    }
+
+    /// Replaces the object (the stored bytes no longer describe the entry).
+    pub fn set_object(&mut self, object: Object) {
+        self.kind = object.resource_type();
+        self.parent = object.parent().map(str::to_string);
+        self.object = LazyObject { stored: None, decoded: OnceCell::from(Box::new(object)) };
+    }
+
+    /// Whether the object has been decoded (or was never stored).
+    pub fn is_decoded(&self) -> bool {
+        self.object.decoded.get().is_some()
+    }
+
+    /// Remembers where the entry's metadata was just written (its journal record), so a compaction can
+    /// copy those bytes instead of encoding the object again.
+    pub fn keep_stored(&mut self, stored: Stored) {
+        self.object.stored = Some(stored);
+    }
+
+    /// The metadata's bytes as read or last written, while they still describe the entry.
+    pub fn stored_metadata(&self) -> Option<&[u8]> {
+        self.object.stored.as_ref().map(|s| &s.bytes[s.metadata.clone()])
     }
 }
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.key == other.key
+            && self.external_ip == other.external_ip
+            && self.port == other.port
+            && self.protocol == other.protocol
+            && self.created_at == other.created_at
+            && self.kind == other.kind
+            && self.parent == other.parent
+            && self.try_object().ok() == other.try_object().ok()
+    }
+}
+
+/// The mapping's hash maps. Their keys are Octavia ids and LoxiLB keys from Octavia's own database,
+/// not attacker-chosen input, so a fast non-cryptographic hash is safe; SipHash was a fifth of a load.
+pub type Map<K, V> = HashMap<K, V, BuildHasherDefault<rustc_hash::FxHasher>>;
 
 /// The whole mapping, with the indices translation needs.
 #[derive(Default, Clone, Debug)]
 pub struct State {
     /// Octavia id → entry (the seed's `octavia_to_loxilb` and `resource_metadata`).
-    pub entries: HashMap<String, Entry>,
+    pub entries: Map<String, Entry>,
     /// LoxiLB key → Octavia id (the seed's `loxilb_to_octavia`).
-    pub reverse: HashMap<String, String>,
+    pub reverse: Map<String, String>,
     /// Parent id → child ids, ordered so rules render deterministically.
-    pub children: HashMap<String, BTreeSet<String>>,
+    pub children: Map<String, BTreeSet<String>>,
 }
 
-/// One change to the mapping.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// One change to the mapping (journaled as `store` encodes it).
+#[derive(Clone, Debug, PartialEq)]
 pub enum Change {
     Put { id: String, entry: Entry },
     Remove { id: String },
@@ -134,8 +252,20 @@ impl State {
 
     pub fn put(&mut self, id: String, entry: Entry) {
         self.remove(&id);
-        if let Some(parent) = entry.object.parent() {
-            self.children.entry(parent.to_string()).or_default().insert(id.clone());
+        self.insert_new(id, entry);
+    }
+
+    /// `put` for an id known not to be mapped yet (a load fills an empty state).
+    pub fn insert_new(&mut self, id: String, entry: Entry) {
+        if let Some(parent) = entry.parent() {
+            match self.children.get_mut(parent) {
+                Some(set) => {
+                    set.insert(id.clone());
+                }
+                None => {
+                    self.children.insert(parent.to_string(), BTreeSet::from([id.clone()]));
+                }
+            }
         }
         self.reverse.insert(entry.key.clone(), id.clone());
         self.entries.insert(id, entry);
@@ -146,7 +276,7 @@ impl State {
         if self.reverse.get(&old.key).is_some_and(|owner| owner == id) {
             self.reverse.remove(&old.key);
         }
-        if let Some(parent) = old.object.parent() {
+        if let Some(parent) = old.parent() {
             if let Some(set) = self.children.get_mut(parent) {
                 set.remove(id);
                 if set.is_empty() {
@@ -168,7 +298,10 @@ impl State {
             if !crate::keys::key_is_well_formed(entry.resource_type().as_str(), &entry.key) {
                 problems.push(format!("{id}: malformed {} key {:?}", entry.resource_type().as_str(), entry.key));
             }
-            if let Some(parent) = entry.object.parent() {
+            if let Err(e) = entry.try_object() {
+                problems.push(format!("{id}: metadata cannot be decoded: {e}"));
+            }
+            if let Some(parent) = entry.parent() {
                 if !self.entries.contains_key(parent) {
                     problems.push(format!("{id}: parent {parent} has no mapping"));
                 }

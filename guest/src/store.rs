@@ -5,22 +5,31 @@
 //! ```json
 //! { "version": "1.1", "last_updated": "2026-11-25T08:00:00Z",
 //!   "octavia_to_loxilb": { "<id>": "<key>" }, "loxilb_to_octavia": { "<key>": "<id>" },
-//!   "resource_metadata": { "<id>": { "resource_type": "listener", "external_ip": "10.0.0.10", "port": 80,
-//!       "protocol": "tcp", "created_at": "…", "additional_metadata": { "object": "listener", "attributes": {…} } } } }
+//!   "resource_metadata": { "<id>": {"resource_type":"member","parent":"<pool id>","external_ip":"10.0.0.10",
+//!       "port":8080,"protocol":"","created_at":"…","additional_metadata":{"object":"member","attributes":{…}}} } }
 //! ```
 //! `additional_metadata` holds the Octavia object (and, for listeners, the rule last programmed), enough
-//! to re-render every rule from the file alone.
+//! to re-render every rule from the file alone. `parent` (not a seed field; absent for load balancers and
+//! in files written before it existed) lets a load index the tree without decoding the objects.
 //!
-//! Journal: one JSON record per change, `{"put": {"id": …, "entry": {…}}}` or `{"remove": {"id": …}}`.
-//! Replaying the whole journal over the snapshot it follows yields the current mapping; replaying it
-//! twice yields the same (each record sets or clears one id), so a crash between writing a snapshot and
-//! starting its journal loses nothing.
+//! Loading reads this layout line by line (`decode_lined`): ids, keys, parents and the short seed fields
+//! are read, each object stays as bytes until first used, and an entry nobody changed is written back by
+//! the next compaction as the same bytes. Any other layout (a hand edit, another writer) takes the general
+//! JSON path, which decodes everything.
+//!
+//! Journal: one JSON record per change, `{"put":{"id":…,"key":…,"metadata":{…}}}` (the metadata as in the
+//! snapshot, so it too is decoded lazily and copied into the next snapshot) or `{"remove":{"id":…}}`;
+//! records of the earlier `{"put":{"id":…,"entry":{…}}}` shape still replay. Replaying the whole journal
+//! over the snapshot it follows yields the current mapping; replaying it twice yields the same (each record
+//! sets or clears one id), so a crash between writing a snapshot and starting its journal loses nothing.
 
 use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Change, Entry, ListenerState, Object, ResourceType, State};
+use crate::state::{Change, Entry, ListenerState, Object, ResourceType, State, Stored};
 
 pub const FORMAT_VERSION: &str = "1.1";
 
@@ -39,32 +48,30 @@ struct Metadata {
     additional_metadata: serde_json::Value,
 }
 
-#[derive(Serialize)]
-struct SnapshotOut<'a> {
-    version: &'static str,
-    last_updated: &'a str,
-    octavia_to_loxilb: SortedMap<'a, &'a str>,
-    loxilb_to_octavia: SortedMap<'a, &'a str>,
-    resource_metadata: SortedMap<'a, MetadataOut<'a>>,
-}
-
-/// A JSON object from pairs already sorted by key (sorted once, instead of building a `BTreeMap` per map).
-struct SortedMap<'a, V>(Vec<(&'a str, V)>);
-
-impl<V: Serialize> Serialize for SortedMap<'_, V> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
-    }
-}
-
+/// A mapping's metadata as this policy writes it. `parent` is not one of the seed's fields: it comes
+/// second so a load can index the tree without decoding `additional_metadata` (readers of the seed's
+/// format ignore it).
 #[derive(Serialize)]
 struct MetadataOut<'a> {
     resource_type: ResourceType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<&'a str>,
     external_ip: &'a str,
     port: u16,
     protocol: &'a str,
     created_at: &'a str,
     additional_metadata: &'a Object,
+}
+
+/// A mapping's metadata decoded whole (any key order, `parent` or not).
+#[derive(Deserialize)]
+struct MetadataV1_1 {
+    external_ip: String,
+    port: u16,
+    protocol: String,
+    #[serde(default)]
+    created_at: String,
+    additional_metadata: Object,
 }
 
 #[derive(Deserialize)]
@@ -76,41 +83,99 @@ struct SnapshotIn {
     resource_metadata: HashMap<String, Metadata>,
 }
 
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    // Ids and keys never need escaping; copying them is a tenth of the cost of serde's escaper.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, s).expect("a string serialises");
+    }
+}
+
+/// An entry's metadata: the bytes it was read from while they still describe it, else encoded.
+fn write_metadata(out: &mut Vec<u8>, e: &Entry) {
+    if let Some(stored) = e.stored_metadata() {
+        out.extend_from_slice(stored);
+        return;
+    }
+    let metadata = MetadataOut {
+        resource_type: e.resource_type(),
+        parent: e.parent(),
+        external_ip: &e.external_ip,
+        port: e.port,
+        protocol: &e.protocol,
+        created_at: &e.created_at,
+        additional_metadata: e.object(),
+    };
+    serde_json::to_writer(&mut *out, &metadata).expect("metadata serialises");
+}
+
+/// One top-level map, a member per line: `  "name": {\n    "k": v,\n    …\n  }` (`{}` when empty).
+fn write_map<T>(out: &mut Vec<u8>, name: &str, items: &[T], mut item: impl FnMut(&mut Vec<u8>, &T)) {
+    out.extend_from_slice(b"  \"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\": {");
+    for (i, it) in items.iter().enumerate() {
+        out.extend_from_slice(if i == 0 { b"\n    " } else { b",\n    " });
+        item(out, it);
+    }
+    out.extend_from_slice(if items.is_empty() { b"}" } else { b"\n  }" });
+}
+
+/// The snapshot document. Keys are sorted, and each top-level key and each mapping is on a line of its
+/// own, compact inside: `grep <id>` shows a whole mapping, and a load finds mappings by line (see
+/// `decode_lined`).
 pub fn encode_snapshot(state: &State, now: &str) -> Vec<u8> {
     let mut by_id: Vec<(&str, &Entry)> = state.entries.iter().map(|(id, e)| (id.as_str(), e)).collect();
-    by_id.sort_unstable_by_key(|(id, _)| *id);
+    by_id.sort_unstable_by(|a, b| bytewise(a.0, b.0));
     let mut by_key: Vec<(&str, &str)> = state.reverse.iter().map(|(k, id)| (k.as_str(), id.as_str())).collect();
-    by_key.sort_unstable_by_key(|(k, _)| *k);
-    let out = SnapshotOut {
-        version: FORMAT_VERSION,
-        last_updated: now,
-        octavia_to_loxilb: SortedMap(by_id.iter().map(|(id, e)| (*id, e.key.as_str())).collect()),
-        loxilb_to_octavia: SortedMap(by_key),
-        resource_metadata: SortedMap(
-            by_id
-                .iter()
-                .map(|(id, e)| {
-                    let metadata = MetadataOut {
-                        resource_type: e.resource_type(),
-                        external_ip: &e.external_ip,
-                        port: e.port,
-                        protocol: &e.protocol,
-                        created_at: &e.created_at,
-                        additional_metadata: &e.object,
-                    };
-                    (*id, metadata)
-                })
-                .collect(),
-        ),
-    };
+    by_key.sort_unstable_by(|a, b| bytewise(a.0, b.0));
     // Sized from the last snapshot read or written: growing by doubling would need twice the final size
-    // at once, and at 100k mappings that alone is more than a 256 MiB sandbox has.
+    // at once, and at 100k mappings that is a good part of the sandbox's memory.
     let hint = SIZE_HINT.with(|h| h.get());
-    let mut bytes = Vec::with_capacity(if hint > 0 { hint + hint / 32 + 4096 } else { state.len() * 800 + 4096 });
-    let mut ser = serde_json::Serializer::with_formatter(&mut bytes, OneEntryPerLine::default());
-    out.serialize(&mut ser).expect("mapping serialises");
-    SIZE_HINT.with(|h| h.set(bytes.len()));
-    bytes
+    let mut out = Vec::with_capacity(if hint > 0 { hint + hint / 32 + 4096 } else { state.len() * 800 + 4096 });
+    out.extend_from_slice(b"{\n  \"version\": ");
+    json_string(&mut out, FORMAT_VERSION);
+    out.extend_from_slice(b",\n  \"last_updated\": ");
+    json_string(&mut out, now);
+    out.extend_from_slice(b",\n");
+    write_map(&mut out, "octavia_to_loxilb", &by_id, |out, (id, e)| {
+        json_string(out, id);
+        out.extend_from_slice(b": ");
+        json_string(out, &e.key);
+    });
+    out.extend_from_slice(b",\n");
+    write_map(&mut out, "loxilb_to_octavia", &by_key, |out, (key, id)| {
+        json_string(out, key);
+        out.extend_from_slice(b": ");
+        json_string(out, id);
+    });
+    out.extend_from_slice(b",\n");
+    write_map(&mut out, "resource_metadata", &by_id, |out, (id, e)| {
+        json_string(out, id);
+        out.extend_from_slice(b": ");
+        write_metadata(out, e);
+    });
+    out.extend_from_slice(b"\n}");
+    SIZE_HINT.with(|h| h.set(out.len()));
+    out
+}
+
+/// `a.cmp(b)`, eight bytes at a time: in WebAssembly `str` comparison is a byte loop (memcmp), and sorting
+/// 100k UUIDs that share their first 24 characters spent most of a compaction there.
+fn bytewise(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (p, q) in (&mut x).zip(&mut y) {
+        let (p, q) = (u64::from_be_bytes(p.try_into().unwrap()), u64::from_be_bytes(q.try_into().unwrap()));
+        if p != q {
+            return p.cmp(&q);
+        }
+    }
+    let done = a.len().min(b.len()) / 8 * 8;
+    a[done..].cmp(&b[done..])
 }
 
 thread_local! {
@@ -118,121 +183,164 @@ thread_local! {
     static SIZE_HINT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Top-level keys and each mapping on a line of their own, compact inside: `grep <id>` shows a whole
-/// mapping, and the file is a third smaller and parses faster than fully indented JSON (which puts
-/// every field of every Octavia object on its own line).
-#[derive(Default)]
-struct OneEntryPerLine {
-    depth: usize,
-    has_value: bool,
+/// Reads the JSON string starting at `at` (just after its opening quote) if it has no escapes: the
+/// ids, keys and short fields this policy writes never do; anything else takes the general path.
+fn plain_string(b: &[u8], at: usize) -> Option<(&str, usize)> {
+    // A plain loop: these strings are short, and memchr's set-up costs more than it saves on them.
+    let len = b.get(at..)?.iter().position(|&c| c == b'"' || c == b'\\')?;
+    if b[at + len] != b'"' {
+        return None;
+    }
+    Some((std::str::from_utf8(&b[at..at + len]).ok()?, at + len + 1))
 }
 
-impl OneEntryPerLine {
-    /// Objects at these depths (the document, and the three maps) are laid out one member per line.
-    const LINED: usize = 2;
-
-    fn newline<W: ?Sized + std::io::Write>(w: &mut W, depth: usize) -> std::io::Result<()> {
-        w.write_all(b"\n")?;
-        for _ in 0..depth {
-            w.write_all(b"  ")?;
-        }
-        Ok(())
-    }
+fn expect(b: &[u8], at: usize, literal: &[u8]) -> Option<usize> {
+    b.get(at..)?.starts_with(literal).then_some(at + literal.len())
 }
 
-impl serde_json::ser::Formatter for OneEntryPerLine {
-    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.depth += 1;
-        self.has_value = false;
-        w.write_all(b"{")
-    }
-    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.depth -= 1;
-        if self.depth < Self::LINED && self.has_value {
-            Self::newline(w, self.depth)?;
-        }
-        self.has_value = true;
-        w.write_all(b"}")
-    }
-    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
-        if !first {
-            w.write_all(b",")?;
-        }
-        if self.depth <= Self::LINED {
-            Self::newline(w, self.depth)?;
-        }
-        Ok(())
-    }
-    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        w.write_all(if self.depth <= Self::LINED { b": " } else { b":" })
-    }
-    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
-        self.has_value = true;
-        Ok(())
-    }
-}
-
-/// A 1.1 snapshot, typed all the way down: no `serde_json::Value` in between, and `loxilb_to_octavia`
-/// (the inverse of `octavia_to_loxilb`, rebuilt by `State::put`) skipped unparsed.
-#[derive(Deserialize)]
-struct SnapshotV1_1 {
-    version: String,
-    #[serde(default)]
-    octavia_to_loxilb: HashMap<String, String>,
-    #[serde(default, deserialize_with = "entries")]
-    resource_metadata: Vec<(String, MetadataV1_1)>,
-}
-
-#[derive(Deserialize)]
-struct MetadataV1_1 {
-    external_ip: String,
+/// What a load reads of a mapping's metadata, written as `MetadataOut` writes it.
+struct Head<'a> {
+    kind: ResourceType,
+    parent: Option<&'a str>,
+    external_ip: &'a str,
     port: u16,
-    protocol: String,
-    #[serde(default)]
-    created_at: String,
-    additional_metadata: Object,
+    protocol: &'a str,
+    created_at: &'a str,
+    /// Where `additional_metadata`'s value starts.
+    object: usize,
 }
 
-/// A JSON object as a list of its members, without hashing them into a map first.
-fn entries<'de, D: serde::Deserializer<'de>, V: Deserialize<'de>>(d: D) -> Result<Vec<(String, V)>, D::Error> {
-    struct Entries<V>(std::marker::PhantomData<V>);
-    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Entries<V> {
-        type Value = Vec<(String, V)>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("an object")
+fn scan_head(b: &[u8]) -> Option<Head<'_>> {
+    let at = expect(b, 0, br#"{"resource_type":""#)?;
+    let (kind, at) = plain_string(b, at)?;
+    let kind = match kind {
+        "loadbalancer" => ResourceType::Loadbalancer,
+        "listener" => ResourceType::Listener,
+        "pool" => ResourceType::Pool,
+        "member" => ResourceType::Member,
+        "healthmonitor" => ResourceType::Healthmonitor,
+        _ => return None,
+    };
+    let (parent, at) = match expect(b, at, br#","parent":""#) {
+        Some(at) => {
+            let (parent, at) = plain_string(b, at)?;
+            (Some(parent), at)
         }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
-            while let Some(entry) = map.next_entry()? {
-                out.push(entry);
+        // Every object but a load balancer has a parent; without the key, decode the whole metadata.
+        None if kind == ResourceType::Loadbalancer => (None, at),
+        None => return None,
+    };
+    let (external_ip, at) = plain_string(b, expect(b, at, br#","external_ip":""#)?)?;
+    let at = expect(b, at, br#","port":"#)?;
+    let digits = b[at..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let port = std::str::from_utf8(&b[at..at + digits]).ok()?.parse().ok()?;
+    let (protocol, at) = plain_string(b, expect(b, at + digits, br#","protocol":""#)?)?;
+    let (created_at, at) = plain_string(b, expect(b, at, br#","created_at":""#)?)?;
+    let object = expect(b, at, br#","additional_metadata":"#)?;
+    (b.last() == Some(&b'}')).then_some(Head { kind, parent, external_ip, port, protocol, created_at, object })
+}
+
+/// The entry for a mapping whose metadata is `bytes[metadata]`: its object left undecoded when the
+/// metadata is laid out as this policy writes it, else decoded whole.
+fn entry_from_metadata(bytes: &Arc<Vec<u8>>, metadata: Range<usize>, id: &str, key: String) -> Result<Entry, String> {
+    let b = &bytes[metadata.clone()];
+    if let Some(h) = scan_head(b) {
+        let stored = Stored { bytes: Arc::clone(bytes), object: metadata.start + h.object..metadata.end - 1, metadata };
+        return Ok(Entry::stored(key, h.external_ip.into(), h.port, h.protocol.into(), h.created_at.into(), h.kind, h.parent.map(str::to_string), stored));
+    }
+    let m: MetadataV1_1 = serde_json::from_slice(b).map_err(|e| format!("{id}: bad metadata: {e}"))?;
+    Ok(Entry::new(key, m.external_ip, m.port, m.protocol, m.created_at, m.additional_metadata))
+}
+
+/// The document's lines, without their line breaks.
+struct Lines<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Lines<'a> {
+    /// The next line and where it starts.
+    fn next(&mut self) -> Option<(usize, &'a [u8])> {
+        let start = self.at;
+        if start >= self.bytes.len() {
+            return None;
+        }
+        let end = memchr::memchr(b'\n', &self.bytes[start..]).map_or(self.bytes.len(), |n| start + n);
+        self.at = end + 1;
+        Some((start, &self.bytes[start..end]))
+    }
+
+    /// The members of a map opened by `  "name": {` (returns None for any other line); each is handed
+    /// to `member` with its start and without its trailing comma.
+    fn map(&mut self, name: &str, mut member: impl FnMut(usize, &'a [u8]) -> Option<()>) -> Option<()> {
+        let (_, open) = self.next()?;
+        let head = open.strip_prefix(b"  \"")?.strip_prefix(name.as_bytes())?.strip_prefix(b"\": {")?;
+        match head {
+            b"}" | b"}," => return Some(()),
+            b"" => {}
+            _ => return None,
+        }
+        loop {
+            let (start, line) = self.next()?;
+            if line == b"  }" || line == b"  }," {
+                return Some(());
             }
-            Ok(out)
+            member(start + 4, line.strip_prefix(b"    ")?.strip_suffix(b",").unwrap_or(line.strip_prefix(b"    ")?))?;
         }
     }
-    d.deserialize_map(Entries(std::marker::PhantomData))
+}
+
+/// The fast load of a document laid out as `encode_snapshot` writes it: one pass over its lines, keys
+/// paired with metadata by position (both maps are in id order), `loxilb_to_octavia` skipped (it is
+/// rebuilt from the other), and each object left undecoded until used. None when the layout differs
+/// (an older policy's file, a hand edit): the general path then reads it.
+fn decode_lined(bytes: &Arc<Vec<u8>>) -> Option<Result<State, String>> {
+    let mut lines = Lines { bytes, at: 0 };
+    (lines.next()?.1 == b"{").then_some(())?;
+    (lines.next()?.1 == format!("  \"version\": \"{FORMAT_VERSION}\",").as_bytes()).then_some(())?;
+    lines.next()?.1.starts_with(b"  \"last_updated\": ").then_some(())?;
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    lines.map("octavia_to_loxilb", |_, line| {
+        let (id, at) = plain_string(line, 1)?;
+        let (key, at) = plain_string(line, expect(line, at, b": \"")?)?;
+        // In strictly increasing order, as written: no id twice (a hand edit could repeat one).
+        (at == line.len() && keys.last().is_none_or(|(last, _)| bytewise(last, id).is_lt())).then(|| keys.push((id, key)))
+    })?;
+    lines.map("loxilb_to_octavia", |_, _| Some(()))?;
+    let mut state = State::default();
+    state.entries.reserve(keys.len());
+    state.reverse.reserve(keys.len());
+    let mut failure = None;
+    let mut next = 0;
+    lines.map("resource_metadata", |start, line| {
+        let (id, at) = plain_string(line, 1)?;
+        let value = expect(line, at, b": ")?;
+        let (key_id, key) = *keys.get(next)?;
+        next += 1;
+        (key_id == id).then_some(())?;
+        match entry_from_metadata(bytes, start + value..start + line.len(), id, key.to_string()) {
+            // Unique: they match the other map's ids one by one, which are strictly increasing.
+            Ok(entry) => state.insert_new(id.to_string(), entry),
+            Err(e) => failure = Some(e),
+        }
+        Some(())
+    })?;
+    (lines.next()?.1 == b"}" && lines.next().is_none() && next == keys.len()).then_some(())?;
+    Some(match failure {
+        Some(e) => Err(e),
+        None => Ok(state),
+    })
 }
 
 /// Parses a snapshot of any supported version, migrating older ones. Returns the state and notes about
 /// what migration did.
-pub fn decode_snapshot(bytes: &[u8]) -> Result<(State, Vec<String>), String> {
+pub fn decode_snapshot(bytes: Vec<u8>) -> Result<(State, Vec<String>), String> {
     SIZE_HINT.with(|h| h.set(bytes.len()));
-    // What this policy writes takes the typed path; anything else (older versions, hand edits, damage)
-    // the general one, which also words the errors.
-    if let Ok(snap) = serde_json::from_slice::<SnapshotV1_1>(bytes) {
-        if snap.version == FORMAT_VERSION {
-            let mut keys = snap.octavia_to_loxilb;
-            let mut state = State::default();
-            state.entries.reserve(snap.resource_metadata.len());
-            state.reverse.reserve(snap.resource_metadata.len());
-            for (id, meta) in snap.resource_metadata {
-                let key = keys.remove(&id).ok_or_else(|| format!("{id}: metadata without a key"))?;
-                let MetadataV1_1 { external_ip, port, protocol, created_at, additional_metadata: object } = meta;
-                state.put(id, Entry { key, external_ip, port, protocol, created_at, object });
-            }
-            return Ok((state, Vec::new()));
-        }
+    let bytes = Arc::new(bytes);
+    if let Some(decoded) = decode_lined(&bytes) {
+        return decoded.map(|state| (state, Vec::new()));
     }
-    decode_any(bytes)
+    decode_any(&bytes)
 }
 
 fn decode_any(bytes: &[u8]) -> Result<(State, Vec<String>), String> {
@@ -256,7 +364,7 @@ fn decode_any(bytes: &[u8]) -> Result<(State, Vec<String>), String> {
             let key = snap.octavia_to_loxilb.get(&id).cloned().ok_or_else(|| format!("{id}: metadata without a key"))?;
             let object: Object = serde_json::from_value(meta.additional_metadata).map_err(|e| format!("{id}: bad additional_metadata: {e}"))?;
             let created_at = meta.created_at.as_str().unwrap_or_default().to_string();
-            state.put(id, Entry { key, external_ip: meta.external_ip, port: meta.port, protocol: meta.protocol, created_at, object });
+            state.put(id, Entry::new(key, meta.external_ip, meta.port, meta.protocol, created_at, object));
         }
     } else {
         let migrated = migrate_v1_0(snap.octavia_to_loxilb, snap.resource_metadata, &mut state);
@@ -306,17 +414,7 @@ fn migrate_v1_0(keys: HashMap<String, String>, metadata: HashMap<String, Metadat
                     listeners: Vec::new(),
                     pools: Vec::new(),
                 };
-                state.put(
-                    id.clone(),
-                    Entry {
-                        key: crate::keys::loadbalancer_key(&vip),
-                        external_ip: vip,
-                        port: 0,
-                        protocol: String::new(),
-                        created_at,
-                        object: Object::Loadbalancer(lb),
-                    },
-                );
+                state.put(id.clone(), Entry::new(crate::keys::loadbalancer_key(&vip), vip, 0, String::new(), created_at, Object::Loadbalancer(lb)));
                 migrated += 1;
             }
             ResourceType::Listener => listeners.push((id.clone(), meta, created_at, extra)),
@@ -350,14 +448,7 @@ fn migrate_v1_0(keys: HashMap<String, String>, metadata: HashMap<String, Metadat
         };
         state.put(
             id,
-            Entry {
-                key: key.clone(),
-                external_ip: vip.to_string(),
-                port,
-                protocol: proto.to_string(),
-                created_at,
-                object: Object::Listener(ListenerState { listener, programmed: None }),
-            },
+            Entry::new(key.clone(), vip.to_string(), port, proto.to_string(), created_at, Object::Listener(ListenerState { listener, programmed: None })),
         );
         let _ = meta;
         migrated += 1;
@@ -365,12 +456,102 @@ fn migrate_v1_0(keys: HashMap<String, String>, metadata: HashMap<String, Metadat
     migrated
 }
 
+/// A journal record: `{"put":{"id":…,"key":…,"metadata":{…}}}` (the metadata as in the snapshot) or
+/// `{"remove":{"id":…}}`.
 pub fn encode_change(change: &Change) -> Vec<u8> {
-    serde_json::to_vec(change).expect("change serialises")
+    encode_record(change).0
 }
 
-pub fn decode_change(bytes: &[u8]) -> Result<Change, String> {
-    serde_json::from_slice(bytes).map_err(|e| format!("journal record is not valid: {e}"))
+/// The record, and where a put's metadata sits in it.
+fn encode_record(change: &Change) -> (Vec<u8>, Option<Range<usize>>) {
+    let mut out = Vec::with_capacity(1024);
+    match change {
+        Change::Put { id, entry } => {
+            out.extend_from_slice(br#"{"put":{"id":"#);
+            json_string(&mut out, id);
+            out.extend_from_slice(br#","key":"#);
+            json_string(&mut out, &entry.key);
+            out.extend_from_slice(br#","metadata":"#);
+            let start = out.len();
+            write_metadata(&mut out, entry);
+            let metadata = start..out.len();
+            out.extend_from_slice(b"}}");
+            (out, Some(metadata))
+        }
+        Change::Remove { id } => {
+            out.extend_from_slice(br#"{"remove":{"id":"#);
+            json_string(&mut out, id);
+            out.extend_from_slice(b"}}");
+            (out, None)
+        }
+    }
+}
+
+/// Encodes a change as its journal record; a put's entry keeps the record's metadata bytes, so the next
+/// compaction copies them instead of encoding its object again.
+pub fn journal_change(mut change: Change) -> (Arc<Vec<u8>>, Change) {
+    let (record, metadata) = encode_record(&change);
+    let record = Arc::new(record);
+    if let (Change::Put { entry, .. }, Some(metadata)) = (&mut change, metadata) {
+        if let Some(head) = scan_head(&record[metadata.clone()]) {
+            let object = metadata.start + head.object..metadata.end - 1;
+            entry.keep_stored(Stored { bytes: Arc::clone(&record), metadata, object });
+        }
+    }
+    (record, change)
+}
+
+/// Journal records as earlier versions of this policy wrote them (the entry's fields and object inline).
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RecordIn {
+    Put {
+        id: String,
+        #[serde(default)]
+        key: Option<String>,
+        #[serde(default)]
+        metadata: Option<MetadataV1_1>,
+        #[serde(default)]
+        entry: Option<EntryV1_1>,
+    },
+    Remove {
+        id: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct EntryV1_1 {
+    key: String,
+    external_ip: String,
+    port: u16,
+    protocol: String,
+    created_at: String,
+    object: Object,
+}
+
+pub fn decode_change(bytes: Vec<u8>) -> Result<Change, String> {
+    // The record as `encode_change` writes it: the object stays undecoded until used.
+    let bytes = Arc::new(bytes);
+    let fast = || -> Option<(String, String, Range<usize>)> {
+        let at = expect(&bytes, 0, br#"{"put":{"id":""#)?;
+        let (id, at) = plain_string(&bytes, at)?;
+        let (key, at) = plain_string(&bytes, expect(&bytes, at, br#","key":""#)?)?;
+        let at = expect(&bytes, at, br#","metadata":"#)?;
+        bytes.ends_with(b"}}").then(|| (id.to_string(), key.to_string(), at..bytes.len() - 2))
+    };
+    if let Some((id, key, metadata)) = fast() {
+        if let Ok(entry) = entry_from_metadata(&bytes, metadata, &id, key) {
+            return Ok(Change::Put { id, entry });
+        }
+    }
+    match serde_json::from_slice::<RecordIn>(&bytes).map_err(|e| format!("journal record is not valid: {e}"))? {
+        RecordIn::Remove { id } => Ok(Change::Remove { id }),
+        RecordIn::Put { id, key: Some(key), metadata: Some(m), .. } => {
+            Ok(Change::Put { id, entry: Entry::new(key, m.external_ip, m.port, m.protocol, m.created_at, m.additional_metadata) })
+        }
+        RecordIn::Put { id, entry: Some(e), .. } => Ok(Change::Put { id, entry: Entry::new(e.key, e.external_ip, e.port, e.protocol, e.created_at, e.object) }),
+        RecordIn::Put { id, .. } => Err(format!("journal record for {id} has neither key and metadata nor an entry")),
+    }
 }
 
 #[cfg(test)]
@@ -379,13 +560,13 @@ mod tests {
     use crate::octavia::Loadbalancer;
 
     fn lb(id: &str, vip: &str) -> Entry {
-        Entry {
-            key: vip.into(),
-            external_ip: vip.into(),
-            port: 0,
-            protocol: String::new(),
-            created_at: "2026-01-01T00:00:00Z".into(),
-            object: Object::Loadbalancer(Loadbalancer {
+        Entry::new(
+            vip.into(),
+            vip.into(),
+            0,
+            String::new(),
+            "2026-01-01T00:00:00Z".into(),
+            Object::Loadbalancer(Loadbalancer {
                 id: id.into(),
                 name: None,
                 vip_address: vip.into(),
@@ -395,7 +576,7 @@ mod tests {
                 listeners: vec![],
                 pools: vec![],
             }),
-        }
+        )
     }
 
     #[test]
@@ -408,7 +589,7 @@ mod tests {
             assert!(json.get(key).is_some(), "missing {key}");
         }
         assert_eq!(json["resource_metadata"]["lb-1"]["resource_type"], "loadbalancer");
-        let (back, notes) = decode_snapshot(&bytes).unwrap();
+        let (back, notes) = decode_snapshot(bytes.clone()).unwrap();
         assert!(notes.is_empty());
         assert_eq!(back.get("lb-1"), state.get("lb-1"));
         assert_eq!(back.reverse.get("10.0.0.1").map(String::as_str), Some("lb-1"));
@@ -436,16 +617,16 @@ mod tests {
         let doc = br#"{"version": 1.1, "octavia_to_loxilb": {"lb-1": "10.0.0.1"}, "resource_metadata": {"lb-1": {"resource_type": "loadbalancer",
             "external_ip": "10.0.0.1", "created_at": 5, "additional_metadata": {"object": "loadbalancer", "attributes": {"id": "lb-1", "name": null,
             "vip_address": "10.0.0.1", "additional_vips": [], "admin_state_up": true, "flavor": [], "listeners": [], "pools": []}}}}}"#;
-        let (state, notes) = decode_snapshot(doc).unwrap();
+        let (state, notes) = decode_snapshot(doc.to_vec()).unwrap();
         assert!(notes.is_empty());
         assert_eq!(state.get("lb-1").unwrap().key, "10.0.0.1");
-        let err = decode_snapshot(br#"{"version": "1.1", "octavia_to_loxilb": {}, "resource_metadata": {"x": {"resource_type": "pool"}}}"#).unwrap_err();
+        let err = decode_snapshot(br#"{"version": "1.1", "octavia_to_loxilb": {}, "resource_metadata": {"x": {"resource_type": "pool"}}}"#.to_vec()).unwrap_err();
         assert!(err.contains("x"), "{err}");
     }
 
     #[test]
     fn newer_versions_are_refused_by_name() {
-        let err = decode_snapshot(br#"{"version": "2.0", "octavia_to_loxilb": {}}"#).err().unwrap();
+        let err = decode_snapshot(br#"{"version": "2.0", "octavia_to_loxilb": {}}"#.to_vec()).err().unwrap();
         assert!(err.contains("2.0") && err.contains(FORMAT_VERSION), "{err}");
     }
 
@@ -457,7 +638,7 @@ mod tests {
               "lb-12345": {"resource_type": "loadbalancer", "external_ip": "192.168.1.100", "port": 80, "protocol": "tcp", "created_at": 1712345678.9},
               "ls-1": {"resource_type": "listener", "created_at": "2023-01-01T00:00:00Z", "additional_metadata": {"lb_id": "lb-12345", "pool_id": "p-1"}}},
             "version": "1.0", "last_saved": 1712345679.1}"#;
-        let (state, notes) = decode_snapshot(old).unwrap();
+        let (state, notes) = decode_snapshot(old.to_vec()).unwrap();
         assert_eq!(notes.len(), 1);
         assert_eq!(state.get("lb-12345").unwrap().key, "192.168.1.100");
         assert_eq!(state.get("lb-12345").unwrap().created_at, "2024-04-05T19:34:38Z");
@@ -467,10 +648,197 @@ mod tests {
     }
 
     #[test]
+    fn bytewise_orders_as_str_does() {
+        let words = ["", "a", "ab", "abcdefgh", "abcdefgh0", "abcdefgi", "abcdefgh01234567", "abcdefgh01234568", "b", "00000004-0000-4000-8000-000000000001"];
+        for a in words {
+            for b in words {
+                assert_eq!(bytewise(a, b), a.cmp(b), "{a:?} vs {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn strings_that_need_escaping_are_escaped() {
+        let mut out = Vec::new();
+        json_string(&mut out, "a\"b\\c\n");
+        json_string(&mut out, "10.0.0.1:80/tcp");
+        assert_eq!(String::from_utf8(out).unwrap(), r#""a\"b\\c\n""10.0.0.1:80/tcp""#);
+    }
+
+    #[test]
     fn journal_records_round_trip() {
         let put = Change::Put { id: "lb-1".into(), entry: lb("lb-1", "fd00::1") };
-        assert_eq!(decode_change(&encode_change(&put)).unwrap(), put);
+        assert_eq!(decode_change(encode_change(&put)).unwrap(), put);
         let rm = Change::Remove { id: "lb-1".into() };
-        assert_eq!(decode_change(&encode_change(&rm)).unwrap(), rm);
+        assert_eq!(decode_change(encode_change(&rm)).unwrap(), rm);
+    }
+
+    /// A policy's storage in memory, and LoxiLB answering success.
+    #[derive(Default)]
+    struct Disk {
+        snapshot: Option<Vec<u8>>,
+        journal: Vec<Vec<u8>>,
+    }
+
+    impl crate::caps::Caps for Disk {
+        fn request(&mut self, method: &str, _: &str, _: Option<&str>) -> Result<crate::caps::HttpResponse, String> {
+            let body = if method == "GET" { r#"{"lbAttr":[]}"# } else { r#"{"result":"Success"}"# };
+            Ok(crate::caps::HttpResponse { status: 200, body: body.into() })
+        }
+        fn read_snapshot(&mut self) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.snapshot.clone())
+        }
+        fn write_snapshot(&mut self, data: &[u8]) -> Result<(), String> {
+            self.snapshot = Some(data.to_vec());
+            self.journal.clear();
+            Ok(())
+        }
+        fn append_journal(&mut self, record: &[u8]) -> Result<(), String> {
+            self.journal.push(record.to_vec());
+            Ok(())
+        }
+        fn replay_journal(&mut self) -> Result<Vec<Vec<u8>>, String> {
+            Ok(self.journal.clone())
+        }
+        fn journal_length(&mut self) -> u32 {
+            self.journal.len() as u32
+        }
+        fn log(&mut self, _: crate::caps::Level, _: &str) {}
+        fn now_ms(&mut self) -> u64 {
+            1_764_000_000_000
+        }
+    }
+
+    /// A TCP load balancer with a listener, a pool of two members and a health monitor.
+    fn tree_operation() -> crate::octavia::Operation {
+        let member = |n: u32| {
+            serde_json::json!({"id": format!("m{n}"), "pool_id": "p", "address": format!("10.0.1.{n}"), "protocol_port": 8080, "weight": n,
+                "admin_state_up": true, "backup": false, "monitor_address": null, "monitor_port": null})
+        };
+        serde_json::from_value(serde_json::json!({"LoadbalancerCreate": {
+            "id": "lb", "name": "web", "vip_address": "10.0.0.1", "additional_vips": [], "admin_state_up": true, "flavor": [],
+            "listeners": [{"id": "l", "loadbalancer_id": "lb", "protocol": "TCP", "protocol_port": 80, "default_pool_id": "p",
+                "admin_state_up": true, "connection_limit": null, "timeout_client_data": 50000, "timeout_member_connect": null,
+                "timeout_member_data": null, "allowed_cidrs": [], "insert_headers": [], "default_tls_container_ref": null,
+                "sni_container_refs": [], "client_authentication": null, "l7policies": []}],
+            "pools": [{"id": "p", "loadbalancer_id": "lb", "listener_id": "l", "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN",
+                "session_persistence": null, "tls_enabled": false, "admin_state_up": true,
+                "healthmonitor": {"id": "hm", "pool_id": "p", "kind": "TCP", "delay": 5, "timeout": 3, "max_retries": 2, "max_retries_down": 3,
+                    "http_method": null, "url_path": null, "expected_codes": null, "http_version": null, "domain_name": null, "admin_state_up": true},
+                "members": [member(1), member(2)]}]
+        }}))
+        .expect("operation")
+    }
+
+    /// A policy that has created the tree, and the disk it wrote to.
+    fn populated() -> (crate::execute::Policy, Disk) {
+        let mut policy = crate::execute::Policy::new(crate::translate::Config::default());
+        let mut disk = Disk::default();
+        let handled = policy.handle(&mut disk, &tree_operation());
+        assert!(handled.error.is_none(), "{:?}", handled.error.map(|e| crate::execute::describe(&e)));
+        assert_eq!(policy.state.len(), 6);
+        (policy, disk)
+    }
+
+    fn same_state(a: &State, b: &State) {
+        let mut ids: Vec<&String> = a.entries.keys().collect();
+        ids.sort();
+        let mut other: Vec<&String> = b.entries.keys().collect();
+        other.sort();
+        assert_eq!(ids, other);
+        for id in ids {
+            assert_eq!(a.get(id), b.get(id), "{id}");
+        }
+        assert_eq!(a.reverse, b.reverse);
+        assert_eq!(a.children, b.children);
+    }
+
+    #[test]
+    fn a_written_snapshot_loads_without_decoding_objects_and_writes_back_byte_for_byte() {
+        let (policy, _) = populated();
+        let bytes = encode_snapshot(&policy.state, "2026-11-25T00:00:00Z");
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains(r#""p": {"resource_type":"pool","parent":"lb","external_ip":"10.0.0.1""#), "{text}");
+        let (loaded, notes) = decode_snapshot(bytes.clone()).unwrap();
+        assert!(notes.is_empty());
+        assert!(loaded.entries.values().all(|e| e.stored_metadata().is_some() && !e.is_decoded()), "every object left undecoded");
+        assert_eq!(loaded.children.get("p").map(|c| c.len()), Some(3), "members and monitor indexed from `parent` alone");
+        assert_eq!(encode_snapshot(&loaded, "2026-11-25T00:00:00Z"), bytes, "untouched entries are copied back as read");
+        same_state(&policy.state, &loaded);
+        assert!(loaded.entries.values().all(Entry::is_decoded));
+        assert!(loaded.problems().is_empty(), "{:?}", loaded.problems());
+    }
+
+    #[test]
+    fn journal_records_replay_lazily_and_earlier_record_shapes_still_replay() {
+        let (mut policy, mut disk) = populated();
+        policy.snapshot(&mut disk);
+        let update: crate::octavia::Operation = serde_json::from_value(serde_json::json!({"MemberUpdate": {"id": "m2", "pool_id": "p",
+            "address": "10.0.1.2", "protocol_port": 8080, "weight": 7, "admin_state_up": true, "backup": false, "monitor_address": null, "monitor_port": null}}))
+        .unwrap();
+        assert!(policy.handle(&mut disk, &update).error.is_none());
+        assert_eq!(disk.journal.len(), 2, "the member and its listener's programmed rule");
+        assert!(policy.state.get("m2").unwrap().stored_metadata().is_some(), "a journaled entry keeps its encoding for the next compaction");
+
+        let change = decode_change(disk.journal[0].clone()).unwrap();
+        let Change::Put { entry, .. } = &change else { panic!("a put") };
+        assert!(!entry.is_decoded());
+        let mut reloaded = crate::execute::Policy::new(crate::translate::Config::default());
+        reloaded.load(&mut disk).unwrap();
+        same_state(&policy.state, &reloaded.state);
+
+        // As the first releases journaled a put: the entry's fields and object inline.
+        let e = policy.state.get("m2").unwrap();
+        let legacy = serde_json::json!({"put": {"id": "m2", "entry": {"key": e.key, "external_ip": e.external_ip, "port": e.port,
+            "protocol": e.protocol, "created_at": e.created_at, "object": e.object()}}});
+        assert_eq!(decode_change(serde_json::to_vec(&legacy).unwrap()).unwrap(), Change::Put { id: "m2".into(), entry: e.clone() });
+    }
+
+    #[test]
+    fn lines_without_parent_decode_whole_and_gain_it_when_written() {
+        let (policy, _) = populated();
+        let text = String::from_utf8(encode_snapshot(&policy.state, "t")).unwrap();
+        // As snapshots were written before `parent` existed.
+        let older = text.replace(r#""parent":"p","#, "").replace(r#""parent":"lb","#, "");
+        assert!(!older.contains("\"parent\""));
+        let (loaded, _) = decode_snapshot(older.into_bytes()).unwrap();
+        assert!(loaded.get("m1").unwrap().is_decoded(), "a member line without its parent is decoded whole");
+        assert!(!loaded.get("lb").unwrap().is_decoded(), "a load balancer has no parent to miss");
+        same_state(&policy.state, &loaded);
+        assert_eq!(String::from_utf8(encode_snapshot(&loaded, "t")).unwrap(), text);
+    }
+
+    #[test]
+    fn an_undecodable_object_is_reported_by_validation_not_fatal_to_the_load() {
+        let (policy, _) = populated();
+        let text = String::from_utf8(encode_snapshot(&policy.state, "t")).unwrap();
+        let damaged = text.replace(r#""weight":2"#, r#""weight":"heavy""#);
+        assert_ne!(damaged, text);
+        let (loaded, _) = decode_snapshot(damaged.into_bytes()).unwrap();
+        assert!(loaded.get("m2").unwrap().try_object().unwrap_err().contains("invalid type"));
+        let problems = loaded.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("m2: metadata cannot be decoded"), "{problems:?}");
+        // Metadata that names another type or parent than its object is caught on decoding too.
+        let moved = text.replace(r#""m1": {"resource_type":"member","parent":"p""#, r#""m1": {"resource_type":"member","parent":"lb""#);
+        let (loaded, _) = decode_snapshot(moved.into_bytes()).unwrap();
+        assert!(loaded.get("m1").unwrap().try_object().unwrap_err().contains("its metadata says a member under Some(\"lb\")"));
+    }
+
+    #[test]
+    fn repeated_or_unordered_ids_take_the_general_path() {
+        let (policy, _) = populated();
+        let text = String::from_utf8(encode_snapshot(&policy.state, "t")).unwrap();
+        // Swap two lines of octavia_to_loxilb: still valid JSON, no longer in id order.
+        let lines: Vec<&str> = text.lines().collect();
+        let first = lines.iter().position(|l| l.starts_with("    \"hm\": ")).unwrap();
+        let mut swapped: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        swapped.swap(first, first + 1);
+        let (a, b) = (swapped[first].trim_end_matches(',').to_string(), swapped[first + 1].trim_end_matches(',').to_string());
+        swapped[first] = format!("{a},");
+        swapped[first + 1] = format!("{b},");
+        let (loaded, _) = decode_snapshot(swapped.join("\n").into_bytes()).unwrap();
+        assert!(loaded.entries.values().all(Entry::is_decoded), "read by the general path");
+        same_state(&policy.state, &loaded);
     }
 }
