@@ -68,6 +68,8 @@ impl<D: Definition> Guest for Component<D> {
     }
 
     fn init(settings: Settings) -> Result<RecoveryReport, PolicyError> {
+        // A panic aborts the instance (the host re-instantiates it); its message would be lost with it.
+        std::panic::set_hook(Box::new(|info| crate::caps::Caps::log(&mut Wasm, crate::caps::Level::Error, &format!("policy panicked: {info}"))));
         let nat_mode = nat_mode_from_name(&settings.nat_mode).map_err(PolicyError::Invalid)?;
         POLICY.with_borrow_mut(|p| {
             p.config = Config { nat_mode, remove_orphans: settings.remove_orphans, profile: D::profile() };

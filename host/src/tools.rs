@@ -23,10 +23,14 @@ impl LoxiTransport for NoLoxi {
     }
 }
 
-fn mappings(config: &Config) -> Result<Vec<MappingEntry>> {
+/// A sandbox over a copy of the mapping, with LoxiLB out of reach.
+fn read_only_sandbox(config: &Config) -> Result<crate::runtime::instance::Sandbox> {
     let storage: Arc<dyn MappingStore> = Arc::new(read_copy(&config.mapping_storage_path).map_err(anyhow::Error::msg)?);
-    let mut sandbox = crate::app::sandbox(config, Arc::new(NoLoxi), storage)?;
-    sandbox.mappings().map_err(|e| anyhow::anyhow!("{e}"))
+    crate::app::sandbox(config, Arc::new(NoLoxi), storage)
+}
+
+fn mappings(config: &Config) -> Result<Vec<MappingEntry>> {
+    read_only_sandbox(config)?.mappings().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 pub fn show_mappings(config: &Config, json: bool) -> Result<()> {
@@ -119,7 +123,12 @@ pub fn validate_mappings(config: &Config) -> Result<()> {
         Some(bytes) => Some(serde_json::from_slice::<Value>(&bytes)?),
         None => None,
     };
-    let problems = problems(&entries, snapshot.as_ref());
+    let mut problems = problems(&entries, snapshot.as_ref());
+    // The policy decodes the Octavia objects stored with each mapping only when it needs them; rendering
+    // every rule needs nearly all of them. An object it cannot decode stops it (the log names the entry).
+    if let Err(e) = read_only_sandbox(config)?.desired_rules() {
+        problems.push(format!("the policy cannot render the mapping's rules ({e}); its log above names the entry it could not decode"));
+    }
     for p in &problems {
         println!("problem: {p}");
     }

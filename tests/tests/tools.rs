@@ -124,3 +124,54 @@ fn operating_status_follows_loxilb_and_statistics_cover_programmed_listeners() {
     assert_eq!(lost["loadbalancers"], json!([{"id": LB, "operating_status": "DEGRADED"}]));
     assert!(sandbox.statistics().unwrap().unwrap().is_empty());
 }
+
+#[test]
+fn an_undecodable_stored_object_fails_validation_and_only_the_operations_that_need_it() {
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let dir = tempdir("undecodable");
+    let config = config(&sim, &dir);
+    create_lb(&config);
+
+    // The same mapping in a new store, the member's stored object damaged behind a valid CRC (as a
+    // policy bug or a hand edit would leave it): the load does not decode it, so it still succeeds.
+    let copy = read_copy(&config.mapping_storage_path).unwrap();
+    let damaged = Config { mapping_storage_path: dir.join("damaged.json"), ..config.clone() };
+    let store = Arc::new(FileStore::open(&damaged.mapping_storage_path).unwrap());
+    if let Some(snapshot) = copy.read_snapshot().unwrap() {
+        store.write_snapshot(&snapshot).unwrap();
+    }
+    let mut hits = 0;
+    for record in copy.replay().unwrap() {
+        let text = String::from_utf8(record).unwrap();
+        let text = if text.starts_with(r#"{"put":{"id":"m1","#) {
+            hits += 1;
+            text.replace(r#""weight":1"#, r#""weight":"heavy""#)
+        } else {
+            text
+        };
+        store.append(text.as_bytes()).unwrap();
+    }
+    store.sync().unwrap();
+    assert_eq!(hits, 1, "the member was journaled once");
+
+    let (result, log) = capture_logs(|| host::tools::validate_mappings(&damaged));
+    let err = result.expect_err("an undecodable object is a problem");
+    assert!(err.to_string().contains("1 problems"), "{err:#}");
+    assert!(log.contains("policy panicked") && log.contains("cannot be decoded") && log.contains("invalid type"), "{log}");
+
+    // An operation that needs the member's stored object (a second member re-renders the rule with the
+    // first) fails alone; the policy is re-instantiated and serves the rest.
+    let mut sandbox = sandbox_with(&default_policy(), Arc::new(RecordingLoxi::default()), store.clone());
+    let second = op("member_create", json!({"member": member("m2", P1, "10.30.1.2", 80, 1)}));
+    assert!(sandbox.handle(&second).is_err(), "the operation that needs the damaged object traps");
+    let other = loadbalancer("dddddddd-0000-4000-8000-000000000001", "10.31.0.10", vec![]);
+    let outcome = sandbox.handle(&op("loadbalancer_create", json!({"loadbalancer": other}))).unwrap();
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    // An update that carries the whole member replaces the damaged entry, and the mapping validates again.
+    let update = op("member_update", json!({"old_member": member("m1", P1, "10.30.1.1", 80, 1), "new_member": {"member_id": "m1", "weight": 3}}));
+    assert!(sandbox.handle(&update).unwrap().error.is_none());
+    store.sync().unwrap();
+    drop(sandbox);
+    host::tools::validate_mappings(&damaged).expect("repaired");
+    let _ = std::fs::remove_dir_all(dir);
+}
