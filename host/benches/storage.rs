@@ -307,6 +307,9 @@ struct Loaded {
     replay: Duration,
     mappings: u32,
     journal: u32,
+    /// The first `desired-rules` after the load: it renders every listener, decoding nearly every object
+    /// the load left undecoded (what the first reconciliation or health poll pays).
+    first_render: Duration,
 }
 
 fn load(policy: &Arc<host::runtime::LoadedPolicy>, path: &Path) -> Loaded {
@@ -316,8 +319,11 @@ fn load(policy: &Arc<host::runtime::LoadedPolicy>, path: &Path) -> Loaded {
     let journal = store.journal_length();
     let probe = Probe::new(store);
     let t = Instant::now();
-    let sandbox = start(policy, &probe);
+    let mut sandbox = start(policy, &probe);
     let total = open + t.elapsed();
+    let t = Instant::now();
+    sandbox.desired_rules().expect("rules render");
+    let first_render = t.elapsed();
     Loaded {
         total,
         open,
@@ -325,12 +331,13 @@ fn load(policy: &Arc<host::runtime::LoadedPolicy>, path: &Path) -> Loaded {
         replay: Duration::from_nanos(probe.replay_ns.load(Ordering::Relaxed)),
         mappings: sandbox.last_init.as_ref().map_or(0, |r| r.loaded),
         journal,
+        first_render,
     }
 }
 
 fn report_load(label: &str, l: &Loaded) {
     println!(
-        "  load {label}: {:.1} ms for {} mappings + {} journal records (open {:.1} ms, host read+verify snapshot {:.1} ms, host read journal {:.1} ms, guest instantiate+parse {:.1} ms)",
+        "  load {label}: {:.1} ms for {} mappings + {} journal records (open {:.1} ms, host read+verify snapshot {:.1} ms, host read journal {:.1} ms, guest instantiate+parse {:.1} ms); then the first desired-rules {:.1} ms",
         l.total.as_secs_f64() * 1e3,
         l.mappings,
         l.journal,
@@ -338,11 +345,27 @@ fn report_load(label: &str, l: &Loaded) {
         l.read.as_secs_f64() * 1e3,
         l.replay.as_secs_f64() * 1e3,
         (l.total - l.open - l.read - l.replay).as_secs_f64() * 1e3,
+        l.first_render.as_secs_f64() * 1e3,
     );
 }
 
+/// Journal records between two compactions at `n` mappings, as the policy decides.
+fn compaction_period(n: usize) -> usize {
+    (1..).find(|&r| guest::execute::compaction_due(r, n)).unwrap() as usize - 1
+}
+
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    // `-- --load PATH`: only time loads of an existing store (a copy of an operator's, or one kept by
+    // LOXILB_BENCH_KEEP=1).
+    if let Some(path) = args.iter().position(|a| a == "--load").and_then(|i| args.get(i + 1)) {
+        let policy = policy();
+        for _ in 0..5 {
+            report_load(path, &load(&policy, Path::new(path)));
+        }
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
     let sizes: &[usize] = if quick { &[1_000, 10_000] } else { &[1_000, 10_000, 100_000] };
     let policy = policy();
     let probe_dir = bench_dir("disk");
@@ -380,13 +403,13 @@ fn main() {
             compaction.as_secs_f64() * 1e3,
             host_part.as_secs_f64() * 1e3,
             (compaction - host_part).as_secs_f64() * 1e3,
-            4096.max(n)
+            compaction_period(n)
         );
 
         // Right after that compaction the journal is empty, so a window of one compaction period (in
         // operations) ends with exactly one compaction: its cost is amortized as it is in service.
         let records_per_op = 2;
-        let period = 4096.max(n) / records_per_op + 1;
+        let period = compaction_period(n) / records_per_op + 1;
         let mut from = 1;
         let floor_ops = period.min(2_000);
         let f = undurable(&mut sandbox, trees, from, floor_ops);
