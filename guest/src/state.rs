@@ -152,9 +152,9 @@ impl Entry {
     }
 
     /// The Octavia object. Stored bytes were checked by the host (checksum or per-record CRC) and
-    /// written by this format's encoder, so they decode; if they do not, the failure is a damaged or
-    /// hand-edited file and the operation that needed the entry fails loudly (`validate-mappings`
-    /// names such entries through `try_object`).
+    /// written by this format's encoder, so they decode; if they do not, the file was damaged or edited
+    /// by hand, and the operation that needed the entry fails loudly: the panic message, logged by the
+    /// component's panic hook, names the key (`validate-mappings` renders every rule to find them).
     pub fn object(&self) -> &Object {
         self.try_object().unwrap_or_else(|e| panic!("mapping entry with key {} cannot be decoded: {e}", self.key))
     }
