@@ -502,6 +502,8 @@ pub fn journal_change(mut change: Change) -> (Arc<Vec<u8>>, Change) {
 }
 
 /// Journal records as earlier versions of this policy wrote them (the entry's fields and object inline).
+/// Decoded one at a time and taken apart at once, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum RecordIn {
