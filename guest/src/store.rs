@@ -501,8 +501,8 @@ pub fn journal_change(mut change: Change) -> (Arc<Vec<u8>>, Change) {
     (record, change)
 }
 
-/// Journal records as earlier versions of this policy wrote them (the entry's fields and object inline).
-/// Decoded one at a time and taken apart at once, so the variants' sizes do not matter.
+/// A journal record of either shape: this version's (`key` and `metadata`) when the fast path could not
+/// read it, or earlier versions' (the entry's fields and object inline, under `entry`). Decoded one at a time and taken apart at once, so the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Deserialize)]
 #[serde(rename_all = "lowercase")]
