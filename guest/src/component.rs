@@ -154,6 +154,70 @@ macro_rules! export_policy {
     };
 }
 
+/// Inside `impl Guest for MyPolicy`, implements the named exports by calling another policy's, for a
+/// policy (or test fixture) that changes only a few: `delegate_exports!(Component<L4Fullnat>: init, mappings);`.
+#[macro_export]
+macro_rules! delegate_exports {
+    ($to:ty: $($export:ident),+ $(,)?) => {
+        $($crate::delegate_exports!(@one $to, $export);)+
+    };
+    (@one $to:ty, info) => {
+        fn info() -> $crate::policy_types::PolicyInfo {
+            <$to as $crate::policy::Guest>::info()
+        }
+    };
+    (@one $to:ty, init) => {
+        fn init(settings: $crate::policy_types::Settings) -> Result<$crate::policy_types::RecoveryReport, $crate::policy_types::PolicyError> {
+            <$to as $crate::policy::Guest>::init(settings)
+        }
+    };
+    (@one $to:ty, validate) => {
+        fn validate(op: $crate::octavia::Operation) -> Result<(), $crate::policy_types::PolicyError> {
+            <$to as $crate::policy::Guest>::validate(op)
+        }
+    };
+    (@one $to:ty, translate) => {
+        fn translate(op: $crate::octavia::Operation) -> Result<$crate::policy_types::Plan, $crate::policy_types::PolicyError> {
+            <$to as $crate::policy::Guest>::translate(op)
+        }
+    };
+    (@one $to:ty, handle) => {
+        fn handle(op: $crate::octavia::Operation) -> $crate::policy_types::Outcome {
+            <$to as $crate::policy::Guest>::handle(op)
+        }
+    };
+    (@one $to:ty, recover) => {
+        fn recover(mode: $crate::policy_types::RecoveryMode) -> Result<$crate::policy_types::RecoveryReport, $crate::policy_types::PolicyError> {
+            <$to as $crate::policy::Guest>::recover(mode)
+        }
+    };
+    (@one $to:ty, reconcile) => {
+        fn reconcile() -> Result<$crate::policy_types::ReconcileReport, $crate::policy_types::PolicyError> {
+            <$to as $crate::policy::Guest>::reconcile()
+        }
+    };
+    (@one $to:ty, health) => {
+        fn health() -> Result<Vec<$crate::octavia::ObjectStatus>, $crate::policy_types::PolicyError> {
+            <$to as $crate::policy::Guest>::health()
+        }
+    };
+    (@one $to:ty, statistics) => {
+        fn statistics() -> Result<Vec<$crate::policy_types::ListenerStats>, $crate::policy_types::PolicyError> {
+            <$to as $crate::policy::Guest>::statistics()
+        }
+    };
+    (@one $to:ty, desired_rules) => {
+        fn desired_rules() -> Vec<$crate::loxilb_types::LbRule> {
+            <$to as $crate::policy::Guest>::desired_rules()
+        }
+    };
+    (@one $to:ty, mappings) => {
+        fn mappings() -> Vec<$crate::mapping::MappingEntry> {
+            <$to as $crate::policy::Guest>::mappings()
+        }
+    };
+}
+
 /// The default policy: L4 rules in the configured NAT mode.
 pub struct L4Fullnat;
 
