@@ -456,13 +456,8 @@ fn migrate_v1_0(keys: HashMap<String, String>, metadata: HashMap<String, Metadat
     migrated
 }
 
-/// A journal record: `{"put":{"id":…,"key":…,"metadata":{…}}}` (the metadata as in the snapshot) or
-/// `{"remove":{"id":…}}`.
-pub fn encode_change(change: &Change) -> Vec<u8> {
-    encode_record(change).0
-}
-
-/// The record, and where a put's metadata sits in it.
+/// A journal record, `{"put":{"id":…,"key":…,"metadata":{…}}}` (the metadata as in the snapshot) or
+/// `{"remove":{"id":…}}`, and where a put's metadata sits in it.
 fn encode_record(change: &Change) -> (Vec<u8>, Option<Range<usize>>) {
     let mut out = Vec::with_capacity(1024);
     match change {
@@ -532,7 +527,7 @@ struct EntryV1_1 {
 }
 
 pub fn decode_change(bytes: Vec<u8>) -> Result<Change, String> {
-    // The record as `encode_change` writes it: the object stays undecoded until used.
+    // The record as `journal_change` writes it: the object stays undecoded until used.
     let bytes = Arc::new(bytes);
     let fast = || -> Option<(String, String, Range<usize>)> {
         let at = expect(&bytes, 0, br#"{"put":{"id":""#)?;
@@ -670,9 +665,9 @@ mod tests {
     #[test]
     fn journal_records_round_trip() {
         let put = Change::Put { id: "lb-1".into(), entry: lb("lb-1", "fd00::1") };
-        assert_eq!(decode_change(encode_change(&put)).unwrap(), put);
+        assert_eq!(decode_change(journal_change(put.clone()).0.to_vec()).unwrap(), put);
         let rm = Change::Remove { id: "lb-1".into() };
-        assert_eq!(decode_change(encode_change(&rm)).unwrap(), rm);
+        assert_eq!(decode_change(journal_change(rm.clone()).0.to_vec()).unwrap(), rm);
     }
 
     /// A policy's storage in memory, and LoxiLB answering success.

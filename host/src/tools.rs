@@ -117,16 +117,16 @@ pub fn key_parses(resource_type: &str, key: &str) -> bool {
 }
 
 pub fn validate_mappings(config: &Config) -> Result<()> {
-    let entries = mappings(config)?;
-    let copy = read_copy(&config.mapping_storage_path).map_err(anyhow::Error::msg)?;
-    let snapshot = match copy.read_snapshot().map_err(anyhow::Error::msg)? {
+    let mut sandbox = read_only_sandbox(config)?;
+    let entries = sandbox.mappings().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let snapshot = match sandbox.storage().read_snapshot().map_err(anyhow::Error::msg)? {
         Some(bytes) => Some(serde_json::from_slice::<Value>(&bytes)?),
         None => None,
     };
     let mut problems = problems(&entries, snapshot.as_ref());
     // The policy decodes the Octavia objects stored with each mapping only when it needs them; rendering
     // every rule needs nearly all of them. An object it cannot decode stops it (the log names the entry).
-    if let Err(e) = read_only_sandbox(config)?.desired_rules() {
+    if let Err(e) = sandbox.desired_rules() {
         problems.push(format!("the policy cannot render the mapping's rules ({e}); its log above names the entry it could not decode"));
     }
     for p in &problems {
