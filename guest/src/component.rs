@@ -138,7 +138,7 @@ impl<D: Definition> Guest for Component<D> {
 
     fn mappings() -> Vec<MappingEntry> {
         POLICY.with_borrow(|p| {
-            let mut out: Vec<MappingEntry> = p.state.entries.iter().map(|(id, e)| mapping_entry(id, e)).collect();
+            let mut out: Vec<MappingEntry> = p.state.iter().map(|(id, e)| mapping_entry(id, e)).collect();
             out.sort_by(|a, b| a.octavia_id.cmp(&b.octavia_id));
             out
         })

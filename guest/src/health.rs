@@ -68,12 +68,12 @@ impl Policy {
         let state = &self.state;
         let status = |kind, id: &str, s| ObjectStatus { kind, id: id.to_string(), provisioning: None, operating: Some(s) };
         let mut out = Vec::new();
-        let mut lbs: Vec<&String> = state.entries.iter().filter(|(_, e)| matches!(e.object(), Object::Loadbalancer(_))).map(|(id, _)| id).collect();
+        let mut lbs: Vec<&str> = state.iter().filter(|(_, e)| matches!(e.object(), Object::Loadbalancer(_))).map(|(id, _)| id).collect();
         lbs.sort();
         for lb_id in lbs {
             let Some(Object::Loadbalancer(lb)) = state.get(lb_id).map(|e| e.object()) else { continue };
             let mut listener_statuses = Vec::new();
-            for child in state.children.get(lb_id).into_iter().flatten() {
+            for child in state.children(lb_id) {
                 let Some(Object::Listener(ls)) = state.get(child).map(|e| e.object()) else { continue };
                 let listener = &ls.listener;
                 let seen = ls.programmed.as_ref().and_then(|p| observed.get(&key_of(&p.rule)));
@@ -83,7 +83,7 @@ impl Policy {
                 });
                 let mut pool_status = None;
                 if let Some(pool) = pool {
-                    let kids: Vec<&Object> = state.children.get(&pool.id).into_iter().flatten().filter_map(|id| state.get(id).map(|e| e.object())).collect();
+                    let kids: Vec<&Object> = state.children(&pool.id).into_iter().filter_map(|id| state.get(id).map(|e| e.object())).collect();
                     let monitored = kids.iter().any(|o| matches!(o, Object::Healthmonitor(h) if h.admin_state_up));
                     let mut member_statuses = Vec::new();
                     for kid in &kids {
@@ -141,13 +141,13 @@ impl Policy {
     pub fn statistics(&self, caps: &mut dyn Caps) -> Result<Vec<ListenerStats>, PolicyError> {
         let observed = self.observed(caps)?;
         let mut out = Vec::new();
-        let mut ids: Vec<&String> = self.state.entries.keys().collect();
+        let mut ids: Vec<&str> = self.state.iter().map(|(id, _)| id).collect();
         ids.sort();
         for id in ids {
             let Some(Object::Listener(ls)) = self.state.get(id).map(|e| e.object()) else { continue };
             let Some((_, eps)) = ls.programmed.as_ref().and_then(|p| observed.get(&key_of(&p.rule))) else { continue };
             out.push(ListenerStats {
-                listener_id: id.clone(),
+                listener_id: id.to_string(),
                 active_connections: 0,
                 bytes_in: eps.iter().map(|e| e.4).sum(),
                 bytes_out: 0,

@@ -75,13 +75,8 @@ impl<'a> Overlay<'a> {
     /// Ids whose parent is `parent`, in id order. The state's set is already ordered; only the few
     /// children this operation put need sorting in.
     fn children(&self, parent: &str) -> Vec<&str> {
-        let base = self.state.children.get(parent);
-        let mut ids: Vec<&str> = Vec::with_capacity(base.map_or(0, |b| b.len()) + 1);
-        for id in base.into_iter().flatten() {
-            if !self.changed.contains_key(id.as_str()) {
-                ids.push(id);
-            }
-        }
+        let mut ids = self.state.children(parent);
+        ids.retain(|id| !self.changed.contains_key(*id));
         let before = ids.len();
         for (id, entry) in &self.changed {
             if entry.as_ref().and_then(|e| e.parent()) == Some(parent) {
@@ -96,11 +91,11 @@ impl<'a> Overlay<'a> {
 
     /// The id owning `key` after the operation, if any.
     fn owner_of(&self, key: &str) -> Option<String> {
-        [self.keys.get(key), self.state.reverse.get(key)]
+        [self.keys.get(key).map(String::as_str), self.state.owner(key)]
             .into_iter()
             .flatten()
             .find(|id| self.get(id).is_some_and(|e| e.key == key))
-            .cloned()
+            .map(str::to_string)
     }
 
     /// Records the rule now programmed for a listener, without recomputing its key.
@@ -697,7 +692,7 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
             for m in &p.members {
                 push_deleted(&mut st, K::Member, &m.id, &mut seen);
             }
-            for id in ov.state.children.get(&p.id).into_iter().flatten() {
+            for id in ov.state.children(&p.id) {
                 if let Some(Object::Member(_)) = ov.state.get(id).map(|e| e.object()) {
                     push_deleted(&mut st, K::Member, id, &mut seen);
                 }
@@ -738,8 +733,8 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
                 st.object(K::Member, &m.id, Active, Some(member_operating(m, monitored)));
             }
             let listed: BTreeSet<&str> = batch.members.iter().map(|m| m.id.as_str()).collect();
-            for id in ov.state.children.get(&batch.pool_id).into_iter().flatten() {
-                if matches!(ov.state.get(id).map(|e| e.object()), Some(Object::Member(_))) && !listed.contains(id.as_str()) {
+            for id in ov.state.children(&batch.pool_id) {
+                if matches!(ov.state.get(id).map(|e| e.object()), Some(Object::Member(_))) && !listed.contains(id) {
                     st.object(K::Member, id, Deleted, Some(OperatingStatus::Offline));
                 }
             }
@@ -796,18 +791,17 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
 
 fn state_monitor(state: &State, pool_id: &str) -> Option<String> {
     state
-        .children
-        .get(pool_id)?
-        .iter()
+        .children(pool_id)
+        .into_iter()
         .find(|id| matches!(state.get(id).map(|e| e.object()), Some(Object::Healthmonitor(_))))
-        .cloned()
+        .map(str::to_string)
 }
 
 fn descendants(state: &State, id: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for child in state.children.get(id).into_iter().flatten() {
+    for child in state.children(id) {
         out.extend(descendants(state, child));
-        out.push(child.clone());
+        out.push(child.to_string());
     }
     out
 }

@@ -275,7 +275,7 @@ impl Policy {
                         "{id}: mapping has key {}, LoxiLB rule {} says {}",
                         existing.key, rule.service.name, entry.key
                     )),
-                    None => match self.state.reverse.get(&entry.key).or_else(|| staged.reverse.get(&entry.key)) {
+                    None => match self.state.owner(&entry.key).or_else(|| staged.owner(&entry.key)) {
                         Some(owner) => report.conflicts.push(format!("{}: LoxiLB says {id}, mapping says {owner}", entry.key)),
                         None => {
                             staged.put(id.clone(), entry.clone());
@@ -305,9 +305,8 @@ impl Policy {
 
     /// The rule every listener in the mapping should have now.
     pub fn desired(&self) -> Vec<(String, Option<Rendered>)> {
-        let mut listeners: Vec<&String> = self
+        let mut listeners: Vec<&str> = self
             .state
-            .entries
             .iter()
             .filter(|(_, e)| matches!(e.object(), Object::Listener(_)))
             .map(|(id, _)| id)
@@ -315,7 +314,7 @@ impl Policy {
         listeners.sort();
         listeners
             .into_iter()
-            .map(|id| (id.clone(), plan::render_listener(&self.state, id, &self.config).unwrap_or(None)))
+            .map(|id| (id.to_string(), plan::render_listener(&self.state, id, &self.config).unwrap_or(None)))
             .collect()
     }
 
@@ -393,7 +392,7 @@ impl Policy {
 /// Summary of mapping entries by type (for logs and tools).
 pub fn census(state: &State) -> BTreeMap<&'static str, usize> {
     let mut out = BTreeMap::new();
-    for e in state.entries.values() {
+    for (_, e) in state.iter() {
         *out.entry(e.resource_type().as_str()).or_default() += 1;
     }
     out

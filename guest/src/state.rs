@@ -216,11 +216,11 @@ pub type Map<K, V> = HashMap<K, V, BuildHasherDefault<rustc_hash::FxHasher>>;
 #[derive(Default, Clone, Debug)]
 pub struct State {
     /// Octavia id → entry (the seed's `octavia_to_loxilb` and `resource_metadata`).
-    pub entries: Map<String, Entry>,
+    entries: Map<String, Entry>,
     /// LoxiLB key → Octavia id (the seed's `loxilb_to_octavia`).
-    pub reverse: Map<String, String>,
+    reverse: Map<String, String>,
     /// Parent id → child ids, ordered so rules render deterministically.
-    pub children: Map<String, BTreeSet<String>>,
+    children: Map<String, BTreeSet<String>>,
 }
 
 /// One change to the mapping (journaled as `store` encodes it).
@@ -235,12 +235,38 @@ impl State {
         self.entries.get(id)
     }
 
+    /// The id whose key `key` is (the seed's `loxilb_to_octavia`).
+    pub fn owner(&self, key: &str) -> Option<&str> {
+        self.reverse.get(key).map(String::as_str)
+    }
+
+    /// The ids whose parent is `parent`, in id order.
+    pub fn children(&self, parent: &str) -> Vec<&str> {
+        self.children.get(parent).into_iter().flatten().map(String::as_str).collect()
+    }
+
+    /// Every entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
+        self.entries.iter().map(|(id, e)| (id.as_str(), e))
+    }
+
+    /// Every `loxilb_to_octavia` pair, in no particular order.
+    pub fn keys(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.reverse.iter().map(|(k, id)| (k.as_str(), id.as_str()))
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Room for `n` more entries (a load knows how many it will add).
+    pub fn reserve(&mut self, n: usize) {
+        self.entries.reserve(n);
+        self.reverse.reserve(n);
     }
 
     pub fn apply(&mut self, change: Change) {

@@ -128,9 +128,9 @@ fn write_map<T>(out: &mut Vec<u8>, name: &str, items: &[T], mut item: impl FnMut
 /// own, compact inside: `grep <id>` shows a whole mapping, and a load finds mappings by line (see
 /// `decode_lined`).
 pub fn encode_snapshot(state: &State, now: &str) -> Vec<u8> {
-    let mut by_id: Vec<(&str, &Entry)> = state.entries.iter().map(|(id, e)| (id.as_str(), e)).collect();
+    let mut by_id: Vec<(&str, &Entry)> = state.iter().collect();
     by_id.sort_unstable_by(|a, b| bytewise(a.0, b.0));
-    let mut by_key: Vec<(&str, &str)> = state.reverse.iter().map(|(k, id)| (k.as_str(), id.as_str())).collect();
+    let mut by_key: Vec<(&str, &str)> = state.keys().collect();
     by_key.sort_unstable_by(|a, b| bytewise(a.0, b.0));
     // Sized from the last snapshot read or written: growing by doubling would need twice the final size
     // at once, and at 100k mappings that is a good part of the sandbox's memory.
@@ -308,8 +308,7 @@ fn decode_lined(bytes: &Arc<Vec<u8>>) -> Option<Result<State, String>> {
     })?;
     lines.map("loxilb_to_octavia", |_, _| Some(()))?;
     let mut state = State::default();
-    state.entries.reserve(keys.len());
-    state.reverse.reserve(keys.len());
+    state.reserve(keys.len());
     let mut failure = None;
     let mut next = 0;
     lines.map("resource_metadata", |start, line| {
@@ -589,7 +588,7 @@ mod tests {
         let (back, notes) = decode_snapshot(bytes.clone()).unwrap();
         assert!(notes.is_empty());
         assert_eq!(back.get("lb-1"), state.get("lb-1"));
-        assert_eq!(back.reverse.get("10.0.0.1").map(String::as_str), Some("lb-1"));
+        assert_eq!(back.owner("10.0.0.1"), Some("lb-1"));
     }
 
     #[test]
@@ -738,16 +737,19 @@ mod tests {
     }
 
     fn same_state(a: &State, b: &State) {
-        let mut ids: Vec<&String> = a.entries.keys().collect();
+        let mut ids: Vec<&str> = a.iter().map(|(id, _)| id).collect();
         ids.sort();
-        let mut other: Vec<&String> = b.entries.keys().collect();
+        let mut other: Vec<&str> = b.iter().map(|(id, _)| id).collect();
         other.sort();
         assert_eq!(ids, other);
         for id in ids {
             assert_eq!(a.get(id), b.get(id), "{id}");
+            assert_eq!(a.children(id), b.children(id), "children of {id}");
         }
-        assert_eq!(a.reverse, b.reverse);
-        assert_eq!(a.children, b.children);
+        let (mut keys, mut other): (Vec<_>, Vec<_>) = (a.keys().collect(), b.keys().collect());
+        keys.sort();
+        other.sort();
+        assert_eq!(keys, other);
     }
 
     #[test]
@@ -758,11 +760,11 @@ mod tests {
         assert!(text.contains(r#""p": {"resource_type":"pool","parent":"lb","external_ip":"10.0.0.1""#), "{text}");
         let (loaded, notes) = decode_snapshot(bytes.clone()).unwrap();
         assert!(notes.is_empty());
-        assert!(loaded.entries.values().all(|e| e.stored_metadata().is_some() && !e.is_decoded()), "every object left undecoded");
-        assert_eq!(loaded.children.get("p").map(|c| c.len()), Some(3), "members and monitor indexed from `parent` alone");
+        assert!(loaded.iter().all(|(_, e)| e.stored_metadata().is_some() && !e.is_decoded()), "every object left undecoded");
+        assert_eq!(loaded.children("p").len(), 3, "members and monitor indexed from `parent` alone");
         assert_eq!(encode_snapshot(&loaded, "2026-11-25T00:00:00Z"), bytes, "untouched entries are copied back as read");
         same_state(&policy.state, &loaded);
-        assert!(loaded.entries.values().all(Entry::is_decoded));
+        assert!(loaded.iter().all(|(_, e)| e.is_decoded()));
         assert!(loaded.problems().is_empty(), "{:?}", loaded.problems());
     }
 
@@ -835,7 +837,7 @@ mod tests {
         swapped[first] = format!("{a},");
         swapped[first + 1] = format!("{b},");
         let (loaded, _) = decode_snapshot(swapped.join("\n").into_bytes()).unwrap();
-        assert!(loaded.entries.values().all(Entry::is_decoded), "read by the general path");
+        assert!(loaded.iter().all(|(_, e)| e.is_decoded()), "read by the general path");
         same_state(&policy.state, &loaded);
     }
 }
