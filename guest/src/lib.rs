@@ -7,6 +7,7 @@
 //! - `translate`: one Octavia listener (with its pool, members, monitor) → one LoxiLB rule. Pure.
 //! - `plan`: one Octavia operation → the LoxiLB calls, mapping changes and statuses. Pure.
 //! - `store`: the on-disk snapshot (seed JSON format) and journal records.
+//! - `base`: a loaded snapshot read in place (binary search over its sorted lines).
 //! - `execute`: carries out a plan through the host's capabilities, with rollback.
 //! - `recovery`: rebuilding the mapping from LoxiLB's rule list, and reconciliation.
 //! - `health`: operating statuses and statistics from LoxiLB's rule list.
@@ -24,6 +25,7 @@ pub mod bindings {
     });
 }
 
+pub mod base;
 pub mod caps;
 pub mod execute;
 pub mod health;

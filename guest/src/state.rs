@@ -9,10 +9,12 @@ use std::cell::OnceCell;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasherDefault;
 use std::ops::Range;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::base::Base;
 use crate::translate::Rendered;
 use crate::octavia::{HealthMonitor, Listener, Loadbalancer, Member, Pool};
 
@@ -212,15 +214,18 @@ impl PartialEq for Entry {
 /// not attacker-chosen input, so a fast non-cryptographic hash is safe; SipHash was a fifth of a load.
 pub type Map<K, V> = HashMap<K, V, BuildHasherDefault<rustc_hash::FxHasher>>;
 
-/// The whole mapping, with the indices translation needs.
+/// The whole mapping: the snapshot it was loaded from, read in place (`Base`), and what changed since.
+/// A state built from scratch, or loaded from a file without the snapshot's indices, has no base.
 #[derive(Default, Clone, Debug)]
 pub struct State {
-    /// Octavia id → entry (the seed's `octavia_to_loxilb` and `resource_metadata`).
-    entries: Map<String, Entry>,
-    /// LoxiLB key → Octavia id (the seed's `loxilb_to_octavia`).
-    reverse: Map<String, String>,
-    /// Parent id → child ids, ordered so rules render deterministically.
+    base: Option<Rc<Base>>,
+    /// Entries put (Some) or removed (None) since the load.
+    changed: Map<String, Option<Entry>>,
+    /// Keys given an owner (Some) or freed (None) since the load.
+    reverse: Map<String, Option<String>>,
+    /// Parent id → the ids in `changed` under it, ordered so rules render deterministically.
     children: Map<String, BTreeSet<String>>,
+    len: usize,
 }
 
 /// One change to the mapping (journaled as `store` encodes it).
@@ -231,41 +236,83 @@ pub enum Change {
 }
 
 impl State {
+    pub fn from_base(base: Base) -> State {
+        State { len: base.len(), base: Some(Rc::new(base)), ..State::default() }
+    }
+
     pub fn get(&self, id: &str) -> Option<&Entry> {
-        self.entries.get(id)
+        self.try_get(id).unwrap_or_else(|e| panic!("mapping entry {id} cannot be read: {e}"))
+    }
+
+    /// `get`, with an entry the snapshot holds but cannot give (damaged by hand) as an error.
+    pub fn try_get(&self, id: &str) -> Result<Option<&Entry>, String> {
+        if let Some(changed) = self.changed.get(id) {
+            return Ok(changed.as_ref());
+        }
+        let Some((base, i)) = self.base.as_deref().and_then(|b| Some((b, b.index(id)?))) else { return Ok(None) };
+        base.entry(i).map(Some).map_err(str::to_string)
     }
 
     /// The id whose key `key` is (the seed's `loxilb_to_octavia`).
     pub fn owner(&self, key: &str) -> Option<&str> {
-        self.reverse.get(key).map(String::as_str)
+        match self.reverse.get(key) {
+            Some(owner) => owner.as_deref(),
+            None => self.base.as_deref()?.owner(key),
+        }
     }
 
     /// The ids whose parent is `parent`, in id order.
     pub fn children(&self, parent: &str) -> Vec<&str> {
-        self.children.get(parent).into_iter().flatten().map(String::as_str).collect()
+        let mut ids = match self.base.as_deref() {
+            Some(base) => base.children(parent),
+            None => Vec::new(),
+        };
+        ids.retain(|id| !self.changed.contains_key(*id));
+        if let Some(set) = self.children.get(parent) {
+            let sort = !ids.is_empty();
+            ids.extend(set.iter().map(String::as_str));
+            if sort {
+                ids.sort_unstable();
+            }
+        }
+        ids
     }
 
     /// Every entry, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
-        self.entries.iter().map(|(id, e)| (id.as_str(), e))
+        self.try_iter().map(|(id, e)| (id, e.unwrap_or_else(|e| panic!("mapping entry {id} cannot be read: {e}"))))
+    }
+
+    fn try_iter(&self) -> impl Iterator<Item = (&str, Result<&Entry, &str>)> {
+        if let Some(base) = self.base.as_deref() {
+            base.read_all();
+        }
+        let base = self.base.as_deref().into_iter().flat_map(move |b| {
+            (0..b.len()).filter_map(move |i| {
+                let id = b.id(i);
+                (!self.changed.contains_key(id)).then(|| (id, b.entry(i)))
+            })
+        });
+        base.chain(self.changed.iter().filter_map(|(id, e)| Some((id.as_str(), Ok(e.as_ref()?)))))
     }
 
     /// Every `loxilb_to_octavia` pair, in no particular order.
     pub fn keys(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.reverse.iter().map(|(k, id)| (k.as_str(), id.as_str()))
+        let base = self.base.as_deref().into_iter().flat_map(|b| b.keys()).filter(|(k, _)| !self.reverse.contains_key(*k));
+        base.chain(self.reverse.iter().filter_map(|(k, id)| Some((k.as_str(), id.as_deref()?))))
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 
     /// Room for `n` more entries (a load knows how many it will add).
     pub fn reserve(&mut self, n: usize) {
-        self.entries.reserve(n);
+        self.changed.reserve(n);
         self.reverse.reserve(n);
     }
 
@@ -281,7 +328,7 @@ impl State {
         self.insert_new(id, entry);
     }
 
-    /// `put` for an id known not to be mapped yet (a load fills an empty state).
+    /// `put` for an id known not to be mapped (a load fills an empty state).
     pub fn insert_new(&mut self, id: String, entry: Entry) {
         if let Some(parent) = entry.parent() {
             match self.children.get_mut(parent) {
@@ -293,30 +340,95 @@ impl State {
                 }
             }
         }
-        self.reverse.insert(entry.key.clone(), id.clone());
-        self.entries.insert(id, entry);
+        self.reverse.insert(entry.key.clone(), Some(id.clone()));
+        self.changed.insert(id, Some(entry));
+        self.len += 1;
     }
 
     pub fn remove(&mut self, id: &str) {
-        let Some(old) = self.entries.remove(id) else { return };
-        if self.reverse.get(&old.key).is_some_and(|owner| owner == id) {
-            self.reverse.remove(&old.key);
-        }
-        if let Some(parent) = old.parent() {
-            if let Some(set) = self.children.get_mut(parent) {
-                set.remove(id);
-                if set.is_empty() {
-                    self.children.remove(parent);
+        let base = self.base.as_deref().and_then(|b| Some((b, b.index(id)?)));
+        let key = match self.changed.get(id) {
+            Some(None) => return,
+            Some(Some(old)) => {
+                let key = old.key.clone();
+                if let Some(set) = old.parent().and_then(|parent| self.children.get_mut(parent)) {
+                    set.remove(id);
+                    if set.is_empty() {
+                        let parent = old.parent().expect("has a set").to_string();
+                        self.children.remove(&parent);
+                    }
                 }
+                key
+            }
+            // Unchanged since the load: only the snapshot's key is needed, not the entry.
+            None => match base {
+                Some((b, i)) => b.key(i).to_string(),
+                None => return,
+            },
+        };
+        let loaded_owner = self.base.as_deref().and_then(|b| b.owner(&key));
+        let owner = match self.reverse.get(&key) {
+            Some(owner) => owner.as_deref(),
+            None => loaded_owner,
+        };
+        if owner == Some(id) {
+            if loaded_owner.is_some() {
+                self.reverse.insert(key, None);
+            } else {
+                self.reverse.remove(&key);
             }
         }
+        if base.is_some() {
+            self.changed.insert(id.to_string(), None);
+        } else {
+            self.changed.remove(id);
+        }
+        self.len -= 1;
     }
 
-    /// Consistency problems: both directions disagree, keys malformed, metadata inconsistent.
+    /// The snapshot the state was loaded from, if it is read in place.
+    pub(crate) fn base(&self) -> Option<&Base> {
+        self.base.as_deref()
+    }
+
+    /// Whether `id` was put or removed since the load.
+    pub(crate) fn is_changed(&self, id: &str) -> bool {
+        self.changed.contains_key(id)
+    }
+
+    /// The entries put since the load.
+    pub(crate) fn puts(&self) -> impl Iterator<Item = (&str, &Entry)> {
+        self.changed.iter().filter_map(|(id, e)| Some((id.as_str(), e.as_ref()?)))
+    }
+
+    /// Keys given an owner or freed since the load.
+    pub(crate) fn changed_keys(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.reverse.iter().map(|(k, id)| (k.as_str(), id.as_deref()))
+    }
+
+    /// Whether `key` was given an owner or freed since the load.
+    pub(crate) fn is_key_changed(&self, key: &str) -> bool {
+        self.reverse.contains_key(key)
+    }
+
+    /// Parent → the ids put since the load under it.
+    pub(crate) fn changed_children(&self) -> impl Iterator<Item = (&str, &BTreeSet<String>)> {
+        self.children.iter().map(|(p, c)| (p.as_str(), c))
+    }
+
+    /// Consistency problems: both directions disagree, keys malformed, metadata inconsistent, the
+    /// snapshot's `children` index disagreeing with the entries' parents.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        for (id, entry) in &self.entries {
-            match self.reverse.get(&entry.key) {
+        for (id, entry) in self.try_iter() {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    problems.push(format!("{id}: cannot be read: {e}"));
+                    continue;
+                }
+            };
+            match self.owner(&entry.key) {
                 Some(owner) if owner == id => {}
                 Some(owner) => problems.push(format!("{id}: key {} maps back to {owner}", entry.key)),
                 None => problems.push(format!("{id}: key {} missing from loxilb_to_octavia", entry.key)),
@@ -328,13 +440,21 @@ impl State {
                 problems.push(format!("{id}: metadata cannot be decoded: {e}"));
             }
             if let Some(parent) = entry.parent() {
-                if !self.entries.contains_key(parent) {
+                if !matches!(self.try_get(parent), Ok(Some(_))) {
                     problems.push(format!("{id}: parent {parent} has no mapping"));
+                }
+                if !self.children(parent).contains(&id) {
+                    problems.push(format!("{id}: not listed among the children of {parent}"));
+                }
+            }
+            for child in self.children(id) {
+                if !matches!(self.try_get(child), Ok(Some(c)) if c.parent() == Some(id)) {
+                    problems.push(format!("{id}: lists {child} as a child, which is not under it"));
                 }
             }
         }
-        for (key, id) in &self.reverse {
-            if self.entries.get(id).is_none_or(|e| &e.key != key) {
+        for (key, id) in self.keys() {
+            if !matches!(self.try_get(id), Ok(Some(e)) if e.key == key) {
                 problems.push(format!("{key}: maps to {id}, which does not map back"));
             }
         }

@@ -5,17 +5,21 @@
 //! ```json
 //! { "version": "1.1", "last_updated": "2026-11-25T08:00:00Z",
 //!   "octavia_to_loxilb": { "<id>": "<key>" }, "loxilb_to_octavia": { "<key>": "<id>" },
+//!   "children": { "<parent id>": ["<child id>", …] },
 //!   "resource_metadata": { "<id>": {"resource_type":"member","parent":"<pool id>","external_ip":"10.0.0.10",
 //!       "port":8080,"protocol":"","created_at":"…","additional_metadata":{"object":"member","attributes":{…}}} } }
 //! ```
 //! `additional_metadata` holds the Octavia object (and, for listeners, the rule last programmed), enough
-//! to re-render every rule from the file alone. `parent` (not a seed field; absent for load balancers and
-//! in files written before it existed) lets a load index the tree without decoding the objects.
+//! to re-render every rule from the file alone. `parent` and the `children` map are not seed fields
+//! (readers of the seed's format ignore them): `parent` names an entry's place in the tree without its
+//! object being decoded, and `children` is the same relation indexed by parent, so a load need not
+//! read every entry to find a pool's members.
 //!
-//! Loading reads this layout line by line (`decode_lined`): ids, keys, parents and the short seed fields
-//! are read, each object stays as bytes until first used, and an entry nobody changed is written back by
-//! the next compaction as the same bytes. Any other layout (a hand edit, another writer) takes the general
-//! JSON path, which decodes everything.
+//! Loading reads this layout in place (`base`): every map is sorted, so the file is its own index, and a
+//! load only finds where the maps are; an entry is read when first asked for, its object decoded when
+//! first used, and an entry nobody changed is copied by the next compaction as the same bytes. A file
+//! without the `children` map (written before it existed) is read line by line instead, and any other
+//! layout (a hand edit, another writer) takes the general JSON path, which decodes everything.
 //!
 //! Journal: one JSON record per change, `{"put":{"id":…,"key":…,"metadata":{…}}}` (the metadata as in the
 //! snapshot, so it too is decoded lazily and copied into the next snapshot) or `{"remove":{"id":…}}`;
@@ -29,6 +33,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::base::Base;
 use crate::state::{Change, Entry, ListenerState, Object, ResourceType, State, Stored};
 
 pub const FORMAT_VERSION: &str = "1.1";
@@ -124,14 +129,75 @@ fn write_map<T>(out: &mut Vec<u8>, name: &str, items: &[T], mut item: impl FnMut
     out.extend_from_slice(if items.is_empty() { b"}" } else { b"\n  }" });
 }
 
+/// Where an entry of a new snapshot comes from.
+enum Source<'a> {
+    /// Unchanged since the load: the loaded snapshot's `i`th entry, copied as read.
+    Base(usize),
+    Put(&'a Entry),
+}
+
+/// Two disjoint sequences, each in name order, as one.
+fn merge<'a, T>(a: impl Iterator<Item = (&'a str, T)>, b: impl Iterator<Item = (&'a str, T)>) -> Vec<(&'a str, T)> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    let mut out = Vec::new();
+    loop {
+        let from_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => bytewise(x.0, y.0).is_lt(),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return out,
+        };
+        out.extend(if from_a { a.next() } else { b.next() });
+    }
+}
+
+/// The `children` map: each parent's children, from the loaded snapshot's map (less the children changed
+/// since) and from the entries put since, in parent order.
+fn children_map(state: &State) -> Vec<(&str, Vec<&str>)> {
+    let mut put: Vec<(&str, &std::collections::BTreeSet<String>)> = state.changed_children().collect();
+    put.sort_unstable_by(|a, b| bytewise(a.0, b.0));
+    let loaded = state.base().into_iter().flat_map(|b| b.all_children());
+    let (mut loaded, mut put) = (loaded.peekable(), put.into_iter().peekable());
+    let mut out = Vec::new();
+    loop {
+        let order = match (loaded.peek(), put.peek()) {
+            (Some(x), Some(y)) => bytewise(x.0, y.0),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => return out,
+        };
+        let (parent, mut ids) = match order.is_gt() {
+            true => (put.peek().expect("peeked").0, Vec::new()),
+            false => loaded.next().expect("peeked"),
+        };
+        ids.retain(|id| !state.is_changed(id));
+        if order.is_ge() {
+            let sort = !ids.is_empty();
+            ids.extend(put.next().expect("peeked").1.iter().map(String::as_str));
+            if sort {
+                ids.sort_unstable();
+            }
+        }
+        if !ids.is_empty() {
+            out.push((parent, ids));
+        }
+    }
+}
+
 /// The snapshot document. Keys are sorted, and each top-level key and each mapping is on a line of its
-/// own, compact inside: `grep <id>` shows a whole mapping, and a load finds mappings by line (see
-/// `decode_lined`).
+/// own, compact inside: `grep <id>` shows a whole mapping, and a load reads the maps in place (see
+/// `base`). An entry unchanged since the load, or journaled since, is copied as read or journaled.
 pub fn encode_snapshot(state: &State, now: &str) -> Vec<u8> {
-    let mut by_id: Vec<(&str, &Entry)> = state.iter().collect();
-    by_id.sort_unstable_by(|a, b| bytewise(a.0, b.0));
-    let mut by_key: Vec<(&str, &str)> = state.keys().collect();
-    by_key.sort_unstable_by(|a, b| bytewise(a.0, b.0));
+    let base = state.base();
+    let mut puts: Vec<(&str, Source)> = state.puts().map(|(id, e)| (id, Source::Put(e))).collect();
+    puts.sort_unstable_by(|a, b| bytewise(a.0, b.0));
+    let unchanged = base.into_iter().flat_map(|b| (0..b.len()).map(move |i| (b.id(i), Source::Base(i)))).filter(|(id, _)| !state.is_changed(id));
+    let by_id = merge(unchanged, puts.into_iter());
+    let mut keys: Vec<(&str, &str)> = state.changed_keys().filter_map(|(k, id)| Some((k, id?))).collect();
+    keys.sort_unstable_by(|a, b| bytewise(a.0, b.0));
+    let unchanged = base.into_iter().flat_map(|b| b.keys()).filter(|(k, _)| !state.is_key_changed(k));
+    let by_key = merge(unchanged, keys.into_iter());
+    let children = children_map(state);
     // Sized from the last snapshot read or written: growing by doubling would need twice the final size
     // at once, and at 100k mappings that is a good part of the sandbox's memory.
     let hint = SIZE_HINT.with(|h| h.get());
@@ -141,10 +207,16 @@ pub fn encode_snapshot(state: &State, now: &str) -> Vec<u8> {
     out.extend_from_slice(b",\n  \"last_updated\": ");
     json_string(&mut out, now);
     out.extend_from_slice(b",\n");
-    write_map(&mut out, "octavia_to_loxilb", &by_id, |out, (id, e)| {
+    write_map(&mut out, "octavia_to_loxilb", &by_id, |out, (id, source)| {
         json_string(out, id);
         out.extend_from_slice(b": ");
-        json_string(out, &e.key);
+        json_string(
+            out,
+            match source {
+                Source::Base(i) => base.expect("a base entry has a base").key(*i),
+                Source::Put(e) => &e.key,
+            },
+        );
     });
     out.extend_from_slice(b",\n");
     write_map(&mut out, "loxilb_to_octavia", &by_key, |out, (key, id)| {
@@ -153,10 +225,33 @@ pub fn encode_snapshot(state: &State, now: &str) -> Vec<u8> {
         json_string(out, id);
     });
     out.extend_from_slice(b",\n");
-    write_map(&mut out, "resource_metadata", &by_id, |out, (id, e)| {
+    write_map(&mut out, "children", &children, |out, (parent, ids)| {
+        json_string(out, parent);
+        out.extend_from_slice(b": [");
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json_string(out, id);
+        }
+        out.push(b']');
+    });
+    out.extend_from_slice(b",\n");
+    // The loaded snapshot's metadata lines are in id order too: one pass copies the unchanged ones.
+    let mut loaded = base.into_iter().flat_map(|b| b.metadata_lines()).peekable();
+    write_map(&mut out, "resource_metadata", &by_id, |out, (id, source)| {
         json_string(out, id);
         out.extend_from_slice(b": ");
-        write_metadata(out, e);
+        match source {
+            Source::Put(e) => write_metadata(out, e),
+            Source::Base(_) => {
+                while loaded.next_if(|(name, _)| bytewise(name, id).is_lt()).is_some() {}
+                match loaded.next_if(|(name, _)| name == id) {
+                    Some((_, value)) => out.extend_from_slice(&base.expect("a base entry has a base").bytes()[value]),
+                    None => write_metadata(out, state.get(id).expect("listed")),
+                }
+            }
+        }
     });
     out.extend_from_slice(b"\n}");
     SIZE_HINT.with(|h| h.set(out.len()));
@@ -165,7 +260,7 @@ pub fn encode_snapshot(state: &State, now: &str) -> Vec<u8> {
 
 /// `a.cmp(b)`, eight bytes at a time: in WebAssembly `str` comparison is a byte loop (memcmp), and sorting
 /// 100k UUIDs that share their first 24 characters spent most of a compaction there.
-fn bytewise(a: &str, b: &str) -> std::cmp::Ordering {
+pub(crate) fn bytewise(a: &str, b: &str) -> std::cmp::Ordering {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
     for (p, q) in (&mut x).zip(&mut y) {
@@ -185,7 +280,7 @@ thread_local! {
 
 /// Reads the JSON string starting at `at` (just after its opening quote) if it has no escapes: the
 /// ids, keys and short fields this policy writes never do; anything else takes the general path.
-fn plain_string(b: &[u8], at: usize) -> Option<(&str, usize)> {
+pub(crate) fn plain_string(b: &[u8], at: usize) -> Option<(&str, usize)> {
     // A plain loop: these strings are short, and memchr's set-up costs more than it saves on them.
     let len = b.get(at..)?.iter().position(|&c| c == b'"' || c == b'\\')?;
     if b[at + len] != b'"' {
@@ -194,7 +289,7 @@ fn plain_string(b: &[u8], at: usize) -> Option<(&str, usize)> {
     Some((std::str::from_utf8(&b[at..at + len]).ok()?, at + len + 1))
 }
 
-fn expect(b: &[u8], at: usize, literal: &[u8]) -> Option<usize> {
+pub(crate) fn expect(b: &[u8], at: usize, literal: &[u8]) -> Option<usize> {
     b.get(at..)?.starts_with(literal).then_some(at + literal.len())
 }
 
@@ -242,7 +337,7 @@ fn scan_head(b: &[u8]) -> Option<Head<'_>> {
 
 /// The entry for a mapping whose metadata is `bytes[metadata]`: its object left undecoded when the
 /// metadata is laid out as this policy writes it, else decoded whole.
-fn entry_from_metadata(bytes: &Arc<Vec<u8>>, metadata: Range<usize>, id: &str, key: String) -> Result<Entry, String> {
+pub(crate) fn entry_from_metadata(bytes: &Arc<Vec<u8>>, metadata: Range<usize>, id: &str, key: String) -> Result<Entry, String> {
     let b = &bytes[metadata.clone()];
     if let Some(h) = scan_head(b) {
         let stored = Stored { bytes: Arc::clone(bytes), object: metadata.start + h.object..metadata.end - 1, metadata };
@@ -290,15 +385,22 @@ impl<'a> Lines<'a> {
     }
 }
 
-/// The fast load of a document laid out as `encode_snapshot` writes it: one pass over its lines, keys
-/// paired with metadata by position (both maps are in id order), `loxilb_to_octavia` skipped (it is
-/// rebuilt from the other), and each object left undecoded until used. None when the layout differs
-/// (an older policy's file, a hand edit): the general path then reads it.
-fn decode_lined(bytes: &Arc<Vec<u8>>) -> Option<Result<State, String>> {
+/// Where the maps start in a document laid out as `encode_snapshot` writes it (after the lines of `{`,
+/// `version` and `last_updated`); None for any other layout.
+fn header(bytes: &[u8]) -> Option<usize> {
     let mut lines = Lines { bytes, at: 0 };
     (lines.next()?.1 == b"{").then_some(())?;
     (lines.next()?.1 == format!("  \"version\": \"{FORMAT_VERSION}\",").as_bytes()).then_some(())?;
     lines.next()?.1.starts_with(b"  \"last_updated\": ").then_some(())?;
+    Some(lines.at)
+}
+
+/// The load of a document laid out as `encode_snapshot` wrote it before the `children` map existed (or
+/// whose ids are out of order, a hand edit): one pass over its lines, keys paired with metadata by
+/// position (both maps are in id order), `loxilb_to_octavia` rebuilt from the other, and each object
+/// left undecoded until used. None when the layout differs: the general path then reads it.
+fn decode_lined(bytes: &Arc<Vec<u8>>, at: usize) -> Option<Result<State, String>> {
+    let mut lines = Lines { bytes, at };
     let mut keys: Vec<(&str, &str)> = Vec::new();
     lines.map("octavia_to_loxilb", |_, line| {
         let (id, at) = plain_string(line, 1)?;
@@ -307,6 +409,10 @@ fn decode_lined(bytes: &Arc<Vec<u8>>) -> Option<Result<State, String>> {
         (at == line.len() && keys.last().is_none_or(|(last, _)| bytewise(last, id).is_lt())).then(|| keys.push((id, key)))
     })?;
     lines.map("loxilb_to_octavia", |_, _| Some(()))?;
+    let before = lines.at;
+    if lines.map("children", |_, _| Some(())).is_none() {
+        lines.at = before;
+    }
     let mut state = State::default();
     state.reserve(keys.len());
     let mut failure = None;
@@ -336,8 +442,13 @@ fn decode_lined(bytes: &Arc<Vec<u8>>) -> Option<Result<State, String>> {
 pub fn decode_snapshot(bytes: Vec<u8>) -> Result<(State, Vec<String>), String> {
     SIZE_HINT.with(|h| h.set(bytes.len()));
     let bytes = Arc::new(bytes);
-    if let Some(decoded) = decode_lined(&bytes) {
-        return decoded.map(|state| (state, Vec::new()));
+    if let Some(at) = header(&bytes) {
+        if let Some(base) = Base::open(Arc::clone(&bytes), at) {
+            return Ok((State::from_base(base), Vec::new()));
+        }
+        if let Some(decoded) = decode_lined(&bytes, at) {
+            return decoded.map(|state| (state, Vec::new()));
+        }
     }
     decode_any(&bytes)
 }
@@ -797,8 +908,8 @@ mod tests {
     fn lines_without_parent_decode_whole_and_gain_it_when_written() {
         let (policy, _) = populated();
         let text = String::from_utf8(encode_snapshot(&policy.state, "t")).unwrap();
-        // As snapshots were written before `parent` existed.
-        let older = text.replace(r#""parent":"p","#, "").replace(r#""parent":"lb","#, "");
+        // As snapshots were written before `parent` (and the `children` map) existed.
+        let older = without_children_map(&text).replace(r#""parent":"p","#, "").replace(r#""parent":"lb","#, "");
         assert!(!older.contains("\"parent\""));
         let (loaded, _) = decode_snapshot(older.into_bytes()).unwrap();
         assert!(loaded.get("m1").unwrap().is_decoded(), "a member line without its parent is decoded whole");
@@ -839,5 +950,124 @@ mod tests {
         let (loaded, _) = decode_snapshot(swapped.join("\n").into_bytes()).unwrap();
         assert!(loaded.iter().all(|(_, e)| e.is_decoded()), "read by the general path");
         same_state(&policy.state, &loaded);
+    }
+
+    /// `entry` moved under `parent` with key `key` (its object's parent field rewritten to match).
+    fn moved(entry: &Entry, parent_field: &str, parent: &str, key: &str) -> Entry {
+        let mut object = serde_json::to_value(entry.object()).unwrap();
+        object["attributes"][parent_field] = parent.into();
+        Entry::new(key.into(), entry.external_ip.clone(), entry.port, entry.protocol.clone(), entry.created_at.clone(), serde_json::from_value(object).unwrap())
+    }
+
+    #[test]
+    fn changes_over_a_loaded_snapshot_read_as_the_same_mapping_built_from_scratch() {
+        let (policy, _) = populated();
+        let mut scratch = policy.state.clone();
+        let (mut loaded, _) = decode_snapshot(encode_snapshot(&scratch, "t")).unwrap();
+        assert!(loaded.base().is_some(), "read in place");
+        let m1 = scratch.get("m1").unwrap().clone();
+        let m2 = scratch.get("m2").unwrap().clone();
+        let hm = scratch.get("hm").unwrap().clone();
+        let pool = scratch.get("p").unwrap().clone();
+        let steps: Vec<Box<dyn Fn(&mut State)>> = vec![
+            Box::new(|s| s.put("m3".into(), moved(&m1, "id", "m3", &crate::keys::member_key("10.0.0.1", "p", "10.0.1.3", 8080)))),
+            Box::new(|s| s.remove("m1")),
+            Box::new(|s| s.put("m2".into(), moved(&m2, "pool_id", "p", &crate::keys::member_key("10.0.0.1", "p", "10.0.1.9", 8080)))),
+            Box::new(|s| s.put("p2".into(), moved(&pool, "id", "p2", &crate::keys::pool_key("10.0.0.1", "p2")))),
+            Box::new(|s| s.put("hm".into(), moved(&hm, "pool_id", "p2", &hm.key))),
+            Box::new(|s| s.put("m1".into(), m1.clone())),
+            // Another id takes a key the snapshot gave to `hm`, then `hm` goes: the key stays with it.
+            Box::new(|s| s.put("m4".into(), moved(&m1, "id", "m4", &hm.key))),
+            Box::new(|s| s.remove("hm")),
+            Box::new(|s| s.remove("nothing")),
+            Box::new(|s| s.remove("m1")),
+        ];
+        for (n, step) in steps.iter().enumerate() {
+            step(&mut scratch);
+            step(&mut loaded);
+            same_state(&scratch, &loaded);
+            assert_eq!(scratch.len(), loaded.len(), "after step {n}");
+            assert_eq!(scratch.problems(), loaded.problems(), "after step {n}");
+        }
+        assert_eq!(loaded.owner(&hm.key), Some("m4"));
+        assert_eq!(loaded.children("p"), ["m2", "m3", "m4"]);
+        assert!(loaded.children("p2").is_empty());
+        let written = encode_snapshot(&loaded, "t");
+        assert_eq!(written, encode_snapshot(&scratch, "t"), "a compaction merges the snapshot and the changes as a full encoding would");
+        let (again, _) = decode_snapshot(written).unwrap();
+        same_state(&scratch, &again);
+    }
+
+    #[test]
+    fn lookups_find_every_line_of_a_larger_snapshot_and_nothing_else() {
+        let mut state = State::default();
+        for n in 0..300 {
+            state.put(format!("lb-{n:04}"), lb(&format!("lb-{n:04}"), &format!("10.0.{}.{}", n / 200, n % 200)));
+        }
+        let (loaded, _) = decode_snapshot(encode_snapshot(&state, "t")).unwrap();
+        assert!(loaded.base().is_some());
+        for n in 0..300 {
+            let id = format!("lb-{n:04}");
+            assert_eq!(loaded.get(&id), state.get(&id), "{id}");
+            assert_eq!(loaded.owner(&format!("10.0.{}.{}", n / 200, n % 200)), Some(id.as_str()));
+        }
+        for missing in ["lb-", "lb-0000a", "lb-0150x", "lb-9999", "a", "z"] {
+            assert!(loaded.get(missing).is_none(), "{missing}");
+            assert!(loaded.owner(missing).is_none(), "{missing}");
+        }
+        assert_eq!(loaded.len(), 300);
+    }
+
+    fn without_children_map(text: &str) -> String {
+        let start = text.find("  \"children\": {").unwrap();
+        let end = start + text[start..].find("\n  },\n").unwrap() + "\n  },\n".len();
+        format!("{}{}", &text[..start], &text[end..])
+    }
+
+    #[test]
+    fn a_snapshot_written_before_the_children_map_loads_and_gains_it() {
+        let (policy, _) = populated();
+        let text = String::from_utf8(encode_snapshot(&policy.state, "t")).unwrap();
+        let (loaded, _) = decode_snapshot(without_children_map(&text).into_bytes()).unwrap();
+        assert!(loaded.base().is_none(), "read line by line");
+        same_state(&policy.state, &loaded);
+        assert_eq!(String::from_utf8(encode_snapshot(&loaded, "t")).unwrap(), text);
+    }
+
+    /// The document with two adjacent lines of its `resource_metadata` map swapped (commas kept valid).
+    fn swap_metadata_lines(text: &str, first_id: &str) -> String {
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let at = lines.iter().position(|l| l.starts_with(&format!("    \"{first_id}\": {{"))).unwrap();
+        lines.swap(at, at + 1);
+        let (a, b) = (lines[at].trim_end_matches(',').to_string(), lines[at + 1].trim_end_matches(',').to_string());
+        let last = lines[at + 2] == "  }";
+        lines[at] = format!("{a},");
+        lines[at + 1] = if last { b } else { format!("{b},") };
+        lines.join("\n")
+    }
+
+    #[test]
+    fn metadata_lines_moved_by_hand_are_still_found() {
+        let (policy, _) = populated();
+        let text = String::from_utf8(encode_snapshot(&policy.state, "t")).unwrap();
+        let edited = swap_metadata_lines(&text, "m1");
+        assert_ne!(edited, text);
+        let (loaded, _) = decode_snapshot(edited.into_bytes()).unwrap();
+        assert!(loaded.base().is_some());
+        same_state(&policy.state, &loaded);
+        assert!(loaded.problems().is_empty(), "{:?}", loaded.problems());
+    }
+
+    #[test]
+    fn a_children_map_that_disagrees_with_the_parents_is_reported() {
+        let (policy, _) = populated();
+        let text = String::from_utf8(encode_snapshot(&policy.state, "t")).unwrap();
+        let edited = text.replace(r#""p": ["hm","m1","m2"]"#, r#""p": ["hm","m2"]"#);
+        assert_ne!(edited, text);
+        let (loaded, _) = decode_snapshot(edited.into_bytes()).unwrap();
+        assert_eq!(loaded.problems(), ["m1: not listed among the children of p"]);
+        let stray = text.replace(r#""p": ["hm","m1","m2"]"#, r#""p": ["hm","l","m1","m2"]"#);
+        let (loaded, _) = decode_snapshot(stray.into_bytes()).unwrap();
+        assert_eq!(loaded.problems(), ["p: lists l as a child, which is not under it"]);
     }
 }

@@ -1,0 +1,283 @@
+//! A snapshot read in place: the mapping as loaded, answering lookups from the snapshot's own bytes.
+//!
+//! Every map of the snapshot is written sorted, one member per line (see `store`), so it is its own
+//! index: an id, a key or a parent is found by binary search over the lines of its map. A load therefore
+//! only finds where each map starts and notes where the `octavia_to_loxilb` lines are; an entry is read
+//! (key, seed fields, parent) the first time something asks for it, and its Octavia object later still,
+//! when it is first used. Nothing here changes: `State` keeps what changed since the load beside it.
+
+use std::cell::OnceCell;
+use std::cmp::Ordering;
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::state::Entry;
+use crate::store::{bytewise, entry_from_metadata, expect, plain_string};
+
+/// Where a map member line's name starts: `    "<name>": <value>`.
+const INDENT: usize = 5;
+
+pub struct Base {
+    bytes: Arc<Vec<u8>>,
+    /// Where each `octavia_to_loxilb` line starts, in id order.
+    ids: Vec<u32>,
+    /// Each id's entry, once read.
+    entries: Vec<OnceCell<Result<Box<Entry>, String>>>,
+    /// Set once every entry has been read.
+    all_read: OnceCell<()>,
+    /// The member lines of `loxilb_to_octavia`, `children` and `resource_metadata`.
+    reverse: Range<usize>,
+    children: Range<usize>,
+    metadata: Range<usize>,
+}
+
+impl std::fmt::Debug for Base {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Base({} entries in {} bytes)", self.ids.len(), self.bytes.len())
+    }
+}
+
+/// The name of the member line starting at `start`, and where the line ends.
+fn member(bytes: &[u8], start: usize) -> Option<(&str, usize)> {
+    let (name, at) = plain_string(bytes, start + INDENT)?;
+    let at = expect(bytes, at, b": ")?;
+    let end = memchr::memchr(b'\n', &bytes[at..]).map_or(bytes.len(), |n| at + n);
+    Some((name, end))
+}
+
+/// How the name of the member line starting at `start` orders against `name`, read in place: a search
+/// compares a line or two per step and needs neither the line's end nor the name as `str`.
+fn cmp_name(bytes: &[u8], start: usize, name: &str) -> Ordering {
+    let (at, name) = (start + INDENT, name.as_bytes());
+    let found = &bytes[at.min(bytes.len())..(at + name.len()).min(bytes.len())];
+    // The first difference, eight bytes at a time (in WebAssembly a byte-wise compare is a loop).
+    let mut i = 0;
+    let word = |b: &[u8], i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().expect("eight bytes"));
+    while i + 8 <= found.len() && word(found, i) == word(name, i) {
+        i += 8;
+    }
+    while i < found.len() && found[i] == name[i] {
+        i += 1;
+    }
+    match found.get(i) {
+        // The found name ends first (its closing quote): it is a prefix of `name`.
+        Some(b'"') => Ordering::Less,
+        Some(&c) => c.cmp(&name[i]),
+        None if found.len() < name.len() => Ordering::Less,
+        None if bytes.get(at + name.len()) == Some(&b'"') => Ordering::Equal,
+        None => Ordering::Greater,
+    }
+}
+
+/// The line of `lines` (sorted member lines, each ending in a line break but the last) whose name is
+/// `name`, as the range of its value (without a trailing comma). A binary search over bytes: the line
+/// around a midpoint is found by scanning back to the previous line break.
+fn find(bytes: &[u8], lines: &Range<usize>, name: &str) -> Option<Range<usize>> {
+    let (mut lo, mut hi) = (lines.start, lines.end);
+    let end_of = |start: usize| memchr::memchr(b'\n', &bytes[start..lines.end]).map_or(lines.end, |n| start + n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let start = memchr::memrchr(b'\n', &bytes[lo..mid]).map_or(lo, |n| lo + n + 1);
+        match cmp_name(bytes, start, name) {
+            Ordering::Less => lo = end_of(start) + 1,
+            Ordering::Greater => hi = start,
+            Ordering::Equal => {
+                let end = end_of(start);
+                let end = if bytes[end - 1] == b',' { end - 1 } else { end };
+                return Some(start + INDENT + name.len() + 3..end);
+            }
+        }
+    }
+    None
+}
+
+/// The member lines of `lines` in order, as (name, value range).
+pub fn members<'a>(bytes: &'a [u8], lines: &Range<usize>) -> impl Iterator<Item = (&'a str, Range<usize>)> + 'a {
+    let mut at = lines.start;
+    let stop = lines.end;
+    std::iter::from_fn(move || {
+        if at >= stop {
+            return None;
+        }
+        let (name, end) = member(bytes, at)?;
+        let value = at + INDENT + name.len() + 3;
+        at = end + 1;
+        Some((name, value..if bytes[end - 1] == b',' { end - 1 } else { end }))
+    })
+}
+
+/// The ids of a `children` value, `["<id>","<id>"]`.
+fn id_list(bytes: &[u8], value: Range<usize>) -> Option<Vec<&str>> {
+    let b = &bytes[..value.end];
+    let mut at = expect(b, value.start, b"[")?;
+    let mut ids = Vec::new();
+    if b.get(at) == Some(&b']') {
+        return Some(ids);
+    }
+    loop {
+        let (id, next) = plain_string(b, expect(b, at, b"\"")?)?;
+        ids.push(id);
+        match b.get(next) {
+            Some(b',') => at = next + 1,
+            Some(b']') if next + 1 == value.end => return Some(ids),
+            _ => return None,
+        }
+    }
+}
+
+impl Base {
+    /// Reads the maps of a snapshot laid out as `store::encode_snapshot` writes it, from the line after
+    /// `last_updated`. None when the layout differs (the caller then reads the document another way).
+    pub fn open(bytes: Arc<Vec<u8>>, mut at: usize) -> Option<Base> {
+        u32::try_from(bytes.len()).ok()?;
+        let b: &[u8] = &bytes;
+        let mut ids = Vec::new();
+        let mut last: Option<&str> = None;
+        let id_lines = map(b, &mut at, "octavia_to_loxilb")?;
+        let mut line = id_lines.start;
+        while line < id_lines.end {
+            let (id, end) = member(b, line)?;
+            let (_, after) = plain_string(b, expect(b, line + INDENT + id.len() + 3, b"\"")?)?;
+            // In strictly increasing order, as written (a hand edit could repeat or reorder ids), and
+            // without escapes, so the byte order the searches use is the ids' order.
+            (after == end || after + 1 == end && b[after] == b',').then_some(())?;
+            last.is_none_or(|last| bytewise(last, id).is_lt()).then_some(())?;
+            last = Some(id);
+            ids.push(line as u32);
+            line = end + 1;
+        }
+        let reverse = map(b, &mut at, "loxilb_to_octavia")?;
+        let children = map(b, &mut at, "children")?;
+        let metadata = last_map(b, at, "resource_metadata")?;
+        let entries = std::iter::repeat_with(OnceCell::new).take(ids.len()).collect();
+        Some(Base { bytes, ids, entries, all_read: OnceCell::new(), reverse, children, metadata })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn bytes(&self) -> &Arc<Vec<u8>> {
+        &self.bytes
+    }
+
+    pub fn id(&self, i: usize) -> &str {
+        member(&self.bytes, self.ids[i] as usize).expect("checked when opened").0
+    }
+
+    pub fn key(&self, i: usize) -> &str {
+        let start = self.ids[i] as usize + INDENT + self.id(i).len() + 4;
+        plain_string(&self.bytes, start).expect("checked when opened").0
+    }
+
+    pub fn index(&self, id: &str) -> Option<usize> {
+        self.ids.binary_search_by(|&line| cmp_name(&self.bytes, line as usize, id)).ok()
+    }
+
+    /// The entry of the `i`th id, read on first use.
+    pub fn entry(&self, i: usize) -> Result<&Entry, &str> {
+        let entry = self.entries[i].get_or_init(|| {
+            let id = self.id(i);
+            let metadata = self.metadata_of(id).ok_or_else(|| format!("{id}: no resource_metadata"))?;
+            entry_from_metadata(&self.bytes, metadata, id, self.key(i).to_string()).map(Box::new)
+        });
+        entry.as_deref().map_err(String::as_str)
+    }
+
+    /// Reads every entry not read yet in one pass over the metadata lines (they are in id order too):
+    /// what a walk over the whole mapping needs, instead of a search per entry.
+    pub fn read_all(&self) {
+        self.all_read.get_or_init(|| {
+            let mut lines = self.metadata_lines().peekable();
+            for (i, cell) in self.entries.iter().enumerate() {
+                let id = self.id(i);
+                while lines.next_if(|(name, _)| bytewise(name, id).is_lt()).is_some() {}
+                if let Some((_, value)) = lines.next_if(|(name, _)| *name == id) {
+                    if cell.get().is_none() {
+                        let _ = cell.set(entry_from_metadata(&self.bytes, value, id, self.key(i).to_string()).map(Box::new));
+                    }
+                }
+            }
+        });
+    }
+
+    /// Whether the `i`th entry has been read.
+    pub fn is_read(&self, i: usize) -> bool {
+        self.entries[i].get().is_some()
+    }
+
+    fn metadata_of(&self, id: &str) -> Option<Range<usize>> {
+        // Written in id order; a hand edit that moved a line is still found, slowly.
+        find(&self.bytes, &self.metadata, id).or_else(|| members(&self.bytes, &self.metadata).find(|(name, _)| *name == id).map(|(_, v)| v))
+    }
+
+    /// The `resource_metadata` lines in file order, as (id, value range).
+    pub fn metadata_lines(&self) -> impl Iterator<Item = (&str, Range<usize>)> + '_ {
+        members(&self.bytes, &self.metadata)
+    }
+
+    /// The id `loxilb_to_octavia` names for `key`.
+    pub fn owner(&self, key: &str) -> Option<&str> {
+        let value = find(&self.bytes, &self.reverse, key)?;
+        plain_string(&self.bytes, value.start + 1).map(|(id, _)| id)
+    }
+
+    /// The `loxilb_to_octavia` pairs in key order.
+    pub fn keys(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        members(&self.bytes, &self.reverse).filter_map(|(key, value)| Some((key, plain_string(&self.bytes, value.start + 1)?.0)))
+    }
+
+    /// The ids the `children` map lists under `parent`, in id order.
+    pub fn children(&self, parent: &str) -> Vec<&str> {
+        find(&self.bytes, &self.children, parent).and_then(|value| id_list(&self.bytes, value)).unwrap_or_default()
+    }
+
+    /// The `children` map in parent order.
+    pub fn all_children(&self) -> impl Iterator<Item = (&str, Vec<&str>)> + '_ {
+        members(&self.bytes, &self.children).map(|(parent, value)| (parent, id_list(&self.bytes, value).unwrap_or_default()))
+    }
+}
+
+/// The member lines of the map opened by the line at `at` (`  "name": {`, or `  "name": {},` when empty);
+/// moves `at` past the map and its closing line.
+fn map(b: &[u8], at: &mut usize, name: &str) -> Option<Range<usize>> {
+    let open = expect(b, expect(b, expect(b, *at, b"  \"")?, name.as_bytes())?, b"\": {")?;
+    if let Some(next) = expect(b, open, b"},\n") {
+        *at = next;
+        return Some(next..next);
+    }
+    let start = expect(b, open, b"\n")?;
+    let close = memchr::memmem::find(&b[start..], b"\n  },\n")? + start;
+    *at = close + 6;
+    Some(start..close)
+}
+
+/// The member lines of the document's last map, which must end it: `  "name": {\n…\n  }\n}`.
+fn last_map(b: &[u8], at: usize, name: &str) -> Option<Range<usize>> {
+    let open = expect(b, expect(b, expect(b, at, b"  \"")?, name.as_bytes())?, b"\": {")?;
+    if b.len() == open + 3 && &b[open..] == b"}\n}" {
+        return Some(open..open);
+    }
+    let start = expect(b, open, b"\n")?;
+    let close = b.len().checked_sub(6)?;
+    (close >= start && &b[close..] == b"\n  }\n}").then_some(start..close)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_compare_in_place_as_strings_do() {
+        let names = ["", "a", "ab", "abc", "abcdefgh", "abcdefghi", "abcdefgz", "b", "lb-0001", "lb-00010", "lb-0002"];
+        for found in names {
+            let line = format!("    \"{found}\": 1\n");
+            for name in names {
+                assert_eq!(cmp_name(line.as_bytes(), 0, name), found.cmp(name), "{found:?} against {name:?}");
+            }
+            // The document may end inside the name (a truncated last line).
+            let cut = &line.as_bytes()[..INDENT + found.len()];
+            assert_ne!(cmp_name(cut, 0, found), Ordering::Equal);
+        }
+    }
+}
