@@ -1070,4 +1070,39 @@ mod tests {
         let (loaded, _) = decode_snapshot(stray.into_bytes()).unwrap();
         assert_eq!(loaded.problems(), ["p: lists l as a child, which is not under it"]);
     }
+
+    #[test]
+    fn reloads_and_compactions_amid_changes_keep_the_mapping_and_its_rules() {
+        // One policy works on as operations arrive; the other reloads from its disk and compacts along
+        // the way, so it works on snapshots read in place, journals over them, and merges of the two.
+        let (mut steady, mut steady_disk) = populated();
+        let (mut reloaded, mut disk) = populated();
+        let mut seed = 7u64;
+        let mut present: std::collections::BTreeSet<u32> = [1, 2].into();
+        for step in 0..400 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let n = (seed >> 33) as u32 % 12 + 1;
+            let kind = if present.contains(&n) { "MemberDelete" } else { "MemberCreate" };
+            let op: crate::octavia::Operation = serde_json::from_value(serde_json::json!({kind: {"id": format!("m{n}"), "pool_id": "p",
+                "address": format!("10.0.1.{n}"), "protocol_port": 8080, "weight": n, "admin_state_up": true, "backup": false,
+                "monitor_address": null, "monitor_port": null}}))
+            .unwrap();
+            if !present.remove(&n) {
+                present.insert(n);
+            }
+            assert!(steady.handle(&mut steady_disk, &op).error.is_none());
+            assert!(reloaded.handle(&mut disk, &op).error.is_none(), "step {step}");
+            match (seed >> 40) % 10 {
+                0 => reloaded.snapshot(&mut disk),
+                1 | 2 => {
+                    reloaded = crate::execute::Policy::new(crate::translate::Config::default());
+                    reloaded.load(&mut disk).unwrap();
+                }
+                _ => {}
+            }
+            same_state(&steady.state, &reloaded.state);
+            assert_eq!(steady.desired(), reloaded.desired(), "step {step}");
+        }
+        assert_eq!(reloaded.state.children("p").len(), present.len() + 1, "the members left and the monitor");
+    }
 }
