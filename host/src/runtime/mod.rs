@@ -4,6 +4,7 @@
 pub mod bindings;
 pub mod cache;
 pub mod instance;
+mod memory;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -30,6 +31,8 @@ pub fn engine() -> &'static Engine {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        // Copy-on-write data images need wasmtime's own memories; the policy's data segments are small.
+        config.with_host_memory(Arc::new(memory::HugePageMemories)).memory_init_cow(false);
         let engine = Engine::new(&config).expect("wasmtime engine");
         let ticker = engine.clone();
         std::thread::Builder::new()
