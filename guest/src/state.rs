@@ -324,6 +324,27 @@ impl State {
     }
 
     pub fn put(&mut self, id: String, entry: Entry) {
+        // Most puts replace an entry with one under the same key and parent (an update, a listener's new
+        // rule, a journal replaying them): only the entry changes, and the key is (again) its own.
+        if let Some(Some(old)) = self.changed.get_mut(&id) {
+            if old.key == entry.key && old.parent() == entry.parent() {
+                if self.reverse.get(&entry.key).is_none_or(|owner| owner.as_deref() != Some(&id)) {
+                    self.reverse.insert(entry.key.clone(), Some(id.clone()));
+                }
+                *old = entry;
+                return;
+            }
+        } else if !self.changed.contains_key(&id) {
+            // Replacing an entry as loaded under its own key: whoever owned the key, the put gives it to
+            // `id`, so what `remove` would find out about it does not matter.
+            if let Some(base) = self.base.as_deref() {
+                if base.index(&id).is_some_and(|i| base.key(i) == entry.key) {
+                    self.len -= 1;
+                    self.insert_new(id, entry);
+                    return;
+                }
+            }
+        }
         self.remove(&id);
         self.insert_new(id, entry);
     }
