@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::state::Entry;
-use crate::store::{bytewise, entry_from_metadata, expect, plain_string};
+use crate::store::{bytewise, bytewise_bytes, entry_from_metadata, expect, plain_string};
 
 /// Where a map member line's name starts: `    "<name>": <value>`.
 const INDENT: usize = 5;
@@ -91,8 +91,35 @@ fn find(bytes: &[u8], lines: &Range<usize>, name: &str) -> Option<Range<usize>> 
     None
 }
 
+/// The length of the plain JSON string (no escapes or control characters) `bytes` starts with, quotes
+/// included.
+fn quoted(bytes: &[u8]) -> Option<usize> {
+    let rest = bytes.strip_prefix(b"\"")?;
+    let len = rest.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+    (rest[len] == b'"').then_some(len + 2)
+}
+
+/// Whether every line of `lines` is a member, `    "<plain name>": <value>` (then a comma but on the last
+/// line), that `member` accepts, given where the line starts, the name and the value. Checked a byte at a
+/// time, the text's UTF-8 once for all lines.
+fn lines_read<'a>(bytes: &'a [u8], lines: &Range<usize>, mut member: impl FnMut(usize, &'a [u8], &'a [u8]) -> bool) -> Option<()> {
+    std::str::from_utf8(&bytes[lines.clone()]).ok()?;
+    let mut at = lines.start;
+    while at < lines.end {
+        let end = memchr::memchr(b'\n', &bytes[at..lines.end]).map_or(lines.end, |n| at + n);
+        let line = &bytes[at..end];
+        let line = if end == lines.end { line } else { line.strip_suffix(b",")? };
+        let name = line.strip_prefix(b"    ")?;
+        let quoted_name = quoted(name)?;
+        let value = name[quoted_name..].strip_prefix(b": ")?;
+        member(at, &name[1..quoted_name - 1], value).then_some(())?;
+        at = end + 1;
+    }
+    Some(())
+}
+
 /// The member lines of `lines` in order, as (name, value range).
-pub fn members<'a>(bytes: &'a [u8], lines: &Range<usize>) -> impl Iterator<Item = (&'a str, Range<usize>)> + 'a {
+fn members<'a>(bytes: &'a [u8], lines: &Range<usize>) -> impl Iterator<Item = (&'a str, Range<usize>)> + 'a {
     let mut at = lines.start;
     let stop = lines.end;
     std::iter::from_fn(move || {
@@ -131,23 +158,34 @@ impl Base {
     pub fn open(bytes: Arc<Vec<u8>>, mut at: usize) -> Option<Base> {
         u32::try_from(bytes.len()).ok()?;
         let b: &[u8] = &bytes;
-        let mut ids = Vec::new();
-        let mut last: Option<&str> = None;
         let id_lines = map(b, &mut at, "octavia_to_loxilb")?;
-        let mut line = id_lines.start;
-        while line < id_lines.end {
-            let (id, end) = member(b, line)?;
-            let (_, after) = plain_string(b, expect(b, line + INDENT + id.len() + 3, b"\"")?)?;
-            // In strictly increasing order, as written (a hand edit could repeat or reorder ids), and
-            // without escapes, so the byte order the searches use is the ids' order.
-            (after == end || after + 1 == end && b[after] == b',').then_some(())?;
-            last.is_none_or(|last| bytewise(last, id).is_lt()).then_some(())?;
+        let mut ids = Vec::new();
+        let mut last: Option<&[u8]> = None;
+        // Ids in strictly increasing order, as written (a hand edit could repeat or reorder them), and
+        // without escapes, so the byte order the searches use is the ids' order.
+        lines_read(b, &id_lines, |start, id, key| {
+            let ordered = last.is_none_or(|last| bytewise_bytes(last, id).is_lt());
             last = Some(id);
-            ids.push(line as u32);
-            line = end + 1;
-        }
+            ids.push(start as u32);
+            ordered && quoted(key) == Some(key.len())
+        })?;
         let reverse = map(b, &mut at, "loxilb_to_octavia")?;
         let children = map(b, &mut at, "children")?;
+        // Every line of these two must read as a member (a plain name, then a plain id or a list of them),
+        // so searches and the next compaction see all of them.
+        lines_read(b, &reverse, |_, _, id| quoted(id) == Some(id.len()))?;
+        lines_read(b, &children, |_, _, value| {
+            let Some(mut list) = value.strip_prefix(b"[").and_then(|v| v.strip_suffix(b"]")) else { return false };
+            while let Some(end) = quoted(list) {
+                list = &list[end..];
+                match list.first() {
+                    None => return true,
+                    Some(b',') => list = &list[1..],
+                    Some(_) => return false,
+                }
+            }
+            list.is_empty()
+        })?;
         let metadata = last_map(b, at, "resource_metadata")?;
         let entries = std::iter::repeat_with(OnceCell::new).take(ids.len()).collect();
         Some(Base { bytes, ids, entries, all_read: OnceCell::new(), reverse, children, metadata })
