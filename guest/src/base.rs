@@ -239,10 +239,6 @@ impl Base {
         });
     }
 
-    /// Whether the `i`th entry has been read.
-    pub fn is_read(&self, i: usize) -> bool {
-        self.entries[i].get().is_some()
-    }
 
     fn metadata_of(&self, id: &str) -> Option<Range<usize>> {
         // Written in id order; a hand edit that moved a line is still found, slowly.

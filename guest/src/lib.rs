@@ -25,7 +25,7 @@ pub mod bindings {
     });
 }
 
-pub mod base;
+pub(crate) mod base;
 pub mod caps;
 pub mod execute;
 pub mod health;

@@ -236,7 +236,7 @@ pub enum Change {
 }
 
 impl State {
-    pub fn from_base(base: Base) -> State {
+    pub(crate) fn from_base(base: Base) -> State {
         State { len: base.len(), base: Some(Rc::new(base)), ..State::default() }
     }
 
