@@ -73,6 +73,9 @@ fn cmp_name(bytes: &[u8], start: usize, name: &str) -> Ordering {
 /// `name`, as the range of its value (without a trailing comma). A binary search over bytes: the line
 /// around a midpoint is found by scanning back to the previous line break.
 fn find(bytes: &[u8], lines: &Range<usize>, name: &str) -> Option<Range<usize>> {
+    if !is_plain(name) {
+        return None;
+    }
     let (mut lo, mut hi) = (lines.start, lines.end);
     let end_of = |start: usize| memchr::memchr(b'\n', &bytes[start..lines.end]).map_or(lines.end, |n| start + n);
     while lo < hi {
@@ -89,6 +92,12 @@ fn find(bytes: &[u8], lines: &Range<usize>, name: &str) -> Option<Range<usize>> 
         }
     }
     None
+}
+
+/// Whether `name` could be a member's name as written (the maps of a base hold only plain ones): a name
+/// with a quote in it could otherwise match a name and the start of its value.
+fn is_plain(name: &str) -> bool {
+    !name.bytes().any(|c| c == b'"' || c == b'\\' || c < 0x20)
 }
 
 /// The length of the plain JSON string (no escapes or control characters) `bytes` starts with, quotes
@@ -209,6 +218,9 @@ impl Base {
     }
 
     pub fn index(&self, id: &str) -> Option<usize> {
+        if !is_plain(id) {
+            return None;
+        }
         self.ids.binary_search_by(|&line| cmp_name(&self.bytes, line as usize, id)).ok()
     }
 
@@ -238,7 +250,6 @@ impl Base {
             }
         });
     }
-
 
     fn metadata_of(&self, id: &str) -> Option<Range<usize>> {
         // Written in id order; a hand edit that moved a line is still found, slowly.

@@ -1064,7 +1064,7 @@ mod tests {
             assert_eq!(loaded.get(&id), state.get(&id), "{id}");
             assert_eq!(loaded.owner(&format!("10.0.{}.{}", n / 200, n % 200)), Some(id.as_str()));
         }
-        for missing in ["lb-", "lb-0000a", "lb-0150x", "lb-9999", "a", "z"] {
+        for missing in ["lb-", "lb-0000a", "lb-0150x", "lb-9999", "a", "z", "lb-0001\": \"10.0.0.1"] {
             assert!(loaded.get(missing).is_none(), "{missing}");
             assert!(loaded.owner(missing).is_none(), "{missing}");
         }
