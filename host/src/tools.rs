@@ -86,12 +86,36 @@ pub fn problems(entries: &[MappingEntry], snapshot: Option<&Value>) -> Vec<Strin
                         out.push(format!("snapshot: loxilb_to_octavia[{key}] = {id}, which does not map back"));
                     }
                 }
+                // The policy finds an entry's children through this index (files before it have none).
+                if let Some(children) = snap.get("children").and_then(Value::as_object) {
+                    children_problems(children, m, &mut out);
+                }
             }
             _ => out.push("snapshot: octavia_to_loxilb, loxilb_to_octavia or resource_metadata is missing".into()),
         }
     }
     out.sort();
     out
+}
+
+/// The snapshot's `children` index against each entry's `parent`, both ways.
+fn children_problems(children: &serde_json::Map<String, Value>, metadata: &serde_json::Map<String, Value>, out: &mut Vec<String>) {
+    let parent_of = |id: &str| metadata.get(id).and_then(|m| m.get("parent")).and_then(Value::as_str);
+    for id in metadata.keys() {
+        let Some(parent) = parent_of(id) else { continue };
+        let listed = children.get(parent).and_then(Value::as_array).is_some_and(|c| c.iter().any(|c| c.as_str() == Some(id.as_str())));
+        if !listed {
+            out.push(format!("snapshot: {id} is under {parent}, but children[{parent}] does not list it"));
+        }
+    }
+    for (parent, listed) in children {
+        for child in listed.as_array().into_iter().flatten() {
+            let child = child.as_str().unwrap_or_default();
+            if parent_of(child) != Some(parent.as_str()) {
+                out.push(format!("snapshot: children[{parent}] lists {child}, which is not under it"));
+            }
+        }
+    }
 }
 
 fn is_ip(s: &str) -> bool {
@@ -181,5 +205,19 @@ mod tests {
         let p = problems(&[], Some(&snap));
         assert!(p.iter().any(|p| p.contains("does not map back")), "{p:?}");
         assert!(p.iter().any(|p| p.contains("no resource_metadata")), "{p:?}");
+    }
+
+    #[test]
+    fn a_children_index_that_disagrees_with_the_parents_is_a_problem() {
+        let snap = |children: Value| {
+            serde_json::json!({"octavia_to_loxilb": {"m1": "k1", "m2": "k2", "p": "kp"}, "loxilb_to_octavia": {"k1": "m1", "k2": "m2", "kp": "p"},
+                "children": children,
+                "resource_metadata": {"m1": {"parent": "p"}, "m2": {"parent": "p"}, "p": {}}})
+        };
+        assert!(problems(&[], Some(&snap(serde_json::json!({"p": ["m1", "m2"]})))).is_empty());
+        assert_eq!(
+            problems(&[], Some(&snap(serde_json::json!({"p": ["m1", "p"]})))),
+            ["snapshot: children[p] lists p, which is not under it", "snapshot: m2 is under p, but children[p] does not list it"]
+        );
     }
 }
