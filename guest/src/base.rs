@@ -45,6 +45,12 @@ fn member(bytes: &[u8], start: usize) -> Option<(&str, usize)> {
     Some((name, end))
 }
 
+/// The value of the member line starting at `start`, named `name` and ending at `end`, without the
+/// comma that follows all but a map's last member.
+fn value(bytes: &[u8], start: usize, name: &str, end: usize) -> Range<usize> {
+    start + INDENT + name.len() + 3..if bytes[end - 1] == b',' { end - 1 } else { end }
+}
+
 /// How the name of the member line starting at `start` orders against `name`, read in place: a search
 /// compares a line or two per step and needs neither the line's end nor the name as `str`.
 fn cmp_name(bytes: &[u8], start: usize, name: &str) -> Ordering {
@@ -84,11 +90,7 @@ fn find(bytes: &[u8], lines: &Range<usize>, name: &str) -> Option<Range<usize>> 
         match cmp_name(bytes, start, name) {
             Ordering::Less => lo = end_of(start) + 1,
             Ordering::Greater => hi = start,
-            Ordering::Equal => {
-                let end = end_of(start);
-                let end = if bytes[end - 1] == b',' { end - 1 } else { end };
-                return Some(start + INDENT + name.len() + 3..end);
-            }
+            Ordering::Equal => return Some(value(bytes, start, name, end_of(start))),
         }
     }
     None
@@ -136,9 +138,9 @@ fn members<'a>(bytes: &'a [u8], lines: &Range<usize>) -> impl Iterator<Item = (&
             return None;
         }
         let (name, end) = member(bytes, at)?;
-        let value = at + INDENT + name.len() + 3;
+        let line = at;
         at = end + 1;
-        Some((name, value..if bytes[end - 1] == b',' { end - 1 } else { end }))
+        Some((name, value(bytes, line, name, end)))
     })
 }
 
