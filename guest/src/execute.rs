@@ -12,8 +12,8 @@ use crate::translate::Config;
 
 /// The journal is folded into a new snapshot once it holds more records than this or than half the
 /// mapping's entries, whichever is larger: the snapshot's O(n) cost is spread over at least n/2 changes,
-/// and a start after a crash replays at most that many records (replaying one costs about three times
-/// loading a mapping from the snapshot).
+/// and a start after a crash replays at most that many records (replaying one costs about seven times
+/// loading a mapping from the snapshot: ~3.4 µs against ~0.45 µs at 100k).
 pub const MIN_COMPACTION_RECORDS: u32 = 4096;
 
 pub fn compaction_due(journal_records: u32, mappings: usize) -> bool {
