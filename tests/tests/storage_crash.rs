@@ -1,7 +1,8 @@
 //! The mapping store under crashes and damage:
 //! - a child process writing journal records, snapshots and backups through `FileStore` is killed with
 //!   SIGKILL at random moments, 30 times over the same files; after every kill the store opens, its
-//!   snapshot is whole, and it holds every record the child saw `sync()` return for, in order;
+//!   snapshot is whole, and it holds every record the child saw `sync()` return for, in order (also when
+//!   the kill lands while a snapshot is still being written behind newer records);
 //! - a corrupt snapshot falls back to the newest backup plus the journal since it, with an ERROR that
 //!   names both files, through the real policy component;
 //! - a version 1.0 file (the earlier Python driver's) loads through the component and is rewritten as 1.1.
@@ -90,14 +91,15 @@ fn child(dir: &Path) {
             next += 1;
         }
         store.sync().unwrap();
-        writeln!(out, "synced {}", next - 1).unwrap();
+        // Says whether the last snapshot handed over is still being written (behind these records).
+        writeln!(out, "synced {}{}", next - 1, if store.snapshot_in_flight() { " writing" } else { "" }).unwrap();
         out.flush().unwrap();
         if next % 60 < 7 {
             let upto = next - 1;
             let snapshot = json!({"upto": upto, "padding": "x".repeat(padding_len(upto))}).to_string();
             writeln!(out, "snapshot").unwrap();
             out.flush().unwrap();
-            store.write_snapshot(snapshot.as_bytes()).unwrap();
+            store.write_snapshot(snapshot.into_bytes()).unwrap();
             if next % 180 < 7 {
                 store.backup(3).unwrap();
             }
@@ -124,6 +126,7 @@ fn kill_9_at_random_moments_never_leaves_an_unreadable_store_or_loses_a_synced_r
     let mut rng = Rng(seed);
     let mut synced_total = -1i64;
     let mut mid_write = 0;
+    let mut behind_write = 0;
     for round in 0..30 {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "crash_child_entry", "--nocapture", "--test-threads", "1"])
@@ -137,15 +140,19 @@ fn kill_9_at_random_moments_never_leaves_an_unreadable_store_or_loses_a_synced_r
         let started = Arc::new(AtomicBool::new(false));
         let snapshotting = Arc::new(AtomicBool::new(false));
         let in_snapshot = Arc::new(AtomicBool::new(false));
+        let writing = Arc::new(AtomicBool::new(false));
         let reader = {
-            let (synced, started, snapshotting, in_snapshot) = (Arc::clone(&synced), Arc::clone(&started), Arc::clone(&snapshotting), Arc::clone(&in_snapshot));
+            let (synced, started, snapshotting, in_snapshot, writing) =
+                (Arc::clone(&synced), Arc::clone(&started), Arc::clone(&snapshotting), Arc::clone(&in_snapshot), Arc::clone(&writing));
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
-                    if let Some(n) = line.strip_prefix("synced ").and_then(|n| n.parse::<i64>().ok()) {
-                        *synced.lock().unwrap() = n;
+                    if let Some(rest) = line.strip_prefix("synced ") {
+                        let (n, in_flight) = rest.split_once(' ').map_or((rest, false), |(n, w)| (n, w == "writing"));
+                        *synced.lock().unwrap() = n.parse().expect("a record number");
                         started.store(true, Ordering::Relaxed);
                         in_snapshot.store(false, Ordering::Relaxed);
+                        writing.store(in_flight, Ordering::Relaxed);
                     } else if line == "snapshot" {
                         snapshotting.store(true, Ordering::Relaxed);
                         in_snapshot.store(true, Ordering::Relaxed);
@@ -170,6 +177,9 @@ fn kill_9_at_random_moments_never_leaves_an_unreadable_store_or_loses_a_synced_r
         if in_snapshot.load(Ordering::Relaxed) {
             mid_write += 1;
         }
+        if writing.load(Ordering::Relaxed) {
+            behind_write += 1;
+        }
         let last = recovered(&path).unwrap_or_else(|e| panic!("round {round} (seed {seed}): unreadable store after kill -9: {e}"));
         assert!(last >= synced, "round {round} (seed {seed}): record {synced} was synced but the store ends at {last}");
         assert!(last >= synced_total, "round {round}: went backwards from {synced_total} to {last}");
@@ -177,7 +187,10 @@ fn kill_9_at_random_moments_never_leaves_an_unreadable_store_or_loses_a_synced_r
     }
     assert!(synced_total > 100, "the children wrote too little to test anything ({synced_total})");
     let generation = FileStore::open(&path).unwrap().generation();
-    println!("{} records in {generation} generations; {mid_write} of 30 kills landed inside write_snapshot or backup", synced_total + 1);
+    println!(
+        "{} records in {generation} generations; {mid_write} of 30 kills landed inside write_snapshot or backup, {behind_write} while records were being synced behind a snapshot still being written",
+        synced_total + 1
+    );
     let files: Vec<String> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     assert!(!files.iter().any(|f| f.contains(".tmp.")), "temporary files left after the last open: {files:?}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -194,7 +207,7 @@ impl MappingStore for Compacting {
     fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String> {
         self.store.read_snapshot()
     }
-    fn write_snapshot(&self, data: &[u8]) -> Result<(), String> {
+    fn write_snapshot(&self, data: Vec<u8>) -> Result<(), String> {
         self.store.write_snapshot(data)
     }
     fn append(&self, record: &[u8]) -> Result<(), String> {
@@ -323,6 +336,7 @@ fn a_version_1_0_file_loads_through_the_policy_and_is_rewritten_as_1_1() {
     store.now.store(true, Ordering::Relaxed);
     create(&mut sandbox, 7);
     store.sync().unwrap();
+    store.store.finish_snapshot().unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     let doc: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(doc["version"], "1.1");

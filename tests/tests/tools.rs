@@ -68,7 +68,7 @@ fn validate_mappings_accepts_a_consistent_mapping_and_refuses_a_broken_one() {
     reverse.insert("10.30.0.10:80/tcp".into(), json!("somebody-else"));
     let broken = json!({"version": "1.0", "octavia_to_loxilb": forward, "loxilb_to_octavia": reverse, "resource_metadata": metadata});
     let store = FileStore::open(&config.mapping_storage_path).unwrap();
-    store.write_snapshot(serde_json::to_string_pretty(&broken).unwrap().as_bytes()).unwrap();
+    store.write_snapshot(serde_json::to_string_pretty(&broken).unwrap().into_bytes()).unwrap();
     drop(store);
     let err = host::tools::validate_mappings(&config).expect_err("a disagreeing reverse map is a problem");
     assert!(err.to_string().contains("problems"), "{err:#}");
@@ -138,7 +138,7 @@ fn an_undecodable_stored_object_fails_validation_and_only_the_operations_that_ne
     let damaged = Config { mapping_storage_path: dir.join("damaged.json"), ..config.clone() };
     let store = Arc::new(FileStore::open(&damaged.mapping_storage_path).unwrap());
     if let Some(snapshot) = copy.read_snapshot().unwrap() {
-        store.write_snapshot(&snapshot).unwrap();
+        store.write_snapshot(snapshot).unwrap();
     }
     let mut hits = 0;
     for record in copy.replay().unwrap() {

@@ -39,6 +39,8 @@ impl FileStore {
     /// the newest `keep`. Returns the new backup's path, or `None` when there was nothing new to copy.
     /// A corrupt snapshot is not copied (it would rotate out a good backup): that is an error.
     pub fn backup(&self, keep: usize) -> Result<Option<PathBuf>, String> {
+        // The newest snapshot is the one worth keeping; if its write failed, the one before still is.
+        let _ = self.finish_snapshot();
         let (file, generation) = {
             let mut inner = self.lock();
             // Opened under the lock: the descriptor keeps this generation's file even if a compaction
@@ -167,7 +169,7 @@ mod tests {
         let mut made = Vec::new();
         for i in 0..4 {
             store.append(format!("{{\"n\":{i}}}").as_bytes()).unwrap();
-            store.write_snapshot(&doc(&[&format!("id-{i}")])).unwrap();
+            store.write_snapshot(doc(&[&format!("id-{i}")])).unwrap();
             made.push(store.backup(2).unwrap().expect("a new snapshot is backed up"));
             assert_eq!(store.backup(2).unwrap(), None, "an unchanged snapshot is not copied again");
         }
@@ -189,11 +191,11 @@ mod tests {
         let dir = temp_dir("fallback");
         let path = dir.join("m.json");
         let store = FileStore::open(&path).unwrap();
-        store.write_snapshot(&doc(&["a"])).unwrap();
+        store.write_snapshot(doc(&["a"])).unwrap();
         store.append(b"{\"after\":1}").unwrap();
         let backup = store.backup(3).unwrap().unwrap();
         store.append(b"{\"after\":2}").unwrap();
-        store.write_snapshot(&doc(&["a", "b"])).unwrap();
+        store.write_snapshot(doc(&["a", "b"])).unwrap();
         store.append(b"{\"after\":3}").unwrap();
         store.sync().unwrap();
         drop(store);
@@ -227,7 +229,7 @@ mod tests {
         let dir = temp_dir("nobackup");
         let path = dir.join("m.json");
         let store = FileStore::open(&path).unwrap();
-        store.write_snapshot(&doc(&["a"])).unwrap();
+        store.write_snapshot(doc(&["a"])).unwrap();
         drop(store);
         fs::write(&path, b"{\"version\": \"1.1\", \"octavia_to_lox").unwrap();
         let err = FileStore::open(&path).unwrap().read_snapshot().unwrap_err();
@@ -242,7 +244,7 @@ mod tests {
     fn the_backup_thread_backs_up_at_start_and_stops_when_dropped() {
         let dir = temp_dir("thread");
         let store = Arc::new(FileStore::open(&dir.join("m.json")).unwrap());
-        store.write_snapshot(&doc(&["a"])).unwrap();
+        store.write_snapshot(doc(&["a"])).unwrap();
         let task = start_backups(Arc::clone(&store), Duration::from_secs(3600), 2).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while store.backups().is_empty() {

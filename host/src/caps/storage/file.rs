@@ -13,6 +13,13 @@
 //!   the next open; a line damaged otherwise fails its CRC and is skipped with an error.
 //! - Records are idempotent (each sets or clears one id), so replaying more of the journal than needed —
 //!   after a crash between creating a segment and renaming its snapshot — changes nothing.
+//! - A snapshot is written off the caller's path: `write_snapshot` fsyncs the current segment, starts
+//!   segment `g` (name fsynced before any record in it is reported durable) and returns; a thread then
+//!   writes, fsyncs and renames snapshot `g`. Until that rename the previous snapshot and every segment
+//!   after it stay in place (segments are pruned from the snapshot generation actually on disk), so a
+//!   crash or a failed write at any point leaves the previous snapshot + segments, the whole history.
+//!   Reading the store waits for a write in flight, so a load never pairs a snapshot with the wrong
+//!   segments.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
@@ -62,6 +69,25 @@ pub struct FileStore {
     pub(super) name: String,
     pub(super) inner: Mutex<Inner>,
     synced: Condvar,
+    /// The snapshot being written, if any. Locked before `inner` where both are held.
+    writing: Mutex<Option<Writing>>,
+    #[cfg(test)]
+    fail_next_write: std::sync::atomic::AtomicBool,
+}
+
+/// A snapshot handed to the writer thread: it is in place once the thread returns `Ok`.
+struct Writing {
+    generation: u64,
+    thread: std::thread::JoinHandle<Result<(), String>>,
+}
+
+/// Seals and writes snapshot `generation` in place: temporary file, fsync, rename, directory fsync.
+fn write_sealed(path: &Path, mut data: Vec<u8>, generation: u64) -> Result<(), String> {
+    let start = Instant::now();
+    format::seal_in_place(&mut data, generation)?;
+    Staged::write(path, &data).and_then(Staged::commit).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    metrics::STORAGE_SNAPSHOT_WRITE.record(start.elapsed());
+    Ok(())
 }
 
 pub fn segment_path(snapshot: &Path, generation: u64) -> PathBuf {
@@ -156,10 +182,6 @@ impl Staged {
                 Err(e)
             }
         }
-    }
-
-    pub(super) fn discard(self) {
-        let _ = fs::remove_file(&self.tmp);
     }
 
     pub(super) fn commit(self) -> std::io::Result<()> {
@@ -370,12 +392,12 @@ fn read_copy_once(path: &Path) -> Result<super::MemoryStore, String> {
     let base = match resolve(path, &listing.backups, &listing.segments, cur)? {
         Resolved::Nothing { base } => base,
         Resolved::Main { document, base } => {
-            store.write_snapshot(&document)?;
+            store.write_snapshot(document)?;
             base
         }
         Resolved::Backup { document, base, from, reason, .. } => {
             tracing::error!("mapping snapshot {} is {reason}; reading backup {} instead", path.display(), from.display());
-            store.write_snapshot(&document)?;
+            store.write_snapshot(document)?;
             base
         }
     };
@@ -455,7 +477,48 @@ impl FileStore {
                 pins: Vec::new(),
             }),
             synced: Condvar::new(),
+            writing: Mutex::new(None),
+            #[cfg(test)]
+            fail_next_write: Default::default(),
         })
+    }
+
+    fn writing(&self) -> MutexGuard<'_, Option<Writing>> {
+        self.writing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes in the outcome of the snapshot write in flight, waiting for it if `wait`. Once it is in
+    /// place the journal before it is pruned; if it failed, the previous snapshot and every segment since
+    /// still hold the history, and the journal counts from that snapshot again (so the policy compacts
+    /// again soon).
+    fn settle(&self, writing: &mut Option<Writing>, wait: bool) -> Option<Result<(), String>> {
+        let w = writing.take_if(|w| wait || w.thread.is_finished())?;
+        let result = w.thread.join().unwrap_or_else(|_| Err("the snapshot writer panicked".into()));
+        let mut inner = self.lock();
+        match &result {
+            Ok(()) => {
+                inner.base = inner.base.max(w.generation);
+                self.prune(&mut inner);
+                metrics::STORAGE_SNAPSHOTS.inc();
+            }
+            Err(e) => {
+                metrics::STORAGE_ERRORS.inc();
+                tracing::error!("{e}; the previous snapshot and the journal since it still hold the mapping");
+                inner.records = None;
+            }
+        }
+        Some(result)
+    }
+
+    /// Waits until the snapshot last handed to `write_snapshot` is in place, and says whether it is.
+    pub fn finish_snapshot(&self) -> Result<(), String> {
+        let mut writing = self.writing();
+        self.settle(&mut writing, true).unwrap_or(Ok(()))
+    }
+
+    /// Whether a snapshot is being written now.
+    pub fn snapshot_in_flight(&self) -> bool {
+        self.writing().as_ref().is_some_and(|w| !w.thread.is_finished())
     }
 
     pub fn path(&self) -> &Path {
@@ -525,8 +588,17 @@ impl FileStore {
     }
 }
 
+impl Drop for FileStore {
+    /// A snapshot in flight is finished before the store goes away (a restart need not replay its journal).
+    fn drop(&mut self) {
+        let _ = self.finish_snapshot();
+    }
+}
+
 impl MappingStore for FileStore {
     fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String> {
+        let mut writing = self.writing();
+        self.settle(&mut writing, true);
         let mut inner = self.lock();
         let resolved = resolve(&self.path, &inner.backups, &inner.segments, inner.cur);
         let (document, base) = match resolved? {
@@ -562,45 +634,57 @@ impl MappingStore for FileStore {
         Ok(document)
     }
 
-    fn write_snapshot(&self, data: &[u8]) -> Result<(), String> {
-        let start = Instant::now();
-        let next = self.lock().cur + 1;
-        // Sealed and written outside the lock: only this policy instance appends, and it is here.
-        let staged = format::seal(data, next).and_then(|sealed| Staged::write(&self.path, &sealed).map_err(|e| format!("writing {}: {e}", self.path.display())));
-        let staged = staged.inspect_err(|_| metrics::STORAGE_ERRORS.inc())?;
+    fn write_snapshot(&self, data: Vec<u8>) -> Result<(), String> {
+        format::check_document(&data)?;
+        let mut writing = self.writing();
+        // One write at a time: the next snapshot's journal starts where this one's ends.
+        self.settle(&mut writing, true);
         let mut inner = self.lock();
-        if inner.cur + 1 != next {
-            // Another writer rotated meanwhile (only possible with two instances on one store).
-            drop(inner);
-            staged.discard();
-            return self.write_snapshot(data);
-        }
-        let result = (|| {
-            // Backups of earlier generations replay this segment: it must be whole on disk.
+        let next = inner.cur + 1;
+        let rotated = (|| {
+            // The snapshot on disk until the new one is renamed into place (and any backup) replays this
+            // segment: it must be whole on disk.
             if inner.appended > inner.synced || inner.failed.is_some() {
                 fsync(&inner.file, true).map_err(|e| format!("fsync {}: {e}", segment_path(&self.path, inner.cur).display()))?;
             }
             let segment = segment_path(&self.path, next);
             let file = open_segment(&segment).map_err(|e| format!("creating {}: {e}", segment.display()))?;
-            // The rename's directory fsync also makes the new segment's name durable.
-            staged.commit().map_err(|e| format!("writing {}: {e}", self.path.display()))?;
+            // Its name must be durable before any record in it is reported durable.
+            fsync_dir(&self.dir).map_err(|e| format!("fsync {}: {e}", self.dir.display()))?;
             Ok::<_, String>(file)
         })();
-        let file = result.inspect_err(|_| metrics::STORAGE_ERRORS.inc())?;
+        let file = rotated.inspect_err(|_| metrics::STORAGE_ERRORS.inc())?;
         inner.file = file;
         inner.len = 0;
         inner.cur = next;
-        inner.base = next;
         inner.segments.insert(next);
         inner.records = Some(0);
-        inner.synced = inner.appended;
-        inner.failed = None;
-        self.prune(&mut inner);
-        drop(inner);
-        self.synced.notify_all();
-        metrics::STORAGE_SNAPSHOTS.inc();
-        metrics::STORAGE_SNAPSHOT_WRITE.record(start.elapsed());
         metrics::STORAGE_JOURNAL_RECORDS.set(0);
+        // After a failed fsync the records before this point are durable only through the snapshot: it is
+        // written before returning, and then they are.
+        let repairs = inner.failed.is_some();
+        if !repairs {
+            inner.synced = inner.appended;
+        }
+        drop(inner);
+        let path = self.path.clone();
+        #[cfg(test)]
+        let data = if self.fail_next_write.swap(false, Ordering::SeqCst) { b"not a document".to_vec() } else { data };
+        let spawned = std::thread::Builder::new().name("mapping-snapshot".into()).spawn(move || write_sealed(&path, data, next));
+        let thread = spawned.map_err(|e| {
+            metrics::STORAGE_ERRORS.inc();
+            self.lock().records = None;
+            format!("starting the snapshot writer: {e}")
+        })?;
+        *writing = Some(Writing { generation: next, thread });
+        if repairs {
+            self.settle(&mut writing, true).expect("a write is in flight")?;
+            let mut inner = self.lock();
+            inner.synced = inner.appended;
+            inner.failed = None;
+            drop(inner);
+            self.synced.notify_all();
+        }
         Ok(())
     }
 
@@ -630,6 +714,8 @@ impl MappingStore for FileStore {
     }
 
     fn replay(&self) -> Result<Vec<Vec<u8>>, String> {
+        let mut writing = self.writing();
+        self.settle(&mut writing, true);
         let mut inner = self.lock();
         let records = read_segments(&self.path, inner.base, inner.cur, &inner.segments)?;
         inner.records = Some(records.len() as u32);
@@ -638,6 +724,7 @@ impl MappingStore for FileStore {
     }
 
     fn journal_length(&self) -> u32 {
+        self.settle(&mut self.writing(), false);
         let mut inner = self.lock();
         self.count(&mut inner)
     }
@@ -727,7 +814,7 @@ mod tests {
         assert_eq!(store.read_snapshot().unwrap(), None);
         assert_eq!(store.replay().unwrap(), vec![b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]);
         store.append(b"{\"c\":3}").unwrap();
-        store.write_snapshot(b"{\n  \"x\": 1\n}").unwrap();
+        store.write_snapshot(b"{\n  \"x\": 1\n}".to_vec()).unwrap();
         assert_eq!(store.journal_length(), 0);
         assert!(store.replay().unwrap().is_empty());
         assert_eq!(store.read_snapshot().unwrap().unwrap(), b"{\n  \"x\": 1\n}".to_vec());
@@ -740,14 +827,76 @@ mod tests {
     }
 
     #[test]
+    fn the_journal_continues_in_a_new_segment_while_the_snapshot_is_written() {
+        let dir = temp_dir("handoff");
+        let path = dir.join("m.json");
+        let store = FileStore::open(&path).unwrap();
+        store.append(b"{\"a\":1}").unwrap();
+        store.write_snapshot(b"{\"v\":1\n}".to_vec()).unwrap();
+        // Appended and synced whether or not the snapshot is in place yet.
+        store.append(b"{\"b\":2}").unwrap();
+        store.sync().unwrap();
+        assert_eq!(store.journal_length(), 1);
+        assert_eq!(store.generation(), 1);
+        assert_eq!(store.read_snapshot().unwrap().unwrap(), b"{\"v\":1\n}".to_vec());
+        assert_eq!(store.replay().unwrap(), vec![b"{\"b\":2}".to_vec()]);
+        assert!(!segment_path(&path, 0).exists());
+        // Dropping the store finishes a write in flight: the next process finds it in place.
+        store.write_snapshot(b"{\"v\":2\n}".to_vec()).unwrap();
+        drop(store);
+        let store = FileStore::open(&path).unwrap();
+        assert_eq!(store.read_snapshot().unwrap().unwrap(), b"{\"v\":2\n}".to_vec());
+        assert!(store.replay().unwrap().is_empty());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_write_that_fails_after_the_hand_off_loses_nothing_and_is_retried() {
+        let dir = temp_dir("failed-write");
+        let path = dir.join("m.json");
+        let store = FileStore::open(&path).unwrap();
+        store.write_snapshot(b"{\"v\":1\n}".to_vec()).unwrap();
+        store.append(b"{\"a\":1}").unwrap();
+        store.fail_next_write.store(true, Ordering::SeqCst);
+        store.write_snapshot(b"{\"v\":2\n}".to_vec()).unwrap();
+        store.append(b"{\"b\":2}").unwrap();
+        store.sync().unwrap();
+        assert!(store.finish_snapshot().is_err());
+        // The journal counts from the snapshot in place again, so the policy compacts again soon.
+        assert_eq!(store.journal_length(), 2);
+        drop(store);
+        let store = FileStore::open(&path).unwrap();
+        assert_eq!(store.read_snapshot().unwrap().unwrap(), b"{\"v\":1\n}".to_vec());
+        assert_eq!(store.replay().unwrap(), vec![b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]);
+        store.write_snapshot(b"{\"v\":3\n}".to_vec()).unwrap();
+        store.finish_snapshot().unwrap();
+        assert_eq!(store.read_snapshot().unwrap().unwrap(), b"{\"v\":3\n}".to_vec());
+        assert!(store.replay().unwrap().is_empty());
+        let segments = list(&dir, "m.json").unwrap().segments;
+        assert_eq!(segments.into_iter().collect::<Vec<_>>(), vec![3]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_document_that_cannot_be_sealed_is_refused_before_the_journal_moves_on() {
+        let dir = temp_dir("not-a-document");
+        let store = FileStore::open(&dir.join("m.json")).unwrap();
+        store.append(b"{\"a\":1}").unwrap();
+        assert!(store.write_snapshot(b"[1]".to_vec()).unwrap_err().contains("not a JSON object"));
+        assert_eq!((store.generation(), store.journal_length()), (0, 1));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn read_copy_sees_what_the_store_holds_and_writes_nothing() {
         let dir = temp_dir("copy");
         let path = dir.join("m.json");
         let store = FileStore::open(&path).unwrap();
         store.append(b"{\"a\":1}").unwrap();
-        store.write_snapshot(b"{\"v\":1}").unwrap();
+        store.write_snapshot(b"{\"v\":1}".to_vec()).unwrap();
         store.append(b"{\"b\":2}").unwrap();
         store.sync().unwrap();
+        store.finish_snapshot().unwrap();
         let listing = |dir: &Path| {
             let mut v: Vec<(String, u64)> = fs::read_dir(dir).unwrap().flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len())).collect();
             v.sort();
@@ -826,8 +975,8 @@ mod tests {
         let dir = temp_dir("gap");
         let path = dir.join("m.json");
         let store = FileStore::open(&path).unwrap();
-        store.write_snapshot(b"{\"v\":1}").unwrap();
-        store.write_snapshot(b"{\"v\":2}").unwrap();
+        store.write_snapshot(b"{\"v\":1}".to_vec()).unwrap();
+        store.write_snapshot(b"{\"v\":2}".to_vec()).unwrap();
         store.append(b"{\"a\":1}").unwrap();
         drop(store);
         // A stale copy of generation 1 put back by hand, while segment 1 is gone.

@@ -27,7 +27,10 @@ use crate::runtime::bindings::loxilb::octavia::storage::Host;
 
 pub trait MappingStore: Send + Sync {
     fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String>;
-    fn write_snapshot(&self, data: &[u8]) -> Result<(), String>;
+    /// Replaces the snapshot and starts a new, empty journal. A store may return once the new journal has
+    /// started and write the snapshot after: until it is in place, the previous snapshot and the journal
+    /// since it remain the history (and are what a load reads).
+    fn write_snapshot(&self, data: Vec<u8>) -> Result<(), String>;
     fn append(&self, record: &[u8]) -> Result<(), String>;
     fn replay(&self) -> Result<Vec<Vec<u8>>, String>;
     fn journal_length(&self) -> u32;
@@ -66,9 +69,9 @@ impl MappingStore for MemoryStore {
     fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String> {
         Ok(self.inner.lock().unwrap().0.clone())
     }
-    fn write_snapshot(&self, data: &[u8]) -> Result<(), String> {
+    fn write_snapshot(&self, data: Vec<u8>) -> Result<(), String> {
         let mut inner = self.inner.lock().unwrap();
-        inner.0 = Some(data.to_vec());
+        inner.0 = Some(data);
         inner.1.clear();
         Ok(())
     }
@@ -104,7 +107,7 @@ impl Host for HostState {
         self.grants.storage.read_snapshot()
     }
     fn write_snapshot(&mut self, data: Vec<u8>) -> Result<(), String> {
-        self.grants.storage.write_snapshot(&data)
+        self.grants.storage.write_snapshot(data)
     }
     fn append_journal(&mut self, record: Vec<u8>) -> Result<(), String> {
         self.grants.storage.append(&record)
