@@ -7,7 +7,7 @@
 //! attributes LoxiLB does not update in place (name, bgp, monitor, mode, security, allowed sources…) →
 //! delete + create.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use crate::keys;
 use crate::loxilb_types::{LbRule, LoxilbCall, RuleKey};
@@ -16,7 +16,7 @@ use crate::octavia::{
     ProvisioningStatus,
 };
 use crate::policy_types::PolicyError;
-use crate::state::{Change, Entry, ListenerState, Object, State};
+use crate::state::{Change, Entry, ListenerState, Map, Object, State};
 use crate::translate::{self, Config, Rendered};
 
 /// The old and new rule of one listener, kept for rollback.
@@ -39,15 +39,15 @@ pub struct Plan {
 /// The mapping as it will be once the operation is applied.
 struct Overlay<'a> {
     state: &'a State,
-    changed: HashMap<String, Option<Entry>>,
+    changed: Map<String, Option<Entry>>,
     order: Vec<String>,
     /// Keys of the entries put in this overlay → their ids (checked against `get` on use).
-    keys: HashMap<String, String>,
+    keys: Map<String, String>,
 }
 
 impl<'a> Overlay<'a> {
     fn new(state: &'a State) -> Self {
-        Overlay { state, changed: HashMap::new(), order: Vec::new(), keys: HashMap::new() }
+        Overlay { state, changed: Map::default(), order: Vec::new(), keys: Map::default() }
     }
 
     fn get(&self, id: &str) -> Option<&Entry> {
