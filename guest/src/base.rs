@@ -5,6 +5,9 @@
 //! only finds where each map starts and notes where the `octavia_to_loxilb` lines are; an entry is read
 //! (key, seed fields, parent) the first time something asks for it, and its Octavia object later still,
 //! when it is first used. Nothing here changes: `State` keeps what changed since the load beside it.
+//!
+//! Where the other maps' lines start is found when a compaction first needs it (one pass over their
+//! bytes), and a base a compaction wrote knows it from the start: lookups then search those offsets.
 
 use std::cell::OnceCell;
 use std::cmp::Ordering;
@@ -12,23 +15,59 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::state::Entry;
-use crate::store::{bytewise, bytewise_bytes, entry_from_metadata, expect, plain_string};
+use crate::store::{bytewise, bytewise_bytes, entry_from_metadata, expect, plain_string, scan_head};
 
 /// Where a map member line's name starts: `    "<name>": <value>`.
 const INDENT: usize = 5;
 
 pub struct Base {
     bytes: Arc<Vec<u8>>,
-    /// Where each `octavia_to_loxilb` line starts, in id order.
+    /// Where each `octavia_to_loxilb` line starts, in id order, and the map's member lines.
     ids: Vec<u32>,
+    id_lines: Range<usize>,
     /// Each id's entry, once read.
-    entries: Vec<OnceCell<Result<Box<Entry>, String>>>,
+    entries: Vec<EntryCell>,
     /// Set once every entry has been read.
     all_read: OnceCell<()>,
-    /// The member lines of `loxilb_to_octavia`, `children` and `resource_metadata`.
-    reverse: Range<usize>,
-    children: Range<usize>,
-    metadata: Range<usize>,
+    /// The member lines of `loxilb_to_octavia`, `children` and `resource_metadata`, and where each of
+    /// their lines starts (found when a compaction first needs them: a load does not).
+    reverse: Lines,
+    children: Lines,
+    metadata: Lines,
+}
+
+/// An id's entry once read (or why it cannot be).
+pub type EntryCell = OnceCell<Result<Box<Entry>, String>>;
+
+/// A map's member lines, and where each starts once known.
+pub struct Lines {
+    pub lines: Range<usize>,
+    starts: OnceCell<Vec<u32>>,
+}
+
+impl Lines {
+    pub fn new(lines: Range<usize>, starts: Option<Vec<u32>>) -> Lines {
+        Lines { lines, starts: starts.map(OnceCell::from).unwrap_or_default() }
+    }
+
+    fn starts(&self, bytes: &[u8]) -> &[u32] {
+        self.starts.get_or_init(|| {
+            let lines = self.lines.clone();
+            if lines.is_empty() {
+                return Vec::new();
+            }
+            std::iter::once(lines.start as u32).chain(memchr::memchr_iter(b'\n', &bytes[lines.clone()]).map(|n| (lines.start + n + 1) as u32)).collect()
+        })
+    }
+}
+
+/// Which map of a snapshot.
+#[derive(Clone, Copy)]
+pub enum Section {
+    Ids,
+    Keys,
+    Children,
+    Metadata,
 }
 
 impl std::fmt::Debug for Base {
@@ -43,6 +82,12 @@ fn member(bytes: &[u8], start: usize) -> Option<(&str, usize)> {
     let at = expect(bytes, at, b": ")?;
     let end = memchr::memchr(b'\n', &bytes[at..]).map_or(bytes.len(), |n| at + n);
     Some((name, end))
+}
+
+/// The value of the member line starting at `start`.
+pub fn member_value(bytes: &[u8], start: usize) -> Option<Range<usize>> {
+    let (name, end) = member(bytes, start)?;
+    Some(value(bytes, start, name, end))
 }
 
 /// The value of the member line starting at `start`, named `name` and ending at `end`, without the
@@ -96,9 +141,34 @@ fn find(bytes: &[u8], lines: &Range<usize>, name: &str) -> Option<Range<usize>> 
     None
 }
 
+/// The index of the first line at or after `from` (of lines starting at `starts`, sorted by name) whose
+/// name is not before `name`, or `starts.len()`: where a member named `name` is, or would go. Gallops
+/// from `from` first: a compaction seeks its changes in order, often a few lines apart.
+pub fn seek(bytes: &[u8], starts: &[u32], from: usize, name: &str) -> usize {
+    let before = |i: usize| cmp_name(bytes, starts[i] as usize, name).is_lt();
+    let (mut lo, mut step) = (from, 1);
+    let hi = loop {
+        let probe = from + step - 1;
+        if probe >= starts.len() {
+            break starts.len();
+        }
+        if !before(probe) {
+            break probe;
+        }
+        lo = probe + 1;
+        step *= 2;
+    };
+    lo + starts[lo..hi].partition_point(|&s| cmp_name(bytes, s as usize, name).is_lt())
+}
+
+/// Whether the member line starting at `start` is named `name`.
+pub fn is_named(bytes: &[u8], start: usize, name: &str) -> bool {
+    cmp_name(bytes, start, name) == Ordering::Equal
+}
+
 /// Whether `name` could be a member's name as written (the maps of a base hold only plain ones): a name
 /// with a quote in it could otherwise match a name and the start of its value.
-fn is_plain(name: &str) -> bool {
+pub fn is_plain(name: &str) -> bool {
     !name.bytes().any(|c| c == b'"' || c == b'\\' || c < 0x20)
 }
 
@@ -145,7 +215,7 @@ fn members<'a>(bytes: &'a [u8], lines: &Range<usize>) -> impl Iterator<Item = (&
 }
 
 /// The ids of a `children` value, `["<id>","<id>"]`.
-fn id_list(bytes: &[u8], value: Range<usize>) -> Option<Vec<&str>> {
+pub fn id_list(bytes: &[u8], value: Range<usize>) -> Option<Vec<&str>> {
     let b = &bytes[..value.end];
     let mut at = expect(b, value.start, b"[")?;
     let mut ids = Vec::new();
@@ -183,9 +253,20 @@ impl Base {
         let reverse = map(b, &mut at, "loxilb_to_octavia")?;
         let children = map(b, &mut at, "children")?;
         // Every line of these two must read as a member (a plain name, then a plain id or a list of them),
-        // so searches and the next compaction see all of them.
-        lines_read(b, &reverse, |_, _, id| quoted(id) == Some(id.len()))?;
-        lines_read(b, &children, |_, _, value| {
+        // so searches and the next compaction see all of them, in strictly increasing name order, as the
+        // searches and a compaction's merge assume.
+        let mut last: Option<&[u8]> = None;
+        lines_read(b, &reverse, |_, key, id| {
+            let ok = last.is_none_or(|last| bytewise_bytes(last, key).is_lt());
+            last = Some(key);
+            ok && quoted(id) == Some(id.len())
+        })?;
+        let mut last: Option<&[u8]> = None;
+        lines_read(b, &children, |_, parent, value| {
+            if !last.is_none_or(|last| bytewise_bytes(last, parent).is_lt()) {
+                return false;
+            }
+            last = Some(parent);
             let Some(mut list) = value.strip_prefix(b"[").and_then(|v| v.strip_suffix(b"]")) else { return false };
             while let Some(end) = quoted(list) {
                 list = &list[end..];
@@ -199,7 +280,31 @@ impl Base {
         })?;
         let metadata = last_map(b, at, "resource_metadata")?;
         let entries = std::iter::repeat_with(OnceCell::new).take(ids.len()).collect();
-        Some(Base { bytes, ids, entries, all_read: OnceCell::new(), reverse, children, metadata })
+        let (reverse, children, metadata) = (Lines::new(reverse, None), Lines::new(children, None), Lines::new(metadata, None));
+        Some(Base { bytes, ids, id_lines, entries, all_read: OnceCell::new(), reverse, children, metadata })
+    }
+
+    /// A base over bytes a compaction just wrote, whose maps' lines it knows, with the entries it had
+    /// already read.
+    pub fn written(bytes: Arc<Vec<u8>>, ids: Lines, reverse: Lines, children: Lines, metadata: Lines, entries: Vec<EntryCell>) -> Base {
+        let (id_lines, ids) = (ids.lines, ids.starts.into_inner().expect("the id lines' starts"));
+        debug_assert_eq!(ids.len(), entries.len());
+        Base { bytes, ids, id_lines, entries, all_read: OnceCell::new(), reverse, children, metadata }
+    }
+
+    /// A map's member lines, and where each of them starts.
+    pub fn section(&self, section: Section) -> (Range<usize>, &[u32]) {
+        match section {
+            Section::Ids => (self.id_lines.clone(), &self.ids),
+            Section::Keys => (self.reverse.lines.clone(), self.reverse.starts(&self.bytes)),
+            Section::Children => (self.children.lines.clone(), self.children.starts(&self.bytes)),
+            Section::Metadata => (self.metadata.lines.clone(), self.metadata.starts(&self.bytes)),
+        }
+    }
+
+    /// The entries read so far, by id index (for a compaction to carry them over).
+    pub fn into_entries(self) -> Vec<EntryCell> {
+        self.entries
     }
 
     pub fn len(&self) -> usize {
@@ -230,7 +335,7 @@ impl Base {
     pub fn entry(&self, i: usize) -> Result<&Entry, &str> {
         let entry = self.entries[i].get_or_init(|| {
             let id = self.id(i);
-            let metadata = self.metadata_of(id).ok_or_else(|| format!("{id}: no resource_metadata"))?;
+            let metadata = self.metadata_line(i, id).or_else(|| self.metadata_of(id)).ok_or_else(|| format!("{id}: no resource_metadata"))?;
             entry_from_metadata(&self.bytes, metadata, id, self.key(i).to_string()).map(Box::new)
         });
         entry.as_deref().map_err(String::as_str)
@@ -240,6 +345,9 @@ impl Base {
     /// what a walk over the whole mapping needs, instead of a search per entry.
     pub fn read_all(&self) {
         self.all_read.get_or_init(|| {
+            if self.entries.iter().all(|cell| cell.get().is_some()) {
+                return;
+            }
             let mut lines = self.metadata_lines().peekable();
             for (i, cell) in self.entries.iter().enumerate() {
                 let id = self.id(i);
@@ -253,35 +361,69 @@ impl Base {
         });
     }
 
+    /// The parent the `i`th id's metadata names, read without reading the whole entry.
+    pub fn parent(&self, i: usize) -> Result<Option<&str>, &str> {
+        if let Some(entry) = self.entries[i].get() {
+            return entry.as_deref().map(Entry::parent).map_err(String::as_str);
+        }
+        let head = self.metadata_line(i, self.id(i)).and_then(|value| scan_head(&self.bytes[value]));
+        match head {
+            Some(head) => Ok(head.parent),
+            None => self.entry(i).map(Entry::parent),
+        }
+    }
+
+    /// The value of the member named `name` in `lines`: by the index of its lines' starts once known
+    /// (fewer steps, no scanning back for a line's start), else by searching the bytes.
+    fn lookup(&self, lines: &Lines, name: &str) -> Option<Range<usize>> {
+        let Some(starts) = lines.starts.get() else { return find(&self.bytes, &lines.lines, name) };
+        if !is_plain(name) {
+            return None;
+        }
+        let i = seek(&self.bytes, starts, 0, name);
+        let start = *starts.get(i)? as usize;
+        let (found, end) = member(&self.bytes, start).filter(|(found, _)| *found == name)?;
+        Some(value(&self.bytes, start, found, end))
+    }
+
+    /// The metadata of the `i`th id, `id`, from the `i`th metadata line, if where the lines start is
+    /// known (a compaction wrote them, or has looked) and that line is `id`'s.
+    fn metadata_line(&self, i: usize, id: &str) -> Option<Range<usize>> {
+        let starts = self.metadata.starts.get().filter(|starts| starts.len() == self.ids.len())?;
+        let start = starts[i] as usize;
+        let (name, end) = member(&self.bytes, start).filter(|(name, _)| *name == id)?;
+        Some(value(&self.bytes, start, name, end))
+    }
+
     fn metadata_of(&self, id: &str) -> Option<Range<usize>> {
         // Written in id order; a hand edit that moved a line is still found, slowly.
-        find(&self.bytes, &self.metadata, id).or_else(|| members(&self.bytes, &self.metadata).find(|(name, _)| *name == id).map(|(_, v)| v))
+        self.lookup(&self.metadata, id).or_else(|| members(&self.bytes, &self.metadata.lines).find(|(name, _)| *name == id).map(|(_, v)| v))
     }
 
     /// The `resource_metadata` lines in file order, as (id, value range).
     pub fn metadata_lines(&self) -> impl Iterator<Item = (&str, Range<usize>)> + '_ {
-        members(&self.bytes, &self.metadata)
+        members(&self.bytes, &self.metadata.lines)
     }
 
     /// The id `loxilb_to_octavia` names for `key`.
     pub fn owner(&self, key: &str) -> Option<&str> {
-        let value = find(&self.bytes, &self.reverse, key)?;
+        let value = self.lookup(&self.reverse, key)?;
         plain_string(&self.bytes, value.start + 1).map(|(id, _)| id)
     }
 
     /// The `loxilb_to_octavia` pairs in key order.
     pub fn keys(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        members(&self.bytes, &self.reverse).filter_map(|(key, value)| Some((key, plain_string(&self.bytes, value.start + 1)?.0)))
+        members(&self.bytes, &self.reverse.lines).filter_map(|(key, value)| Some((key, plain_string(&self.bytes, value.start + 1)?.0)))
     }
 
     /// The ids the `children` map lists under `parent`, in id order.
     pub fn children(&self, parent: &str) -> Vec<&str> {
-        find(&self.bytes, &self.children, parent).and_then(|value| id_list(&self.bytes, value)).unwrap_or_default()
+        self.lookup(&self.children, parent).and_then(|value| id_list(&self.bytes, value)).unwrap_or_default()
     }
 
     /// The `children` map in parent order.
     pub fn all_children(&self) -> impl Iterator<Item = (&str, Vec<&str>)> + '_ {
-        members(&self.bytes, &self.children).map(|(parent, value)| (parent, id_list(&self.bytes, value).unwrap_or_default()))
+        members(&self.bytes, &self.children.lines).map(|(parent, value)| (parent, id_list(&self.bytes, value).unwrap_or_default()))
     }
 }
 

@@ -2,6 +2,7 @@
 //! plan through the host's capabilities.
 
 use crate::caps::{Caps, Level};
+use crate::compact;
 use crate::loxilb_types::{EndpointProbe, LbRule, LoxilbCall, RuleKey};
 use crate::octavia::{ObjectStatus, Operation};
 use crate::plan::{self, Plan};
@@ -130,10 +131,12 @@ impl Policy {
 
     pub fn snapshot(&mut self, caps: &mut dyn Caps) {
         let now = rfc3339(caps.now_ms());
-        let bytes = store::encode_snapshot(&self.state, &now);
-        if let Err(e) = caps.write_snapshot(&bytes) {
+        let compacted = compact::compact(std::mem::take(&mut self.state), &now);
+        if let Err(e) = caps.write_snapshot(&compacted.bytes) {
             caps.log(Level::Error, &format!("could not write the mapping snapshot: {e}"));
         }
+        // The same mapping, now read in place from what was just written (see `compact`).
+        self.state = compacted.state;
     }
 }
 

@@ -8,6 +8,7 @@
 //! - `plan`: one Octavia operation → the LoxiLB calls, mapping changes and statuses. Pure.
 //! - `store`: the on-disk snapshot (seed JSON format) and journal records.
 //! - `base`: a loaded snapshot read in place (binary search over its sorted lines).
+//! - `compact`: a new snapshot merged from the loaded one and the changes since, and the state read back from it.
 //! - `execute`: carries out a plan through the host's capabilities, with rollback.
 //! - `recovery`: rebuilding the mapping from LoxiLB's rule list, and reconciliation.
 //! - `health`: operating statuses and statistics from LoxiLB's rule list.
@@ -27,6 +28,7 @@ pub mod bindings {
 
 pub(crate) mod base;
 pub mod caps;
+pub mod compact;
 pub mod execute;
 pub mod health;
 pub mod keys;

@@ -191,6 +191,11 @@ impl Entry {
         self.object.stored = Some(stored);
     }
 
+    /// Where the metadata's bytes are, while they still describe the entry.
+    pub fn stored_at(&self) -> Option<&Stored> {
+        self.object.stored.as_ref()
+    }
+
     /// The metadata's bytes as read or last written, while they still describe the entry.
     pub fn stored_metadata(&self) -> Option<&[u8]> {
         self.object.stored.as_ref().map(|s| &s.bytes[s.metadata.clone()])
@@ -410,6 +415,17 @@ impl State {
     /// The snapshot the state was loaded from, if it is read in place.
     pub(crate) fn base(&self) -> Option<&Base> {
         self.base.as_deref()
+    }
+
+    /// The loaded snapshot and the entries put (Some) or removed (None) since: what a compaction carries
+    /// over into the state it reads back from the snapshot it writes.
+    pub(crate) fn into_parts(self) -> (Option<Rc<Base>>, Map<String, Option<Entry>>) {
+        (self.base, self.changed)
+    }
+
+    /// The entries put (Some) or removed (None) since the load.
+    pub(crate) fn changes(&self) -> impl Iterator<Item = (&str, Option<&Entry>)> {
+        self.changed.iter().map(|(id, e)| (id.as_str(), e.as_ref()))
     }
 
     /// Whether `id` was put or removed since the load.

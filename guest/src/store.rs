@@ -88,7 +88,7 @@ struct SnapshotIn {
     resource_metadata: HashMap<String, Metadata>,
 }
 
-fn json_string(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn json_string(out: &mut Vec<u8>, s: &str) {
     // Ids and keys never need escaping; copying them is a tenth of the cost of serde's escaper.
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.push(b'"');
@@ -100,7 +100,7 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
 }
 
 /// An entry's metadata: the bytes it was read from while they still describe it, else encoded.
-fn write_metadata(out: &mut Vec<u8>, e: &Entry) {
+pub(crate) fn write_metadata(out: &mut Vec<u8>, e: &Entry) {
     if let Some(stored) = e.stored_metadata() {
         out.extend_from_slice(stored);
         return;
@@ -187,6 +187,9 @@ fn children_map(state: &State) -> Vec<(&str, Vec<&str>)> {
 /// The snapshot document. Keys are sorted, and each top-level key and each mapping is on a line of its
 /// own, compact inside: `grep <id>` shows a whole mapping, and a load reads the maps in place (see
 /// `base`). An entry unchanged since the load, or journaled since, is copied as read or journaled.
+///
+/// This writes entry by entry; a compaction merges the changes into the loaded lines instead (`compact`),
+/// byte for byte the same, and falls back to this when the loaded lines cannot be trusted for a merge.
 pub fn encode_snapshot(state: &State, now: &str) -> Vec<u8> {
     let base = state.base();
     let mut puts: Vec<(&str, Source)> = state.puts().map(|(id, e)| (id, Source::Put(e))).collect();
@@ -198,15 +201,7 @@ pub fn encode_snapshot(state: &State, now: &str) -> Vec<u8> {
     let unchanged = base.into_iter().flat_map(|b| b.keys()).filter(|(k, _)| !state.is_key_changed(k));
     let by_key = merge(unchanged, keys.into_iter());
     let children = children_map(state);
-    // Sized from the last snapshot read or written: growing by doubling would need twice the final size
-    // at once, and at 100k mappings that is a good part of the sandbox's memory.
-    let hint = SIZE_HINT.with(|h| h.get());
-    let mut out = Vec::with_capacity(if hint > 0 { hint + hint / 32 + 4096 } else { state.len() * 800 + 4096 });
-    out.extend_from_slice(b"{\n  \"version\": ");
-    json_string(&mut out, FORMAT_VERSION);
-    out.extend_from_slice(b",\n  \"last_updated\": ");
-    json_string(&mut out, now);
-    out.extend_from_slice(b",\n");
+    let mut out = start_document(state.len(), now);
     write_map(&mut out, "octavia_to_loxilb", &by_id, |out, (id, source)| {
         json_string(out, id);
         out.extend_from_slice(b": ");
@@ -253,9 +248,27 @@ pub fn encode_snapshot(state: &State, now: &str) -> Vec<u8> {
             }
         }
     });
+    end_document(&mut out);
+    out
+}
+
+/// A new document's buffer with its first lines (`{`, `version`, `last_updated`) written. Sized from the
+/// last snapshot read or written: growing by doubling would need twice the final size at once, and at
+/// 100k mappings that is a good part of the sandbox's memory.
+pub(crate) fn start_document(entries: usize, now: &str) -> Vec<u8> {
+    let hint = SIZE_HINT.with(|h| h.get());
+    let mut out = Vec::with_capacity(if hint > 0 { hint + hint / 32 + 4096 } else { entries * 800 + 4096 });
+    out.extend_from_slice(b"{\n  \"version\": ");
+    json_string(&mut out, FORMAT_VERSION);
+    out.extend_from_slice(b",\n  \"last_updated\": ");
+    json_string(&mut out, now);
+    out.extend_from_slice(b",\n");
+    out
+}
+
+pub(crate) fn end_document(out: &mut Vec<u8>) {
     out.extend_from_slice(b"\n}");
     SIZE_HINT.with(|h| h.set(out.len()));
-    out
 }
 
 /// `a.cmp(b)`, eight bytes at a time: in WebAssembly `str` comparison is a byte loop (memcmp), and sorting
@@ -297,9 +310,9 @@ pub(crate) fn expect(b: &[u8], at: usize, literal: &[u8]) -> Option<usize> {
 }
 
 /// What a load reads of a mapping's metadata, written as `MetadataOut` writes it.
-struct Head<'a> {
+pub(crate) struct Head<'a> {
     kind: ResourceType,
-    parent: Option<&'a str>,
+    pub(crate) parent: Option<&'a str>,
     external_ip: &'a str,
     port: u16,
     protocol: &'a str,
@@ -308,7 +321,7 @@ struct Head<'a> {
     object: usize,
 }
 
-fn scan_head(b: &[u8]) -> Option<Head<'_>> {
+pub(crate) fn scan_head(b: &[u8]) -> Option<Head<'_>> {
     let at = expect(b, 0, br#"{"resource_type":""#)?;
     let (kind, at) = plain_string(b, at)?;
     let kind = match kind {
@@ -454,6 +467,13 @@ pub fn decode_snapshot(bytes: Vec<u8>) -> Result<(State, Vec<String>), String> {
         }
     }
     decode_any(&bytes)
+}
+
+/// The state read in place from a snapshot `encode_snapshot` just wrote of it: the same mapping, with
+/// nothing changed since. `None` if the bytes do not read back in place (names that need escaping).
+pub(crate) fn rebased(bytes: Arc<Vec<u8>>) -> Option<State> {
+    let at = header(&bytes)?;
+    Base::open(bytes, at).map(State::from_base)
 }
 
 fn decode_any(bytes: &[u8]) -> Result<(State, Vec<String>), String> {
@@ -665,11 +685,11 @@ pub fn decode_change(bytes: Vec<u8>) -> Result<Change, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::octavia::Loadbalancer;
 
-    fn lb(id: &str, vip: &str) -> Entry {
+    pub(crate) fn lb(id: &str, vip: &str) -> Entry {
         Entry::new(
             vip.into(),
             vip.into(),
@@ -785,7 +805,7 @@ mod tests {
 
     /// A policy's storage in memory, and LoxiLB answering success.
     #[derive(Default)]
-    struct Disk {
+    pub(crate) struct Disk {
         snapshot: Option<Vec<u8>>,
         journal: Vec<Vec<u8>>,
     }
@@ -820,7 +840,7 @@ mod tests {
     }
 
     /// A TCP load balancer with a listener, a pool of two members and a health monitor.
-    fn tree_operation() -> crate::octavia::Operation {
+    pub(crate) fn tree_operation() -> crate::octavia::Operation {
         let member = |n: u32| {
             serde_json::json!({"id": format!("m{n}"), "pool_id": "p", "address": format!("10.0.1.{n}"), "protocol_port": 8080, "weight": n,
                 "admin_state_up": true, "backup": false, "monitor_address": null, "monitor_port": null})
@@ -841,7 +861,7 @@ mod tests {
     }
 
     /// A policy that has created the tree, and the disk it wrote to.
-    fn populated() -> (crate::execute::Policy, Disk) {
+    pub(crate) fn populated() -> (crate::execute::Policy, Disk) {
         let mut policy = crate::execute::Policy::new(crate::translate::Config::default());
         let mut disk = Disk::default();
         let handled = policy.handle(&mut disk, &tree_operation());
@@ -850,7 +870,7 @@ mod tests {
         (policy, disk)
     }
 
-    fn same_state(a: &State, b: &State) {
+    pub(crate) fn same_state(a: &State, b: &State) {
         let mut ids: Vec<&str> = a.iter().map(|(id, _)| id).collect();
         ids.sort();
         let mut other: Vec<&str> = b.iter().map(|(id, _)| id).collect();
@@ -880,6 +900,26 @@ mod tests {
         same_state(&policy.state, &loaded);
         assert!(loaded.iter().all(|(_, e)| e.is_decoded()));
         assert!(loaded.problems().is_empty(), "{:?}", loaded.problems());
+    }
+
+    #[test]
+    fn a_compaction_reads_the_mapping_back_in_place_from_what_it_wrote() {
+        let (mut policy, mut disk) = populated();
+        let (mut steady, mut steady_disk) = populated();
+        policy.snapshot(&mut disk);
+        let base = policy.state.base().expect("read in place");
+        assert_eq!(Some(base.bytes().as_slice()), disk.snapshot.as_deref());
+        assert_eq!(policy.state.puts().count(), 0, "nothing changed since the snapshot");
+        same_state(&steady.state, &policy.state);
+        let update: crate::octavia::Operation = serde_json::from_value(serde_json::json!({"MemberUpdate": {"id": "m1", "pool_id": "p",
+            "address": "10.0.1.1", "protocol_port": 8080, "weight": 9, "admin_state_up": true, "backup": false, "monitor_address": null, "monitor_port": null}}))
+        .unwrap();
+        assert!(policy.handle(&mut disk, &update).error.is_none());
+        assert!(steady.handle(&mut steady_disk, &update).error.is_none());
+        same_state(&steady.state, &policy.state);
+        assert_eq!(steady.desired(), policy.desired());
+        assert_eq!(policy.state.puts().count(), 2, "the member and its listener");
+        assert_eq!(encode_snapshot(&policy.state, "t"), encode_snapshot(&steady.state, "t"));
     }
 
     #[test]
@@ -956,7 +996,7 @@ mod tests {
     }
 
     /// `entry` moved under `parent` with key `key` (its object's parent field rewritten to match).
-    fn moved(entry: &Entry, parent_field: &str, parent: &str, key: &str) -> Entry {
+    pub(crate) fn moved(entry: &Entry, parent_field: &str, parent: &str, key: &str) -> Entry {
         let mut object = serde_json::to_value(entry.object()).unwrap();
         object["attributes"][parent_field] = parent.into();
         Entry::new(key.into(), entry.external_ip.clone(), entry.port, entry.protocol.clone(), entry.created_at.clone(), serde_json::from_value(object).unwrap())
@@ -965,19 +1005,19 @@ mod tests {
     /// The mapping's rules stated plainly, to check `State` against: a put makes the key its entry's, a
     /// remove frees the key only if the entry owned it, and children are the entries naming a parent.
     #[derive(Default)]
-    struct Model {
-        entries: std::collections::BTreeMap<String, Entry>,
-        owners: std::collections::BTreeMap<String, String>,
+    pub(crate) struct Model {
+        pub(crate) entries: std::collections::BTreeMap<String, Entry>,
+        pub(crate) owners: std::collections::BTreeMap<String, String>,
     }
 
     impl Model {
-        fn of(state: &State) -> Model {
+        pub(crate) fn of(state: &State) -> Model {
             let entries = state.iter().map(|(id, e)| (id.to_string(), e.clone())).collect();
             let owners = state.keys().map(|(k, id)| (k.to_string(), id.to_string())).collect();
             Model { entries, owners }
         }
 
-        fn apply(&mut self, change: &Change) {
+        pub(crate) fn apply(&mut self, change: &Change) {
             let id = match change {
                 Change::Put { id, .. } | Change::Remove { id } => id,
             };
@@ -992,7 +1032,7 @@ mod tests {
             }
         }
 
-        fn check(&self, state: &State, step: usize) {
+        pub(crate) fn check(&self, state: &State, step: usize) {
             let entries: std::collections::BTreeMap<String, Entry> = state.iter().map(|(id, e)| (id.to_string(), e.clone())).collect();
             assert_eq!(entries, self.entries, "entries after step {step}");
             let owners: std::collections::BTreeMap<String, String> = state.keys().map(|(k, id)| (k.to_string(), id.to_string())).collect();
