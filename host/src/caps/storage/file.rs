@@ -261,7 +261,7 @@ fn read_segment(path: &Path, out: &mut Vec<Vec<u8>>) -> Result<(), String> {
     if whole < bytes.len() {
         tracing::warn!("{}: ignoring a record torn by a crash at its end ({} bytes)", path.display(), bytes.len() - whole);
     }
-    // memchr finds the line breaks a vector at a time: a replay reads up to half the mapping's size.
+    // memchr finds the line breaks a vector at a time: a replay reads up to an eighth of the mapping's size.
     let mut start = 0;
     for (i, end) in memchr::memchr_iter(b'\n', &bytes[..whole]).enumerate() {
         let line = &bytes[start..end];
