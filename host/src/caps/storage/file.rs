@@ -667,6 +667,7 @@ impl MappingStore for FileStore {
             inner.synced = inner.appended;
         }
         drop(inner);
+        self.synced.notify_all();
         let path = self.path.clone();
         #[cfg(test)]
         let data = if self.fail_next_write.swap(false, Ordering::SeqCst) { b"not a document".to_vec() } else { data };
@@ -724,7 +725,12 @@ impl MappingStore for FileStore {
     }
 
     fn journal_length(&self) -> u32 {
-        self.settle(&mut self.writing(), false);
+        // Asked after every operation: never wait here for a backup that is waiting for the writer.
+        match self.writing.try_lock() {
+            Ok(mut writing) => drop(self.settle(&mut writing, false)),
+            Err(std::sync::TryLockError::Poisoned(e)) => drop(self.settle(&mut e.into_inner(), false)),
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
         let mut inner = self.lock();
         self.count(&mut inner)
     }
