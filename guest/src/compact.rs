@@ -228,7 +228,7 @@ fn merge(state: &State, now: &str) -> Result<(Vec<u8>, Written), Untrusted> {
     let metadata = merge_map(&mut out, "resource_metadata", src, old(Section::Metadata), &ids, Some(&id_map.seeks), |out, e, _| {
         Ok(e.map(|e| store::write_metadata(out, e)).is_some())
     })?;
-    store::end_document(&mut out);
+    store::end_document(&mut out, state.len());
     let written = Written { ids: ids.iter().map(|(id, _)| id.to_string()).collect(), id_map, reverse, children, metadata };
     Ok((out, written))
 }

@@ -248,16 +248,18 @@ pub fn encode_snapshot(state: &State, now: &str) -> Vec<u8> {
             }
         }
     });
-    end_document(&mut out);
+    end_document(&mut out, state.len());
     out
 }
 
 /// A new document's buffer with its first lines (`{`, `version`, `last_updated`) written. Sized from the
-/// last snapshot read or written: growing by doubling would need twice the final size at once, and at
-/// 100k mappings that is a good part of the sandbox's memory.
+/// last snapshot read or written, per entry when known (a growing mapping outgrows the last size): growing
+/// by doubling would need twice the final size at once, and at 100k mappings that is a good part of the
+/// sandbox's memory.
 pub(crate) fn start_document(entries: usize, now: &str) -> Vec<u8> {
-    let hint = SIZE_HINT.with(|h| h.get());
-    let mut out = Vec::with_capacity(if hint > 0 { hint + hint / 32 + 4096 } else { entries * 800 + 4096 });
+    let (bytes, of) = SIZE_HINT.with(|h| h.get());
+    let estimate = if of > 0 { bytes / of * entries.max(of) } else { bytes.max(entries * 1000) };
+    let mut out = Vec::with_capacity(estimate + estimate / 32 + 4096);
     out.extend_from_slice(b"{\n  \"version\": ");
     json_string(&mut out, FORMAT_VERSION);
     out.extend_from_slice(b",\n  \"last_updated\": ");
@@ -266,9 +268,9 @@ pub(crate) fn start_document(entries: usize, now: &str) -> Vec<u8> {
     out
 }
 
-pub(crate) fn end_document(out: &mut Vec<u8>) {
+pub(crate) fn end_document(out: &mut Vec<u8>, entries: usize) {
     out.extend_from_slice(b"\n}");
-    SIZE_HINT.with(|h| h.set(out.len()));
+    SIZE_HINT.with(|h| h.set((out.len(), entries)));
 }
 
 /// `a.cmp(b)`, eight bytes at a time: in WebAssembly `str` comparison is a byte loop (memcmp), and sorting
@@ -290,8 +292,8 @@ pub(crate) fn bytewise_bytes(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
 }
 
 thread_local! {
-    /// The size of the last snapshot decoded or encoded.
-    static SIZE_HINT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The size of the last snapshot decoded or encoded, and how many entries it held (0: not known).
+    static SIZE_HINT: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 /// Reads the JSON string starting at `at` (just after its opening quote) if it has no escapes: the
@@ -456,7 +458,7 @@ fn decode_lined(bytes: &Arc<Vec<u8>>, at: usize) -> Option<Result<State, String>
 /// Parses a snapshot of any supported version, migrating older ones. Returns the state and notes about
 /// what migration did.
 pub fn decode_snapshot(bytes: Vec<u8>) -> Result<(State, Vec<String>), String> {
-    SIZE_HINT.with(|h| h.set(bytes.len()));
+    SIZE_HINT.with(|h| h.set((bytes.len(), 0)));
     let bytes = Arc::new(bytes);
     if let Some(at) = header(&bytes) {
         if let Some(base) = Base::open(Arc::clone(&bytes), at) {
