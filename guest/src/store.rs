@@ -258,7 +258,7 @@ pub fn encode_snapshot(state: &State, now: &str) -> Vec<u8> {
 /// sandbox's memory.
 pub(crate) fn start_document(entries: usize, now: &str) -> Vec<u8> {
     let (bytes, of) = SIZE_HINT.with(|h| h.get());
-    let estimate = if of > 0 { bytes / of * entries.max(of) } else { bytes.max(entries * 1000) };
+    let estimate = bytes.checked_div(of).map_or(bytes.max(entries * 1000), |per_entry| per_entry * entries.max(of));
     let mut out = Vec::with_capacity(estimate + estimate / 32 + 4096);
     out.extend_from_slice(b"{\n  \"version\": ");
     json_string(&mut out, FORMAT_VERSION);
