@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::file::{trailer_generation, Backup, FileStore, Staged};
+use super::file::{trailer_generation, write_mapping_file, Backup, FileStore};
 use super::format;
 use crate::metrics;
 
@@ -68,7 +68,7 @@ impl FileStore {
                 return Err(format!("{} changed while it was read", self.path.display()));
             }
             let path = self.dir.join(format!("{}.backup-{}-gen{generation}", self.name, stamp(crate::caps::clock::now_ms())));
-            Staged::write(&path, &bytes).and_then(Staged::commit).map_err(|e| format!("writing {}: {e}", path.display()))?;
+            write_mapping_file(&path, &bytes).map_err(|e| format!("writing {}: {e}", path.display()))?;
             Ok(path)
         })();
         let mut inner = self.lock();

@@ -85,7 +85,7 @@ struct Writing {
 fn write_sealed(path: &Path, mut data: Vec<u8>, generation: u64) -> Result<(), String> {
     let start = Instant::now();
     format::seal_in_place(&mut data, generation)?;
-    Staged::write(path, &data).and_then(Staged::commit).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    write_mapping_file(path, &data).map_err(|e| format!("writing {}: {e}", path.display()))?;
     metrics::STORAGE_SNAPSHOT_WRITE.record(start.elapsed());
     Ok(())
 }
@@ -150,67 +150,35 @@ fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     fsync(&File::open(dir)?, false)
 }
 
-/// A file written and fsynced under a temporary name, waiting to be renamed into place.
-pub(super) struct Staged {
-    tmp: PathBuf,
-    path: PathBuf,
-    dir: PathBuf,
-}
-
-impl Staged {
-    pub(super) fn write(path: &Path, data: &[u8]) -> std::io::Result<Staged> {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
-        let tmp = dir.join(format!(
-            ".{}.tmp.{}.{}",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("mapping"),
-            std::process::id(),
-            unique()
-        ));
-        let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-            f.write_all(data)?;
-            fsync(&f, false)
-        })();
-        match result {
-            Ok(()) => {
-                metrics::STORAGE_BYTES.add(data.len() as u64);
-                Ok(Staged { tmp, path: path.to_path_buf(), dir })
-            }
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(e)
-            }
-        }
-    }
-
-    pub(super) fn commit(self) -> std::io::Result<()> {
-        if let Err(e) = fs::rename(&self.tmp, &self.path) {
-            let _ = fs::remove_file(&self.tmp);
-            return Err(e);
-        }
-        fsync_dir(&self.dir)
-    }
-}
-
-/// Writes `data` to `path` so that a crash leaves either the old or the new file: unique temp file,
-/// fsync, rename, directory fsync; mode 0600. For files other than the mapping's (its own writes go
-/// through `Staged`, which counts them in the storage metrics).
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+/// Writes `data` to `path` so that a crash leaves either the old or the new file: unique temporary file
+/// (mode 0600), `sync`, rename, directory `sync`.
+fn replace(path: &Path, data: &[u8], sync: fn(&File) -> std::io::Result<()>) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let tmp = dir.join(format!(".{}.tmp.{}.{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("file"), std::process::id(), unique()));
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        sync(&f)?;
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        sync(&File::open(dir)?)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// `replace` for the mapping's own files (snapshots, backups), counted in the storage metrics.
+pub(super) fn write_mapping_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    replace(path, data, |f| fsync(f, false))?;
+    metrics::STORAGE_BYTES.add(data.len() as u64);
+    Ok(())
+}
+
+/// `replace` for files other than the mapping's.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    replace(path, data, File::sync_all)
 }
 
 /// A number no other temporary file of this process has used.
@@ -611,7 +579,7 @@ impl MappingStore for FileStore {
                 let stamp = super::backup::stamp(crate::caps::clock::now_ms());
                 let kept = self.dir.join(format!("{}.corrupt-{stamp}", self.name));
                 let kept = if main_exists { fs::rename(&self.path, &kept).ok().map(|()| kept) } else { None };
-                let restored = Staged::write(&self.path, &sealed).and_then(Staged::commit);
+                let restored = write_mapping_file(&self.path, &sealed);
                 tracing::error!(
                     "mapping snapshot {} is {reason}: loaded backup {} (journal generation {base}) and replaying journal segments {base}..={}{}{}",
                     self.path.display(),
