@@ -90,6 +90,12 @@ pub fn member_value(bytes: &[u8], start: usize) -> Option<Range<usize>> {
     Some(value(bytes, start, name, end))
 }
 
+/// The value of the member line starting at `start`, if it is named `name`.
+fn value_if_named(bytes: &[u8], start: usize, name: &str) -> Option<Range<usize>> {
+    let (found, end) = member(bytes, start).filter(|(found, _)| *found == name)?;
+    Some(value(bytes, start, found, end))
+}
+
 /// The value of the member line starting at `start`, named `name` and ending at `end`, without the
 /// comma that follows all but a map's last member.
 fn value(bytes: &[u8], start: usize, name: &str, end: usize) -> Range<usize> {
@@ -381,18 +387,14 @@ impl Base {
             return None;
         }
         let i = seek(&self.bytes, starts, 0, name);
-        let start = *starts.get(i)? as usize;
-        let (found, end) = member(&self.bytes, start).filter(|(found, _)| *found == name)?;
-        Some(value(&self.bytes, start, found, end))
+        value_if_named(&self.bytes, *starts.get(i)? as usize, name)
     }
 
     /// The metadata of the `i`th id, `id`, from the `i`th metadata line, if where the lines start is
     /// known (a compaction wrote them, or has looked) and that line is `id`'s.
     fn metadata_line(&self, i: usize, id: &str) -> Option<Range<usize>> {
         let starts = self.metadata.starts.get().filter(|starts| starts.len() == self.ids.len())?;
-        let start = starts[i] as usize;
-        let (name, end) = member(&self.bytes, start).filter(|(name, _)| *name == id)?;
-        Some(value(&self.bytes, start, name, end))
+        value_if_named(&self.bytes, starts[i] as usize, id)
     }
 
     fn metadata_of(&self, id: &str) -> Option<Range<usize>> {

@@ -460,19 +460,17 @@ fn decode_lined(bytes: &Arc<Vec<u8>>, at: usize) -> Option<Result<State, String>
 pub fn decode_snapshot(bytes: Vec<u8>) -> Result<(State, Vec<String>), String> {
     SIZE_HINT.with(|h| h.set((bytes.len(), 0)));
     let bytes = Arc::new(bytes);
-    if let Some(at) = header(&bytes) {
-        if let Some(base) = Base::open(Arc::clone(&bytes), at) {
-            return Ok((State::from_base(base), Vec::new()));
-        }
-        if let Some(decoded) = decode_lined(&bytes, at) {
-            return decoded.map(|state| (state, Vec::new()));
-        }
+    if let Some(state) = rebased(Arc::clone(&bytes)) {
+        return Ok((state, Vec::new()));
+    }
+    if let Some(decoded) = header(&bytes).and_then(|at| decode_lined(&bytes, at)) {
+        return decoded.map(|state| (state, Vec::new()));
     }
     decode_any(&bytes)
 }
 
-/// The state read in place from a snapshot `encode_snapshot` just wrote of it: the same mapping, with
-/// nothing changed since. `None` if the bytes do not read back in place (names that need escaping).
+/// The state read in place from a snapshot laid out as `encode_snapshot` writes it (a load, or the
+/// document a compaction just wrote); `None` for any other layout, names that need escaping included.
 pub(crate) fn rebased(bytes: Arc<Vec<u8>>) -> Option<State> {
     let at = header(&bytes)?;
     Base::open(bytes, at).map(State::from_base)
