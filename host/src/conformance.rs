@@ -31,10 +31,10 @@ pub fn settings() -> Settings {
     Settings { nat_mode: "fullnat".into(), remove_orphans: false }
 }
 
-/// LoxiLB's swagger definitions when the spec file is at hand, else the simulator's built-in copy.
+/// LoxiLB's swagger definitions (the simulator's embedded copy unless `LOXILB_SWAGGER` names another).
 pub(crate) fn spec() -> &'static SpecValidator {
     static SPEC: OnceLock<SpecValidator> = OnceLock::new();
-    SPEC.get_or_init(|| SpecValidator::load_default().unwrap_or_else(|_| SpecValidator::builtin()))
+    SPEC.get_or_init(|| SpecValidator::load_default().unwrap_or_else(|_| SpecValidator::embedded()))
 }
 
 pub struct ScenarioResult {

@@ -31,4 +31,4 @@ pub mod spec;
 
 pub use errors::ErrorStyle;
 pub use server::{RecordedRequest, Simulator};
-pub use spec::{default_spec_path, SpecValidator};
+pub use spec::{default_spec_path, SpecValidator, EMBEDDED_SPEC, EMBEDDED_SPEC_NAME};

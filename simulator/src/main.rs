@@ -17,7 +17,7 @@ struct Args {
     /// Answer handler errors like loxilb <= v0.9.8.4 (HTTP 200 with {"result": "<error>"}).
     #[arg(long)]
     legacy_errors: bool,
-    /// LoxiLB swagger.yml; default: $LOXILB_SWAGGER, then shared/reference/loxilb/swagger.yml.
+    /// LoxiLB swagger.yml; default: $LOXILB_SWAGGER, else the copy compiled in (loxilb 64045de).
     #[arg(long)]
     spec: Option<PathBuf>,
 }

@@ -82,8 +82,8 @@ pub struct Simulator {
 }
 
 impl Simulator {
-    /// Starts on `127.0.0.1:<free port>` with the spec from [`default_spec_path`] when there is
-    /// one (built-in structural checks otherwise).
+    /// Starts on `127.0.0.1:<free port>` with the spec from [`default_spec_path`] when set, else the
+    /// embedded one.
     pub fn start(style: ErrorStyle) -> anyhow::Result<Simulator> {
         Self::start_on("127.0.0.1:0", style, None)
     }
@@ -98,10 +98,7 @@ impl Simulator {
         let spec_path: Option<PathBuf> = spec.map(Path::to_path_buf).or_else(default_spec_path);
         let spec = match &spec_path {
             Some(p) => SpecValidator::load(p)?,
-            None => {
-                eprintln!("loxilb-sim: swagger.yml not found; full spec validation is off, built-in LoadbalanceEntry/EndPoint checks only");
-                SpecValidator::builtin()
-            }
+            None => SpecValidator::embedded(),
         };
         Self::start_with(addr, style, spec)
     }

@@ -8,7 +8,9 @@
 //! * an optional enum field holding its zero value (`""`, `0`) is not checked (`swag.IsZero`);
 //! * integer `format`s are Go types, so a value outside `uint16` etc. is a type error.
 //!
-//! The spec file is not part of this repository; see [`default_spec_path`].
+//! The spec LoxiLB ships is vendored at `simulator/spec/swagger.yml` (see `simulator/spec/SOURCE.md`) and
+//! compiled in: tests and the simulator validate against it with nothing outside the repository.
+//! `$LOXILB_SWAGGER` or `--spec` names another one (a newer LoxiLB's) instead.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,18 +18,18 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context};
 use serde_json::{json, Map, Value};
 
-/// Where the LoxiLB spec is expected: `$LOXILB_SWAGGER` when set (returned even if the file is
-/// missing, so a wrong setting fails loudly), else `shared/reference/loxilb/swagger.yml` next to
-/// the workspace (as laid out for developers and CI) if it exists, else `None`.
+/// LoxiLB's swagger.yml at the commit `simulator/spec/SOURCE.md` names, compiled in.
+pub const EMBEDDED_SPEC: &str = include_str!("../spec/swagger.yml");
+
+/// What the spec in use was read from.
+pub const EMBEDDED_SPEC_NAME: &str = "embedded LoxiLB swagger.yml (loxilb 64045de)";
+
+/// A spec file named by `$LOXILB_SWAGGER` (returned even if the file is missing, so a wrong
+/// setting fails loudly); `None` means the embedded spec.
 pub fn default_spec_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("LOXILB_SWAGGER").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p));
-    }
-    let beside_workspace =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/loxilb/swagger.yml");
-    beside_workspace
-        .is_file()
-        .then(|| std::fs::canonicalize(&beside_workspace).unwrap_or(beside_workspace))
+    std::env::var_os("LOXILB_SWAGGER")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
 }
 
 /// The definitions of a Swagger 2.0 document, ready to validate bodies against.
@@ -103,12 +105,19 @@ impl SpecValidator {
         }
     }
 
-    /// Loads the spec found by [`default_spec_path`], failing if there is none.
+    /// The file named by [`default_spec_path`] when set, else the embedded spec.
     pub fn load_default() -> anyhow::Result<Self> {
-        let path = default_spec_path().ok_or_else(|| {
-            anyhow!("LoxiLB swagger.yml not found: set LOXILB_SWAGGER or lay out shared/ beside the workspace")
-        })?;
-        Self::load(path)
+        match default_spec_path() {
+            Some(path) => Self::load(path),
+            None => Ok(Self::embedded()),
+        }
+    }
+
+    /// The spec compiled into this crate ([`EMBEDDED_SPEC`]).
+    pub fn embedded() -> Self {
+        let mut v = Self::from_yaml_str(EMBEDDED_SPEC).expect("the embedded swagger.yml parses");
+        v.source = Some(PathBuf::from(EMBEDDED_SPEC_NAME));
+        v
     }
 
     /// A hand-written copy of the `LoadbalanceEntry` and `EndPoint` structure (names, types,
@@ -755,9 +764,7 @@ mod tests {
     use super::*;
 
     fn real() -> SpecValidator {
-        let path = default_spec_path()
-            .expect("LoxiLB swagger.yml is missing: set LOXILB_SWAGGER or provide shared/reference/loxilb/swagger.yml");
-        SpecValidator::load(path).expect("swagger.yml loads")
+        SpecValidator::embedded()
     }
 
     fn lb() -> Value {

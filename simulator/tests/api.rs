@@ -1,6 +1,6 @@
 //! The simulator over real HTTP (ureq), against the real LoxiLB swagger.yml.
 
-use loxilb_sim::{default_spec_path, ErrorStyle, Simulator, SpecValidator};
+use loxilb_sim::{default_spec_path, ErrorStyle, Simulator, SpecValidator, EMBEDDED_SPEC_NAME};
 use serde_json::{json, Value};
 
 struct Client {
@@ -67,11 +67,9 @@ impl Client {
 }
 
 fn start(style: ErrorStyle) -> (Simulator, Client) {
-    let spec = default_spec_path().expect(
-        "LoxiLB swagger.yml not found: set LOXILB_SWAGGER or provide shared/reference/loxilb/swagger.yml beside the workspace",
-    );
-    let sim = Simulator::start_on("127.0.0.1:0", style, Some(&spec)).expect("simulator starts");
-    assert_eq!(sim.spec_source().as_deref(), Some(spec.as_path()));
+    let sim = Simulator::start_on("127.0.0.1:0", style, None).expect("simulator starts");
+    let expected = default_spec_path().unwrap_or_else(|| EMBEDDED_SPEC_NAME.into());
+    assert_eq!(sim.spec_source(), Some(expected));
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -164,7 +162,7 @@ fn create_and_list() {
     );
     assert_eq!(sim.rules(), all);
     // The GET shape is itself a valid LoadbalanceEntry.
-    SpecValidator::load(sim.spec_source().unwrap())
+    SpecValidator::load_default()
         .unwrap()
         .validate("LoadbalanceEntry", &all[0])
         .unwrap();

@@ -105,7 +105,7 @@ pub fn posted_rules(requests: &[Request]) -> Vec<Value> {
 }
 
 pub fn spec() -> loxilb_sim::SpecValidator {
-    loxilb_sim::SpecValidator::load_default().expect("LoxiLB swagger spec (../shared/reference/loxilb/swagger.yml or LOXILB_SWAGGER)")
+    loxilb_sim::SpecValidator::load_default().expect("LoxiLB swagger spec named by LOXILB_SWAGGER")
 }
 
 /// Where `cargo policies` puts the other policies and the test fixtures (a target dir of its own: see

@@ -1,5 +1,5 @@
 //! oslo.messaging RPC over RabbitMQ: the host's side of the amqp transport (docs/host-protocol.md), byte
-//! for byte as shared/reference/oslo-messaging/WIRE-NOTES.md describes the rabbit driver.
+//! for byte as oslo.messaging's rabbit driver (`oslo_messaging/_drivers/impl_rabbit.py`, `amqpdriver.py`) does.
 //!
 //! - Calls arrive on the shared topic queue `<rpc_topic>`, declared exactly as oslo's own server would, so
 //!   either can declare it first. They are acked on receipt as oslo does (a call carries a broker-side
