@@ -1,13 +1,15 @@
 //! The host's configuration: octavia.conf's `[driver_loxilb]` section, plus the few Octavia settings the
 //! host shares (`[DEFAULT] transport_url`, `control_exchange`, `[driver_agent]` socket paths), so one file
-//! serves octavia-api and the host. Unknown `[driver_loxilb]` keys and bad values are refused at start
-//! with a message naming the key.
+//! serves octavia-api and the host. The files are read by oslo.config's rules (`oslo_ini`), so the host
+//! sees exactly the values octavia-api and the provider see. Unknown `[driver_loxilb]` keys and bad values
+//! are refused at start with a message naming the key.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use ini::{Ini, ParseOption};
+
+use crate::oslo_ini::OsloConfig;
 
 /// Which transport brings operations from the provider.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,6 +129,20 @@ fn parse_secs(key: &str, v: &str) -> Result<Duration> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Seconds that must be more than zero: a zero timeout would fail every request (or wait for nothing).
+fn parse_timeout(key: &str, v: &str) -> Result<Duration> {
+    let secs = parse_secs(key, v)?;
+    if secs.is_zero() {
+        bail!("[driver_loxilb] {key} = {v:?}: must be more than 0 seconds");
+    }
+    Ok(secs)
+}
+
+/// Octavia's own defaults for the driver-agent sockets (octavia `common/config.py`, octavia-lib).
+pub const OCTAVIA_STATUS_SOCKET: &str = "/var/run/octavia/status.sock";
+pub const OCTAVIA_STATS_SOCKET: &str = "/var/run/octavia/stats.sock";
+pub const OCTAVIA_GET_SOCKET: &str = "/var/run/octavia/get.sock";
+
 fn parse_uint(key: &str, v: &str, min: u64, max: u64) -> Result<u64> {
     let n: u64 = v.trim().parse().map_err(|_| anyhow!("[driver_loxilb] {key} = {v:?}: expected a whole number"))?;
     if !(min..=max).contains(&n) {
@@ -137,22 +153,30 @@ fn parse_uint(key: &str, v: &str, min: u64, max: u64) -> Result<u64> {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config> {
-        let opt = ParseOption { enabled_quote: false, enabled_escape: false, ..Default::default() };
-        let ini = Ini::load_from_file_opt(path, opt).with_context(|| format!("reading {}", path.display()))?;
-        Config::from_ini(&ini)
+        Config::load_files(&[path.to_path_buf()], &[])
+    }
+
+    /// Several files and config directories, as oslo services take `--config-file` and `--config-dir`:
+    /// a later file overrides an earlier one.
+    pub fn load_files(files: &[PathBuf], dirs: &[PathBuf]) -> Result<Config> {
+        let names = files.iter().chain(dirs).map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        let ini = OsloConfig::load(files, dirs)?;
+        Config::from_oslo(&ini).with_context(|| format!("configuration from {names}"))
     }
 
     pub fn parse(text: &str) -> Result<Config> {
-        let opt = ParseOption { enabled_quote: false, enabled_escape: false, ..Default::default() };
-        let ini = Ini::load_from_str_opt(text, opt)?;
-        Config::from_ini(&ini)
+        Config::from_oslo(&OsloConfig::from_text(text)?)
     }
 
-    fn from_ini(ini: &Ini) -> Result<Config> {
+    fn from_oslo(ini: &OsloConfig) -> Result<Config> {
         let mut c = Config::default();
-        if let Some(section) = ini.section(Some("driver_loxilb")) {
-            for (key, value) in section.iter() {
-                let v = value.trim();
+        if !ini.has_section("driver_loxilb") {
+            bail!("no [driver_loxilb] section: is this the octavia.conf the LoxiLB provider is configured in?");
+        }
+        {
+            for key in ini.keys("driver_loxilb") {
+                let value = ini.get("driver_loxilb", &key)?.unwrap_or_default();
+                let (key, v) = (key.as_str(), value.trim());
                 match key {
                     "api_endpoints" => {
                         c.api_endpoints = v.split(',').map(|s| s.trim().trim_end_matches('/').to_string()).filter(|s| !s.is_empty()).collect();
@@ -165,7 +189,7 @@ impl Config {
                             }
                         }
                     }
-                    "api_timeout" => c.api_timeout = parse_secs(key, v)?,
+                    "api_timeout" => c.api_timeout = parse_timeout(key, v)?,
                     "nat_mode" => {
                         let mode = v.to_ascii_lowercase();
                         if !["dnat", "onearm", "fullnat", "dsr", "fullproxy"].contains(&mode.as_str()) {
@@ -178,6 +202,9 @@ impl Config {
                     "mapping_storage_path" => {
                         if v.is_empty() {
                             bail!("[driver_loxilb] mapping_storage_path is empty");
+                        }
+                        if Path::new(v).is_dir() {
+                            bail!("[driver_loxilb] mapping_storage_path = {v:?} is a directory: name the snapshot file (e.g. {v}/loxilb-mappings.json)");
                         }
                         c.mapping_storage_path = v.into()
                     }
@@ -214,8 +241,8 @@ impl Config {
                     }
                     "admin_socket_path" => c.admin_socket_path = v.into(),
                     "guest_memory_limit_mb" => c.guest_memory_limit_mb = parse_uint(key, v, 16, 65_536)?,
-                    "guest_call_timeout" => c.guest_call_timeout = parse_secs(key, v)?,
-                    "commit_wait_timeout" => c.commit_wait_timeout = parse_secs(key, v)?,
+                    "guest_call_timeout" => c.guest_call_timeout = parse_timeout(key, v)?,
+                    "commit_wait_timeout" => c.commit_wait_timeout = parse_timeout(key, v)?,
                     "stats_interval" => c.stats_interval = parse_secs(key, v)?,
                     other => {
                         let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
@@ -224,23 +251,67 @@ impl Config {
                 }
             }
         }
-        if let Some(default) = ini.section(Some("DEFAULT")).or_else(|| ini.section(None::<String>)) {
-            if let Some(url) = default.get("transport_url") {
-                c.transport_url = Some(url.trim().to_string());
-            }
-            if let Some(exchange) = default.get("control_exchange") {
-                c.control_exchange = exchange.trim().to_string();
-            }
+        if let Some(url) = ini.get("DEFAULT", "transport_url")? {
+            c.transport_url = Some(url.trim().to_string());
         }
-        if let Some(agent) = ini.section(Some("driver_agent")) {
-            c.status_socket = agent.get("status_socket_path").map(|p| p.trim().into());
-            c.stats_socket = agent.get("stats_socket_path").map(|p| p.trim().into());
-            c.get_socket = agent.get("get_socket_path").map(|p| p.trim().into());
+        if let Some(exchange) = ini.get("DEFAULT", "control_exchange")? {
+            c.control_exchange = exchange.trim().to_string();
         }
+        // Octavia's defaults when unset, as octavia-api and the driver-agent use them; an empty value
+        // turns a socket off (no Octavia on this machine: demos and tests).
+        let socket = |key: &str, default: &str| -> Result<Option<PathBuf>> {
+            let value = ini.get("driver_agent", key)?.unwrap_or_else(|| default.to_string());
+            Ok((!value.trim().is_empty()).then(|| PathBuf::from(value.trim())))
+        };
+        c.status_socket = socket("status_socket_path", OCTAVIA_STATUS_SOCKET)?;
+        c.stats_socket = socket("stats_socket_path", OCTAVIA_STATS_SOCKET)?;
+        c.get_socket = socket("get_socket_path", OCTAVIA_GET_SOCKET)?;
         if c.transport == Transport::Amqp && c.transport_url.is_none() {
             bail!("[driver_loxilb] transport = amqp needs [DEFAULT] transport_url (rabbit://user:pass@host:5672/)");
         }
         Ok(c)
+    }
+}
+
+impl Config {
+    /// Every `[driver_loxilb]` key with the value in force (defaults included), typed as oslo.config types
+    /// the provider's options (seconds as numbers), plus the driver-agent sockets: `show-config` prints it,
+    /// and the parity test compares it with what oslo.config reads from the same files.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let path = |p: &Path| p.display().to_string();
+        let socket = |p: &Option<PathBuf>| p.as_deref().map(path);
+        json!({
+            "driver_loxilb": {
+                "api_endpoints": self.api_endpoints,
+                "api_timeout": self.api_timeout.as_secs_f64(),
+                "nat_mode": self.nat_mode,
+                "policy_path": self.policy_path.as_deref().map(path).unwrap_or_default(),
+                "enable_persistent_mapping": self.enable_persistent_mapping,
+                "mapping_storage_path": path(&self.mapping_storage_path),
+                "mapping_backup_interval": self.mapping_backup_interval.as_secs_f64(),
+                "mapping_backup_count": self.mapping_backup_count,
+                "recovery_mode": self.recovery_mode,
+                "reconcile_interval": self.reconcile_interval.as_secs_f64(),
+                "remove_orphans": self.remove_orphans,
+                "transport": match self.transport { Transport::Unix => "unix", Transport::Amqp => "amqp" },
+                "socket_path": path(&self.socket_path),
+                "rpc_topic": self.rpc_topic,
+                "rpc_shards": self.rpc_shards,
+                "validate_timeout": self.validate_timeout.as_secs_f64(),
+                "admin_socket_path": path(&self.admin_socket_path),
+                "guest_memory_limit_mb": self.guest_memory_limit_mb,
+                "guest_call_timeout": self.guest_call_timeout.as_secs_f64(),
+                "commit_wait_timeout": self.commit_wait_timeout.as_secs_f64(),
+                "stats_interval": self.stats_interval.as_secs_f64(),
+            },
+            "DEFAULT": {"transport_url": self.transport_url, "control_exchange": self.control_exchange},
+            "driver_agent": {
+                "status_socket_path": socket(&self.status_socket),
+                "stats_socket_path": socket(&self.stats_socket),
+                "get_socket_path": socket(&self.get_socket),
+            },
+        })
     }
 }
 
@@ -276,6 +347,52 @@ mod tests {
         assert!(err.contains("nat_mode"), "{err}");
         let err = Config::parse("[driver_loxilb]\napi_endpoints = 10.0.0.1:11111\n").unwrap_err().to_string();
         assert!(err.contains("api_endpoints"), "{err}");
+    }
+
+    #[test]
+    fn a_file_without_the_section_zero_timeouts_and_a_directory_are_refused() {
+        let err = Config::parse("[DEFAULT]\ndebug = true\n").unwrap_err().to_string();
+        assert!(err.contains("no [driver_loxilb] section"), "{err}");
+        for key in ["api_timeout", "guest_call_timeout", "commit_wait_timeout"] {
+            let err = Config::parse(&format!("[driver_loxilb]\n{key} = 0\n")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("more than 0"), "{err}");
+        }
+        let dir = std::env::temp_dir();
+        let err = Config::parse(&format!("[driver_loxilb]\nmapping_storage_path = {}\n", dir.display())).unwrap_err().to_string();
+        assert!(err.contains("mapping_storage_path") && err.contains("is a directory"), "{err}");
+    }
+
+    #[test]
+    fn driver_agent_sockets_default_to_octavias_and_an_empty_value_turns_one_off() {
+        let c = Config::parse("[driver_loxilb]\n").unwrap();
+        assert_eq!(c.status_socket.as_deref(), Some(Path::new(OCTAVIA_STATUS_SOCKET)));
+        assert_eq!(c.stats_socket.as_deref(), Some(Path::new(OCTAVIA_STATS_SOCKET)));
+        assert_eq!(c.get_socket.as_deref(), Some(Path::new(OCTAVIA_GET_SOCKET)));
+        let c = Config::parse("[driver_agent]\nget_socket_path =\n[driver_loxilb]\n").unwrap();
+        assert_eq!(c.get_socket, None);
+        assert_eq!(c.status_socket.as_deref(), Some(Path::new(OCTAVIA_STATUS_SOCKET)));
+    }
+
+    #[test]
+    fn values_follow_oslo_rules() {
+        let c = Config::parse(
+            "[DEFAULT]\ntransport_url = rabbit://u:p@h:5672/ # not a comment for oslo\nstate = /srv/octavia\n\
+             [driver_loxilb]\nmapping_storage_path = $state/map.json\nnat_mode = \"onearm\"\n# api_timeout = 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.transport_url.as_deref(), Some("rabbit://u:p@h:5672/ # not a comment for oslo"));
+        assert_eq!(c.mapping_storage_path, Path::new("/srv/octavia/map.json"));
+        assert_eq!(c.nat_mode, "onearm");
+    }
+
+    #[test]
+    fn show_config_lists_every_documented_key() {
+        let shown = Config::default().to_json();
+        let mut shown: Vec<&str> = shown["driver_loxilb"].as_object().unwrap().keys().map(String::as_str).collect();
+        let mut keys: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+        shown.sort();
+        keys.sort();
+        assert_eq!(shown, keys);
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod inbox;
 pub mod monitor;
 pub mod octavia;
+pub mod oslo_ini;
 pub mod runtime;
 pub mod service;
 pub mod swap;

@@ -23,12 +23,36 @@ enum Mode {
     Hybrid,
 }
 
+/// Where the configuration is: read by oslo.config's rules, as octavia-api reads the same files.
+#[derive(clap::Args)]
+struct ConfigFiles {
+    /// octavia.conf, or any file with a [driver_loxilb] section. Repeat to layer files: a later one overrides
+    /// an earlier one (oslo's --config-file; that spelling is accepted too).
+    #[arg(long = "config", visible_alias = "config-file", value_name = "FILE", required = true)]
+    config: Vec<PathBuf>,
+    /// A directory whose *.conf files are read after the --config files, in name order (oslo's --config-dir).
+    #[arg(long, value_name = "DIR")]
+    config_dir: Vec<PathBuf>,
+}
+
+impl ConfigFiles {
+    fn load(&self) -> Result<Config> {
+        Config::load_files(&self.config, &self.config_dir)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Serve Octavia operations with the configuration in FILE (octavia.conf, or any file with [driver_loxilb]).
+    /// Serve Octavia operations.
     Serve {
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFiles,
+    },
+    /// Print every [driver_loxilb] value as the host reads it (JSON), defaults included, and the driver-agent
+    /// sockets; exits non-zero naming the key when the configuration would not start.
+    ShowConfig {
+        #[command(flatten)]
+        config: ConfigFiles,
     },
     /// Run the end-to-end demonstration (built-in LoxiLB simulator unless --loxilb is given).
     Demo {
@@ -38,21 +62,21 @@ enum Command {
     },
     /// Print the ID mapping (safe while the host runs).
     ShowMappings {
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFiles,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Check the ID mapping: both directions agree, metadata present, keys parse. Exits non-zero on problems.
     ValidateMappings {
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFiles,
     },
     /// Rebuild the ID mapping from LoxiLB's rules (and the file, in hybrid mode) and persist it. Stop the host first.
     ForceRecovery {
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFiles,
         #[arg(long, value_enum, default_value = "hybrid")]
         mode: Mode,
     },
@@ -73,8 +97,8 @@ enum Command {
     CheckPolicy { path: PathBuf },
     /// Print the running host's metrics (Prometheus text format), read through its admin socket.
     Metrics {
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFiles,
     },
 }
 
@@ -84,12 +108,16 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve { config } => serve(Config::load(&config)?),
+        Command::Serve { config } => serve(config.load()?),
+        Command::ShowConfig { config } => {
+            println!("{}", serde_json::to_string_pretty(&config.load()?.to_json())?);
+            Ok(())
+        }
         Command::Demo { loxilb } => host::demo::run(loxilb),
-        Command::ShowMappings { config, json } => host::tools::show_mappings(&Config::load(&config)?, json),
-        Command::ValidateMappings { config } => host::tools::validate_mappings(&Config::load(&config)?),
+        Command::ShowMappings { config, json } => host::tools::show_mappings(&config.load()?, json),
+        Command::ValidateMappings { config } => host::tools::validate_mappings(&config.load()?),
         Command::ForceRecovery { config, mode } => host::tools::force_recovery(
-            &Config::load(&config)?,
+            &config.load()?,
             match mode {
                 Mode::Storage => RecoveryMode::Storage,
                 Mode::Loxilb => RecoveryMode::Loxilb,
@@ -101,7 +129,7 @@ fn main() -> Result<()> {
         }
         Command::CheckPolicy { path } => std::process::exit(host::conformance::cli_check(&path)?),
         Command::Metrics { config } => {
-            let socket = Config::load(&config)?.admin_socket_path;
+            let socket = config.load()?.admin_socket_path;
             match host::swap::admin::request(&socket, &serde_json::json!({"command": "metrics"}))? {
                 Ok(text) => print!("{text}"),
                 Err(why) => anyhow::bail!(why),

@@ -1,7 +1,10 @@
-"""The [driver_loxilb] options this package reads.
+"""Every [driver_loxilb] option, registered with oslo.config.
 
-The host reads the same section of octavia.conf for its own keys and refuses unknown ones, so the
-names here are part of the contract with the host: do not add or rename one on this side alone.
+The provider itself reads only transport, socket_path, rpc_topic, rpc_shards and validate_timeout; the
+others are the host's. They are all registered here so that oslo-config-generator documents them and
+oslo-config-validator accepts a file that sets them. The host reads the same files by oslo.config's
+rules and refuses unknown keys, so the names, types and defaults here are a contract with the host
+(`host/src/config.rs`); a test compares what both read from one file.
 """
 from oslo_config import cfg
 
@@ -23,6 +26,45 @@ OPTS = [
                help="Seconds to wait for the host's answer to a synchronous call."),
 ]
 
+# Read by the loxilb-octavia host only.
+HOST_OPTS = [
+    cfg.ListOpt("api_endpoints", default=["http://127.0.0.1:11111"],
+                help="LoxiLB API base URLs (http:// or https://)."),
+    cfg.FloatOpt("api_timeout", default=5, min=0,
+                 help="Seconds per LoxiLB request (more than 0)."),
+    cfg.StrOpt("nat_mode", default="fullnat",
+               choices=["dnat", "onearm", "fullnat", "dsr", "fullproxy"],
+               help="LoxiLB NAT mode of the rules (a flavor's nat_mode overrides it)."),
+    cfg.StrOpt("policy_path", default="",
+               help="Translation policy component (.wasm); empty: the built-in l4-fullnat policy."),
+    cfg.BoolOpt("enable_persistent_mapping", default=True,
+                help="Keep the Octavia/LoxiLB ID mapping on disk."),
+    cfg.StrOpt("mapping_storage_path", default="/var/lib/octavia/loxilb-mappings.json",
+               help="Mapping snapshot file; its journal segments are written beside it."),
+    cfg.FloatOpt("mapping_backup_interval", default=300, min=0,
+                 help="Seconds between mapping backups, 0 = none."),
+    cfg.IntOpt("mapping_backup_count", default=5, min=1, max=1000,
+               help="Mapping backups kept."),
+    cfg.StrOpt("recovery_mode", default="hybrid", choices=["storage", "loxilb", "hybrid"],
+               help="Where the host rebuilds its mapping from at start."),
+    cfg.FloatOpt("reconcile_interval", default=60, min=0,
+                 help="Seconds between reconciliation passes, 0 = none."),
+    cfg.BoolOpt("remove_orphans", default=False,
+                help="Delete LoxiLB rules named by this provider that no Octavia object owns."),
+    cfg.StrOpt("admin_socket_path", default="/var/run/octavia/loxilb-admin.sock",
+               help="The host's admin socket (swap-policy, metrics)."),
+    cfg.IntOpt("guest_memory_limit_mb", default=1024, min=16, max=65536,
+               help="Memory cap of the policy sandbox, MiB."),
+    cfg.FloatOpt("guest_call_timeout", default=30, min=0,
+                 help="Seconds one policy call may run (more than 0)."),
+    cfg.FloatOpt("commit_wait_timeout", default=60, min=0,
+                 help="Seconds to wait for Octavia to commit an object before applying it (more than 0)."),
+    cfg.FloatOpt("stats_interval", default=10, min=0,
+                 help="Seconds between operating-status and statistics pushes, 0 = none."),
+]
+
+ALL_OPTS = OPTS + HOST_OPTS
+
 # Octavia's own option: registered by octavia-api; the default is only for other processes.
 DEFAULT_GET_SOCKET = "/var/run/octavia/get.sock"
 
@@ -30,7 +72,7 @@ DEFAULT_GET_SOCKET = "/var/run/octavia/get.sock"
 def register(conf=None):
     """Register the options; safe to call on every use (oslo.config ignores identical re-registration)."""
     conf = conf or cfg.CONF
-    conf.register_opts(OPTS, group=GROUP)
+    conf.register_opts(ALL_OPTS, group=GROUP)
     return conf[GROUP]
 
 
@@ -44,4 +86,4 @@ def get_socket_path(conf=None):
 
 
 def list_opts():
-    return [(GROUP, OPTS)]
+    return [(GROUP, ALL_OPTS)]
