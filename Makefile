@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test setup guests venv rabbitmq bench
+.PHONY: demo test setup guests venv rabbitmq bench release install
 
 ## The guests are wasm32-unknown-unknown components; a fresh machine lacks that target.
 setup:
@@ -38,3 +38,24 @@ test: guests rabbitmq venv
 ## Benchmarks (release build); figures are recorded in README.md.
 bench: guests
 	cargo bench -p host
+
+## A release build: the host binary (with the default policy) in target/release/.
+release: guests
+	cargo build --release -p host
+
+## Installs the binary, the shipped policies, the systemd unit and the sample config under DESTDIR/PREFIX.
+## `make install PROFILE=debug` installs a debug build instead (the packaging test does, to skip a release build).
+PREFIX ?= /usr/local
+PROFILE ?= release
+BINDIR := $(PREFIX)/bin
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+install:
+	@test -x target/$(PROFILE)/loxilb-octavia || { echo "target/$(PROFILE)/loxilb-octavia is missing: run make release (or make install PROFILE=debug after cargo build)"; exit 1; }
+	install -D -m 0755 target/$(PROFILE)/loxilb-octavia $(DESTDIR)$(BINDIR)/loxilb-octavia
+	install -D -m 0644 target/wasm32-unknown-unknown/guest/guest.wasm $(DESTDIR)$(PREFIX)/lib/loxilb-octavia/policies/l4-fullnat.wasm
+	@if test -f target/policies/wasm32-unknown-unknown/guest/policy_http_fullproxy.wasm; then \
+	  install -D -m 0644 target/policies/wasm32-unknown-unknown/guest/policy_http_fullproxy.wasm $(DESTDIR)$(PREFIX)/lib/loxilb-octavia/policies/http-fullproxy.wasm; fi
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed 's|@BINDIR@|$(BINDIR)|g' packaging/loxilb-octavia.service > $(DESTDIR)$(UNITDIR)/loxilb-octavia.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/loxilb-octavia.service
+	install -D -m 0644 packaging/octavia-loxilb.conf.sample $(DESTDIR)$(PREFIX)/share/loxilb-octavia/octavia-loxilb.conf.sample

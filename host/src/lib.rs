@@ -27,6 +27,7 @@ pub mod octavia;
 pub mod oslo_ini;
 pub mod runtime;
 pub mod service;
+pub mod shutdown;
 pub mod swap;
 pub mod tools;
 pub mod transport;

@@ -212,7 +212,5 @@ fn serve(config: Config) -> Result<()> {
             tracing::warn!("serving topic {} ({} shards) on exchange {} at {}", t.topic, t.shards.len(), t.exchange, server.brokers.join(", "));
         }
     }
-    loop {
-        std::thread::park();
-    }
+    host::shutdown::serve_until_terminated(&service)
 }

@@ -43,7 +43,7 @@ fn parse(text: &str, origin: &Path) -> Result<Sections> {
     let mut section: Option<String> = None;
     let mut pending: Option<(String, Vec<String>)> = None;
     let at = |lineno: usize, what: &str, line: &str| anyhow!("{}: at line {lineno}, {what}: {line:?}", origin.display());
-    let mut flush = |sections: &mut Sections, section: &Option<String>, pending: &mut Option<(String, Vec<String>)>, lineno: usize| -> Result<()> {
+    let flush = |sections: &mut Sections, section: &Option<String>, pending: &mut Option<(String, Vec<String>)>, lineno: usize| -> Result<()> {
         if let Some((key, value)) = pending.take() {
             let section = section.as_ref().ok_or_else(|| anyhow!("{}: at line {lineno}, section must be started before assignment", origin.display()))?;
             sections.entry(section.clone()).or_default().entry(key).or_default().push(value.join("\n"));

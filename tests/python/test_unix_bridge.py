@@ -2,6 +2,7 @@
 `loxilb-octavia serve` (transport = unix) → the LoxiLB simulator, statuses to a fake driver-agent.
 An accepted operation survives a crash of the host before it was applied (the durable inbox)."""
 import hashlib
+import signal
 import time
 
 import pytest
@@ -120,3 +121,20 @@ def test_operating_status_and_statistics_are_pushed(unix_host, octavia, sim, sta
     [record] = [r for doc in octavia.stats for r in doc["listeners"]][:1]
     assert record["id"] == listener.listener_id
     assert set(record) == {"id", "active_connections", "bytes_in", "bytes_out", "request_errors", "total_connections"}
+
+
+def test_sigterm_finishes_syncs_and_exits_cleanly(unix_host, octavia, sim):
+    host = unix_host()
+    drv = driver.LoxiLBProviderDriver()
+    lb = loadbalancer("192.0.2.34", ["10.0.9.31"])
+    octavia.set_pending("PENDING_CREATE", *keys(lb))
+    drv.loadbalancer_create(lb)
+    octavia.commit(lb)
+    octavia.wait_documents(1, timeout=10)
+    host.proc.send_signal(signal.SIGTERM)
+    assert host.proc.wait(15) == 0, host.log()
+    assert "mapping journal synced; stopped" in host.log()
+    # Started again, it holds the mapping and has nothing left to apply.
+    unix_host()
+    assert sim.endpoints("192.0.2.34") == {"10.0.9.31": 1}
+    assert octavia.pending() == {}
