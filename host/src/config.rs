@@ -18,6 +18,14 @@ pub enum Transport {
     Amqp,
 }
 
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    /// One JSON object a line (for journald/ELK pipelines that parse fields).
+    Json,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// LoxiLB API base URLs (`http://host:11111`), tried in order; the host fails over on transport errors.
@@ -45,6 +53,12 @@ pub struct Config {
     pub guest_call_timeout: Duration,
     pub commit_wait_timeout: Duration,
     pub stats_interval: Duration,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None`: nowhere.
+    pub http_listen: Option<String>,
+    /// `[DEFAULT] debug`: log at debug level.
+    pub debug: bool,
+    /// `text` or `json` log lines.
+    pub log_format: LogFormat,
     /// `[DEFAULT] transport_url` (oslo.messaging).
     pub transport_url: Option<String>,
     /// `[DEFAULT] control_exchange`; Octavia's default is `octavia`.
@@ -79,6 +93,9 @@ impl Default for Config {
             guest_call_timeout: Duration::from_secs(30),
             commit_wait_timeout: Duration::from_secs(60),
             stats_interval: Duration::from_secs(10),
+            http_listen: None,
+            debug: false,
+            log_format: LogFormat::Text,
             transport_url: None,
             control_exchange: "octavia".into(),
             status_socket: None,
@@ -111,6 +128,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("guest_call_timeout", "seconds one policy call may run (default 30)"),
     ("commit_wait_timeout", "seconds to wait for Octavia to commit an object before applying it (default 60)"),
     ("stats_interval", "seconds between listener statistics pushes (default 10)"),
+    ("http_listen", "address:port serving /metrics, /healthz and /readyz over HTTP; empty = none (default)"),
+    ("log_format", "text (default) or json log lines on stderr"),
 ];
 
 fn parse_bool(key: &str, v: &str) -> Result<bool> {
@@ -244,6 +263,19 @@ impl Config {
                     "guest_call_timeout" => c.guest_call_timeout = parse_timeout(key, v)?,
                     "commit_wait_timeout" => c.commit_wait_timeout = parse_timeout(key, v)?,
                     "stats_interval" => c.stats_interval = parse_secs(key, v)?,
+                    "http_listen" => {
+                        if !v.is_empty() && v.parse::<std::net::SocketAddr>().is_err() {
+                            bail!("[driver_loxilb] http_listen = {v:?}: expected an IP address and port, e.g. 127.0.0.1:9545");
+                        }
+                        c.http_listen = (!v.is_empty()).then(|| v.to_string());
+                    }
+                    "log_format" => {
+                        c.log_format = match v {
+                            "text" => LogFormat::Text,
+                            "json" => LogFormat::Json,
+                            _ => bail!("[driver_loxilb] log_format = {v:?}: expected text or json"),
+                        }
+                    }
                     other => {
                         let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
                         bail!("[driver_loxilb] unknown key {other:?}; known keys: {}", known.join(", "))
@@ -253,6 +285,9 @@ impl Config {
         }
         if let Some(url) = ini.get("DEFAULT", "transport_url")? {
             c.transport_url = Some(url.trim().to_string());
+        }
+        if let Some(debug) = ini.get("DEFAULT", "debug")? {
+            c.debug = parse_bool("debug", &debug).map_err(|_| anyhow!("[DEFAULT] debug = {debug:?}: expected true or false"))?;
         }
         if let Some(exchange) = ini.get("DEFAULT", "control_exchange")? {
             c.control_exchange = exchange.trim().to_string();
@@ -304,8 +339,10 @@ impl Config {
                 "guest_call_timeout": self.guest_call_timeout.as_secs_f64(),
                 "commit_wait_timeout": self.commit_wait_timeout.as_secs_f64(),
                 "stats_interval": self.stats_interval.as_secs_f64(),
+                "http_listen": self.http_listen.clone().unwrap_or_default(),
+                "log_format": match self.log_format { LogFormat::Text => "text", LogFormat::Json => "json" },
             },
-            "DEFAULT": {"transport_url": self.transport_url, "control_exchange": self.control_exchange},
+            "DEFAULT": {"transport_url": self.transport_url, "control_exchange": self.control_exchange, "debug": self.debug},
             "driver_agent": {
                 "status_socket_path": socket(&self.status_socket),
                 "stats_socket_path": socket(&self.stats_socket),
@@ -406,6 +443,8 @@ mod tests {
                 "enable_persistent_mapping" | "remove_orphans" => "false",
                 "policy_path" | "mapping_storage_path" | "socket_path" | "admin_socket_path" | "rpc_topic" => "x",
                 "guest_memory_limit_mb" => "64",
+                "http_listen" => "127.0.0.1:0",
+                "log_format" => "json",
                 _ => "3",
             };
             Config::parse(&format!("[driver_loxilb]\n{key} = {value}\n")).unwrap_or_else(|e| panic!("{key}: {e}"));

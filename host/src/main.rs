@@ -102,13 +102,22 @@ enum Command {
     },
 }
 
+impl ConfigFiles {
+    /// The configuration, with logging set up as it says (before anything worth logging happens).
+    fn load_logged(&self) -> Result<Config> {
+        let config = self.load()?;
+        host::logging::init(config.debug, config.log_format);
+        Ok(config)
+    }
+}
+
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LOXILB_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
-        Command::Serve { config } => serve(config.load()?),
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        host::logging::init(false, host::config::LogFormat::Text);
+    }
+    match cli.command {
+        Command::Serve { config } => serve(config.load_logged()?),
         Command::ShowConfig { config } => {
             println!("{}", serde_json::to_string_pretty(&config.load()?.to_json())?);
             Ok(())
@@ -187,6 +196,7 @@ fn serve(config: Config) -> Result<()> {
         (None, Vec::new())
     };
     let service = host::service::Service::with_inbox(sandbox, Some(agent.clone()), sink, config.commit_wait_timeout, inbox);
+    let agent_for_probes = agent.clone();
     let monitor = host::monitor::Monitor {
         service: Arc::clone(&service),
         loxilb,
@@ -194,8 +204,22 @@ fn serve(config: Config) -> Result<()> {
         stats_interval: config.stats_interval,
         reconcile_interval: config.reconcile_interval,
     };
+    let probes = host::health::Probes {
+        service: Arc::clone(&service),
+        loxilb: Arc::clone(&monitor.loxilb),
+        agent: agent_for_probes,
+        mapping_path: config.enable_persistent_mapping.then(|| config.mapping_storage_path.clone()),
+    };
     monitor.reconcile();
     monitor.start();
+    let _http = match &config.http_listen {
+        Some(addr) => {
+            let server = host::http::HttpServer::start(addr, probes)?;
+            tracing::info!("metrics and health on http://{}", server.addr);
+            Some(server)
+        }
+        None => None,
+    };
     let admin = host::swap::start_admin(&config, Arc::clone(&service))?;
     tracing::warn!("admin socket on {}", admin.path.display());
     match config.transport {

@@ -1,13 +1,23 @@
-//! Process-wide counters, cheap enough to bump on every mapping change (one relaxed atomic add), rendered
-//! on demand as Prometheus text or as JSON.
+//! Process-wide metrics, cheap enough to bump on every mapping change (one relaxed atomic add), served
+//! as Prometheus/OpenMetrics text by prometheus-client's registry (`/metrics`, `loxilb-octavia metrics`)
+//! and as JSON.
 //!
-//! The built-in metrics are statics so any module can update them without plumbing a handle through;
-//! a module with metrics of its own registers `&'static` ones with [`register`] once.
+//! The plain metrics are statics so any module can update them without plumbing a handle through; a
+//! module with metrics of its own registers `&'static` ones with [`register`] once. Metrics with labels
+//! (operations by method and result, LoxiLB requests by node) and latency histograms are
+//! prometheus-client families, reached through the functions below.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter as FamilyCounter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
 use serde_json::{json, Map, Value};
 
 /// Every metric name starts with this, so a shared Prometheus server can tell them apart.
@@ -162,36 +172,118 @@ fn each(mut f: impl FnMut(&Metric)) {
     REGISTERED.lock().unwrap().iter().for_each(f);
 }
 
-/// Prometheus text exposition format (version 0.0.4). Timings become a `_seconds` summary without
-/// quantiles (`_sum`, `_count`) plus `_last_seconds` and `_max_seconds` gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    method: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabel {
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms to ~33 s: an operation waits for Octavia's commit and LoxiLB, a swap compiles a component.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// The families, and the registry that serves them with every static metric.
+struct Families {
+    registry: Registry,
+    operations: Family<OperationLabels, FamilyCounter>,
+    operation_seconds: Family<MethodLabel, Histogram, fn() -> Histogram>,
+    loxilb_requests: Family<NodeLabels, FamilyCounter>,
+    swaps: Family<ResultLabel, FamilyCounter>,
+}
+
+static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
+    let mut registry = Registry::with_prefix(PREFIX.trim_end_matches('_'));
+    let operations = Family::<OperationLabels, FamilyCounter>::default();
+    let operation_seconds = Family::<MethodLabel, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+    let loxilb_requests = Family::<NodeLabels, FamilyCounter>::default();
+    let swaps = Family::<ResultLabel, FamilyCounter>::default();
+    registry.register("operations", "Octavia operations applied, by provider method and result (ok, error, dropped).", operations.clone());
+    registry.register("operation_seconds", "Time from taking an operation off its queue to its statuses being reported.", operation_seconds.clone());
+    registry.register("loxilb_requests", "Requests to LoxiLB by node (API base URL) and result (ok, or the error class).", loxilb_requests.clone());
+    registry.register("policy_swaps", "Policy swaps by result (ok, refused).", swaps.clone());
+    registry.register_collector(Box::new(StaticMetrics));
+    Families { registry, operations, operation_seconds, loxilb_requests, swaps }
+});
+
+/// An applied (or dropped) operation: counted by method and result, its duration observed.
+pub fn record_operation(method: &str, result: &str, took: Duration) {
+    let f = &*FAMILIES;
+    f.operations.get_or_create(&OperationLabels { method: method.to_string(), result: result.to_string() }).inc();
+    f.operation_seconds.get_or_create(&MethodLabel { method: method.to_string() }).observe(took.as_secs_f64());
+}
+
+/// One request to a LoxiLB node, by its outcome (`ok`, or an error class such as `timeout`, `http_500`).
+pub fn record_loxilb_request(node: &str, result: &str) {
+    FAMILIES.loxilb_requests.get_or_create(&NodeLabels { node: node.to_string(), result: result.to_string() }).inc();
+}
+
+pub fn record_swap(result: &str) {
+    FAMILIES.swaps.get_or_create(&ResultLabel { result: result.to_string() }).inc();
+}
+
+/// The statics, encoded at each scrape. Counter names keep their `_total` (the encoder adds it back);
+/// a timing becomes a `_seconds` counter (the sum), a `_count` counter and `_last_seconds`/`_max_seconds`
+/// gauges (a histogram would need buckets chosen per disk; last/max/mean answer "is the disk slow now").
+#[derive(Debug)]
+struct StaticMetrics;
+
+impl Collector for StaticMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut result = Ok(());
+        let counter = |encoder: &mut DescriptorEncoder, name: &str, help: &str, value: f64| -> Result<(), std::fmt::Error> {
+            let c = ConstCounter::new(value);
+            c.encode(encoder.encode_descriptor(name.strip_suffix("_total").unwrap_or(name), help, None, c.metric_type())?)
+        };
+        let gauge = |encoder: &mut DescriptorEncoder, name: &str, help: &str, value: f64| -> Result<(), std::fmt::Error> {
+            let g = ConstGauge::new(value);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
+        };
+        each(|m| {
+            if result.is_err() {
+                return;
+            }
+            let secs = |us: u64| us as f64 / 1e6;
+            result = match m {
+                Metric::Counter(c) => counter(&mut encoder, c.name, c.help, c.get() as f64),
+                Metric::Gauge(g) => gauge(&mut encoder, g.name, g.help, g.get() as f64),
+                Metric::Timing(t) => (|| {
+                    counter(&mut encoder, &format!("{}_seconds", t.name), t.help, secs(t.total_us()))?;
+                    counter(&mut encoder, &format!("{}_count", t.name), "How many of them.", t.count() as f64)?;
+                    gauge(&mut encoder, &format!("{}_last_seconds", t.name), "Duration of the latest one.", secs(t.last_us()))?;
+                    gauge(&mut encoder, &format!("{}_max_seconds", t.name), "Longest since the process started.", secs(t.max_us()))
+                })(),
+            };
+        });
+        result
+    }
+}
+
+/// Every metric in the OpenMetrics text format (which Prometheus scrapes; see [`CONTENT_TYPE`]).
 pub fn render() -> String {
-    use std::fmt::Write;
     let mut out = String::new();
-    let secs = |us: u64| us as f64 / 1e6;
-    each(|m| match m {
-        Metric::Counter(c) => {
-            let _ = write!(out, "# HELP {PREFIX}{0} {1}\n# TYPE {PREFIX}{0} counter\n{PREFIX}{0} {2}\n", c.name, c.help, c.get());
-        }
-        Metric::Gauge(g) => {
-            let _ = write!(out, "# HELP {PREFIX}{0} {1}\n# TYPE {PREFIX}{0} gauge\n{PREFIX}{0} {2}\n", g.name, g.help, g.get());
-        }
-        Metric::Timing(t) => {
-            let _ = write!(
-                out,
-                "# HELP {PREFIX}{0}_seconds {1}\n# TYPE {PREFIX}{0}_seconds summary\n{PREFIX}{0}_seconds_sum {2}\n{PREFIX}{0}_seconds_count {3}\n\
-                 # HELP {PREFIX}{0}_last_seconds Duration of the latest one.\n# TYPE {PREFIX}{0}_last_seconds gauge\n{PREFIX}{0}_last_seconds {4}\n\
-                 # HELP {PREFIX}{0}_max_seconds Longest since the process started.\n# TYPE {PREFIX}{0}_max_seconds gauge\n{PREFIX}{0}_max_seconds {5}\n",
-                t.name,
-                t.help,
-                secs(t.total_us()),
-                t.count(),
-                secs(t.last_us()),
-                secs(t.max_us()),
-            );
-        }
-    });
+    prometheus_client::encoding::text::encode(&mut out, &FAMILIES.registry).expect("writing to a String cannot fail");
     out
 }
+
+/// The content type of [`render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Every metric as JSON: `{"storage_writes_total": 12, "storage_fsync": {"count": …, "total_us": …,
 /// "last_us": …, "max_us": …}, …}`.
@@ -223,12 +315,18 @@ mod tests {
         register(Metric::Counter(&LOCAL));
         LOCAL.add(3);
         STORAGE_FSYNC.record(Duration::from_micros(1500));
+        record_operation("member_create", "ok", Duration::from_millis(3));
+        record_loxilb_request("http://10.0.0.2:11111", "timeout");
         let text = render();
-        assert!(text.contains("# TYPE loxilb_octavia_test_local_total counter\nloxilb_octavia_test_local_total 3\n"), "{text}");
-        assert!(text.contains("# TYPE loxilb_octavia_storage_fsync_seconds summary\n"), "{text}");
+        assert!(text.contains("# TYPE loxilb_octavia_test_local counter\nloxilb_octavia_test_local_total 3"), "{text}");
+        assert!(text.contains("# TYPE loxilb_octavia_storage_fsync_seconds counter\n"), "{text}");
+        assert!(text.contains("loxilb_octavia_operations_total{method=\"member_create\",result=\"ok\"} 1"), "{text}");
+        assert!(text.contains("loxilb_octavia_operation_seconds_bucket{le=\"0.004\",method=\"member_create\"} 1"), "{text}");
+        assert!(text.contains("loxilb_octavia_loxilb_requests_total{node=\"http://10.0.0.2:11111\",result=\"timeout\"} 1"), "{text}");
         assert_eq!(text.matches("loxilb_octavia_test_local_total 3").count(), 1);
+        assert!(text.ends_with("# EOF\n"), "{text}");
         for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let (name, value) = line.split_once(' ').unwrap();
+            let (name, value) = line.rsplit_once(' ').unwrap();
             assert!(name.starts_with(PREFIX) && value.parse::<f64>().is_ok(), "{line}");
         }
         let json = snapshot();

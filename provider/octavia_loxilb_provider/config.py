@@ -61,6 +61,10 @@ HOST_OPTS = [
                  help="Seconds to wait for Octavia to commit an object before applying it (more than 0)."),
     cfg.FloatOpt("stats_interval", default=10, min=0,
                  help="Seconds between operating-status and statistics pushes, 0 = none."),
+    cfg.StrOpt("http_listen", default="",
+               help="address:port serving /metrics, /healthz and /readyz over HTTP; empty: none."),
+    cfg.StrOpt("log_format", default="text", choices=["text", "json"],
+               help="The host's log lines on stderr: text, or one JSON object a line."),
 ]
 
 ALL_OPTS = OPTS + HOST_OPTS

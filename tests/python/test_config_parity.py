@@ -14,6 +14,7 @@ import sys
 
 import pytest
 from oslo_config import cfg
+from oslo_log import log as oslo_log
 from oslo_messaging import opts as messaging_opts
 
 from octavia_loxilb_provider import config as provider_config
@@ -32,6 +33,7 @@ DRIVER_AGENT_OPTS = [
 TRICKY = """
 [DEFAULT]
 control_exchange = 'octavia'
+debug = True
 
 [DRIVER_LOXILB]
 nat_mode = "onearm"
@@ -70,6 +72,7 @@ def oslo_reads(files):
     conf = cfg.ConfigOpts()
     for group, opts in messaging_opts.list_opts():
         conf.register_opts(opts, group=group)
+    oslo_log.register_options(conf)  # [DEFAULT] debug, as every OpenStack service registers it
     # What octavia/common/config.py does (oslo_messaging.set_transport_defaults) when octavia-api starts.
     conf.set_default("control_exchange", "octavia")
     conf.register_opts(DRIVER_AGENT_OPTS, group="driver_agent")
@@ -80,7 +83,7 @@ def oslo_reads(files):
         "driver_loxilb": {opt.dest: getattr(conf.driver_loxilb, opt.dest) for opt in provider_config.ALL_OPTS},
         # transport_url is left out: unset, oslo.messaging defaults it to rabbit:// (localhost) while the
         # host refuses transport = amqp without one, on purpose.
-        "DEFAULT": {"control_exchange": conf.control_exchange},
+        "DEFAULT": {"control_exchange": conf.control_exchange, "debug": conf.debug},
         "driver_agent": {opt.dest: getattr(conf.driver_agent, opt.dest) for opt in DRIVER_AGENT_OPTS},
     }
 

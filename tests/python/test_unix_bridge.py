@@ -2,6 +2,10 @@
 `loxilb-octavia serve` (transport = unix) → the LoxiLB simulator, statuses to a fake driver-agent.
 An accepted operation survives a crash of the host before it was applied (the durable inbox)."""
 import hashlib
+import urllib.error
+import urllib.request
+import socket
+import json
 import signal
 import time
 
@@ -21,7 +25,12 @@ def stats_interval():
 
 
 @pytest.fixture
-def unix_host(sim, octavia, sock_dir, work_dir, stats_interval):
+def extra_conf():
+    return ""  # further [driver_loxilb] lines, for tests that parametrize it
+
+
+@pytest.fixture
+def unix_host(sim, octavia, sock_dir, work_dir, stats_interval, extra_conf):
     socket_path = f"{sock_dir}/host.sock"
     conf = f"{work_dir}/host.conf"
     with open(conf, "w") as f:
@@ -29,7 +38,7 @@ def unix_host(sim, octavia, sock_dir, work_dir, stats_interval):
                 f"get_socket_path = {octavia.get_path}\n"
                 f"[driver_loxilb]\ntransport = unix\nsocket_path = {socket_path}\napi_endpoints = {sim.url}\n"
                 f"mapping_storage_path = {work_dir}/mappings.json\nadmin_socket_path = {sock_dir}/admin.sock\n"
-                f"commit_wait_timeout = 30\nstats_interval = {stats_interval}\n")
+                f"commit_wait_timeout = 30\nstats_interval = {stats_interval}\n{extra_conf}")
     api_conf = f"{work_dir}/octavia-api.conf"
     with open(api_conf, "w") as f:
         f.write(f"[driver_agent]\nget_socket_path = {octavia.get_path}\n"
@@ -138,3 +147,46 @@ def test_sigterm_finishes_syncs_and_exits_cleanly(unix_host, octavia, sim):
     unix_host()
     assert sim.endpoints("192.0.2.34") == {"10.0.9.31": 1}
     assert octavia.pending() == {}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+HTTP_PORT = free_port()
+
+
+@pytest.mark.parametrize("extra_conf", [f"http_listen = 127.0.0.1:{HTTP_PORT}\n"])
+def test_metrics_health_and_readiness_over_http(unix_host, octavia, sim, extra_conf, monkeypatch):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    host = unix_host()
+    drv = driver.LoxiLBProviderDriver()
+    lb = loadbalancer("192.0.2.35", ["10.0.9.41"])
+    octavia.set_pending("PENDING_CREATE", *keys(lb))
+    drv.loadbalancer_create(lb)
+    octavia.commit(lb)
+    octavia.wait_documents(1, timeout=10)
+    base = f"http://127.0.0.1:{HTTP_PORT}"
+    with urllib.request.urlopen(f"{base}/healthz", timeout=5) as r:
+        assert r.status == 200
+    with urllib.request.urlopen(f"{base}/readyz", timeout=10) as r:
+        ready = json.load(r)
+    assert ready["ready"] is True, ready
+    assert {"policy", "storage", "loxilb", "octavia_get_socket", "octavia_status_socket"} <= set(ready["checks"])
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
+        assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = r.read().decode()
+    assert "loxilb_octavia_storage_writes_total" in text
+    assert text.rstrip().endswith("# EOF")
+    # LoxiLB gone: not ready, and the answer says why.
+    sim.stop()
+    try:
+        urllib.request.urlopen(f"{base}/readyz", timeout=30)
+        pytest.fail("ready while LoxiLB is down")
+    except urllib.error.HTTPError as e:
+        assert e.code == 503
+        assert json.load(e)["checks"]["loxilb"]["ok"] is False
+    # stderr is a file here, NO_COLOR unset: no colour escapes.
+    assert "\x1b[" not in host.log()
