@@ -252,5 +252,7 @@ impl Prepared {
 
 /// Checks the component at `path` and, if it passes, switches the service to it.
 pub fn swap(service: &Service, path: &Path) -> Result<SwapReport> {
-    prepare(service, path)?.switch(service)
+    let result = prepare(service, path).and_then(|prepared| prepared.switch(service));
+    crate::metrics::record_swap(if result.is_ok() { "ok" } else { "refused" });
+    result
 }

@@ -135,6 +135,8 @@ fn a_broken_component_is_refused_with_its_reason_and_the_old_policy_keeps_servin
         (PathBuf::from("/nonexistent/policy.wasm"), vec!["reading policy"]),
     ];
     cases.extend(not_components().into_iter().map(|p| (p, vec!["not a loadable component"])));
+    let refused_before = host::metrics::render().lines().find(|l| l.starts_with("loxilb_octavia_policy_swaps_total{result=\"refused\"}")).map(str::to_string);
+    let count = cases.len();
     for (path, reasons) in cases {
         let requests = h.sim.requests().len();
         let error = format!("{:#}", swap::swap(&h.service, &path).err().unwrap_or_else(|| panic!("{} was accepted", path.display())));
@@ -146,6 +148,9 @@ fn a_broken_component_is_refused_with_its_reason_and_the_old_policy_keeps_servin
         assert_eq!(h.policy_name(), "l4-fullnat", "{} replaced the policy", path.display());
         assert_eq!(h.sim.requests().len(), requests, "refusing {} touched LoxiLB", path.display());
     }
+    let refused = |line: Option<String>| line.and_then(|l| l.rsplit_once(' ').map(|(_, n)| n.parse::<u64>().unwrap())).unwrap_or(0);
+    let refused_after = host::metrics::render().lines().find(|l| l.starts_with("loxilb_octavia_policy_swaps_total{result=\"refused\"}")).map(str::to_string);
+    assert!(refused(refused_after) >= refused(refused_before) + count as u64, "each refused swap is counted");
 
     let statuses = h.service.apply("member_create", &json!({"member": member_of(1, 3), "loadbalancer_id": lb_id(1)}));
     let document = host::octavia::status::document(&statuses);
