@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test setup guests venv rabbitmq bench release install
+.PHONY: demo test setup guests venv venv-oldest rabbitmq bench release install
 
 ## The guests are wasm32-unknown-unknown components; a fresh machine lacks that target.
 setup:
@@ -21,6 +21,13 @@ venv:
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q -e 'provider[test]'
 
+## The provider against the oldest octavia-lib it supports (Octavia 2024.1 pins 3.5.0); .venv has the newest.
+OLDEST_OCTAVIA_LIB := 3.5.0
+VENV_OLDEST := .venv-oldest
+venv-oldest:
+	@test -x $(VENV_OLDEST)/bin/python || python3 -m venv $(VENV_OLDEST)
+	$(VENV_OLDEST)/bin/pip install -q 'octavia-lib==$(OLDEST_OCTAVIA_LIB)' -e 'provider[test]'
+
 ## RabbitMQ is started by this machine kind before each session; start it if it is down.
 rabbitmq:
 	@if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then \
@@ -30,10 +37,11 @@ rabbitmq:
 	@rabbitmqctl await_startup >/dev/null 2>&1 || true
 
 ## Every test: Rust unit, component and end-to-end tests, then the Python provider and Octavia bridge tests.
-test: guests rabbitmq venv
+test: guests rabbitmq venv venv-oldest
 	cargo build -p host -p loxilb-sim
 	cargo test --workspace
 	$(PY) -m pytest provider/tests $$(test -d tests/python && echo tests/python) -q
+	$(VENV_OLDEST)/bin/python -m pytest provider/tests -q
 
 ## Benchmarks (release build); figures are recorded in README.md.
 bench: guests

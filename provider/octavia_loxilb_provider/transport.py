@@ -22,19 +22,27 @@ VERSION = "1.0"
 AMQP_RETRY = 1
 RABBIT_HINT = "is RabbitMQ reachable at [DEFAULT] transport_url?"
 
+# octavia-lib before 3.8 (Octavia 2024.1 and 2024.2 pin 3.5.0 and 3.6.0) has no Conflict, and
+# those Octavia releases would not map it to HTTP 409 anyway.
+CONFLICT = getattr(exceptions, "Conflict", None)
+
 FAILURES = {cls.__name__: cls for cls in (
     exceptions.UnsupportedOptionError,
     exceptions.NotImplementedError,
     exceptions.DriverError,
     exceptions.NotFound,
-    exceptions.Conflict,
-)}
+    CONFLICT,
+) if cls is not None}
 
 
 def failure(class_name, message):
     """The octavia-lib exception for a refusal the host named `class_name`."""
     cls = FAILURES.get(class_name)
-    if cls is None:
+    if cls is None and class_name == "Conflict":
+        # Without Conflict, "not supported" (HTTP 501 with the message) is what tells the user to
+        # change the request; DriverError (500) would read as a fault of the service.
+        cls = exceptions.UnsupportedOptionError
+    elif cls is None:
         cls, message = exceptions.DriverError, f"{class_name}: {message}"
     return cls(user_fault_string=message, operator_fault_string=message)
 

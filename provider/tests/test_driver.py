@@ -58,10 +58,16 @@ def listener():
                        allowed_cidrs=["198.51.100.0/24"], l7policies=[], connection_limit=-1)
 
 
+# vip_sg_ids came with octavia-lib 3.8 (Octavia 2025.1); the provider forwards whatever fields the
+# installed octavia-lib has.
+HAS_VIP_SG_IDS = "vip_sg_ids" in inspect.signature(dm.LoadBalancer.__init__).parameters
+
+
 def loadbalancer():
+    extra = {"vip_sg_ids": ["sg-1"]} if HAS_VIP_SG_IDS else {}
     return dm.LoadBalancer(loadbalancer_id=LB, name="lb1", vip_address="203.0.113.5",
-                           vip_port_id="port-1", vip_sg_ids=["sg-1"], admin_state_up=True,
-                           listeners=[listener()], pools=[pool()], flavor={}, project_id="p")
+                           vip_port_id="port-1", admin_state_up=True,
+                           listeners=[listener()], pools=[pool()], flavor={}, project_id="p", **extra)
 
 
 def d(obj):
@@ -183,7 +189,7 @@ def test_validate_then_cast_with_the_same_args(unix_conf, fake_host, fake_get, n
 def test_nested_objects_and_lists_are_forwarded(unix_conf, fake_host):
     driver_mod.LoxiLBProviderDriver().loadbalancer_create(loadbalancer())
     sent = fake_host.requests[1]["args"]["loadbalancer"]
-    assert sent["vip_sg_ids"] == ["sg-1"]
+    assert sent.get("vip_sg_ids") == (["sg-1"] if HAS_VIP_SG_IDS else None)
     assert sent["flavor"] == {}
     assert sent["listeners"][0]["allowed_cidrs"] == ["198.51.100.0/24"]
     assert sent["pools"][0]["members"][0]["address"] == "192.0.2.10"
@@ -210,6 +216,17 @@ def test_refusal_raises_the_octavia_lib_exception_and_sends_no_cast(unix_conf, f
     assert info.value.user_fault_string == msg
     assert info.value.operator_fault_string == msg
     assert [r["type"] for r in fake_host.requests] == ["call"]
+
+
+def test_a_conflict_without_octavia_lib_conflict_is_unsupported_with_the_message(unix_conf, fake_host,
+                                                                                monkeypatch):
+    # octavia-lib < 3.8 (Octavia 2024.1/2024.2) has no Conflict exception.
+    monkeypatch.setattr(transport, "FAILURES", {k: v for k, v in transport.FAILURES.items() if k != "Conflict"})
+    msg = "VIP 203.0.113.5 port 80/tcp is already used by load balancer lb-2 of this project"
+    fake_host.answer = refuse("Conflict", msg)
+    with pytest.raises(exceptions.UnsupportedOptionError) as info:
+        driver_mod.LoxiLBProviderDriver().pool_create(pool())
+    assert info.value.user_fault_string == msg
 
 
 def test_not_implemented_is_octavia_libs_not_the_builtin(unix_conf, fake_host):
