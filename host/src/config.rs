@@ -105,7 +105,8 @@ impl Default for Config {
     }
 }
 
-/// Every `[driver_loxilb]` key, with a one-line description (README and `--help` list them).
+/// Every `[driver_loxilb]` key, with a one-line description (the README's table lists them; `show-config`
+/// prints their values).
 pub const KEYS: &[(&str, &str)] = &[
     ("api_endpoints", "comma-separated LoxiLB API base URLs, e.g. http://10.0.0.2:11111"),
     ("api_timeout", "seconds per LoxiLB request (default 5)"),
