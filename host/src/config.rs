@@ -61,6 +61,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `[DEFAULT] transport_url` (oslo.messaging).
     pub transport_url: Option<String>,
+    /// `[oslo_messaging_rabbit]` TLS keys (the `transport_url` query may override them).
+    pub rabbit_tls: crate::transport::amqp_tls::RabbitTlsOptions,
     /// `[DEFAULT] control_exchange`; Octavia's default is `octavia`.
     pub control_exchange: String,
     /// `[driver_agent]` sockets; absent ones mean "no Octavia here" (demo, tests).
@@ -97,6 +99,7 @@ impl Default for Config {
             debug: false,
             log_format: LogFormat::Text,
             transport_url: None,
+            rabbit_tls: Default::default(),
             control_exchange: "octavia".into(),
             status_socket: None,
             stats_socket: None,
@@ -286,6 +289,20 @@ impl Config {
         }
         if let Some(url) = ini.get("DEFAULT", "transport_url")? {
             c.transport_url = Some(url.trim().to_string());
+        }
+        let rabbit = |key: &str| ini.get("oslo_messaging_rabbit", key);
+        if let Some(ssl) = rabbit("ssl")? {
+            c.rabbit_tls.ssl = parse_bool("ssl", &ssl).map_err(|_| anyhow!("[oslo_messaging_rabbit] ssl = {ssl:?}: expected true or false"))?;
+        }
+        for (key, field) in [
+            ("ssl_ca_file", &mut c.rabbit_tls.ssl_ca_file),
+            ("ssl_cert_file", &mut c.rabbit_tls.ssl_cert_file),
+            ("ssl_key_file", &mut c.rabbit_tls.ssl_key_file),
+            ("ssl_version", &mut c.rabbit_tls.ssl_version),
+        ] {
+            if let Some(v) = rabbit(key)? {
+                *field = v.trim().to_string();
+            }
         }
         if let Some(debug) = ini.get("DEFAULT", "debug")? {
             c.debug = parse_bool("debug", &debug).map_err(|_| anyhow!("[DEFAULT] debug = {debug:?}: expected true or false"))?;

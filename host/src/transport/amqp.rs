@@ -79,11 +79,17 @@ pub struct AmqpServer {
 /// background, so the host comes up before RabbitMQ does.
 pub fn start(config: &Config, service: Arc<Service>) -> Result<AmqpServer> {
     let url = config.transport_url.as_deref().ok_or_else(|| anyhow!("transport = amqp needs [DEFAULT] transport_url"))?;
-    let brokers = brokers(url)?;
+    let mut brokers = brokers(url)?;
+    let tls = config.rabbit_tls.overridden_by(&query(url)?)?.load()?;
+    if tls.is_some() {
+        for broker in &mut brokers {
+            broker.scheme = AMQPScheme::AMQPS;
+        }
+    }
     let topology = Topology::new(config);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the amqp runtime")?;
     let server = AmqpServer { brokers: brokers.iter().map(describe_uri).collect(), topology: topology.clone() };
-    let ctx = Arc::new(Ctx { service, topology, brokers });
+    let ctx = Arc::new(Ctx { service, topology, brokers, tls });
     std::thread::Builder::new().name("amqp".into()).spawn(move || runtime.block_on(supervise(ctx)))?;
     Ok(server)
 }
@@ -92,22 +98,37 @@ struct Ctx {
     service: Arc<Service>,
     topology: Topology,
     brokers: Vec<AMQPUri>,
+    /// TLS settings (`amqps`), from `[oslo_messaging_rabbit]` and the URL's query.
+    tls: Option<lapin::tcp::OwnedTLSConfig>,
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // transport_url
 
+/// The `key=value` pairs of a `transport_url`'s query, percent-decoded; the TLS ones
+/// (`amqp_tls::QUERY_KEYS`) are honoured, any other is reported as ignored.
+pub fn query(url: &str) -> Result<Vec<(String, String)>> {
+    let Some((_, query)) = url.split_once('?') else { return Ok(Vec::new()) };
+    let mut pairs = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (key, value) = (percent_decode(key)?, percent_decode(&value.replace('+', " "))?);
+        if !super::amqp_tls::QUERY_KEYS.contains(&key.as_str()) {
+            tracing::warn!("transport_url option {key:?} is ignored by the loxilb-octavia host");
+        }
+        pairs.push((key, value));
+    }
+    Ok(pairs)
+}
+
 /// The brokers of an oslo `transport_url`: `rabbit://user:pass@host:port[,user:pass@host:port...]/vhost[?...]`.
-/// An empty vhost means `/`, as kombu reads it. Query options (TLS, compression) are not supported.
+/// An empty vhost means `/`, as kombu reads it. The query is read by [`query`].
 pub fn brokers(url: &str) -> Result<Vec<AMQPUri>> {
     let (scheme, rest) = url.split_once("://").ok_or_else(|| anyhow!("transport_url {}: expected rabbit://user:pass@host:5672/", redact(url)))?;
     if !matches!(scheme, "rabbit" | "amqp" | "kombu") {
         bail!("transport_url scheme {scheme:?}: only rabbit:// is supported");
     }
-    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if !query.is_empty() {
-        tracing::warn!("transport_url options {query:?} are ignored by the loxilb-octavia host (no TLS, no compression)");
-    }
+    let (rest, _query) = rest.split_once('?').unwrap_or((rest, ""));
     let (hosts, vhost) = rest.split_once('/').unwrap_or((rest, ""));
     let vhost = percent_decode(vhost)?;
     let vhost = if vhost.is_empty() { "/".to_string() } else { vhost };
@@ -358,7 +379,13 @@ fn connection_properties() -> ConnectionProperties {
 /// One connection: declare and consume until something fails, then drain. Errors only when it never got
 /// to consuming (broker down, refused declarations).
 async fn session(ctx: &Arc<Ctx>, uri: &AMQPUri) -> Result<()> {
-    let conn = Connection::connect_uri(uri.clone(), connection_properties()).await.context("connecting")?;
+    let conn = match &ctx.tls {
+        Some(tls) => {
+            let runtime = lapin::runtime::default_runtime().context("the amqp runtime")?;
+            Connection::connect_uri_with_config(uri.clone(), connection_properties(), tls.clone(), runtime).await.context("connecting over TLS")?
+        }
+        None => Connection::connect_uri(uri.clone(), connection_properties()).await.context("connecting")?,
+    };
     let topology = &ctx.topology;
     declare(&conn, topology).await?;
 
