@@ -43,6 +43,14 @@ pub struct Config {
     pub guest_call_timeout: Duration,
     pub commit_wait_timeout: Duration,
     pub stats_interval: Duration,
+    /// Casts accepted and not yet applied before further ones are refused as overload.
+    pub max_pending_operations: usize,
+    /// Largest request the Unix socket reads.
+    pub max_request_bytes: usize,
+    /// Users (ids) allowed on the Unix socket; `None`: the host's own user, root and `octavia`.
+    pub allowed_peer_users: Option<Vec<u32>>,
+    /// Primary groups (ids) allowed on the Unix socket.
+    pub allowed_peer_groups: Vec<u32>,
     /// `[DEFAULT] transport_url` (oslo.messaging).
     pub transport_url: Option<String>,
     /// `[DEFAULT] control_exchange`; Octavia's default is `octavia`.
@@ -77,6 +85,10 @@ impl Default for Config {
             guest_call_timeout: Duration::from_secs(30),
             commit_wait_timeout: Duration::from_secs(60),
             stats_interval: Duration::from_secs(10),
+            max_pending_operations: crate::service::DEFAULT_MAX_PENDING,
+            max_request_bytes: crate::transport::unix::DEFAULT_MAX_REQUEST_BYTES,
+            allowed_peer_users: None,
+            allowed_peer_groups: Vec::new(),
             transport_url: None,
             control_exchange: "octavia".into(),
             status_socket: None,
@@ -109,6 +121,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("guest_call_timeout", "seconds one policy call may run (default 30)"),
     ("commit_wait_timeout", "seconds to wait for Octavia to commit an object before applying it (default 60)"),
     ("stats_interval", "seconds between listener statistics pushes (default 10)"),
+    ("max_pending_operations", "casts accepted but not yet applied before further ones are refused as overload (default 1000)"),
+    ("max_request_bytes", "largest request read from the Unix socket, in bytes (default 8388608)"),
+    ("allowed_peer_users", "users (names or ids) allowed on the Unix socket (default: the host's user, root and octavia)"),
+    ("allowed_peer_groups", "primary groups (names or ids) allowed on the Unix socket (default: none)"),
 ];
 
 fn parse_bool(key: &str, v: &str) -> Result<bool> {
@@ -217,6 +233,10 @@ impl Config {
                     "guest_call_timeout" => c.guest_call_timeout = parse_secs(key, v)?,
                     "commit_wait_timeout" => c.commit_wait_timeout = parse_secs(key, v)?,
                     "stats_interval" => c.stats_interval = parse_secs(key, v)?,
+                    "max_pending_operations" => c.max_pending_operations = parse_uint(key, v, 1, 10_000_000)? as usize,
+                    "max_request_bytes" => c.max_request_bytes = parse_uint(key, v, 4096, 1 << 30)? as usize,
+                    "allowed_peer_users" => c.allowed_peer_users = Some(crate::transport::peer::parse_users(key, v)?),
+                    "allowed_peer_groups" => c.allowed_peer_groups = crate::transport::peer::parse_groups(key, v)?,
                     other => {
                         let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
                         bail!("[driver_loxilb] unknown key {other:?}; known keys: {}", known.join(", "))
@@ -276,6 +296,12 @@ mod tests {
         assert!(err.contains("nat_mode"), "{err}");
         let err = Config::parse("[driver_loxilb]\napi_endpoints = 10.0.0.1:11111\n").unwrap_err().to_string();
         assert!(err.contains("api_endpoints"), "{err}");
+        let err = Config::parse("[driver_loxilb]\nmax_pending_operations = 0\n").unwrap_err().to_string();
+        assert!(err.contains("max_pending_operations"), "{err}");
+        let err = Config::parse("[driver_loxilb]\nmax_request_bytes = 100\n").unwrap_err().to_string();
+        assert!(err.contains("max_request_bytes"), "{err}");
+        let err = Config::parse("[driver_loxilb]\nallowed_peer_users = no-such-user-here\n").unwrap_err().to_string();
+        assert!(err.contains("allowed_peer_users") && err.contains("no-such-user-here"), "{err}");
     }
 
     #[test]
@@ -289,6 +315,8 @@ mod tests {
                 "enable_persistent_mapping" | "remove_orphans" => "false",
                 "policy_path" | "mapping_storage_path" | "socket_path" | "admin_socket_path" | "rpc_topic" => "x",
                 "guest_memory_limit_mb" => "64",
+                "max_request_bytes" => "65536",
+                "allowed_peer_users" | "allowed_peer_groups" => "root, 4242",
                 _ => "3",
             };
             Config::parse(&format!("[driver_loxilb]\n{key} = {value}\n")).unwrap_or_else(|e| panic!("{key}: {e}"));

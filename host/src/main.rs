@@ -159,6 +159,7 @@ fn serve(config: Config) -> Result<()> {
         (None, Vec::new())
     };
     let service = host::service::Service::with_inbox(sandbox, Some(agent.clone()), sink, config.commit_wait_timeout, inbox);
+    service.set_max_pending_operations(config.max_pending_operations);
     let monitor = host::monitor::Monitor {
         service: Arc::clone(&service),
         loxilb,
@@ -173,7 +174,7 @@ fn serve(config: Config) -> Result<()> {
     match config.transport {
         Transport::Unix => {
             service.start_worker(pending);
-            let server = host::transport::unix::UnixServer::start(&config.socket_path, Arc::clone(&service))?;
+            let server = host::transport::unix::UnixServer::start_with(&config.socket_path, Arc::clone(&service), host::app::unix_limits(&config))?;
             tracing::warn!("serving on {}", server.path.display());
         }
         Transport::Amqp => {

@@ -2,4 +2,5 @@
 //! RPC over RabbitMQ (several hosts). Both carry the messages of docs/host-protocol.md.
 
 pub mod amqp;
+pub mod peer;
 pub mod unix;
