@@ -198,6 +198,14 @@ impl Service {
         Ok(())
     }
 
+    /// Accepted operations whose inbox records were found damaged are not applied (their contents cannot
+    /// be trusted), but Octavia waits for them: the objects they still name are reported ERROR.
+    pub fn report_damaged(&self, damaged: &[crate::inbox::Damaged]) {
+        for (method, args) in damaged.iter().filter_map(|d| d.operation.as_ref()) {
+            self.report_dropped(method, args);
+        }
+    }
+
     /// Reports the objects an operation that can never be applied names as ERROR (see `dropped.rs`).
     pub fn report_dropped(&self, method: &str, args: &Value) {
         let statuses = crate::dropped::statuses(method, args);

@@ -80,7 +80,7 @@ fn wait_status(sink: &RecordingSink, object: &str, status: &str, within: Duratio
 #[test]
 fn casts_that_cannot_be_applied_are_refused_before_they_are_accepted() {
     let dir = tempdir("shape");
-    let (inbox, pending) = host::inbox::Inbox::open(&dir.join("inbox")).unwrap();
+    let host::inbox::Opened { inbox, pending, .. } = host::inbox::Inbox::open(&dir.join("inbox")).unwrap();
     assert!(pending.is_empty());
     let (service, _sink) = service(None, Some(inbox));
     service.start_worker(Vec::new());
@@ -113,7 +113,7 @@ fn an_accepted_cast_that_no_longer_converts_reports_its_objects_error() {
         "old_member": member("dddddddd-0000-4000-8000-000000000001", "p", "10.0.0.1", 80, 1),
         "new_member": {"weight": "heavy"}}});
     std::fs::write(dir.join("inbox"), format!("{record}\n")).unwrap();
-    let (inbox, pending) = host::inbox::Inbox::open(&dir.join("inbox")).unwrap();
+    let host::inbox::Opened { inbox, pending, .. } = host::inbox::Inbox::open(&dir.join("inbox")).unwrap();
     assert_eq!(pending.len(), 1);
     let (service, sink) = service(None, Some(inbox));
     service.start_worker(pending);
@@ -125,8 +125,27 @@ fn an_accepted_cast_that_no_longer_converts_reports_its_objects_error() {
         assert!(Instant::now() < deadline, "the dropped cast stays in the backlog");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let (_inbox, pending) = host::inbox::Inbox::open(&dir.join("inbox")).unwrap();
+    let pending = host::inbox::Inbox::open(&dir.join("inbox")).unwrap().pending;
     assert!(pending.is_empty(), "{pending:?}");
+}
+
+#[test]
+fn a_damaged_inbox_record_reports_the_objects_it_names_error_and_the_host_starts() {
+    let dir = tempdir("damaged");
+    let member_id = "dddddddd-0000-4000-8000-000000000002";
+    let args = json!({"loadbalancer_id": lb_id(4), "member": member(member_id, "p", "10.0.0.1", 80, 1)});
+    let mut line = Vec::new();
+    host::caps::storage::format::frame(json!({"seq": 0, "method": "member_create", "args": args}).to_string().as_bytes(), &mut line);
+    // Bit rot in the member's address: the CRC fails, the ids still read.
+    let flip = line.windows(8).position(|w| w == b"10.0.0.1").unwrap();
+    line[flip] = b'2';
+    std::fs::write(dir.join("inbox"), &line).unwrap();
+    let host::inbox::Opened { inbox, pending, damaged } = host::inbox::Inbox::open(&dir.join("inbox")).unwrap();
+    assert!(pending.is_empty(), "a damaged record is not applied: {pending:?}");
+    let (service, sink) = service(None, Some(inbox));
+    service.report_damaged(&damaged);
+    assert!(wait_status(&sink, &format!("members/{member_id}"), "ERROR", Duration::from_secs(1)), "{:?}", sink.documents.lock().unwrap());
+    assert!(wait_status(&sink, &format!("loadbalancers/{}", lb_id(4)), "ACTIVE", Duration::from_secs(1)));
 }
 
 #[test]
