@@ -90,7 +90,10 @@ impl<J: Send + 'static> Lanes<J> {
                 let job = state.lanes.get_mut(&lane).and_then(VecDeque::pop_front).expect("a ready lane has a job");
                 state.busy.insert(lane.clone());
                 drop(state);
-                (self.run)(job);
+                // A job that panics must not take its lane (and every later job of that load balancer) with it.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.run)(job))).is_err() {
+                    tracing::error!("applying an operation of load balancer {lane:?} panicked; going on with the next");
+                }
                 state = self.state.lock().unwrap();
                 state.busy.remove(&lane);
                 if state.lanes.get(&lane).is_some_and(|q| !q.is_empty()) {
@@ -156,6 +159,21 @@ mod tests {
         assert!(log.recv_timeout(Duration::from_millis(100)).is_err(), "a's second job ran before its first finished");
         release_a.send(()).unwrap();
         assert_eq!(log.recv_timeout(Duration::from_secs(10)).unwrap(), ("a".into(), 2));
+    }
+
+    #[test]
+    fn a_job_that_panics_does_not_stop_its_lane() {
+        let (done, log) = channel::<u32>();
+        let done = Mutex::new(done);
+        let lanes = Lanes::new(1, move |n: u32| {
+            assert!(n != 1, "job 1 fails");
+            done.lock().unwrap().send(n).unwrap();
+        });
+        for n in 0..3 {
+            lanes.push("a", n);
+        }
+        assert_eq!(log.recv_timeout(Duration::from_secs(10)).unwrap(), 0);
+        assert_eq!(log.recv_timeout(Duration::from_secs(10)).unwrap(), 2);
     }
 
     #[test]
