@@ -19,8 +19,25 @@ const OBJECT_KEYS: &[(&str, ObjectKind, &str)] = &[
     ("l7rule", ObjectKind::L7rule, "l7rule_id"),
 ];
 
+/// Keys under which an object holds the children Octavia creates (or cascade-deletes) with it.
+const CHILD_KEYS: &[(&str, ObjectKind)] = &[
+    ("listeners", ObjectKind::Listener),
+    ("pools", ObjectKind::Pool),
+    ("default_pool", ObjectKind::Pool),
+    ("members", ObjectKind::Member),
+    ("healthmonitor", ObjectKind::HealthMonitor),
+    ("l7policies", ObjectKind::L7policy),
+    ("l7rules", ObjectKind::L7rule),
+];
+
+fn id_field(kind: ObjectKind) -> &'static str {
+    OBJECT_KEYS.iter().find(|(_, k, _)| *k == kind).map_or("id", |(_, _, field)| field)
+}
+
 /// ERROR for every object the arguments name, and the load balancer back to ACTIVE (ERROR when the
-/// operation was on the load balancer itself), so the user can retry or delete.
+/// operation was on the load balancer itself), so the user can retry or delete. A create also names the
+/// children it carries (a single-call load balancer create sets its whole tree PENDING_CREATE), as does a
+/// cascade delete; an update names only its object (the old object's children are not pending).
 pub fn statuses(method: &str, args: &Value) -> Vec<ObjectStatus> {
     let mut out: Vec<ObjectStatus> = Vec::new();
     let mut push = |kind: ObjectKind, id: Option<&str>, provisioning: ProvisioningStatus| {
@@ -30,24 +47,45 @@ pub fn statuses(method: &str, args: &Value) -> Vec<ObjectStatus> {
         }
     };
     let on_loadbalancer = method.starts_with("loadbalancer_");
-    for (key, kind, id_field) in OBJECT_KEYS {
+    let with_children = method.ends_with("_create") || (method == "loadbalancer_delete" && args.get("cascade").and_then(Value::as_bool) == Some(true));
+    for (key, kind, _) in OBJECT_KEYS {
         if *kind == ObjectKind::Loadbalancer && !on_loadbalancer {
             continue;
         }
-        for name in [key.to_string(), format!("old_{key}"), format!("new_{key}")] {
-            push(*kind, args.get(&name).and_then(|o| o.get(id_field)).and_then(Value::as_str), ProvisioningStatus::Error);
+        if let Some(object) = args.get(*key) {
+            name_tree(*kind, object, with_children, &mut push);
+        }
+        for name in [format!("old_{key}"), format!("new_{key}")] {
+            if let Some(object) = args.get(&name) {
+                name_tree(*kind, object, false, &mut push);
+            }
         }
     }
     // member_batch_update: the pool and each member it names.
     if let Some(members) = args.get("members").and_then(Value::as_array) {
         push(ObjectKind::Pool, args.get("pool_id").and_then(Value::as_str), ProvisioningStatus::Error);
         for m in members {
-            push(ObjectKind::Member, m.get("member_id").and_then(Value::as_str), ProvisioningStatus::Error);
+            name_tree(ObjectKind::Member, m, false, &mut push);
         }
     }
     let lb = args.get("loadbalancer_id").and_then(Value::as_str);
     push(ObjectKind::Loadbalancer, lb, if on_loadbalancer { ProvisioningStatus::Error } else { ProvisioningStatus::Active });
     out
+}
+
+/// Names `object` (of `kind`) ERROR, and with `children` every object nested under it.
+fn name_tree(kind: ObjectKind, object: &Value, children: bool, push: &mut impl FnMut(ObjectKind, Option<&str>, ProvisioningStatus)) {
+    push(kind, object.get(id_field(kind)).and_then(Value::as_str), ProvisioningStatus::Error);
+    if !children {
+        return;
+    }
+    for (key, child_kind) in CHILD_KEYS {
+        match object.get(*key) {
+            Some(Value::Array(items)) => items.iter().for_each(|item| name_tree(*child_kind, item, true, push)),
+            Some(item @ Value::Object(_)) => name_tree(*child_kind, item, true, push),
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]
@@ -72,6 +110,17 @@ mod tests {
         let lb = json!({"loadbalancer_id": "lb", "loadbalancer": {"loadbalancer_id": "lb", "vip_address": 7}});
         assert_eq!(named(&statuses("loadbalancer_create", &lb)), vec![("loadbalancers/lb".into(), "ERROR")]);
         assert_eq!(named(&statuses("loadbalancer_failover", &json!({"loadbalancer_id": "lb"}))), vec![("loadbalancers/lb".into(), "ERROR")]);
+        // A create names the tree it carries; an update only its object.
+        let tree = json!({"loadbalancer_id": "lb", "loadbalancer": {"loadbalancer_id": "lb", "listeners": [{"listener_id": "l", "default_pool": {
+            "pool_id": "p", "members": [{"member_id": "m", "pool_id": "p"}], "healthmonitor": {"healthmonitor_id": "h", "pool_id": "p"}}}],
+            "pools": [{"pool_id": "p"}]}});
+        let created = named(&statuses("loadbalancer_create", &tree));
+        assert_eq!(created.len(), 5, "{created:?}");
+        assert!(created.iter().all(|(_, s)| *s == "ERROR") && created.contains(&("healthmonitors/h".into(), "ERROR")));
+        let update = json!({"loadbalancer_id": "lb", "old_loadbalancer": tree["loadbalancer"], "new_loadbalancer": {"name": 5}});
+        assert_eq!(named(&statuses("loadbalancer_update", &update)), vec![("loadbalancers/lb".into(), "ERROR")]);
+        let cascade = json!({"loadbalancer_id": "lb", "loadbalancer": tree["loadbalancer"], "cascade": true});
+        assert_eq!(named(&statuses("loadbalancer_delete", &cascade)).len(), 5);
         // Unknown methods still name what they carry; nothing named, nothing reported.
         assert_eq!(named(&statuses("pool_frobnicate", &json!({"loadbalancer_id": "lb", "pool": {"pool_id": "p"}}))).len(), 2);
         assert!(statuses("member_create", &json!({"member": "not an object"})).is_empty());
