@@ -52,3 +52,13 @@ pub fn sandbox(config: &Config, loxilb: Arc<dyn LoxiTransport>, storage: Arc<dyn
     let grants = Grants { loxilb, storage, log_target: path.file_stem().and_then(|s| s.to_str()).unwrap_or("policy").to_string() };
     Sandbox::new(policy, grants, limits(config), settings(config)).with_context(|| format!("starting policy {}", path.display()))
 }
+
+/// What the Unix socket accepts, from `max_request_bytes` and `allowed_peer_users` / `allowed_peer_groups`.
+pub fn unix_limits(config: &Config) -> crate::transport::unix::Limits {
+    let mut peers = crate::transport::peer::Peers::default();
+    if let Some(users) = &config.allowed_peer_users {
+        peers.users = users.clone();
+    }
+    peers.groups = config.allowed_peer_groups.clone();
+    crate::transport::unix::Limits { max_request_bytes: config.max_request_bytes, peers, ..Default::default() }
+}

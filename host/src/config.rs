@@ -59,6 +59,14 @@ pub struct Config {
     pub debug: bool,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
+    /// Casts accepted and not yet applied before further ones are refused as overload.
+    pub max_pending_operations: usize,
+    /// Largest request the Unix socket reads.
+    pub max_request_bytes: usize,
+    /// Users (ids) allowed on the Unix socket; `None`: the host's own user, root and `octavia`.
+    pub allowed_peer_users: Option<Vec<u32>>,
+    /// Primary groups (ids) allowed on the Unix socket.
+    pub allowed_peer_groups: Vec<u32>,
     /// `[DEFAULT] transport_url` (oslo.messaging).
     pub transport_url: Option<String>,
     /// `[oslo_messaging_rabbit]` TLS keys (the `transport_url` query may override them).
@@ -98,6 +106,10 @@ impl Default for Config {
             http_listen: None,
             debug: false,
             log_format: LogFormat::Text,
+            max_pending_operations: crate::service::DEFAULT_MAX_PENDING,
+            max_request_bytes: crate::transport::unix::DEFAULT_MAX_REQUEST_BYTES,
+            allowed_peer_users: None,
+            allowed_peer_groups: Vec::new(),
             transport_url: None,
             rabbit_tls: Default::default(),
             control_exchange: "octavia".into(),
@@ -134,6 +146,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("stats_interval", "seconds between listener statistics pushes (default 10)"),
     ("http_listen", "address:port serving /metrics, /healthz and /readyz over HTTP; empty = none (default)"),
     ("log_format", "text (default) or json log lines on stderr"),
+    ("max_pending_operations", "casts accepted but not yet applied before further ones are refused as overload (default 1000)"),
+    ("max_request_bytes", "largest request read from the Unix socket, in bytes (default 8388608)"),
+    ("allowed_peer_users", "users (names or ids) allowed on the Unix socket (default: the host's user, root and octavia)"),
+    ("allowed_peer_groups", "primary groups (names or ids) allowed on the Unix socket (default: none)"),
 ];
 
 fn parse_bool(key: &str, v: &str) -> Result<bool> {
@@ -280,6 +296,10 @@ impl Config {
                             _ => bail!("[driver_loxilb] log_format = {v:?}: expected text or json"),
                         }
                     }
+                    "max_pending_operations" => c.max_pending_operations = parse_uint(key, v, 1, 10_000_000)? as usize,
+                    "max_request_bytes" => c.max_request_bytes = parse_uint(key, v, 4096, 1 << 30)? as usize,
+                    "allowed_peer_users" => c.allowed_peer_users = Some(crate::transport::peer::parse_users(key, v)?),
+                    "allowed_peer_groups" => c.allowed_peer_groups = crate::transport::peer::parse_groups(key, v)?,
                     other => {
                         let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
                         bail!("[driver_loxilb] unknown key {other:?}; known keys: {}", known.join(", "))
@@ -357,6 +377,11 @@ impl Config {
                 "guest_call_timeout": self.guest_call_timeout.as_secs_f64(),
                 "commit_wait_timeout": self.commit_wait_timeout.as_secs_f64(),
                 "stats_interval": self.stats_interval.as_secs_f64(),
+                "max_pending_operations": self.max_pending_operations,
+                "max_request_bytes": self.max_request_bytes,
+                // Names are resolved to ids when read: ids are what is enforced, so ids are shown.
+                "allowed_peer_users": self.allowed_peer_users.iter().flatten().map(u32::to_string).collect::<Vec<_>>(),
+                "allowed_peer_groups": self.allowed_peer_groups.iter().map(u32::to_string).collect::<Vec<_>>(),
                 "http_listen": self.http_listen.clone().unwrap_or_default(),
                 "log_format": match self.log_format { LogFormat::Text => "text", LogFormat::Json => "json" },
             },
@@ -402,6 +427,12 @@ mod tests {
         assert!(err.contains("nat_mode"), "{err}");
         let err = Config::parse("[driver_loxilb]\napi_endpoints = 10.0.0.1:11111\n").unwrap_err().to_string();
         assert!(err.contains("api_endpoints"), "{err}");
+        let err = Config::parse("[driver_loxilb]\nmax_pending_operations = 0\n").unwrap_err().to_string();
+        assert!(err.contains("max_pending_operations"), "{err}");
+        let err = Config::parse("[driver_loxilb]\nmax_request_bytes = 100\n").unwrap_err().to_string();
+        assert!(err.contains("max_request_bytes"), "{err}");
+        let err = Config::parse("[driver_loxilb]\nallowed_peer_users = no-such-user-here\n").unwrap_err().to_string();
+        assert!(err.contains("allowed_peer_users") && err.contains("no-such-user-here"), "{err}");
     }
 
     #[test]
@@ -463,6 +494,8 @@ mod tests {
                 "guest_memory_limit_mb" => "64",
                 "http_listen" => "127.0.0.1:0",
                 "log_format" => "json",
+                "max_request_bytes" => "65536",
+                "allowed_peer_users" | "allowed_peer_groups" => "root, 4242",
                 _ => "3",
             };
             Config::parse(&format!("[driver_loxilb]\n{key} = {value}\n")).unwrap_or_else(|e| panic!("{key}: {e}"));

@@ -262,6 +262,19 @@ fn updated(args: &Value, name: &str, method: &str) -> Result<Value> {
     Ok(merge(arg(args, &format!("old_{name}"), method)?, arg(args, &format!("new_{name}"), method)?))
 }
 
+/// The error `operation` fails with for a method name it does not know (the provider maps it onto
+/// octavia-lib's `NotImplementedError`, where bad arguments are a `DriverError`).
+#[derive(Debug)]
+pub struct UnknownMethod(pub String);
+
+impl std::fmt::Display for UnknownMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown provider method {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownMethod {}
+
 /// A provider method and its arguments as the operation the policy handles.
 pub fn operation(method: &str, args: &Value) -> Result<Operation> {
     let m = method;
@@ -302,7 +315,7 @@ pub fn operation(method: &str, args: &Value) -> Result<Operation> {
         "l7rule_create" => Operation::L7ruleCreate(l7rule(arg(args, "l7rule", m)?)?),
         "l7rule_update" => Operation::L7ruleUpdate(l7rule(&updated(args, "l7rule", m)?)?),
         "l7rule_delete" => Operation::L7ruleDelete(l7rule(arg(args, "l7rule", m)?)?),
-        other => bail!("unknown provider method {other:?}"),
+        other => return Err(UnknownMethod(other.to_string()).into()),
     })
 }
 

@@ -4,7 +4,7 @@
 //! appends a `done` mark; on start every operation without its mark is applied again (applying is
 //! idempotent, so one that was applied but not marked does no harm).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -14,13 +14,64 @@ use std::sync::Mutex;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
+use crate::caps::storage::format::{self, Line};
+
 /// Once every accepted operation is done and the file is larger than this, it starts over empty.
 const COMPACT_BYTES: u64 = 1 << 20;
 
+/// Where the inbox's lines go: the file, or in tests one that fails on demand (a full disk).
+trait Sink: Send {
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    fn sync(&mut self) -> std::io::Result<()>;
+    fn truncate(&mut self, len: u64) -> std::io::Result<()>;
+}
+
+impl Sink for File {
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.write_all(bytes)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.sync_data()
+    }
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.set_len(len)
+    }
+}
+
 struct State {
-    file: File,
+    file: Box<dyn Sink>,
+    /// Bytes of whole lines in the file.
+    len: u64,
+    /// A failed write left bytes after `len` that could not be cut off: the next line starts on a new
+    /// line of its own, so the leftover is one damaged line rather than the start of the next record.
+    torn: bool,
     next: u64,
     pending: usize,
+}
+
+impl State {
+    /// Appends one framed line, made durable when `sync`. A failed write or sync is cut back off, so
+    /// the file holds whole lines only: a partial line would swallow the record after it.
+    fn append(&mut self, record: &Value, sync: bool) -> std::io::Result<()> {
+        let mut line = Vec::new();
+        if self.torn {
+            line.push(b'\n');
+        }
+        format::frame(&serde_json::to_vec(record).expect("JSON values serialize"), &mut line);
+        let written = self.file.append(&line).and_then(|()| if sync { self.file.sync() } else { Ok(()) });
+        match written {
+            Ok(()) => {
+                self.len += line.len() as u64;
+                self.torn = false;
+                Ok(())
+            }
+            Err(e) => {
+                // With `torn` set the file's length is unknown past `len`; a leading newline isolates it.
+                self.torn = self.file.truncate(self.len).is_err() || self.torn;
+                Err(e)
+            }
+        }
+    }
 }
 
 pub struct Inbox {
@@ -31,42 +82,98 @@ pub struct Inbox {
 /// An accepted operation not yet applied.
 pub type Pending = (u64, String, Value);
 
+/// A line found damaged on opening (bit rot, a write cut short by a crash or a full disk before this
+/// release cut failed writes back).
+#[derive(Debug)]
+pub struct Damaged {
+    /// 1-based line number in the inbox file.
+    pub line: usize,
+    pub why: String,
+    /// The method and arguments, when what is left still reads as an accepted operation: its objects
+    /// can be reported ERROR (it is not applied: its contents cannot be trusted).
+    pub operation: Option<(String, Value)>,
+}
+
+/// What opening the inbox found.
+pub struct Opened {
+    pub inbox: Inbox,
+    /// Accepted and never marked done, in order.
+    pub pending: Vec<Pending>,
+    pub damaged: Vec<Damaged>,
+}
+
+/// A record line's content as an accepted operation: its sequence number (if readable), method, args.
+fn accepted(record: &Value) -> Option<(Option<u64>, String, Value)> {
+    let method = record.get("method")?.as_str()?.to_string();
+    Some((record.get("seq").and_then(Value::as_u64), method, record.get("args").cloned().unwrap_or(Value::Null)))
+}
+
 impl Inbox {
-    /// Opens (or creates) the inbox and returns the operations accepted but never marked done, in order.
-    pub fn open(path: &Path) -> Result<(Inbox, Vec<Pending>)> {
+    /// Opens (or creates) the inbox: the operations accepted but never marked done, in order, and the
+    /// lines found damaged (logged and counted; the rest is read on).
+    pub fn open(path: &Path) -> Result<Opened> {
+        Self::open_over(path, |file| Box::new(file))
+    }
+
+    fn open_over(path: &Path, sink: impl FnOnce(File) -> Box<dyn Sink>) -> Result<Opened> {
         let text = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         let mut ops: BTreeMap<u64, (String, Value)> = BTreeMap::new();
+        let mut done = BTreeSet::new();
+        let mut damaged = Vec::new();
         let mut next = 0;
         // A last line without its newline was torn by a crash before the provider got its answer.
         let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        for line in text[..complete].split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let record: Value = serde_json::from_slice(line).with_context(|| format!("{}: unreadable record", path.display()))?;
+        if complete < text.len() {
+            tracing::warn!("{}: ignoring an operation torn by a crash at its end ({} bytes; never acknowledged)", path.display(), text.len() - complete);
+        }
+        for (i, line) in text[..complete].split(|&b| b == b'\n').enumerate().filter(|(_, l)| !l.is_empty()) {
+            let record = match format::unframe(line) {
+                Line::Record(bytes) => serde_json::from_slice::<Value>(bytes).map_err(|e| format!("not JSON: {e}")),
+                Line::Bad(why) => Err(why),
+            };
+            let record = match record {
+                Ok(record) => record,
+                Err(why) => {
+                    // What is left may still name the operation's objects, even if it cannot be trusted.
+                    let body = if line.len() >= 9 && line[line.len() - 9] == b'\t' { &line[..line.len() - 9] } else { line };
+                    let operation = serde_json::from_slice::<Value>(body).ok().as_ref().and_then(accepted);
+                    damaged.push((Damaged { line: i + 1, why, operation: operation.as_ref().map(|(_, m, a)| (m.clone(), a.clone())) }, operation.and_then(|(seq, ..)| seq)));
+                    continue;
+                }
+            };
             if let Some(seq) = record.get("done").and_then(Value::as_u64) {
                 ops.remove(&seq);
-            } else if let (Some(seq), Some(method)) = (record.get("seq").and_then(Value::as_u64), record.get("method").and_then(Value::as_str)) {
-                ops.insert(seq, (method.to_string(), record.get("args").cloned().unwrap_or(Value::Null)));
-                next = next.max(seq + 1);
+                done.insert(seq);
+            } else if let Some((Some(seq), method, args)) = accepted(&record) {
+                ops.insert(seq, (method, args));
+                next = next.max(seq.saturating_add(1));
+            } else {
+                damaged.push((Damaged { line: i + 1, why: "neither an operation nor a done mark".into(), operation: None }, None));
             }
+        }
+        // A damaged operation whose done mark survived was applied: nothing is waiting for it.
+        let damaged: Vec<Damaged> = damaged.into_iter().filter(|(_, seq)| !seq.is_some_and(|s| done.contains(&s))).map(|(d, _)| d).collect();
+        for d in &damaged {
+            crate::metrics::INBOX_BAD_RECORDS.inc();
+            let named = d.operation.as_ref().map_or("nothing can be named".to_string(), |(m, _)| format!("a {m}: its objects are reported ERROR"));
+            tracing::error!("{} line {}: damaged record skipped ({}); {named}", path.display(), d.line, d.why);
         }
         let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path).with_context(|| format!("opening {}", path.display()))?;
         file.set_len(complete as u64)?;
         let pending: Vec<Pending> = ops.into_iter().map(|(seq, (m, a))| (seq, m, a)).collect();
-        let inbox = Inbox { path: path.to_path_buf(), state: Mutex::new(State { file, next, pending: pending.len() }) };
-        Ok((inbox, pending))
+        let state = State { file: sink(file), len: complete as u64, torn: false, next, pending: pending.len() };
+        Ok(Opened { inbox: Inbox { path: path.to_path_buf(), state: Mutex::new(state) }, pending, damaged })
     }
 
-    /// Records an operation durably; returns its sequence number.
+    /// Records an operation durably; returns its sequence number. On failure nothing of it stays.
     pub fn accept(&self, method: &str, args: &Value) -> Result<u64> {
         let mut state = self.state.lock().unwrap();
         let seq = state.next;
-        let mut line = serde_json::to_vec(&json!({"seq": seq, "method": method, "args": args}))?;
-        line.push(b'\n');
-        state.file.write_all(&line)?;
-        state.file.sync_data()?;
+        state.append(&json!({"seq": seq, "method": method, "args": args}), true).with_context(|| format!("appending to {}", self.path.display()))?;
         state.next += 1;
         state.pending += 1;
         Ok(seq)
@@ -75,16 +182,19 @@ impl Inbox {
     /// Marks an operation applied. Not fsynced: losing the mark only means applying it once more.
     pub fn done(&self, seq: u64) {
         let mut state = self.state.lock().unwrap();
-        let mut line = serde_json::to_vec(&json!({"done": seq})).expect("json");
-        line.push(b'\n');
-        if let Err(e) = state.file.write_all(&line) {
+        if let Err(e) = state.append(&json!({"done": seq}), false) {
             tracing::warn!("inbox {}: could not mark {seq} done: {e}", self.path.display());
         }
         state.pending = state.pending.saturating_sub(1);
-        let size = state.file.metadata().map(|m| m.len()).unwrap_or(0);
-        if state.pending == 0 && size > COMPACT_BYTES {
-            if let Err(e) = state.file.set_len(0).and_then(|_| state.file.sync_data()) {
-                tracing::warn!("inbox {}: could not compact: {e}", self.path.display());
+        if state.pending == 0 && state.len > COMPACT_BYTES {
+            match state.file.truncate(0) {
+                Ok(()) => {
+                    state.len = 0;
+                    if let Err(e) = state.file.sync() {
+                        tracing::warn!("inbox {}: compacted but not synced: {e}", self.path.display());
+                    }
+                }
+                Err(e) => tracing::warn!("inbox {}: could not compact: {e}", self.path.display()),
             }
         }
     }
@@ -93,11 +203,16 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    fn temp_path(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("loxilb-inbox-{tag}-{}-{}", std::process::id(), crate::caps::clock::now_ms()))
+    }
 
     #[test]
     fn accepted_operations_without_done_marks_come_back_in_order() {
-        let path = std::env::temp_dir().join(format!("loxilb-inbox-{}-{}", std::process::id(), crate::caps::clock::now_ms()));
-        let (inbox, pending) = Inbox::open(&path).unwrap();
+        let path = temp_path("order");
+        let Opened { inbox, pending, .. } = Inbox::open(&path).unwrap();
         assert!(pending.is_empty());
         let a = inbox.accept("member_create", &json!({"n": 1})).unwrap();
         let b = inbox.accept("member_create", &json!({"n": 2})).unwrap();
@@ -106,10 +221,141 @@ mod tests {
         drop(inbox);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"seq\": 9, \"meth").unwrap();
-        let (inbox, pending) = Inbox::open(&path).unwrap();
+        let Opened { inbox, pending, damaged } = Inbox::open(&path).unwrap();
         assert_eq!(pending.iter().map(|p| p.0).collect::<Vec<_>>(), vec![a, c]);
         assert_eq!(pending[1].1, "member_delete");
+        assert!(damaged.is_empty(), "a torn tail was never acknowledged: {damaged:?}");
         assert_eq!(inbox.accept("x", &Value::Null).unwrap(), c + 1, "sequence numbers continue");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn records_carry_a_crc_and_lines_written_before_them_still_read() {
+        let path = temp_path("crc");
+        // The layout of earlier releases: plain JSON lines.
+        std::fs::write(&path, "{\"seq\":0,\"method\":\"member_create\",\"args\":{}}\n{\"seq\":1,\"method\":\"pool_create\",\"args\":{}}\n{\"done\":0}\n").unwrap();
+        let Opened { inbox, pending, damaged } = Inbox::open(&path).unwrap();
+        assert_eq!(pending, vec![(1, "pool_create".to_string(), json!({}))]);
+        assert!(damaged.is_empty());
+        inbox.accept("member_delete", &json!({"n": 1})).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let last = text.lines().last().unwrap().as_bytes();
+        assert_eq!(format::unframe(last), Line::Record(&last[..last.len() - 9]), "{text}");
+        assert_ne!(last[last.len() - 9], b'}', "the new record is framed with a CRC");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn damaged_records_are_reported_and_the_rest_is_read() {
+        let path = temp_path("damaged");
+        let line = |record: Value| {
+            let mut out = Vec::new();
+            format::frame(&serde_json::to_vec(&record).unwrap(), &mut out);
+            out
+        };
+        let member = json!({"loadbalancer_id": "lb", "member": {"member_id": "m1", "pool_id": "p"}});
+        let mut file = line(json!({"seq": 0, "method": "pool_create", "args": {}}));
+        // Bit rot in a record: its CRC fails, but it still names its objects.
+        let mut rotten = line(json!({"seq": 1, "method": "member_create", "args": member}));
+        let at = rotten.windows(4).position(|w| w == b"pool").unwrap();
+        rotten[at] = b'P';
+        file.extend(rotten);
+        file.extend(b"\0\0\0\0 garbage \xff\n");
+        // Damaged, but its done mark survived: it was applied, nothing waits for it.
+        let mut applied = line(json!({"seq": 2, "method": "member_delete", "args": member}));
+        applied[3] ^= 0x20;
+        file.extend(applied);
+        file.extend(line(json!({"done": 2})));
+        file.extend(line(json!({"unexpected": true})));
+        file.extend(line(json!({"seq": 3, "method": "pool_delete", "args": {}})));
+        file.extend(b"{\"seq\": 4, \"met");
+        std::fs::write(&path, &file).unwrap();
+        let before = crate::metrics::INBOX_BAD_RECORDS.get();
+        let Opened { pending, damaged, .. } = Inbox::open(&path).expect("a damaged inbox still opens");
+        assert_eq!(pending.iter().map(|p| p.0).collect::<Vec<_>>(), vec![0, 3]);
+        assert_eq!(damaged.iter().map(|d| d.line).collect::<Vec<_>>(), vec![2, 3, 6], "{damaged:?}");
+        assert!(damaged[0].why.contains("CRC"), "{damaged:?}");
+        let (method, args) = damaged[0].operation.as_ref().unwrap();
+        assert_eq!((method.as_str(), &args["member"]["member_id"]), ("member_create", &json!("m1")));
+        assert!(damaged[1].operation.is_none() && damaged[2].operation.is_none());
+        assert!(crate::metrics::INBOX_BAD_RECORDS.get() >= before + 3);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    /// A file on a disk that fills up: writes stop after `budget` bytes, syncs and truncations fail
+    /// while told to.
+    #[derive(Clone, Default)]
+    struct Disk {
+        budget: Arc<Mutex<Option<usize>>>,
+        sync_fails: Arc<Mutex<bool>>,
+        truncate_fails: Arc<Mutex<bool>>,
+    }
+
+    struct FullDisk(File, Disk);
+
+    impl Sink for FullDisk {
+        fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+            match *self.1.budget.lock().unwrap() {
+                Some(n) if n < bytes.len() => {
+                    self.0.write_all(&bytes[..n])?;
+                    Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
+                }
+                _ => self.0.write_all(bytes),
+            }
+        }
+        fn sync(&mut self) -> std::io::Result<()> {
+            if *self.1.sync_fails.lock().unwrap() {
+                return Err(std::io::Error::from_raw_os_error(libc::EIO));
+            }
+            self.0.sync_data()
+        }
+        fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+            if *self.1.truncate_fails.lock().unwrap() {
+                return Err(std::io::Error::from_raw_os_error(libc::EIO));
+            }
+            self.0.set_len(len)
+        }
+    }
+
+    #[test]
+    fn a_failed_write_is_cut_back_and_loses_nothing() {
+        let path = temp_path("full");
+        let disk = Disk::default();
+        let control = disk.clone();
+        let Opened { inbox, .. } = Inbox::open_over(&path, move |f| Box::new(FullDisk(f, disk))).unwrap();
+        let a = inbox.accept("member_create", &json!({"n": 1})).unwrap();
+        *control.budget.lock().unwrap() = Some(10);
+        assert!(inbox.accept("member_create", &json!({"n": 2})).is_err());
+        *control.budget.lock().unwrap() = None;
+        *control.sync_fails.lock().unwrap() = true;
+        assert!(inbox.accept("member_create", &json!({"n": 3})).is_err(), "an unsynced record is not accepted");
+        *control.sync_fails.lock().unwrap() = false;
+        let b = inbox.accept("member_update", &json!({"n": 4})).unwrap();
+        // A done mark cut short must not swallow the record after it either.
+        *control.budget.lock().unwrap() = Some(3);
+        inbox.done(a);
+        *control.budget.lock().unwrap() = None;
+        let c = inbox.accept("member_delete", &json!({"n": 5})).unwrap();
+        let Opened { pending, damaged, .. } = Inbox::open(&path).expect("the host starts");
+        assert!(damaged.is_empty(), "{damaged:?}");
+        assert_eq!(pending.iter().map(|p| (p.0, p.2["n"].as_u64().unwrap())).collect::<Vec<_>>(), vec![(a, 1), (b, 4), (c, 5)]);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_write_that_cannot_be_cut_back_costs_only_itself() {
+        let path = temp_path("uncut");
+        let disk = Disk::default();
+        let control = disk.clone();
+        let Opened { inbox, .. } = Inbox::open_over(&path, move |f| Box::new(FullDisk(f, disk))).unwrap();
+        *control.budget.lock().unwrap() = Some(12);
+        *control.truncate_fails.lock().unwrap() = true;
+        assert!(inbox.accept("member_create", &json!({"n": 1})).is_err());
+        *control.budget.lock().unwrap() = None;
+        let b = inbox.accept("member_create", &json!({"n": 2})).unwrap();
+        let Opened { pending, damaged, .. } = Inbox::open(&path).expect("the host starts");
+        assert_eq!(pending.iter().map(|p| (p.0, p.2["n"].as_u64().unwrap())).collect::<Vec<_>>(), vec![(b, 2)]);
+        assert_eq!(damaged.len(), 1, "the leftover is one damaged line of its own: {damaged:?}");
         std::fs::remove_file(path).unwrap();
     }
 }

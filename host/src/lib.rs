@@ -5,7 +5,8 @@
 //! - `runtime`: the wasmtime sandbox: engine, component loading and version checks, instances with limits.
 //! - `caps`: the capabilities granted to a policy, one module each (LoxiLB HTTP, storage, log, clock).
 //! - `convert`: octavia-lib JSON → the policy's typed records.
-//! - `service`: provider requests → policy → LoxiLB → statuses, in order; `inbox`: accepted casts, durably.
+//! - `service`: provider requests → policy → LoxiLB → statuses, in order; `inbox`: accepted casts, durably;
+//!   `lanes`: one apply queue per load balancer; `dropped`: statuses of operations that can never be applied.
 //! - `octavia`: the driver-agent sockets and status documents.
 //! - `transport`: how provider requests arrive (Unix socket; oslo.messaging over RabbitMQ).
 //! - `monitor`: operating statuses, statistics and reconciliation while serving.
@@ -20,10 +21,12 @@ pub mod config;
 pub mod conformance;
 pub mod convert;
 pub mod demo;
+pub mod dropped;
 pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod inbox;
+pub mod lanes;
 pub mod logging;
 pub mod monitor;
 pub mod octavia;

@@ -187,16 +187,18 @@ fn serve(config: Config) -> Result<()> {
     } else {
         Arc::new(host::octavia::status::RecordingSink::default())
     };
-    let (inbox, pending) = if config.enable_persistent_mapping {
+    let (inbox, pending, damaged) = if config.enable_persistent_mapping {
         let mut path = config.mapping_storage_path.clone().into_os_string();
         path.push(".inbox");
-        let (inbox, pending) = host::inbox::Inbox::open(std::path::Path::new(&path))?;
-        (Some(inbox), pending)
+        let opened = host::inbox::Inbox::open(std::path::Path::new(&path))?;
+        (Some(opened.inbox), opened.pending, opened.damaged)
     } else {
-        (None, Vec::new())
+        (None, Vec::new(), Vec::new())
     };
     let service = host::service::Service::with_inbox(sandbox, Some(agent.clone()), sink, config.commit_wait_timeout, inbox);
     let agent_for_probes = agent.clone();
+    service.set_max_pending_operations(config.max_pending_operations);
+    service.report_damaged(&damaged);
     let monitor = host::monitor::Monitor {
         service: Arc::clone(&service),
         loxilb,
@@ -225,7 +227,7 @@ fn serve(config: Config) -> Result<()> {
     match config.transport {
         Transport::Unix => {
             service.start_worker(pending);
-            let server = host::transport::unix::UnixServer::start(&config.socket_path, Arc::clone(&service))?;
+            let server = host::transport::unix::UnixServer::start_with(&config.socket_path, Arc::clone(&service), host::app::unix_limits(&config))?;
             tracing::warn!("serving on {}", server.path.display());
         }
         Transport::Amqp => {

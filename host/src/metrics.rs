@@ -127,6 +127,12 @@ pub static RECOVERY_ATTEMPTS: Counter = Counter::new("recovery_attempts_total", 
 pub static RECOVERY_SUCCESSES: Counter = Counter::new("recovery_successes_total", "Mapping recoveries that succeeded.");
 pub static RECOVERY_FAILURES: Counter = Counter::new("recovery_failures_total", "Mapping recoveries that failed.");
 
+// Accepting and applying casts (service, inbox, Unix transport).
+pub static APPLY_BACKLOG: Gauge = Gauge::new("apply_backlog", "Casts accepted and not yet applied and reported (bounded by max_pending_operations).");
+pub static CASTS_REFUSED_OVERLOAD: Counter = Counter::new("casts_refused_overload_total", "Casts refused because max_pending_operations were already waiting.");
+pub static INBOX_BAD_RECORDS: Counter = Counter::new("inbox_bad_records_total", "Inbox records found damaged on start (their objects are reported ERROR where they can be named).");
+pub static PROVIDER_CONNECTIONS_REFUSED: Counter = Counter::new("provider_connections_refused_total", "Provider socket connections refused: too many at once, or a peer not allowed.");
+
 const BUILT_IN: &[Metric] = &[
     Metric::Counter(&STORAGE_WRITES),
     Metric::Counter(&STORAGE_BYTES),
@@ -145,6 +151,10 @@ const BUILT_IN: &[Metric] = &[
     Metric::Counter(&RECOVERY_ATTEMPTS),
     Metric::Counter(&RECOVERY_SUCCESSES),
     Metric::Counter(&RECOVERY_FAILURES),
+    Metric::Gauge(&APPLY_BACKLOG),
+    Metric::Counter(&CASTS_REFUSED_OVERLOAD),
+    Metric::Counter(&INBOX_BAD_RECORDS),
+    Metric::Counter(&PROVIDER_CONNECTIONS_REFUSED),
 ];
 
 static REGISTERED: Mutex<Vec<Metric>> = Mutex::new(Vec::new());

@@ -6,15 +6,15 @@
 //! Octavia's transaction, PROVIDER-NOTES "commit race"); after applying it makes the mapping durable and
 //! only then reports the statuses.
 
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sha2::Digest;
 
 use crate::caps::storage::{Durability, MappingStore};
 use crate::convert;
+use crate::lanes::Lanes;
 use crate::octavia::agent::DriverAgent;
 use crate::octavia::status::{document, StatusSink};
 use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, Operation, ProvisioningStatus};
@@ -40,6 +40,14 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// The refusal of a request whose method or arguments do not convert into an operation.
+fn malformed(method: &str, error: &anyhow::Error) -> Failure {
+    match error.downcast_ref::<convert::UnknownMethod>() {
+        Some(_) => Failure { class: "NotImplementedError", message: format!("the LoxiLB provider does not implement {method:?}") },
+        None => Failure::driver(format!("invalid {method} request: {error:#}")),
+    }
+}
+
 pub fn failure_of(error: &PolicyError) -> Failure {
     match error {
         PolicyError::Unsupported(m) | PolicyError::Invalid(m) => Failure { class: "UnsupportedOptionError", message: m.clone() },
@@ -51,19 +59,21 @@ pub fn failure_of(error: &PolicyError) -> Failure {
 /// An applied operation's statuses, and the storage that must make its journal records durable first.
 type Applied = (Vec<ObjectStatus>, Arc<dyn MappingStore>);
 
-/// Apply queues of the Unix-socket transport.
-pub const WORKERS: usize = 8;
+/// Worker threads applying the Unix-socket transport's casts: as many load balancers can wait for
+/// Octavia's commit at once before a further one has to wait for a worker.
+pub const APPLY_WORKERS: usize = 64;
 
-/// The queue of a cast: by its load balancer, so that load balancer's operations stay in order.
-fn worker_of(args: &Value) -> usize {
+/// `max_pending_operations` when the configuration does not say.
+pub const DEFAULT_MAX_PENDING: usize = 1000;
+
+/// The apply lane of a cast: its load balancer, so that load balancer's operations stay in order.
+fn lane_of(args: &Value) -> String {
     // The provider always names the load balancer; the object's own field is the fallback.
-    let lb = args
-        .get("loadbalancer_id")
+    args.get("loadbalancer_id")
         .or_else(|| args.get("loadbalancer").and_then(|lb| lb.get("loadbalancer_id")))
         .and_then(Value::as_str)
-        .unwrap_or_default();
-    let digest = sha2::Sha256::digest(lb.as_bytes());
-    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) as usize % WORKERS
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// A queued cast: its inbox sequence number (when the inbox is on), method and arguments.
@@ -77,7 +87,10 @@ pub struct Service {
     pub agent: Option<DriverAgent>,
     pub statuses: Arc<dyn StatusSink>,
     pub commit_wait: Duration,
-    queue: Mutex<Option<Vec<Sender<Job>>>>,
+    lanes: Mutex<Option<Arc<Lanes<Job>>>>,
+    /// Casts accepted and not yet applied and reported, and how many may be (`max_pending_operations`).
+    backlog: AtomicUsize,
+    max_pending: AtomicUsize,
     /// Where accepted casts wait durably until applied (absent without persistent storage).
     inbox: Option<crate::inbox::Inbox>,
     /// Operations applied (for tests and metrics).
@@ -101,54 +114,103 @@ impl Service {
             agent,
             statuses,
             commit_wait,
-            queue: Mutex::new(None),
+            lanes: Mutex::new(None),
+            backlog: AtomicUsize::new(0),
+            max_pending: AtomicUsize::new(DEFAULT_MAX_PENDING),
             inbox,
             applied: Default::default(),
         })
     }
 
-    /// Starts the workers that apply queued casts, beginning with `pending` (operations a previous run
-    /// accepted but did not apply). Casts are spread over `WORKERS` queues by load balancer, so each load
-    /// balancer's operations stay in order while one waiting for Octavia's commit (up to
-    /// `commit_wait_timeout` when Octavia rolled its request back) holds up only its own queue.
+    /// Starts applying queued casts, beginning with `pending` (operations a previous run accepted but
+    /// did not apply). Each load balancer's casts go to a lane of their own (see `lanes.rs`), applied in
+    /// arrival order, while one waiting for Octavia's commit (up to `commit_wait_timeout` when Octavia
+    /// rolled its request back) holds up only its own load balancer.
     pub fn start_worker(self: &Arc<Self>, pending: Vec<crate::inbox::Pending>) {
         let storage = Arc::clone(self.sandbox.lock().unwrap().storage());
-        // Outcomes are reported, in order per queue, once an fsync covers them; workers go on with their
-        // next operation meanwhile, and operations of every queue share each fsync.
+        // Outcomes are reported, in order, once an fsync covers them; workers go on with their next
+        // operation meanwhile, and operations of every load balancer share each fsync.
         let durability = Arc::new(Durability::start(storage, Durability::DEFAULT_COMMIT_DELAY));
-        let mut queues = Vec::with_capacity(WORKERS);
-        for n in 0..WORKERS {
-            let (tx, rx) = channel::<Job>();
-            queues.push(tx);
-            let service = Arc::clone(self);
-            let durability = Arc::clone(&durability);
-            std::thread::Builder::new().name(format!("apply-{n}")).spawn(move || service.work(rx, &durability)).expect("apply worker");
-        }
+        let service = Arc::clone(self);
+        let lanes = Lanes::new(APPLY_WORKERS, move |job: Job| service.work(job, &durability));
+        // Restored operations were accepted already: they count towards the backlog but are never refused.
+        self.backlog.fetch_add(pending.len(), Ordering::SeqCst);
+        crate::metrics::APPLY_BACKLOG.set(self.backlog.load(Ordering::SeqCst) as u64);
         for (seq, method, args) in pending {
             tracing::warn!("applying {method} accepted before a restart");
-            queues[worker_of(&args)].send((Some(seq), method, args)).expect("worker alive");
+            lanes.push(&lane_of(&args), (Some(seq), method, args));
         }
-        *self.queue.lock().unwrap() = Some(queues);
+        *self.lanes.lock().unwrap() = Some(lanes);
     }
 
-    fn work(self: Arc<Self>, jobs: Receiver<Job>, durability: &Durability) {
-        for (inbox_seq, method, args) in jobs {
-            let Some(Some((statuses, storage))) = self.apply_in_memory(&method, &args, &|| true) else {
-                if let (Some(seq), Some(inbox)) = (inbox_seq, self.inbox.as_ref()) {
-                    inbox.done(seq);
-                }
-                continue;
-            };
-            let reporter = Arc::clone(&self);
-            durability.after(storage.appended(), move |durable| {
-                if let Err(e) = durable {
-                    tracing::error!("mapping journal not durable after {method}: {e}");
-                }
-                reporter.report(&statuses);
-                if let (Some(seq), Some(inbox)) = (inbox_seq, reporter.inbox.as_ref()) {
-                    inbox.done(seq);
-                }
-            });
+    /// Sets `max_pending_operations`: how many accepted casts may wait to be applied before further
+    /// ones are refused.
+    pub fn set_max_pending_operations(&self, max: usize) {
+        self.max_pending.store(max, Ordering::SeqCst);
+    }
+
+    /// Casts accepted and not yet applied and reported.
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::SeqCst)
+    }
+
+    fn work(self: &Arc<Self>, (inbox_seq, method, args): Job, durability: &Durability) {
+        let Some(Some((statuses, storage))) = self.apply_in_memory(&method, &args, &|| true) else {
+            self.finished(inbox_seq);
+            return;
+        };
+        let reporter = Arc::clone(self);
+        durability.after(storage.appended(), move |durable| {
+            if let Err(e) = durable {
+                tracing::error!("mapping journal not durable after {method}: {e}");
+            }
+            reporter.report(&statuses);
+            reporter.finished(inbox_seq);
+        });
+    }
+
+    /// An accepted cast has been applied and reported (or dropped): it leaves the inbox and the backlog.
+    fn finished(&self, inbox_seq: Option<u64>) {
+        if let (Some(seq), Some(inbox)) = (inbox_seq, self.inbox.as_ref()) {
+            inbox.done(seq);
+        }
+        self.leave_backlog();
+    }
+
+    fn leave_backlog(&self) {
+        let left = self.backlog.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+        crate::metrics::APPLY_BACKLOG.set(left as u64);
+    }
+
+    /// Takes a place in the backlog, or refuses when it is full: past that, latency would grow without
+    /// bound (casts arrive faster than LoxiLB can be programmed) and Octavia would show nothing.
+    fn enter_backlog(&self) -> Result<(), Failure> {
+        let max = self.max_pending.load(Ordering::SeqCst);
+        let before = self.backlog.fetch_add(1, Ordering::SeqCst);
+        if before >= max {
+            self.backlog.fetch_sub(1, Ordering::SeqCst);
+            crate::metrics::CASTS_REFUSED_OVERLOAD.inc();
+            return Err(Failure::driver(format!(
+                "the LoxiLB provider is overloaded: {before} operations are waiting to be applied (max_pending_operations = {max}); retry later"
+            )));
+        }
+        crate::metrics::APPLY_BACKLOG.set(before as u64 + 1);
+        Ok(())
+    }
+
+    /// Accepted operations whose inbox records were found damaged are not applied (their contents cannot
+    /// be trusted), but Octavia waits for them: the objects they still name are reported ERROR.
+    pub fn report_damaged(&self, damaged: &[crate::inbox::Damaged]) {
+        for (method, args) in damaged.iter().filter_map(|d| d.operation.as_ref()) {
+            self.report_dropped(method, args);
+        }
+    }
+
+    /// Reports the objects an operation that can never be applied names as ERROR (see `dropped.rs`).
+    pub fn report_dropped(&self, method: &str, args: &Value) {
+        let statuses = crate::dropped::statuses(method, args);
+        if !statuses.is_empty() {
+            self.statuses.report(&document(&statuses));
         }
     }
 
@@ -157,7 +219,7 @@ impl Service {
         match method {
             "validate" => {
                 let inner = args.get("operation").and_then(Value::as_str).ok_or_else(|| Failure::driver("validate: no operation"))?;
-                let op = convert::operation(inner, args.get("args").unwrap_or(&Value::Null)).map_err(|e| Failure::driver(format!("invalid request: {e:#}")))?;
+                let op = convert::operation(inner, args.get("args").unwrap_or(&Value::Null)).map_err(|e| malformed(inner, &e))?;
                 let result = self.sandbox.lock().unwrap().validate(&op).map_err(|e| Failure::driver(e.to_string()))?;
                 result.map(|()| Value::Null).map_err(|e| failure_of(&e))
             }
@@ -187,15 +249,27 @@ impl Service {
         }
     }
 
-    /// Accepts a cast: recorded durably, then applied by the worker, in order.
+    /// Accepts a cast: checked, recorded durably, then applied by the worker, in order. A cast that could
+    /// never be applied is refused here, while the provider can still fail Octavia's request: once
+    /// accepted, its objects would wait in PENDING for a status.
     pub fn cast(&self, method: &str, args: Value) -> Result<(), Failure> {
-        let queue = self.queue.lock().unwrap();
-        let queues = queue.as_ref().ok_or_else(|| Failure::driver("the host is not accepting operations"))?;
+        convert::operation(method, &args).map_err(|e| malformed(method, &e))?;
+        // Held while accepting, so the inbox holds each load balancer's casts in their lane's order.
+        let lanes = self.lanes.lock().unwrap();
+        let lanes = lanes.as_ref().ok_or_else(|| Failure::driver("the host is not accepting operations"))?;
+        self.enter_backlog()?;
         let seq = match &self.inbox {
-            Some(inbox) => Some(inbox.accept(method, &args).map_err(|e| Failure::driver(format!("the host could not record the operation: {e:#}")))?),
+            Some(inbox) => match inbox.accept(method, &args) {
+                Ok(seq) => Some(seq),
+                Err(e) => {
+                    self.leave_backlog();
+                    return Err(Failure::driver(format!("the host could not record the operation: {e:#}")));
+                }
+            },
             None => None,
         };
-        queues[worker_of(&args)].send((seq, method.to_string(), args)).map_err(|_| Failure::driver("the host's apply worker has stopped"))
+        lanes.push(&lane_of(&args), (seq, method.to_string(), args));
+        Ok(())
     }
 
     /// Applies one operation now: wait for Octavia's commit, run the policy, make the mapping durable,
@@ -230,8 +304,10 @@ impl Service {
         let op = match convert::operation(method, args) {
             Ok(op) => op,
             Err(e) => {
-                tracing::error!("dropping {method}: {e:#}");
-                return Some(None);
+                // Accepted earlier (an inbox record from before an upgrade, an AMQP cast): Octavia waits.
+                tracing::error!("{method} can never be applied, reporting the objects it names ERROR: {e:#}");
+                let storage = Arc::clone(self.sandbox.lock().unwrap().storage());
+                return Some(Some((crate::dropped::statuses(method, args), storage)));
             }
         };
         if let Err(e) = self.wait_committed(method, args) {

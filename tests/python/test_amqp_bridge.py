@@ -188,6 +188,29 @@ def test_refusals_come_back_as_octavia_lib_exceptions(bridge, octavia, sim):
     assert octavia.documents() == [] and sim.rules() == {}
 
 
+def test_casts_the_host_cannot_apply_leave_nothing_pending(bridge, octavia, sim):
+    bridge.start_hosts("a")
+    host = transport.host()
+    # A cast bypassing validation, with arguments that do not convert (no VIP address).
+    broken = loadbalancer("192.0.2.13", ["10.0.1.3"])
+    octavia.set_pending("PENDING_CREATE", *keys(broken))
+    args = driver._dict(broken)
+    del args["vip_address"]
+    host.cast("loadbalancer_create", {"loadbalancer": args, "loadbalancer_id": broken.loadbalancer_id})
+    [first] = octavia.wait_documents(1, timeout=20)
+    assert provisioning(first)[("loadbalancers", broken.loadbalancer_id)] == "ERROR"
+    assert octavia.pending() == {}, "the tree the create carried stays PENDING"
+    # A cast for an RPC version the host does not serve: no reply to refuse it with, so a status.
+    newer = loadbalancer("192.0.2.14", ["10.0.1.4"])
+    octavia.set_pending("PENDING_CREATE", *keys(newer))
+    shard = transport.shard(newer.loadbalancer_id, host._opts.rpc_shards)
+    host._client.prepare(server=f"shard-{shard}", version="1.1").cast(
+        {}, "loadbalancer_create", loadbalancer=driver._dict(newer), loadbalancer_id=newer.loadbalancer_id)
+    second = octavia.wait_documents(2, timeout=20)[1]
+    assert provisioning(second)[("loadbalancers", newer.loadbalancer_id)] == "ERROR"
+    assert octavia.pending() == {} and sim.rules() == {}
+
+
 def test_commit_race_status_only_after_octavia_shows_the_object(bridge, octavia, sim):
     bridge.start_hosts("a")
     drv = driver.LoxiLBProviderDriver()

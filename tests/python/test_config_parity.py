@@ -47,6 +47,7 @@ mapping_backup_count = 7
 socket_path = /run/lb/$$literal.sock
 ; a comment of the other kind
 remove_orphans = On
+allowed_peer_users = 0, 4242
 """
 
 OVERRIDE = """

@@ -1,7 +1,7 @@
 //! A client of Octavia's driver-agent sockets: one request and one reply per connection, each framed as
 //! the ASCII decimal byte length, `\n`, then that many bytes of JSON (octavia-lib `driver_lib._send`).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,18 +23,37 @@ pub fn write_frame(stream: &mut impl Write, value: &Value) -> Result<()> {
 }
 
 pub fn read_frame(stream: &mut impl Read) -> Result<Value> {
-    let mut reader = BufReader::new(stream);
-    let mut header = Vec::new();
-    reader.read_until(b'\n', &mut header)?;
-    if header.last() != Some(&b'\n') {
-        bail!("connection closed before a frame header");
+    read_frame_within(stream, MAX_FRAME)
+}
+
+/// Digits in a frame's length header: 20 hold any `u64`; a longer header is refused, not buffered.
+const MAX_HEADER_DIGITS: usize = 20;
+
+/// Reads one frame of at most `max` bytes. Memory follows the bytes that actually arrive, so a header
+/// announcing a large frame costs nothing until its bytes are sent.
+pub fn read_frame_within(stream: &mut impl Read, max: usize) -> Result<Value> {
+    let mut header = Vec::with_capacity(MAX_HEADER_DIGITS);
+    let mut byte = [0u8; 1];
+    loop {
+        if stream.read(&mut byte)? == 0 {
+            bail!("connection closed before a frame header");
+        }
+        match byte[0] {
+            b'\n' if !header.is_empty() => break,
+            b'0'..=b'9' if header.len() < MAX_HEADER_DIGITS => header.push(byte[0]),
+            b'0'..=b'9' => bail!("frame header is longer than {MAX_HEADER_DIGITS} digits"),
+            other => bail!("frame header is not a length: byte {other:#04x} where a digit or newline belongs"),
+        }
     }
-    let len: usize = std::str::from_utf8(&header[..header.len() - 1])?.trim().parse().context("frame header is not a length")?;
-    if len > MAX_FRAME {
-        bail!("frame of {len} bytes is larger than {MAX_FRAME}");
+    let len: u64 = std::str::from_utf8(&header)?.parse().context("frame header is not a length")?;
+    if len > max as u64 {
+        bail!("frame of {len} bytes is larger than {max}");
     }
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).context("connection closed inside a frame")?;
+    let mut body = Vec::with_capacity((len as usize).min(64 << 10));
+    stream.take(len).read_to_end(&mut body)?;
+    if body.len() as u64 != len {
+        bail!("connection closed inside a frame ({} of {len} bytes)", body.len());
+    }
     Ok(serde_json::from_slice(&body)?)
 }
 

@@ -3,4 +3,5 @@
 
 pub mod amqp;
 pub mod amqp_tls;
+pub mod peer;
 pub mod unix;

@@ -1,0 +1,216 @@
+//! Accepting casts (Unix-socket transport): a cast that can never be applied is refused before it is
+//! accepted, one accepted earlier that no longer converts still gets statuses, one load balancer waiting
+//! for Octavia's commit does not delay another, and the backlog is bounded.
+
+use std::collections::HashSet;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use host::octavia::agent::{read_frame, write_frame, DriverAgent};
+use host::octavia::status::RecordingSink;
+use host::service::Service;
+use integration_tests::*;
+use serde_json::{json, Value};
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("loxilb-accepting-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Octavia's get socket, showing only the objects marked committed (`{}` is "not found").
+struct GetSocket {
+    path: PathBuf,
+    committed: Arc<Mutex<HashSet<String>>>,
+}
+
+impl GetSocket {
+    fn start(dir: &Path) -> GetSocket {
+        let path = dir.join("get.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let committed: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let shown = Arc::clone(&committed);
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let Ok(request) = read_frame(&mut stream) else { continue };
+                let id = request["id"].as_str().unwrap_or_default().to_string();
+                let answer = if shown.lock().unwrap().contains(&id) { json!({"id": id, "provisioning_status": "ACTIVE"}) } else { json!({}) };
+                let _ = write_frame(&mut stream, &answer);
+            }
+        });
+        GetSocket { path, committed }
+    }
+
+    fn commit(&self, id: &str) {
+        self.committed.lock().unwrap().insert(id.to_string());
+    }
+}
+
+fn service(get: Option<&GetSocket>, inbox: Option<host::inbox::Inbox>) -> (Arc<Service>, Arc<RecordingSink>) {
+    let sink = Arc::new(RecordingSink::default());
+    let agent = get.map(|g| DriverAgent { status: None, stats: None, get: Some(g.path.clone()) });
+    let service = Service::with_inbox(sandbox(Arc::new(RecordingLoxi::default())), agent, sink.clone(), Duration::from_secs(30), inbox);
+    (service, sink)
+}
+
+fn lb_id(n: u32) -> String {
+    format!("cccccccc-0000-4000-8000-{n:012}")
+}
+
+fn lb_create(n: u32) -> Value {
+    let id = lb_id(n);
+    json!({"loadbalancer_id": id, "loadbalancer": loadbalancer(&id, &format!("10.30.{}.{}", n / 250, n % 250 + 1), vec![])})
+}
+
+/// Waits (bounded) until `sink` has recorded `status` for `object` (`loadbalancers/<id>`).
+fn wait_status(sink: &RecordingSink, object: &str, status: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if provisioning_statuses(&sink.documents.lock().unwrap()).iter().any(|(o, s)| o == object && s == status) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn casts_that_cannot_be_applied_are_refused_before_they_are_accepted() {
+    let dir = tempdir("shape");
+    let host::inbox::Opened { inbox, pending, .. } = host::inbox::Inbox::open(&dir.join("inbox")).unwrap();
+    assert!(pending.is_empty());
+    let (service, _sink) = service(None, Some(inbox));
+    service.start_worker(Vec::new());
+    let unknown = service.cast("member_frobnicate", json!({"loadbalancer_id": lb_id(1), "member": member("m", "p", "10.0.0.1", 80, 1)})).unwrap_err();
+    assert_eq!(unknown.class, "NotImplementedError", "{unknown}");
+    assert!(unknown.message.contains("member_frobnicate"), "{unknown}");
+    let missing = service.cast("member_create", json!({"loadbalancer_id": lb_id(1)})).unwrap_err();
+    assert_eq!(missing.class, "DriverError", "{missing}");
+    assert!(missing.message.contains("member_create") && missing.message.contains("member is missing"), "{missing}");
+    let good = service.cast("listener_create", json!({"loadbalancer_id": lb_id(1), "listener": listener("l", &lb_id(1), "TCP", 80, None)}));
+    assert!(good.is_ok(), "{good:?}");
+    let mut out_of_range = listener("l2", &lb_id(1), "TCP", 80, None);
+    out_of_range["protocol_port"] = json!(70000);
+    let bad = service.cast("listener_create", json!({"loadbalancer_id": lb_id(1), "listener": out_of_range})).unwrap_err();
+    assert!(bad.message.contains("protocol_port"), "{bad}");
+    // Only the well-formed cast was recorded.
+    let recorded = std::fs::read_to_string(dir.join("inbox")).unwrap();
+    assert_eq!(recorded.matches("\"method\"").count(), 1, "{recorded}");
+    // The provider validates first: the same refusal classes.
+    let validate = service.call("validate", &json!({"operation": "member_frobnicate", "args": {}})).unwrap_err();
+    assert_eq!(validate.class, "NotImplementedError");
+}
+
+#[test]
+fn an_accepted_cast_that_no_longer_converts_reports_its_objects_error() {
+    let dir = tempdir("dropped");
+    // A record an earlier release accepted, in a shape this one cannot convert (the weight is a word).
+    let record = json!({"seq": 0, "method": "member_update", "args": {
+        "loadbalancer_id": lb_id(2),
+        "old_member": member("dddddddd-0000-4000-8000-000000000001", "p", "10.0.0.1", 80, 1),
+        "new_member": {"weight": "heavy"}}});
+    std::fs::write(dir.join("inbox"), format!("{record}\n")).unwrap();
+    let host::inbox::Opened { inbox, pending, .. } = host::inbox::Inbox::open(&dir.join("inbox")).unwrap();
+    assert_eq!(pending.len(), 1);
+    let (service, sink) = service(None, Some(inbox));
+    service.start_worker(pending);
+    assert!(wait_status(&sink, "members/dddddddd-0000-4000-8000-000000000001", "ERROR", Duration::from_secs(20)), "{:?}", sink.documents.lock().unwrap());
+    assert!(wait_status(&sink, &format!("loadbalancers/{}", lb_id(2)), "ACTIVE", Duration::from_secs(1)));
+    // And it leaves the inbox: a restart does not drop it a second time.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while service.backlog() > 0 {
+        assert!(Instant::now() < deadline, "the dropped cast stays in the backlog");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pending = host::inbox::Inbox::open(&dir.join("inbox")).unwrap().pending;
+    assert!(pending.is_empty(), "{pending:?}");
+}
+
+#[test]
+fn a_damaged_inbox_record_reports_the_objects_it_names_error_and_the_host_starts() {
+    let dir = tempdir("damaged");
+    let member_id = "dddddddd-0000-4000-8000-000000000002";
+    let args = json!({"loadbalancer_id": lb_id(4), "member": member(member_id, "p", "10.0.0.1", 80, 1)});
+    let mut line = Vec::new();
+    host::caps::storage::format::frame(json!({"seq": 0, "method": "member_create", "args": args}).to_string().as_bytes(), &mut line);
+    // Bit rot in the member's address: the CRC fails, the ids still read.
+    let flip = line.windows(8).position(|w| w == b"10.0.0.1").unwrap();
+    line[flip] = b'2';
+    std::fs::write(dir.join("inbox"), &line).unwrap();
+    let host::inbox::Opened { inbox, pending, damaged } = host::inbox::Inbox::open(&dir.join("inbox")).unwrap();
+    assert!(pending.is_empty(), "a damaged record is not applied: {pending:?}");
+    let (service, sink) = service(None, Some(inbox));
+    service.report_damaged(&damaged);
+    assert!(wait_status(&sink, &format!("members/{member_id}"), "ERROR", Duration::from_secs(1)), "{:?}", sink.documents.lock().unwrap());
+    assert!(wait_status(&sink, &format!("loadbalancers/{}", lb_id(4)), "ACTIVE", Duration::from_secs(1)));
+}
+
+#[test]
+fn a_synchronous_apply_that_cannot_convert_reports_error_too() {
+    // The AMQP transport applies deliveries synchronously: the same statuses, and they are reported.
+    let (service, sink) = service(None, None);
+    let args = json!({"loadbalancer_id": lb_id(3), "pool_id": "eeeeeeee-0000-4000-8000-000000000001", "members": [{"member_id": "eeeeeeee-0000-4000-8000-000000000002"}]});
+    let statuses = service.apply("member_batch_update", &args);
+    assert_eq!(statuses.len(), 3, "{statuses:?}");
+    assert!(wait_status(&sink, "members/eeeeeeee-0000-4000-8000-000000000002", "ERROR", Duration::from_secs(1)));
+    assert!(wait_status(&sink, "pools/eeeeeeee-0000-4000-8000-000000000001", "ERROR", Duration::from_secs(1)));
+    assert!(wait_status(&sink, &format!("loadbalancers/{}", lb_id(3)), "ACTIVE", Duration::from_secs(1)));
+}
+
+#[test]
+fn load_balancers_waiting_for_octavia_do_not_delay_another() {
+    let dir = tempdir("lanes");
+    let get = GetSocket::start(&dir);
+    let (service, sink) = service(Some(&get), None);
+    service.start_worker(Vec::new());
+    // Twenty load balancers (more than any fixed set of queues) whose create Octavia never commits,
+    // one of them with more casts behind it.
+    for n in 100..120 {
+        service.cast("loadbalancer_create", lb_create(n)).unwrap();
+    }
+    for _ in 0..3 {
+        service.cast("loadbalancer_update", json!({"loadbalancer_id": lb_id(100), "old_loadbalancer": lb_create(100)["loadbalancer"], "new_loadbalancer": {"name": "x"}})).unwrap();
+    }
+    get.commit(&lb_id(7));
+    let started = Instant::now();
+    service.cast("loadbalancer_create", lb_create(7)).unwrap();
+    assert!(wait_status(&sink, &format!("loadbalancers/{}", lb_id(7)), "ACTIVE", Duration::from_secs(10)), "another load balancer's create was held up");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The waiting ones are still waiting, in order: committing the first lets its queue go on.
+    get.commit(&lb_id(100));
+    assert!(wait_status(&sink, &format!("loadbalancers/{}", lb_id(100)), "ACTIVE", Duration::from_secs(10)));
+}
+
+#[test]
+fn a_full_backlog_refuses_casts_until_it_drains() {
+    let dir = tempdir("backlog");
+    let get = GetSocket::start(&dir);
+    let (service, sink) = service(Some(&get), None);
+    service.set_max_pending_operations(3);
+    service.start_worker(Vec::new());
+    for n in 200..203 {
+        service.cast("loadbalancer_create", lb_create(n)).unwrap();
+    }
+    assert_eq!(service.backlog(), 3);
+    let refused = service.cast("loadbalancer_create", lb_create(203)).unwrap_err();
+    assert_eq!(refused.class, "DriverError");
+    assert!(refused.message.contains("overloaded") && refused.message.contains("retry later"), "{refused}");
+    assert!(host::metrics::render().contains("# TYPE loxilb_octavia_apply_backlog gauge"));
+    for n in 200..203 {
+        get.commit(&lb_id(n));
+    }
+    for n in 200..203 {
+        assert!(wait_status(&sink, &format!("loadbalancers/{}", lb_id(n)), "ACTIVE", Duration::from_secs(10)));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while service.backlog() > 0 {
+        assert!(Instant::now() < deadline, "backlog stays at {}", service.backlog());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    get.commit(&lb_id(203));
+    service.cast("loadbalancer_create", lb_create(203)).unwrap();
+    assert!(wait_status(&sink, &format!("loadbalancers/{}", lb_id(203)), "ACTIVE", Duration::from_secs(10)));
+}
