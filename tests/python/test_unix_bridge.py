@@ -125,14 +125,19 @@ def test_operating_status_and_statistics_are_pushed(unix_host, octavia, sim, sta
     assert set(record) == {"id", "active_connections", "bytes_in", "bytes_out", "request_errors", "total_connections"}
 
 
-def test_sigterm_finishes_syncs_and_exits_cleanly(unix_host, octavia, sim):
-    host = unix_host()
-    drv = driver.LoxiLBProviderDriver()
-    lb = loadbalancer("192.0.2.34", ["10.0.9.31"])
+def create_and_wait(octavia, vip, members):
+    """A load balancer created through the provider, committed, and its first statuses reported."""
+    lb = loadbalancer(vip, members)
     octavia.set_pending("PENDING_CREATE", *keys(lb))
-    drv.loadbalancer_create(lb)
+    driver.LoxiLBProviderDriver().loadbalancer_create(lb)
     octavia.commit(lb)
     octavia.wait_documents(1, timeout=10)
+    return lb
+
+
+def test_sigterm_finishes_syncs_and_exits_cleanly(unix_host, octavia, sim):
+    host = unix_host()
+    create_and_wait(octavia, "192.0.2.34", ["10.0.9.31"])
     host.proc.send_signal(signal.SIGTERM)
     assert host.proc.wait(15) == 0, host.log()
     assert "mapping journal synced; stopped" in host.log()
@@ -155,12 +160,7 @@ HTTP_PORT = free_port()
 def test_metrics_health_and_readiness_over_http(unix_host, octavia, sim, extra_conf, monkeypatch):
     monkeypatch.delenv("NO_COLOR", raising=False)
     host = unix_host()
-    drv = driver.LoxiLBProviderDriver()
-    lb = loadbalancer("192.0.2.35", ["10.0.9.41"])
-    octavia.set_pending("PENDING_CREATE", *keys(lb))
-    drv.loadbalancer_create(lb)
-    octavia.commit(lb)
-    octavia.wait_documents(1, timeout=10)
+    create_and_wait(octavia, "192.0.2.35", ["10.0.9.41"])
     base = f"http://127.0.0.1:{HTTP_PORT}"
     with urllib.request.urlopen(f"{base}/healthz", timeout=5) as r:
         assert r.status == 200
