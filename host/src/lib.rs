@@ -6,6 +6,7 @@
 //! - `caps`: the capabilities granted to a policy, one module each (LoxiLB HTTP, storage, log, clock).
 //! - `convert`: octavia-lib JSON → the policy's typed records.
 //! - `service`: provider requests → policy → LoxiLB → statuses, in order; `inbox`: accepted casts, durably.
+//! - `epochs`: whether a read of Octavia's view is still current for its load balancer (sync, recovery).
 //! - `octavia`: the driver-agent sockets and status documents.
 //! - `transport`: how provider requests arrive (Unix socket; oslo.messaging over RabbitMQ).
 //! - `monitor`: operating statuses, statistics and reconciliation while serving.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod conformance;
 pub mod convert;
 pub mod demo;
+pub mod epochs;
 pub mod metrics;
 pub mod inbox;
 pub mod monitor;

@@ -59,13 +59,19 @@ impl Monitor {
     }
 
     /// Octavia's view, when its get socket is reachable: every load balancer the mapping holds is read
-    /// back and adopted as the desired state (one that Octavia no longer has is reported); load balancers
-    /// with an operation in flight (PENDING_*) are left to that operation.
+    /// back and adopted as the desired state (one that Octavia no longer has is removed); a load balancer
+    /// with an operation applied since the mapping was listed, or not yet reported, is left to that
+    /// operation (its read may predate it).
     pub fn sync_from_octavia(&self) {
         if self.agent.as_ref().is_none_or(|a| a.get.is_none()) {
             return;
         }
-        let lbs: Vec<String> = match self.service.sandbox.lock().unwrap().mappings() {
+        // The ticket is taken with the listing: an operation applied after it is newer than every read.
+        let (listed, since) = {
+            let mut sandbox = self.service.sandbox.lock().unwrap();
+            (sandbox.mappings(), self.service.epochs.ticket())
+        };
+        let lbs: Vec<String> = match listed {
             Ok(entries) => entries
                 .into_iter()
                 .filter(|e| e.resource_type == crate::runtime::bindings::mapping::ResourceType::Loadbalancer)
@@ -74,7 +80,7 @@ impl Monitor {
             Err(e) => return tracing::error!("sync: {e}"),
         };
         for id in lbs {
-            match self.service.adopt(&id, true) {
+            match self.service.adopt_as_of(&id, since, true) {
                 Ok(crate::service::Adopted::NotInOctavia) => tracing::warn!("sync: load balancer {id} is in the mapping but not in Octavia"),
                 Ok(_) => {}
                 Err(e) => return tracing::debug!("sync: get socket unavailable: {e}"),

@@ -15,6 +15,7 @@ use sha2::Digest;
 
 use crate::caps::storage::{Durability, MappingStore};
 use crate::convert;
+use crate::epochs::{Epochs, Ticket};
 use crate::octavia::agent::DriverAgent;
 use crate::octavia::status::{document, StatusSink};
 use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, Operation, ProvisioningStatus};
@@ -82,6 +83,8 @@ pub struct Service {
     inbox: Option<crate::inbox::Inbox>,
     /// Operations applied (for tests and metrics).
     pub applied: std::sync::atomic::AtomicU64,
+    /// Orders reads of Octavia's view against the operations applied to each load balancer.
+    pub epochs: Epochs,
 }
 
 impl Service {
@@ -104,6 +107,7 @@ impl Service {
             queue: Mutex::new(None),
             inbox,
             applied: Default::default(),
+            epochs: Epochs::default(),
         })
     }
 
@@ -221,6 +225,9 @@ impl Service {
         if !statuses.is_empty() {
             self.statuses.report(&document(statuses));
         }
+        for lb in loadbalancers_of(statuses) {
+            self.epochs.reported(lb);
+        }
     }
 
     /// Everything but durability and reporting: the statuses to report, and the storage that must make
@@ -284,6 +291,10 @@ impl Service {
                 statuses.push(ObjectStatus { kind: ObjectKind::Loadbalancer, id: lb.to_string(), provisioning: Some(ProvisioningStatus::Active), operating: None });
             }
         }
+        // Until `report` sends these statuses, Octavia's view of the load balancer predates this operation.
+        for lb in loadbalancers_of(&statuses) {
+            self.epochs.applied(lb);
+        }
         Some(Some((statuses, Arc::clone(sandbox.storage()))))
     }
 
@@ -302,8 +313,17 @@ impl Service {
     fn recover_with(&self, sandbox: &mut Sandbox, args: &Value) -> Result<(), String> {
         let lb_id = args.get("loadbalancer_id").and_then(Value::as_str);
         if let (Some(agent), Some(lb_id)) = (self.agent.as_ref().filter(|a| a.get.is_some()), lb_id) {
+            // The caller holds the sandbox lock, so no operation is applied during the read; but Octavia's
+            // view predates one applied earlier whose statuses are not reported yet (it still shows what
+            // that operation deleted). LoxiLB holds what this host applied, so recover from it then.
+            let since = self.epochs.ticket();
             if let Ok(Some(tree)) = agent.get("loadbalancers", lb_id) {
-                return adopt_tree(sandbox, &tree);
+                if self.epochs.current(lb_id, since) {
+                    let adopted = adopt_tree(sandbox, &tree);
+                    self.epochs.touched(lb_id);
+                    return adopted;
+                }
+                tracing::warn!("recovering load balancer {lb_id}: an operation on it is not reported to Octavia yet, so LoxiLB is newer than Octavia's view");
             }
         }
         match sandbox.recover(crate::runtime::bindings::policy_types::RecoveryMode::Loxilb).map_err(|e| e.to_string())? {
@@ -317,27 +337,48 @@ impl Service {
 
     /// Reads one load balancer back from Octavia's get socket and makes that the desired state: the
     /// mapping follows Octavia's committed view and LoxiLB follows the mapping (the sync's own statuses
-    /// are not reported). `Err` when Octavia could not be asked.
+    /// are not reported). A load balancer Octavia no longer has is removed from LoxiLB and the mapping.
+    /// `Err` when Octavia could not be asked.
     pub fn adopt(&self, lb_id: &str, skip_pending: bool) -> Result<Adopted, String> {
+        self.adopt_as_of(lb_id, self.epochs.ticket(), skip_pending)
+    }
+
+    /// `adopt`, for a read that counts as beginning at `since`: an operation on the load balancer
+    /// applied after `since`, or not yet reported to Octavia, is newer than the read, which is then
+    /// dropped (`Adopted::Superseded`). The periodic sync takes `since` when it lists the mapping.
+    pub fn adopt_as_of(&self, lb_id: &str, since: Ticket, skip_pending: bool) -> Result<Adopted, String> {
         let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return Ok(Adopted::NoGetSocket) };
-        let tree = match agent.get("loadbalancers", lb_id) {
-            Ok(Some(tree)) => tree,
-            Ok(None) => return Ok(Adopted::NotInOctavia),
-            Err(e) => return Err(format!("{e:#}")),
-        };
-        if skip_pending && tree.get("provisioning_status").and_then(Value::as_str).is_some_and(|s| s.starts_with("PENDING")) {
+        let tree = agent.get("loadbalancers", lb_id).map_err(|e| format!("{e:#}"))?;
+        if skip_pending && tree.as_ref().and_then(|t| t.get("provisioning_status")).and_then(Value::as_str).is_some_and(|s| s.starts_with("PENDING")) {
             return Ok(Adopted::Pending);
         }
         let mut sandbox = self.sandbox.lock().unwrap();
-        if let Err(e) = adopt_tree(&mut sandbox, &tree) {
-            tracing::warn!("adopting load balancer {lb_id} from Octavia: {e}");
+        if !self.epochs.current(lb_id, since) {
+            return Ok(Adopted::Superseded);
         }
+        let adopted = match &tree {
+            Some(tree) => {
+                if let Err(e) = adopt_tree(&mut sandbox, tree) {
+                    tracing::warn!("adopting load balancer {lb_id} from Octavia: {e}");
+                }
+                Adopted::Synced
+            }
+            None => match remove_gone(&mut sandbox, lb_id) {
+                Ok(true) => Adopted::Removed,
+                Ok(false) => Adopted::NotInOctavia,
+                Err(e) => {
+                    tracing::warn!("removing load balancer {lb_id}, which Octavia no longer has: {e}");
+                    Adopted::NotInOctavia
+                }
+            },
+        };
+        self.epochs.touched(lb_id);
         let storage = Arc::clone(sandbox.storage());
         drop(sandbox);
         if let Err(e) = storage.sync() {
             tracing::error!("mapping journal not durable after adopting {lb_id}: {e}");
         }
-        Ok(Adopted::Synced)
+        Ok(adopted)
     }
 
     /// Waits until Octavia's get socket shows what the operation refers to as committed: a created object
@@ -367,8 +408,13 @@ impl Service {
 #[derive(Debug, PartialEq)]
 pub enum Adopted {
     Synced,
-    /// Octavia does not show the load balancer (deleted, or not committed yet).
+    /// Octavia does not show the load balancer (deleted, or not committed yet), and the mapping has
+    /// nothing of it to remove (or an id Octavia cannot know, recovered from an unnamed LoxiLB rule).
     NotInOctavia,
+    /// Octavia no longer has the load balancer: it was removed from LoxiLB and the mapping.
+    Removed,
+    /// An operation on it was applied after the read began, or is not reported yet: the read is stale.
+    Superseded,
     /// An operation on it is in flight; that operation brings it up to date.
     Pending,
     NoGetSocket,
@@ -381,6 +427,39 @@ fn adopt_tree(sandbox: &mut Sandbox, tree: &Value) -> Result<(), String> {
         None => Ok(()),
         Some(e) => Err(describe(&e)),
     }
+}
+
+/// Removes a mapped load balancer that Octavia no longer has, with everything under it, as a cascade
+/// delete would (its statuses are not reported: Octavia has nothing to report them on). `false` when
+/// the mapping does not have it, or has it under an id made up for a LoxiLB rule without Octavia ids
+/// (Octavia cannot know such an id, so its answer says nothing about that load balancer).
+fn remove_gone(sandbox: &mut Sandbox, lb_id: &str) -> Result<bool, String> {
+    use crate::runtime::bindings::mapping::ResourceType;
+    if !is_octavia_id(lb_id) {
+        return Ok(false);
+    }
+    let mapped = sandbox.mappings().map_err(|e| e.to_string())?;
+    let Some(entry) = mapped.iter().find(|e| e.resource_type == ResourceType::Loadbalancer && e.octavia_id == lb_id) else { return Ok(false) };
+    let args = json!({"loadbalancer": {"loadbalancer_id": lb_id, "vip_address": entry.external_ip}, "cascade": true});
+    let op = convert::operation("loadbalancer_delete", &args).map_err(|e| format!("{e:#}"))?;
+    match sandbox.handle(&op).map_err(|e| e.to_string())?.error {
+        None => {
+            tracing::warn!("load balancer {lb_id} is gone from Octavia: removed it from LoxiLB and the mapping");
+            Ok(true)
+        }
+        Some(e) => Err(describe(&e)),
+    }
+}
+
+/// Octavia's ids are UUIDs (`8-4-4-4-12` hex digits).
+fn is_octavia_id(id: &str) -> bool {
+    let groups: Vec<&str> = id.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]) && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The load balancers a set of statuses reports on.
+fn loadbalancers_of(statuses: &[ObjectStatus]) -> impl Iterator<Item = &str> {
+    statuses.iter().filter(|s| s.kind == ObjectKind::Loadbalancer).map(|s| s.id.as_str())
 }
 
 /// A get-socket collection, an object id, and the field values that must read back.
@@ -442,4 +521,16 @@ fn trap_statuses(op: &Operation, args: &Value) -> Vec<ObjectStatus> {
         out.push(ObjectStatus { kind: ObjectKind::Loadbalancer, id: lb, provisioning: Some(ProvisioningStatus::Active), operating: None });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_real_octavia_ids_can_be_reported_gone() {
+        assert!(is_octavia_id("bbbbbbbb-0000-4000-8000-000000000001"));
+        assert!(!is_octavia_id("lb_10.0.0.1_0__0123456789abcdef"));
+        assert!(!is_octavia_id("bbbbbbbb-0000-4000-8000-00000000000g"));
+    }
 }
