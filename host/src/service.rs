@@ -241,9 +241,16 @@ impl Service {
                 return Some(None);
             }
         };
-        if let Err(e) = self.wait_committed(method, args) {
-            tracing::error!("not applying {method}: {e}");
-            return Some(None);
+        match self.wait_committed(method, args, still_ours) {
+            Waited::Committed => {}
+            Waited::RolledBack(why) => {
+                tracing::error!("not applying {method}: {why}");
+                return Some(None);
+            }
+            Waited::HandedOver => {
+                tracing::warn!("not applying {method}: it was handed to another host while Octavia's commit was awaited");
+                return None;
+            }
         }
         let mut sandbox = self.sandbox.lock().unwrap();
         if !still_ours() {
@@ -383,26 +390,80 @@ impl Service {
 
     /// Waits until Octavia's get socket shows what the operation refers to as committed: a created object
     /// exists; an updated one reads back with the new values. Without a get socket there is no Octavia
-    /// transaction to wait for.
-    fn wait_committed(&self, method: &str, args: &Value) -> Result<(), String> {
-        let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return Ok(()) };
-        let Some((collection, id, expected)) = commit_probe(method, args) else { return Ok(()) };
-        let deadline = Instant::now() + self.commit_wait;
-        let mut pause = Duration::from_millis(50);
+    /// transaction to wait for. Only answers count towards `commit_wait`: while the get socket cannot be
+    /// asked, nothing is known about the commit, so the wait goes on (until `still_ours` turns false).
+    fn wait_committed(&self, method: &str, args: &Value, still_ours: &dyn Fn() -> bool) -> Waited {
+        let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return Waited::Committed };
+        let Some((collection, id, expected)) = commit_probe(method, args) else { return Waited::Committed };
+        let start = Instant::now();
+        // Time spent while the get socket could not be asked, and since when it cannot be now.
+        let mut unreachable_for = Duration::ZERO;
+        let mut unreachable_since: Option<Instant> = None;
+        let mut warned_at: Option<Instant> = None;
         loop {
+            let asked_at = Instant::now();
             match agent.get(collection, &id) {
-                Ok(Some(found)) if expected.iter().all(|(k, v)| found.get(k) == Some(v)) => return Ok(()),
-                Ok(_) => {}
-                Err(e) => tracing::debug!("get {collection}/{id}: {e:#}"),
+                Ok(Some(found)) if expected.iter().all(|(k, v)| found.get(k) == Some(v)) => return Waited::Committed,
+                Ok(_) => {
+                    if let Some(since) = unreachable_since.take() {
+                        unreachable_for += asked_at - since;
+                        tracing::info!("Octavia's get socket answers again; {method} waits for its commit");
+                    }
+                }
+                Err(e) => {
+                    let since = *unreachable_since.get_or_insert(asked_at);
+                    if warned_at.is_none_or(|at| at.elapsed() >= UNREACHABLE_WARN_EVERY) {
+                        tracing::warn!("Octavia's get socket cannot be asked for {collection}/{id} ({e:#}), for {:?}: {method} waits until it can", since.elapsed());
+                        warned_at = Some(Instant::now());
+                    }
+                }
             }
-            if Instant::now() >= deadline {
-                return Err(format!("Octavia did not commit {collection}/{id} within {:?} (its request was probably rolled back)", self.commit_wait));
+            let now = Instant::now();
+            let unanswered = unreachable_for + unreachable_since.map_or(Duration::ZERO, |since| now - since);
+            let answered = (now - start).saturating_sub(unanswered);
+            if answered >= self.commit_wait {
+                return Waited::RolledBack(format!(
+                    "Octavia did not show {collection}/{id} committed for {:?} of answers (its request was probably rolled back)",
+                    self.commit_wait
+                ));
             }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_secs(1));
+            if !still_ours() {
+                return Waited::HandedOver;
+            }
+            std::thread::sleep(if unreachable_since.is_some() { UNREACHABLE_PAUSE } else { commit_poll_pause(answered) });
         }
     }
 }
+
+/// How `Service::wait_committed` ended.
+#[derive(Debug, PartialEq)]
+enum Waited {
+    Committed,
+    /// Octavia answered, and never showed the change committed within `commit_wait_timeout`.
+    RolledBack(String),
+    /// `still_ours` turned false meanwhile.
+    HandedOver,
+}
+
+/// The pause between two reads of an object Octavia has not shown committed yet, `answered` into the
+/// wait. Octavia commits right after the provider returns, and the get socket is local (one short
+/// connection per read): read it every 20 ms at first, then less and less often, for a request that was
+/// rolled back is read until `commit_wait_timeout`.
+fn commit_poll_pause(answered: Duration) -> Duration {
+    const FAST: Duration = Duration::from_millis(20);
+    const FAST_FOR: Duration = Duration::from_secs(2);
+    const SLOWEST: Duration = Duration::from_millis(500);
+    if answered < FAST_FOR {
+        FAST
+    } else {
+        (answered / 8).clamp(FAST, SLOWEST)
+    }
+}
+
+/// The pause between two attempts to reach a get socket that cannot be asked.
+const UNREACHABLE_PAUSE: Duration = Duration::from_millis(100);
+/// How often a wait on an unreachable get socket says so.
+const UNREACHABLE_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What `Service::adopt` found.
 #[derive(Debug, PartialEq)]
@@ -526,6 +587,19 @@ fn trap_statuses(op: &Operation, args: &Value) -> Vec<ObjectStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_commit_is_read_every_20_ms_at_first_and_at_least_every_half_second() {
+        for ms in [0, 10, 500, 1999] {
+            assert_eq!(commit_poll_pause(Duration::from_millis(ms)), Duration::from_millis(20), "{ms} ms into the wait");
+        }
+        let mut last = Duration::ZERO;
+        for s in 2..120 {
+            let pause = commit_poll_pause(Duration::from_secs(s));
+            assert!(pause >= last && pause <= Duration::from_millis(500), "{pause:?} at {s} s");
+            last = pause;
+        }
+    }
 
     #[test]
     fn only_real_octavia_ids_can_be_reported_gone() {

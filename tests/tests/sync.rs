@@ -1,9 +1,10 @@
 //! The host against Octavia's get socket (scripted) and the LoxiLB simulator: a read of Octavia's view
-//! never undoes a later operation; a load balancer Octavia no longer has leaves LoxiLB.
+//! never undoes a later operation; a load balancer Octavia no longer has leaves LoxiLB; an operation waits
+//! for its commit while the get socket cannot be asked, and is applied soon after the commit shows.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use host::caps::loxilb::{HttpLoxi, LoxiTransport};
 use host::caps::storage::MemoryStore;
@@ -201,4 +202,60 @@ fn a_load_balancer_octavia_no_longer_has_leaves_loxilb_and_the_mapping() {
     monitor.sync_from_octavia();
     assert!(host.sim.rules().is_empty(), "{:?}", host.sim.rules());
     assert!(host.mapped_ids().is_empty(), "{:?}", host.mapped_ids());
+}
+
+#[test]
+fn an_operation_waits_for_its_commit_while_the_get_socket_cannot_be_asked() {
+    let commit_wait = Duration::from_millis(300);
+    let host = Host::start("down", commit_wait);
+    host.octavia.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let tree = tree(&[(M1, "10.30.1.1")]);
+    let started = Instant::now();
+    let service = Arc::clone(&host.service);
+    let create = json!({"loadbalancer": tree.clone()});
+    let applying = std::thread::spawn(move || service.apply("loadbalancer_create", &create));
+    // Down for more than twice commit_wait_timeout, and asked meanwhile; then up with the commit.
+    while host.get.requests() < 3 || started.elapsed() < commit_wait * 2 {
+        assert!(!applying.is_finished(), "gave up after {:?} while Octavia could not be asked", started.elapsed());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    host.octavia.commit(&tree);
+    host.octavia.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let statuses = applying.join().unwrap();
+    assert!(!statuses.is_empty(), "the operation was dropped");
+    assert_eq!(host.sim.rules().len(), 1);
+}
+
+#[test]
+fn an_operation_octavia_answers_never_committed_is_dropped_after_commit_wait() {
+    let host = Host::start("rolled-back", Duration::from_millis(300));
+    let started = Instant::now();
+    let (statuses, logs) = capture_logs(|| host.service.apply("loadbalancer_create", &json!({"loadbalancer": tree(&[(M1, "10.30.1.1")])})));
+    assert!(statuses.is_empty() && host.sim.rules().is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    assert!(logs.contains("rolled back"), "{logs}");
+}
+
+#[test]
+fn an_operation_is_applied_soon_after_its_commit_becomes_visible() {
+    let host = Host::start("prompt", Duration::from_secs(10));
+    let tree = tree(&[(M1, "10.30.1.1")]);
+    let service = Arc::clone(&host.service);
+    let create = json!({"loadbalancer": tree.clone()});
+    let applying = std::thread::spawn(move || {
+        let statuses = service.apply("loadbalancer_create", &create);
+        (statuses, Instant::now())
+    });
+    // Octavia commits a while after the cast (its transaction goes on after the provider returns).
+    while host.get.requests() == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    host.octavia.commit(&tree);
+    let visible = Instant::now();
+    let (statuses, applied) = applying.join().unwrap();
+    assert!(!statuses.is_empty());
+    // The host's own work (policy, LoxiLB, report) takes a few ms; the rest is the wait noticing.
+    let lag = applied - visible;
+    assert!(lag < Duration::from_millis(150), "applied {lag:?} after the commit became visible");
 }
