@@ -1,8 +1,8 @@
 //! Background upkeep while serving: operating statuses and listener statistics on an interval,
-//! reconciliation on an interval and as soon as LoxiLB comes back after being unreachable (it forgets
-//! every rule when it restarts).
+//! reconciliation on an interval, and at once when LoxiLB comes back after being unreachable or lacks a
+//! rule it should hold (it forgets every rule when it restarts, and a restart may fall between two checks).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,38 +24,129 @@ pub struct Monitor {
     pub reconcile_interval: Duration,
 }
 
+/// What the monitor remembers from one check to the next.
+pub struct Upkeep {
+    alive: bool,
+    last_stats: Instant,
+    last_reconcile: Instant,
+    reported: HashMap<String, &'static str>,
+    expected: Option<ExpectedRules>,
+}
+
+impl Default for Upkeep {
+    fn default() -> Upkeep {
+        Upkeep { alive: true, last_stats: Instant::now(), last_reconcile: Instant::now(), reported: HashMap::new(), expected: None }
+    }
+}
+
+/// The names of the rules LoxiLB should hold, as of a state of the mapping.
+struct ExpectedRules {
+    /// `Epochs::generation` when they were rendered: any operation or sync since may have changed them.
+    generation: u64,
+    names: HashSet<String>,
+}
+
 impl Monitor {
     pub fn start(self) {
         std::thread::Builder::new().name("monitor".into()).spawn(move || self.run()).expect("monitor thread");
     }
 
     fn run(self) {
-        let mut alive = true;
-        let mut last_stats = Instant::now();
-        let mut last_reconcile = Instant::now();
-        let mut reported: HashMap<String, &'static str> = HashMap::new();
+        let mut upkeep = Upkeep::default();
         loop {
             std::thread::sleep(LIVENESS_PERIOD);
-            let up = self.loxilb.request("GET", "/version", None).is_ok_and(|(status, _)| status == 200);
-            if up && !alive {
-                tracing::warn!("LoxiLB is reachable again: reconciling");
+            self.tick(&mut upkeep);
+        }
+    }
+
+    /// One liveness check, and what is due after it.
+    pub fn tick(&self, upkeep: &mut Upkeep) {
+        let up = self.loxilb.request("GET", "/version", None).is_ok_and(|(status, _)| status == 200);
+        let was_alive = std::mem::replace(&mut upkeep.alive, up);
+        if !up {
+            return;
+        }
+        if !was_alive {
+            tracing::warn!("LoxiLB is reachable again: reconciling");
+            self.reconcile();
+            upkeep.last_reconcile = Instant::now();
+        } else {
+            let lost = self.lost_rules(&mut upkeep.expected);
+            if lost > 0 {
+                tracing::warn!("LoxiLB lacks {lost} of the rules it should hold (restarted?): reconciling");
                 self.reconcile();
-                last_reconcile = Instant::now();
-            }
-            alive = up;
-            if !up {
-                continue;
-            }
-            if !self.reconcile_interval.is_zero() && last_reconcile.elapsed() >= self.reconcile_interval {
-                self.reconcile();
-                last_reconcile = Instant::now();
-            }
-            if !self.stats_interval.is_zero() && last_stats.elapsed() >= self.stats_interval {
-                self.health(&mut reported);
-                self.statistics();
-                last_stats = Instant::now();
+                upkeep.last_reconcile = Instant::now();
             }
         }
+        if !self.reconcile_interval.is_zero() && upkeep.last_reconcile.elapsed() >= self.reconcile_interval {
+            self.reconcile();
+            upkeep.last_reconcile = Instant::now();
+        }
+        if !self.stats_interval.is_zero() && upkeep.last_stats.elapsed() >= self.stats_interval {
+            self.health(&mut upkeep.reported);
+            self.statistics();
+            upkeep.last_stats = Instant::now();
+        }
+    }
+
+    /// How many of the rules the mapping wants LoxiLB does not list (by name). LoxiLB's `/version` has no
+    /// uptime or start time, and a restart between two liveness checks is never seen as down: a rule
+    /// missing is the sign. The wanted names are rendered again only when an operation or a sync changed a
+    /// load balancer, and a count is trusted only if nothing changed while LoxiLB was listed.
+    fn lost_rules(&self, expected: &mut Option<ExpectedRules>) -> usize {
+        let generation = self.service.epochs.generation();
+        if expected.as_ref().is_none_or(|e| e.generation != generation) {
+            *expected = self.expected_rules();
+        }
+        let Some(wanted) = expected.as_ref().filter(|e| !e.names.is_empty()) else { return 0 };
+        let listed = match self.listed_rule_names() {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::debug!("listing LoxiLB's rules: {e}");
+                return 0;
+            }
+        };
+        if self.service.epochs.generation() != wanted.generation {
+            return 0;
+        }
+        let listed_at = wanted.generation;
+        if wanted.names.iter().all(|name| listed.contains(name)) {
+            return 0;
+        }
+        // Rendered again first: something the epochs do not see (a policy swap) may have renamed them.
+        *expected = self.expected_rules();
+        match expected.as_ref() {
+            Some(fresh) if fresh.generation == listed_at => fresh.names.iter().filter(|name| !listed.contains(*name)).count(),
+            _ => 0,
+        }
+    }
+
+    fn expected_rules(&self) -> Option<ExpectedRules> {
+        let mut sandbox = self.service.sandbox.lock().unwrap();
+        let generation = self.service.epochs.generation();
+        match sandbox.desired_rules() {
+            Ok(rules) => Some(ExpectedRules { generation, names: rules.into_iter().map(|r| r.service.name).collect() }),
+            Err(e) => {
+                tracing::error!("rendering the desired rules: {e}");
+                None
+            }
+        }
+    }
+
+    /// The names of the rules LoxiLB lists (`GET /config/loadbalancer/all`, key `lbAttr`).
+    fn listed_rule_names(&self) -> Result<HashSet<String>, String> {
+        let (status, body) = self.loxilb.request("GET", "/config/loadbalancer/all", None)?;
+        if status != 200 {
+            return Err(format!("HTTP {status}: {body}"));
+        }
+        let body: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("rule list is not JSON: {e}"))?;
+        Ok(body
+            .get("lbAttr")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|rule| rule.get("serviceArguments")?.get("name")?.as_str().map(str::to_string))
+            .collect())
     }
 
     /// Octavia's view, when its get socket is reachable: every load balancer the mapping holds is read
