@@ -259,3 +259,29 @@ fn an_operation_is_applied_soon_after_its_commit_becomes_visible() {
     let lag = applied - visible;
     assert!(lag < Duration::from_millis(150), "applied {lag:?} after the commit became visible");
 }
+
+#[test]
+fn runtime_recovery_while_a_delete_is_not_reported_yet_does_not_bring_the_member_back() {
+    let host = Host::start("recover-unreported", Duration::from_secs(5));
+    host.octavia.commit(&tree(&[(M1, "10.30.1.1"), (M2, "10.30.1.2")]));
+    assert_eq!(host.service.adopt(LB, false), Ok(host::service::Adopted::Synced));
+    assert_eq!(host.endpoints(), vec!["10.30.1.1", "10.30.1.2"]);
+    // Another host created a second listener and pool meanwhile: this one's mapping lacks them.
+    const L2: &str = "cccccccc-0000-4000-8000-000000000012";
+    const P2: &str = "cccccccc-0000-4000-8000-000000000022";
+    const M3: &str = "cccccccc-0000-4000-8000-000000000103";
+    let m3 = member(M3, P2, "10.30.2.1", 8080, 1);
+    let mut grown = tree(&[(M1, "10.30.1.1"), (M2, "10.30.1.2")]);
+    grown["listeners"].as_array_mut().unwrap().push(listener(L2, LB, "TCP", 81, Some(pool(P2, LB, Some(L2), "TCP", vec![m3.clone()], None))));
+    host.octavia.commit(&grown);
+    // A member of that pool arrives while the delete of M2 is applied but not reported: Octavia still
+    // shows M2 when the host recovers the load balancer to find the pool.
+    let service = Arc::clone(&host.service);
+    *host.sink.during_next_report.lock().unwrap() = Some(Box::new(move || {
+        service.apply("member_create", &json!({"member": m3, "loadbalancer_id": LB}));
+    }));
+    host.service.apply("member_delete", &json!({"member": member(M2, P1, "10.30.1.2", 8080, 1), "loadbalancer_id": LB}));
+    assert!(host.sink.during_next_report.lock().unwrap().is_none(), "the member create ran inside the report");
+    assert!(!host.endpoints().contains(&"10.30.1.2".to_string()), "recovery brought the deleted member back: {:?}", host.endpoints());
+    assert!(!host.mapped_ids().contains(&M2.to_string()));
+}
