@@ -166,6 +166,8 @@ impl Monitor {
             Ok(entries) => entries
                 .into_iter()
                 .filter(|e| e.resource_type == crate::runtime::bindings::mapping::ResourceType::Loadbalancer)
+                // Octavia cannot know an id made up for a LoxiLB rule without Octavia ids.
+                .filter(|e| crate::service::is_octavia_id(&e.octavia_id))
                 .map(|e| e.octavia_id)
                 .collect(),
             Err(e) => return tracing::error!("sync: {e}"),

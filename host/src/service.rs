@@ -512,8 +512,9 @@ fn remove_gone(sandbox: &mut Sandbox, lb_id: &str) -> Result<bool, String> {
     }
 }
 
-/// Octavia's ids are UUIDs (`8-4-4-4-12` hex digits).
-fn is_octavia_id(id: &str) -> bool {
+/// Octavia's ids are UUIDs (`8-4-4-4-12` hex digits); ids made up for LoxiLB rules without Octavia ids
+/// are not.
+pub fn is_octavia_id(id: &str) -> bool {
     let groups: Vec<&str> = id.split('-').collect();
     groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]) && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
 }

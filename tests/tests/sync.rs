@@ -285,3 +285,19 @@ fn runtime_recovery_while_a_delete_is_not_reported_yet_does_not_bring_the_member
     assert!(!host.endpoints().contains(&"10.30.1.2".to_string()), "recovery brought the deleted member back: {:?}", host.endpoints());
     assert!(!host.mapped_ids().contains(&M2.to_string()));
 }
+
+#[test]
+fn a_load_balancer_recovered_from_a_rule_without_octavia_ids_is_left_alone() {
+    let host = Host::start("made-up-ids", Duration::from_secs(5));
+    let rule = json!({"serviceArguments": {"externalIP": "10.30.9.9", "port": 80, "protocol": "tcp", "sel": 0, "mode": 2, "name": "web"},
+                      "endpoints": [{"endpointIP": "10.30.9.1", "targetPort": 8080, "weight": 1}]});
+    let (status, body) = host.loxilb.request("POST", "/config/loadbalancer", Some(&rule.to_string())).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let report = host.service.sandbox.lock().unwrap().recover(host::runtime::bindings::policy_types::RecoveryMode::Loxilb).unwrap().unwrap();
+    assert_eq!(report.deterministic, 1);
+    let mapped = host.mapped_ids();
+    host.monitor().sync_from_octavia();
+    assert_eq!(host.get.requests(), 0, "Octavia was asked about an id it cannot know");
+    assert_eq!(host.mapped_ids(), mapped);
+    assert_eq!(host.sim.rules().len(), 1);
+}
