@@ -31,11 +31,14 @@ pub struct Upkeep {
     last_reconcile: Instant,
     reported: HashMap<String, &'static str>,
     expected: Option<ExpectedRules>,
+    /// Rules found missing that the last reconciliation could not bring back: found missing again, they
+    /// wait for the next `reconcile_interval` rather than a reconciliation every check.
+    unrepaired: HashSet<String>,
 }
 
 impl Default for Upkeep {
     fn default() -> Upkeep {
-        Upkeep { alive: true, last_stats: Instant::now(), last_reconcile: Instant::now(), reported: HashMap::new(), expected: None }
+        Upkeep { alive: true, last_stats: Instant::now(), last_reconcile: Instant::now(), reported: HashMap::new(), expected: None, unrepaired: HashSet::new() }
     }
 }
 
@@ -72,11 +75,12 @@ impl Monitor {
             upkeep.last_reconcile = Instant::now();
         } else {
             let lost = self.lost_rules(&mut upkeep.expected);
-            if lost > 0 {
-                tracing::warn!("LoxiLB lacks {lost} of the rules it should hold (restarted?): reconciling");
+            if !lost.is_subset(&upkeep.unrepaired) {
+                tracing::warn!("LoxiLB lacks {} of the rules it should hold (restarted?): reconciling", lost.len());
                 self.reconcile();
                 upkeep.last_reconcile = Instant::now();
             }
+            upkeep.unrepaired = lost;
         }
         if !self.reconcile_interval.is_zero() && upkeep.last_reconcile.elapsed() >= self.reconcile_interval {
             self.reconcile();
@@ -89,35 +93,35 @@ impl Monitor {
         }
     }
 
-    /// How many of the rules the mapping wants LoxiLB does not list (by name). LoxiLB's `/version` has no
+    /// The rules the mapping wants that LoxiLB does not list (by name). LoxiLB's `/version` has no
     /// uptime or start time, and a restart between two liveness checks is never seen as down: a rule
     /// missing is the sign. The wanted names are rendered again only when an operation or a sync changed a
     /// load balancer, and a count is trusted only if nothing changed while LoxiLB was listed.
-    fn lost_rules(&self, expected: &mut Option<ExpectedRules>) -> usize {
+    fn lost_rules(&self, expected: &mut Option<ExpectedRules>) -> HashSet<String> {
         let generation = self.service.epochs.generation();
         if expected.as_ref().is_none_or(|e| e.generation != generation) {
             *expected = self.expected_rules();
         }
-        let Some(wanted) = expected.as_ref().filter(|e| !e.names.is_empty()) else { return 0 };
+        let Some(wanted) = expected.as_ref().filter(|e| !e.names.is_empty()) else { return HashSet::new() };
         let listed = match self.listed_rule_names() {
             Ok(names) => names,
             Err(e) => {
                 tracing::debug!("listing LoxiLB's rules: {e}");
-                return 0;
+                return HashSet::new();
             }
         };
         if self.service.epochs.generation() != wanted.generation {
-            return 0;
+            return HashSet::new();
         }
         let listed_at = wanted.generation;
         if wanted.names.iter().all(|name| listed.contains(name)) {
-            return 0;
+            return HashSet::new();
         }
         // Rendered again first: something the epochs do not see (a policy swap) may have renamed them.
         *expected = self.expected_rules();
         match expected.as_ref() {
-            Some(fresh) if fresh.generation == listed_at => fresh.names.iter().filter(|name| !listed.contains(*name)).count(),
-            _ => 0,
+            Some(fresh) if fresh.generation == listed_at => fresh.names.difference(&listed).cloned().collect(),
+            _ => HashSet::new(),
         }
     }
 

@@ -51,3 +51,45 @@ fn a_loxilb_restart_between_two_liveness_checks_is_repaired_at_the_next_check() 
     monitor.tick(&mut upkeep);
     assert_eq!(posts(&sim), 0, "{:?}", sim.requests());
 }
+
+/// LoxiLB as the policy reaches it, refusing every change while `refuse` is set.
+struct Refusing {
+    inner: Arc<dyn LoxiTransport>,
+    refuse: std::sync::atomic::AtomicBool,
+    refused: std::sync::atomic::AtomicUsize,
+}
+
+impl LoxiTransport for Refusing {
+    fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
+        if method != "GET" && self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+            self.refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return Ok((500, r#"{"code":500,"message":"refused","result":"refused"}"#.into()));
+        }
+        self.inner.request(method, path, body)
+    }
+}
+
+#[test]
+fn a_rule_reconciliation_cannot_bring_back_is_not_retried_at_every_check() {
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
+    let policy_side = Arc::new(Refusing { inner: Arc::clone(&loxilb), refuse: false.into(), refused: 0.into() });
+    let sandbox = sandbox_with(&default_policy(), policy_side.clone(), Arc::new(MemoryStore::default()));
+    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let monitor = Monitor { service: Arc::clone(&service), loxilb, agent: None, stats_interval: Duration::ZERO, reconcile_interval: Duration::from_secs(3600) };
+    let mut upkeep = Upkeep::default();
+    let members = vec![member(M1, P1, "10.40.1.1", 8080, 1)];
+    let tree = loadbalancer(LB, "10.40.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", members, None)))]);
+    service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+    monitor.tick(&mut upkeep);
+
+    sim.restart();
+    policy_side.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+    monitor.tick(&mut upkeep);
+    let tried = policy_side.refused.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(tried > 0, "the loss was noticed and a reconciliation tried");
+    monitor.tick(&mut upkeep);
+    monitor.tick(&mut upkeep);
+    assert_eq!(policy_side.refused.load(std::sync::atomic::Ordering::SeqCst), tried, "retried at every check");
+    assert!(sim.rules().is_empty());
+}
