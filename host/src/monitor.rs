@@ -15,6 +15,9 @@ use crate::service::Service;
 
 /// How often LoxiLB's liveness is checked (kube-loxilb checks every 2 s).
 pub const LIVENESS_PERIOD: Duration = Duration::from_secs(2);
+/// While operations keep changing the mapping, the rules LoxiLB should hold are rendered again at most
+/// this often for the loss check (a restart loses the older rules too).
+const RENDER_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Monitor {
     pub service: Arc<Service>,
@@ -46,6 +49,7 @@ impl Default for Upkeep {
 struct ExpectedRules {
     /// `Epochs::generation` when they were rendered: any operation or sync since may have changed them.
     generation: u64,
+    rendered_at: Instant,
     names: HashSet<String>,
 }
 
@@ -95,41 +99,39 @@ impl Monitor {
 
     /// The rules the mapping wants that LoxiLB does not list (by name). LoxiLB's `/version` has no
     /// uptime or start time, and a restart between two liveness checks is never seen as down: a rule
-    /// missing is the sign. The wanted names are rendered again only when an operation or a sync changed a
-    /// load balancer, and a count is trusted only if nothing changed while LoxiLB was listed.
+    /// missing is the sign. Each check compares LoxiLB's list with names rendered earlier (rendering walks
+    /// the whole mapping: again after a change, but at most every `RENDER_EVERY` unless none were wanted).
+    /// Names that may be stale are only a suspicion: it is confirmed with the sandbox held, names rendered
+    /// afresh and LoxiLB listed again, so that no operation changes either in between.
     fn lost_rules(&self, expected: &mut Option<ExpectedRules>) -> HashSet<String> {
         let generation = self.service.epochs.generation();
-        if expected.as_ref().is_none_or(|e| e.generation != generation) {
-            *expected = self.expected_rules();
+        let stale = |e: &ExpectedRules| e.generation != generation && (e.names.is_empty() || e.rendered_at.elapsed() >= RENDER_EVERY);
+        if expected.as_ref().is_none_or(stale) {
+            *expected = self.expected_rules(&mut self.service.sandbox.lock().unwrap());
         }
         let Some(wanted) = expected.as_ref().filter(|e| !e.names.is_empty()) else { return HashSet::new() };
-        let listed = match self.listed_rule_names() {
-            Ok(names) => names,
+        match self.listed_rule_names() {
+            Ok(listed) if wanted.names.is_subset(&listed) => return HashSet::new(),
+            Ok(_) => {}
             Err(e) => {
                 tracing::debug!("listing LoxiLB's rules: {e}");
                 return HashSet::new();
             }
-        };
-        if self.service.epochs.generation() != wanted.generation {
-            return HashSet::new();
         }
-        let listed_at = wanted.generation;
-        if wanted.names.iter().all(|name| listed.contains(name)) {
-            return HashSet::new();
-        }
-        // Rendered again first: something the epochs do not see (a policy swap) may have renamed them.
-        *expected = self.expected_rules();
-        match expected.as_ref() {
-            Some(fresh) if fresh.generation == listed_at => fresh.names.difference(&listed).cloned().collect(),
+        let mut sandbox = self.service.sandbox.lock().unwrap();
+        *expected = self.expected_rules(&mut sandbox);
+        let listed = self.listed_rule_names();
+        drop(sandbox);
+        match (expected.as_ref(), listed) {
+            (Some(fresh), Ok(listed)) => fresh.names.difference(&listed).cloned().collect(),
             _ => HashSet::new(),
         }
     }
 
-    fn expected_rules(&self) -> Option<ExpectedRules> {
-        let mut sandbox = self.service.sandbox.lock().unwrap();
+    fn expected_rules(&self, sandbox: &mut crate::runtime::instance::Sandbox) -> Option<ExpectedRules> {
         let generation = self.service.epochs.generation();
         match sandbox.desired_rules() {
-            Ok(rules) => Some(ExpectedRules { generation, names: rules.into_iter().map(|r| r.service.name).collect() }),
+            Ok(rules) => Some(ExpectedRules { generation, rendered_at: Instant::now(), names: rules.into_iter().map(|r| r.service.name).collect() }),
             Err(e) => {
                 tracing::error!("rendering the desired rules: {e}");
                 None
