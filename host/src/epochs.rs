@@ -11,36 +11,52 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// When a read of Octavia's view began.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Ticket(u64);
 
-#[derive(Default)]
 struct Lb {
-    /// The counter's value at the last change.
+    /// The counter's value at the last change, and when that was.
     changed: u64,
+    changed_at: Instant,
     /// Operations applied whose statuses Octavia has not been sent yet.
     unreported: u32,
 }
 
-#[derive(Default)]
 struct Inner {
     counter: u64,
     lbs: HashMap<String, Lb>,
-    /// Load balancers forgotten when pruning count as changed at this value.
-    pruned_at: u64,
+    /// A load balancer no longer tracked counts as changed at this value (the last change forgotten).
+    forgotten: u64,
+    last_prune: Instant,
 }
 
-/// Load balancers with nothing unreported are forgotten once there are more than this many.
+/// Beyond this many load balancers tracked, those with nothing unreported and unchanged for a while are
+/// forgotten (deleted ones would otherwise stay forever).
 const PRUNE_ABOVE: usize = 4096;
+/// A read older than this (a sync round over very many load balancers) may find its load balancer
+/// forgotten; it is then taken as stale, and the next round reads it again.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
 
-#[derive(Default)]
 pub struct Epochs {
     inner: Mutex<Inner>,
+    forget_after: Duration,
+}
+
+impl Default for Epochs {
+    fn default() -> Epochs {
+        Epochs::forgetting_after(FORGET_AFTER)
+    }
 }
 
 impl Epochs {
+    pub fn forgetting_after(forget_after: Duration) -> Epochs {
+        let inner = Inner { counter: 0, lbs: HashMap::new(), forgotten: 0, last_prune: Instant::now() };
+        Epochs { inner: Mutex::new(inner), forget_after }
+    }
+
     pub fn ticket(&self) -> Ticket {
         Ticket(self.inner.lock().unwrap().counter)
     }
@@ -52,34 +68,22 @@ impl Epochs {
 
     /// An operation on `lb` was applied; its statuses are still to be reported.
     pub fn applied(&self, lb: &str) {
-        let mut inner = self.inner.lock().unwrap();
-        inner.counter += 1;
-        let counter = inner.counter;
-        let entry = inner.lbs.entry(lb.to_string()).or_default();
-        entry.changed = counter;
-        entry.unreported += 1;
+        self.inner.lock().unwrap().change(lb).unreported += 1;
     }
 
     /// The statuses of an operation `applied` on `lb` reached Octavia (or were given up on).
     pub fn reported(&self, lb: &str) {
         let mut inner = self.inner.lock().unwrap();
-        inner.counter += 1;
-        let counter = inner.counter;
-        let entry = inner.lbs.entry(lb.to_string()).or_default();
-        entry.changed = counter;
+        let entry = inner.change(lb);
         entry.unreported = entry.unreported.saturating_sub(1);
-        if inner.lbs.len() > PRUNE_ABOVE {
-            inner.lbs.retain(|_, lb| lb.unreported > 0);
-            inner.pruned_at = counter;
-        }
+        inner.prune(self.forget_after);
     }
 
     /// Something other than an operation changed `lb` (a sync applied a read).
     pub fn touched(&self, lb: &str) {
         let mut inner = self.inner.lock().unwrap();
-        inner.counter += 1;
-        let counter = inner.counter;
-        inner.lbs.entry(lb.to_string()).or_default().changed = counter;
+        inner.change(lb);
+        inner.prune(self.forget_after);
     }
 
     /// Whether a read of `lb` that began at `since` may still be applied.
@@ -87,8 +91,35 @@ impl Epochs {
         let inner = self.inner.lock().unwrap();
         match inner.lbs.get(lb) {
             Some(state) => state.changed <= since.0 && state.unreported == 0,
-            None => inner.pruned_at <= since.0,
+            None => inner.forgotten <= since.0,
         }
+    }
+}
+
+impl Inner {
+    fn change(&mut self, lb: &str) -> &mut Lb {
+        self.counter += 1;
+        let counter = self.counter;
+        let entry = self.lbs.entry(lb.to_string()).or_insert(Lb { changed: 0, changed_at: Instant::now(), unreported: 0 });
+        entry.changed = counter;
+        entry.changed_at = Instant::now();
+        entry
+    }
+
+    fn prune(&mut self, forget_after: Duration) {
+        if self.lbs.len() <= PRUNE_ABOVE || self.last_prune.elapsed() < forget_after / 4 {
+            return;
+        }
+        self.last_prune = Instant::now();
+        let mut forgotten = self.forgotten;
+        self.lbs.retain(|_, lb| {
+            let keep = lb.unreported > 0 || lb.changed_at.elapsed() < forget_after;
+            if !keep {
+                forgotten = forgotten.max(lb.changed);
+            }
+            keep
+        });
+        self.forgotten = forgotten;
     }
 }
 
@@ -122,15 +153,30 @@ mod tests {
     }
 
     #[test]
-    fn forgetting_load_balancers_makes_older_reads_stale() {
-        let epochs = Epochs::default();
-        let read = epochs.ticket();
-        for n in 0..=PRUNE_ABOVE {
-            epochs.applied(&n.to_string());
-            epochs.reported(&n.to_string());
+    fn forgotten_load_balancers_make_only_older_reads_stale() {
+        let epochs = Epochs::forgetting_after(Duration::ZERO);
+        let before = epochs.ticket();
+        for n in 0..PRUNE_ABOVE {
+            epochs.touched(&n.to_string());
         }
-        assert!(epochs.inner.lock().unwrap().lbs.len() <= PRUNE_ABOVE);
-        assert!(!epochs.current("0", read));
-        assert!(epochs.current("0", epochs.ticket()));
+        let after = epochs.ticket();
+        // Two operations applied, one reported: that load balancer stays tracked, the others go.
+        epochs.applied("last");
+        epochs.applied("last");
+        epochs.reported("last");
+        assert_eq!(epochs.inner.lock().unwrap().lbs.keys().collect::<Vec<_>>(), vec!["last"]);
+        assert!(!epochs.current("0", before), "a read from before the forgotten change");
+        assert!(epochs.current("0", after), "a read from after it");
+        assert!(!epochs.current("last", after));
+    }
+
+    #[test]
+    fn load_balancers_with_unreported_operations_are_not_forgotten() {
+        let epochs = Epochs::forgetting_after(Duration::ZERO);
+        epochs.applied("busy");
+        for n in 0..=PRUNE_ABOVE {
+            epochs.touched(&n.to_string());
+        }
+        assert!(!epochs.current("busy", epochs.ticket()));
     }
 }
