@@ -276,6 +276,9 @@ impl Policy {
                         existing.key, rule.service.name, entry.key
                     )),
                     None => match self.state.owner(&entry.key).or_else(|| staged.owner(&entry.key)) {
+                        // Endpoints never carry ids, and rules do not always: such an object found under a
+                        // made-up id is the one the mapping holds at the same key under its real id.
+                        Some(owner) if keys::is_deterministic_id(&id) && self.is_same_kind(owner, &staged, &entry) => {}
                         Some(owner) => report.conflicts.push(format!("{}: LoxiLB says {id}, mapping says {owner}", entry.key)),
                         None => {
                             staged.put(id.clone(), entry.clone());
@@ -301,6 +304,11 @@ impl Policy {
         );
         self.commit(caps, changes);
         Ok(report)
+    }
+
+    /// Whether the mapping (or what recovery staged) holds `id` as the same kind of object as `entry`.
+    fn is_same_kind(&self, id: &str, staged: &State, entry: &Entry) -> bool {
+        self.state.get(id).or_else(|| staged.get(id)).is_some_and(|known| known.resource_type() == entry.resource_type())
     }
 
     /// The rule every listener in the mapping should have now.
@@ -453,6 +461,28 @@ mod tests {
                     "admin_state_up": true, "backup": false, "monitor_address": null, "monitor_port": null}]}]
         }}))
         .expect("operation")
+    }
+
+    #[test]
+    fn recovering_what_the_mapping_already_holds_reports_no_conflict() {
+        let mut policy = Policy::new(Config { profile: Profile { http_fullproxy: true, ..Profile::default() }, ..Config::default() });
+        let mut loxi = Loxi { listed: Vec::new(), calls: Vec::new() };
+        assert!(policy.handle(&mut loxi, &http_loadbalancer()).error.is_none());
+        let rule = crate::execute::rule_json(&policy.desired().remove(0).1.expect("a rule").rule);
+        let before = policy.state.len();
+
+        // The rule names the real ids; its endpoint stands for member "m" under a made-up id.
+        let mut loxi = Loxi { listed: vec![rule.clone()], calls: Vec::new() };
+        let report = policy.recover_from_loxilb(&mut loxi).unwrap();
+        assert!(report.conflicts.is_empty(), "{:?}", report.conflicts);
+        assert_eq!((report.recovered, policy.state.len()), (0, before));
+
+        // A rule naming another load balancer on the same VIP is one.
+        let mut other = rule;
+        other["serviceArguments"]["name"] = "octavia_lb-lb2_listener-l_pool-p".into();
+        let mut loxi = Loxi { listed: vec![other], calls: Vec::new() };
+        let report = policy.recover_from_loxilb(&mut loxi).unwrap();
+        assert!(report.conflicts.iter().any(|c| c.contains("LoxiLB says lb2")), "{:?}", report.conflicts);
     }
 
     #[test]

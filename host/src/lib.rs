@@ -7,6 +7,7 @@
 //! - `convert`: octavia-lib JSON → the policy's typed records.
 //! - `service`: provider requests → policy → LoxiLB → statuses, in order; `inbox`: accepted casts, durably;
 //!   `lanes`: one apply queue per load balancer; `dropped`: statuses of operations that can never be applied.
+//! - `epochs`: whether a read of Octavia's view is still current for its load balancer (sync, recovery).
 //! - `octavia`: the driver-agent sockets and status documents.
 //! - `transport`: how provider requests arrive (Unix socket; oslo.messaging over RabbitMQ).
 //! - `monitor`: operating statuses, statistics and reconciliation while serving.
@@ -22,6 +23,7 @@ pub mod conformance;
 pub mod convert;
 pub mod demo;
 pub mod dropped;
+pub mod epochs;
 pub mod health;
 pub mod http;
 pub mod metrics;

@@ -1,8 +1,8 @@
 //! Background upkeep while serving: operating statuses and listener statistics on an interval,
-//! reconciliation on an interval and as soon as LoxiLB comes back after being unreachable (it forgets
-//! every rule when it restarts).
+//! reconciliation on an interval, and at once when LoxiLB comes back after being unreachable or lacks a
+//! rule it should hold (it forgets every rule when it restarts, and a restart may fall between two checks).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,9 @@ use crate::service::Service;
 
 /// How often LoxiLB's liveness is checked (kube-loxilb checks every 2 s).
 pub const LIVENESS_PERIOD: Duration = Duration::from_secs(2);
+/// While operations keep changing the mapping, the rules LoxiLB should hold are rendered again at most
+/// this often for the loss check (a restart loses the older rules too).
+const RENDER_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Monitor {
     pub service: Arc<Service>,
@@ -24,57 +27,159 @@ pub struct Monitor {
     pub reconcile_interval: Duration,
 }
 
+/// What the monitor remembers from one check to the next.
+pub struct Upkeep {
+    alive: bool,
+    last_stats: Instant,
+    last_reconcile: Instant,
+    reported: HashMap<String, &'static str>,
+    expected: Option<ExpectedRules>,
+    /// Rules found missing that the last reconciliation could not bring back: found missing again, they
+    /// wait for the next `reconcile_interval` rather than a reconciliation every check.
+    unrepaired: HashSet<String>,
+}
+
+impl Default for Upkeep {
+    fn default() -> Upkeep {
+        Upkeep { alive: true, last_stats: Instant::now(), last_reconcile: Instant::now(), reported: HashMap::new(), expected: None, unrepaired: HashSet::new() }
+    }
+}
+
+/// The names of the rules LoxiLB should hold, as of a state of the mapping.
+struct ExpectedRules {
+    /// `Epochs::generation` when they were rendered: any operation or sync since may have changed them.
+    generation: u64,
+    rendered_at: Instant,
+    names: HashSet<String>,
+}
+
 impl Monitor {
     pub fn start(self) {
         std::thread::Builder::new().name("monitor".into()).spawn(move || self.run()).expect("monitor thread");
     }
 
     fn run(self) {
-        let mut alive = true;
-        let mut last_stats = Instant::now();
-        let mut last_reconcile = Instant::now();
-        let mut reported: HashMap<String, &'static str> = HashMap::new();
+        let mut upkeep = Upkeep::default();
         loop {
             std::thread::sleep(LIVENESS_PERIOD);
-            let up = self.loxilb.request("GET", "/version", None).is_ok_and(|(status, _)| status == 200);
-            if up && !alive {
-                tracing::warn!("LoxiLB is reachable again: reconciling");
+            self.tick(&mut upkeep);
+        }
+    }
+
+    /// One liveness check, and what is due after it.
+    pub fn tick(&self, upkeep: &mut Upkeep) {
+        let up = self.loxilb.request("GET", "/version", None).is_ok_and(|(status, _)| status == 200);
+        let was_alive = std::mem::replace(&mut upkeep.alive, up);
+        if !up {
+            return;
+        }
+        if !was_alive {
+            tracing::warn!("LoxiLB is reachable again: reconciling");
+            self.reconcile();
+            upkeep.last_reconcile = Instant::now();
+        } else {
+            let lost = self.lost_rules(&mut upkeep.expected);
+            if !lost.is_subset(&upkeep.unrepaired) {
+                tracing::warn!("LoxiLB lacks {} of the rules it should hold (restarted?): reconciling", lost.len());
                 self.reconcile();
-                last_reconcile = Instant::now();
+                upkeep.last_reconcile = Instant::now();
             }
-            alive = up;
-            if !up {
-                continue;
+            upkeep.unrepaired = lost;
+        }
+        if !self.reconcile_interval.is_zero() && upkeep.last_reconcile.elapsed() >= self.reconcile_interval {
+            self.reconcile();
+            upkeep.last_reconcile = Instant::now();
+        }
+        if !self.stats_interval.is_zero() && upkeep.last_stats.elapsed() >= self.stats_interval {
+            self.health(&mut upkeep.reported);
+            self.statistics();
+            upkeep.last_stats = Instant::now();
+        }
+    }
+
+    /// The rules the mapping wants that LoxiLB does not list (by name). LoxiLB's `/version` has no
+    /// uptime or start time, and a restart between two liveness checks is never seen as down: a rule
+    /// missing is the sign. Each check compares LoxiLB's list with names rendered earlier (rendering walks
+    /// the whole mapping: again after a change, but at most every `RENDER_EVERY` unless none were wanted).
+    /// Names that may be stale are only a suspicion: it is confirmed with the sandbox held, names rendered
+    /// afresh and LoxiLB listed again, so that no operation changes either in between.
+    fn lost_rules(&self, expected: &mut Option<ExpectedRules>) -> HashSet<String> {
+        let generation = self.service.epochs.generation();
+        let stale = |e: &ExpectedRules| e.generation != generation && (e.names.is_empty() || e.rendered_at.elapsed() >= RENDER_EVERY);
+        if expected.as_ref().is_none_or(stale) {
+            *expected = self.expected_rules(&mut self.service.sandbox.lock().unwrap());
+        }
+        let Some(wanted) = expected.as_ref().filter(|e| !e.names.is_empty()) else { return HashSet::new() };
+        match self.listed_rule_names() {
+            Ok(listed) if wanted.names.is_subset(&listed) => return HashSet::new(),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!("listing LoxiLB's rules: {e}");
+                return HashSet::new();
             }
-            if !self.reconcile_interval.is_zero() && last_reconcile.elapsed() >= self.reconcile_interval {
-                self.reconcile();
-                last_reconcile = Instant::now();
-            }
-            if !self.stats_interval.is_zero() && last_stats.elapsed() >= self.stats_interval {
-                self.health(&mut reported);
-                self.statistics();
-                last_stats = Instant::now();
+        }
+        let mut sandbox = self.service.sandbox.lock().unwrap();
+        *expected = self.expected_rules(&mut sandbox);
+        let listed = self.listed_rule_names();
+        drop(sandbox);
+        match (expected.as_ref(), listed) {
+            (Some(fresh), Ok(listed)) => fresh.names.difference(&listed).cloned().collect(),
+            _ => HashSet::new(),
+        }
+    }
+
+    fn expected_rules(&self, sandbox: &mut crate::runtime::instance::Sandbox) -> Option<ExpectedRules> {
+        let generation = self.service.epochs.generation();
+        match sandbox.desired_rules() {
+            Ok(rules) => Some(ExpectedRules { generation, rendered_at: Instant::now(), names: rules.into_iter().map(|r| r.service.name).collect() }),
+            Err(e) => {
+                tracing::error!("rendering the desired rules: {e}");
+                None
             }
         }
     }
 
+    /// The names of the rules LoxiLB lists (`GET /config/loadbalancer/all`, key `lbAttr`).
+    fn listed_rule_names(&self) -> Result<HashSet<String>, String> {
+        let (status, body) = self.loxilb.request("GET", "/config/loadbalancer/all", None)?;
+        if status != 200 {
+            return Err(format!("HTTP {status}: {body}"));
+        }
+        let body: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("rule list is not JSON: {e}"))?;
+        Ok(body
+            .get("lbAttr")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|rule| rule.get("serviceArguments")?.get("name")?.as_str().map(str::to_string))
+            .collect())
+    }
+
     /// Octavia's view, when its get socket is reachable: every load balancer the mapping holds is read
-    /// back and adopted as the desired state (one that Octavia no longer has is reported); load balancers
-    /// with an operation in flight (PENDING_*) are left to that operation.
+    /// back and adopted as the desired state (one that Octavia no longer has is removed); a load balancer
+    /// with an operation applied since the mapping was listed, or not yet reported, is left to that
+    /// operation (its read may predate it).
     pub fn sync_from_octavia(&self) {
         if self.agent.as_ref().is_none_or(|a| a.get.is_none()) {
             return;
         }
-        let lbs: Vec<String> = match self.service.sandbox.lock().unwrap().mappings() {
+        // The ticket is taken with the listing: an operation applied after it is newer than every read.
+        let (listed, since) = {
+            let mut sandbox = self.service.sandbox.lock().unwrap();
+            (sandbox.mappings(), self.service.epochs.ticket())
+        };
+        let lbs: Vec<String> = match listed {
             Ok(entries) => entries
                 .into_iter()
                 .filter(|e| e.resource_type == crate::runtime::bindings::mapping::ResourceType::Loadbalancer)
+                // Octavia cannot know an id made up for a LoxiLB rule without Octavia ids.
+                .filter(|e| crate::service::is_octavia_id(&e.octavia_id))
                 .map(|e| e.octavia_id)
                 .collect(),
             Err(e) => return tracing::error!("sync: {e}"),
         };
         for id in lbs {
-            match self.service.adopt(&id, true) {
+            match self.service.adopt_as_of(&id, since, true) {
                 Ok(crate::service::Adopted::NotInOctavia) => tracing::warn!("sync: load balancer {id} is in the mapping but not in Octavia"),
                 Ok(_) => {}
                 Err(e) => return tracing::debug!("sync: get socket unavailable: {e}"),

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use crate::caps::storage::{Durability, MappingStore};
 use crate::convert;
 use crate::lanes::Lanes;
+use crate::epochs::{Epochs, Ticket};
 use crate::octavia::agent::DriverAgent;
 use crate::octavia::status::{document, StatusSink};
 use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, Operation, ProvisioningStatus};
@@ -95,6 +96,8 @@ pub struct Service {
     inbox: Option<crate::inbox::Inbox>,
     /// Operations applied (for tests and metrics).
     pub applied: std::sync::atomic::AtomicU64,
+    /// Orders reads of Octavia's view against the operations applied to each load balancer.
+    pub epochs: Epochs,
 }
 
 impl Service {
@@ -119,6 +122,7 @@ impl Service {
             max_pending: AtomicUsize::new(DEFAULT_MAX_PENDING),
             inbox,
             applied: Default::default(),
+            epochs: Epochs::default(),
         })
     }
 
@@ -155,7 +159,9 @@ impl Service {
     }
 
     fn work(self: &Arc<Self>, (inbox_seq, method, args): Job, durability: &Durability) {
+        let started = Instant::now();
         let Some(Some((statuses, storage))) = self.apply_in_memory(&method, &args, &|| true) else {
+            log_outcome(&method, &args, &[], started.elapsed());
             self.finished(inbox_seq);
             return;
         };
@@ -165,6 +171,7 @@ impl Service {
                 tracing::error!("mapping journal not durable after {method}: {e}");
             }
             reporter.report(&statuses);
+            log_outcome(&method, &args, &statuses, started.elapsed());
             reporter.finished(inbox_seq);
         });
     }
@@ -282,11 +289,16 @@ impl Service {
     /// delivery was handed to another host meanwhile (its connection dropped) must not apply it too.
     /// `None` when it was left alone that way (the transport must not acknowledge it).
     pub fn apply_while(&self, method: &str, args: &Value, still_ours: &dyn Fn() -> bool) -> Option<Vec<ObjectStatus>> {
-        let Some((statuses, storage)) = self.apply_in_memory(method, args, still_ours)? else { return Some(Vec::new()) };
+        let started = Instant::now();
+        let Some((statuses, storage)) = self.apply_in_memory(method, args, still_ours)? else {
+            log_outcome(method, args, &[], started.elapsed());
+            return Some(Vec::new());
+        };
         if let Err(e) = storage.sync() {
             tracing::error!("mapping journal not durable after {method}: {e}");
         }
         self.report(&statuses);
+        log_outcome(method, args, &statuses, started.elapsed());
         Some(statuses)
     }
 
@@ -294,6 +306,9 @@ impl Service {
         self.applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if !statuses.is_empty() {
             self.statuses.report(&document(statuses));
+        }
+        for lb in loadbalancers_of(statuses) {
+            self.epochs.reported(lb);
         }
     }
 
@@ -310,9 +325,16 @@ impl Service {
                 return Some(Some((crate::dropped::statuses(method, args), storage)));
             }
         };
-        if let Err(e) = self.wait_committed(method, args) {
-            tracing::error!("not applying {method}: {e}");
-            return Some(None);
+        match self.wait_committed(method, args, still_ours) {
+            Waited::Committed => {}
+            Waited::RolledBack(why) => {
+                tracing::error!("not applying {method}: {why}");
+                return Some(None);
+            }
+            Waited::HandedOver => {
+                tracing::warn!("not applying {method}: it was handed to another host while Octavia's commit was awaited");
+                return None;
+            }
         }
         let mut sandbox = self.sandbox.lock().unwrap();
         if !still_ours() {
@@ -360,6 +382,10 @@ impl Service {
                 statuses.push(ObjectStatus { kind: ObjectKind::Loadbalancer, id: lb.to_string(), provisioning: Some(ProvisioningStatus::Active), operating: None });
             }
         }
+        // Until `report` sends these statuses, Octavia's view of the load balancer predates this operation.
+        for lb in loadbalancers_of(&statuses) {
+            self.epochs.applied(lb);
+        }
         Some(Some((statuses, Arc::clone(sandbox.storage()))))
     }
 
@@ -378,8 +404,17 @@ impl Service {
     fn recover_with(&self, sandbox: &mut Sandbox, args: &Value) -> Result<(), String> {
         let lb_id = args.get("loadbalancer_id").and_then(Value::as_str);
         if let (Some(agent), Some(lb_id)) = (self.agent.as_ref().filter(|a| a.get.is_some()), lb_id) {
+            // The caller holds the sandbox lock, so no operation is applied during the read; but Octavia's
+            // view predates one applied earlier whose statuses are not reported yet (it still shows what
+            // that operation deleted). LoxiLB holds what this host applied, so recover from it then.
+            let since = self.epochs.ticket();
             if let Ok(Some(tree)) = agent.get("loadbalancers", lb_id) {
-                return adopt_tree(sandbox, &tree);
+                if self.epochs.current(lb_id, since) {
+                    let adopted = adopt_tree(sandbox, &tree);
+                    self.epochs.touched(lb_id);
+                    return adopted;
+                }
+                tracing::warn!("recovering load balancer {lb_id}: an operation on it is not reported to Octavia yet, so LoxiLB is newer than Octavia's view");
             }
         }
         match sandbox.recover(crate::runtime::bindings::policy_types::RecoveryMode::Loxilb).map_err(|e| e.to_string())? {
@@ -393,58 +428,155 @@ impl Service {
 
     /// Reads one load balancer back from Octavia's get socket and makes that the desired state: the
     /// mapping follows Octavia's committed view and LoxiLB follows the mapping (the sync's own statuses
-    /// are not reported). `Err` when Octavia could not be asked.
+    /// are not reported). A load balancer Octavia no longer has is removed from LoxiLB and the mapping.
+    /// `Err` when Octavia could not be asked.
     pub fn adopt(&self, lb_id: &str, skip_pending: bool) -> Result<Adopted, String> {
+        self.adopt_as_of(lb_id, self.epochs.ticket(), skip_pending)
+    }
+
+    /// `adopt`, for a read that counts as beginning at `since`: an operation on the load balancer
+    /// applied after `since`, or not yet reported to Octavia, is newer than the read, which is then
+    /// dropped (`Adopted::Superseded`). The periodic sync takes `since` when it lists the mapping.
+    pub fn adopt_as_of(&self, lb_id: &str, since: Ticket, skip_pending: bool) -> Result<Adopted, String> {
         let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return Ok(Adopted::NoGetSocket) };
-        let tree = match agent.get("loadbalancers", lb_id) {
-            Ok(Some(tree)) => tree,
-            Ok(None) => return Ok(Adopted::NotInOctavia),
-            Err(e) => return Err(format!("{e:#}")),
-        };
-        if skip_pending && tree.get("provisioning_status").and_then(Value::as_str).is_some_and(|s| s.starts_with("PENDING")) {
+        let tree = agent.get("loadbalancers", lb_id).map_err(|e| format!("{e:#}"))?;
+        if skip_pending && tree.as_ref().and_then(|t| t.get("provisioning_status")).and_then(Value::as_str).is_some_and(|s| s.starts_with("PENDING")) {
             return Ok(Adopted::Pending);
         }
         let mut sandbox = self.sandbox.lock().unwrap();
-        if let Err(e) = adopt_tree(&mut sandbox, &tree) {
-            tracing::warn!("adopting load balancer {lb_id} from Octavia: {e}");
+        if !self.epochs.current(lb_id, since) {
+            return Ok(Adopted::Superseded);
         }
+        let adopted = match &tree {
+            Some(tree) => {
+                if let Err(e) = adopt_tree(&mut sandbox, tree) {
+                    tracing::warn!("adopting load balancer {lb_id} from Octavia: {e}");
+                }
+                Adopted::Synced
+            }
+            None => match remove_gone(&mut sandbox, lb_id) {
+                Ok(true) => Adopted::Removed,
+                Ok(false) => Adopted::NotInOctavia,
+                Err(e) => {
+                    tracing::warn!("removing load balancer {lb_id}, which Octavia no longer has: {e}");
+                    Adopted::NotInOctavia
+                }
+            },
+        };
+        self.epochs.touched(lb_id);
         let storage = Arc::clone(sandbox.storage());
         drop(sandbox);
         if let Err(e) = storage.sync() {
             tracing::error!("mapping journal not durable after adopting {lb_id}: {e}");
         }
-        Ok(Adopted::Synced)
+        Ok(adopted)
     }
 
     /// Waits until Octavia's get socket shows what the operation refers to as committed: a created object
     /// exists; an updated one reads back with the new values. Without a get socket there is no Octavia
-    /// transaction to wait for.
-    fn wait_committed(&self, method: &str, args: &Value) -> Result<(), String> {
-        let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return Ok(()) };
-        let Some((collection, id, expected)) = commit_probe(method, args) else { return Ok(()) };
-        let deadline = Instant::now() + self.commit_wait;
-        let mut pause = Duration::from_millis(50);
+    /// transaction to wait for. Only answers count towards `commit_wait`: while the get socket cannot be
+    /// asked, nothing is known about the commit, so the wait goes on (until `still_ours` turns false).
+    fn wait_committed(&self, method: &str, args: &Value, still_ours: &dyn Fn() -> bool) -> Waited {
+        let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return Waited::Committed };
+        let Some((collection, id, expected)) = commit_probe(method, args) else { return Waited::Committed };
+        let start = Instant::now();
+        // Time spent while the get socket could not be asked, and since when it cannot be now.
+        let mut unreachable_for = Duration::ZERO;
+        let mut unreachable_since: Option<Instant> = None;
+        let mut warned_at: Option<Instant> = None;
         loop {
+            let asked_at = Instant::now();
             match agent.get(collection, &id) {
-                Ok(Some(found)) if expected.iter().all(|(k, v)| found.get(k) == Some(v)) => return Ok(()),
-                Ok(_) => {}
-                Err(e) => tracing::debug!("get {collection}/{id}: {e:#}"),
+                Ok(Some(found)) if expected.iter().all(|(k, v)| found.get(k) == Some(v)) => return Waited::Committed,
+                Ok(_) => {
+                    if let Some(since) = unreachable_since.take() {
+                        unreachable_for += asked_at - since;
+                        tracing::info!("Octavia's get socket answers again; {method} waits for its commit");
+                    }
+                }
+                Err(e) => {
+                    let since = *unreachable_since.get_or_insert(asked_at);
+                    if warned_at.is_none_or(|at| at.elapsed() >= UNREACHABLE_WARN_EVERY) {
+                        tracing::warn!("Octavia's get socket cannot be asked for {collection}/{id} ({e:#}), for {:?}: {method} waits until it can", since.elapsed());
+                        warned_at = Some(Instant::now());
+                    }
+                }
             }
-            if Instant::now() >= deadline {
-                return Err(format!("Octavia did not commit {collection}/{id} within {:?} (its request was probably rolled back)", self.commit_wait));
+            let now = Instant::now();
+            let unanswered = unreachable_for + unreachable_since.map_or(Duration::ZERO, |since| now - since);
+            let answered = (now - start).saturating_sub(unanswered);
+            if answered >= self.commit_wait {
+                return Waited::RolledBack(format!(
+                    "Octavia did not show {collection}/{id} committed for {:?} of answers (its request was probably rolled back)",
+                    self.commit_wait
+                ));
             }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_secs(1));
+            if !still_ours() {
+                return Waited::HandedOver;
+            }
+            std::thread::sleep(if unreachable_since.is_some() { UNREACHABLE_PAUSE } else { commit_poll_pause(answered) });
         }
     }
 }
+
+/// One INFO line and the operation metrics for each operation taken off a queue: `ok` when every status
+/// it reported is not ERROR, `error` when one is, `not_applied` when it was dropped before the policy ran
+/// (Octavia rolled its request back, or another host took it over).
+fn log_outcome(method: &str, args: &Value, statuses: &[ObjectStatus], took: Duration) {
+    let result = if statuses.is_empty() {
+        "not_applied"
+    } else if statuses.iter().any(|s| s.provisioning == Some(ProvisioningStatus::Error)) {
+        "error"
+    } else {
+        "ok"
+    };
+    crate::metrics::record_operation(method, result, took);
+    let lb = args.get("loadbalancer_id").and_then(Value::as_str).unwrap_or("-");
+    let objects: Vec<String> = statuses.iter().map(|s| format!("{}:{}", format!("{:?}", s.kind).to_lowercase(), s.id)).collect();
+    tracing::info!(method, loadbalancer = lb, objects = objects.join(","), took_ms = took.as_millis() as u64, result, "operation");
+}
+
+/// How `Service::wait_committed` ended.
+#[derive(Debug, PartialEq)]
+enum Waited {
+    Committed,
+    /// Octavia answered, and never showed the change committed within `commit_wait_timeout`.
+    RolledBack(String),
+    /// `still_ours` turned false meanwhile.
+    HandedOver,
+}
+
+/// The pause between two reads of an object Octavia has not shown committed yet, `answered` into the
+/// wait. Octavia commits right after the provider returns, and the get socket is local (one short
+/// connection per read): read it every 20 ms at first, then less and less often, for a request that was
+/// rolled back is read until `commit_wait_timeout`.
+fn commit_poll_pause(answered: Duration) -> Duration {
+    const FAST: Duration = Duration::from_millis(20);
+    const FAST_FOR: Duration = Duration::from_secs(2);
+    const SLOWEST: Duration = Duration::from_millis(500);
+    if answered < FAST_FOR {
+        FAST
+    } else {
+        (answered / 8).clamp(FAST, SLOWEST)
+    }
+}
+
+/// The pause between two attempts to reach a get socket that cannot be asked.
+const UNREACHABLE_PAUSE: Duration = Duration::from_millis(100);
+/// How often a wait on an unreachable get socket says so.
+const UNREACHABLE_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What `Service::adopt` found.
 #[derive(Debug, PartialEq)]
 pub enum Adopted {
     Synced,
-    /// Octavia does not show the load balancer (deleted, or not committed yet).
+    /// Octavia does not show the load balancer (deleted, or not committed yet), and the mapping has
+    /// nothing of it to remove (or an id Octavia cannot know, recovered from an unnamed LoxiLB rule).
     NotInOctavia,
+    /// Octavia no longer has the load balancer: it was removed from LoxiLB and the mapping.
+    Removed,
+    /// An operation on it was applied after the read began, or is not reported yet: the read is stale.
+    Superseded,
     /// An operation on it is in flight; that operation brings it up to date.
     Pending,
     NoGetSocket,
@@ -457,6 +589,40 @@ fn adopt_tree(sandbox: &mut Sandbox, tree: &Value) -> Result<(), String> {
         None => Ok(()),
         Some(e) => Err(describe(&e)),
     }
+}
+
+/// Removes a mapped load balancer that Octavia no longer has, with everything under it, as a cascade
+/// delete would (its statuses are not reported: Octavia has nothing to report them on). `false` when
+/// the mapping does not have it, or has it under an id made up for a LoxiLB rule without Octavia ids
+/// (Octavia cannot know such an id, so its answer says nothing about that load balancer).
+fn remove_gone(sandbox: &mut Sandbox, lb_id: &str) -> Result<bool, String> {
+    use crate::runtime::bindings::mapping::ResourceType;
+    if !is_octavia_id(lb_id) {
+        return Ok(false);
+    }
+    let mapped = sandbox.mappings().map_err(|e| e.to_string())?;
+    let Some(entry) = mapped.iter().find(|e| e.resource_type == ResourceType::Loadbalancer && e.octavia_id == lb_id) else { return Ok(false) };
+    let args = json!({"loadbalancer": {"loadbalancer_id": lb_id, "vip_address": entry.external_ip}, "cascade": true});
+    let op = convert::operation("loadbalancer_delete", &args).map_err(|e| format!("{e:#}"))?;
+    match sandbox.handle(&op).map_err(|e| e.to_string())?.error {
+        None => {
+            tracing::warn!("load balancer {lb_id} is gone from Octavia: removed it from LoxiLB and the mapping");
+            Ok(true)
+        }
+        Some(e) => Err(describe(&e)),
+    }
+}
+
+/// Octavia's ids are UUIDs (`8-4-4-4-12` hex digits); ids made up for LoxiLB rules without Octavia ids
+/// are not.
+pub fn is_octavia_id(id: &str) -> bool {
+    let groups: Vec<&str> = id.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]) && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The load balancers a set of statuses reports on.
+fn loadbalancers_of(statuses: &[ObjectStatus]) -> impl Iterator<Item = &str> {
+    statuses.iter().filter(|s| s.kind == ObjectKind::Loadbalancer).map(|s| s.id.as_str())
 }
 
 /// A get-socket collection, an object id, and the field values that must read back.
@@ -518,4 +684,29 @@ fn trap_statuses(op: &Operation, args: &Value) -> Vec<ObjectStatus> {
         out.push(ObjectStatus { kind: ObjectKind::Loadbalancer, id: lb, provisioning: Some(ProvisioningStatus::Active), operating: None });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commit_is_read_every_20_ms_at_first_and_at_least_every_half_second() {
+        for ms in [0, 10, 500, 1999] {
+            assert_eq!(commit_poll_pause(Duration::from_millis(ms)), Duration::from_millis(20), "{ms} ms into the wait");
+        }
+        let mut last = Duration::ZERO;
+        for s in 2..120 {
+            let pause = commit_poll_pause(Duration::from_secs(s));
+            assert!(pause >= last && pause <= Duration::from_millis(500), "{pause:?} at {s} s");
+            last = pause;
+        }
+    }
+
+    #[test]
+    fn only_real_octavia_ids_can_be_reported_gone() {
+        assert!(is_octavia_id("bbbbbbbb-0000-4000-8000-000000000001"));
+        assert!(!is_octavia_id("lb_10.0.0.1_0__0123456789abcdef"));
+        assert!(!is_octavia_id("bbbbbbbb-0000-4000-8000-00000000000g"));
+    }
 }

@@ -172,6 +172,10 @@ def test_metrics_health_and_readiness_over_http(unix_host, octavia, sim, extra_c
         assert r.headers["Content-Type"].startswith("application/openmetrics-text")
         text = r.read().decode()
     assert "loxilb_octavia_storage_writes_total" in text
+    assert 'loxilb_octavia_operations_total{method="loadbalancer_create",result="ok"} 1' in text
+    # One INFO line per applied operation, with its ids, duration and result.
+    [line] = [l for l in host.log().splitlines() if "operation" in l and "method=\"loadbalancer_create\"" in l]
+    assert " INFO " in line and "result=\"ok\"" in line and "took_ms=" in line, line
     assert text.rstrip().endswith("# EOF")
     # LoxiLB gone: not ready, and the answer says why.
     sim.stop()

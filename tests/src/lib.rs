@@ -224,3 +224,65 @@ pub fn capture_logs<R>(f: impl FnOnce() -> R) -> (R, String) {
     let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
     (result, text)
 }
+
+/// What Octavia's get socket answers for one request: the object, `None` for `{}` (not found or not
+/// committed yet), or `Err` to close the connection without a reply (the agent is down or cannot answer).
+pub type GetAnswer = Result<Option<Value>, ()>;
+
+/// Octavia's get socket, scripted by a test: every request `{"object", "id"}` is answered by `answer`,
+/// each connection on its own thread (an answer may itself apply an operation through the host).
+pub struct FakeGetSocket {
+    pub path: PathBuf,
+    /// Requests received so far, answered or not.
+    pub requests: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FakeGetSocket {
+    pub fn start(name: &str, answer: impl Fn(&str, &str) -> GetAnswer + Send + Sync + 'static) -> FakeGetSocket {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let path = std::env::temp_dir().join(format!("loxilb-get-{name}-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind the fake get socket");
+        let (requests, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+        let answer = Arc::new(answer);
+        let (counted, stopped) = (Arc::clone(&requests), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let (answer, counted) = (Arc::clone(&answer), Arc::clone(&counted));
+                std::thread::spawn(move || {
+                    let Ok(request) = host::octavia::agent::read_frame(&mut stream) else { return };
+                    let (object, id) = (request["object"].as_str().unwrap_or_default(), request["id"].as_str().unwrap_or_default());
+                    let reply = answer(object, id);
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    if let Ok(found) = reply {
+                        let _ = host::octavia::agent::write_frame(&mut stream, &found.unwrap_or_else(|| json!({})));
+                    }
+                });
+            }
+        });
+        FakeGetSocket { path, requests, stop }
+    }
+
+    /// A driver-agent client of this get socket only.
+    pub fn agent(&self) -> host::octavia::agent::DriverAgent {
+        host::octavia::agent::DriverAgent { status: None, stats: None, get: Some(self.path.clone()) }
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for FakeGetSocket {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop so it sees `stop`.
+        let _ = std::os::unix::net::UnixStream::connect(&self.path);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

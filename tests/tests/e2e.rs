@@ -217,3 +217,19 @@ fn an_operation_handed_to_another_host_meanwhile_is_left_alone() {
     assert_eq!(sim.rules().len(), 1);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_restart_reports_no_conflict_for_what_the_mapping_holds() {
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let dir = tempdir("restart-conflicts");
+    let (service, _) = start(&sim, &dir);
+    service.apply("loadbalancer_create", &json!({"loadbalancer": tree(vec![m(1, 1), m(2, 1)])}));
+    drop(service);
+    // The host restarts on its own mapping file, LoxiLB still holding the rule (startup recovery, hybrid).
+    let (restarted, _) = start(&sim, &dir);
+    let report = restarted.sandbox.lock().unwrap().recover(host::runtime::bindings::policy_types::RecoveryMode::Hybrid).unwrap().unwrap();
+    assert!(report.conflicts.is_empty(), "{:?}", report.conflicts);
+    assert_eq!(report.recovered, 0);
+    assert_eq!(mapping(&restarted), expected_mapping(&[1, 2]));
+    let _ = std::fs::remove_dir_all(dir);
+}

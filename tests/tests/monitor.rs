@@ -1,0 +1,150 @@
+//! The monitor against the LoxiLB simulator: a LoxiLB restart that falls between two liveness checks (so
+//! LoxiLB is never seen down) is repaired at the next check, not at the next reconciliation interval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use host::caps::loxilb::{HttpLoxi, LoxiTransport};
+use host::caps::storage::MemoryStore;
+use host::monitor::{Monitor, Upkeep};
+use host::octavia::status::RecordingSink;
+use host::service::Service;
+use integration_tests::*;
+use serde_json::json;
+
+const LB: &str = "dddddddd-0000-4000-8000-000000000001";
+const L1: &str = "dddddddd-0000-4000-8000-000000000011";
+const P1: &str = "dddddddd-0000-4000-8000-000000000021";
+const M1: &str = "dddddddd-0000-4000-8000-000000000101";
+
+fn posts(sim: &loxilb_sim::Simulator) -> usize {
+    sim.requests().iter().filter(|r| r.method == "POST").count()
+}
+
+#[test]
+fn a_loxilb_restart_between_two_liveness_checks_is_repaired_at_the_next_check() {
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
+    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
+    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let monitor = Monitor { service: Arc::clone(&service), loxilb, agent: None, stats_interval: Duration::ZERO, reconcile_interval: Duration::from_secs(3600) };
+    let mut upkeep = Upkeep::default();
+    monitor.tick(&mut upkeep);
+
+    let members = vec![member(M1, P1, "10.40.1.1", 8080, 1)];
+    let tree = loadbalancer(LB, "10.40.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", members, None)))]);
+    service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+    let rules = sim.rules();
+    assert_eq!(rules.len(), 1);
+
+    // LoxiLB holds everything: checks change nothing.
+    sim.clear_requests();
+    monitor.tick(&mut upkeep);
+    monitor.tick(&mut upkeep);
+    assert_eq!(posts(&sim), 0, "{:?}", sim.requests());
+
+    // Restarted between two checks: /version answered both times, every rule gone.
+    sim.restart();
+    monitor.tick(&mut upkeep);
+    assert_eq!(sim.rules(), rules, "the next check re-programmed the lost rule");
+    sim.clear_requests();
+    monitor.tick(&mut upkeep);
+    assert_eq!(posts(&sim), 0, "{:?}", sim.requests());
+}
+
+/// LoxiLB as the policy reaches it, refusing every change while `refuse` is set.
+struct Refusing {
+    inner: Arc<dyn LoxiTransport>,
+    refuse: std::sync::atomic::AtomicBool,
+    refused: std::sync::atomic::AtomicUsize,
+}
+
+impl LoxiTransport for Refusing {
+    fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
+        if method != "GET" && self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+            self.refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return Ok((500, r#"{"code":500,"message":"refused","result":"refused"}"#.into()));
+        }
+        self.inner.request(method, path, body)
+    }
+}
+
+#[test]
+fn a_rule_reconciliation_cannot_bring_back_is_not_retried_at_every_check() {
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
+    let policy_side = Arc::new(Refusing { inner: Arc::clone(&loxilb), refuse: false.into(), refused: 0.into() });
+    let sandbox = sandbox_with(&default_policy(), policy_side.clone(), Arc::new(MemoryStore::default()));
+    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let monitor = Monitor { service: Arc::clone(&service), loxilb, agent: None, stats_interval: Duration::ZERO, reconcile_interval: Duration::from_secs(3600) };
+    let mut upkeep = Upkeep::default();
+    let members = vec![member(M1, P1, "10.40.1.1", 8080, 1)];
+    let tree = loadbalancer(LB, "10.40.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", members, None)))]);
+    service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+    monitor.tick(&mut upkeep);
+
+    sim.restart();
+    policy_side.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+    monitor.tick(&mut upkeep);
+    let tried = policy_side.refused.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(tried > 0, "the loss was noticed and a reconciliation tried");
+    monitor.tick(&mut upkeep);
+    monitor.tick(&mut upkeep);
+    assert_eq!(policy_side.refused.load(std::sync::atomic::Ordering::SeqCst), tried, "retried at every check");
+    assert!(sim.rules().is_empty());
+}
+
+/// LoxiLB as the monitor reaches it: each rule listing taken while the host is free to apply operations
+/// has one applied in the middle of it (a host under a steady flow of operations).
+struct Busy {
+    inner: Arc<dyn LoxiTransport>,
+    service: std::sync::OnceLock<Arc<Service>>,
+    weight: std::sync::atomic::AtomicU32,
+    applied: std::sync::atomic::AtomicUsize,
+}
+
+const LB2: &str = "dddddddd-0000-4000-8000-000000000002";
+const L2: &str = "dddddddd-0000-4000-8000-000000000012";
+const P2: &str = "dddddddd-0000-4000-8000-000000000022";
+const M2: &str = "dddddddd-0000-4000-8000-000000000102";
+
+impl LoxiTransport for Busy {
+    fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
+        let answer = self.inner.request(method, path, body);
+        let service = self.service.get().expect("service set");
+        // Held by the monitor itself: an operation could not be applied now (and would wait).
+        let free = service.sandbox.try_lock().is_ok();
+        if path == "/config/loadbalancer/all" && free {
+            let old = self.weight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let member = |weight| member(M2, P2, "10.40.2.1", 8080, weight);
+            service.apply("member_update", &json!({"old_member": member(old), "new_member": member(old + 1), "loadbalancer_id": LB2}));
+            self.applied.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        answer
+    }
+}
+
+#[test]
+fn a_loxilb_restart_is_noticed_while_operations_keep_changing_the_mapping() {
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
+    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
+    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let busy = Arc::new(Busy { inner: loxilb, service: Default::default(), weight: 1.into(), applied: 0.into() });
+    let monitor = Monitor { service: Arc::clone(&service), loxilb: busy.clone(), agent: None, stats_interval: Duration::ZERO, reconcile_interval: Duration::from_secs(3600) };
+    let one = loadbalancer(LB, "10.40.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![member(M1, P1, "10.40.1.1", 8080, 1)], None)))]);
+    let two = loadbalancer(LB2, "10.40.0.20", vec![listener(L2, LB2, "TCP", 80, Some(pool(P2, LB2, Some(L2), "TCP", vec![member(M2, P2, "10.40.2.1", 8080, 1)], None)))]);
+    service.apply("loadbalancer_create", &json!({"loadbalancer": one}));
+    service.apply("loadbalancer_create", &json!({"loadbalancer": two}));
+    busy.service.set(Arc::clone(&service)).ok().unwrap();
+    let mut upkeep = Upkeep::default();
+    monitor.tick(&mut upkeep);
+    let before = busy.applied.load(std::sync::atomic::Ordering::SeqCst);
+
+    // Restarted; the other load balancer's operation re-programs its own rule, not this one's.
+    sim.restart();
+    monitor.tick(&mut upkeep);
+    assert!(busy.applied.load(std::sync::atomic::Ordering::SeqCst) > before, "an operation was applied during the check");
+    let vips: Vec<String> = sim.rules().iter().map(|r| r["serviceArguments"]["externalIP"].as_str().unwrap().to_string()).collect();
+    assert!(vips.contains(&"10.40.0.10".to_string()), "the lost rule is back: {vips:?}");
+}

@@ -1,0 +1,303 @@
+//! The host against Octavia's get socket (scripted) and the LoxiLB simulator: a read of Octavia's view
+//! never undoes a later operation; a load balancer Octavia no longer has leaves LoxiLB; an operation waits
+//! for its commit while the get socket cannot be asked, and is applied soon after the commit shows.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use host::caps::loxilb::{HttpLoxi, LoxiTransport};
+use host::caps::storage::MemoryStore;
+use host::monitor::Monitor;
+use host::octavia::status::{RecordingSink, StatusSink};
+use host::service::Service;
+use integration_tests::*;
+use serde_json::{json, Value};
+
+const LB: &str = "cccccccc-0000-4000-8000-000000000001";
+const L1: &str = "cccccccc-0000-4000-8000-000000000011";
+const P1: &str = "cccccccc-0000-4000-8000-000000000021";
+const M1: &str = "cccccccc-0000-4000-8000-000000000101";
+const M2: &str = "cccccccc-0000-4000-8000-000000000102";
+const VIP: &str = "10.30.0.10";
+
+fn tree(members: &[(&str, &str)]) -> Value {
+    let members = members.iter().map(|(id, ip)| member(id, P1, ip, 8080, 1)).collect();
+    loadbalancer(LB, VIP, vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", members, None)))])
+}
+
+/// Octavia's committed rows, as its get socket serves them.
+#[derive(Default)]
+struct Octavia {
+    rows: Mutex<HashMap<(String, String), Value>>,
+    /// The get socket closes connections without answering (the driver-agent is down).
+    down: std::sync::atomic::AtomicBool,
+    /// Runs once, inside the next read of a load balancer, after the row was read and before it is sent.
+    during_next_read: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Octavia {
+    /// Commits a load balancer tree: the load balancer, its listeners, pools and members.
+    fn commit(&self, tree: &Value) {
+        let mut rows = self.rows.lock().unwrap();
+        rows.retain(|_, _| false);
+        rows.insert(("loadbalancers".into(), tree["loadbalancer_id"].as_str().unwrap().into()), tree.clone());
+        for l in tree["listeners"].as_array().unwrap() {
+            rows.insert(("listeners".into(), l["listener_id"].as_str().unwrap().into()), l.clone());
+            let p = &l["default_pool"];
+            rows.insert(("pools".into(), p["pool_id"].as_str().unwrap().into()), p.clone());
+            for m in p["members"].as_array().unwrap() {
+                rows.insert(("members".into(), m["member_id"].as_str().unwrap().into()), m.clone());
+            }
+        }
+    }
+
+    fn delete_all(&self) {
+        self.rows.lock().unwrap().clear();
+    }
+
+    fn answer(&self, object: &str, id: &str) -> GetAnswer {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(());
+        }
+        let row = self.rows.lock().unwrap().get(&(object.to_string(), id.to_string())).cloned();
+        if object == "loadbalancers" {
+            let hook = self.during_next_read.lock().unwrap().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        Ok(row)
+    }
+}
+
+/// Status reports, with a hook run inside the next one (before the statuses reach Octavia).
+#[derive(Default)]
+struct HookSink {
+    recorded: RecordingSink,
+    during_next_report: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl StatusSink for HookSink {
+    fn report(&self, document: &Value) {
+        let hook = self.during_next_report.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        self.recorded.report(document);
+    }
+}
+
+struct Host {
+    sim: loxilb_sim::Simulator,
+    octavia: Arc<Octavia>,
+    get: FakeGetSocket,
+    service: Arc<Service>,
+    sink: Arc<HookSink>,
+    loxilb: Arc<dyn LoxiTransport>,
+}
+
+impl Host {
+    fn start(name: &str, commit_wait: Duration) -> Host {
+        let octavia = Arc::new(Octavia::default());
+        let answering = Arc::clone(&octavia);
+        let get = FakeGetSocket::start(name, move |object, id| answering.answer(object, id));
+        let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+        let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
+        let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
+        let sink = Arc::new(HookSink::default());
+        let service = Service::new(sandbox, Some(get.agent()), sink.clone(), commit_wait);
+        Host { sim, octavia, get, service, sink, loxilb }
+    }
+
+    fn monitor(&self) -> Monitor {
+        Monitor {
+            service: Arc::clone(&self.service),
+            loxilb: Arc::clone(&self.loxilb),
+            agent: Some(self.get.agent()),
+            stats_interval: Duration::ZERO,
+            reconcile_interval: Duration::ZERO,
+        }
+    }
+
+    fn mapped_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.service.sandbox.lock().unwrap().mappings().unwrap().into_iter().map(|e| e.octavia_id).collect();
+        ids.sort();
+        ids
+    }
+
+    fn endpoints(&self) -> Vec<String> {
+        let mut ips: Vec<String> = self
+            .sim
+            .rules()
+            .iter()
+            .flat_map(|r| r["endpoints"].as_array().cloned().unwrap_or_default())
+            .map(|e| e["endpointIP"].as_str().unwrap().to_string())
+            .collect();
+        ips.sort();
+        ips
+    }
+
+    /// Creates the load balancer tree as Octavia does: committed, then cast.
+    fn create(&self, tree: &Value) {
+        self.octavia.commit(tree);
+        let statuses = self.service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+        assert!(!statuses.is_empty() && self.sim.rules().len() == 1, "created: {statuses:?}");
+    }
+}
+
+#[test]
+fn a_sync_that_read_octavia_before_a_cascade_delete_does_not_bring_the_load_balancer_back() {
+    let host = Host::start("race-delete", Duration::from_secs(5));
+    let tree = tree(&[(M1, "10.30.1.1")]);
+    host.create(&tree);
+    // The sync reads the load balancer; before the read is applied, the user's cascade delete is.
+    let (service, octavia, deleted) = (Arc::clone(&host.service), Arc::clone(&host.octavia), tree.clone());
+    *host.octavia.during_next_read.lock().unwrap() = Some(Box::new(move || {
+        service.apply("loadbalancer_delete", &json!({"loadbalancer": deleted, "cascade": true, "loadbalancer_id": LB}));
+        octavia.delete_all();
+    }));
+    let monitor = host.monitor();
+    monitor.sync_from_octavia();
+    assert!(host.octavia.during_next_read.lock().unwrap().is_none(), "the sync read the load balancer");
+    assert!(host.sim.rules().is_empty(), "LoxiLB serves a deleted VIP again: {:?}", host.sim.rules());
+    assert!(host.mapped_ids().is_empty(), "{:?}", host.mapped_ids());
+    monitor.reconcile();
+    assert!(host.sim.rules().is_empty() && host.mapped_ids().is_empty());
+}
+
+#[test]
+fn a_sync_while_a_delete_is_not_reported_yet_does_not_bring_the_member_back() {
+    let host = Host::start("race-unreported", Duration::from_secs(5));
+    let tree = tree(&[(M1, "10.30.1.1"), (M2, "10.30.1.2")]);
+    host.create(&tree);
+    // Applied, but its statuses are not in Octavia yet: Octavia still shows the member when the sync reads.
+    let monitor = Arc::new(host.monitor());
+    let syncing = Arc::clone(&monitor);
+    *host.sink.during_next_report.lock().unwrap() = Some(Box::new(move || syncing.sync_from_octavia()));
+    let m2 = member(M2, P1, "10.30.1.2", 8080, 1);
+    host.service.apply("member_delete", &json!({"member": m2, "loadbalancer_id": LB}));
+    assert!(host.sink.during_next_report.lock().unwrap().is_none(), "the sync ran inside the report");
+    assert_eq!(host.endpoints(), vec!["10.30.1.1"]);
+    assert!(!host.mapped_ids().contains(&M2.to_string()));
+    // Once Octavia has the statuses, a sync reads the tree without the member: nothing changes.
+    host.octavia.commit(&self::tree(&[(M1, "10.30.1.1")]));
+    monitor.sync_from_octavia();
+    assert_eq!(host.endpoints(), vec!["10.30.1.1"]);
+}
+
+#[test]
+fn a_load_balancer_octavia_no_longer_has_leaves_loxilb_and_the_mapping() {
+    let host = Host::start("gone", Duration::from_secs(5));
+    host.create(&tree(&[(M1, "10.30.1.1")]));
+    let monitor = host.monitor();
+    host.octavia.delete_all();
+    // Octavia cannot be asked: that says nothing about the load balancer.
+    host.octavia.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    monitor.sync_from_octavia();
+    assert_eq!(host.sim.rules().len(), 1, "removed while Octavia could not be asked");
+    assert_eq!(host.mapped_ids().len(), 4);
+    // Octavia says it is gone (the host missed the delete).
+    host.octavia.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    monitor.sync_from_octavia();
+    assert!(host.sim.rules().is_empty(), "{:?}", host.sim.rules());
+    assert!(host.mapped_ids().is_empty(), "{:?}", host.mapped_ids());
+}
+
+#[test]
+fn an_operation_waits_for_its_commit_while_the_get_socket_cannot_be_asked() {
+    let commit_wait = Duration::from_millis(300);
+    let host = Host::start("down", commit_wait);
+    host.octavia.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let tree = tree(&[(M1, "10.30.1.1")]);
+    let started = Instant::now();
+    let service = Arc::clone(&host.service);
+    let create = json!({"loadbalancer": tree.clone()});
+    let applying = std::thread::spawn(move || service.apply("loadbalancer_create", &create));
+    // Down for more than twice commit_wait_timeout, and asked meanwhile; then up with the commit.
+    while host.get.requests() < 3 || started.elapsed() < commit_wait * 2 {
+        assert!(!applying.is_finished(), "gave up after {:?} while Octavia could not be asked", started.elapsed());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    host.octavia.commit(&tree);
+    host.octavia.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let statuses = applying.join().unwrap();
+    assert!(!statuses.is_empty(), "the operation was dropped");
+    assert_eq!(host.sim.rules().len(), 1);
+}
+
+#[test]
+fn an_operation_octavia_answers_never_committed_is_dropped_after_commit_wait() {
+    let host = Host::start("rolled-back", Duration::from_millis(300));
+    let started = Instant::now();
+    let (statuses, logs) = capture_logs(|| host.service.apply("loadbalancer_create", &json!({"loadbalancer": tree(&[(M1, "10.30.1.1")])})));
+    assert!(statuses.is_empty() && host.sim.rules().is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    assert!(logs.contains("rolled back"), "{logs}");
+}
+
+#[test]
+fn an_operation_is_applied_soon_after_its_commit_becomes_visible() {
+    let host = Host::start("prompt", Duration::from_secs(10));
+    let tree = tree(&[(M1, "10.30.1.1")]);
+    let service = Arc::clone(&host.service);
+    let create = json!({"loadbalancer": tree.clone()});
+    let applying = std::thread::spawn(move || {
+        let statuses = service.apply("loadbalancer_create", &create);
+        (statuses, Instant::now())
+    });
+    // Octavia commits a while after the cast (its transaction goes on after the provider returns).
+    while host.get.requests() == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    host.octavia.commit(&tree);
+    let visible = Instant::now();
+    let (statuses, applied) = applying.join().unwrap();
+    assert!(!statuses.is_empty());
+    // The host's own work (policy, LoxiLB, report) takes a few ms; the rest is the wait noticing.
+    let lag = applied - visible;
+    assert!(lag < Duration::from_millis(150), "applied {lag:?} after the commit became visible");
+}
+
+#[test]
+fn runtime_recovery_while_a_delete_is_not_reported_yet_does_not_bring_the_member_back() {
+    let host = Host::start("recover-unreported", Duration::from_secs(5));
+    host.octavia.commit(&tree(&[(M1, "10.30.1.1"), (M2, "10.30.1.2")]));
+    assert_eq!(host.service.adopt(LB, false), Ok(host::service::Adopted::Synced));
+    assert_eq!(host.endpoints(), vec!["10.30.1.1", "10.30.1.2"]);
+    // Another host created a second listener and pool meanwhile: this one's mapping lacks them.
+    const L2: &str = "cccccccc-0000-4000-8000-000000000012";
+    const P2: &str = "cccccccc-0000-4000-8000-000000000022";
+    const M3: &str = "cccccccc-0000-4000-8000-000000000103";
+    let m3 = member(M3, P2, "10.30.2.1", 8080, 1);
+    let mut grown = tree(&[(M1, "10.30.1.1"), (M2, "10.30.1.2")]);
+    grown["listeners"].as_array_mut().unwrap().push(listener(L2, LB, "TCP", 81, Some(pool(P2, LB, Some(L2), "TCP", vec![m3.clone()], None))));
+    host.octavia.commit(&grown);
+    // A member of that pool arrives while the delete of M2 is applied but not reported: Octavia still
+    // shows M2 when the host recovers the load balancer to find the pool.
+    let service = Arc::clone(&host.service);
+    *host.sink.during_next_report.lock().unwrap() = Some(Box::new(move || {
+        service.apply("member_create", &json!({"member": m3, "loadbalancer_id": LB}));
+    }));
+    host.service.apply("member_delete", &json!({"member": member(M2, P1, "10.30.1.2", 8080, 1), "loadbalancer_id": LB}));
+    assert!(host.sink.during_next_report.lock().unwrap().is_none(), "the member create ran inside the report");
+    assert!(!host.endpoints().contains(&"10.30.1.2".to_string()), "recovery brought the deleted member back: {:?}", host.endpoints());
+    assert!(!host.mapped_ids().contains(&M2.to_string()));
+}
+
+#[test]
+fn a_load_balancer_recovered_from_a_rule_without_octavia_ids_is_left_alone() {
+    let host = Host::start("made-up-ids", Duration::from_secs(5));
+    let rule = json!({"serviceArguments": {"externalIP": "10.30.9.9", "port": 80, "protocol": "tcp", "sel": 0, "mode": 2, "name": "web"},
+                      "endpoints": [{"endpointIP": "10.30.9.1", "targetPort": 8080, "weight": 1}]});
+    let (status, body) = host.loxilb.request("POST", "/config/loadbalancer", Some(&rule.to_string())).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let report = host.service.sandbox.lock().unwrap().recover(host::runtime::bindings::policy_types::RecoveryMode::Loxilb).unwrap().unwrap();
+    assert_eq!(report.deterministic, 1);
+    let mapped = host.mapped_ids();
+    host.monitor().sync_from_octavia();
+    assert_eq!(host.get.requests(), 0, "Octavia was asked about an id it cannot know");
+    assert_eq!(host.mapped_ids(), mapped);
+    assert_eq!(host.sim.rules().len(), 1);
+}
