@@ -33,6 +33,7 @@ pub mod logging;
 pub mod monitor;
 pub mod octavia;
 pub mod oslo_ini;
+pub mod ratelimit;
 pub mod runtime;
 pub mod service;
 pub mod shutdown;

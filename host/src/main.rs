@@ -170,7 +170,7 @@ fn serve(config: Config) -> Result<()> {
             host::metrics::RECOVERY_FAILURES.inc();
         }
         match result {
-            Ok(Ok(report)) => tracing::warn!(
+            Ok(Ok(report)) => tracing::info!(
                 "startup recovery: {} from storage, {} from LoxiLB ({} deterministic), {} conflicts",
                 report.loaded,
                 report.recovered,
@@ -223,19 +223,19 @@ fn serve(config: Config) -> Result<()> {
         None => None,
     };
     let admin = host::swap::start_admin(&config, Arc::clone(&service))?;
-    tracing::warn!("admin socket on {}", admin.path.display());
+    tracing::info!("admin socket on {}", admin.path.display());
     match config.transport {
         Transport::Unix => {
             service.start_worker(pending);
             let server = host::transport::unix::UnixServer::start_with(&config.socket_path, Arc::clone(&service), host::app::unix_limits(&config))?;
-            tracing::warn!("serving on {}", server.path.display());
+            tracing::info!("serving on {}", server.path.display());
         }
         Transport::Amqp => {
             // Casts a Unix-socket run accepted but did not apply still get applied.
             service.start_worker(pending);
             let server = host::transport::amqp::start(&config, Arc::clone(&service))?;
             let t = &server.topology;
-            tracing::warn!("serving topic {} ({} shards) on exchange {} at {}", t.topic, t.shards.len(), t.exchange, server.brokers.join(", "));
+            tracing::info!("serving topic {} ({} shards) on exchange {} at {}", t.topic, t.shards.len(), t.exchange, server.brokers.join(", "));
         }
     }
     host::shutdown::serve_until_terminated(&service)

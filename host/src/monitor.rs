@@ -68,13 +68,21 @@ impl Monitor {
 
     /// One liveness check, and what is due after it.
     pub fn tick(&self, upkeep: &mut Upkeep) {
-        let up = self.loxilb.request("GET", "/version", None).is_ok_and(|(status, _)| status == 200);
+        let answer = self.loxilb.request("GET", "/version", None);
+        let up = answer.as_ref().is_ok_and(|(status, _)| *status == 200);
         let was_alive = std::mem::replace(&mut upkeep.alive, up);
         if !up {
+            if was_alive {
+                let why = match &answer {
+                    Ok((status, _)) => format!("GET /version answered {status}"),
+                    Err(e) => format!("{e:#}"),
+                };
+                tracing::warn!("LoxiLB is unreachable ({why}); checking every {:?}, reconciling when it answers", LIVENESS_PERIOD);
+            }
             return;
         }
         if !was_alive {
-            tracing::warn!("LoxiLB is reachable again: reconciling");
+            tracing::info!("LoxiLB is reachable again: reconciling");
             self.reconcile();
             upkeep.last_reconcile = Instant::now();
         } else {
@@ -210,7 +218,7 @@ impl Monitor {
     fn health(&self, reported: &mut HashMap<String, &'static str>) {
         let statuses = match self.service.sandbox.lock().unwrap().health() {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return tracing::warn!("health: {}", describe(&e)),
+            Ok(Err(e)) => return crate::warn_limited!("monitor-health", "health: {}", describe(&e)),
             Err(e) => return tracing::error!("health: {e}"),
         };
         let changed: Vec<ObjectStatus> = statuses
@@ -229,7 +237,7 @@ impl Monitor {
         let Some(agent) = self.agent.as_ref().filter(|a| a.stats.is_some()) else { return };
         let stats = match self.service.sandbox.lock().unwrap().statistics() {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return tracing::warn!("statistics: {}", describe(&e)),
+            Ok(Err(e)) => return crate::warn_limited!("monitor-statistics", "statistics: {}", describe(&e)),
             Err(e) => return tracing::error!("statistics: {e}"),
         };
         if stats.is_empty() {
@@ -243,7 +251,7 @@ impl Monitor {
             })
             .collect();
         if let Err(e) = agent.update_stats(&serde_json::json!({"listeners": listeners})) {
-            tracing::warn!("statistics not delivered: {e:#}");
+            crate::warn_limited!("monitor-statistics-delivery", "statistics not delivered: {e:#}");
         }
     }
 }

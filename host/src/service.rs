@@ -141,7 +141,7 @@ impl Service {
         self.backlog.fetch_add(pending.len(), Ordering::SeqCst);
         crate::metrics::APPLY_BACKLOG.set(self.backlog.load(Ordering::SeqCst) as u64);
         for (seq, method, args) in pending {
-            tracing::warn!("applying {method} accepted before a restart");
+            tracing::info!("applying {method} accepted before a restart");
             lanes.push(&lane_of(&args), (Some(seq), method, args));
         }
         *self.lanes.lock().unwrap() = Some(lanes);

@@ -188,7 +188,7 @@ fn install_sighup() -> Result<(), String> {
             while wakeups.read(&mut byte).is_ok_and(|n| n > 0) {
                 let live: Vec<(Arc<Service>, PathBuf)> = watchers().lock().unwrap().iter().filter_map(|(s, p)| Some((s.upgrade()?, p.clone()))).collect();
                 for (service, path) in live {
-                    tracing::warn!("SIGHUP: swapping to {}", path.display());
+                    tracing::info!("SIGHUP: swapping to {}", path.display());
                     if let Err(e) = super::swap(&service, &path) {
                         tracing::error!("SIGHUP swap: {e:#}");
                     }
