@@ -16,8 +16,23 @@
 
 use sha2::{Digest, Sha256};
 
+/// An address as LoxiLB writes it back (Go's `net.IP.String()`: RFC 5952 for IPv6, an IPv4-mapped address
+/// as IPv4). Octavia stores addresses as the user wrote them (`FD00:0::0A`); keys and rules use this form,
+/// so what the policy asks for, what LoxiLB lists and what recovery reads back compare equal. Text that is
+/// not an address is returned as it is (validation refuses it elsewhere).
+pub fn canonical_ip(s: &str) -> String {
+    match s.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        Ok(v4) => v4.to_string(),
+        Err(_) => s.to_string(),
+    }
+}
+
 pub fn service_key(external_ip: &str, port: u16, protocol: &str) -> String {
-    format!("{external_ip}:{port}/{protocol}")
+    format!("{}:{port}/{protocol}", canonical_ip(external_ip))
 }
 
 /// Splits `{ip}:{port}/{protocol}`; `None` when it is not a valid service key.
@@ -31,19 +46,19 @@ pub fn parse_service_key(key: &str) -> Option<(&str, u16, &str)> {
 }
 
 pub fn loadbalancer_key(vip: &str) -> String {
-    vip.to_string()
+    canonical_ip(vip)
 }
 
 pub fn pool_key(vip: &str, pool_id: &str) -> String {
-    format!("{vip}/pool-{pool_id}")
+    format!("{}/pool-{pool_id}", canonical_ip(vip))
 }
 
 pub fn member_key(vip: &str, pool_id: &str, address: &str, port: u16) -> String {
-    format!("{vip}/pool-{pool_id}/{address}:{port}")
+    format!("{}/pool-{pool_id}/{}:{port}", canonical_ip(vip), canonical_ip(address))
 }
 
 pub fn monitor_key(vip: &str, pool_id: &str) -> String {
-    format!("{vip}/pool-{pool_id}/monitor")
+    format!("{}/pool-{pool_id}/monitor", canonical_ip(vip))
 }
 
 /// Checks that a key has the shape its resource type requires (used by `validate-mappings`).
@@ -167,6 +182,15 @@ pub fn is_provider_rule_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn addresses_are_written_as_loxilb_lists_them() {
+        assert_eq!(canonical_ip("FD00:0:0:0:0:0:40:000A"), "fd00::40:a");
+        assert_eq!(canonical_ip("::ffff:10.0.0.1"), "10.0.0.1");
+        assert_eq!(canonical_ip("10.0.0.1"), "10.0.0.1");
+        assert_eq!(member_key("FD00::0010", "p", "FD00:0::5", 80), "fd00::10/pool-p/fd00::5:80");
+        assert_eq!(service_key("FD00::10", 80, "tcp"), "fd00::10:80/tcp");
+    }
+
     use super::*;
 
     #[test]

@@ -406,7 +406,7 @@ pub fn render(
         .iter()
         .enumerate()
         .map(|(i, m)| Endpoint {
-            ip: m.address.clone(),
+            ip: keys::canonical_ip(&m.address),
             target_port: m.protocol_port,
             weight: if sel == 2 { percents[i] } else { 1 },
         })
@@ -414,7 +414,7 @@ pub fn render(
     let secondary_ips = if lb.additional_vips.is_empty() {
         Vec::new()
     } else if protocol == "sctp" {
-        lb.additional_vips.clone()
+        lb.additional_vips.iter().map(|ip| keys::canonical_ip(ip)).collect()
     } else {
         return Err(unsupported(format!(
             "load balancer {}: additional VIPs are supported only for SCTP listeners (LoxiLB multihoming); listener {} is {}",
@@ -422,7 +422,7 @@ pub fn render(
         )));
     };
     let mut service = ServiceArgs {
-        external_ip: lb.vip_address.clone(),
+        external_ip: keys::canonical_ip(&lb.vip_address),
         port: listener.protocol_port,
         protocol: protocol.to_string(),
         sel,
@@ -484,8 +484,8 @@ fn endpoint_probes(serving: &[&Member], protocol: &str, kind: &str, request: &st
     serving
         .iter()
         .map(|m| EndpointProbe {
-            host_name: m.address.clone(),
-            name: format!("{}_{protocol}_{}", m.address, m.protocol_port),
+            host_name: keys::canonical_ip(&m.address),
+            name: format!("{}_{protocol}_{}", keys::canonical_ip(&m.address), m.protocol_port),
             probe_type: kind.to_string(),
             probe_port: m.protocol_port,
             probe_req: request.to_string(),
