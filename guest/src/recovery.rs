@@ -276,6 +276,9 @@ impl Policy {
                         existing.key, rule.service.name, entry.key
                     )),
                     None => match self.state.owner(&entry.key).or_else(|| staged.owner(&entry.key)) {
+                        // An endpoint (or a rule without ids) carries no Octavia id: the object the mapping
+                        // holds under its key is the one it stands for.
+                        Some(_) if keys::is_deterministic_id(&id) => {}
                         Some(owner) => report.conflicts.push(format!("{}: LoxiLB says {id}, mapping says {owner}", entry.key)),
                         None => {
                             staged.put(id.clone(), entry.clone());

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use host::caps::loxilb::{HttpLoxi, LoxiTransport};
 use host::caps::storage::MemoryStore;
 use host::runtime::bindings::loxilb_types::LbRule;
+use host::runtime::bindings::policy_types::RecoveryMode;
 use host::runtime::instance::Sandbox;
 use integration_tests::*;
 use serde_json::{json, Value};
@@ -461,13 +462,13 @@ impl LoxiTransport for StrictLoxi {
     }
 }
 
-fn sandbox_over(loxilb: Arc<dyn LoxiTransport>) -> Sandbox {
-    sandbox_with(&default_policy(), loxilb, Arc::new(MemoryStore::default()))
-}
 
 /// Runs `steps` random operations from `seed`; after each, LoxiLB (as `listed` shows it) holds exactly
-/// the desired rules and a reconciliation has nothing to do.
-fn converges(seed: u64, steps: usize, ipv6: bool, sandbox: &mut Sandbox, listed: &dyn Fn() -> Vec<Value>) {
+/// the desired rules and a reconciliation has nothing to do. Every tenth step the host restarts over the
+/// same mapping with hybrid recovery, which must find nothing in LoxiLB that the mapping lacks.
+fn converges(seed: u64, steps: usize, ipv6: bool, loxilb: Arc<dyn LoxiTransport>, listed: &dyn Fn() -> Vec<Value>) {
+    let storage = Arc::new(MemoryStore::default());
+    let mut sandbox = sandbox_with(&default_policy(), loxilb.clone(), storage.clone());
     let mut rng = Rng(seed);
     let mut octavia = Octavia { ipv6, ..Octavia::default() };
     let mut history = Vec::new();
@@ -483,7 +484,23 @@ fn converges(seed: u64, steps: usize, ipv6: bool, sandbox: &mut Sandbox, listed:
             report.reprogrammed.is_empty() && report.orphans.is_empty() && report.failures.is_empty(),
             "seed {seed} step {step} ({method}): reconciliation right after found work: {report:?}\nafter {history:?}"
         );
+        if step % 10 == 9 {
+            let before = mappings(&mut sandbox);
+            sandbox = sandbox_with(&default_policy(), loxilb.clone(), storage.clone());
+            let report = sandbox.recover(RecoveryMode::Hybrid).unwrap().unwrap();
+            assert!(
+                report.recovered == 0 && report.conflicts.is_empty(),
+                "seed {seed} step {step}: hybrid recovery adopted or disputed what LoxiLB holds: {report:?}\nafter {history:?}"
+            );
+            assert_eq!(mappings(&mut sandbox), before, "seed {seed} step {step}: the mapping changed over a restart");
+        }
     }
+}
+
+fn mappings(sandbox: &mut Sandbox) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = sandbox.mappings().unwrap().into_iter().map(|e| (e.octavia_id, e.loxilb_key)).collect();
+    v.sort();
+    v
 }
 
 const SEEDS: [u64; 4] = [0x9e37_79b9_7f4a_7c15, 17, 0xdead_beef, 4242];
@@ -495,8 +512,7 @@ const STEPS: usize = 120;
 fn random_operations_converge_on_the_simulator() {
     for seed in SEEDS.into_iter().chain(1..=std::env::var("MANY").map_or(MANY, |v| v.parse().unwrap())) {
         let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
-        let mut sandbox = sandbox_over(Arc::new(HttpLoxi::new(vec![sim.url()], std::time::Duration::from_secs(5))));
-        converges(seed, STEPS, false, &mut sandbox, &|| sim.rules());
+        converges(seed, STEPS, false, Arc::new(HttpLoxi::new(vec![sim.url()], std::time::Duration::from_secs(5))), &|| sim.rules());
     }
 }
 
@@ -504,8 +520,7 @@ fn random_operations_converge_on_the_simulator() {
 fn random_operations_on_ipv6_addresses_written_long_converge_on_the_simulator() {
     for seed in SEEDS {
         let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
-        let mut sandbox = sandbox_over(Arc::new(HttpLoxi::new(vec![sim.url()], std::time::Duration::from_secs(5))));
-        converges(seed, STEPS, true, &mut sandbox, &|| sim.rules());
+        converges(seed, STEPS, true, Arc::new(HttpLoxi::new(vec![sim.url()], std::time::Duration::from_secs(5))), &|| sim.rules());
     }
 }
 
@@ -513,7 +528,6 @@ fn random_operations_on_ipv6_addresses_written_long_converge_on_the_simulator() 
 fn random_operations_converge_on_a_strict_replace_model() {
     for seed in SEEDS {
         let loxi = Arc::new(StrictLoxi::default());
-        let mut sandbox = sandbox_over(loxi.clone());
-        converges(seed, STEPS, false, &mut sandbox, &|| loxi.listed());
+        converges(seed, STEPS, false, loxi.clone(), &|| loxi.listed());
     }
 }
