@@ -31,6 +31,28 @@ pub fn canonical_ip(s: &str) -> String {
     }
 }
 
+/// A source prefix as LoxiLB stores and lists it (Go's `IPNet.String()`: the network, `192.0.2.7/24` →
+/// `192.0.2.0/24`); a bare address is its host prefix. Text that is not a prefix is returned as it is.
+pub fn canonical_prefix(s: &str) -> String {
+    let (addr, len) = match s.split_once('/') {
+        Some((addr, len)) => (addr, len.parse::<u8>().ok()),
+        None => (s, None),
+    };
+    match (addr.parse::<std::net::IpAddr>(), len) {
+        (Ok(std::net::IpAddr::V4(a)), len) if len.is_none_or(|l| l <= 32) => {
+            let len = len.unwrap_or(32);
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            format!("{}/{len}", std::net::Ipv4Addr::from(u32::from(a) & mask))
+        }
+        (Ok(std::net::IpAddr::V6(a)), len) if len.is_none_or(|l| l <= 128) => {
+            let len = len.unwrap_or(128);
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            format!("{}/{len}", canonical_ip(&std::net::Ipv6Addr::from(u128::from(a) & mask).to_string()))
+        }
+        _ => s.to_string(),
+    }
+}
+
 pub fn service_key(external_ip: &str, port: u16, protocol: &str) -> String {
     format!("{}:{port}/{protocol}", canonical_ip(external_ip))
 }
@@ -182,6 +204,14 @@ pub fn is_provider_rule_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn prefixes_are_written_as_loxilb_lists_them() {
+        assert_eq!(canonical_prefix("192.0.2.7/24"), "192.0.2.0/24");
+        assert_eq!(canonical_prefix("10.1.2.3"), "10.1.2.3/32");
+        assert_eq!(canonical_prefix("FD00::1/16"), "fd00::/16");
+        assert_eq!(canonical_prefix("0.0.0.0/0"), "0.0.0.0/0");
+    }
+
     #[test]
     fn addresses_are_written_as_loxilb_lists_them() {
         assert_eq!(canonical_ip("FD00:0:0:0:0:0:40:000A"), "fd00::40:a");

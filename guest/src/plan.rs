@@ -840,10 +840,18 @@ pub fn validate_objects(op: &Operation, config: &Config) -> Result<(), PolicyErr
             translate::check_loadbalancer(lb)?;
             for l in &lb.listeners {
                 translate::check_listener(l, profile)?;
+                // Only what a user asks for now is refused: a tree read back from Octavia (sync, update)
+                // may carry restrictions programmed before this check existed, which keep being rendered.
+                if matches!(op, Operation::LoadbalancerCreate(_)) {
+                    translate::check_source_restriction(l)?;
+                }
             }
             lb.pools.iter().try_for_each(check_pool_tree)
         }
-        Operation::ListenerCreate(l) | Operation::ListenerUpdate(l) => translate::check_listener(l, profile),
+        Operation::ListenerCreate(l) | Operation::ListenerUpdate(l) => {
+            translate::check_listener(l, profile)?;
+            translate::check_source_restriction(l)
+        }
         Operation::PoolCreate(p) | Operation::PoolUpdate(p) => check_pool_tree(p),
         Operation::MemberCreate(m) | Operation::MemberUpdate(m) => translate::check_member(m),
         Operation::MemberBatchUpdate(b) => b.members.iter().try_for_each(translate::check_member),
