@@ -104,3 +104,17 @@ fn loxilb_down_past_the_deadline_fails_within_it_and_later_calls_do_not_wait_aga
     assert_eq!(endpoints(&sim), ["10.80.1.1", "10.80.1.5"]);
     in_step(&mut sandbox);
 }
+
+#[test]
+fn without_retries_a_post_applied_after_its_timeout_is_rolled_back_not_left_serving() {
+    let sim = Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let (mut sandbox, _) = start(&sim, Duration::from_millis(300), Retry::NONE);
+    assert!(sandbox.handle(&op("loadbalancer_create", json!({"loadbalancer": tree()}))).unwrap().error.is_none());
+    // The member's POST times out for the host but LoxiLB applies it; the operation fails (ERROR to
+    // Octavia) and its rollback, served after the late POST, puts the rule back as the mapping has it.
+    sim.inject_fault(1, Fault::Late(Duration::from_millis(600)));
+    let failed = sandbox.handle(&op("member_create", json!({"member": m(2)}))).unwrap();
+    assert!(failed.error.is_some());
+    assert_eq!(endpoints(&sim), ["10.80.1.1"], "LoxiLB serves nothing Octavia shows as ERROR");
+    in_step(&mut sandbox);
+}
