@@ -95,7 +95,7 @@ impl Policy {
                         } else if !monitored {
                             OperatingStatus::NoMonitor
                         } else {
-                            match seen.and_then(|(_, eps)| eps.iter().find(|e| e.0 == m.address && e.1 == m.protocol_port)) {
+                            match seen.and_then(|(_, eps)| eps.iter().find(|e| e.0 == crate::keys::canonical_ip(&m.address) && e.1 == m.protocol_port)) {
                                 Some(e) if e.2 == "active" => OperatingStatus::Online,
                                 _ => OperatingStatus::Error,
                             }

@@ -16,8 +16,45 @@
 
 use sha2::{Digest, Sha256};
 
+/// An address as LoxiLB writes it back (Go's `net.IP.String()`: RFC 5952 for IPv6, an IPv4-mapped address
+/// as IPv4). Octavia stores addresses as the user wrote them (`FD00:0::0A`); keys and rules use this form,
+/// so what the policy asks for, what LoxiLB lists and what recovery reads back compare equal. Text that is
+/// not an address is returned as it is (validation refuses it elsewhere).
+pub fn canonical_ip(s: &str) -> String {
+    match s.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        Ok(v4) => v4.to_string(),
+        Err(_) => s.to_string(),
+    }
+}
+
+/// A source prefix as LoxiLB stores and lists it (Go's `IPNet.String()`: the network, `192.0.2.7/24` →
+/// `192.0.2.0/24`); a bare address is its host prefix. Text that is not a prefix is returned as it is.
+pub fn canonical_prefix(s: &str) -> String {
+    let (addr, len) = match s.split_once('/') {
+        Some((addr, len)) => (addr, len.parse::<u8>().ok()),
+        None => (s, None),
+    };
+    match (addr.parse::<std::net::IpAddr>(), len) {
+        (Ok(std::net::IpAddr::V4(a)), len) if len.is_none_or(|l| l <= 32) => {
+            let len = len.unwrap_or(32);
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            format!("{}/{len}", std::net::Ipv4Addr::from(u32::from(a) & mask))
+        }
+        (Ok(std::net::IpAddr::V6(a)), len) if len.is_none_or(|l| l <= 128) => {
+            let len = len.unwrap_or(128);
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            format!("{}/{len}", canonical_ip(&std::net::Ipv6Addr::from(u128::from(a) & mask).to_string()))
+        }
+        _ => s.to_string(),
+    }
+}
+
 pub fn service_key(external_ip: &str, port: u16, protocol: &str) -> String {
-    format!("{external_ip}:{port}/{protocol}")
+    format!("{}:{port}/{protocol}", canonical_ip(external_ip))
 }
 
 /// Splits `{ip}:{port}/{protocol}`; `None` when it is not a valid service key.
@@ -31,19 +68,19 @@ pub fn parse_service_key(key: &str) -> Option<(&str, u16, &str)> {
 }
 
 pub fn loadbalancer_key(vip: &str) -> String {
-    vip.to_string()
+    canonical_ip(vip)
 }
 
 pub fn pool_key(vip: &str, pool_id: &str) -> String {
-    format!("{vip}/pool-{pool_id}")
+    format!("{}/pool-{pool_id}", canonical_ip(vip))
 }
 
 pub fn member_key(vip: &str, pool_id: &str, address: &str, port: u16) -> String {
-    format!("{vip}/pool-{pool_id}/{address}:{port}")
+    format!("{}/pool-{pool_id}/{}:{port}", canonical_ip(vip), canonical_ip(address))
 }
 
 pub fn monitor_key(vip: &str, pool_id: &str) -> String {
-    format!("{vip}/pool-{pool_id}/monitor")
+    format!("{}/pool-{pool_id}/monitor", canonical_ip(vip))
 }
 
 /// Checks that a key has the shape its resource type requires (used by `validate-mappings`).
@@ -167,6 +204,23 @@ pub fn is_provider_rule_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn prefixes_are_written_as_loxilb_lists_them() {
+        assert_eq!(canonical_prefix("192.0.2.7/24"), "192.0.2.0/24");
+        assert_eq!(canonical_prefix("10.1.2.3"), "10.1.2.3/32");
+        assert_eq!(canonical_prefix("FD00::1/16"), "fd00::/16");
+        assert_eq!(canonical_prefix("0.0.0.0/0"), "0.0.0.0/0");
+    }
+
+    #[test]
+    fn addresses_are_written_as_loxilb_lists_them() {
+        assert_eq!(canonical_ip("FD00:0:0:0:0:0:40:000A"), "fd00::40:a");
+        assert_eq!(canonical_ip("::ffff:10.0.0.1"), "10.0.0.1");
+        assert_eq!(canonical_ip("10.0.0.1"), "10.0.0.1");
+        assert_eq!(member_key("FD00::0010", "p", "FD00:0::5", 80), "fd00::10/pool-p/fd00::5:80");
+        assert_eq!(service_key("FD00::10", 80, "tcp"), "fd00::10:80/tcp");
+    }
+
     use super::*;
 
     #[test]

@@ -186,15 +186,33 @@ impl<'a> Overlay<'a> {
             if owner != id && keys::is_deterministic_id(&owner) {
                 self.remove(&owner);
             } else if owner != id {
-                return Err(PolicyError::Conflict(format!(
-                    "{} {id} would use LoxiLB key {key}, which {owner} already owns",
-                    object.resource_type().as_str()
-                )));
+                return Err(self.key_taken(id, &object, &key, &owner));
             }
         }
         let created_at = self.get(id).map(|e| e.created_at.clone()).unwrap_or_else(|| now.to_string());
         self.set(id, Some(Entry::new(key, external_ip, port, protocol, created_at, object)));
         Ok(())
+    }
+
+    /// Why an object cannot have a key another object holds, in terms the user can act on. LoxiLB keys
+    /// rules by VIP, port and protocol with no notion of projects, so a VIP or a port held by another load
+    /// balancer is refused; that load balancer is not named (it may belong to another project, and the
+    /// mapping does not record projects). A listener of the same load balancer is named.
+    fn key_taken(&self, id: &str, object: &Object, key: &str, owner: &str) -> PolicyError {
+        let lb_of = |listener_id: &str| self.listener(listener_id).map(|l| l.listener.loadbalancer_id.clone());
+        PolicyError::Conflict(match object {
+            Object::Loadbalancer(lb) => format!(
+                "load balancer {id}: VIP {} is already in use by another load balancer on this LoxiLB, which keys its rules by VIP, port and protocol across all projects; choose another vip_address",
+                lb.vip_address
+            ),
+            Object::Listener(l) if lb_of(owner).as_deref() == Some(l.listener.loadbalancer_id.as_str()) => format!(
+                "listener {id}: LoxiLB serves {key} already for listener {owner} of this load balancer (one rule per VIP, port and protocol; TCP and HTTPS listeners are both tcp); choose another protocol_port",
+            ),
+            Object::Listener(_) => format!(
+                "listener {id}: {key} is already served by another load balancer on this LoxiLB, which keys its rules by VIP, port and protocol across all projects; choose another protocol_port or VIP",
+            ),
+            other => format!("{} {id} would use LoxiLB key {key}, which {owner} already owns", other.resource_type().as_str()),
+        })
     }
 
     /// The key and the seed's metadata fields (external_ip = the VIP; port/protocol = the object's own).
@@ -840,10 +858,18 @@ pub fn validate_objects(op: &Operation, config: &Config) -> Result<(), PolicyErr
             translate::check_loadbalancer(lb)?;
             for l in &lb.listeners {
                 translate::check_listener(l, profile)?;
+                // Only what a user asks for now is refused: a tree read back from Octavia (sync, update)
+                // may carry restrictions programmed before this check existed, which keep being rendered.
+                if matches!(op, Operation::LoadbalancerCreate(_)) {
+                    translate::check_source_restriction(l)?;
+                }
             }
             lb.pools.iter().try_for_each(check_pool_tree)
         }
-        Operation::ListenerCreate(l) | Operation::ListenerUpdate(l) => translate::check_listener(l, profile),
+        Operation::ListenerCreate(l) | Operation::ListenerUpdate(l) => {
+            translate::check_listener(l, profile)?;
+            translate::check_source_restriction(l)
+        }
         Operation::PoolCreate(p) | Operation::PoolUpdate(p) => check_pool_tree(p),
         Operation::MemberCreate(m) | Operation::MemberUpdate(m) => translate::check_member(m),
         Operation::MemberBatchUpdate(b) => b.members.iter().try_for_each(translate::check_member),

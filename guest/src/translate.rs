@@ -7,6 +7,10 @@ use crate::loxilb_types::{Endpoint, EndpointProbe, LbRule, ServiceArgs};
 use crate::octavia::{HealthMonitor, Listener, Loadbalancer, Member, Pool};
 use crate::policy_types::PolicyError;
 
+/// LoxiLB numbers rules from a free list and checks allowed sources with a per-rule bit in a firewall
+/// mark, so only rules numbered up to 28 can carry `allowedSources` (`MaxSrcLBMarkerNum`, rules.go); the
+/// number is LoxiLB's choice, not the client's.
+pub const MAX_SOURCE_CHECKED_RULE: u32 = 28;
 /// LoxiLB allows 1..=32 endpoints per rule.
 pub const MAX_ENDPOINTS: usize = 32;
 /// LoxiLB's ceiling for `inactiveTimeOut` (s); larger values are refused with "service-args error".
@@ -141,6 +145,26 @@ pub fn check_listener(listener: &Listener, profile: &Profile) -> Result<(), Poli
         }
     }
     Ok(())
+}
+
+/// Whether `allowed_cidrs` lets every source in: none given, or a prefix of length 0 among them (the list
+/// is a union, so one allow-all entry makes the rest moot).
+pub fn allows_all_sources(cidrs: &[String]) -> bool {
+    cidrs.is_empty() || cidrs.iter().any(|c| c.split_once('/').is_some_and(|(_, len)| len.trim().parse::<u8>() == Ok(0)))
+}
+
+/// A source restriction LoxiLB cannot be relied on to hold: it keeps one only on the first
+/// `MAX_SOURCE_CHECKED_RULE` rules it numbers, and which number a new rule gets depends on every rule
+/// LoxiLB has held (released numbers are reused first), so the provider cannot promise it at validation.
+pub fn check_source_restriction(listener: &Listener) -> Result<(), PolicyError> {
+    if allows_all_sources(&listener.allowed_cidrs) {
+        return Ok(());
+    }
+    Err(unsupported(format!(
+        "listener {}: allowed_cidrs {} cannot be enforced: LoxiLB holds source restrictions only on the first {MAX_SOURCE_CHECKED_RULE} rules it numbers (later rules are refused with rule-allowed-src error), and the rule number is LoxiLB's choice. Leave allowed_cidrs unset or 0.0.0.0/0 (::/0), and filter client addresses in front of the load balancer",
+        listener.id,
+        listener.allowed_cidrs.join(", ")
+    )))
 }
 
 fn is_cidr(s: &str) -> bool {
@@ -406,7 +430,7 @@ pub fn render(
         .iter()
         .enumerate()
         .map(|(i, m)| Endpoint {
-            ip: m.address.clone(),
+            ip: keys::canonical_ip(&m.address),
             target_port: m.protocol_port,
             weight: if sel == 2 { percents[i] } else { 1 },
         })
@@ -414,7 +438,7 @@ pub fn render(
     let secondary_ips = if lb.additional_vips.is_empty() {
         Vec::new()
     } else if protocol == "sctp" {
-        lb.additional_vips.clone()
+        lb.additional_vips.iter().map(|ip| keys::canonical_ip(ip)).collect()
     } else {
         return Err(unsupported(format!(
             "load balancer {}: additional VIPs are supported only for SCTP listeners (LoxiLB multihoming); listener {} is {}",
@@ -422,7 +446,7 @@ pub fn render(
         )));
     };
     let mut service = ServiceArgs {
-        external_ip: lb.vip_address.clone(),
+        external_ip: keys::canonical_ip(&lb.vip_address),
         port: listener.protocol_port,
         protocol: protocol.to_string(),
         sel,
@@ -473,9 +497,18 @@ pub fn render(
         }
     }
     Ok(Some(Rendered {
-        rule: LbRule { service, endpoints, allowed_sources: listener.allowed_cidrs.clone(), secondary_ips },
+        rule: LbRule { service, endpoints, allowed_sources: allowed_sources(&listener.allowed_cidrs), secondary_ips },
         probes,
     }))
+}
+
+/// `allowedSources` for LoxiLB: nothing when every source is allowed (a list of any length makes LoxiLB
+/// check sources, which it can do only on its first rules), else the prefixes as LoxiLB lists them.
+fn allowed_sources(cidrs: &[String]) -> Vec<String> {
+    if allows_all_sources(cidrs) {
+        return Vec::new();
+    }
+    cidrs.iter().map(|c| keys::canonical_prefix(c)).collect()
 }
 
 /// Per-endpoint probes, named with the key LoxiLB gives the endpoint host a rule creates
@@ -484,8 +517,8 @@ fn endpoint_probes(serving: &[&Member], protocol: &str, kind: &str, request: &st
     serving
         .iter()
         .map(|m| EndpointProbe {
-            host_name: m.address.clone(),
-            name: format!("{}_{protocol}_{}", m.address, m.protocol_port),
+            host_name: keys::canonical_ip(&m.address),
+            name: format!("{}_{protocol}_{}", keys::canonical_ip(&m.address), m.protocol_port),
             probe_type: kind.to_string(),
             probe_port: m.protocol_port,
             probe_req: request.to_string(),

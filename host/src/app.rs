@@ -31,7 +31,7 @@ pub fn serving_storage(config: &Config) -> Result<(Arc<dyn MappingStore>, Option
 }
 
 pub fn loxilb(config: &Config) -> Arc<dyn LoxiTransport> {
-    Arc::new(HttpLoxi::new(config.api_endpoints.clone(), config.api_timeout))
+    Arc::new(HttpLoxi::new(config.api_endpoints.clone(), config.api_timeout).with_retry(crate::caps::loxilb::Retry::within(config.api_retry_deadline)))
 }
 
 pub fn settings(config: &Config) -> Settings {

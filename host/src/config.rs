@@ -31,6 +31,8 @@ pub struct Config {
     /// LoxiLB API base URLs (`http://host:11111`), tried in order; the host fails over on transport errors.
     pub api_endpoints: Vec<String>,
     pub api_timeout: Duration,
+    /// How long a LoxiLB call that met a transient failure (no answer, HTTP 5xx) is retried; 0 = never.
+    pub api_retry_deadline: Duration,
     pub nat_mode: String,
     /// The policy component; empty means the default policy built next to the binary.
     pub policy_path: Option<PathBuf>,
@@ -84,6 +86,7 @@ impl Default for Config {
         Config {
             api_endpoints: vec!["http://127.0.0.1:11111".into()],
             api_timeout: Duration::from_secs(5),
+            api_retry_deadline: Duration::from_secs(10),
             nat_mode: "fullnat".into(),
             policy_path: None,
             enable_persistent_mapping: true,
@@ -125,6 +128,7 @@ impl Default for Config {
 pub const KEYS: &[(&str, &str)] = &[
     ("api_endpoints", "comma-separated LoxiLB API base URLs, e.g. http://10.0.0.2:11111"),
     ("api_timeout", "seconds per LoxiLB request (default 5)"),
+    ("api_retry_deadline", "seconds a LoxiLB call is retried after no answer or HTTP 5xx, 0 = no retry (default 10; below guest_call_timeout)"),
     ("nat_mode", "dnat, onearm, fullnat (default) or dsr"),
     ("policy_path", "translation policy component (.wasm); default: the built-in l4-fullnat policy"),
     ("enable_persistent_mapping", "keep the ID mapping on disk (default true)"),
@@ -212,6 +216,7 @@ impl Config {
         if !ini.has_section("driver_loxilb") {
             bail!("no [driver_loxilb] section: is this the octavia.conf the LoxiLB provider is configured in?");
         }
+        let mut retry_deadline_set = false;
         {
             for key in ini.keys("driver_loxilb") {
                 let value = ini.get("driver_loxilb", &key)?.unwrap_or_default();
@@ -229,6 +234,10 @@ impl Config {
                         }
                     }
                     "api_timeout" => c.api_timeout = parse_timeout(key, v)?,
+                    "api_retry_deadline" => {
+                        c.api_retry_deadline = parse_secs(key, v)?;
+                        retry_deadline_set = true;
+                    }
                     "nat_mode" => {
                         let mode = v.to_ascii_lowercase();
                         if !["dnat", "onearm", "fullnat", "dsr", "fullproxy"].contains(&mode.as_str()) {
@@ -339,6 +348,16 @@ impl Config {
         c.status_socket = socket("status_socket_path", OCTAVIA_STATUS_SOCKET)?;
         c.stats_socket = socket("stats_socket_path", OCTAVIA_STATS_SOCKET)?;
         c.get_socket = socket("get_socket_path", OCTAVIA_GET_SOCKET)?;
+        if c.api_retry_deadline >= c.guest_call_timeout && !retry_deadline_set {
+            // Only a lowered guest_call_timeout: the default deadline follows it.
+            c.api_retry_deadline = c.guest_call_timeout / 3;
+        } else if c.api_retry_deadline >= c.guest_call_timeout {
+            bail!(
+                "[driver_loxilb] api_retry_deadline ({:?}) must be below guest_call_timeout ({:?}): a policy call retrying that long would be cut off",
+                c.api_retry_deadline,
+                c.guest_call_timeout
+            );
+        }
         if c.transport == Transport::Amqp && c.transport_url.is_none() {
             bail!("[driver_loxilb] transport = amqp needs [DEFAULT] transport_url (rabbit://user:pass@host:5672/)");
         }
@@ -358,6 +377,7 @@ impl Config {
             "driver_loxilb": {
                 "api_endpoints": self.api_endpoints,
                 "api_timeout": self.api_timeout.as_secs_f64(),
+                "api_retry_deadline": self.api_retry_deadline.as_secs_f64(),
                 "nat_mode": self.nat_mode,
                 "policy_path": self.policy_path.as_deref().map(path).unwrap_or_default(),
                 "enable_persistent_mapping": self.enable_persistent_mapping,
@@ -398,6 +418,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_deadline_is_read_and_kept_below_the_guest_call_timeout() {
+        assert_eq!(Config::parse("").unwrap().api_retry_deadline, Duration::from_secs(10));
+        assert_eq!(Config::parse("[driver_loxilb]\napi_retry_deadline = 2.5\n").unwrap().api_retry_deadline, Duration::from_millis(2500));
+        assert_eq!(Config::parse("[driver_loxilb]\napi_retry_deadline = 0\n").unwrap().api_retry_deadline, Duration::ZERO);
+        let lowered = Config::parse("[driver_loxilb]\nguest_call_timeout = 6\n").unwrap();
+        assert_eq!(lowered.api_retry_deadline, Duration::from_secs(2), "the default follows a lower guest_call_timeout");
+        let err = Config::parse("[driver_loxilb]\napi_retry_deadline = 40\n").unwrap_err().to_string();
+        assert!(err.contains("api_retry_deadline") && err.contains("guest_call_timeout"), "{err}");
+    }
 
     #[test]
     fn reads_octavia_conf_sections() {

@@ -32,6 +32,9 @@ HOST_OPTS = [
                 help="LoxiLB API base URLs (http:// or https://)."),
     cfg.FloatOpt("api_timeout", default=5, min=0,
                  help="Seconds per LoxiLB request (more than 0)."),
+    cfg.FloatOpt("api_retry_deadline", default=10, min=0,
+                 help="Seconds a LoxiLB call is retried after no answer or HTTP 500/502/503/504; 0 = no "
+                      "retry. Below guest_call_timeout; unset, at most a third of it."),
     cfg.StrOpt("nat_mode", default="fullnat",
                choices=["dnat", "onearm", "fullnat", "dsr", "fullproxy"],
                help="LoxiLB NAT mode of the rules (a flavor's nat_mode overrides it)."),

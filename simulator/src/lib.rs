@@ -30,5 +30,5 @@ pub mod server;
 pub mod spec;
 
 pub use errors::ErrorStyle;
-pub use server::{RecordedRequest, Simulator};
+pub use server::{Fault, RecordedRequest, Simulator};
 pub use spec::{default_spec_path, SpecValidator, EMBEDDED_SPEC, EMBEDDED_SPEC_NAME};

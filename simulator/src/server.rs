@@ -2,6 +2,7 @@
 //! binding, body schema), LoxiLB's REST handlers (field casts and the DSR quirk), and the
 //! test-facing [`Simulator`] handle.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -54,11 +55,22 @@ struct Injection {
     result: String,
 }
 
+/// A transport fault injected into the next requests (`Simulator::inject_fault`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fault {
+    /// The connection breaks before an answer: nothing is applied, the client reads a malformed reply.
+    Reset,
+    /// The request is applied, and answered only after this long (a client with a shorter timeout gives
+    /// up while LoxiLB has done the work). Requests behind it wait too: the simulator serves one at a time.
+    Late(std::time::Duration),
+}
+
 struct State {
     core: Core,
     style: ErrorStyle,
     log: Vec<RecordedRequest>,
     inject: Option<Injection>,
+    faults: Option<(usize, Fault)>,
 }
 
 struct Shared {
@@ -128,6 +140,7 @@ impl Simulator {
                 style,
                 log: Vec::new(),
                 inject: None,
+                faults: None,
             }),
             spec,
         });
@@ -204,6 +217,14 @@ impl Simulator {
     }
 }
 
+impl Simulator {
+    /// The next `n` requests (any path, any method) meet `fault`. Replaces any earlier fault; `n = 0`
+    /// cancels. Independent of `fail_next`, which a faulted request does not reach when it is a reset.
+    pub fn inject_fault(&self, n: usize, fault: Fault) {
+        self.shared.lock().faults = (n > 0).then_some((n, fault));
+    }
+}
+
 impl Drop for Simulator {
     fn drop(&mut self) {
         self.server.unblock();
@@ -225,6 +246,22 @@ fn serve(server: &tiny_http::Server, shared: &Shared) {
             .iter()
             .find(|h| h.field.equiv("Content-Type"))
             .map(|h| h.value.as_str().to_string());
+        let fault = {
+            let mut st = shared.lock();
+            let fault = st.faults.map(|(_, f)| f);
+            st.faults = match st.faults {
+                Some((n, f)) if n > 1 => Some((n - 1, f)),
+                _ => None,
+            };
+            fault
+        };
+        if fault == Some(Fault::Reset) {
+            // No status line a client can parse, then the connection goes away.
+            let mut raw = req.into_writer();
+            let _ = raw.write_all(b"\x00RESET\r\n\r\n");
+            let _ = raw.flush();
+            continue;
+        }
         let reply = match read {
             Ok(_) => handle(shared, &method, &url, content_type.as_deref(), &body),
             Err(e) => errors::openapi(400, &format!("reading body: {e}")),
@@ -245,6 +282,9 @@ fn serve(server: &tiny_http::Server, shared: &Shared) {
             status: reply.status,
             response: text.trim_end().to_string(),
         });
+        if let Some(Fault::Late(delay)) = fault {
+            std::thread::sleep(delay);
+        }
         let _ = req.respond(resp);
     }
 }

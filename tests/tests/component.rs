@@ -133,14 +133,12 @@ fn source_ip_persistence_selects_persist() {
     p["session_persistence"] = json!({"type": "SOURCE_IP"});
     let mut l = listener(L1, LB, "TCP", 80, Some(p));
     l["timeout_client_data"] = json!(50000);
-    l["allowed_cidrs"] = json!(["192.0.2.0/24"]);
     let (rules, _) = create(loadbalancer(LB, "10.0.0.10", vec![l]));
     assert_eq!(
         rules,
         vec![json!({"serviceArguments": {"externalIP": "10.0.0.10", "port": 80, "protocol": "tcp", "sel": 3, "mode": 2, "security": 0, "bgp": false,
                      "monitor": false, "inactiveTimeOut": 50, "block": 0, "name": name(L1, P1), "oper": 0},
-                    "endpoints": [{"endpointIP": "10.0.1.1", "targetPort": 80, "weight": 1}, {"endpointIP": "10.0.1.2", "targetPort": 80, "weight": 1}],
-                    "allowedSources": [{"prefix": "192.0.2.0/24"}]})]
+                    "endpoints": [{"endpointIP": "10.0.1.1", "targetPort": 80, "weight": 1}, {"endpointIP": "10.0.1.2", "targetPort": 80, "weight": 1}]})]
     );
 }
 

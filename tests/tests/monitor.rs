@@ -148,3 +148,22 @@ fn a_loxilb_restart_is_noticed_while_operations_keep_changing_the_mapping() {
     let vips: Vec<String> = sim.rules().iter().map(|r| r["serviceArguments"]["externalIP"].as_str().unwrap().to_string()).collect();
     assert!(vips.contains(&"10.40.0.10".to_string()), "the lost rule is back: {vips:?}");
 }
+
+#[test]
+fn loxilb_down_is_one_warning_not_one_per_check() {
+    // A port nothing listens on: every liveness check is refused at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![format!("http://127.0.0.1:{port}")], Duration::from_secs(1)));
+    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
+    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let monitor = Monitor { service, loxilb, agent: None, stats_interval: Duration::ZERO, reconcile_interval: Duration::from_secs(3600) };
+    let mut upkeep = Upkeep::default();
+    let ((), log) = capture_logs(|| {
+        for _ in 0..10 {
+            monitor.tick(&mut upkeep);
+        }
+    });
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+    assert!(warnings.iter().any(|l| l.contains("LoxiLB is unreachable")), "{log}");
+    assert!(warnings.len() <= 2, "ten checks of a LoxiLB that is down logged {} warnings:\n{log}", warnings.len());
+}
