@@ -19,7 +19,7 @@ import pymysql
 import pytest
 import requests
 
-from octavialib import HOST_BIN, PENDING, POLICY, SIM_BIN, Api, LoxiLB, wait_for
+from octavialib import HOST_BIN, PENDING, POLICY, SIM_BIN, Api, LoxiLB, after_delete, wait_for
 
 VENV_BIN = os.path.dirname(sys.executable)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -296,8 +296,9 @@ class Tenant(Api):
             "SELECT id FROM load_balancer WHERE project_id = %s AND provisioning_status != 'DELETED'",
             self.project)]
         assert not left, f"load balancers left: {left}"
-        wait_for(lambda: not set(self.vips) & set(self.env.loxilb.vips()), timeout,
-                 lambda: f"LoxiLB to have no rule on {self.vips} (has {self.env.loxilb.vips()})")
+        after_delete(lambda: wait_for(
+            lambda: not set(self.vips) & set(self.env.loxilb.vips()), timeout,
+            lambda: f"LoxiLB to have no rule on {self.vips} (has {self.env.loxilb.vips()})"))
 
     def cleanup(self):
         """After the test, pass or fail: cascade-deletes what it left (best effort, bounded)."""

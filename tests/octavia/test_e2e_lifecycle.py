@@ -1,6 +1,6 @@
 """Every object kind's lifecycle through the real Octavia API: after each step Octavia's statuses (the
 load balancer and everything under it ACTIVE, nothing PENDING) and LoxiLB's rules."""
-from octavialib import walk
+from octavialib import after_delete, walk
 
 TCP80 = (80, "tcp")
 UDP53 = (53, "udp")
@@ -10,6 +10,10 @@ def rule(loxilb, vip, key):
     rules = loxilb.rules(vip)
     assert key in rules, f"no LoxiLB rule {key} on {vip}: {rules}"
     return rules[key]
+
+
+def expect(condition, shown):
+    assert condition, shown
 
 
 def test_every_kind_create_update_delete(api, loxilb):
@@ -87,18 +91,19 @@ def test_every_kind_create_update_delete(api, loxilb):
     api.delete("members", a["id"], parent=pool["id"])
     api.gone("members", a["id"], parent=pool["id"])
     api.lb_settled(lb["id"])
-    assert set(loxilb.endpoints(vip)[TCP80]) == {("198.51.100.12", 8080)}
+    after_delete(lambda: expect(set(loxilb.endpoints(vip)[TCP80]) == {("198.51.100.12", 8080)},
+                                loxilb.rules(vip)))
 
     api.delete("healthmonitors", hm["id"])
     api.gone("healthmonitors", hm["id"])
     api.lb_settled(lb["id"])
-    assert rule(loxilb, vip, TCP80)["serviceArguments"].get("probetype", "none") in ("none", ""), \
-        loxilb.rules(vip)
+    after_delete(lambda: expect("probetype" not in rule(loxilb, vip, TCP80)["serviceArguments"],
+                                loxilb.rules(vip)))
 
     api.delete("pools", pool["id"])
     api.gone("pools", pool["id"])
     api.lb_settled(lb["id"])
-    assert loxilb.rules(vip) == {}
+    after_delete(lambda: expect(loxilb.rules(vip) == {}, loxilb.rules(vip)))
 
     api.delete("listeners", listener["id"])
     api.gone("listeners", listener["id"])
