@@ -213,7 +213,7 @@ def test_member_batch_update(api, loxilb):
     api.batch_members(pool["id"], [])
     api.lb_settled(lb["id"])
     assert api.members(pool["id"]) == []
-    assert loxilb.rules(vip) == {}
+    after_delete(lambda: expect(loxilb.rules(vip) == {}, loxilb.rules(vip)))
 
     api.delete("loadbalancers", lb["id"], cascade=True)
     api.gone("loadbalancers", lb["id"])
