@@ -57,7 +57,7 @@ mariadb:
 ## End-to-end with the real Octavia API, driver-agent and MariaDB (tests/octavia; see README).
 test-octavia: guests mariadb octavia-venv
 	cargo build -p host -p loxilb-sim
-	$(OCTAVIA_VENV)/bin/python -m pytest tests/octavia -q -p no:cacheprovider
+	$(OCTAVIA_VENV)/bin/python -m pytest tests/octavia -q -rxX -p no:cacheprovider
 
 ## Benchmarks (release build); figures are recorded in README.md.
 bench: guests

@@ -17,8 +17,8 @@ from conftest import Environment  # noqa: E402
 from octavialib import PENDING, Api, wait_for  # noqa: E402
 
 STEPS = int(os.environ.get("BENCH_STEPS", "10"))   # trees created step by step, per provider
-BURST = int(os.environ.get("BENCH_BURST", "30"))   # graph creates in the burst
-THREADS = 8
+BURST = int(os.environ.get("BENCH_BURST", "16"))   # graph creates in the burst
+THREADS = 4
 POLL = 0.01
 
 
@@ -102,7 +102,11 @@ def burst(api, vips, provider):
     if provider == "noop_driver":
         return answered, None
     for lb_id in lbs:
-        api.until(lb_id, t0)
+        try:
+            api.until(lb_id, t0)
+        except BaseException as err:  # pytest's Failed: report the figure as missing, not a traceback
+            print(f"burst: {err}")
+            return answered, None
     settled = time.monotonic() - t0
     for lb_id in lbs:
         api.delete("loadbalancers", lb_id, cascade=True)
@@ -134,10 +138,12 @@ def main():
         print(f"  ratio loxilb to ACTIVE / noop round trip (median): "
               f"{statistics.median(active['loadbalancer']) / statistics.median(noop_rtt):.2f}x")
         objects = 4 * BURST  # a load balancer, a listener, a pool and a member each
-        print(f"\nburst: loxilb {objects / lox_burst[1]:.1f} objects/s to ACTIVE "
+        to_active = f"{objects / lox_burst[1]:.1f}" if lox_burst[1] else "(not all ACTIVE)"
+        print(f"\nburst: loxilb {to_active} objects/s to ACTIVE "
               f"({objects / lox_burst[0]:.1f} objects/s accepted), "
               f"noop_driver {objects / noop_burst[0]:.1f} objects/s accepted")
-        print(f"  ratio noop accepted / loxilb ACTIVE: {lox_burst[1] / noop_burst[0]:.2f}x")
+        if lox_burst[1]:
+            print(f"  ratio loxilb to ACTIVE / noop accepted (time): {lox_burst[1] / noop_burst[0]:.2f}x")
         left = env.loxilb.vips()
         if left:  # a bench is not a test: say so, the e2e suite checks it
             print(f"\nnote: {len(left)} VIPs of deleted load balancers still have LoxiLB rules "
