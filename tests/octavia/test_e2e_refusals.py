@@ -73,6 +73,9 @@ def test_refused_updates(api, loxilb, tree):
     assert api.get("pools", pool["id"])["session_persistence"] is None
     refused(api, loxilb, tree, api.update, "listeners", listener["id"], {"connection_limit": 5})
     assert api.get("listeners", listener["id"])["connection_limit"] == -1
+    fault = refused(api, loxilb, tree, api.update, "listeners", listener["id"], {"allowed_cidrs": ["10.0.0.0/8"]})
+    assert "28 rules" in fault, fault
+    assert api.get("listeners", listener["id"])["allowed_cidrs"] in (None, [])
     # Different weights need ROUND_ROBIN: refused on a SOURCE_IP pool.
     api.update("pools", pool["id"], {"lb_algorithm": "SOURCE_IP"})
     api.lb_settled(lb["id"])
