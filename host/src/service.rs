@@ -532,7 +532,7 @@ fn log_outcome(method: &str, args: &Value, statuses: &[ObjectStatus], took: Dura
     };
     crate::metrics::record_operation(method, result, took);
     let lb = args.get("loadbalancer_id").and_then(Value::as_str).unwrap_or("-");
-    let objects: Vec<String> = statuses.iter().map(|s| format!("{}:{}", format!("{:?}", s.kind).to_lowercase(), s.id)).collect();
+    let objects: Vec<String> = statuses.iter().map(|s| format!("{}/{}", crate::octavia::status::collection(s.kind), s.id)).collect();
     tracing::info!(method, loadbalancer = lb, objects = objects.join(","), took_ms = took.as_millis() as u64, result, "operation");
 }
 

@@ -152,7 +152,7 @@ def main():
     finally:
         if failed:
             print(env.logs())
-        env.down(keep=failed)
+        env.down(keep=failed or bool(os.environ.get("KEEP_LOGS")))
 
 
 if __name__ == "__main__":
