@@ -71,9 +71,22 @@ fn update(path: Option<&Path>, document: &Value, what: &str) -> Result<()> {
     let reply = exchange(path, document, SOCKET_TIMEOUT)?;
     match reply.get("status_code").and_then(Value::as_u64) {
         Some(200) => Ok(()),
-        _ => bail!("{what} refused: {}", reply.get("fault_string").and_then(Value::as_str).unwrap_or("no fault string")),
+        _ => Err(Refused(format!("{what} refused: {}", reply.get("fault_string").and_then(Value::as_str).unwrap_or("no fault string"))).into()),
     }
 }
+
+/// The driver-agent answered and said no (for example: an object of the document is gone). Sending the
+/// same document again cannot help, unlike a socket that did not answer.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 #[derive(Clone, Debug)]
 pub struct DriverAgent {
