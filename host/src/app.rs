@@ -3,13 +3,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::caps::loxilb::{HttpLoxi, LoxiTransport};
 use crate::caps::storage::{FileStore, MappingStore, MemoryStore};
 use crate::caps::Grants;
 use crate::config::Config;
-use crate::runtime::bindings::policy_types::Settings;
+use crate::runtime::bindings::policy_types::{RecoveryMode, Settings};
 use crate::runtime::instance::{Limits, Sandbox};
 
 pub fn policy_path(config: &Config) -> PathBuf {
@@ -28,6 +28,66 @@ pub fn serving_storage(config: &Config) -> Result<(Arc<dyn MappingStore>, Option
     let file = Arc::new(FileStore::open(&config.mapping_storage_path).map_err(anyhow::Error::msg)?);
     let backups = crate::caps::storage::start_backups(Arc::clone(&file), config.mapping_backup_interval, config.mapping_backup_count);
     Ok((file, backups))
+}
+
+/// The storage a serving host writes to, its backup task, and the policy started over it. A journal
+/// found damaged (`MappingStore::damage`: a segment missing or emptied, a record failing its checksum) is
+/// not served, since the mapping it yields is rolled back and reconciliation would program it: the
+/// problems are logged and counted (`storage_journal_damage_total`), the files are moved aside
+/// (`quarantine`) and the mapping is rebuilt from LoxiLB's rules alone. If LoxiLB cannot be read, the
+/// host refuses to start and the files stay in place.
+pub fn serving_policy(config: &Config, loxilb: Arc<dyn LoxiTransport>) -> Result<(Arc<dyn MappingStore>, Option<crate::caps::storage::BackupTask>, Sandbox)> {
+    let (storage, backups) = serving_storage(config)?;
+    let policy = sandbox(config, Arc::clone(&loxilb), Arc::clone(&storage))?;
+    let damage = storage.damage();
+    if damage.is_empty() {
+        return Ok((storage, backups, policy));
+    }
+    crate::metrics::STORAGE_JOURNAL_DAMAGE.inc();
+    for problem in &damage {
+        tracing::error!("mapping journal damaged: {problem}");
+    }
+    let path = &config.mapping_storage_path;
+    let refuse = |why: String| {
+        anyhow::anyhow!(
+            "the mapping journal of {} is damaged ({}), and {why}: restore the files, or run force-recovery --mode loxilb once LoxiLB answers",
+            path.display(),
+            damage.join("; ")
+        )
+    };
+    match loxilb.request("GET", "/config/loadbalancer/all", None) {
+        Ok((200, _)) => {}
+        Ok((status, body)) => return Err(refuse(format!("LoxiLB cannot rebuild it (HTTP {status}: {body})"))),
+        Err(e) => return Err(refuse(format!("LoxiLB cannot rebuild it ({e})"))),
+    }
+    drop((policy, backups, storage));
+    let kept = crate::caps::storage::quarantine(path).map_err(|e| refuse(e))?;
+    tracing::error!("mapping files moved to {}; rebuilding the mapping from LoxiLB's rules", kept.display());
+    let (storage, backups) = serving_storage(config)?;
+    let mut sandbox = sandbox(config, loxilb, Arc::clone(&storage))?;
+    crate::metrics::RECOVERY_ATTEMPTS.inc();
+    match sandbox.recover(RecoveryMode::Loxilb) {
+        Ok(Ok(report)) => {
+            crate::metrics::RECOVERY_SUCCESSES.inc();
+            tracing::error!(
+                "mapping rebuilt from LoxiLB after journal damage: {} mappings ({} deterministic), {} conflicts; the damaged files are in {}",
+                report.recovered,
+                report.deterministic,
+                report.conflicts.len(),
+                kept.display()
+            );
+        }
+        Ok(Err(e)) => {
+            crate::metrics::RECOVERY_FAILURES.inc();
+            bail!("rebuilding the mapping from LoxiLB after journal damage failed: {} (the damaged files are in {})", crate::runtime::instance::describe(&e), kept.display());
+        }
+        Err(e) => {
+            crate::metrics::RECOVERY_FAILURES.inc();
+            bail!("rebuilding the mapping from LoxiLB after journal damage failed: {e} (the damaged files are in {})", kept.display());
+        }
+    }
+    storage.sync().map_err(anyhow::Error::msg)?;
+    Ok((storage, backups, sandbox))
 }
 
 pub fn loxilb(config: &Config) -> Arc<dyn LoxiTransport> {

@@ -121,8 +121,7 @@ fn recovery_mode(name: &str) -> RecoveryMode {
 
 fn serve(config: Config) -> Result<()> {
     let loxilb = host::app::loxilb(&config);
-    let (storage, _backups) = host::app::serving_storage(&config)?;
-    let mut sandbox = host::app::sandbox(&config, Arc::clone(&loxilb), storage)?;
+    let (_storage, _backups, mut sandbox) = host::app::serving_policy(&config, Arc::clone(&loxilb))?;
     // Startup recovery: `init` already loaded the file; LoxiLB fills what it lacks (hybrid) or replaces it.
     if config.recovery_mode != "storage" {
         host::metrics::RECOVERY_ATTEMPTS.inc();

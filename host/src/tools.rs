@@ -30,7 +30,11 @@ fn read_only_sandbox(config: &Config) -> Result<crate::runtime::instance::Sandbo
 }
 
 fn mappings(config: &Config) -> Result<Vec<MappingEntry>> {
-    read_only_sandbox(config)?.mappings().map_err(|e| anyhow::anyhow!("{e}"))
+    let mut sandbox = read_only_sandbox(config)?;
+    for damage in sandbox.storage().damage() {
+        eprintln!("warning: the mapping below may have lost changes: {damage}");
+    }
+    sandbox.mappings().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 pub fn show_mappings(config: &Config, json: bool) -> Result<()> {
@@ -141,6 +145,19 @@ pub fn key_parses(resource_type: &str, key: &str) -> bool {
 }
 
 pub fn validate_mappings(config: &Config) -> Result<()> {
+    let (count, problems) = mapping_problems(config)?;
+    for p in &problems {
+        println!("problem: {p}");
+    }
+    if !problems.is_empty() {
+        bail!("{} problems in {} mappings", problems.len(), count);
+    }
+    println!("{count} mappings consistent");
+    Ok(())
+}
+
+/// What `validate-mappings` checks: the number of mappings, and every problem found.
+pub fn mapping_problems(config: &Config) -> Result<(usize, Vec<String>)> {
     let mut sandbox = read_only_sandbox(config)?;
     let entries = sandbox.mappings().map_err(|e| anyhow::anyhow!("{e}"))?;
     let snapshot = match sandbox.storage().read_snapshot().map_err(anyhow::Error::msg)? {
@@ -148,19 +165,14 @@ pub fn validate_mappings(config: &Config) -> Result<()> {
         None => None,
     };
     let mut problems = problems(&entries, snapshot.as_ref());
+    // A damaged journal still loads what is whole, so the rest can agree with itself: it is lost changes.
+    problems.extend(sandbox.storage().damage().into_iter().map(|d| format!("journal: {d}")));
     // The policy decodes the Octavia objects stored with each mapping only when it needs them; rendering
     // every rule needs nearly all of them. An object it cannot decode stops it (the log names the entry).
     if let Err(e) = sandbox.desired_rules() {
         problems.push(format!("the policy cannot render the mapping's rules ({e}); its log above names the entry it could not decode"));
     }
-    for p in &problems {
-        println!("problem: {p}");
-    }
-    if !problems.is_empty() {
-        bail!("{} problems in {} mappings", problems.len(), entries.len());
-    }
-    println!("{} mappings consistent", entries.len());
-    Ok(())
+    Ok((entries.len(), problems))
 }
 
 /// Rebuilds the mapping from LoxiLB (and the file, in hybrid mode) and persists it. The host must not

@@ -175,3 +175,97 @@ fn an_undecodable_stored_object_fails_validation_and_only_the_operations_that_ne
     host::tools::validate_mappings(&damaged).expect("repaired");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A mapping with a member deleted after the tree was created: the journal's last record removes it.
+fn create_lb_and_delete_a_member(config: &Config) {
+    let loxi = Arc::new(HttpLoxi::new(config.api_endpoints.clone(), std::time::Duration::from_secs(5)));
+    let store = Arc::new(FileStore::open(&config.mapping_storage_path).unwrap());
+    let sandbox = sandbox_with(&default_policy(), loxi, store.clone());
+    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), std::time::Duration::from_secs(1));
+    let members = vec![member("m1", P1, "10.30.1.1", 80, 1), member("m2", P1, "10.30.1.2", 80, 1)];
+    let tree = loadbalancer(LB, "10.30.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", members, None)))]);
+    service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+    service.apply("member_delete", &json!({"member": member("m2", P1, "10.30.1.2", 80, 1)}));
+    store.sync().unwrap();
+}
+
+/// The journal with the record removing m2 damaged behind its CRC (one bit flipped, as bit rot would).
+fn flip_removal_of_m2(segment: &[u8]) -> Vec<u8> {
+    let needle = br#"{"remove":{"id":"m2"}}"#;
+    let at = segment.windows(needle.len()).position(|w| w == needle).expect("m2's removal is journaled");
+    let mut flipped = segment.to_vec();
+    flipped[at + 2] ^= 0x01;
+    flipped
+}
+
+fn ids(config: &Config) -> Vec<String> {
+    let copy = read_copy(&config.mapping_storage_path).unwrap();
+    let mut loaded = sandbox_with(&default_policy(), Arc::new(RecordingLoxi::default()), Arc::new(copy));
+    loaded.mappings().unwrap().into_iter().map(|e| e.octavia_id).collect()
+}
+
+#[test]
+fn validate_mappings_names_a_damaged_journal() {
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let dir = tempdir("journal-damage");
+    let config = config(&sim, &dir);
+    create_lb_and_delete_a_member(&config);
+    assert!(!ids(&config).contains(&"m2".to_string()));
+    host::tools::validate_mappings(&config).expect("undamaged");
+    let segment = host::caps::storage::segment_path(&config.mapping_storage_path, 0);
+    let intact = std::fs::read(&segment).unwrap();
+
+    // The record that removed m2 fails its CRC: m2 is back, and validation says why.
+    std::fs::write(&segment, flip_removal_of_m2(&intact)).unwrap();
+    assert!(ids(&config).contains(&"m2".to_string()), "the skipped removal rolls the mapping back");
+    let (result, _) = capture_logs(|| host::tools::validate_mappings(&config));
+    let err = result.expect_err("a skipped record is a problem");
+    assert!(err.to_string().contains("1 problems"), "{err:#}");
+    let (_, problems) = host::tools::mapping_problems(&config).unwrap();
+    assert!(problems[0].starts_with("journal: ") && problems[0].contains("mappings.json.journal.0 line") && problems[0].contains("skipped"), "{problems:?}");
+
+    // The segment emptied: the whole history is gone, and validation says which file.
+    std::fs::write(&segment, b"").unwrap();
+    assert!(host::tools::validate_mappings(&config).is_err());
+    let (_, problems) = host::tools::mapping_problems(&config).unwrap();
+    assert!(problems.iter().any(|p| p.contains("mappings.json.journal.0 has no header")), "{problems:?}");
+    std::fs::write(&segment, &intact).unwrap();
+    host::tools::validate_mappings(&config).expect("restored");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_serving_host_rebuilds_a_damaged_journal_from_loxilb_rather_than_serve_it_rolled_back() {
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let dir = tempdir("journal-repair");
+    let config = config(&sim, &dir);
+    create_lb_and_delete_a_member(&config);
+    let segment = host::caps::storage::segment_path(&config.mapping_storage_path, 0);
+    let bytes = flip_removal_of_m2(&std::fs::read(&segment).unwrap());
+    std::fs::write(&segment, &bytes).unwrap();
+
+    // LoxiLB unreachable: the host refuses to start and leaves the files where they are.
+    let down = Config { api_endpoints: vec!["http://127.0.0.1:9".into()], api_timeout: std::time::Duration::from_millis(500), ..config.clone() };
+    let err = host::app::serving_policy(&down, host::app::loxilb(&down)).err().expect("no rebuild without LoxiLB");
+    assert!(err.to_string().contains("damaged") && err.to_string().contains("journal.0 line"), "{err:#}");
+    assert_eq!(std::fs::read(&segment).unwrap(), bytes);
+
+    let before = host::metrics::STORAGE_JOURNAL_DAMAGE.get();
+    let (_storage, _backups, mut sandbox) = host::app::serving_policy(&config, host::app::loxilb(&config)).unwrap();
+    assert_eq!(host::metrics::STORAGE_JOURNAL_DAMAGE.get(), before + 1);
+    let ids: Vec<String> = sandbox.mappings().unwrap().into_iter().map(|e| e.octavia_id).collect();
+    for id in [LB, L1, P1] {
+        assert!(ids.contains(&id.to_string()), "{id} missing from {ids:?}");
+    }
+    // LoxiLB's rule has one endpoint: the deleted member does not come back.
+    assert_eq!(ids.iter().filter(|i| i.starts_with("member_")).count(), 1, "{ids:?}");
+    assert!(!ids.contains(&"m2".to_string()), "{ids:?}");
+    // The damaged files are kept for the operator, and the new journal is whole.
+    let kept: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("mappings.json.damaged-")).collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(std::fs::read(kept[0].path().join("mappings.json.journal.0")).unwrap(), bytes);
+    assert!(sandbox.storage().damage().is_empty());
+    drop((sandbox, _storage));
+    host::tools::validate_mappings(&config).expect("the rebuilt mapping is whole");
+    let _ = std::fs::remove_dir_all(dir);
+}
