@@ -53,7 +53,9 @@ fn validate_mappings_accepts_a_consistent_mapping_and_refuses_a_broken_one() {
     host::tools::validate_mappings(&config).expect("a mapping the host wrote is consistent");
     host::tools::show_mappings(&config, true).unwrap();
 
-    // Write the mapping's snapshot back with a reverse entry that no longer agrees (checksum still valid).
+    // Write the mapping's snapshot back (a valid checksum, the earlier driver's format 1.0) with a second
+    // load balancer on the same VIP: both migrate, and one key would map back to two ids. (The file's own
+    // reverse map is the earlier driver's, which the policy does not use: it is not what is checked.)
     let copy = read_copy(&config.mapping_storage_path).unwrap();
     let mut loaded = sandbox_with(&default_policy(), Arc::new(RecordingLoxi::default()), Arc::new(copy));
     let entries = loaded.mappings().unwrap();
@@ -65,12 +67,13 @@ fn validate_mappings_accepts_a_consistent_mapping_and_refuses_a_broken_one() {
         reverse.insert(e.loxilb_key.clone(), json!(e.octavia_id));
         metadata.insert(e.octavia_id.clone(), json!({"resource_type": host::runtime::resource_type_name(e.resource_type)}));
     }
-    reverse.insert("10.30.0.10:80/tcp".into(), json!("somebody-else"));
+    forward.insert("somebody-else".into(), json!("10.30.0.10:80/tcp"));
+    metadata.insert("somebody-else".into(), json!({"resource_type": "loadbalancer", "external_ip": "10.30.0.10"}));
     let broken = json!({"version": "1.0", "octavia_to_loxilb": forward, "loxilb_to_octavia": reverse, "resource_metadata": metadata});
     let store = FileStore::open(&config.mapping_storage_path).unwrap();
     store.write_snapshot(serde_json::to_string_pretty(&broken).unwrap().into_bytes()).unwrap();
     drop(store);
-    let err = host::tools::validate_mappings(&config).expect_err("a disagreeing reverse map is a problem");
+    let err = host::tools::validate_mappings(&config).expect_err("two ids on one key are a problem");
     assert!(err.to_string().contains("problems"), "{err:#}");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -267,5 +270,42 @@ fn a_serving_host_rebuilds_a_damaged_journal_from_loxilb_rather_than_serve_it_ro
     assert!(sandbox.storage().damage().is_empty());
     drop((sandbox, _storage));
     host::tools::validate_mappings(&config).expect("the rebuilt mapping is whole");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_seeds_version_1_0_example_migrates_every_resource_it_holds() {
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let dir = tempdir("seed-1-0");
+    let config = config(&sim, &dir);
+    // The seed's storage format (version 1.0, keys as the earlier driver wrote them: a load balancer under
+    // its listener's service key, `pool-<id>`, `member-<id>`, a monitor under null).
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mapping-v1.0-seed-example.json"), &config.mapping_storage_path).unwrap();
+    let (entries, log) = capture_logs(|| {
+        let copy = read_copy(&config.mapping_storage_path).unwrap();
+        sandbox_with(&default_policy(), Arc::new(RecordingLoxi::default()), Arc::new(copy)).mappings().unwrap()
+    });
+    let mut got: Vec<(String, &str, String)> =
+        entries.iter().map(|e| (e.octavia_id.clone(), host::runtime::resource_type_name(e.resource_type), e.loxilb_key.clone())).collect();
+    got.sort();
+    let want = [
+        ("hm-web", "healthmonitor", "192.168.1.100/pool-pool-web/monitor"),
+        ("lb-12345", "loadbalancer", "192.168.1.100"),
+        ("listener-80", "listener", "192.168.1.100:80/tcp"),
+        ("member-a", "member", "192.168.1.100/pool-pool-web/10.0.1.5:8080"),
+        ("member-b", "member", "192.168.1.100/pool-pool-web/10.0.1.6:8080"),
+        ("pool-web", "pool", "192.168.1.100/pool-pool-web"),
+    ];
+    assert_eq!(got, want.map(|(id, t, key)| (id.to_string(), t, key.to_string())));
+    assert!(log.contains("migrated 6 of 6 mappings from format 1.0"), "{log}");
+    // The migrated tree is whole: keys parse, parents and children agree, the listener's rule renders
+    // with both members and the monitor.
+    let (count, problems) = host::tools::mapping_problems(&config).unwrap();
+    assert_eq!((count, problems), (6, Vec::<String>::new()));
+    let copy = read_copy(&config.mapping_storage_path).unwrap();
+    let rules = sandbox_with(&default_policy(), Arc::new(RecordingLoxi::default()), Arc::new(copy)).desired_rules().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].endpoints.len(), 2);
+    assert_eq!(rules[0].service.probetype, "tcp");
     let _ = std::fs::remove_dir_all(dir);
 }
