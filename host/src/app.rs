@@ -16,6 +16,12 @@ pub fn policy_path(config: &Config) -> PathBuf {
     config.policy_path.clone().unwrap_or_else(crate::runtime::default_policy_path)
 }
 
+/// The lock that makes this process the only one serving (or recovering) the configured mapping; hold
+/// it for as long as the process uses the mapping. Refused, naming the holder's pid, while another holds it.
+pub fn lock_state(config: &Config) -> Result<crate::caps::storage::StateLock> {
+    crate::caps::storage::StateLock::acquire(&config.mapping_storage_path).map_err(anyhow::Error::msg)
+}
+
 pub fn storage(config: &Config) -> Result<Arc<dyn MappingStore>> {
     Ok(serving_storage(config)?.0)
 }

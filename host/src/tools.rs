@@ -184,6 +184,8 @@ pub fn force_recovery(config: &Config, mode: RecoveryMode) -> Result<()> {
     if std::os::unix::net::UnixStream::connect(&config.admin_socket_path).is_ok() {
         bail!("a host is running (its admin socket {} answers): stop it first", config.admin_socket_path.display());
     }
+    // A host serving the same mapping under another admin socket is caught by the mapping's lock.
+    let _lock = crate::app::lock_state(config)?;
     let storage = crate::app::storage(config)?;
     let mut sandbox = crate::app::sandbox(config, crate::app::loxilb(config), Arc::clone(&storage))?;
     let report = sandbox.recover(mode).map_err(|e| anyhow::anyhow!("{e}"))?.map_err(|e| anyhow::anyhow!(describe(&e)))?;

@@ -8,6 +8,7 @@
 //! | `loxilb-mappings.json.journal.<g>` | journal segment `g`: one record per line, each with a CRC; the snapshot of generation `g` is followed by segments `g`, `g+1`, … |
 //! | `loxilb-mappings.json.backup-<UTC time>-gen<g>` | a copy of an earlier snapshot (generation `g`); segments from `g` on are kept while it is |
 //! | `loxilb-mappings.json.corrupt-<UTC time>` | a snapshot found corrupt, kept for the operator when a backup replaced it |
+//! | `loxilb-mappings.json.lock` | locked (`flock`) by the process serving the mapping, and holding its pid |
 //! | `loxilb-mappings.json.damaged-<UTC time>/` | every file above, moved aside when a serving host found the journal damaged and rebuilt the mapping from LoxiLB |
 //!
 //! Every file is mode 0600. See `file.rs` for the crash-safety argument and `backup.rs` for rotation.
@@ -16,10 +17,12 @@ mod backup;
 mod durability;
 mod file;
 pub mod format;
+mod lock;
 
 pub use backup::{start_backups, BackupTask};
 pub use durability::Durability;
 pub use file::{quarantine, read_copy, segment_path, write_atomic, FileStore};
+pub use lock::{lock_path, StateLock};
 
 use std::sync::Mutex;
 
