@@ -23,10 +23,33 @@ enum Mode {
     Hybrid,
 }
 
+/// The seed's resource types, as `show-mappings --type` takes them.
+#[derive(Clone, Copy, ValueEnum)]
+enum ResourceKind {
+    Loadbalancer,
+    Listener,
+    Pool,
+    Member,
+    Healthmonitor,
+}
+
+impl ResourceKind {
+    fn name(self) -> &'static str {
+        match self {
+            ResourceKind::Loadbalancer => "loadbalancer",
+            ResourceKind::Listener => "listener",
+            ResourceKind::Pool => "pool",
+            ResourceKind::Member => "member",
+            ResourceKind::Healthmonitor => "healthmonitor",
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve Octavia operations with the configuration in FILE (octavia.conf, or any file with [driver_loxilb]).
     Serve {
+        /// The configuration file: octavia.conf, or any file with a [driver_loxilb] section.
         #[arg(long)]
         config: PathBuf,
     },
@@ -38,19 +61,28 @@ enum Command {
     },
     /// Print the ID mapping (safe while the host runs).
     ShowMappings {
+        /// The configuration file: octavia.conf, or any file with a [driver_loxilb] section.
         #[arg(long)]
         config: PathBuf,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only this load balancer and everything under it (its listeners, pools, members, monitors).
+        #[arg(long, value_name = "ID")]
+        lb: Option<String>,
+        /// Only mappings of this resource type.
+        #[arg(long = "type", value_enum, value_name = "TYPE")]
+        resource_type: Option<ResourceKind>,
     },
     /// Check the ID mapping: both directions agree, metadata present, keys parse. Exits non-zero on problems.
     ValidateMappings {
+        /// The configuration file: octavia.conf, or any file with a [driver_loxilb] section.
         #[arg(long)]
         config: PathBuf,
     },
     /// Rebuild the ID mapping from LoxiLB's rules (and the file, in hybrid mode) and persist it. Stop the host first.
     ForceRecovery {
+        /// The configuration file: octavia.conf, or any file with a [driver_loxilb] section.
         #[arg(long)]
         config: PathBuf,
         #[arg(long, value_enum, default_value = "hybrid")]
@@ -62,7 +94,7 @@ enum Command {
         /// Print the LoxiLB changes the swap would make, and change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// The host's configuration, for [driver_loxilb] admin_socket_path.
+        /// The host's configuration file, for [driver_loxilb] admin_socket_path.
         #[arg(long, conflicts_with = "admin_socket")]
         config: Option<PathBuf>,
         /// The host's admin socket (default /var/run/octavia/loxilb-admin.sock).
@@ -73,6 +105,7 @@ enum Command {
     CheckPolicy { path: PathBuf },
     /// Print the running host's metrics (Prometheus text format), read through its admin socket.
     Metrics {
+        /// The configuration file: octavia.conf, or any file with a [driver_loxilb] section.
         #[arg(long)]
         config: PathBuf,
     },
@@ -86,7 +119,10 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Serve { config } => serve(Config::load(&config)?),
         Command::Demo { loxilb } => host::demo::run(loxilb),
-        Command::ShowMappings { config, json } => host::tools::show_mappings(&Config::load(&config)?, json),
+        Command::ShowMappings { config, json, lb, resource_type } => {
+            let filter = host::tools::Filter { loadbalancer: lb, resource_type: resource_type.map(|t| t.name().to_string()) };
+            host::tools::show_mappings(&Config::load(&config)?, json, &filter)
+        }
         Command::ValidateMappings { config } => host::tools::validate_mappings(&Config::load(&config)?),
         Command::ForceRecovery { config, mode } => host::tools::force_recovery(
             &Config::load(&config)?,

@@ -23,8 +23,18 @@ impl LoxiTransport for NoLoxi {
     }
 }
 
-/// A sandbox over a copy of the mapping, with LoxiLB out of reach.
+/// A sandbox over a copy of the mapping, with LoxiLB out of reach. A mapping that is not there at all is
+/// an error, not an empty mapping: the tools would otherwise report "0 mappings" for a wrong path.
 fn read_only_sandbox(config: &Config) -> Result<crate::runtime::instance::Sandbox> {
+    if !config.enable_persistent_mapping {
+        bail!("enable_persistent_mapping is false: this configuration keeps no mapping on disk to read");
+    }
+    if !crate::caps::storage::mapping_exists(&config.mapping_storage_path).map_err(anyhow::Error::msg)? {
+        bail!(
+            "no mapping at {}: neither the snapshot nor a journal segment or backup of it exists (is mapping_storage_path right, and has a host run with it?)",
+            config.mapping_storage_path.display()
+        );
+    }
     let storage: Arc<dyn MappingStore> = Arc::new(read_copy(&config.mapping_storage_path).map_err(anyhow::Error::msg)?);
     crate::app::sandbox(config, Arc::new(NoLoxi), storage)
 }
@@ -37,8 +47,36 @@ fn mappings(config: &Config) -> Result<Vec<MappingEntry>> {
     sandbox.mappings().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-pub fn show_mappings(config: &Config, json: bool) -> Result<()> {
-    let entries = mappings(config)?;
+/// Which mappings `show-mappings` prints.
+#[derive(Default)]
+pub struct Filter {
+    /// A load balancer's id: it and everything under it (the entries on its VIP, which its key is).
+    pub loadbalancer: Option<String>,
+    /// A resource type's seed name (`loadbalancer`, `listener`, `pool`, `member`, `healthmonitor`).
+    pub resource_type: Option<String>,
+}
+
+/// The entries `filter` selects; naming a load balancer the mapping lacks is an error.
+pub fn select(entries: Vec<MappingEntry>, filter: &Filter) -> Result<Vec<MappingEntry>> {
+    let vip = match &filter.loadbalancer {
+        Some(id) => Some(
+            entries
+                .iter()
+                .find(|e| &e.octavia_id == id && crate::runtime::resource_type_name(e.resource_type) == "loadbalancer")
+                .map(|e| e.loxilb_key.clone())
+                .ok_or_else(|| anyhow::anyhow!("load balancer {id} is not in the mapping"))?,
+        ),
+        None => None,
+    };
+    Ok(entries
+        .into_iter()
+        .filter(|e| vip.as_ref().is_none_or(|vip| &e.external_ip == vip))
+        .filter(|e| filter.resource_type.as_deref().is_none_or(|t| crate::runtime::resource_type_name(e.resource_type) == t))
+        .collect())
+}
+
+pub fn show_mappings(config: &Config, json: bool, filter: &Filter) -> Result<()> {
+    let entries = select(mappings(config)?, filter)?;
     if json {
         let rows: Vec<Value> = entries
             .iter()

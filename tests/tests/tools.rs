@@ -51,7 +51,7 @@ fn validate_mappings_accepts_a_consistent_mapping_and_refuses_a_broken_one() {
     let config = config(&sim, &dir);
     create_lb(&config);
     host::tools::validate_mappings(&config).expect("a mapping the host wrote is consistent");
-    host::tools::show_mappings(&config, true).unwrap();
+    host::tools::show_mappings(&config, true, &Default::default()).unwrap();
 
     // Write the mapping's snapshot back (a valid checksum, the earlier driver's format 1.0) with a second
     // load balancer on the same VIP: both migrate, and one key would map back to two ids. (The file's own
@@ -307,5 +307,62 @@ fn the_seeds_version_1_0_example_migrates_every_resource_it_holds() {
     assert_eq!(rules.len(), 1);
     assert_eq!(rules[0].endpoints.len(), 2);
     assert_eq!(rules[0].service.probetype, "tcp");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn show_mappings_filters_by_load_balancer_and_resource_type() {
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let dir = tempdir("filter");
+    let config = config(&sim, &dir);
+    let loxi = Arc::new(HttpLoxi::new(config.api_endpoints.clone(), std::time::Duration::from_secs(5)));
+    let store = Arc::new(FileStore::open(&config.mapping_storage_path).unwrap());
+    let service = Service::new(sandbox_with(&default_policy(), loxi, store.clone()), None, Arc::new(RecordingSink::default()), std::time::Duration::from_secs(1));
+    let other = "dddddddd-0000-4000-8000-000000000001";
+    for (lb, vip, listener_id, pool_id, member_id, address) in
+        [(LB, "10.30.0.10", L1, P1, "m1", "10.30.1.1"), (other, "10.31.0.10", "dddddddd-0000-4000-8000-000000000011", "dddddddd-0000-4000-8000-000000000021", "m2", "10.31.1.1")]
+    {
+        let members = vec![member(member_id, pool_id, address, 80, 1)];
+        let tree = loadbalancer(lb, vip, vec![listener(listener_id, lb, "TCP", 80, Some(pool(pool_id, lb, Some(listener_id), "TCP", members, None)))]);
+        service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+    }
+    store.sync().unwrap();
+    let entries = || {
+        let copy = read_copy(&config.mapping_storage_path).unwrap();
+        sandbox_with(&default_policy(), Arc::new(RecordingLoxi::default()), Arc::new(copy)).mappings().unwrap()
+    };
+    let selected = |lb: Option<&str>, t: Option<&str>| -> Vec<String> {
+        let filter = host::tools::Filter { loadbalancer: lb.map(str::to_string), resource_type: t.map(str::to_string) };
+        let mut ids: Vec<String> = host::tools::select(entries(), &filter).unwrap().into_iter().map(|e| e.octavia_id).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(selected(None, None).len(), 8);
+    assert_eq!(selected(Some(LB), None), [LB, L1, P1, "m1"].map(String::from).to_vec().into_iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>());
+    assert_eq!(selected(None, Some("member")), ["m1", "m2"]);
+    assert_eq!(selected(Some(other), Some("member")), ["m2"]);
+    assert_eq!(selected(None, Some("loadbalancer")), [LB, other]);
+    let err = host::tools::select(entries(), &host::tools::Filter { loadbalancer: Some("no-such-lb".into()), resource_type: None }).unwrap_err();
+    assert!(err.to_string().contains("load balancer no-such-lb is not in the mapping"), "{err}");
+    host::tools::show_mappings(&config, false, &host::tools::Filter { loadbalancer: Some(LB.into()), resource_type: None }).unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_read_only_tools_refuse_a_mapping_that_is_not_there() {
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let dir = tempdir("missing");
+    let config = config(&sim, &dir);
+    for err in [host::tools::show_mappings(&config, false, &Default::default()).unwrap_err(), host::tools::validate_mappings(&config).unwrap_err()] {
+        assert!(err.to_string().contains(&format!("no mapping at {}", config.mapping_storage_path.display())), "{err}");
+    }
+    // Nothing was created by looking.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    // A mapping with a journal but no snapshot yet is there.
+    create_lb(&config);
+    assert!(!config.mapping_storage_path.exists());
+    host::tools::show_mappings(&config, false, &Default::default()).unwrap();
+    let off = Config { enable_persistent_mapping: false, ..config.clone() };
+    assert!(host::tools::validate_mappings(&off).unwrap_err().to_string().contains("enable_persistent_mapping is false"));
     let _ = std::fs::remove_dir_all(dir);
 }

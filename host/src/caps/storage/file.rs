@@ -485,6 +485,14 @@ fn read_copy_once(path: &Path) -> Result<super::MemoryStore, String> {
     Ok(store.with_damage(journal.damage))
 }
 
+/// Whether anything of the mapping at `path` is on disk: the snapshot, a journal segment (or the first
+/// release's journal), or a backup.
+pub fn mapping_exists(path: &Path) -> Result<bool, String> {
+    let (dir, name) = split(path)?;
+    let listing = list(&dir, &name)?;
+    Ok(path.exists() || legacy_journal_path(path).exists() || !listing.segments.is_empty() || !listing.backups.is_empty())
+}
+
 /// Moves the mapping's files — snapshot, journal segments, backups — into a new directory
 /// `<name>.damaged-<UTC time>` beside them, for the operator, and returns it. The next `FileStore::open`
 /// starts an empty mapping. No store may be open on `path`.

@@ -21,7 +21,7 @@ mod lock;
 
 pub use backup::{start_backups, BackupTask};
 pub use durability::Durability;
-pub use file::{quarantine, read_copy, segment_path, write_atomic, FileStore};
+pub use file::{mapping_exists, quarantine, read_copy, segment_path, write_atomic, FileStore};
 pub use lock::{lock_path, StateLock};
 
 use std::sync::Mutex;
