@@ -13,7 +13,7 @@ use crate::runtime::bindings::policy_types::{RecoveryMode, Settings};
 use crate::runtime::instance::{Limits, Sandbox};
 
 pub fn policy_path(config: &Config) -> PathBuf {
-    config.policy_path.clone().unwrap_or_else(crate::runtime::default_policy_path)
+    config.policy_path.clone().unwrap_or_else(crate::runtime::configured_default_policy)
 }
 
 /// The lock that makes this process the only one serving (or recovering) the configured mapping; hold
@@ -111,10 +111,12 @@ pub fn limits(config: &Config) -> Limits {
 /// Loads the configured policy and starts an instance over the configured grants.
 pub fn sandbox(config: &Config, loxilb: Arc<dyn LoxiTransport>, storage: Arc<dyn MappingStore>) -> Result<Sandbox> {
     let path = policy_path(config);
-    if !path.exists() {
+    if !path.exists() && path != std::path::Path::new(crate::runtime::BUILTIN_POLICY_NAME) {
         anyhow::bail!("policy component {} does not exist: build it with `cargo guest`, or set [driver_loxilb] policy_path", path.display());
     }
     let policy = crate::runtime::load(&path)?;
-    let grants = Grants { loxilb, storage, log_target: path.file_stem().and_then(|s| s.to_str()).unwrap_or("policy").to_string() };
+    // The built-in policy logs as the file it is built from (guest.wasm) would.
+    let log_target = if path == std::path::Path::new(crate::runtime::BUILTIN_POLICY_NAME) { Some("guest") } else { path.file_stem().and_then(|s| s.to_str()) };
+    let grants = Grants { loxilb, storage, log_target: log_target.unwrap_or("policy").to_string() };
     Sandbox::new(policy, grants, limits(config), settings(config)).with_context(|| format!("starting policy {}", path.display()))
 }

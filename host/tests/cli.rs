@@ -33,3 +33,18 @@ fn read_only_tools_on_a_missing_mapping_exit_non_zero_saying_so() {
     assert!(!dir.join("nowhere").exists(), "looking created nothing");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_demo_runs_on_the_built_in_policy_with_no_policy_file_anywhere() {
+    // An installed binary: alone in a directory of its own, no policy_path, no guest.wasm beside it.
+    let dir = std::env::temp_dir().join(format!("loxilb-installed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let installed = dir.join("loxilb-octavia");
+    std::fs::copy(BIN, &installed).unwrap();
+    let out = Command::new(&installed).arg("demo").current_dir(&dir).env_remove("LOXILB_POLICY").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("policy: builtin:l4-fullnat") && stdout.contains("policy l4-fullnat"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
