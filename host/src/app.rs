@@ -67,7 +67,7 @@ pub fn serving_policy(config: &Config, loxilb: Arc<dyn LoxiTransport>) -> Result
         Err(e) => return Err(refuse(format!("LoxiLB cannot rebuild it ({e})"))),
     }
     drop((policy, backups, storage));
-    let kept = crate::caps::storage::quarantine(path).map_err(|e| refuse(e))?;
+    let kept = crate::caps::storage::quarantine(path).map_err(refuse)?;
     tracing::error!("mapping files moved to {}; rebuilding the mapping from LoxiLB's rules", kept.display());
     let (storage, backups) = serving_storage(config)?;
     let mut sandbox = sandbox(config, loxilb, Arc::clone(&storage))?;
