@@ -10,7 +10,10 @@
 //!   any older backup `b` + segments `b..` — segments are deleted only when no kept backup needs them.
 //! - Records are appended with `write`, made durable by `sync`'s fdatasync (one for every caller waiting
 //!   at that moment); each line carries a CRC. A line torn by a crash has no newline and is cut off at
-//!   the next open; a line damaged otherwise fails its CRC and is skipped with an error.
+//!   the next open; a line damaged otherwise fails its CRC and is skipped, and reported as damage.
+//! - Damage is told from a short journal (`read_journal`): a segment is created with its header already in
+//!   it (never empty on disk), and the segment before it then says `next`; a snapshot needs its own
+//!   segment. A crash leaves none of what is reported: the next segment exists before the old one names it.
 //! - Records are idempotent (each sets or clears one id), so replaying more of the journal than needed —
 //!   after a crash between creating a segment and renaming its snapshot — changes nothing.
 //! - A snapshot is written off the caller's path: `write_snapshot` fsyncs the current segment, starts

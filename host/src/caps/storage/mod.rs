@@ -5,7 +5,7 @@
 //! | file | what |
 //! |---|---|
 //! | `loxilb-mappings.json` | the snapshot: the policy's JSON (the seed's format) plus `journal_generation` and a CRC-32 `checksum` as its last keys |
-//! | `loxilb-mappings.json.journal.<g>` | journal segment `g`: one record per line, each with a CRC; the snapshot of generation `g` is followed by segments `g`, `g+1`, … |
+//! | `loxilb-mappings.json.journal.<g>` | journal segment `g`: a header line, then one record per line, each with a CRC, and a `next` line once the journal moved on to `g+1`; the snapshot of generation `g` is followed by segments `g`, `g+1`, … |
 //! | `loxilb-mappings.json.backup-<UTC time>-gen<g>` | a copy of an earlier snapshot (generation `g`); segments from `g` on are kept while it is |
 //! | `loxilb-mappings.json.corrupt-<UTC time>` | a snapshot found corrupt, kept for the operator when a backup replaced it |
 //! | `loxilb-mappings.json.lock` | locked (`flock`) by the process serving the mapping, and holding its pid |
