@@ -32,6 +32,7 @@ pub mod compact;
 pub mod execute;
 pub mod health;
 pub mod keys;
+pub mod migrate;
 pub mod plan;
 pub mod recovery;
 pub mod state;

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::base::Base;
-use crate::state::{Change, Entry, ListenerState, Object, ResourceType, State, Stored};
+use crate::state::{Change, Entry, Object, ResourceType, State, Stored};
 
 pub const FORMAT_VERSION: &str = "1.1";
 
@@ -82,10 +82,12 @@ struct MetadataV1_1 {
 #[derive(Deserialize)]
 struct SnapshotIn {
     version: serde_json::Value,
+    /// Values stay JSON until the version is known: 1.0 files hold `null` keys (health monitors) and
+    /// resource types this format has no entry for.
     #[serde(default)]
-    octavia_to_loxilb: HashMap<String, String>,
+    octavia_to_loxilb: HashMap<String, serde_json::Value>,
     #[serde(default)]
-    resource_metadata: HashMap<String, Metadata>,
+    resource_metadata: HashMap<String, serde_json::Value>,
 }
 
 pub(crate) fn json_string(out: &mut Vec<u8>, s: &str) {
@@ -494,16 +496,21 @@ fn decode_any(bytes: &[u8]) -> Result<(State, Vec<String>), String> {
     let mut notes = Vec::new();
     if (major, minor) == (1, 1) {
         for (id, meta) in snap.resource_metadata {
-            let key = snap.octavia_to_loxilb.get(&id).cloned().ok_or_else(|| format!("{id}: metadata without a key"))?;
+            let meta: Metadata = serde_json::from_value(meta).map_err(|e| format!("{id}: bad resource_metadata: {e}"))?;
+            let key = snap.octavia_to_loxilb.get(&id).and_then(|k| k.as_str()).map(str::to_string).ok_or_else(|| format!("{id}: metadata without a key"))?;
             let object: Object = serde_json::from_value(meta.additional_metadata).map_err(|e| format!("{id}: bad additional_metadata: {e}"))?;
             let created_at = meta.created_at.as_str().unwrap_or_default().to_string();
             state.put(id, Entry::new(key, meta.external_ip, meta.port, meta.protocol, created_at, object));
         }
     } else {
-        let migrated = migrate_v1_0(snap.octavia_to_loxilb, snap.resource_metadata, &mut state);
+        let total = snap.resource_metadata.len();
+        let dropped = crate::migrate::v1_0(&snap.octavia_to_loxilb, &snap.resource_metadata, &mut state);
         notes.push(format!(
-            "migrated {migrated} mappings from format {version} to {FORMAT_VERSION}; their Octavia attributes were not stored in {version}: re-sync them from Octavia"
+            "migrated {} of {total} mappings from format {version} to {FORMAT_VERSION}{}; the Octavia attributes {version} did not store take defaults: re-sync them from Octavia",
+            state.len(),
+            if dropped.is_empty() { String::new() } else { format!(" ({} dropped, named below)", dropped.len()) }
         ));
+        notes.extend(dropped.into_iter().map(|d| format!("not migrated from format {version}: {d}")));
     }
     Ok((state, notes))
 }
@@ -511,82 +518,6 @@ fn decode_any(bytes: &[u8]) -> Result<(State, Vec<String>), String> {
 fn parse_version(v: &str) -> Option<(u32, u32)> {
     let (a, b) = v.split_once('.')?;
     Some((a.parse().ok()?, b.parse().ok()?))
-}
-
-/// Version 1.0 (the earlier driver) kept ids, keys and a few metadata fields but not the Octavia objects.
-/// Load balancers and listeners are rebuilt from what it kept (VIP, port, protocol, parent ids) so their
-/// rules can be found and re-synced; entries that cannot be placed are reported and skipped.
-fn migrate_v1_0(keys: HashMap<String, String>, metadata: HashMap<String, Metadata>, state: &mut State) -> usize {
-    use crate::octavia::{Listener, Loadbalancer};
-    let mut migrated = 0;
-    let mut listeners = Vec::new();
-    for (id, meta) in &metadata {
-        let created_at = match &meta.created_at {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Number(n) => crate::execute::rfc3339((n.as_f64().unwrap_or(0.0) * 1000.0) as u64),
-            _ => String::new(),
-        };
-        let extra = &meta.additional_metadata;
-        match meta.resource_type {
-            ResourceType::Loadbalancer => {
-                let vip = if meta.external_ip.is_empty() {
-                    keys.get(id).and_then(|k| crate::keys::parse_service_key(k)).map(|(ip, _, _)| ip.to_string()).unwrap_or_default()
-                } else {
-                    meta.external_ip.clone()
-                };
-                if !crate::keys::is_ip(&vip) {
-                    continue;
-                }
-                let lb = Loadbalancer {
-                    id: id.clone(),
-                    name: None,
-                    vip_address: vip.clone(),
-                    additional_vips: Vec::new(),
-                    admin_state_up: true,
-                    flavor: Vec::new(),
-                    listeners: Vec::new(),
-                    pools: Vec::new(),
-                };
-                state.put(id.clone(), Entry::new(crate::keys::loadbalancer_key(&vip), vip, 0, String::new(), created_at, Object::Loadbalancer(lb)));
-                migrated += 1;
-            }
-            ResourceType::Listener => listeners.push((id.clone(), meta, created_at, extra)),
-            _ => {}
-        }
-    }
-    for (id, meta, created_at, extra) in listeners {
-        let lb_id = extra.get("lb_id").or_else(|| extra.get("loadbalancer_id")).and_then(|v| v.as_str());
-        let (Some(lb_id), Some(key)) = (lb_id, keys.get(&id)) else { continue };
-        let Some((vip, port, proto)) = crate::keys::parse_service_key(key) else { continue };
-        if state.get(lb_id).is_none() {
-            continue;
-        }
-        let listener = Listener {
-            id: id.clone(),
-            loadbalancer_id: lb_id.to_string(),
-            protocol: proto.to_ascii_uppercase(),
-            protocol_port: port,
-            default_pool_id: extra.get("pool_id").and_then(|v| v.as_str()).map(str::to_string),
-            admin_state_up: true,
-            connection_limit: None,
-            timeout_client_data: None,
-            timeout_member_connect: None,
-            timeout_member_data: None,
-            allowed_cidrs: Vec::new(),
-            insert_headers: Vec::new(),
-            default_tls_container_ref: None,
-            sni_container_refs: Vec::new(),
-            client_authentication: None,
-            l7policies: Vec::new(),
-        };
-        state.put(
-            id,
-            Entry::new(key.clone(), vip.to_string(), port, proto.to_string(), created_at, Object::Listener(ListenerState { listener, programmed: None })),
-        );
-        let _ = meta;
-        migrated += 1;
-    }
-    migrated
 }
 
 /// A journal record, `{"put":{"id":…,"key":…,"metadata":{…}}}` (the metadata as in the snapshot) or
@@ -775,6 +706,46 @@ pub(crate) mod tests {
         let listener = state.get("ls-1").unwrap();
         assert_eq!(listener.key, "192.168.1.100:80/tcp");
         assert!(state.problems().is_empty(), "{:?}", state.problems());
+    }
+
+    #[test]
+    fn version_1_0_pools_members_and_monitors_migrate_and_what_cannot_be_placed_is_named() {
+        // Attributes beside the seed's fields (the earlier driver) as well as in additional_metadata.
+        let old = br#"{"version": "1.0",
+            "octavia_to_loxilb": {"lb": "10.0.0.1:80/tcp", "p": "pool-p", "m": "member-m", "hm": null,
+                                  "orphan": "member-orphan", "nowhere": "member-nowhere", "l7": "l7-1"},
+            "resource_metadata": {
+              "lb": {"resource_type": "loadbalancer", "created_at": 1712345678.9},
+              "p": {"resource_type": "pool", "loadbalancer_id": "lb", "protocol": "UDP", "lb_algorithm": "SOURCE_IP"},
+              "m": {"resource_type": "member", "pool_id": "p", "address": "fd00::5", "protocol_port": "53", "weight": 3},
+              "hm": {"resource_type": "healthmonitor", "additional_metadata": {"pool_id": "p", "type": "udp-connect"}},
+              "orphan": {"resource_type": "member", "pool_id": "gone", "address": "10.0.1.1", "protocol_port": 80},
+              "nowhere": {"resource_type": "member", "pool_id": "p", "protocol_port": 80},
+              "l7": {"resource_type": "l7policy"}}}"#;
+        let (state, notes) = decode_snapshot(old.to_vec()).unwrap();
+        let key = |id: &str| state.get(id).map(|e| e.key.clone());
+        assert_eq!(key("lb").as_deref(), Some("10.0.0.1"));
+        assert_eq!(key("p").as_deref(), Some("10.0.0.1/pool-p"));
+        assert_eq!(key("m").as_deref(), Some("10.0.0.1/pool-p/fd00::5:53"));
+        assert_eq!(key("hm").as_deref(), Some("10.0.0.1/pool-p/monitor"));
+        match state.get("m").unwrap().object() {
+            Object::Member(m) => assert_eq!((m.weight, m.protocol_port), (3, 53)),
+            other => panic!("{other:?}"),
+        }
+        match state.get("hm").unwrap().object() {
+            Object::Healthmonitor(h) => assert_eq!(h.kind, "UDP-CONNECT"),
+            other => panic!("{other:?}"),
+        }
+        assert!(state.problems().is_empty(), "{:?}", state.problems());
+        assert_eq!(
+            notes,
+            [
+                "migrated 4 of 7 mappings from format 1.0 to 1.1 (3 dropped, named below); the Octavia attributes 1.0 did not store take defaults: re-sync them from Octavia",
+                "not migrated from format 1.0: l7 (\"l7policy\"): not a resource type this format maps",
+                "not migrated from format 1.0: nowhere (member): no address",
+                "not migrated from format 1.0: orphan (member): its pool gone is not in the file",
+            ]
+        );
     }
 
     #[test]

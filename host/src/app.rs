@@ -3,17 +3,23 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::caps::loxilb::{HttpLoxi, LoxiTransport};
 use crate::caps::storage::{FileStore, MappingStore, MemoryStore};
 use crate::caps::Grants;
 use crate::config::Config;
-use crate::runtime::bindings::policy_types::Settings;
+use crate::runtime::bindings::policy_types::{RecoveryMode, Settings};
 use crate::runtime::instance::{Limits, Sandbox};
 
 pub fn policy_path(config: &Config) -> PathBuf {
-    config.policy_path.clone().unwrap_or_else(crate::runtime::default_policy_path)
+    config.policy_path.clone().unwrap_or_else(crate::runtime::configured_default_policy)
+}
+
+/// The lock that makes this process the only one serving (or recovering) the configured mapping; hold
+/// it for as long as the process uses the mapping. Refused, naming the holder's pid, while another holds it.
+pub fn lock_state(config: &Config) -> Result<crate::caps::storage::StateLock> {
+    crate::caps::storage::StateLock::acquire(&config.mapping_storage_path).map_err(anyhow::Error::msg)
 }
 
 pub fn storage(config: &Config) -> Result<Arc<dyn MappingStore>> {
@@ -28,6 +34,66 @@ pub fn serving_storage(config: &Config) -> Result<(Arc<dyn MappingStore>, Option
     let file = Arc::new(FileStore::open(&config.mapping_storage_path).map_err(anyhow::Error::msg)?);
     let backups = crate::caps::storage::start_backups(Arc::clone(&file), config.mapping_backup_interval, config.mapping_backup_count);
     Ok((file, backups))
+}
+
+/// The storage a serving host writes to, its backup task, and the policy started over it. A journal
+/// found damaged (`MappingStore::damage`: a segment missing or emptied, a record failing its checksum) is
+/// not served, since the mapping it yields is rolled back and reconciliation would program it: the
+/// problems are logged and counted (`storage_journal_damage_total`), the files are moved aside
+/// (`quarantine`) and the mapping is rebuilt from LoxiLB's rules alone. If LoxiLB cannot be read, the
+/// host refuses to start and the files stay in place.
+pub fn serving_policy(config: &Config, loxilb: Arc<dyn LoxiTransport>) -> Result<(Arc<dyn MappingStore>, Option<crate::caps::storage::BackupTask>, Sandbox)> {
+    let (storage, backups) = serving_storage(config)?;
+    let policy = sandbox(config, Arc::clone(&loxilb), Arc::clone(&storage))?;
+    let damage = storage.damage();
+    if damage.is_empty() {
+        return Ok((storage, backups, policy));
+    }
+    crate::metrics::STORAGE_JOURNAL_DAMAGE.inc();
+    for problem in &damage {
+        tracing::error!("mapping journal damaged: {problem}");
+    }
+    let path = &config.mapping_storage_path;
+    let refuse = |why: String| {
+        anyhow::anyhow!(
+            "the mapping journal of {} is damaged ({}), and {why}: restore the files, or run force-recovery --mode loxilb once LoxiLB answers",
+            path.display(),
+            damage.join("; ")
+        )
+    };
+    match loxilb.request("GET", "/config/loadbalancer/all", None) {
+        Ok((200, _)) => {}
+        Ok((status, body)) => return Err(refuse(format!("LoxiLB cannot rebuild it (HTTP {status}: {body})"))),
+        Err(e) => return Err(refuse(format!("LoxiLB cannot rebuild it ({e})"))),
+    }
+    drop((policy, backups, storage));
+    let kept = crate::caps::storage::quarantine(path).map_err(refuse)?;
+    tracing::error!("mapping files moved to {}; rebuilding the mapping from LoxiLB's rules", kept.display());
+    let (storage, backups) = serving_storage(config)?;
+    let mut sandbox = sandbox(config, loxilb, Arc::clone(&storage))?;
+    crate::metrics::RECOVERY_ATTEMPTS.inc();
+    match sandbox.recover(RecoveryMode::Loxilb) {
+        Ok(Ok(report)) => {
+            crate::metrics::RECOVERY_SUCCESSES.inc();
+            tracing::error!(
+                "mapping rebuilt from LoxiLB after journal damage: {} mappings ({} deterministic), {} conflicts; the damaged files are in {}",
+                report.recovered,
+                report.deterministic,
+                report.conflicts.len(),
+                kept.display()
+            );
+        }
+        Ok(Err(e)) => {
+            crate::metrics::RECOVERY_FAILURES.inc();
+            bail!("rebuilding the mapping from LoxiLB after journal damage failed: {} (the damaged files are in {})", crate::runtime::instance::describe(&e), kept.display());
+        }
+        Err(e) => {
+            crate::metrics::RECOVERY_FAILURES.inc();
+            bail!("rebuilding the mapping from LoxiLB after journal damage failed: {e} (the damaged files are in {})", kept.display());
+        }
+    }
+    storage.sync().map_err(anyhow::Error::msg)?;
+    Ok((storage, backups, sandbox))
 }
 
 pub fn loxilb(config: &Config) -> Arc<dyn LoxiTransport> {
@@ -45,11 +111,13 @@ pub fn limits(config: &Config) -> Limits {
 /// Loads the configured policy and starts an instance over the configured grants.
 pub fn sandbox(config: &Config, loxilb: Arc<dyn LoxiTransport>, storage: Arc<dyn MappingStore>) -> Result<Sandbox> {
     let path = policy_path(config);
-    if !path.exists() {
+    if !path.exists() && path != std::path::Path::new(crate::runtime::BUILTIN_POLICY_NAME) {
         anyhow::bail!("policy component {} does not exist: build it with `cargo guest`, or set [driver_loxilb] policy_path", path.display());
     }
     let policy = crate::runtime::load(&path)?;
-    let grants = Grants { loxilb, storage, log_target: path.file_stem().and_then(|s| s.to_str()).unwrap_or("policy").to_string() };
+    // The built-in policy logs as the file it is built from (guest.wasm) would.
+    let log_target = if path == std::path::Path::new(crate::runtime::BUILTIN_POLICY_NAME) { Some("guest") } else { path.file_stem().and_then(|s| s.to_str()) };
+    let grants = Grants { loxilb, storage, log_target: log_target.unwrap_or("policy").to_string() };
     Sandbox::new(policy, grants, limits(config), settings(config)).with_context(|| format!("starting policy {}", path.display()))
 }
 

@@ -41,6 +41,28 @@ impl ConfigFiles {
     }
 }
 
+/// The seed's resource types, as `show-mappings --type` takes them.
+#[derive(Clone, Copy, ValueEnum)]
+enum ResourceKind {
+    Loadbalancer,
+    Listener,
+    Pool,
+    Member,
+    Healthmonitor,
+}
+
+impl ResourceKind {
+    fn name(self) -> &'static str {
+        match self {
+            ResourceKind::Loadbalancer => "loadbalancer",
+            ResourceKind::Listener => "listener",
+            ResourceKind::Pool => "pool",
+            ResourceKind::Member => "member",
+            ResourceKind::Healthmonitor => "healthmonitor",
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve Octavia operations.
@@ -67,6 +89,12 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only this load balancer and everything under it (its listeners, pools, members, monitors).
+        #[arg(long, value_name = "ID")]
+        lb: Option<String>,
+        /// Only mappings of this resource type.
+        #[arg(long = "type", value_enum, value_name = "TYPE")]
+        resource_type: Option<ResourceKind>,
     },
     /// Check the ID mapping: both directions agree, metadata present, keys parse. Exits non-zero on problems.
     ValidateMappings {
@@ -86,7 +114,7 @@ enum Command {
         /// Print the LoxiLB changes the swap would make, and change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// The host's configuration, for [driver_loxilb] admin_socket_path.
+        /// The host's configuration file, for [driver_loxilb] admin_socket_path.
         #[arg(long, conflicts_with = "admin_socket")]
         config: Option<PathBuf>,
         /// The host's admin socket (default /var/run/octavia/loxilb-admin.sock).
@@ -123,7 +151,10 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Demo { loxilb } => host::demo::run(loxilb),
-        Command::ShowMappings { config, json } => host::tools::show_mappings(&config.load()?, json),
+        Command::ShowMappings { config, json, lb, resource_type } => {
+            let filter = host::tools::Filter { loadbalancer: lb, resource_type: resource_type.map(|t| t.name().to_string()) };
+            host::tools::show_mappings(&config.load()?, json, &filter)
+        }
         Command::ValidateMappings { config } => host::tools::validate_mappings(&config.load()?),
         Command::ForceRecovery { config, mode } => host::tools::force_recovery(
             &config.load()?,
@@ -157,9 +188,10 @@ fn recovery_mode(name: &str) -> RecoveryMode {
 }
 
 fn serve(config: Config) -> Result<()> {
+    // Before anything is opened: a second host must not touch the mapping, the inbox or the sockets.
+    let _lock = host::app::lock_state(&config)?;
     let loxilb = host::app::loxilb(&config);
-    let (storage, _backups) = host::app::serving_storage(&config)?;
-    let mut sandbox = host::app::sandbox(&config, Arc::clone(&loxilb), storage)?;
+    let (_storage, _backups, mut sandbox) = host::app::serving_policy(&config, Arc::clone(&loxilb))?;
     // Startup recovery: `init` already loaded the file; LoxiLB fills what it lacks (hybrid) or replaces it.
     if config.recovery_mode != "storage" {
         host::metrics::RECOVERY_ATTEMPTS.inc();

@@ -118,6 +118,7 @@ pub static STORAGE_ERRORS: Counter = Counter::new("storage_errors_total", "Faile
 pub static STORAGE_BACKUPS: Counter = Counter::new("storage_backups_total", "Mapping snapshot backups written.");
 pub static STORAGE_FALLBACKS: Counter = Counter::new("storage_fallbacks_total", "Loads that found the main snapshot corrupt or missing and used a backup.");
 pub static STORAGE_BAD_RECORDS: Counter = Counter::new("storage_journal_bad_records_total", "Journal records skipped on replay because their checksum or framing was wrong.");
+pub static STORAGE_JOURNAL_DAMAGE: Counter = Counter::new("storage_journal_damage_total", "Starts that found the mapping journal damaged (a segment missing or emptied, a record failing its checksum) and rebuilt the mapping from LoxiLB.");
 pub static STORAGE_JOURNAL_RECORDS: Gauge = Gauge::new("storage_journal_records", "Journal records since the snapshot the mapping was loaded from or last compacted to.");
 
 // Mapping cache and recovery: updated by the modules that see them.
@@ -145,6 +146,7 @@ const BUILT_IN: &[Metric] = &[
     Metric::Counter(&STORAGE_BACKUPS),
     Metric::Counter(&STORAGE_FALLBACKS),
     Metric::Counter(&STORAGE_BAD_RECORDS),
+    Metric::Counter(&STORAGE_JOURNAL_DAMAGE),
     Metric::Gauge(&STORAGE_JOURNAL_RECORDS),
     Metric::Counter(&CACHE_HITS),
     Metric::Counter(&CACHE_MISSES),

@@ -23,18 +23,60 @@ impl LoxiTransport for NoLoxi {
     }
 }
 
-/// A sandbox over a copy of the mapping, with LoxiLB out of reach.
+/// A sandbox over a copy of the mapping, with LoxiLB out of reach. A mapping that is not there at all is
+/// an error, not an empty mapping: the tools would otherwise report "0 mappings" for a wrong path.
 fn read_only_sandbox(config: &Config) -> Result<crate::runtime::instance::Sandbox> {
+    if !config.enable_persistent_mapping {
+        bail!("enable_persistent_mapping is false: this configuration keeps no mapping on disk to read");
+    }
+    if !crate::caps::storage::mapping_exists(&config.mapping_storage_path).map_err(anyhow::Error::msg)? {
+        bail!(
+            "no mapping at {}: neither the snapshot nor a journal segment or backup of it exists (is mapping_storage_path right, and has a host run with it?)",
+            config.mapping_storage_path.display()
+        );
+    }
     let storage: Arc<dyn MappingStore> = Arc::new(read_copy(&config.mapping_storage_path).map_err(anyhow::Error::msg)?);
     crate::app::sandbox(config, Arc::new(NoLoxi), storage)
 }
 
 fn mappings(config: &Config) -> Result<Vec<MappingEntry>> {
-    read_only_sandbox(config)?.mappings().map_err(|e| anyhow::anyhow!("{e}"))
+    let mut sandbox = read_only_sandbox(config)?;
+    for damage in sandbox.storage().damage() {
+        eprintln!("warning: the mapping below may have lost changes: {damage}");
+    }
+    sandbox.mappings().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-pub fn show_mappings(config: &Config, json: bool) -> Result<()> {
-    let entries = mappings(config)?;
+/// Which mappings `show-mappings` prints.
+#[derive(Default)]
+pub struct Filter {
+    /// A load balancer's id: it and everything under it (the entries on its VIP, which its key is).
+    pub loadbalancer: Option<String>,
+    /// A resource type's seed name (`loadbalancer`, `listener`, `pool`, `member`, `healthmonitor`).
+    pub resource_type: Option<String>,
+}
+
+/// The entries `filter` selects; naming a load balancer the mapping lacks is an error.
+pub fn select(entries: Vec<MappingEntry>, filter: &Filter) -> Result<Vec<MappingEntry>> {
+    let vip = match &filter.loadbalancer {
+        Some(id) => Some(
+            entries
+                .iter()
+                .find(|e| &e.octavia_id == id && crate::runtime::resource_type_name(e.resource_type) == "loadbalancer")
+                .map(|e| e.loxilb_key.clone())
+                .ok_or_else(|| anyhow::anyhow!("load balancer {id} is not in the mapping"))?,
+        ),
+        None => None,
+    };
+    Ok(entries
+        .into_iter()
+        .filter(|e| vip.as_ref().is_none_or(|vip| &e.external_ip == vip))
+        .filter(|e| filter.resource_type.as_deref().is_none_or(|t| crate::runtime::resource_type_name(e.resource_type) == t))
+        .collect())
+}
+
+pub fn show_mappings(config: &Config, json: bool, filter: &Filter) -> Result<()> {
+    let entries = select(mappings(config)?, filter)?;
     if json {
         let rows: Vec<Value> = entries
             .iter()
@@ -66,6 +108,9 @@ pub fn problems(entries: &[MappingEntry], snapshot: Option<&Value>) -> Vec<Strin
             out.push(format!("{}: malformed {} key {:?}", e.octavia_id, crate::runtime::resource_type_name(e.resource_type), e.loxilb_key));
         }
     }
+    // A file of format 1.0 keys entries its own way (a listener's key shared with its load balancer, null
+    // for monitors): its maps are what the policy migrates, not what it serves, so only the entries count.
+    let snapshot = snapshot.filter(|snap| snap.get("version").and_then(Value::as_str) != Some("1.0"));
     if let Some(snap) = snapshot {
         let forward = snap.get("octavia_to_loxilb").and_then(Value::as_object);
         let reverse = snap.get("loxilb_to_octavia").and_then(Value::as_object);
@@ -141,6 +186,19 @@ pub fn key_parses(resource_type: &str, key: &str) -> bool {
 }
 
 pub fn validate_mappings(config: &Config) -> Result<()> {
+    let (count, problems) = mapping_problems(config)?;
+    for p in &problems {
+        println!("problem: {p}");
+    }
+    if !problems.is_empty() {
+        bail!("{} problems in {} mappings", problems.len(), count);
+    }
+    println!("{count} mappings consistent");
+    Ok(())
+}
+
+/// What `validate-mappings` checks: the number of mappings, and every problem found.
+pub fn mapping_problems(config: &Config) -> Result<(usize, Vec<String>)> {
     let mut sandbox = read_only_sandbox(config)?;
     let entries = sandbox.mappings().map_err(|e| anyhow::anyhow!("{e}"))?;
     let snapshot = match sandbox.storage().read_snapshot().map_err(anyhow::Error::msg)? {
@@ -148,19 +206,14 @@ pub fn validate_mappings(config: &Config) -> Result<()> {
         None => None,
     };
     let mut problems = problems(&entries, snapshot.as_ref());
+    // A damaged journal still loads what is whole, so the rest can agree with itself: it is lost changes.
+    problems.extend(sandbox.storage().damage().into_iter().map(|d| format!("journal: {d}")));
     // The policy decodes the Octavia objects stored with each mapping only when it needs them; rendering
     // every rule needs nearly all of them. An object it cannot decode stops it (the log names the entry).
     if let Err(e) = sandbox.desired_rules() {
         problems.push(format!("the policy cannot render the mapping's rules ({e}); its log above names the entry it could not decode"));
     }
-    for p in &problems {
-        println!("problem: {p}");
-    }
-    if !problems.is_empty() {
-        bail!("{} problems in {} mappings", problems.len(), entries.len());
-    }
-    println!("{} mappings consistent", entries.len());
-    Ok(())
+    Ok((entries.len(), problems))
 }
 
 /// Rebuilds the mapping from LoxiLB (and the file, in hybrid mode) and persists it. The host must not
@@ -169,6 +222,8 @@ pub fn force_recovery(config: &Config, mode: RecoveryMode) -> Result<()> {
     if std::os::unix::net::UnixStream::connect(&config.admin_socket_path).is_ok() {
         bail!("a host is running (its admin socket {} answers): stop it first", config.admin_socket_path.display());
     }
+    // A host serving the same mapping under another admin socket is caught by the mapping's lock.
+    let _lock = crate::app::lock_state(config)?;
     let storage = crate::app::storage(config)?;
     let mut sandbox = crate::app::sandbox(config, crate::app::loxilb(config), Arc::clone(&storage))?;
     let report = sandbox.recover(mode).map_err(|e| anyhow::anyhow!("{e}"))?.map_err(|e| anyhow::anyhow!(describe(&e)))?;

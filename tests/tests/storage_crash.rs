@@ -68,6 +68,11 @@ fn recovered(path: &Path) -> Result<i64, String> {
         }
         last = n;
     }
+    // A crash is not damage: no state it leaves may be mistaken for a lost or emptied segment.
+    let damage = store.damage();
+    if !damage.is_empty() {
+        return Err(format!("a crash left what reads as journal damage: {damage:?}"));
+    }
     Ok(last)
 }
 

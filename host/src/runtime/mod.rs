@@ -92,10 +92,21 @@ fn linker(engine: &Engine) -> Result<Linker<HostState>> {
     Ok(linker)
 }
 
+/// The default policy (`l4-fullnat`, the `guest` crate), built into this binary by `build.rs`.
+pub static BUILTIN_POLICY: &[u8] = include_bytes!(env!("LOXILB_BUILTIN_POLICY"));
+
+/// The name that stands for `BUILTIN_POLICY` wherever a policy path is taken (`policy_path`, `swap-policy`,
+/// `check-policy`): no file is read for it.
+pub const BUILTIN_POLICY_NAME: &str = "builtin:l4-fullnat";
+
 /// Compiles a component (or loads its cached compilation) and checks that it is a policy this host can run.
 pub fn load(path: &Path) -> Result<Arc<LoadedPolicy>> {
     let engine = engine();
-    let bytes = std::fs::read(path).with_context(|| format!("reading policy {}", path.display()))?;
+    let bytes = if path == Path::new(BUILTIN_POLICY_NAME) {
+        BUILTIN_POLICY.to_vec()
+    } else {
+        std::fs::read(path).with_context(|| format!("reading policy {}", path.display()))?
+    };
     let digest: String = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes)).iter().map(|b| format!("{b:02x}")).collect();
     let component = crate::runtime::instance::compile_cached(engine, &bytes, &digest)
         .map_err(|e| anyhow!("{} is not a loadable component: {e:#}", path.display()))?;
@@ -120,7 +131,14 @@ pub fn resource_type_name(t: bindings::mapping::ResourceType) -> &'static str {
     }
 }
 
-/// Where the default policy is: `LOXILB_POLICY`, then the workspace build output, then beside the binary.
+/// The policy a host runs when `policy_path` is not set: `LOXILB_POLICY` if set (development), else the
+/// built-in one.
+pub fn configured_default_policy() -> PathBuf {
+    std::env::var_os("LOXILB_POLICY").map_or_else(|| PathBuf::from(BUILTIN_POLICY_NAME), PathBuf::from)
+}
+
+/// The default policy's file, for tests and benches that need one: `LOXILB_POLICY`, then the workspace
+/// build output (`cargo guest`), then beside the binary.
 pub fn default_policy_path() -> PathBuf {
     if let Some(p) = std::env::var_os("LOXILB_POLICY") {
         return PathBuf::from(p);

@@ -119,7 +119,11 @@ pub fn cli_swap(path: &Path, dry_run: bool, config: Option<&Path>, admin_socket:
         (None, None) => Config::default().admin_socket_path,
     };
     // The host resolves the path in its own working directory.
-    let path = std::fs::canonicalize(path).or_else(|_| std::path::absolute(path)).with_context(|| format!("resolving {}", path.display()))?;
+    let path = if path == Path::new(crate::runtime::BUILTIN_POLICY_NAME) {
+        path.to_path_buf()
+    } else {
+        std::fs::canonicalize(path).or_else(|_| std::path::absolute(path)).with_context(|| format!("resolving {}", path.display()))?
+    };
     let command = json!({"command": "swap-policy", "path": path, "dry_run": dry_run});
     match request(&socket, &command)? {
         Ok(text) => {

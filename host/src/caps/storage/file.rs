@@ -10,7 +10,10 @@
 //!   any older backup `b` + segments `b..` — segments are deleted only when no kept backup needs them.
 //! - Records are appended with `write`, made durable by `sync`'s fdatasync (one for every caller waiting
 //!   at that moment); each line carries a CRC. A line torn by a crash has no newline and is cut off at
-//!   the next open; a line damaged otherwise fails its CRC and is skipped with an error.
+//!   the next open; a line damaged otherwise fails its CRC and is skipped, and reported as damage.
+//! - Damage is told from a short journal (`read_journal`): a segment is created with its header already in
+//!   it (never empty on disk), and the segment before it then says `next`; a snapshot needs its own
+//!   segment. A crash leaves none of what is reported: the next segment exists before the old one names it.
 //! - Records are idempotent (each sets or clears one id), so replaying more of the journal than needed —
 //!   after a crash between creating a segment and renaming its snapshot — changes nothing.
 //! - A snapshot is written off the caller's path: `write_snapshot` fsyncs the current segment, starts
@@ -30,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use super::format::{self, Line};
+use super::format::{self, JournalLine, Line};
 use super::MappingStore;
 use crate::metrics;
 
@@ -47,6 +50,12 @@ pub(super) struct Inner {
     pub(super) cur: u64,
     /// The generation of the snapshot last read or written: replay starts at its segment.
     pub(super) base: u64,
+    /// What that snapshot says about its journal (see `Follows`).
+    follows: Follows,
+    /// What is wrong with the journal, as the last replay (or count) found it, and a missing segment
+    /// `open` had to create again (which a replay cannot see any more).
+    damage: Vec<String>,
+    lost: Option<String>,
     pub(super) segments: BTreeSet<u64>,
     /// Records in segments `base..=cur`, once known (counting needs a read).
     records: Option<u32>,
@@ -208,27 +217,85 @@ fn open_segment(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).read(true).mode(0o600).open(path)
 }
 
+/// Creates segment `generation` holding only its header, so that it is never empty on disk: written
+/// aside, fsynced, renamed, directory fsynced (its name is durable before any record in it is reported
+/// durable). Returns it open for appending, and its length.
+fn create_segment(snapshot: &Path, generation: u64) -> Result<(File, u64), String> {
+    let path = segment_path(snapshot, generation);
+    let mut header = Vec::new();
+    format::frame(&JournalLine::Segment(generation).record(), &mut header);
+    replace(&path, &header, |f| fsync(f, true)).map_err(|e| format!("creating {}: {e}", path.display()))?;
+    let file = open_segment(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+    Ok((file, header.len() as u64))
+}
+
 /// The journal generation a sealed snapshot names, read from its last bytes (without hashing it all).
 pub(super) fn trailer_generation(file: &File) -> std::io::Result<Option<u64>> {
+    Ok(trailer(file)?.map(|(generation, _)| generation))
+}
+
+/// The generation a sealed snapshot names and whether its segments carry headers, from its last bytes.
+fn trailer(file: &File) -> std::io::Result<Option<(u64, bool)>> {
     let len = file.metadata()?.len();
     let n = len.min(256);
     let mut tail = vec![0u8; n as usize];
     file.read_exact_at(&mut tail, len - n)?;
-    Ok(format::trailer_generation(&tail))
+    Ok(format::trailer_generation(&tail).map(|g| (g, format::trailer_headed(&tail))))
 }
 
-fn main_generation(path: &Path) -> Option<u64> {
-    trailer_generation(&File::open(path).ok()?).ok().flatten()
+fn main_trailer(path: &Path) -> Option<(u64, bool)> {
+    trailer(&File::open(path).ok()?).ok().flatten()
+}
+
+/// What a snapshot says about the journal that follows it.
+#[derive(Clone, Copy)]
+pub(super) struct Follows {
+    /// The first segment to replay.
+    pub base: u64,
+    /// Segment `base` must exist: the snapshot was written after it was created (every snapshot with a
+    /// generation was); only a new store, or a file of the first releases, has none yet.
+    pub required: bool,
+    /// Segments from `base` on start with a header (written by this release).
+    pub headed: bool,
+    /// There is a snapshot at all.
+    pub snapshot: bool,
+}
+
+impl Follows {
+    fn new(base: u64, headed: bool) -> Follows {
+        Follows { base, required: headed || base > 0, headed, snapshot: true }
+    }
+
+    /// No snapshot yet: segment 0 is the whole history. This release creates it with a header; one of
+    /// an earlier release may have none, but an empty one is then an empty mapping, which LoxiLB rebuilds.
+    const NO_SNAPSHOT: Follows = Follows { base: 0, required: false, headed: false, snapshot: false };
+}
+
+/// The journal records after a snapshot, and what was found wrong with the journal: each an
+/// operator-readable sentence naming the file. A damaged journal still yields every record that is whole,
+/// but it is not the mapping's history any more: the caller decides (see `app::serving_policy`).
+pub(super) struct Journal {
+    pub records: Vec<Vec<u8>>,
+    pub damage: Vec<String>,
+}
+
+/// What a segment's host lines say.
+struct SegmentLines {
+    empty: bool,
+    headed: bool,
+    next: Option<u64>,
 }
 
 /// The records of one segment, in order. A last line without its newline was torn by a crash mid-append
-/// (`sync` never returned for it); a line that fails its CRC is skipped, loudly.
-fn read_segment(path: &Path, out: &mut Vec<Vec<u8>>) -> Result<(), String> {
+/// (`sync` never returned for it) and is ignored; a line that fails its CRC is skipped, loudly, and is
+/// damage.
+fn read_segment(path: &Path, generation: u64, out: &mut Vec<Vec<u8>>, damage: &mut Vec<String>) -> Result<SegmentLines, String> {
     let bytes = read_whole(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let whole = memchr::memrchr(b'\n', &bytes).map_or(0, |i| i + 1);
     if whole < bytes.len() {
         tracing::warn!("{}: ignoring a record torn by a crash at its end ({} bytes)", path.display(), bytes.len() - whole);
     }
+    let mut lines = SegmentLines { empty: bytes.is_empty(), headed: false, next: None };
     // memchr finds the line breaks a vector at a time: a replay reads up to an eighth of the mapping's size.
     let mut start = 0;
     for (i, end) in memchr::memchr_iter(b'\n', &bytes[..whole]).enumerate() {
@@ -238,38 +305,71 @@ fn read_segment(path: &Path, out: &mut Vec<Vec<u8>>) -> Result<(), String> {
             continue;
         }
         match format::unframe(line) {
-            Line::Record(record) => out.push(record.to_vec()),
+            Line::Record(record) => match JournalLine::parse(record) {
+                None => out.push(record.to_vec()),
+                Some(JournalLine::Segment(g)) if i == 0 => {
+                    lines.headed = true;
+                    if g != generation {
+                        damage.push(format!("{} starts with the header of journal segment {g}: it is not the segment its name says", path.display()));
+                    }
+                }
+                Some(JournalLine::Segment(_)) => {}
+                Some(JournalLine::Next(g)) => lines.next = Some(g),
+            },
             Line::Bad(why) => {
                 metrics::STORAGE_BAD_RECORDS.inc();
-                tracing::error!("{} line {}: skipping a damaged journal record ({why})", path.display(), i + 1);
+                let message = format!("{} line {}: a journal record fails its check ({why}) and was skipped: the change it recorded is lost", path.display(), i + 1);
+                tracing::error!("{message}");
+                damage.push(message);
             }
         }
     }
-    Ok(())
+    Ok(lines)
 }
 
-fn read_segments(snapshot: &Path, from: u64, to: u64, segments: &BTreeSet<u64>) -> Result<Vec<Vec<u8>>, String> {
-    let mut out = Vec::new();
-    for g in from..=to {
+/// Segments `follows.base..` as listed in `segments`, and what is wrong with them: a segment missing
+/// before the newest one (or segment `base` itself, when the snapshot needs it), a segment without its
+/// header where one is due (emptied, or cut at its start), the newest segment saying the journal goes on
+/// in one that is not there (the last segment was deleted), and records failing their CRC.
+pub(super) fn read_journal(snapshot: &Path, follows: Follows, segments: &BTreeSet<u64>) -> Result<Journal, String> {
+    let mut journal = Journal { records: Vec::new(), damage: Vec::new() };
+    let last = segments.last().copied().unwrap_or(follows.base).max(follows.base);
+    let mut headers_due = follows.headed;
+    for g in follows.base..=last {
         let path = segment_path(snapshot, g);
         if !segments.contains(&g) {
-            return Err(format!(
-                "journal segment {} is missing: the changes recorded after snapshot generation {g} are lost; restore the file, or run force-recovery",
+            if g < last || follows.required {
+                journal.damage.push(format!("journal segment {} is missing: the changes recorded in it are lost", path.display()));
+            }
+            continue;
+        }
+        let lines = read_segment(&path, g, &mut journal.records, &mut journal.damage)?;
+        if (headers_due || (!follows.snapshot && lines.empty)) && !lines.headed {
+            journal.damage.push(format!(
+                "journal segment {} has no header: it was emptied or cut at its start, and the changes recorded in it are lost",
                 path.display()
             ));
         }
-        read_segment(&path, &mut out)?;
+        // A segment continued in the next one (or one with a header) was written by this release: so is the next.
+        headers_due |= lines.headed || lines.next.is_some();
+        if let Some(next) = lines.next.filter(|_| g == last) {
+            journal.damage.push(format!(
+                "journal segment {} is missing: {} says the journal goes on in it (the last segment was deleted), and the changes recorded in it are lost",
+                segment_path(snapshot, next).display(),
+                path.display()
+            ));
+        }
     }
-    Ok(out)
+    Ok(journal)
 }
 
 /// Which snapshot to load, and from which generation the journal is replayed.
 pub(super) enum Resolved {
     /// No snapshot was ever written (a new installation, or not compacted yet).
-    Nothing { base: u64 },
-    Main { document: Vec<u8>, base: u64 },
+    Nothing,
+    Main { document: Vec<u8>, follows: Follows },
     /// The main file is corrupt or missing: the newest whole backup whose journal is complete.
-    Backup { document: Vec<u8>, sealed: Vec<u8>, base: u64, from: PathBuf, reason: String, main_exists: bool },
+    Backup { document: Vec<u8>, sealed: Vec<u8>, follows: Follows, from: PathBuf, reason: String, main_exists: bool },
 }
 
 /// Reads a whole file. A snapshot of 100k mappings is ~80 MB (and a journal segment can be as large): its buffer is advised into huge pages, so
@@ -293,12 +393,12 @@ pub(super) fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
 pub(super) fn resolve(path: &Path, backups: &[Backup], segments: &BTreeSet<u64>, cur: u64) -> Result<Resolved, String> {
     let (reason, main_exists) = match read_whole(path) {
         Ok(bytes) => match format::unseal(bytes) {
-            Ok(u) => return Ok(Resolved::Main { document: u.document, base: u.generation }),
+            Ok(u) => return Ok(Resolved::Main { follows: Follows::new(u.generation, u.headed), document: u.document }),
             Err(e) => (format!("corrupt ({e})"), true),
         },
         Err(e) if e.kind() == ErrorKind::NotFound => {
             if backups.is_empty() && segments.iter().all(|&g| g == 0) {
-                return Ok(Resolved::Nothing { base: 0 });
+                return Ok(Resolved::Nothing);
             }
             ("missing".to_string(), false)
         }
@@ -320,7 +420,8 @@ pub(super) fn resolve(path: &Path, backups: &[Backup], segments: &BTreeSet<u64>,
                     tried.push(format!("{}: the journal segments it needs ({missing:?}) are gone", backup.path.display()));
                     continue;
                 }
-                return Ok(Resolved::Backup { document: u.document, sealed, base: u.generation, from: backup.path.clone(), reason, main_exists });
+                let follows = Follows::new(u.generation, u.headed);
+                return Ok(Resolved::Backup { document: u.document, sealed, follows, from: backup.path.clone(), reason, main_exists });
             }
             Err(e) => tried.push(format!("{}: {e}", backup.path.display())),
         }
@@ -346,6 +447,9 @@ pub fn read_copy(path: &Path) -> Result<super::MemoryStore, String> {
                 tracing::debug!("reading {} again: {e}", path.display());
                 attempt += 1;
             }
+            // A segment deleted by a compaction, or one started by it, between listing and reading looks
+            // like damage: only damage seen on every attempt is.
+            Ok(store) if attempt < 3 && !store.damage().is_empty() => attempt += 1,
             result => return result,
         }
     }
@@ -357,40 +461,61 @@ fn read_copy_once(path: &Path) -> Result<super::MemoryStore, String> {
     let legacy = legacy_journal_path(path);
     let cur = listing.segments.last().copied().unwrap_or(0);
     let store = super::MemoryStore::default();
-    let base = match resolve(path, &listing.backups, &listing.segments, cur)? {
-        Resolved::Nothing { base } => base,
-        Resolved::Main { document, base } => {
+    let follows = match resolve(path, &listing.backups, &listing.segments, cur)? {
+        Resolved::Nothing => Follows::NO_SNAPSHOT,
+        Resolved::Main { document, follows } => {
             store.write_snapshot(document)?;
-            base
+            follows
         }
-        Resolved::Backup { document, base, from, reason, .. } => {
+        Resolved::Backup { document, follows, from, reason, .. } => {
             tracing::error!("mapping snapshot {} is {reason}; reading backup {} instead", path.display(), from.display());
             store.write_snapshot(document)?;
-            base
+            follows
         }
     };
     // Listed again: a compaction may have started a segment since.
     let segments = list(&dir, &name)?.segments;
-    let cur = segments.last().copied().unwrap_or(0);
-    let mut records = Vec::new();
-    if segments.is_empty() && legacy.exists() {
-        read_segment(&legacy, &mut records)?;
+    let journal = if segments.is_empty() && legacy.exists() {
+        let mut journal = Journal { records: Vec::new(), damage: Vec::new() };
+        read_segment(&legacy, 0, &mut journal.records, &mut journal.damage)?;
+        journal
     } else {
-        // A segment absent at the end holds nothing yet (`FileStore::open` creates it); one absent before
-        // the end means lost records.
-        let to = cur.max(base);
-        for g in base..=to {
-            if segments.contains(&g) {
-                read_segment(&segment_path(path, g), &mut records)?;
-            } else if g < to {
-                return Err(format!("journal segment {} is missing", segment_path(path, g).display()));
-            }
-        }
-    }
-    for r in records {
+        read_journal(path, follows, &segments)?
+    };
+    for r in journal.records {
         store.append(&r)?;
     }
-    Ok(store)
+    Ok(store.with_damage(journal.damage))
+}
+
+/// Whether anything of the mapping at `path` is on disk: the snapshot, a journal segment (or the first
+/// release's journal), or a backup.
+pub fn mapping_exists(path: &Path) -> Result<bool, String> {
+    let (dir, name) = split(path)?;
+    let listing = list(&dir, &name)?;
+    Ok(path.exists() || legacy_journal_path(path).exists() || !listing.segments.is_empty() || !listing.backups.is_empty())
+}
+
+/// Moves the mapping's files — snapshot, journal segments, backups — into a new directory
+/// `<name>.damaged-<UTC time>` beside them, for the operator, and returns it. The next `FileStore::open`
+/// starts an empty mapping. No store may be open on `path`.
+pub fn quarantine(path: &Path) -> Result<PathBuf, String> {
+    let (dir, name) = split(path)?;
+    let listing = list(&dir, &name)?;
+    let kept = dir.join(format!("{name}.damaged-{}", super::backup::stamp(crate::caps::clock::now_ms())));
+    fs::DirBuilder::new().mode(0o700).create(&kept).map_err(|e| format!("creating {}: {e}", kept.display()))?;
+    let files = [path.to_path_buf(), legacy_journal_path(path)]
+        .into_iter()
+        .chain(listing.segments.iter().map(|&g| segment_path(path, g)))
+        .chain(listing.backups.into_iter().map(|b| b.path));
+    for file in files {
+        match fs::rename(&file, kept.join(file.file_name().expect("a file name"))) {
+            Err(e) if e.kind() != ErrorKind::NotFound => return Err(format!("moving {} into {}: {e}", file.display(), kept.display())),
+            _ => {}
+        }
+    }
+    fsync_dir(&dir).map_err(|e| format!("fsync {}: {e}", dir.display()))?;
+    Ok(kept)
 }
 
 impl FileStore {
@@ -413,14 +538,22 @@ impl FileStore {
                 segments.insert(0);
             }
         }
-        let main = main_generation(path);
-        let base = main.or(segments.first().copied()).unwrap_or(0);
+        let main = main_trailer(path);
+        let base = main.map(|(g, _)| g).or(segments.first().copied()).unwrap_or(0);
+        let follows = main.map_or(Follows::NO_SNAPSHOT, |(g, headed)| Follows::new(g, headed));
         let cur = segments.last().copied().unwrap_or(0).max(base);
         let segment = segment_path(path, cur);
-        let file = open_segment(&segment).map_err(|e| format!("opening {}: {e}", segment.display()))?;
-        if segments.insert(cur) {
-            fsync_dir(&dir).map_err(|e| format!("fsync {}: {e}", dir.display()))?;
-        }
+        let mut lost = None;
+        let file = if segments.contains(&cur) {
+            open_segment(&segment).map_err(|e| format!("opening {}: {e}", segment.display()))?
+        } else {
+            if follows.required {
+                // Appending needs the segment; the loss must still be told after it is there again.
+                lost = Some(format!("journal segment {} is missing (created again, empty): the changes recorded in it are lost", segment.display()));
+            }
+            segments.insert(cur);
+            create_segment(path, cur)?.0
+        };
         let len = whole_length(&file).map_err(|e| format!("reading {}: {e}", segment.display()))?;
         if len < file.metadata().map_err(|e| e.to_string())?.len() {
             tracing::warn!("{}: cutting off a record torn by a crash", segment.display());
@@ -435,6 +568,9 @@ impl FileStore {
                 len,
                 cur,
                 base,
+                follows,
+                damage: Vec::new(),
+                lost,
                 segments,
                 records: None,
                 appended: 0,
@@ -465,7 +601,9 @@ impl FileStore {
         let mut inner = self.lock();
         match &result {
             Ok(()) => {
-                inner.base = inner.base.max(w.generation);
+                if w.generation >= inner.base {
+                    (inner.base, inner.follows) = (w.generation, Follows::new(w.generation, true));
+                }
                 self.prune(&mut inner);
                 metrics::STORAGE_SNAPSHOTS.inc();
             }
@@ -509,10 +647,7 @@ impl FileStore {
 
     /// Starts appending to a new segment `generation` (when a snapshot names one beyond the last).
     fn start_segment(&self, inner: &mut Inner, generation: u64) -> Result<(), String> {
-        let path = segment_path(&self.path, generation);
-        let file = open_segment(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
-        let len = whole_length(&file).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        fsync_dir(&self.dir).map_err(|e| format!("fsync {}: {e}", self.dir.display()))?;
+        let (file, len) = create_segment(&self.path, generation)?;
         inner.file = file;
         inner.len = len;
         inner.cur = generation;
@@ -541,13 +676,18 @@ impl FileStore {
     fn count(&self, inner: &mut Inner) -> u32 {
         match inner.records {
             Some(n) => n,
-            None => {
-                let n = read_segments(&self.path, inner.base, inner.cur, &inner.segments).map_or(0, |r| r.len() as u32);
-                inner.records = Some(n);
-                metrics::STORAGE_JOURNAL_RECORDS.set(n as u64);
-                n
-            }
+            None => self.scan(inner).map_or(0, |r| r.len() as u32),
         }
+    }
+
+    /// Reads the journal since the snapshot, counts it and notes what is wrong with it.
+    fn scan(&self, inner: &mut Inner) -> Result<Vec<Vec<u8>>, String> {
+        let follows = Follows { base: inner.base, ..inner.follows };
+        let journal = read_journal(&self.path, follows, &inner.segments)?;
+        inner.damage = inner.lost.iter().cloned().chain(journal.damage).collect();
+        inner.records = Some(journal.records.len() as u32);
+        metrics::STORAGE_JOURNAL_RECORDS.set(journal.records.len() as u64);
+        Ok(journal.records)
     }
 
     /// The sequence number (see `MappingStore::appended`) up to which records are known durable.
@@ -569,10 +709,11 @@ impl MappingStore for FileStore {
         self.settle(&mut writing, true);
         let mut inner = self.lock();
         let resolved = resolve(&self.path, &inner.backups, &inner.segments, inner.cur);
-        let (document, base) = match resolved? {
-            Resolved::Nothing { base } => (None, base),
-            Resolved::Main { document, base } => (Some(document), base),
-            Resolved::Backup { document, sealed, base, from, reason, main_exists } => {
+        let (document, follows) = match resolved? {
+            Resolved::Nothing => (None, Follows::NO_SNAPSHOT),
+            Resolved::Main { document, follows } => (Some(document), follows),
+            Resolved::Backup { document, sealed, follows, from, reason, main_exists } => {
+                let base = follows.base;
                 metrics::STORAGE_FALLBACKS.inc();
                 // Put the backup in place of the bad file, so the next start does not fall back again, and
                 // keep the bad one for the operator.
@@ -591,13 +732,20 @@ impl MappingStore for FileStore {
                         Err(e) => format!("; could not put the backup in place ({e})"),
                     }
                 );
-                (Some(document), base)
+                (Some(document), follows)
             }
         };
+        let base = follows.base;
         if base > inner.cur {
+            if follows.required {
+                inner.lost = Some(format!(
+                    "journal segment {} is missing (created again, empty): the changes recorded in it are lost",
+                    segment_path(&self.path, base).display()
+                ));
+            }
             self.start_segment(&mut inner, base)?;
         }
-        inner.base = base;
+        (inner.base, inner.follows) = (base, follows);
         inner.records = None;
         Ok(document)
     }
@@ -610,20 +758,26 @@ impl MappingStore for FileStore {
         let mut inner = self.lock();
         let next = inner.cur + 1;
         let rotated = (|| {
+            // The next segment exists (with its header, its name durable) before this one says the journal
+            // goes on in it: a crash in between leaves a segment that is simply not continued.
+            let (file, len) = create_segment(&self.path, next)?;
             // The snapshot on disk until the new one is renamed into place (and any backup) replays this
-            // segment: it must be whole on disk.
-            if inner.appended > inner.synced || inner.failed.is_some() {
-                fsync(&inner.file, true).map_err(|e| format!("fsync {}: {e}", segment_path(&self.path, inner.cur).display()))?;
+            // segment: it must be whole on disk, its `next` line included.
+            let mut marker = Vec::new();
+            format::frame(&JournalLine::Next(next).record(), &mut marker);
+            let old = segment_path(&self.path, inner.cur);
+            if let Err(e) = inner.file.write_all(&marker) {
+                // A partial line would swallow the next record: cut it off.
+                let len = inner.len;
+                let _ = inner.file.set_len(len);
+                return Err(format!("appending to {}: {e}", old.display()));
             }
-            let segment = segment_path(&self.path, next);
-            let file = open_segment(&segment).map_err(|e| format!("creating {}: {e}", segment.display()))?;
-            // Its name must be durable before any record in it is reported durable.
-            fsync_dir(&self.dir).map_err(|e| format!("fsync {}: {e}", self.dir.display()))?;
-            Ok::<_, String>(file)
+            fsync(&inner.file, true).map_err(|e| format!("fsync {}: {e}", old.display()))?;
+            Ok::<_, String>((file, len))
         })();
-        let file = rotated.inspect_err(|_| metrics::STORAGE_ERRORS.inc())?;
+        let (file, len) = rotated.inspect_err(|_| metrics::STORAGE_ERRORS.inc())?;
         inner.file = file;
-        inner.len = 0;
+        inner.len = len;
         inner.cur = next;
         inner.segments.insert(next);
         inner.records = Some(0);
@@ -686,10 +840,7 @@ impl MappingStore for FileStore {
         let mut writing = self.writing();
         self.settle(&mut writing, true);
         let mut inner = self.lock();
-        let records = read_segments(&self.path, inner.base, inner.cur, &inner.segments)?;
-        inner.records = Some(records.len() as u32);
-        metrics::STORAGE_JOURNAL_RECORDS.set(records.len() as u64);
-        Ok(records)
+        self.scan(&mut inner)
     }
 
     fn journal_length(&self) -> u32 {
@@ -701,6 +852,12 @@ impl MappingStore for FileStore {
         }
         let mut inner = self.lock();
         self.count(&mut inner)
+    }
+
+    fn damage(&self) -> Vec<String> {
+        let mut inner = self.lock();
+        self.count(&mut inner);
+        inner.damage.clone()
     }
 
     fn sync(&self) -> Result<(), String> {
@@ -910,13 +1067,19 @@ mod tests {
         drop(store);
         let seg = segment_path(&path, 0);
         let mut bytes = fs::read(&seg).unwrap();
-        let second = bytes.iter().position(|&b| b == b'\n').unwrap() + 3;
+        // The second record is the segment's third line, after its header.
+        let second = memchr::memchr_iter(b'\n', &bytes).nth(1).unwrap() + 3;
         bytes[second] ^= 0x20;
         fs::write(&seg, bytes).unwrap();
         let before = metrics::STORAGE_BAD_RECORDS.get();
         let store = FileStore::open(&path).unwrap();
         assert_eq!(store.replay().unwrap(), vec![b"{\"n\":0}".to_vec(), b"{\"n\":2}".to_vec()]);
         assert!(metrics::STORAGE_BAD_RECORDS.get() > before);
+        // Skipped, but not silently: the store says what it lost, and so does a read-only copy.
+        let damage = store.damage();
+        assert_eq!(damage.len(), 1, "{damage:?}");
+        assert!(damage[0].contains("m.json.journal.0 line 3") && damage[0].contains("fails its check"), "{damage:?}");
+        assert_eq!(read_copy(&path).unwrap().damage(), damage);
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -945,7 +1108,7 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_naming_a_lost_segment_is_an_error_not_an_empty_journal() {
+    fn a_snapshot_naming_a_lost_segment_is_damage_not_an_empty_journal() {
         let dir = temp_dir("gap");
         let path = dir.join("m.json");
         let store = FileStore::open(&path).unwrap();
@@ -958,7 +1121,126 @@ mod tests {
         fs::write(&path, stale).unwrap();
         let store = FileStore::open(&path).unwrap();
         store.read_snapshot().unwrap();
-        assert!(store.replay().unwrap_err().contains("is missing"));
+        store.replay().unwrap();
+        let damage = store.damage();
+        assert!(damage.iter().any(|d| d.contains("m.json.journal.1 is missing")), "{damage:?}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A store with snapshot generation 1 written (segment 0 pruned), records in segment 1, then a second
+    /// snapshot started whose write fails, so segments 1 and 2 both hold records after snapshot 1.
+    fn two_segments_after_a_snapshot(dir: &Path) -> PathBuf {
+        let path = dir.join("m.json");
+        let store = FileStore::open(&path).unwrap();
+        store.write_snapshot(b"{\"v\":1}".to_vec()).unwrap();
+        store.append(b"{\"a\":1}").unwrap();
+        store.fail_next_write.store(true, Ordering::SeqCst);
+        store.write_snapshot(b"{\"v\":2}".to_vec()).unwrap();
+        store.append(b"{\"b\":2}").unwrap();
+        store.sync().unwrap();
+        assert!(store.finish_snapshot().is_err());
+        drop(store);
+        assert_eq!(list(dir, "m.json").unwrap().segments.into_iter().collect::<Vec<_>>(), vec![1, 2]);
+        path
+    }
+
+    fn damage_after_reopen(path: &Path) -> Vec<String> {
+        let store = FileStore::open(path).unwrap();
+        store.read_snapshot().unwrap();
+        store.replay().unwrap();
+        let damage = store.damage();
+        assert_eq!(read_copy(path).unwrap().damage().len(), damage.len(), "a read-only copy sees the same");
+        damage
+    }
+
+    #[test]
+    fn an_undamaged_journal_reports_nothing() {
+        let dir = temp_dir("undamaged");
+        let path = two_segments_after_a_snapshot(&dir);
+        assert_eq!(damage_after_reopen(&path), Vec::<String>::new());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_deleted_last_segment_is_seen_in_the_one_before_it() {
+        let dir = temp_dir("deleted-last");
+        let path = two_segments_after_a_snapshot(&dir);
+        fs::remove_file(segment_path(&path, 2)).unwrap();
+        let damage = damage_after_reopen(&path);
+        assert!(damage.iter().any(|d| d.contains("m.json.journal.2 is missing") && d.contains("last segment was deleted")), "{damage:?}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_emptied_segment_is_damage_not_an_empty_journal() {
+        for emptied in [1, 2] {
+            let dir = temp_dir("emptied");
+            let path = two_segments_after_a_snapshot(&dir);
+            fs::write(segment_path(&path, emptied), b"").unwrap();
+            let damage = damage_after_reopen(&path);
+            assert!(damage.iter().any(|d| d.contains(&format!("m.json.journal.{emptied} has no header"))), "{damage:?}");
+            fs::remove_dir_all(dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_only_segment_after_a_snapshot_deleted_or_emptied_is_damage() {
+        for delete in [true, false] {
+            let dir = temp_dir("only-segment");
+            let path = dir.join("m.json");
+            let store = FileStore::open(&path).unwrap();
+            store.write_snapshot(b"{\"v\":1}".to_vec()).unwrap();
+            store.append(b"{\"a\":1}").unwrap();
+            store.sync().unwrap();
+            drop(store);
+            if delete {
+                fs::remove_file(segment_path(&path, 1)).unwrap();
+            } else {
+                fs::write(segment_path(&path, 1), b"").unwrap();
+            }
+            // A read-only copy first: opening the store creates the segment again.
+            let copy = read_copy(&path).unwrap().damage();
+            assert!(copy.iter().any(|d| d.contains("m.json.journal.1")), "{copy:?}");
+            let store = FileStore::open(&path).unwrap();
+            store.read_snapshot().unwrap();
+            store.replay().unwrap();
+            let damage = store.damage();
+            assert!(damage.iter().any(|d| d.contains("m.json.journal.1") && d.contains("lost")), "{damage:?}");
+            fs::remove_dir_all(dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn an_emptied_first_segment_before_any_snapshot_is_damage() {
+        let dir = temp_dir("emptied-first");
+        let path = dir.join("m.json");
+        let store = FileStore::open(&path).unwrap();
+        store.append(b"{\"a\":1}").unwrap();
+        store.sync().unwrap();
+        drop(store);
+        assert_eq!(damage_after_reopen(&path), Vec::<String>::new());
+        fs::write(segment_path(&path, 0), b"").unwrap();
+        let damage = damage_after_reopen(&path);
+        assert!(damage.iter().any(|d| d.contains("m.json.journal.0 has no header")), "{damage:?}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn segments_of_earlier_releases_without_headers_are_not_damage() {
+        let dir = temp_dir("headerless");
+        let path = dir.join("m.json");
+        fs::create_dir_all(&dir).unwrap();
+        // An earlier release's snapshot (no `journal_headed`) with its empty segment, and one with records.
+        let sealed = String::from_utf8(format::seal(b"{\"v\":1}", 3).unwrap()).unwrap().replace("  \"journal_headed\": true,\n", "");
+        let body = sealed.split(",\n  \"checksum\"").next().unwrap();
+        let old = format!("{body},\n  \"checksum\": \"crc32:{:08x}\"\n}}\n", crc32fast::hash(format!("{body}\n}}").as_bytes()));
+        fs::write(&path, old).unwrap();
+        fs::write(segment_path(&path, 3), b"").unwrap();
+        assert_eq!(damage_after_reopen(&path), Vec::<String>::new());
+        let mut line = Vec::new();
+        format::frame(b"{\"a\":1}", &mut line);
+        fs::write(segment_path(&path, 3), &line).unwrap();
+        assert_eq!(damage_after_reopen(&path), Vec::<String>::new());
         fs::remove_dir_all(dir).unwrap();
     }
 }

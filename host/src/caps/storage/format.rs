@@ -10,6 +10,9 @@ use sha2::{Digest, Sha256};
 
 const CHECKSUM_KEY: &str = "\"checksum\": \"";
 const GENERATION_KEY: &str = "\"journal_generation\": ";
+/// Written before the generation by hosts whose journal segments start with a header (see
+/// `JournalLine`): a reader may then call a segment without one damaged rather than old.
+const HEADED_KEY: &str = "\"journal_headed\": true";
 
 /// The checksum algorithms a trailer may name; new files get the first.
 #[derive(Clone, Copy)]
@@ -53,6 +56,9 @@ impl Algorithm {
 pub struct Unsealed {
     pub document: Vec<u8>,
     pub generation: u64,
+    /// Whether the journal segments from `generation` on start with a header (files of earlier releases:
+    /// not).
+    pub headed: bool,
     /// Whether the file carried a checksum (files of the earlier driver and hand-written ones do not).
     pub checked: bool,
 }
@@ -87,7 +93,7 @@ pub fn seal_in_place(data: &mut Vec<u8>, generation: u64) -> Result<(), String> 
     let body = body.len();
     data.truncate(body);
     let separator = if has_members { "," } else { "" };
-    let generation = format!("{separator}\n  {GENERATION_KEY}{generation}");
+    let generation = format!("{separator}\n  {HEADED_KEY},\n  {GENERATION_KEY}{generation}");
     let algorithm = Algorithm::Crc32;
     let digest = algorithm.digest(&[data, generation.as_bytes(), b"\n}"]);
     data.extend_from_slice(generation.as_bytes());
@@ -104,24 +110,31 @@ pub fn check_document(data: &[u8]) -> Result<(), String> {
 /// hand) must at least be well-formed JSON; a wrong checksum is an error.
 pub fn unseal(mut file: Vec<u8>) -> Result<Unsealed, String> {
     match inspect(&file)? {
-        Some((end, generation)) => {
+        Some(Trailer { end, generation, headed }) => {
             file.truncate(end);
             file.extend_from_slice(b"\n}");
-            Ok(Unsealed { document: file, generation, checked: true })
+            Ok(Unsealed { document: file, generation, headed, checked: true })
         }
-        None => Ok(Unsealed { document: file, generation: 0, checked: false }),
+        None => Ok(Unsealed { document: file, generation: 0, headed: false, checked: false }),
     }
 }
 
 /// Checks a file as `unseal` does, without copying it: the generation it names (0 without a trailer).
 pub fn check(file: &[u8]) -> Result<u64, String> {
-    Ok(inspect(file)?.map_or(0, |(_, generation)| generation))
+    Ok(inspect(file)?.map_or(0, |t| t.generation))
 }
 
-/// For a sealed file: where the policy's document ends (before its closing brace) and the generation.
-/// Works on bytes and looks for the trailer only near the end: validating 80 MB as UTF-8 first would
+/// What a sealed file's trailer says: where the policy's document ends (before its closing brace), the
+/// generation, and whether its journal segments carry headers.
+struct Trailer {
+    end: usize,
+    generation: u64,
+    headed: bool,
+}
+
+/// For a sealed file: its trailer, checked. Works on bytes and looks for the trailer only near the end: validating 80 MB as UTF-8 first would
 /// add a tenth to the load time, and the policy's JSON parser checks the text anyway.
-fn inspect(file: &[u8]) -> Result<Option<(usize, u64)>, String> {
+fn inspect(file: &[u8]) -> Result<Option<Trailer>, String> {
     let Some(at) = rfind_near_end(file, CHECKSUM_KEY.as_bytes()) else {
         // Checked only here: a sealed file is known whole from its hash, and parsing 100k entries twice
         // would double the load time.
@@ -142,9 +155,14 @@ fn inspect(file: &[u8]) -> Result<Option<(usize, u64)>, String> {
         let digits = &body[g + GENERATION_KEY.len()..];
         let n = std::str::from_utf8(digits).ok().filter(|d| d.bytes().all(|b| b.is_ascii_digit()))?.parse::<u64>().ok()?;
         let before = trim_end(&body[..g]);
-        Some((trim_end(before.strip_suffix(b",").unwrap_or(before)).len(), n))
+        let before = trim_end(before.strip_suffix(b",").unwrap_or(before));
+        let (before, headed) = match before.strip_suffix(HEADED_KEY.as_bytes()) {
+            Some(rest) => (trim_end(rest), true),
+            None => (before, false),
+        };
+        Some(Trailer { end: trim_end(before.strip_suffix(b",").unwrap_or(before)).len(), generation: n, headed })
     });
-    Ok(Some(generation.unwrap_or((body.len(), 0))))
+    Ok(Some(generation.unwrap_or(Trailer { end: body.len(), generation: 0, headed: false })))
 }
 
 /// The trailer is the last ~150 bytes; a key this far from the end would be the policy's, not ours.
@@ -165,11 +183,51 @@ pub fn trailer_generation(tail: &[u8]) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// Whether a sealed file's last bytes say its journal segments carry headers.
+pub fn trailer_headed(tail: &[u8]) -> bool {
+    tail.windows(HEADED_KEY.len()).any(|w| w == HEADED_KEY.as_bytes())
+}
+
 /// One journal line: the record, a tab, its CRC-32 in hex, a newline. A record is single-line JSON, in
 /// which a raw tab cannot occur, so the tab unambiguously starts the trailer.
 pub fn frame(record: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(record);
     out.extend_from_slice(format!("\t{:08x}\n", crc32fast::hash(record)).as_bytes());
+}
+
+/// The host's own lines in a journal segment, framed like records but never handed to the policy (whose
+/// records are `{"put":…}` or `{"remove":…}`). A header starts every segment this release creates, so an
+/// emptied segment is told from one with no records yet; a segment that was left for the next one ends
+/// with `next`, so the deletion of the last segment is seen in the one before it.
+#[derive(Debug, PartialEq)]
+pub enum JournalLine {
+    Segment(u64),
+    Next(u64),
+}
+
+const JOURNAL_KEY: &[u8] = b"{\"journal\":";
+
+impl JournalLine {
+    pub fn record(&self) -> Vec<u8> {
+        match self {
+            JournalLine::Segment(g) => format!("{{\"journal\":{{\"segment\":{g}}}}}"),
+            JournalLine::Next(g) => format!("{{\"journal\":{{\"next\":{g}}}}}"),
+        }
+        .into_bytes()
+    }
+
+    /// The host's line a record is, if it is one.
+    pub fn parse(record: &[u8]) -> Option<JournalLine> {
+        if !record.starts_with(JOURNAL_KEY) {
+            return None;
+        }
+        let value: serde_json::Value = serde_json::from_slice(record).ok()?;
+        let line = value.get("journal")?;
+        if let Some(g) = line.get("segment").and_then(serde_json::Value::as_u64) {
+            return Some(JournalLine::Segment(g));
+        }
+        line.get("next").and_then(serde_json::Value::as_u64).map(JournalLine::Next)
+    }
 }
 
 /// What one journal line (without its newline) holds.
@@ -210,7 +268,7 @@ mod tests {
         assert_eq!(json["journal_generation"], 7);
         assert_eq!(trailer_generation(&sealed[sealed.len().saturating_sub(120)..]), Some(7));
         let back = unseal(sealed.clone()).unwrap();
-        assert_eq!(back, Unsealed { document: doc.to_vec(), generation: 7, checked: true });
+        assert_eq!(back, Unsealed { document: doc.to_vec(), generation: 7, headed: true, checked: true });
         assert!(unseal(text.replace("1.1", "1.2").into_bytes()).unwrap_err().contains("checksum mismatch"));
         assert!(unseal(text.replace("\": 7,", "\": 8,").into_bytes()).unwrap_err().contains("checksum mismatch"));
         // Compact documents and empty objects seal too.
@@ -228,17 +286,17 @@ mod tests {
         let hash = hex(&Sha256::digest(format!("{body}\n}}").as_bytes()));
         let old = format!("{body},\n  \"checksum\": \"sha256:{hash}\"\n}}\n");
         let back = unseal(old.into_bytes()).unwrap();
-        assert_eq!((back.generation, back.checked), (0, true));
+        assert_eq!((back.generation, back.headed, back.checked), (0, false, true));
         assert_eq!(back.document, format!("{body}\n}}").into_bytes());
         // Sealed with SHA-256 (releases before the CRC), generation included.
         let body = "{\n  \"version\": \"1.1\",\n  \"journal_generation\": 4";
         let hash = hex(&Sha256::digest(format!("{body}\n}}").as_bytes()));
         let sha = format!("{body},\n  \"checksum\": \"sha256:{hash}\"\n}}\n");
-        assert_eq!(unseal(sha.clone().into_bytes()).unwrap().generation, 4);
+        assert_eq!((unseal(sha.clone().into_bytes()).unwrap().generation, unseal(sha.clone().into_bytes()).unwrap().headed), (4, false));
         assert!(unseal(sha.replace("1.1", "1.2").into_bytes()).unwrap_err().contains("checksum mismatch (file says sha256:"));
         assert!(unseal(sha.replace("sha256:", "md5:").into_bytes()).unwrap_err().contains("names no algorithm"));
         let legacy = br#"{"version": "1.0", "octavia_to_loxilb": {}}"#.to_vec();
-        assert_eq!(unseal(legacy.clone()).unwrap(), Unsealed { document: legacy, generation: 0, checked: false });
+        assert_eq!(unseal(legacy.clone()).unwrap(), Unsealed { document: legacy, generation: 0, headed: false, checked: false });
         assert!(unseal(br#"{"version": "1.0", "octavia_to_lo"#.to_vec()).unwrap_err().contains("not valid JSON"));
     }
 

@@ -5,9 +5,11 @@
 //! | file | what |
 //! |---|---|
 //! | `loxilb-mappings.json` | the snapshot: the policy's JSON (the seed's format) plus `journal_generation` and a CRC-32 `checksum` as its last keys |
-//! | `loxilb-mappings.json.journal.<g>` | journal segment `g`: one record per line, each with a CRC; the snapshot of generation `g` is followed by segments `g`, `g+1`, … |
+//! | `loxilb-mappings.json.journal.<g>` | journal segment `g`: a header line, then one record per line, each with a CRC, and a `next` line once the journal moved on to `g+1`; the snapshot of generation `g` is followed by segments `g`, `g+1`, … |
 //! | `loxilb-mappings.json.backup-<UTC time>-gen<g>` | a copy of an earlier snapshot (generation `g`); segments from `g` on are kept while it is |
 //! | `loxilb-mappings.json.corrupt-<UTC time>` | a snapshot found corrupt, kept for the operator when a backup replaced it |
+//! | `loxilb-mappings.json.lock` | locked (`flock`) by the process serving the mapping, and holding its pid |
+//! | `loxilb-mappings.json.damaged-<UTC time>/` | every file above, moved aside when a serving host found the journal damaged and rebuilt the mapping from LoxiLB |
 //!
 //! Every file is mode 0600. See `file.rs` for the crash-safety argument and `backup.rs` for rotation.
 
@@ -15,10 +17,12 @@ mod backup;
 mod durability;
 mod file;
 pub mod format;
+mod lock;
 
 pub use backup::{start_backups, BackupTask};
 pub use durability::Durability;
-pub use file::{read_copy, segment_path, write_atomic, FileStore};
+pub use file::{mapping_exists, quarantine, read_copy, segment_path, write_atomic, FileStore};
+pub use lock::{lock_path, StateLock};
 
 use std::sync::Mutex;
 
@@ -36,6 +40,11 @@ pub trait MappingStore: Send + Sync {
     fn journal_length(&self) -> u32;
     /// Makes every record appended so far durable.
     fn sync(&self) -> Result<(), String>;
+    /// What is wrong with the journal since the snapshot (a segment missing or emptied, a record failing
+    /// its checksum), each naming the file: the mapping read from it may have lost changes.
+    fn damage(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// A number that grows with every append: pass it to `sync_to` later to wait for exactly the records
     /// appended up to now (a caller that reports asynchronously need not wait for later ones).
     fn appended(&self) -> u64 {
@@ -56,12 +65,19 @@ type Contents = (Option<Vec<u8>>, Vec<Vec<u8>>);
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Contents>,
+    /// The damage of the store this is a copy of.
+    damage: Vec<String>,
 }
 
 impl MemoryStore {
     /// A copy of another store's current contents (a preview must not write to the real one).
     pub fn copy_of(other: &dyn MappingStore) -> Result<MemoryStore, String> {
-        Ok(MemoryStore { inner: Mutex::new((other.read_snapshot()?, other.replay()?)) })
+        Ok(MemoryStore { inner: Mutex::new((other.read_snapshot()?, other.replay()?)), damage: other.damage() })
+    }
+
+    pub(crate) fn with_damage(mut self, damage: Vec<String>) -> MemoryStore {
+        self.damage = damage;
+        self
     }
 }
 
@@ -87,6 +103,9 @@ impl MappingStore for MemoryStore {
     }
     fn sync(&self) -> Result<(), String> {
         Ok(())
+    }
+    fn damage(&self) -> Vec<String> {
+        self.damage.clone()
     }
 }
 

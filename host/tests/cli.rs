@@ -1,0 +1,50 @@
+//! The command line as an operator meets it: every option says what it takes, and the read-only tools
+//! fail (exit 1) on a mapping that is not there instead of printing "0 mappings".
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_loxilb-octavia");
+
+#[test]
+fn every_config_option_has_help() {
+    for command in ["serve", "show-mappings", "validate-mappings", "force-recovery", "metrics", "swap-policy"] {
+        let out = Command::new(BIN).args([command, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        let line = help.lines().find(|l| l.trim_start().starts_with("--config")).unwrap_or_else(|| panic!("{command}: {help}"));
+        assert!(line.contains("configuration file"), "{command}: {line:?}");
+    }
+}
+
+#[test]
+fn read_only_tools_on_a_missing_mapping_exit_non_zero_saying_so() {
+    let dir = std::env::temp_dir().join(format!("loxilb-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mapping = dir.join("nowhere/mappings.json");
+    let conf = dir.join("octavia.conf");
+    std::fs::write(&conf, format!("[driver_loxilb]\nmapping_storage_path = {}\n", mapping.display())).unwrap();
+    for command in ["show-mappings", "validate-mappings"] {
+        let out = Command::new(BIN).args([command, "--config", conf.to_str().unwrap()]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        assert!(stderr.contains(&format!("no mapping at {}", mapping.display())), "{command}: {stderr}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("0 mappings"));
+    }
+    assert!(!dir.join("nowhere").exists(), "looking created nothing");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_demo_runs_on_the_built_in_policy_with_no_policy_file_anywhere() {
+    // An installed binary: alone in a directory of its own, no policy_path, no guest.wasm beside it.
+    let dir = std::env::temp_dir().join(format!("loxilb-installed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let installed = dir.join("loxilb-octavia");
+    std::fs::copy(BIN, &installed).unwrap();
+    let out = Command::new(&installed).arg("demo").current_dir(&dir).env_remove("LOXILB_POLICY").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("policy: builtin:l4-fullnat") && stdout.contains("policy l4-fullnat"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
