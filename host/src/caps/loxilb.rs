@@ -187,6 +187,14 @@ fn entropy() -> u64 {
     (nanos ^ (std::process::id() as u64) << 32 ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
+impl Host for HostState {
+    fn request(&mut self, method: String, path: String, body: Option<String>) -> Result<Response, String> {
+        tracing::debug!(policy = %self.grants.log_target, "LoxiLB {method} {path}");
+        let (status, body) = self.grants.loxilb.request(&method, &path, body.as_deref())?;
+        Ok(Response { status, body })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,13 +209,5 @@ mod tests {
             }
         }
         assert_eq!(Retry::NONE.delay(3, 7), Duration::ZERO);
-    }
-}
-
-impl Host for HostState {
-    fn request(&mut self, method: String, path: String, body: Option<String>) -> Result<Response, String> {
-        tracing::debug!(policy = %self.grants.log_target, "LoxiLB {method} {path}");
-        let (status, body) = self.grants.loxilb.request(&method, &path, body.as_deref())?;
-        Ok(Response { status, body })
     }
 }
