@@ -24,7 +24,15 @@ fn main() {
     cargo.current_dir(&workspace).args(["build", "-p", "guest", "--target", "wasm32-unknown-unknown", "--profile", "guest", "--target-dir"]).arg(&target);
     // What the outer cargo set for this host build must not leak into the wasm one (the jobserver may:
     // sharing it keeps the two builds within the machine's cores).
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER", "CARGO_PRIMARY_PACKAGE"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
         cargo.env_remove(var);
     }
     let status = cargo.stdout(Stdio::null()).status().unwrap_or_else(|e| panic!("running cargo to build the built-in policy: {e}"));

@@ -32,8 +32,7 @@ pub struct Wasm;
 #[cfg(target_arch = "wasm32")]
 impl Caps for Wasm {
     fn request(&mut self, method: &str, path: &str, body: Option<&str>) -> Result<HttpResponse, String> {
-        crate::bindings::loxilb::octavia::loxilb::request(method, path, body)
-            .map(|r| HttpResponse { status: r.status, body: r.body })
+        crate::bindings::loxilb::octavia::loxilb::request(method, path, body).map(|r| HttpResponse { status: r.status, body: r.body })
     }
     fn read_snapshot(&mut self) -> Result<Option<Vec<u8>>, String> {
         crate::bindings::loxilb::octavia::storage::read_snapshot()

@@ -84,7 +84,12 @@ fn merge_map<T>(
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\": {");
     let n = old.starts.len();
-    let mut map = Merged { lines: 0..0, starts: Vec::with_capacity(n + changes.len()), from: Vec::with_capacity(n + changes.len()), seeks: Vec::with_capacity(changes.len()) };
+    let mut map = Merged {
+        lines: 0..0,
+        starts: Vec::with_capacity(n + changes.len()),
+        from: Vec::with_capacity(n + changes.len()),
+        seeks: Vec::with_capacity(changes.len()),
+    };
     let begin_line = |out: &mut Vec<u8>, map: &Merged| out.extend_from_slice(if map.starts.is_empty() { b"\n" } else { b",\n" });
     // Lines `run` of the loaded map, copied whole but for the separator after the last of them.
     let copy = |out: &mut Vec<u8>, map: &mut Merged, run: Range<usize>| {
@@ -168,17 +173,18 @@ fn merge(state: &State, now: &str) -> Result<(Vec<u8>, Written), Untrusted> {
     keys.sort_unstable_by(|a, b| bytewise(a.0, b.0));
     // What is written must read back in place: names and ids without escapes (here; the parents below,
     // and a parent's children are loaded or changed ids).
-    let plain = ids.iter().all(|(id, e)| base::is_plain(id) && e.is_none_or(|e| base::is_plain(&e.key))) && keys.iter().all(|(key, id)| base::is_plain(key) && id.is_none_or(base::is_plain));
+    let plain = ids.iter().all(|(id, e)| base::is_plain(id) && e.is_none_or(|e| base::is_plain(&e.key)))
+        && keys.iter().all(|(key, id)| base::is_plain(key) && id.is_none_or(base::is_plain));
     if !plain {
         return Err(Untrusted);
     }
 
     let mut out = store::start_document(state.len(), now);
-    let id_map = merge_map(&mut out, "octavia_to_loxilb", src, old(Section::Ids), &ids, None, |out, e, _| {
-        Ok(e.map(|e| store::json_string(out, &e.key)).is_some())
-    })?;
+    let id_map =
+        merge_map(&mut out, "octavia_to_loxilb", src, old(Section::Ids), &ids, None, |out, e, _| Ok(e.map(|e| store::json_string(out, &e.key)).is_some()))?;
     out.extend_from_slice(b",\n");
-    let reverse = merge_map(&mut out, "loxilb_to_octavia", src, old(Section::Keys), &keys, None, |out, id, _| Ok(id.map(|id| store::json_string(out, id)).is_some()))?;
+    let reverse =
+        merge_map(&mut out, "loxilb_to_octavia", src, old(Section::Keys), &keys, None, |out, id, _| Ok(id.map(|id| store::json_string(out, id)).is_some()))?;
     out.extend_from_slice(b",\n");
     // The parents whose children changed: those of the entries put since the load (with those
     // entries), and the loaded parents of the entries changed since.
@@ -452,7 +458,9 @@ mod tests {
             state.put(format!("lb{n:02}"), lb(&format!("lb{n:02}"), &format!("10.3.0.{n}")));
         }
         let text = String::from_utf8(store::encode_snapshot(&state, "t")).unwrap();
-        let metadata_line = |text: &str, id: &str| text.lines().find(|l| l.starts_with(&format!("    \"{id}\": {{\"resource_type\""))).unwrap().trim_end_matches(',').to_string();
+        let metadata_line = |text: &str, id: &str| {
+            text.lines().find(|l| l.starts_with(&format!("    \"{id}\": {{\"resource_type\""))).unwrap().trim_end_matches(',').to_string()
+        };
         let mut merged_around_a_moved_line = 0;
         for (a, b, c) in [(3, 30, 20), (5, 25, 10), (2, 37, 19), (8, 16, 12), (1, 38, 21)] {
             let (la, lb_) = (metadata_line(&text, &format!("lb{a:02}")), metadata_line(&text, &format!("lb{b:02}")));

@@ -99,11 +99,7 @@ impl Policy {
                 let error = if rollback_failures.is_empty() {
                     error
                 } else {
-                    PolicyError::Loxilb(format!(
-                        "{}; rolling back also failed ({}): reconciliation will retry",
-                        describe(&error),
-                        rollback_failures.join("; ")
-                    ))
+                    PolicyError::Loxilb(format!("{}; rolling back also failed ({}): reconciliation will retry", describe(&error), rollback_failures.join("; ")))
                 };
                 caps.log(Level::Error, &format!("operation failed: {}", describe(&error)));
                 return Handled { statuses: plan.failure_statuses, error: Some(error), calls_made };
@@ -146,7 +142,8 @@ impl Policy {
 /// balancer stays usable.
 fn refusal_statuses(state: &State, op: &Operation, config: &Config) -> Vec<ObjectStatus> {
     use crate::octavia::{ObjectKind as K, ProvisioningStatus as P};
-    let error = |kind, id: &str| ObjectStatus { kind, id: id.to_string(), provisioning: Some(P::Error), operating: Some(crate::octavia::OperatingStatus::Error) };
+    let error =
+        |kind, id: &str| ObjectStatus { kind, id: id.to_string(), provisioning: Some(P::Error), operating: Some(crate::octavia::OperatingStatus::Error) };
     let active = |kind, id: &str| ObjectStatus { kind, id: id.to_string(), provisioning: Some(P::Active), operating: None };
     let _ = config;
     let lb_of_pool = |pool_id: &str| match state.get(pool_id).map(|e| e.object()) {
@@ -260,10 +257,7 @@ pub fn probe_json(probe: &EndpointProbe) -> serde_json::Value {
 
 pub fn delete_rule_path(key: &RuleKey) -> String {
     let host = if key.host.is_empty() { String::new() } else { format!("/hosturl/{}", key.host) };
-    format!(
-        "/config/loadbalancer{host}/externalipaddress/{}/port/{}/protocol/{}?block={}",
-        key.external_ip, key.port, key.protocol, key.block
-    )
+    format!("/config/loadbalancer{host}/externalipaddress/{}/port/{}/protocol/{}?block={}", key.external_ip, key.port, key.protocol, key.block)
 }
 
 /// LoxiLB's `result` text, present in both its old (200 + result) and new (coded) error styles.
@@ -290,9 +284,7 @@ pub fn call_loxilb(caps: &mut dyn Caps, call: &LoxilbCall) -> Result<(), PolicyE
             false,
         ),
     };
-    let response = caps
-        .request(method, &path, body.as_deref())
-        .map_err(|e| PolicyError::Loxilb(format!("{method} {path}: {e}")))?;
+    let response = caps.request(method, &path, body.as_deref()).map_err(|e| PolicyError::Loxilb(format!("{method} {path}: {e}")))?;
     let result = result_text(&response.body);
     if response.status == 200 && result == "Success" {
         return Ok(());

@@ -89,15 +89,9 @@ pub fn key_is_well_formed(resource_type: &str, key: &str) -> bool {
         "listener" => parse_service_key(key).is_some(),
         "loadbalancer" => is_ip(key),
         "pool" => key.split_once("/pool-").is_some_and(|(vip, id)| is_ip(vip) && !id.is_empty() && !id.contains('/')),
-        "healthmonitor" => key
-            .strip_suffix("/monitor")
-            .and_then(|rest| rest.split_once("/pool-"))
-            .is_some_and(|(vip, id)| is_ip(vip) && !id.is_empty()),
+        "healthmonitor" => key.strip_suffix("/monitor").and_then(|rest| rest.split_once("/pool-")).is_some_and(|(vip, id)| is_ip(vip) && !id.is_empty()),
         "member" => key.split_once("/pool-").is_some_and(|(vip, rest)| {
-            is_ip(vip)
-                && rest.split_once('/').is_some_and(|(_, ep)| {
-                    ep.rsplit_once(':').is_some_and(|(ip, port)| is_ip(ip) && port.parse::<u16>().is_ok())
-                })
+            is_ip(vip) && rest.split_once('/').is_some_and(|(_, ep)| ep.rsplit_once(':').is_some_and(|(ip, port)| is_ip(ip) && port.parse::<u16>().is_ok()))
         }),
         _ => false,
     }
@@ -247,10 +241,7 @@ mod tests {
         let expected_hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(id, format!("lb_192.168.1.100_80_tcp_{expected_hash}"));
         assert_ne!(id, deterministic_id("loadbalancer", "192.168.1.101", 80, "tcp", ""));
-        assert_ne!(
-            deterministic_id("member", "10.0.0.5", 80, "tcp", "1.1.1.1:80/tcp"),
-            deterministic_id("member", "10.0.0.5", 80, "tcp", "1.1.1.1:81/tcp")
-        );
+        assert_ne!(deterministic_id("member", "10.0.0.5", 80, "tcp", "1.1.1.1:80/tcp"), deterministic_id("member", "10.0.0.5", 80, "tcp", "1.1.1.1:81/tcp"));
     }
 
     #[test]

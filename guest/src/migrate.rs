@@ -190,7 +190,11 @@ fn pool(old: &Old, vips: &HashMap<String, String>, pool_of_listener: &HashMap<St
         Some(Object::Listener(l)) => Some(l.listener.loadbalancer_id.clone()),
         _ => None,
     });
-    let lb_id = old.text("loadbalancer_id").or_else(|| old.text("lb_id")).or(listener_lb).ok_or("no load balancer id (loadbalancer_id) and no listener in the file that uses it")?;
+    let lb_id = old
+        .text("loadbalancer_id")
+        .or_else(|| old.text("lb_id"))
+        .or(listener_lb)
+        .ok_or("no load balancer id (loadbalancer_id) and no listener in the file that uses it")?;
     let vip = vips.get(&lb_id).ok_or_else(|| format!("its load balancer {lb_id} is not in the file"))?.clone();
     let protocol = old.text("protocol").unwrap_or_else(|| "TCP".into()).to_ascii_uppercase();
     let pool = Pool {

@@ -11,10 +11,7 @@ use std::collections::BTreeSet;
 
 use crate::keys;
 use crate::loxilb_types::{LbRule, LoxilbCall, RuleKey};
-use crate::octavia::{
-    HealthMonitor, Listener, Loadbalancer, Member, ObjectKind, ObjectStatus, OperatingStatus, Operation, Pool,
-    ProvisioningStatus,
-};
+use crate::octavia::{HealthMonitor, Listener, Loadbalancer, Member, ObjectKind, ObjectStatus, OperatingStatus, Operation, Pool, ProvisioningStatus};
 use crate::policy_types::PolicyError;
 use crate::state::{Change, Entry, ListenerState, Map, Object, State};
 use crate::translate::{self, Config, Rendered};
@@ -221,8 +218,7 @@ impl<'a> Overlay<'a> {
             Object::Loadbalancer(lb) => (keys::loadbalancer_key(&lb.vip_address), lb.vip_address.clone(), 0, String::new()),
             Object::Listener(l) => {
                 let vip = self.vip_of_lb(&l.listener.loadbalancer_id)?;
-                let proto = translate::listener_protocol(&l.listener, &translate::Profile { http_fullproxy: true, ..Default::default() })
-                    .unwrap_or("tcp");
+                let proto = translate::listener_protocol(&l.listener, &translate::Profile { http_fullproxy: true, ..Default::default() }).unwrap_or("tcp");
                 (keys::service_key(&vip, l.listener.protocol_port, proto), vip, l.listener.protocol_port, proto.to_string())
             }
             Object::Pool(p) => {
@@ -640,10 +636,7 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
                     tree.push(status(K::HealthMonitor, &h.id, Some(Active), Some(admin_operating(h.admin_state_up))));
                 }
             }
-            st.failed = tree
-                .iter()
-                .map(|s| status(s.kind, &s.id, Some(ProvisioningStatus::Error), Some(OperatingStatus::Error)))
-                .collect();
+            st.failed = tree.iter().map(|s| status(s.kind, &s.id, Some(ProvisioningStatus::Error), Some(OperatingStatus::Error))).collect();
             st.ok = tree;
         }
         Operation::LoadbalancerUpdate(lb) => st.object(K::Loadbalancer, &lb.id, Active, Some(admin_operating(lb.admin_state_up))),
@@ -720,11 +713,9 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
             }
             st.object(K::Pool, &p.id, Deleted, Some(OperatingStatus::Offline));
             let mut listeners: Vec<String> = p.listener_id.iter().cloned().collect();
-            listeners.extend(
-                ov.listeners_of_lb(&p.loadbalancer_id)
-                    .into_iter()
-                    .filter(|l| ov.state.get(l).is_some_and(|e| matches!(e.object(), Object::Listener(s) if s.listener.default_pool_id.as_deref() == Some(&p.id)))),
-            );
+            listeners.extend(ov.listeners_of_lb(&p.loadbalancer_id).into_iter().filter(|l| {
+                ov.state.get(l).is_some_and(|e| matches!(e.object(), Object::Listener(s) if s.listener.default_pool_id.as_deref() == Some(&p.id)))
+            }));
             listeners.sort();
             listeners.dedup();
             for l in listeners {
@@ -796,10 +787,7 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
             )))
         }
         Operation::L7ruleCreate(r) | Operation::L7ruleUpdate(r) => {
-            return Err(PolicyError::Unsupported(format!(
-                "L7 rule {}: L7 rules are not supported: LoxiLB rules match on VIP, port and protocol only",
-                r.id
-            )))
+            return Err(PolicyError::Unsupported(format!("L7 rule {}: L7 rules are not supported: LoxiLB rules match on VIP, port and protocol only", r.id)))
         }
     }
     plan.statuses = st.ok;
@@ -808,11 +796,7 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
 }
 
 fn state_monitor(state: &State, pool_id: &str) -> Option<String> {
-    state
-        .children(pool_id)
-        .into_iter()
-        .find(|id| matches!(state.get(id).map(|e| e.object()), Some(Object::Healthmonitor(_))))
-        .map(str::to_string)
+    state.children(pool_id).into_iter().find(|id| matches!(state.get(id).map(|e| e.object()), Some(Object::Healthmonitor(_)))).map(str::to_string)
 }
 
 fn descendants(state: &State, id: &str) -> Vec<String> {

@@ -20,9 +20,7 @@ use crate::translate::Rendered;
 
 /// LoxiLB's rule list (`GET /config/loadbalancer/all`, key `lbAttr`).
 pub fn list_rules(caps: &mut dyn Caps) -> Result<Vec<Value>, PolicyError> {
-    let response = caps
-        .request("GET", "/config/loadbalancer/all", None)
-        .map_err(|e| PolicyError::Loxilb(format!("GET /config/loadbalancer/all: {e}")))?;
+    let response = caps.request("GET", "/config/loadbalancer/all", None).map_err(|e| PolicyError::Loxilb(format!("GET /config/loadbalancer/all: {e}")))?;
     if response.status != 200 {
         return Err(PolicyError::Loxilb(format!("GET /config/loadbalancer/all: HTTP {}: {}", response.status, response.body)));
     }
@@ -271,10 +269,9 @@ impl Policy {
                 let current = self.state.get(&id).or_else(|| staged.get(&id));
                 match current {
                     Some(existing) if existing.key == entry.key => {}
-                    Some(existing) => report.conflicts.push(format!(
-                        "{id}: mapping has key {}, LoxiLB rule {} says {}",
-                        existing.key, rule.service.name, entry.key
-                    )),
+                    Some(existing) => {
+                        report.conflicts.push(format!("{id}: mapping has key {}, LoxiLB rule {} says {}", existing.key, rule.service.name, entry.key))
+                    }
                     None => match self.state.owner(&entry.key).or_else(|| staged.owner(&entry.key)) {
                         // Endpoints never carry ids, and rules do not always: such an object found under a
                         // made-up id is the one the mapping holds at the same key under its real id.
@@ -313,17 +310,9 @@ impl Policy {
 
     /// The rule every listener in the mapping should have now.
     pub fn desired(&self) -> Vec<(String, Option<Rendered>)> {
-        let mut listeners: Vec<&str> = self
-            .state
-            .iter()
-            .filter(|(_, e)| matches!(e.object(), Object::Listener(_)))
-            .map(|(id, _)| id)
-            .collect();
+        let mut listeners: Vec<&str> = self.state.iter().filter(|(_, e)| matches!(e.object(), Object::Listener(_))).map(|(id, _)| id).collect();
         listeners.sort();
-        listeners
-            .into_iter()
-            .map(|id| (id.to_string(), plan::render_listener(&self.state, id, &self.config).unwrap_or(None)))
-            .collect()
+        listeners.into_iter().map(|id| (id.to_string(), plan::render_listener(&self.state, id, &self.config).unwrap_or(None))).collect()
     }
 
     /// Makes LoxiLB hold the desired rules: missing or different ones are re-programmed; rules nobody owns

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::base::Base;
-use crate::translate::Rendered;
 use crate::octavia::{HealthMonitor, Listener, Loadbalancer, Member, Pool};
+use crate::translate::Rendered;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -140,7 +140,16 @@ impl Entry {
     /// An entry whose object stays in `stored` until it is first used. `kind` and `parent` must be the
     /// stored object's (the store reads them from the same metadata).
     #[allow(clippy::too_many_arguments)]
-    pub fn stored(key: String, external_ip: String, port: u16, protocol: String, created_at: String, kind: ResourceType, parent: Option<String>, stored: Stored) -> Entry {
+    pub fn stored(
+        key: String,
+        external_ip: String,
+        port: u16,
+        protocol: String,
+        created_at: String,
+        kind: ResourceType,
+        parent: Option<String>,
+        stored: Stored,
+    ) -> Entry {
         Entry { key, external_ip, port, protocol, created_at, kind, parent, object: LazyObject { stored: Some(stored), decoded: OnceCell::new() } }
     }
 
@@ -168,7 +177,13 @@ impl Entry {
         let stored = self.object.stored.as_ref().expect("an entry holds its object decoded or stored");
         let object: Object = serde_json::from_slice(&stored.bytes[stored.object.clone()]).map_err(|e| e.to_string())?;
         if object.resource_type() != self.kind || object.parent() != self.parent.as_deref() {
-            return Err(format!("its object is a {} under {:?}, its metadata says a {} under {:?}", object.resource_type().as_str(), object.parent(), self.kind.as_str(), self.parent));
+            return Err(format!(
+                "its object is a {} under {:?}, its metadata says a {} under {:?}",
+                object.resource_type().as_str(),
+                object.parent(),
+                self.kind.as_str(),
+                self.parent
+            ));
         }
         Ok(self.object.decoded.get_or_init(|| Box::new(object)))
     }

@@ -681,7 +681,8 @@ pub(crate) mod tests {
         let (state, notes) = decode_snapshot(doc.to_vec()).unwrap();
         assert!(notes.is_empty());
         assert_eq!(state.get("lb-1").unwrap().key, "10.0.0.1");
-        let err = decode_snapshot(br#"{"version": "1.1", "octavia_to_loxilb": {}, "resource_metadata": {"x": {"resource_type": "pool"}}}"#.to_vec()).unwrap_err();
+        let err =
+            decode_snapshot(br#"{"version": "1.1", "octavia_to_loxilb": {}, "resource_metadata": {"x": {"resource_type": "pool"}}}"#.to_vec()).unwrap_err();
         assert!(err.contains("x"), "{err}");
     }
 

@@ -121,11 +121,7 @@ pub fn check_listener(listener: &Listener, profile: &Profile) -> Result<(), Poli
     }
     if !listener.insert_headers.is_empty() {
         let names: Vec<&str> = listener.insert_headers.iter().map(|(k, _)| k.as_str()).collect();
-        return Err(unsupported(format!(
-            "listener {}: insert_headers ({}) need an L7 proxy; LoxiLB forwards at L4",
-            listener.id,
-            names.join(", ")
-        )));
+        return Err(unsupported(format!("listener {}: insert_headers ({}) need an L7 proxy; LoxiLB forwards at L4", listener.id, names.join(", "))));
     }
     if listener.default_tls_container_ref.is_some() || !listener.sni_container_refs.is_empty() {
         return Err(unsupported(format!("listener {}: TLS certificates are not supported (no TLS termination)", listener.id)));
@@ -134,10 +130,7 @@ pub fn check_listener(listener: &Listener, profile: &Profile) -> Result<(), Poli
         return Err(unsupported(format!("listener {}: client_authentication is not supported (no TLS termination)", listener.id)));
     }
     if !listener.l7policies.is_empty() {
-        return Err(unsupported(format!(
-            "listener {}: L7 policies are not supported: LoxiLB rules match on VIP, port and protocol only",
-            listener.id
-        )));
+        return Err(unsupported(format!("listener {}: L7 policies are not supported: LoxiLB rules match on VIP, port and protocol only", listener.id)));
     }
     for cidr in &listener.allowed_cidrs {
         if !is_cidr(cidr) {
@@ -170,7 +163,13 @@ pub fn check_source_restriction(listener: &Listener) -> Result<(), PolicyError> 
 fn is_cidr(s: &str) -> bool {
     match s.split_once('/') {
         Some((ip, len)) => {
-            let max = if keys::is_ipv4(ip) { 32 } else if keys::is_ipv6(ip) { 128 } else { return false };
+            let max = if keys::is_ipv4(ip) {
+                32
+            } else if keys::is_ipv6(ip) {
+                128
+            } else {
+                return false;
+            };
             len.parse::<u8>().is_ok_and(|l| l <= max)
         }
         None => keys::is_ip(s),
@@ -241,9 +240,7 @@ pub fn check_member(member: &Member) -> Result<(), PolicyError> {
     if member.backup {
         return Err(unsupported(format!("member {}: backup members are not supported (LoxiLB has no standby endpoints)", member.id)));
     }
-    if member.monitor_address.as_deref().is_some_and(|a| a != member.address)
-        || member.monitor_port.is_some_and(|p| p != member.protocol_port)
-    {
+    if member.monitor_address.as_deref().is_some_and(|a| a != member.address) || member.monitor_port.is_some_and(|p| p != member.protocol_port) {
         return Err(unsupported(format!(
             "member {}: monitor_address/monitor_port are not supported: LoxiLB probes the endpoint's own address and port",
             member.id
@@ -310,11 +307,7 @@ pub fn check_loadbalancer(lb: &Loadbalancer) -> Result<(), PolicyError> {
 }
 
 fn nat_mode(lb: &Loadbalancer, config: &Config) -> u8 {
-    lb.flavor
-        .iter()
-        .find(|(k, _)| k == "nat_mode")
-        .and_then(|(_, v)| nat_mode_from_name(v.trim_matches('"')).ok())
-        .unwrap_or(config.nat_mode)
+    lb.flavor.iter().find(|(k, _)| k == "nat_mode").and_then(|(_, v)| nat_mode_from_name(v.trim_matches('"')).ok()).unwrap_or(config.nat_mode)
 }
 
 /// Octavia's client data timeout (ms) as LoxiLB's inactivity timeout (s), rounded up and capped.
@@ -331,11 +324,7 @@ pub fn weights_to_percent(weights: &[u32]) -> Vec<u8> {
     if total == 0 {
         return vec![0; weights.len()];
     }
-    let mut shares: Vec<(usize, u64, u64)> = weights
-        .iter()
-        .enumerate()
-        .map(|(i, &w)| (i, w as u64 * 100 / total, w as u64 * 100 % total))
-        .collect();
+    let mut shares: Vec<(usize, u64, u64)> = weights.iter().enumerate().map(|(i, &w)| (i, w as u64 * 100 / total, w as u64 * 100 % total)).collect();
     let assigned: u64 = shares.iter().map(|s| s.1).sum();
     let mut order: Vec<usize> = (0..shares.len()).collect();
     order.sort_by(|&a, &b| shares[b].2.cmp(&shares[a].2).then(a.cmp(&b)));
@@ -372,11 +361,7 @@ pub fn render(
         return Ok(None);
     }
     if serving.len() > MAX_ENDPOINTS {
-        return Err(invalid(format!(
-            "pool {}: {} enabled members, but a LoxiLB rule holds at most {MAX_ENDPOINTS} endpoints",
-            pool.id,
-            serving.len()
-        )));
+        return Err(invalid(format!("pool {}: {} enabled members, but a LoxiLB rule holds at most {MAX_ENDPOINTS} endpoints", pool.id, serving.len())));
     }
     let vip_is_v4 = keys::is_ipv4(&lb.vip_address);
     if vip_is_v4 {
@@ -392,10 +377,7 @@ pub fn render(
     let persistent = pool.session_persistence.as_ref().is_some_and(|sp| sp.kind == "SOURCE_IP");
     let sel = match (pool.lb_algorithm.as_str(), uniform, persistent) {
         (_, false, true) => {
-            return Err(unsupported(format!(
-                "pool {}: members with different weights cannot be combined with SOURCE_IP session persistence",
-                pool.id
-            )))
+            return Err(unsupported(format!("pool {}: members with different weights cannot be combined with SOURCE_IP session persistence", pool.id)))
         }
         ("ROUND_ROBIN" | "SOURCE_IP", true, true) => 3,
         ("ROUND_ROBIN", true, false) => 0,
@@ -429,11 +411,7 @@ pub fn render(
     let endpoints: Vec<Endpoint> = serving
         .iter()
         .enumerate()
-        .map(|(i, m)| Endpoint {
-            ip: keys::canonical_ip(&m.address),
-            target_port: m.protocol_port,
-            weight: if sel == 2 { percents[i] } else { 1 },
-        })
+        .map(|(i, m)| Endpoint { ip: keys::canonical_ip(&m.address), target_port: m.protocol_port, weight: if sel == 2 { percents[i] } else { 1 } })
         .collect();
     let secondary_ips = if lb.additional_vips.is_empty() {
         Vec::new()
@@ -496,10 +474,7 @@ pub fn render(
             (other, None) => return Err(unsupported(format!("health monitor {}: type {other} is not supported", hm.id))),
         }
     }
-    Ok(Some(Rendered {
-        rule: LbRule { service, endpoints, allowed_sources: allowed_sources(&listener.allowed_cidrs), secondary_ips },
-        probes,
-    }))
+    Ok(Some(Rendered { rule: LbRule { service, endpoints, allowed_sources: allowed_sources(&listener.allowed_cidrs), secondary_ips }, probes }))
 }
 
 /// `allowedSources` for LoxiLB: nothing when every source is allowed (a list of any length makes LoxiLB

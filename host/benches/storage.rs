@@ -58,7 +58,14 @@ struct Probe {
 
 impl Probe {
     fn new(store: Arc<FileStore>) -> Arc<Probe> {
-        Arc::new(Probe { store, compact_now: AtomicBool::new(false), read_ns: AtomicU64::new(0), replay_ns: AtomicU64::new(0), snapshot_bytes: AtomicU64::new(0), handoff_ns: AtomicU64::new(0) })
+        Arc::new(Probe {
+            store,
+            compact_now: AtomicBool::new(false),
+            read_ns: AtomicU64::new(0),
+            replay_ns: AtomicU64::new(0),
+            snapshot_bytes: AtomicU64::new(0),
+            handoff_ns: AtomicU64::new(0),
+        })
     }
 }
 
@@ -440,7 +447,12 @@ fn main() {
     let probe_dir = bench_dir("disk");
     let (p50, p99) = disk_fsync(&probe_dir);
     let _ = std::fs::remove_dir_all(&probe_dir);
-    println!("mapping storage bench: {} CPUs; disk fdatasync of a 200-byte append: p50 {:.0} µs, p99 {:.0} µs", std::thread::available_parallelism().map_or(0, |n| n.get()), us(p50), us(p99));
+    println!(
+        "mapping storage bench: {} CPUs; disk fdatasync of a 200-byte append: p50 {:.0} µs, p99 {:.0} µs",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        us(p50),
+        us(p99)
+    );
     println!("mutation = member_update through the policy component (2 journal records); durable = sync_to returned for it\n");
 
     for &n in sizes {

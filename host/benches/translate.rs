@@ -137,11 +137,17 @@ fn main() {
         let native_op = match &wit_op {
             host::runtime::bindings::octavia::Operation::MemberUpdate(m) => guest::octavia::Operation::MemberUpdate(
                 serde_json::from_value(json!({"id": m.id, "pool_id": m.pool_id, "address": m.address, "protocol_port": m.protocol_port, "weight": m.weight,
-                    "admin_state_up": m.admin_state_up, "backup": false, "monitor_address": null, "monitor_port": null})).unwrap()),
+                    "admin_state_up": m.admin_state_up, "backup": false, "monitor_address": null, "monitor_port": null}))
+                .unwrap(),
+            ),
             host::runtime::bindings::octavia::Operation::HealthMonitorUpdate(h) => guest::octavia::Operation::HealthMonitorUpdate(
-                serde_json::from_value(json!({"id": h.id, "pool_id": h.pool_id, "kind": h.kind, "delay": h.delay, "timeout": h.timeout, "max_retries": h.max_retries,
+                serde_json::from_value(
+                    json!({"id": h.id, "pool_id": h.pool_id, "kind": h.kind, "delay": h.delay, "timeout": h.timeout, "max_retries": h.max_retries,
                     "max_retries_down": h.max_retries_down, "http_method": null, "url_path": null, "expected_codes": null, "http_version": null,
-                    "domain_name": null, "admin_state_up": true})).unwrap()),
+                    "domain_name": null, "admin_state_up": true}),
+                )
+                .unwrap(),
+            ),
             _ => unreachable!(),
         };
         let plan = sandbox.translate(&wit_op).unwrap().unwrap();

@@ -85,7 +85,11 @@ pub fn serving_policy(config: &Config, loxilb: Arc<dyn LoxiTransport>) -> Result
         }
         Ok(Err(e)) => {
             crate::metrics::RECOVERY_FAILURES.inc();
-            bail!("rebuilding the mapping from LoxiLB after journal damage failed: {} (the damaged files are in {})", crate::runtime::instance::describe(&e), kept.display());
+            bail!(
+                "rebuilding the mapping from LoxiLB after journal damage failed: {} (the damaged files are in {})",
+                crate::runtime::instance::describe(&e),
+                kept.display()
+            );
         }
         Err(e) => {
             crate::metrics::RECOVERY_FAILURES.inc();

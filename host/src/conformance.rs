@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use loxilb_sim::{ErrorStyle, SpecValidator, Simulator};
+use loxilb_sim::{ErrorStyle, Simulator, SpecValidator};
 use serde_json::Value;
 
 use crate::caps::storage::MemoryStore;
@@ -173,11 +173,7 @@ impl<'a> Lab<'a> {
     }
 
     fn start(sim: &Simulator, policy: &Arc<LoadedPolicy>, limits: &Limits, store: &Arc<MemoryStore>) -> Result<Sandbox> {
-        let grants = Grants {
-            loxilb: Arc::new(LoopbackLoxi::to(sim)),
-            storage: store.clone(),
-            log_target: "conformance".into(),
-        };
+        let grants = Grants { loxilb: Arc::new(LoopbackLoxi::to(sim)), storage: store.clone(), log_target: "conformance".into() };
         Sandbox::new(Arc::clone(policy), grants, limits.clone(), settings()).context("starting the policy")
     }
 

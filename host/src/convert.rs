@@ -181,7 +181,8 @@ pub fn listener(v: &Value) -> Result<Listener> {
         loadbalancer_id: opt_str(m, "loadbalancer_id").unwrap_or_default(),
         protocol: string(m, "protocol", what)?,
         protocol_port: port(m, "protocol_port", what)?,
-        default_pool_id: opt_str(m, "default_pool_id").or_else(|| m.get("default_pool").and_then(|p| p.get("pool_id")).and_then(Value::as_str).map(str::to_string)),
+        default_pool_id: opt_str(m, "default_pool_id")
+            .or_else(|| m.get("default_pool").and_then(|p| p.get("pool_id")).and_then(Value::as_str).map(str::to_string)),
         admin_state_up: boolean(m, "admin_state_up", true),
         connection_limit: match m.get("connection_limit") {
             None | Some(Value::Null) => None,
@@ -285,9 +286,9 @@ pub fn operation(method: &str, args: &Value) -> Result<Operation> {
             loadbalancer: loadbalancer(arg(args, "loadbalancer", m)?)?,
             cascade: args.get("cascade").and_then(Value::as_bool).unwrap_or(false),
         }),
-        "loadbalancer_failover" | "loadbalancer_failover_with_flavor" => {
-            Operation::LoadbalancerFailover(arg(args, "loadbalancer_id", m)?.as_str().ok_or_else(|| anyhow!("{m}: loadbalancer_id is not a string"))?.to_string())
-        }
+        "loadbalancer_failover" | "loadbalancer_failover_with_flavor" => Operation::LoadbalancerFailover(
+            arg(args, "loadbalancer_id", m)?.as_str().ok_or_else(|| anyhow!("{m}: loadbalancer_id is not a string"))?.to_string(),
+        ),
         "loadbalancer_sync" => Operation::LoadbalancerSync(loadbalancer(arg(args, "loadbalancer", m)?)?),
         "listener_create" => Operation::ListenerCreate(listener(arg(args, "listener", m)?)?),
         "listener_update" => Operation::ListenerUpdate(listener(&updated(args, "listener", m)?)?),
@@ -301,10 +302,7 @@ pub fn operation(method: &str, args: &Value) -> Result<Operation> {
         "member_batch_update" => {
             let pool_id = arg(args, "pool_id", m)?.as_str().ok_or_else(|| anyhow!("{m}: pool_id is not a string"))?.to_string();
             let members = arg(args, "members", m)?.as_array().ok_or_else(|| anyhow!("{m}: members is not a list"))?;
-            Operation::MemberBatchUpdate(MemberBatch {
-                members: members.iter().map(|v| member(v, Some(&pool_id))).collect::<Result<_>>()?,
-                pool_id,
-            })
+            Operation::MemberBatchUpdate(MemberBatch { members: members.iter().map(|v| member(v, Some(&pool_id))).collect::<Result<_>>()?, pool_id })
         }
         "health_monitor_create" => Operation::HealthMonitorCreate(health_monitor(arg(args, "healthmonitor", m)?, None)?),
         "health_monitor_update" => Operation::HealthMonitorUpdate(health_monitor(&updated(args, "healthmonitor", m)?, None)?),

@@ -120,12 +120,8 @@ pub fn run(loxilb_url: Option<String>) -> Result<()> {
     let url = loxilb_url.clone().unwrap_or_else(|| simulator.as_ref().expect("simulator").url());
     let dir = std::env::temp_dir().join(format!("loxilb-octavia-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let config = Config {
-        api_endpoints: vec![url.clone()],
-        mapping_storage_path: dir.join("mappings.json"),
-        socket_path: dir.join("host.sock"),
-        ..Config::default()
-    };
+    let config =
+        Config { api_endpoints: vec![url.clone()], mapping_storage_path: dir.join("mappings.json"), socket_path: dir.join("host.sock"), ..Config::default() };
     println!("LoxiLB API: {url}{}", if simulator.is_some() { " (built-in simulator)" } else { "" });
     println!("policy: {}", crate::app::policy_path(&config).display());
     println!("mapping file: {}", config.mapping_storage_path.display());
@@ -155,11 +151,7 @@ pub fn run(loxilb_url: Option<String>) -> Result<()> {
     ensure!(endpoints(&created[0]).len() == 3, "expected 3 endpoints, found {:?}", endpoints(&created[0]));
     ensure!(created[0]["serviceArguments"]["probetype"] == "tcp", "the TCP monitor is not on the rule");
 
-    send(
-        &server.path,
-        "member_batch_update",
-        json!({"pool_id": POOL, "members": [member(1, 3), member(2, 1), member(4, 1)]}),
-    )?;
+    send(&server.path, "member_batch_update", json!({"pool_id": POOL, "members": [member(1, 3), member(2, 1), member(4, 1)]}))?;
     wait_applied(&service, 2)?;
     let updated = show("after member_batch_update (member 3 out, member 4 in, weights 3:1:1)", &service, loxilb.as_ref(), &sink)?;
     let eps = endpoints(&updated[0]);

@@ -94,7 +94,10 @@ mod tests {
     use serde_json::json;
 
     fn named(statuses: &[ObjectStatus]) -> Vec<(String, &'static str)> {
-        statuses.iter().map(|s| (format!("{}/{}", crate::octavia::status::collection(s.kind), s.id), crate::octavia::status::provisioning(s.provisioning.unwrap()))).collect()
+        statuses
+            .iter()
+            .map(|s| (format!("{}/{}", crate::octavia::status::collection(s.kind), s.id), crate::octavia::status::provisioning(s.provisioning.unwrap())))
+            .collect()
     }
 
     #[test]

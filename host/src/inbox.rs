@@ -141,7 +141,10 @@ impl Inbox {
                     // What is left may still name the operation's objects, even if it cannot be trusted.
                     let body = if line.len() >= 9 && line[line.len() - 9] == b'\t' { &line[..line.len() - 9] } else { line };
                     let operation = serde_json::from_slice::<Value>(body).ok().as_ref().and_then(accepted);
-                    damaged.push((Damaged { line: i + 1, why, operation: operation.as_ref().map(|(_, m, a)| (m.clone(), a.clone())) }, operation.and_then(|(seq, ..)| seq)));
+                    damaged.push((
+                        Damaged { line: i + 1, why, operation: operation.as_ref().map(|(_, m, a)| (m.clone(), a.clone())) },
+                        operation.and_then(|(seq, ..)| seq),
+                    ));
                     continue;
                 }
             };
@@ -233,7 +236,8 @@ mod tests {
     fn records_carry_a_crc_and_lines_written_before_them_still_read() {
         let path = temp_path("crc");
         // The layout of earlier releases: plain JSON lines.
-        std::fs::write(&path, "{\"seq\":0,\"method\":\"member_create\",\"args\":{}}\n{\"seq\":1,\"method\":\"pool_create\",\"args\":{}}\n{\"done\":0}\n").unwrap();
+        std::fs::write(&path, "{\"seq\":0,\"method\":\"member_create\",\"args\":{}}\n{\"seq\":1,\"method\":\"pool_create\",\"args\":{}}\n{\"done\":0}\n")
+            .unwrap();
         let Opened { inbox, pending, damaged } = Inbox::open(&path).unwrap();
         assert_eq!(pending, vec![(1, "pool_create".to_string(), json!({}))]);
         assert!(damaged.is_empty());

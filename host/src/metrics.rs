@@ -112,14 +112,21 @@ pub static STORAGE_BYTES: Counter = Counter::new("storage_bytes_written_total", 
 pub static STORAGE_SNAPSHOTS: Counter = Counter::new("storage_snapshot_writes_total", "Mapping snapshots written (journal compactions).");
 pub static STORAGE_SNAPSHOT_WRITE: Timing = Timing::new("storage_snapshot_write", "Time to seal, write and fsync one mapping snapshot.");
 pub static STORAGE_FSYNC: Timing = Timing::new("storage_fsync", "fsync/fdatasync calls on mapping files and their directory.");
-pub static STORAGE_GROUP_COMMITS: Counter = Counter::new("storage_group_commits_total", "Journal syncs, each covering every record appended before it started.");
-pub static STORAGE_GROUP_COMMIT_RECORDS: Counter = Counter::new("storage_group_commit_records_total", "Journal records made durable by group commits (divide by the commits for the batch size).");
+pub static STORAGE_GROUP_COMMITS: Counter =
+    Counter::new("storage_group_commits_total", "Journal syncs, each covering every record appended before it started.");
+pub static STORAGE_GROUP_COMMIT_RECORDS: Counter =
+    Counter::new("storage_group_commit_records_total", "Journal records made durable by group commits (divide by the commits for the batch size).");
 pub static STORAGE_ERRORS: Counter = Counter::new("storage_errors_total", "Failed mapping storage operations.");
 pub static STORAGE_BACKUPS: Counter = Counter::new("storage_backups_total", "Mapping snapshot backups written.");
 pub static STORAGE_FALLBACKS: Counter = Counter::new("storage_fallbacks_total", "Loads that found the main snapshot corrupt or missing and used a backup.");
-pub static STORAGE_BAD_RECORDS: Counter = Counter::new("storage_journal_bad_records_total", "Journal records skipped on replay because their checksum or framing was wrong.");
-pub static STORAGE_JOURNAL_DAMAGE: Counter = Counter::new("storage_journal_damage_total", "Starts that found the mapping journal damaged (a segment missing or emptied, a record failing its checksum) and rebuilt the mapping from LoxiLB.");
-pub static STORAGE_JOURNAL_RECORDS: Gauge = Gauge::new("storage_journal_records", "Journal records since the snapshot the mapping was loaded from or last compacted to.");
+pub static STORAGE_BAD_RECORDS: Counter =
+    Counter::new("storage_journal_bad_records_total", "Journal records skipped on replay because their checksum or framing was wrong.");
+pub static STORAGE_JOURNAL_DAMAGE: Counter = Counter::new(
+    "storage_journal_damage_total",
+    "Starts that found the mapping journal damaged (a segment missing or emptied, a record failing its checksum) and rebuilt the mapping from LoxiLB.",
+);
+pub static STORAGE_JOURNAL_RECORDS: Gauge =
+    Gauge::new("storage_journal_records", "Journal records since the snapshot the mapping was loaded from or last compacted to.");
 
 // Mapping cache and recovery: updated by the modules that see them.
 pub static CACHE_HITS: Counter = Counter::new("mapping_cache_hits_total", "Mapping lookups answered from the cache.");
@@ -131,8 +138,10 @@ pub static RECOVERY_FAILURES: Counter = Counter::new("recovery_failures_total", 
 // Accepting and applying casts (service, inbox, Unix transport).
 pub static APPLY_BACKLOG: Gauge = Gauge::new("apply_backlog", "Casts accepted and not yet applied and reported (bounded by max_pending_operations).");
 pub static CASTS_REFUSED_OVERLOAD: Counter = Counter::new("casts_refused_overload_total", "Casts refused because max_pending_operations were already waiting.");
-pub static INBOX_BAD_RECORDS: Counter = Counter::new("inbox_bad_records_total", "Inbox records found damaged on start (their objects are reported ERROR where they can be named).");
-pub static PROVIDER_CONNECTIONS_REFUSED: Counter = Counter::new("provider_connections_refused_total", "Provider socket connections refused: too many at once, or a peer not allowed.");
+pub static INBOX_BAD_RECORDS: Counter =
+    Counter::new("inbox_bad_records_total", "Inbox records found damaged on start (their objects are reported ERROR where they can be named).");
+pub static PROVIDER_CONNECTIONS_REFUSED: Counter =
+    Counter::new("provider_connections_refused_total", "Provider socket connections refused: too many at once, or a peer not allowed.");
 
 const BUILT_IN: &[Metric] = &[
     Metric::Counter(&STORAGE_WRITES),
@@ -305,10 +314,7 @@ pub fn snapshot() -> Value {
         let (name, value) = match m {
             Metric::Counter(c) => (c.name, json!(c.get())),
             Metric::Gauge(g) => (g.name, json!(g.get())),
-            Metric::Timing(t) => (
-                t.name,
-                json!({"count": t.count(), "total_us": t.total_us(), "last_us": t.last_us(), "max_us": t.max_us()}),
-            ),
+            Metric::Timing(t) => (t.name, json!({"count": t.count(), "total_us": t.total_us(), "last_us": t.last_us(), "max_us": t.max_us()})),
         };
         out.insert(name.to_string(), value);
     });

@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 
 use crate::caps::storage::{Durability, MappingStore};
 use crate::convert;
-use crate::lanes::Lanes;
 use crate::epochs::{Epochs, Ticket};
+use crate::lanes::Lanes;
 use crate::octavia::agent::DriverAgent;
 use crate::octavia::status::{document, StatusSink};
 use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, Operation, ProvisioningStatus};
@@ -235,11 +235,17 @@ impl Service {
                 let meta = args.get("flavor_metadata").and_then(Value::as_object).ok_or_else(|| Failure::driver("validate_flavor: no flavor_metadata"))?;
                 for (key, value) in meta {
                     if !FLAVOR_KEYS.iter().any(|(k, _)| k == key) {
-                        return Err(Failure { class: "UnsupportedOptionError", message: format!("flavor key {key:?} is not supported by the LoxiLB provider (supported: nat_mode)") });
+                        return Err(Failure {
+                            class: "UnsupportedOptionError",
+                            message: format!("flavor key {key:?} is not supported by the LoxiLB provider (supported: nat_mode)"),
+                        });
                     }
                     let mode = value.as_str().unwrap_or_default();
                     if !["dnat", "onearm", "fullnat", "dsr"].contains(&mode) {
-                        return Err(Failure { class: "UnsupportedOptionError", message: format!("flavor nat_mode {value} is not one of dnat, onearm, fullnat, dsr") });
+                        return Err(Failure {
+                            class: "UnsupportedOptionError",
+                            message: format!("flavor nat_mode {value} is not one of dnat, onearm, fullnat, dsr"),
+                        });
                     }
                 }
                 Ok(Value::Null)
@@ -248,7 +254,10 @@ impl Service {
             "validate_availability_zone" => match args.get("availability_zone_metadata").and_then(Value::as_object) {
                 Some(meta) if !meta.is_empty() => Err(Failure {
                     class: "UnsupportedOptionError",
-                    message: format!("availability zone metadata ({}) is not supported by the LoxiLB provider", meta.keys().cloned().collect::<Vec<_>>().join(", ")),
+                    message: format!(
+                        "availability zone metadata ({}) is not supported by the LoxiLB provider",
+                        meta.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
                 }),
                 _ => Ok(Value::Null),
             },
@@ -379,7 +388,12 @@ impl Service {
         // Octavia set the load balancer PENDING_UPDATE for any change under it: it must hear back.
         if let Some(lb) = args.get("loadbalancer_id").and_then(Value::as_str) {
             if !method.starts_with("loadbalancer_") && !statuses.iter().any(|s| s.kind == ObjectKind::Loadbalancer) {
-                statuses.push(ObjectStatus { kind: ObjectKind::Loadbalancer, id: lb.to_string(), provisioning: Some(ProvisioningStatus::Active), operating: None });
+                statuses.push(ObjectStatus {
+                    kind: ObjectKind::Loadbalancer,
+                    id: lb.to_string(),
+                    provisioning: Some(ProvisioningStatus::Active),
+                    operating: None,
+                });
             }
         }
         // Until `report` sends these statuses, Octavia's view of the load balancer predates this operation.
@@ -497,7 +511,10 @@ impl Service {
                 Err(e) => {
                     let since = *unreachable_since.get_or_insert(asked_at);
                     if warned_at.is_none_or(|at| at.elapsed() >= UNREACHABLE_WARN_EVERY) {
-                        tracing::warn!("Octavia's get socket cannot be asked for {collection}/{id} ({e:#}), for {:?}: {method} waits until it can", since.elapsed());
+                        tracing::warn!(
+                            "Octavia's get socket cannot be asked for {collection}/{id} ({e:#}), for {:?}: {method} waits until it can",
+                            since.elapsed()
+                        );
                         warned_at = Some(Instant::now());
                     }
                 }
@@ -651,11 +668,7 @@ fn commit_probe(method: &str, args: &Value) -> Option<CommitProbe> {
     if method.ends_with("_update") {
         let new = args.get(format!("new_{name}"))?.as_object()?;
         let id = new.get(id_field).or_else(|| args.get(format!("old_{name}"))?.get(id_field))?.as_str()?.to_string();
-        let expected = new
-            .iter()
-            .filter(|(k, v)| k.as_str() != id_field && !v.is_object() && !v.is_array())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let expected = new.iter().filter(|(k, v)| k.as_str() != id_field && !v.is_object() && !v.is_array()).map(|(k, v)| (k.clone(), v.clone())).collect();
         return Some((collection, id, expected));
     }
     None

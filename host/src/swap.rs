@@ -85,23 +85,15 @@ pub fn check(service: &Service, path: &Path) -> Result<Checked> {
 
     let report = conformance::run(&policy, &limits).context("running the conformance scenarios")?;
     if !report.passed() {
-        let failed: Vec<String> = report
-            .results
-            .iter()
-            .filter_map(|r| r.failure.as_ref().map(|why| format!("{} ({why})", r.name)))
-            .collect();
+        let failed: Vec<String> = report.results.iter().filter_map(|r| r.failure.as_ref().map(|why| format!("{} ({why})", r.name))).collect();
         return Err(refuse(format!("conformance scenarios failed: {}", failed.join("; "))));
     }
 
     let grants = Grants { loxilb: Arc::new(OfflineLoxi::default()), storage: Arc::new(copy), log_target: "swap-check".into() };
-    let mut probe = Sandbox::new(Arc::clone(&policy), grants, limits, settings)
-        .map_err(|e| refuse(format!("it cannot start on the current mapping: {e:#}")))?;
-    let mapped: BTreeSet<String> = probe
-        .mappings()
-        .map_err(|e| refuse(format!("`mappings` failed on the current mapping: {e}")))?
-        .into_iter()
-        .map(|m| m.octavia_id)
-        .collect();
+    let mut probe =
+        Sandbox::new(Arc::clone(&policy), grants, limits, settings).map_err(|e| refuse(format!("it cannot start on the current mapping: {e:#}")))?;
+    let mapped: BTreeSet<String> =
+        probe.mappings().map_err(|e| refuse(format!("`mappings` failed on the current mapping: {e}")))?.into_iter().map(|m| m.octavia_id).collect();
     let current = current.unwrap_or_default();
     let missing: Vec<&String> = current.difference(&mapped).collect();
     if !missing.is_empty() {
@@ -165,7 +157,12 @@ impl SwapReport {
         );
         match &self.reconcile {
             Ok(r) => {
-                out.push_str(&format!("  reconcile: {} rules re-programmed, {} removed, {} left in place\n", r.reprogrammed.len(), r.removed.len(), r.orphans.len().saturating_sub(r.removed.len())));
+                out.push_str(&format!(
+                    "  reconcile: {} rules re-programmed, {} removed, {} left in place\n",
+                    r.reprogrammed.len(),
+                    r.removed.len(),
+                    r.orphans.len().saturating_sub(r.removed.len())
+                ));
                 for failure in &r.failures {
                     out.push_str(&format!("  reconcile failure: {failure}\n"));
                 }

@@ -180,7 +180,9 @@ pub fn key_parses(resource_type: &str, key: &str) -> bool {
         "listener" => service(key),
         "pool" => pool(key) && !key.split_once("/pool-").unwrap().1.contains('/'),
         "healthmonitor" => key.strip_suffix("/monitor").is_some_and(pool),
-        "member" => key.rsplit_once('/').is_some_and(|(p, ep)| pool(p) && ep.rsplit_once(':').is_some_and(|(ip, port)| is_ip(ip) && port.parse::<u16>().is_ok())),
+        "member" => {
+            key.rsplit_once('/').is_some_and(|(p, ep)| pool(p) && ep.rsplit_once(':').is_some_and(|(ip, port)| is_ip(ip) && port.parse::<u16>().is_ok()))
+        }
         _ => false,
     }
 }

@@ -50,7 +50,8 @@ fn a_second_host_or_a_recovery_on_a_served_mapping_is_refused_naming_the_running
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let conf = config(&dir, "octavia.conf", "admin.sock");
-    let first = Serving(Command::new(BIN).args(["serve", "--config"]).arg(&conf).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let first =
+        Serving(Command::new(BIN).args(["serve", "--config"]).arg(&conf).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
     let pid = first.0.id();
     let lock = dir.join("state/mappings.json.lock");
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -55,17 +55,7 @@ fn validate(host: &str, opts: &EpOpts) -> Result<(), String> {
         return Err("host-args error".into());
     }
     let t = opts.probe_type.as_str();
-    if ![
-        PROBE_PING,
-        PROBE_TCP,
-        PROBE_UDP,
-        PROBE_SCTP,
-        PROBE_HTTP,
-        PROBE_HTTPS,
-        PROBE_NONE,
-    ]
-    .contains(&t)
-    {
+    if ![PROBE_PING, PROBE_TCP, PROBE_UDP, PROBE_SCTP, PROBE_HTTP, PROBE_HTTPS, PROBE_NONE].contains(&t) {
         return Err("host-args unknown probe type".into());
     }
     if [PROBE_TCP, PROBE_UDP, PROBE_SCTP].contains(&t) && opts.probe_port == 0 {
@@ -77,22 +67,12 @@ fn validate(host: &str, opts: &EpOpts) -> Result<(), String> {
 impl EpHosts {
     /// `AddEPHost`. `api` distinguishes a REST call (upsert of the probe options, no reference)
     /// from an LB rule taking a reference (options of an existing host are left alone).
-    pub fn add(
-        &mut self,
-        api: bool,
-        host: &str,
-        name: &str,
-        mut opts: EpOpts,
-    ) -> Result<(), String> {
+    pub fn add(&mut self, api: bool, host: &str, name: &str, mut opts: EpOpts) -> Result<(), String> {
         if api && opts.probe_type != PROBE_NONE {
             opts.probe_activated = true;
         }
         validate(host, &opts)?;
-        let key = if name.is_empty() {
-            make_ep_key(host, &opts.probe_type, opts.probe_port)
-        } else {
-            name.to_string()
-        };
+        let key = if name.is_empty() { make_ep_key(host, &opts.probe_type, opts.probe_port) } else { name.to_string() };
         if let Some(ep) = self.map.get_mut(&key) {
             if api {
                 ep.opts = opts;
@@ -102,32 +82,14 @@ impl EpHosts {
             return Ok(());
         }
         let rule_count = if api { 0 } else { 1 };
-        self.map.insert(
-            key,
-            EpHost {
-                host_name: host.to_string(),
-                opts,
-                rule_count,
-            },
-        );
+        self.map.insert(key, EpHost { host_name: host.to_string(), opts, rule_count });
         Ok(())
     }
 
     /// `DeleteEPHost`: a rule dropping its reference, or a REST delete, which is refused while
     /// any rule still refers to the host.
-    pub fn delete(
-        &mut self,
-        api: bool,
-        name: &str,
-        host: &str,
-        probe_type: &str,
-        probe_port: u16,
-    ) -> Result<(), String> {
-        let key = if name.is_empty() {
-            make_ep_key(host, probe_type, probe_port)
-        } else {
-            name.to_string()
-        };
+    pub fn delete(&mut self, api: bool, name: &str, host: &str, probe_type: &str, probe_port: u16) -> Result<(), String> {
+        let key = if name.is_empty() { make_ep_key(host, probe_type, probe_port) } else { name.to_string() };
         let Some(ep) = self.map.get_mut(&key) else {
             return Err("host-notfound error".into());
         };
@@ -149,18 +111,13 @@ impl EpHosts {
             .map(|(key, ep)| {
                 let mut m = Map::new();
                 let mut put = |k: &str, v: Value| {
-                    let empty = matches!(&v, Value::String(s) if s.is_empty())
-                        || matches!(&v, Value::Number(n) if n.as_i64() == Some(0));
+                    let empty = matches!(&v, Value::String(s) if s.is_empty()) || matches!(&v, Value::Number(n) if n.as_i64() == Some(0));
                     if !empty {
                         m.insert(k.to_string(), v);
                     }
                 };
                 let (ptype, duration, tries) = if ep.opts.probe_activated {
-                    (
-                        ep.opts.probe_type.as_str(),
-                        ep.opts.probe_duration,
-                        ep.opts.inactive_tries,
-                    )
+                    (ep.opts.probe_type.as_str(), ep.opts.probe_duration, ep.opts.inactive_tries)
                 } else {
                     // Upstream reports an unprobed host as "none" and leaves timing unset.
                     (PROBE_NONE, 0, 0)
@@ -191,33 +148,18 @@ mod tests {
     use super::*;
 
     fn tcp(port: u16) -> EpOpts {
-        EpOpts {
-            probe_type: PROBE_TCP.into(),
-            probe_port: port,
-            ..EpOpts::default()
-        }
+        EpOpts { probe_type: PROBE_TCP.into(), probe_port: port, ..EpOpts::default() }
     }
 
     #[test]
     fn rule_references_block_rest_delete_until_released() {
         let mut h = EpHosts::default();
-        h.add(false, "10.0.0.1", "10.0.0.1_tcp_80", tcp(80))
-            .unwrap();
-        h.add(false, "10.0.0.1", "10.0.0.1_tcp_80", tcp(80))
-            .unwrap();
-        assert_eq!(
-            h.delete(true, "10.0.0.1_tcp_80", "", "", 0).unwrap_err(),
-            "LB Rule-referred"
-        );
-        assert_eq!(
-            h.delete(false, "10.0.0.1_tcp_80", "", "", 0).unwrap_err(),
-            "LB Rule-referred"
-        );
+        h.add(false, "10.0.0.1", "10.0.0.1_tcp_80", tcp(80)).unwrap();
+        h.add(false, "10.0.0.1", "10.0.0.1_tcp_80", tcp(80)).unwrap();
+        assert_eq!(h.delete(true, "10.0.0.1_tcp_80", "", "", 0).unwrap_err(), "LB Rule-referred");
+        assert_eq!(h.delete(false, "10.0.0.1_tcp_80", "", "", 0).unwrap_err(), "LB Rule-referred");
         h.delete(false, "10.0.0.1_tcp_80", "", "", 0).unwrap();
-        assert_eq!(
-            h.delete(true, "", "10.0.0.1", "tcp", 80).unwrap_err(),
-            "host-notfound error"
-        );
+        assert_eq!(h.delete(true, "", "10.0.0.1", "tcp", 80).unwrap_err(), "host-notfound error");
     }
 
     #[test]
@@ -237,29 +179,11 @@ mod tests {
     #[test]
     fn option_limits() {
         let mut h = EpHosts::default();
-        assert_eq!(
-            h.add(true, "host", "", tcp(80)).unwrap_err(),
-            "host-parse error"
-        );
-        assert_eq!(
-            h.add(true, "10.0.0.1", "", tcp(0)).unwrap_err(),
-            "host-args unknown probe port"
-        );
-        let o = EpOpts {
-            inactive_tries: 101,
-            ..tcp(1)
-        };
-        assert_eq!(
-            h.add(true, "10.0.0.1", "", o).unwrap_err(),
-            "host-args error"
-        );
-        let o = EpOpts {
-            probe_type: "icmp".into(),
-            ..EpOpts::default()
-        };
-        assert_eq!(
-            h.add(true, "10.0.0.1", "", o).unwrap_err(),
-            "host-args unknown probe type"
-        );
+        assert_eq!(h.add(true, "host", "", tcp(80)).unwrap_err(), "host-parse error");
+        assert_eq!(h.add(true, "10.0.0.1", "", tcp(0)).unwrap_err(), "host-args unknown probe port");
+        let o = EpOpts { inactive_tries: 101, ..tcp(1) };
+        assert_eq!(h.add(true, "10.0.0.1", "", o).unwrap_err(), "host-args error");
+        let o = EpOpts { probe_type: "icmp".into(), ..EpOpts::default() };
+        assert_eq!(h.add(true, "10.0.0.1", "", o).unwrap_err(), "host-args unknown probe type");
     }
 }

@@ -31,11 +31,7 @@ pub(crate) struct Reply {
 
 impl Reply {
     fn new(status: u16, body: Value) -> Self {
-        Reply {
-            status,
-            body,
-            allow: None,
-        }
+        Reply { status, body, allow: None }
     }
 }
 
@@ -82,13 +78,7 @@ pub(crate) fn openapi(code: u32, message: &str) -> Reply {
 }
 
 pub(crate) fn method_not_allowed(method: &str, allowed: &[&str]) -> Reply {
-    let mut r = openapi(
-        405,
-        &format!(
-            "method {method} is not allowed, but [{}] are",
-            allowed.join(",")
-        ),
-    );
+    let mut r = openapi(405, &format!("method {method} is not allowed, but [{}] are", allowed.join(",")));
     r.allow = Some(allowed.join(","));
     r
 }
@@ -200,10 +190,7 @@ mod tests {
         assert_eq!(classify("lbrule not-exists error"), 404);
         assert_eq!(classify("host-notfound error"), 404);
         assert_eq!(classify("lbrule-exists error"), 409);
-        assert_eq!(
-            classify("lbrule-exist error: cant modify rule security mode"),
-            409
-        );
+        assert_eq!(classify("lbrule-exist error: cant modify rule security mode"), 409);
         assert_eq!(classify("LB Rule-referred"), 409);
         assert_eq!(classify("endpoints-range error"), 400);
         assert_eq!(classify("malformed-service-ptype error"), 400);
@@ -224,10 +211,7 @@ mod tests {
         assert_eq!(r.body["result"], "lbrule-exists error");
 
         let r = core_error(ErrorStyle::Coded, "secIP modify error");
-        assert_eq!(
-            (r.status, r.body["message"].as_str()),
-            (500, Some("secIP modify error"))
-        );
+        assert_eq!((r.status, r.body["message"].as_str()), (500, Some("secIP modify error")));
 
         let r = core_error(ErrorStyle::Legacy, "no-rule error");
         assert_eq!(r.status, 200);

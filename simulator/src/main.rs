@@ -6,10 +6,7 @@ use clap::Parser;
 use loxilb_sim::{ErrorStyle, Simulator};
 
 #[derive(Parser)]
-#[command(
-    version,
-    about = "Simulated LoxiLB REST API (load balancers and endpoints)"
-)]
+#[command(version, about = "Simulated LoxiLB REST API (load balancers and endpoints)")]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:11111")]
@@ -24,11 +21,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let style = if args.legacy_errors {
-        ErrorStyle::Legacy
-    } else {
-        ErrorStyle::Coded
-    };
+    let style = if args.legacy_errors { ErrorStyle::Legacy } else { ErrorStyle::Coded };
     let sim = Simulator::start_on(&args.listen, style, args.spec.as_deref())?;
     match sim.spec_source() {
         Some(p) => eprintln!("loxilb-sim: validating bodies against {}", p.display()),

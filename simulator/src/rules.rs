@@ -9,9 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde_json::{json, Map, Value};
 
-use crate::ephosts::{
-    make_ep_key, EpHosts, EpOpts, PROBE_NONE, PROBE_PING, PROBE_SCTP, PROBE_TCP, PROBE_UDP,
-};
+use crate::ephosts::{make_ep_key, EpHosts, EpOpts, PROBE_NONE, PROBE_PING, PROBE_SCTP, PROBE_TCP, PROBE_UDP};
 
 const MAX_LB_RULES: u64 = 2 * 1024;
 const MAX_LB_ENDPOINTS: usize = 32;
@@ -142,11 +140,7 @@ pub(crate) struct Core {
 
 impl Default for Core {
     fn default() -> Self {
-        Core {
-            rules: HashMap::new(),
-            marker: Marker::new(1, MAX_LB_RULES),
-            eps: EpHosts::default(),
-        }
+        Core { rules: HashMap::new(), marker: Marker::new(1, MAX_LB_RULES), eps: EpHosts::default() }
     }
 }
 
@@ -227,11 +221,7 @@ fn normalise_prefix(prefix: &str) -> Option<String> {
             Some(format!("{}/{len}", Ipv4Addr::from(u32::from(a) & mask)))
         }
         IpAddr::V6(a) if len <= 128 => {
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - len)
-            };
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
             let net = Ipv6Addr::from(u128::from(a) & mask);
             Some(format!("{}/{len}", go_ip_string(&IpAddr::V6(net))))
         }
@@ -261,11 +251,7 @@ impl Core {
         if serv.inactive_timeout > MAX_INACTIVE_TIMEOUT {
             return Err("service-args error".into());
         } else if serv.inactive_timeout == 0 {
-            serv.inactive_timeout = if serv.proto == "tcp" || serv.proto == "sctp" {
-                DEFAULT_INACTIVE_TIMEOUT
-            } else {
-                DEFAULT_INACTIVE_NS_TIMEOUT
-            };
+            serv.inactive_timeout = if serv.proto == "tcp" || serv.proto == "sctp" { DEFAULT_INACTIVE_TIMEOUT } else { DEFAULT_INACTIVE_NS_TIMEOUT };
         }
 
         let l4_probe = [PROBE_SCTP, PROBE_TCP, PROBE_UDP].contains(&serv.probe_type.as_str());
@@ -276,9 +262,7 @@ impl Core {
             if l4_probe && serv.probe_port == 0 {
                 return Err("malformed-service-pport error".into());
             }
-            if (serv.probe_type == PROBE_NONE || serv.probe_type == PROBE_PING)
-                && serv.probe_port != 0
-            {
+            if (serv.probe_type == PROBE_NONE || serv.probe_type == PROBE_PING) && serv.probe_port != 0 {
                 return Err("malformed-service-pport error".into());
             }
             if serv.probe_type != PROBE_NONE {
@@ -325,8 +309,7 @@ impl Core {
             return Err("hostarm-args error".into());
         }
 
-        let activate_probe =
-            matches!(serv.mode, MODE_ONEARM | MODE_FULLNAT | MODE_HOSTONEARM) || serv.monitor;
+        let activate_probe = matches!(serv.mode, MODE_ONEARM | MODE_FULLNAT | MODE_HOSTONEARM) || serv.monitor;
 
         let mut new_slots = Vec::with_capacity(m.eps.len());
         for ep in &m.eps {
@@ -340,14 +323,7 @@ impl Core {
             if serv.mode == MODE_DSR && ep.port != serv.port {
                 return Err("malformed-service dsr-port error".into());
             }
-            new_slots.push(Slot {
-                ip,
-                port: ep.port,
-                weight: ep.weight,
-                inactive: false,
-                chk: false,
-                ep_created: false,
-            });
+            new_slots.push(Slot { ip, port: ep.port, weight: ep.weight, inactive: false, chk: false, ep_created: false });
         }
         new_slots.sort_by_key(|s| iptonl(&s.ip));
 
@@ -355,11 +331,7 @@ impl Core {
             vip,
             proto,
             port_min: serv.port,
-            port_max: if serv.port_max != 0 {
-                serv.port_max
-            } else {
-                serv.port
-            },
+            port_max: if serv.port_max != 0 { serv.port_max } else { serv.port },
             block: serv.block,
             host: serv.host.clone(),
         };
@@ -515,28 +487,13 @@ impl Core {
     }
 
     /// `DeleteLbRule` for the REST delete paths.
-    pub fn delete_lb_rule(
-        &mut self,
-        ip: &str,
-        port: u16,
-        port_max: u16,
-        proto: &str,
-        block: u32,
-        host: &str,
-    ) -> Result<(), String> {
+    pub fn delete_lb_rule(&mut self, ip: &str, port: u16, port_max: u16, proto: &str, block: u32, host: &str) -> Result<(), String> {
         let vip = parse_service_ip(ip).ok_or("malformed-service error")?;
         if port_max != 0 && port_max < port {
             return Err("serv-port-args range error".into());
         }
         let proto = proto_number(proto).ok_or("malformed-proto error")?;
-        let key = RuleKey {
-            vip,
-            proto,
-            port_min: port,
-            port_max: if port_max != 0 { port_max } else { port },
-            block,
-            host: host.to_string(),
-        };
+        let key = RuleKey { vip, proto, port_min: port, port_max: if port_max != 0 { port_max } else { port }, block, host: host.to_string() };
         self.delete_key(&key)
     }
 
@@ -552,12 +509,7 @@ impl Core {
 
     /// `DELETE /config/loadbalancer/name/{name}`: every rule with that name; never fails.
     pub fn delete_by_name(&mut self, name: &str) {
-        let keys: Vec<RuleKey> = self
-            .rules
-            .values()
-            .filter(|r| r.name == name)
-            .map(|r| r.key.clone())
-            .collect();
+        let keys: Vec<RuleKey> = self.rules.values().filter(|r| r.name == name).map(|r| r.key.clone()).collect();
         for k in keys {
             let _ = self.delete_key(&k);
         }
@@ -572,10 +524,7 @@ impl Core {
 
     /// Rules in the `GET /config/loadbalancer/all` shape, in hash order.
     pub fn rules_json(&self) -> Vec<(RuleKey, Value)> {
-        self.rules
-            .iter()
-            .map(|(k, r)| (k.clone(), rule_json(r)))
-            .collect()
+        self.rules.iter().map(|(k, r)| (k.clone(), rule_json(r))).collect()
     }
 }
 
@@ -624,11 +573,7 @@ fn consolidate(old: &mut [Slot], new: &mut [Slot], oper: i32) -> (bool, Vec<Slot
         return (true, ret, del);
     }
 
-    let del: Vec<Slot> = old
-        .iter()
-        .filter(|e| !e.chk && !e.inactive)
-        .cloned()
-        .collect();
+    let del: Vec<Slot> = old.iter().filter(|e| !e.chk && !e.inactive).cloned().collect();
     let mut ret = old.to_vec();
     for n in new.iter_mut() {
         if !n.chk {
@@ -649,24 +594,10 @@ fn consolidate(old: &mut [Slot], new: &mut [Slot], oper: i32) -> (bool, Vec<Slot
 
 /// `modNatEpHost`: take (add) or drop (delete) the endpoint-host reference of each slot.
 /// The host key follows the rule protocol, the probe options follow the rule's probetype.
-fn mod_nat_ep_host(
-    eps: &mut EpHosts,
-    rule: &Rule,
-    slots: &mut [Slot],
-    add: bool,
-    live_check: bool,
-) {
+fn mod_nat_ep_host(eps: &mut EpHosts, rule: &Rule, slots: &mut [Slot], add: bool, live_check: bool) {
     let mut opts = EpOpts {
-        inactive_tries: if rule.probe.retries == 0 {
-            DEFAULT_PROBE_RETRIES
-        } else {
-            rule.probe.retries
-        },
-        probe_duration: if rule.probe.timeout == 0 {
-            DEFAULT_PROBE_DURATION
-        } else {
-            rule.probe.timeout
-        },
+        inactive_tries: if rule.probe.retries == 0 { DEFAULT_PROBE_RETRIES } else { rule.probe.retries },
+        probe_duration: if rule.probe.timeout == 0 { DEFAULT_PROBE_DURATION } else { rule.probe.timeout },
         probe_activated: live_check,
         ..EpOpts::default()
     };
@@ -697,11 +628,7 @@ fn mod_nat_ep_host(
             } else if slot.inactive {
                 slot.ep_created = false;
             }
-        } else if slot.ep_created
-            && eps
-                .delete(false, &key, &host, &opts.probe_type, opts.probe_port)
-                .is_ok()
-        {
+        } else if slot.ep_created && eps.delete(false, &key, &host, &opts.probe_type, opts.probe_port).is_ok() {
             slot.ep_created = false;
         }
     }
@@ -724,11 +651,7 @@ fn rule_json(r: &Rule) -> Value {
             sa.insert(k.into(), v);
         }
     };
-    let port_max = if r.key.port_max == r.key.port_min {
-        0
-    } else {
-        r.key.port_max
-    };
+    let port_max = if r.key.port_max == r.key.port_min { 0 } else { r.key.port_max };
     put("portMax", port_max.into());
     put("protocol", proto_name(r.key.proto).into());
     put("block", r.key.block.into());
@@ -790,13 +713,7 @@ impl Marker {
     fn new(begin: u64, len: u64) -> Self {
         let mut markers: Vec<u64> = (1..=len).collect();
         markers[len as usize - 1] = u64::MAX;
-        Marker {
-            begin,
-            end: len - 1,
-            start: 0,
-            cap: len,
-            markers,
-        }
+        Marker { begin, end: len - 1, start: 0, cap: len, markers }
     }
 
     fn get(&mut self) -> Option<u64> {
@@ -829,59 +746,29 @@ mod tests {
     use super::*;
 
     fn ep(ip: &str, port: u16) -> EndpointArg {
-        EndpointArg {
-            ip: ip.into(),
-            port,
-            weight: 1,
-        }
+        EndpointArg { ip: ip.into(), port, weight: 1 }
     }
 
     fn tcp_rule(vip: &str, port: u16, eps: Vec<EndpointArg>) -> LbRuleMod {
-        LbRuleMod {
-            serv: ServiceArg {
-                serv_ip: vip.into(),
-                port,
-                proto: "tcp".into(),
-                ..ServiceArg::default()
-            },
-            eps,
-            ..LbRuleMod::default()
-        }
+        LbRuleMod { serv: ServiceArg { serv_ip: vip.into(), port, proto: "tcp".into(), ..ServiceArg::default() }, eps, ..LbRuleMod::default() }
     }
 
     fn visible(core: &Core) -> Vec<String> {
         let (_, r) = core.rules_json().pop().unwrap();
-        r["endpoints"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|e| format!("{}:{}", e["endpointIP"].as_str().unwrap(), e["targetPort"]))
-                    .collect()
-            })
-            .unwrap_or_default()
+        r["endpoints"].as_array().map(|a| a.iter().map(|e| format!("{}:{}", e["endpointIP"].as_str().unwrap(), e["targetPort"])).collect()).unwrap_or_default()
     }
 
     #[test]
     fn endpoints_are_sorted_by_iptonl() {
         let mut c = Core::default();
-        c.add_lb_rule(&tcp_rule(
-            "10.0.0.10",
-            80,
-            vec![ep("10.0.0.2", 80), ep("10.0.1.1", 80)],
-        ))
-        .unwrap();
+        c.add_lb_rule(&tcp_rule("10.0.0.10", 80, vec![ep("10.0.0.2", 80), ep("10.0.1.1", 80)])).unwrap();
         assert_eq!(visible(&c), ["10.0.1.1:80", "10.0.0.2:80"]);
     }
 
     #[test]
     fn replace_leaves_hidden_slot_that_defeats_409_and_detach_delete() {
         let mut c = Core::default();
-        c.add_lb_rule(&tcp_rule(
-            "10.0.0.10",
-            80,
-            vec![ep("10.0.0.1", 80), ep("10.0.0.2", 80)],
-        ))
-        .unwrap();
+        c.add_lb_rule(&tcp_rule("10.0.0.10", 80, vec![ep("10.0.0.1", 80), ep("10.0.0.2", 80)])).unwrap();
         let one = tcp_rule("10.0.0.10", 80, vec![ep("10.0.0.1", 80)]);
         c.add_lb_rule(&one).unwrap();
         assert_eq!(visible(&c), ["10.0.0.1:80"]);
@@ -904,10 +791,7 @@ mod tests {
         sec.serv.security = 1;
         assert_eq!(c.add_lb_rule(&sec).unwrap_err(), "lbrule-exists error");
         sec.eps[0].weight = 5;
-        assert_eq!(
-            c.add_lb_rule(&sec).unwrap_err(),
-            "lbrule-exist error: cant modify rule security mode"
-        );
+        assert_eq!(c.add_lb_rule(&sec).unwrap_err(), "lbrule-exist error: cant modify rule security mode");
     }
 
     #[test]
@@ -916,17 +800,13 @@ mod tests {
         let mut r = tcp_rule("10.0.0.10", 80, vec![ep("10.0.0.1", 80)]);
         r.src_ips = vec!["192.0.2.7/24".into()];
         c.add_lb_rule(&r).unwrap();
-        assert_eq!(
-            c.rules_json()[0].1["allowedSources"],
-            json!([{"prefix": "192.0.2.0/24"}])
-        );
+        assert_eq!(c.rules_json()[0].1["allowedSources"], json!([{"prefix": "192.0.2.0/24"}]));
         assert_eq!(c.add_lb_rule(&r).unwrap_err(), "lbrule-exists error");
         r.src_ips = vec!["198.51.100.0/24".into()];
         c.add_lb_rule(&r).unwrap();
 
         for port in 1..=27 {
-            c.add_lb_rule(&tcp_rule("10.0.0.10", port, vec![ep("10.0.0.1", 80)]))
-                .unwrap();
+            c.add_lb_rule(&tcp_rule("10.0.0.10", port, vec![ep("10.0.0.1", 80)])).unwrap();
         }
         let mut r29 = tcp_rule("10.0.0.10", 1000, vec![ep("10.0.0.1", 80)]);
         r29.src_ips = vec!["10.0.0.0/8".into()];
@@ -940,20 +820,13 @@ mod tests {
     #[test]
     fn ep_hosts_follow_rule_references() {
         let mut c = Core::default();
-        c.add_lb_rule(&tcp_rule("10.0.0.10", 80, vec![ep("10.0.0.1", 8080)]))
-            .unwrap();
-        c.add_lb_rule(&tcp_rule("10.0.0.11", 80, vec![ep("10.0.0.1", 8080)]))
-            .unwrap();
+        c.add_lb_rule(&tcp_rule("10.0.0.10", 80, vec![ep("10.0.0.1", 8080)])).unwrap();
+        c.add_lb_rule(&tcp_rule("10.0.0.11", 80, vec![ep("10.0.0.1", 8080)])).unwrap();
         let hosts = c.eps.to_json();
         assert_eq!(hosts.len(), 1);
         assert_eq!(hosts[0].0, "10.0.0.1_tcp_8080");
         assert_eq!(hosts[0].1["probeType"], "none");
-        assert_eq!(
-            c.eps
-                .delete(true, "10.0.0.1_tcp_8080", "", "", 0)
-                .unwrap_err(),
-            "LB Rule-referred"
-        );
+        assert_eq!(c.eps.delete(true, "10.0.0.1_tcp_8080", "", "", 0).unwrap_err(), "LB Rule-referred");
         c.delete_all();
         assert!(c.eps.to_json().is_empty());
     }
@@ -961,12 +834,7 @@ mod tests {
     #[test]
     fn attach_releases_hosts_of_unlisted_endpoints_like_upstream() {
         let mut c = Core::default();
-        c.add_lb_rule(&tcp_rule(
-            "10.0.0.10",
-            80,
-            vec![ep("10.0.0.1", 80), ep("10.0.0.2", 80)],
-        ))
-        .unwrap();
+        c.add_lb_rule(&tcp_rule("10.0.0.10", 80, vec![ep("10.0.0.1", 80), ep("10.0.0.2", 80)])).unwrap();
         let mut attach = tcp_rule("10.0.0.10", 80, vec![ep("10.0.0.3", 80)]);
         attach.serv.oper = 1;
         c.add_lb_rule(&attach).unwrap();
@@ -989,14 +857,8 @@ mod tests {
 
     #[test]
     fn prefixes_normalise_like_go() {
-        assert_eq!(
-            normalise_prefix("10.1.2.3/8").as_deref(),
-            Some("10.0.0.0/8")
-        );
-        assert_eq!(
-            normalise_prefix("2001:db8::1/32").as_deref(),
-            Some("2001:db8::/32")
-        );
+        assert_eq!(normalise_prefix("10.1.2.3/8").as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(normalise_prefix("2001:db8::1/32").as_deref(), Some("2001:db8::/32"));
         assert_eq!(normalise_prefix("10.0.0.0/33"), None);
         assert_eq!(normalise_prefix("10.0.0.0"), None);
     }

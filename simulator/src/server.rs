@@ -20,8 +20,7 @@ const BASE_PATH: &str = "/netlox/v1";
 const VERSION: &str = "0.9.8-sim";
 const BUILD_INFO: &str = "loxilb-sim";
 /// LoxiLB <= v0.9.8.4 shipped the LoadbalanceEntry schema without these two enums.
-const LEGACY_UNCHECKED_ENUMS: &[&str] =
-    &["serviceArguments.protocol", "serviceArguments.probetype"];
+const LEGACY_UNCHECKED_ENUMS: &[&str] = &["serviceArguments.protocol", "serviceArguments.probetype"];
 
 /// One request as the simulator saw it, with the status it answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,11 +101,7 @@ impl Simulator {
 
     /// Starts on `addr`. `spec` overrides [`default_spec_path`]; a spec that is named (either
     /// way) but cannot be loaded is an error rather than a silent downgrade.
-    pub fn start_on(
-        addr: &str,
-        style: ErrorStyle,
-        spec: Option<&Path>,
-    ) -> anyhow::Result<Simulator> {
+    pub fn start_on(addr: &str, style: ErrorStyle, spec: Option<&Path>) -> anyhow::Result<Simulator> {
         let spec_path: Option<PathBuf> = spec.map(Path::to_path_buf).or_else(default_spec_path);
         let spec = match &spec_path {
             Some(p) => SpecValidator::load(p)?,
@@ -116,11 +111,7 @@ impl Simulator {
     }
 
     /// Starts on `addr` validating bodies with `spec` (e.g. [`SpecValidator::builtin`]).
-    pub fn start_with(
-        addr: &str,
-        style: ErrorStyle,
-        spec: SpecValidator,
-    ) -> anyhow::Result<Simulator> {
+    pub fn start_with(addr: &str, style: ErrorStyle, spec: SpecValidator) -> anyhow::Result<Simulator> {
         for def in ["LoadbalanceEntry", "EndPoint"] {
             if !spec.has_definition(def) {
                 return Err(anyhow!("spec has no definition `{def}`"));
@@ -129,33 +120,14 @@ impl Simulator {
         let listener = std::net::TcpListener::bind(addr).map_err(|e| anyhow!("binding {addr}: {e}"))?;
         no_delay(&listener);
         let server = tiny_http::Server::from_listener(listener, None).map_err(|e| anyhow!("serving {addr}: {e}"))?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .context("tiny_http did not report an IP listen address")?;
+        let addr = server.server_addr().to_ip().context("tiny_http did not report an IP listen address")?;
         let server = Arc::new(server);
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                core: Core::default(),
-                style,
-                log: Vec::new(),
-                inject: None,
-                faults: None,
-            }),
-            spec,
-        });
+        let shared = Arc::new(Shared { state: Mutex::new(State { core: Core::default(), style, log: Vec::new(), inject: None, faults: None }), spec });
         let thread = {
             let (server, shared) = (Arc::clone(&server), Arc::clone(&shared));
-            std::thread::Builder::new()
-                .name("loxilb-sim".into())
-                .spawn(move || serve(&server, &shared))?
+            std::thread::Builder::new().name("loxilb-sim".into()).spawn(move || serve(&server, &shared))?
         };
-        Ok(Simulator {
-            shared,
-            server,
-            thread: Some(thread),
-            addr,
-        })
+        Ok(Simulator { shared, server, thread: Some(thread), addr })
     }
 
     /// `http://127.0.0.1:<port>`, without the `/netlox/v1` base path.
@@ -209,11 +181,7 @@ impl Simulator {
     /// `{"code":status,"fields":null,"message":..,"result":result}`. Replaces any earlier
     /// injection; `n = 0` cancels.
     pub fn fail_next(&self, n: usize, status: u16, result: &str) {
-        self.shared.lock().inject = (n > 0).then(|| Injection {
-            remaining: n,
-            status,
-            result: result.to_string(),
-        });
+        self.shared.lock().inject = (n > 0).then(|| Injection { remaining: n, status, result: result.to_string() });
     }
 }
 
@@ -241,11 +209,7 @@ fn serve(server: &tiny_http::Server, shared: &Shared) {
         let read = req.as_reader().read_to_end(&mut body);
         let method = req.method().as_str().to_string();
         let url = req.url().to_string();
-        let content_type = req
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv("Content-Type"))
-            .map(|h| h.value.as_str().to_string());
+        let content_type = req.headers().iter().find(|h| h.field.equiv("Content-Type")).map(|h| h.value.as_str().to_string());
         let fault = {
             let mut st = shared.lock();
             let fault = st.faults.map(|(_, f)| f);
@@ -267,9 +231,7 @@ fn serve(server: &tiny_http::Server, shared: &Shared) {
             Err(e) => errors::openapi(400, &format!("reading body: {e}")),
         };
         let text = format!("{}\n", reply.body);
-        let mut resp = tiny_http::Response::from_string(text.clone())
-            .with_status_code(reply.status)
-            .with_header(header("Content-Type", "application/json"));
+        let mut resp = tiny_http::Response::from_string(text.clone()).with_status_code(reply.status).with_header(header("Content-Type", "application/json"));
         if let Some(allow) = &reply.allow {
             resp = resp.with_header(header("Allow", allow));
         }
@@ -290,8 +252,7 @@ fn serve(server: &tiny_http::Server, shared: &Shared) {
 }
 
 fn header(name: &str, value: &str) -> tiny_http::Header {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
-        .expect("static header is valid")
+    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
 }
 
 #[derive(Debug)]
@@ -300,13 +261,7 @@ enum Route {
     LbPost,
     LbAll,
     LbByName(String),
-    LbRule {
-        host: Option<String>,
-        ip: String,
-        port: String,
-        port_max: Option<String>,
-        proto: String,
-    },
+    LbRule { host: Option<String>, ip: String, port: String, port_max: Option<String>, proto: String },
     EpPost,
     EpAll,
     EpByIp(String),
@@ -332,40 +287,16 @@ fn route(segs: &[String]) -> Option<Route> {
         ["config", "loadbalancer", "all"] => Route::LbAll,
         ["config", "loadbalancer", "name", name] => Route::LbByName(own(name)),
         ["config", "loadbalancer", "externalipaddress", ip, "port", port, "protocol", proto] => {
-            Route::LbRule {
-                host: None,
-                ip: own(ip),
-                port: own(port),
-                port_max: None,
-                proto: own(proto),
-            }
+            Route::LbRule { host: None, ip: own(ip), port: own(port), port_max: None, proto: own(proto) }
         }
         ["config", "loadbalancer", "externalipaddress", ip, "port", port, "portmax", pmax, "protocol", proto] => {
-            Route::LbRule {
-                host: None,
-                ip: own(ip),
-                port: own(port),
-                port_max: Some(own(pmax)),
-                proto: own(proto),
-            }
+            Route::LbRule { host: None, ip: own(ip), port: own(port), port_max: Some(own(pmax)), proto: own(proto) }
         }
         ["config", "loadbalancer", "hosturl", host, "externalipaddress", ip, "port", port, "protocol", proto] => {
-            Route::LbRule {
-                host: Some(own(host)),
-                ip: own(ip),
-                port: own(port),
-                port_max: None,
-                proto: own(proto),
-            }
+            Route::LbRule { host: Some(own(host)), ip: own(ip), port: own(port), port_max: None, proto: own(proto) }
         }
         ["config", "loadbalancer", "hosturl", host, "externalipaddress", ip, "port", port, "portmax", pmax, "protocol", proto] => {
-            Route::LbRule {
-                host: Some(own(host)),
-                ip: own(ip),
-                port: own(port),
-                port_max: Some(own(pmax)),
-                proto: own(proto),
-            }
+            Route::LbRule { host: Some(own(host)), ip: own(ip), port: own(port), port_max: Some(own(pmax)), proto: own(proto) }
         }
         ["config", "endpoint"] => Route::EpPost,
         ["config", "endpoint", "all"] => Route::EpAll,
@@ -374,13 +305,7 @@ fn route(segs: &[String]) -> Option<Route> {
     })
 }
 
-fn handle(
-    shared: &Shared,
-    method: &str,
-    url: &str,
-    content_type: Option<&str>,
-    body: &[u8],
-) -> Reply {
+fn handle(shared: &Shared, method: &str, url: &str, content_type: Option<&str>, body: &[u8]) -> Reply {
     let mut st = shared.lock();
     if let Some(inj) = st.inject.as_mut() {
         inj.remaining -= 1;
@@ -388,19 +313,12 @@ fn handle(
         if inj.remaining == 0 {
             st.inject = None;
         }
-        return if status == 200 {
-            errors::result_only(&result)
-        } else {
-            errors::coded(status, &result)
-        };
+        return if status == 200 { errors::result_only(&result) } else { errors::coded(status, &result) };
     }
 
     let (raw_path, raw_query) = url.split_once('?').unwrap_or((url, ""));
     let not_found = || errors::openapi(404, &format!("path {raw_path} was not found"));
-    let Some(rest) = raw_path
-        .strip_prefix(BASE_PATH)
-        .and_then(|r| r.strip_prefix('/'))
-    else {
+    let Some(rest) = raw_path.strip_prefix(BASE_PATH).and_then(|r| r.strip_prefix('/')) else {
         return not_found();
     };
     // Split before decoding so an encoded '/' stays inside its segment, as go-openapi does.
@@ -432,13 +350,7 @@ fn handle(
             core.delete_by_name(&name);
             errors::success()
         }
-        Route::LbRule {
-            host,
-            ip,
-            port,
-            port_max,
-            proto,
-        } => {
+        Route::LbRule { host, ip, port, port_max, proto } => {
             let port = match path_number("port", &port) {
                 Ok(p) => p as u16,
                 Err(r) => return r,
@@ -458,14 +370,7 @@ fn handle(
             }
         }
         Route::LbPost => {
-            let opts = Options {
-                skip_enums: if style == ErrorStyle::Legacy {
-                    LEGACY_UNCHECKED_ENUMS
-                } else {
-                    &[]
-                },
-                ..Options::default()
-            };
+            let opts = Options { skip_enums: if style == ErrorStyle::Legacy { LEGACY_UNCHECKED_ENUMS } else { &[] }, ..Options::default() };
             let v = match decode_body(&shared.spec, "LoadbalanceEntry", body, opts) {
                 Ok(v) => v,
                 Err(r) => return r,
@@ -476,9 +381,7 @@ fn handle(
             };
             if m.serv.mode == 3 && m.serv.sel != 1 {
                 // handler/loadbalancer.go answers this one itself, as a 200, in every version.
-                return errors::result_only(
-                    "Error: Only Hash Selection criteria allowed for DSR mode",
-                );
+                return errors::result_only("Error: Only Hash Selection criteria allowed for DSR mode");
             }
             match core.add_lb_rule(&m) {
                 Ok(()) => errors::success(),
@@ -515,18 +418,8 @@ fn handle(
                 Ok(p) => p.unwrap_or(0.0) as u16,
                 Err(r) => return r,
             };
-            let q = |k: &str| {
-                query
-                    .iter()
-                    .rev()
-                    .find(|(n, _)| n == k)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            };
-            match core
-                .eps
-                .delete(true, &q("name"), &ip, &q("probe_type"), probe_port)
-            {
+            let q = |k: &str| query.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+            match core.eps.delete(true, &q("name"), &ip, &q("probe_type"), probe_port) {
                 Ok(()) => errors::success(),
                 Err(e) => errors::core_error(style, &e),
             }
@@ -541,54 +434,26 @@ fn check_content_type(content_type: Option<&str>, body: &[u8]) -> Option<Reply> 
         return None;
     }
     let raw = content_type.unwrap_or("application/octet-stream");
-    let media = raw
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    (media != "application/json").then(|| {
-        errors::openapi(
-            415,
-            &format!("unsupported media type {raw:?}, only [application/json] are allowed"),
-        )
-    })
+    let media = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    (media != "application/json").then(|| errors::openapi(415, &format!("unsupported media type {raw:?}, only [application/json] are allowed")))
 }
 
 /// Binds the `attr` body parameter the way go-openapi does: decode (400 on syntax or type
 /// errors, 422 on an empty body), then validate the model (422, first error only).
-fn decode_body(
-    spec: &SpecValidator,
-    def: &str,
-    body: &[u8],
-    opts: Options,
-) -> Result<Value, Reply> {
+fn decode_body(spec: &SpecValidator, def: &str, body: &[u8], opts: Options) -> Result<Value, Reply> {
     // Go's json.Decoder reads one value and ignores whatever follows it.
-    let value = match serde_json::Deserializer::from_slice(body)
-        .into_iter::<Value>()
-        .next()
-    {
+    let value = match serde_json::Deserializer::from_slice(body).into_iter::<Value>().next() {
         None => return Err(errors::openapi(602, "attr in body is required")),
-        Some(Err(e)) if e.is_eof() && body.iter().all(u8::is_ascii_whitespace) => {
-            return Err(errors::openapi(602, "attr in body is required"))
-        }
+        Some(Err(e)) if e.is_eof() && body.iter().all(u8::is_ascii_whitespace) => return Err(errors::openapi(602, "attr in body is required")),
         Some(Err(e)) => return Err(parse_error(&e.to_string())),
         Some(Ok(v)) => v,
     };
     let value = spec.canonicalize(def, &value);
-    let issues = spec
-        .check(def, &value, opts)
-        .map_err(|e| errors::openapi(500, &e))?;
-    if let Some(t) = issues
-        .iter()
-        .find(|i| i.kind == IssueKind::Type && !i.go_message.is_empty())
-    {
+    let issues = spec.check(def, &value, opts).map_err(|e| errors::openapi(500, &e))?;
+    if let Some(t) = issues.iter().find(|i| i.kind == IssueKind::Type && !i.go_message.is_empty()) {
         return Err(parse_error(&t.go_message));
     }
-    match issues
-        .iter()
-        .find(|i| matches!(i.kind, IssueKind::Required | IssueKind::Enum))
-    {
+    match issues.iter().find(|i| matches!(i.kind, IssueKind::Required | IssueKind::Enum)) {
         Some(i) if i.kind == IssueKind::Required => Err(errors::openapi(602, &i.go_message)),
         Some(i) => Err(errors::openapi(606, &i.go_message)),
         None => Ok(value),
@@ -596,10 +461,7 @@ fn decode_body(
 }
 
 fn parse_error(reason: &str) -> Reply {
-    errors::openapi(
-        400,
-        &format!("parsing attr body from \"\" failed, because {reason}"),
-    )
+    errors::openapi(400, &format!("parsing attr body from \"\" failed, because {reason}"))
 }
 
 /// The LB handler's copy into `cmn.LbRuleMod`, with Go's integer conversions (a port of 65616
@@ -635,29 +497,11 @@ fn lb_rule_mod(v: &Value) -> Result<LbRuleMod, Reply> {
         proxy_protocol_v2: b("proxyprotocolv2"),
         egress: b("egress"),
     };
-    let items = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    let panic = || {
-        errors::openapi(
-            500,
-            "simulated: loxilb's LB handler dereferences a null list item and panics",
-        )
-    };
-    let field = |item: &Value, k: &str| {
-        item.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
+    let items = |k: &str| v.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
+    let panic = || errors::openapi(500, "simulated: loxilb's LB handler dereferences a null list item and panics");
+    let field = |item: &Value, k: &str| item.get(k).and_then(Value::as_str).unwrap_or("").to_string();
 
-    let mut m = LbRuleMod {
-        serv,
-        ..LbRuleMod::default()
-    };
+    let mut m = LbRuleMod { serv, ..LbRuleMod::default() };
     // The handler passes secondary IPs on only for sctp; for other protocols they vanish.
     if m.serv.proto == "sctp" {
         for item in items("secondaryIPs") {
@@ -678,23 +522,14 @@ fn lb_rule_mod(v: &Value) -> Result<LbRuleMod, Reply> {
             return Err(panic());
         }
         let n = |k: &str| item.get(k).and_then(Value::as_i64).unwrap_or(0);
-        m.eps.push(EndpointArg {
-            ip: field(&item, "endpointIP"),
-            port: n("targetPort") as u16,
-            weight: n("weight") as u8,
-        });
+        m.eps.push(EndpointArg { ip: field(&item, "endpointIP"), port: n("targetPort") as u16, weight: n("weight") as u8 });
     }
     Ok(m)
 }
 
 /// A `type: number` path parameter (go-openapi binds it with ParseFloat).
 fn path_number(name: &str, raw: &str) -> Result<f64, Reply> {
-    raw.parse::<f64>().map_err(|_| {
-        errors::openapi(
-            601,
-            &format!("{name} in path must be of type float64: {raw:?}"),
-        )
-    })
+    raw.parse::<f64>().map_err(|_| errors::openapi(601, &format!("{name} in path must be of type float64: {raw:?}")))
 }
 
 /// A `type: number` query parameter: the last occurrence counts, empty means unset.
@@ -702,12 +537,7 @@ fn query_number(query: &[(String, String)], name: &str) -> Result<Option<f64>, R
     match query.iter().rev().find(|(k, _)| k == name) {
         None => Ok(None),
         Some((_, v)) if v.is_empty() => Ok(None),
-        Some((_, v)) => v.parse::<f64>().map(Some).map_err(|_| {
-            errors::openapi(
-                601,
-                &format!("{name} in query must be of type float64: {v:?}"),
-            )
-        }),
+        Some((_, v)) => v.parse::<f64>().map(Some).map_err(|_| errors::openapi(601, &format!("{name} in query must be of type float64: {v:?}"))),
     }
 }
 
@@ -728,9 +558,7 @@ fn pct_decode(s: &str, plus_is_space: bool) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -779,23 +607,10 @@ mod tests {
 
     #[test]
     fn routes_ipv6_raw_in_path() {
-        let segs: Vec<String> =
-            "config/loadbalancer/externalipaddress/2001:db8::1/port/80/protocol/tcp"
-                .split('/')
-                .map(String::from)
-                .collect();
+        let segs: Vec<String> = "config/loadbalancer/externalipaddress/2001:db8::1/port/80/protocol/tcp".split('/').map(String::from).collect();
         match route(&segs) {
-            Some(Route::LbRule {
-                ip,
-                port,
-                proto,
-                host: None,
-                port_max: None,
-            }) => {
-                assert_eq!(
-                    (ip.as_str(), port.as_str(), proto.as_str()),
-                    ("2001:db8::1", "80", "tcp")
-                )
+            Some(Route::LbRule { ip, port, proto, host: None, port_max: None }) => {
+                assert_eq!((ip.as_str(), port.as_str(), proto.as_str()), ("2001:db8::1", "80", "tcp"))
             }
             other => panic!("{other:?}"),
         }

@@ -27,9 +27,7 @@ pub const EMBEDDED_SPEC_NAME: &str = "embedded LoxiLB swagger.yml (loxilb 64045d
 /// A spec file named by `$LOXILB_SWAGGER` (returned even if the file is missing, so a wrong
 /// setting fails loudly); `None` means the embedded spec.
 pub fn default_spec_path() -> Option<PathBuf> {
-    std::env::var_os("LOXILB_SWAGGER")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
+    std::env::var_os("LOXILB_SWAGGER").filter(|p| !p.is_empty()).map(PathBuf::from)
 }
 
 /// The definitions of a Swagger 2.0 document, ready to validate bodies against.
@@ -86,19 +84,15 @@ impl SpecValidator {
     /// Reads a Swagger 2.0 YAML (or JSON) file and keeps its `definitions`.
     pub fn load(path: impl AsRef<Path>) -> anyhow::Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading LoxiLB spec {}", path.display()))?;
-        let mut v = Self::from_yaml_str(&text)
-            .with_context(|| format!("parsing LoxiLB spec {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading LoxiLB spec {}", path.display()))?;
+        let mut v = Self::from_yaml_str(&text).with_context(|| format!("parsing LoxiLB spec {}", path.display()))?;
         v.source = Some(path.to_path_buf());
         Ok(v)
     }
 
     pub fn from_yaml_str(text: &str) -> anyhow::Result<Self> {
         let doc: serde_yaml::Value = serde_yaml::from_str(text)?;
-        let defs = doc
-            .get("definitions")
-            .ok_or_else(|| anyhow!("spec has no `definitions`"))?;
+        let defs = doc.get("definitions").ok_or_else(|| anyhow!("spec has no `definitions`"))?;
         match yaml_to_json(defs) {
             Value::Object(defs) => Ok(SpecValidator { defs, source: None }),
             _ => Err(anyhow!("`definitions` is not a mapping")),
@@ -143,25 +137,14 @@ impl SpecValidator {
     /// Keys must be spelt exactly as in the spec; undeclared keys are ignored, as LoxiLB does.
     /// On failure every problem found is listed, separated by `; `.
     pub fn validate(&self, definition: &str, value: &Value) -> Result<(), String> {
-        self.report(
-            definition,
-            value,
-            Options {
-                reject_null_items: true,
-                ..Options::default()
-            },
-        )
+        self.report(definition, value, Options { reject_null_items: true, ..Options::default() })
     }
 
     /// Like [`SpecValidator::validate`], but a key the definition does not declare is an error
     /// too, which catches misspellings (`probeType` instead of `probetype`) that LoxiLB would
     /// silently ignore.
     pub fn validate_strict(&self, definition: &str, value: &Value) -> Result<(), String> {
-        let opts = Options {
-            deny_unknown: true,
-            reject_null_items: true,
-            ..Options::default()
-        };
+        let opts = Options { deny_unknown: true, reject_null_items: true, ..Options::default() };
         self.report(definition, value, opts)
     }
 
@@ -170,44 +153,22 @@ impl SpecValidator {
         if issues.is_empty() {
             Ok(())
         } else {
-            Err(issues
-                .iter()
-                .map(|i| i.message.as_str())
-                .collect::<Vec<_>>()
-                .join("; "))
+            Err(issues.iter().map(|i| i.message.as_str()).collect::<Vec<_>>().join("; "))
         }
     }
 
     /// All problems in the order go-swagger would meet them (alphabetical by property, array
     /// items in order), so the first one is the one LoxiLB reports.
-    pub(crate) fn check(
-        &self,
-        definition: &str,
-        value: &Value,
-        opts: Options,
-    ) -> Result<Vec<Issue>, String> {
-        let schema = self
-            .defs
-            .get(definition)
-            .ok_or_else(|| format!("unknown definition `{definition}`"))?;
+    pub(crate) fn check(&self, definition: &str, value: &Value, opts: Options) -> Result<Vec<Issue>, String> {
+        let schema = self.defs.get(definition).ok_or_else(|| format!("unknown definition `{definition}`"))?;
         let mut issues = Vec::new();
         if !value.is_object() && !value.is_null() {
             let msg = format!("body must be of type object: {}", short(value));
-            let go = format!(
-                "json: cannot unmarshal {} into Go value of type models.{definition}",
-                json_kind(value)
-            );
-            issues.push(Issue {
-                kind: IssueKind::Type,
-                message: msg,
-                go_message: go,
-            });
+            let go = format!("json: cannot unmarshal {} into Go value of type models.{definition}", json_kind(value));
+            issues.push(Issue { kind: IssueKind::Type, message: msg, go_message: go });
             return Ok(issues);
         }
-        let pos = Pos {
-            go_struct: definition.to_string(),
-            ..Pos::default()
-        };
+        let pos = Pos { go_struct: definition.to_string(), ..Pos::default() };
         self.walk_object(schema, value, &pos, opts, &mut issues);
         Ok(issues)
     }
@@ -244,12 +205,7 @@ impl SpecValidator {
                 }
                 Value::Object(out)
             }
-            Value::Array(items) if schema.get("items").is_some() => Value::Array(
-                items
-                    .iter()
-                    .map(|i| self.canon(&schema["items"], i))
-                    .collect(),
-            ),
+            Value::Array(items) if schema.get("items").is_some() => Value::Array(items.iter().map(|i| self.canon(&schema["items"], i)).collect()),
             other => other.clone(),
         }
     }
@@ -258,11 +214,7 @@ impl SpecValidator {
         let mut s = schema;
         // Bounded so a self-referencing $ref cannot loop forever.
         for _ in 0..16 {
-            match s
-                .get("$ref")
-                .and_then(Value::as_str)
-                .and_then(|r| r.strip_prefix("#/definitions/"))
-            {
+            match s.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/definitions/")) {
                 Some(name) => match self.defs.get(name) {
                     Some(target) => s = target,
                     None => return s,
@@ -274,10 +226,7 @@ impl SpecValidator {
     }
 
     /// Properties and required names of an object schema, with `allOf` parts merged in.
-    fn flatten<'a>(
-        &'a self,
-        schema: &'a Value,
-    ) -> (BTreeMap<&'a str, &'a Value>, BTreeSet<&'a str>) {
+    fn flatten<'a>(&'a self, schema: &'a Value) -> (BTreeMap<&'a str, &'a Value>, BTreeSet<&'a str>) {
         let schema = self.resolve(schema);
         let mut props = BTreeMap::new();
         let mut required = BTreeSet::new();
@@ -287,12 +236,7 @@ impl SpecValidator {
         if let Some(r) = schema.get("required").and_then(Value::as_array) {
             required.extend(r.iter().filter_map(Value::as_str));
         }
-        for part in schema
-            .get("allOf")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for part in schema.get("allOf").and_then(Value::as_array).into_iter().flatten() {
             let (p, r) = self.flatten(part);
             props.extend(p);
             required.extend(r);
@@ -300,21 +244,10 @@ impl SpecValidator {
         (props, required)
     }
 
-    fn walk_object(
-        &self,
-        schema: &Value,
-        value: &Value,
-        pos: &Pos,
-        opts: Options,
-        out: &mut Vec<Issue>,
-    ) {
+    fn walk_object(&self, schema: &Value, value: &Value, pos: &Pos, opts: Options, out: &mut Vec<Issue>) {
         let (props, required) = self.flatten(schema);
         let obj = value.as_object();
-        let names: BTreeSet<&str> = props
-            .keys()
-            .copied()
-            .chain(required.iter().copied())
-            .collect();
+        let names: BTreeSet<&str> = props.keys().copied().chain(required.iter().copied()).collect();
         for name in names {
             let path = join(&pos.path, name);
             let present = obj.and_then(|o| o.get(name)).filter(|v| !v.is_null());
@@ -328,12 +261,7 @@ impl SpecValidator {
                     });
                 }
                 (Some(v), Some(prop)) => {
-                    let child = Pos {
-                        path,
-                        go_prefix: pos.go_prefix.clone(),
-                        go_struct: pos.go_struct.clone(),
-                        go_field: join(&pos.go_field, name),
-                    };
+                    let child = Pos { path, go_prefix: pos.go_prefix.clone(), go_struct: pos.go_struct.clone(), go_field: join(&pos.go_field, name) };
                     self.walk_value(prop, v, name, &child, opts, out);
                 }
                 _ => {}
@@ -354,15 +282,7 @@ impl SpecValidator {
     }
 
     /// `pos` already names `value`; `name` is its key in the parent object (for Go naming).
-    fn walk_value(
-        &self,
-        schema: &Value,
-        value: &Value,
-        name: &str,
-        pos: &Pos,
-        opts: Options,
-        out: &mut Vec<Issue>,
-    ) {
+    fn walk_value(&self, schema: &Value, value: &Value, name: &str, pos: &Pos, opts: Options, out: &mut Vec<Issue>) {
         let is_ref = schema.get("$ref").is_some();
         let resolved = self.resolve(schema);
         let ty = schema_type(resolved);
@@ -370,17 +290,8 @@ impl SpecValidator {
         let type_issue = |expected: &str, out: &mut Vec<Issue>| {
             out.push(Issue {
                 kind: IssueKind::Type,
-                message: format!(
-                    "{} in body must be of type {expected}: {}",
-                    pos.path,
-                    short(value)
-                ),
-                go_message: format!(
-                    "json: cannot unmarshal {} into Go struct field {}.{} of type {go_type}",
-                    json_kind(value),
-                    pos.go_struct,
-                    pos.go_field
-                ),
+                message: format!("{} in body must be of type {expected}: {}", pos.path, short(value)),
+                go_message: format!("json: cannot unmarshal {} into Go struct field {}.{} of type {go_type}", json_kind(value), pos.go_struct, pos.go_field),
             })
         };
         match ty {
@@ -393,11 +304,7 @@ impl SpecValidator {
                     // go-swagger names an inline object's fields with its own property name and
                     // then prefixes the parent's name again (ValidateName), doubling it; a $ref'd
                     // model uses bare names and gets a single prefix.
-                    go_prefix: if is_ref {
-                        format!("{}{}.", pos.go_prefix, name)
-                    } else {
-                        format!("{}{name}.{name}.", pos.go_prefix)
-                    },
+                    go_prefix: if is_ref { format!("{}{}.", pos.go_prefix, name) } else { format!("{}{name}.{name}.", pos.go_prefix) },
                     go_struct: go_type.trim_start_matches("models.").to_string(),
                     go_field: pos.go_field.clone(),
                 };
@@ -418,11 +325,7 @@ impl SpecValidator {
                     };
                     if item.is_null() {
                         if opts.reject_null_items {
-                            out.push(Issue {
-                                kind: IssueKind::Type,
-                                message: format!("{} in body must not be null", child.path),
-                                go_message: String::new(),
-                            });
+                            out.push(Issue { kind: IssueKind::Type, message: format!("{} in body must not be null", child.path), go_message: String::new() });
                         }
                         continue;
                     }
@@ -444,17 +347,7 @@ impl SpecValidator {
                         // $ref'd and inline item models both use bare names, prefixed `<prop>.<i>.`.
                         self.walk_object(self.resolve(item_schema), item, &child, opts, out);
                     } else if !item_schema.is_null() {
-                        self.walk_value(
-                            item_schema,
-                            item,
-                            name,
-                            &Pos {
-                                go_prefix: pos.go_prefix.clone(),
-                                ..child
-                            },
-                            opts,
-                            out,
-                        );
+                        self.walk_value(item_schema, item, name, &Pos { go_prefix: pos.go_prefix.clone(), ..child }, opts, out);
                     }
                 }
             }
@@ -462,10 +355,7 @@ impl SpecValidator {
             Some("boolean") if !value.is_boolean() => type_issue("boolean", out),
             Some("number") if !value.is_number() => type_issue("number", out),
             Some("integer") => {
-                let fmt = resolved
-                    .get("format")
-                    .and_then(Value::as_str)
-                    .unwrap_or("int64");
+                let fmt = resolved.get("format").and_then(Value::as_str).unwrap_or("int64");
                 if !integer_fits(value, fmt) {
                     return type_issue(&format!("integer ({fmt})"), out);
                 }
@@ -475,14 +365,7 @@ impl SpecValidator {
         self.check_enum(resolved, value, pos, opts, out);
     }
 
-    fn check_enum(
-        &self,
-        schema: &Value,
-        value: &Value,
-        pos: &Pos,
-        opts: Options,
-        out: &mut Vec<Issue>,
-    ) {
+    fn check_enum(&self, schema: &Value, value: &Value, pos: &Pos, opts: Options, out: &mut Vec<Issue>) {
         let Some(allowed) = schema.get("enum").and_then(Value::as_array) else {
             return;
         };
@@ -493,11 +376,7 @@ impl SpecValidator {
             return;
         }
         let list = allowed.iter().map(go_fmt).collect::<Vec<_>>().join(" ");
-        let go_name = format!(
-            "{}{}",
-            pos.go_prefix,
-            pos.path.rsplit('.').next().unwrap_or("")
-        );
+        let go_name = format!("{}{}", pos.go_prefix, pos.path.rsplit('.').next().unwrap_or(""));
         out.push(Issue {
             kind: IssueKind::Enum,
             message: format!("{} in body should be one of [{list}]", pos.path),
@@ -512,15 +391,8 @@ impl SpecValidator {
         }
         match schema_type(schema) {
             Some("object") => format!("models.{}{}", pos.go_struct, capitalize(name)),
-            Some("array") => format!(
-                "[]*{}",
-                self.go_item_type(schema.get("items").unwrap_or(&Value::Null), pos, name)
-            ),
-            Some("integer") => schema
-                .get("format")
-                .and_then(Value::as_str)
-                .unwrap_or("int64")
-                .to_string(),
+            Some("array") => format!("[]*{}", self.go_item_type(schema.get("items").unwrap_or(&Value::Null), pos, name)),
+            Some("integer") => schema.get("format").and_then(Value::as_str).unwrap_or("int64").to_string(),
             Some("number") => match schema.get("format").and_then(Value::as_str) {
                 Some("float") => "float32".into(),
                 _ => "float64".into(),
@@ -548,10 +420,7 @@ fn schema_type(schema: &Value) -> Option<&str> {
     }
     // go-swagger generates a struct for an untyped schema with properties (the LB endpoint
     // items have no `type: object`), so Go decoding treats it as one.
-    if schema.get("properties").is_some()
-        || schema.get("required").is_some()
-        || schema.get("allOf").is_some()
-    {
+    if schema.get("properties").is_some() || schema.get("required").is_some() || schema.get("allOf").is_some() {
         Some("object")
     } else if schema.get("items").is_some() {
         Some("array")
@@ -572,10 +441,7 @@ fn integer_fits(value: &Value, format: &str) -> bool {
         "uint64" => (0, u64::MAX.into()),
         _ => (i64::MIN.into(), i64::MAX.into()),
     };
-    let v: Option<i128> = n
-        .as_i64()
-        .map(i128::from)
-        .or_else(|| n.as_u64().map(i128::from));
+    let v: Option<i128> = n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from));
     matches!(v, Some(v) if v >= lo && v <= hi)
 }
 
@@ -619,10 +485,7 @@ fn json_kind(v: &Value) -> String {
 fn short(v: &Value) -> String {
     let s = v.to_string();
     if s.len() > 60 {
-        format!(
-            "{}…",
-            &s[..s.char_indices().nth(57).map(|(i, _)| i).unwrap_or(s.len())]
-        )
+        format!("{}…", &s[..s.char_indices().nth(57).map(|(i, _)| i).unwrap_or(s.len())])
     } else {
         s
     }
@@ -666,10 +529,7 @@ fn yaml_to_json(v: &serde_yaml::Value) -> Value {
                 // Response codes (`200:`) are integer keys in YAML; JSON keys are strings.
                 let key = match k {
                     Y::String(s) => s.clone(),
-                    other => serde_yaml::to_string(other)
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string(),
+                    other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
                 };
                 out.insert(key, yaml_to_json(v));
             }
@@ -775,11 +635,7 @@ mod tests {
     }
 
     fn first(v: &SpecValidator, def: &str, body: &Value) -> Issue {
-        v.check(def, body, Options::default())
-            .unwrap()
-            .into_iter()
-            .next()
-            .expect("an issue")
+        v.check(def, body, Options::default()).unwrap().into_iter().next().expect("an issue")
     }
 
     #[test]
@@ -788,53 +644,27 @@ mod tests {
         assert!(v.source().is_some());
         v.validate("LoadbalanceEntry", &lb()).unwrap();
         v.validate_strict("LoadbalanceEntry", &lb()).unwrap();
-        v.validate(
-            "EndPoint",
-            &json!({"hostName": "10.0.1.5", "probeType": "http", "probePort": 80}),
-        )
-        .unwrap();
+        v.validate("EndPoint", &json!({"hostName": "10.0.1.5", "probeType": "http", "probePort": 80})).unwrap();
     }
 
     #[test]
     fn required_enum_and_type_errors_are_named_by_path() {
         for v in [real(), SpecValidator::builtin()] {
             let mut body = lb();
-            body["serviceArguments"]
-                .as_object_mut()
-                .unwrap()
-                .remove("externalIP");
-            assert_eq!(
-                v.validate("LoadbalanceEntry", &body).unwrap_err(),
-                "serviceArguments.externalIP in body is required"
-            );
+            body["serviceArguments"].as_object_mut().unwrap().remove("externalIP");
+            assert_eq!(v.validate("LoadbalanceEntry", &body).unwrap_err(), "serviceArguments.externalIP in body is required");
 
             let mut body = lb();
-            body["endpoints"][0]
-                .as_object_mut()
-                .unwrap()
-                .remove("weight");
+            body["endpoints"][0].as_object_mut().unwrap().remove("weight");
             body["serviceArguments"]["protocol"] = json!("http");
             let err = v.validate("LoadbalanceEntry", &body).unwrap_err();
-            assert!(
-                err.contains("endpoints.0.weight in body is required"),
-                "{err}"
-            );
-            assert!(
-                err.contains(
-                    "serviceArguments.protocol in body should be one of [tcp udp sctp icmp]"
-                ),
-                "{err}"
-            );
+            assert!(err.contains("endpoints.0.weight in body is required"), "{err}");
+            assert!(err.contains("serviceArguments.protocol in body should be one of [tcp udp sctp icmp]"), "{err}");
 
             let mut body = lb();
             body["serviceArguments"]["probeport"] = json!(70000);
             let err = v.validate("LoadbalanceEntry", &body).unwrap_err();
-            assert!(
-                err.starts_with(
-                    "serviceArguments.probeport in body must be of type integer (uint16)"
-                ),
-                "{err}"
-            );
+            assert!(err.starts_with("serviceArguments.probeport in body must be of type integer (uint16)"), "{err}");
         }
     }
 
@@ -852,10 +682,7 @@ mod tests {
         let v = real();
         let mut body = lb();
         body["endpoints"] = json!(null);
-        assert_eq!(
-            v.validate("LoadbalanceEntry", &body).unwrap_err(),
-            "endpoints in body is required"
-        );
+        assert_eq!(v.validate("LoadbalanceEntry", &body).unwrap_err(), "endpoints in body is required");
         body["endpoints"] = json!([]);
         v.validate("LoadbalanceEntry", &body).unwrap();
     }
@@ -874,35 +701,20 @@ mod tests {
     fn go_messages_follow_go_swagger_and_encoding_json() {
         let v = real();
         let mut body = lb();
-        body["serviceArguments"]
-            .as_object_mut()
-            .unwrap()
-            .remove("port");
+        body["serviceArguments"].as_object_mut().unwrap().remove("port");
         let i = first(&v, "LoadbalanceEntry", &body);
         assert_eq!(i.kind, IssueKind::Required);
-        assert_eq!(
-            i.go_message,
-            "serviceArguments.serviceArguments.port in body is required"
-        );
+        assert_eq!(i.go_message, "serviceArguments.serviceArguments.port in body is required");
 
         let mut body = lb();
-        body["endpoints"][0]
-            .as_object_mut()
-            .unwrap()
-            .remove("endpointIP");
-        assert_eq!(
-            first(&v, "LoadbalanceEntry", &body).go_message,
-            "endpoints.0.endpointIP in body is required"
-        );
+        body["endpoints"][0].as_object_mut().unwrap().remove("endpointIP");
+        assert_eq!(first(&v, "LoadbalanceEntry", &body).go_message, "endpoints.0.endpointIP in body is required");
 
         let mut body = lb();
         body["serviceArguments"]["port"] = json!("80");
         let i = first(&v, "LoadbalanceEntry", &body);
         assert_eq!(i.kind, IssueKind::Type);
-        assert_eq!(
-            i.go_message,
-            "json: cannot unmarshal string into Go struct field LoadbalanceEntryServiceArguments.serviceArguments.port of type int64"
-        );
+        assert_eq!(i.go_message, "json: cannot unmarshal string into Go struct field LoadbalanceEntryServiceArguments.serviceArguments.port of type int64");
     }
 
     #[test]
@@ -925,11 +737,7 @@ mod tests {
         for def in ["LoadbalanceEntry", "EndPoint"] {
             let (rp, rr) = real.flatten(&real.defs[def]);
             let (bp, br) = builtin.flatten(&builtin.defs[def]);
-            assert_eq!(
-                rp.keys().collect::<Vec<_>>(),
-                bp.keys().collect::<Vec<_>>(),
-                "{def}"
-            );
+            assert_eq!(rp.keys().collect::<Vec<_>>(), bp.keys().collect::<Vec<_>>(), "{def}");
             assert_eq!(rr, br, "{def}");
         }
         let (rp, _) = real.flatten(&real.defs["LoadbalanceEntry"]);

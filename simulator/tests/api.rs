@@ -9,13 +9,7 @@ struct Client {
 }
 
 impl Client {
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        content_type: Option<&str>,
-        body: Option<&str>,
-    ) -> (u16, Value) {
+    fn call(&self, method: &str, path: &str, content_type: Option<&str>, body: Option<&str>) -> (u16, Value) {
         let url = format!("{}{path}", self.base);
         let result = match (method, body) {
             ("GET", _) => self.agent.get(&url).call(),
@@ -34,18 +28,12 @@ impl Client {
         let mut resp = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = resp.status().as_u16();
         let text = resp.body_mut().read_to_string().expect("body");
-        let json =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"));
+        let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"));
         (status, json)
     }
 
     fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.call(
-            "POST",
-            path,
-            Some("application/json"),
-            Some(&body.to_string()),
-        )
+        self.call("POST", path, Some("application/json"), Some(&body.to_string()))
     }
 
     fn get(&self, path: &str) -> (u16, Value) {
@@ -59,10 +47,7 @@ impl Client {
     fn lb_all(&self) -> Vec<Value> {
         let (status, body) = self.get("/config/loadbalancer/all");
         assert_eq!(status, 200);
-        body["lbAttr"]
-            .as_array()
-            .expect("lbAttr is an array")
-            .clone()
+        body["lbAttr"].as_array().expect("lbAttr is an array").clone()
     }
 }
 
@@ -70,14 +55,8 @@ fn start(style: ErrorStyle) -> (Simulator, Client) {
     let sim = Simulator::start_on("127.0.0.1:0", style, None).expect("simulator starts");
     let expected = default_spec_path().unwrap_or_else(|| EMBEDDED_SPEC_NAME.into());
     assert_eq!(sim.spec_source(), Some(expected));
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let client = Client {
-        agent,
-        base: format!("{}/netlox/v1", sim.url()),
-    };
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let client = Client { agent, base: format!("{}/netlox/v1", sim.url()) };
     (sim, client)
 }
 
@@ -93,14 +72,7 @@ fn success() -> Value {
 }
 
 fn endpoint_ips(rule: &Value) -> Vec<String> {
-    rule["endpoints"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| format!("{}:{}", e["endpointIP"].as_str().unwrap(), e["targetPort"]))
-                .collect()
-        })
-        .unwrap_or_default()
+    rule["endpoints"].as_array().map(|a| a.iter().map(|e| format!("{}:{}", e["endpointIP"].as_str().unwrap(), e["targetPort"])).collect()).unwrap_or_default()
 }
 
 #[test]
@@ -112,29 +84,16 @@ fn simulator_can_be_shared_across_threads() {
 /// Without swagger.yml the built-in structure still rejects what go-swagger would.
 #[test]
 fn builtin_checks_without_spec_file() {
-    let sim =
-        Simulator::start_with("127.0.0.1:0", ErrorStyle::Coded, SpecValidator::builtin()).unwrap();
+    let sim = Simulator::start_with("127.0.0.1:0", ErrorStyle::Coded, SpecValidator::builtin()).unwrap();
     assert_eq!(sim.spec_source(), None);
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let c = Client {
-        agent,
-        base: format!("{}/netlox/v1", sim.url()),
-    };
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let c = Client { agent, base: format!("{}/netlox/v1", sim.url()) };
     let mut body = lb("10.0.0.10", 80, &[("10.0.1.5", 80)]);
     body["serviceArguments"]["mode"] = json!(7);
     assert_eq!(c.post("/config/loadbalancer", &body).1["code"], 606);
-    body["serviceArguments"]
-        .as_object_mut()
-        .unwrap()
-        .remove("mode");
+    body["serviceArguments"].as_object_mut().unwrap().remove("mode");
     assert_eq!(c.post("/config/loadbalancer", &body), (200, success()));
-    assert_eq!(
-        c.post("/config/endpoint", &json!({"probeType": "tcp"})).1["message"],
-        "hostName in body is required"
-    );
+    assert_eq!(c.post("/config/endpoint", &json!({"probeType": "tcp"})).1["message"], "hostName in body is required");
 }
 
 /// Create, then list: the GET shape omits zero fields, reports effective defaults and hides
@@ -162,10 +121,7 @@ fn create_and_list() {
     );
     assert_eq!(sim.rules(), all);
     // The GET shape is itself a valid LoadbalanceEntry.
-    SpecValidator::load_default()
-        .unwrap()
-        .validate("LoadbalanceEntry", &all[0])
-        .unwrap();
+    SpecValidator::load_default().unwrap().validate("LoadbalanceEntry", &all[0]).unwrap();
 }
 
 /// Re-POSTing an identical rule is a 409 that changes nothing; fields the core never updates
@@ -201,10 +157,7 @@ fn unchanged_repost_is_409() {
     secure["endpoints"][0]["weight"] = json!(6);
     let (status, err) = c.post("/config/loadbalancer", &secure);
     assert_eq!(status, 409);
-    assert_eq!(
-        err["result"],
-        "lbrule-exist error: cant modify rule security mode"
-    );
+    assert_eq!(err["result"], "lbrule-exist error: cant modify rule security mode");
 }
 
 /// oper 0 replaces the endpoint set, oper 1 attaches, oper 2 detaches and deletes the rule
@@ -219,35 +172,17 @@ fn replace_attach_detach() {
     };
     assert_eq!(post(&[("10.0.1.5", 80), ("10.0.1.6", 80)], 0).0, 200);
     assert_eq!(post(&[("10.0.1.7", 80)], 1).0, 200);
-    assert_eq!(
-        endpoint_ips(&sim.rules()[0]),
-        ["10.0.1.5:80", "10.0.1.6:80", "10.0.1.7:80"]
-    );
+    assert_eq!(endpoint_ips(&sim.rules()[0]), ["10.0.1.5:80", "10.0.1.6:80", "10.0.1.7:80"]);
     // Attaching what is already there changes nothing.
-    assert_eq!(
-        post(&[("10.0.1.7", 80)], 1).1["result"],
-        "lbrule-exists error"
-    );
+    assert_eq!(post(&[("10.0.1.7", 80)], 1).1["result"], "lbrule-exists error");
 
     assert_eq!(post(&[("10.0.1.5", 80)], 2).0, 200);
-    assert_eq!(
-        endpoint_ips(&sim.rules()[0]),
-        ["10.0.1.6:80", "10.0.1.7:80"]
-    );
-    assert_eq!(
-        post(&[("10.0.1.6", 80), ("10.0.1.7", 80)], 2),
-        (200, success())
-    );
-    assert!(
-        c.lb_all().is_empty(),
-        "detaching the last endpoints deletes the rule"
-    );
+    assert_eq!(endpoint_ips(&sim.rules()[0]), ["10.0.1.6:80", "10.0.1.7:80"]);
+    assert_eq!(post(&[("10.0.1.6", 80), ("10.0.1.7", 80)], 2), (200, success()));
+    assert!(c.lb_all().is_empty(), "detaching the last endpoints deletes the rule");
 
     let (status, err) = post(&[("10.0.1.6", 80)], 2);
-    assert_eq!(
-        (status, err["result"].as_str()),
-        (404, Some("lbrule not-exists error"))
-    );
+    assert_eq!((status, err["result"].as_str()), (404, Some("lbrule not-exists error")));
 
     // Replace: 10.0.1.5 goes, 10.0.1.8 comes, 10.0.1.6 stays.
     assert_eq!(post(&[("10.0.1.5", 80), ("10.0.1.6", 80)], 0).0, 200);
@@ -259,28 +194,13 @@ fn replace_attach_detach() {
 #[test]
 fn deletes() {
     let (sim, c) = start(ErrorStyle::Coded);
-    let (status, err) =
-        c.delete("/config/loadbalancer/externalipaddress/10.0.0.10/port/80/protocol/tcp");
-    assert_eq!(
-        (status, err["result"].as_str(), err["message"].as_str()),
-        (404, Some("no-rule error"), Some("Resource not found"))
-    );
+    let (status, err) = c.delete("/config/loadbalancer/externalipaddress/10.0.0.10/port/80/protocol/tcp");
+    assert_eq!((status, err["result"].as_str(), err["message"].as_str()), (404, Some("no-rule error"), Some("Resource not found")));
 
-    assert_eq!(
-        c.post(
-            "/config/loadbalancer",
-            &lb("10.0.0.10", 80, &[("10.0.1.5", 80)])
-        )
-        .0,
-        200
-    );
+    assert_eq!(c.post("/config/loadbalancer", &lb("10.0.0.10", 80, &[("10.0.1.5", 80)])).0, 200);
     let mut blocked = lb("10.0.0.10", 80, &[("10.0.1.5", 80)]);
     blocked["serviceArguments"]["block"] = json!(7);
-    assert_eq!(
-        c.post("/config/loadbalancer", &blocked).0,
-        200,
-        "block is part of the identity"
-    );
+    assert_eq!(c.post("/config/loadbalancer", &blocked).0, 200, "block is part of the identity");
     let mut range = lb("10.0.0.10", 1000, &[("10.0.1.5", 0)]);
     range["serviceArguments"]["portMax"] = json!(1010);
     assert_eq!(c.post("/config/loadbalancer", &range).0, 200);
@@ -289,61 +209,21 @@ fn deletes() {
     assert_eq!(c.post("/config/loadbalancer", &hosted).0, 200);
     assert_eq!(sim.rules().len(), 4);
 
-    assert_eq!(
-        c.delete("/config/loadbalancer/externalipaddress/10.0.0.10/port/80/protocol/tcp?block=7"),
-        (200, success())
-    );
+    assert_eq!(c.delete("/config/loadbalancer/externalipaddress/10.0.0.10/port/80/protocol/tcp?block=7"), (200, success()));
     assert_eq!(c.delete("/config/loadbalancer/hosturl/any/externalipaddress/10.0.0.10/port/80/protocol/tcp?bgp=false").0, 200);
     // A range rule is only reachable through a portmax path with its exact portMax.
-    assert_eq!(
-        c.delete("/config/loadbalancer/externalipaddress/10.0.0.10/port/1000/protocol/tcp")
-            .0,
-        404
-    );
-    assert_eq!(
-        c.delete(
-            "/config/loadbalancer/externalipaddress/10.0.0.10/port/1000/portmax/1010/protocol/tcp"
-        )
-        .0,
-        200
-    );
+    assert_eq!(c.delete("/config/loadbalancer/externalipaddress/10.0.0.10/port/1000/protocol/tcp").0, 404);
+    assert_eq!(c.delete("/config/loadbalancer/externalipaddress/10.0.0.10/port/1000/portmax/1010/protocol/tcp").0, 200);
     assert_eq!(c.delete("/config/loadbalancer/hosturl/example.com/externalipaddress/10.0.0.10/port/443/portmax/0/protocol/tcp").0, 200);
     assert!(sim.rules().is_empty());
 
-    assert_eq!(
-        c.post(
-            "/config/loadbalancer",
-            &lb("10.0.0.10", 80, &[("10.0.1.5", 80)])
-        )
-        .0,
-        200
-    );
-    assert_eq!(
-        c.post(
-            "/config/loadbalancer",
-            &lb("10.0.0.11", 80, &[("10.0.1.5", 80)])
-        )
-        .0,
-        200
-    );
-    assert_eq!(
-        c.delete("/config/loadbalancer/name/nobody"),
-        (200, success())
-    );
+    assert_eq!(c.post("/config/loadbalancer", &lb("10.0.0.10", 80, &[("10.0.1.5", 80)])).0, 200);
+    assert_eq!(c.post("/config/loadbalancer", &lb("10.0.0.11", 80, &[("10.0.1.5", 80)])).0, 200);
+    assert_eq!(c.delete("/config/loadbalancer/name/nobody"), (200, success()));
     assert_eq!(sim.rules().len(), 2);
-    assert_eq!(
-        c.delete("/config/loadbalancer/name/octavia-l1"),
-        (200, success())
-    );
+    assert_eq!(c.delete("/config/loadbalancer/name/octavia-l1"), (200, success()));
     assert!(sim.rules().is_empty());
-    assert_eq!(
-        c.post(
-            "/config/loadbalancer",
-            &lb("10.0.0.10", 80, &[("10.0.1.5", 80)])
-        )
-        .0,
-        200
-    );
+    assert_eq!(c.post("/config/loadbalancer", &lb("10.0.0.10", 80, &[("10.0.1.5", 80)])).0, 200);
     assert_eq!(c.delete("/config/loadbalancer/all"), (200, success()));
     assert!(c.lb_all().is_empty());
 }
@@ -352,45 +232,19 @@ fn deletes() {
 #[test]
 fn ipv6_vip_delete_path() {
     let (sim, c) = start(ErrorStyle::Coded);
-    let body = lb(
-        "2001:db8::0001",
-        80,
-        &[("2001:db8:1::5", 80), ("10.0.1.5", 80)],
-    );
-    assert_eq!(
-        c.post("/config/loadbalancer", &body),
-        (200, success()),
-        "IPv6 VIP may have IPv4 endpoints (NAT64)"
-    );
-    assert_eq!(
-        sim.rules()[0]["serviceArguments"]["externalIP"],
-        "2001:db8::1"
-    );
-    assert_eq!(
-        c.delete("/config/loadbalancer/externalipaddress/2001:db8::1/port/80/protocol/tcp"),
-        (200, success())
-    );
+    let body = lb("2001:db8::0001", 80, &[("2001:db8:1::5", 80), ("10.0.1.5", 80)]);
+    assert_eq!(c.post("/config/loadbalancer", &body), (200, success()), "IPv6 VIP may have IPv4 endpoints (NAT64)");
+    assert_eq!(sim.rules()[0]["serviceArguments"]["externalIP"], "2001:db8::1");
+    assert_eq!(c.delete("/config/loadbalancer/externalipaddress/2001:db8::1/port/80/protocol/tcp"), (200, success()));
 
     assert_eq!(c.post("/config/loadbalancer", &body).0, 200);
-    assert_eq!(
-        c.delete("/config/loadbalancer/externalipaddress/2001%3Adb8%3A%3A1/port/80/protocol/tcp")
-            .0,
-        200
-    );
+    assert_eq!(c.delete("/config/loadbalancer/externalipaddress/2001%3Adb8%3A%3A1/port/80/protocol/tcp").0, 200);
     assert!(sim.rules().is_empty());
     let r = sim.requests();
-    assert!(r
-        .iter()
-        .any(|q| q.method == "DELETE" && q.path.ends_with("/2001:db8::1/port/80/protocol/tcp")));
+    assert!(r.iter().any(|q| q.method == "DELETE" && q.path.ends_with("/2001:db8::1/port/80/protocol/tcp")));
 
-    let (status, err) = c.post(
-        "/config/loadbalancer",
-        &lb("10.0.0.10", 80, &[("2001:db8:1::5", 80)]),
-    );
-    assert_eq!(
-        (status, err["result"].as_str()),
-        (400, Some("malformed-service nat46 error"))
-    );
+    let (status, err) = c.post("/config/loadbalancer", &lb("10.0.0.10", 80, &[("2001:db8:1::5", 80)]));
+    assert_eq!((status, err["result"].as_str()), (400, Some("malformed-service nat46 error")));
 }
 
 /// Endpoint count limits: 0 and 33 are "endpoints-range error" (400), 32 is fine.
@@ -398,30 +252,15 @@ fn ipv6_vip_delete_path() {
 fn endpoint_count_limits() {
     let (sim, c) = start(ErrorStyle::Coded);
     let ips: Vec<String> = (1..=33).map(|i| format!("10.0.1.{i}")).collect();
-    let eps = |n: usize| {
-        ips[..n]
-            .iter()
-            .map(|ip| (ip.as_str(), 80))
-            .collect::<Vec<_>>()
-    };
+    let eps = |n: usize| ips[..n].iter().map(|ip| (ip.as_str(), 80)).collect::<Vec<_>>();
 
     let (status, err) = c.post("/config/loadbalancer", &lb("10.0.0.10", 80, &eps(33)));
-    assert_eq!(
-        (status, err["result"].as_str()),
-        (400, Some("endpoints-range error"))
-    );
+    assert_eq!((status, err["result"].as_str()), (400, Some("endpoints-range error")));
     assert_eq!(err["message"], "Malformed arguments for API call");
     let (status, err) = c.post("/config/loadbalancer", &lb("10.0.0.10", 80, &eps(0)));
-    assert_eq!(
-        (status, err["result"].as_str()),
-        (400, Some("endpoints-range error"))
-    );
+    assert_eq!((status, err["result"].as_str()), (400, Some("endpoints-range error")));
     assert!(sim.rules().is_empty());
-    assert_eq!(
-        c.post("/config/loadbalancer", &lb("10.0.0.10", 80, &eps(32)))
-            .0,
-        200
-    );
+    assert_eq!(c.post("/config/loadbalancer", &lb("10.0.0.10", 80, &eps(32))).0, 200);
     assert_eq!(sim.rules()[0]["endpoints"].as_array().unwrap().len(), 32);
 }
 
@@ -431,81 +270,38 @@ fn endpoint_count_limits() {
 fn schema_and_transport_errors() {
     let (sim, c) = start(ErrorStyle::Coded);
     let mut body = lb("10.0.0.10", 80, &[("10.0.1.5", 80)]);
-    body["serviceArguments"]
-        .as_object_mut()
-        .unwrap()
-        .remove("externalIP");
+    body["serviceArguments"].as_object_mut().unwrap().remove("externalIP");
     let (status, err) = c.post("/config/loadbalancer", &body);
     assert_eq!(status, 422);
-    assert_eq!(
-        err,
-        json!({"code": 602, "message": "serviceArguments.serviceArguments.externalIP in body is required"})
-    );
+    assert_eq!(err, json!({"code": 602, "message": "serviceArguments.serviceArguments.externalIP in body is required"}));
 
     let mut body = lb("10.0.0.10", 80, &[("10.0.1.5", 80)]);
-    body["endpoints"][0]
-        .as_object_mut()
-        .unwrap()
-        .remove("weight");
-    assert_eq!(
-        c.post("/config/loadbalancer", &body).1["message"],
-        "endpoints.0.weight in body is required"
-    );
+    body["endpoints"][0].as_object_mut().unwrap().remove("weight");
+    assert_eq!(c.post("/config/loadbalancer", &body).1["message"], "endpoints.0.weight in body is required");
 
     let mut body = lb("10.0.0.10", 80, &[("10.0.1.5", 80)]);
     body["serviceArguments"]["sel"] = json!(9);
     let (status, err) = c.post("/config/loadbalancer", &body);
     assert_eq!((status, err["code"].as_i64()), (422, Some(606)));
-    assert_eq!(
-        err["message"],
-        "serviceArguments.serviceArguments.sel in body should be one of [0 1 2 3 4 5 6]"
-    );
+    assert_eq!(err["message"], "serviceArguments.serviceArguments.sel in body should be one of [0 1 2 3 4 5 6]");
 
-    assert_eq!(
-        c.post("/config/loadbalancer", &json!({"endpoints": []})).1["code"],
-        602
-    );
-    assert_eq!(
-        c.call("POST", "/config/loadbalancer", None, None),
-        (
-            422,
-            json!({"code": 602, "message": "attr in body is required"})
-        )
-    );
+    assert_eq!(c.post("/config/loadbalancer", &json!({"endpoints": []})).1["code"], 602);
+    assert_eq!(c.call("POST", "/config/loadbalancer", None, None), (422, json!({"code": 602, "message": "attr in body is required"})));
 
-    let (status, err) = c.call(
-        "POST",
-        "/config/loadbalancer",
-        Some("application/json"),
-        Some("{\"serviceArguments\":"),
-    );
+    let (status, err) = c.call("POST", "/config/loadbalancer", Some("application/json"), Some("{\"serviceArguments\":"));
     assert_eq!((status, err["code"].as_i64()), (400, Some(400)));
     let mut body = lb("10.0.0.10", 80, &[("10.0.1.5", 80)]);
     body["serviceArguments"]["port"] = json!("80");
     let (status, err) = c.post("/config/loadbalancer", &body);
     assert_eq!(status, 400);
-    assert!(
-        err["message"]
-            .as_str()
-            .unwrap()
-            .contains("cannot unmarshal string into Go struct field"),
-        "{err}"
-    );
+    assert!(err["message"].as_str().unwrap().contains("cannot unmarshal string into Go struct field"), "{err}");
 
-    let (status, err) = c.call(
-        "POST",
-        "/config/loadbalancer",
-        Some("text/plain"),
-        Some(&lb("10.0.0.10", 80, &[("10.0.1.5", 80)]).to_string()),
-    );
+    let (status, err) = c.call("POST", "/config/loadbalancer", Some("text/plain"), Some(&lb("10.0.0.10", 80, &[("10.0.1.5", 80)]).to_string()));
     assert_eq!((status, err["code"].as_i64()), (415, Some(415)));
 
     assert_eq!(c.get("/config/nothing").0, 404);
     assert_eq!(c.call("PUT", "/config/loadbalancer", None, None).0, 405);
-    assert!(
-        sim.rules().is_empty(),
-        "no rejected request may leave state behind"
-    );
+    assert!(sim.rules().is_empty(), "no rejected request may leave state behind");
 
     // Keys match case-insensitively, like Go's encoding/json (kube-loxilb sends "BGP").
     let mut body = lb("10.0.0.10", 80, &[("10.0.1.5", 80)]);
@@ -528,39 +324,17 @@ fn core_argument_errors() {
         assert_eq!((s, e["result"].as_str()), (status, Some(result)), "{body}");
     };
     expect(with("protocol", json!("")), 400, "malformed-proto error");
-    expect(
-        with("probetype", json!("http")),
-        400,
-        "malformed-service-ptype error",
-    );
-    expect(
-        with("probetype", json!("tcp")),
-        400,
-        "malformed-service-pport error",
-    );
-    expect(
-        with("probeport", json!(80)),
-        400,
-        "malformed-service-pport error",
-    );
-    expect(
-        with("inactiveTimeOut", json!(86401)),
-        400,
-        "service-args error",
-    );
+    expect(with("probetype", json!("http")), 400, "malformed-service-ptype error");
+    expect(with("probetype", json!("tcp")), 400, "malformed-service-pport error");
+    expect(with("probeport", json!(80)), 400, "malformed-service-pport error");
+    expect(with("inactiveTimeOut", json!(86401)), 400, "service-args error");
     let mut ppv2_udp = with("proxyprotocolv2", json!(true));
     ppv2_udp["serviceArguments"]["protocol"] = json!("udp");
     expect(ppv2_udp, 500, "proxy-proto-v2 not tcp service error");
     assert!(sim.rules().is_empty());
 
     // DSR without hash selection: answered by the handler as a 200 in every version.
-    assert_eq!(
-        c.post("/config/loadbalancer", &with("mode", json!(3))),
-        (
-            200,
-            json!({"result": "Error: Only Hash Selection criteria allowed for DSR mode"})
-        )
-    );
+    assert_eq!(c.post("/config/loadbalancer", &with("mode", json!(3))), (200, json!({"result": "Error: Only Hash Selection criteria allowed for DSR mode"})));
     assert!(sim.rules().is_empty());
 
     // A probe type other than none forces monitor on.
@@ -568,68 +342,39 @@ fn core_argument_errors() {
     probed["serviceArguments"]["probeport"] = json!(8080);
     assert_eq!(c.post("/config/loadbalancer", &probed).0, 200);
     let sa = &sim.rules()[0]["serviceArguments"];
-    assert_eq!(
-        (
-            sa["monitor"].as_bool(),
-            sa["probetype"].as_str(),
-            sa["probeport"].as_i64()
-        ),
-        (Some(true), Some("tcp"), Some(8080))
-    );
+    assert_eq!((sa["monitor"].as_bool(), sa["probetype"].as_str(), sa["probeport"].as_i64()), (Some(true), Some("tcp"), Some(8080)));
 }
 
 /// Legacy (<= v0.9.8.4): handler errors are 200 + result; schema 422s stay; no protocol/probetype enum.
 #[test]
 fn legacy_error_style() {
     let (sim, c) = start(ErrorStyle::Legacy);
-    assert_eq!(
-        c.delete("/config/loadbalancer/externalipaddress/10.0.0.10/port/80/protocol/tcp"),
-        (200, json!({"result": "no-rule error"}))
-    );
+    assert_eq!(c.delete("/config/loadbalancer/externalipaddress/10.0.0.10/port/80/protocol/tcp"), (200, json!({"result": "no-rule error"})));
     let body = lb("10.0.0.10", 80, &[("10.0.1.5", 80)]);
     assert_eq!(c.post("/config/loadbalancer", &body).0, 200);
-    assert_eq!(
-        c.post("/config/loadbalancer", &body),
-        (200, json!({"result": "lbrule-exists error"}))
-    );
+    assert_eq!(c.post("/config/loadbalancer", &body), (200, json!({"result": "lbrule-exists error"})));
 
     let mut http = lb("10.0.0.11", 80, &[("10.0.1.5", 80)]);
     http["serviceArguments"]["probetype"] = json!("http");
-    assert_eq!(
-        c.post("/config/loadbalancer", &http),
-        (200, json!({"result": "malformed-service-ptype error"}))
-    );
+    assert_eq!(c.post("/config/loadbalancer", &http), (200, json!({"result": "malformed-service-ptype error"})));
 
     let mut missing = body.clone();
-    missing["serviceArguments"]
-        .as_object_mut()
-        .unwrap()
-        .remove("port");
+    missing["serviceArguments"].as_object_mut().unwrap().remove("port");
     assert_eq!(c.post("/config/loadbalancer", &missing).0, 422);
 
     // Without the protocol enum, the core's own "none" protocol is reachable.
     let mut none = lb("10.0.0.12", 0, &[("10.0.1.5", 0)]);
     none["serviceArguments"]["protocol"] = json!("none");
     assert_eq!(c.post("/config/loadbalancer", &none), (200, success()));
-    assert!(sim
-        .rules()
-        .iter()
-        .any(|r| r["serviceArguments"]["protocol"] == "none"));
+    assert!(sim.rules().iter().any(|r| r["serviceArguments"]["protocol"] == "none"));
 
     sim.set_error_style(ErrorStyle::Coded);
     assert_eq!(sim.error_style(), ErrorStyle::Coded);
     none["serviceArguments"]["externalIP"] = json!("10.0.0.13");
     let (status, err) = c.post("/config/loadbalancer", &none);
-    assert_eq!(
-        (status, err["code"].as_i64()),
-        (422, Some(606)),
-        "the >= v0.9.8.5 schema has the protocol enum"
-    );
+    assert_eq!((status, err["code"].as_i64()), (422, Some(606)), "the >= v0.9.8.5 schema has the protocol enum");
     let (status, err) = c.post("/config/loadbalancer", &http);
-    assert_eq!(
-        (status, err["result"].as_str()),
-        (400, Some("malformed-service-ptype error"))
-    );
+    assert_eq!((status, err["result"].as_str()), (400, Some("malformed-service-ptype error")));
 }
 
 /// A restart forgets everything but keeps the URL.
@@ -637,38 +382,14 @@ fn legacy_error_style() {
 fn restart_empties_state() {
     let (sim, c) = start(ErrorStyle::Coded);
     let url = sim.url();
-    assert_eq!(
-        c.post(
-            "/config/loadbalancer",
-            &lb("10.0.0.10", 80, &[("10.0.1.5", 80)])
-        )
-        .0,
-        200
-    );
-    assert_eq!(
-        c.post(
-            "/config/endpoint",
-            &json!({"hostName": "10.0.1.9", "probeType": "ping"})
-        )
-        .0,
-        200
-    );
-    assert_eq!(
-        sim.endpoints().len(),
-        2,
-        "the rule's endpoint host plus the posted one"
-    );
+    assert_eq!(c.post("/config/loadbalancer", &lb("10.0.0.10", 80, &[("10.0.1.5", 80)])).0, 200);
+    assert_eq!(c.post("/config/endpoint", &json!({"hostName": "10.0.1.9", "probeType": "ping"})).0, 200);
+    assert_eq!(sim.endpoints().len(), 2, "the rule's endpoint host plus the posted one");
     sim.restart();
     assert_eq!(sim.url(), url);
     assert!(c.lb_all().is_empty());
     assert_eq!(c.get("/config/endpoint/all"), (200, json!({"Attr": []})));
-    assert_eq!(
-        c.post(
-            "/config/loadbalancer",
-            &lb("10.0.0.10", 80, &[("10.0.1.5", 80)])
-        ),
-        (200, success())
-    );
+    assert_eq!(c.post("/config/loadbalancer", &lb("10.0.0.10", 80, &[("10.0.1.5", 80)])), (200, success()));
 }
 
 /// Endpoint hosts: upsert by key, rule-owned hosts cannot be deleted, 404 when missing.
@@ -678,11 +399,7 @@ fn endpoint_hosts() {
     let ep = json!({"hostName": "10.0.1.5", "probeType": "http", "probePort": 8080, "probeReq": "healthz",
                     "probeDuration": 10, "inactiveReTries": 3});
     assert_eq!(c.post("/config/endpoint", &ep), (200, success()));
-    assert_eq!(
-        c.post("/config/endpoint", &ep),
-        (200, success()),
-        "re-POST is an upsert"
-    );
+    assert_eq!(c.post("/config/endpoint", &ep), (200, success()), "re-POST is an upsert");
     let (status, all) = c.get("/config/endpoint/all");
     assert_eq!(status, 200);
     assert_eq!(
@@ -693,85 +410,44 @@ fn endpoint_hosts() {
 
     let mut bad = ep.clone();
     bad["hostName"] = json!("10.0.1.0/24");
-    assert_eq!(
-        c.post("/config/endpoint", &bad).1["result"],
-        "host-parse error"
-    );
+    assert_eq!(c.post("/config/endpoint", &bad).1["result"], "host-parse error");
     bad["hostName"] = json!("10.0.1.5");
     bad["inactiveReTries"] = json!(101);
     assert_eq!(c.post("/config/endpoint", &bad).0, 400);
-    assert_eq!(
-        c.post("/config/endpoint", &json!({"probeType": "tcp"})).0,
-        422
-    );
+    assert_eq!(c.post("/config/endpoint", &json!({"probeType": "tcp"})).0, 422);
 
-    assert_eq!(
-        c.delete("/config/endpoint/epipaddress/10.0.1.5?probe_type=http&probe_port=8080"),
-        (200, success())
-    );
-    let (status, err) =
-        c.delete("/config/endpoint/epipaddress/10.0.1.5?probe_type=http&probe_port=8080");
-    assert_eq!(
-        (status, err["result"].as_str()),
-        (404, Some("host-notfound error"))
-    );
+    assert_eq!(c.delete("/config/endpoint/epipaddress/10.0.1.5?probe_type=http&probe_port=8080"), (200, success()));
+    let (status, err) = c.delete("/config/endpoint/epipaddress/10.0.1.5?probe_type=http&probe_port=8080");
+    assert_eq!((status, err["result"].as_str()), (404, Some("host-notfound error")));
 
     // Rule endpoints reference hosts keyed <ip>_<proto>_<port>; those refuse deletion.
-    assert_eq!(
-        c.post(
-            "/config/loadbalancer",
-            &lb("10.0.0.10", 80, &[("10.0.1.5", 8080)])
-        )
-        .0,
-        200
-    );
+    assert_eq!(c.post("/config/loadbalancer", &lb("10.0.0.10", 80, &[("10.0.1.5", 8080)])).0, 200);
     assert_eq!(sim.endpoints()[0]["name"], "10.0.1.5_tcp_8080");
     let (status, err) = c.delete("/config/endpoint/epipaddress/10.0.1.5?name=10.0.1.5_tcp_8080");
-    assert_eq!(
-        (status, err["result"].as_str()),
-        (409, Some("LB Rule-referred"))
-    );
+    assert_eq!((status, err["result"].as_str()), (409, Some("LB Rule-referred")));
     // Posting under that name attaches an HTTP check to the rule's host.
     assert_eq!(c.post("/config/endpoint", &json!({"hostName": "10.0.1.5", "name": "10.0.1.5_tcp_8080", "probeType": "http", "probePort": 8080})).0, 200);
     assert_eq!(sim.endpoints()[0]["probeType"], "http");
     assert_eq!(c.delete("/config/loadbalancer/all").0, 200);
-    assert!(
-        sim.endpoints().is_empty(),
-        "the host goes with its last rule"
-    );
+    assert!(sim.endpoints().is_empty(), "the host goes with its last rule");
 }
 
 /// Injected failures, the request log and /version.
 #[test]
 fn test_hooks_and_version() {
     let (sim, c) = start(ErrorStyle::Coded);
-    assert_eq!(
-        c.get("/version"),
-        (
-            200,
-            json!({"version": "0.9.8-sim", "buildInfo": "loxilb-sim"})
-        )
-    );
+    assert_eq!(c.get("/version"), (200, json!({"version": "0.9.8-sim", "buildInfo": "loxilb-sim"})));
     sim.fail_next(2, 503, "not-ready");
     let body = lb("10.0.0.10", 80, &[("10.0.1.5", 80)]);
     let (status, err) = c.post("/config/loadbalancer", &body);
-    assert_eq!(
-        (status, err["message"].as_str(), err["result"].as_str()),
-        (503, Some("Maintenance mode"), Some("not-ready"))
-    );
+    assert_eq!((status, err["message"].as_str(), err["result"].as_str()), (503, Some("Maintenance mode"), Some("not-ready")));
     assert_eq!(c.get("/config/loadbalancer/all").0, 503);
-    assert!(
-        sim.rules().is_empty(),
-        "an injected failure applies nothing"
-    );
+    assert!(sim.rules().is_empty(), "an injected failure applies nothing");
     assert_eq!(c.post("/config/loadbalancer", &body).0, 200);
 
     let log = sim.requests();
     assert_eq!(log.len(), 4);
-    assert_eq!(
-        (log[1].method.as_str(), log[1].path.as_str(), log[1].status),
-        ("POST", "/netlox/v1/config/loadbalancer", 503)
-    );
+    assert_eq!((log[1].method.as_str(), log[1].path.as_str(), log[1].status), ("POST", "/netlox/v1/config/loadbalancer", 503));
     assert_eq!(log[3].json(), Some(body));
     assert_eq!(log[3].response_json(), Some(success()));
     sim.clear_requests();
@@ -786,27 +462,18 @@ fn sctp_secondary_ips() {
     body["serviceArguments"]["protocol"] = json!("sctp");
     body["secondaryIPs"] = json!([{"secondaryIP": "10.0.0.12"}, {"secondaryIP": "10.0.0.11"}]);
     assert_eq!(c.post("/config/loadbalancer", &body).0, 200);
-    assert_eq!(
-        sim.rules()[0]["secondaryIPs"],
-        json!([{"secondaryIP": "10.0.0.11"}, {"secondaryIP": "10.0.0.12"}])
-    );
+    assert_eq!(sim.rules()[0]["secondaryIPs"], json!([{"secondaryIP": "10.0.0.11"}, {"secondaryIP": "10.0.0.12"}]));
     body["secondaryIPs"] = json!([{"secondaryIP": "10.0.0.13"}]);
     assert_eq!(
         c.post("/config/loadbalancer", &body),
-        (
-            500,
-            json!({"code": 500, "fields": null, "message": "secIP modify error", "result": "secIP modify error"})
-        )
+        (500, json!({"code": 500, "fields": null, "message": "secIP modify error", "result": "secIP modify error"}))
     );
 
     let mut tcp = lb("10.0.0.20", 80, &[("10.0.1.5", 80)]);
     tcp["secondaryIPs"] = json!([{"secondaryIP": "10.0.0.21"}]);
     assert_eq!(c.post("/config/loadbalancer", &tcp).0, 200);
     let rules = sim.rules();
-    let tcp_rule = rules
-        .iter()
-        .find(|r| r["serviceArguments"]["externalIP"] == "10.0.0.20")
-        .unwrap();
+    let tcp_rule = rules.iter().find(|r| r["serviceArguments"]["externalIP"] == "10.0.0.20").unwrap();
     assert_eq!(tcp_rule["secondaryIPs"], Value::Null);
 }
 
@@ -816,33 +483,11 @@ fn rule_capacity() {
     let (sim, c) = start(ErrorStyle::Coded);
     for i in 0..2048u32 {
         let vip = format!("10.1.{}.{}", i / 256, i % 256);
-        assert_eq!(
-            c.post("/config/loadbalancer", &lb(&vip, 80, &[("10.0.1.5", 80)]))
-                .0,
-            200,
-            "{vip}"
-        );
+        assert_eq!(c.post("/config/loadbalancer", &lb(&vip, 80, &[("10.0.1.5", 80)])).0, 200, "{vip}");
     }
-    let (status, err) = c.post(
-        "/config/loadbalancer",
-        &lb("10.2.0.0", 80, &[("10.0.1.5", 80)]),
-    );
-    assert_eq!(
-        (status, err["result"].as_str(), err["message"].as_str()),
-        (403, Some("rule-hwm error"), Some("Capacity insufficient"))
-    );
+    let (status, err) = c.post("/config/loadbalancer", &lb("10.2.0.0", 80, &[("10.0.1.5", 80)]));
+    assert_eq!((status, err["result"].as_str(), err["message"].as_str()), (403, Some("rule-hwm error"), Some("Capacity insufficient")));
     assert_eq!(sim.rules().len(), 2048);
-    assert_eq!(
-        c.delete("/config/loadbalancer/externalipaddress/10.1.0.0/port/80/protocol/tcp")
-            .0,
-        200
-    );
-    assert_eq!(
-        c.post(
-            "/config/loadbalancer",
-            &lb("10.2.0.0", 80, &[("10.0.1.5", 80)])
-        )
-        .0,
-        200
-    );
+    assert_eq!(c.delete("/config/loadbalancer/externalipaddress/10.1.0.0/port/80/protocol/tcp").0, 200);
+    assert_eq!(c.post("/config/loadbalancer", &lb("10.2.0.0", 80, &[("10.0.1.5", 80)])).0, 200);
 }

@@ -176,7 +176,11 @@ impl TestHost {
     pub fn wait_applied(&self, count: u64) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         while self.service.applied.load(std::sync::atomic::Ordering::SeqCst) < count {
-            assert!(std::time::Instant::now() < deadline, "only {} of {count} operations applied", self.service.applied.load(std::sync::atomic::Ordering::SeqCst));
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of {count} operations applied",
+                self.service.applied.load(std::sync::atomic::Ordering::SeqCst)
+            );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }

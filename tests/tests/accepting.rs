@@ -172,7 +172,12 @@ fn load_balancers_waiting_for_octavia_do_not_delay_another() {
         service.cast("loadbalancer_create", lb_create(n)).unwrap();
     }
     for _ in 0..3 {
-        service.cast("loadbalancer_update", json!({"loadbalancer_id": lb_id(100), "old_loadbalancer": lb_create(100)["loadbalancer"], "new_loadbalancer": {"name": "x"}})).unwrap();
+        service
+            .cast(
+                "loadbalancer_update",
+                json!({"loadbalancer_id": lb_id(100), "old_loadbalancer": lb_create(100)["loadbalancer"], "new_loadbalancer": {"name": "x"}}),
+            )
+            .unwrap();
     }
     get.commit(&lb_id(7));
     let started = Instant::now();

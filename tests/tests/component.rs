@@ -63,7 +63,13 @@ fn tcp_load_balancer_with_two_listeners_gets_one_rule_each() {
         LB,
         "10.0.0.10",
         vec![
-            listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![member("m1", P1, "10.0.1.1", 8080, 1), member("m2", P1, "10.0.1.2", 8080, 1)], None))),
+            listener(
+                L1,
+                LB,
+                "TCP",
+                80,
+                Some(pool(P1, LB, Some(L1), "TCP", vec![member("m1", P1, "10.0.1.1", 8080, 1), member("m2", P1, "10.0.1.2", 8080, 1)], None)),
+            ),
             listener(L2, LB, "TCP", 443, Some(pool(P2, LB, Some(L2), "TCP", vec![member("m3", P2, "10.0.1.3", 8443, 1)], None))),
         ],
     );
@@ -91,7 +97,14 @@ fn udp_with_udp_connect_monitor_probes_at_rule_level() {
             LB,
             "UDP",
             53,
-            Some(pool(P1, LB, Some(L1), "UDP", vec![member("m1", P1, "10.0.1.1", 5353, 1), member("m2", P1, "10.0.1.2", 5353, 1)], Some(monitor("h1", P1, "UDP-CONNECT")))),
+            Some(pool(
+                P1,
+                LB,
+                Some(L1),
+                "UDP",
+                vec![member("m1", P1, "10.0.1.1", 5353, 1), member("m2", P1, "10.0.1.2", 5353, 1)],
+                Some(monitor("h1", P1, "UDP-CONNECT")),
+            )),
         )],
     );
     let (rules, _) = create(lb);
@@ -114,7 +127,14 @@ fn weighted_round_robin_becomes_priority_selection_in_percent() {
             LB,
             "TCP",
             80,
-            Some(pool(P1, LB, Some(L1), "TCP", vec![member("m1", P1, "10.0.1.1", 80, 3), member("m2", P1, "10.0.1.2", 80, 1), member("m3", P1, "10.0.1.3", 80, 0)], None)),
+            Some(pool(
+                P1,
+                LB,
+                Some(L1),
+                "TCP",
+                vec![member("m1", P1, "10.0.1.1", 80, 3), member("m2", P1, "10.0.1.2", 80, 1), member("m3", P1, "10.0.1.3", 80, 0)],
+                None,
+            )),
         )],
     );
     let (rules, _) = create(lb);
@@ -147,7 +167,13 @@ fn ipv6_vip_with_tcp_monitor() {
     let lb = loadbalancer(
         LB,
         "2001:db8::10",
-        vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![member("m1", P1, "2001:db8:1::1", 8080, 1)], Some(monitor("h1", P1, "TCP")))))],
+        vec![listener(
+            L1,
+            LB,
+            "TCP",
+            80,
+            Some(pool(P1, LB, Some(L1), "TCP", vec![member("m1", P1, "2001:db8:1::1", 8080, 1)], Some(monitor("h1", P1, "TCP")))),
+        )],
     );
     let (rules, _) = create(lb);
     assert_eq!(
@@ -169,7 +195,11 @@ fn http_monitor_uses_per_endpoint_probes() {
     hm["url_path"] = json!("/healthz");
     hm["http_method"] = json!("GET");
     hm["expected_codes"] = json!("200");
-    let lb = loadbalancer(LB, "10.0.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![member("m1", P1, "10.0.1.1", 8080, 1)], Some(hm))))]);
+    let lb = loadbalancer(
+        LB,
+        "10.0.0.10",
+        vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![member("m1", P1, "10.0.1.1", 8080, 1)], Some(hm))))],
+    );
     let (rules, requests) = create(lb);
     assert_eq!(rules[0]["serviceArguments"]["monitor"], true);
     assert!(rules[0]["serviceArguments"].get("probetype").is_none());
@@ -233,7 +263,8 @@ fn listener_without_pool_programs_nothing() {
 fn translate_is_pure_and_reports_the_plan() {
     let loxi = Arc::new(RecordingLoxi::default());
     let mut sandbox = sandbox(loxi.clone());
-    let lb = loadbalancer(LB, "10.0.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![member("m1", P1, "10.0.1.1", 80, 1)], None)))]);
+    let lb =
+        loadbalancer(LB, "10.0.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![member("m1", P1, "10.0.1.1", 80, 1)], None)))]);
     let plan = sandbox.translate(&op("loadbalancer_create", json!({"loadbalancer": lb}))).unwrap().unwrap();
     assert_eq!(plan.calls.len(), 1);
     assert_eq!(plan.mapping.len(), 4);

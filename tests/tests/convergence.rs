@@ -155,13 +155,21 @@ impl Octavia {
     fn weight(&self, rng: &mut Rng, pool: &str, choices: &[u32]) -> u32 {
         let round_robin = self.pools.iter().any(|p| p.id == pool && p.algorithm == "ROUND_ROBIN");
         let same = self.members.iter().find(|m| m.pool == pool).map_or(1, |m| m.weight);
-        if round_robin { choices[rng.below(choices.len())] } else { same }
+        if round_robin {
+            choices[rng.below(choices.len())]
+        } else {
+            same
+        }
     }
 
     fn algorithm(&self, rng: &mut Rng, pool: &str) -> &'static str {
         let mut weights = self.members.iter().filter(|m| m.pool == pool).map(|m| m.weight);
         let first = weights.next();
-        if weights.all(|w| Some(w) == first) { ALGORITHMS[rng.below(3)] } else { "ROUND_ROBIN" }
+        if weights.all(|w| Some(w) == first) {
+            ALGORITHMS[rng.below(3)]
+        } else {
+            "ROUND_ROBIN"
+        }
     }
 
     /// One random operation Octavia would accept now, as (provider method, arguments); the model is
@@ -182,13 +190,23 @@ impl Octavia {
                     return None;
                 }
                 let ipv6 = self.ipv6;
-                let vip = (1..=3).map(|n| if ipv6 { format!("FD00:0:0:0:0:0:30:{n:04}") } else { format!("10.30.0.{n}") }).find(|v| !self.lbs.iter().any(|lb| &lb.vip == v))?;
+                let vip = (1..=3)
+                    .map(|n| if ipv6 { format!("FD00:0:0:0:0:0:30:{n:04}") } else { format!("10.30.0.{n}") })
+                    .find(|v| !self.lbs.iter().any(|lb| &lb.vip == v))?;
                 let lb = Lb { id: self.id(), vip, up: true };
                 self.lbs.push(lb.clone());
                 if rng.chance(50) {
                     // A whole tree in one create.
                     let (listener, pool) = (self.id(), self.id());
-                    self.listeners.push(Listener { id: listener.clone(), lb: lb.id.clone(), protocol: "TCP", port: 80, pool: Some(pool.clone()), up: true, timeout: None });
+                    self.listeners.push(Listener {
+                        id: listener.clone(),
+                        lb: lb.id.clone(),
+                        protocol: "TCP",
+                        port: 80,
+                        pool: Some(pool.clone()),
+                        up: true,
+                        timeout: None,
+                    });
                     self.pools.push(Pool { id: pool.clone(), lb: lb.id.clone(), listener: Some(listener), algorithm: "ROUND_ROBIN", up: true, monitor: None });
                     for _ in 0..1 + rng.below(4) {
                         if let Some(m) = self.new_member(rng, &pool) {
@@ -203,7 +221,10 @@ impl Octavia {
                 let i = rng.below(self.lbs.len());
                 let old = self.lb_json(&self.lbs[i]);
                 self.lbs[i].up = !self.lbs[i].up;
-                Some(("loadbalancer_update", json!({"old_loadbalancer": old, "new_loadbalancer": {"loadbalancer_id": self.lbs[i].id, "admin_state_up": self.lbs[i].up}})))
+                Some((
+                    "loadbalancer_update",
+                    json!({"old_loadbalancer": old, "new_loadbalancer": {"loadbalancer_id": self.lbs[i].id, "admin_state_up": self.lbs[i].up}}),
+                ))
             }
             2 => {
                 if !rng.chance(30) {
@@ -257,7 +278,8 @@ impl Octavia {
                 let free: Vec<usize> = (0..self.listeners.len()).filter(|&i| self.listeners[i].pool.is_none()).collect();
                 let i = *rng.pick(&free)?;
                 let algorithm = ALGORITHMS[rng.below(3)];
-                let pool = Pool { id: self.id(), lb: self.listeners[i].lb.clone(), listener: Some(self.listeners[i].id.clone()), algorithm, up: true, monitor: None };
+                let pool =
+                    Pool { id: self.id(), lb: self.listeners[i].lb.clone(), listener: Some(self.listeners[i].id.clone()), algorithm, up: true, monitor: None };
                 self.listeners[i].pool = Some(pool.id.clone());
                 self.pools.push(pool.clone());
                 for _ in 0..rng.below(3) {
@@ -424,7 +446,13 @@ impl LoxiTransport for StrictLoxi {
             ("POST", "/config/loadbalancer") => {
                 let body: Value = serde_json::from_str(body.unwrap()).unwrap();
                 let s = &body["serviceArguments"];
-                let key = Self::key(s["externalIP"].as_str().unwrap(), s["port"].as_u64().unwrap(), s["protocol"].as_str().unwrap(), s["block"].as_u64().unwrap_or(0), s["host"].as_str().unwrap_or(""));
+                let key = Self::key(
+                    s["externalIP"].as_str().unwrap(),
+                    s["port"].as_u64().unwrap(),
+                    s["protocol"].as_str().unwrap(),
+                    s["block"].as_u64().unwrap_or(0),
+                    s["host"].as_str().unwrap_or(""),
+                );
                 let mut stored = json!({
                     "serviceArguments": s.clone(),
                     "endpoints": body["endpoints"].as_array().unwrap().iter().map(|e| {
@@ -461,7 +489,6 @@ impl LoxiTransport for StrictLoxi {
         }
     }
 }
-
 
 /// Runs `steps` random operations from `seed`; after each, LoxiLB (as `listed` shows it) holds exactly
 /// the desired rules and a reconciliation has nothing to do. Every tenth step the host restarts over the

@@ -110,7 +110,8 @@ fn create_update_delete_keeps_loxilb_and_mapping_exact() {
     assert_eq!(sim.rules()[0]["serviceArguments"].get("sel"), None, "uniform weights go back to round robin (sel 0, omitted)");
     assert_eq!(mapping(&service), expected_mapping(&[3, 5]));
     let batch = sink.documents.lock().unwrap().pop().unwrap();
-    let deleted: Vec<&str> = batch["members"].as_array().unwrap().iter().filter(|m| m["provisioning_status"] == "DELETED").map(|m| m["id"].as_str().unwrap()).collect();
+    let deleted: Vec<&str> =
+        batch["members"].as_array().unwrap().iter().filter(|m| m["provisioning_status"] == "DELETED").map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(deleted.len(), 2, "members 1 and 4 were not in the batch: {batch}");
 
     // The mapping is on disk: a restarted host sees the same.

@@ -7,8 +7,7 @@ use std::process::Command;
 /// Tracked files that hold code, build or CI text (prose and vendored data may cite where things came from).
 fn is_code(path: &str) -> bool {
     let name = Path::new(path).file_name().and_then(|n| n.to_str()).unwrap_or("");
-    matches!(name, "Makefile" | "run" | "config.toml")
-        || [".rs", ".py", ".toml", ".sh", ".cfg", ".ini"].iter().any(|ext| name.ends_with(ext))
+    matches!(name, "Makefile" | "run" | "config.toml") || [".rs", ".py", ".toml", ".sh", ".cfg", ".ini"].iter().any(|ext| name.ends_with(ext))
 }
 
 #[test]

@@ -20,11 +20,14 @@ fn named_lb(n: u32, name: &str) -> Value {
     let listener_id = format!("11111111-0001-4000-8000-{n:012}");
     let pool_id = format!("11111111-0002-4000-8000-{n:012}");
     let members = vec![member(&format!("11111111-0003-4000-8000-{n:012}"), &pool_id, "198.51.100.7", 8080, 1)];
-    let mut lb = loadbalancer(&id, &format!("192.0.2.{n}"), vec![listener(&listener_id, &id, "TCP", 80, Some(pool(&pool_id, &id, Some(&listener_id), "TCP", members, None)))]);
+    let mut lb = loadbalancer(
+        &id,
+        &format!("192.0.2.{n}"),
+        vec![listener(&listener_id, &id, "TCP", 80, Some(pool(&pool_id, &id, Some(&listener_id), "TCP", members, None)))],
+    );
     lb["name"] = json!(name);
     lb
 }
-
 
 /// Applies one load balancer create on this thread, returning its status and what the host logged.
 fn create(h: &TestHost, n: u32, name: &str) -> (String, String, Duration) {

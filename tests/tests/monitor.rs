@@ -131,9 +131,23 @@ fn a_loxilb_restart_is_noticed_while_operations_keep_changing_the_mapping() {
     let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
     let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
     let busy = Arc::new(Busy { inner: loxilb, service: Default::default(), weight: 1.into(), applied: 0.into() });
-    let monitor = Monitor { service: Arc::clone(&service), loxilb: busy.clone(), agent: None, stats_interval: Duration::ZERO, reconcile_interval: Duration::from_secs(3600) };
-    let one = loadbalancer(LB, "10.40.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![member(M1, P1, "10.40.1.1", 8080, 1)], None)))]);
-    let two = loadbalancer(LB2, "10.40.0.20", vec![listener(L2, LB2, "TCP", 80, Some(pool(P2, LB2, Some(L2), "TCP", vec![member(M2, P2, "10.40.2.1", 8080, 1)], None)))]);
+    let monitor = Monitor {
+        service: Arc::clone(&service),
+        loxilb: busy.clone(),
+        agent: None,
+        stats_interval: Duration::ZERO,
+        reconcile_interval: Duration::from_secs(3600),
+    };
+    let one = loadbalancer(
+        LB,
+        "10.40.0.10",
+        vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![member(M1, P1, "10.40.1.1", 8080, 1)], None)))],
+    );
+    let two = loadbalancer(
+        LB2,
+        "10.40.0.20",
+        vec![listener(L2, LB2, "TCP", 80, Some(pool(P2, LB2, Some(L2), "TCP", vec![member(M2, P2, "10.40.2.1", 8080, 1)], None)))],
+    );
     service.apply("loadbalancer_create", &json!({"loadbalancer": one}));
     service.apply("loadbalancer_create", &json!({"loadbalancer": two}));
     busy.service.set(Arc::clone(&service)).ok().unwrap();

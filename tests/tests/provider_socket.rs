@@ -121,7 +121,13 @@ fn a_member_batch_of_thousands_fits_the_default_request_size() {
     let lb = "ffffffff-0000-4000-8000-000000000001";
     let members: Vec<Value> = (0..5000)
         .map(|n| {
-            let mut m = member(&format!("ffffffff-0000-4000-8000-{n:012}"), "ffffffff-0000-4000-8000-100000000000", &format!("10.{}.{}.{}", n / 65536, n / 256 % 256, n % 256), 8080, 1);
+            let mut m = member(
+                &format!("ffffffff-0000-4000-8000-{n:012}"),
+                "ffffffff-0000-4000-8000-100000000000",
+                &format!("10.{}.{}.{}", n / 65536, n / 256 % 256, n % 256),
+                8080,
+                1,
+            );
             m["name"] = json!(format!("member-{n}"));
             m["project_id"] = json!("0123456789abcdef0123456789abcdef");
             m["subnet_id"] = json!("ffffffff-0000-4000-8000-200000000000");

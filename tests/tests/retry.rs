@@ -32,7 +32,12 @@ fn start(sim: &Simulator, timeout: Duration, retry: Retry) -> (Sandbox, Arc<Http
 }
 
 fn endpoints(sim: &Simulator) -> Vec<String> {
-    let mut v: Vec<String> = sim.rules().iter().flat_map(|r| r["endpoints"].as_array().cloned().unwrap_or_default()).map(|e| e["endpointIP"].as_str().unwrap().to_string()).collect();
+    let mut v: Vec<String> = sim
+        .rules()
+        .iter()
+        .flat_map(|r| r["endpoints"].as_array().cloned().unwrap_or_default())
+        .map(|e| e["endpointIP"].as_str().unwrap().to_string())
+        .collect();
     v.sort();
     v
 }

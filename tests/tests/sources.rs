@@ -11,7 +11,13 @@ use serde_json::json;
 
 fn lb(n: u32, cidrs: serde_json::Value) -> serde_json::Value {
     let (lb, l, p) = (format!("dddddddd-0000-4000-8000-{n:012}"), format!("dddddddd-0001-4000-8000-{n:012}"), format!("dddddddd-0002-4000-8000-{n:012}"));
-    let mut listener = listener(&l, &lb, "TCP", 80, Some(pool(&p, &lb, Some(&l), "TCP", vec![member(&format!("dddddddd-0003-4000-8000-{n:012}"), &p, "10.60.0.1", 80, 1)], None)));
+    let mut listener = listener(
+        &l,
+        &lb,
+        "TCP",
+        80,
+        Some(pool(&p, &lb, Some(&l), "TCP", vec![member(&format!("dddddddd-0003-4000-8000-{n:012}"), &p, "10.60.0.1", 80, 1)], None)),
+    );
     listener["allowed_cidrs"] = cidrs;
     loadbalancer(&lb, &format!("10.50.{}.{}", n / 250, n % 250 + 1), vec![listener])
 }
@@ -53,5 +59,8 @@ fn a_source_restriction_is_refused_at_validation_naming_the_limit() {
     assert!(refused(&mut sandbox, "listener_create", json!({"listener": restricted})).contains("fd00::/8"));
     let update = json!({"old_listener": open, "new_listener": {"listener_id": open["listener_id"], "allowed_cidrs": ["10.0.0.0/8", "10.1.0.0/16"]}});
     assert!(refused(&mut sandbox, "listener_update", update).contains("10.0.0.0/8, 10.1.0.0/16"));
-    assert!(sandbox.validate(&op("listener_update", json!({"old_listener": open, "new_listener": {"listener_id": open["listener_id"], "allowed_cidrs": ["::/0"]}}))).unwrap().is_ok());
+    assert!(sandbox
+        .validate(&op("listener_update", json!({"old_listener": open, "new_listener": {"listener_id": open["listener_id"], "allowed_cidrs": ["::/0"]}})))
+        .unwrap()
+        .is_ok());
 }

@@ -124,9 +124,10 @@ fn crash_child_entry() {
 fn kill_9_at_random_moments_never_leaves_an_unreadable_store_or_loses_a_synced_record() {
     let dir = temp_dir("crash");
     let path = dir.join("m.json");
-    let seed = std::env::var("LOXILB_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
+    let seed = std::env::var("LOXILB_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
     println!("seed {seed} (LOXILB_CRASH_SEED reproduces the kill times)");
     let mut rng = Rng(seed);
     let mut synced_total = -1i64;
@@ -236,7 +237,8 @@ impl MappingStore for Compacting {
 fn open_policy(path: &Path) -> (Arc<Compacting>, Result<Sandbox, String>) {
     let store = Arc::new(Compacting { store: Arc::new(FileStore::open(path).unwrap()), now: AtomicBool::new(false) });
     let policy = host::runtime::load(&default_policy()).expect("policy loads");
-    let grants = host::caps::Grants { loxilb: Arc::new(RecordingLoxi::default()), storage: Arc::clone(&store) as Arc<dyn MappingStore>, log_target: "test".into() };
+    let grants =
+        host::caps::Grants { loxilb: Arc::new(RecordingLoxi::default()), storage: Arc::clone(&store) as Arc<dyn MappingStore>, log_target: "test".into() };
     let sandbox = Sandbox::new(policy, grants, host::runtime::instance::Limits::default(), settings()).map_err(|e| format!("{e:#}"));
     (store, sandbox)
 }
@@ -244,7 +246,11 @@ fn open_policy(path: &Path) -> (Arc<Compacting>, Result<Sandbox, String>) {
 fn lb_tree(n: u32) -> Value {
     let id = |kind: u32| format!("5e7a{kind:04x}-0000-4000-8000-{n:012x}");
     let (lb, l, p) = (id(1), id(2), id(3));
-    loadbalancer(&lb, &format!("198.51.100.{n}"), vec![listener(&l, &lb, "TCP", 80, Some(pool(&p, &lb, Some(&l), "TCP", vec![member(&id(4), &p, "10.9.0.1", 80, 1)], None)))])
+    loadbalancer(
+        &lb,
+        &format!("198.51.100.{n}"),
+        vec![listener(&l, &lb, "TCP", 80, Some(pool(&p, &lb, Some(&l), "TCP", vec![member(&id(4), &p, "10.9.0.1", 80, 1)], None)))],
+    )
 }
 
 fn create(sandbox: &mut Sandbox, n: u32) {
@@ -257,7 +263,6 @@ fn ids(sandbox: &mut Sandbox) -> Vec<String> {
     ids.sort();
     ids
 }
-
 
 #[test]
 fn a_corrupt_snapshot_loads_the_newest_backup_and_the_journal_since_it_loudly() {

@@ -36,7 +36,11 @@ fn member_of(i: u32, m: u32) -> Value {
 /// Load balancer `i`: a TCP listener on 80 whose pool holds members 1..=n.
 fn tcp_lb(i: u32, n: u32) -> Value {
     let members = (1..=n).map(|m| member_of(i, m)).collect();
-    loadbalancer(&lb_id(i), &vip(i), vec![listener(&listener_id(i, 1), &lb_id(i), "TCP", 80, Some(pool(&pool_id(i, 1), &lb_id(i), Some(&listener_id(i, 1)), "TCP", members, None)))])
+    loadbalancer(
+        &lb_id(i),
+        &vip(i),
+        vec![listener(&listener_id(i, 1), &lb_id(i), "TCP", 80, Some(pool(&pool_id(i, 1), &lb_id(i), Some(&listener_id(i, 1)), "TCP", members, None)))],
+    )
 }
 
 fn endpoint_ips(rule: &Value) -> BTreeSet<String> {
@@ -114,7 +118,14 @@ fn swap_under_concurrent_operations_fails_and_loses_nothing() {
     // What only the new policy does: an HTTP listener served by LoxiLB's full proxy.
     let http = listener(&listener_id(0, 2), &lb_id(0), "HTTP", 8080, None);
     h.service.cast("listener_create", json!({"listener": http, "loadbalancer_id": lb_id(0)})).unwrap();
-    let web = pool(&pool_id(0, 2), &lb_id(0), Some(&listener_id(0, 2)), "HTTP", vec![member("5a000000-0003-4000-8000-999999999999", &pool_id(0, 2), "198.51.0.99", 80, 1)], None);
+    let web = pool(
+        &pool_id(0, 2),
+        &lb_id(0),
+        Some(&listener_id(0, 2)),
+        "HTTP",
+        vec![member("5a000000-0003-4000-8000-999999999999", &pool_id(0, 2), "198.51.0.99", 80, 1)],
+        None,
+    );
     h.service.cast("pool_create", json!({"pool": web, "loadbalancer_id": lb_id(0)})).unwrap();
     h.wait_applied(total + 2);
     let rule = h.rules_on(&vip(0)).into_iter().find(|r| r["serviceArguments"]["port"] == 8080).expect("the HTTP listener has a rule");
@@ -204,7 +215,14 @@ fn dry_run_lists_exactly_the_changes_the_swap_then_makes() {
 
     // An HTTP listener only the new policy serves: swapping back removes its rule (remove_orphans).
     h.service.apply("listener_create", &json!({"listener": listener(&listener_id(2, 2), &lb_id(2), "HTTP", 8080, None), "loadbalancer_id": lb_id(2)}));
-    let web = pool(&pool_id(2, 2), &lb_id(2), Some(&listener_id(2, 2)), "HTTP", vec![member("5a000000-0003-4000-8000-888888888888", &pool_id(2, 2), "198.51.2.88", 80, 1)], None);
+    let web = pool(
+        &pool_id(2, 2),
+        &lb_id(2),
+        Some(&listener_id(2, 2)),
+        "HTTP",
+        vec![member("5a000000-0003-4000-8000-888888888888", &pool_id(2, 2), "198.51.2.88", 80, 1)],
+        None,
+    );
     h.service.apply("pool_create", &json!({"pool": web, "loadbalancer_id": lb_id(2)}));
     assert_eq!(h.rules_on(&vip(2)).len(), 2);
     let back = swap_as_previewed(&h, &default_policy());

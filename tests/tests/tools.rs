@@ -37,7 +37,11 @@ fn create_lb(config: &Config) {
     let store = Arc::new(FileStore::open(&config.mapping_storage_path).unwrap());
     let sandbox = sandbox_with(&default_policy(), loxi, store.clone());
     let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), std::time::Duration::from_secs(1));
-    let tree = loadbalancer(LB, "10.30.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![member("m1", P1, "10.30.1.1", 80, 1)], None)))]);
+    let tree = loadbalancer(
+        LB,
+        "10.30.0.10",
+        vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![member("m1", P1, "10.30.1.1", 80, 1)], None)))],
+    );
     service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
     // A snapshot as well as the journal, so the file-level checks have something to read.
     let state = read_copy(&config.mapping_storage_path).unwrap();
@@ -108,9 +112,7 @@ fn operating_status_follows_loxilb_and_statistics_cover_programmed_listeners() {
         vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![member("m1", P1, "10.30.1.1", 80, 1)], Some(monitor("h1", P1, "TCP")))))],
     );
     assert!(sandbox.handle(&op("loadbalancer_create", json!({"loadbalancer": tree}))).unwrap().error.is_none());
-    let statuses = |sandbox: &mut host::runtime::instance::Sandbox| -> Value {
-        host::octavia::status::document(&sandbox.health().unwrap().unwrap())
-    };
+    let statuses = |sandbox: &mut host::runtime::instance::Sandbox| -> Value { host::octavia::status::document(&sandbox.health().unwrap().unwrap()) };
     let healthy = statuses(&mut sandbox);
     assert_eq!(healthy["members"], json!([{"id": "m1", "operating_status": "ONLINE"}]));
     assert_eq!(healthy["listeners"], json!([{"id": L1, "operating_status": "ONLINE"}]));
@@ -317,11 +319,13 @@ fn show_mappings_filters_by_load_balancer_and_resource_type() {
     let config = config(&sim, &dir);
     let loxi = Arc::new(HttpLoxi::new(config.api_endpoints.clone(), std::time::Duration::from_secs(5)));
     let store = Arc::new(FileStore::open(&config.mapping_storage_path).unwrap());
-    let service = Service::new(sandbox_with(&default_policy(), loxi, store.clone()), None, Arc::new(RecordingSink::default()), std::time::Duration::from_secs(1));
+    let service =
+        Service::new(sandbox_with(&default_policy(), loxi, store.clone()), None, Arc::new(RecordingSink::default()), std::time::Duration::from_secs(1));
     let other = "dddddddd-0000-4000-8000-000000000001";
-    for (lb, vip, listener_id, pool_id, member_id, address) in
-        [(LB, "10.30.0.10", L1, P1, "m1", "10.30.1.1"), (other, "10.31.0.10", "dddddddd-0000-4000-8000-000000000011", "dddddddd-0000-4000-8000-000000000021", "m2", "10.31.1.1")]
-    {
+    for (lb, vip, listener_id, pool_id, member_id, address) in [
+        (LB, "10.30.0.10", L1, P1, "m1", "10.30.1.1"),
+        (other, "10.31.0.10", "dddddddd-0000-4000-8000-000000000011", "dddddddd-0000-4000-8000-000000000021", "m2", "10.31.1.1"),
+    ] {
         let members = vec![member(member_id, pool_id, address, 80, 1)];
         let tree = loadbalancer(lb, vip, vec![listener(listener_id, lb, "TCP", 80, Some(pool(pool_id, lb, Some(listener_id), "TCP", members, None)))]);
         service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
@@ -338,7 +342,10 @@ fn show_mappings_filters_by_load_balancer_and_resource_type() {
         ids
     };
     assert_eq!(selected(None, None).len(), 8);
-    assert_eq!(selected(Some(LB), None), [LB, L1, P1, "m1"].map(String::from).to_vec().into_iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>());
+    assert_eq!(
+        selected(Some(LB), None),
+        [LB, L1, P1, "m1"].map(String::from).to_vec().into_iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>()
+    );
     assert_eq!(selected(None, Some("member")), ["m1", "m2"]);
     assert_eq!(selected(Some(other), Some("member")), ["m2"]);
     assert_eq!(selected(None, Some("loadbalancer")), [LB, other]);

@@ -13,7 +13,11 @@ const VIP: &str = "10.70.0.10";
 
 fn tree(lb: &str, vip: &str, port: u16) -> Value {
     let (l, p) = (format!("{lb}-l{port}"), format!("{lb}-p{port}"));
-    loadbalancer(lb, vip, vec![listener(&l, lb, "TCP", port, Some(pool(&p, lb, Some(&l), "TCP", vec![member(&format!("{lb}-m"), &p, "10.70.1.1", 80, 1)], None)))])
+    loadbalancer(
+        lb,
+        vip,
+        vec![listener(&l, lb, "TCP", port, Some(pool(&p, lb, Some(&l), "TCP", vec![member(&format!("{lb}-m"), &p, "10.70.1.1", 80, 1)], None)))],
+    )
 }
 
 fn validate(h: &TestHost, method: &str, args: Value) -> Result<Value, host::service::Failure> {

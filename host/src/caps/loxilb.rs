@@ -69,11 +69,7 @@ pub struct HttpLoxi {
 
 impl HttpLoxi {
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> Self {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into();
         HttpLoxi {
             endpoints,
             agent,
@@ -152,14 +148,17 @@ impl LoxiTransport for HttpLoxi {
                     if retrying {
                         self.unreachable.store(true, Ordering::Relaxed);
                     }
-                    let message = if attempts > 1 { format!("{message}, {attempts} attempts in {:.1} s", started.elapsed().as_secs_f64()) } else { message.clone() };
+                    let message =
+                        if attempts > 1 { format!("{message}, {attempts} attempts in {:.1} s", started.elapsed().as_secs_f64()) } else { message.clone() };
                     *self.last_error.lock().unwrap() = Some(message.clone());
                     return Err(message);
                 }
                 return outcome;
             }
             match &outcome {
-                Ok((status, reply)) => crate::warn_limited!("loxilb-retry-status", "LoxiLB answered {method} {path} with HTTP {status} ({}); retrying in {pause:?}", reply.trim()),
+                Ok((status, reply)) => {
+                    crate::warn_limited!("loxilb-retry-status", "LoxiLB answered {method} {path} with HTTP {status} ({}); retrying in {pause:?}", reply.trim())
+                }
                 Err(e) => crate::warn_limited!("loxilb-retry-unanswered", "{e}; retrying {method} {path} in {pause:?}"),
             }
             self.retries.fetch_add(1, Ordering::Relaxed);

@@ -168,11 +168,13 @@ fn loadbalancer_create(lab: &mut Lab) -> Result<()> {
 fn loadbalancer_update(lab: &mut Lab) -> Result<()> {
     let lb = simple(2);
     create(lab, &lb)?;
-    let statuses = lab.apply("loadbalancer_update", json!({"old_loadbalancer": lb, "new_loadbalancer": {"loadbalancer_id": lb_id(), "admin_state_up": false}}))?;
+    let statuses =
+        lab.apply("loadbalancer_update", json!({"old_loadbalancer": lb, "new_loadbalancer": {"loadbalancer_id": lb_id(), "admin_state_up": false}}))?;
     expect_statuses(&statuses, &[(K::Loadbalancer, &lb_id(), Active)])?;
     expect_no_rule(lab, VIP, 80).map_err(|e| e.context("after disabling the load balancer"))?;
     let disabled = json!({"loadbalancer_id": lb_id(), "vip_address": VIP, "admin_state_up": false, "listeners": [], "pools": []});
-    let statuses = lab.apply("loadbalancer_update", json!({"old_loadbalancer": disabled, "new_loadbalancer": {"loadbalancer_id": lb_id(), "admin_state_up": true}}))?;
+    let statuses =
+        lab.apply("loadbalancer_update", json!({"old_loadbalancer": disabled, "new_loadbalancer": {"loadbalancer_id": lb_id(), "admin_state_up": true}}))?;
     expect_statuses(&statuses, &[(K::Loadbalancer, &lb_id(), Active)])?;
     expect_endpoints(lab, VIP, 80, &[1, 2])?;
     lab.expect_in_sync()
@@ -216,7 +218,8 @@ fn listener_lifecycle(lab: &mut Lab) -> Result<()> {
     expect_endpoints(lab, VIP, 8080, &[1, 2])?;
     let mut with_pool = bare.clone();
     with_pool["default_pool_id"] = json!(pool_id(1));
-    let statuses = lab.apply("listener_update", json!({"old_listener": with_pool, "new_listener": {"listener_id": listener_id(1), "admin_state_up": false}}))?;
+    let statuses =
+        lab.apply("listener_update", json!({"old_listener": with_pool, "new_listener": {"listener_id": listener_id(1), "admin_state_up": false}}))?;
     expect_statuses(&statuses, &[(K::Listener, &listener_id(1), Active), (K::Loadbalancer, &lb_id(), Active)])?;
     expect_no_rule(lab, VIP, 8080).map_err(|e| e.context("after disabling the listener"))?;
     let mut disabled = with_pool.clone();
@@ -387,10 +390,16 @@ fn restart(lab: &mut Lab) -> Result<()> {
 }
 
 fn reconcile(lab: &mut Lab) -> Result<()> {
-    create(lab, &loadbalancer(VIP, vec![
-        listener(1, "TCP", 80, Some(pool(1, Some(1), "TCP", members(1..=2, 1), None))),
-        listener(2, "UDP", 53, Some(pool(2, Some(2), "UDP", members(3..=3, 2), None))),
-    ]))?;
+    create(
+        lab,
+        &loadbalancer(
+            VIP,
+            vec![
+                listener(1, "TCP", 80, Some(pool(1, Some(1), "TCP", members(1..=2, 1), None))),
+                listener(2, "UDP", 53, Some(pool(2, Some(2), "UDP", members(3..=3, 2), None))),
+            ],
+        ),
+    )?;
     let before = lab.rules();
     lab.reconcile()?;
     ensure!(lab.rules() == before, "reconcile changed rules LoxiLB already held as wanted");

@@ -99,10 +99,7 @@ impl StatusSink for AgentSink {
 /// A status document split into documents of one record each, in its order.
 fn single_records(document: &Value) -> Vec<Value> {
     let Some(collections) = document.as_object() else { return Vec::new() };
-    collections
-        .iter()
-        .flat_map(|(collection, records)| records.as_array().into_iter().flatten().map(move |r| json!({collection.as_str(): [r]})))
-        .collect()
+    collections.iter().flat_map(|(collection, records)| records.as_array().into_iter().flatten().map(move |r| json!({collection.as_str(): [r]}))).collect()
 }
 
 /// Keeps documents in memory (no Octavia: demo, tests) and logs them.

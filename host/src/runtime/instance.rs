@@ -12,8 +12,8 @@ use wasmtime::{Engine, Store, StoreLimitsBuilder};
 
 use super::bindings::loxilb_types::LbRule;
 use super::bindings::mapping::MappingEntry;
-use super::bindings::octavia::Operation;
 use super::bindings::octavia::ObjectStatus;
+use super::bindings::octavia::Operation;
 use super::bindings::policy_types::{ListenerStats, Outcome, Plan, PolicyError, PolicyInfo, ReconcileReport, RecoveryMode, RecoveryReport, Settings};
 use super::bindings::PolicyWorld;
 use super::{LoadedPolicy, EPOCH_TICK};

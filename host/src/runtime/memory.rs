@@ -37,15 +37,20 @@ fn page_size() -> usize {
 // whose base never moves; bytes past its size stay inaccessible, so wasmtime's guard-based bounds
 // checks hold.
 unsafe impl MemoryCreator for HugePageMemories {
-    fn new_memory(&self, _: MemoryType, minimum: usize, maximum: Option<usize>, reserved: Option<usize>, guard: usize) -> Result<Box<dyn LinearMemory>, String> {
+    fn new_memory(
+        &self,
+        _: MemoryType,
+        minimum: usize,
+        maximum: Option<usize>,
+        reserved: Option<usize>,
+        guard: usize,
+    ) -> Result<Box<dyn LinearMemory>, String> {
         // Without a reservation asked for, reserve the most the memory may grow to (4 GiB for a 32-bit
         // memory without a maximum): it is address space only.
         let reserved = reserved.unwrap_or(maximum.unwrap_or(1 << 32)).max(minimum).next_multiple_of(page_size());
         let mapping_len = reserved + guard + HUGE_PAGE;
         // SAFETY: a new private anonymous mapping; nothing else refers to it.
-        let mapping = unsafe {
-            libc::mmap(null_mut(), mapping_len, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0)
-        };
+        let mapping = unsafe { libc::mmap(null_mut(), mapping_len, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0) };
         if mapping == libc::MAP_FAILED {
             return Err(format!("reserving {mapping_len} bytes for a policy memory: {}", std::io::Error::last_os_error()));
         }

@@ -68,11 +68,7 @@ pub fn check_version(version: &str) -> Result<()> {
     let (want, got) = (parse(WIT_VERSION).expect("own version"), parse(version));
     let compatible = got.is_some_and(|(major, minor, _)| if want.0 == 0 { major == 0 && minor == want.1 } else { major == want.0 });
     if !compatible {
-        bail!(
-            "policy speaks {WIT_PACKAGE}@{version}, but this host speaks {WIT_PACKAGE}@{WIT_VERSION} (accepts {}.{}.x)",
-            want.0,
-            want.1
-        );
+        bail!("policy speaks {WIT_PACKAGE}@{version}, but this host speaks {WIT_PACKAGE}@{WIT_VERSION} (accepts {}.{}.x)", want.0, want.1);
     }
     Ok(())
 }
@@ -108,8 +104,8 @@ pub fn load(path: &Path) -> Result<Arc<LoadedPolicy>> {
         std::fs::read(path).with_context(|| format!("reading policy {}", path.display()))?
     };
     let digest: String = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes)).iter().map(|b| format!("{b:02x}")).collect();
-    let component = crate::runtime::instance::compile_cached(engine, &bytes, &digest)
-        .map_err(|e| anyhow!("{} is not a loadable component: {e:#}", path.display()))?;
+    let component =
+        crate::runtime::instance::compile_cached(engine, &bytes, &digest).map_err(|e| anyhow!("{} is not a loadable component: {e:#}", path.display()))?;
     let wit_version = exported_version(engine, &component)?;
     check_version(&wit_version)?;
     let instance_pre = linker(engine)?
@@ -147,10 +143,7 @@ pub fn default_policy_path() -> PathBuf {
     if built.exists() {
         return built;
     }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("policies/guest.wasm")))
-        .unwrap_or(built)
+    std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join("policies/guest.wasm"))).unwrap_or(built)
 }
 
 #[cfg(test)]

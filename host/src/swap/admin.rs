@@ -71,13 +71,9 @@ fn serve_one(service: &Service, mut stream: UnixStream) -> Result<()> {
 }
 
 fn answer(service: &Service, request: &Value) -> Result<String> {
-    let path = || -> Result<PathBuf> {
-        request.get("path").and_then(Value::as_str).map(PathBuf::from).ok_or_else(|| anyhow!("the request has no \"path\""))
-    };
+    let path = || -> Result<PathBuf> { request.get("path").and_then(Value::as_str).map(PathBuf::from).ok_or_else(|| anyhow!("the request has no \"path\"")) };
     match request.get("command").and_then(Value::as_str) {
-        Some("swap-policy") if request.get("dry_run").and_then(Value::as_bool).unwrap_or(false) => {
-            Ok(super::preview::preview(service, &path()?)?.render())
-        }
+        Some("swap-policy") if request.get("dry_run").and_then(Value::as_bool).unwrap_or(false) => Ok(super::preview::preview(service, &path()?)?.render()),
         Some("swap-policy") => Ok(super::swap(service, &path()?)?.render()),
         Some("check-policy") => {
             let limits = service.sandbox.lock().unwrap().limits().clone();

@@ -87,7 +87,10 @@ fn fields(rule: &Value) -> BTreeMap<String, Value> {
         items.sort();
         Value::from(items)
     };
-    out.insert("endpoints".into(), sorted("endpoints", &|e| format!("{}:{} weight {}", e["endpointIP"].as_str().unwrap_or_default(), e["targetPort"], e["weight"])));
+    out.insert(
+        "endpoints".into(),
+        sorted("endpoints", &|e| format!("{}:{} weight {}", e["endpointIP"].as_str().unwrap_or_default(), e["targetPort"], e["weight"])),
+    );
     out.insert("allowedSources".into(), sorted("allowedSources", &|p| p["prefix"].as_str().unwrap_or_default().to_string()));
     out.insert("secondaryIPs".into(), sorted("secondaryIPs", &|p| p["secondaryIP"].as_str().unwrap_or_default().to_string()));
     out
@@ -146,18 +149,18 @@ pub fn preview(service: &Service, path: &Path) -> Result<Preview> {
         let mut sandbox = service.sandbox.lock().unwrap();
         let storage = Arc::clone(sandbox.storage());
         let copy = || MemoryStore::copy_of(storage.as_ref()).map_err(|e| anyhow!("reading the current mapping: {e}"));
-        let loadbalancers = sandbox
-            .mappings()
-            .map(|m| m.iter().filter(|e| crate::runtime::resource_type_name(e.resource_type) == "loadbalancer").count())
-            .unwrap_or(0);
+        let loadbalancers =
+            sandbox.mappings().map(|m| m.iter().filter(|e| crate::runtime::resource_type_name(e.resource_type) == "loadbalancer").count()).unwrap_or(0);
         (Arc::clone(&sandbox.policy), copy()?, copy()?, sandbox.limits().clone(), sandbox.settings().clone(), loadbalancers)
     };
-    let sim = Simulator::start_with("127.0.0.1:0", ErrorStyle::Coded, crate::conformance::spec().clone()).context("starting the LoxiLB simulator for the preview")?;
+    let sim =
+        Simulator::start_with("127.0.0.1:0", ErrorStyle::Coded, crate::conformance::spec().clone()).context("starting the LoxiLB simulator for the preview")?;
     let loxilb = Arc::new(crate::conformance::LoopbackLoxi::to(&sim));
     let grants = |storage: MemoryStore| Grants { loxilb: loxilb.clone(), storage: Arc::new(storage), log_target: "preview".into() };
 
     let mut failures = Vec::new();
-    let mut current = Sandbox::new(current_policy, grants(seed_store), limits.clone(), settings.clone()).context("starting the current policy on a copy of the mapping")?;
+    let mut current =
+        Sandbox::new(current_policy, grants(seed_store), limits.clone(), settings.clone()).context("starting the current policy on a copy of the mapping")?;
     match current.reconcile() {
         Ok(Ok(report)) => failures.extend(report.failures.into_iter().map(|f| format!("current policy: {f}"))),
         Ok(Err(e)) => failures.push(format!("current policy: {}", describe(&e))),
@@ -166,7 +169,8 @@ pub fn preview(service: &Service, path: &Path) -> Result<Preview> {
     let before = sim.rules();
     sim.clear_requests();
 
-    let mut candidate = Sandbox::new(Arc::clone(&checked.policy), grants(candidate_store), limits, settings).context("starting the candidate on a copy of the mapping")?;
+    let mut candidate =
+        Sandbox::new(Arc::clone(&checked.policy), grants(candidate_store), limits, settings).context("starting the candidate on a copy of the mapping")?;
     let mut left_in_place = Vec::new();
     match candidate.reconcile() {
         Ok(Ok(report)) => {
@@ -251,7 +255,8 @@ mod tests {
     use serde_json::json;
 
     fn rule(port: u16, name: &str, endpoints: &[(&str, u64)]) -> Value {
-        let eps: Vec<Value> = endpoints.iter().map(|(ip, w)| json!({"endpointIP": ip, "targetPort": 80, "weight": w, "state": "active", "counter": "7:99"})).collect();
+        let eps: Vec<Value> =
+            endpoints.iter().map(|(ip, w)| json!({"endpointIP": ip, "targetPort": 80, "weight": w, "state": "active", "counter": "7:99"})).collect();
         json!({"serviceArguments": {"externalIP": "10.0.0.1", "port": port, "protocol": "tcp", "name": name}, "endpoints": eps, "secondaryIPs": null, "allowedSources": null})
     }
 

@@ -153,8 +153,16 @@ impl UnixServer {
                 match credentials(&stream) {
                     Ok(peer) if limits.peers.allows(&peer) => {}
                     Ok(peer) => {
-                        tracing::warn!("refused a provider connection from pid {} uid {} gid {}: not in allowed_peer_users/allowed_peer_groups", peer.pid, peer.uid, peer.gid);
-                        refuse(stream, format!("uid {} gid {} may not use the LoxiLB host's socket (allowed_peer_users, allowed_peer_groups)", peer.uid, peer.gid));
+                        tracing::warn!(
+                            "refused a provider connection from pid {} uid {} gid {}: not in allowed_peer_users/allowed_peer_groups",
+                            peer.pid,
+                            peer.uid,
+                            peer.gid
+                        );
+                        refuse(
+                            stream,
+                            format!("uid {} gid {} may not use the LoxiLB host's socket (allowed_peer_users, allowed_peer_groups)", peer.uid, peer.gid),
+                        );
                         continue;
                     }
                     Err(e) => {

@@ -18,7 +18,8 @@ mod export {
             PolicyInfo {
                 name: "http-fullproxy".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
-                description: "HTTP listeners in LoxiLB full-proxy mode, L4 listeners as the default policy; rules named octavia-l7_<lb>_<listener>_<pool>".into(),
+                description: "HTTP listeners in LoxiLB full-proxy mode, L4 listeners as the default policy; rules named octavia-l7_<lb>_<listener>_<pool>"
+                    .into(),
             }
         }
 

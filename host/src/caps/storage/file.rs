@@ -318,7 +318,8 @@ fn read_segment(path: &Path, generation: u64, out: &mut Vec<Vec<u8>>, damage: &m
             },
             Line::Bad(why) => {
                 metrics::STORAGE_BAD_RECORDS.inc();
-                let message = format!("{} line {}: a journal record fails its check ({why}) and was skipped: the change it recorded is lost", path.display(), i + 1);
+                let message =
+                    format!("{} line {}: a journal record fails its check ({why}) and was skipped: the change it recorded is lost", path.display(), i + 1);
                 tracing::error!("{message}");
                 damage.push(message);
             }
@@ -345,10 +346,9 @@ pub(super) fn read_journal(snapshot: &Path, follows: Follows, segments: &BTreeSe
         }
         let lines = read_segment(&path, g, &mut journal.records, &mut journal.damage)?;
         if (headers_due || (!follows.snapshot && lines.empty)) && !lines.headed {
-            journal.damage.push(format!(
-                "journal segment {} has no header: it was emptied or cut at its start, and the changes recorded in it are lost",
-                path.display()
-            ));
+            journal
+                .damage
+                .push(format!("journal segment {} has no header: it was emptied or cut at its start, and the changes recorded in it are lost", path.display()));
         }
         // A segment continued in the next one (or one with a header) was written by this release: so is the next.
         headers_due |= lines.headed || lines.next.is_some();
@@ -367,9 +367,19 @@ pub(super) fn read_journal(snapshot: &Path, follows: Follows, segments: &BTreeSe
 pub(super) enum Resolved {
     /// No snapshot was ever written (a new installation, or not compacted yet).
     Nothing,
-    Main { document: Vec<u8>, follows: Follows },
+    Main {
+        document: Vec<u8>,
+        follows: Follows,
+    },
     /// The main file is corrupt or missing: the newest whole backup whose journal is complete.
-    Backup { document: Vec<u8>, sealed: Vec<u8>, follows: Follows, from: PathBuf, reason: String, main_exists: bool },
+    Backup {
+        document: Vec<u8>,
+        sealed: Vec<u8>,
+        follows: Follows,
+        from: PathBuf,
+        reason: String,
+        main_exists: bool,
+    },
 }
 
 /// Reads a whole file. A snapshot of 100k mappings is ~80 MB (and a journal segment can be as large): its buffer is advised into huge pages, so
@@ -1029,7 +1039,8 @@ mod tests {
         store.sync().unwrap();
         store.finish_snapshot().unwrap();
         let listing = |dir: &Path| {
-            let mut v: Vec<(String, u64)> = fs::read_dir(dir).unwrap().flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len())).collect();
+            let mut v: Vec<(String, u64)> =
+                fs::read_dir(dir).unwrap().flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len())).collect();
             v.sort();
             v
         };

@@ -143,7 +143,8 @@ fn inspect(file: &[u8]) -> Result<Option<Trailer>, String> {
     };
     let value = file[at + CHECKSUM_KEY.len()..].split(|&b| b == b'"').next().unwrap_or_default();
     let value = String::from_utf8_lossy(value);
-    let (algorithm, expected) = Algorithm::from_value(&value).ok_or_else(|| format!("checksum {value:?} names no algorithm this host knows (crc32, sha256)"))?;
+    let (algorithm, expected) =
+        Algorithm::from_value(&value).ok_or_else(|| format!("checksum {value:?} names no algorithm this host knows (crc32, sha256)"))?;
     let head = trim_end(&file[..at]);
     let body = trim_end(head.strip_suffix(b",").unwrap_or(head));
     let actual = algorithm.digest(&[body, b"\n}"]);
