@@ -125,6 +125,7 @@ pub static STORAGE_JOURNAL_DAMAGE: Counter = Counter::new(
     "storage_journal_damage_total",
     "Starts that found the mapping journal damaged (a segment missing or emptied, a record failing its checksum) and rebuilt the mapping from LoxiLB.",
 );
+pub static MAPPING_ENTRIES: Gauge = Gauge::new("mapping_entries", "Octavia objects in the ID mapping, as of the last reconciliation pass.");
 pub static STORAGE_JOURNAL_RECORDS: Gauge =
     Gauge::new("storage_journal_records", "Journal records since the snapshot the mapping was loaded from or last compacted to.");
 
@@ -157,6 +158,7 @@ const BUILT_IN: &[Metric] = &[
     Metric::Counter(&STORAGE_BAD_RECORDS),
     Metric::Counter(&STORAGE_JOURNAL_DAMAGE),
     Metric::Gauge(&STORAGE_JOURNAL_RECORDS),
+    Metric::Gauge(&MAPPING_ENTRIES),
     Metric::Counter(&CACHE_HITS),
     Metric::Counter(&CACHE_MISSES),
     Metric::Counter(&RECOVERY_ATTEMPTS),

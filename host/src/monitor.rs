@@ -168,14 +168,17 @@ impl Monitor {
     /// with an operation applied since the mapping was listed, or not yet reported, is left to that
     /// operation (its read may predate it).
     pub fn sync_from_octavia(&self) {
-        if self.agent.as_ref().is_none_or(|a| a.get.is_none()) {
-            return;
-        }
         // The ticket is taken with the listing: an operation applied after it is newer than every read.
         let (listed, since) = {
             let mut sandbox = self.service.sandbox.lock().unwrap();
             (sandbox.mappings(), self.service.epochs.ticket())
         };
+        if let Ok(entries) = &listed {
+            crate::metrics::MAPPING_ENTRIES.set(entries.len() as u64);
+        }
+        if self.agent.as_ref().is_none_or(|a| a.get.is_none()) {
+            return;
+        }
         let lbs: Vec<String> = match listed {
             Ok(entries) => entries
                 .into_iter()
