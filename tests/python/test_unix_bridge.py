@@ -4,6 +4,7 @@ An accepted operation survives a crash of the host before it was applied (the du
 import json
 import signal
 import socket
+import subprocess
 import urllib.error
 import urllib.request
 import time
@@ -13,7 +14,7 @@ from oslo_config import cfg
 
 from octavia_loxilb_provider import driver, resolve, transport
 
-from bridgelib import wait_for
+from bridgelib import HOST_BIN, wait_for
 from conftest import Host
 from test_amqp_bridge import keys, loadbalancer, provisioning
 
@@ -187,3 +188,17 @@ def test_metrics_health_and_readiness_over_http(unix_host, octavia, sim, extra_c
         assert json.load(e)["checks"]["loxilb"]["ok"] is False
     # stderr is a file here, NO_COLOR unset: no colour escapes.
     assert "\x1b[" not in host.log()
+
+
+def test_a_second_host_on_the_same_mapping_exits_naming_the_first(unix_host, work_dir):
+    first = unix_host()
+    second = Host("unix-second", f"{work_dir}/host.conf", f"{work_dir}/host-second.log")
+    assert second.proc.wait(30) != 0, second.log()
+    assert f"pid {first.pid}" in second.log(), second.log()
+    # force-recovery would rewrite the mapping under the running host: refused the same way.
+    done = subprocess.run([HOST_BIN, "force-recovery", "--config", f"{work_dir}/host.conf"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and f"pid {first.pid}" in done.stderr, done.stderr
+    assert first.proc.poll() is None
+    first_log = first.log()
+    assert "serving on" in first_log, first_log
