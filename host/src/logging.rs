@@ -13,8 +13,14 @@ pub fn colour_allowed(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsSt
     stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
-pub fn init(debug: bool, format: LogFormat) {
-    let filter = EnvFilter::try_from_env("LOXILB_LOG").unwrap_or_else(|_| EnvFilter::new(if debug { "debug" } else { "info" }));
+/// `quiet`: a one-shot command (demo, tools), whose own output is the point: warnings and errors only.
+pub fn init(debug: bool, format: LogFormat, quiet: bool) {
+    let level = match (debug, quiet) {
+        (true, _) => "debug",
+        (false, true) => "warn",
+        (false, false) => "info",
+    };
+    let filter = EnvFilter::try_from_env("LOXILB_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let ansi = colour_allowed(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match format {

@@ -134,7 +134,7 @@ impl ConfigFiles {
     /// The configuration, with logging set up as it says (before anything worth logging happens).
     fn load_logged(&self) -> Result<Config> {
         let config = self.load()?;
-        host::logging::init(config.debug, config.log_format);
+        host::logging::init(config.debug, config.log_format, false);
         Ok(config)
     }
 }
@@ -142,7 +142,7 @@ impl ConfigFiles {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve { .. }) {
-        host::logging::init(false, host::config::LogFormat::Text);
+        host::logging::init(false, host::config::LogFormat::Text, true);
     }
     match cli.command {
         Command::Serve { config } => serve(config.load_logged()?),
