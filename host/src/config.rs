@@ -421,7 +421,7 @@ mod tests {
 
     #[test]
     fn retry_deadline_is_read_and_kept_below_the_guest_call_timeout() {
-        assert_eq!(Config::parse("").unwrap().api_retry_deadline, Duration::from_secs(10));
+        assert_eq!(Config::parse("[driver_loxilb]\n").unwrap().api_retry_deadline, Duration::from_secs(10));
         assert_eq!(Config::parse("[driver_loxilb]\napi_retry_deadline = 2.5\n").unwrap().api_retry_deadline, Duration::from_millis(2500));
         assert_eq!(Config::parse("[driver_loxilb]\napi_retry_deadline = 0\n").unwrap().api_retry_deadline, Duration::ZERO);
         let lowered = Config::parse("[driver_loxilb]\nguest_call_timeout = 6\n").unwrap();
