@@ -26,8 +26,8 @@ enum Mode {
 /// Where the configuration is: read by oslo.config's rules, as octavia-api reads the same files.
 #[derive(clap::Args)]
 struct ConfigFiles {
-    /// octavia.conf, or any file with a [driver_loxilb] section. Repeat to layer files: a later one overrides
-    /// an earlier one (oslo's --config-file; that spelling is accepted too).
+    /// The configuration file: octavia.conf, or any file with a [driver_loxilb] section. Repeat to layer files:
+    /// a later one overrides an earlier one (oslo's --config-file; that spelling is accepted too).
     #[arg(long = "config", visible_alias = "config-file", value_name = "FILE", required = true)]
     config: Vec<PathBuf>,
     /// A directory whose *.conf files are read after the --config files, in name order (oslo's --config-dir).
