@@ -39,6 +39,13 @@ impl ConfigFiles {
     fn load(&self) -> Result<Config> {
         Config::load_files(&self.config, &self.config_dir)
     }
+
+    /// The configuration, with logging set up as it says (before anything worth logging happens).
+    fn load_logged(&self) -> Result<Config> {
+        let config = self.load()?;
+        host::logging::init(config.debug, config.log_format, false);
+        Ok(config)
+    }
 }
 
 /// The seed's resource types, as `show-mappings --type` takes them.
@@ -123,20 +130,11 @@ enum Command {
     },
     /// Run the conformance scenarios against the policy component at PATH; exits non-zero on any failure.
     CheckPolicy { path: PathBuf },
-    /// Print the running host's metrics (Prometheus text format), read through its admin socket.
+    /// Print the running host's metrics (the OpenMetrics text /metrics serves), read through its admin socket.
     Metrics {
         #[command(flatten)]
         config: ConfigFiles,
     },
-}
-
-impl ConfigFiles {
-    /// The configuration, with logging set up as it says (before anything worth logging happens).
-    fn load_logged(&self) -> Result<Config> {
-        let config = self.load()?;
-        host::logging::init(config.debug, config.log_format, false);
-        Ok(config)
-    }
 }
 
 fn main() -> Result<()> {
