@@ -1,4 +1,4 @@
-//! Operating statuses and statistics from LoxiLB's rule list.
+//! Operating statuses and statistics from LoxiLB's rule list, as the host observed it.
 //!
 //! A member is ONLINE when LoxiLB lists its endpoint `active` (only meaningful with a monitor: LoxiLB
 //! marks endpoints inactive only for monitored rules), ERROR when `inactive` or missing, OFFLINE when
@@ -7,14 +7,11 @@
 
 use std::collections::HashMap;
 
-use crate::caps::Caps;
-use crate::execute::Policy;
-use crate::loxilb_types::LbRule;
+use crate::loxilb_types::{LbRule, ObservedEndpoint, ObservedRule};
 use crate::octavia::{ObjectKind, ObjectStatus, OperatingStatus};
 use crate::plan::rule_key;
-use crate::policy_types::{ListenerStats, PolicyError};
-use crate::recovery::{list_rules, observed_rule};
-use crate::state::Object;
+use crate::policy_types::ListenerStats;
+use crate::state::{Object, ResourceType, State};
 
 fn key_of(rule: &LbRule) -> String {
     let k = rule_key(rule);
@@ -33,44 +30,17 @@ fn roll_up(children: &[OperatingStatus]) -> OperatingStatus {
     }
 }
 
-/// An endpoint as LoxiLB lists it: address, port, state, packets, bytes.
-type ObservedEndpoint = (String, u16, String, u64, u64);
+/// LoxiLB's rules by key.
+fn by_key(observed: &[ObservedRule]) -> HashMap<String, &ObservedRule> {
+    observed.iter().map(|o| (key_of(&o.rule), o)).collect()
+}
 
-impl Policy {
-    fn observed(&self, caps: &mut dyn Caps) -> Result<HashMap<String, (LbRule, Vec<ObservedEndpoint>)>, PolicyError> {
-        let mut out = HashMap::new();
-        for raw in list_rules(caps)? {
-            let Some(rule) = observed_rule(&raw) else { continue };
-            let endpoints = raw
-                .get("endpoints")
-                .and_then(|e| e.as_array())
-                .into_iter()
-                .flatten()
-                .map(|e| {
-                    let counter = e.get("counter").and_then(|c| c.as_str()).unwrap_or("0:0");
-                    let (packets, bytes) = counter.split_once(':').unwrap_or(("0", "0"));
-                    (
-                        e.get("endpointIP").and_then(|v| v.as_str()).unwrap_or_default().to_string(),
-                        e.get("targetPort").and_then(|v| v.as_u64()).unwrap_or(0) as u16,
-                        e.get("state").and_then(|v| v.as_str()).unwrap_or("active").to_string(),
-                        packets.parse().unwrap_or(0),
-                        bytes.parse().unwrap_or(0),
-                    )
-                })
-                .collect();
-            out.insert(key_of(&rule), (rule, endpoints));
-        }
-        Ok(out)
-    }
-
-    pub fn health(&self, caps: &mut dyn Caps) -> Result<Vec<ObjectStatus>, PolicyError> {
-        let observed = self.observed(caps)?;
-        let state = &self.state;
+pub fn operating_statuses(state: &State, observed: &[ObservedRule]) -> Vec<ObjectStatus> {
+        let observed = by_key(observed);
         let status = |kind, id: &str, s| ObjectStatus { kind, id: id.to_string(), provisioning: None, operating: Some(s) };
         let mut out = Vec::new();
-        let mut lbs: Vec<&str> = state.iter().filter(|(_, e)| matches!(e.object(), Object::Loadbalancer(_))).map(|(id, _)| id).collect();
-        lbs.sort();
-        for lb_id in lbs {
+        for lb_id in state.ids(ResourceType::Loadbalancer) {
+            let lb_id = lb_id.as_str();
             let Some(Object::Loadbalancer(lb)) = state.get(lb_id).map(|e| e.object()) else { continue };
             let mut listener_statuses = Vec::new();
             for child in state.children(lb_id) {
@@ -95,8 +65,8 @@ impl Policy {
                         } else if !monitored {
                             OperatingStatus::NoMonitor
                         } else {
-                            match seen.and_then(|(_, eps)| eps.iter().find(|e| e.0 == crate::keys::canonical_ip(&m.address) && e.1 == m.protocol_port)) {
-                                Some(e) if e.2 == "active" => OperatingStatus::Online,
+                            match seen.and_then(|o| o.endpoints.iter().find(|e: &&ObservedEndpoint| e.ip == crate::keys::canonical_ip(&m.address) && e.target_port == m.protocol_port)) {
+                                Some(e) if e.state == "active" => OperatingStatus::Online,
                                 _ => OperatingStatus::Error,
                             }
                         };
@@ -133,28 +103,26 @@ impl Policy {
             };
             out.push(status(ObjectKind::Loadbalancer, lb_id, s));
         }
-        Ok(out)
+        out
     }
 
     /// LoxiLB's rule list counts packets and bytes per endpoint: `bytes_in` is their sum over the
     /// listener's rule and `total_connections` is left at 0 (the list has no connection counts).
-    pub fn statistics(&self, caps: &mut dyn Caps) -> Result<Vec<ListenerStats>, PolicyError> {
-        let observed = self.observed(caps)?;
+pub fn statistics(state: &State, observed: &[ObservedRule]) -> Vec<ListenerStats> {
+        let observed = by_key(observed);
         let mut out = Vec::new();
-        let mut ids: Vec<&str> = self.state.iter().map(|(id, _)| id).collect();
-        ids.sort();
-        for id in ids {
-            let Some(Object::Listener(ls)) = self.state.get(id).map(|e| e.object()) else { continue };
-            let Some((_, eps)) = ls.programmed.as_ref().and_then(|p| observed.get(&key_of(&p.rule))) else { continue };
+        for id in state.ids(ResourceType::Listener) {
+            let Some(Object::Listener(ls)) = state.get(&id).map(|e| e.object()) else { continue };
+            let Some(seen) = ls.programmed.as_ref().and_then(|p| observed.get(&key_of(&p.rule))) else { continue };
+            let eps = &seen.endpoints;
             out.push(ListenerStats {
-                listener_id: id.to_string(),
+                listener_id: id.clone(),
                 active_connections: 0,
-                bytes_in: eps.iter().map(|e| e.4).sum(),
+                bytes_in: eps.iter().map(|e| e.bytes).sum(),
                 bytes_out: 0,
                 request_errors: 0,
                 total_connections: 0,
             });
         }
-        Ok(out)
+        out
     }
-}

@@ -33,9 +33,21 @@ pub struct Plan {
     pub listeners: Vec<ListenerChange>,
 }
 
+impl Plan {
+    /// The calls that put every listener the plan touches back to its old rule, should one of `calls`
+    /// fail: LoxiLB then holds what the mapping (unchanged) says.
+    pub fn undo(&self) -> Vec<LoxilbCall> {
+        let mut rollback = Vec::new();
+        for change in self.listeners.iter().rev() {
+            diff(change.new.as_ref(), change.old.as_ref(), &mut rollback);
+        }
+        rollback
+    }
+}
+
 /// The mapping as it will be once the operation is applied.
 struct Overlay<'a> {
-    state: &'a State,
+    state: &'a State<'a>,
     changed: Map<String, Option<Entry>>,
     order: Vec<String>,
     /// Keys of the entries put in this overlay → their ids (checked against `get` on use).
@@ -43,7 +55,7 @@ struct Overlay<'a> {
 }
 
 impl<'a> Overlay<'a> {
-    fn new(state: &'a State) -> Self {
+    fn new(state: &'a State<'a>) -> Self {
         Overlay { state, changed: Map::default(), order: Vec::new(), keys: Map::default() }
     }
 
@@ -193,20 +205,28 @@ impl<'a> Overlay<'a> {
 
     /// Why an object cannot have a key another object holds, in terms the user can act on. LoxiLB keys
     /// rules by VIP, port and protocol with no notion of projects, so a VIP or a port held by another load
-    /// balancer is refused; that load balancer is not named (it may belong to another project, and the
-    /// mapping does not record projects). A listener of the same load balancer is named.
+    /// balancer is refused; that load balancer is named only when it belongs to the same project (another
+    /// project's ids are not the user's to see). A listener of the same load balancer is named.
     fn key_taken(&self, id: &str, object: &Object, key: &str, owner: &str) -> PolicyError {
         let lb_of = |listener_id: &str| self.listener(listener_id).map(|l| l.listener.loadbalancer_id.clone());
+        let project_of = |lb_id: &str| self.loadbalancer(lb_id).and_then(|lb| lb.project_id.clone());
+        // " (load balancer <id> of your project)" when `other_lb` belongs to the project `mine`.
+        let named = |mine: Option<String>, other_lb: Option<String>| match (mine, other_lb) {
+            (Some(mine), Some(other)) if project_of(&other).as_deref() == Some(mine.as_str()) => format!(" (load balancer {other} of your project)"),
+            _ => String::new(),
+        };
         PolicyError::Conflict(match object {
             Object::Loadbalancer(lb) => format!(
-                "load balancer {id}: VIP {} is already in use by another load balancer on this LoxiLB, which keys its rules by VIP, port and protocol across all projects; choose another vip_address",
-                lb.vip_address
+                "load balancer {id}: VIP {} is already in use by another load balancer{} on this LoxiLB, which keys its rules by VIP, port and protocol across all projects; choose another vip_address",
+                lb.vip_address,
+                named(lb.project_id.clone(), Some(owner.to_string()))
             ),
             Object::Listener(l) if lb_of(owner).as_deref() == Some(l.listener.loadbalancer_id.as_str()) => format!(
                 "listener {id}: LoxiLB serves {key} already for listener {owner} of this load balancer (one rule per VIP, port and protocol; TCP and HTTPS listeners are both tcp); choose another protocol_port",
             ),
-            Object::Listener(_) => format!(
-                "listener {id}: {key} is already served by another load balancer on this LoxiLB, which keys its rules by VIP, port and protocol across all projects; choose another protocol_port or VIP",
+            Object::Listener(l) => format!(
+                "listener {id}: {key} is already served by another load balancer{} on this LoxiLB, which keys its rules by VIP, port and protocol across all projects; choose another protocol_port or VIP",
+                named(project_of(&l.listener.loadbalancer_id), lb_of(owner))
             ),
             other => format!("{} {id} would use LoxiLB key {key}, which {owner} already owns", other.resource_type().as_str()),
         })
@@ -266,6 +286,7 @@ impl<'a> Overlay<'a> {
 fn strip_lb(lb: &Loadbalancer) -> Loadbalancer {
     Loadbalancer {
         id: lb.id.clone(),
+        project_id: lb.project_id.clone(),
         name: lb.name.clone(),
         vip_address: lb.vip_address.clone(),
         additional_vips: lb.additional_vips.clone(),

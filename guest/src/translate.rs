@@ -40,13 +40,12 @@ impl Default for Profile {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub nat_mode: u8,
-    pub remove_orphans: bool,
     pub profile: Profile,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { nat_mode: MODE_FULLNAT, remove_orphans: false, profile: Profile::default() }
+        Config { nat_mode: MODE_FULLNAT, profile: Profile::default() }
     }
 }
 

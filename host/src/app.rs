@@ -9,7 +9,8 @@ use crate::caps::loxilb::{HttpLoxi, LoxiTransport};
 use crate::caps::storage::{FileStore, MappingStore, MemoryStore};
 use crate::caps::Grants;
 use crate::config::Config;
-use crate::runtime::bindings::policy_types::{RecoveryMode, Settings};
+use crate::execute::RecoveryMode;
+use crate::runtime::bindings::policy_types::Settings;
 use crate::runtime::instance::{Limits, Sandbox};
 
 pub fn policy_path(config: &Config) -> PathBuf {
@@ -87,7 +88,7 @@ pub fn serving_policy(config: &Config, loxilb: Arc<dyn LoxiTransport>) -> Result
             crate::metrics::RECOVERY_FAILURES.inc();
             bail!(
                 "rebuilding the mapping from LoxiLB after journal damage failed: {} (the damaged files are in {})",
-                crate::runtime::instance::describe(&e),
+                e,
                 kept.display()
             );
         }
@@ -105,7 +106,7 @@ pub fn loxilb(config: &Config) -> Arc<dyn LoxiTransport> {
 }
 
 pub fn settings(config: &Config) -> Settings {
-    Settings { nat_mode: config.nat_mode.clone(), remove_orphans: config.remove_orphans }
+    Settings { nat_mode: config.nat_mode.clone() }
 }
 
 pub fn limits(config: &Config) -> Limits {
@@ -121,8 +122,20 @@ pub fn sandbox(config: &Config, loxilb: Arc<dyn LoxiTransport>, storage: Arc<dyn
     let policy = crate::runtime::load(&path)?;
     // The built-in policy logs as the file it is built from (guest.wasm) would.
     let log_target = if path == std::path::Path::new(crate::runtime::BUILTIN_POLICY_NAME) { Some("guest") } else { path.file_stem().and_then(|s| s.to_str()) };
-    let grants = Grants { loxilb, storage, log_target: log_target.unwrap_or("policy").to_string() };
+    let mapping = load_mapping(storage)?;
+    let grants = Grants { loxilb, mapping, remove_orphans: config.remove_orphans, log_target: log_target.unwrap_or("policy").to_string() };
     Sandbox::new(policy, grants, limits(config), settings(config)).with_context(|| format!("starting policy {}", path.display()))
+}
+
+/// The mapping the storage holds, ready to serve.
+pub fn load_mapping(storage: Arc<dyn MappingStore>) -> Result<Arc<crate::mapping::Mapping>> {
+    let (mapping, loaded) = crate::mapping::Mapping::load(storage).map_err(|e| anyhow::anyhow!("loading the mapping: {e}"))?;
+    for note in &loaded.notes {
+        tracing::warn!("{note}");
+    }
+    tracing::info!("mapping loaded: {} entries ({} journal records)", loaded.entries, loaded.journal_records);
+    crate::metrics::MAPPING_ENTRIES.set(loaded.entries as u64);
+    Ok(Arc::new(mapping))
 }
 
 /// What the Unix socket accepts, from `max_request_bytes` and `allowed_peer_users` / `allowed_peer_groups`.

@@ -22,13 +22,13 @@ use crate::caps::Grants;
 use crate::octavia::status::provisioning;
 use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, ProvisioningStatus};
 use crate::runtime::bindings::policy_types::{PolicyError, Settings};
-use crate::runtime::instance::{describe, Limits, Sandbox};
+use crate::runtime::instance::{Limits, Sandbox};
 use crate::runtime::LoadedPolicy;
 
 /// The settings every scenario runs under, whatever the host is configured with: the scenarios check a
 /// policy's behaviour, and a NAT mode with stricter rules (dsr) would refuse some of their pools.
 pub fn settings() -> Settings {
-    Settings { nat_mode: "fullnat".into(), remove_orphans: false }
+    Settings { nat_mode: "fullnat".into() }
 }
 
 /// LoxiLB's swagger definitions (the simulator's embedded copy unless `LOXILB_SWAGGER` names another).
@@ -173,7 +173,9 @@ impl<'a> Lab<'a> {
     }
 
     fn start(sim: &Simulator, policy: &Arc<LoadedPolicy>, limits: &Limits, store: &Arc<MemoryStore>) -> Result<Sandbox> {
-        let grants = Grants { loxilb: Arc::new(LoopbackLoxi::to(sim)), storage: store.clone(), log_target: "conformance".into() };
+        // Loaded from the store each time: a restart reads the mapping back as a host restart would.
+        let mapping = crate::app::load_mapping(store.clone())?;
+        let grants = Grants { loxilb: Arc::new(LoopbackLoxi::to(sim)), mapping, remove_orphans: false, log_target: "conformance".into() };
         Sandbox::new(Arc::clone(policy), grants, limits.clone(), settings()).context("starting the policy")
     }
 
@@ -189,7 +191,7 @@ impl<'a> Lab<'a> {
         let outcome = self.sandbox.handle(&op).map_err(|e| anyhow!("{method}: {e}"))?;
         self.check_requests().with_context(|| format!("during {method}"))?;
         if let Some(error) = &outcome.error {
-            tracing::debug!("{method} refused: {}", describe(error));
+            tracing::debug!("{method} refused: {}", error.describe());
         }
         Ok(outcome.statuses)
     }
@@ -203,7 +205,7 @@ impl<'a> Lab<'a> {
     }
 
     pub fn reconcile(&mut self) -> Result<()> {
-        let report = self.sandbox.reconcile().map_err(|e| anyhow!("reconcile: {e}"))?.map_err(|e| anyhow!("reconcile: {}", describe(&e)))?;
+        let report = self.sandbox.reconcile().map_err(|e| anyhow!("reconcile: {e}"))?.map_err(|e| anyhow!("reconcile: {e}"))?;
         self.check_requests().context("during reconcile")?;
         ensure!(report.failures.is_empty(), "reconcile failed: {}", report.failures.join("; "));
         Ok(())
@@ -297,9 +299,9 @@ impl<'a> Lab<'a> {
         let want: BTreeSet<(String, Vec<(String, u16)>)> = desired
             .iter()
             .map(|r| {
-                let mut eps: Vec<(String, u16)> = r.endpoints.iter().map(|e| (e.ip.clone(), e.target_port)).collect();
+                let mut eps: Vec<(String, u16)> = r.rule.endpoints.iter().map(|e| (e.ip.clone(), e.target_port)).collect();
                 eps.sort();
-                (format!("{}:{}/{}", r.service.external_ip, r.service.port, r.service.protocol), eps)
+                (format!("{}:{}/{}", r.rule.service.external_ip, r.rule.service.port, r.rule.service.protocol), eps)
             })
             .collect();
         let have: BTreeSet<(String, Vec<(String, u16)>)> = self

@@ -244,6 +244,7 @@ pub fn loadbalancer(v: &Value) -> Result<Loadbalancer> {
         _ => Vec::new(),
     };
     Ok(Loadbalancer {
+        project_id: opt_str(m, "project_id"),
         name: opt_str(m, "name"),
         vip_address: vip.ok_or_else(|| anyhow!("load balancer {lb_id} has no vip_address"))?,
         additional_vips: list(m, "additional_vips").filter_map(|v| v.get("ip_address").and_then(Value::as_str).map(str::to_string)).collect(),

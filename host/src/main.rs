@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use host::config::{Config, Transport};
-use host::runtime::bindings::policy_types::RecoveryMode;
+use host::execute::RecoveryMode;
 
 #[derive(Parser)]
 #[command(name = "loxilb-octavia", version, about = "LoxiLB provider host for OpenStack Octavia")]
@@ -207,7 +207,7 @@ fn serve(config: Config) -> Result<()> {
                 report.deterministic,
                 report.conflicts.len()
             ),
-            Ok(Err(e)) => tracing::warn!("startup recovery from LoxiLB failed (continuing with storage): {}", host::runtime::instance::describe(&e)),
+            Ok(Err(e)) => tracing::warn!("startup recovery from LoxiLB failed (continuing with storage): {e}"),
             Err(e) => anyhow::bail!("startup recovery: {e}"),
         }
     }

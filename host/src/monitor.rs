@@ -10,7 +10,6 @@ use crate::caps::loxilb::LoxiTransport;
 use crate::octavia::agent::DriverAgent;
 use crate::octavia::status::{document, operating};
 use crate::runtime::bindings::octavia::ObjectStatus;
-use crate::runtime::instance::describe;
 use crate::service::Service;
 
 /// How often LoxiLB's liveness is checked (kube-loxilb checks every 2 s).
@@ -139,7 +138,7 @@ impl Monitor {
     fn expected_rules(&self, sandbox: &mut crate::runtime::instance::Sandbox) -> Option<ExpectedRules> {
         let generation = self.service.epochs.generation();
         match sandbox.desired_rules() {
-            Ok(rules) => Some(ExpectedRules { generation, rendered_at: Instant::now(), names: rules.into_iter().map(|r| r.service.name).collect() }),
+            Ok(rules) => Some(ExpectedRules { generation, rendered_at: Instant::now(), names: rules.into_iter().map(|r| r.rule.service.name).collect() }),
             Err(e) => {
                 tracing::error!("rendering the desired rules: {e}");
                 None
@@ -170,7 +169,7 @@ impl Monitor {
     pub fn sync_from_octavia(&self) {
         // The ticket is taken with the listing: an operation applied after it is newer than every read.
         let (listed, since) = {
-            let mut sandbox = self.service.sandbox.lock().unwrap();
+            let sandbox = self.service.sandbox.lock().unwrap();
             (sandbox.mappings(), self.service.epochs.ticket())
         };
         if let Ok(entries) = &listed {
@@ -212,7 +211,7 @@ impl Monitor {
                     );
                 }
             }
-            Ok(Err(e)) => tracing::warn!("reconcile: {}", describe(&e)),
+            Ok(Err(e)) => tracing::warn!("reconcile: {e}"),
             Err(e) => tracing::error!("reconcile: {e}"),
         }
     }
@@ -221,7 +220,7 @@ impl Monitor {
     fn health(&self, reported: &mut HashMap<String, &'static str>) {
         let statuses = match self.service.sandbox.lock().unwrap().health() {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return crate::warn_limited!("monitor-health", "health: {}", describe(&e)),
+            Ok(Err(e)) => return crate::warn_limited!("monitor-health", "health: {e}"),
             Err(e) => return tracing::error!("health: {e}"),
         };
         let changed: Vec<ObjectStatus> = statuses
@@ -240,7 +239,7 @@ impl Monitor {
         let Some(agent) = self.agent.as_ref().filter(|a| a.stats.is_some()) else { return };
         let stats = match self.service.sandbox.lock().unwrap().statistics() {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return crate::warn_limited!("monitor-statistics", "statistics: {}", describe(&e)),
+            Ok(Err(e)) => return crate::warn_limited!("monitor-statistics", "statistics: {e}"),
             Err(e) => return tracing::error!("statistics: {e}"),
         };
         if stats.is_empty() {

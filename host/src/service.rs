@@ -19,6 +19,7 @@ use crate::lanes::Lanes;
 use crate::octavia::agent::DriverAgent;
 use crate::octavia::status::{document, StatusSink};
 use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, Operation, ProvisioningStatus};
+use crate::execute::OpError;
 use crate::runtime::bindings::policy_types::PolicyError;
 use crate::runtime::instance::{describe, Sandbox};
 
@@ -353,18 +354,18 @@ impl Service {
         let handled = sandbox.handle(&op);
         if let Ok(outcome) = &handled {
             match outcome.error {
-                Some(PolicyError::MissingState(_)) => crate::metrics::CACHE_MISSES.inc(),
+                Some(OpError::Refused(PolicyError::MissingState(_))) => crate::metrics::CACHE_MISSES.inc(),
                 _ => crate::metrics::CACHE_HITS.inc(),
             }
         }
         let mut statuses = match handled {
             Ok(outcome) => match &outcome.error {
-                Some(PolicyError::MissingState(what)) => {
+                Some(OpError::Refused(PolicyError::MissingState(what))) => {
                     tracing::warn!("{method}: {what}; recovering the load balancer before failing");
                     match self.recover_for(&mut sandbox, args).and_then(|()| sandbox.handle(&op).map_err(|e| e.to_string())) {
                         Ok(retried) => {
                             if let Some(error) = &retried.error {
-                                tracing::warn!("{method} failed after recovery: {}", describe(error));
+                                tracing::warn!("{method} failed after recovery: {}", error.describe());
                             }
                             retried.statuses
                         }
@@ -375,7 +376,7 @@ impl Service {
                     }
                 }
                 Some(error) => {
-                    tracing::warn!("{method} failed: {}", describe(error));
+                    tracing::warn!("{method} failed: {}", error.describe());
                     outcome.statuses
                 }
                 None => outcome.statuses,
@@ -431,12 +432,12 @@ impl Service {
                 tracing::warn!("recovering load balancer {lb_id}: an operation on it is not reported to Octavia yet, so LoxiLB is newer than Octavia's view");
             }
         }
-        match sandbox.recover(crate::runtime::bindings::policy_types::RecoveryMode::Loxilb).map_err(|e| e.to_string())? {
+        match sandbox.recover(crate::execute::RecoveryMode::Loxilb).map_err(|e| e.to_string())? {
             Ok(report) => {
                 tracing::warn!("runtime recovery from LoxiLB: {} mappings recovered", report.recovered);
                 Ok(())
             }
-            Err(e) => Err(describe(&e)),
+            Err(e) => Err(e),
         }
     }
 
@@ -604,7 +605,7 @@ fn adopt_tree(sandbox: &mut Sandbox, tree: &Value) -> Result<(), String> {
     let op = convert::operation("loadbalancer_sync", &json!({"loadbalancer": tree})).map_err(|e| format!("{e:#}"))?;
     match sandbox.handle(&op).map_err(|e| e.to_string())?.error {
         None => Ok(()),
-        Some(e) => Err(describe(&e)),
+        Some(e) => Err(e.describe()),
     }
 }
 
@@ -626,7 +627,7 @@ fn remove_gone(sandbox: &mut Sandbox, lb_id: &str) -> Result<bool, String> {
             tracing::warn!("load balancer {lb_id} is gone from Octavia: removed it from LoxiLB and the mapping");
             Ok(true)
         }
-        Some(e) => Err(describe(&e)),
+        Some(e) => Err(e.describe()),
     }
 }
 

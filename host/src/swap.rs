@@ -20,14 +20,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 
 use crate::caps::loxilb::LoxiTransport;
 use crate::caps::storage::MemoryStore;
 use crate::caps::Grants;
 use crate::conformance;
-use crate::runtime::bindings::policy_types::{ReconcileReport, RecoveryMode};
-use crate::runtime::instance::{describe, Sandbox};
+use crate::execute::ReconcileReport;
+use crate::runtime::instance::Sandbox;
 use crate::runtime::LoadedPolicy;
 use crate::service::Service;
 
@@ -69,7 +69,7 @@ pub fn check(service: &Service, path: &Path) -> Result<Checked> {
     let started = Instant::now();
     let policy = crate::runtime::load(path).map_err(|e| anyhow!("refused {}: {e:#}", path.display()))?;
     let (copy, current, limits, settings) = {
-        let mut sandbox = service.sandbox.lock().unwrap();
+        let sandbox = service.sandbox.lock().unwrap();
         let copy = MemoryStore::copy_of(sandbox.storage().as_ref()).map_err(|e| anyhow!("reading the current mapping: {e}"))?;
         // A current policy that cannot list its mapping is no reason to keep it: skip that comparison.
         let current: Option<BTreeSet<String>> = match sandbox.mappings() {
@@ -89,7 +89,8 @@ pub fn check(service: &Service, path: &Path) -> Result<Checked> {
         return Err(refuse(format!("conformance scenarios failed: {}", failed.join("; "))));
     }
 
-    let grants = Grants { loxilb: Arc::new(OfflineLoxi::default()), storage: Arc::new(copy), log_target: "swap-check".into() };
+    let mapping = crate::app::load_mapping(Arc::new(copy)).map_err(|e| refuse(format!("{e:#}")))?;
+    let grants = Grants { loxilb: Arc::new(OfflineLoxi::default()), mapping, remove_orphans: false, log_target: "swap-check".into() };
     let mut probe =
         Sandbox::new(Arc::clone(&policy), grants, limits, settings).map_err(|e| refuse(format!("it cannot start on the current mapping: {e:#}")))?;
     let mapped: BTreeSet<String> =
@@ -109,10 +110,10 @@ pub fn check(service: &Service, path: &Path) -> Result<Checked> {
     let rules = probe.desired_rules().map_err(|e| refuse(format!("`desired-rules` failed on the current mapping: {e}")))?;
     let mut keys = BTreeSet::new();
     for rule in &rules {
-        let s = &rule.service;
+        let s = &rule.rule.service;
         let key = format!("{}:{}/{} block {} host {:?}", s.external_ip, s.port, s.protocol, s.block, s.host);
-        if !(1..=32).contains(&rule.endpoints.len()) {
-            return Err(refuse(format!("it wants rule {key} with {} endpoints (LoxiLB takes 1..32)", rule.endpoints.len())));
+        if !(1..=32).contains(&rule.rule.endpoints.len()) {
+            return Err(refuse(format!("it wants rule {key} with {} endpoints (LoxiLB takes 1..32)", rule.rule.endpoints.len())));
         }
         if !keys.insert(key.clone()) {
             return Err(refuse(format!("it wants two rules with the same LoxiLB key {key}")));
@@ -205,20 +206,15 @@ pub fn prepare(service: &Service, path: &Path) -> Result<Prepared> {
 impl Prepared {
     /// Switches the service to the prepared policy and reconciles LoxiLB with it.
     pub fn switch(self, service: &Service) -> Result<SwapReport> {
-        let Prepared { checked, mut fresh, path, started_in, _one } = self;
+        let Prepared { checked, fresh, path, started_in, _one } = self;
         let switching = Instant::now();
         let mut current = service.sandbox.lock().unwrap();
-        // `init` ran before the lock; operations since then journalled records the new instance must have.
-        match fresh.recover(RecoveryMode::Storage) {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => bail!("refused {}: reloading the mapping under the lock failed: {}", path.display(), describe(&e)),
-            Err(e) => bail!("refused {}: reloading the mapping under the lock failed: {e}", path.display()),
-        }
+        // The mapping is the host's and shared by both instances: nothing to hand over or reload.
         let from = name_of(&current);
         let old = std::mem::replace(&mut *current, fresh);
         let reconcile = match current.reconcile() {
             Ok(Ok(report)) => Ok(report),
-            Ok(Err(e)) => Err(describe(&e)),
+            Ok(Err(e)) => Err(e),
             Err(e) => Err(e.to_string()),
         };
         let to = name_of(&current);

@@ -11,8 +11,7 @@ use crate::caps::loxilb::LoxiTransport;
 use crate::caps::storage::{read_copy, MappingStore};
 use crate::config::Config;
 use crate::runtime::bindings::mapping::MappingEntry;
-use crate::runtime::bindings::policy_types::RecoveryMode;
-use crate::runtime::instance::describe;
+use crate::execute::RecoveryMode;
 
 /// LoxiLB is off limits for read-only tools.
 struct NoLoxi;
@@ -40,7 +39,7 @@ fn read_only_sandbox(config: &Config) -> Result<crate::runtime::instance::Sandbo
 }
 
 fn mappings(config: &Config) -> Result<Vec<MappingEntry>> {
-    let mut sandbox = read_only_sandbox(config)?;
+    let sandbox = read_only_sandbox(config)?;
     for damage in sandbox.storage().damage() {
         eprintln!("warning: the mapping below may have lost changes: {damage}");
     }
@@ -228,7 +227,7 @@ pub fn force_recovery(config: &Config, mode: RecoveryMode) -> Result<()> {
     let _lock = crate::app::lock_state(config)?;
     let storage = crate::app::storage(config)?;
     let mut sandbox = crate::app::sandbox(config, crate::app::loxilb(config), Arc::clone(&storage))?;
-    let report = sandbox.recover(mode).map_err(|e| anyhow::anyhow!("{e}"))?.map_err(|e| anyhow::anyhow!(describe(&e)))?;
+    let report = sandbox.recover(mode).map_err(|e| anyhow::anyhow!("{e}"))?.map_err(anyhow::Error::msg)?;
     storage.sync().map_err(anyhow::Error::msg)?;
     println!(
         "recovered {} mappings ({} with deterministic ids); {} loaded from storage; {} conflicts",

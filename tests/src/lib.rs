@@ -49,12 +49,13 @@ impl LoxiTransport for RecordingLoxi {
 }
 
 pub fn settings() -> Settings {
-    Settings { nat_mode: "fullnat".into(), remove_orphans: false }
+    Settings { nat_mode: "fullnat".into() }
 }
 
 pub fn sandbox_with(path: &std::path::Path, loxilb: Arc<dyn LoxiTransport>, storage: Arc<dyn MappingStore>) -> Sandbox {
     let policy = host::runtime::load(path).expect("policy loads");
-    let grants = Grants { loxilb, storage, log_target: "test".into() };
+    let mapping = host::app::load_mapping(storage).expect("mapping loads");
+    let grants = Grants { loxilb, mapping, remove_orphans: false, log_target: "test".into() };
     Sandbox::new(policy, grants, Limits::default(), settings()).expect("policy starts")
 }
 
@@ -132,7 +133,7 @@ pub fn template_policy() -> PathBuf {
     built("policy_template")
 }
 
-/// A test fixture from tests/fixtures/<name> (`misbehave`, `bad_selfcheck`, `planted_bug`, `wit_v0_2`).
+/// A test fixture from tests/fixtures/<name> (`misbehave`, `bad_selfcheck`, `planted_bug`, `wit_v0_1`).
 pub fn fixture(name: &str) -> PathBuf {
     built(&format!("fixture_{name}"))
 }
@@ -157,9 +158,15 @@ pub struct TestHost {
 }
 
 pub fn test_host(policy: &std::path::Path, limits: Limits, settings: Settings) -> TestHost {
+    test_host_with(policy, limits, settings, false)
+}
+
+/// `test_host`, with reconciliation deleting the rules no Octavia object owns when `remove_orphans`.
+pub fn test_host_with(policy: &std::path::Path, limits: Limits, settings: Settings, remove_orphans: bool) -> TestHost {
     let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).expect("simulator");
     let loxilb: Arc<dyn LoxiTransport> = Arc::new(host::caps::loxilb::HttpLoxi::new(vec![sim.url()], std::time::Duration::from_secs(5)));
-    let grants = Grants { loxilb, storage: Arc::new(MemoryStore::default()), log_target: "test".into() };
+    let mapping = host::app::load_mapping(Arc::new(MemoryStore::default())).expect("mapping loads");
+    let grants = Grants { loxilb, mapping, remove_orphans, log_target: "test".into() };
     let sandbox = Sandbox::new(host::runtime::load(policy).expect("policy loads"), grants, limits, settings).expect("policy starts");
     let sink = Arc::new(host::octavia::status::RecordingSink::default());
     let service = host::service::Service::new(sandbox, None, sink.clone(), std::time::Duration::from_secs(5));

@@ -43,7 +43,7 @@ fn the_admin_socket_is_private_and_previews_swaps_and_refuses() {
     assert_eq!(h.policy_name(), "l4-fullnat", "a dry run swapped");
     assert_eq!(h.sim.rules(), rules, "a dry run changed LoxiLB");
 
-    assert_eq!(host::swap::cli_swap(&fixture("wit_v0_2"), false, None, Some(&admin.path)).unwrap(), 1);
+    assert_eq!(host::swap::cli_swap(&fixture("wit_v0_1"), false, None, Some(&admin.path)).unwrap(), 1);
     assert_eq!(h.policy_name(), "l4-fullnat");
 
     let swapped = request(&admin.path, &json!({"command": "swap-policy", "path": http_fullproxy_policy(), "dry_run": false})).unwrap().unwrap();

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use host::caps::loxilb::{HttpLoxi, LoxiTransport};
 use host::caps::storage::MemoryStore;
 use host::runtime::bindings::loxilb_types::LbRule;
-use host::runtime::bindings::policy_types::RecoveryMode;
+use host::execute::RecoveryMode;
 use host::runtime::instance::Sandbox;
 use integration_tests::*;
 use serde_json::{json, Value};
@@ -504,7 +504,7 @@ fn converges(seed: u64, steps: usize, ipv6: bool, loxilb: Arc<dyn LoxiTransport>
         history.push(method);
         let outcome = sandbox.handle(&op(method, args)).expect("policy runs");
         assert!(outcome.error.is_none(), "seed {seed} step {step} {method} failed: {:?}\nafter {history:?}", outcome.error);
-        let want = desired(&sandbox.desired_rules().unwrap());
+        let want = desired(&sandbox.desired_rules().unwrap().into_iter().map(|d| d.rule).collect::<Vec<_>>());
         assert_eq!(visible(&listed()), want, "seed {seed} step {step} ({method}): LoxiLB differs from the desired rules\nafter {history:?}");
         let report = sandbox.reconcile().unwrap().unwrap();
         assert!(

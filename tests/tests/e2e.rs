@@ -172,7 +172,7 @@ fn discovery_recovers_the_original_octavia_ids() {
     let other = tempdir("discover-empty");
     let (fresh, _) = start(&sim, &other);
     assert!(mapping(&fresh).is_empty());
-    let report = fresh.sandbox.lock().unwrap().recover(host::runtime::bindings::policy_types::RecoveryMode::Loxilb).unwrap().unwrap();
+    let report = fresh.sandbox.lock().unwrap().recover(host::execute::RecoveryMode::Loxilb).unwrap().unwrap();
     assert_eq!(report.deterministic, 0);
     let ids: Vec<String> = mapping(&fresh).into_iter().map(|(id, _)| id).collect();
     for id in [LB, L1, P1] {
@@ -228,7 +228,7 @@ fn a_restart_reports_no_conflict_for_what_the_mapping_holds() {
     drop(service);
     // The host restarts on its own mapping file, LoxiLB still holding the rule (startup recovery, hybrid).
     let (restarted, _) = start(&sim, &dir);
-    let report = restarted.sandbox.lock().unwrap().recover(host::runtime::bindings::policy_types::RecoveryMode::Hybrid).unwrap().unwrap();
+    let report = restarted.sandbox.lock().unwrap().recover(host::execute::RecoveryMode::Hybrid).unwrap().unwrap();
     assert!(report.conflicts.is_empty(), "{:?}", report.conflicts);
     assert_eq!(report.recovered, 0);
     assert_eq!(mapping(&restarted), expected_mapping(&[1, 2]));

@@ -27,7 +27,7 @@ fn a_planted_bug_fails_exactly_its_scenario_by_name() {
 
 #[test]
 fn check_policy_refuses_what_is_not_a_policy_for_this_host() {
-    let err = conformance::check(&fixture("wit_v0_2")).err().expect("a 0.2.0 policy must be refused").to_string();
+    let err = conformance::check(&fixture("wit_v0_1")).err().expect("a 0.1.0 policy must be refused").to_string();
     assert!(err.contains("0.2.0") && err.contains("0.1.0"), "{err}");
     for path in not_components() {
         let err = format!("{:#}", conformance::check(&path).err().expect("not a component"));

@@ -12,7 +12,7 @@ use integration_tests::*;
 fn sighup_swaps_to_the_configured_policy_and_refuses_a_broken_one() {
     let dir = std::env::temp_dir().join(format!("loxilb-sighup-{}", std::process::id()));
     let broken = test_host(&default_policy(), Limits::default(), settings());
-    let config = Config { admin_socket_path: dir.join("broken.sock"), policy_path: Some(fixture("wit_v0_2")), ..Config::default() };
+    let config = Config { admin_socket_path: dir.join("broken.sock"), policy_path: Some(fixture("wit_v0_1")), ..Config::default() };
     host::swap::start_admin(&config, broken.service.clone()).unwrap();
     let good = test_host(&default_policy(), Limits::default(), settings());
     let config = Config { admin_socket_path: dir.join("good.sock"), policy_path: Some(http_fullproxy_policy()), ..Config::default() };

@@ -140,7 +140,7 @@ fn a_broken_component_is_refused_with_its_reason_and_the_old_policy_keeps_servin
     assert!(statuses.iter().all(|s| s.provisioning != Some(host::runtime::bindings::octavia::ProvisioningStatus::Error)));
 
     let mut cases: Vec<(PathBuf, Vec<&str>)> = vec![
-        (fixture("wit_v0_2"), vec!["loxilb:octavia@0.2.0", "loxilb:octavia@0.1.0"]),
+        (fixture("wit_v0_1"), vec!["loxilb:octavia@0.2.0", "loxilb:octavia@0.1.0"]),
         (fixture("bad_selfcheck"), vec!["desired-rules"]),
         (fixture("planted_bug"), vec!["conformance", "member-batch-update"]),
         (PathBuf::from("/nonexistent/policy.wasm"), vec!["reading policy"]),
@@ -195,7 +195,7 @@ fn swap_as_previewed(h: &TestHost, to: &std::path::Path) -> preview::Preview {
 
 #[test]
 fn dry_run_lists_exactly_the_changes_the_swap_then_makes() {
-    let h = test_host(&default_policy(), Limits::default(), Settings { nat_mode: "fullnat".into(), remove_orphans: true });
+    let h = test_host_with(&default_policy(), Limits::default(), Settings { nat_mode: "fullnat".into() }, true);
     let mut monitored = tcp_lb(1, 2);
     monitored["listeners"][0]["default_pool"]["healthmonitor"] = monitor("5a000000-0004-4000-8000-000000000001", &pool_id(1, 1), "TCP");
     for (method, args) in [("loadbalancer_create", json!({"loadbalancer": monitored})), ("loadbalancer_create", json!({"loadbalancer": tcp_lb(2, 3)}))] {

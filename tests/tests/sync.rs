@@ -293,7 +293,7 @@ fn a_load_balancer_recovered_from_a_rule_without_octavia_ids_is_left_alone() {
                       "endpoints": [{"endpointIP": "10.30.9.1", "targetPort": 8080, "weight": 1}]});
     let (status, body) = host.loxilb.request("POST", "/config/loadbalancer", Some(&rule.to_string())).unwrap();
     assert_eq!(status, 200, "{body}");
-    let report = host.service.sandbox.lock().unwrap().recover(host::runtime::bindings::policy_types::RecoveryMode::Loxilb).unwrap().unwrap();
+    let report = host.service.sandbox.lock().unwrap().recover(host::execute::RecoveryMode::Loxilb).unwrap().unwrap();
     assert_eq!(report.deterministic, 1);
     let mapped = host.mapped_ids();
     host.monitor().sync_from_octavia();

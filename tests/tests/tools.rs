@@ -6,7 +6,7 @@ use host::caps::loxilb::HttpLoxi;
 use host::caps::storage::{read_copy, FileStore, MappingStore};
 use host::config::Config;
 use host::octavia::status::RecordingSink;
-use host::runtime::bindings::policy_types::RecoveryMode;
+use host::execute::RecoveryMode;
 use host::service::Service;
 use integration_tests::*;
 use serde_json::{json, Value};
@@ -61,7 +61,7 @@ fn validate_mappings_accepts_a_consistent_mapping_and_refuses_a_broken_one() {
     // load balancer on the same VIP: both migrate, and one key would map back to two ids. (The file's own
     // reverse map is the earlier driver's, which the policy does not use: it is not what is checked.)
     let copy = read_copy(&config.mapping_storage_path).unwrap();
-    let mut loaded = sandbox_with(&default_policy(), Arc::new(RecordingLoxi::default()), Arc::new(copy));
+    let loaded = sandbox_with(&default_policy(), Arc::new(RecordingLoxi::default()), Arc::new(copy));
     let entries = loaded.mappings().unwrap();
     let mut forward = serde_json::Map::new();
     let mut reverse = serde_json::Map::new();
@@ -91,7 +91,7 @@ fn force_recovery_rebuilds_the_mapping_from_loxilb_with_real_ids() {
     let config = config(&sim, &empty);
     host::tools::force_recovery(&config, RecoveryMode::Loxilb).unwrap();
     let copy = read_copy(&config.mapping_storage_path).unwrap();
-    let mut loaded = sandbox_with(&default_policy(), Arc::new(RecordingLoxi::default()), Arc::new(copy));
+    let loaded = sandbox_with(&default_policy(), Arc::new(RecordingLoxi::default()), Arc::new(copy));
     let ids: Vec<String> = loaded.mappings().unwrap().into_iter().map(|e| e.octavia_id).collect();
     for id in [LB, L1, P1] {
         assert!(ids.iter().any(|i| i == id), "{id} missing from {ids:?}");
@@ -205,7 +205,7 @@ fn flip_removal_of_m2(segment: &[u8]) -> Vec<u8> {
 
 fn ids(config: &Config) -> Vec<String> {
     let copy = read_copy(&config.mapping_storage_path).unwrap();
-    let mut loaded = sandbox_with(&default_policy(), Arc::new(RecordingLoxi::default()), Arc::new(copy));
+    let loaded = sandbox_with(&default_policy(), Arc::new(RecordingLoxi::default()), Arc::new(copy));
     loaded.mappings().unwrap().into_iter().map(|e| e.octavia_id).collect()
 }
 
@@ -256,7 +256,7 @@ fn a_serving_host_rebuilds_a_damaged_journal_from_loxilb_rather_than_serve_it_ro
     assert_eq!(std::fs::read(&segment).unwrap(), bytes);
 
     let before = host::metrics::STORAGE_JOURNAL_DAMAGE.get();
-    let (_storage, _backups, mut sandbox) = host::app::serving_policy(&config, host::app::loxilb(&config)).unwrap();
+    let (_storage, _backups, sandbox) = host::app::serving_policy(&config, host::app::loxilb(&config)).unwrap();
     assert_eq!(host::metrics::STORAGE_JOURNAL_DAMAGE.get(), before + 1);
     let ids: Vec<String> = sandbox.mappings().unwrap().into_iter().map(|e| e.octavia_id).collect();
     for id in [LB, L1, P1] {
@@ -307,8 +307,8 @@ fn the_seeds_version_1_0_example_migrates_every_resource_it_holds() {
     let copy = read_copy(&config.mapping_storage_path).unwrap();
     let rules = sandbox_with(&default_policy(), Arc::new(RecordingLoxi::default()), Arc::new(copy)).desired_rules().unwrap();
     assert_eq!(rules.len(), 1);
-    assert_eq!(rules[0].endpoints.len(), 2);
-    assert_eq!(rules[0].service.probetype, "tcp");
+    assert_eq!(rules[0].rule.endpoints.len(), 2);
+    assert_eq!(rules[0].rule.service.probetype, "tcp");
     let _ = std::fs::remove_dir_all(dir);
 }
 

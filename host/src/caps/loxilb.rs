@@ -5,8 +5,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::HostState;
-use crate::runtime::bindings::loxilb::octavia::loxilb::{Host, Response};
 
 /// LoxiLB's REST base path.
 pub const BASE_PATH: &str = "/netlox/v1";
@@ -184,14 +182,6 @@ fn entropy() -> u64 {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() as u64);
     let n = CALLS.fetch_add(1, Ordering::Relaxed) as u64;
     (nanos ^ (std::process::id() as u64) << 32 ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_mul(0x2545_f491_4f6c_dd1d)
-}
-
-impl Host for HostState {
-    fn request(&mut self, method: String, path: String, body: Option<String>) -> Result<Response, String> {
-        tracing::debug!(policy = %self.grants.log_target, "LoxiLB {method} {path}");
-        let (status, body) = self.grants.loxilb.request(&method, &path, body.as_deref())?;
-        Ok(Response { status, body })
-    }
 }
 
 #[cfg(test)]

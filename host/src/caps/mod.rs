@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod log;
 pub mod loxilb;
+pub mod mapping_view;
 pub mod storage;
 
 use std::sync::Arc;
@@ -11,13 +12,16 @@ use std::sync::Arc;
 use wasmtime::StoreLimits;
 
 use self::loxilb::LoxiTransport;
-use self::storage::MappingStore;
+use crate::mapping::Mapping;
 
-/// What one policy instance may reach.
+/// What one policy instance reads (the mapping), and what the host executes its plans against (LoxiLB,
+/// the mapping's storage): a policy itself reaches neither.
 #[derive(Clone)]
 pub struct Grants {
     pub loxilb: Arc<dyn LoxiTransport>,
-    pub storage: Arc<dyn MappingStore>,
+    pub mapping: Arc<Mapping>,
+    /// Reconciliation deletes rules no Octavia object owns (only those the policy says it made).
+    pub remove_orphans: bool,
     /// Prefix for the policy's log lines (its name).
     pub log_target: String,
 }

@@ -1,8 +1,9 @@
-//! The host side of the WIT package `loxilb:octavia@0.1.0`.
+//! The host side of the WIT package `loxilb:octavia@0.2.0`.
 
 wasmtime::component::bindgen!({
     world: "policy-world",
-    path: "../wit/since_v0.1.0",
+    path: "../wit/since_v0.2.0",
+    additional_derives: [PartialEq],
 });
 
 pub use exports::loxilb::octavia::policy;

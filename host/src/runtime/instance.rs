@@ -1,6 +1,9 @@
 //! One running policy: a Store with its grants and limits, re-created after the guest traps, loops past
-//! its deadline or exhausts its memory. A new instance reloads the mapping from storage in `init`, so a
-//! trap costs the operation in hand and nothing else.
+//! its deadline or exhausts its memory. The mapping is the host's (`Grants::mapping`): a new instance
+//! reads it through the view like the old one did, so a trap costs the operation in hand and nothing else.
+//!
+//! The policy is pure: `handle`, `recover`, `reconcile`, `health` and `statistics` are the host carrying
+//! out what the policy's plans and answers say (`crate::execute`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -10,11 +13,10 @@ use anyhow::{anyhow, Result};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Store, StoreLimitsBuilder};
 
-use super::bindings::loxilb_types::LbRule;
-use super::bindings::mapping::MappingEntry;
+use super::bindings::loxilb_types::{LbRule, ObservedRule};
 use super::bindings::octavia::ObjectStatus;
 use super::bindings::octavia::Operation;
-use super::bindings::policy_types::{ListenerStats, Outcome, Plan, PolicyError, PolicyInfo, ReconcileReport, RecoveryMode, RecoveryReport, Settings};
+use super::bindings::policy_types::{DesiredRule, ListenerStats, Plan, PolicyError, PolicyInfo, Recovery, Refusal, Settings};
 use super::bindings::PolicyWorld;
 use super::{LoadedPolicy, EPOCH_TICK};
 use crate::caps::{Grants, HostState};
@@ -75,8 +77,6 @@ pub struct Sandbox {
     settings: Settings,
     live: Option<Live>,
     pub info: PolicyInfo,
-    /// What the last `init` reported.
-    pub last_init: Option<RecoveryReport>,
     /// Instances created (1 + re-instantiations after traps).
     pub instances: u32,
 }
@@ -92,7 +92,7 @@ fn trap_text(e: &wasmtime::Error) -> String {
 }
 
 impl Sandbox {
-    /// Instantiates the policy and runs its `init` (which loads the mapping). Fails if either fails.
+    /// Instantiates the policy and configures it. Fails if either fails.
     pub fn new(policy: Arc<LoadedPolicy>, grants: Grants, limits: Limits, settings: Settings) -> Result<Sandbox> {
         let mut sandbox = Sandbox {
             policy,
@@ -101,7 +101,6 @@ impl Sandbox {
             settings,
             live: None,
             info: PolicyInfo { name: String::new(), version: String::new(), description: String::new() },
-            last_init: None,
             instances: 0,
         };
         sandbox.ensure_live().map_err(|e| anyhow!("{e}"))?;
@@ -122,13 +121,12 @@ impl Sandbox {
             let guest = bindings.loxilb_octavia_policy();
             let info = guest.call_info(&mut store).map_err(|e| CallError::Trapped(trap_text(&e)))?;
             store.set_epoch_deadline(self.deadline_ticks());
-            let init = guest
-                .call_init(&mut store, &self.settings)
-                .map_err(|e| CallError::Trapped(format!("init: {}", trap_text(&e))))?
-                .map_err(|e| CallError::Trapped(format!("init refused: {}", describe(&e))))?;
+            guest
+                .call_configure(&mut store, &self.settings)
+                .map_err(|e| CallError::Trapped(format!("configure: {}", trap_text(&e))))?
+                .map_err(|e| CallError::Trapped(format!("configure refused: {}", describe(&e))))?;
             self.instances += 1;
             self.info = info;
-            self.last_init = Some(init);
             self.live = Some(Live { store, bindings });
         }
         Ok(self.live.as_mut().expect("live"))
@@ -149,45 +147,42 @@ impl Sandbox {
         }
     }
 
-    pub fn handle(&mut self, op: &Operation) -> Result<Outcome, CallError> {
-        self.call(|s, b| b.loxilb_octavia_policy().call_handle(s, op))
-    }
-
     pub fn validate(&mut self, op: &Operation) -> Result<Result<(), PolicyError>, CallError> {
         self.call(|s, b| b.loxilb_octavia_policy().call_validate(s, op))
     }
 
-    pub fn translate(&mut self, op: &Operation) -> Result<Result<Plan, PolicyError>, CallError> {
+    pub fn translate(&mut self, op: &Operation) -> Result<Result<Plan, Refusal>, CallError> {
         self.call(|s, b| b.loxilb_octavia_policy().call_translate(s, op))
     }
 
-    pub fn recover(&mut self, mode: RecoveryMode) -> Result<Result<RecoveryReport, PolicyError>, CallError> {
-        self.call(|s, b| b.loxilb_octavia_policy().call_recover(s, mode))
-    }
-
-    pub fn reconcile(&mut self) -> Result<Result<ReconcileReport, PolicyError>, CallError> {
-        self.call(|s, b| b.loxilb_octavia_policy().call_reconcile(s))
-    }
-
-    pub fn health(&mut self) -> Result<Result<Vec<ObjectStatus>, PolicyError>, CallError> {
-        self.call(|s, b| b.loxilb_octavia_policy().call_health(s))
-    }
-
-    pub fn statistics(&mut self) -> Result<Result<Vec<ListenerStats>, PolicyError>, CallError> {
-        self.call(|s, b| b.loxilb_octavia_policy().call_statistics(s))
-    }
-
-    pub fn desired_rules(&mut self) -> Result<Vec<LbRule>, CallError> {
+    pub fn desired_rules(&mut self) -> Result<Vec<DesiredRule>, CallError> {
         self.call(|s, b| b.loxilb_octavia_policy().call_desired_rules(s))
     }
 
-    pub fn mappings(&mut self) -> Result<Vec<MappingEntry>, CallError> {
-        self.call(|s, b| b.loxilb_octavia_policy().call_mappings(s))
+    pub fn recovery(&mut self, observed: &[LbRule]) -> Result<Recovery, CallError> {
+        self.call(|s, b| b.loxilb_octavia_policy().call_recover(s, observed))
     }
 
-    /// The storage this instance writes to (the host makes appended records durable through it).
+    pub fn owns_rule(&mut self, name: &str) -> Result<bool, CallError> {
+        self.call(|s, b| b.loxilb_octavia_policy().call_owns_rule(s, name))
+    }
+
+    pub fn operating_statuses(&mut self, observed: &[ObservedRule]) -> Result<Vec<ObjectStatus>, CallError> {
+        self.call(|s, b| b.loxilb_octavia_policy().call_operating_statuses(s, observed))
+    }
+
+    pub fn listener_statistics(&mut self, observed: &[ObservedRule]) -> Result<Vec<ListenerStats>, CallError> {
+        self.call(|s, b| b.loxilb_octavia_policy().call_statistics(s, observed))
+    }
+
+    /// The mapping this instance reads (and the host changes by executing its plans).
+    pub fn mapping(&self) -> &Arc<crate::mapping::Mapping> {
+        &self.grants.mapping
+    }
+
+    /// The storage under the mapping (the host makes appended records durable through it).
     pub fn storage(&self) -> &Arc<dyn crate::caps::storage::MappingStore> {
-        &self.grants.storage
+        self.grants.mapping.storage()
     }
 
     /// What this instance was started with, so another policy can be started alike (swap, preview).
@@ -210,7 +205,5 @@ pub fn describe(e: &PolicyError) -> String {
         PolicyError::Invalid(m) => format!("invalid: {m}"),
         PolicyError::MissingState(m) => format!("missing state: {m}"),
         PolicyError::Conflict(m) => format!("conflict: {m}"),
-        PolicyError::Loxilb(m) => format!("LoxiLB: {m}"),
-        PolicyError::Storage(m) => format!("storage: {m}"),
     }
 }

@@ -17,10 +17,11 @@ use wasmtime::{Config, Engine};
 use crate::caps::HostState;
 use bindings::{PolicyWorld, PolicyWorldPre};
 
-/// The WIT package a policy must export, and the versions of it this host accepts: `0.1.x`
-/// (semver-compatible with `0.1.0`, which this host was built against).
+/// The WIT package a policy must export, and the versions of it this host accepts: `0.2.x`
+/// (semver-compatible with `0.2.0`, which this host was built against). 0.1 policies carried their own
+/// storage and LoxiLB calls and are refused, naming both versions.
 pub const WIT_PACKAGE: &str = "loxilb:octavia";
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 /// How often the epoch advances; a call's deadline is counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -151,10 +152,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions_within_0_1_are_accepted_and_others_named() {
-        assert!(check_version("0.1.0").is_ok());
-        assert!(check_version("0.1.7").is_ok());
-        let err = check_version("0.2.0").unwrap_err().to_string();
+    fn versions_within_0_2_are_accepted_and_others_named() {
+        assert!(check_version("0.2.0").is_ok());
+        assert!(check_version("0.2.7").is_ok());
+        let err = check_version("0.1.0").unwrap_err().to_string();
         assert!(err.contains("0.2.0") && err.contains("0.1.0"), "{err}");
         assert!(check_version("1.0.0").is_err());
     }

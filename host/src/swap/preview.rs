@@ -21,7 +21,7 @@ use serde_json::Value;
 use super::{check, name_of, SWAPS};
 use crate::caps::storage::MemoryStore;
 use crate::caps::Grants;
-use crate::runtime::instance::{describe, Sandbox};
+use crate::runtime::instance::Sandbox;
 use crate::service::Service;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -146,7 +146,7 @@ pub fn preview(service: &Service, path: &Path) -> Result<Preview> {
     let _one = SWAPS.lock().unwrap_or_else(|e| e.into_inner());
     let checked = check(service, path)?;
     let (current_policy, seed_store, candidate_store, limits, settings, loadbalancers) = {
-        let mut sandbox = service.sandbox.lock().unwrap();
+        let sandbox = service.sandbox.lock().unwrap();
         let storage = Arc::clone(sandbox.storage());
         let copy = || MemoryStore::copy_of(storage.as_ref()).map_err(|e| anyhow!("reading the current mapping: {e}"));
         let loadbalancers =
@@ -156,28 +156,31 @@ pub fn preview(service: &Service, path: &Path) -> Result<Preview> {
     let sim =
         Simulator::start_with("127.0.0.1:0", ErrorStyle::Coded, crate::conformance::spec().clone()).context("starting the LoxiLB simulator for the preview")?;
     let loxilb = Arc::new(crate::conformance::LoopbackLoxi::to(&sim));
-    let grants = |storage: MemoryStore| Grants { loxilb: loxilb.clone(), storage: Arc::new(storage), log_target: "preview".into() };
+    let grants = |storage: MemoryStore| -> Result<Grants> {
+        let mapping = crate::app::load_mapping(Arc::new(storage))?;
+        Ok(Grants { loxilb: loxilb.clone(), mapping, remove_orphans: false, log_target: "preview".into() })
+    };
 
     let mut failures = Vec::new();
     let mut current =
-        Sandbox::new(current_policy, grants(seed_store), limits.clone(), settings.clone()).context("starting the current policy on a copy of the mapping")?;
+        Sandbox::new(current_policy, grants(seed_store)?, limits.clone(), settings.clone()).context("starting the current policy on a copy of the mapping")?;
     match current.reconcile() {
         Ok(Ok(report)) => failures.extend(report.failures.into_iter().map(|f| format!("current policy: {f}"))),
-        Ok(Err(e)) => failures.push(format!("current policy: {}", describe(&e))),
+        Ok(Err(e)) => failures.push(format!("current policy: {e}")),
         Err(e) => failures.push(format!("current policy: {e}")),
     }
     let before = sim.rules();
     sim.clear_requests();
 
     let mut candidate =
-        Sandbox::new(Arc::clone(&checked.policy), grants(candidate_store), limits, settings).context("starting the candidate on a copy of the mapping")?;
+        Sandbox::new(Arc::clone(&checked.policy), grants(candidate_store)?, limits, settings).context("starting the candidate on a copy of the mapping")?;
     let mut left_in_place = Vec::new();
     match candidate.reconcile() {
         Ok(Ok(report)) => {
             left_in_place = report.orphans.iter().filter(|o| !report.removed.contains(o)).cloned().collect();
             failures.extend(report.failures.into_iter().map(|f| format!("candidate: {f}")));
         }
-        Ok(Err(e)) => failures.push(format!("candidate: {}", describe(&e))),
+        Ok(Err(e)) => failures.push(format!("candidate: {e}")),
         Err(e) => failures.push(format!("candidate: {e}")),
     }
     Ok(Preview {

@@ -43,10 +43,11 @@ mod export {
     // type Library = Component<L4Fullnat>;
     // pub struct Mine;
     // impl Guest for Mine {
-    //     fn handle(op: Operation) -> Outcome { /* your translation */ Library::handle(op) }
+    //     // A plan: LoxiLB calls (and their undo), mapping changes, statuses. The host executes it exactly.
+    //     fn translate(op: Operation) -> Result<Plan, Refusal> { /* your translation */ Library::translate(op) }
     //     fn info() -> PolicyInfo { ... }
-    //     fn init(s: Settings) -> Result<RecoveryReport, PolicyError> { Library::init(s) }
-    //     // ... every other function of `interface policy` in wit/since_v0.1.0/policy.wit
+    //     guest::delegate_exports!(Library: configure, validate, desired_rules, recover, owns_rule, operating_statuses, statistics);
+    //     // (every function of `interface policy` in wit/since_v0.2.0/policy.wit)
     // }
     // guest::bindings::export!(Mine with_types_in guest::bindings);
 }

@@ -19,15 +19,13 @@ mod file;
 pub mod format;
 mod lock;
 
-pub use backup::{start_backups, BackupTask};
+pub use backup::{stamp, start_backups, BackupTask};
 pub use durability::Durability;
 pub use file::{mapping_exists, quarantine, read_copy, segment_path, write_atomic, FileStore};
 pub use lock::{lock_path, StateLock};
 
 use std::sync::Mutex;
 
-use super::HostState;
-use crate::runtime::bindings::loxilb::octavia::storage::Host;
 
 pub trait MappingStore: Send + Sync {
     fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String>;
@@ -121,20 +119,4 @@ pub fn unseal(file: &[u8]) -> Result<Vec<u8>, String> {
     format::unseal(file.to_vec()).map(|u| u.document)
 }
 
-impl Host for HostState {
-    fn read_snapshot(&mut self) -> Result<Option<Vec<u8>>, String> {
-        self.grants.storage.read_snapshot()
-    }
-    fn write_snapshot(&mut self, data: Vec<u8>) -> Result<(), String> {
-        self.grants.storage.write_snapshot(data)
-    }
-    fn append_journal(&mut self, record: Vec<u8>) -> Result<(), String> {
-        self.grants.storage.append(&record)
-    }
-    fn replay_journal(&mut self) -> Result<Vec<Vec<u8>>, String> {
-        self.grants.storage.replay()
-    }
-    fn journal_length(&mut self) -> u32 {
-        self.grants.storage.journal_length()
-    }
-}
+

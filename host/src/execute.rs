@@ -1,0 +1,252 @@
+//! The host carrying out what a pure policy decides: an operation's plan (LoxiLB calls with undo, then
+//! the mapping changes, then the statuses), recovery from LoxiLB's rules, reconciliation by a linear diff
+//! of desired against observed rules, and operating statuses and statistics from LoxiLB's counters.
+//!
+//! The dry-run preview, the conformance checks and the real path all go through these functions: what a
+//! policy's plan says is exactly what happens.
+
+use std::collections::HashSet;
+
+use crate::runtime::bindings::loxilb_types::{LbRule, LoxilbCall};
+use crate::runtime::bindings::mapping::{MappingChange, MappingEntry};
+use crate::runtime::bindings::octavia::{ObjectStatus, Operation};
+use crate::runtime::bindings::policy_types::{ListenerStats, PolicyError};
+use crate::runtime::instance::{describe, CallError, Sandbox};
+use crate::wire;
+
+/// Why an operation failed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OpError {
+    /// The policy refused it.
+    Refused(PolicyError),
+    /// LoxiLB refused a call or could not be reached; LoxiLB was put back as far as possible.
+    Loxilb(String),
+}
+
+impl OpError {
+    pub fn describe(&self) -> String {
+        match self {
+            OpError::Refused(e) => describe(e),
+            OpError::Loxilb(m) => format!("LoxiLB: {m}"),
+        }
+    }
+
+    /// The policy's refusal, if that is what it is.
+    pub fn refusal(&self) -> Option<&PolicyError> {
+        match self {
+            OpError::Refused(e) => Some(e),
+            OpError::Loxilb(_) => None,
+        }
+    }
+}
+
+/// What handling an operation did.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// Statuses to report to Octavia (success or failure ones).
+    pub statuses: Vec<ObjectStatus>,
+    pub error: Option<OpError>,
+    /// LoxiLB calls made, undo included.
+    pub calls_made: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// The mapping as stored.
+    Storage,
+    /// Rebuilt from LoxiLB's rule list alone.
+    Loxilb,
+    /// Stored, with what LoxiLB holds and the mapping lacks added (conflicts reported).
+    Hybrid,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryReport {
+    pub loaded: u32,
+    pub recovered: u32,
+    pub deterministic: u32,
+    pub conflicts: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ReconcileReport {
+    /// Rules LoxiLB lacked or had different, re-programmed.
+    pub reprogrammed: Vec<String>,
+    /// Rules no Octavia object owns.
+    pub orphans: Vec<String>,
+    /// Orphans removed (only with remove_orphans, and only rules this provider named).
+    pub removed: Vec<String>,
+    pub failures: Vec<String>,
+}
+
+/// Runs calls in order; the first failure stops them.
+fn run(loxi: &dyn crate::caps::loxilb::LoxiTransport, calls: &[LoxilbCall], made: &mut u32) -> Result<(), String> {
+    for call in calls {
+        *made += 1;
+        wire::call(loxi, call)?;
+    }
+    Ok(())
+}
+
+impl Sandbox {
+    /// Translates an operation and executes the plan: LoxiLB calls; on a failed one the undo calls and the
+    /// failure statuses (the mapping unchanged); otherwise the mapping changes and the success statuses.
+    pub fn handle(&mut self, op: &Operation) -> Result<Outcome, CallError> {
+        let plan = match self.translate(op)? {
+            Ok(plan) => plan,
+            Err(refusal) => {
+                tracing::warn!(policy = %self.info.name, "operation refused: {}", describe(&refusal.error));
+                return Ok(Outcome { statuses: refusal.statuses, error: Some(OpError::Refused(refusal.error)), calls_made: 0 });
+            }
+        };
+        let loxi = self.grants().loxilb.clone();
+        let mut calls_made = 0;
+        if let Err(error) = run(loxi.as_ref(), &plan.calls, &mut calls_made) {
+            let mut undo_failures = Vec::new();
+            for call in &plan.undo {
+                calls_made += 1;
+                if let Err(e) = wire::call(loxi.as_ref(), call) {
+                    undo_failures.push(e);
+                }
+            }
+            let error = if undo_failures.is_empty() {
+                error
+            } else {
+                format!("{error}; rolling back also failed ({}): reconciliation will retry", undo_failures.join("; "))
+            };
+            tracing::error!(policy = %self.info.name, "operation failed: LoxiLB: {error}");
+            return Ok(Outcome { statuses: plan.failure_statuses, error: Some(OpError::Loxilb(error)), calls_made });
+        }
+        self.commit(plan.mapping);
+        Ok(Outcome { statuses: plan.statuses, error: None, calls_made })
+    }
+
+    /// Journals mapping changes. A storage failure does not undo what LoxiLB already carries: it is
+    /// logged loudly, and reconciliation or a re-sync repairs it.
+    fn commit(&self, changes: Vec<MappingChange>) {
+        for change in &changes {
+            if let MappingChange::Put(e) = change {
+                tracing::debug!("mapping put {} → {}", e.octavia_id, e.loxilb_key);
+            }
+        }
+        if let Err(e) = self.mapping().apply(changes) {
+            tracing::error!("could not journal a mapping change (kept in memory): {e}");
+        }
+    }
+
+    /// Recovery at start or on demand. `Storage` is what the host loaded; `Loxilb` rebuilds the mapping
+    /// from LoxiLB's rules alone; `Hybrid` adds what LoxiLB holds and the mapping lacks.
+    pub fn recover(&mut self, mode: RecoveryMode) -> Result<Result<RecoveryReport, String>, CallError> {
+        let loaded = self.mapping().len() as u32;
+        if mode == RecoveryMode::Storage {
+            return Ok(Ok(RecoveryReport { loaded, ..RecoveryReport::default() }));
+        }
+        let observed = match wire::observed(self.grants().loxilb.as_ref()) {
+            Ok(observed) => observed,
+            Err(e) => return Ok(Err(e)),
+        };
+        if mode == RecoveryMode::Loxilb {
+            let stale: Vec<MappingChange> = self.mapping().entries().into_iter().map(|e| MappingChange::Remove(e.octavia_id)).collect();
+            self.commit(stale);
+        }
+        let rules: Vec<LbRule> = observed.into_iter().map(|o| o.rule).collect();
+        let found = self.recovery(&rules)?;
+        for conflict in &found.conflicts {
+            tracing::warn!("recovery conflict: {conflict}");
+        }
+        tracing::info!(
+            "recovered {} mappings from {} LoxiLB rules ({} without Octavia ids, {} conflicts)",
+            found.recovered,
+            rules.len(),
+            found.deterministic,
+            found.conflicts.len()
+        );
+        self.commit(found.mapping);
+        Ok(Ok(RecoveryReport { loaded, recovered: found.recovered, deterministic: found.deterministic, conflicts: found.conflicts }))
+    }
+
+    /// Makes LoxiLB hold the desired rules: missing or different ones are re-programmed; rules nobody owns
+    /// are reported, and deleted only with `remove_orphans` and when this provider named them.
+    pub fn reconcile(&mut self) -> Result<Result<ReconcileReport, String>, CallError> {
+        let loxi = self.grants().loxilb.clone();
+        let observed = match wire::observed(loxi.as_ref()) {
+            Ok(o) => o,
+            Err(e) => return Ok(Err(e)),
+        };
+        let desired = self.desired_rules()?;
+        let by_key: std::collections::HashMap<String, &LbRule> = observed.iter().map(|o| (wire::key_id(&wire::rule_key(&o.rule)), &o.rule)).collect();
+        let mut report = ReconcileReport::default();
+        let mut wanted = HashSet::new();
+        let mut changes = Vec::new();
+        for want in &desired {
+            let key = wire::rule_key(&want.rule);
+            let id = wire::key_id(&key);
+            let got = by_key.get(&id).copied();
+            wanted.insert(id);
+            if got.is_some_and(|g| wire::matches(&want.rule, g)) {
+                continue;
+            }
+            let mut calls = Vec::new();
+            // LoxiLB keeps name and monitor on an in-place update and refuses to switch a rule into or out
+            // of fullproxy mode: those need the rule deleted first.
+            let fullproxy = |r: &LbRule| r.service.mode == wire::MODE_FULLPROXY;
+            if got.is_some_and(|g| g.service.name != want.rule.service.name || g.service.monitor != want.rule.service.monitor || fullproxy(g) != fullproxy(&want.rule)) {
+                calls.push(LoxilbCall::DeleteRule(key.clone()));
+            }
+            calls.push(LoxilbCall::UpsertRule(want.rule.clone()));
+            calls.extend(want.probes.iter().cloned().map(LoxilbCall::UpsertProbe));
+            let label = format!("{}:{}/{}", key.external_ip, key.port, key.protocol);
+            match run(loxi.as_ref(), &calls, &mut 0) {
+                Ok(()) => {
+                    report.reprogrammed.push(label);
+                    changes.extend(want.programmed.iter().cloned());
+                }
+                Err(e) => report.failures.push(format!("{label}: {e}")),
+            }
+        }
+        let remove_orphans = self.grants().remove_orphans;
+        for o in &observed {
+            let key = wire::rule_key(&o.rule);
+            if wanted.contains(&wire::key_id(&key)) {
+                continue;
+            }
+            let label = format!("{}:{}/{} ({})", key.external_ip, key.port, key.protocol, o.rule.service.name);
+            report.orphans.push(label.clone());
+            if remove_orphans && self.owns_rule(&o.rule.service.name)? {
+                match wire::call(loxi.as_ref(), &LoxilbCall::DeleteRule(key)) {
+                    Ok(()) => report.removed.push(label),
+                    Err(e) => report.failures.push(format!("{label}: {e}")),
+                }
+            }
+        }
+        self.commit(changes);
+        for label in &report.reprogrammed {
+            tracing::info!("reconcile: re-programmed {label}");
+        }
+        for label in &report.orphans {
+            tracing::warn!("reconcile: orphan rule {label}");
+        }
+        Ok(Ok(report))
+    }
+
+    /// Operating statuses from LoxiLB's view of the endpoints.
+    pub fn health(&mut self) -> Result<Result<Vec<ObjectStatus>, String>, CallError> {
+        match wire::observed(self.grants().loxilb.as_ref()) {
+            Ok(observed) => Ok(Ok(self.operating_statuses(&observed)?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// Cumulative counters per listener.
+    pub fn statistics(&mut self) -> Result<Result<Vec<ListenerStats>, String>, CallError> {
+        match wire::observed(self.grants().loxilb.as_ref()) {
+            Ok(observed) => Ok(Ok(self.listener_statistics(&observed)?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// The whole mapping, in id order.
+    pub fn mappings(&self) -> Result<Vec<MappingEntry>, CallError> {
+        Ok(self.mapping().entries())
+    }
+}

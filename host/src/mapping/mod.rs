@@ -1,0 +1,191 @@
+//! The ID mapping, owned by the host: an in-memory index (id → entry, key → owner, parent → children)
+//! over durable storage (snapshot + journal, `caps::storage`). Policies read it through the
+//! `mapping-view` import and change it only through the plans the host executes; a policy swap leaves it
+//! untouched.
+
+mod codec;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+
+use crate::caps::storage::MappingStore;
+use crate::runtime::bindings::mapping::{MappingChange, MappingEntry, ResourceType};
+
+/// The journal is folded into a new snapshot once it holds more records than this or than an eighth of
+/// the mapping's entries, whichever is larger: a restart replays at most that many records.
+pub const MIN_COMPACTION_RECORDS: u32 = 4096;
+
+pub fn compaction_due(journal_records: u32, mappings: usize) -> bool {
+    journal_records > MIN_COMPACTION_RECORDS.max(mappings as u32 / 8)
+}
+
+#[derive(Default, Clone)]
+struct Index {
+    entries: HashMap<String, MappingEntry>,
+    owners: HashMap<String, String>,
+    children: HashMap<String, BTreeSet<String>>,
+}
+
+impl Index {
+    fn put(&mut self, e: MappingEntry) {
+        self.remove(&e.octavia_id);
+        // A key belongs to one id: whoever held it loses its entry (as `put` in the WIT says).
+        if let Some(old) = self.owners.get(&e.loxilb_key).cloned() {
+            self.remove(&old);
+        }
+        self.owners.insert(e.loxilb_key.clone(), e.octavia_id.clone());
+        if let Some(parent) = &e.parent {
+            self.children.entry(parent.clone()).or_default().insert(e.octavia_id.clone());
+        }
+        self.entries.insert(e.octavia_id.clone(), e);
+    }
+
+    fn remove(&mut self, id: &str) {
+        let Some(old) = self.entries.remove(id) else { return };
+        if self.owners.get(&old.loxilb_key).is_some_and(|o| o == id) {
+            self.owners.remove(&old.loxilb_key);
+        }
+        if let Some(parent) = &old.parent {
+            if let Some(set) = self.children.get_mut(parent) {
+                set.remove(id);
+                if set.is_empty() {
+                    self.children.remove(parent);
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, change: MappingChange) {
+        match change {
+            MappingChange::Put(e) => self.put(e),
+            MappingChange::Remove(id) => self.remove(&id),
+        }
+    }
+}
+
+/// What loading found.
+#[derive(Clone, Debug, Default)]
+pub struct Loaded {
+    pub entries: usize,
+    pub journal_records: usize,
+    /// Notes worth a warning (a torn last record, a migrated format).
+    pub notes: Vec<String>,
+}
+
+pub struct Mapping {
+    index: RwLock<Index>,
+    storage: Arc<dyn MappingStore>,
+}
+
+impl Mapping {
+    /// The mapping the storage holds: its snapshot, then every journal record after it.
+    pub fn load(storage: Arc<dyn MappingStore>) -> Result<(Mapping, Loaded), String> {
+        let mut index = Index::default();
+        let mut loaded = Loaded::default();
+        if let Some(bytes) = storage.read_snapshot()? {
+            let (entries, notes) = codec::decode_snapshot(&bytes)?;
+            loaded.notes.extend(notes);
+            for e in entries {
+                index.put(e);
+            }
+        }
+        let records = storage.replay()?;
+        let count = records.len();
+        for (i, record) in records.into_iter().enumerate() {
+            match codec::decode_change(&record) {
+                Ok(change) => index.apply(change),
+                // A torn last record is what a crash mid-append leaves: everything before it is whole.
+                Err(e) if i + 1 == count => loaded.notes.push(format!("ignoring torn last journal record: {e}")),
+                Err(e) => return Err(format!("journal record {i}: {e}")),
+            }
+        }
+        loaded.entries = index.entries.len();
+        loaded.journal_records = count;
+        Ok((Mapping { index: RwLock::new(index), storage }, loaded))
+    }
+
+    /// An empty mapping over `storage`, whatever it held (recovery from LoxiLB alone).
+    pub fn empty(storage: Arc<dyn MappingStore>) -> Mapping {
+        Mapping { index: RwLock::new(Index::default()), storage }
+    }
+
+    pub fn storage(&self) -> &Arc<dyn MappingStore> {
+        &self.storage
+    }
+
+    pub fn get(&self, id: &str) -> Option<MappingEntry> {
+        self.index.read().unwrap().entries.get(id).cloned()
+    }
+
+    pub fn owner(&self, key: &str) -> Option<String> {
+        self.index.read().unwrap().owners.get(key).cloned()
+    }
+
+    pub fn children(&self, parent: &str) -> Vec<String> {
+        self.index.read().unwrap().children.get(parent).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    pub fn ids(&self, kind: ResourceType) -> Vec<String> {
+        let mut ids: Vec<String> = self.index.read().unwrap().entries.values().filter(|e| e.resource_type == kind).map(|e| e.octavia_id.clone()).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.read().unwrap().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every entry, in id order.
+    pub fn entries(&self) -> Vec<MappingEntry> {
+        let mut all: Vec<MappingEntry> = self.index.read().unwrap().entries.values().cloned().collect();
+        all.sort_by(|a, b| a.octavia_id.cmp(&b.octavia_id));
+        all
+    }
+
+    /// Journals and applies changes. A storage failure does not undo an operation LoxiLB already carries:
+    /// the change is kept in memory and the error returned (the caller logs it loudly; reconciliation or a
+    /// re-sync repairs the file).
+    pub fn apply(&self, changes: Vec<MappingChange>) -> Result<(), String> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut failed = None;
+        let mut index = self.index.write().unwrap();
+        for change in changes {
+            if let Err(e) = self.storage.append(&codec::encode_change(&change)) {
+                failed.get_or_insert(e);
+            }
+            index.apply(change);
+        }
+        crate::metrics::MAPPING_ENTRIES.set(index.entries.len() as u64);
+        if compaction_due(self.storage.journal_length(), index.entries.len()) {
+            let snapshot = codec::encode_snapshot(index.entries.values(), &crate::caps::clock::rfc3339(crate::caps::clock::now_ms()));
+            if let Err(e) = self.storage.write_snapshot(snapshot) {
+                tracing::error!("could not write the mapping snapshot: {e}");
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Consistency problems: both directions disagree, parents missing, children lists wrong.
+    pub fn problems(&self) -> Vec<String> {
+        let index = self.index.read().unwrap();
+        let mut problems = Vec::new();
+        for (id, e) in &index.entries {
+            if index.owners.get(&e.loxilb_key).map(String::as_str) != Some(id.as_str()) {
+                problems.push(format!("{id}: key {} does not map back to it", e.loxilb_key));
+            }
+            if let Some(parent) = &e.parent {
+                if !index.entries.contains_key(parent) {
+                    problems.push(format!("{id}: parent {parent} has no mapping"));
+                }
+            }
+        }
+        problems.sort();
+        problems
+    }
+}
