@@ -73,8 +73,7 @@ impl<D: Definition> Guest for Component<D> {
                 .into_iter()
                 .filter_map(|(owner, rendered)| {
                     let rendered = rendered?;
-                    let programmed = crate::recovery::record_programmed(state, &owner, &rendered).into_iter().map(wit_change).collect();
-                    Some(DesiredRule { owner, rule: rendered.rule, probes: rendered.probes, programmed })
+                    Some(DesiredRule { owner, rule: rendered.rule, probes: rendered.probes })
                 })
                 .collect()
         })

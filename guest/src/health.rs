@@ -36,93 +36,95 @@ fn by_key(observed: &[ObservedRule]) -> HashMap<String, &ObservedRule> {
 }
 
 pub fn operating_statuses(state: &State, observed: &[ObservedRule]) -> Vec<ObjectStatus> {
-        let observed = by_key(observed);
-        let status = |kind, id: &str, s| ObjectStatus { kind, id: id.to_string(), provisioning: None, operating: Some(s) };
-        let mut out = Vec::new();
-        for lb_id in state.ids(ResourceType::Loadbalancer) {
-            let lb_id = lb_id.as_str();
-            let Some(Object::Loadbalancer(lb)) = state.get(lb_id).map(|e| e.object()) else { continue };
-            let mut listener_statuses = Vec::new();
-            for child in state.children(lb_id) {
-                let Some(Object::Listener(ls)) = state.get(child).map(|e| e.object()) else { continue };
-                let listener = &ls.listener;
-                let seen = ls.programmed.as_ref().and_then(|p| observed.get(&key_of(&p.rule)));
-                let pool = listener.default_pool_id.as_deref().and_then(|id| match state.get(id).map(|e| e.object()) {
-                    Some(Object::Pool(p)) => Some(p),
-                    _ => None,
-                });
-                let mut pool_status = None;
-                if let Some(pool) = pool {
-                    let kids: Vec<&Object> = state.children(&pool.id).into_iter().filter_map(|id| state.get(id).map(|e| e.object())).collect();
-                    let monitored = kids.iter().any(|o| matches!(o, Object::Healthmonitor(h) if h.admin_state_up));
-                    let mut member_statuses = Vec::new();
-                    for kid in &kids {
-                        let Object::Member(m) = kid else { continue };
-                        let s = if !m.admin_state_up {
-                            OperatingStatus::Offline
-                        } else if m.weight == 0 {
-                            OperatingStatus::Draining
-                        } else if !monitored {
-                            OperatingStatus::NoMonitor
-                        } else {
-                            match seen.and_then(|o| o.endpoints.iter().find(|e: &&ObservedEndpoint| e.ip == crate::keys::canonical_ip(&m.address) && e.target_port == m.protocol_port)) {
-                                Some(e) if e.state == "active" => OperatingStatus::Online,
-                                _ => OperatingStatus::Error,
-                            }
-                        };
-                        if matches!(s, OperatingStatus::Online | OperatingStatus::Error) {
-                            member_statuses.push(s);
-                        }
-                        out.push(status(ObjectKind::Member, &m.id, s));
-                    }
-                    let s = if !pool.admin_state_up { OperatingStatus::Offline } else { roll_up(&member_statuses) };
-                    out.push(status(ObjectKind::Pool, &pool.id, s));
-                    pool_status = Some(s);
-                }
-                let s = if !listener.admin_state_up || !lb.admin_state_up {
-                    OperatingStatus::Offline
-                } else if ls.programmed.is_some() && seen.is_none() {
-                    // LoxiLB lost the rule (restart): reconciliation will re-program it.
-                    OperatingStatus::Error
-                } else {
-                    match pool_status {
-                        Some(OperatingStatus::Error) => OperatingStatus::Error,
-                        Some(OperatingStatus::Degraded) => OperatingStatus::Degraded,
-                        _ => OperatingStatus::Online,
-                    }
-                };
-                out.push(status(ObjectKind::Listener, &listener.id, s));
-                listener_statuses.push(s);
-            }
-            let s = if !lb.admin_state_up {
-                OperatingStatus::Offline
-            } else if listener_statuses.iter().any(|s| matches!(s, OperatingStatus::Error | OperatingStatus::Degraded)) {
-                OperatingStatus::Degraded
-            } else {
-                OperatingStatus::Online
-            };
-            out.push(status(ObjectKind::Loadbalancer, lb_id, s));
-        }
-        out
-    }
-
-    /// LoxiLB's rule list counts packets and bytes per endpoint: `bytes_in` is their sum over the
-    /// listener's rule and `total_connections` is left at 0 (the list has no connection counts).
-pub fn statistics(state: &State, observed: &[ObservedRule]) -> Vec<ListenerStats> {
-        let observed = by_key(observed);
-        let mut out = Vec::new();
-        for id in state.ids(ResourceType::Listener) {
-            let Some(Object::Listener(ls)) = state.get(&id).map(|e| e.object()) else { continue };
-            let Some(seen) = ls.programmed.as_ref().and_then(|p| observed.get(&key_of(&p.rule))) else { continue };
-            let eps = &seen.endpoints;
-            out.push(ListenerStats {
-                listener_id: id.clone(),
-                active_connections: 0,
-                bytes_in: eps.iter().map(|e| e.bytes).sum(),
-                bytes_out: 0,
-                request_errors: 0,
-                total_connections: 0,
+    let observed = by_key(observed);
+    let status = |kind, id: &str, s| ObjectStatus { kind, id: id.to_string(), provisioning: None, operating: Some(s) };
+    let mut out = Vec::new();
+    for lb_id in state.ids(ResourceType::Loadbalancer) {
+        let lb_id = lb_id.as_str();
+        let Some(Object::Loadbalancer(lb)) = state.get(lb_id).map(|e| e.object()) else { continue };
+        let mut listener_statuses = Vec::new();
+        for child in state.children(lb_id) {
+            let Some(Object::Listener(ls)) = state.get(child).map(|e| e.object()) else { continue };
+            let listener = &ls.listener;
+            let seen = ls.programmed.as_ref().and_then(|p| observed.get(&key_of(&p.rule)));
+            let pool = listener.default_pool_id.as_deref().and_then(|id| match state.get(id).map(|e| e.object()) {
+                Some(Object::Pool(p)) => Some(p),
+                _ => None,
             });
+            let mut pool_status = None;
+            if let Some(pool) = pool {
+                let kids: Vec<&Object> = state.children(&pool.id).into_iter().filter_map(|id| state.get(id).map(|e| e.object())).collect();
+                let monitored = kids.iter().any(|o| matches!(o, Object::Healthmonitor(h) if h.admin_state_up));
+                let mut member_statuses = Vec::new();
+                for kid in &kids {
+                    let Object::Member(m) = kid else { continue };
+                    let s = if !m.admin_state_up {
+                        OperatingStatus::Offline
+                    } else if m.weight == 0 {
+                        OperatingStatus::Draining
+                    } else if !monitored {
+                        OperatingStatus::NoMonitor
+                    } else {
+                        match seen.and_then(|o| {
+                            o.endpoints.iter().find(|e: &&ObservedEndpoint| e.ip == crate::keys::canonical_ip(&m.address) && e.target_port == m.protocol_port)
+                        }) {
+                            Some(e) if e.state == "active" => OperatingStatus::Online,
+                            _ => OperatingStatus::Error,
+                        }
+                    };
+                    if matches!(s, OperatingStatus::Online | OperatingStatus::Error) {
+                        member_statuses.push(s);
+                    }
+                    out.push(status(ObjectKind::Member, &m.id, s));
+                }
+                let s = if !pool.admin_state_up { OperatingStatus::Offline } else { roll_up(&member_statuses) };
+                out.push(status(ObjectKind::Pool, &pool.id, s));
+                pool_status = Some(s);
+            }
+            let s = if !listener.admin_state_up || !lb.admin_state_up {
+                OperatingStatus::Offline
+            } else if ls.programmed.is_some() && seen.is_none() {
+                // LoxiLB lost the rule (restart): reconciliation will re-program it.
+                OperatingStatus::Error
+            } else {
+                match pool_status {
+                    Some(OperatingStatus::Error) => OperatingStatus::Error,
+                    Some(OperatingStatus::Degraded) => OperatingStatus::Degraded,
+                    _ => OperatingStatus::Online,
+                }
+            };
+            out.push(status(ObjectKind::Listener, &listener.id, s));
+            listener_statuses.push(s);
         }
-        out
+        let s = if !lb.admin_state_up {
+            OperatingStatus::Offline
+        } else if listener_statuses.iter().any(|s| matches!(s, OperatingStatus::Error | OperatingStatus::Degraded)) {
+            OperatingStatus::Degraded
+        } else {
+            OperatingStatus::Online
+        };
+        out.push(status(ObjectKind::Loadbalancer, lb_id, s));
     }
+    out
+}
+
+/// LoxiLB's rule list counts packets and bytes per endpoint: `bytes_in` is their sum over the
+/// listener's rule and `total_connections` is left at 0 (the list has no connection counts).
+pub fn statistics(state: &State, observed: &[ObservedRule]) -> Vec<ListenerStats> {
+    let observed = by_key(observed);
+    let mut out = Vec::new();
+    for id in state.ids(ResourceType::Listener) {
+        let Some(Object::Listener(ls)) = state.get(&id).map(|e| e.object()) else { continue };
+        let Some(seen) = ls.programmed.as_ref().and_then(|p| observed.get(&key_of(&p.rule))) else { continue };
+        let eps = &seen.endpoints;
+        out.push(ListenerStats {
+            listener_id: id.clone(),
+            active_connections: 0,
+            bytes_in: eps.iter().map(|e| e.bytes).sum(),
+            bytes_out: 0,
+            request_errors: 0,
+            total_connections: 0,
+        });
+    }
+    out
+}

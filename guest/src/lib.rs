@@ -26,10 +26,10 @@ pub mod bindings {
     });
 }
 
+pub mod decide;
 pub mod health;
 pub mod keys;
 pub mod plan;
-pub mod decide;
 pub mod recovery;
 pub mod state;
 pub mod translate;

@@ -210,22 +210,14 @@ fn is_same_kind(state: &State, staged: &Memory, id: &str, entry: &Entry) -> bool
 
 /// The rule every listener in the mapping should have now, in listener id order.
 pub fn desired(state: &State, config: &Config) -> Vec<(String, Option<Rendered>)> {
-    state.ids(ResourceType::Listener).into_iter().map(|id| {
-        let rendered = plan::render_listener(state, &id, config).unwrap_or(None);
-        (id, rendered)
-    }).collect()
-}
-
-/// The mapping change recording `rule` as what LoxiLB holds for a listener, if the mapping says otherwise.
-pub fn record_programmed(state: &State, listener_id: &str, rule: &Rendered) -> Option<Change> {
-    let entry = state.get(listener_id)?;
-    let Object::Listener(ls) = entry.object() else { return None };
-    if ls.programmed.as_ref() == Some(rule) {
-        return None;
-    }
-    let mut entry = entry.clone();
-    entry.set_object(Object::Listener(ListenerState { listener: ls.listener.clone(), programmed: Some(rule.clone()) }));
-    Some(Change::Put { id: listener_id.to_string(), entry })
+    state
+        .ids(ResourceType::Listener)
+        .into_iter()
+        .map(|id| {
+            let rendered = plan::render_listener(state, &id, config).unwrap_or(None);
+            (id, rendered)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -274,13 +266,30 @@ mod tests {
     fn rules_the_mapping_lacks_are_adopted_under_the_ids_their_names_carry() {
         let config = Config::default();
         let mut source = Memory::default();
-        let planned = plan::plan(&State::new(&source), &http_loadbalancer(), &Config { profile: Profile { http_fullproxy: true, ..Profile::default() }, ..config.clone() }, "now").expect("plan");
+        let planned = plan::plan(
+            &State::new(&source),
+            &http_loadbalancer(),
+            &Config { profile: Profile { http_fullproxy: true, ..Profile::default() }, ..config.clone() },
+            "now",
+        )
+        .expect("plan");
         planned.changes.into_iter().for_each(|c| source.apply(c));
-        let rule = desired(&State::new(&source), &Config { profile: Profile { http_fullproxy: true, ..Profile::default() }, ..config }).remove(0).1.expect("rule").rule;
+        let rule = desired(&State::new(&source), &Config { profile: Profile { http_fullproxy: true, ..Profile::default() }, ..config })
+            .remove(0)
+            .1
+            .expect("rule")
+            .rule;
 
         let empty = Memory::default();
         let found = recover(&State::new(&empty), &[rule], "now");
-        let ids: Vec<&str> = found.changes.iter().filter_map(|c| match c { Change::Put { id, .. } => Some(id.as_str()), _ => None }).collect();
+        let ids: Vec<&str> = found
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Put { id, .. } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
         for id in ["lb", "l", "p"] {
             assert!(ids.contains(&id), "{id} not adopted: {ids:?}");
         }

@@ -86,11 +86,7 @@ pub fn serving_policy(config: &Config, loxilb: Arc<dyn LoxiTransport>) -> Result
         }
         Ok(Err(e)) => {
             crate::metrics::RECOVERY_FAILURES.inc();
-            bail!(
-                "rebuilding the mapping from LoxiLB after journal damage failed: {} (the damaged files are in {})",
-                e,
-                kept.display()
-            );
+            bail!("rebuilding the mapping from LoxiLB after journal damage failed: {} (the damaged files are in {})", e, kept.display());
         }
         Err(e) => {
             crate::metrics::RECOVERY_FAILURES.inc();

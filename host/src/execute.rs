@@ -166,7 +166,8 @@ impl Sandbox {
     }
 
     /// Makes LoxiLB hold the desired rules: missing or different ones are re-programmed; rules nobody owns
-    /// are reported, and deleted only with `remove_orphans` and when this provider named them.
+    /// are reported, and deleted only with `remove_orphans` and when this provider named them. The mapping
+    /// is only read: a swap's reconciliation leaves it as it was.
     pub fn reconcile(&mut self) -> Result<Result<ReconcileReport, String>, CallError> {
         let loxi = self.grants().loxilb.clone();
         let observed = match wire::observed(loxi.as_ref()) {
@@ -177,7 +178,6 @@ impl Sandbox {
         let by_key: std::collections::HashMap<String, &LbRule> = observed.iter().map(|o| (wire::key_id(&wire::rule_key(&o.rule)), &o.rule)).collect();
         let mut report = ReconcileReport::default();
         let mut wanted = HashSet::new();
-        let mut changes = Vec::new();
         for want in &desired {
             let key = wire::rule_key(&want.rule);
             let id = wire::key_id(&key);
@@ -190,17 +190,16 @@ impl Sandbox {
             // LoxiLB keeps name and monitor on an in-place update and refuses to switch a rule into or out
             // of fullproxy mode: those need the rule deleted first.
             let fullproxy = |r: &LbRule| r.service.mode == wire::MODE_FULLPROXY;
-            if got.is_some_and(|g| g.service.name != want.rule.service.name || g.service.monitor != want.rule.service.monitor || fullproxy(g) != fullproxy(&want.rule)) {
+            if got.is_some_and(|g| {
+                g.service.name != want.rule.service.name || g.service.monitor != want.rule.service.monitor || fullproxy(g) != fullproxy(&want.rule)
+            }) {
                 calls.push(LoxilbCall::DeleteRule(key.clone()));
             }
             calls.push(LoxilbCall::UpsertRule(want.rule.clone()));
             calls.extend(want.probes.iter().cloned().map(LoxilbCall::UpsertProbe));
             let label = format!("{}:{}/{}", key.external_ip, key.port, key.protocol);
             match run(loxi.as_ref(), &calls, &mut 0) {
-                Ok(()) => {
-                    report.reprogrammed.push(label);
-                    changes.extend(want.programmed.iter().cloned());
-                }
+                Ok(()) => report.reprogrammed.push(label),
                 Err(e) => report.failures.push(format!("{label}: {e}")),
             }
         }
@@ -219,7 +218,6 @@ impl Sandbox {
                 }
             }
         }
-        self.commit(changes);
         for label in &report.reprogrammed {
             tracing::info!("reconcile: re-programmed {label}");
         }

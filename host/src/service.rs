@@ -15,11 +15,11 @@ use serde_json::{json, Value};
 use crate::caps::storage::{Durability, MappingStore};
 use crate::convert;
 use crate::epochs::{Epochs, Ticket};
+use crate::execute::OpError;
 use crate::lanes::Lanes;
 use crate::octavia::agent::DriverAgent;
 use crate::octavia::status::{document, StatusSink};
 use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, Operation, ProvisioningStatus};
-use crate::execute::OpError;
 use crate::runtime::bindings::policy_types::PolicyError;
 use crate::runtime::instance::{describe, Sandbox};
 

@@ -10,8 +10,8 @@ use serde_json::Value;
 use crate::caps::loxilb::LoxiTransport;
 use crate::caps::storage::{read_copy, MappingStore};
 use crate::config::Config;
-use crate::runtime::bindings::mapping::MappingEntry;
 use crate::execute::RecoveryMode;
+use crate::runtime::bindings::mapping::MappingEntry;
 
 /// LoxiLB is off limits for read-only tools.
 struct NoLoxi;

@@ -163,9 +163,14 @@ pub fn test_host(policy: &std::path::Path, limits: Limits, settings: Settings) -
 
 /// `test_host`, with reconciliation deleting the rules no Octavia object owns when `remove_orphans`.
 pub fn test_host_with(policy: &std::path::Path, limits: Limits, settings: Settings, remove_orphans: bool) -> TestHost {
+    test_host_on(policy, limits, settings, remove_orphans, Arc::new(MemoryStore::default()))
+}
+
+/// `test_host_with`, keeping the mapping in `storage`.
+pub fn test_host_on(policy: &std::path::Path, limits: Limits, settings: Settings, remove_orphans: bool, storage: Arc<dyn MappingStore>) -> TestHost {
     let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).expect("simulator");
     let loxilb: Arc<dyn LoxiTransport> = Arc::new(host::caps::loxilb::HttpLoxi::new(vec![sim.url()], std::time::Duration::from_secs(5)));
-    let mapping = host::app::load_mapping(Arc::new(MemoryStore::default())).expect("mapping loads");
+    let mapping = host::app::load_mapping(storage).expect("mapping loads");
     let grants = Grants { loxilb, mapping, remove_orphans, log_target: "test".into() };
     let sandbox = Sandbox::new(host::runtime::load(policy).expect("policy loads"), grants, limits, settings).expect("policy starts");
     let sink = Arc::new(host::octavia::status::RecordingSink::default());
@@ -295,5 +300,36 @@ impl Drop for FakeGetSocket {
         // Wakes the accept loop so it sees `stop`.
         let _ = std::os::unix::net::UnixStream::connect(&self.path);
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A mapping store that remembers which thread wrote each record or snapshot: a swap runs on the caller's
+/// thread and operations on the service's workers, so a write from the caller's thread is the swap's.
+#[derive(Default)]
+pub struct WriterRecordingStore {
+    inner: MemoryStore,
+    pub writers: Mutex<Vec<std::thread::ThreadId>>,
+}
+
+impl MappingStore for WriterRecordingStore {
+    fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String> {
+        self.inner.read_snapshot()
+    }
+    fn write_snapshot(&self, data: Vec<u8>) -> Result<(), String> {
+        self.writers.lock().unwrap().push(std::thread::current().id());
+        self.inner.write_snapshot(data)
+    }
+    fn append(&self, record: &[u8]) -> Result<(), String> {
+        self.writers.lock().unwrap().push(std::thread::current().id());
+        self.inner.append(record)
+    }
+    fn replay(&self) -> Result<Vec<Vec<u8>>, String> {
+        self.inner.replay()
+    }
+    fn journal_length(&self) -> u32 {
+        self.inner.journal_length()
+    }
+    fn sync(&self) -> Result<(), String> {
+        self.inner.sync()
     }
 }

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use host::caps::loxilb::{HttpLoxi, LoxiTransport};
 use host::caps::storage::MemoryStore;
-use host::runtime::bindings::loxilb_types::LbRule;
 use host::execute::RecoveryMode;
+use host::runtime::bindings::loxilb_types::LbRule;
 use host::runtime::instance::Sandbox;
 use integration_tests::*;
 use serde_json::{json, Value};

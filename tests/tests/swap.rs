@@ -54,7 +54,8 @@ fn name_of(rule: &Value) -> String {
 #[test]
 fn swap_under_concurrent_operations_fails_and_loses_nothing() {
     const LBS: u32 = 3;
-    let h = test_host(&default_policy(), Limits::default(), settings());
+    let storage = Arc::new(WriterRecordingStore::default());
+    let h = test_host_on(&default_policy(), Limits::default(), settings(), false, storage.clone());
     for i in 0..LBS {
         h.service.cast("loadbalancer_create", json!({"loadbalancer": tcp_lb(i, 1)})).unwrap();
     }
@@ -98,7 +99,18 @@ fn swap_under_concurrent_operations_fails_and_loses_nothing() {
     assert!(report.from.starts_with("l4-fullnat") && report.to.starts_with("http-fullproxy"), "{}", report.render());
     let applied_at_swap = h.service.applied.load(Ordering::SeqCst);
 
+    // And back to the default policy while the senders still run: two swaps between the shipped policies.
+    let back = swap::swap(&h.service, &default_policy()).expect("the swap back is accepted");
+    assert!(back.to.starts_with("l4-fullnat"), "{}", back.render());
+    let again = swap::swap(&h.service, &http_fullproxy_policy()).expect("the swap is accepted again");
+    assert!(again.to.starts_with("http-fullproxy"), "{}", again.render());
+
     let results: Vec<(BTreeSet<u32>, u64)> = senders.into_iter().map(|s| s.join().expect("sender")).collect();
+    // The mapping is the host's: swaps neither hand it over nor rewrite it (operations, on the service's
+    // workers, did all the writing).
+    let writers = storage.writers.lock().unwrap().clone();
+    assert!(!writers.is_empty());
+    assert!(!writers.contains(&std::thread::current().id()), "a swap wrote to the mapping's storage");
     let total = LBS as u64 + results.iter().map(|(_, c)| c).sum::<u64>();
     h.wait_applied(total);
     assert!(applied_at_swap < total, "every operation was applied before the swap; the test did not swap under load");

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-
 /// LoxiLB's REST base path.
 pub const BASE_PATH: &str = "/netlox/v1";
 

@@ -6,9 +6,7 @@
 //! additional_metadata}}}`, keys sorted, one mapping per line. Journal record: `{"put":{"id","key",
 //! "metadata":{…as in the snapshot…}}}` or `{"remove":{"id"}}`.
 
-use std::collections::BTreeMap;
-
-use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap};
 
 use crate::runtime::bindings::mapping::{MappingChange, MappingEntry, ResourceType};
 
@@ -35,74 +33,109 @@ pub fn type_of(name: &str) -> Option<ResourceType> {
     })
 }
 
-fn metadata(e: &MappingEntry) -> Value {
-    let additional: Value = serde_json::from_str(&e.metadata).unwrap_or_else(|_| Value::String(e.metadata.clone()));
-    let mut m = Map::new();
-    m.insert("resource_type".into(), type_name(e.resource_type).into());
-    if let Some(parent) = &e.parent {
-        m.insert("parent".into(), parent.clone().into());
-    }
-    m.insert("external_ip".into(), e.external_ip.clone().into());
-    m.insert("port".into(), e.port.into());
-    m.insert("protocol".into(), e.protocol.clone().into());
-    m.insert("created_at".into(), e.created_at.clone().into());
-    m.insert("additional_metadata".into(), additional);
-    Value::Object(m)
+/// The entry's `resource_metadata` value, the policy's metadata written as it is (byte for byte).
+fn metadata(e: &MappingEntry) -> String {
+    let s = |v: &str| serde_json::to_string(v).expect("a string encodes");
+    let parent = e.parent.as_deref().map(|p| format!(",\"parent\":{}", s(p))).unwrap_or_default();
+    let additional = if serde_json::from_str::<serde::de::IgnoredAny>(&e.metadata).is_ok() { e.metadata.clone() } else { s(&e.metadata) };
+    format!(
+        "{{\"resource_type\":\"{}\"{parent},\"external_ip\":{},\"port\":{},\"protocol\":{},\"created_at\":{},\"additional_metadata\":{additional}}}",
+        type_name(e.resource_type),
+        s(&e.external_ip),
+        e.port,
+        s(&e.protocol),
+        s(&e.created_at)
+    )
 }
 
-fn entry(id: &str, key: &str, metadata: &Value) -> Result<MappingEntry, String> {
-    let field = |name: &str| metadata.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
-    let kind = metadata.get("resource_type").and_then(Value::as_str).unwrap_or_default();
-    let resource_type = type_of(kind).ok_or_else(|| format!("{id}: unknown resource_type {kind:?}"))?;
-    let additional = metadata.get("additional_metadata").ok_or_else(|| format!("{id}: no additional_metadata"))?;
+#[derive(serde::Deserialize)]
+struct Metadata<'a> {
+    #[serde(borrow)]
+    resource_type: &'a str,
+    #[serde(default)]
+    parent: Option<String>,
+    #[serde(default)]
+    external_ip: String,
+    #[serde(default)]
+    port: u16,
+    #[serde(default)]
+    protocol: String,
+    #[serde(default)]
+    created_at: String,
+    #[serde(borrow)]
+    additional_metadata: &'a serde_json::value::RawValue,
+}
+
+fn entry(id: &str, key: &str, metadata: &serde_json::value::RawValue) -> Result<MappingEntry, String> {
+    let m: Metadata = serde_json::from_str(metadata.get()).map_err(|e| format!("{id}: {e}"))?;
+    let resource_type = type_of(m.resource_type).ok_or_else(|| format!("{id}: unknown resource_type {:?}", m.resource_type))?;
     Ok(MappingEntry {
         octavia_id: id.to_string(),
         loxilb_key: key.to_string(),
         resource_type,
-        parent: metadata.get("parent").and_then(Value::as_str).map(str::to_string),
-        external_ip: field("external_ip"),
-        port: metadata.get("port").and_then(Value::as_u64).unwrap_or(0) as u16,
-        protocol: field("protocol"),
-        created_at: field("created_at"),
-        metadata: additional.to_string(),
+        parent: m.parent,
+        external_ip: m.external_ip,
+        port: m.port,
+        protocol: m.protocol,
+        created_at: m.created_at,
+        metadata: m.additional_metadata.get().to_string(),
     })
 }
 
 pub fn encode_change(change: &MappingChange) -> Vec<u8> {
-    let record = match change {
-        MappingChange::Put(e) => json!({"put": {"id": e.octavia_id, "key": e.loxilb_key, "metadata": metadata(e)}}),
-        MappingChange::Remove(id) => json!({"remove": {"id": id}}),
-    };
-    record.to_string().into_bytes()
+    let s = |v: &str| serde_json::to_string(v).expect("a string encodes");
+    match change {
+        MappingChange::Put(e) => format!("{{\"put\":{{\"id\":{},\"key\":{},\"metadata\":{}}}}}", s(&e.octavia_id), s(&e.loxilb_key), metadata(e)),
+        MappingChange::Remove(id) => format!("{{\"remove\":{{\"id\":{}}}}}", s(id)),
+    }
+    .into_bytes()
+}
+
+#[derive(serde::Deserialize)]
+struct Put<'a> {
+    id: String,
+    key: String,
+    #[serde(borrow)]
+    metadata: &'a serde_json::value::RawValue,
+}
+
+#[derive(serde::Deserialize)]
+struct Remove {
+    id: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Record<'a> {
+    #[serde(borrow)]
+    Put(Put<'a>),
+    Remove(Remove),
 }
 
 pub fn decode_change(record: &[u8]) -> Result<MappingChange, String> {
-    let v: Value = serde_json::from_slice(record).map_err(|e| e.to_string())?;
-    if let Some(put) = v.get("put") {
-        let id = put.get("id").and_then(Value::as_str).ok_or("put without id")?;
-        let key = put.get("key").and_then(Value::as_str).ok_or("put without key")?;
-        let metadata = put.get("metadata").ok_or("put without metadata")?;
-        return entry(id, key, metadata).map(MappingChange::Put);
+    match serde_json::from_slice::<Record>(record).map_err(|e| e.to_string())? {
+        Record::Put(p) => entry(&p.id, &p.key, p.metadata).map(MappingChange::Put),
+        Record::Remove(r) => Ok(MappingChange::Remove(r.id)),
     }
-    if let Some(id) = v.get("remove").and_then(|r| r.get("id")).and_then(Value::as_str) {
-        return Ok(MappingChange::Remove(id.to_string()));
-    }
-    Err("neither a put nor a remove".into())
+}
+
+#[derive(serde::Deserialize)]
+struct Snapshot<'a> {
+    version: String,
+    #[serde(default)]
+    octavia_to_loxilb: HashMap<String, String>,
+    #[serde(default, borrow)]
+    resource_metadata: HashMap<String, &'a serde_json::value::RawValue>,
 }
 
 pub fn decode_snapshot(bytes: &[u8]) -> Result<(Vec<MappingEntry>, Vec<String>), String> {
-    let doc: Value = serde_json::from_slice(bytes).map_err(|e| format!("snapshot is not JSON: {e}"))?;
-    let version = doc.get("version").and_then(Value::as_str).unwrap_or_default();
-    if version != FORMAT_VERSION {
-        return Err(format!("snapshot format {version:?} is not {FORMAT_VERSION}"));
+    let doc: Snapshot = serde_json::from_slice(bytes).map_err(|e| format!("snapshot is not a mapping document: {e}"))?;
+    if doc.version != FORMAT_VERSION {
+        return Err(format!("snapshot format {:?} is not {FORMAT_VERSION}", doc.version));
     }
-    let empty = Map::new();
-    let keys = doc.get("octavia_to_loxilb").and_then(Value::as_object).unwrap_or(&empty);
-    let metadata = doc.get("resource_metadata").and_then(Value::as_object).unwrap_or(&empty);
-    let mut out = Vec::with_capacity(keys.len());
-    for (id, key) in keys {
-        let key = key.as_str().ok_or_else(|| format!("{id}: key is not a string"))?;
-        let meta = metadata.get(id).ok_or_else(|| format!("{id}: no resource_metadata"))?;
+    let mut out = Vec::with_capacity(doc.octavia_to_loxilb.len());
+    for (id, key) in &doc.octavia_to_loxilb {
+        let meta = doc.resource_metadata.get(id).ok_or_else(|| format!("{id}: no resource_metadata"))?;
         out.push(entry(id, key, meta)?);
     }
     Ok((out, Vec::new()))
@@ -132,12 +165,7 @@ pub fn encode_snapshot<'a>(entries: impl Iterator<Item = &'a MappingEntry>, now:
     };
     map("octavia_to_loxilb", by_id.iter().map(|(id, e)| format!("{}: {}", s(id), s(&e.loxilb_key))).collect(), &mut out, false);
     map("loxilb_to_octavia", by_key.iter().map(|(k, id)| format!("{}: {}", s(k), s(id))).collect(), &mut out, false);
-    map(
-        "children",
-        children.iter().map(|(p, ids)| format!("{}: {}", s(p), serde_json::to_string(ids).expect("ids encode"))).collect(),
-        &mut out,
-        false,
-    );
+    map("children", children.iter().map(|(p, ids)| format!("{}: {}", s(p), serde_json::to_string(ids).expect("ids encode"))).collect(), &mut out, false);
     map("resource_metadata", by_id.iter().map(|(id, e)| format!("{}: {}", s(id), metadata(e))).collect(), &mut out, true);
     out.extend_from_slice(b"}");
     out
@@ -146,6 +174,7 @@ pub fn encode_snapshot<'a>(entries: impl Iterator<Item = &'a MappingEntry>, now:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     fn member(id: &str) -> MappingEntry {
         MappingEntry {
@@ -165,7 +194,8 @@ mod tests {
     fn snapshots_and_records_read_back_as_written() {
         let entries = [member("a"), member("b")];
         let bytes = encode_snapshot(entries.iter(), "now");
-        let (back, _) = decode_snapshot(&bytes).unwrap();
+        let (mut back, _) = decode_snapshot(&bytes).unwrap();
+        back.sort_by(|a, b| a.octavia_id.cmp(&b.octavia_id));
         assert_eq!(back, entries.to_vec());
         let doc: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(doc["children"]["pool"], json!(["a", "b"]));

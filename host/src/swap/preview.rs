@@ -145,20 +145,20 @@ pub fn mutations(sim: &Simulator) -> Vec<Call> {
 pub fn preview(service: &Service, path: &Path) -> Result<Preview> {
     let _one = SWAPS.lock().unwrap_or_else(|e| e.into_inner());
     let checked = check(service, path)?;
-    let (current_policy, seed_store, candidate_store, limits, settings, loadbalancers) = {
+    let (current_policy, seed_store, candidate_store, limits, settings, loadbalancers, remove_orphans) = {
         let sandbox = service.sandbox.lock().unwrap();
         let storage = Arc::clone(sandbox.storage());
         let copy = || MemoryStore::copy_of(storage.as_ref()).map_err(|e| anyhow!("reading the current mapping: {e}"));
         let loadbalancers =
             sandbox.mappings().map(|m| m.iter().filter(|e| crate::runtime::resource_type_name(e.resource_type) == "loadbalancer").count()).unwrap_or(0);
-        (Arc::clone(&sandbox.policy), copy()?, copy()?, sandbox.limits().clone(), sandbox.settings().clone(), loadbalancers)
+        (Arc::clone(&sandbox.policy), copy()?, copy()?, sandbox.limits().clone(), sandbox.settings().clone(), loadbalancers, sandbox.grants().remove_orphans)
     };
     let sim =
         Simulator::start_with("127.0.0.1:0", ErrorStyle::Coded, crate::conformance::spec().clone()).context("starting the LoxiLB simulator for the preview")?;
     let loxilb = Arc::new(crate::conformance::LoopbackLoxi::to(&sim));
     let grants = |storage: MemoryStore| -> Result<Grants> {
         let mapping = crate::app::load_mapping(Arc::new(storage))?;
-        Ok(Grants { loxilb: loxilb.clone(), mapping, remove_orphans: false, log_target: "preview".into() })
+        Ok(Grants { loxilb: loxilb.clone(), mapping, remove_orphans, log_target: "preview".into() })
     };
 
     let mut failures = Vec::new();

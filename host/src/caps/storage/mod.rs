@@ -26,7 +26,6 @@ pub use lock::{lock_path, StateLock};
 
 use std::sync::Mutex;
 
-
 pub trait MappingStore: Send + Sync {
     fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String>;
     /// Replaces the snapshot and starts a new, empty journal. A store may return once the new journal has
@@ -118,5 +117,3 @@ pub fn journal_path(snapshot: &std::path::Path) -> std::path::PathBuf {
 pub fn unseal(file: &[u8]) -> Result<Vec<u8>, String> {
     format::unseal(file.to_vec()).map(|u| u.document)
 }
-
-
