@@ -239,6 +239,9 @@ pub trait Source {
     fn children(&self, parent: &str) -> Vec<String>;
     fn ids(&self, kind: ResourceType) -> Vec<String>;
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Entries held in memory: native tests, and what recovery stages before handing it to the host.

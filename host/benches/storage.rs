@@ -151,10 +151,11 @@ fn policy() -> Arc<host::runtime::LoadedPolicy> {
 }
 
 fn start(policy: &Arc<host::runtime::LoadedPolicy>, probe: &Arc<Probe>) -> Sandbox {
-    let grants = Grants { loxilb: Arc::new(Ok200), storage: Arc::clone(probe) as Arc<dyn MappingStore>, log_target: "bench".into() };
+    let mapping = host::app::load_mapping(Arc::clone(probe) as Arc<dyn MappingStore>).expect("mapping loads");
+    let grants = Grants { loxilb: Arc::new(Ok200), mapping, remove_orphans: false, log_target: "bench".into() };
     // 100k mappings need more than the 256 MiB default: loading and then compacting takes ~320 MiB.
     let limits = Limits { memory_bytes: 1 << 30, call_timeout: Duration::from_secs(600) };
-    Sandbox::new(Arc::clone(policy), grants, limits, Settings { nat_mode: "fullnat".into(), remove_orphans: false }).expect("policy starts")
+    Sandbox::new(Arc::clone(policy), grants, limits, Settings { nat_mode: "fullnat".into() }).expect("policy starts")
 }
 
 fn handle(sandbox: &mut Sandbox, op: &Operation) {
@@ -345,7 +346,7 @@ fn load(policy: &Arc<host::runtime::LoadedPolicy>, path: &Path) -> Loaded {
         open,
         read: Duration::from_nanos(probe.read_ns.load(Ordering::Relaxed)),
         replay: Duration::from_nanos(probe.replay_ns.load(Ordering::Relaxed)),
-        mappings: sandbox.last_init.as_ref().map_or(0, |r| r.loaded),
+        mappings: sandbox.mapping().len() as u32,
         journal,
         first_render,
     }
@@ -425,7 +426,7 @@ impl Compaction {
 
 /// Journal records between two compactions at `n` mappings, as the policy decides.
 fn compaction_period(n: usize) -> usize {
-    (1..).find(|&r| guest::execute::compaction_due(r, n)).unwrap() as usize - 1
+    (1..).find(|&r| host::mapping::compaction_due(r, n)).unwrap() as usize - 1
 }
 
 fn main() {

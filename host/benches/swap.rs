@@ -70,7 +70,7 @@ fn main() -> anyhow::Result<()> {
         Ok("http") => host::app::loxilb(&config),
         _ => Arc::new(host::conformance::LoopbackLoxi::to(&sim)),
     };
-    let grants = Grants { loxilb, storage: host::app::storage(&config)?, log_target: "bench".into() };
+    let grants = Grants { loxilb, mapping: host::app::load_mapping(host::app::storage(&config)?)?, remove_orphans: false, log_target: "bench".into() };
     let sandbox = Sandbox::new(host::runtime::load(&default)?, grants, host::app::limits(&config), host::app::settings(&config))?;
     let service = Service::new(sandbox, None, Arc::new(host::octavia::status::RecordingSink::default()), Duration::from_secs(5));
     for i in 0..10 {

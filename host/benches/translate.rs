@@ -1,6 +1,7 @@
 //! Translation cost: one load balancer tree (1 listener, 1 pool, 10 members, TCP monitor) turned into a
-//! plan, through the policy component (typed WIT records across the sandbox boundary) and natively
-//! (the same guest crate linked into this binary). Prints µs/op and their ratio.
+//! plan, through the policy component (typed WIT records across the sandbox boundary, the mapping read
+//! through the view import) and natively (the same guest crate linked into this binary, over an in-memory
+//! mapping). Prints µs/op and their ratio.
 //!
 //! Run: `cargo guest && cargo bench -p host --bench translate`
 
@@ -64,7 +65,7 @@ fn native_tree(op: &host::runtime::bindings::octavia::Operation) -> guest::octav
                    "client_authentication": null, "l7policies": []})
         })
         .collect();
-    let lb = json!({"id": lb.id, "name": null, "vip_address": lb.vip_address, "additional_vips": [], "admin_state_up": true, "flavor": [],
+    let lb = json!({"id": lb.id, "project_id": null, "name": null, "vip_address": lb.vip_address, "additional_vips": [], "admin_state_up": true, "flavor": [],
                     "listeners": listeners, "pools": pools});
     guest::octavia::Operation::LoadbalancerCreate(serde_json::from_value(lb).expect("guest types"))
 }
@@ -84,14 +85,16 @@ fn main() {
     let op = host::convert::operation("loadbalancer_create", &json!({"loadbalancer": octavia_tree()})).unwrap();
     let path = host::runtime::default_policy_path();
     let policy = host::runtime::load(&path).expect("run `cargo guest` first");
-    let grants = Grants { loxilb: Arc::new(NoLoxi), storage: Arc::new(MemoryStore::default()), log_target: "bench".into() };
-    let mut sandbox = Sandbox::new(policy, grants, Limits::default(), Settings { nat_mode: "fullnat".into(), remove_orphans: false }).unwrap();
+    let mapping = host::app::load_mapping(Arc::new(MemoryStore::default())).unwrap();
+    let grants = Grants { loxilb: Arc::new(NoLoxi), mapping, remove_orphans: false, log_target: "bench".into() };
+    let mut sandbox = Sandbox::new(policy, grants, Limits::default(), Settings { nat_mode: "fullnat".into() }).unwrap();
     let plan = sandbox.translate(&op).unwrap().unwrap();
     assert_eq!(plan.calls.len(), 1);
     assert_eq!(plan.mapping.len(), 14);
 
     let native_op = native_tree(&op);
-    let state = guest::state::State::default();
+    let empty = guest::state::Memory::default();
+    let state = guest::state::State::new(&empty);
     let config = guest::translate::Config::default();
     let native_plan = guest::plan::plan(&state, &native_op, &config, "2026-01-01T00:00:00Z").unwrap();
     assert_eq!(native_plan.calls.len(), 1);
@@ -113,9 +116,9 @@ fn main() {
 
     // The operations that follow on that tree: the tree is in the policy's mapping, one object crosses.
     assert!(sandbox.handle(&op).unwrap().error.is_none());
-    let mut state = guest::state::State::default();
+    let mut mapped = guest::state::Memory::default();
     for change in native_plan.changes {
-        state.apply(change);
+        mapped.apply(change);
     }
     let member = json!({"member_id": "member-03-0000-4000-8000-000000000000", "pool_id": "pool-0000-0000-4000-8000-000000000000",
                         "address": "10.0.1.3", "protocol_port": 8080, "weight": 1, "admin_state_up": true});
@@ -155,7 +158,9 @@ fn main() {
         let in_guest = per_op(n, || {
             std::hint::black_box(sandbox.translate(std::hint::black_box(&wit_op)).unwrap().unwrap());
         });
+        // A call's view is fresh (its memo starts empty), as in the guest.
         let native = per_op(n, || {
+            let state = guest::state::State::new(&mapped);
             std::hint::black_box(guest::plan::plan(&state, std::hint::black_box(&native_op), &config, "2026-01-01T00:00:00Z").unwrap());
         });
         report(label, in_guest, native);
