@@ -899,3 +899,101 @@ pub fn validate(state: &State, op: &Operation, config: &Config) -> Result<(), Po
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Memory;
+
+    fn lb(id: &str, project: &str, vip: &str) -> Loadbalancer {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "project_id": project, "name": null, "vip_address": vip, "additional_vips": [], "admin_state_up": true,
+            "flavor": [], "listeners": [], "pools": []
+        }))
+        .expect("a load balancer")
+    }
+
+    fn listener(id: &str, lb: &str, port: u16) -> Listener {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "loadbalancer_id": lb, "protocol": "TCP", "protocol_port": port, "default_pool_id": null, "admin_state_up": true,
+            "connection_limit": null, "timeout_client_data": null, "timeout_member_connect": null, "timeout_member_data": null,
+            "allowed_cidrs": [], "insert_headers": [], "default_tls_container_ref": null, "sni_container_refs": [],
+            "client_authentication": null, "l7policies": []
+        }))
+        .expect("a listener")
+    }
+
+    fn applied(mapping: &mut Memory, op: &Operation) -> Plan {
+        let plan = plan(&State::new(mapping), op, &Config::default(), "now").expect("a plan");
+        plan.changes.iter().cloned().for_each(|c| mapping.apply(c));
+        plan
+    }
+
+    fn conflict(mapping: &Memory, op: &Operation) -> String {
+        match plan(&State::new(mapping), op, &Config::default(), "now") {
+            Err(PolicyError::Conflict(m)) => m,
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_vip_held_by_another_load_balancer_is_named_only_within_the_same_project() {
+        let mut mapping = Memory::default();
+        applied(&mut mapping, &Operation::LoadbalancerCreate(lb("lb-a", "project-1", "10.0.0.1")));
+
+        let same = conflict(&mapping, &Operation::LoadbalancerCreate(lb("lb-b", "project-1", "10.0.0.1")));
+        assert!(same.contains("lb-a") && same.contains("your project") && same.contains("vip_address"), "{same}");
+        let other = conflict(&mapping, &Operation::LoadbalancerCreate(lb("lb-c", "project-2", "10.0.0.1")));
+        assert!(!other.contains("lb-a") && other.contains("another load balancer"), "{other}");
+    }
+
+    #[test]
+    fn a_port_held_by_another_load_balancer_is_named_only_within_the_same_project() {
+        let mut mapping = Memory::default();
+        applied(&mut mapping, &Operation::LoadbalancerCreate(lb("lb-a", "project-1", "10.0.0.1")));
+        applied(&mut mapping, &Operation::ListenerCreate(listener("l-a", "lb-a", 80)));
+        // Another load balancer whose VIP is the same address written differently, in each project.
+        for (id, project, named) in [("lb-b", "project-1", true), ("lb-c", "project-2", false)] {
+            let mut with_b = mapping.clone();
+            // Inserted directly: its own VIP key differs (an additional VIP in real life), its listener's does not.
+            let entry = crate::state::Entry::new(
+                format!("lb_{id}"),
+                "10.0.0.1".into(),
+                0,
+                String::new(),
+                "now".into(),
+                Object::Loadbalancer(lb(id, project, "10.0.0.1")),
+            );
+            with_b.apply(Change::Put { id: id.into(), entry });
+            let message = conflict(&with_b, &Operation::ListenerCreate(listener("l-b", id, 80)));
+            assert_eq!(message.contains("lb-a"), named, "{message}");
+            assert!(message.contains("protocol_port"), "{message}");
+        }
+    }
+
+    #[test]
+    fn undo_puts_back_the_rule_a_failed_update_replaced() {
+        let mut mapping = Memory::default();
+        let mut tree = lb("lb", "p", "10.0.0.1");
+        let mut l = listener("l", "lb", 80);
+        l.default_pool_id = Some("pool".into());
+        let pool: Pool = serde_json::from_value(serde_json::json!({
+            "id": "pool", "loadbalancer_id": "lb", "listener_id": "l", "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN",
+            "session_persistence": null, "tls_enabled": false, "admin_state_up": true, "healthmonitor": null,
+            "members": [{"id": "m1", "pool_id": "pool", "address": "10.0.1.1", "protocol_port": 8080, "weight": 1, "admin_state_up": true,
+                         "backup": false, "monitor_address": null, "monitor_port": null}]
+        }))
+        .unwrap();
+        tree.listeners = vec![l];
+        tree.pools = vec![pool];
+        let created = applied(&mut mapping, &Operation::LoadbalancerCreate(tree));
+        let LoxilbCall::UpsertRule(old_rule) = &created.calls[0] else { panic!("{:?}", created.calls) };
+
+        let member: Member = serde_json::from_value(serde_json::json!({"id": "m2", "pool_id": "pool", "address": "10.0.1.2",
+            "protocol_port": 8080, "weight": 1, "admin_state_up": true, "backup": false, "monitor_address": null, "monitor_port": null}))
+        .unwrap();
+        let update = plan(&State::new(&mapping), &Operation::MemberCreate(member), &Config::default(), "now").unwrap();
+        assert_eq!(update.calls.len(), 1);
+        assert_eq!(update.undo(), vec![LoxilbCall::UpsertRule(old_rule.clone())]);
+    }
+}

@@ -384,3 +384,75 @@ impl<'s> State<'s> {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// A source counting how often it is asked.
+    struct Counting<'a> {
+        inner: &'a Memory,
+        asked: Cell<u32>,
+    }
+
+    impl Source for Counting<'_> {
+        fn get(&self, id: &str) -> Option<MappingEntry> {
+            self.asked.set(self.asked.get() + 1);
+            self.inner.get(id)
+        }
+        fn owner(&self, key: &str) -> Option<String> {
+            self.asked.set(self.asked.get() + 1);
+            self.inner.owner(key)
+        }
+        fn children(&self, parent: &str) -> Vec<String> {
+            self.asked.set(self.asked.get() + 1);
+            self.inner.children(parent)
+        }
+        fn ids(&self, kind: ResourceType) -> Vec<String> {
+            self.inner.ids(kind)
+        }
+        fn len(&self) -> usize {
+            self.inner.len()
+        }
+    }
+
+    fn member(id: &str, pool: &str) -> Entry {
+        let object: Object = serde_json::from_value(serde_json::json!({"object": "member", "attributes": {"id": id, "pool_id": pool,
+            "address": "10.0.1.1", "protocol_port": 80, "weight": 1, "admin_state_up": true, "backup": false, "monitor_address": null,
+            "monitor_port": null}}))
+        .unwrap();
+        Entry::new(format!("member_{id}"), "10.0.0.1".into(), 80, String::new(), "now".into(), object)
+    }
+
+    #[test]
+    fn a_call_asks_the_host_once_per_id_key_and_parent_and_decodes_what_it_stored() {
+        let mut memory = Memory::default();
+        for id in ["b", "a"] {
+            memory.apply(Change::Put { id: id.into(), entry: member(id, "pool") });
+        }
+        let source = Counting { inner: &memory, asked: Cell::new(0) };
+        let state = State::new(&source);
+        for _ in 0..3 {
+            assert_eq!(state.children("pool"), vec!["a", "b"]);
+            assert_eq!(state.owner("member_a"), Some("a"));
+            let entry = state.get("a").expect("mapped");
+            assert_eq!(entry, &member("a", "pool"));
+            assert!(matches!(entry.object(), Object::Member(m) if m.id == "a"));
+            assert!(state.get("missing").is_none());
+        }
+        assert_eq!(source.asked.get(), 4, "each id, key and parent is asked for once");
+    }
+
+    #[test]
+    fn a_key_put_under_another_id_moves_to_it() {
+        let mut memory = Memory::default();
+        memory.apply(Change::Put { id: "a".into(), entry: member("a", "pool") });
+        let mut taken = member("b", "pool");
+        taken.key = "member_a".into();
+        memory.apply(Change::Put { id: "b".into(), entry: taken });
+        assert_eq!(memory.owner("member_a").as_deref(), Some("b"));
+        assert!(memory.get("a").is_none());
+        assert_eq!(memory.children("pool"), vec!["b"]);
+    }
+}
