@@ -10,7 +10,7 @@ use crate::policy::Guest;
 use crate::policy_types::{DesiredRule, ListenerStats, Plan, PolicyError, PolicyInfo, Recovery, Refusal, Settings};
 use crate::state::{Change, State};
 use crate::translate::{nat_mode_from_name, Config, Profile};
-use crate::view::{log, now_ms, HostMapping, Level};
+use loxilb_policy_sdk::view::{log, now_ms, HostMapping, Level};
 
 thread_local! {
     static CONFIG: RefCell<Config> = RefCell::new(Config::default());
@@ -104,7 +104,8 @@ impl<D: Definition> Guest for Component<D> {
     }
 }
 
-/// Exports a policy: `export_policy!(MyDefinition);` in a `cdylib` crate built for wasm32.
+/// Exports a policy built from this library: `export_policy!(MyDefinition);` in a `cdylib` crate built
+/// for wasm32.
 #[macro_export]
 macro_rules! export_policy {
     ($definition:ty) => {

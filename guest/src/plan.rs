@@ -925,7 +925,7 @@ mod tests {
 
     fn applied(mapping: &mut Memory, op: &Operation) -> Plan {
         let plan = plan(&State::new(mapping), op, &Config::default(), "now").expect("a plan");
-        plan.changes.iter().cloned().for_each(|c| mapping.apply(c));
+        plan.changes.iter().cloned().for_each(|c| crate::state::apply(mapping, c));
         plan
     }
 
@@ -964,7 +964,7 @@ mod tests {
                 "now".into(),
                 Object::Loadbalancer(lb(id, project, "10.0.0.1")),
             );
-            with_b.apply(Change::Put { id: id.into(), entry });
+            crate::state::apply(&mut with_b, Change::Put { id: id.into(), entry });
             let message = conflict(&with_b, &Operation::ListenerCreate(listener("l-b", id, 80)));
             assert_eq!(message.contains("lb-a"), named, "{message}");
             assert!(message.contains("protocol_port"), "{message}");

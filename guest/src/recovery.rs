@@ -191,7 +191,7 @@ pub fn recover(state: &State, observed: &[LbRule], now: &str) -> Recovered {
                     Some(owner) if keys::is_deterministic_id(&id) && is_same_kind(state, &staged, &owner, &entry) => {}
                     Some(owner) => out.conflicts.push(format!("{}: LoxiLB says {id}, mapping says {owner}", entry.key)),
                     None => {
-                        staged.apply(Change::Put { id: id.clone(), entry: entry.clone() });
+                        crate::state::apply(&mut staged, Change::Put { id: id.clone(), entry: entry.clone() });
                         out.changes.push(Change::Put { id, entry });
                         out.recovered += 1;
                     }
@@ -246,7 +246,7 @@ mod tests {
         let config = Config { profile: Profile { http_fullproxy: true, ..Profile::default() }, ..Config::default() };
         let mut mapping = Memory::default();
         let planned = plan::plan(&State::new(&mapping), &http_loadbalancer(), &config, "now").expect("a plan");
-        planned.changes.into_iter().for_each(|c| mapping.apply(c));
+        planned.changes.into_iter().for_each(|c| crate::state::apply(&mut mapping, c));
         let state = State::new(&mapping);
         let rule = desired(&state, &config).remove(0).1.expect("a rule").rule;
 
@@ -273,7 +273,7 @@ mod tests {
             "now",
         )
         .expect("plan");
-        planned.changes.into_iter().for_each(|c| source.apply(c));
+        planned.changes.into_iter().for_each(|c| crate::state::apply(&mut source, c));
         let rule = desired(&State::new(&source), &Config { profile: Profile { http_fullproxy: true, ..Profile::default() }, ..config })
             .remove(0)
             .1

@@ -6,7 +6,7 @@
 //! re-render every rule from the mapping alone.
 
 use std::cell::{OnceCell, UnsafeCell};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
 use serde::{Deserialize, Serialize};
@@ -232,85 +232,14 @@ pub enum Change {
     Remove { id: String },
 }
 
-/// Where the mapping comes from.
-pub trait Source {
-    fn get(&self, id: &str) -> Option<MappingEntry>;
-    fn owner(&self, key: &str) -> Option<String>;
-    fn children(&self, parent: &str) -> Vec<String>;
-    fn ids(&self, kind: ResourceType) -> Vec<String>;
-    fn len(&self) -> usize;
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+pub use loxilb_policy_sdk::view::{Memory, Source};
 
-/// Entries held in memory: native tests, and what recovery stages before handing it to the host.
-#[derive(Default, Clone, Debug)]
-pub struct Memory {
-    entries: BTreeMap<String, MappingEntry>,
-    owners: BTreeMap<String, String>,
-    children: BTreeMap<String, BTreeSet<String>>,
-}
-
-impl Memory {
-    pub fn apply(&mut self, change: Change) {
-        match change {
-            Change::Put { id, entry } => self.put(entry.to_wit(&id)),
-            Change::Remove { id } => self.remove(&id),
-        }
-    }
-
-    pub fn put(&mut self, e: MappingEntry) {
-        self.remove(&e.octavia_id);
-        if let Some(old) = self.owners.insert(e.loxilb_key.clone(), e.octavia_id.clone()) {
-            // The key moves to the new entry; the one that held it loses its entry (as the host's store).
-            if old != e.octavia_id {
-                self.remove(&old);
-                self.owners.insert(e.loxilb_key.clone(), e.octavia_id.clone());
-            }
-        }
-        if let Some(parent) = &e.parent {
-            self.children.entry(parent.clone()).or_default().insert(e.octavia_id.clone());
-        }
-        self.entries.insert(e.octavia_id.clone(), e);
-    }
-
-    pub fn remove(&mut self, id: &str) {
-        let Some(old) = self.entries.remove(id) else { return };
-        if self.owners.get(&old.loxilb_key).is_some_and(|o| o == id) {
-            self.owners.remove(&old.loxilb_key);
-        }
-        if let Some(parent) = &old.parent {
-            if let Some(set) = self.children.get_mut(parent) {
-                set.remove(id);
-                if set.is_empty() {
-                    self.children.remove(parent);
-                }
-            }
-        }
-    }
-
-    pub fn entries(&self) -> impl Iterator<Item = &MappingEntry> {
-        self.entries.values()
-    }
-}
-
-impl Source for Memory {
-    fn get(&self, id: &str) -> Option<MappingEntry> {
-        self.entries.get(id).cloned()
-    }
-    fn owner(&self, key: &str) -> Option<String> {
-        self.owners.get(key).cloned()
-    }
-    fn children(&self, parent: &str) -> Vec<String> {
-        self.children.get(parent).map(|s| s.iter().cloned().collect()).unwrap_or_default()
-    }
-    fn ids(&self, kind: ResourceType) -> Vec<String> {
-        self.entries.values().filter(|e| ResourceType::from_wit(e.resource_type) == kind).map(|e| e.octavia_id.clone()).collect()
-    }
-    fn len(&self) -> usize {
-        self.entries.len()
-    }
+/// Applies a plan's change to an in-memory mapping (tests, recovery's staging).
+pub fn apply(memory: &mut Memory, change: Change) {
+    memory.apply(match change {
+        Change::Put { id, entry } => crate::mapping::MappingChange::Put(entry.to_wit(&id)),
+        Change::Remove { id } => crate::mapping::MappingChange::Remove(id),
+    })
 }
 
 /// An append-only map whose values never move once inserted (each is boxed), so it can hand out
@@ -371,7 +300,7 @@ impl<'s> State<'s> {
 
     /// The ids of every entry of one type, in id order.
     pub fn ids(&self, kind: ResourceType) -> Vec<String> {
-        let mut ids = self.source.ids(kind);
+        let mut ids = self.source.ids(kind.to_wit());
         ids.sort_unstable();
         ids
     }
@@ -409,7 +338,7 @@ mod tests {
             self.asked.set(self.asked.get() + 1);
             self.inner.children(parent)
         }
-        fn ids(&self, kind: ResourceType) -> Vec<String> {
+        fn ids(&self, kind: WitType) -> Vec<String> {
             self.inner.ids(kind)
         }
         fn len(&self) -> usize {
@@ -429,7 +358,7 @@ mod tests {
     fn a_call_asks_the_host_once_per_id_key_and_parent_and_decodes_what_it_stored() {
         let mut memory = Memory::default();
         for id in ["b", "a"] {
-            memory.apply(Change::Put { id: id.into(), entry: member(id, "pool") });
+            apply(&mut memory, Change::Put { id: id.into(), entry: member(id, "pool") });
         }
         let source = Counting { inner: &memory, asked: Cell::new(0) };
         let state = State::new(&source);
@@ -447,10 +376,10 @@ mod tests {
     #[test]
     fn a_key_put_under_another_id_moves_to_it() {
         let mut memory = Memory::default();
-        memory.apply(Change::Put { id: "a".into(), entry: member("a", "pool") });
+        apply(&mut memory, Change::Put { id: "a".into(), entry: member("a", "pool") });
         let mut taken = member("b", "pool");
         taken.key = "member_a".into();
-        memory.apply(Change::Put { id: "b".into(), entry: taken });
+        apply(&mut memory, Change::Put { id: "b".into(), entry: taken });
         assert_eq!(memory.owner("member_a").as_deref(), Some("b"));
         assert!(memory.get("a").is_none());
         assert_eq!(memory.children("pool"), vec!["b"]);

@@ -118,7 +118,7 @@ fn main() {
     assert!(sandbox.handle(&op).unwrap().error.is_none());
     let mut mapped = guest::state::Memory::default();
     for change in native_plan.changes {
-        mapped.apply(change);
+        guest::state::apply(&mut mapped, change);
     }
     let member = json!({"member_id": "member-03-0000-4000-8000-000000000000", "pool_id": "pool-0000-0000-4000-8000-000000000000",
                         "address": "10.0.1.3", "protocol_port": 8080, "weight": 1, "admin_state_up": true});
