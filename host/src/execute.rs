@@ -80,7 +80,7 @@ pub struct ReconcileReport {
 }
 
 /// Runs calls in order; the first failure stops them.
-fn run(loxi: &dyn crate::caps::loxilb::LoxiTransport, calls: &[LoxilbCall], made: &mut u32) -> Result<(), String> {
+fn run(loxi: &(dyn crate::caps::loxilb::LoxiTransport + 'static), calls: &[LoxilbCall], made: &mut u32) -> Result<(), String> {
     for call in calls {
         *made += 1;
         wire::call(loxi, call)?;

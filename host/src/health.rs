@@ -4,6 +4,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, TryLockError};
 
+use loxilb_api::Loxilb;
 use serde_json::{json, Value};
 
 use crate::caps::loxilb::LoxiTransport;
@@ -55,10 +56,9 @@ impl Probes {
     }
 
     fn loxilb(&self) -> Check {
-        match self.loxilb.request("GET", "/version", None) {
-            Ok((200, _)) => Check { name: "loxilb", ok: true, detail: "answers".into() },
-            Ok((status, _)) => Check { name: "loxilb", ok: false, detail: format!("GET /version answered {status}") },
-            Err(e) => Check { name: "loxilb", ok: false, detail: format!("{e:#}") },
+        match self.loxilb.reachable() {
+            Ok(()) => Check { name: "loxilb", ok: true, detail: "answers".into() },
+            Err(e) => Check { name: "loxilb", ok: false, detail: e.to_string() },
         }
     }
 

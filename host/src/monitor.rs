@@ -6,6 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use loxilb_api::Loxilb;
+
 use crate::caps::loxilb::LoxiTransport;
 use crate::octavia::agent::DriverAgent;
 use crate::octavia::status::{document, operating};
@@ -67,15 +69,10 @@ impl Monitor {
 
     /// One liveness check, and what is due after it.
     pub fn tick(&self, upkeep: &mut Upkeep) {
-        let answer = self.loxilb.request("GET", "/version", None);
-        let up = answer.as_ref().is_ok_and(|(status, _)| *status == 200);
-        let was_alive = std::mem::replace(&mut upkeep.alive, up);
-        if !up {
+        let answer = self.loxilb.reachable();
+        let was_alive = std::mem::replace(&mut upkeep.alive, answer.is_ok());
+        if let Err(why) = answer {
             if was_alive {
-                let why = match &answer {
-                    Ok((status, _)) => format!("GET /version answered {status}"),
-                    Err(e) => format!("{e:#}"),
-                };
                 tracing::warn!("LoxiLB is unreachable ({why}); checking every {:?}, reconciling when it answers", LIVENESS_PERIOD);
             }
             return;
@@ -146,20 +143,9 @@ impl Monitor {
         }
     }
 
-    /// The names of the rules LoxiLB lists (`GET /config/loadbalancer/all`, key `lbAttr`).
-    fn listed_rule_names(&self) -> Result<HashSet<String>, String> {
-        let (status, body) = self.loxilb.request("GET", "/config/loadbalancer/all", None)?;
-        if status != 200 {
-            return Err(format!("HTTP {status}: {body}"));
-        }
-        let body: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("rule list is not JSON: {e}"))?;
-        Ok(body
-            .get("lbAttr")
-            .and_then(serde_json::Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|rule| rule.get("serviceArguments")?.get("name")?.as_str().map(str::to_string))
-            .collect())
+    /// The names of the rules LoxiLB lists.
+    fn listed_rule_names(&self) -> Result<HashSet<String>, loxilb_api::WireError> {
+        Ok(self.loxilb.list_rules()?.into_iter().map(|observed| observed.rule.service.name).filter(|name| !name.is_empty()).collect())
     }
 
     /// Octavia's view, when its get socket is reachable: every load balancer the mapping holds is read

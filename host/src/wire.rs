@@ -1,228 +1,175 @@
-//! LoxiLB's wire as the host speaks it: a plan's typed calls as HTTP and JSON, LoxiLB's error contract,
-//! and its rule list read back as typed rules.
+//! A plan's typed LoxiLB calls onto the wire (`loxilb-api`, the one place that speaks LoxiLB's JSON,
+//! paths and error contract), and LoxiLB's rule list back into the contract's types.
+//!
+//! The contract's types (generated from the WIT) and the wire crate's mirror each other field for field;
+//! the conversions here are the only seam between them.
 
-use serde_json::Value;
+use loxilb_api as api;
+use loxilb_api::Loxilb;
 
 use crate::caps::loxilb::LoxiTransport;
 use crate::runtime::bindings::loxilb_types::{Endpoint, EndpointProbe, LbRule, LoxilbCall, ObservedEndpoint, ObservedRule, RuleKey, ServiceArgs};
 
-/// LoxiLB's JSON for a rule (field names exactly as its API expects).
-pub fn rule_json(rule: &LbRule) -> serde_json::Value {
-    let s = &rule.service;
-    let mut service = serde_json::json!({
-        "externalIP": s.external_ip, "port": s.port, "protocol": s.protocol, "sel": s.sel, "mode": s.mode,
-        "security": s.security, "bgp": s.bgp, "monitor": s.monitor, "inactiveTimeOut": s.inactive_timeout,
-        "block": s.block, "name": s.name, "oper": 0,
-    });
-    let extra = service.as_object_mut().expect("object");
-    if !s.probetype.is_empty() {
-        extra.insert("probetype".into(), s.probetype.clone().into());
-        extra.insert("probeport".into(), s.probeport.into());
-    }
-    if !s.probereq.is_empty() {
-        extra.insert("probereq".into(), s.probereq.clone().into());
-    }
-    if !s.proberesp.is_empty() {
-        extra.insert("proberesp".into(), s.proberesp.clone().into());
-    }
-    if s.monitor {
-        extra.insert("probeTimeout".into(), s.probe_timeout.into());
-        extra.insert("probeRetries".into(), s.probe_retries.into());
-    }
-    if s.proxyprotocolv2 {
-        extra.insert("proxyprotocolv2".into(), true.into());
-    }
-    if !s.host.is_empty() {
-        extra.insert("host".into(), s.host.clone().into());
-    }
-    let mut body = serde_json::json!({
-        "serviceArguments": service,
-        "endpoints": rule.endpoints.iter().map(|e| serde_json::json!({"endpointIP": e.ip, "targetPort": e.target_port, "weight": e.weight})).collect::<Vec<_>>(),
-    });
-    let obj = body.as_object_mut().expect("object");
-    if !rule.allowed_sources.is_empty() {
-        obj.insert("allowedSources".into(), rule.allowed_sources.iter().map(|p| serde_json::json!({"prefix": p})).collect());
-    }
-    if !rule.secondary_ips.is_empty() {
-        obj.insert("secondaryIPs".into(), rule.secondary_ips.iter().map(|ip| serde_json::json!({"secondaryIP": ip})).collect());
-    }
-    body
+/// Carries out one call (success, "already there" and "already gone" all count as done).
+pub fn call(loxi: &(dyn LoxiTransport + 'static), call: &LoxilbCall) -> Result<(), String> {
+    loxi.apply(&to_wire(call)).map_err(|e| e.to_string())
 }
 
-pub fn probe_json(probe: &EndpointProbe) -> serde_json::Value {
-    serde_json::json!({
-        "hostName": probe.host_name, "name": probe.name, "probeType": probe.probe_type, "probePort": probe.probe_port,
-        "probeReq": probe.probe_req, "probeResp": probe.probe_resp, "probeDuration": probe.probe_duration,
-        "inactiveReTries": probe.inactive_retries,
-    })
+/// The rules LoxiLB holds, with their endpoints' states and counters.
+pub fn observed(loxi: &(dyn LoxiTransport + 'static)) -> Result<Vec<ObservedRule>, String> {
+    Ok(loxi.list_rules().map_err(|e| e.to_string())?.into_iter().map(observed_from_wire).collect())
 }
 
-pub fn delete_rule_path(key: &RuleKey) -> String {
-    let host = if key.host.is_empty() { String::new() } else { format!("/hosturl/{}", key.host) };
-    format!("/config/loadbalancer{host}/externalipaddress/{}/port/{}/protocol/{}?block={}", key.external_ip, key.port, key.protocol, key.block)
-}
-
-/// LoxiLB's `result` text, present in both its old (200 + result) and new (coded) error styles.
-fn result_text(body: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("result").and_then(|r| r.as_str()).map(str::to_string))
-        .unwrap_or_else(|| body.chars().take(200).collect())
-}
-
-/// Carries out one call with LoxiLB's real contract: success is HTTP 200 *and* `result == "Success"`
-/// (LoxiLB ≤ 0.9.8.4 answers errors with 200); an unchanged re-POST ("lbrule-exists") is a no-op; a
-/// missing rule or endpoint on delete is already deleted.
-pub fn call(loxi: &dyn LoxiTransport, call: &LoxilbCall) -> Result<(), String> {
-    let (method, path, body, missing_ok, exists_ok) = match call {
-        LoxilbCall::UpsertRule(rule) => ("POST", "/config/loadbalancer".to_string(), Some(rule_json(rule).to_string()), false, true),
-        LoxilbCall::DeleteRule(key) => ("DELETE", delete_rule_path(key), None, true, false),
-        LoxilbCall::UpsertProbe(p) => ("POST", "/config/endpoint".to_string(), Some(probe_json(p).to_string()), false, false),
-        LoxilbCall::DeleteProbe(p) => (
-            "DELETE",
-            format!("/config/endpoint/epipaddress/{}?name={}&probe_type={}&probe_port={}", p.host_name, p.name, p.probe_type, p.probe_port),
-            None,
-            true,
-            false,
-        ),
-    };
-    let (status, body) = loxi.request(method, &path, body.as_deref()).map_err(|e| format!("{method} {path}: {e}"))?;
-    let result = result_text(&body);
-    if status == 200 && result == "Success" {
-        return Ok(());
-    }
-    let lower = result.to_ascii_lowercase();
-    if exists_ok && lower.contains("lbrule-exists") {
-        return Ok(());
-    }
-    if missing_ok && (status == 404 || lower.contains("no-rule") || lower.contains("not-exists") || lower.contains("notfound")) {
-        return Ok(());
-    }
-    Err(format!("{method} {path}: HTTP {status}: {result}"))
-}
-
-/// LoxiLB's rule list (`GET /config/loadbalancer/all`, key `lbAttr`).
-pub fn list_rules(loxi: &dyn LoxiTransport) -> Result<Vec<Value>, String> {
-    let (status, body) = loxi.request("GET", "/config/loadbalancer/all", None).map_err(|e| format!("GET /config/loadbalancer/all: {e}"))?;
-    if status != 200 {
-        return Err(format!("GET /config/loadbalancer/all: HTTP {status}: {body}"));
-    }
-    let body: Value = serde_json::from_str(&body).map_err(|e| format!("rule list is not JSON: {e}"))?;
-    Ok(body.get("lbAttr").and_then(Value::as_array).cloned().unwrap_or_default())
-}
-
-fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
-fn num_field(v: &Value, key: &str) -> u64 {
-    v.get(key).and_then(Value::as_u64).unwrap_or(0)
-}
-
-/// A rule as LoxiLB lists it, in the policy's typed form (fields the list omits are zero).
-pub fn observed_rule(rule: &Value) -> Option<LbRule> {
-    let s = rule.get("serviceArguments")?;
-    let service = ServiceArgs {
-        external_ip: str_field(s, "externalIP").to_string(),
-        port: num_field(s, "port") as u16,
-        protocol: str_field(s, "protocol").to_string(),
-        sel: num_field(s, "sel") as u8,
-        mode: num_field(s, "mode") as u8,
-        security: num_field(s, "security") as u8,
-        monitor: s.get("monitor").and_then(Value::as_bool).unwrap_or(false),
-        inactive_timeout: num_field(s, "inactiveTimeOut") as u32,
-        block: num_field(s, "block") as u32,
-        name: str_field(s, "name").to_string(),
-        probetype: str_field(s, "probetype").to_string(),
-        probeport: num_field(s, "probeport") as u16,
-        probereq: String::new(),
-        proberesp: String::new(),
-        probe_timeout: 0,
-        probe_retries: 0,
-        proxyprotocolv2: s.get("proxyprotocolv2").and_then(Value::as_bool).unwrap_or(false),
-        bgp: s.get("bgp").and_then(Value::as_bool).unwrap_or(false),
-        host: str_field(s, "host").to_string(),
-    };
-    let endpoints = rule
-        .get("endpoints")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|e| Endpoint { ip: str_field(e, "endpointIP").to_string(), target_port: num_field(e, "targetPort") as u16, weight: num_field(e, "weight") as u8 })
-        .collect();
-    let list = |key: &str, field: &str| -> Vec<String> {
-        rule.get(key).and_then(Value::as_array).into_iter().flatten().map(|v| str_field(v, field).to_string()).collect()
-    };
-    Some(LbRule { service, endpoints, allowed_sources: list("allowedSources", "prefix"), secondary_ips: list("secondaryIPs", "secondaryIP") })
-}
-
-/// Whether LoxiLB holds what the policy wants for a rule (as far as its list shows).
+/// Whether LoxiLB holds what is wanted for a rule, as far as its list shows.
 pub fn matches(want: &LbRule, got: &LbRule) -> bool {
-    let (w, g) = (&want.service, &got.service);
-    let ep = |r: &LbRule| {
-        let mut v: Vec<(String, u16, u8)> = r.endpoints.iter().map(|e| (e.ip.clone(), e.target_port, if r.service.sel == 2 { e.weight } else { 0 })).collect();
-        v.sort();
-        v
-    };
-    w.name == g.name
-        && w.sel == g.sel
-        && w.mode == g.mode
-        && w.monitor == g.monitor
-        && w.probetype == g.probetype
-        && w.probeport == g.probeport
-        && w.proxyprotocolv2 == g.proxyprotocolv2
-        && ep(want) == ep(got)
-        && sorted(&want.allowed_sources) == sorted(&got.allowed_sources)
+    api::matches(&rule_to_wire(want), &rule_to_wire(got))
 }
 
+pub fn rule_key(rule: &LbRule) -> RuleKey {
+    let s = &rule.service;
+    RuleKey { external_ip: s.external_ip.clone(), port: s.port, protocol: s.protocol.clone(), block: s.block, host: s.host.clone() }
+}
+
+/// A rule key as one string (for indexing rules by key).
 pub fn key_id(k: &RuleKey) -> String {
     format!("{}|{}|{}|{}|{}", k.external_ip, k.port, k.protocol, k.block, k.host)
 }
 
-fn sorted(v: &[String]) -> Vec<String> {
-    let mut v = v.to_vec();
-    v.sort();
-    v
-}
+/// LoxiLB's full-proxy mode: a rule cannot be switched into or out of it in place.
+pub const MODE_FULLPROXY: u8 = 4;
 
-/// The rules LoxiLB holds, with their endpoints' states and counters.
-pub fn observed(loxi: &dyn LoxiTransport) -> Result<Vec<ObservedRule>, String> {
-    Ok(list_rules(loxi)?
-        .iter()
-        .filter_map(|raw| {
-            let rule = observed_rule(raw)?;
-            let endpoints = raw
-                .get("endpoints")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|e| {
-                    let counter = e.get("counter").and_then(Value::as_str).unwrap_or("0:0");
-                    let (packets, bytes) = counter.split_once(':').unwrap_or(("0", "0"));
-                    ObservedEndpoint {
-                        ip: str_field(e, "endpointIP").to_string(),
-                        target_port: num_field(e, "targetPort") as u16,
-                        weight: num_field(e, "weight") as u8,
-                        state: e.get("state").and_then(Value::as_str).unwrap_or("active").to_string(),
-                        packets: packets.parse().unwrap_or(0),
-                        bytes: bytes.parse().unwrap_or(0),
-                    }
-                })
-                .collect();
-            Some(ObservedRule { rule, endpoints })
-        })
-        .collect())
-}
-
-pub fn rule_key(rule: &LbRule) -> RuleKey {
-    RuleKey {
-        external_ip: rule.service.external_ip.clone(),
-        port: rule.service.port,
-        protocol: rule.service.protocol.clone(),
-        block: rule.service.block,
-        host: rule.service.host.clone(),
+fn to_wire(call: &LoxilbCall) -> api::LoxilbCall {
+    match call {
+        LoxilbCall::UpsertRule(r) => api::LoxilbCall::UpsertRule(rule_to_wire(r)),
+        LoxilbCall::DeleteRule(k) => api::LoxilbCall::DeleteRule(key_to_wire(k)),
+        LoxilbCall::UpsertProbe(p) => api::LoxilbCall::UpsertProbe(probe_to_wire(p)),
+        LoxilbCall::DeleteProbe(p) => api::LoxilbCall::DeleteProbe(probe_to_wire(p)),
     }
 }
 
-/// LoxiLB's full-proxy mode: a rule cannot be switched into or out of it in place.
-pub const MODE_FULLPROXY: u8 = 4;
+fn key_to_wire(k: &RuleKey) -> api::RuleKey {
+    api::RuleKey { external_ip: k.external_ip.clone(), port: k.port, protocol: k.protocol.clone(), block: k.block, host: k.host.clone() }
+}
+
+fn probe_to_wire(p: &EndpointProbe) -> api::EndpointProbe {
+    api::EndpointProbe {
+        host_name: p.host_name.clone(),
+        name: p.name.clone(),
+        probe_type: p.probe_type.clone(),
+        probe_port: p.probe_port,
+        probe_req: p.probe_req.clone(),
+        probe_resp: p.probe_resp.clone(),
+        probe_duration: p.probe_duration,
+        inactive_retries: p.inactive_retries,
+    }
+}
+
+fn rule_to_wire(r: &LbRule) -> api::LbRule {
+    let s = &r.service;
+    api::LbRule {
+        service: api::ServiceArgs {
+            external_ip: s.external_ip.clone(),
+            port: s.port,
+            protocol: s.protocol.clone(),
+            sel: s.sel,
+            mode: s.mode,
+            security: s.security,
+            monitor: s.monitor,
+            inactive_timeout: s.inactive_timeout,
+            block: s.block,
+            name: s.name.clone(),
+            probetype: s.probetype.clone(),
+            probeport: s.probeport,
+            probereq: s.probereq.clone(),
+            proberesp: s.proberesp.clone(),
+            probe_timeout: s.probe_timeout,
+            probe_retries: s.probe_retries,
+            proxyprotocolv2: s.proxyprotocolv2,
+            bgp: s.bgp,
+            host: s.host.clone(),
+        },
+        endpoints: r.endpoints.iter().map(|e| api::Endpoint { ip: e.ip.clone(), target_port: e.target_port, weight: e.weight }).collect(),
+        allowed_sources: r.allowed_sources.clone(),
+        secondary_ips: r.secondary_ips.clone(),
+    }
+}
+
+fn rule_from_wire(r: api::LbRule) -> LbRule {
+    let s = r.service;
+    LbRule {
+        service: ServiceArgs {
+            external_ip: s.external_ip,
+            port: s.port,
+            protocol: s.protocol,
+            sel: s.sel,
+            mode: s.mode,
+            security: s.security,
+            monitor: s.monitor,
+            inactive_timeout: s.inactive_timeout,
+            block: s.block,
+            name: s.name,
+            probetype: s.probetype,
+            probeport: s.probeport,
+            probereq: s.probereq,
+            proberesp: s.proberesp,
+            probe_timeout: s.probe_timeout,
+            probe_retries: s.probe_retries,
+            proxyprotocolv2: s.proxyprotocolv2,
+            bgp: s.bgp,
+            host: s.host,
+        },
+        endpoints: r.endpoints.into_iter().map(|e| Endpoint { ip: e.ip, target_port: e.target_port, weight: e.weight }).collect(),
+        allowed_sources: r.allowed_sources,
+        secondary_ips: r.secondary_ips,
+    }
+}
+
+fn observed_from_wire(o: api::ObservedRule) -> ObservedRule {
+    ObservedRule {
+        rule: rule_from_wire(o.rule),
+        endpoints: o
+            .endpoints
+            .into_iter()
+            .map(|e| ObservedEndpoint { ip: e.ip, target_port: e.target_port, weight: e.weight, state: e.state, packets: e.packets, bytes: e.bytes })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rule_crosses_to_the_wire_and_back_unchanged() {
+        let rule = LbRule {
+            service: ServiceArgs {
+                external_ip: "2001:db8::10".into(),
+                port: 443,
+                protocol: "tcp".into(),
+                sel: 2,
+                mode: 4,
+                security: 1,
+                monitor: true,
+                inactive_timeout: 30,
+                block: 2,
+                name: "octavia_lb-a_listener-b_pool-c".into(),
+                probetype: "tcp".into(),
+                probeport: 8443,
+                probereq: "GET /".into(),
+                proberesp: "200".into(),
+                probe_timeout: 5,
+                probe_retries: 3,
+                proxyprotocolv2: true,
+                bgp: true,
+                host: "example.org".into(),
+            },
+            endpoints: vec![Endpoint { ip: "2001:db8::1:1".into(), target_port: 8443, weight: 70 }],
+            allowed_sources: vec!["192.0.2.0/24".into()],
+            secondary_ips: vec!["2001:db8::11".into()],
+        };
+        assert_eq!(rule_from_wire(rule_to_wire(&rule)), rule);
+        assert!(matches(&rule, &rule));
+        let key = rule_key(&rule);
+        assert_eq!(key_to_wire(&key), api::rule_key(&rule_to_wire(&rule)));
+    }
+}

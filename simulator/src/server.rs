@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use anyhow::{anyhow, Context};
+use loxilb_api::{ObservedRule, BASE_PATH};
 use serde_json::{json, Value};
 
 use crate::ephosts::EpOpts;
@@ -16,7 +17,6 @@ use crate::errors::{self, ErrorStyle, Reply};
 use crate::rules::{Core, EndpointArg, LbRuleMod, ServiceArg};
 use crate::spec::{default_spec_path, IssueKind, Options, SpecValidator};
 
-const BASE_PATH: &str = "/netlox/v1";
 const VERSION: &str = "0.9.8-sim";
 const BUILD_INFO: &str = "loxilb-sim";
 /// LoxiLB <= v0.9.8.4 shipped the LoadbalanceEntry schema without these two enums.
@@ -145,6 +145,12 @@ impl Simulator {
         let mut rules = self.shared.lock().core.rules_json();
         rules.sort_by(|a, b| a.0.cmp(&b.0));
         rules.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// Stored rules as the project's LoxiLB wire (`loxilb-api`) reads `GET /config/loadbalancer/all`,
+    /// sorted by rule identity.
+    pub fn observed_rules(&self) -> Vec<ObservedRule> {
+        self.rules().iter().filter_map(loxilb_api::observed_rule).collect()
     }
 
     /// Endpoint hosts in the `GET /config/endpoint/all` item shape, sorted by name.

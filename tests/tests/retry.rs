@@ -60,7 +60,7 @@ fn a_single_500_or_reset_is_retried_and_the_operation_succeeds() {
     let added = sandbox.handle(&op("member_create", json!({"member": m(2)}))).unwrap();
     assert!(added.error.is_none(), "{:?}", added.error);
     assert_eq!(endpoints(&sim), ["10.80.1.1", "10.80.1.2"]);
-    assert_eq!(loxi.retries.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(loxi.retries(), 2);
     in_step(&mut sandbox);
 }
 

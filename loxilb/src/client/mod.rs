@@ -1,0 +1,13 @@
+//! LoxiLB over HTTP: one [`Node`] per API base URL, [`Failover`] over a list of them, and [`Retrying`]
+//! around either. Each node is an [`Exchange`](crate::Exchange) of its own, so a cluster's nodes can each be
+//! a target (retried or not) as well as one failover group.
+
+mod failover;
+mod node;
+mod observe;
+mod retry;
+
+pub use failover::Failover;
+pub use node::Node;
+pub use observe::{Observer, Quiet, Retried};
+pub use retry::{Retry, Retrying};

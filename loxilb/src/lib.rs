@@ -1,0 +1,31 @@
+//! The project's LoxiLB wire: what the host sends LoxiLB and how it reads the answers.
+//!
+//! * [`types`] — LoxiLB's objects as policies plan them (WIT `loxilb-types`) and as LoxiLB lists them;
+//! * [`encode`] — request JSON and paths, exactly as LoxiLB's REST API takes them;
+//! * [`decode`] — LoxiLB's rule list, typed;
+//! * [`outcome`] — LoxiLB's error contract (old and new error styles);
+//! * [`converge`] — whether a listed rule is the one wanted;
+//! * [`api`] — the typed [`Loxilb`] API over any [`Exchange`], and [`FakeLoxilb`] for tests;
+//! * `client` (feature `client`, default) — HTTP nodes, failover, retries.
+//!
+//! Without the `client` feature the crate has no I/O and builds for wasm32.
+
+pub mod api;
+#[cfg(feature = "client")]
+pub mod client;
+pub mod converge;
+pub mod decode;
+pub mod encode;
+mod fake;
+pub mod outcome;
+pub mod types;
+
+pub use api::{Exchange, Loxilb, Reply, WireError};
+#[cfg(feature = "client")]
+pub use client::{Failover, Node, Observer, Retried, Retry, Retrying};
+pub use converge::matches;
+pub use decode::{observed_rule, rule_list};
+pub use encode::{delete_probe_path, delete_rule_path, probe_json, request, rule_json, Intent, Request, BASE_PATH};
+pub use fake::FakeLoxilb;
+pub use outcome::{classify, Outcome};
+pub use types::{rule_key, Endpoint, EndpointProbe, LbRule, LoxilbCall, ObservedEndpoint, ObservedRule, RuleKey, ServiceArgs};

@@ -1,0 +1,187 @@
+//! The HTTP client against local servers: retries within the deadline, the latch while nothing answers,
+//! failover between nodes, and what the observer is told.
+
+#![cfg(feature = "client")]
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use loxilb_api::{Exchange, Failover, LbRule, Loxilb, LoxilbCall, Node, Observer, Retried, Retry, Retrying, ServiceArgs, WireError};
+
+/// A LoxiLB answering from a script (the last answer repeats), recording "METHOD url" of each request.
+struct Server {
+    url: String,
+    seen: Arc<Mutex<Vec<String>>>,
+    server: Arc<tiny_http::Server>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(script: &[(u16, &str)]) -> Server {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let url = format!("http://{}", server.server_addr().to_ip().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script: Vec<(u16, String)> = script.iter().map(|(s, b)| (*s, b.to_string())).collect();
+        let thread = {
+            let (server, seen) = (Arc::clone(&server), Arc::clone(&seen));
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while let Ok(request) = server.recv() {
+                    seen.lock().unwrap().push(format!("{} {}", request.method(), request.url()));
+                    let (status, body) = &script[n.min(script.len() - 1)];
+                    n += 1;
+                    let _ = request.respond(tiny_http::Response::from_string(body.clone()).with_status_code(*status));
+                }
+            })
+        };
+        Server { url, seen, server, thread: Some(thread) }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.server.unblock();
+        let _ = self.thread.take().map(JoinHandle::join);
+    }
+}
+
+/// A base URL nothing listens on: every request is refused at once.
+fn refusing_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("http://127.0.0.1:{port}")
+}
+
+const SUCCESS: &str = r#"{"result":"Success"}"#;
+
+fn upsert() -> LoxilbCall {
+    LoxilbCall::UpsertRule(LbRule {
+        service: ServiceArgs { external_ip: "10.0.0.1".into(), port: 80, protocol: "tcp".into(), ..ServiceArgs::default() },
+        ..LbRule::default()
+    })
+}
+
+fn node(url: &str) -> Node {
+    Node::new(url, Duration::from_secs(2))
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl Observer for Recorder {
+    fn answered(&self, node: &str, status: u16) {
+        self.0.lock().unwrap().push(format!("answered {node} {status}"));
+    }
+    fn unanswered(&self, node: &str, class: &'static str, method: &str, path: &str, _: &str) {
+        self.0.lock().unwrap().push(format!("unanswered {node} {class} {method} {path}"));
+    }
+    fn retrying(&self, method: &str, path: &str, why: Retried<'_>, _: Duration) {
+        let why = match why {
+            Retried::Status(status, body) => format!("{status} {body}"),
+            Retried::Unanswered(_) => "unanswered".into(),
+        };
+        self.0.lock().unwrap().push(format!("retrying {method} {path} after {why}"));
+    }
+}
+
+#[test]
+fn a_500_then_200_is_retried_and_the_post_succeeds() {
+    let server = Server::start(&[(500, r#"{"code":500,"result":"transient"}"#), (200, SUCCESS)]);
+    let recorder = Arc::new(Recorder::default());
+    let observer: Arc<dyn Observer> = recorder.clone();
+    let client = Retrying::new(node(&server.url).with_observer(Arc::clone(&observer)), Retry::within(Duration::from_secs(3))).with_observer(observer);
+    client.apply(&upsert()).unwrap();
+    assert_eq!(server.seen(), ["POST /netlox/v1/config/loadbalancer", "POST /netlox/v1/config/loadbalancer"]);
+    assert_eq!((client.requests(), client.retries()), (1, 1));
+    let base = &server.url;
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        [
+            format!("answered {base} 500"),
+            r#"retrying POST /config/loadbalancer after 500 {"code":500,"result":"transient"}"#.to_string(),
+            format!("answered {base} 200")
+        ]
+    );
+}
+
+#[test]
+fn a_refusal_that_is_not_transient_is_not_retried() {
+    let server = Server::start(&[(400, r#"{"code":400,"result":"endpoints-range error"}"#), (200, SUCCESS)]);
+    let client = Retrying::new(node(&server.url), Retry::within(Duration::from_secs(3)));
+    let e = client.apply(&upsert()).unwrap_err();
+    assert_eq!(e, WireError::Refused { request: "POST /config/loadbalancer".into(), status: 400, result: "endpoints-range error".into() });
+    assert_eq!((server.seen().len(), client.retries()), (1, 0));
+}
+
+#[test]
+fn a_loxilb_answering_503_is_retried_until_the_deadline_and_no_longer() {
+    let server = Server::start(&[(503, r#"{"code":503,"result":"not-ready"}"#)]);
+    let client = Retrying::new(node(&server.url), Retry::within(Duration::from_millis(700)));
+    let started = Instant::now();
+    let e = client.apply(&upsert()).unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(e, WireError::Refused { status: 503, .. }), "{e}");
+    // Pauses of 50–100 and 100–200 ms fit in any case; no attempt starts past the deadline.
+    assert!(took >= Duration::from_millis(150) && took < Duration::from_millis(1000), "{took:?}");
+    assert!(server.seen().len() >= 3 && client.retries() >= 2, "{:?}", server.seen());
+    // An answer, even 503, is not "unreachable": the next request is retried again.
+    let before = client.retries();
+    assert!(client.apply(&upsert()).is_err());
+    assert!(client.retries() > before);
+}
+
+#[test]
+fn after_a_deadline_without_any_answer_requests_are_tried_once_until_one_is_answered() {
+    let client = Retrying::new(node(&refusing_url()), Retry::within(Duration::from_millis(500)));
+    let started = Instant::now();
+    let e = client.reachable().unwrap_err();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(150) && took < Duration::from_millis(800) && client.retries() >= 2, "{took:?}");
+    assert!(matches!(&e, WireError::Unanswered { reason, .. } if reason.contains("attempts in")), "{e}");
+    let retried = client.retries();
+    let started = Instant::now();
+    assert!(client.reachable().is_err());
+    assert!(started.elapsed() < Duration::from_millis(200) && client.retries() == retried, "tried once");
+}
+
+#[test]
+fn without_retries_one_attempt_is_made() {
+    let server = Server::start(&[(500, "{}"), (200, SUCCESS)]);
+    let client = Retrying::new(node(&server.url), Retry::NONE);
+    assert!(matches!(client.apply(&upsert()), Err(WireError::Refused { status: 500, .. })));
+    assert_eq!(server.seen().len(), 1);
+}
+
+#[test]
+fn failover_goes_to_the_next_node_and_stays_with_the_one_that_answered() {
+    let server = Server::start(&[(200, r#"{"version":"0.9.8"}"#)]);
+    let down = refusing_url();
+    let recorder = Arc::new(Recorder::default());
+    let observer: Arc<dyn Observer> = recorder.clone();
+    let failover = Failover::new(vec![node(&down).with_observer(Arc::clone(&observer)), node(&server.url).with_observer(observer)]);
+    failover.reachable().unwrap();
+    failover.reachable().unwrap();
+    let log = recorder.0.lock().unwrap().clone();
+    assert_eq!(log, [format!("unanswered {down} refused GET /version"), format!("answered {} 200", server.url), format!("answered {} 200", server.url)]);
+
+    let nobody = Failover::new(vec![node(&down), node(&refusing_url())]);
+    let e = nobody.exchange("GET", "/version", None).unwrap_err();
+    assert!(e.starts_with("no LoxiLB endpoint answered (") && e.contains(&down), "{e}");
+}
+
+#[test]
+fn deletes_and_lists_go_out_as_loxilb_takes_them() {
+    let server = Server::start(&[(404, r#"{"code":404,"result":"no-rule error"}"#), (200, r#"{"lbAttr":[]}"#)]);
+    let client = node(&server.url);
+    let LoxilbCall::UpsertRule(rule) = upsert() else { unreachable!() };
+    client.apply(&LoxilbCall::DeleteRule(rule.key())).unwrap();
+    assert!(client.list_rules().unwrap().is_empty());
+    assert_eq!(
+        server.seen(),
+        ["DELETE /netlox/v1/config/loadbalancer/externalipaddress/10.0.0.1/port/80/protocol/tcp?block=0", "GET /netlox/v1/config/loadbalancer/all"]
+    );
+}

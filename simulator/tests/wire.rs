@@ -1,0 +1,128 @@
+//! The project's LoxiLB wire (`loxilb-api`) against the simulator: its bodies pass the real spec strictly,
+//! and every typed call meets LoxiLB's contract as the simulator reproduces it, in both error styles.
+
+use loxilb_api::{matches, probe_json, rule_json, Endpoint, EndpointProbe, LbRule, Loxilb, LoxilbCall, Node, RuleKey, ServiceArgs, WireError};
+use loxilb_sim::{ErrorStyle, Simulator, SpecValidator};
+
+fn service(vip: &str, port: u16, protocol: &str) -> ServiceArgs {
+    ServiceArgs { external_ip: vip.into(), port, protocol: protocol.into(), mode: 2, name: format!("octavia_{vip}_{port}"), ..ServiceArgs::default() }
+}
+
+fn endpoints(ips: &[&str], port: u16, weight: u8) -> Vec<Endpoint> {
+    ips.iter().map(|ip| Endpoint { ip: ip.to_string(), target_port: port, weight }).collect()
+}
+
+/// Rules exercising each optional part of the body and of the key.
+fn rules() -> Vec<LbRule> {
+    let monitored = ServiceArgs {
+        sel: 2,
+        monitor: true,
+        probetype: "tcp".into(),
+        probeport: 8080,
+        probereq: "ping".into(),
+        proberesp: "pong".into(),
+        probe_timeout: 10,
+        probe_retries: 3,
+        inactive_timeout: 30,
+        proxyprotocolv2: true,
+        ..service("10.0.0.10", 80, "tcp")
+    };
+    vec![
+        LbRule {
+            service: monitored,
+            endpoints: endpoints(&["10.0.1.1", "10.0.1.2"], 8080, 50),
+            allowed_sources: vec!["192.0.2.0/24".into()],
+            ..LbRule::default()
+        },
+        LbRule {
+            service: ServiceArgs { block: 7, ..service("2001:db8::10", 443, "udp") },
+            endpoints: endpoints(&["2001:db8::1:1"], 8443, 1),
+            ..LbRule::default()
+        },
+        LbRule {
+            service: ServiceArgs { mode: 4, host: "example.org".into(), ..service("10.0.0.11", 80, "tcp") },
+            endpoints: endpoints(&["10.0.1.3"], 80, 1),
+            ..LbRule::default()
+        },
+        LbRule {
+            service: service("10.0.0.12", 38412, "sctp"),
+            endpoints: endpoints(&["10.0.1.4"], 38412, 1),
+            secondary_ips: vec!["10.0.0.13".into()],
+            ..LbRule::default()
+        },
+    ]
+}
+
+fn probe() -> EndpointProbe {
+    EndpointProbe {
+        host_name: "10.0.1.1".into(),
+        name: "10.0.1.1_tcp_8080".into(),
+        probe_type: "http".into(),
+        probe_port: 8080,
+        probe_req: "healthz".into(),
+        probe_resp: String::new(),
+        probe_duration: 10,
+        inactive_retries: 3,
+    }
+}
+
+#[test]
+fn the_wire_crates_bodies_pass_the_real_spec_strictly() {
+    let spec = SpecValidator::embedded();
+    for rule in rules() {
+        spec.validate_strict("LoadbalanceEntry", &rule_json(&rule)).unwrap_or_else(|e| panic!("{e}: {}", rule_json(&rule)));
+    }
+    spec.validate_strict("EndPoint", &probe_json(&probe())).unwrap();
+}
+
+#[test]
+fn every_call_meets_the_simulators_contract_in_both_error_styles() {
+    for style in [ErrorStyle::Coded, ErrorStyle::Legacy] {
+        let sim = Simulator::start(style).unwrap();
+        let loxilb = Node::new(sim.url(), std::time::Duration::from_secs(5));
+        for rule in rules() {
+            loxilb.apply(&LoxilbCall::UpsertRule(rule.clone())).unwrap_or_else(|e| panic!("{style:?}: {e}"));
+            // An unchanged re-POST is refused as lbrule-exists (409, or 200 in the legacy style): done.
+            loxilb.apply(&LoxilbCall::UpsertRule(rule.clone())).unwrap_or_else(|e| panic!("{style:?} re-POST: {e}"));
+        }
+        assert_eq!(sim.requests().iter().filter(|r| r.response.contains("lbrule-exists")).count(), rules().len(), "{style:?}");
+
+        let listed = loxilb.list_rules().unwrap();
+        assert_eq!(listed.len(), rules().len());
+        let held = sim.observed_rules();
+        assert!(held.len() == listed.len() && listed.iter().all(|r| held.contains(r)), "the simulator's typed view is the listing's");
+        for want in rules() {
+            let got = listed.iter().find(|o| o.rule.key() == want.key()).unwrap_or_else(|| panic!("{:?} not listed", want.key()));
+            assert!(matches(&want, &got.rule), "{style:?}: {want:?} listed as {:?}", got.rule);
+            assert!(got.endpoints.iter().all(|e| e.state == "active"));
+        }
+
+        loxilb.apply(&LoxilbCall::UpsertProbe(probe())).unwrap();
+        loxilb.apply(&LoxilbCall::UpsertProbe(probe())).unwrap();
+        // Still referenced by the rule's endpoint: LoxiLB refuses to delete it.
+        assert!(matches!(loxilb.apply(&LoxilbCall::DeleteProbe(probe())), Err(WireError::Refused { .. })), "{style:?}");
+
+        for rule in rules() {
+            loxilb.apply(&LoxilbCall::DeleteRule(rule.key())).unwrap_or_else(|e| panic!("{style:?}: {e}"));
+            loxilb.apply(&LoxilbCall::DeleteRule(rule.key())).unwrap_or_else(|e| panic!("{style:?} deleting again: {e}"));
+        }
+        assert!(sim.rules().is_empty());
+        loxilb.apply(&LoxilbCall::DeleteProbe(probe())).unwrap();
+        loxilb.apply(&LoxilbCall::DeleteProbe(probe())).unwrap();
+        assert!(sim.endpoints().is_empty(), "{:?}", sim.endpoints());
+
+        // A refusal carries LoxiLB's raw error in both styles.
+        let mut empty = rules().remove(0);
+        empty.endpoints.clear();
+        match loxilb.apply(&LoxilbCall::UpsertRule(empty)) {
+            Err(WireError::Refused { status, result, .. }) => {
+                assert_eq!(result, "endpoints-range error");
+                assert_eq!(status, if style == ErrorStyle::Legacy { 200 } else { 400 });
+            }
+            other => panic!("{style:?}: {other:?}"),
+        }
+        let missing = RuleKey { external_ip: "10.9.9.9".into(), port: 1, protocol: "tcp".into(), ..RuleKey::default() };
+        loxilb.apply(&LoxilbCall::DeleteRule(missing)).unwrap();
+        loxilb.reachable().unwrap();
+    }
+}
