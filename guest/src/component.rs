@@ -7,7 +7,7 @@ use crate::loxilb_types::{LbRule, ObservedRule};
 use crate::mapping::MappingChange;
 use crate::octavia::{ObjectStatus, Operation};
 use crate::policy::Guest;
-use crate::policy_types::{DesiredRule, ListenerStats, Plan, PolicyError, PolicyInfo, Recovery, Refusal, Settings};
+use crate::policy_types::{DesiredRule, LegacyEntry, ListenerStats, Migration, Plan, PolicyError, PolicyInfo, Recovery, Refusal, Settings};
 use crate::state::{Change, State};
 use crate::translate::{nat_mode_from_name, Config, Profile};
 use loxilb_policy_sdk::view::{log, now_ms, HostMapping, Level};
@@ -91,6 +91,11 @@ impl<D: Definition> Guest for Component<D> {
         })
     }
 
+    fn migrate(legacy: Vec<LegacyEntry>) -> Migration {
+        let (changes, dropped) = crate::migrate::v1_0(&legacy);
+        Migration { mapping: changes.into_iter().map(wit_change).collect(), dropped }
+    }
+
     fn owns_rule(name: String) -> bool {
         crate::keys::is_provider_rule_name(&name)
     }
@@ -149,6 +154,11 @@ macro_rules! delegate_exports {
     (@one $to:ty, recover) => {
         fn recover(observed: Vec<$crate::loxilb_types::LbRule>) -> $crate::policy_types::Recovery {
             <$to as $crate::policy::Guest>::recover(observed)
+        }
+    };
+    (@one $to:ty, migrate) => {
+        fn migrate(legacy: Vec<$crate::policy_types::LegacyEntry>) -> $crate::policy_types::Migration {
+            <$to as $crate::policy::Guest>::migrate(legacy)
         }
     };
     (@one $to:ty, owns_rule) => {

@@ -10,6 +10,7 @@
 //! - `plan`: one Octavia operation → the LoxiLB calls, their undo, mapping changes and statuses.
 //! - `decide`: plans and refusals, with the statuses a refusal reports.
 //! - `recovery`: mapping entries for LoxiLB rules the mapping lacks, and the rules the mapping wants.
+//! - `migrate`: a seed format 1.0 mapping (the earlier Python driver's) as this policy's entries.
 //! - `health`: operating statuses and statistics from LoxiLB's rule list.
 //! - `component`: the export glue, and `Definition` for policies built from this library.
 //!
@@ -23,6 +24,7 @@ pub use loxilb_policy_sdk::bindings;
 pub mod decide;
 pub mod health;
 pub mod keys;
+pub mod migrate;
 pub mod plan;
 pub mod recovery;
 pub mod state;

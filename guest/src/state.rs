@@ -374,14 +374,15 @@ mod tests {
     }
 
     #[test]
-    fn a_key_put_under_another_id_moves_to_it() {
+    fn a_key_put_under_another_id_maps_back_to_it() {
         let mut memory = Memory::default();
         apply(&mut memory, Change::Put { id: "a".into(), entry: member("a", "pool") });
         let mut taken = member("b", "pool");
         taken.key = "member_a".into();
         apply(&mut memory, Change::Put { id: "b".into(), entry: taken });
         assert_eq!(memory.owner("member_a").as_deref(), Some("b"));
-        assert!(memory.get("a").is_none());
+        apply(&mut memory, Change::Remove { id: "a".into() });
+        assert_eq!(memory.owner("member_a").as_deref(), Some("b"), "removing the older entry keeps the key's owner");
         assert_eq!(memory.children("pool"), vec!["b"]);
     }
 }

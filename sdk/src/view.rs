@@ -42,8 +42,8 @@ impl Source for HostMapping {
     }
 }
 
-/// A mapping held in memory with the host's rules (a key belongs to one id; putting it under another
-/// removes the entry that had it): native tests, and what a policy stages within one call.
+/// A mapping held in memory with the host's rules (a key maps back to the id it was last put under):
+/// native tests, and what a policy stages within one call.
 #[derive(Default, Clone, Debug)]
 pub struct Memory {
     entries: BTreeMap<String, MappingEntry>,
@@ -61,9 +61,6 @@ impl Memory {
 
     pub fn put(&mut self, e: MappingEntry) {
         self.remove(&e.octavia_id);
-        if let Some(old) = self.owners.get(&e.loxilb_key).cloned() {
-            self.remove(&old);
-        }
         self.owners.insert(e.loxilb_key.clone(), e.octavia_id.clone());
         if let Some(parent) = &e.parent {
             self.children.entry(parent.clone()).or_default().insert(e.octavia_id.clone());

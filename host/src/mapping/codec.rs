@@ -8,9 +8,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde_json::Value;
+
 use crate::runtime::bindings::mapping::{MappingChange, MappingEntry, ResourceType};
+use crate::runtime::bindings::policy_types::LegacyEntry;
 
 pub const FORMAT_VERSION: &str = "1.1";
+/// The seed's first format, as the earlier Python driver wrote it.
+pub const LEGACY_VERSION: &str = "1.0";
 
 fn type_name(t: ResourceType) -> &'static str {
     match t {
@@ -121,24 +126,61 @@ pub fn decode_change(record: &[u8]) -> Result<MappingChange, String> {
 
 #[derive(serde::Deserialize)]
 struct Snapshot<'a> {
-    version: String,
     #[serde(default)]
     octavia_to_loxilb: HashMap<String, String>,
     #[serde(default, borrow)]
     resource_metadata: HashMap<String, &'a serde_json::value::RawValue>,
 }
 
-pub fn decode_snapshot(bytes: &[u8]) -> Result<(Vec<MappingEntry>, Vec<String>), String> {
-    let doc: Snapshot = serde_json::from_slice(bytes).map_err(|e| format!("snapshot is not a mapping document: {e}"))?;
-    if doc.version != FORMAT_VERSION {
-        return Err(format!("snapshot format {:?} is not {FORMAT_VERSION}", doc.version));
+/// What a snapshot file holds.
+pub enum Decoded {
+    /// Entries of this format.
+    Current(Vec<MappingEntry>),
+    /// Entries of the seed's format 1.0 (the earlier Python driver's), for the policy to migrate.
+    Legacy(Vec<LegacyEntry>),
+}
+
+#[derive(serde::Deserialize)]
+struct Version {
+    #[serde(default)]
+    version: Value,
+}
+
+#[derive(serde::Deserialize)]
+struct LegacySnapshot<'a> {
+    #[serde(default)]
+    octavia_to_loxilb: HashMap<String, Value>,
+    #[serde(default, borrow)]
+    resource_metadata: HashMap<String, &'a serde_json::value::RawValue>,
+}
+
+pub fn decode_snapshot(bytes: &[u8]) -> Result<Decoded, String> {
+    let version = serde_json::from_slice::<Version>(bytes).map_err(|e| format!("snapshot is not a mapping document: {e}"))?.version;
+    match version.as_str() {
+        Some(FORMAT_VERSION) => {}
+        Some(LEGACY_VERSION) => {
+            let doc: LegacySnapshot = serde_json::from_slice(bytes).map_err(|e| format!("format 1.0 snapshot: {e}"))?;
+            let mut out: Vec<LegacyEntry> = doc
+                .resource_metadata
+                .iter()
+                .map(|(id, meta)| LegacyEntry {
+                    octavia_id: id.clone(),
+                    loxilb_key: doc.octavia_to_loxilb.get(id).and_then(Value::as_str).map(str::to_string),
+                    metadata: meta.get().to_string(),
+                })
+                .collect();
+            out.sort_by(|a, b| a.octavia_id.cmp(&b.octavia_id));
+            return Ok(Decoded::Legacy(out));
+        }
+        _ => return Err(format!("snapshot format {version} is neither {FORMAT_VERSION} nor {LEGACY_VERSION}: written by another release?")),
     }
+    let doc: Snapshot = serde_json::from_slice(bytes).map_err(|e| format!("snapshot is not a mapping document: {e}"))?;
     let mut out = Vec::with_capacity(doc.octavia_to_loxilb.len());
     for (id, key) in &doc.octavia_to_loxilb {
         let meta = doc.resource_metadata.get(id).ok_or_else(|| format!("{id}: no resource_metadata"))?;
         out.push(entry(id, key, meta)?);
     }
-    Ok((out, Vec::new()))
+    Ok(Decoded::Current(out))
 }
 
 /// The whole mapping as a snapshot document, keys sorted, one mapping per line.
@@ -174,7 +216,7 @@ pub fn encode_snapshot<'a>(entries: impl Iterator<Item = &'a MappingEntry>, now:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{json, Value};
+    use serde_json::json;
 
     fn member(id: &str) -> MappingEntry {
         MappingEntry {
@@ -194,7 +236,7 @@ mod tests {
     fn snapshots_and_records_read_back_as_written() {
         let entries = [member("a"), member("b")];
         let bytes = encode_snapshot(entries.iter(), "now");
-        let (mut back, _) = decode_snapshot(&bytes).unwrap();
+        let Decoded::Current(mut back) = decode_snapshot(&bytes).unwrap() else { panic!("not read as current") };
         back.sort_by(|a, b| a.octavia_id.cmp(&b.octavia_id));
         assert_eq!(back, entries.to_vec());
         let doc: Value = serde_json::from_slice(&bytes).unwrap();

@@ -5,11 +5,14 @@
 
 mod codec;
 
+pub use codec::FORMAT_VERSION;
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use crate::caps::storage::MappingStore;
 use crate::runtime::bindings::mapping::{MappingChange, MappingEntry, ResourceType};
+use crate::runtime::bindings::policy_types::LegacyEntry;
 
 /// The journal is folded into a new snapshot once it holds more records than this or than an eighth of
 /// the mapping's entries, whichever is larger: a restart replays at most that many records.
@@ -29,10 +32,9 @@ struct Index {
 impl Index {
     fn put(&mut self, e: MappingEntry) {
         self.remove(&e.octavia_id);
-        // A key belongs to one id: whoever held it loses its entry (as `put` in the WIT says).
-        if let Some(old) = self.owners.get(&e.loxilb_key).cloned() {
-            self.remove(&old);
-        }
+        // The key now maps back to this id. An entry that held it keeps it in its own direction: plans never
+        // do that (the policy refuses a taken key), so it only comes from a damaged or hand-made file, and
+        // the validator reports it rather than the store dropping an entry.
         self.owners.insert(e.loxilb_key.clone(), e.octavia_id.clone());
         if let Some(parent) = &e.parent {
             self.children.entry(parent.clone()).or_default().insert(e.octavia_id.clone());
@@ -75,6 +77,8 @@ pub struct Loaded {
 pub struct Mapping {
     index: RwLock<Index>,
     storage: Arc<dyn MappingStore>,
+    /// A format 1.0 file's entries, until the first policy instance migrates them.
+    legacy: std::sync::Mutex<Option<Vec<LegacyEntry>>>,
 }
 
 impl Mapping {
@@ -82,11 +86,11 @@ impl Mapping {
     pub fn load(storage: Arc<dyn MappingStore>) -> Result<(Mapping, Loaded), String> {
         let mut index = Index::default();
         let mut loaded = Loaded::default();
+        let mut legacy = None;
         if let Some(bytes) = storage.read_snapshot()? {
-            let (entries, notes) = codec::decode_snapshot(&bytes)?;
-            loaded.notes.extend(notes);
-            for e in entries {
-                index.put(e);
+            match codec::decode_snapshot(&bytes)? {
+                codec::Decoded::Current(entries) => entries.into_iter().for_each(|e| index.put(e)),
+                codec::Decoded::Legacy(entries) => legacy = Some(entries),
             }
         }
         let records = storage.replay()?;
@@ -101,12 +105,23 @@ impl Mapping {
         }
         loaded.entries = index.entries.len();
         loaded.journal_records = count;
-        Ok((Mapping { index: RwLock::new(index), storage }, loaded))
+        Ok((Mapping { index: RwLock::new(index), storage, legacy: std::sync::Mutex::new(legacy) }, loaded))
     }
 
     /// An empty mapping over `storage`, whatever it held (recovery from LoxiLB alone).
     pub fn empty(storage: Arc<dyn MappingStore>) -> Mapping {
-        Mapping { index: RwLock::new(Index::default()), storage }
+        Mapping { index: RwLock::new(Index::default()), storage, legacy: std::sync::Mutex::new(None) }
+    }
+
+    /// A format 1.0 file's entries, once: the first policy instance migrates them.
+    pub fn take_legacy(&self) -> Option<Vec<LegacyEntry>> {
+        self.legacy.lock().unwrap().take()
+    }
+
+    /// Writes the whole mapping as a new snapshot now (after a migration: the file is then this format).
+    pub fn write_snapshot(&self) -> Result<(), String> {
+        let index = self.index.read().unwrap();
+        self.storage.write_snapshot(codec::encode_snapshot(index.entries.values(), &crate::caps::clock::rfc3339(crate::caps::clock::now_ms())))
     }
 
     pub fn storage(&self) -> &Arc<dyn MappingStore> {
@@ -187,5 +202,77 @@ impl Mapping {
         }
         problems.sort();
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caps::storage::MemoryStore;
+
+    fn entry(id: &str, key: &str, parent: Option<&str>) -> MappingEntry {
+        MappingEntry {
+            octavia_id: id.into(),
+            loxilb_key: key.into(),
+            resource_type: if parent.is_some() { ResourceType::Member } else { ResourceType::Loadbalancer },
+            parent: parent.map(str::to_string),
+            external_ip: "10.0.0.1".into(),
+            port: 0,
+            protocol: String::new(),
+            created_at: "now".into(),
+            metadata: r#"{"opaque":true}"#.into(),
+        }
+    }
+
+    #[test]
+    fn changes_are_journalled_and_read_back_by_the_next_load() {
+        let storage: Arc<dyn MappingStore> = Arc::new(MemoryStore::default());
+        let (mapping, _) = Mapping::load(Arc::clone(&storage)).unwrap();
+        mapping
+            .apply(vec![
+                MappingChange::Put(entry("lb", "10.0.0.1", None)),
+                MappingChange::Put(entry("m1", "k1", Some("lb"))),
+                MappingChange::Put(entry("m2", "k2", Some("lb"))),
+                MappingChange::Remove("m1".into()),
+            ])
+            .unwrap();
+        mapping.write_snapshot().unwrap();
+        mapping.apply(vec![MappingChange::Put(entry("m3", "k3", Some("lb")))]).unwrap();
+
+        let (again, loaded) = Mapping::load(storage).unwrap();
+        assert_eq!((loaded.entries, loaded.journal_records), (3, 1));
+        assert_eq!(again.entries(), mapping.entries());
+        assert_eq!(again.children("lb"), vec!["m2", "m3"]);
+        assert_eq!(again.owner("k3").as_deref(), Some("m3"));
+        assert_eq!(again.get("m2").unwrap().metadata, r#"{"opaque":true}"#, "metadata is kept byte for byte");
+        assert!(again.problems().is_empty());
+    }
+
+    #[test]
+    fn a_key_under_two_ids_keeps_both_entries_and_is_a_problem() {
+        let (mapping, _) = Mapping::load(Arc::new(MemoryStore::default())).unwrap();
+        mapping.apply(vec![MappingChange::Put(entry("a", "same", None)), MappingChange::Put(entry("b", "same", None))]).unwrap();
+        assert_eq!(mapping.len(), 2, "no entry is dropped silently");
+        assert_eq!(mapping.problems(), vec!["a: key same does not map back to it".to_string()]);
+    }
+
+    #[test]
+    fn a_format_1_0_file_is_handed_over_for_migration_and_a_newer_one_refused() {
+        let storage = MemoryStore::default();
+        storage
+            .write_snapshot(
+                br#"{"version": "1.0", "octavia_to_loxilb": {"lb": "10.0.0.1:80/tcp"}, "resource_metadata": {"lb": {"resource_type": "loadbalancer"}}}"#
+                    .to_vec(),
+            )
+            .unwrap();
+        let (mapping, _) = Mapping::load(Arc::new(storage)).unwrap();
+        let legacy = mapping.take_legacy().expect("1.0 entries");
+        assert_eq!((legacy[0].octavia_id.as_str(), legacy[0].loxilb_key.as_deref()), ("lb", Some("10.0.0.1:80/tcp")));
+        assert!(mapping.take_legacy().is_none(), "migrated once");
+
+        let storage = MemoryStore::default();
+        storage.write_snapshot(br#"{"version": "2.0"}"#.to_vec()).unwrap();
+        let err = Mapping::load(Arc::new(storage)).err().expect("refused");
+        assert!(err.contains("2.0"), "{err}");
     }
 }

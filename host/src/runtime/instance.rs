@@ -104,6 +104,9 @@ impl Sandbox {
             instances: 0,
         };
         sandbox.ensure_live().map_err(|e| anyhow!("{e}"))?;
+        if let Some(legacy) = sandbox.grants.mapping.take_legacy() {
+            sandbox.migrate(legacy).map_err(|e| anyhow!("migrating the format 1.0 mapping: {e}"))?;
+        }
         Ok(sandbox)
     }
 
@@ -161,6 +164,22 @@ impl Sandbox {
 
     pub fn recovery(&mut self, observed: &[LbRule]) -> Result<Recovery, CallError> {
         self.call(|s, b| b.loxilb_octavia_policy().call_recover(s, observed))
+    }
+
+    /// Has the policy turn a format 1.0 mapping into its entries, stores them and rewrites the file in the
+    /// current format. Every entry it could not place is named in the log.
+    fn migrate(&mut self, legacy: Vec<super::bindings::policy_types::LegacyEntry>) -> Result<(), CallError> {
+        let total = legacy.len();
+        let migration = self.call(|s, b| b.loxilb_octavia_policy().call_migrate(s, &legacy))?;
+        for dropped in &migration.dropped {
+            tracing::warn!("format 1.0 mapping: dropped {dropped}");
+        }
+        let migrated = migration.mapping.len();
+        tracing::warn!("migrated {migrated} of {total} mappings from format 1.0 (the file is rewritten as {})", crate::mapping::FORMAT_VERSION);
+        if let Err(e) = self.grants.mapping.apply(migration.mapping).and_then(|()| self.grants.mapping.write_snapshot()) {
+            tracing::error!("could not store the migrated mapping (kept in memory): {e}");
+        }
+        Ok(())
     }
 
     pub fn owns_rule(&mut self, name: &str) -> Result<bool, CallError> {
