@@ -29,7 +29,7 @@ pub use bindings::loxilb::octavia::{loxilb_types, mapping, octavia, policy_types
 /// where `MyPolicy` implements [`Guest`].
 #[macro_export]
 macro_rules! export_policy {
-    ($policy:ty) => {
+    ($policy:ident) => {
         $crate::bindings::export!($policy with_types_in $crate::bindings);
     };
 }
