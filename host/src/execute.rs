@@ -54,7 +54,7 @@ pub struct Outcome {
 pub enum RecoveryMode {
     /// The mapping as stored.
     Storage,
-    /// Rebuilt from LoxiLB's rule list alone.
+    /// What LoxiLB's rule list holds, added to the mapping (over an empty store: rebuilt from LoxiLB).
     Loxilb,
     /// Stored, with what LoxiLB holds and the mapping lacks added (conflicts reported).
     Hybrid,
@@ -134,8 +134,9 @@ impl Sandbox {
         }
     }
 
-    /// Recovery at start or on demand. `Storage` is what the host loaded; `Loxilb` rebuilds the mapping
-    /// from LoxiLB's rules alone; `Hybrid` adds what LoxiLB holds and the mapping lacks.
+    /// Recovery at start or on demand. `Storage` is what the host loaded; `Loxilb` and `Hybrid` add what
+    /// LoxiLB holds and the mapping lacks (the mapping is never cleared here: runtime recovery calls this
+    /// on the serving mapping; a rebuild from LoxiLB alone starts from an empty store).
     pub fn recover(&mut self, mode: RecoveryMode) -> Result<Result<RecoveryReport, String>, CallError> {
         let loaded = self.mapping().len() as u32;
         if mode == RecoveryMode::Storage {
@@ -145,10 +146,6 @@ impl Sandbox {
             Ok(observed) => observed,
             Err(e) => return Ok(Err(e)),
         };
-        if mode == RecoveryMode::Loxilb {
-            let stale: Vec<MappingChange> = self.mapping().entries().into_iter().map(|e| MappingChange::Remove(e.octavia_id)).collect();
-            self.commit(stale);
-        }
         let rules: Vec<LbRule> = observed.into_iter().map(|o| o.rule).collect();
         let found = self.recovery(&rules)?;
         for conflict in &found.conflicts {

@@ -301,3 +301,16 @@ fn a_load_balancer_recovered_from_a_rule_without_octavia_ids_is_left_alone() {
     assert_eq!(host.mapped_ids(), mapped);
     assert_eq!(host.sim.rules().len(), 1);
 }
+
+#[test]
+fn runtime_recovery_from_loxilb_adds_to_the_mapping_and_never_clears_it() {
+    let host = Host::start("recovery-keeps", Duration::from_secs(5));
+    host.create(&tree(&[(M1, "10.30.1.1")]));
+    let mapped = host.mapped_ids();
+    assert!(mapped.contains(&M1.to_string()), "{mapped:?}");
+    // LoxiLB restarted and lost every rule: recovery from it finds nothing to add and must drop nothing.
+    host.sim.restart();
+    let report = host.service.sandbox.lock().unwrap().recover(host::execute::RecoveryMode::Loxilb).unwrap().unwrap();
+    assert_eq!(report.recovered, 0);
+    assert_eq!(host.mapped_ids(), mapped);
+}
