@@ -154,7 +154,7 @@ mod tests {
         assert_eq!(stamp(951_782_400_000), "20000229T000000.000Z");
     }
 
-    /// A mapping document as the policy would write it: one key per id.
+    /// A mapping document as the host writes it: one key per id.
     fn doc(ids: &[&str]) -> Vec<u8> {
         let map: serde_json::Map<String, serde_json::Value> = ids.iter().map(|id| (id.to_string(), serde_json::json!("k"))).collect();
         serde_json::to_vec_pretty(&serde_json::json!({"version": "1.1", "octavia_to_loxilb": map})).unwrap()

@@ -603,7 +603,7 @@ impl FileStore {
 
     /// Takes in the outcome of the snapshot write in flight, waiting for it if `wait`. Once it is in
     /// place the journal before it is pruned; if it failed, the previous snapshot and every segment since
-    /// still hold the history, and the journal counts from that snapshot again (so the policy compacts
+    /// still hold the history, and the journal counts from that snapshot again (so the mapping compacts
     /// again soon).
     fn settle(&self, writing: &mut Option<Writing>, wait: bool) -> Option<Result<(), String>> {
         let w = writing.take_if(|w| wait || w.thread.is_finished())?;
@@ -1003,7 +1003,7 @@ mod tests {
         store.append(b"{\"b\":2}").unwrap();
         store.sync().unwrap();
         assert!(store.finish_snapshot().is_err());
-        // The journal counts from the snapshot in place again, so the policy compacts again soon.
+        // The journal counts from the snapshot in place again, so the mapping compacts again soon.
         assert_eq!(store.journal_length(), 2);
         drop(store);
         let store = FileStore::open(&path).unwrap();

@@ -1,4 +1,4 @@
-//! What the host adds to the policy's bytes on disk: a trailer on snapshots (journal generation and
+//! What the file layer adds to the mapping document on disk: a trailer on snapshots (journal generation and
 //! checksum, as the document's last two JSON keys, so the file stays the seed's readable JSON) and a CRC
 //! on every journal line.
 //!
@@ -50,7 +50,7 @@ impl Algorithm {
     }
 }
 
-/// A snapshot as read back: the policy's document without the trailer, and the journal generation it
+/// A snapshot as read back: the mapping document without the trailer, and the journal generation it
 /// covers (0 for files written before generations existed, or by hand).
 #[derive(Debug, PartialEq)]
 pub struct Unsealed {
@@ -124,7 +124,7 @@ pub fn check(file: &[u8]) -> Result<u64, String> {
     Ok(inspect(file)?.map_or(0, |t| t.generation))
 }
 
-/// What a sealed file's trailer says: where the policy's document ends (before its closing brace), the
+/// What a sealed file's trailer says: where the mapping document ends (before its closing brace), the
 /// generation, and whether its journal segments carry headers.
 struct Trailer {
     end: usize,
@@ -133,7 +133,7 @@ struct Trailer {
 }
 
 /// For a sealed file: its trailer, checked. Works on bytes and looks for the trailer only near the end: validating 80 MB as UTF-8 first would
-/// add a tenth to the load time, and the policy's JSON parser checks the text anyway.
+/// add a tenth to the load time, and the mapping's JSON parser checks the text anyway.
 fn inspect(file: &[u8]) -> Result<Option<Trailer>, String> {
     let Some(at) = rfind_near_end(file, CHECKSUM_KEY.as_bytes()) else {
         // Checked only here: a sealed file is known whole from its hash, and parsing 100k entries twice
@@ -166,7 +166,7 @@ fn inspect(file: &[u8]) -> Result<Option<Trailer>, String> {
     Ok(Some(generation.unwrap_or(Trailer { end: body.len(), generation: 0, headed: false })))
 }
 
-/// The trailer is the last ~150 bytes; a key this far from the end would be the policy's, not ours.
+/// The trailer is the last ~150 bytes; a key this far from the end would be the document's, not the trailer's.
 fn rfind_near_end(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     let from = haystack.len().saturating_sub(512);
     haystack[from..].windows(needle.len()).rposition(|w| w == needle).map(|i| from + i)
@@ -196,7 +196,7 @@ pub fn frame(record: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(format!("\t{:08x}\n", crc32fast::hash(record)).as_bytes());
 }
 
-/// The host's own lines in a journal segment, framed like records but never handed to the policy (whose
+/// The host's own lines in a journal segment, framed like records but never handed to the mapping's codec (whose
 /// records are `{"put":…}` or `{"remove":…}`). A header starts every segment this release creates, so an
 /// emptied segment is told from one with no records yet; a segment that was left for the next one ends
 /// with `next`, so the deletion of the last segment is seen in the one before it.

@@ -1,10 +1,10 @@
-//! Durable storage of the policy's mapping: a snapshot and a journal of records since it.
+//! Durable storage of the host's mapping: a snapshot and a journal of records since it.
 //!
 //! On disk, for `mapping_storage_path = /var/lib/octavia/loxilb-mappings.json`:
 //!
 //! | file | what |
 //! |---|---|
-//! | `loxilb-mappings.json` | the snapshot: the policy's JSON (the seed's format) plus `journal_generation` and a CRC-32 `checksum` as its last keys |
+//! | `loxilb-mappings.json` | the snapshot: the mapping document (the seed's format) plus `journal_generation` and a CRC-32 `checksum` as its last keys |
 //! | `loxilb-mappings.json.journal.<g>` | journal segment `g`: a header line, then one record per line, each with a CRC, and a `next` line once the journal moved on to `g+1`; the snapshot of generation `g` is followed by segments `g`, `g+1`, … |
 //! | `loxilb-mappings.json.backup-<UTC time>-gen<g>` | a copy of an earlier snapshot (generation `g`); segments from `g` on are kept while it is |
 //! | `loxilb-mappings.json.corrupt-<UTC time>` | a snapshot found corrupt, kept for the operator when a backup replaced it |
