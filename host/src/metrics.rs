@@ -143,6 +143,8 @@ pub static INBOX_BAD_RECORDS: Counter =
     Counter::new("inbox_bad_records_total", "Inbox records found damaged on start (their objects are reported ERROR where they can be named).");
 pub static PROVIDER_CONNECTIONS_REFUSED: Counter =
     Counter::new("provider_connections_refused_total", "Provider socket connections refused: too many at once, or a peer not allowed.");
+pub static STATUS_DOCUMENTS: Counter =
+    Counter::new("status_documents_total", "Status documents sent for applied operations (several operations' statuses may share one).");
 
 const BUILT_IN: &[Metric] = &[
     Metric::Counter(&STORAGE_WRITES),
@@ -168,6 +170,7 @@ const BUILT_IN: &[Metric] = &[
     Metric::Counter(&CASTS_REFUSED_OVERLOAD),
     Metric::Counter(&INBOX_BAD_RECORDS),
     Metric::Counter(&PROVIDER_CONNECTIONS_REFUSED),
+    Metric::Counter(&STATUS_DOCUMENTS),
 ];
 
 static REGISTERED: Mutex<Vec<Metric>> = Mutex::new(Vec::new());

@@ -17,6 +17,7 @@ use crate::convert;
 use crate::epochs::{Epochs, Ticket};
 use crate::lanes::Lanes;
 use crate::octavia::agent::DriverAgent;
+use crate::octavia::reporter::Reporter;
 use crate::octavia::status::{document, StatusSink};
 use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, Operation, ProvisioningStatus};
 use crate::runtime::bindings::policy_types::PolicyError;
@@ -135,8 +136,11 @@ impl Service {
         // Outcomes are reported, in order, once an fsync covers them; workers go on with their next
         // operation meanwhile, and operations of every load balancer share each fsync.
         let durability = Arc::new(Durability::start(storage, Durability::DEFAULT_COMMIT_DELAY));
+        // Statuses go to Octavia from sender threads of their own, several operations' in one document
+        // while earlier ones are being sent (see `reporter.rs`).
+        let reports = Reporter::start(Arc::clone(&self.statuses), crate::octavia::reporter::SENDERS);
         let service = Arc::clone(self);
-        let lanes = Lanes::new(APPLY_WORKERS, move |job: Job| service.work(job, &durability));
+        let lanes = Lanes::new(APPLY_WORKERS, move |job: Job| service.work(job, &durability, &reports));
         // Restored operations were accepted already: they count towards the backlog but are never refused.
         self.backlog.fetch_add(pending.len(), Ordering::SeqCst);
         crate::metrics::APPLY_BACKLOG.set(self.backlog.load(Ordering::SeqCst) as u64);
@@ -158,21 +162,26 @@ impl Service {
         self.backlog.load(Ordering::SeqCst)
     }
 
-    fn work(self: &Arc<Self>, (inbox_seq, method, args): Job, durability: &Durability) {
+    fn work(self: &Arc<Self>, (inbox_seq, method, args): Job, durability: &Durability, reports: &Arc<Reporter>) {
         let started = Instant::now();
         let Some(Some((statuses, storage))) = self.apply_in_memory(&method, &args, &|| true) else {
             log_outcome(&method, &args, &[], started.elapsed());
             self.finished(inbox_seq);
             return;
         };
-        let reporter = Arc::clone(self);
+        let service = Arc::clone(self);
+        let reports = Arc::clone(reports);
         durability.after(storage.appended(), move |durable| {
             if let Err(e) = durable {
                 tracing::error!("mapping journal not durable after {method}: {e}");
             }
-            reporter.report(&statuses);
-            log_outcome(&method, &args, &statuses, started.elapsed());
-            reporter.finished(inbox_seq);
+            // Not sent from here: this thread releases every operation's outcome in turn.
+            let sent = statuses.clone();
+            reports.submit(sent, move || {
+                service.reported(&statuses);
+                log_outcome(&method, &args, &statuses, started.elapsed());
+                service.finished(inbox_seq);
+            });
         });
     }
 
@@ -312,10 +321,15 @@ impl Service {
     }
 
     fn report(&self, statuses: &[ObjectStatus]) {
-        self.applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if !statuses.is_empty() {
             self.statuses.report(&document(statuses));
         }
+        self.reported(statuses);
+    }
+
+    /// An applied operation's statuses have been sent.
+    fn reported(&self, statuses: &[ObjectStatus]) {
+        self.applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for lb in loadbalancers_of(statuses) {
             self.epochs.reported(lb);
         }
