@@ -145,6 +145,10 @@ pub static PROVIDER_CONNECTIONS_REFUSED: Counter =
     Counter::new("provider_connections_refused_total", "Provider socket connections refused: too many at once, or a peer not allowed.");
 pub static STATUS_DOCUMENTS: Counter =
     Counter::new("status_documents_total", "Status documents sent for applied operations (several operations' statuses may share one).");
+pub static COMMITS_NOTIFIED: Counter =
+    Counter::new("commits_notified_total", "Operations applied on the provider's notice of Octavia's commit, without asking the get socket.");
+pub static COMMITS_POLLED: Counter =
+    Counter::new("commits_polled_total", "Operations whose commit was awaited by reading Octavia's get socket (no notice, or a rollback notice).");
 
 const BUILT_IN: &[Metric] = &[
     Metric::Counter(&STORAGE_WRITES),
@@ -171,6 +175,8 @@ const BUILT_IN: &[Metric] = &[
     Metric::Counter(&INBOX_BAD_RECORDS),
     Metric::Counter(&PROVIDER_CONNECTIONS_REFUSED),
     Metric::Counter(&STATUS_DOCUMENTS),
+    Metric::Counter(&COMMITS_NOTIFIED),
+    Metric::Counter(&COMMITS_POLLED),
 ];
 
 static REGISTERED: Mutex<Vec<Metric>> = Mutex::new(Vec::new());

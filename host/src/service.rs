@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::caps::storage::{Durability, MappingStore};
+use crate::commits::{Commits, Notice, NOTICE_WAIT};
 use crate::convert;
 use crate::epochs::{Epochs, Ticket};
 use crate::lanes::Lanes;
@@ -81,6 +82,9 @@ fn lane_of(args: &Value) -> String {
 /// A queued cast: its inbox sequence number (when the inbox is on), method and arguments.
 type Job = (Option<u64>, String, Value);
 
+/// The cast argument naming the provider's notice of Octavia's commit (see `commits.rs`).
+pub const COMMIT_TICKET: &str = "commit_ticket";
+
 /// Flavor metadata keys the LoxiLB provider understands.
 pub const FLAVOR_KEYS: &[(&str, &str)] = &[("nat_mode", "LoxiLB NAT mode for this load balancer: dnat, onearm, fullnat or dsr")];
 
@@ -99,6 +103,8 @@ pub struct Service {
     pub applied: std::sync::atomic::AtomicU64,
     /// Orders reads of Octavia's view against the operations applied to each load balancer.
     pub epochs: Epochs,
+    /// The provider's notices of Octavia's commits (see `commits.rs`).
+    pub commits: Commits,
 }
 
 impl Service {
@@ -124,6 +130,7 @@ impl Service {
             inbox,
             applied: Default::default(),
             epochs: Epochs::default(),
+            commits: Commits::default(),
         })
     }
 
@@ -293,8 +300,24 @@ impl Service {
             },
             None => None,
         };
+        if let Some(ticket) = args.get(COMMIT_TICKET).and_then(Value::as_str) {
+            self.commits.expect(ticket);
+        }
         lanes.push(&lane_of(&args), (seq, method.to_string(), args));
         Ok(())
+    }
+
+    /// A notice from the provider (`committed` or `rolled_back`, args `{"tickets": [...]}`): Octavia's
+    /// transaction that made casts with those tickets has ended.
+    pub fn notice(&self, method: &str, args: &Value) -> Result<(), Failure> {
+        let tickets: Vec<String> = args
+            .get("tickets")
+            .and_then(Value::as_array)
+            .ok_or_else(|| Failure::driver(format!("{method} notice without tickets")))?
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect();
+        self.commits.notice(method, &tickets).map_err(Failure::driver)
     }
 
     /// Applies one operation now: wait for Octavia's commit, run the policy, make the mapping durable,
@@ -507,6 +530,21 @@ impl Service {
     fn wait_committed(&self, method: &str, args: &Value, still_ours: &dyn Fn() -> bool) -> Waited {
         let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return Waited::Committed };
         let Some((collection, id, expected)) = commit_probe(method, args) else { return Waited::Committed };
+        if let Some(ticket) = args.get(COMMIT_TICKET).and_then(Value::as_str) {
+            match self.commits.wait(ticket, NOTICE_WAIT, still_ours) {
+                Some(Notice::Committed) => {
+                    crate::metrics::COMMITS_NOTIFIED.inc();
+                    return Waited::Committed;
+                }
+                Some(Notice::RolledBack) => tracing::info!("Octavia rolled back the request of {method} {id}, says the provider; asking the get socket"),
+                Some(Notice::Awaited) => tracing::info!("no notice of Octavia's commit of {method} {id} within {NOTICE_WAIT:?}; asking the get socket"),
+                None => {}
+            }
+            if !still_ours() {
+                return Waited::HandedOver;
+            }
+        }
+        crate::metrics::COMMITS_POLLED.inc();
         let start = Instant::now();
         // Time spent while the get socket could not be asked, and since when it cannot be now.
         let mut unreachable_for = Duration::ZERO;

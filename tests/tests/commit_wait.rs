@@ -1,5 +1,6 @@
-//! How soon an accepted cast reaches ACTIVE (issue 11 item 15): the statuses of a burst are not sent
-//! one request at a time.
+//! How soon an accepted cast reaches ACTIVE (issue 11 item 15): the provider's notice of Octavia's
+//! commit spares the get-socket reads (a forked driver-agent process each), a rollback notice or none
+//! falls back to them, and the statuses of a burst are not sent one request at a time.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use host::octavia::agent::{read_frame, write_frame, DriverAgent};
-use host::octavia::status::AgentSink;
+use host::octavia::status::{AgentSink, RecordingSink};
 use host::service::Service;
+use host::transport::unix::{request, UnixServer};
 use integration_tests::*;
 use serde_json::{json, Value};
 
@@ -30,6 +32,51 @@ fn lb_create(n: u32, ticket: Option<&str>) -> Value {
         args["commit_ticket"] = json!(t);
     }
     args
+}
+
+fn wait_status(sink: &RecordingSink, object: &str, status: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if provisioning_statuses(&sink.documents.lock().unwrap()).iter().any(|(o, s)| o == object && s == status) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// A host serving the provider socket, whose get socket answers `committed` for every object.
+fn serving(name: &str, committed: bool) -> (Arc<Service>, Arc<RecordingSink>, FakeGetSocket, PathBuf) {
+    let get = FakeGetSocket::start(name, move |_, id| Ok(committed.then(|| json!({"id": id, "provisioning_status": "PENDING_CREATE"}))));
+    let sink = Arc::new(RecordingSink::default());
+    let service = Service::new(sandbox(Arc::new(RecordingLoxi::default())), Some(get.agent()), sink.clone(), Duration::from_secs(30));
+    service.start_worker(Vec::new());
+    let path = tempdir(name).join("host.sock");
+    UnixServer::start(&path, Arc::clone(&service)).unwrap();
+    (service, sink, get, path)
+}
+
+#[test]
+fn a_commit_notice_applies_the_cast_without_reading_the_get_socket() {
+    // Octavia's get socket never shows the object: only the notice can say it committed.
+    let (_service, sink, get, path) = serving("notice", false);
+    assert_eq!(request(&path, "cast", "loadbalancer_create", lb_create(1, Some("ticket-1"))).unwrap(), Ok(Value::Null));
+    assert_eq!(request(&path, "notice", "committed", json!({"tickets": ["ticket-1"]})).unwrap(), Ok(Value::Null));
+    assert!(wait_status(&sink, &format!("loadbalancers/{}", lb_id(1)), "ACTIVE", Duration::from_secs(4)), "the notice did not apply the cast");
+    assert_eq!(get.requests(), 0, "the get socket was read although the provider said the commit happened");
+    // An unknown notice is refused with a reason.
+    let refused = request(&path, "notice", "maybe", json!({"tickets": []})).unwrap().unwrap_err();
+    assert!(refused.1.contains("committed or rolled_back"), "{refused:?}");
+}
+
+#[test]
+fn a_rollback_notice_falls_back_to_the_get_socket() {
+    // A rollback notice never drops an operation on its own word: the get socket decides.
+    let (_service, sink, get, path) = serving("rollback", true);
+    assert_eq!(request(&path, "cast", "loadbalancer_create", lb_create(2, Some("ticket-2"))).unwrap(), Ok(Value::Null));
+    assert_eq!(request(&path, "notice", "rolled_back", json!({"tickets": ["ticket-2"]})).unwrap(), Ok(Value::Null));
+    assert!(wait_status(&sink, &format!("loadbalancers/{}", lb_id(2)), "ACTIVE", Duration::from_secs(4)));
+    assert!(get.requests() >= 1);
 }
 
 /// Octavia's status socket as the driver-agent serves it, slowly (it forks a process per request):
