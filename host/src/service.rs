@@ -371,7 +371,12 @@ impl Service {
                 return Some(Some((crate::dropped::statuses(method, args), storage)));
             }
         };
-        match self.wait_committed(method, args, still_ours) {
+        let waiting = Instant::now();
+        let waited = self.wait_committed(method, args, still_ours);
+        if commit_probe(method, args).is_some() {
+            crate::metrics::COMMIT_WAIT.record(waiting.elapsed());
+        }
+        match waited {
             Waited::Committed => {}
             Waited::RolledBack(why) => {
                 tracing::error!("not applying {method}: {why}");

@@ -106,7 +106,9 @@ impl Reporter {
             };
             let statuses: Vec<ObjectStatus> = batch.iter().flat_map(|r| r.statuses.iter().cloned()).collect();
             crate::metrics::STATUS_DOCUMENTS.inc();
+            let sending = std::time::Instant::now();
             self.sink.report(&document(&statuses));
+            crate::metrics::STATUS_UPDATE.record(sending.elapsed());
             let mut lbs = Vec::new();
             for report in batch {
                 lbs.extend(report.lbs);
