@@ -136,6 +136,9 @@ fn the_statuses_of_a_burst_are_not_sent_one_request_at_a_time() {
     }
     let (requests, most) = (status.requests.load(Ordering::SeqCst), status.most_at_once.load(Ordering::SeqCst));
     // One at a time, 8 operations took 8 requests in a row (2.4 s here; 3–5 s with the real agent).
-    assert!(requests < BURST as usize, "queued statuses were not merged: {requests} requests for {BURST} operations");
-    assert!(most > 1, "statuses were sent one request at a time");
+    // Merged (all 8 may be queued before a sender wakes: one document), or sent side by side, or both.
+    assert!(
+        requests < BURST as usize || most > 1,
+        "statuses were sent one request at a time, one each: {requests} requests for {BURST} operations, at most {most} at once"
+    );
 }
