@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test setup guests venv venv-oldest rabbitmq bench release install mariadb octavia-venv test-octavia bench-octavia
+.PHONY: demo test setup guests venv venv-oldest rabbitmq bench release install mariadb octavia-venv test-octavia bench-octavia bench-host
 
 ## The guests are wasm32-unknown-unknown components; a fresh machine lacks that target.
 setup:
@@ -70,11 +70,18 @@ test-octavia: guests mariadb octavia-venv
 ## Benchmarks (release build); figures are recorded in README.md.
 bench: guests
 	cargo bench -p host
+	$(MAKE) --no-print-directory bench-host
 
 ## Latency to ACTIVE and burst rate through the real Octavia API: loxilb against Octavia's noop_driver.
 bench-octavia: guests mariadb octavia-venv
 	cargo build -p host -p loxilb-sim
 	$(OCTAVIA_VENV)/bin/python tests/octavia/bench.py
+
+## The host alone over its Unix socket against the simulator, with a fake driver-agent: sustained
+## member updates from 8 clients (ops/s, cast->status p50/p99, LoxiLB calls and host CPU per operation).
+bench-host: guests
+	cargo build --release -p host
+	cargo bench -p integration-tests --bench host_socket
 
 ## A release build: the host binary (with the default policy) in target/release/.
 release: guests

@@ -7,8 +7,9 @@
 //! - `convert`: octavia-lib JSON → the policy's typed records.
 //! - `service`: provider requests → policy → LoxiLB → statuses, in order; `inbox`: accepted casts, durably;
 //!   `lanes`: one apply queue per load balancer; `dropped`: statuses of operations that can never be applied.
+//! - `commits`: the provider's notices of Octavia's commits (no get-socket reads while waiting for them).
 //! - `epochs`: whether a read of Octavia's view is still current for its load balancer (sync, recovery).
-//! - `octavia`: the driver-agent sockets and status documents.
+//! - `octavia`: the driver-agent sockets, status documents and their senders (`reporter`).
 //! - `transport`: how provider requests arrive (Unix socket; oslo.messaging over RabbitMQ).
 //! - `monitor`: operating statuses, statistics and reconciliation while serving.
 //! - `tools`: `show-mappings`, `validate-mappings`, `force-recovery`.
@@ -18,6 +19,7 @@
 
 pub mod app;
 pub mod caps;
+pub mod commits;
 pub mod config;
 pub mod conformance;
 pub mod convert;

@@ -143,6 +143,16 @@ pub static INBOX_BAD_RECORDS: Counter =
     Counter::new("inbox_bad_records_total", "Inbox records found damaged on start (their objects are reported ERROR where they can be named).");
 pub static PROVIDER_CONNECTIONS_REFUSED: Counter =
     Counter::new("provider_connections_refused_total", "Provider socket connections refused: too many at once, or a peer not allowed.");
+pub static STATUS_DOCUMENTS: Counter =
+    Counter::new("status_documents_total", "Status documents sent for applied operations (several operations' statuses may share one).");
+pub static STATUS_UPDATE: Timing =
+    Timing::new("status_update", "Status documents of applied operations: from handing one to the driver-agent to its answer (retries included).");
+pub static COMMIT_WAIT: Timing =
+    Timing::new("commit_wait", "Waits for Octavia's commit of a create or update before applying it (notice or get-socket reads).");
+pub static COMMITS_NOTIFIED: Counter =
+    Counter::new("commits_notified_total", "Operations applied on the provider's notice of Octavia's commit, without asking the get socket.");
+pub static COMMITS_POLLED: Counter =
+    Counter::new("commits_polled_total", "Operations whose commit was awaited by reading Octavia's get socket (no notice, or a rollback notice).");
 
 const BUILT_IN: &[Metric] = &[
     Metric::Counter(&STORAGE_WRITES),
@@ -168,6 +178,11 @@ const BUILT_IN: &[Metric] = &[
     Metric::Counter(&CASTS_REFUSED_OVERLOAD),
     Metric::Counter(&INBOX_BAD_RECORDS),
     Metric::Counter(&PROVIDER_CONNECTIONS_REFUSED),
+    Metric::Counter(&STATUS_DOCUMENTS),
+    Metric::Timing(&STATUS_UPDATE),
+    Metric::Timing(&COMMIT_WAIT),
+    Metric::Counter(&COMMITS_NOTIFIED),
+    Metric::Counter(&COMMITS_POLLED),
 ];
 
 static REGISTERED: Mutex<Vec<Metric>> = Mutex::new(Vec::new());

@@ -13,11 +13,13 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::caps::storage::{Durability, MappingStore};
+use crate::commits::{Commits, Notice, NOTICE_WAIT};
 use crate::convert;
 use crate::epochs::{Epochs, Ticket};
 use crate::execute::OpError;
 use crate::lanes::Lanes;
 use crate::octavia::agent::DriverAgent;
+use crate::octavia::reporter::Reporter;
 use crate::octavia::status::{document, StatusSink};
 use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, Operation, ProvisioningStatus};
 use crate::runtime::bindings::policy_types::PolicyError;
@@ -81,6 +83,9 @@ fn lane_of(args: &Value) -> String {
 /// A queued cast: its inbox sequence number (when the inbox is on), method and arguments.
 type Job = (Option<u64>, String, Value);
 
+/// The cast argument naming the provider's notice of Octavia's commit (see `commits.rs`).
+pub const COMMIT_TICKET: &str = "commit_ticket";
+
 /// Flavor metadata keys the LoxiLB provider understands.
 pub const FLAVOR_KEYS: &[(&str, &str)] = &[("nat_mode", "LoxiLB NAT mode for this load balancer: dnat, onearm, fullnat or dsr")];
 
@@ -99,6 +104,8 @@ pub struct Service {
     pub applied: std::sync::atomic::AtomicU64,
     /// Orders reads of Octavia's view against the operations applied to each load balancer.
     pub epochs: Epochs,
+    /// The provider's notices of Octavia's commits (see `commits.rs`).
+    pub commits: Commits,
 }
 
 impl Service {
@@ -124,6 +131,7 @@ impl Service {
             inbox,
             applied: Default::default(),
             epochs: Epochs::default(),
+            commits: Commits::default(),
         })
     }
 
@@ -136,8 +144,11 @@ impl Service {
         // Outcomes are reported, in order, once an fsync covers them; workers go on with their next
         // operation meanwhile, and operations of every load balancer share each fsync.
         let durability = Arc::new(Durability::start(storage, Durability::DEFAULT_COMMIT_DELAY));
+        // Statuses go to Octavia from sender threads of their own, several operations' in one document
+        // while earlier ones are being sent (see `reporter.rs`).
+        let reports = Reporter::start(Arc::clone(&self.statuses), crate::octavia::reporter::SENDERS);
         let service = Arc::clone(self);
-        let lanes = Lanes::new(APPLY_WORKERS, move |job: Job| service.work(job, &durability));
+        let lanes = Lanes::new(APPLY_WORKERS, move |job: Job| service.work(job, &durability, &reports));
         // Restored operations were accepted already: they count towards the backlog but are never refused.
         self.backlog.fetch_add(pending.len(), Ordering::SeqCst);
         crate::metrics::APPLY_BACKLOG.set(self.backlog.load(Ordering::SeqCst) as u64);
@@ -159,21 +170,26 @@ impl Service {
         self.backlog.load(Ordering::SeqCst)
     }
 
-    fn work(self: &Arc<Self>, (inbox_seq, method, args): Job, durability: &Durability) {
+    fn work(self: &Arc<Self>, (inbox_seq, method, args): Job, durability: &Durability, reports: &Arc<Reporter>) {
         let started = Instant::now();
         let Some(Some((statuses, storage))) = self.apply_in_memory(&method, &args, &|| true) else {
             log_outcome(&method, &args, &[], started.elapsed());
             self.finished(inbox_seq);
             return;
         };
-        let reporter = Arc::clone(self);
+        let service = Arc::clone(self);
+        let reports = Arc::clone(reports);
         durability.after(storage.appended(), move |durable| {
             if let Err(e) = durable {
                 tracing::error!("mapping journal not durable after {method}: {e}");
             }
-            reporter.report(&statuses);
-            log_outcome(&method, &args, &statuses, started.elapsed());
-            reporter.finished(inbox_seq);
+            // Not sent from here: this thread releases every operation's outcome in turn.
+            let sent = statuses.clone();
+            reports.submit(sent, move || {
+                service.reported(&statuses);
+                log_outcome(&method, &args, &statuses, started.elapsed());
+                service.finished(inbox_seq);
+            });
         });
     }
 
@@ -285,8 +301,24 @@ impl Service {
             },
             None => None,
         };
+        if let Some(ticket) = args.get(COMMIT_TICKET).and_then(Value::as_str) {
+            self.commits.expect(ticket);
+        }
         lanes.push(&lane_of(&args), (seq, method.to_string(), args));
         Ok(())
+    }
+
+    /// A notice from the provider (`committed` or `rolled_back`, args `{"tickets": [...]}`): Octavia's
+    /// transaction that made casts with those tickets has ended.
+    pub fn notice(&self, method: &str, args: &Value) -> Result<(), Failure> {
+        let tickets: Vec<String> = args
+            .get("tickets")
+            .and_then(Value::as_array)
+            .ok_or_else(|| Failure::driver(format!("{method} notice without tickets")))?
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect();
+        self.commits.notice(method, &tickets).map_err(Failure::driver)
     }
 
     /// Applies one operation now: wait for Octavia's commit, run the policy, make the mapping durable,
@@ -313,10 +345,15 @@ impl Service {
     }
 
     fn report(&self, statuses: &[ObjectStatus]) {
-        self.applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if !statuses.is_empty() {
             self.statuses.report(&document(statuses));
         }
+        self.reported(statuses);
+    }
+
+    /// An applied operation's statuses have been sent.
+    fn reported(&self, statuses: &[ObjectStatus]) {
+        self.applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for lb in loadbalancers_of(statuses) {
             self.epochs.reported(lb);
         }
@@ -335,7 +372,12 @@ impl Service {
                 return Some(Some((crate::dropped::statuses(method, args), storage)));
             }
         };
-        match self.wait_committed(method, args, still_ours) {
+        let waiting = Instant::now();
+        let waited = self.wait_committed(method, args, still_ours);
+        if commit_probe(method, args).is_some() {
+            crate::metrics::COMMIT_WAIT.record(waiting.elapsed());
+        }
+        match waited {
             Waited::Committed => {}
             Waited::RolledBack(why) => {
                 tracing::error!("not applying {method}: {why}");
@@ -494,6 +536,21 @@ impl Service {
     fn wait_committed(&self, method: &str, args: &Value, still_ours: &dyn Fn() -> bool) -> Waited {
         let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return Waited::Committed };
         let Some((collection, id, expected)) = commit_probe(method, args) else { return Waited::Committed };
+        if let Some(ticket) = args.get(COMMIT_TICKET).and_then(Value::as_str) {
+            match self.commits.wait(ticket, NOTICE_WAIT, still_ours) {
+                Some(Notice::Committed) => {
+                    crate::metrics::COMMITS_NOTIFIED.inc();
+                    return Waited::Committed;
+                }
+                Some(Notice::RolledBack) => tracing::info!("Octavia rolled back the request of {method} {id}, says the provider; asking the get socket"),
+                Some(Notice::Awaited) => tracing::info!("no notice of Octavia's commit of {method} {id} within {NOTICE_WAIT:?}; asking the get socket"),
+                None => {}
+            }
+            if !still_ours() {
+                return Waited::HandedOver;
+            }
+        }
+        crate::metrics::COMMITS_POLLED.inc();
         let start = Instant::now();
         // Time spent while the get socket could not be asked, and since when it cannot be now.
         let mut unreachable_for = Duration::ZERO;

@@ -6,13 +6,24 @@ worded for an operator, when the host cannot be reached.
 """
 import hashlib
 import json
+import logging
 import socket
 import threading
+import uuid
 
 from octavia_lib.api.drivers import exceptions
 from oslo_config import cfg
 
+try:  # Octavia's API process has it; elsewhere casts carry no commit ticket
+    from sqlalchemy import event as _sa_event
+    from sqlalchemy.orm import Session as _SaSession
+    SQLALCHEMY = True
+except ImportError:
+    SQLALCHEMY = False
+
 from octavia_loxilb_provider import config
+
+LOG = logging.getLogger(__name__)
 
 NAMESPACE = "loxilb_provider"
 VERSION = "1.0"
@@ -21,6 +32,8 @@ VERSION = "1.0"
 # must not hang while RabbitMQ is down.
 AMQP_RETRY = 1
 RABBIT_HINT = "is RabbitMQ reachable at [DEFAULT] transport_url?"
+# Seconds a commit notice may take (it is sent after Octavia's commit, before its answer).
+NOTICE_TIMEOUT = 1
 
 # octavia-lib before 3.8 (Octavia 2024.1 and 2024.2 pin 3.5.0 and 3.6.0) has no Conflict, and
 # those Octavia releases would not map it to HTTP 409 anyway.
@@ -79,9 +92,72 @@ def unix_request(path, payload, timeout):
     return json.loads(data)
 
 
+# Casts whose objects the host must see committed before it applies them (creates and updates;
+# deletes are locked by Octavia until it commits). See commit notices below.
+def _awaits_commit(method):
+    return method.endswith("_create") or method.endswith("_update")
+
+
+class CommitNotices:
+    """Tells the host when Octavia's transaction around a cast commits (docs/host-protocol.md).
+
+    Octavia calls the provider inside its database transaction and commits in the same thread right
+    after the provider returns. Each create or update cast over the Unix socket carries a
+    `commit_ticket`; the outermost commit (or rollback) of a SQLAlchemy session in the thread that
+    made the cast sends the ticket to the host, which then applies the operation without reading
+    Octavia's get socket (a forked driver-agent process per read). Without SQLAlchemy, or when a
+    notice is lost, the host reads the get socket as before; a notice never fails Octavia's request.
+    """
+
+    def __init__(self):
+        self._local = threading.local()
+        self._listening = False
+        self._lock = threading.Lock()
+
+    def ticket(self, send):
+        """A ticket for a cast made now in this thread; `send(method, args)` delivers its notice.
+        One API request makes one cast: a ticket left over from an earlier request of this thread
+        (it neither committed nor rolled back) is dropped, so no later commit vouches for it (the
+        host reads the get socket for that one)."""
+        with self._lock:
+            if not self._listening:
+                _sa_event.listen(_SaSession, "after_commit", self._committed)
+                _sa_event.listen(_SaSession, "after_rollback", self._rolled_back)
+                self._listening = True
+        ticket = uuid.uuid4().hex
+        self._local.pending = (send, [ticket])
+        return ticket
+
+    def _end(self, session, method):
+        pending = getattr(self._local, "pending", None)
+        # A savepoint ending inside the transaction is not Octavia's commit.
+        if not pending or session.in_nested_transaction():
+            return
+        self._local.pending = None
+        send, tickets = pending
+        try:
+            send(method, {"tickets": tickets})
+        except Exception as err:  # never fail Octavia's request: the host falls back to reading
+            LOG.debug("loxilb: commit notice %s not delivered (%s)", method, err)
+
+    def _committed(self, session):
+        self._end(session, "committed")
+
+    def _rolled_back(self, session):
+        self._end(session, "rolled_back")
+
+
+NOTICES = CommitNotices()
+
+
 class UnixTransport:
     def __init__(self, opts):
         self._opts = opts
+
+    def _notify(self, method, args):
+        # Short: Octavia's request waits for it, after its commit.
+        unix_request(self._opts.socket_path, {"type": "notice", "method": method, "args": args},
+                     NOTICE_TIMEOUT)
 
     def _send(self, kind, method, args):
         path = self._opts.socket_path
@@ -99,6 +175,8 @@ class UnixTransport:
         return self._send("call", method, args)
 
     def cast(self, method, args):
+        if SQLALCHEMY and _awaits_commit(method):
+            args = dict(args, commit_ticket=NOTICES.ticket(self._notify))
         self._send("cast", method, args)
 
 

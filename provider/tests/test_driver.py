@@ -180,6 +180,10 @@ def test_validate_then_cast_with_the_same_args(unix_conf, fake_host, fake_get, n
     invoke(driver_mod.LoxiLBProviderDriver())
 
     expected = json.loads(json.dumps(dict(args, loadbalancer_id=LB)))
+    cast = fake_host.requests[1]
+    # Creates and updates carry a commit ticket (with SQLAlchemy importable: test_commit_notices.py).
+    ticket = cast["args"].pop("commit_ticket", None)
+    assert (ticket is not None) == (transport.SQLALCHEMY and transport._awaits_commit(method))
     assert fake_host.requests == [
         {"type": "call", "method": "validate", "args": {"operation": method, "args": expected}},
         {"type": "cast", "method": method, "args": expected},

@@ -116,14 +116,17 @@ def burst(api, vips, provider):
 
 
 def main():
-    env = Environment()
+    # BENCH_RECONCILE: the host's reconcile_interval; unset, the production default (60 s).
+    env = Environment(reconcile_interval=os.environ.get("BENCH_RECONCILE"))
     failed = True
     try:
         env.up()
         vips = (f"10.{a}.{b}.1" for a in range(1, 200) for b in range(0, 250))
         lox = Timed(env.api_url, "bench-loxilb")
         noop = Timed(env.api_url, "bench-noop")
-        print(f"# {STEPS} trees step by step, burst of {BURST} graph creates from {THREADS} clients", flush=True)
+        print(f"# {STEPS} trees step by step, burst of {BURST} graph creates from {THREADS} clients; "
+              f"reconcile_interval {env.reconcile_interval or 'default (60 s)'}; "
+              f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
         rtt, active = steps_loxilb(env, lox, vips)
         noop_rtt = steps_noop(noop, vips)
         lox_burst = burst(lox, vips, "loxilb")
@@ -144,6 +147,11 @@ def main():
               f"noop_driver {objects / noop_burst[0]:.1f} objects/s accepted")
         if lox_burst[1]:
             print(f"  ratio loxilb to ACTIVE / noop accepted (time): {lox_burst[1] / noop_burst[0]:.2f}x")
+        for key, value in env.host_metrics("commits_notified_total", "commits_polled_total",
+                                           "status_documents_total", "status_update",
+                                           "commit_wait").items():
+            print(f"  host metric {key} {value}")
+        print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         left = env.loxilb.vips()
         if left:  # a bench is not a test: say so, the e2e suite checks it
             print(f"\nnote: {len(left)} VIPs of deleted load balancers still have LoxiLB rules "

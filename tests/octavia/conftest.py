@@ -5,6 +5,7 @@ same venv), all reading one octavia.conf. Everything is torn down at the end, ev
 
 Run it with the venv's interpreter (`make test-octavia` builds `.venv-octavia`)."""
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -42,6 +43,28 @@ def connects(path):
             return True
         except OSError:
             return False
+
+
+def agent_answers(path, request):
+    """True when a driver-agent socket answers `request`. Never just connect and close: the agent's
+    forked handler reads its length header byte by byte and does not notice the end of the
+    connection, so it would spin at 100% CPU for as long as the agent runs (3 such processes, one per
+    socket, used to take most of this 2-CPU machine from every test and bench of a session)."""
+    body = json.dumps(request).encode()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(path)
+            s.sendall(b"%d\n" % len(body) + body)
+            with s.makefile("rb") as reply:
+                size = int(reply.readline(32))
+                return len(reply.read(size)) == size
+    except (OSError, ValueError):
+        return False
+
+
+# A request each driver-agent socket answers without changing anything.
+AGENT_PROBES = ({}, {"listeners": []}, {"object": "loadbalancers", "id": "readiness-probe"})
 
 
 def mariadb_up():
@@ -95,13 +118,18 @@ class Proc:
 
 
 class Environment:
-    def __init__(self):
+    # The suite's delete race needs reconciliation running while deletes land; the bench measures
+    # with the production default (60 s) instead, since every pass reads each load balancer's tree
+    # from the get socket (a forked driver-agent process each) and takes CPU from what is measured.
+    def __init__(self, reconcile_interval="0.2"):
+        self.reconcile_interval = reconcile_interval
         # Short: AF_UNIX paths are limited to 107 bytes.
         self.dir = tempfile.mkdtemp(prefix="oe", dir="/tmp")
         self.db_name = f"octavia_e2e_{uuid.uuid4().hex[:12]}"
         self.procs = {}
         self.sim_port = free_port()
         self.api_port = free_port()
+        self.host_http_port = free_port()
         self.loxilb = LoxiLB(f"http://127.0.0.1:{self.sim_port}")
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.conf = os.path.join(self.dir, "octavia.conf")
@@ -129,10 +157,12 @@ class Environment:
                               "socket_path": self.host_socket,
                               "admin_socket_path": f"{d}/admin.sock",
                               "mapping_storage_path": f"{d}/mappings.json",
-                              # The delete race needs reconciliation running while deletes land.
-                              "reconcile_interval": "0.2",
-                              "validate_timeout": "10"},
+                              "validate_timeout": "10",
+                              # The host's /metrics (the bench prints some of them).
+                              "http_listen": f"127.0.0.1:{self.host_http_port}"},
         }
+        if self.reconcile_interval is not None:
+            sections["driver_loxilb"]["reconcile_interval"] = self.reconcile_interval
         with open(self.conf, "w") as f:
             for group, values in sections.items():
                 f.write(f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) + "\n")
@@ -212,11 +242,22 @@ class Environment:
 
         def agent_ready():
             agent.check()
-            return all(connects(p) for p in self.agent_sockets)
+            return all(agent_answers(p, probe) for p, probe in zip(self.agent_sockets, AGENT_PROBES))
 
         wait_for(agent_ready, 90, f"octavia-driver-agent's sockets {self.agent_sockets}")
         self.start_host()
         wait_for(lambda: answers(api, f"{self.api_url}/"), 90, f"octavia-api (gunicorn) on {self.api_url}")
+
+    def host_metrics(self, *names):
+        """{name: value} of the host's /metrics lines whose metric name ends with one of `names`."""
+        text = requests.get(f"http://127.0.0.1:{self.host_http_port}/metrics", timeout=5).text
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#") and " " in line:
+                key, value = line.rsplit(" ", 1)
+                if any(n in key.split("{")[0] for n in names):
+                    out[key] = value
+        return out
 
     def logs(self, chars=4000):
         return "\n".join(f"--- {name} (pid {p.pid}), {p.log_path}\n{p.tail(chars)}"

@@ -11,6 +11,38 @@ use serde_json::Value;
 
 /// octavia-lib gives the agent 5 s per socket operation.
 pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
+/// Get-socket reads in flight at once, from the whole process. The driver-agent forks a process per
+/// read that opens its own database session (0.3-0.4 s of CPU on a 2-CPU machine): dozens of load
+/// balancers waiting for their commit at once (after a restart, casts restored from the inbox have no
+/// commit notice) would otherwise keep up to 50 such processes running (the agent's limit), each slower
+/// the more there are, and every status update and API request with them.
+pub const GET_CONCURRENCY: usize = 4;
+
+static GET_TURNS: (std::sync::Mutex<usize>, std::sync::Condvar) = (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+/// One of the `GET_CONCURRENCY` turns, given back when dropped.
+struct GetTurn;
+
+impl GetTurn {
+    fn take() -> GetTurn {
+        let (count, freed) = &GET_TURNS;
+        let mut count = count.lock().unwrap();
+        while *count >= GET_CONCURRENCY {
+            count = freed.wait(count).unwrap();
+        }
+        *count += 1;
+        GetTurn
+    }
+}
+
+impl Drop for GetTurn {
+    fn drop(&mut self) {
+        let (count, freed) = &GET_TURNS;
+        *count.lock().unwrap() -= 1;
+        freed.notify_one();
+    }
+}
+
 /// Frames larger than this are refused rather than allocated.
 pub const MAX_FRAME: usize = 64 << 20;
 
@@ -107,13 +139,59 @@ impl DriverAgent {
     }
 
     /// The committed object (`object` is `loadbalancers`, `listeners`, `pools`, `members`, …), or `None`.
+    /// At most `GET_CONCURRENCY` reads are in flight at once (see there); a read waits for its turn.
     pub fn get(&self, object: &str, id: &str) -> Result<Option<Value>> {
         let path = self.get.as_ref().ok_or_else(|| anyhow!("no get socket configured"))?;
+        let _turn = GetTurn::take();
         let reply = exchange(path, &serde_json::json!({"object": object, "id": id}), SOCKET_TIMEOUT)?;
         Ok(match reply {
             Value::Object(ref m) if m.is_empty() => None,
             Value::Null => None,
             other => Some(other),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn no_more_than_a_few_get_socket_reads_are_in_flight_at_once() {
+        let dir = std::env::temp_dir().join(format!("agent-get-turns-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("get.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (n, m) = (Arc::clone(&now), Arc::clone(&most));
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let (n, m) = (Arc::clone(&n), Arc::clone(&m));
+                std::thread::spawn(move || {
+                    let Ok(_) = read_frame(&mut stream) else { return };
+                    m.fetch_max(n.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(50));
+                    n.fetch_sub(1, Ordering::SeqCst);
+                    let _ = write_frame(&mut stream, &serde_json::json!({}));
+                });
+            }
+        });
+        let agent = DriverAgent { status: None, stats: None, get: Some(path) };
+        let readers: Vec<_> = (0..16)
+            .map(|i| {
+                let agent = agent.clone();
+                std::thread::spawn(move || agent.get("members", &format!("m{i}")).unwrap())
+            })
+            .collect();
+        for r in readers {
+            assert_eq!(r.join().unwrap(), None);
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!((1..=GET_CONCURRENCY).contains(&most), "{most} reads in flight at once");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

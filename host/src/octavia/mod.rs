@@ -1,4 +1,5 @@
 //! Talking to Octavia: the driver-agent sockets (status, stats, get) and the status documents sent there.
 
 pub mod agent;
+pub mod reporter;
 pub mod status;

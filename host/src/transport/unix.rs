@@ -104,7 +104,8 @@ fn serve_one(service: &Service, stream: UnixStream, accepted: Instant, limits: &
     let answer = match request.get("type").and_then(Value::as_str) {
         Some("call") => reply(service.call(&method, &args)),
         Some("cast") => reply(service.cast(&method, args).map(|()| Value::Null)),
-        other => reply(Err(Failure::driver(format!("request type {other:?} is neither call nor cast")))),
+        Some("notice") => reply(service.notice(&method, &args).map(|()| Value::Null)),
+        other => reply(Err(Failure::driver(format!("request type {other:?} is not call, cast or notice")))),
     };
     write_frame(&mut stream, &answer)
 }

@@ -1,0 +1,221 @@
+//! Sending applied operations' statuses to Octavia without making operations wait for each other.
+//!
+//! The driver-agent forks a process for every status request, and that process opens its own database
+//! session: a request costs 0.15–0.4 s on a 2-CPU machine whether it carries one record or fifty. Sent
+//! one at a time from one thread, a burst of operations reaches ACTIVE at the rate of those requests.
+//! Here a few sender threads each take every queued report they may send, merge them into one document
+//! and send it; the others go to the next free sender meanwhile.
+//!
+//! One load balancer's reports stay in order: a report is not sent while an earlier one of a load
+//! balancer it names is queued before it or being sent.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::status::{document, StatusSink};
+use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus};
+
+/// Sender threads: as many status requests in flight at once.
+pub const SENDERS: usize = 4;
+/// Records in one merged document at most (a cascade delete alone may carry hundreds).
+const MAX_RECORDS: usize = 500;
+
+type Then = Box<dyn FnOnce() + Send>;
+
+struct Report {
+    statuses: Vec<ObjectStatus>,
+    lbs: Vec<String>,
+    then: Then,
+}
+
+#[derive(Default)]
+struct Queue {
+    reports: VecDeque<Report>,
+    /// Load balancers named by a report being sent.
+    sending: HashSet<String>,
+}
+
+pub struct Reporter {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    sink: Arc<dyn StatusSink>,
+}
+
+impl Reporter {
+    /// A reporter sending to `sink` from `senders` threads.
+    pub fn start(sink: Arc<dyn StatusSink>, senders: usize) -> Arc<Reporter> {
+        let reporter = Arc::new(Reporter { queue: Mutex::default(), ready: Condvar::new(), sink });
+        for n in 0..senders.max(1) {
+            let r = Arc::clone(&reporter);
+            std::thread::Builder::new().name(format!("status-{n}")).spawn(move || r.serve()).expect("status sender thread");
+        }
+        reporter
+    }
+
+    /// Sends `statuses` (after every earlier report naming one of their load balancers), then runs
+    /// `then` on the sender thread. Without statuses `then` runs at once.
+    pub fn submit(&self, statuses: Vec<ObjectStatus>, then: impl FnOnce() + Send + 'static) {
+        if statuses.is_empty() {
+            return then();
+        }
+        let mut lbs: Vec<String> = statuses.iter().filter(|s| s.kind == ObjectKind::Loadbalancer).map(|s| s.id.clone()).collect();
+        lbs.dedup();
+        self.queue.lock().unwrap().reports.push_back(Report { statuses, lbs, then: Box::new(then) });
+        self.ready.notify_one();
+    }
+
+    /// Reports queued and not yet being sent.
+    pub fn queued(&self) -> usize {
+        self.queue.lock().unwrap().reports.len()
+    }
+
+    /// Takes every queued report that may be sent now, in order, up to `MAX_RECORDS` records.
+    fn take(queue: &mut Queue) -> Vec<Report> {
+        let mut taken = Vec::new();
+        let mut records = 0;
+        // Load balancers of reports left queued: a later report naming one of them must wait too.
+        let mut held: HashSet<String> = HashSet::new();
+        let mut i = 0;
+        while i < queue.reports.len() {
+            let report = &queue.reports[i];
+            let blocked = report.lbs.iter().any(|lb| queue.sending.contains(lb) || held.contains(lb));
+            if blocked || (!taken.is_empty() && records + report.statuses.len() > MAX_RECORDS) {
+                held.extend(report.lbs.iter().cloned());
+                i += 1;
+                continue;
+            }
+            let report = queue.reports.remove(i).expect("index in range");
+            records += report.statuses.len();
+            queue.sending.extend(report.lbs.iter().cloned());
+            taken.push(report);
+        }
+        taken
+    }
+
+    fn serve(self: Arc<Self>) {
+        loop {
+            let batch = {
+                let mut queue = self.queue.lock().unwrap();
+                loop {
+                    let batch = Self::take(&mut queue);
+                    if !batch.is_empty() {
+                        break batch;
+                    }
+                    queue = self.ready.wait(queue).unwrap();
+                }
+            };
+            let statuses: Vec<ObjectStatus> = batch.iter().flat_map(|r| r.statuses.iter().cloned()).collect();
+            crate::metrics::STATUS_DOCUMENTS.inc();
+            let sending = std::time::Instant::now();
+            self.sink.report(&document(&statuses));
+            crate::metrics::STATUS_UPDATE.record(sending.elapsed());
+            let mut lbs = Vec::new();
+            for report in batch {
+                lbs.extend(report.lbs);
+                (report.then)();
+            }
+            let mut queue = self.queue.lock().unwrap();
+            for lb in &lbs {
+                queue.sending.remove(lb);
+            }
+            drop(queue);
+            // Reports held back behind these may go now, to any sender.
+            self.ready.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::bindings::octavia::ProvisioningStatus;
+    use serde_json::Value;
+    use std::sync::mpsc::{channel, Receiver, Sender};
+    use std::time::Duration;
+
+    fn active(kind: ObjectKind, id: &str) -> ObjectStatus {
+        ObjectStatus { kind, id: id.into(), provisioning: Some(ProvisioningStatus::Active), operating: None }
+    }
+
+    /// A sink that hands the test each document with a channel to let that request return.
+    struct Gate(Mutex<Sender<(Value, Sender<()>)>>);
+
+    impl StatusSink for Gate {
+        fn report(&self, document: &Value) {
+            let (release, wait) = channel();
+            self.0.lock().unwrap().send((document.clone(), release)).unwrap();
+            let _ = wait.recv_timeout(Duration::from_secs(10));
+        }
+    }
+
+    fn gate(senders: usize) -> (Arc<Reporter>, Receiver<(Value, Sender<()>)>) {
+        let (tx, rx) = channel();
+        (Reporter::start(Arc::new(Gate(Mutex::new(tx))), senders), rx)
+    }
+
+    fn ids(document: &Value, collection: &str) -> Vec<String> {
+        document[collection].as_array().into_iter().flatten().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn reports_queued_while_others_are_sent_go_out_together_and_in_order_per_load_balancer() {
+        let (reporter, seen) = gate(2);
+        let (done_tx, done) = channel::<&'static str>();
+        let done_tx = Mutex::new(done_tx);
+        let finished = move |name: &'static str| {
+            let tx = done_tx.lock().unwrap().clone();
+            move || tx.send(name).unwrap()
+        };
+        // a1 is being sent: a2 (same load balancer) must wait for it, b1 and c1 need not.
+        reporter.submit(vec![active(ObjectKind::Member, "m-a1"), active(ObjectKind::Loadbalancer, "a")], finished("a1"));
+        let (first, release_a1) = seen.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(ids(&first, "members"), ["m-a1"]);
+        reporter.submit(vec![active(ObjectKind::Member, "m-a2"), active(ObjectKind::Loadbalancer, "a")], finished("a2"));
+        reporter.submit(vec![active(ObjectKind::Member, "m-b1"), active(ObjectKind::Loadbalancer, "b")], finished("b1"));
+        reporter.submit(vec![active(ObjectKind::Member, "m-c1"), active(ObjectKind::Loadbalancer, "c")], finished("c1"));
+        // The other sender takes b1 and c1 (together when both were queued), never a2 while a1 is sent.
+        let mut sent: Vec<String> = Vec::new();
+        while sent.len() < 2 {
+            let (doc, release) = seen.recv_timeout(Duration::from_secs(10)).unwrap();
+            assert!(!ids(&doc, "members").contains(&"m-a2".to_string()), "a2 was sent while a1 was: {doc}");
+            sent.extend(ids(&doc, "members"));
+            release.send(()).unwrap();
+        }
+        sent.sort();
+        assert_eq!(sent, ["m-b1", "m-c1"]);
+        assert!(seen.recv_timeout(Duration::from_millis(100)).is_err(), "a2 was sent while a1 was");
+        release_a1.send(()).unwrap();
+        let (last, release) = seen.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(ids(&last, "members"), ["m-a2"]);
+        release.send(()).unwrap();
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            order.push(done.recv_timeout(Duration::from_secs(10)).unwrap());
+        }
+        let position = |n: &str| order.iter().position(|o| *o == n).unwrap();
+        assert!(position("a1") < position("a2"), "{order:?}");
+    }
+
+    #[test]
+    fn reports_queued_behind_a_busy_sender_share_one_document() {
+        let (reporter, seen) = gate(1);
+        reporter.submit(vec![active(ObjectKind::Loadbalancer, "a")], || {});
+        let (_, release) = seen.recv_timeout(Duration::from_secs(10)).unwrap();
+        for lb in ["b", "c", "d"] {
+            reporter.submit(vec![active(ObjectKind::Member, &format!("m-{lb}")), active(ObjectKind::Loadbalancer, lb)], || {});
+        }
+        release.send(()).unwrap();
+        let (doc, release) = seen.recv_timeout(Duration::from_secs(10)).unwrap();
+        release.send(()).unwrap();
+        assert_eq!(ids(&doc, "loadbalancers"), ["b", "c", "d"], "{doc}");
+        assert_eq!(ids(&doc, "members"), ["m-b", "m-c", "m-d"], "{doc}");
+    }
+
+    #[test]
+    fn a_report_without_statuses_finishes_at_once() {
+        let (reporter, _seen) = gate(1);
+        let (tx, rx) = channel();
+        reporter.submit(Vec::new(), move || tx.send(()).unwrap());
+        rx.recv_timeout(Duration::from_secs(1)).unwrap();
+    }
+}
