@@ -226,6 +226,13 @@ fn serve(config: Config) -> Result<()> {
         (None, Vec::new(), Vec::new())
     };
     let service = host::service::Service::with_inbox(sandbox, Some(agent.clone()), sink, config.commit_wait_timeout, inbox);
+    if config.enable_persistent_mapping {
+        let mut path = config.mapping_storage_path.clone().into_os_string();
+        path.push(".reprogram");
+        if let Err(e) = service.reprogram.persist_at(std::path::Path::new(&path)) {
+            tracing::error!("{e:#}: load balancers that failed at LoxiLB before the restart stay as Octavia shows them");
+        }
+    }
     let agent_for_probes = agent.clone();
     service.set_max_pending_operations(config.max_pending_operations);
     service.report_damaged(&damaged);

@@ -21,9 +21,11 @@ use crate::lanes::Lanes;
 use crate::octavia::agent::DriverAgent;
 use crate::octavia::reporter::Reporter;
 use crate::octavia::status::{document, StatusSink};
+use crate::reprogram::Reprogram;
 use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, Operation, ProvisioningStatus};
 use crate::runtime::bindings::policy_types::PolicyError;
 use crate::runtime::instance::{describe, Sandbox};
+use crate::vips::VipClaims;
 
 /// A refusal the provider turns into an octavia-lib exception of the same class name.
 #[derive(Clone, Debug, PartialEq)]
@@ -106,6 +108,10 @@ pub struct Service {
     pub epochs: Epochs,
     /// The provider's notices of Octavia's commits (see `commits.rs`).
     pub commits: Commits,
+    /// Load balancers to program once LoxiLB answers (see `reprogram.rs`).
+    pub reprogram: Reprogram,
+    /// VIPs of creates validated and not applied yet (see `vips.rs`).
+    pub vip_claims: VipClaims,
 }
 
 impl Service {
@@ -132,6 +138,8 @@ impl Service {
             applied: Default::default(),
             epochs: Epochs::default(),
             commits: Commits::default(),
+            reprogram: Reprogram::default(),
+            vip_claims: VipClaims::default(),
         })
     }
 
@@ -244,8 +252,20 @@ impl Service {
             "validate" => {
                 let inner = args.get("operation").and_then(Value::as_str).ok_or_else(|| Failure::driver("validate: no operation"))?;
                 let op = convert::operation(inner, args.get("args").unwrap_or(&Value::Null)).map_err(|e| malformed(inner, &e))?;
-                let result = self.sandbox.lock().unwrap().validate(&op).map_err(|e| Failure::driver(e.to_string()))?;
-                result.map(|()| Value::Null).map_err(|e| failure_of(&e))
+                // Held while claiming: an apply releases a claim under it, once the mapping holds the VIP.
+                let mut sandbox = self.sandbox.lock().unwrap();
+                sandbox.validate(&op).map_err(|e| Failure::driver(e.to_string()))?.map_err(|e| failure_of(&e))?;
+                if let Operation::LoadbalancerCreate(lb) = &op {
+                    let vips: Vec<String> = std::iter::once(&lb.vip_address).chain(&lb.additional_vips).cloned().collect();
+                    self.vip_claims.claim(&vips, &lb.id).map_err(|vip| Failure {
+                        class: "Conflict",
+                        message: format!(
+                            "load balancer {}: VIP {vip} is being taken by another load balancer created at the same moment on this LoxiLB, which keys its rules by VIP, port and protocol across all projects; choose another vip_address",
+                            lb.id
+                        ),
+                    })?;
+                }
+                Ok(Value::Null)
             }
             "get_supported_flavor_metadata" => Ok(FLAVOR_KEYS.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>().into()),
             "validate_flavor" => {
@@ -303,6 +323,9 @@ impl Service {
         };
         if let Some(ticket) = args.get(COMMIT_TICKET).and_then(Value::as_str) {
             self.commits.expect(ticket);
+        }
+        if method == "loadbalancer_create" {
+            self.vip_claims.cast(&lane_of(&args));
         }
         lanes.push(&lane_of(&args), (seq, method.to_string(), args));
         Ok(())
@@ -377,6 +400,9 @@ impl Service {
         if commit_probe(method, args).is_some() {
             crate::metrics::COMMIT_WAIT.record(waiting.elapsed());
         }
+        if !matches!(waited, Waited::Committed) && method == "loadbalancer_create" {
+            self.vip_claims.release(&lane_of(args));
+        }
         match waited {
             Waited::Committed => {}
             Waited::RolledBack(why) => {
@@ -394,18 +420,23 @@ impl Service {
             return None;
         }
         let handled = sandbox.handle(&op);
+        if let Operation::LoadbalancerCreate(lb) = &op {
+            self.vip_claims.release(&lb.id);
+        }
         if let Ok(outcome) = &handled {
             match outcome.error {
                 Some(OpError::Refused(PolicyError::MissingState(_))) => crate::metrics::CACHE_MISSES.inc(),
                 _ => crate::metrics::CACHE_HITS.inc(),
             }
         }
+        let mut failed_at_loxilb = matches!(&handled, Ok(outcome) if matches!(outcome.error, Some(OpError::Loxilb(_))));
         let mut statuses = match handled {
             Ok(outcome) => match &outcome.error {
                 Some(OpError::Refused(PolicyError::MissingState(what))) => {
                     tracing::warn!("{method}: {what}; recovering the load balancer before failing");
                     match self.recover_for(&mut sandbox, args).and_then(|()| sandbox.handle(&op).map_err(|e| e.to_string())) {
                         Ok(retried) => {
+                            failed_at_loxilb = matches!(retried.error, Some(OpError::Loxilb(_)));
                             if let Some(error) = &retried.error {
                                 tracing::warn!("{method} failed after recovery: {}", error.describe());
                             }
@@ -439,6 +470,10 @@ impl Service {
                 });
             }
         }
+        let lb = lane_of(args);
+        if failed_at_loxilb && !lb.is_empty() && self.agent.as_ref().is_some_and(|a| a.get.is_some()) {
+            self.reprogram.note(&lb);
+        }
         // Until `report` sends these statuses, Octavia's view of the load balancer predates this operation.
         for lb in loadbalancers_of(&statuses) {
             self.epochs.applied(lb);
@@ -467,7 +502,7 @@ impl Service {
             let since = self.epochs.ticket();
             if let Ok(Some(tree)) = agent.get("loadbalancers", lb_id) {
                 if self.epochs.current(lb_id, since) {
-                    let adopted = adopt_tree(sandbox, &tree);
+                    let adopted = adopt_tree(sandbox, &tree).map(drop);
                     self.epochs.touched(lb_id);
                     return adopted;
                 }
@@ -527,6 +562,54 @@ impl Service {
             tracing::error!("mapping journal not durable after adopting {lb_id}: {e}");
         }
         Ok(adopted)
+    }
+
+    /// Programs the load balancers whose operations failed at LoxiLB (see `reprogram.rs`) as Octavia's get
+    /// socket shows them now, and reports their objects ACTIVE. One with an operation in flight, or applied
+    /// and not yet reported, is left to the next round (that operation may fail too, or bring it up to date).
+    pub fn reprogram_failed(&self) {
+        let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return };
+        for lb in self.reprogram.due() {
+            let since = self.epochs.ticket();
+            let tree = match agent.get("loadbalancers", &lb) {
+                Ok(tree) => tree,
+                Err(e) => return tracing::debug!("programming load balancers that failed at LoxiLB: get socket unavailable: {e:#}"),
+            };
+            if tree.as_ref().and_then(|t| t.get("provisioning_status")).and_then(Value::as_str).is_some_and(|s| s.starts_with("PENDING")) {
+                continue;
+            }
+            let mut sandbox = self.sandbox.lock().unwrap();
+            if !self.epochs.current(&lb, since) {
+                continue;
+            }
+            let Some(tree) = tree else {
+                if let Err(e) = remove_gone(&mut sandbox, &lb) {
+                    tracing::warn!("removing load balancer {lb}, which Octavia no longer has: {e}");
+                }
+                self.epochs.touched(&lb);
+                self.reprogram.forget(&lb);
+                continue;
+            };
+            let statuses = match adopt_tree(&mut sandbox, &tree) {
+                Ok(statuses) => statuses,
+                Err(e) => {
+                    self.reprogram.failed_again(&lb);
+                    tracing::warn!("load balancer {lb}, which failed at LoxiLB, still cannot be programmed: {e}");
+                    continue;
+                }
+            };
+            self.epochs.applied(&lb);
+            let storage = Arc::clone(sandbox.storage());
+            drop(sandbox);
+            if let Err(e) = storage.sync() {
+                tracing::error!("mapping journal not durable after programming {lb}: {e}");
+            }
+            tracing::info!("load balancer {lb}, which failed at LoxiLB, is programmed as Octavia shows it: reporting its objects ACTIVE");
+            // Not `report`: that counts an operation applied.
+            self.statuses.report(&document(&statuses));
+            self.epochs.reported(&lb);
+            self.reprogram.forget(&lb);
+        }
     }
 
     /// Waits until Octavia's get socket shows what the operation refers to as committed: a created object
@@ -658,10 +741,12 @@ pub enum Adopted {
 }
 
 /// A load balancer tree as Octavia's get socket renders it, adopted as the desired state.
-fn adopt_tree(sandbox: &mut Sandbox, tree: &Value) -> Result<(), String> {
+/// The statuses the adoption would report: the whole tree ACTIVE.
+fn adopt_tree(sandbox: &mut Sandbox, tree: &Value) -> Result<Vec<ObjectStatus>, String> {
     let op = convert::operation("loadbalancer_sync", &json!({"loadbalancer": tree})).map_err(|e| format!("{e:#}"))?;
-    match sandbox.handle(&op).map_err(|e| e.to_string())?.error {
-        None => Ok(()),
+    let outcome = sandbox.handle(&op).map_err(|e| e.to_string())?;
+    match outcome.error {
+        None => Ok(outcome.statuses),
         Some(e) => Err(e.describe()),
     }
 }

@@ -1,6 +1,7 @@
 //! The host against Octavia's get socket (scripted) and the LoxiLB simulator: a read of Octavia's view
 //! never undoes a later operation; a load balancer Octavia no longer has leaves LoxiLB; an operation waits
-//! for its commit while the get socket cannot be asked, and is applied soon after the commit shows.
+//! for its commit while the get socket cannot be asked, and is applied soon after the commit shows; what
+//! failed while LoxiLB was down is programmed as Octavia shows it once LoxiLB answers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -313,4 +314,74 @@ fn runtime_recovery_from_loxilb_adds_to_the_mapping_and_never_clears_it() {
     let report = host.service.sandbox.lock().unwrap().recover(host::execute::RecoveryMode::Loxilb).unwrap().unwrap();
     assert_eq!(report.recovered, 0);
     assert_eq!(host.mapped_ids(), mapped);
+}
+
+/// The provisioning statuses reported since `from` (an index into the recorded documents).
+fn reported_since(host: &Host, from: usize) -> Vec<(String, String)> {
+    provisioning_statuses(&host.sink.recorded.documents.lock().unwrap()[from..])
+}
+
+fn recorded(host: &Host) -> usize {
+    host.sink.recorded.documents.lock().unwrap().len()
+}
+
+#[test]
+fn a_load_balancer_created_while_loxilb_was_down_is_programmed_and_reported_active_once_it_answers() {
+    let host = Host::start("reprogram-lb", Duration::from_secs(5));
+    let tree = tree(&[(M1, "10.30.1.1")]);
+    host.octavia.commit(&tree);
+    host.sim.inject_fault(100_000, loxilb_sim::Fault::Reset);
+    let failed = host.service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+    assert!(provisioning_statuses(&[host::octavia::status::document(&failed)]).contains(&(format!("loadbalancers/{LB}"), "ERROR".into())));
+    let monitor = host.monitor();
+    let mut upkeep = host::monitor::Upkeep::default();
+    monitor.tick(&mut upkeep);
+    assert!(host.sim.rules().is_empty() && host.mapped_ids().is_empty(), "LoxiLB is still down");
+
+    let before = recorded(&host);
+    host.sim.inject_fault(0, loxilb_sim::Fault::Reset);
+    monitor.tick(&mut upkeep);
+    assert_eq!(host.endpoints(), ["10.30.1.1"], "programmed as Octavia shows it");
+    assert_eq!(host.mapped_ids().len(), 4);
+    let reported = reported_since(&host, before);
+    for id in [LB, L1, P1, M1] {
+        assert!(reported.iter().any(|(o, s)| o.ends_with(id) && s == "ACTIVE"), "{id} not reported ACTIVE: {reported:?}");
+    }
+    assert!(host.service.reprogram.is_empty());
+    // Done once: the next check has nothing more to program or report.
+    let before = recorded(&host);
+    monitor.tick(&mut upkeep);
+    assert_eq!(recorded(&host), before);
+}
+
+#[test]
+fn a_member_added_while_loxilb_was_down_is_programmed_once_it_answers_and_a_deleted_load_balancer_is_not() {
+    let host = Host::start("reprogram-member", Duration::from_secs(5));
+    host.create(&tree(&[(M1, "10.30.1.1")]));
+    let with_m2 = tree(&[(M1, "10.30.1.1"), (M2, "10.30.1.2")]);
+    host.octavia.commit(&with_m2);
+    host.sim.inject_fault(100_000, loxilb_sim::Fault::Reset);
+    let m2 = member(M2, P1, "10.30.1.2", 8080, 1);
+    let failed = host.service.apply("member_create", &json!({"member": m2, "loadbalancer_id": LB}));
+    assert!(provisioning_statuses(&[host::octavia::status::document(&failed)]).contains(&(format!("members/{M2}"), "ERROR".into())));
+    host.sim.inject_fault(0, loxilb_sim::Fault::Reset);
+    assert_eq!(host.endpoints(), ["10.30.1.1"], "nothing half-applied");
+
+    let before = recorded(&host);
+    let monitor = host.monitor();
+    monitor.tick(&mut host::monitor::Upkeep::default());
+    assert_eq!(host.endpoints(), ["10.30.1.1", "10.30.1.2"]);
+    assert!(reported_since(&host, before).contains(&(format!("members/{M2}"), "ACTIVE".into())));
+
+    // A load balancer Octavia deleted before LoxiLB answered again is not brought back.
+    let other = Host::start("reprogram-deleted", Duration::from_secs(5));
+    let tree = tree(&[(M1, "10.30.1.1")]);
+    other.octavia.commit(&tree);
+    other.sim.inject_fault(100_000, loxilb_sim::Fault::Reset);
+    other.service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+    other.octavia.delete_all();
+    other.sim.inject_fault(0, loxilb_sim::Fault::Reset);
+    other.monitor().tick(&mut host::monitor::Upkeep::default());
+    assert!(other.sim.rules().is_empty() && other.mapped_ids().is_empty());
+    assert!(other.service.reprogram.is_empty());
 }

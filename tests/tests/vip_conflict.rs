@@ -1,7 +1,7 @@
 //! LoxiLB keys rules by VIP, port and protocol, with no project separation: a VIP or port another load
 //! balancer holds is refused when Octavia validates the request (HTTP 409 through octavia-lib's Conflict),
 //! with a message that says what to change and does not name the other load balancer, which may belong to
-//! another project.
+//! another project. Two creates of one VIP validated at the same moment are told apart too: the second is refused.
 
 use host::runtime::instance::Limits;
 use integration_tests::*;
@@ -52,4 +52,22 @@ fn two_listeners_of_one_load_balancer_on_one_loxilb_rule_are_refused_naming_the_
     assert_eq!(refused.class, "Conflict", "{refused}");
     assert!(refused.message.contains(&format!("{VIP}:443/tcp already for listener {LB1}-l443 of this load balancer")), "{refused}");
     assert!(refused.message.contains("protocol_port"), "{refused}");
+}
+
+#[test]
+fn two_creates_with_one_vip_validated_before_either_is_applied_refuse_the_second() {
+    let h = test_host(&default_policy(), Limits::default(), settings());
+    // Two projects' requests at the same moment: both validate before either cast is applied.
+    assert!(validate(&h, "loadbalancer_create", json!({"loadbalancer": tree(LB1, VIP, 80)})).is_ok());
+    let refused = validate(&h, "loadbalancer_create", json!({"loadbalancer": tree(LB2, VIP, 80)})).unwrap_err();
+    assert_eq!(refused.class, "Conflict", "{refused}");
+    assert!(refused.message.contains(&format!("VIP {VIP} is being taken by another load balancer")) && refused.message.contains("vip_address"), "{refused}");
+    assert!(!refused.message.contains(LB1), "{refused}");
+    // The first one's create is applied; the second stays refused, now by the mapping.
+    let created = host::octavia::status::document(&h.service.apply("loadbalancer_create", &json!({"loadbalancer": tree(LB1, VIP, 80)})));
+    assert_eq!(created["loadbalancers"][0]["provisioning_status"], "ACTIVE", "{created}");
+    assert!(validate(&h, "loadbalancer_create", json!({"loadbalancer": tree(LB2, VIP, 80)})).unwrap_err().message.contains("already in use"));
+    // Deleted, the VIP is free for the other project.
+    h.service.apply("loadbalancer_delete", &json!({"loadbalancer": tree(LB1, VIP, 80), "cascade": true, "loadbalancer_id": LB1}));
+    assert!(validate(&h, "loadbalancer_create", json!({"loadbalancer": tree(LB2, VIP, 80)})).is_ok());
 }
