@@ -167,7 +167,12 @@ impl Sandbox {
     /// is only read: a swap's reconciliation leaves it as it was.
     pub fn reconcile(&mut self) -> Result<Result<ReconcileReport, String>, CallError> {
         let loxi = self.grants().loxilb.clone();
-        let observed = match wire::observed(loxi.as_ref()) {
+        self.reconcile_on(loxi.as_ref())
+    }
+
+    /// `reconcile` against one target: the policy's LoxiLB, or one node of its cluster.
+    pub fn reconcile_on(&mut self, loxi: &(dyn crate::caps::loxilb::LoxiTransport + 'static)) -> Result<Result<ReconcileReport, String>, CallError> {
+        let observed = match wire::observed(loxi) {
             Ok(o) => o,
             Err(e) => return Ok(Err(e)),
         };
@@ -195,7 +200,7 @@ impl Sandbox {
             calls.push(LoxilbCall::UpsertRule(want.rule.clone()));
             calls.extend(want.probes.iter().cloned().map(LoxilbCall::UpsertProbe));
             let label = format!("{}:{}/{}", key.external_ip, key.port, key.protocol);
-            match run(loxi.as_ref(), &calls, &mut 0) {
+            match run(loxi, &calls, &mut 0) {
                 Ok(()) => report.reprogrammed.push(label),
                 Err(e) => report.failures.push(format!("{label}: {e}")),
             }
@@ -209,7 +214,7 @@ impl Sandbox {
             let label = format!("{}:{}/{} ({})", key.external_ip, key.port, key.protocol, o.rule.service.name);
             report.orphans.push(label.clone());
             if remove_orphans && self.owns_rule(&o.rule.service.name)? {
-                match wire::call(loxi.as_ref(), &LoxilbCall::DeleteRule(key)) {
+                match wire::call(loxi, &LoxilbCall::DeleteRule(key)) {
                     Ok(()) => report.removed.push(label),
                     Err(e) => report.failures.push(format!("{label}: {e}")),
                 }

@@ -15,7 +15,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter as FamilyCounter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge as FamilyGauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use serde_json::{json, Map, Value};
@@ -228,6 +228,11 @@ struct NodeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabel {
+    node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
 }
@@ -244,6 +249,8 @@ struct Families {
     operation_seconds: Family<MethodLabel, Histogram, fn() -> Histogram>,
     loxilb_requests: Family<NodeLabels, FamilyCounter>,
     swaps: Family<ResultLabel, FamilyCounter>,
+    node_up: Family<NodeLabel, FamilyGauge>,
+    node_out_of_date: Family<NodeLabel, FamilyGauge>,
 }
 
 static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
@@ -252,12 +259,19 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
     let operation_seconds = Family::<MethodLabel, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
     let loxilb_requests = Family::<NodeLabels, FamilyCounter>::default();
     let swaps = Family::<ResultLabel, FamilyCounter>::default();
+    let (node_up, node_out_of_date) = (Family::<NodeLabel, FamilyGauge>::default(), Family::<NodeLabel, FamilyGauge>::default());
     registry.register("operations", "Octavia operations applied, by provider method and result (ok, error, dropped).", operations.clone());
     registry.register("operation_seconds", "Time from taking an operation off its queue to its statuses being reported.", operation_seconds.clone());
     registry.register("loxilb_requests", "Requests to LoxiLB by node (API base URL) and result (ok, or the error class).", loxilb_requests.clone());
     registry.register("policy_swaps", "Policy swaps by result (ok, refused).", swaps.clone());
+    registry.register("loxilb_node_up", "Whether each LoxiLB node (API base URL) answered its last request.", node_up.clone());
+    registry.register(
+        "loxilb_node_out_of_date",
+        "Whether each LoxiLB node missed a change or lost rules and is not yet brought back to the desired rules.",
+        node_out_of_date.clone(),
+    );
     registry.register_collector(Box::new(StaticMetrics));
-    Families { registry, operations, operation_seconds, loxilb_requests, swaps }
+    Families { registry, operations, operation_seconds, loxilb_requests, swaps, node_up, node_out_of_date }
 });
 
 /// An applied (or dropped) operation: counted by method and result, its duration observed.
@@ -270,6 +284,13 @@ pub fn record_operation(method: &str, result: &str, took: Duration) {
 /// One request to a LoxiLB node, by its outcome (`ok`, or an error class such as `timeout`, `http_500`).
 pub fn record_loxilb_request(node: &str, result: &str) {
     FAMILIES.loxilb_requests.get_or_create(&NodeLabels { node: node.to_string(), result: result.to_string() }).inc();
+}
+
+/// A LoxiLB node's state as the monitor last saw it.
+pub fn record_node(node: &str, up: bool, out_of_date: bool) {
+    let label = NodeLabel { node: node.to_string() };
+    FAMILIES.node_up.get_or_create(&label).set(up as i64);
+    FAMILIES.node_out_of_date.get_or_create(&label).set(out_of_date as i64);
 }
 
 pub fn record_swap(result: &str) {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use loxilb_api::Loxilb;
 
-use crate::caps::loxilb::LoxiTransport;
+use crate::caps::loxilb::{ClusterNode, LoxiTransport};
 use crate::octavia::agent::DriverAgent;
 use crate::octavia::status::{document, operating};
 use crate::runtime::bindings::octavia::ObjectStatus;
@@ -19,6 +19,8 @@ pub const LIVENESS_PERIOD: Duration = Duration::from_secs(2);
 /// While operations keep changing the mapping, the rules LoxiLB should hold are rendered again at most
 /// this often for the loss check (a restart loses the older rules too).
 const RENDER_EVERY: Duration = Duration::from_secs(10);
+/// How long a node that reconciliation could not bring up to date waits before it is tried again.
+const NODE_RETRY: Duration = Duration::from_secs(30);
 
 pub struct Monitor {
     pub service: Arc<Service>,
@@ -38,12 +40,30 @@ pub struct Upkeep {
     /// Rules found missing that the last reconciliation could not bring back: found missing again, they
     /// wait for the next `reconcile_interval` rather than a reconciliation every check.
     unrepaired: HashSet<String>,
+    /// When each out-of-date node was last reconciled on its own.
+    node_attempts: HashMap<String, Instant>,
 }
 
 impl Default for Upkeep {
     fn default() -> Upkeep {
-        Upkeep { alive: true, last_stats: Instant::now(), last_reconcile: Instant::now(), reported: HashMap::new(), expected: None, unrepaired: HashSet::new() }
+        Upkeep {
+            alive: true,
+            last_stats: Instant::now(),
+            last_reconcile: Instant::now(),
+            reported: HashMap::new(),
+            expected: None,
+            unrepaired: HashSet::new(),
+            node_attempts: HashMap::new(),
+        }
     }
+}
+
+/// What reconciliation works on: LoxiLB as one target, or one node of its cluster.
+struct Target {
+    /// The node's API base URL, or "LoxiLB".
+    label: String,
+    transport: Arc<dyn LoxiTransport>,
+    node: Option<Arc<ClusterNode>>,
 }
 
 /// The names of the rules LoxiLB should hold, as of a state of the mapping.
@@ -75,6 +95,7 @@ impl Monitor {
             if was_alive {
                 tracing::warn!("LoxiLB is unreachable ({why}); checking every {:?}, reconciling when it answers", LIVENESS_PERIOD);
             }
+            self.record_nodes();
             return;
         }
         if !was_alive {
@@ -89,6 +110,10 @@ impl Monitor {
                 upkeep.last_reconcile = Instant::now();
             }
             upkeep.unrepaired = lost;
+            self.bring_nodes_up_to_date(&mut upkeep.node_attempts);
+        }
+        if !self.service.reprogram.due().is_empty() {
+            self.service.reprogram_failed();
         }
         if !self.reconcile_interval.is_zero() && upkeep.last_reconcile.elapsed() >= self.reconcile_interval {
             self.reconcile();
@@ -99,14 +124,60 @@ impl Monitor {
             self.statistics();
             upkeep.last_stats = Instant::now();
         }
+        self.record_nodes();
     }
 
-    /// The rules the mapping wants that LoxiLB does not list (by name). LoxiLB's `/version` has no
-    /// uptime or start time, and a restart between two liveness checks is never seen as down: a rule
-    /// missing is the sign. Each check compares LoxiLB's list with names rendered earlier (rendering walks
-    /// the whole mapping: again after a change, but at most every `RENDER_EVERY` unless none were wanted).
-    /// Names that may be stale are only a suspicion: it is confirmed with the sandbox held, names rendered
-    /// afresh and LoxiLB listed again, so that no operation changes either in between.
+    /// What reconciliation and the loss check compare with the desired rules: each node of the cluster,
+    /// or LoxiLB as one target.
+    fn targets(&self) -> Vec<Target> {
+        let nodes = self.loxilb.nodes();
+        if nodes.is_empty() {
+            return vec![Target { label: "LoxiLB".into(), transport: Arc::clone(&self.loxilb), node: None }];
+        }
+        nodes
+            .into_iter()
+            .map(|node| {
+                let node = Arc::new(node);
+                Target { label: node.state().base, transport: Arc::clone(&node) as Arc<dyn LoxiTransport>, node: Some(node) }
+            })
+            .collect()
+    }
+
+    /// Nodes that missed a change while the others took it, and answer now: reconciled one by one. A node
+    /// whose reconciliation left it out of date is tried again only after `NODE_RETRY` (or once it has
+    /// been unreachable in between), not at every check.
+    fn bring_nodes_up_to_date(&self, attempts: &mut HashMap<String, Instant>) {
+        for target in self.targets() {
+            let Some(node) = &target.node else { continue };
+            let state = node.state();
+            if !state.answering {
+                attempts.remove(&target.label);
+            }
+            if !state.out_of_date || attempts.get(&target.label).is_some_and(|at| at.elapsed() < NODE_RETRY) {
+                continue;
+            }
+            if target.transport.reachable().is_ok() {
+                tracing::warn!("LoxiLB node {} missed changes and answers now: bringing it to the desired rules", target.label);
+                self.reconcile_target(&target);
+                attempts.insert(target.label.clone(), Instant::now());
+            }
+        }
+    }
+
+    fn record_nodes(&self) {
+        for node in self.loxilb.nodes() {
+            let state = node.state();
+            crate::metrics::record_node(&state.base, state.answering, state.out_of_date);
+        }
+    }
+
+    /// The rules the mapping wants that a node does not list (by name), as `<node> <rule>`. LoxiLB's
+    /// `/version` has no uptime or start time, and a restart between two liveness checks is never seen as
+    /// down: a rule missing is the sign. Each check compares every node's list with names rendered earlier
+    /// (rendering walks the whole mapping: again after a change, but at most every `RENDER_EVERY` unless
+    /// none were wanted). Names that may be stale are only a suspicion: it is confirmed with the sandbox
+    /// held, names rendered afresh and the node listed again, so that no operation changes either in
+    /// between. A node that lost rules is marked out of date.
     fn lost_rules(&self, expected: &mut Option<ExpectedRules>) -> HashSet<String> {
         let generation = self.service.epochs.generation();
         let stale = |e: &ExpectedRules| e.generation != generation && (e.names.is_empty() || e.rendered_at.elapsed() >= RENDER_EVERY);
@@ -114,22 +185,32 @@ impl Monitor {
             *expected = self.expected_rules(&mut self.service.sandbox.lock().unwrap());
         }
         let Some(wanted) = expected.as_ref().filter(|e| !e.names.is_empty()) else { return HashSet::new() };
-        match self.listed_rule_names() {
-            Ok(listed) if wanted.names.is_subset(&listed) => return HashSet::new(),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!("listing LoxiLB's rules: {e}");
-                return HashSet::new();
-            }
+        let suspects: Vec<Target> = self
+            .targets()
+            .into_iter()
+            .filter(|t| match Self::listed_rule_names(t.transport.as_ref()) {
+                Ok(listed) => !wanted.names.is_subset(&listed),
+                Err(e) => {
+                    tracing::debug!("listing {}'s rules: {e}", t.label);
+                    false
+                }
+            })
+            .collect();
+        if suspects.is_empty() {
+            return HashSet::new();
         }
         let mut sandbox = self.service.sandbox.lock().unwrap();
         *expected = self.expected_rules(&mut sandbox);
-        let listed = self.listed_rule_names();
-        drop(sandbox);
-        match (expected.as_ref(), listed) {
-            (Some(fresh), Ok(listed)) => fresh.names.difference(&listed).cloned().collect(),
-            _ => HashSet::new(),
+        let mut lost = HashSet::new();
+        for target in &suspects {
+            let (Some(fresh), Ok(listed)) = (expected.as_ref(), Self::listed_rule_names(target.transport.as_ref())) else { continue };
+            let missing: Vec<&String> = fresh.names.difference(&listed).collect();
+            if let (Some(node), false) = (&target.node, missing.is_empty()) {
+                node.out_of_date();
+            }
+            lost.extend(missing.into_iter().map(|name| format!("{} {name}", target.label)));
         }
+        lost
     }
 
     fn expected_rules(&self, sandbox: &mut crate::runtime::instance::Sandbox) -> Option<ExpectedRules> {
@@ -143,9 +224,9 @@ impl Monitor {
         }
     }
 
-    /// The names of the rules LoxiLB lists.
-    fn listed_rule_names(&self) -> Result<HashSet<String>, loxilb_api::WireError> {
-        Ok(self.loxilb.list_rules()?.into_iter().map(|observed| observed.rule.service.name).filter(|name| !name.is_empty()).collect())
+    /// The names of the rules a target lists.
+    fn listed_rule_names(target: &(dyn LoxiTransport + 'static)) -> Result<HashSet<String>, loxilb_api::WireError> {
+        Ok(target.list_rules()?.into_iter().map(|observed| observed.rule.service.name).filter(|name| !name.is_empty()).collect())
     }
 
     /// Octavia's view, when its get socket is reachable: every load balancer the mapping holds is read
@@ -183,22 +264,35 @@ impl Monitor {
         }
     }
 
+    /// Octavia's view adopted, then every target (each node of a cluster) brought to the desired rules.
     pub fn reconcile(&self) {
         self.sync_from_octavia();
-        match self.service.sandbox.lock().unwrap().reconcile() {
+        for target in self.targets() {
+            self.reconcile_target(&target);
+        }
+    }
+
+    /// One target brought to the desired rules; a node with nothing left to fix is up to date again.
+    fn reconcile_target(&self, target: &Target) {
+        let result = self.service.sandbox.lock().unwrap().reconcile_on(target.transport.as_ref());
+        match result {
             Ok(Ok(report)) => {
                 if !report.reprogrammed.is_empty() || !report.orphans.is_empty() || !report.failures.is_empty() {
                     tracing::warn!(
-                        "reconcile: re-programmed {:?}, orphans {:?}, removed {:?}, failures {:?}",
+                        "reconcile {}: re-programmed {:?}, orphans {:?}, removed {:?}, failures {:?}",
+                        target.label,
                         report.reprogrammed,
                         report.orphans,
                         report.removed,
                         report.failures
                     );
                 }
+                if let (Some(node), true) = (&target.node, report.failures.is_empty()) {
+                    node.in_sync();
+                }
             }
-            Ok(Err(e)) => tracing::warn!("reconcile: {e}"),
-            Err(e) => tracing::error!("reconcile: {e}"),
+            Ok(Err(e)) => tracing::warn!("reconcile {}: {e}", target.label),
+            Err(e) => tracing::error!("reconcile {}: {e}", target.label),
         }
     }
 

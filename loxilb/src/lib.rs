@@ -6,7 +6,7 @@
 //! * [`outcome`] — LoxiLB's error contract (old and new error styles);
 //! * [`converge`] — whether a listed rule is the one wanted;
 //! * [`api`] — the typed [`Loxilb`] API over any [`Exchange`], and [`FakeLoxilb`] for tests;
-//! * `client` (feature `client`, default) — HTTP nodes, failover, retries.
+//! * `client` (feature `client`, default) — HTTP nodes, a cluster of them, retries.
 //!
 //! Without the `client` feature the crate has no I/O and builds for wasm32.
 
@@ -22,7 +22,7 @@ pub mod types;
 
 pub use api::{Exchange, Loxilb, Reply, WireError};
 #[cfg(feature = "client")]
-pub use client::{Failover, Node, Observer, Retried, Retry, Retrying};
+pub use client::{Cluster, Node, NodeState, Observer, Retried, Retry, Retrying};
 pub use converge::matches;
 pub use decode::{observed_rule, rule_list};
 pub use encode::{delete_probe_path, delete_rule_path, probe_json, request, rule_json, Intent, Request, BASE_PATH};

@@ -76,7 +76,15 @@ fn a_rule_reconciliation_cannot_bring_back_is_not_retried_at_every_check() {
     let policy_side = Arc::new(Refusing { inner: Arc::clone(&loxilb), refuse: false.into(), refused: 0.into() });
     let sandbox = sandbox_with(&default_policy(), policy_side.clone(), Arc::new(MemoryStore::default()));
     let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
-    let monitor = Monitor { service: Arc::clone(&service), loxilb, agent: None, stats_interval: Duration::ZERO, reconcile_interval: Duration::from_secs(3600) };
+    // Reconciliation writes through the monitor's transport (each node of it): that one refuses.
+    let _ = loxilb;
+    let monitor = Monitor {
+        service: Arc::clone(&service),
+        loxilb: policy_side.clone(),
+        agent: None,
+        stats_interval: Duration::ZERO,
+        reconcile_interval: Duration::from_secs(3600),
+    };
     let mut upkeep = Upkeep::default();
     let members = vec![member(M1, P1, "10.40.1.1", 8080, 1)];
     let tree = loadbalancer(LB, "10.40.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", members, None)))]);

@@ -1,16 +1,23 @@
-//! The raw LoxiLB capability of 0.1.0 policies, carried by loxilb-api's client. A status code is data for
-//! the policy; only "no endpoint answered" is an error.
+//! The host's LoxiLB transport, carried by loxilb-api's client: every configured node as one cluster, and
+//! each node on its own for reconciliation. A status code is data for the caller; only "no endpoint
+//! answered" is an error.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use loxilb_api::{Exchange, Failover, Node, Observer, Reply, Retried, Retrying};
+use loxilb_api::{Cluster, Exchange, Node, NodeState, Observer, Reply, Retried, Retrying};
 
 pub use loxilb_api::{Retry, BASE_PATH};
 
 pub trait LoxiTransport: Send + Sync {
     /// One exchange; `path` is relative to `/netlox/v1`.
     fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String>;
+
+    /// Each node of a LoxiLB cluster as a target of its own (reconciled one by one); empty for a
+    /// transport that is a single target.
+    fn nodes(&self) -> Vec<ClusterNode> {
+        Vec::new()
+    }
 }
 
 /// What the policies reach is what the host's own probes reach (tests wrap it to stage failures), so the
@@ -21,21 +28,28 @@ impl Exchange for dyn LoxiTransport {
     }
 }
 
-/// LoxiLB's API endpoints as one failover group, retried within `api_retry_deadline`.
+/// LoxiLB's API endpoints as one cluster (every change to every node, see [`Cluster`]), retried within
+/// `api_retry_deadline`.
 pub struct HttpLoxi {
-    client: Retrying<Failover>,
+    client: Arc<Retrying<Cluster>>,
 }
 
 impl HttpLoxi {
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> Self {
         let observer: Arc<dyn Observer> = Arc::new(Recorder);
         let nodes = endpoints.into_iter().map(|base| Node::new(base, timeout).with_observer(Arc::clone(&observer))).collect();
-        HttpLoxi { client: Retrying::new(Failover::new(nodes), Retry::NONE).with_observer(observer) }
+        HttpLoxi { client: Arc::new(Retrying::new(Cluster::new(nodes), Retry::NONE).with_observer(observer)) }
     }
 
     /// Retries transient failures (see [`Retry`]).
     pub fn with_retry(self, retry: Retry) -> Self {
-        HttpLoxi { client: self.client.with_retry(retry) }
+        let client = Arc::into_inner(self.client).expect("configured before it is shared");
+        HttpLoxi { client: Arc::new(client.with_retry(retry)) }
+    }
+
+    /// Each node's reachability and whether it missed changes.
+    pub fn node_states(&self) -> Vec<NodeState> {
+        self.client.inner().states()
     }
 
     /// Requests served.
@@ -52,6 +66,39 @@ impl HttpLoxi {
 impl LoxiTransport for HttpLoxi {
     fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
         self.client.exchange(method, path, body).map(|reply| (reply.status, reply.body))
+    }
+
+    fn nodes(&self) -> Vec<ClusterNode> {
+        (0..self.client.inner().states().len()).map(|index| ClusterNode { client: Arc::clone(&self.client), index }).collect()
+    }
+}
+
+/// One node of the cluster, reached directly (no retries: what fails is tried again at the next check).
+pub struct ClusterNode {
+    client: Arc<Retrying<Cluster>>,
+    index: usize,
+}
+
+impl ClusterNode {
+    pub fn state(&self) -> NodeState {
+        self.client.inner().states().swap_remove(self.index)
+    }
+
+    /// It holds the desired rules now.
+    pub fn in_sync(&self) {
+        self.client.inner().in_sync(self.index);
+    }
+
+    /// It lacks rules it should hold.
+    pub fn out_of_date(&self) {
+        self.client.inner().out_of_date(self.index);
+    }
+}
+
+impl LoxiTransport for ClusterNode {
+    fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
+        let node = self.client.inner().nodes().nth(self.index).expect("a node of the cluster");
+        node.exchange(method, path, body).map(|reply| (reply.status, reply.body))
     }
 }
 
