@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test setup guests venv venv-oldest rabbitmq bench release install mariadb octavia-venv test-octavia bench-octavia bench-host
+.PHONY: demo test setup guests venv venv-oldest rabbitmq bench release install mariadb octavia-venv test-octavia bench-octavia bench-host reliability
 
 ## The guests are wasm32-unknown-unknown components; a fresh machine lacks that target.
 setup:
@@ -76,6 +76,12 @@ bench: guests
 bench-octavia: guests mariadb octavia-venv
 	cargo build -p host -p loxilb-sim
 	$(OCTAVIA_VENV)/bin/python tests/octavia/bench.py
+
+## Faults in front of LoxiLB, kill -9 of the host mid-burst and malformed provider-socket messages, through
+## the real Octavia API (tests/octavia/reliability.py): prints the README's reliability figures.
+reliability: guests mariadb octavia-venv
+	cargo build -p host -p loxilb-sim
+	$(OCTAVIA_VENV)/bin/python tests/octavia/reliability.py
 
 ## The host alone over its Unix socket against the simulator, with a fake driver-agent: sustained
 ## member updates from 8 clients (ops/s, cast->status p50/p99, LoxiLB calls and host CPU per operation).

@@ -121,8 +121,12 @@ class Environment:
     # The suite's delete race needs reconciliation running while deletes land; the bench measures
     # with the production default (60 s) instead, since every pass reads each load balancer's tree
     # from the get socket (a forked driver-agent process each) and takes CPU from what is measured.
-    def __init__(self, reconcile_interval="0.2"):
+    def __init__(self, reconcile_interval="0.2", loxilb_front=None, driver_loxilb=None):
         self.reconcile_interval = reconcile_interval
+        # What the host is told LoxiLB's URL is (a fault-injecting proxy in front of the simulator), and
+        # further [driver_loxilb] keys.
+        self.loxilb_front = loxilb_front
+        self.driver_loxilb = driver_loxilb or {}
         # Short: AF_UNIX paths are limited to 107 bytes.
         self.dir = tempfile.mkdtemp(prefix="oe", dir="/tmp")
         self.db_name = f"octavia_e2e_{uuid.uuid4().hex[:12]}"
@@ -152,7 +156,7 @@ class Environment:
                              "stats_socket_path": self.agent_sockets[1],
                              "get_socket_path": self.agent_sockets[2],
                              "enabled_provider_agents": ""},
-            "driver_loxilb": {"api_endpoints": self.loxilb.url,
+            "driver_loxilb": {"api_endpoints": self.loxilb_front or self.loxilb.url,
                               "transport": "unix",
                               "socket_path": self.host_socket,
                               "admin_socket_path": f"{d}/admin.sock",
@@ -163,6 +167,7 @@ class Environment:
         }
         if self.reconcile_interval is not None:
             sections["driver_loxilb"]["reconcile_interval"] = self.reconcile_interval
+        sections["driver_loxilb"].update(self.driver_loxilb)
         with open(self.conf, "w") as f:
             for group, values in sections.items():
                 f.write(f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) + "\n")
