@@ -120,29 +120,33 @@ fn relay(mut client: TcpStream, inner: SocketAddr, config: Arc<ServerConfig>) ->
     };
     let mut upstream = upstream;
     let mut buf = vec![0u8; 16 * 1024];
+    // The handshake's last reads may already hold the first request (a client sends it right behind its
+    // Finished): what is decrypted goes upstream before the next read.
+    let mut records: Vec<u8> = Vec::new();
     loop {
-        let n = client.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
         let mut plain = Vec::new();
         {
             let mut tls = tls.lock().unwrap_or_else(|e| e.into_inner());
-            let mut records = &buf[..n];
-            while !records.is_empty() {
-                tls.read_tls(&mut records)?;
+            let mut pending = records.as_slice();
+            while !pending.is_empty() {
+                tls.read_tls(&mut pending)?;
                 tls.process_new_packets().map_err(std::io::Error::other)?;
-                match tls.reader().read_to_end(&mut plain) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
-                }
+            }
+            match tls.reader().read_to_end(&mut plain) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
             }
             while tls.wants_write() {
                 tls.write_tls(&mut client)?;
             }
         }
         upstream.write_all(&plain)?;
+        let n = client.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        records = buf[..n].to_vec();
     }
     let _ = upstream.shutdown(std::net::Shutdown::Both);
     let _ = back.join();

@@ -117,6 +117,8 @@ fn error_class(e: &ureq::Error) -> &'static str {
     match e {
         ureq::Error::Timeout(_) => "timeout",
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => "refused",
+        // ureq hands rustls's handshake errors (a certificate refused either way) on as I/O errors.
+        ureq::Error::Io(io) if io.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()) => "tls",
         ureq::Error::Io(_) => "io",
         ureq::Error::Tls(_) | ureq::Error::Rustls(_) => "tls",
         _ => "error",
