@@ -10,10 +10,17 @@ use crate::config::{ApiAccess, Config};
 
 pub fn access(config: &Config) -> Result<Access> {
     let a = &config.api_access;
-    let files = TlsFiles { ca_file: a.ca_file.clone(), client_cert_file: a.client_cert_file.clone(), client_key_file: a.client_key_file.clone(), insecure: a.tls_insecure };
+    let files = TlsFiles {
+        ca_file: a.ca_file.clone(),
+        client_cert_file: a.client_cert_file.clone(),
+        client_key_file: a.client_key_file.clone(),
+        insecure: a.tls_insecure,
+    };
     let tls = files.load().map_err(|e| anyhow!("[driver_loxilb] TLS to LoxiLB (api_ca_file, api_client_cert_file, api_client_key_file): {e}"))?;
     if a.tls_insecure {
-        tracing::warn!("[driver_loxilb] api_tls_insecure = true: LoxiLB's certificate is not checked, anyone on the path can read and change what the host sends");
+        tracing::warn!(
+            "[driver_loxilb] api_tls_insecure = true: LoxiLB's certificate is not checked, anyone on the path can read and change what the host sends"
+        );
     }
     Ok(Access { timeout: config.api_timeout, tls, credentials: credentials(a)? })
 }

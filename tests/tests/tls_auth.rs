@@ -73,7 +73,10 @@ fn a_certificate_from_another_ca_is_refused_with_a_clear_error() {
     let sim = Simulator::start_tls(ErrorStyle::Coded, &pki.server(false)).unwrap();
     let err = client(&config(&sim.url(), &format!("api_ca_file = {}", path(&other.ca)))).request("GET", LIST, None).unwrap_err();
     assert!(err.contains("TLS with LoxiLB failed") && err.contains("UnknownIssuer"), "{err}");
-    assert!(err.contains(&format!("the CA file {}", path(&other.ca))) && err.contains("set api_ca_file"), "the message says what was checked and what to set: {err}");
+    assert!(
+        err.contains(&format!("the CA file {}", path(&other.ca))) && err.contains("set api_ca_file"),
+        "the message says what was checked and what to set: {err}"
+    );
     // The default: the system's trust store, which does not hold a private CA.
     let err = client(&config(&sim.url(), "")).request("GET", LIST, None).unwrap_err();
     assert!(err.contains("UnknownIssuer") && err.contains("api_ca_file"), "{err}");
@@ -219,7 +222,9 @@ fn logs() -> Arc<Mutex<Vec<u8>>> {
         let sink = Sink(Arc::clone(&logs));
         // Everything of the host, its LoxiLB client, TLS and HTTP; the compiler's trace output (megabytes a
         // policy) is left out.
-        let filter = tracing_subscriber::EnvFilter::new("info,host=trace,loxilb_api=trace,loxilb_sim=trace,ureq=trace,ureq_proto=trace,rustls=trace,tls_auth=trace,test=trace");
+        let filter = tracing_subscriber::EnvFilter::new(
+            "info,host=trace,loxilb_api=trace,loxilb_sim=trace,ureq=trace,ureq_proto=trace,rustls=trace,tls_auth=trace,test=trace",
+        );
         tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(move || sink.clone()).try_init().expect("the only subscriber");
         logs
     }))

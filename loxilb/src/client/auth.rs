@@ -122,7 +122,9 @@ fn login_token(reply: &Reply, username: &str) -> Result<Secret, String> {
     let token = body.as_ref().and_then(|b| b.get("token")).and_then(Value::as_str).unwrap_or_default();
     match reply.status {
         // LoxiLB answers a wrong password with 200 and no token.
-        200 if token.is_empty() => Err(format!("LoxiLB refused the login as user {username:?}: wrong username or password (POST /auth/login answered 200 without a token)")),
+        200 if token.is_empty() => {
+            Err(format!("LoxiLB refused the login as user {username:?}: wrong username or password (POST /auth/login answered 200 without a token)"))
+        }
         200 => Ok(Secret::new(token)),
         404 | 405 if !said(&reply.body).to_ascii_lowercase().contains("user not found") => Err(format!(
             "LoxiLB has no user service to log in to (POST /auth/login answered HTTP {}): start loxilb with --userservice, or use its manual token (api_token)",
@@ -198,7 +200,9 @@ mod tests {
         let out = session.exchange(|_| -> Result<Reply, ()> { panic!("nothing sent without a token") }, |_| Ok(reply(200, "{}"))).unwrap();
         assert_eq!(out.status, 401);
         assert!(out.body.contains("wrong username or password") && !out.body.contains("s3cr3t-pw"), "{}", out.body);
-        let out = session.exchange(|_| -> Result<Reply, ()> { unreachable!() }, |_| Ok(reply(404, r#"{"code":404,"message":"path /netlox/v1/auth/login was not found"}"#))).unwrap();
+        let out = session
+            .exchange(|_| -> Result<Reply, ()> { unreachable!() }, |_| Ok(reply(404, r#"{"code":404,"message":"path /netlox/v1/auth/login was not found"}"#)))
+            .unwrap();
         assert!(out.body.contains("--userservice"), "{}", out.body);
     }
 

@@ -21,9 +21,10 @@ pub struct Access {
 
 /// A LoxiLB node's API, e.g. `http://10.0.0.2:11111`. Connections are kept alive between requests.
 pub struct Node {
+    /// The base URL requests go to.
+    url: String,
+    /// `url` as messages and metrics show it (without any userinfo).
     base: String,
-    /// `base` as messages and metrics show it (without any userinfo).
-    name: String,
     agent: ureq::Agent,
     session: Session,
     /// What LoxiLB's certificate is checked against, for messages.
@@ -44,8 +45,8 @@ impl Node {
             ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).tls_config(access.tls.config.clone()).build().into();
         let base = base.into();
         Node {
-            name: redact_userinfo(&base),
-            base,
+            base: redact_userinfo(&base),
+            url: base,
             agent,
             session: Session::new(access.credentials.clone()),
             trust: access.tls.trust.clone(),
@@ -60,7 +61,7 @@ impl Node {
 
     /// The base URL, which names the node in metrics and messages.
     pub fn base(&self) -> &str {
-        &self.name
+        &self.base
     }
 
     fn send(&self, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> Result<Reply, ureq::Error> {
@@ -70,7 +71,7 @@ impl Node {
                 None => request,
             }
         }
-        let url = format!("{}{BASE_PATH}{path}", self.base);
+        let url = format!("{}{BASE_PATH}{path}", self.url);
         let json = |r: ureq::RequestBuilder<ureq::typestate::WithBody>| authorized(r, token).header("Content-Type", "application/json");
         let mut response = match method {
             "POST" => json(self.agent.post(&url)).send(body.unwrap_or("")),
@@ -100,12 +101,12 @@ impl Exchange for Node {
         let outcome = self.session.exchange(|token| self.send(method, path, body, token), |login| self.send("POST", "/auth/login", Some(login), None));
         match outcome {
             Ok(reply) => {
-                self.observer.answered(&self.name, reply.status);
+                self.observer.answered(&self.base, reply.status);
                 Ok(reply)
             }
             Err(e) => {
                 let error = self.describe(&e);
-                self.observer.unanswered(&self.name, error_class(&e), method, path, &error);
+                self.observer.unanswered(&self.base, error_class(&e), method, path, &error);
                 Err(error)
             }
         }
