@@ -125,11 +125,16 @@ impl Simulator {
     /// Starts on `127.0.0.1:<free port>` serving HTTPS with `identity` (see [`TlsIdentity`]); the plain
     /// HTTP server behind it listens on a loopback port of its own. [`Simulator::url`] is `https://…`.
     pub fn start_tls(style: ErrorStyle, identity: &TlsIdentity) -> anyhow::Result<Simulator> {
-        let spec = match default_spec_path() {
+        Self::start_tls_on("127.0.0.1:0", style, None, identity)
+    }
+
+    /// [`Simulator::start_tls`] on `addr`, with `spec` as in [`Simulator::start_on`].
+    pub fn start_tls_on(addr: &str, style: ErrorStyle, spec: Option<&Path>, identity: &TlsIdentity) -> anyhow::Result<Simulator> {
+        let spec = match spec.map(Path::to_path_buf).or_else(default_spec_path) {
             Some(p) => SpecValidator::load(&p)?,
             None => SpecValidator::embedded(),
         };
-        Self::start_full("127.0.0.1:0", style, spec, Some(identity))
+        Self::start_full(addr, style, spec, Some(identity))
     }
 
     fn start_full(addr: &str, style: ErrorStyle, spec: SpecValidator, tls: Option<&TlsIdentity>) -> anyhow::Result<Simulator> {
