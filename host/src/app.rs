@@ -97,8 +97,10 @@ pub fn serving_policy(config: &Config, loxilb: Arc<dyn LoxiTransport>) -> Result
     Ok((storage, backups, sandbox))
 }
 
-pub fn loxilb(config: &Config) -> Arc<dyn LoxiTransport> {
-    Arc::new(HttpLoxi::new(config.api_endpoints.clone(), config.api_timeout).with_retry(crate::caps::loxilb::Retry::within(config.api_retry_deadline)))
+/// The configured LoxiLB client; fails when a TLS or secret file cannot be read.
+pub fn loxilb(config: &Config) -> Result<Arc<dyn LoxiTransport>> {
+    let access = crate::access::access(config)?;
+    Ok(Arc::new(HttpLoxi::with_access(config.api_endpoints.clone(), &access).with_retry(crate::caps::loxilb::Retry::within(config.api_retry_deadline))))
 }
 
 pub fn settings(config: &Config) -> Settings {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use loxilb_api::Secret;
 
 use crate::oslo_ini::OsloConfig;
 
@@ -33,6 +34,8 @@ pub struct Config {
     pub api_timeout: Duration,
     /// How long a LoxiLB call that met a transient failure (no answer, HTTP 5xx) is retried; 0 = never.
     pub api_retry_deadline: Duration,
+    /// TLS to LoxiLB and its credentials (files are read when the client is built, see `access`).
+    pub api_access: ApiAccess,
     pub nat_mode: String,
     /// The policy component; empty means the default policy built next to the binary.
     pub policy_path: Option<PathBuf>,
@@ -81,12 +84,59 @@ pub struct Config {
     pub get_socket: Option<PathBuf>,
 }
 
+/// The `[driver_loxilb]` keys of TLS to LoxiLB and authentication with it. Secrets are [`Secret`]s, so
+/// this (and [`Config`]) can be printed with `{:?}` without showing them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ApiAccess {
+    pub ca_file: Option<PathBuf>,
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    pub tls_insecure: bool,
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl ApiAccess {
+    /// Combinations that cannot mean what the operator wants, refused at start.
+    fn check(&self) -> Result<()> {
+        let set = |b: bool, key: &'static str| b.then_some(key);
+        let pairs = [
+            (set(self.token.is_some(), "api_token"), set(self.token_file.is_some(), "api_token_file")),
+            (set(self.password.is_some(), "api_password"), set(self.password_file.is_some(), "api_password_file")),
+        ];
+        for (a, b) in pairs {
+            if let (Some(a), Some(b)) = (a, b) {
+                bail!("[driver_loxilb] {a} and {b} are both set: set one");
+            }
+        }
+        let token = self.token.is_some() || self.token_file.is_some();
+        let password = self.password.is_some() || self.password_file.is_some();
+        if token && (self.username.is_some() || password) {
+            bail!("[driver_loxilb] a token (api_token, api_token_file) and a login (api_username, api_password) are both set: LoxiLB runs one scheme, set that one");
+        }
+        if self.username.is_some() != password {
+            bail!("[driver_loxilb] a login needs api_username and api_password (or api_password_file) together");
+        }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            bail!("[driver_loxilb] api_client_cert_file and api_client_key_file go together (a client certificate needs both)");
+        }
+        if self.tls_insecure && self.ca_file.is_some() {
+            bail!("[driver_loxilb] api_tls_insecure = true turns off the certificate check that api_ca_file is for: set one");
+        }
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             api_endpoints: vec!["http://127.0.0.1:11111".into()],
             api_timeout: Duration::from_secs(5),
             api_retry_deadline: Duration::from_secs(10),
+            api_access: ApiAccess::default(),
             nat_mode: "fullnat".into(),
             policy_path: None,
             enable_persistent_mapping: true,
@@ -129,6 +179,15 @@ pub const KEYS: &[(&str, &str)] = &[
     ("api_endpoints", "comma-separated LoxiLB API base URLs, e.g. http://10.0.0.2:11111"),
     ("api_timeout", "seconds per LoxiLB request (default 5)"),
     ("api_retry_deadline", "seconds a LoxiLB call is retried after no answer or HTTP 5xx, 0 = no retry (default 10; below guest_call_timeout)"),
+    ("api_ca_file", "PEM file of the CA(s) LoxiLB's https certificate is checked against; empty = the system trust store (default)"),
+    ("api_client_cert_file", "PEM client certificate (chain) for LoxiLB, with api_client_key_file; empty = none (default)"),
+    ("api_client_key_file", "PEM private key of api_client_cert_file"),
+    ("api_tls_insecure", "accept any certificate from LoxiLB, for test beds only (default false)"),
+    ("api_token", "LoxiLB's manual token, sent as the Authorization header; empty = none (default)"),
+    ("api_token_file", "file holding LoxiLB's manual token (instead of api_token)"),
+    ("api_username", "user of LoxiLB's user service (loxilb --userservice), logged in with POST /auth/login"),
+    ("api_password", "password of api_username"),
+    ("api_password_file", "file holding the password of api_username (instead of api_password)"),
     ("nat_mode", "dnat, onearm, fullnat (default) or dsr"),
     ("policy_path", "translation policy component (.wasm); default: the built-in l4-fullnat policy"),
     ("enable_persistent_mapping", "keep the ID mapping on disk (default true)"),
@@ -162,6 +221,10 @@ fn parse_bool(key: &str, v: &str) -> Result<bool> {
         "false" | "no" | "off" | "0" => Ok(false),
         _ => bail!("[driver_loxilb] {key} = {v:?}: expected true or false"),
     }
+}
+
+fn path_or_none(v: &str) -> Option<PathBuf> {
+    (!v.is_empty()).then(|| PathBuf::from(v))
 }
 
 fn parse_secs(key: &str, v: &str) -> Result<Duration> {
@@ -228,12 +291,25 @@ impl Config {
                             bail!("[driver_loxilb] api_endpoints is empty: give at least one LoxiLB URL");
                         }
                         for e in &c.api_endpoints {
+                            let shown = loxilb_api::redact_userinfo(e);
                             if !(e.starts_with("http://") || e.starts_with("https://")) {
-                                bail!("[driver_loxilb] api_endpoints: {e:?} is not an http:// or https:// URL");
+                                bail!("[driver_loxilb] api_endpoints: {shown:?} is not an http:// or https:// URL");
+                            }
+                            if shown != *e {
+                                bail!("[driver_loxilb] api_endpoints: {shown:?} has a user and password in it, which LoxiLB does not take there: set api_username and api_password (or api_password_file) for its login, or api_token for its manual token");
                             }
                         }
                     }
                     "api_timeout" => c.api_timeout = parse_timeout(key, v)?,
+                    "api_ca_file" => c.api_access.ca_file = path_or_none(v),
+                    "api_client_cert_file" => c.api_access.client_cert_file = path_or_none(v),
+                    "api_client_key_file" => c.api_access.client_key_file = path_or_none(v),
+                    "api_tls_insecure" => c.api_access.tls_insecure = parse_bool(key, v)?,
+                    "api_token" => c.api_access.token = (!v.is_empty()).then(|| Secret::new(v)),
+                    "api_token_file" => c.api_access.token_file = path_or_none(v),
+                    "api_username" => c.api_access.username = (!v.is_empty()).then(|| v.to_string()),
+                    "api_password" => c.api_access.password = (!v.is_empty()).then(|| Secret::new(v)),
+                    "api_password_file" => c.api_access.password_file = path_or_none(v),
                     "api_retry_deadline" => {
                         c.api_retry_deadline = parse_secs(key, v)?;
                         retry_deadline_set = true;
@@ -358,6 +434,7 @@ impl Config {
                 c.guest_call_timeout
             );
         }
+        c.api_access.check()?;
         if c.transport == Transport::Amqp && c.transport_url.is_none() {
             bail!("[driver_loxilb] transport = amqp needs [DEFAULT] transport_url (rabbit://user:pass@host:5672/)");
         }
@@ -373,11 +450,24 @@ impl Config {
         use serde_json::json;
         let path = |p: &Path| p.display().to_string();
         let socket = |p: &Option<PathBuf>| p.as_deref().map(path);
+        let file = |p: &Option<PathBuf>| p.as_deref().map(path).unwrap_or_default();
+        // Set secrets show as ***, unset ones as empty (oslo's default), so show-config can be pasted.
+        let secret = |s: &Option<Secret>| s.as_ref().map(|s| s.to_string()).unwrap_or_default();
+        let a = &self.api_access;
         json!({
             "driver_loxilb": {
                 "api_endpoints": self.api_endpoints,
                 "api_timeout": self.api_timeout.as_secs_f64(),
                 "api_retry_deadline": self.api_retry_deadline.as_secs_f64(),
+                "api_ca_file": file(&a.ca_file),
+                "api_client_cert_file": file(&a.client_cert_file),
+                "api_client_key_file": file(&a.client_key_file),
+                "api_tls_insecure": a.tls_insecure,
+                "api_token": secret(&a.token),
+                "api_token_file": file(&a.token_file),
+                "api_username": a.username.clone().unwrap_or_default(),
+                "api_password": secret(&a.password),
+                "api_password_file": file(&a.password_file),
                 "nat_mode": self.nat_mode,
                 "policy_path": self.policy_path.as_deref().map(path).unwrap_or_default(),
                 "enable_persistent_mapping": self.enable_persistent_mapping,
@@ -513,6 +603,35 @@ mod tests {
     }
 
     #[test]
+    fn access_keys_are_read_checked_together_and_secrets_never_shown() {
+        let c = Config::parse(
+            "[driver_loxilb]\napi_endpoints = https://a:11111\napi_ca_file = /etc/loxilb/ca.pem\napi_client_cert_file = /c.pem\n\
+             api_client_key_file = /k.pem\napi_username = admin\napi_password = s3cr3t-pw\n",
+        )
+        .unwrap();
+        assert_eq!(c.api_access.ca_file.as_deref(), Some(Path::new("/etc/loxilb/ca.pem")));
+        assert_eq!(c.api_access.username.as_deref(), Some("admin"));
+        assert_eq!(c.api_access.password.as_ref().map(Secret::expose), Some("s3cr3t-pw"));
+        assert!(!format!("{c:?}").contains("s3cr3t-pw"), "Debug shows no secret");
+        let shown = c.to_json().to_string();
+        assert!(!shown.contains("s3cr3t-pw") && shown.contains(r#""api_password":"***""#), "{shown}");
+        let token = Config::parse("[driver_loxilb]\napi_token = t0k3n-value\n").unwrap();
+        assert!(!format!("{token:?}").contains("t0k3n-value") && !token.to_json().to_string().contains("t0k3n-value"));
+        for (text, keys) in [
+            ("api_token = a\napi_token_file = /t", &["api_token", "api_token_file"][..]),
+            ("api_token = a\napi_username = u\napi_password = p", &["api_token", "api_username"]),
+            ("api_username = u", &["api_username", "api_password"]),
+            ("api_client_cert_file = /c.pem", &["api_client_cert_file", "api_client_key_file"]),
+            ("api_tls_insecure = true\napi_ca_file = /ca.pem", &["api_tls_insecure", "api_ca_file"]),
+        ] {
+            let err = Config::parse(&format!("[driver_loxilb]\n{text}\n")).unwrap_err().to_string();
+            assert!(keys.iter().all(|k| err.contains(k)), "{text}: {err}");
+        }
+        let err = Config::parse("[driver_loxilb]\napi_endpoints = http://admin:s3cr3t-pw@10.0.0.2:11111\n").unwrap_err().to_string();
+        assert!(err.contains("api_username") && err.contains("***@10.0.0.2") && !err.contains("s3cr3t-pw"), "{err}");
+    }
+
+    #[test]
     fn every_documented_key_is_accepted() {
         for (key, _) in KEYS {
             let value = match *key {
@@ -520,7 +639,9 @@ mod tests {
                 "nat_mode" => "dsr",
                 "transport" => "unix",
                 "recovery_mode" => "loxilb",
-                "enable_persistent_mapping" | "remove_orphans" => "false",
+                "enable_persistent_mapping" | "remove_orphans" | "api_tls_insecure" => "false",
+                // Alone, half a login or half a client certificate is refused: see the access test.
+                "api_username" | "api_password" | "api_password_file" | "api_client_cert_file" | "api_client_key_file" => continue,
                 "policy_path" | "mapping_storage_path" | "socket_path" | "admin_socket_path" | "rpc_topic" => "x",
                 "guest_memory_limit_mb" => "64",
                 "http_listen" => "127.0.0.1:0",

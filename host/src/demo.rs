@@ -126,7 +126,7 @@ pub fn run(loxilb_url: Option<String>) -> Result<()> {
     println!("policy: {}", crate::app::policy_path(&config).display());
     println!("mapping file: {}", config.mapping_storage_path.display());
 
-    let loxilb = crate::app::loxilb(&config);
+    let loxilb = crate::app::loxilb(&config)?;
     let storage = crate::app::storage(&config)?;
     let sandbox = crate::app::sandbox(&config, Arc::clone(&loxilb), storage)?;
     println!("policy {} {} (WIT {}@{})", sandbox.info.name, sandbox.info.version, crate::runtime::WIT_PACKAGE, sandbox.policy.wit_version);

@@ -2,6 +2,7 @@
 //!
 //! Layout:
 //! - `config`: octavia.conf's `[driver_loxilb]` section (and the Octavia settings the host shares).
+//! - `access`: the TLS and credential keys read into the LoxiLB client's access (files, secrets).
 //! - `runtime`: the wasmtime sandbox: engine, component loading and version checks, instances with limits.
 //! - `caps`: the capabilities granted to a policy, one module each (LoxiLB HTTP, storage, log, clock).
 //! - `convert`: octavia-lib JSON → the policy's typed records.
@@ -17,6 +18,7 @@
 //! - `swap`: hot-swapping the policy: checks, `--dry-run` preview, admin socket, SIGHUP.
 //! - `app`: assembling those from a configuration; `demo`: the end-to-end demonstration.
 
+pub mod access;
 pub mod app;
 pub mod caps;
 pub mod commits;

@@ -188,7 +188,7 @@ fn recovery_mode(name: &str) -> RecoveryMode {
 fn serve(config: Config) -> Result<()> {
     // Before anything is opened: a second host must not touch the mapping, the inbox or the sockets.
     let _lock = host::app::lock_state(&config)?;
-    let loxilb = host::app::loxilb(&config);
+    let loxilb = host::app::loxilb(&config)?;
     let (_storage, _backups, mut sandbox) = host::app::serving_policy(&config, Arc::clone(&loxilb))?;
     // Startup recovery: `init` already loaded the file; LoxiLB fills what it lacks (hybrid) or replaces it.
     if config.recovery_mode != "storage" {

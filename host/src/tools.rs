@@ -226,7 +226,7 @@ pub fn force_recovery(config: &Config, mode: RecoveryMode) -> Result<()> {
     // A host serving the same mapping under another admin socket is caught by the mapping's lock.
     let _lock = crate::app::lock_state(config)?;
     let storage = crate::app::storage(config)?;
-    let mut sandbox = crate::app::sandbox(config, crate::app::loxilb(config), Arc::clone(&storage))?;
+    let mut sandbox = crate::app::sandbox(config, crate::app::loxilb(config)?, Arc::clone(&storage))?;
     let report = sandbox.recover(mode).map_err(|e| anyhow::anyhow!("{e}"))?.map_err(anyhow::Error::msg)?;
     storage.sync().map_err(anyhow::Error::msg)?;
     println!(

@@ -22,7 +22,7 @@ pub mod types;
 
 pub use api::{Exchange, Loxilb, Reply, WireError};
 #[cfg(feature = "client")]
-pub use client::{Cluster, Node, NodeState, Observer, Retried, Retry, Retrying};
+pub use client::{redact_userinfo, Access, Cluster, Credentials, Node, NodeState, Observer, Retried, Retry, Retrying, Secret, Tls, TlsFiles};
 pub use converge::matches;
 pub use decode::{observed_rule, rule_list};
 pub use encode::{delete_probe_path, delete_rule_path, probe_json, request, rule_json, Intent, Request, BASE_PATH};

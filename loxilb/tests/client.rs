@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use loxilb_api::{Exchange, Failover, LbRule, Loxilb, LoxilbCall, Node, Observer, Retried, Retry, Retrying, ServiceArgs, WireError};
+use loxilb_api::{Cluster, Exchange, LbRule, Loxilb, LoxilbCall, Node, Observer, Retried, Retry, Retrying, ServiceArgs, WireError};
 
 /// A LoxiLB answering from a script (the last answer repeats), recording "METHOD url" of each request.
 struct Server {
@@ -157,20 +157,21 @@ fn without_retries_one_attempt_is_made() {
 }
 
 #[test]
-fn failover_goes_to_the_next_node_and_stays_with_the_one_that_answered() {
+fn a_cluster_reads_from_a_node_that_answers_and_says_when_none_does() {
     let server = Server::start(&[(200, r#"{"version":"0.9.8"}"#)]);
     let down = refusing_url();
     let recorder = Arc::new(Recorder::default());
     let observer: Arc<dyn Observer> = recorder.clone();
-    let failover = Failover::new(vec![node(&down).with_observer(Arc::clone(&observer)), node(&server.url).with_observer(observer)]);
-    failover.reachable().unwrap();
-    failover.reachable().unwrap();
+    let cluster = Cluster::new(vec![node(&down).with_observer(Arc::clone(&observer)), node(&server.url).with_observer(observer)]);
+    cluster.reachable().unwrap();
     let log = recorder.0.lock().unwrap().clone();
-    assert_eq!(log, [format!("unanswered {down} refused GET /version"), format!("answered {} 200", server.url), format!("answered {} 200", server.url)]);
+    assert_eq!(log, [format!("unanswered {down} refused GET /version"), format!("answered {} 200", server.url)]);
+    let states = cluster.states();
+    assert!(!states[0].answering && states[1].answering, "{states:?}");
 
-    let nobody = Failover::new(vec![node(&down), node(&refusing_url())]);
+    let nobody = Cluster::new(vec![node(&down), node(&refusing_url())]);
     let e = nobody.exchange("GET", "/version", None).unwrap_err();
-    assert!(e.starts_with("no LoxiLB endpoint answered (") && e.contains(&down), "{e}");
+    assert!(e.starts_with("no LoxiLB node answered (") && e.contains(&down), "{e}");
 }
 
 #[test]

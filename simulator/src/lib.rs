@@ -13,6 +13,8 @@
 //! * `ephosts`: endpoint hosts, created by `POST /config/endpoint` or referenced by rules.
 //! * [`spec`]: validation of bodies against the Swagger 2.0 `definitions`, usable on its own.
 //! * `errors`: how each layer renders failures; [`ErrorStyle`] picks the LoxiLB version.
+//! * `auth`: LoxiLB's manual token and user-service login ([`Auth`], off unless set).
+//! * `tls`: HTTPS in front of the server, with the test's certificates ([`TlsIdentity`]).
 //!
 //! ```no_run
 //! use loxilb_sim::{ErrorStyle, Simulator};
@@ -23,12 +25,16 @@
 //! # anyhow::Ok(())
 //! ```
 
+mod auth;
 mod ephosts;
 mod errors;
 mod rules;
 pub mod server;
 pub mod spec;
+mod tls;
 
+pub use auth::Auth;
 pub use errors::ErrorStyle;
 pub use server::{Fault, RecordedRequest, Simulator};
 pub use spec::{default_spec_path, SpecValidator, EMBEDDED_SPEC, EMBEDDED_SPEC_NAME};
+pub use tls::TlsIdentity;

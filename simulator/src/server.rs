@@ -12,10 +12,12 @@ use anyhow::{anyhow, Context};
 use loxilb_api::{ObservedRule, BASE_PATH};
 use serde_json::{json, Value};
 
+use crate::auth::{Auth, AuthState};
 use crate::ephosts::EpOpts;
 use crate::errors::{self, ErrorStyle, Reply};
 use crate::rules::{Core, EndpointArg, LbRuleMod, ServiceArg};
 use crate::spec::{default_spec_path, IssueKind, Options, SpecValidator};
+use crate::tls::{Front, TlsIdentity};
 
 const VERSION: &str = "0.9.8-sim";
 const BUILD_INFO: &str = "loxilb-sim";
@@ -31,6 +33,8 @@ pub struct RecordedRequest {
     /// Raw query string without `?`; empty when there was none.
     pub query: String,
     pub body: String,
+    /// The `Authorization` header as sent.
+    pub authorization: Option<String>,
     pub status: u16,
     pub response: String,
 }
@@ -70,6 +74,7 @@ struct State {
     log: Vec<RecordedRequest>,
     inject: Option<Injection>,
     faults: Option<(usize, Fault)>,
+    auth: AuthState,
 }
 
 struct Shared {
@@ -90,6 +95,8 @@ pub struct Simulator {
     server: Arc<tiny_http::Server>,
     thread: Option<JoinHandle<()>>,
     addr: SocketAddr,
+    /// The HTTPS listener in front, when started with TLS (dropped first: it relays to `server`).
+    front: Option<Front>,
 }
 
 impl Simulator {
@@ -112,6 +119,27 @@ impl Simulator {
 
     /// Starts on `addr` validating bodies with `spec` (e.g. [`SpecValidator::builtin`]).
     pub fn start_with(addr: &str, style: ErrorStyle, spec: SpecValidator) -> anyhow::Result<Simulator> {
+        Self::start_full(addr, style, spec, None)
+    }
+
+    /// Starts on `127.0.0.1:<free port>` serving HTTPS with `identity` (see [`TlsIdentity`]); the plain
+    /// HTTP server behind it listens on a loopback port of its own. [`Simulator::url`] is `https://…`.
+    pub fn start_tls(style: ErrorStyle, identity: &TlsIdentity) -> anyhow::Result<Simulator> {
+        Self::start_tls_on("127.0.0.1:0", style, None, identity)
+    }
+
+    /// [`Simulator::start_tls`] on `addr`, with `spec` as in [`Simulator::start_on`].
+    pub fn start_tls_on(addr: &str, style: ErrorStyle, spec: Option<&Path>, identity: &TlsIdentity) -> anyhow::Result<Simulator> {
+        let spec = match spec.map(Path::to_path_buf).or_else(default_spec_path) {
+            Some(p) => SpecValidator::load(&p)?,
+            None => SpecValidator::embedded(),
+        };
+        Self::start_full(addr, style, spec, Some(identity))
+    }
+
+    fn start_full(addr: &str, style: ErrorStyle, spec: SpecValidator, tls: Option<&TlsIdentity>) -> anyhow::Result<Simulator> {
+        let tls = tls.map(crate::tls::server_config).transpose()?;
+        let (addr, front_addr) = if tls.is_some() { ("127.0.0.1:0", Some(addr)) } else { (addr, None) };
         for def in ["LoadbalanceEntry", "EndPoint"] {
             if !spec.has_definition(def) {
                 return Err(anyhow!("spec has no definition `{def}`"));
@@ -122,17 +150,42 @@ impl Simulator {
         let server = tiny_http::Server::from_listener(listener, None).map_err(|e| anyhow!("serving {addr}: {e}"))?;
         let addr = server.server_addr().to_ip().context("tiny_http did not report an IP listen address")?;
         let server = Arc::new(server);
-        let shared = Arc::new(Shared { state: Mutex::new(State { core: Core::default(), style, log: Vec::new(), inject: None, faults: None }), spec });
+        let state = State { core: Core::default(), style, log: Vec::new(), inject: None, faults: None, auth: AuthState::default() };
+        let shared = Arc::new(Shared { state: Mutex::new(state), spec });
         let thread = {
             let (server, shared) = (Arc::clone(&server), Arc::clone(&shared));
             std::thread::Builder::new().name("loxilb-sim".into()).spawn(move || serve(&server, &shared))?
         };
-        Ok(Simulator { shared, server, thread: Some(thread), addr })
+        let front = match (tls, front_addr) {
+            (Some(config), Some(front_addr)) => Some(Front::start(front_addr, addr, config)?),
+            _ => None,
+        };
+        Ok(Simulator { shared, server, thread: Some(thread), addr, front })
     }
 
-    /// `http://127.0.0.1:<port>`, without the `/netlox/v1` base path.
+    /// `http://127.0.0.1:<port>` (`https://` when started with TLS), without the `/netlox/v1` base path.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match &self.front {
+            Some(front) => format!("https://{}", front.addr),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    /// Authenticates requests from now on as LoxiLB does in `mode` (see [`Auth`]); tokens issued before
+    /// are forgotten.
+    pub fn set_auth(&self, mode: Auth) {
+        self.shared.lock().auth = AuthState::new(mode);
+    }
+
+    /// Forgets every token the user service issued, as their expiry or a LoxiLB restart does: the next
+    /// request with one is refused.
+    pub fn expire_tokens(&self) {
+        self.shared.lock().auth.expire_tokens();
+    }
+
+    /// Successful logins so far.
+    pub fn logins(&self) -> usize {
+        self.shared.lock().auth.logins
     }
 
     /// The spec file in use; `None` when only the built-in checks run.
@@ -201,6 +254,7 @@ impl Simulator {
 
 impl Drop for Simulator {
     fn drop(&mut self) {
+        self.front.take();
         self.server.unblock();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -216,6 +270,7 @@ fn serve(server: &tiny_http::Server, shared: &Shared) {
         let method = req.method().as_str().to_string();
         let url = req.url().to_string();
         let content_type = req.headers().iter().find(|h| h.field.equiv("Content-Type")).map(|h| h.value.as_str().to_string());
+        let authorization = req.headers().iter().find(|h| h.field.equiv("Authorization")).map(|h| h.value.as_str().to_string());
         let fault = {
             let mut st = shared.lock();
             let fault = st.faults.map(|(_, f)| f);
@@ -233,7 +288,7 @@ fn serve(server: &tiny_http::Server, shared: &Shared) {
             continue;
         }
         let reply = match read {
-            Ok(_) => handle(shared, &method, &url, content_type.as_deref(), &body),
+            Ok(_) => handle(shared, &method, &url, content_type.as_deref(), authorization.as_deref(), &body),
             Err(e) => errors::openapi(400, &format!("reading body: {e}")),
         };
         let text = format!("{}\n", reply.body);
@@ -247,6 +302,7 @@ fn serve(server: &tiny_http::Server, shared: &Shared) {
             path: path.to_string(),
             query: query.to_string(),
             body: String::from_utf8_lossy(&body).into_owned(),
+            authorization,
             status: reply.status,
             response: text.trim_end().to_string(),
         });
@@ -311,7 +367,7 @@ fn route(segs: &[String]) -> Option<Route> {
     })
 }
 
-fn handle(shared: &Shared, method: &str, url: &str, content_type: Option<&str>, body: &[u8]) -> Reply {
+fn handle(shared: &Shared, method: &str, url: &str, content_type: Option<&str>, authorization: Option<&str>, body: &[u8]) -> Reply {
     let mut st = shared.lock();
     if let Some(inj) = st.inject.as_mut() {
         inj.remaining -= 1;
@@ -327,11 +383,20 @@ fn handle(shared: &Shared, method: &str, url: &str, content_type: Option<&str>, 
     let Some(rest) = raw_path.strip_prefix(BASE_PATH).and_then(|r| r.strip_prefix('/')) else {
         return not_found();
     };
+    if rest == "auth/login" {
+        if let Some(reply) = st.auth.check(method, rest, authorization, body) {
+            return reply;
+        }
+    }
     // Split before decoding so an encoded '/' stays inside its segment, as go-openapi does.
     let segs: Vec<String> = rest.split('/').map(|s| pct_decode(s, false)).collect();
     let Some(route) = route(&segs) else {
         return not_found();
     };
+    // go-openapi authenticates after routing: an unknown path is 404 whatever the credentials.
+    if let Some(reply) = st.auth.check(method, rest, authorization, body) {
+        return reply;
+    }
     if !route.allowed().contains(&method) {
         return errors::method_not_allowed(method, route.allowed());
     }

@@ -1,6 +1,8 @@
 //! Shared pieces of the integration tests: where the built components are, a recording LoxiLB, Octavia
 //! objects as octavia-lib's `to_dict(recurse=True)` renders them, and sandboxes over them.
 
+pub mod pki;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 

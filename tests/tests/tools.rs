@@ -251,12 +251,12 @@ fn a_serving_host_rebuilds_a_damaged_journal_from_loxilb_rather_than_serve_it_ro
 
     // LoxiLB unreachable: the host refuses to start and leaves the files where they are.
     let down = Config { api_endpoints: vec!["http://127.0.0.1:9".into()], api_timeout: std::time::Duration::from_millis(500), ..config.clone() };
-    let err = host::app::serving_policy(&down, host::app::loxilb(&down)).err().expect("no rebuild without LoxiLB");
+    let err = host::app::serving_policy(&down, host::app::loxilb(&down).unwrap()).err().expect("no rebuild without LoxiLB");
     assert!(err.to_string().contains("damaged") && err.to_string().contains("journal.0 line"), "{err:#}");
     assert_eq!(std::fs::read(&segment).unwrap(), bytes);
 
     let before = host::metrics::STORAGE_JOURNAL_DAMAGE.get();
-    let (_storage, _backups, sandbox) = host::app::serving_policy(&config, host::app::loxilb(&config)).unwrap();
+    let (_storage, _backups, sandbox) = host::app::serving_policy(&config, host::app::loxilb(&config).unwrap()).unwrap();
     assert_eq!(host::metrics::STORAGE_JOURNAL_DAMAGE.get(), before + 1);
     let ids: Vec<String> = sandbox.mappings().unwrap().into_iter().map(|e| e.octavia_id).collect();
     for id in [LB, L1, P1] {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use loxilb_api::{Cluster, Exchange, Node, NodeState, Observer, Reply, Retried, Retrying};
+use loxilb_api::{Access, Cluster, Exchange, Node, NodeState, Observer, Reply, Retried, Retrying};
 
 pub use loxilb_api::{Retry, BASE_PATH};
 
@@ -35,9 +35,15 @@ pub struct HttpLoxi {
 }
 
 impl HttpLoxi {
+    /// Plain access: no credentials, certificates checked against the system's trust store.
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> Self {
+        HttpLoxi::with_access(endpoints, &Access { timeout, ..Access::default() })
+    }
+
+    /// Every endpoint reached with `access` (TLS, credentials, timeout).
+    pub fn with_access(endpoints: Vec<String>, access: &Access) -> Self {
         let observer: Arc<dyn Observer> = Arc::new(Recorder);
-        let nodes = endpoints.into_iter().map(|base| Node::new(base, timeout).with_observer(Arc::clone(&observer))).collect();
+        let nodes = endpoints.into_iter().map(|base| Node::with_access(base, access).with_observer(Arc::clone(&observer))).collect();
         HttpLoxi { client: Arc::new(Retrying::new(Cluster::new(nodes), Retry::NONE).with_observer(observer)) }
     }
 
