@@ -5,16 +5,20 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test setup guests venv venv-oldest rabbitmq bench release install mariadb octavia-venv test-octavia bench-octavia bench-host reliability
 
-## The guests are wasm32-unknown-unknown components; a fresh machine lacks that target.
+## The guests are wasm32-unknown-unknown components; a fresh machine lacks that target. `cargo build` and
+## `cargo test` build the components they need themselves (host/build.rs, tests/build.rs).
 setup:
 	rustup target add wasm32-unknown-unknown
 
+## The policies as files (the Python suites, make install, the benches): the default one into
+## target/wasm32-unknown-unknown/guest/, the others and the fixtures into target/policies/.
 guests: setup
 	cargo guest
 	@if grep -q '^policies' .cargo/config.toml; then cargo policies; fi
 
-## The end-to-end demo against the built-in LoxiLB simulator over the Unix-socket transport.
-demo: guests
+## The end-to-end demo against the built-in LoxiLB simulator over the Unix-socket transport; it runs the
+## policy built into the binary.
+demo: setup
 	cargo run -q -p host -- demo
 
 venv:
@@ -36,7 +40,8 @@ rabbitmq:
 	fi
 	@rabbitmqctl await_startup >/dev/null 2>&1 || true
 
-## Every test: Rust unit, component and end-to-end tests, then the Python provider and Octavia bridge tests.
+## Every test: Rust unit, component and end-to-end tests, then the Python provider and Octavia bridge tests
+## (those load the default policy's file, hence `guests`; cargo test needs no step before it).
 test: guests rabbitmq venv venv-oldest
 	cargo build -p host -p loxilb-sim
 	cargo test --workspace

@@ -18,6 +18,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", workspace.join(input).display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+    require_wasm_target();
     let target = env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target")).join("embedded");
     let mut cargo = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     // From the workspace, so `.cargo/config.toml` (the component linker, SIMD) applies as to `cargo guest`.
@@ -45,4 +46,17 @@ fn main() {
     let wasm = target.join("wasm32-unknown-unknown/guest/guest.wasm");
     assert!(wasm.exists(), "{} was not built", wasm.display());
     println!("cargo:rustc-env=LOXILB_BUILTIN_POLICY={}", wasm.display());
+}
+
+/// Fails with the command to run when the toolchain lacks the wasm target (cargo's own error is a
+/// missing `core` crate, which does not say what to do). tests/build.rs has the same check.
+fn require_wasm_target() {
+    const TARGET: &str = "wasm32-unknown-unknown";
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(&rustc).args(["--print", "sysroot"]).output().ok().filter(|o| o.status.success());
+    let Some(sysroot) = sysroot else { return };
+    let lib = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim()).join("lib/rustlib").join(TARGET).join("lib");
+    if !lib.is_dir() {
+        panic!("the {TARGET} target is not installed for this toolchain ({} is missing): run `rustup target add {TARGET}` (or `make setup`)", lib.display());
+    }
 }

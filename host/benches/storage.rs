@@ -2,7 +2,7 @@
 //! 10k and 100k mappings (guest translation and JSON encoding, journal append, fdatasync, and the guest's
 //! periodic compaction into a new snapshot, amortized), and the time to load 100k mappings.
 //!
-//! Run: `cargo guest && cargo bench -p host --bench storage` (`-- --quick` for 1k and 10k only;
+//! Run: `cargo bench -p host --bench storage` (`-- --quick` for 1k and 10k only;
 //! `LOXILB_BENCH_DIR` picks the disk, default the system temp dir).
 //!
 //! A mutation is one `member_update` (a weight change): the guest re-renders the listener's rule, POSTs
@@ -147,7 +147,7 @@ fn mutation(trees: usize, i: usize) -> Operation {
 }
 
 fn policy() -> Arc<host::runtime::LoadedPolicy> {
-    host::runtime::load(&host::runtime::default_policy_path()).expect("the policy component (run `cargo guest` first)")
+    host::runtime::load(&host::runtime::default_policy_path()).expect("the default policy component")
 }
 
 fn start(policy: &Arc<host::runtime::LoadedPolicy>, probe: &Arc<Probe>) -> Sandbox {

@@ -4,7 +4,7 @@
 //! scenarios, checks it on a copy of the mapping, starts it, and switches; switching to the other
 //! policy also re-programs every rule (new names). Prints the phases and the total per swap.
 //!
-//! Run: `cargo guest && cargo policies && cargo bench -p host --bench swap` (target: total ≤ 50 ms).
+//! Run: `cargo policies && cargo bench -p host --bench swap` (target: total ≤ 50 ms).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
     let default = host::runtime::default_policy_path();
     let other = http_fullproxy();
     for p in [&default, &other] {
-        anyhow::ensure!(p.exists(), "{} is missing: run `cargo guest` and `cargo policies` first", p.display());
+        anyhow::ensure!(p.exists(), "{} is missing: run `cargo policies` first", p.display());
     }
     let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded)?;
     let dir = std::env::temp_dir().join(format!("loxilb-swap-bench-{}", std::process::id()));

@@ -3,7 +3,7 @@
 //! through the view import) and natively (the same guest crate linked into this binary, over an in-memory
 //! mapping). Prints µs/op and their ratio.
 //!
-//! Run: `cargo guest && cargo bench -p host --bench translate`
+//! Run: `cargo bench -p host --bench translate`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,7 +84,7 @@ fn per_op(iterations: u32, mut f: impl FnMut()) -> Duration {
 fn main() {
     let op = host::convert::operation("loadbalancer_create", &json!({"loadbalancer": octavia_tree()})).unwrap();
     let path = host::runtime::default_policy_path();
-    let policy = host::runtime::load(&path).expect("run `cargo guest` first");
+    let policy = host::runtime::load(&path).expect("the default policy component");
     let mapping = host::app::load_mapping(Arc::new(MemoryStore::default())).unwrap();
     let grants = Grants { loxilb: Arc::new(NoLoxi), mapping, remove_orphans: false, log_target: "bench".into() };
     let mut sandbox = Sandbox::new(policy, grants, Limits::default(), Settings { nat_mode: "fullnat".into() }).unwrap();

@@ -121,9 +121,19 @@ impl Sandbox {
         Ok(Outcome { statuses: plan.statuses, error: None, calls_made })
     }
 
+    /// Shows `observer` every batch of mapping changes this sandbox commits from now on (an operation's
+    /// plan, a recovery's), before the mapping applies it: a test can then hold the store to exactly what
+    /// the plans said, journal included, rather than to what the same code read back.
+    pub fn observe_commits(&mut self, observer: impl Fn(&[MappingChange]) + Send + Sync + 'static) {
+        self.commit_observer = Some(Box::new(observer));
+    }
+
     /// Journals mapping changes. A storage failure does not undo what LoxiLB already carries: it is
     /// logged loudly, and reconciliation or a re-sync repairs it.
     fn commit(&self, changes: Vec<MappingChange>) {
+        if let Some(observer) = &self.commit_observer {
+            observer(&changes);
+        }
         for change in &changes {
             if let MappingChange::Put(e) = change {
                 tracing::debug!("mapping put {} → {}", e.octavia_id, e.loxilb_key);

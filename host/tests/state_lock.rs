@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_loxilb-octavia");
 
 fn config(dir: &Path, name: &str, admin: &str) -> PathBuf {
-    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm32-unknown-unknown/guest/guest.wasm");
+    let policy = host::runtime::BUILTIN_POLICY_FILE;
     let path = dir.join(name);
     let text = format!(
         "[driver_loxilb]\napi_endpoints = http://127.0.0.1:9\napi_timeout = 1\npolicy_path = {policy}\nmapping_storage_path = {}\n\

@@ -13,17 +13,11 @@ use host::runtime::bindings::policy_types::Settings;
 use host::runtime::instance::{Limits, Sandbox};
 use serde_json::{json, Value};
 
-/// The default policy component, as `cargo guest` builds it.
+/// The default policy component: the file the host's build script built into the binary (or
+/// `LOXILB_POLICY`).
 pub fn default_policy() -> PathBuf {
     let path = host::runtime::default_policy_path();
-    assert!(path.exists(), "{} is missing: run `cargo guest` before the tests", path.display());
-    path
-}
-
-/// Any component built into the guest profile's output folder (`cargo guest`, `cargo policies`).
-pub fn component(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-unknown-unknown/guest").join(format!("{name}.wasm"));
-    assert!(path.exists(), "{} is missing: run `cargo guest` and `cargo policies` before the tests", path.display());
+    assert!(path.exists(), "{} is missing", path.display());
     path
 }
 
@@ -111,17 +105,17 @@ pub fn spec() -> loxilb_sim::SpecValidator {
     loxilb_sim::SpecValidator::load_default().expect("LoxiLB swagger spec named by LOXILB_SWAGGER")
 }
 
-/// Where `cargo policies` puts the other policies and the test fixtures (a target dir of its own: see
-/// .cargo/config.toml).
+/// Where this package's build script (build.rs) built the other policies and the test fixtures: the
+/// target dir `cargo policies` uses (one of its own: see .cargo/config.toml).
 pub fn policies_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/policies/wasm32-unknown-unknown/guest")
+    PathBuf::from(env!("LOXILB_TEST_COMPONENTS"))
 }
 
-/// A component `cargo policies` builds, by crate name with `-` as `_` (`policy_http_fullproxy`,
+/// A component the build script builds, by crate name with `-` as `_` (`policy_http_fullproxy`,
 /// `fixture_misbehave`, …).
 pub fn built(name: &str) -> PathBuf {
     let path = policies_dir().join(format!("{name}.wasm"));
-    assert!(path.exists(), "{} is missing: run `cargo policies` before the tests", path.display());
+    assert!(path.exists(), "{} is missing: is {name} among the packages of the `policies` alias (.cargo/config.toml)?", path.display());
     path
 }
 

@@ -1,16 +1,19 @@
 //! Convergence as a property: random sequences of Octavia operations (load balancer, listener, pool and
 //! member create/update/delete, member batch updates) through the default policy. After every operation
-//! LoxiLB's visible rules equal the policy's desired rules, and a reconciliation right after finds nothing
-//! to re-program — against the LoxiLB simulator and against a strict model in which a POST of an existing
-//! rule replaces its endpoints exactly. Seeded, so a failure names the seed and step that reproduce it.
+//! LoxiLB's visible rules equal the policy's desired rules, a reconciliation right after finds nothing
+//! to re-program, and the host's mapping — in memory and as read back from its files — equals the mapping
+//! changes of the plans it executed, applied in order — against the LoxiLB simulator and against a strict
+//! model in which a POST of an existing rule replaces its endpoints exactly. Seeded, so a failure names the
+//! seed and step that reproduce it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use host::caps::loxilb::{HttpLoxi, LoxiTransport};
-use host::caps::storage::MemoryStore;
+use host::caps::storage::{FileStore, MappingStore};
 use host::execute::RecoveryMode;
 use host::runtime::bindings::loxilb_types::LbRule;
+use host::runtime::bindings::mapping::{MappingChange, MappingEntry};
 use host::runtime::instance::Sandbox;
 use integration_tests::*;
 use serde_json::{json, Value};
@@ -490,12 +493,55 @@ impl LoxiTransport for StrictLoxi {
     }
 }
 
-/// Runs `steps` random operations from `seed`; after each, LoxiLB (as `listed` shows it) holds exactly
-/// the desired rules and a reconciliation has nothing to do. Every tenth step the host restarts over the
-/// same mapping with hybrid recovery, which must find nothing in LoxiLB that the mapping lacks.
-fn converges(seed: u64, steps: usize, ipv6: bool, loxilb: Arc<dyn LoxiTransport>, listed: &dyn Fn() -> Vec<Value>) {
-    let storage = Arc::new(MemoryStore::default());
+/// The mapping as the plans the host executed say it is: every batch of mapping changes it committed,
+/// applied in order to an empty mapping, by id.
+#[derive(Default)]
+struct Planned(BTreeMap<String, MappingEntry>);
+
+impl Planned {
+    fn apply(&mut self, changes: &[MappingChange]) {
+        for change in changes {
+            match change {
+                MappingChange::Put(e) => self.0.insert(e.octavia_id.clone(), e.clone()),
+                MappingChange::Remove(id) => self.0.remove(id),
+            };
+        }
+    }
+}
+
+/// A sandbox over `storage` whose commits also go into `planned`.
+fn start(loxilb: &Arc<dyn LoxiTransport>, storage: &Arc<FileStore>, planned: &Arc<Mutex<Planned>>) -> Sandbox {
     let mut sandbox = sandbox_with(&default_policy(), loxilb.clone(), storage.clone());
+    let planned = planned.clone();
+    sandbox.observe_commits(move |changes| planned.lock().unwrap().apply(changes));
+    sandbox
+}
+
+/// The host's mapping equals the plans' mapping changes: its index, and a fresh load of what its files
+/// hold (snapshot and journal; written is enough to read them back, so no fsync slows the test).
+fn store_matches_plans(sandbox: &Sandbox, storage: &FileStore, planned: &Mutex<Planned>, context: &dyn Fn() -> String) {
+    let want: Vec<MappingEntry> = planned.lock().unwrap().0.values().cloned().collect();
+    assert_eq!(sandbox.mappings().unwrap(), want, "{}: the host's mapping differs from the plans' mapping changes", context());
+    let on_disk = host::caps::storage::read_copy(storage.path()).unwrap();
+    assert_eq!(on_disk.damage(), Vec::<String>::new(), "{}: the mapping's files read as damaged", context());
+    let reloaded = host::app::load_mapping(Arc::new(on_disk)).unwrap();
+    assert_eq!(reloaded.entries(), want, "{}: the mapping read back from its files differs from the plans' mapping changes", context());
+}
+
+static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Runs `steps` random operations from `seed`; after each, LoxiLB (as `listed` shows it) holds exactly
+/// the desired rules, a reconciliation has nothing to do, and the mapping store holds exactly what the
+/// executed plans' mapping changes say. Every seventh step the mapping is snapshotted (the journal then
+/// starts again after it); every tenth the host restarts over the same files with hybrid recovery, which
+/// must find nothing in LoxiLB that the mapping lacks.
+fn converges(seed: u64, steps: usize, ipv6: bool, loxilb: Arc<dyn LoxiTransport>, listed: &dyn Fn() -> Vec<Value>) {
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("loxilb-convergence-{}-{run}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let storage = Arc::new(FileStore::open(&dir.join("mappings.json")).unwrap());
+    let planned = Arc::new(Mutex::new(Planned::default()));
+    let mut sandbox = start(&loxilb, &storage, &planned);
     let mut rng = Rng(seed);
     let mut octavia = Octavia { ipv6, ..Octavia::default() };
     let mut history = Vec::new();
@@ -511,17 +557,25 @@ fn converges(seed: u64, steps: usize, ipv6: bool, loxilb: Arc<dyn LoxiTransport>
             report.reprogrammed.is_empty() && report.orphans.is_empty() && report.failures.is_empty(),
             "seed {seed} step {step} ({method}): reconciliation right after found work: {report:?}\nafter {history:?}"
         );
+        store_matches_plans(&sandbox, &storage, &planned, &|| format!("seed {seed} step {step} ({method})\nafter {history:?}"));
+        if step % 7 == 6 {
+            sandbox.mapping().write_snapshot().unwrap();
+        }
         if step % 10 == 9 {
             let before = mappings(&mut sandbox);
-            sandbox = sandbox_with(&default_policy(), loxilb.clone(), storage.clone());
+            sandbox = start(&loxilb, &storage, &planned);
             let report = sandbox.recover(RecoveryMode::Hybrid).unwrap().unwrap();
             assert!(
                 report.recovered == 0 && report.conflicts.is_empty(),
                 "seed {seed} step {step}: hybrid recovery adopted or disputed what LoxiLB holds: {report:?}\nafter {history:?}"
             );
             assert_eq!(mappings(&mut sandbox), before, "seed {seed} step {step}: the mapping changed over a restart");
+            store_matches_plans(&sandbox, &storage, &planned, &|| format!("seed {seed} step {step}: after a restart and hybrid recovery"));
         }
     }
+    drop(sandbox);
+    drop(storage);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn mappings(sandbox: &mut Sandbox) -> Vec<(String, String)> {

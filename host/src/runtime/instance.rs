@@ -79,7 +79,12 @@ pub struct Sandbox {
     pub info: PolicyInfo,
     /// Instances created (1 + re-instantiations after traps).
     pub instances: u32,
+    /// Shown each batch of mapping changes before the host applies it (`observe_commits`).
+    pub(crate) commit_observer: Option<CommitObserver>,
 }
+
+/// What `Sandbox::observe_commits` takes.
+pub type CommitObserver = Box<dyn Fn(&[crate::runtime::bindings::mapping::MappingChange]) + Send + Sync>;
 
 fn trap_text(e: &wasmtime::Error) -> String {
     let root = e.root_cause().to_string();
@@ -102,6 +107,7 @@ impl Sandbox {
             live: None,
             info: PolicyInfo { name: String::new(), version: String::new(), description: String::new() },
             instances: 0,
+            commit_observer: None,
         };
         sandbox.ensure_live().map_err(|e| anyhow!("{e}"))?;
         if let Some(legacy) = sandbox.grants.mapping.take_legacy() {

@@ -92,6 +92,10 @@ fn linker(engine: &Engine) -> Result<Linker<HostState>> {
 /// The default policy (`l4-fullnat`, the `guest` crate), built into this binary by `build.rs`.
 pub static BUILTIN_POLICY: &[u8] = include_bytes!(env!("LOXILB_BUILTIN_POLICY"));
 
+/// The file `BUILTIN_POLICY` was built as (in the build tree): tests and benches that need the default
+/// policy as a file get the one matching the sources, with no `cargo guest` before them.
+pub const BUILTIN_POLICY_FILE: &str = env!("LOXILB_BUILTIN_POLICY");
+
 /// The name that stands for `BUILTIN_POLICY` wherever a policy path is taken (`policy_path`, `swap-policy`,
 /// `check-policy`): no file is read for it.
 pub const BUILTIN_POLICY_NAME: &str = "builtin:l4-fullnat";
@@ -134,13 +138,13 @@ pub fn configured_default_policy() -> PathBuf {
     std::env::var_os("LOXILB_POLICY").map_or_else(|| PathBuf::from(BUILTIN_POLICY_NAME), PathBuf::from)
 }
 
-/// The default policy's file, for tests and benches that need one: `LOXILB_POLICY`, then the workspace
-/// build output (`cargo guest`), then beside the binary.
+/// The default policy's file, for tests and benches that need one: `LOXILB_POLICY`, then the file the
+/// built-in policy was built as, then beside the binary.
 pub fn default_policy_path() -> PathBuf {
     if let Some(p) = std::env::var_os("LOXILB_POLICY") {
         return PathBuf::from(p);
     }
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-unknown-unknown/guest/guest.wasm");
+    let built = PathBuf::from(BUILTIN_POLICY_FILE);
     if built.exists() {
         return built;
     }

@@ -407,7 +407,10 @@ pub(super) fn resolve(path: &Path, backups: &[Backup], segments: &BTreeSet<u64>,
             Err(e) => (format!("corrupt ({e})"), true),
         },
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            if backups.is_empty() && segments.iter().all(|&g| g == 0) {
+            // Segment 0 starts from an empty mapping, so with it the journal is the whole history: also
+            // while the first snapshot is being written, or after its write failed or a crash cut it off
+            // (segment 0 then goes on in 1); a segment missing after it is reported as damage.
+            if backups.is_empty() && (segments.is_empty() || segments.contains(&0)) {
                 return Ok(Resolved::Nothing);
             }
             ("missing".to_string(), false)
@@ -1135,6 +1138,30 @@ mod tests {
         store.replay().unwrap();
         let damage = store.damage();
         assert!(damage.iter().any(|d| d.contains("m.json.journal.1 is missing")), "{damage:?}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn until_the_first_snapshot_is_in_place_the_journal_from_segment_0_is_the_mapping() {
+        // The first snapshot's write fails (or is still in flight, or a crash cuts it off): segment 0 goes
+        // on in segment 1, and no snapshot is there to say so.
+        let dir = temp_dir("first-snapshot");
+        let path = dir.join("m.json");
+        let store = FileStore::open(&path).unwrap();
+        store.append(b"{\"a\":1}").unwrap();
+        store.fail_next_write.store(true, Ordering::SeqCst);
+        store.write_snapshot(b"{\"v\":1}".to_vec()).unwrap();
+        store.append(b"{\"b\":2}").unwrap();
+        store.sync().unwrap();
+        assert!(store.finish_snapshot().is_err());
+        let records = vec![b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()];
+        let copy = read_copy(&path).expect("a tool beside the host reads the journal");
+        assert_eq!((copy.read_snapshot().unwrap(), copy.replay().unwrap(), copy.damage()), (None, records.clone(), vec![]));
+        drop(store);
+        let store = FileStore::open(&path).unwrap();
+        assert_eq!(store.read_snapshot().expect("the host starts again"), None);
+        assert_eq!(store.replay().unwrap(), records);
+        assert!(store.damage().is_empty(), "{:?}", store.damage());
         fs::remove_dir_all(dir).unwrap();
     }
 
