@@ -199,6 +199,18 @@ impl TestHost {
     }
 }
 
+/// The endpoint addresses of every rule a simulator holds, sorted.
+pub fn endpoint_ips(sim: &loxilb_sim::Simulator) -> Vec<String> {
+    let mut ips: Vec<String> = sim
+        .rules()
+        .iter()
+        .flat_map(|r| r["endpoints"].as_array().cloned().unwrap_or_default())
+        .map(|e| e["endpointIP"].as_str().unwrap_or_default().to_string())
+        .collect();
+    ips.sort();
+    ips
+}
+
 /// Provisioning statuses of one kind (`loadbalancers`, `members`, …) across recorded status documents.
 pub fn provisioning_statuses(documents: &[Value]) -> Vec<(String, String)> {
     let mut out = Vec::new();

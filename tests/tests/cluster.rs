@@ -18,17 +18,6 @@ const LB: &str = "abababab-0000-4000-8000-000000000001";
 const L1: &str = "abababab-0000-4000-8000-000000000011";
 const P1: &str = "abababab-0000-4000-8000-000000000021";
 
-fn endpoints(sim: &Simulator) -> Vec<String> {
-    let mut v: Vec<String> = sim
-        .rules()
-        .iter()
-        .flat_map(|r| r["endpoints"].as_array().cloned().unwrap_or_default())
-        .map(|e| e["endpointIP"].as_str().unwrap().to_string())
-        .collect();
-    v.sort();
-    v
-}
-
 fn m(n: u32) -> serde_json::Value {
     member(&format!("abababab-0000-4000-8000-0000000001{n:02}"), P1, &format!("10.90.1.{n}"), 8080, 1)
 }
@@ -48,27 +37,27 @@ fn every_node_holds_every_rule_and_a_node_that_missed_changes_or_restarted_conve
     let created = provisioning_statuses(&[host::octavia::status::document(&service.apply("loadbalancer_create", &json!({"loadbalancer": tree})))]);
     assert!(created.contains(&(format!("loadbalancers/{LB}"), "ACTIVE".into())), "{created:?}");
     for node in &nodes {
-        assert_eq!(endpoints(node), ["10.90.1.1"], "every node holds the rule");
+        assert_eq!(endpoint_ips(node), ["10.90.1.1"], "every node holds the rule");
     }
 
     // Node 2 does not answer: the change is taken by the others and succeeds; node 2 is out of date.
     nodes[2].inject_fault(100_000, Fault::Reset);
     let added = provisioning_statuses(&[host::octavia::status::document(&service.apply("member_create", &json!({"member": m(2), "loadbalancer_id": LB})))]);
     assert!(added.iter().all(|(_, s)| s == "ACTIVE"), "{added:?}");
-    assert_eq!(endpoints(&nodes[0]), ["10.90.1.1", "10.90.1.2"]);
-    assert_eq!(endpoints(&nodes[2]), ["10.90.1.1"]);
+    assert_eq!(endpoint_ips(&nodes[0]), ["10.90.1.1", "10.90.1.2"]);
+    assert_eq!(endpoint_ips(&nodes[2]), ["10.90.1.1"]);
     monitor.tick(&mut upkeep);
-    assert_eq!(endpoints(&nodes[2]), ["10.90.1.1"], "still down");
+    assert_eq!(endpoint_ips(&nodes[2]), ["10.90.1.1"], "still down");
     // It answers again: the next check brings it to the desired rules.
     nodes[2].inject_fault(0, Fault::Reset);
     monitor.tick(&mut upkeep);
-    assert_eq!(endpoints(&nodes[2]), ["10.90.1.1", "10.90.1.2"]);
+    assert_eq!(endpoint_ips(&nodes[2]), ["10.90.1.1", "10.90.1.2"]);
 
     // Node 1 restarts and loses every rule, answering all along.
     nodes[1].restart();
     assert!(nodes[1].rules().is_empty());
     monitor.tick(&mut upkeep);
-    assert_eq!(endpoints(&nodes[1]), ["10.90.1.1", "10.90.1.2"]);
+    assert_eq!(endpoint_ips(&nodes[1]), ["10.90.1.1", "10.90.1.2"]);
 
     // No node answers: the operation fails and nothing is half-applied anywhere.
     for node in &nodes {
@@ -78,7 +67,7 @@ fn every_node_holds_every_rule_and_a_node_that_missed_changes_or_restarted_conve
     assert!(failed.iter().any(|(_, s)| s == "ERROR"), "{failed:?}");
     for node in &nodes {
         node.inject_fault(0, Fault::Reset);
-        assert_eq!(endpoints(node), ["10.90.1.1", "10.90.1.2"]);
+        assert_eq!(endpoint_ips(node), ["10.90.1.1", "10.90.1.2"]);
     }
 }
 
@@ -94,6 +83,6 @@ fn a_node_that_refuses_a_change_fails_it_and_the_others_are_put_back() {
     let failed = provisioning_statuses(&[host::octavia::status::document(&service.apply("member_create", &json!({"member": m(2), "loadbalancer_id": LB})))]);
     assert!(failed.iter().any(|(_, s)| s == "ERROR"), "{failed:?}");
     for node in &nodes {
-        assert_eq!(endpoints(node), ["10.90.1.1"], "LoxiLB serves nothing Octavia shows as ERROR, on any node");
+        assert_eq!(endpoint_ips(node), ["10.90.1.1"], "LoxiLB serves nothing Octavia shows as ERROR, on any node");
     }
 }

@@ -31,17 +31,6 @@ fn start(sim: &Simulator, timeout: Duration, retry: Retry) -> (Sandbox, Arc<Http
     (sandbox_with(&default_policy(), loxi.clone(), Arc::new(MemoryStore::default())), loxi)
 }
 
-fn endpoints(sim: &Simulator) -> Vec<String> {
-    let mut v: Vec<String> = sim
-        .rules()
-        .iter()
-        .flat_map(|r| r["endpoints"].as_array().cloned().unwrap_or_default())
-        .map(|e| e["endpointIP"].as_str().unwrap().to_string())
-        .collect();
-    v.sort();
-    v
-}
-
 /// LoxiLB holds what the policy wants, and a reconciliation finds nothing to do.
 fn in_step(sandbox: &mut Sandbox) {
     let report = sandbox.reconcile().unwrap().unwrap();
@@ -59,7 +48,7 @@ fn a_single_500_or_reset_is_retried_and_the_operation_succeeds() {
     sim.fail_next(1, 500, "transient datapath error");
     let added = sandbox.handle(&op("member_create", json!({"member": m(2)}))).unwrap();
     assert!(added.error.is_none(), "{:?}", added.error);
-    assert_eq!(endpoints(&sim), ["10.80.1.1", "10.80.1.2"]);
+    assert_eq!(endpoint_ips(&sim), ["10.80.1.1", "10.80.1.2"]);
     assert_eq!(loxi.retries(), 2);
     in_step(&mut sandbox);
 }
@@ -76,7 +65,7 @@ fn a_post_loxilb_answers_after_the_timeout_is_found_applied_by_the_retry() {
     assert!(added.error.is_none(), "{:?}", added.error);
     let posts: Vec<u16> = sim.requests().iter().filter(|r| r.method == "POST").map(|r| r.status).collect();
     assert_eq!(posts, [200, 409], "the retry met the rule already applied");
-    assert_eq!(endpoints(&sim), ["10.80.1.1", "10.80.1.2"]);
+    assert_eq!(endpoint_ips(&sim), ["10.80.1.1", "10.80.1.2"]);
     in_step(&mut sandbox);
 }
 
@@ -106,7 +95,7 @@ fn loxilb_down_past_the_deadline_fails_within_it_and_later_calls_do_not_wait_aga
     sim.inject_fault(0, Fault::Reset);
     assert_eq!(sim.rules(), before, "nothing half-applied");
     assert!(sandbox.handle(&op("member_create", json!({"member": m(5)}))).unwrap().error.is_none(), "LoxiLB answers again: retries resume");
-    assert_eq!(endpoints(&sim), ["10.80.1.1", "10.80.1.5"]);
+    assert_eq!(endpoint_ips(&sim), ["10.80.1.1", "10.80.1.5"]);
     in_step(&mut sandbox);
 }
 
@@ -120,6 +109,6 @@ fn without_retries_a_post_applied_after_its_timeout_is_rolled_back_not_left_serv
     sim.inject_fault(1, Fault::Late(Duration::from_millis(600)));
     let failed = sandbox.handle(&op("member_create", json!({"member": m(2)}))).unwrap();
     assert!(failed.error.is_some());
-    assert_eq!(endpoints(&sim), ["10.80.1.1"], "LoxiLB serves nothing Octavia shows as ERROR");
+    assert_eq!(endpoint_ips(&sim), ["10.80.1.1"], "LoxiLB serves nothing Octavia shows as ERROR");
     in_step(&mut sandbox);
 }
