@@ -112,9 +112,7 @@ impl Monitor {
             upkeep.unrepaired = lost;
             self.bring_nodes_up_to_date(&mut upkeep.node_attempts);
         }
-        if !self.service.reprogram.due().is_empty() {
-            self.service.reprogram_failed();
-        }
+        self.service.reprogram_failed();
         if !self.reconcile_interval.is_zero() && upkeep.last_reconcile.elapsed() >= self.reconcile_interval {
             self.reconcile();
             upkeep.last_reconcile = Instant::now();

@@ -128,15 +128,7 @@ impl Host {
     }
 
     fn endpoints(&self) -> Vec<String> {
-        let mut ips: Vec<String> = self
-            .sim
-            .rules()
-            .iter()
-            .flat_map(|r| r["endpoints"].as_array().cloned().unwrap_or_default())
-            .map(|e| e["endpointIP"].as_str().unwrap().to_string())
-            .collect();
-        ips.sort();
-        ips
+        endpoint_ips(&self.sim)
     }
 
     /// Creates the load balancer tree as Octavia does: committed, then cast.
