@@ -3,7 +3,9 @@
 //! A member is ONLINE when LoxiLB lists its endpoint `active` (only meaningful with a monitor: LoxiLB
 //! marks endpoints inactive only for monitored rules), ERROR when `inactive` or missing, OFFLINE when
 //! disabled, DRAINING at weight 0, NO_MONITOR without a monitor. Pools, listeners and load balancers
-//! roll up the way Octavia's API reference describes: all members ERROR → ERROR, some → DEGRADED.
+//! roll up the way Octavia's API reference describes: all members ERROR → ERROR, some → DEGRADED; a
+//! listener whose rule no answering LoxiLB node lists is ERROR, and so is a load balancer whose every
+//! listener is.
 
 use std::collections::HashMap;
 
@@ -96,13 +98,9 @@ pub fn operating_statuses(state: &State, observed: &[ObservedRule]) -> Vec<Objec
             out.push(status(ObjectKind::Listener, &listener.id, s));
             listener_statuses.push(s);
         }
-        let s = if !lb.admin_state_up {
-            OperatingStatus::Offline
-        } else if listener_statuses.iter().any(|s| matches!(s, OperatingStatus::Error | OperatingStatus::Degraded)) {
-            OperatingStatus::Degraded
-        } else {
-            OperatingStatus::Online
-        };
+        // Every listener ERROR (no answering LoxiLB node holds any of its rules, or every backend is down)
+        // is the load balancer ERROR; some is DEGRADED.
+        let s = if !lb.admin_state_up { OperatingStatus::Offline } else { roll_up(&listener_statuses) };
         out.push(status(ObjectKind::Loadbalancer, lb_id, s));
     }
     out

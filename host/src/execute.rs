@@ -5,8 +5,6 @@
 //! The dry-run preview, the conformance checks and the real path all go through these functions: what a
 //! policy's plan says is exactly what happens.
 
-use std::collections::HashSet;
-
 use crate::runtime::bindings::loxilb_types::{LbRule, LoxilbCall};
 use crate::runtime::bindings::mapping::{MappingChange, MappingEntry};
 use crate::runtime::bindings::octavia::{ObjectStatus, Operation};
@@ -187,24 +185,13 @@ impl Sandbox {
             Err(e) => return Ok(Err(e)),
         };
         let desired = self.desired_rules()?;
-        let by_key: std::collections::HashMap<String, &LbRule> = observed.iter().map(|o| (wire::key_id(&wire::rule_key(&o.rule)), &o.rule)).collect();
+        let drift = crate::drift::drift(&desired, &observed);
         let mut report = ReconcileReport::default();
-        let mut wanted = HashSet::new();
-        for want in &desired {
+        let repairs = drift.missing.iter().map(|want| (*want, None)).chain(drift.different.iter().map(|(want, got)| (*want, Some(*got))));
+        for (want, got) in repairs {
             let key = wire::rule_key(&want.rule);
-            let id = wire::key_id(&key);
-            let got = by_key.get(&id).copied();
-            wanted.insert(id);
-            if got.is_some_and(|g| wire::matches(&want.rule, g)) {
-                continue;
-            }
             let mut calls = Vec::new();
-            // LoxiLB keeps name and monitor on an in-place update and refuses to switch a rule into or out
-            // of fullproxy mode: those need the rule deleted first.
-            let fullproxy = |r: &LbRule| r.service.mode == wire::MODE_FULLPROXY;
-            if got.is_some_and(|g| {
-                g.service.name != want.rule.service.name || g.service.monitor != want.rule.service.monitor || fullproxy(g) != fullproxy(&want.rule)
-            }) {
+            if got.is_some_and(|g| !crate::drift::updatable_in_place(g, &want.rule)) {
                 calls.push(LoxilbCall::DeleteRule(key.clone()));
             }
             calls.push(LoxilbCall::UpsertRule(want.rule.clone()));
@@ -216,11 +203,8 @@ impl Sandbox {
             }
         }
         let remove_orphans = self.grants().remove_orphans;
-        for o in &observed {
+        for o in drift.extra {
             let key = wire::rule_key(&o.rule);
-            if wanted.contains(&wire::key_id(&key)) {
-                continue;
-            }
             let label = format!("{}:{}/{} ({})", key.external_ip, key.port, key.protocol, o.rule.service.name);
             report.orphans.push(label.clone());
             if remove_orphans && self.owns_rule(&o.rule.service.name)? {

@@ -27,6 +27,21 @@ pub struct Probes {
 }
 
 impl Probes {
+    /// Liveness with each LoxiLB node as the monitor last saw it (no request is made: it answers even
+    /// while every node hangs).
+    pub fn liveness(&self) -> Value {
+        let nodes: Vec<Value> = self
+            .loxilb
+            .nodes()
+            .iter()
+            .map(|n| {
+                let s = n.state();
+                json!({"node": s.base, "answering": s.answering, "out_of_date": s.out_of_date, "role": s.role, "version": s.version})
+            })
+            .collect();
+        json!({"status": "ok", "loxilb_nodes": nodes})
+    }
+
     pub fn run(&self) -> Vec<Check> {
         let mut checks = vec![self.policy(), self.storage(), self.loxilb()];
         checks.extend(self.octavia());

@@ -1,5 +1,5 @@
 //! The operator's HTTP endpoint (`[driver_loxilb] http_listen`): `/metrics` for Prometheus, `/healthz`
-//! (the process answers) and `/readyz` (it can serve Octavia: 200, else 503, with each check in JSON).
+//! (the process answers; each LoxiLB node as last checked) and `/readyz` (it can serve Octavia: 200, else 503, with each check in JSON).
 //! Plain HTTP on an address the operator chooses: keep it on loopback or a management network.
 
 use std::sync::Arc;
@@ -41,7 +41,7 @@ fn serve(server: &tiny_http::Server, probes: &Probes) {
     for request in server.incoming_requests() {
         let (status, content_type, body) = match (request.method(), request.url()) {
             (tiny_http::Method::Get, "/metrics") => (200, crate::metrics::CONTENT_TYPE, crate::metrics::render()),
-            (tiny_http::Method::Get, "/healthz") => (200, "text/plain; charset=utf-8", "ok\n".to_string()),
+            (tiny_http::Method::Get, "/healthz") => (200, "application/json", probes.liveness().to_string() + "\n"),
             (tiny_http::Method::Get, "/readyz") => {
                 let checks = probes.run();
                 let status = if checks.iter().all(|c| c.ok) { 200 } else { 503 };

@@ -13,6 +13,7 @@
 //! - `octavia`: the driver-agent sockets, status documents and their senders (`reporter`).
 //! - `transport`: how provider requests arrive (Unix socket; oslo.messaging over RabbitMQ).
 //! - `monitor`: operating statuses, statistics and reconciliation while serving.
+//! - `drift`: desired against observed rules (reconciliation, `nodes`); `nodes`: each LoxiLB node's state.
 //! - `tools`: `show-mappings`, `validate-mappings`, `force-recovery`.
 //! - `conformance`: the policy kit's conformance scenarios (`check-policy`, and the self-check before a swap).
 //! - `swap`: hot-swapping the policy: checks, `--dry-run` preview, admin socket, SIGHUP.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod conformance;
 pub mod convert;
 pub mod demo;
+pub mod drift;
 pub mod dropped;
 pub mod epochs;
 pub mod execute;
@@ -37,6 +39,7 @@ pub mod logging;
 pub mod mapping;
 pub mod metrics;
 pub mod monitor;
+pub mod nodes;
 pub mod octavia;
 pub mod oslo_ini;
 pub mod ratelimit;

@@ -128,6 +128,15 @@ enum Command {
         #[arg(long)]
         admin_socket: Option<PathBuf>,
     },
+    /// Each LoxiLB node of api_endpoints: whether it answers, its version and HA role, and how far its rules
+    /// are from the desired ones (safe while the host runs). Exits 1 when a node does not answer or drifts.
+    Nodes {
+        #[command(flatten)]
+        config: ConfigFiles,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the conformance scenarios against the policy component at PATH; exits non-zero on any failure.
     CheckPolicy { path: PathBuf },
     /// Print the running host's metrics (the OpenMetrics text /metrics serves), read through its admin socket.
@@ -165,6 +174,7 @@ fn main() -> Result<()> {
         Command::SwapPolicy { path, dry_run, config, admin_socket } => {
             std::process::exit(host::swap::cli_swap(&path, dry_run, config.as_deref(), admin_socket.as_deref())?)
         }
+        Command::Nodes { config, json } => std::process::exit(host::nodes::cli(&config.load()?, json)?),
         Command::CheckPolicy { path } => std::process::exit(host::conformance::cli_check(&path)?),
         Command::Metrics { config } => {
             let socket = config.load()?.admin_socket_path;

@@ -7,6 +7,7 @@
 //! (operations by method and result, LoxiLB requests by node) and latency histograms are
 //! prometheus-client families, reached through the functions below.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
@@ -233,6 +234,13 @@ struct NodeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeInfoLabels {
+    node: String,
+    version: String,
+    role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
 }
@@ -251,6 +259,10 @@ struct Families {
     swaps: Family<ResultLabel, FamilyCounter>,
     node_up: Family<NodeLabel, FamilyGauge>,
     node_out_of_date: Family<NodeLabel, FamilyGauge>,
+    node_master: Family<NodeLabel, FamilyGauge>,
+    node_info: Family<NodeInfoLabels, FamilyGauge>,
+    /// Each node's current `node_info` labels, so a changed version or role replaces the old series.
+    node_info_now: Mutex<HashMap<String, NodeInfoLabels>>,
 }
 
 static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
@@ -270,8 +282,22 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
         "Whether each LoxiLB node missed a change or lost rules and is not yet brought back to the desired rules.",
         node_out_of_date.clone(),
     );
+    let (node_master, node_info) = (Family::<NodeLabel, FamilyGauge>::default(), Family::<NodeInfoLabels, FamilyGauge>::default());
+    registry.register("loxilb_node_master", "Whether each LoxiLB node's HA role (GET /config/cistate/all) is MASTER.", node_master.clone());
+    registry.register("loxilb_node_info", "Each LoxiLB node's version and HA role as it last told them (value 1; empty when unknown).", node_info.clone());
     registry.register_collector(Box::new(StaticMetrics));
-    Families { registry, operations, operation_seconds, loxilb_requests, swaps, node_up, node_out_of_date }
+    Families {
+        registry,
+        operations,
+        operation_seconds,
+        loxilb_requests,
+        swaps,
+        node_up,
+        node_out_of_date,
+        node_master,
+        node_info,
+        node_info_now: Mutex::default(),
+    }
 });
 
 /// An applied (or dropped) operation: counted by method and result, its duration observed.
@@ -287,10 +313,17 @@ pub fn record_loxilb_request(node: &str, result: &str) {
 }
 
 /// A LoxiLB node's state as the monitor last saw it.
-pub fn record_node(node: &str, up: bool, out_of_date: bool) {
-    let label = NodeLabel { node: node.to_string() };
-    FAMILIES.node_up.get_or_create(&label).set(up as i64);
-    FAMILIES.node_out_of_date.get_or_create(&label).set(out_of_date as i64);
+pub fn record_node(state: &loxilb_api::NodeState) {
+    let label = NodeLabel { node: state.base.clone() };
+    FAMILIES.node_up.get_or_create(&label).set(state.answering as i64);
+    FAMILIES.node_out_of_date.get_or_create(&label).set(state.out_of_date as i64);
+    FAMILIES.node_master.get_or_create(&label).set(state.is_master() as i64);
+    let info = NodeInfoLabels { node: state.base.clone(), version: state.version.clone().unwrap_or_default(), role: state.role.clone().unwrap_or_default() };
+    let previous = FAMILIES.node_info_now.lock().unwrap().insert(state.base.clone(), info.clone());
+    if let Some(previous) = previous.filter(|p| *p != info) {
+        FAMILIES.node_info.remove(&previous);
+    }
+    FAMILIES.node_info.get_or_create(&info).set(1);
 }
 
 pub fn record_swap(result: &str) {

@@ -11,6 +11,7 @@ use loxilb_api::Loxilb;
 use crate::caps::loxilb::{ClusterNode, LoxiTransport};
 use crate::octavia::agent::DriverAgent;
 use crate::octavia::status::{document, operating};
+use crate::runtime::bindings::loxilb_types::ObservedRule;
 use crate::runtime::bindings::octavia::ObjectStatus;
 use crate::service::Service;
 
@@ -42,6 +43,8 @@ pub struct Upkeep {
     unrepaired: HashSet<String>,
     /// When each out-of-date node was last reconciled on its own.
     node_attempts: HashMap<String, Instant>,
+    /// Each node's version and role as last logged.
+    nodes_seen: HashMap<String, (Option<String>, Option<String>)>,
 }
 
 impl Default for Upkeep {
@@ -54,6 +57,7 @@ impl Default for Upkeep {
             expected: None,
             unrepaired: HashSet::new(),
             node_attempts: HashMap::new(),
+            nodes_seen: HashMap::new(),
         }
     }
 }
@@ -89,11 +93,16 @@ impl Monitor {
 
     /// One liveness check, and what is due after it.
     pub fn tick(&self, upkeep: &mut Upkeep) {
-        let answer = self.loxilb.reachable();
+        let answer = self.liveness(&mut upkeep.nodes_seen);
         let was_alive = std::mem::replace(&mut upkeep.alive, answer.is_ok());
         if let Err(why) = answer {
             if was_alive {
                 tracing::warn!("LoxiLB is unreachable ({why}); checking every {:?}, reconciling when it answers", LIVENESS_PERIOD);
+            }
+            // No node holds any rule as far as the host can tell: the operating statuses say so.
+            if !self.stats_interval.is_zero() && upkeep.last_stats.elapsed() >= self.stats_interval {
+                self.health(&mut upkeep.reported);
+                upkeep.last_stats = Instant::now();
             }
             self.record_nodes();
             return;
@@ -123,6 +132,33 @@ impl Monitor {
             upkeep.last_stats = Instant::now();
         }
         self.record_nodes();
+    }
+
+    /// Whether LoxiLB answers: each node of a cluster asked for its version and role (a change of either
+    /// is logged, a version outside the supported range warned about), a single target asked `/version`.
+    fn liveness(&self, seen: &mut HashMap<String, (Option<String>, Option<String>)>) -> Result<(), String> {
+        let Some(states) = self.loxilb.survey() else { return self.loxilb.reachable().map_err(|e| e.to_string()) };
+        for state in states.iter().filter(|s| s.answering) {
+            let now = (state.version.clone(), state.role.clone());
+            let before = seen.insert(state.base.clone(), now.clone());
+            if before.as_ref().map(|b| &b.0) != Some(&now.0) {
+                if let Some(version) = &now.0 {
+                    let style = loxilb_api::node_info::error_style(version).describe();
+                    tracing::info!("LoxiLB node {} runs {version} ({style})", state.base);
+                    if let Some(why) = loxilb_api::node_info::unsupported(version) {
+                        tracing::warn!("LoxiLB node {}: {why}", state.base);
+                    }
+                }
+            }
+            if before.is_some_and(|b| b.1 != now.1) {
+                tracing::info!("LoxiLB node {} is now {}", state.base, now.1.as_deref().unwrap_or("without a role"));
+            }
+        }
+        if states.iter().any(|s| s.answering) {
+            Ok(())
+        } else {
+            Err(format!("none of the {} LoxiLB nodes answered", states.len()))
+        }
     }
 
     /// What reconciliation and the loss check compare with the desired rules: each node of the cluster,
@@ -164,9 +200,29 @@ impl Monitor {
 
     fn record_nodes(&self) {
         for node in self.loxilb.nodes() {
-            let state = node.state();
-            crate::metrics::record_node(&state.base, state.answering, state.out_of_date);
+            crate::metrics::record_node(&node.state());
         }
+    }
+
+    /// The rules the operating statuses look at. A rule counts as held when any answering node lists it;
+    /// nodes are asked up-to-date first and the MASTER first among them, and the first node listing a rule
+    /// gives its endpoint states (those of the node serving the traffic). When no node answers, no rule
+    /// is held, and every programmed listener is ERROR.
+    fn held_rules(&self) -> Vec<ObservedRule> {
+        let mut targets = self.targets();
+        targets.sort_by_key(|t| t.node.as_ref().map(|n| n.state()).map(|s| (!s.answering, s.out_of_date, !s.is_master())));
+        let mut held: Vec<ObservedRule> = Vec::new();
+        let mut keys = HashSet::new();
+        for target in &targets {
+            if target.node.as_ref().is_some_and(|n| !n.state().answering) {
+                continue;
+            }
+            match crate::wire::observed(target.transport.as_ref()) {
+                Ok(listed) => held.extend(listed.into_iter().filter(|o| keys.insert(crate::wire::key_id(&crate::wire::rule_key(&o.rule))))),
+                Err(e) => tracing::debug!("listing {}'s rules for operating statuses: {e}", target.label),
+            }
+        }
+        held
     }
 
     /// The rules the mapping wants that a node does not list (by name), as `<node> <rule>`. LoxiLB's
@@ -295,10 +351,15 @@ impl Monitor {
     }
 
     /// Sends only operating statuses that changed since the last report.
+    /// Operating statuses as LoxiLB's nodes show them now (see [`Monitor::held_rules`]).
+    pub fn operating_statuses(&self) -> Result<Vec<ObjectStatus>, crate::runtime::instance::CallError> {
+        let held = self.held_rules();
+        self.service.sandbox.lock().unwrap().operating_statuses(&held)
+    }
+
     fn health(&self, reported: &mut HashMap<String, &'static str>) {
-        let statuses = match self.service.sandbox.lock().unwrap().health() {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return crate::warn_limited!("monitor-health", "health: {e}"),
+        let statuses = match self.operating_statuses() {
+            Ok(s) => s,
             Err(e) => return tracing::error!("health: {e}"),
         };
         let changed: Vec<ObjectStatus> = statuses

@@ -24,7 +24,7 @@ impl LoxiTransport for NoLoxi {
 
 /// A sandbox over a copy of the mapping, with LoxiLB out of reach. A mapping that is not there at all is
 /// an error, not an empty mapping: the tools would otherwise report "0 mappings" for a wrong path.
-fn read_only_sandbox(config: &Config) -> Result<crate::runtime::instance::Sandbox> {
+pub fn read_only_sandbox(config: &Config) -> Result<crate::runtime::instance::Sandbox> {
     if !config.enable_persistent_mapping {
         bail!("enable_persistent_mapping is false: this configuration keeps no mapping on disk to read");
     }

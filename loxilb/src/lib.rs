@@ -4,6 +4,7 @@
 //! * [`encode`] — request JSON and paths, exactly as LoxiLB's REST API takes them;
 //! * [`decode`] — LoxiLB's rule list, typed;
 //! * [`outcome`] — LoxiLB's error contract (old and new error styles);
+//! * [`node_info`] — a node's version and HA role;
 //! * [`converge`] — whether a listed rule is the one wanted;
 //! * [`api`] — the typed [`Loxilb`] API over any [`Exchange`], and [`FakeLoxilb`] for tests;
 //! * `client` (feature `client`, default) — HTTP nodes, a cluster of them, retries.
@@ -17,6 +18,7 @@ pub mod converge;
 pub mod decode;
 pub mod encode;
 mod fake;
+pub mod node_info;
 pub mod outcome;
 pub mod types;
 

@@ -19,7 +19,27 @@ use crate::rules::{Core, EndpointArg, LbRuleMod, ServiceArg};
 use crate::spec::{default_spec_path, IssueKind, Options, SpecValidator};
 use crate::tls::{Front, TlsIdentity};
 
-const VERSION: &str = "0.9.8-sim";
+/// The version each error style is LoxiLB's (the style changed with 0.9.8.5).
+fn version(style: ErrorStyle) -> &'static str {
+    match style {
+        ErrorStyle::Coded => "v0.9.8.5-sim",
+        ErrorStyle::Legacy => "v0.9.8.4-sim",
+    }
+}
+/// LoxiLB's HA states (`POST /config/cistate`), `cmn.CI*StateString`.
+const HA_STATES: &[&str] = &["MASTER", "BACKUP", "FAULT", "STOP", "NOT_DEFINED"];
+/// The HA instance LoxiLB creates at start (`cmn.CIDefault`), in no HA state until told one.
+fn default_roles() -> Vec<HaInstance> {
+    vec![HaInstance { instance: "llb-inst0".into(), state: "NOT_DEFINED".into(), vip: "0.0.0.0".into() }]
+}
+
+/// One HA instance as `GET /config/cistate/all` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HaInstance {
+    instance: String,
+    state: String,
+    vip: String,
+}
 const BUILD_INFO: &str = "loxilb-sim";
 /// LoxiLB <= v0.9.8.4 shipped the LoadbalanceEntry schema without these two enums.
 const LEGACY_UNCHECKED_ENUMS: &[&str] = &["serviceArguments.protocol", "serviceArguments.probetype"];
@@ -75,6 +95,7 @@ struct State {
     inject: Option<Injection>,
     faults: Option<(usize, Fault)>,
     auth: AuthState,
+    roles: Vec<HaInstance>,
 }
 
 struct Shared {
@@ -150,7 +171,7 @@ impl Simulator {
         let server = tiny_http::Server::from_listener(listener, None).map_err(|e| anyhow!("serving {addr}: {e}"))?;
         let addr = server.server_addr().to_ip().context("tiny_http did not report an IP listen address")?;
         let server = Arc::new(server);
-        let state = State { core: Core::default(), style, log: Vec::new(), inject: None, faults: None, auth: AuthState::default() };
+        let state = State { core: Core::default(), style, log: Vec::new(), inject: None, faults: None, auth: AuthState::default(), roles: default_roles() };
         let shared = Arc::new(Shared { state: Mutex::new(state), spec });
         let thread = {
             let (server, shared) = (Arc::clone(&server), Arc::clone(&shared));
@@ -216,7 +237,18 @@ impl Simulator {
     /// Forgets every rule and endpoint host, as a LoxiLB restart without saved config does.
     /// The URL, error style, request log and pending injected failures are kept.
     pub fn restart(&self) {
-        self.shared.lock().core.reset();
+        let mut st = self.shared.lock();
+        st.core.reset();
+        st.roles = default_roles();
+    }
+
+    /// Sets the default HA instance's state, as keepalived's notify script does with
+    /// `POST /config/cistate`.
+    pub fn set_role(&self, state: &str) {
+        let mut st = self.shared.lock();
+        if let Some(i) = st.roles.iter_mut().find(|i| i.instance == "llb-inst0") {
+            i.state = state.to_string();
+        }
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
@@ -327,13 +359,15 @@ enum Route {
     EpPost,
     EpAll,
     EpByIp(String),
+    CiStateAll,
+    CiStatePost,
 }
 
 impl Route {
     fn allowed(&self) -> &'static [&'static str] {
         match self {
-            Route::Version | Route::EpAll => &["GET"],
-            Route::LbPost | Route::EpPost => &["POST"],
+            Route::Version | Route::EpAll | Route::CiStateAll => &["GET"],
+            Route::LbPost | Route::EpPost | Route::CiStatePost => &["POST"],
             Route::LbAll => &["DELETE", "GET"],
             Route::LbByName(_) | Route::LbRule { .. } | Route::EpByIp(_) => &["DELETE"],
         }
@@ -363,6 +397,8 @@ fn route(segs: &[String]) -> Option<Route> {
         ["config", "endpoint"] => Route::EpPost,
         ["config", "endpoint", "all"] => Route::EpAll,
         ["config", "endpoint", "epipaddress", ip] => Route::EpByIp(own(ip)),
+        ["config", "cistate", "all"] => Route::CiStateAll,
+        ["config", "cistate"] => Route::CiStatePost,
         _ => return None,
     })
 }
@@ -408,7 +444,26 @@ fn handle(shared: &Shared, method: &str, url: &str, content_type: Option<&str>, 
     let core = &mut st.core;
 
     match route {
-        Route::Version => errors::ok_json(json!({ "version": VERSION, "buildInfo": BUILD_INFO })),
+        Route::Version => errors::ok_json(json!({ "version": version(style), "buildInfo": BUILD_INFO })),
+        Route::CiStateAll => {
+            let attr: Vec<Value> = st.roles.iter().map(|i| json!({"instance": i.instance, "state": i.state, "vip": i.vip, "sync": null})).collect();
+            errors::ok_json(json!({ "Attr": attr }))
+        }
+        Route::CiStatePost => {
+            let attr: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            let text = |k: &str| attr.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let (instance, state) = (text("instance"), text("state"));
+            if !HA_STATES.contains(&state.as_str()) {
+                return errors::core_error(style, "invalid cluster-state");
+            }
+            let instance = if instance.is_empty() { "llb-inst0".to_string() } else { instance };
+            let vip = Some(text("vip")).filter(|v| !v.is_empty()).unwrap_or_else(|| "0.0.0.0".into());
+            match st.roles.iter_mut().find(|i| i.instance == instance) {
+                Some(i) => (i.state, i.vip) = (state, vip),
+                None => st.roles.push(HaInstance { instance, state, vip }),
+            }
+            errors::success()
+        }
         Route::LbAll if method == "GET" => {
             let all: Vec<Value> = core.rules_json().into_iter().map(|(_, v)| v).collect();
             errors::ok_json(json!({ "lbAttr": all }))

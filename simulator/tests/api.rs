@@ -436,7 +436,7 @@ fn endpoint_hosts() {
 #[test]
 fn test_hooks_and_version() {
     let (sim, c) = start(ErrorStyle::Coded);
-    assert_eq!(c.get("/version"), (200, json!({"version": "0.9.8-sim", "buildInfo": "loxilb-sim"})));
+    assert_eq!(c.get("/version"), (200, json!({"version": "v0.9.8.5-sim", "buildInfo": "loxilb-sim"})));
     sim.fail_next(2, 503, "not-ready");
     let body = lb("10.0.0.10", 80, &[("10.0.1.5", 80)]);
     let (status, err) = c.post("/config/loadbalancer", &body);
@@ -490,4 +490,21 @@ fn rule_capacity() {
     assert_eq!(sim.rules().len(), 2048);
     assert_eq!(c.delete("/config/loadbalancer/externalipaddress/10.1.0.0/port/80/protocol/tcp").0, 200);
     assert_eq!(c.post("/config/loadbalancer", &lb("10.2.0.0", 80, &[("10.0.1.5", 80)])).0, 200);
+}
+
+/// HA roles as keepalived's notify script and kube-loxilb's --setRoles set them, and as a restart forgets them.
+#[test]
+fn cistate_lists_and_sets_roles() {
+    let (sim, c) = start(ErrorStyle::Coded);
+    let default = json!({"Attr": [{"instance": "llb-inst0", "state": "NOT_DEFINED", "vip": "0.0.0.0", "sync": null}]});
+    assert_eq!(c.get("/config/cistate/all"), (200, default.clone()));
+    assert_eq!(c.post("/config/cistate", &json!({"instance": "llb-inst0", "state": "MASTER", "vip": "0.0.0.0"})).0, 200);
+    assert_eq!(c.get("/config/cistate/all").1["Attr"][0]["state"], "MASTER");
+    let (status, err) = c.post("/config/cistate", &json!({"instance": "llb-inst0", "state": "LEADER", "vip": "0.0.0.0"}));
+    assert_eq!((status, err["result"].as_str()), (400, Some("invalid cluster-state")));
+    sim.restart();
+    assert_eq!(c.get("/config/cistate/all"), (200, default));
+    let (legacy, c) = start(ErrorStyle::Legacy);
+    assert_eq!(c.get("/version").1["version"], "v0.9.8.4-sim");
+    drop(legacy);
 }

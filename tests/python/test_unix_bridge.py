@@ -165,6 +165,9 @@ def test_metrics_health_and_readiness_over_http(unix_host, octavia, sim, extra_c
     base = f"http://127.0.0.1:{HTTP_PORT}"
     with urllib.request.urlopen(f"{base}/healthz", timeout=5) as r:
         assert r.status == 200
+        health = json.load(r)
+    assert health["status"] == "ok", health
+    assert [n["node"] for n in health["loxilb_nodes"]] == [sim.url], health
     with urllib.request.urlopen(f"{base}/readyz", timeout=10) as r:
         ready = json.load(r)
     assert ready["ready"] is True, ready

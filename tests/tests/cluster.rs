@@ -86,3 +86,68 @@ fn a_node_that_refuses_a_change_fails_it_and_the_others_are_put_back() {
         assert_eq!(endpoint_ips(node), ["10.90.1.1"], "LoxiLB serves nothing Octavia shows as ERROR, on any node");
     }
 }
+
+/// A LoxiLB cluster of `n` simulators, a service over it and its monitor (statuses rendered on demand).
+fn cluster(n: usize) -> (Vec<Simulator>, Arc<dyn LoxiTransport>, Arc<Service>, Monitor) {
+    let nodes: Vec<Simulator> = (0..n).map(|_| Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap()).collect();
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(nodes.iter().map(|n| n.url()).collect(), Duration::from_secs(2)));
+    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
+    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let monitor =
+        Monitor { service: Arc::clone(&service), loxilb: Arc::clone(&loxilb), agent: None, stats_interval: Duration::ZERO, reconcile_interval: Duration::ZERO };
+    (nodes, loxilb, service, monitor)
+}
+
+#[test]
+fn each_node_reports_its_role_version_and_drift() {
+    let (nodes, loxilb, service, monitor) = cluster(3);
+    nodes[0].set_role("MASTER");
+    nodes[1].set_role("BACKUP");
+    let tree = loadbalancer(LB, "10.90.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![m(1)], None)))]);
+    service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+    monitor.tick(&mut Upkeep::default());
+    let states: Vec<_> = loxilb.nodes().iter().map(|n| n.state()).collect();
+    assert_eq!(states.iter().map(|s| s.role.as_deref()).collect::<Vec<_>>(), [Some("MASTER"), Some("BACKUP"), Some("NOT_DEFINED")]);
+    assert!(states.iter().all(|s| s.version.as_deref() == Some("v0.9.8.5-sim")), "{states:?}");
+    let metrics = host::metrics::render();
+    assert!(metrics.contains(&format!("loxilb_octavia_loxilb_node_master{{node=\"{}\"}} 1", nodes[0].url())), "{metrics}");
+    assert!(metrics.contains(&format!("loxilb_octavia_loxilb_node_master{{node=\"{}\"}} 0", nodes[1].url())), "{metrics}");
+
+    // Node 1 restarted (rules and role forgotten), node 2 is down: `nodes` says so, node by node.
+    nodes[1].restart();
+    nodes[2].inject_fault(100_000, Fault::Reset);
+    let desired = service.sandbox.lock().unwrap().desired_rules().unwrap();
+    let reports = host::nodes::reports(&loxilb, Some(&desired));
+    let brief: Vec<_> =
+        reports.iter().map(|r| (r.unreachable.is_none(), r.role.as_deref(), r.rules, r.drift.map(|d| (d.missing, d.different, d.extra)))).collect();
+    assert_eq!(brief, [(true, Some("MASTER"), Some(1), Some((0, 0, 0))), (true, Some("NOT_DEFINED"), Some(0), Some((1, 0, 0))), (false, None, None, None)]);
+    assert!(reports[0].healthy() && !reports[1].healthy() && !reports[2].healthy());
+    assert!(reports[2].unreachable.as_deref().unwrap().contains("GET /version"), "{:?}", reports[2].unreachable);
+}
+
+#[test]
+fn operating_statuses_count_a_rule_held_by_any_answering_node_and_error_when_none_holds_it() {
+    let (nodes, _loxilb, service, monitor) = cluster(2);
+    let tree = loadbalancer(LB, "10.90.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![m(1)], None)))]);
+    service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+    let statuses = || -> Vec<(String, String)> {
+        let doc = host::octavia::status::document(&monitor.operating_statuses().unwrap());
+        ["loadbalancers", "listeners"].iter().map(|kind| (kind.to_string(), doc[kind][0]["operating_status"].as_str().unwrap().to_string())).collect()
+    };
+    let online = vec![("loadbalancers".to_string(), "ONLINE".to_string()), ("listeners".to_string(), "ONLINE".to_string())];
+    let error = vec![("loadbalancers".to_string(), "ERROR".to_string()), ("listeners".to_string(), "ERROR".to_string())];
+    assert_eq!(statuses(), online);
+    // One node lost its rules: the other still holds them, and serves.
+    nodes[0].restart();
+    monitor.tick(&mut Upkeep::default()); // the survey marks who answers; it also repairs node 0
+    nodes[0].restart();
+    assert_eq!(statuses(), online);
+    // The node that holds them stops answering: no answering node holds the rule.
+    nodes[1].inject_fault(100_000, Fault::Reset);
+    monitor.loxilb.survey();
+    assert_eq!(statuses(), error);
+    // No node answers at all.
+    nodes[0].inject_fault(100_000, Fault::Reset);
+    monitor.loxilb.survey();
+    assert_eq!(statuses(), error);
+}

@@ -126,7 +126,7 @@ fn operating_status_follows_loxilb_and_statistics_cover_programmed_listeners() {
     assert_eq!(lost["members"], json!([{"id": "m1", "operating_status": "ERROR"}]));
     assert_eq!(lost["pools"], json!([{"id": P1, "operating_status": "ERROR"}]));
     assert_eq!(lost["listeners"], json!([{"id": L1, "operating_status": "ERROR"}]));
-    assert_eq!(lost["loadbalancers"], json!([{"id": LB, "operating_status": "DEGRADED"}]));
+    assert_eq!(lost["loadbalancers"], json!([{"id": LB, "operating_status": "ERROR"}]), "its only listener's rule is gone");
     assert!(sandbox.statistics().unwrap().unwrap().is_empty());
 }
 

@@ -18,6 +18,12 @@ pub trait LoxiTransport: Send + Sync {
     fn nodes(&self) -> Vec<ClusterNode> {
         Vec::new()
     }
+
+    /// Asks each node of a cluster for its version and role; `None` for a transport that is a single
+    /// target (it has no nodes to survey).
+    fn survey(&self) -> Option<Vec<NodeState>> {
+        None
+    }
 }
 
 /// What the policies reach is what the host's own probes reach (tests wrap it to stage failures), so the
@@ -77,6 +83,10 @@ impl LoxiTransport for HttpLoxi {
     fn nodes(&self) -> Vec<ClusterNode> {
         (0..self.client.inner().states().len()).map(|index| ClusterNode { client: Arc::clone(&self.client), index }).collect()
     }
+
+    fn survey(&self) -> Option<Vec<NodeState>> {
+        Some(self.client.inner().survey())
+    }
 }
 
 /// One node of the cluster, reached directly (no retries: what fails is tried again at the next check).
@@ -87,7 +97,7 @@ pub struct ClusterNode {
 
 impl ClusterNode {
     pub fn state(&self) -> NodeState {
-        self.client.inner().states().swap_remove(self.index)
+        self.client.inner().state(self.index)
     }
 
     /// It holds the desired rules now.

@@ -8,10 +8,12 @@
 //! restarted (answering, but with its rules lost) is found by the caller comparing its rules.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use super::node::Node;
 use crate::api::{Exchange, Reply};
-use crate::encode::{Intent, PROBES_PATH, RULES_PATH};
+use crate::encode::{Intent, PROBES_PATH, RULES_PATH, VERSION_PATH};
+use crate::node_info::{self, CISTATE_PATH};
 use crate::outcome::classify;
 
 pub struct Cluster {
@@ -24,6 +26,17 @@ struct Member {
     stale: AtomicBool,
     /// Its last request got an HTTP answer.
     answering: AtomicBool,
+    /// What it said of itself at the last [`Cluster::survey`].
+    facts: Mutex<Facts>,
+}
+
+/// A node's version and HA role, as it last told them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub version: Option<String>,
+    /// The default HA instance's state (MASTER, BACKUP, FAULT, STOP, NOT_DEFINED); `None` when the node
+    /// does not say (an answer that is not a cistate list).
+    pub role: Option<String>,
 }
 
 /// A node as the cluster last saw it.
@@ -32,6 +45,14 @@ pub struct NodeState {
     pub base: String,
     pub answering: bool,
     pub out_of_date: bool,
+    pub version: Option<String>,
+    pub role: Option<String>,
+}
+
+impl NodeState {
+    pub fn is_master(&self) -> bool {
+        self.role.as_deref() == Some("MASTER")
+    }
 }
 
 /// What a change is, from its method and path (the cluster sees only the HTTP request).
@@ -49,7 +70,8 @@ fn intent_of(method: &str, path: &str) -> Intent {
 impl Cluster {
     /// Nodes start out of date: what they hold is unknown until the caller compared it.
     pub fn new(nodes: Vec<Node>) -> Cluster {
-        Cluster { members: nodes.into_iter().map(|node| Member { node, stale: AtomicBool::new(true), answering: AtomicBool::new(true) }).collect() }
+        let member = |node| Member { node, stale: AtomicBool::new(true), answering: AtomicBool::new(true), facts: Mutex::default() };
+        Cluster { members: nodes.into_iter().map(member).collect() }
     }
 
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
@@ -57,10 +79,45 @@ impl Cluster {
     }
 
     pub fn states(&self) -> Vec<NodeState> {
-        self.members
-            .iter()
-            .map(|m| NodeState { base: m.node.base().to_string(), answering: m.answering.load(Ordering::SeqCst), out_of_date: m.stale.load(Ordering::SeqCst) })
-            .collect()
+        (0..self.members.len()).map(|i| self.state(i)).collect()
+    }
+
+    /// The node at `index` as last seen (panics on an index out of range).
+    pub fn state(&self, index: usize) -> NodeState {
+        let m = &self.members[index];
+        let facts = m.facts.lock().unwrap().clone();
+        NodeState {
+            base: m.node.base().to_string(),
+            answering: m.answering.load(Ordering::SeqCst),
+            out_of_date: m.stale.load(Ordering::SeqCst),
+            version: facts.version,
+            role: facts.role,
+        }
+    }
+
+    /// Asks every node at once for its version and HA role (kube-loxilb checks each instance every 2 s):
+    /// a node that stopped answering is known without waiting for a change to fail on it. Returns the
+    /// nodes' states after it.
+    pub fn survey(&self) -> Vec<NodeState> {
+        std::thread::scope(|s| {
+            for member in &self.members {
+                s.spawn(move || {
+                    let facts = match Self::ask(member, "GET", VERSION_PATH, None) {
+                        Ok(reply) => Facts {
+                            version: node_info::version(&reply.body).ok(),
+                            role: Self::ask(member, "GET", CISTATE_PATH, None)
+                                .ok()
+                                .and_then(|r| node_info::roles(&r.body).ok())
+                                .and_then(|roles| node_info::node_role(&roles)),
+                        },
+                        // What it said before it went away is no longer known to hold.
+                        Err(_) => Facts::default(),
+                    };
+                    *member.facts.lock().unwrap() = facts;
+                });
+            }
+        });
+        self.states()
     }
 
     /// The node at `index` holds the desired rules now.
@@ -85,8 +142,10 @@ impl Cluster {
     }
 
     fn read(&self, path: &str) -> Result<Reply, String> {
-        // Up-to-date nodes first: a node that missed changes would answer with an old view.
-        let order = self.members.iter().filter(|m| !m.stale.load(Ordering::SeqCst)).chain(self.members.iter().filter(|m| m.stale.load(Ordering::SeqCst)));
+        // Up-to-date nodes first (a node that missed changes would answer with an old view), the MASTER
+        // first among them: its endpoint states are those of the node serving the traffic.
+        let mut order: Vec<&Member> = self.members.iter().collect();
+        order.sort_by_key(|m| (m.stale.load(Ordering::SeqCst), m.facts.lock().unwrap().role.as_deref() != Some("MASTER")));
         let mut errors = Vec::new();
         for member in order {
             match Self::ask(member, "GET", path, None) {
