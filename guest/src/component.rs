@@ -46,7 +46,7 @@ impl<D: Definition> Guest for Component<D> {
         // A panic aborts the instance (the host re-instantiates it); its message would be lost with it.
         std::panic::set_hook(Box::new(|info| log(Level::Error, &format!("policy panicked: {info}"))));
         let nat_mode = nat_mode_from_name(&settings.nat_mode).map_err(PolicyError::Invalid)?;
-        CONFIG.with_borrow_mut(|c| *c = Config { nat_mode, profile: D::profile() });
+        CONFIG.with_borrow_mut(|c| *c = Config { nat_mode, bgp: settings.bgp, profile: D::profile() });
         Ok(())
     }
 

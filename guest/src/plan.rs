@@ -341,6 +341,7 @@ pub fn rule_key(rule: &LbRule) -> RuleKey {
         protocol: rule.service.protocol.clone(),
         block: rule.service.block,
         host: rule.service.host.clone(),
+        bgp: rule.service.bgp,
     }
 }
 
@@ -375,6 +376,16 @@ fn program(new: &Rendered, calls: &mut Vec<LoxilbCall>) {
     calls.extend(new.probes.iter().cloned().map(LoxilbCall::UpsertProbe));
 }
 
+/// An in-place update of a rule LoxiLB holds, sent without `bgp`: LoxiLB keeps the rule's BGP flag on an
+/// update, but counts every successful POST with `bgp` as one more advertisement of the VIP, which the
+/// single delete then never counts back to zero (the route would outlive the rule).
+fn update_in_place(new: &Rendered, calls: &mut Vec<LoxilbCall>) {
+    let mut rule = new.rule.clone();
+    rule.service.bgp = false;
+    calls.push(LoxilbCall::UpsertRule(rule));
+    calls.extend(new.probes.iter().cloned().map(LoxilbCall::UpsertProbe));
+}
+
 /// The calls that take LoxiLB from `old` to `new` for one listener.
 pub fn diff(old: Option<&Rendered>, new: Option<&Rendered>, calls: &mut Vec<LoxilbCall>) {
     match (old, new) {
@@ -385,8 +396,10 @@ pub fn diff(old: Option<&Rendered>, new: Option<&Rendered>, calls: &mut Vec<Loxi
         (Some(o), Some(n)) => {
             if rule_key(&o.rule) != rule_key(&n.rule) || needs_recreate(o, n) {
                 calls.push(LoxilbCall::DeleteRule(rule_key(&o.rule)));
+                program(n, calls);
+            } else {
+                update_in_place(n, calls);
             }
-            program(n, calls);
         }
     }
 }

@@ -40,12 +40,14 @@ impl Default for Profile {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub nat_mode: u8,
+    /// Rules ask LoxiLB to advertise their VIPs over BGP, unless the load balancer's flavor says.
+    pub bgp: bool,
     pub profile: Profile,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { nat_mode: MODE_FULLNAT, profile: Profile::default() }
+        Config { nat_mode: MODE_FULLNAT, bgp: false, profile: Profile::default() }
     }
 }
 
@@ -289,10 +291,11 @@ pub fn check_loadbalancer(lb: &Loadbalancer) -> Result<(), PolicyError> {
         return Err(invalid(format!("load balancer {}: vip_address {:?} is not an IP address", lb.id, lb.vip_address)));
     }
     for (key, value) in &lb.flavor {
-        if key != "nat_mode" {
-            return Err(unsupported(format!("load balancer {}: flavor key {key:?} is not supported (supported: nat_mode)", lb.id)));
+        match key.as_str() {
+            "nat_mode" => drop(nat_mode_from_name(value.trim_matches('"')).map_err(unsupported)?),
+            "bgp" => drop(flag(value).ok_or_else(|| unsupported(format!("load balancer {}: flavor key bgp must be true or false, not {value}", lb.id)))?),
+            _ => return Err(unsupported(format!("load balancer {}: flavor key {key:?} is not supported (supported: nat_mode, bgp)", lb.id))),
         }
-        nat_mode_from_name(value.trim_matches('"')).map_err(unsupported)?;
     }
     for vip in &lb.additional_vips {
         if !keys::is_ip(vip) {
@@ -303,6 +306,19 @@ pub fn check_loadbalancer(lb: &Loadbalancer) -> Result<(), PolicyError> {
         return Err(unsupported(format!("load balancer {}: LoxiLB supports at most 3 additional VIPs (SCTP multihoming)", lb.id)));
     }
     Ok(())
+}
+
+/// A flavor's boolean, JSON-encoded (`true`) or as a string (`"true"`).
+fn flag(value: &str) -> Option<bool> {
+    match value.trim_matches('"').to_ascii_lowercase().as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
+fn bgp(lb: &Loadbalancer, config: &Config) -> bool {
+    lb.flavor.iter().find(|(k, _)| k == "bgp").and_then(|(_, v)| flag(v)).unwrap_or(config.bgp)
 }
 
 fn nat_mode(lb: &Loadbalancer, config: &Config) -> u8 {
@@ -440,7 +456,7 @@ pub fn render(
         probe_timeout: 0,
         probe_retries: 0,
         proxyprotocolv2: pool.protocol == "PROXYV2",
-        bgp: false,
+        bgp: bgp(lb, config),
         host: String::new(),
     };
     if service.proxyprotocolv2 && protocol != "tcp" {

@@ -104,7 +104,7 @@ pub fn loxilb(config: &Config) -> Result<Arc<dyn LoxiTransport>> {
 }
 
 pub fn settings(config: &Config) -> Settings {
-    Settings { nat_mode: config.nat_mode.clone() }
+    Settings { nat_mode: config.nat_mode.clone(), bgp: config.bgp }
 }
 
 pub fn limits(config: &Config) -> Limits {

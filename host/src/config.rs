@@ -37,6 +37,8 @@ pub struct Config {
     /// TLS to LoxiLB and its credentials (files are read when the client is built, see `access`).
     pub api_access: ApiAccess,
     pub nat_mode: String,
+    /// Rules ask LoxiLB to advertise their VIPs over BGP (a flavor's `bgp` overrides it).
+    pub bgp: bool,
     /// The policy component; empty means the default policy built next to the binary.
     pub policy_path: Option<PathBuf>,
     pub enable_persistent_mapping: bool,
@@ -138,6 +140,7 @@ impl Default for Config {
             api_retry_deadline: Duration::from_secs(10),
             api_access: ApiAccess::default(),
             nat_mode: "fullnat".into(),
+            bgp: false,
             policy_path: None,
             enable_persistent_mapping: true,
             mapping_storage_path: "/var/lib/octavia/loxilb-mappings.json".into(),
@@ -189,6 +192,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("api_password", "password of api_username"),
     ("api_password_file", "file holding the password of api_username (instead of api_password)"),
     ("nat_mode", "dnat, onearm, fullnat (default) or dsr"),
+    ("bgp", "rules ask LoxiLB to advertise their VIPs over BGP (default false; a flavor's bgp overrides it)"),
     ("policy_path", "translation policy component (.wasm); default: the built-in l4-fullnat policy"),
     ("enable_persistent_mapping", "keep the ID mapping on disk (default true)"),
     ("mapping_storage_path", "mapping snapshot file (default /var/lib/octavia/loxilb-mappings.json)"),
@@ -342,6 +346,7 @@ impl Config {
                     }
                     "reconcile_interval" => c.reconcile_interval = parse_secs(key, v)?,
                     "remove_orphans" => c.remove_orphans = parse_bool(key, v)?,
+                    "bgp" => c.bgp = parse_bool(key, v)?,
                     "transport" => {
                         c.transport = match v {
                             "unix" => Transport::Unix,
@@ -469,6 +474,7 @@ impl Config {
                 "api_password": secret(&a.password),
                 "api_password_file": file(&a.password_file),
                 "nat_mode": self.nat_mode,
+                "bgp": self.bgp,
                 "policy_path": self.policy_path.as_deref().map(path).unwrap_or_default(),
                 "enable_persistent_mapping": self.enable_persistent_mapping,
                 "mapping_storage_path": path(&self.mapping_storage_path),
@@ -639,7 +645,7 @@ mod tests {
                 "nat_mode" => "dsr",
                 "transport" => "unix",
                 "recovery_mode" => "loxilb",
-                "enable_persistent_mapping" | "remove_orphans" | "api_tls_insecure" => "false",
+                "enable_persistent_mapping" | "remove_orphans" | "api_tls_insecure" | "bgp" => "false",
                 // Alone, half a login or half a client certificate is refused: see the access test.
                 "api_username" | "api_password" | "api_password_file" | "api_client_cert_file" | "api_client_key_file" => continue,
                 "policy_path" | "mapping_storage_path" | "socket_path" | "admin_socket_path" | "rpc_topic" => "x",

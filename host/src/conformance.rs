@@ -28,7 +28,7 @@ use crate::runtime::LoadedPolicy;
 /// The settings every scenario runs under, whatever the host is configured with: the scenarios check a
 /// policy's behaviour, and a NAT mode with stricter rules (dsr) would refuse some of their pools.
 pub fn settings() -> Settings {
-    Settings { nat_mode: "fullnat".into() }
+    Settings { nat_mode: "fullnat".into(), bgp: false }
 }
 
 /// LoxiLB's swagger definitions (the simulator's embedded copy unless `LOXILB_SWAGGER` names another).

@@ -191,8 +191,9 @@ impl Sandbox {
         for (want, got) in repairs {
             let key = wire::rule_key(&want.rule);
             let mut calls = Vec::new();
-            if got.is_some_and(|g| !crate::drift::updatable_in_place(g, &want.rule)) {
-                calls.push(LoxilbCall::DeleteRule(key.clone()));
+            // The delete is of the rule LoxiLB holds (its `bgp`, not the wanted one, says what to withdraw).
+            if let Some(got) = got.filter(|g| !crate::drift::updatable_in_place(g, &want.rule)) {
+                calls.push(LoxilbCall::DeleteRule(wire::rule_key(got)));
             }
             calls.push(LoxilbCall::UpsertRule(want.rule.clone()));
             calls.extend(want.probes.iter().cloned().map(LoxilbCall::UpsertProbe));

@@ -270,7 +270,11 @@ impl Monitor {
     fn expected_rules(&self, sandbox: &mut crate::runtime::instance::Sandbox) -> Option<ExpectedRules> {
         let generation = self.service.epochs.generation();
         match sandbox.desired_rules() {
-            Ok(rules) => Some(ExpectedRules { generation, rendered_at: Instant::now(), names: rules.into_iter().map(|r| r.rule.service.name).collect() }),
+            Ok(rules) => Some(ExpectedRules {
+                generation,
+                rendered_at: Instant::now(),
+                names: rules.iter().map(|r| Self::identity(&r.rule.service.name, r.rule.service.bgp)).collect(),
+            }),
             Err(e) => {
                 tracing::error!("rendering the desired rules: {e}");
                 None
@@ -280,7 +284,18 @@ impl Monitor {
 
     /// The names of the rules a target lists.
     fn listed_rule_names(target: &(dyn LoxiTransport + 'static)) -> Result<HashSet<String>, loxilb_api::WireError> {
-        Ok(target.list_rules()?.into_iter().map(|observed| observed.rule.service.name).filter(|name| !name.is_empty()).collect())
+        Ok(target.list_rules()?.iter().filter(|o| !o.rule.service.name.is_empty()).map(|o| Self::identity(&o.rule.service.name, o.rule.service.bgp)).collect())
+    }
+
+    /// A rule's name, and whether it was made with `bgp`: a node that lost a rule and got it back from an
+    /// in-place update (sent without `bgp`, see the default policy's plan) does not advertise its VIP, and
+    /// is repaired as if the rule were missing.
+    fn identity(name: &str, bgp: bool) -> String {
+        if bgp {
+            format!("{name} (bgp)")
+        } else {
+            name.to_string()
+        }
     }
 
     /// Octavia's view, when its get socket is reachable: every load balancer the mapping holds is read

@@ -27,7 +27,7 @@ pub fn matches(want: &LbRule, got: &LbRule) -> bool {
 
 pub fn rule_key(rule: &LbRule) -> RuleKey {
     let s = &rule.service;
-    RuleKey { external_ip: s.external_ip.clone(), port: s.port, protocol: s.protocol.clone(), block: s.block, host: s.host.clone() }
+    RuleKey { external_ip: s.external_ip.clone(), port: s.port, protocol: s.protocol.clone(), block: s.block, host: s.host.clone(), bgp: s.bgp }
 }
 
 /// A rule key as one string (for indexing rules by key).
@@ -48,7 +48,7 @@ fn to_wire(call: &LoxilbCall) -> api::LoxilbCall {
 }
 
 fn key_to_wire(k: &RuleKey) -> api::RuleKey {
-    api::RuleKey { external_ip: k.external_ip.clone(), port: k.port, protocol: k.protocol.clone(), block: k.block, host: k.host.clone() }
+    api::RuleKey { external_ip: k.external_ip.clone(), port: k.port, protocol: k.protocol.clone(), block: k.block, host: k.host.clone(), bgp: k.bgp }
 }
 
 fn probe_to_wire(p: &EndpointProbe) -> api::EndpointProbe {

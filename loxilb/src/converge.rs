@@ -21,6 +21,7 @@ pub fn matches(want: &LbRule, got: &LbRule) -> bool {
         && w.sel == g.sel
         && w.mode == g.mode
         && w.monitor == g.monitor
+        && w.bgp == g.bgp
         && w.probetype == g.probetype
         && w.probeport == g.probeport
         && w.proxyprotocolv2 == g.proxyprotocolv2
@@ -52,8 +53,9 @@ mod tests {
 
         assert!(!matches(&rule(2, &[("10.0.1.1", 80, 60)]), &rule(2, &[("10.0.1.1", 80, 40)])), "weights under sel 2");
         assert!(!matches(&want, &rule(0, &[("10.0.1.1", 80, 1)])), "a missing endpoint");
-        let changes: [fn(&mut LbRule); 7] = [
+        let changes: [fn(&mut LbRule); 8] = [
             |g| g.service.name = "other".into(),
+            |g| g.service.bgp = true,
             |g| g.service.mode = 4,
             |g| g.service.monitor = true,
             |g| g.service.probetype = "ping".into(),

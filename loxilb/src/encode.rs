@@ -71,10 +71,13 @@ pub fn probe_json(probe: &EndpointProbe) -> Value {
 }
 
 /// The DELETE path of a rule. An IPv6 VIP goes into its segment bare, as loxicmd sends it; `block` must
-/// match the rule's, so it is always sent; a rule with a host is only found under `/hosturl/`.
+/// match the rule's, so it is always sent; a rule with a host is only found under `/hosturl/`. A rule made
+/// with `bgp` is deleted with `bgp=true` (LoxiLB then withdraws the VIP's route, counting it down); the
+/// others without, so that no other rule's advertisement is counted down.
 pub fn delete_rule_path(key: &RuleKey) -> String {
     let host = if key.host.is_empty() { String::new() } else { format!("/hosturl/{}", key.host) };
-    format!("{RULES_PATH}{host}/externalipaddress/{}/port/{}/protocol/{}?block={}", key.external_ip, key.port, key.protocol, key.block)
+    let bgp = if key.bgp { "&bgp=true" } else { "" };
+    format!("{RULES_PATH}{host}/externalipaddress/{}/port/{}/protocol/{}?block={}{bgp}", key.external_ip, key.port, key.protocol, key.block)
 }
 
 /// The DELETE path of an endpoint probe: LoxiLB finds it by `name` when given, else by type and port.
@@ -203,11 +206,13 @@ mod tests {
 
     #[test]
     fn delete_paths_carry_ipv6_bare_block_and_hosturl() {
-        let mut key = RuleKey { external_ip: "2001:db8::1".into(), port: 80, protocol: "tcp".into(), block: 0, host: String::new() };
+        let mut key = RuleKey { external_ip: "2001:db8::1".into(), port: 80, protocol: "tcp".into(), ..RuleKey::default() };
         assert_eq!(delete_rule_path(&key), "/config/loadbalancer/externalipaddress/2001:db8::1/port/80/protocol/tcp?block=0");
         key.block = 7;
         key.host = "example.org".into();
         assert_eq!(delete_rule_path(&key), "/config/loadbalancer/hosturl/example.org/externalipaddress/2001:db8::1/port/80/protocol/tcp?block=7");
+        key.bgp = true;
+        assert!(delete_rule_path(&key).ends_with("?block=7&bgp=true"), "a rule made with bgp withdraws its route");
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct RuleKey {
     pub protocol: String,
     pub block: u32,
     pub host: String,
+    /// Not part of the identity: the rule was made with `bgp`, so its delete withdraws the VIP's route.
+    pub bgp: bool,
 }
 
 /// A per-endpoint probe (`POST /config/endpoint`), used for HTTP/HTTPS monitors.
@@ -113,7 +115,7 @@ pub struct ObservedRule {
 
 pub fn rule_key(rule: &LbRule) -> RuleKey {
     let s = &rule.service;
-    RuleKey { external_ip: s.external_ip.clone(), port: s.port, protocol: s.protocol.clone(), block: s.block, host: s.host.clone() }
+    RuleKey { external_ip: s.external_ip.clone(), port: s.port, protocol: s.protocol.clone(), block: s.block, host: s.host.clone(), bgp: s.bgp }
 }
 
 impl LbRule {

@@ -26,6 +26,7 @@
 //! ```
 
 mod auth;
+mod bgp;
 mod ephosts;
 mod errors;
 mod rules;

@@ -507,6 +507,13 @@ impl Core {
         Ok(())
     }
 
+    /// The secondary IPs of the rule at `ip:port/proto` (`GetLBRuleSecIPs`); none when there is no such rule.
+    pub fn secondary_ips(&self, ip: &str, port: u16, proto: &str, block: u32) -> Vec<String> {
+        let (Some(vip), Some(proto)) = (parse_service_ip(ip), proto_number(proto)) else { return Vec::new() };
+        let rule = self.rules.iter().find(|(k, _)| k.vip == vip && k.proto == proto && k.port_min == port && k.block == block);
+        rule.map(|(_, r)| r.sec_ips.iter().map(go_ip_string).collect()).unwrap_or_default()
+    }
+
     /// `DELETE /config/loadbalancer/name/{name}`: every rule with that name; never fails.
     pub fn delete_by_name(&mut self, name: &str) {
         let keys: Vec<RuleKey> = self.rules.values().filter(|r| r.name == name).map(|r| r.key.clone()).collect();

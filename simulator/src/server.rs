@@ -96,6 +96,7 @@ struct State {
     faults: Option<(usize, Fault)>,
     auth: AuthState,
     roles: Vec<HaInstance>,
+    routes: crate::bgp::Routes,
 }
 
 struct Shared {
@@ -171,7 +172,16 @@ impl Simulator {
         let server = tiny_http::Server::from_listener(listener, None).map_err(|e| anyhow!("serving {addr}: {e}"))?;
         let addr = server.server_addr().to_ip().context("tiny_http did not report an IP listen address")?;
         let server = Arc::new(server);
-        let state = State { core: Core::default(), style, log: Vec::new(), inject: None, faults: None, auth: AuthState::default(), roles: default_roles() };
+        let state = State {
+            core: Core::default(),
+            style,
+            log: Vec::new(),
+            inject: None,
+            faults: None,
+            auth: AuthState::default(),
+            roles: default_roles(),
+            routes: Default::default(),
+        };
         let shared = Arc::new(Shared { state: Mutex::new(state), spec });
         let thread = {
             let (server, shared) = (Arc::clone(&server), Arc::clone(&shared));
@@ -240,6 +250,12 @@ impl Simulator {
         let mut st = self.shared.lock();
         st.core.reset();
         st.roles = default_roles();
+        st.routes = Default::default();
+    }
+
+    /// The VIPs advertised over BGP now (see `bgp.rs`: LoxiLB's counting, quirks included).
+    pub fn advertised(&self) -> Vec<String> {
+        self.shared.lock().routes.advertised()
     }
 
     /// Sets the default HA instance's state, as keepalived's notify script does with
@@ -490,7 +506,14 @@ fn handle(shared: &Shared, method: &str, url: &str, content_type: Option<&str>, 
                 Err(r) => return r,
             };
             let host = host.filter(|h| h != "any").unwrap_or_default();
-            match core.delete_lb_rule(&ip, port, port_max, &proto, block, &host) {
+            let withdraw = query.iter().rev().find(|(k, _)| k == "bgp").is_some_and(|(_, v)| v == "true");
+            let mut ips = if withdraw { core.secondary_ips(&ip, port, &proto, block) } else { Vec::new() };
+            let deleted = core.delete_lb_rule(&ip, port, port_max, &proto, block, &host);
+            if withdraw {
+                ips.push(ip.clone());
+                st.routes.del(&ips);
+            }
+            match deleted {
                 Ok(()) => errors::success(),
                 Err(e) => errors::core_error(style, &e),
             }
@@ -510,7 +533,13 @@ fn handle(shared: &Shared, method: &str, url: &str, content_type: Option<&str>, 
                 return errors::result_only("Error: Only Hash Selection criteria allowed for DSR mode");
             }
             match core.add_lb_rule(&m) {
-                Ok(()) => errors::success(),
+                Ok(()) => {
+                    if m.serv.bgp {
+                        let ips: Vec<String> = std::iter::once(m.serv.serv_ip.clone()).chain(m.sec_ips.iter().cloned()).collect();
+                        st.routes.add(&ips);
+                    }
+                    errors::success()
+                }
                 Err(e) => errors::core_error(style, &e),
             }
         }

@@ -45,7 +45,7 @@ impl LoxiTransport for RecordingLoxi {
 }
 
 pub fn settings() -> Settings {
-    Settings { nat_mode: "fullnat".into() }
+    Settings { nat_mode: "fullnat".into(), bgp: false }
 }
 
 pub fn sandbox_with(path: &std::path::Path, loxilb: Arc<dyn LoxiTransport>, storage: Arc<dyn MappingStore>) -> Sandbox {

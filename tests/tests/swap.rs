@@ -207,7 +207,7 @@ fn swap_as_previewed(h: &TestHost, to: &std::path::Path) -> preview::Preview {
 
 #[test]
 fn dry_run_lists_exactly_the_changes_the_swap_then_makes() {
-    let h = test_host_with(&default_policy(), Limits::default(), Settings { nat_mode: "fullnat".into() }, true);
+    let h = test_host_with(&default_policy(), Limits::default(), Settings { nat_mode: "fullnat".into(), bgp: false }, true);
     let mut monitored = tcp_lb(1, 2);
     monitored["listeners"][0]["default_pool"]["healthmonitor"] = monitor("5a000000-0004-4000-8000-000000000001", &pool_id(1, 1), "TCP");
     for (method, args) in [("loadbalancer_create", json!({"loadbalancer": monitored})), ("loadbalancer_create", json!({"loadbalancer": tcp_lb(2, 3)}))] {

@@ -116,7 +116,7 @@ impl Template<'_> {
 
     fn key(rule: &LbRule) -> RuleKey {
         let s = &rule.service;
-        RuleKey { external_ip: s.external_ip.clone(), port: s.port, protocol: s.protocol.clone(), block: s.block, host: s.host.clone() }
+        RuleKey { external_ip: s.external_ip.clone(), port: s.port, protocol: s.protocol.clone(), block: s.block, host: s.host.clone(), bgp: s.bgp }
     }
 
     /// What moves one listener from `old` to `new`, and back.
