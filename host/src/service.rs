@@ -89,7 +89,24 @@ type Job = (Option<u64>, String, Value);
 pub const COMMIT_TICKET: &str = "commit_ticket";
 
 /// Flavor metadata keys the LoxiLB provider understands.
-pub const FLAVOR_KEYS: &[(&str, &str)] = &[("nat_mode", "LoxiLB NAT mode for this load balancer: dnat, onearm, fullnat or dsr")];
+pub const FLAVOR_KEYS: &[(&str, &str)] = &[
+    ("nat_mode", "LoxiLB NAT mode for this load balancer: dnat, onearm, fullnat or dsr"),
+    ("bgp", "true: LoxiLB advertises this load balancer's VIP over BGP; false: it does not ([driver_loxilb] bgp otherwise)"),
+];
+
+/// Why a flavor profile's value cannot be used, if it cannot (`validate_flavor`, at `flavorprofile create`).
+fn flavor_value_problem(key: &str, value: &Value) -> Option<String> {
+    match key {
+        "nat_mode" if !["dnat", "onearm", "fullnat", "dsr"].contains(&value.as_str().unwrap_or_default()) => {
+            Some(format!("flavor nat_mode {value} is not one of dnat, onearm, fullnat, dsr"))
+        }
+        "bgp" if !matches!(value, Value::Bool(_)) && !matches!(value.as_str(), Some("true" | "false")) => {
+            Some(format!("flavor bgp {value} is not true or false"))
+        }
+        "nat_mode" | "bgp" => None,
+        _ => Some(format!("flavor key {key:?} is not supported by the LoxiLB provider (supported: nat_mode, bgp)")),
+    }
+}
 
 pub struct Service {
     pub sandbox: Mutex<Sandbox>,
@@ -270,20 +287,8 @@ impl Service {
             "get_supported_flavor_metadata" => Ok(FLAVOR_KEYS.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>().into()),
             "validate_flavor" => {
                 let meta = args.get("flavor_metadata").and_then(Value::as_object).ok_or_else(|| Failure::driver("validate_flavor: no flavor_metadata"))?;
-                for (key, value) in meta {
-                    if !FLAVOR_KEYS.iter().any(|(k, _)| k == key) {
-                        return Err(Failure {
-                            class: "UnsupportedOptionError",
-                            message: format!("flavor key {key:?} is not supported by the LoxiLB provider (supported: nat_mode)"),
-                        });
-                    }
-                    let mode = value.as_str().unwrap_or_default();
-                    if !["dnat", "onearm", "fullnat", "dsr"].contains(&mode) {
-                        return Err(Failure {
-                            class: "UnsupportedOptionError",
-                            message: format!("flavor nat_mode {value} is not one of dnat, onearm, fullnat, dsr"),
-                        });
-                    }
+                if let Some(message) = meta.iter().find_map(|(key, value)| flavor_value_problem(key, value)) {
+                    return Err(Failure { class: "UnsupportedOptionError", message });
                 }
                 Ok(Value::Null)
             }
@@ -857,6 +862,16 @@ mod tests {
             assert!(pause >= last && pause <= Duration::from_millis(500), "{pause:?} at {s} s");
             last = pause;
         }
+    }
+
+    #[test]
+    fn flavor_profiles_take_nat_mode_and_bgp_and_name_what_is_wrong() {
+        assert_eq!(flavor_value_problem("nat_mode", &json!("dsr")), None);
+        assert_eq!(flavor_value_problem("bgp", &json!(true)), None);
+        assert_eq!(flavor_value_problem("bgp", &json!("false")), None);
+        assert_eq!(flavor_value_problem("bgp", &json!("yes")).unwrap(), "flavor bgp \"yes\" is not true or false");
+        assert!(flavor_value_problem("nat_mode", &json!("teleport")).unwrap().contains("not one of dnat"));
+        assert!(flavor_value_problem("compute_flavor", &json!("x")).unwrap().contains("(supported: nat_mode, bgp)"));
     }
 
     #[test]

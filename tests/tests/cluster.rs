@@ -48,7 +48,9 @@ fn every_node_holds_every_rule_and_a_node_that_missed_changes_or_restarted_conve
     assert_eq!(endpoint_ips(&nodes[2]), ["10.90.1.1"]);
     monitor.tick(&mut upkeep);
     assert_eq!(endpoint_ips(&nodes[2]), ["10.90.1.1"], "still down");
-    // It answers again: the next check brings it to the desired rules.
+    // It comes back empty (a restarted LoxiLB keeps no rules) and answers: the next check, within
+    // LIVENESS_PERIOD (2 s), brings it to the desired rules.
+    nodes[2].restart();
     nodes[2].inject_fault(0, Fault::Reset);
     monitor.tick(&mut upkeep);
     assert_eq!(endpoint_ips(&nodes[2]), ["10.90.1.1", "10.90.1.2"]);
