@@ -7,7 +7,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_loxilb-octavia");
 
 #[test]
 fn every_config_option_has_help() {
-    for command in ["serve", "show-mappings", "validate-mappings", "force-recovery", "metrics", "swap-policy"] {
+    for command in ["serve", "show-mappings", "validate-mappings", "force-recovery", "metrics", "swap-policy", "nodes"] {
         let out = Command::new(BIN).args([command, "--help"]).output().unwrap();
         let help = String::from_utf8_lossy(&out.stdout);
         let line = help.lines().find(|l| l.trim_start().starts_with("--config")).unwrap_or_else(|| panic!("{command}: {help}"));
@@ -46,5 +46,34 @@ fn the_demo_runs_on_the_built_in_policy_with_no_policy_file_anywhere() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("policy: builtin:l4-fullnat") && stdout.contains("policy l4-fullnat"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn nodes_lists_each_node_and_exits_1_when_one_does_not_answer() {
+    let dir = std::env::temp_dir().join(format!("loxilb-cli-nodes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    sim.set_role("MASTER");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap(); // closed again at once
+    let conf = dir.join("octavia.conf");
+    let write = |endpoints: &str| {
+        std::fs::write(&conf, format!("[driver_loxilb]\nenable_persistent_mapping = false\napi_endpoints = {endpoints}\napi_timeout = 2\n")).unwrap()
+    };
+    write(&sim.url());
+    let out = Command::new(BIN).args(["nodes", "--config", conf.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("NODE") && stdout.contains("MASTER") && stdout.contains("v0.9.8.5-sim"), "{stdout}");
+    assert!(stdout.contains("drift not compared: enable_persistent_mapping is false"), "{stdout}");
+
+    write(&format!("{},http://{dead}", sim.url()));
+    let out = Command::new(BIN).args(["nodes", "--json", "--config", conf.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let answers: Vec<bool> = report["nodes"].as_array().unwrap().iter().map(|n| n["answers"].as_bool().unwrap()).collect();
+    assert_eq!(answers, [true, false], "{report}");
+    assert_eq!(report["nodes"][0]["error_style"], "errors as HTTP status codes");
     std::fs::remove_dir_all(&dir).unwrap();
 }
