@@ -24,7 +24,9 @@ pub fn compaction_due(journal_records: u32, mappings: usize) -> bool {
 
 #[derive(Default, Clone)]
 struct Index {
-    entries: HashMap<String, MappingEntry>,
+    /// Shared, so that a snapshot can be encoded from a copy of the index taken in a moment, off the
+    /// operation's path.
+    entries: HashMap<String, Arc<MappingEntry>>,
     owners: HashMap<String, String>,
     children: HashMap<String, BTreeSet<String>>,
 }
@@ -39,7 +41,7 @@ impl Index {
         if let Some(parent) = &e.parent {
             self.children.entry(parent.clone()).or_default().insert(e.octavia_id.clone());
         }
-        self.entries.insert(e.octavia_id.clone(), e);
+        self.entries.insert(e.octavia_id.clone(), Arc::new(e));
     }
 
     fn remove(&mut self, id: &str) {
@@ -121,7 +123,7 @@ impl Mapping {
     /// Writes the whole mapping as a new snapshot now (after a migration: the file is then this format).
     pub fn write_snapshot(&self) -> Result<(), String> {
         let index = self.index.read().unwrap();
-        self.storage.write_snapshot(codec::encode_snapshot(index.entries.values(), &crate::caps::clock::rfc3339(crate::caps::clock::now_ms())))
+        self.storage.write_snapshot(codec::encode_snapshot(index.entries.values().map(|e| &**e), &crate::caps::clock::rfc3339(crate::caps::clock::now_ms())))
     }
 
     pub fn storage(&self) -> &Arc<dyn MappingStore> {
@@ -129,7 +131,7 @@ impl Mapping {
     }
 
     pub fn get(&self, id: &str) -> Option<MappingEntry> {
-        self.index.read().unwrap().entries.get(id).cloned()
+        self.index.read().unwrap().entries.get(id).map(|e| MappingEntry::clone(e))
     }
 
     pub fn owner(&self, key: &str) -> Option<String> {
@@ -156,7 +158,7 @@ impl Mapping {
 
     /// Every entry, in id order.
     pub fn entries(&self) -> Vec<MappingEntry> {
-        let mut all: Vec<MappingEntry> = self.index.read().unwrap().entries.values().cloned().collect();
+        let mut all: Vec<MappingEntry> = self.index.read().unwrap().entries.values().map(|e| MappingEntry::clone(e)).collect();
         all.sort_by(|a, b| a.octavia_id.cmp(&b.octavia_id));
         all
     }
@@ -178,8 +180,11 @@ impl Mapping {
         }
         crate::metrics::MAPPING_ENTRIES.set(index.entries.len() as u64);
         if compaction_due(self.storage.journal_length(), index.entries.len()) {
-            let snapshot = codec::encode_snapshot(index.entries.values(), &crate::caps::clock::rfc3339(crate::caps::clock::now_ms()));
-            if let Err(e) = self.storage.write_snapshot(snapshot) {
+            // The entries as of this record, taken under the lock (pointers only); the store encodes them
+            // once the next segment has started, off this operation's path.
+            let entries: Vec<Arc<MappingEntry>> = index.entries.values().cloned().collect();
+            let now = crate::caps::clock::rfc3339(crate::caps::clock::now_ms());
+            if let Err(e) = self.storage.write_snapshot_with(Box::new(move || codec::encode_snapshot(entries.iter().map(|e| &**e), &now))) {
                 tracing::error!("could not write the mapping snapshot: {e}");
             }
         }
@@ -246,6 +251,65 @@ mod tests {
         assert_eq!(again.owner("k3").as_deref(), Some("m3"));
         assert_eq!(again.get("m2").unwrap().metadata, r#"{"opaque":true}"#, "metadata is kept byte for byte");
         assert!(again.problems().is_empty());
+    }
+
+    /// A store that starts the new journal when asked for a snapshot and keeps the encoder for later, as
+    /// the file store's writer thread runs it.
+    #[derive(Default)]
+    struct Deferring {
+        journal: std::sync::Mutex<Vec<Vec<u8>>>,
+        encoder: std::sync::Mutex<Option<Box<dyn FnOnce() -> Vec<u8> + Send>>>,
+    }
+
+    impl MappingStore for Deferring {
+        fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String> {
+            Ok(None)
+        }
+        fn write_snapshot(&self, _: Vec<u8>) -> Result<(), String> {
+            panic!("compaction must not encode on the operation's path")
+        }
+        fn write_snapshot_with(&self, encode: Box<dyn FnOnce() -> Vec<u8> + Send>) -> Result<(), String> {
+            self.journal.lock().unwrap().clear();
+            *self.encoder.lock().unwrap() = Some(encode);
+            Ok(())
+        }
+        fn append(&self, record: &[u8]) -> Result<(), String> {
+            self.journal.lock().unwrap().push(record.to_vec());
+            Ok(())
+        }
+        fn replay(&self) -> Result<Vec<Vec<u8>>, String> {
+            Ok(self.journal.lock().unwrap().clone())
+        }
+        fn journal_length(&self) -> u32 {
+            self.journal.lock().unwrap().len() as u32
+        }
+        fn sync(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_compaction_encodes_later_what_the_mapping_held_when_it_was_due() {
+        let store = Arc::new(Deferring::default());
+        let (mapping, _) = Mapping::load(Arc::clone(&store) as Arc<dyn MappingStore>).unwrap();
+        let mut n = 0;
+        while store.encoder.lock().unwrap().is_none() {
+            mapping.apply(vec![MappingChange::Put(entry(&format!("m{n}"), &format!("k{n}"), None))]).unwrap();
+            n += 1;
+        }
+        assert_eq!(n, MIN_COMPACTION_RECORDS as usize + 1);
+        // Changed after the compaction was due and before its document was encoded.
+        mapping.apply(vec![MappingChange::Remove("m0".into()), MappingChange::Put(entry("late", "k-late", None))]).unwrap();
+        let document = (store.encoder.lock().unwrap().take().unwrap())();
+        let snapshot = MemoryStore::default();
+        snapshot.write_snapshot(document).unwrap();
+        for record in store.replay().unwrap() {
+            snapshot.append(&record).unwrap();
+        }
+        let (reloaded, loaded) = Mapping::load(Arc::new(snapshot)).unwrap();
+        assert_eq!(loaded.journal_records, 2, "the late changes are the new journal's");
+        assert_eq!(reloaded.entries(), mapping.entries());
+        assert!(reloaded.get("m0").is_none() && reloaded.get("late").is_some());
     }
 
     #[test]

@@ -93,6 +93,7 @@ struct Writing {
 /// Seals and writes snapshot `generation` in place: temporary file, fsync, rename, directory fsync.
 fn write_sealed(path: &Path, mut data: Vec<u8>, generation: u64) -> Result<(), String> {
     let start = Instant::now();
+    format::check_document(&data)?;
     format::seal_in_place(&mut data, generation)?;
     write_mapping_file(path, &data).map_err(|e| format!("writing {}: {e}", path.display()))?;
     metrics::STORAGE_SNAPSHOT_WRITE.record(start.elapsed());
@@ -764,7 +765,12 @@ impl MappingStore for FileStore {
     }
 
     fn write_snapshot(&self, data: Vec<u8>) -> Result<(), String> {
+        // A document that would be refused is refused before the journal moves on.
         format::check_document(&data)?;
+        self.write_snapshot_with(Box::new(move || data))
+    }
+
+    fn write_snapshot_with(&self, encode: Box<dyn FnOnce() -> Vec<u8> + Send>) -> Result<(), String> {
         let mut writing = self.writing();
         // One write at a time: the next snapshot's journal starts where this one's ends.
         self.settle(&mut writing, true);
@@ -805,8 +811,11 @@ impl MappingStore for FileStore {
         self.synced.notify_all();
         let path = self.path.clone();
         #[cfg(test)]
-        let data = if self.fail_next_write.swap(false, Ordering::SeqCst) { b"not a document".to_vec() } else { data };
-        let spawned = std::thread::Builder::new().name("mapping-snapshot".into()).spawn(move || write_sealed(&path, data, next));
+        let encode: Box<dyn FnOnce() -> Vec<u8> + Send> =
+            if self.fail_next_write.swap(false, Ordering::SeqCst) { Box::new(|| b"not a document".to_vec()) } else { encode };
+        // Encoded by the writer: the records appended from now on go to the new segment, whatever the
+        // document's encoding takes.
+        let spawned = std::thread::Builder::new().name("mapping-snapshot".into()).spawn(move || write_sealed(&path, encode(), next));
         let thread = spawned.map_err(|e| {
             metrics::STORAGE_ERRORS.inc();
             self.lock().records = None;

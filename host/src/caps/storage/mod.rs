@@ -32,6 +32,12 @@ pub trait MappingStore: Send + Sync {
     /// started and write the snapshot after: until it is in place, the previous snapshot and the journal
     /// since it remain the history (and are what a load reads).
     fn write_snapshot(&self, data: Vec<u8>) -> Result<(), String>;
+    /// `write_snapshot` of the document `encode` makes. The new journal starts now; a store may run
+    /// `encode` later, off the caller's path (a large mapping takes tens of milliseconds to encode, which
+    /// an operation must not wait for).
+    fn write_snapshot_with(&self, encode: Box<dyn FnOnce() -> Vec<u8> + Send>) -> Result<(), String> {
+        self.write_snapshot(encode())
+    }
     fn append(&self, record: &[u8]) -> Result<(), String>;
     fn replay(&self) -> Result<Vec<Vec<u8>>, String>;
     fn journal_length(&self) -> u32;
