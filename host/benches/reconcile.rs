@@ -1,12 +1,13 @@
 //! Reconciliation and recovery at scale (issue 12's targets: reconcile 2,048 matching rules ≤ 10 ms and
 //! linear beyond; recover 100k mappings from a LoxiLB listing ≤ 1 s). A policy populates the LoxiLB
-//! simulator with trees of one load balancer, listener and pool and 2 members (5 mappings, 1 rule each);
-//! then it times:
+//! simulator with trees of one load balancer, listener and pool and `m` members (3 + m mappings, 1 rule
+//! each; LoxiLB holds at most 2,048 rules of at most 32 endpoints, so at most ~71k mappings); then it
+//! times:
 //! - a reconciliation pass finding nothing to do, whole (LoxiLB's list over HTTP included) and its parts:
 //!   listing and decoding the rules, rendering the desired rules in the policy, the diff;
 //! - recovery of the whole mapping from the listing into an empty one (the rules' names carry the ids).
 //!
-//! Run: `cargo bench -p host --bench reconcile` (`BENCH_RULES=2048,8192` to choose the sizes).
+//! Run: `cargo bench -p host --bench reconcile` (`BENCH_SIZES=2048x2,2048x30`: rules x members each).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,13 +27,12 @@ fn sandbox(loxilb: Arc<dyn LoxiTransport>) -> Sandbox {
     Sandbox::new(policy, grants, Limits::default(), Settings { nat_mode: "fullnat".into(), bgp: false }).unwrap()
 }
 
-fn tree(i: u32) -> host::runtime::bindings::octavia::Operation {
+fn tree(i: u32, members: u32) -> host::runtime::bindings::octavia::Operation {
     let id = |kind: u32| format!("c0000000-{kind:04}-4000-8000-{i:012}");
     let (a, b) = (i / 250, i % 250);
-    let members: Vec<_> = (1..=2)
-        .map(
-            |m| json!({"member_id": id(2 + m), "address": format!("10.{}.{a}.{}", 100 + m, b + 1), "protocol_port": 8080, "weight": 1, "admin_state_up": true}),
-        )
+    // Member m of tree i: 10.<100+m>.<i/250>.<i%250+1>.
+    let members: Vec<_> = (1..=members)
+        .map(|m| json!({"member_id": id(100 + m), "address": format!("10.{}.{a}.{}", 100 + m, b + 1), "protocol_port": 8080, "weight": 1, "admin_state_up": true}))
         .collect();
     let lb = json!({"loadbalancer_id": id(0), "vip_address": format!("10.99.{a}.{}", b + 1), "admin_state_up": true, "pools": [],
                     "listeners": [{"listener_id": id(1), "protocol": "TCP", "protocol_port": 80, "admin_state_up": true, "connection_limit": -1,
@@ -50,19 +50,20 @@ fn median(mut runs: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let sizes: Vec<u32> =
-        std::env::var("BENCH_RULES").ok().map(|s| s.split(',').map(|n| n.trim().parse().expect("a number")).collect()).unwrap_or(vec![2048, 8192]);
-    for rules in sizes {
+    let sizes = std::env::var("BENCH_SIZES").unwrap_or_else(|_| "2048x2,2048x30".into());
+    for size in sizes.split(',') {
+        let (rules, members) = size.trim().split_once('x').expect("RULESxMEMBERS");
+        let (rules, members): (u32, u32) = (rules.parse().expect("a number of rules"), members.parse().expect("a number of members"));
         let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
         let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(30)));
         let mut serving = sandbox(Arc::clone(&loxilb));
         let t = Instant::now();
         for i in 0..rules {
-            let outcome = serving.handle(&tree(i)).unwrap();
+            let outcome = serving.handle(&tree(i, members)).unwrap();
             assert!(outcome.error.is_none(), "{:?}", outcome.error);
         }
         let mappings = serving.mappings().unwrap().len();
-        println!("{rules} rules, {mappings} mappings (populated in {:.1} s):", t.elapsed().as_secs_f64());
+        println!("{rules} rules of {members} endpoints, {mappings} mappings (populated in {:.1} s):", t.elapsed().as_secs_f64());
 
         let whole = median(
             (0..5)
@@ -70,6 +71,16 @@ fn main() {
                     let t = Instant::now();
                     let report = serving.reconcile().unwrap().unwrap();
                     assert!(report.reprogrammed.is_empty() && report.orphans.is_empty(), "nothing to do");
+                    t.elapsed()
+                })
+                .collect(),
+        );
+        let (_, body) = loxilb.request("GET", "/config/loadbalancer/all", None).unwrap();
+        let decoded = median(
+            (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    std::hint::black_box(loxilb_api::rule_list(&body).unwrap());
                     t.elapsed()
                 })
                 .collect(),
@@ -87,9 +98,11 @@ fn main() {
             diffed.push(t.elapsed());
         }
         println!(
-            "  reconcile, nothing to do: {:.1} ms  (list+decode over HTTP {:.1} ms, desired rules in the policy {:.1} ms, diff {:.2} ms)",
+            "  reconcile, nothing to do: {:.1} ms  (list+decode over HTTP {:.1} ms of which decoding the {:.1} MB list {:.1} ms, desired rules in the policy {:.1} ms, diff {:.2} ms)",
             ms(whole),
             ms(median(listed)),
+            body.len() as f64 / 1e6,
+            ms(decoded),
             ms(median(desired)),
             ms(median(diffed))
         );
