@@ -45,6 +45,8 @@ pub struct Upkeep {
     node_attempts: HashMap<String, Instant>,
     /// Each node's version and role as last logged.
     nodes_seen: HashMap<String, (Option<String>, Option<String>)>,
+    /// Since when no node has answered.
+    down_since: Option<Instant>,
 }
 
 impl Default for Upkeep {
@@ -58,6 +60,7 @@ impl Default for Upkeep {
             unrepaired: HashSet::new(),
             node_attempts: HashMap::new(),
             nodes_seen: HashMap::new(),
+            down_since: None,
         }
     }
 }
@@ -99,14 +102,18 @@ impl Monitor {
             if was_alive {
                 tracing::warn!("LoxiLB is unreachable ({why}); checking every {:?}, reconciling when it answers", LIVENESS_PERIOD);
             }
-            // No node holds any rule as far as the host can tell: the operating statuses say so.
-            if !self.stats_interval.is_zero() && upkeep.last_stats.elapsed() >= self.stats_interval {
+            // No node holds any rule as far as the host can tell, and the operating statuses say so once
+            // that has lasted a statistics interval (a check that failed once flips nothing).
+            let down_since = *upkeep.down_since.get_or_insert_with(Instant::now);
+            let due = upkeep.last_stats.elapsed() >= self.stats_interval;
+            if !self.stats_interval.is_zero() && due && down_since.elapsed() >= self.stats_interval {
                 self.health(&mut upkeep.reported);
                 upkeep.last_stats = Instant::now();
             }
             self.record_nodes();
             return;
         }
+        upkeep.down_since = None;
         if !was_alive {
             tracing::info!("LoxiLB is reachable again: reconciling");
             self.reconcile();
@@ -365,13 +372,13 @@ impl Monitor {
         }
     }
 
-    /// Sends only operating statuses that changed since the last report.
     /// Operating statuses as LoxiLB's nodes show them now (see [`Monitor::held_rules`]).
     pub fn operating_statuses(&self) -> Result<Vec<ObjectStatus>, crate::runtime::instance::CallError> {
         let held = self.held_rules();
         self.service.sandbox.lock().unwrap().operating_statuses(&held)
     }
 
+    /// Sends only operating statuses that changed since the last report.
     fn health(&self, reported: &mut HashMap<String, &'static str>) {
         let statuses = match self.operating_statuses() {
             Ok(s) => s,

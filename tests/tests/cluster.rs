@@ -153,3 +153,45 @@ fn operating_statuses_count_a_rule_held_by_any_answering_node_and_error_when_non
     monitor.loxilb.survey();
     assert_eq!(statuses(), error);
 }
+
+#[test]
+fn statuses_turn_error_only_once_no_node_has_answered_for_a_statistics_interval() {
+    let nodes: Vec<Simulator> = (0..2).map(|_| Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap()).collect();
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(nodes.iter().map(|n| n.url()).collect(), Duration::from_secs(2)));
+    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
+    let sink = Arc::new(RecordingSink::default());
+    let service = Service::new(sandbox, None, sink.clone(), Duration::from_secs(1));
+    let interval = Duration::from_millis(300);
+    let monitor = Monitor { service: Arc::clone(&service), loxilb, agent: None, stats_interval: interval, reconcile_interval: Duration::ZERO };
+    let tree = loadbalancer(LB, "10.90.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![m(1)], None)))]);
+    service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+    let mut upkeep = Upkeep::default();
+    let lb_operating = |sink: &RecordingSink| -> Vec<String> {
+        let docs = sink.documents.lock().unwrap();
+        docs.iter()
+            .flat_map(|d| d["loadbalancers"].as_array().cloned().unwrap_or_default())
+            .filter_map(|l| l["operating_status"].as_str().map(str::to_string))
+            .collect()
+    };
+    std::thread::sleep(interval);
+    monitor.tick(&mut upkeep);
+    let before = lb_operating(&sink).len();
+    let since = |sink: &RecordingSink| lb_operating(sink)[before..].to_vec();
+
+    for node in &nodes {
+        node.inject_fault(100_000, Fault::Reset);
+    }
+    std::thread::sleep(interval);
+    monitor.tick(&mut upkeep);
+    assert!(since(&sink).is_empty(), "one failed check flips nothing");
+    std::thread::sleep(interval);
+    monitor.tick(&mut upkeep);
+    assert_eq!(since(&sink), ["ERROR"], "no node has answered for an interval");
+
+    for node in &nodes {
+        node.inject_fault(0, Fault::Reset);
+    }
+    std::thread::sleep(interval);
+    monitor.tick(&mut upkeep);
+    assert_eq!(since(&sink), ["ERROR", "ONLINE"]);
+}
