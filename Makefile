@@ -78,9 +78,10 @@ bench: guests
 	$(MAKE) --no-print-directory bench-host
 
 ## Latency to ACTIVE and burst rate through the real Octavia API: loxilb against Octavia's noop_driver.
+## A release build, as operators run it (`make release`); the e2e suite runs the debug one.
 bench-octavia: guests mariadb octavia-venv
-	cargo build -p host -p loxilb-sim
-	$(OCTAVIA_VENV)/bin/python tests/octavia/bench.py
+	cargo build --release -p host -p loxilb-sim
+	LOXILB_OCTAVIA_BIN=$(CURDIR)/target/release/loxilb-octavia LOXILB_SIM_BIN=$(CURDIR)/target/release/loxilb-sim $(OCTAVIA_VENV)/bin/python tests/octavia/bench.py
 
 ## Faults in front of LoxiLB, kill -9 of the host mid-burst and malformed provider-socket messages, through
 ## the real Octavia API (tests/octavia/reliability.py): prints the README's reliability figures.

@@ -65,6 +65,15 @@ impl Gauge {
     }
 }
 
+/// Records the time since it was made into a [`Timing`] when dropped (whichever way the scope ends).
+pub struct Timed(pub &'static Timing, pub std::time::Instant);
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        self.0.record(self.1.elapsed());
+    }
+}
+
 /// Durations of one kind of event: how many, their total, the last and the largest, in microseconds.
 /// (A histogram would need buckets chosen per disk; last/max/mean answer "is the disk slow now".)
 pub struct Timing {
@@ -150,6 +159,14 @@ pub static STATUS_UPDATE: Timing =
     Timing::new("status_update", "Status documents of applied operations: from handing one to the driver-agent to its answer (retries included).");
 pub static COMMIT_WAIT: Timing =
     Timing::new("commit_wait", "Waits for Octavia's commit of a create or update before applying it (notice or get-socket reads).");
+pub static PROVIDER_VALIDATE: Timing = Timing::new(
+    "provider_validate",
+    "Validate calls of the provider (inside octavia-api's request): from reading the request to the answer, the wait for the policy included.",
+);
+pub static PROVIDER_VALIDATE_WAIT: Timing =
+    Timing::new("provider_validate_wait", "The part of each validate call spent waiting for the policy (busy applying another operation).");
+pub static PROVIDER_CAST: Timing =
+    Timing::new("provider_cast", "Casts of the provider (inside octavia-api's request): from reading the request to the answer, the inbox's fsync included.");
 pub static COMMITS_NOTIFIED: Counter =
     Counter::new("commits_notified_total", "Operations applied on the provider's notice of Octavia's commit, without asking the get socket.");
 pub static COMMITS_POLLED: Counter =
@@ -182,6 +199,9 @@ const BUILT_IN: &[Metric] = &[
     Metric::Counter(&STATUS_DOCUMENTS),
     Metric::Timing(&STATUS_UPDATE),
     Metric::Timing(&COMMIT_WAIT),
+    Metric::Timing(&PROVIDER_VALIDATE),
+    Metric::Timing(&PROVIDER_VALIDATE_WAIT),
+    Metric::Timing(&PROVIDER_CAST),
     Metric::Counter(&COMMITS_NOTIFIED),
     Metric::Counter(&COMMITS_POLLED),
 ];

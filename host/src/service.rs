@@ -267,10 +267,14 @@ impl Service {
     pub fn call(&self, method: &str, args: &Value) -> Result<Value, Failure> {
         match method {
             "validate" => {
+                let started = Instant::now();
+                let _timed = crate::metrics::Timed(&crate::metrics::PROVIDER_VALIDATE, started);
                 let inner = args.get("operation").and_then(Value::as_str).ok_or_else(|| Failure::driver("validate: no operation"))?;
                 let op = convert::operation(inner, args.get("args").unwrap_or(&Value::Null)).map_err(|e| malformed(inner, &e))?;
                 // Held while claiming: an apply releases a claim under it, once the mapping holds the VIP.
+                let waiting = Instant::now();
                 let mut sandbox = self.sandbox.lock().unwrap();
+                crate::metrics::PROVIDER_VALIDATE_WAIT.record(waiting.elapsed());
                 sandbox.validate(&op).map_err(|e| Failure::driver(e.to_string()))?.map_err(|e| failure_of(&e))?;
                 if let Operation::LoadbalancerCreate(lb) = &op {
                     let vips: Vec<String> = std::iter::once(&lb.vip_address).chain(&lb.additional_vips).cloned().collect();
@@ -311,6 +315,7 @@ impl Service {
     /// never be applied is refused here, while the provider can still fail Octavia's request: once
     /// accepted, its objects would wait in PENDING for a status.
     pub fn cast(&self, method: &str, args: Value) -> Result<(), Failure> {
+        let _timed = crate::metrics::Timed(&crate::metrics::PROVIDER_CAST, Instant::now());
         convert::operation(method, &args).map_err(|e| malformed(method, &e))?;
         // Held while accepting, so the inbox holds each load balancer's casts in their lane's order.
         let lanes = self.lanes.lock().unwrap();

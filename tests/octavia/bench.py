@@ -149,7 +149,8 @@ def main():
             print(f"  ratio loxilb to ACTIVE / noop accepted (time): {lox_burst[1] / noop_burst[0]:.2f}x")
         for key, value in env.host_metrics("commits_notified_total", "commits_polled_total",
                                            "status_documents_total", "status_update",
-                                           "commit_wait").items():
+                                           "commit_wait", "provider_validate",
+                                           "provider_cast").items():
             print(f"  host metric {key} {value}")
         print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         left = env.loxilb.vips()

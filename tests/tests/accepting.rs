@@ -219,3 +219,20 @@ fn a_full_backlog_refuses_casts_until_it_drains() {
     service.cast("loadbalancer_create", lb_create(203)).unwrap();
     assert!(wait_status(&sink, &format!("loadbalancers/{}", lb_id(203)), "ACTIVE", Duration::from_secs(10)));
 }
+
+#[test]
+fn validate_calls_and_casts_are_timed_for_the_operator() {
+    let (service, _sink) = service(None, None);
+    let before = (host::metrics::PROVIDER_VALIDATE.count(), host::metrics::PROVIDER_VALIDATE_WAIT.count(), host::metrics::PROVIDER_CAST.count());
+    service.call("validate", &json!({"operation": "loadbalancer_create", "args": lb_create(7)})).unwrap();
+    let _ = service.call("validate", &json!({"operation": "member_frobnicate", "args": {}}));
+    service.start_worker(Vec::new());
+    service.cast("loadbalancer_create", lb_create(7)).unwrap();
+    let after = (host::metrics::PROVIDER_VALIDATE.count(), host::metrics::PROVIDER_VALIDATE_WAIT.count(), host::metrics::PROVIDER_CAST.count());
+    // A refused validate is timed too; only one reached the policy.
+    assert!(after.0 >= before.0 + 2 && after.1 > before.1 && after.2 > before.2, "{before:?} → {after:?}");
+    let text = host::metrics::render();
+    for name in ["provider_validate_count", "provider_validate_wait_seconds", "provider_cast_max_seconds"] {
+        assert!(text.contains(&format!("loxilb_octavia_{name}")), "{name} missing from /metrics");
+    }
+}
