@@ -175,7 +175,7 @@ def test_refusals_come_back_as_octavia_lib_exceptions(bridge, octavia, sim):
     assert "persistence" in info.value.user_fault_string.lower()
     with pytest.raises(exceptions.UnsupportedOptionError):
         drv.validate_flavor({"nat_mode": "teleport"})
-    assert drv.get_supported_flavor_metadata().keys() == {"nat_mode"}
+    assert drv.get_supported_flavor_metadata().keys() == {"nat_mode", "bgp"}
     # Unknown to the endpoint: oslo's NoSuchMethod comes back, named, as a DriverError.
     with pytest.raises(exceptions.DriverError, match="NoSuchMethod"):
         transport.host().call("pool_create", {})
