@@ -15,8 +15,10 @@
 //! | `ident`, `servName` | datapath identity, and the rule's `name` (`-` when unknown)          |
 //!
 //! So a connection through rule VIP:PORT shows as a *forward* entry (destination VIP:PORT, the client as
-//! source) and, for NAT modes, a *reply* entry whose action is `snat-VIP:PORT:…` and whose destination is
-//! the client. A full-proxy (`fp|…`) connection has only the forward entry and its bytes count both
+//! source; its bytes are the client→VIP direction) and a *reply* entry (its bytes are the way back,
+//! `pb` of the reverse entry in loxilb-ebpf's `dp_ct_*_sm`): action `snat-VIP:PORT:…` and destination the
+//! client, or in full NAT `fsnat-VIP,CLIENT:PORT:…` with LoxiLB's source address and the client's port as
+//! destination. A full-proxy (`fp|…`) connection has only the forward entry and its bytes count both
 //! directions together: there is no reply direction to read.
 
 use std::collections::HashMap;
@@ -106,14 +108,25 @@ fn same_ip(a: &str, b: &str) -> bool {
     }
 }
 
-/// The VIP and port a reply entry's action names: `snat-VIP:PORT:wN` or `hsnat-…` (IPv6 addresses hold
-/// colons, so the port and weight are taken from the right).
-fn reply_service(act: &str) -> Option<(&str, u16)> {
-    let rest = act.strip_prefix("snat-").or_else(|| act.strip_prefix("hsnat-"))?;
+/// What a reply entry's action says: the rule's VIP and port, and the client's address when the action
+/// names it. `snat-VIP:PORT:wN` and `hsnat-…` (the entry goes to the client itself); `fsnat-VIP,CLIENT:PORT:wN`
+/// in full NAT, where the entry goes to LoxiLB's own source address and keeps the client's port. IPv6
+/// addresses hold colons, so the port and weight are taken from the right.
+fn reply_service(act: &str) -> Option<(&str, u16, Option<&str>)> {
+    let (rest, full) = match act.strip_prefix("fsnat-") {
+        Some(rest) => (rest, true),
+        None => (act.strip_prefix("snat-").or_else(|| act.strip_prefix("hsnat-"))?, false),
+    };
     let (rest, weight) = rest.rsplit_once(':')?;
     weight.strip_prefix('w')?;
-    let (ip, port) = rest.rsplit_once(':')?;
-    Some((ip, port.parse().ok()?))
+    let (ips, port) = rest.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    if full {
+        let (vip, client) = ips.split_once(',')?;
+        Some((vip, port, Some(client)))
+    } else {
+        Some((ips, port, None))
+    }
 }
 
 /// The connections through rule `key` in one node's table, in client order. The forward entry (to VIP:PORT)
@@ -122,22 +135,28 @@ pub fn connections(entries: &[ConntrackEntry], key: &RuleKey) -> Vec<Connection>
     let proto = |e: &ConntrackEntry| e.protocol.eq_ignore_ascii_case(&key.protocol);
     let mut by_client: HashMap<String, Connection> = HashMap::new();
     for e in entries.iter().filter(|e| proto(e) && e.destination_port == key.port && same_ip(&e.destination_ip, &key.external_ip)) {
-        let client = format!("{}:{}", e.source_ip, e.source_port);
+        let client = client_id(&e.source_ip, e.source_port);
         let active = !ENDED_STATES.contains(&e.conntrack_state.as_str());
         by_client.insert(client.clone(), Connection { client, active, bytes_in: e.bytes, bytes_out: 0 });
     }
     for e in entries.iter().filter(|e| proto(e)) {
-        let Some((vip, port)) = reply_service(&e.conntrack_act) else { continue };
+        let Some((vip, port, client_ip)) = reply_service(&e.conntrack_act) else { continue };
         if port != key.port || !same_ip(vip, &key.external_ip) {
             continue;
         }
-        if let Some(c) = by_client.get_mut(&format!("{}:{}", e.destination_ip, e.destination_port)) {
+        if let Some(c) = by_client.get_mut(&client_id(client_ip.unwrap_or(&e.destination_ip), e.destination_port)) {
             c.bytes_out += e.bytes;
         }
     }
     let mut out: Vec<Connection> = by_client.into_values().collect();
     out.sort_by(|a, b| a.client.cmp(&b.client));
     out
+}
+
+/// A client as `ip:port`, the address in canonical form (LoxiLB prints Go's form, an action may differ).
+fn client_id(ip: &str, port: u16) -> String {
+    let ip = ip.parse::<IpAddr>().map(|ip| ip.to_string()).unwrap_or_else(|_| ip.to_string());
+    format!("{ip}:{port}")
 }
 
 #[cfg(test)]
@@ -192,10 +211,33 @@ mod tests {
         assert_eq!(connections(&entries, &key("10.0.0.2", 80)).len(), 1);
     }
 
+    /// Full NAT (LoxiLB's `fullnat` mode, the default policy's): the forward action names LoxiLB's source
+    /// address and the endpoint; the reply entry goes to that source address with the client's port, and
+    /// its action names the VIP and the client (`dp_ct_proto_xfk_init` in loxilb-ebpf).
+    #[test]
+    fn full_nat_replies_are_joined_by_the_client_their_action_names() {
+        let entries = conntrack_list(
+            r#"{"ctAttr":[
+            {"destinationIP":"10.0.0.1","destinationPort":80,"sourceIP":"192.0.2.7","sourcePort":40000,"protocol":"tcp",
+             "conntrackState":"est","conntrackAct":"fdnat-172.16.0.1,172.16.0.5:8080:w0","bytes":1200},
+            {"destinationIP":"172.16.0.1","destinationPort":40000,"sourceIP":"172.16.0.5","sourcePort":8080,"protocol":"tcp",
+             "conntrackState":"est","conntrackAct":"fsnat-10.0.0.1,192.0.2.7:80:w0","bytes":64000},
+            {"destinationIP":"172.16.0.1","destinationPort":40001,"sourceIP":"172.16.0.5","sourcePort":8080,"protocol":"tcp",
+             "conntrackState":"est","conntrackAct":"fsnat-10.0.0.1,192.0.2.7:80:w0","bytes":5}
+        ]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            connections(&entries, &key("10.0.0.1", 80)),
+            [Connection { client: "192.0.2.7:40000".into(), active: true, bytes_in: 1200, bytes_out: 64000 }]
+        );
+    }
+
     #[test]
     fn ipv6_reply_actions_are_read_from_the_right() {
-        assert_eq!(reply_service("snat-2001:db8::10:443:w1"), Some(("2001:db8::10", 443)));
-        assert_eq!(reply_service("hsnat-10.0.0.1:80:w0"), Some(("10.0.0.1", 80)));
+        assert_eq!(reply_service("snat-2001:db8::10:443:w1"), Some(("2001:db8::10", 443, None)));
+        assert_eq!(reply_service("hsnat-10.0.0.1:80:w0"), Some(("10.0.0.1", 80, None)));
+        assert_eq!(reply_service("fsnat-2001:db8::10,2001:db8::7:443:w0"), Some(("2001:db8::10", 443, Some("2001:db8::7"))));
         assert_eq!(reply_service("dnat-10.0.0.1:80:w0"), None);
         assert_eq!(reply_service("fp|192.0.2.7:40000->10.0.0.1:80|tcp"), None);
     }

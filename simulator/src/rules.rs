@@ -134,6 +134,18 @@ struct Rule {
     slots: Vec<Slot>,
 }
 
+/// How a rule's mode shows its connections in LoxiLB's table (`convDPCt2GoObjFixup`, `goProxyEntCollector`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NatShape {
+    /// Destination NAT (default and DSR modes): `dnat-EP:PORT` forward, `snat-VIP:PORT` back to the client.
+    Dnat,
+    /// Source and destination NAT (one-arm, full NAT): `fdnat-SRC,EP:PORT` forward, `fsnat-VIP,CLIENT:PORT`
+    /// back to LoxiLB's source address and the client's port.
+    Full,
+    /// Full proxy: one entry per connection, `fp|…`, its bytes both directions together.
+    Proxy,
+}
+
 /// The LB rule table plus the endpoint hosts it references.
 #[derive(Debug)]
 pub(crate) struct Core {
@@ -526,16 +538,22 @@ impl Core {
         }
     }
 
-    /// The rule serving `vip:port/proto` (any block and host) and the endpoint its `n`th connection goes to
-    /// (round robin over the listed endpoints: the simulator does not model selection algorithms).
-    pub fn endpoint_for(&self, vip: &str, port: u16, proto: &str, n: usize) -> Result<(IpAddr, u16), String> {
+    /// The rule serving `vip:port/proto` (any block and host): the endpoint its `n`th connection goes to
+    /// (round robin over the listed endpoints: the simulator does not model selection algorithms), and
+    /// how its mode shapes the connection table.
+    pub fn endpoint_for(&self, vip: &str, port: u16, proto: &str, n: usize) -> Result<(IpAddr, u16, NatShape), String> {
         let rule = self.rule_serving(vip, port, proto)?;
         let active: Vec<&Slot> = rule.slots.iter().filter(|s| !s.inactive).collect();
         if active.is_empty() {
             return Err(format!("the rule for {vip}:{port}/{proto} has no endpoint"));
         }
         let slot = active[n % active.len()];
-        Ok((slot.ip, slot.port))
+        let shape = match rule.mode {
+            MODE_ONEARM | MODE_FULLNAT | MODE_HOSTONEARM => NatShape::Full,
+            MODE_FULLPROXY => NatShape::Proxy,
+            _ => NatShape::Dnat,
+        };
+        Ok((slot.ip, slot.port, shape))
     }
 
     /// Adds traffic sent to endpoint `ep` by the rule serving `vip:port/proto` to that endpoint's counter.

@@ -160,3 +160,30 @@ fn driven_traffic_moves_the_counters_loxilb_lists() {
     sim.restart();
     assert!(api.list_conntrack().unwrap().is_empty());
 }
+
+/// Full NAT (`mode` 2) and full proxy (`mode` 4) rules show their connections as LoxiLB lists them in those
+/// modes, and the typed wire still finds each connection's bytes out (none to tell apart in full proxy).
+#[test]
+fn full_nat_and_full_proxy_connections_have_their_modes_shapes() {
+    let sim = Simulator::start(ErrorStyle::Coded).unwrap();
+    let api = Node::new(sim.url(), std::time::Duration::from_secs(5));
+    let fullnat =
+        LbRule { service: ServiceArgs { mode: 2, ..service("10.0.0.20", 80, "tcp") }, endpoints: endpoints(&["10.0.1.1"], 8080, 1), ..LbRule::default() };
+    let proxy =
+        LbRule { service: ServiceArgs { mode: 4, ..service("10.0.0.21", 80, "tcp") }, endpoints: endpoints(&["10.0.1.2"], 8080, 1), ..LbRule::default() };
+    for rule in [&fullnat, &proxy] {
+        api.apply(&LoxilbCall::UpsertRule(rule.clone())).unwrap();
+        let flow = loxilb_sim::Flow::tcp("192.0.2.7:40000", &rule.service.external_ip, 80);
+        sim.open(&flow).unwrap();
+        sim.carry(&flow, 100, 900).unwrap();
+    }
+    let table = api.list_conntrack().unwrap();
+    let acts: Vec<&str> = table.iter().map(|e| e.conntrack_act.as_str()).collect();
+    assert_eq!(acts, ["fdnat-198.51.100.1,10.0.1.1:8080:w0", "fsnat-10.0.0.20,192.0.2.7:80:w0", "fp|198.51.100.1:40000->10.0.1.2:8080|tcp"]);
+    assert_eq!((table[1].destination_ip.as_str(), table[1].destination_port, table[1].bytes), ("198.51.100.1", 40000, 900));
+    assert_eq!(table[2].bytes, 1000, "a full-proxy entry counts both directions");
+    let out = |rule: &LbRule| loxilb_api::connections(&table, &rule.key()).iter().map(|c| c.bytes_out).collect::<Vec<_>>();
+    assert_eq!((out(&fullnat), out(&proxy)), (vec![900], vec![0]));
+    sim.close(&loxilb_sim::Flow::tcp("192.0.2.7:40000", "10.0.0.20", 80)).unwrap();
+    assert_eq!(api.list_conntrack().unwrap().len(), 1);
+}

@@ -91,6 +91,8 @@ fn listener_statistics_carry_what_was_driven_through_every_node() {
         nodes[node].open(flow).unwrap();
         nodes[node].carry(flow, bytes_in, bytes_out).unwrap();
     }
+    // The default policy programs full NAT: replies go to LoxiLB's source address, named in the action.
+    assert!(nodes[0].conntrack().iter().any(|e| e.conntrack_act.starts_with("fsnat-")), "{:?}", nodes[0].conntrack());
     push(&monitor, &mut upkeep);
     assert_eq!(stats.last(L1), (370, 13700, 3, 3));
 
