@@ -106,22 +106,24 @@ pub fn operating_statuses(state: &State, observed: &[ObservedRule]) -> Vec<Objec
     out
 }
 
-/// LoxiLB's rule list counts packets and bytes per endpoint: `bytes_in` is their sum over the
-/// listener's rule and `total_connections` is left at 0 (the list has no connection counts).
+/// A listener's counters from its rule as the host observed it over every LoxiLB node that answered:
+/// `bytes_in` is the sum of the endpoint counters (what the rule sent to its endpoints, cumulative);
+/// `bytes_out` and the connection counts are the rule's `traffic`, which the host measures from LoxiLB's
+/// connection table and keeps cumulative (this policy is pure: it keeps nothing between calls).
+/// `request_errors` stays 0: LoxiLB counts no request errors per rule.
 pub fn statistics(state: &State, observed: &[ObservedRule]) -> Vec<ListenerStats> {
     let observed = by_key(observed);
     let mut out = Vec::new();
     for id in state.ids(ResourceType::Listener) {
         let Some(Object::Listener(ls)) = state.get(&id).map(|e| e.object()) else { continue };
         let Some(seen) = ls.programmed.as_ref().and_then(|p| observed.get(&key_of(&p.rule))) else { continue };
-        let eps = &seen.endpoints;
         out.push(ListenerStats {
             listener_id: id.clone(),
-            active_connections: 0,
-            bytes_in: eps.iter().map(|e| e.bytes).sum(),
-            bytes_out: 0,
+            active_connections: seen.traffic.active_connections,
+            bytes_in: seen.endpoints.iter().map(|e| e.bytes).sum(),
+            bytes_out: seen.traffic.bytes_out,
             request_errors: 0,
-            total_connections: 0,
+            total_connections: seen.traffic.total_connections,
         });
     }
     out

@@ -12,7 +12,8 @@
 //! - `epochs`: whether a read of Octavia's view is still current for its load balancer (sync, recovery).
 //! - `octavia`: the driver-agent sockets, status documents and their senders (`reporter`).
 //! - `transport`: how provider requests arrive (Unix socket; oslo.messaging over RabbitMQ).
-//! - `monitor`: operating statuses, statistics and reconciliation while serving.
+//! - `monitor`: operating statuses, statistics and reconciliation while serving; `traffic`: listener
+//!   traffic summed over LoxiLB nodes, with the connection counts kept between passes.
 //! - `drift`: desired against observed rules (reconciliation, `nodes`); `nodes`: each LoxiLB node's state.
 //! - `tools`: `show-mappings`, `validate-mappings`, `force-recovery`.
 //! - `conformance`: the policy kit's conformance scenarios (`check-policy`, and the self-check before a swap).
@@ -49,6 +50,7 @@ pub mod service;
 pub mod shutdown;
 pub mod swap;
 pub mod tools;
+pub mod traffic;
 pub mod transport;
 pub mod vips;
 pub mod wire;

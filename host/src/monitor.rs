@@ -398,7 +398,8 @@ impl Monitor {
 
     fn statistics(&self) {
         let Some(agent) = self.agent.as_ref().filter(|a| a.stats.is_some()) else { return };
-        let stats = match self.service.sandbox.lock().unwrap().statistics() {
+        let mut book = self.service.traffic.lock().unwrap();
+        let stats = match self.service.sandbox.lock().unwrap().statistics(&mut book) {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return crate::warn_limited!("monitor-statistics", "statistics: {e}"),
             Err(e) => return tracing::error!("statistics: {e}"),

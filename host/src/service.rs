@@ -129,6 +129,8 @@ pub struct Service {
     pub reprogram: Reprogram,
     /// VIPs of creates validated and not applied yet (see `vips.rs`).
     pub vip_claims: VipClaims,
+    /// Listener connection counts kept between statistics passes (see `traffic.rs`).
+    pub traffic: Mutex<crate::traffic::TrafficBook>,
 }
 
 impl Service {
@@ -157,6 +159,7 @@ impl Service {
             commits: Commits::default(),
             reprogram: Reprogram::default(),
             vip_claims: VipClaims::default(),
+            traffic: Mutex::default(),
         })
     }
 

@@ -8,7 +8,8 @@ use loxilb_api as api;
 use loxilb_api::Loxilb;
 
 use crate::caps::loxilb::LoxiTransport;
-use crate::runtime::bindings::loxilb_types::{Endpoint, EndpointProbe, LbRule, LoxilbCall, ObservedEndpoint, ObservedRule, RuleKey, ServiceArgs};
+use crate::runtime::bindings::loxilb_types::{Endpoint, EndpointProbe, LbRule, LoxilbCall, ObservedEndpoint, ObservedRule, RuleKey, RuleTraffic, ServiceArgs};
+use crate::traffic::{NodeView, Traffic, TrafficBook};
 
 /// Carries out one call (success, "already there" and "already gone" all count as done).
 pub fn call(loxi: &(dyn LoxiTransport + 'static), call: &LoxilbCall) -> Result<(), String> {
@@ -17,7 +18,31 @@ pub fn call(loxi: &(dyn LoxiTransport + 'static), call: &LoxilbCall) -> Result<(
 
 /// The rules LoxiLB holds, with their endpoints' states and counters.
 pub fn observed(loxi: &(dyn LoxiTransport + 'static)) -> Result<Vec<ObservedRule>, String> {
-    Ok(loxi.list_rules().map_err(|e| e.to_string())?.into_iter().map(observed_from_wire).collect())
+    Ok(loxi.list_rules().map_err(|e| e.to_string())?.into_iter().map(|o| observed_from_wire(o, Traffic::default())).collect())
+}
+
+/// The rules with their traffic, for statistics: each node's rule list and connection table (one of each
+/// per node), summed over the nodes and kept cumulative in `book` (see [`crate::traffic`]). An error only
+/// when no node gave its rule list.
+pub fn observed_traffic(loxi: &(dyn LoxiTransport + 'static), book: &mut TrafficBook) -> Result<Vec<ObservedRule>, String> {
+    let nodes = loxi.nodes();
+    let targets: Vec<&dyn LoxiTransport> = if nodes.is_empty() { vec![loxi] } else { nodes.iter().map(|n| n as &dyn LoxiTransport).collect() };
+    let mut errors = Vec::new();
+    let views: Vec<Option<NodeView>> = targets
+        .into_iter()
+        .map(|node| {
+            let rules = node.list_rules().map_err(|e| errors.push(e.to_string())).ok()?;
+            let conntrack = node
+                .list_conntrack()
+                .map_err(|e| crate::warn_limited!("statistics-conntrack", "LoxiLB connection table unread, connections not counted: {e}"))
+                .ok();
+            Some(NodeView { rules, conntrack })
+        })
+        .collect();
+    if views.iter().all(Option::is_none) {
+        return Err(errors.join("; "));
+    }
+    Ok(book.pass(views).into_iter().map(|(o, t)| observed_from_wire(o, t)).collect())
 }
 
 /// Whether LoxiLB holds what is wanted for a rule, as far as its list shows.
@@ -124,8 +149,9 @@ fn rule_from_wire(r: api::LbRule) -> LbRule {
     }
 }
 
-fn observed_from_wire(o: api::ObservedRule) -> ObservedRule {
+fn observed_from_wire(o: api::ObservedRule, t: Traffic) -> ObservedRule {
     ObservedRule {
+        traffic: RuleTraffic { bytes_out: t.bytes_out, active_connections: t.active_connections, total_connections: t.total_connections },
         rule: rule_from_wire(o.rule),
         endpoints: o
             .endpoints

@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use crate::conntrack::{self, ConntrackEntry, CONNTRACK_PATH};
 use crate::decode;
 use crate::encode::{self, Request, RULE_LIST_PATH, VERSION_PATH};
 use crate::outcome::{classify, Outcome};
@@ -52,6 +53,8 @@ pub trait Loxilb {
     fn apply(&self, call: &LoxilbCall) -> Result<(), WireError>;
     /// Every rule LoxiLB holds, as it lists them.
     fn list_rules(&self) -> Result<Vec<ObservedRule>, WireError>;
+    /// Every connection LoxiLB tracks, one entry per direction (see [`conntrack`]).
+    fn list_conntrack(&self) -> Result<Vec<ConntrackEntry>, WireError>;
     /// Whether LoxiLB answers (`GET /version`, which needs no token and touches no state).
     fn reachable(&self) -> Result<(), WireError>;
 }
@@ -76,6 +79,12 @@ impl<E: Exchange + ?Sized> Loxilb for E {
         let request = Request::get(RULE_LIST_PATH);
         let (_, reply) = send(self, &request)?;
         decode::rule_list(&reply.body).map_err(|reason| WireError::Malformed { request: request.label(), reason })
+    }
+
+    fn list_conntrack(&self) -> Result<Vec<ConntrackEntry>, WireError> {
+        let request = Request::get(CONNTRACK_PATH);
+        let (_, reply) = send(self, &request)?;
+        conntrack::conntrack_list(&reply.body).map_err(|reason| WireError::Malformed { request: request.label(), reason })
     }
 
     fn reachable(&self) -> Result<(), WireError> {

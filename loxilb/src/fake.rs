@@ -83,6 +83,11 @@ impl Loxilb for FakeLoxilb {
         Ok(state.rules.values().filter_map(|r| observed_rule(&rule_json(r))).collect())
     }
 
+    fn list_conntrack(&self) -> Result<Vec<crate::conntrack::ConntrackEntry>, WireError> {
+        // No traffic passes through the fake.
+        self.up(format!("GET {}", crate::conntrack::CONNTRACK_PATH)).map(|_| Vec::new())
+    }
+
     fn reachable(&self) -> Result<(), WireError> {
         self.up(format!("GET {}", encode::VERSION_PATH)).map(drop)
     }

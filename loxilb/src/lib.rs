@@ -3,6 +3,7 @@
 //! * [`types`] — LoxiLB's objects as policies plan them (WIT `loxilb-types`) and as LoxiLB lists them;
 //! * [`encode`] — request JSON and paths, exactly as LoxiLB's REST API takes them;
 //! * [`decode`] — LoxiLB's rule list, typed;
+//! * [`conntrack`] — LoxiLB's connection table, typed, and one rule's connections in it;
 //! * [`outcome`] — LoxiLB's error contract (old and new error styles);
 //! * [`node_info`] — a node's version and HA role;
 //! * [`converge`] — whether a listed rule is the one wanted;
@@ -14,6 +15,7 @@
 pub mod api;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod conntrack;
 pub mod converge;
 pub mod decode;
 pub mod encode;
@@ -25,6 +27,7 @@ pub mod types;
 pub use api::{Exchange, Loxilb, Reply, WireError};
 #[cfg(feature = "client")]
 pub use client::{redact_userinfo, Access, Cluster, Credentials, Node, NodeState, Observer, Retried, Retry, Retrying, Secret, Tls, TlsFiles};
+pub use conntrack::{connections, conntrack_list, Connection, ConntrackEntry, CONNTRACK_PATH};
 pub use converge::matches;
 pub use decode::{observed_rule, rule_list};
 pub use encode::{delete_probe_path, delete_rule_path, probe_json, request, rule_json, Intent, Request, BASE_PATH};

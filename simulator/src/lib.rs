@@ -14,6 +14,8 @@
 //! * [`spec`]: validation of bodies against the Swagger 2.0 `definitions`, usable on its own.
 //! * `errors`: how each layer renders failures; [`ErrorStyle`] picks the LoxiLB version.
 //! * `auth`: LoxiLB's manual token and user-service login ([`Auth`], off unless set).
+//! * `traffic`: connections a test drives through rules ([`Flow`]), moving the endpoint counters and
+//!   the connection table (`GET /config/conntrack/all`).
 //! * `tls`: HTTPS in front of the server, with the test's certificates ([`TlsIdentity`]).
 //!
 //! ```no_run
@@ -33,9 +35,11 @@ mod rules;
 pub mod server;
 pub mod spec;
 mod tls;
+mod traffic;
 
 pub use auth::Auth;
 pub use errors::ErrorStyle;
 pub use server::{Fault, RecordedRequest, Simulator};
 pub use spec::{default_spec_path, SpecValidator, EMBEDDED_SPEC, EMBEDDED_SPEC_NAME};
 pub use tls::TlsIdentity;
+pub use traffic::Flow;

@@ -97,6 +97,10 @@ struct Slot {
     inactive: bool,
     chk: bool,
     ep_created: bool,
+    /// Packets and bytes the rule sent to this endpoint (client→VIP, what LoxiLB's NAT map counts per
+    /// endpoint); moved only by simulated traffic ([`Core::count`]).
+    packets: u64,
+    bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -128,6 +132,18 @@ struct Rule {
     /// Normalised prefixes (`net.IPNet.String()`).
     sources: Vec<String>,
     slots: Vec<Slot>,
+}
+
+/// How a rule's mode shows its connections in LoxiLB's table (`convDPCt2GoObjFixup`, `goProxyEntCollector`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NatShape {
+    /// Destination NAT (default and DSR modes): `dnat-EP:PORT` forward, `snat-VIP:PORT` back to the client.
+    Dnat,
+    /// Source and destination NAT (one-arm, full NAT): `fdnat-SRC,EP:PORT` forward, `fsnat-VIP,CLIENT:PORT`
+    /// back to LoxiLB's source address and the client's port.
+    Full,
+    /// Full proxy: one entry per connection, `fp|…`, its bytes both directions together.
+    Proxy,
 }
 
 /// The LB rule table plus the endpoint hosts it references.
@@ -185,7 +201,7 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
 }
 
 /// `net.IP.String()`.
-fn go_ip_string(ip: &IpAddr) -> String {
+pub(crate) fn go_ip_string(ip: &IpAddr) -> String {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => v4.to_string(),
@@ -323,7 +339,7 @@ impl Core {
             if serv.mode == MODE_DSR && ep.port != serv.port {
                 return Err("malformed-service dsr-port error".into());
             }
-            new_slots.push(Slot { ip, port: ep.port, weight: ep.weight, inactive: false, chk: false, ep_created: false });
+            new_slots.push(Slot { ip, port: ep.port, weight: ep.weight, inactive: false, chk: false, ep_created: false, packets: 0, bytes: 0 });
         }
         new_slots.sort_by_key(|s| iptonl(&s.ip));
 
@@ -529,6 +545,47 @@ impl Core {
         }
     }
 
+    /// The rule serving `vip:port/proto` (any block and host): the endpoint its `n`th connection goes to
+    /// (round robin over the listed endpoints: the simulator does not model selection algorithms), and
+    /// how its mode shapes the connection table.
+    pub fn endpoint_for(&self, vip: &str, port: u16, proto: &str, n: usize) -> Result<(IpAddr, u16, NatShape), String> {
+        let rule = self.rule_serving(vip, port, proto)?;
+        let active: Vec<&Slot> = rule.slots.iter().filter(|s| !s.inactive).collect();
+        if active.is_empty() {
+            return Err(format!("the rule for {vip}:{port}/{proto} has no endpoint"));
+        }
+        let slot = active[n % active.len()];
+        let shape = match rule.mode {
+            MODE_ONEARM | MODE_FULLNAT | MODE_HOSTONEARM => NatShape::Full,
+            MODE_FULLPROXY => NatShape::Proxy,
+            _ => NatShape::Dnat,
+        };
+        Ok((slot.ip, slot.port, shape))
+    }
+
+    /// Adds traffic sent to endpoint `ep` by the rule serving `vip:port/proto` to that endpoint's counter.
+    pub fn count(&mut self, vip: &str, port: u16, proto: &str, ep: (IpAddr, u16), packets: u64, bytes: u64) -> Result<(), String> {
+        let key = self.rule_serving(vip, port, proto)?.key.clone();
+        let rule = self.rules.get_mut(&key).expect("found just above");
+        let slot = rule
+            .slots
+            .iter_mut()
+            .find(|s| !s.inactive && s.ip == ep.0 && s.port == ep.1)
+            .ok_or_else(|| format!("{}:{} is no endpoint of {vip}:{port}/{proto}", ep.0, ep.1))?;
+        slot.packets += packets;
+        slot.bytes += bytes;
+        Ok(())
+    }
+
+    fn rule_serving(&self, vip: &str, port: u16, proto: &str) -> Result<&Rule, String> {
+        let ip = parse_ip(vip).ok_or_else(|| format!("{vip:?} is not an IP address"))?;
+        let num = proto_number(proto).ok_or_else(|| format!("{proto:?} is not a protocol LoxiLB balances"))?;
+        self.rules
+            .values()
+            .find(|r| r.key.vip == ip && r.key.proto == num && (r.key.port_min..=r.key.port_max).contains(&port))
+            .ok_or_else(|| format!("no rule serves {vip}:{port}/{proto}"))
+    }
+
     /// Rules in the `GET /config/loadbalancer/all` shape, in hash order.
     pub fn rules_json(&self) -> Vec<(RuleKey, Value)> {
         self.rules.iter().map(|(k, r)| (k.clone(), rule_json(r))).collect()
@@ -686,7 +743,7 @@ fn rule_json(r: &Rule) -> Value {
                 "targetPort": s.port,
                 "weight": s.weight,
                 "state": "active",
-                "counter": "0:0",
+                "counter": format!("{}:{}", s.packets, s.bytes),
             })
         })
         .collect();

@@ -18,6 +18,7 @@ use crate::errors::{self, ErrorStyle, Reply};
 use crate::rules::{Core, EndpointArg, LbRuleMod, ServiceArg};
 use crate::spec::{default_spec_path, IssueKind, Options, SpecValidator};
 use crate::tls::{Front, TlsIdentity};
+use crate::traffic::{Conntrack, Flow};
 
 /// The version each error style is LoxiLB's (the style changed with 0.9.8.5).
 fn version(style: ErrorStyle) -> &'static str {
@@ -90,6 +91,8 @@ pub enum Fault {
 
 struct State {
     core: Core,
+    /// Connections driven by the test (`Simulator::open` & co).
+    conntrack: Conntrack,
     style: ErrorStyle,
     log: Vec<RecordedRequest>,
     inject: Option<Injection>,
@@ -174,6 +177,7 @@ impl Simulator {
         let server = Arc::new(server);
         let state = State {
             core: Core::default(),
+            conntrack: Conntrack::default(),
             style,
             log: Vec::new(),
             inject: None,
@@ -251,6 +255,7 @@ impl Simulator {
         st.core.reset();
         st.roles = default_roles();
         st.routes = Default::default();
+        st.conntrack = Conntrack::default();
     }
 
     /// The VIPs advertised over BGP now (see `bgp.rs`: LoxiLB's counting, quirks included).
@@ -265,6 +270,32 @@ impl Simulator {
         if let Some(i) = st.roles.iter_mut().find(|i| i.instance == "llb-inst0") {
             i.state = state.to_string();
         }
+    }
+
+    /// Opens a client connection through the rule serving `flow`'s VIP:PORT: the next of its endpoints
+    /// (round robin) takes it, and `GET /config/conntrack/all` lists it both ways (see `traffic`).
+    pub fn open(&self, flow: &Flow) -> anyhow::Result<()> {
+        let mut st = self.shared.lock();
+        let st = &mut *st;
+        st.conntrack.open(&st.core, flow).map_err(anyhow::Error::msg)
+    }
+
+    /// Carries `bytes_in` client→VIP and `bytes_out` back over open `flow`: the connection's entries and
+    /// its endpoint's counter move.
+    pub fn carry(&self, flow: &Flow, bytes_in: u64, bytes_out: u64) -> anyhow::Result<()> {
+        let mut st = self.shared.lock();
+        let st = &mut *st;
+        st.conntrack.carry(&mut st.core, flow, bytes_in, bytes_out).map_err(anyhow::Error::msg)
+    }
+
+    /// Closes `flow`: it leaves the connection table (endpoint counters keep what it carried).
+    pub fn close(&self, flow: &Flow) -> anyhow::Result<()> {
+        self.shared.lock().conntrack.close(flow).map_err(anyhow::Error::msg)
+    }
+
+    /// The connection table as `GET /config/conntrack/all` lists it.
+    pub fn conntrack(&self) -> Vec<loxilb_api::ConntrackEntry> {
+        self.shared.lock().conntrack.entries().to_vec()
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
@@ -368,6 +399,7 @@ fn header(name: &str, value: &str) -> tiny_http::Header {
 #[derive(Debug)]
 enum Route {
     Version,
+    Conntrack,
     LbPost,
     LbAll,
     LbByName(String),
@@ -382,7 +414,7 @@ enum Route {
 impl Route {
     fn allowed(&self) -> &'static [&'static str] {
         match self {
-            Route::Version | Route::EpAll | Route::CiStateAll => &["GET"],
+            Route::Version | Route::Conntrack | Route::EpAll | Route::CiStateAll => &["GET"],
             Route::LbPost | Route::EpPost | Route::CiStatePost => &["POST"],
             Route::LbAll => &["DELETE", "GET"],
             Route::LbByName(_) | Route::LbRule { .. } | Route::EpByIp(_) => &["DELETE"],
@@ -395,6 +427,7 @@ fn route(segs: &[String]) -> Option<Route> {
     let own = |x: &str| x.to_string();
     Some(match s.as_slice() {
         ["version"] => Route::Version,
+        ["config", "conntrack", "all"] => Route::Conntrack,
         ["config", "loadbalancer"] => Route::LbPost,
         ["config", "loadbalancer", "all"] => Route::LbAll,
         ["config", "loadbalancer", "name", name] => Route::LbByName(own(name)),
@@ -457,6 +490,8 @@ fn handle(shared: &Shared, method: &str, url: &str, content_type: Option<&str>, 
     }
     let query = parse_query(raw_query);
     let style = st.style;
+    // Through a plain reference, so the rule table and the connection table are borrowed apart.
+    let st = &mut *st;
     let core = &mut st.core;
 
     match route {
@@ -480,6 +515,7 @@ fn handle(shared: &Shared, method: &str, url: &str, content_type: Option<&str>, 
             }
             errors::success()
         }
+        Route::Conntrack => errors::ok_json(loxilb_api::conntrack::conntrack_json(st.conntrack.entries())),
         Route::LbAll if method == "GET" => {
             let all: Vec<Value> = core.rules_json().into_iter().map(|(_, v)| v).collect();
             errors::ok_json(json!({ "lbAttr": all }))

@@ -126,3 +126,64 @@ fn every_call_meets_the_simulators_contract_in_both_error_styles() {
         loxilb.reachable().unwrap();
     }
 }
+
+/// Traffic a test drives moves the endpoint counters and the connection table, and the typed wire reads
+/// them back as one connection per client: forward bytes on the endpoint and the forward entry, reply
+/// bytes on the reply entry only.
+#[test]
+fn driven_traffic_moves_the_counters_loxilb_lists() {
+    let sim = Simulator::start(ErrorStyle::Coded).unwrap();
+    let api = Node::new(sim.url(), std::time::Duration::from_secs(5));
+    let rule = LbRule { service: service("10.0.0.10", 80, "tcp"), endpoints: endpoints(&["10.0.1.1", "10.0.1.2"], 8080, 1), ..LbRule::default() };
+    api.apply(&LoxilbCall::UpsertRule(rule.clone())).unwrap();
+    let (a, b) = (loxilb_sim::Flow::tcp("192.0.2.7:40000", "10.0.0.10", 80), loxilb_sim::Flow::tcp("192.0.2.8:40001", "10.0.0.10", 80));
+    sim.open(&a).unwrap();
+    sim.open(&b).unwrap();
+    sim.carry(&a, 100, 5000).unwrap();
+    sim.carry(&b, 40, 700).unwrap();
+    sim.carry(&a, 20, 0).unwrap();
+
+    let listed = api.list_rules().unwrap();
+    let counters: Vec<(String, u64, u64)> = listed[0].endpoints.iter().map(|e| (e.ip.clone(), e.packets, e.bytes)).collect();
+    assert_eq!(counters, [("10.0.1.1".to_string(), 2, 120), ("10.0.1.2".to_string(), 1, 40)]);
+    let table = api.list_conntrack().unwrap();
+    assert_eq!(table.len(), 4);
+    let connections = loxilb_api::connections(&table, &rule.key());
+    let seen: Vec<(&str, bool, u64, u64)> = connections.iter().map(|c| (c.client.as_str(), c.active, c.bytes_in, c.bytes_out)).collect();
+    assert_eq!(seen, [("192.0.2.7:40000", true, 120, 5000), ("192.0.2.8:40001", true, 40, 700)]);
+
+    sim.close(&a).unwrap();
+    assert_eq!(loxilb_api::connections(&api.list_conntrack().unwrap(), &rule.key()).len(), 1);
+    assert_eq!(api.list_rules().unwrap()[0].endpoints[0].bytes, 120, "closing keeps the endpoint counter");
+    assert!(sim.carry(&a, 1, 1).unwrap_err().to_string().contains("is not open"));
+    assert_eq!(sim.open(&loxilb_sim::Flow::tcp("192.0.2.9:1", "10.0.0.99", 80)).unwrap_err().to_string(), "no rule serves 10.0.0.99:80/tcp");
+    sim.restart();
+    assert!(api.list_conntrack().unwrap().is_empty());
+}
+
+/// Full NAT (`mode` 2) and full proxy (`mode` 4) rules show their connections as LoxiLB lists them in those
+/// modes, and the typed wire still finds each connection's bytes out (none to tell apart in full proxy).
+#[test]
+fn full_nat_and_full_proxy_connections_have_their_modes_shapes() {
+    let sim = Simulator::start(ErrorStyle::Coded).unwrap();
+    let api = Node::new(sim.url(), std::time::Duration::from_secs(5));
+    let fullnat =
+        LbRule { service: ServiceArgs { mode: 2, ..service("10.0.0.20", 80, "tcp") }, endpoints: endpoints(&["10.0.1.1"], 8080, 1), ..LbRule::default() };
+    let proxy =
+        LbRule { service: ServiceArgs { mode: 4, ..service("10.0.0.21", 80, "tcp") }, endpoints: endpoints(&["10.0.1.2"], 8080, 1), ..LbRule::default() };
+    for rule in [&fullnat, &proxy] {
+        api.apply(&LoxilbCall::UpsertRule(rule.clone())).unwrap();
+        let flow = loxilb_sim::Flow::tcp("192.0.2.7:40000", &rule.service.external_ip, 80);
+        sim.open(&flow).unwrap();
+        sim.carry(&flow, 100, 900).unwrap();
+    }
+    let table = api.list_conntrack().unwrap();
+    let acts: Vec<&str> = table.iter().map(|e| e.conntrack_act.as_str()).collect();
+    assert_eq!(acts, ["fdnat-198.51.100.1,10.0.1.1:8080:w0", "fsnat-10.0.0.20,192.0.2.7:80:w0", "fp|198.51.100.1:40000->10.0.1.2:8080|tcp"]);
+    assert_eq!((table[1].destination_ip.as_str(), table[1].destination_port, table[1].bytes), ("198.51.100.1", 40000, 900));
+    assert_eq!(table[2].bytes, 1000, "a full-proxy entry counts both directions");
+    let out = |rule: &LbRule| loxilb_api::connections(&table, &rule.key()).iter().map(|c| c.bytes_out).collect::<Vec<_>>();
+    assert_eq!((out(&fullnat), out(&proxy)), (vec![900], vec![0]));
+    sim.close(&loxilb_sim::Flow::tcp("192.0.2.7:40000", "10.0.0.20", 80)).unwrap();
+    assert_eq!(api.list_conntrack().unwrap().len(), 1);
+}

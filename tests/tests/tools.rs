@@ -117,7 +117,7 @@ fn operating_status_follows_loxilb_and_statistics_cover_programmed_listeners() {
     assert_eq!(healthy["members"], json!([{"id": "m1", "operating_status": "ONLINE"}]));
     assert_eq!(healthy["listeners"], json!([{"id": L1, "operating_status": "ONLINE"}]));
     assert_eq!(healthy["loadbalancers"], json!([{"id": LB, "operating_status": "ONLINE"}]));
-    let stats = sandbox.statistics().unwrap().unwrap();
+    let stats = sandbox.statistics(&mut Default::default()).unwrap().unwrap();
     assert_eq!(stats.len(), 1);
     assert_eq!(stats[0].listener_id, L1);
 
@@ -127,7 +127,7 @@ fn operating_status_follows_loxilb_and_statistics_cover_programmed_listeners() {
     assert_eq!(lost["pools"], json!([{"id": P1, "operating_status": "ERROR"}]));
     assert_eq!(lost["listeners"], json!([{"id": L1, "operating_status": "ERROR"}]));
     assert_eq!(lost["loadbalancers"], json!([{"id": LB, "operating_status": "ERROR"}]), "its only listener's rule is gone");
-    assert!(sandbox.statistics().unwrap().unwrap().is_empty());
+    assert!(sandbox.statistics(&mut Default::default()).unwrap().unwrap().is_empty());
 }
 
 #[test]
