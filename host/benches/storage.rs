@@ -84,7 +84,7 @@ impl MappingStore for Probe {
         self.handoff_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         r
     }
-    fn write_snapshot_with(&self, encode: Box<dyn FnOnce() -> Vec<u8> + Send>) -> Result<(), String> {
+    fn write_snapshot_with(&self, encode: host::caps::storage::SnapshotEncoder) -> Result<(), String> {
         COMPACTIONS.fetch_add(1, Ordering::Relaxed);
         let t = Instant::now();
         let r = self.store.write_snapshot_with(encode);

@@ -258,7 +258,7 @@ mod tests {
     #[derive(Default)]
     struct Deferring {
         journal: std::sync::Mutex<Vec<Vec<u8>>>,
-        encoder: std::sync::Mutex<Option<Box<dyn FnOnce() -> Vec<u8> + Send>>>,
+        encoder: std::sync::Mutex<Option<crate::caps::storage::SnapshotEncoder>>,
     }
 
     impl MappingStore for Deferring {
@@ -268,7 +268,7 @@ mod tests {
         fn write_snapshot(&self, _: Vec<u8>) -> Result<(), String> {
             panic!("compaction must not encode on the operation's path")
         }
-        fn write_snapshot_with(&self, encode: Box<dyn FnOnce() -> Vec<u8> + Send>) -> Result<(), String> {
+        fn write_snapshot_with(&self, encode: crate::caps::storage::SnapshotEncoder) -> Result<(), String> {
             self.journal.lock().unwrap().clear();
             *self.encoder.lock().unwrap() = Some(encode);
             Ok(())

@@ -770,7 +770,7 @@ impl MappingStore for FileStore {
         self.write_snapshot_with(Box::new(move || data))
     }
 
-    fn write_snapshot_with(&self, encode: Box<dyn FnOnce() -> Vec<u8> + Send>) -> Result<(), String> {
+    fn write_snapshot_with(&self, encode: super::SnapshotEncoder) -> Result<(), String> {
         let mut writing = self.writing();
         // One write at a time: the next snapshot's journal starts where this one's ends.
         self.settle(&mut writing, true);
@@ -811,8 +811,7 @@ impl MappingStore for FileStore {
         self.synced.notify_all();
         let path = self.path.clone();
         #[cfg(test)]
-        let encode: Box<dyn FnOnce() -> Vec<u8> + Send> =
-            if self.fail_next_write.swap(false, Ordering::SeqCst) { Box::new(|| b"not a document".to_vec()) } else { encode };
+        let encode: super::SnapshotEncoder = if self.fail_next_write.swap(false, Ordering::SeqCst) { Box::new(|| b"not a document".to_vec()) } else { encode };
         // Encoded by the writer: the records appended from now on go to the new segment, whatever the
         // document's encoding takes.
         let spawned = std::thread::Builder::new().name("mapping-snapshot".into()).spawn(move || write_sealed(&path, encode(), next));

@@ -26,6 +26,9 @@ pub use lock::{lock_path, StateLock};
 
 use std::sync::Mutex;
 
+/// Makes a snapshot document when the store is ready for it (see [`MappingStore::write_snapshot_with`]).
+pub type SnapshotEncoder = Box<dyn FnOnce() -> Vec<u8> + Send>;
+
 pub trait MappingStore: Send + Sync {
     fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String>;
     /// Replaces the snapshot and starts a new, empty journal. A store may return once the new journal has
@@ -35,7 +38,7 @@ pub trait MappingStore: Send + Sync {
     /// `write_snapshot` of the document `encode` makes. The new journal starts now; a store may run
     /// `encode` later, off the caller's path (a large mapping takes tens of milliseconds to encode, which
     /// an operation must not wait for).
-    fn write_snapshot_with(&self, encode: Box<dyn FnOnce() -> Vec<u8> + Send>) -> Result<(), String> {
+    fn write_snapshot_with(&self, encode: SnapshotEncoder) -> Result<(), String> {
         self.write_snapshot(encode())
     }
     fn append(&self, record: &[u8]) -> Result<(), String>;
