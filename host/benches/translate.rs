@@ -87,7 +87,7 @@ fn main() {
     let policy = host::runtime::load(&path).expect("the default policy component");
     let mapping = host::app::load_mapping(Arc::new(MemoryStore::default())).unwrap();
     let grants = Grants { loxilb: Arc::new(NoLoxi), mapping, remove_orphans: false, log_target: "bench".into() };
-    let mut sandbox = Sandbox::new(policy, grants, Limits::default(), Settings { nat_mode: "fullnat".into() }).unwrap();
+    let mut sandbox = Sandbox::new(policy, grants, Limits::default(), Settings { nat_mode: "fullnat".into(), bgp: false }).unwrap();
     let plan = sandbox.translate(&op).unwrap().unwrap();
     assert_eq!(plan.calls.len(), 1);
     assert_eq!(plan.mapping.len(), 14);
