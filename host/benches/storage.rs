@@ -155,7 +155,7 @@ fn start(policy: &Arc<host::runtime::LoadedPolicy>, probe: &Arc<Probe>) -> Sandb
     let grants = Grants { loxilb: Arc::new(Ok200), mapping, remove_orphans: false, log_target: "bench".into() };
     // 100k mappings need more than the 256 MiB default: loading and then compacting takes ~320 MiB.
     let limits = Limits { memory_bytes: 1 << 30, call_timeout: Duration::from_secs(600) };
-    Sandbox::new(Arc::clone(policy), grants, limits, Settings { nat_mode: "fullnat".into() }).expect("policy starts")
+    Sandbox::new(Arc::clone(policy), grants, limits, Settings { nat_mode: "fullnat".into(), bgp: false }).expect("policy starts")
 }
 
 fn handle(sandbox: &mut Sandbox, op: &Operation) {
