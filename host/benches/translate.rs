@@ -158,9 +158,10 @@ fn main() {
         let in_guest = per_op(n, || {
             std::hint::black_box(sandbox.translate(std::hint::black_box(&wit_op)).unwrap().unwrap());
         });
-        // A call's view is fresh (its memo starts empty), as in the guest.
+        // Each call gets a view of its own keeping what earlier calls decoded, as in the guest.
+        let mut kept = guest::state::Kept::default();
         let native = per_op(n, || {
-            let state = guest::state::State::new(&mapped);
+            let state = guest::state::State::keeping(&mapped, &mut kept);
             std::hint::black_box(guest::plan::plan(&state, std::hint::black_box(&native_op), &config, "2026-01-01T00:00:00Z").unwrap());
         });
         report(label, in_guest, native);

@@ -8,9 +8,11 @@ mod codec;
 pub use codec::FORMAT_VERSION;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::caps::storage::MappingStore;
+use crate::runtime::bindings::loxilb::octavia::mapping_view::{Lookup, RevisedEntry};
 use crate::runtime::bindings::mapping::{MappingChange, MappingEntry, ResourceType};
 use crate::runtime::bindings::policy_types::LegacyEntry;
 
@@ -22,16 +24,41 @@ pub fn compaction_due(journal_records: u32, mappings: usize) -> bool {
     journal_records > MIN_COMPACTION_RECORDS.max(mappings as u32 / 8)
 }
 
-#[derive(Default, Clone)]
+/// Revisions and generations come from one counter for the whole process: a policy instance may keep
+/// decoded objects under them, so no number may ever describe two different contents — not even after a
+/// recovery replaces the mapping with a new one.
+static NEXT_STAMP: AtomicU64 = AtomicU64::new(1);
+
+fn next_stamp() -> u64 {
+    NEXT_STAMP.fetch_add(1, Ordering::Relaxed)
+}
+
+#[derive(Clone)]
+struct Stored {
+    revision: u64,
+    entry: MappingEntry,
+}
+
+#[derive(Clone)]
 struct Index {
-    entries: HashMap<String, MappingEntry>,
+    /// Each entry with its revision (new at every put of it).
+    entries: HashMap<String, Stored>,
     owners: HashMap<String, String>,
     children: HashMap<String, BTreeSet<String>>,
+    /// New at every change (and for every new index), so the view's answers are all the same while it is.
+    generation: u64,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index { entries: HashMap::new(), owners: HashMap::new(), children: HashMap::new(), generation: next_stamp() }
+    }
 }
 
 impl Index {
     fn put(&mut self, e: MappingEntry) {
         self.remove(&e.octavia_id);
+        self.generation = next_stamp();
         // The key now maps back to this id. An entry that held it keeps it in its own direction: plans never
         // do that (the policy refuses a taken key), so it only comes from a damaged or hand-made file, and
         // the validator reports it rather than the store dropping an entry.
@@ -39,11 +66,12 @@ impl Index {
         if let Some(parent) = &e.parent {
             self.children.entry(parent.clone()).or_default().insert(e.octavia_id.clone());
         }
-        self.entries.insert(e.octavia_id.clone(), e);
+        self.entries.insert(e.octavia_id.clone(), Stored { revision: self.generation, entry: e });
     }
 
     fn remove(&mut self, id: &str) {
-        let Some(old) = self.entries.remove(id) else { return };
+        let Some(Stored { entry: old, .. }) = self.entries.remove(id) else { return };
+        self.generation = next_stamp();
         if self.owners.get(&old.loxilb_key).is_some_and(|o| o == id) {
             self.owners.remove(&old.loxilb_key);
         }
@@ -121,7 +149,8 @@ impl Mapping {
     /// Writes the whole mapping as a new snapshot now (after a migration: the file is then this format).
     pub fn write_snapshot(&self) -> Result<(), String> {
         let index = self.index.read().unwrap();
-        self.storage.write_snapshot(codec::encode_snapshot(index.entries.values(), &crate::caps::clock::rfc3339(crate::caps::clock::now_ms())))
+        self.storage
+            .write_snapshot(codec::encode_snapshot(index.entries.values().map(|s| &s.entry), &crate::caps::clock::rfc3339(crate::caps::clock::now_ms())))
     }
 
     pub fn storage(&self) -> &Arc<dyn MappingStore> {
@@ -129,7 +158,22 @@ impl Mapping {
     }
 
     pub fn get(&self, id: &str) -> Option<MappingEntry> {
-        self.index.read().unwrap().entries.get(id).cloned()
+        self.index.read().unwrap().entries.get(id).map(|s| s.entry.clone())
+    }
+
+    /// The entry of an id with its revision, unless its revision is still `known`.
+    pub fn get_since(&self, id: &str, known: Option<u64>) -> Lookup {
+        let index = self.index.read().unwrap();
+        match index.entries.get(id) {
+            None => Lookup::Absent,
+            Some(stored) if known == Some(stored.revision) => Lookup::Unchanged,
+            Some(stored) => Lookup::Changed(RevisedEntry { revision: stored.revision, entry: stored.entry.clone() }),
+        }
+    }
+
+    /// Changes whenever the mapping does; never the same for two different contents in this process.
+    pub fn generation(&self) -> u64 {
+        self.index.read().unwrap().generation
     }
 
     pub fn owner(&self, key: &str) -> Option<String> {
@@ -141,7 +185,8 @@ impl Mapping {
     }
 
     pub fn ids(&self, kind: ResourceType) -> Vec<String> {
-        let mut ids: Vec<String> = self.index.read().unwrap().entries.values().filter(|e| e.resource_type == kind).map(|e| e.octavia_id.clone()).collect();
+        let mut ids: Vec<String> =
+            self.index.read().unwrap().entries.values().filter(|s| s.entry.resource_type == kind).map(|s| s.entry.octavia_id.clone()).collect();
         ids.sort_unstable();
         ids
     }
@@ -156,7 +201,7 @@ impl Mapping {
 
     /// Every entry, in id order.
     pub fn entries(&self) -> Vec<MappingEntry> {
-        let mut all: Vec<MappingEntry> = self.index.read().unwrap().entries.values().cloned().collect();
+        let mut all: Vec<MappingEntry> = self.index.read().unwrap().entries.values().map(|s| s.entry.clone()).collect();
         all.sort_by(|a, b| a.octavia_id.cmp(&b.octavia_id));
         all
     }
@@ -178,7 +223,7 @@ impl Mapping {
         }
         crate::metrics::MAPPING_ENTRIES.set(index.entries.len() as u64);
         if compaction_due(self.storage.journal_length(), index.entries.len()) {
-            let snapshot = codec::encode_snapshot(index.entries.values(), &crate::caps::clock::rfc3339(crate::caps::clock::now_ms()));
+            let snapshot = codec::encode_snapshot(index.entries.values().map(|s| &s.entry), &crate::caps::clock::rfc3339(crate::caps::clock::now_ms()));
             if let Err(e) = self.storage.write_snapshot(snapshot) {
                 tracing::error!("could not write the mapping snapshot: {e}");
             }
@@ -190,7 +235,7 @@ impl Mapping {
     pub fn problems(&self) -> Vec<String> {
         let index = self.index.read().unwrap();
         let mut problems = Vec::new();
-        for (id, e) in &index.entries {
+        for (id, Stored { entry: e, .. }) in &index.entries {
             if index.owners.get(&e.loxilb_key).map(String::as_str) != Some(id.as_str()) {
                 problems.push(format!("{id}: key {} does not map back to it", e.loxilb_key));
             }
@@ -246,6 +291,35 @@ mod tests {
         assert_eq!(again.owner("k3").as_deref(), Some("m3"));
         assert_eq!(again.get("m2").unwrap().metadata, r#"{"opaque":true}"#, "metadata is kept byte for byte");
         assert!(again.problems().is_empty());
+    }
+
+    #[test]
+    fn a_put_gives_a_new_revision_and_a_new_generation_never_reused_by_another_mapping() {
+        let (mapping, _) = Mapping::load(Arc::new(MemoryStore::default())).unwrap();
+        let empty = mapping.generation();
+        mapping.apply(vec![MappingChange::Put(entry("lb", "10.0.0.1", None))]).unwrap();
+        let Lookup::Changed(first) = mapping.get_since("lb", None) else { panic!("an entry") };
+        assert_ne!(mapping.generation(), empty);
+        assert_eq!(mapping.get_since("lb", Some(first.revision)), Lookup::Unchanged);
+
+        let mut same_id = entry("lb", "10.0.0.1", None);
+        same_id.metadata = r#"{"opaque":false}"#.into();
+        let before = mapping.generation();
+        mapping.apply(vec![MappingChange::Put(same_id.clone())]).unwrap();
+        assert_ne!(mapping.generation(), before);
+        let Lookup::Changed(second) = mapping.get_since("lb", Some(first.revision)) else { panic!("the new put is seen") };
+        assert!(second.revision > first.revision && second.entry == same_id);
+
+        let before = mapping.generation();
+        mapping.apply(vec![MappingChange::Remove("lb".into())]).unwrap();
+        assert_ne!(mapping.generation(), before);
+        assert_eq!(mapping.get_since("lb", Some(first.revision)), Lookup::Absent);
+
+        // A recovery's new mapping: the same puts never hand out a number a policy may still hold.
+        let again = Mapping::empty(Arc::new(MemoryStore::default()));
+        again.apply(vec![MappingChange::Put(entry("lb", "10.0.0.1", None))]).unwrap();
+        let Lookup::Changed(other) = again.get_since("lb", Some(first.revision)) else { panic!("not the old revision") };
+        assert!(other.revision > first.revision && again.generation() > mapping.generation());
     }
 
     #[test]
