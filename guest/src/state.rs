@@ -1,5 +1,6 @@
 //! The mapping as the policy reads it: a memoising, read-only view over what the host serves (the
-//! `mapping-view` import) or over entries held in memory (native tests, recovery's staging).
+//! `mapping-view` import) or over entries held in memory (native tests, recovery's staging). A policy
+//! instance keeps what it read between calls (`Kept`), checked against the host's revisions.
 //!
 //! The host owns the mapping and its storage. An entry's metadata is this policy's own JSON (the seed's
 //! `additional_metadata`): the Octavia object, and for listeners the rule last programmed, enough to
