@@ -1,5 +1,6 @@
 //! The component's exports: thin glue from the WIT functions to the policy's plain Rust, over the host's
-//! mapping view. Nothing is kept between calls but the settings: the mapping is the host's.
+//! mapping view. Nothing is kept between calls but the settings and what the view read (`state::Kept`,
+//! checked against the host's revisions): the mapping is the host's.
 
 use std::cell::RefCell;
 
@@ -8,12 +9,14 @@ use crate::mapping::MappingChange;
 use crate::octavia::{ObjectStatus, Operation};
 use crate::policy::Guest;
 use crate::policy_types::{DesiredRule, LegacyEntry, ListenerStats, Migration, Plan, PolicyError, PolicyInfo, Recovery, Refusal, Settings};
-use crate::state::{Change, State};
+use crate::state::{Change, Kept, State};
 use crate::translate::{nat_mode_from_name, Config, Profile};
 use loxilb_policy_sdk::view::{log, now_ms, HostMapping, Level};
 
 thread_local! {
     static CONFIG: RefCell<Config> = RefCell::new(Config::default());
+    /// What this instance read from the host's mapping, for the next calls.
+    static KEPT: RefCell<Kept> = RefCell::new(Kept::default());
 }
 
 /// What distinguishes one policy built from this library from another.
@@ -33,8 +36,10 @@ pub fn wit_change(change: Change) -> MappingChange {
 }
 
 fn with_state<R>(f: impl FnOnce(&State, &Config) -> R) -> R {
-    let state = State::new(&HostMapping);
-    CONFIG.with_borrow(|config| f(&state, config))
+    KEPT.with_borrow_mut(|kept| {
+        let state = State::keeping(&HostMapping, kept);
+        CONFIG.with_borrow(|config| f(&state, config))
+    })
 }
 
 impl<D: Definition> Guest for Component<D> {

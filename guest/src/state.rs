@@ -1,11 +1,12 @@
 //! The mapping as the policy reads it: a memoising, read-only view over what the host serves (the
-//! `mapping-view` import) or over entries held in memory (native tests, recovery's staging).
+//! `mapping-view` import) or over entries held in memory (native tests, recovery's staging). A policy
+//! instance keeps what it read between calls (`Kept`), checked against the host's revisions.
 //!
 //! The host owns the mapping and its storage. An entry's metadata is this policy's own JSON (the seed's
 //! `additional_metadata`): the Octavia object, and for listeners the rule last programmed, enough to
 //! re-render every rule from the mapping alone.
 
-use std::cell::{OnceCell, UnsafeCell};
+use std::cell::{Cell, OnceCell, UnsafeCell};
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
@@ -232,7 +233,7 @@ pub enum Change {
     Remove { id: String },
 }
 
-pub use loxilb_policy_sdk::view::{Memory, Source};
+pub use loxilb_policy_sdk::view::{Lookup, Memory, Source};
 
 /// Applies a plan's change to an in-memory mapping (tests, recovery's staging).
 pub fn apply(memory: &mut Memory, change: Change) {
@@ -242,9 +243,10 @@ pub fn apply(memory: &mut Memory, change: Change) {
     })
 }
 
-/// An append-only map whose values never move once inserted (each is boxed), so it can hand out
-/// references while still taking new entries behind `&self`. A policy call is single-threaded and the
-/// memo lives for one call: nothing is ever removed or replaced while a reference is out.
+/// A map handing out references to its values behind `&self`, as a policy call reads the mapping: each
+/// value is boxed, so a rehash does not move it. A value is replaced only before any reference to it was
+/// handed out in the current call (`State::get` checks that by the slot's epoch), and the whole map is
+/// cleared only between calls, when no `State` borrows it.
 struct Memo<T> {
     map: UnsafeCell<Map<String, Box<T>>>,
 }
@@ -257,16 +259,100 @@ impl<T> Default for Memo<T> {
 
 impl<T> Memo<T> {
     fn get_or_insert_with(&self, key: &str, make: impl FnOnce() -> T) -> &T {
-        // SAFETY: `make` cannot reach this memo (it only asks the source), values are boxed so a rehash
-        // does not move them, and no value is removed or replaced while `self` is borrowed.
+        self.refresh(key, |kept| match kept {
+            Some(_) => None,
+            None => Some(make()),
+        })
+    }
+
+    /// The value of `key`: the kept one when `fresh` returns `None`, else the one it returns. `fresh` must
+    /// not reach this memo (it only asks the source), and must return a value for a key it finds nothing
+    /// under.
+    fn refresh(&self, key: &str, fresh: impl FnOnce(Option<&T>) -> Option<T>) -> &T {
+        // SAFETY: values are boxed and never freed while a reference to them is out (see the type's
+        // comment); `fresh` cannot reach the map, so no borrow of it overlaps the insertion.
         unsafe {
-            if let Some(v) = (*self.map.get()).get(key) {
-                return &*(v.as_ref() as *const T);
+            let kept = (*self.map.get()).get(key).map(|v| v.as_ref() as *const T);
+            match fresh(kept.map(|p| &*p)) {
+                None => &*kept.expect("fresh returns a value for a key it found nothing under"),
+                Some(value) => {
+                    let value = Box::new(value);
+                    let at = value.as_ref() as *const T;
+                    (*self.map.get()).insert(key.to_string(), value);
+                    &*at
+                }
             }
-            let value = Box::new(make());
-            let at = value.as_ref() as *const T;
-            (*self.map.get()).insert(key.to_string(), value);
-            &*at
+        }
+    }
+
+    fn len(&mut self) -> usize {
+        self.map.get_mut().len()
+    }
+
+    fn clear(&mut self) {
+        self.map.get_mut().clear()
+    }
+}
+
+/// One entry as this instance last read it, and the epoch it was last checked against the host in.
+struct Slot {
+    checked: Cell<u64>,
+    /// None while the id has no entry.
+    revision: Option<u64>,
+    entry: Option<Entry>,
+}
+
+/// At most this many entries are kept from one call to the next: a call that read more (desired rules over
+/// the whole mapping) leaves them for the next call to drop, so a policy's memory does not grow with the
+/// mapping between calls.
+pub const KEPT_ENTRIES: usize = 16_384;
+
+/// What a policy instance keeps between its calls, so it decodes an entry's metadata once per revision
+/// instead of once per call: every entry it read, under the revision it had (its object decoded once
+/// used), and the owners and children it asked for, while the mapping's generation stays the same.
+///
+/// Nothing stale can be used: the owners and children are dropped as soon as the generation differs from
+/// the one they were read under, and an entry is used in a new generation only once the host says its
+/// revision is still the one kept (`get-since`). The host never gives a revision or generation twice, so
+/// a recovery's new mapping cannot be mistaken for the old one; a plan's own changes are never kept (only
+/// the host's answers are), so a plan the host did not commit leaves no trace; a new instance (a swap, a
+/// trap) starts with nothing.
+#[derive(Default)]
+pub struct Kept {
+    /// The generation the owners and children were read under; `None`: nothing may be reused.
+    generation: Option<u64>,
+    /// Bumped with every new generation: a slot checked in this epoch is the host's current entry.
+    epoch: u64,
+    entries: Memo<Slot>,
+    owners: Memo<Option<String>>,
+    children: Memo<Vec<String>>,
+}
+
+impl Kept {
+    /// Readies what was kept for a call over `source`, whose generation is now `generation`.
+    fn begin(&mut self, generation: Option<u64>) {
+        if generation.is_none() || generation != self.generation {
+            self.owners.clear();
+            self.children.clear();
+            self.epoch += 1;
+        }
+        if generation.is_none() || self.entries.len() > KEPT_ENTRIES {
+            self.entries.clear();
+        }
+        self.generation = generation;
+    }
+}
+
+enum Held<'s> {
+    Own(Box<Kept>),
+    Borrowed(&'s mut Kept),
+}
+
+impl Held<'_> {
+    fn kept(&self) -> &Kept {
+        match self {
+            Held::Own(kept) => kept,
+            Held::Borrowed(kept) => kept,
         }
     }
 }
@@ -274,28 +360,54 @@ impl<T> Memo<T> {
 /// The mapping as one policy call sees it.
 pub struct State<'s> {
     source: &'s dyn Source,
-    entries: Memo<Option<Entry>>,
-    owners: Memo<Option<String>>,
-    children: Memo<Vec<String>>,
+    held: Held<'s>,
 }
 
 impl<'s> State<'s> {
+    /// A view keeping nothing beyond itself.
     pub fn new(source: &'s dyn Source) -> Self {
-        State { source, entries: Memo::default(), owners: Memo::default(), children: Memo::default() }
+        let mut kept = Box::<Kept>::default();
+        kept.begin(source.generation());
+        State { source, held: Held::Own(kept) }
+    }
+
+    /// A view reusing what earlier calls over the same source kept in `kept` (a policy instance keeps one
+    /// for the host's mapping). `kept` must only ever be used with one source: one source's generation only
+    /// grows, so a change committed while a call ran shows as a new generation to the next call.
+    pub fn keeping(source: &'s dyn Source, kept: &'s mut Kept) -> Self {
+        kept.begin(source.generation());
+        State { source, held: Held::Borrowed(kept) }
     }
 
     pub fn get(&self, id: &str) -> Option<&Entry> {
-        self.entries.get_or_insert_with(id, || self.source.get(id).map(|e| Entry::from_wit(e).1)).as_ref()
+        let kept = self.held.kept();
+        let epoch = kept.epoch;
+        let slot = kept.entries.refresh(id, |slot| {
+            if slot.is_some_and(|s| s.checked.get() == epoch) {
+                return None;
+            }
+            match self.source.get_since(id, slot.and_then(|s| s.revision)) {
+                Lookup::Unchanged => {
+                    slot.expect("the host answers unchanged only to a known revision").checked.set(epoch);
+                    None
+                }
+                Lookup::Absent => Some(Slot { checked: Cell::new(epoch), revision: None, entry: None }),
+                Lookup::Changed(revised) => {
+                    Some(Slot { checked: Cell::new(epoch), revision: Some(revised.revision), entry: Some(Entry::from_wit(revised.entry).1) })
+                }
+            }
+        });
+        slot.entry.as_ref()
     }
 
     /// The id whose key `key` is (the seed's `loxilb_to_octavia`).
     pub fn owner(&self, key: &str) -> Option<&str> {
-        self.owners.get_or_insert_with(key, || self.source.owner(key)).as_deref()
+        self.held.kept().owners.get_or_insert_with(key, || self.source.owner(key)).as_deref()
     }
 
     /// The ids whose parent is `parent`, in id order.
     pub fn children(&self, parent: &str) -> Vec<&str> {
-        self.children.get_or_insert_with(parent, || self.source.children(parent)).iter().map(String::as_str).collect()
+        self.held.kept().children.get_or_insert_with(parent, || self.source.children(parent)).iter().map(String::as_str).collect()
     }
 
     /// The ids of every entry of one type, in id order.
@@ -329,6 +441,13 @@ mod tests {
         fn get(&self, id: &str) -> Option<MappingEntry> {
             self.asked.set(self.asked.get() + 1);
             self.inner.get(id)
+        }
+        fn get_since(&self, id: &str, known: Option<u64>) -> Lookup {
+            self.asked.set(self.asked.get() + 1);
+            self.inner.get_since(id, known)
+        }
+        fn generation(&self) -> Option<u64> {
+            self.inner.generation()
         }
         fn owner(&self, key: &str) -> Option<String> {
             self.asked.set(self.asked.get() + 1);
@@ -371,6 +490,92 @@ mod tests {
             assert!(state.get("missing").is_none());
         }
         assert_eq!(source.asked.get(), 4, "each id, key and parent is asked for once");
+    }
+
+    fn weight(state: &State, id: &str) -> u32 {
+        match state.get(id).expect("mapped").object() {
+            Object::Member(m) => m.weight,
+            other => panic!("not a member: {other:?}"),
+        }
+    }
+
+    fn weighted(id: &str, weight: u32) -> Entry {
+        let mut entry = member(id, "pool");
+        let Object::Member(mut m) = entry.object().clone() else { unreachable!() };
+        m.weight = weight;
+        entry.set_object(Object::Member(m));
+        entry
+    }
+
+    #[test]
+    fn a_kept_entry_is_decoded_once_per_revision_and_a_new_put_of_its_id_is_seen_by_the_next_call() {
+        let mut memory = Memory::default();
+        apply(&mut memory, Change::Put { id: "a".into(), entry: weighted("a", 1) });
+        let mut kept = Kept::default();
+        let decoded = |memory: &Memory, kept: &mut Kept| {
+            let source = Counting { inner: memory, asked: Cell::new(0) };
+            let state = State::keeping(&source, kept);
+            let at = state.get("a").expect("mapped").object() as *const Object as usize;
+            (weight(&state, "a"), at, source.asked.get())
+        };
+        let (w, first, asked) = decoded(&memory, &mut kept);
+        assert_eq!((w, asked), (1, 1));
+        let (w, again, asked) = decoded(&memory, &mut kept);
+        assert_eq!((w, again, asked), (1, first, 0), "same generation: nothing asked, nothing decoded again");
+
+        // Another entry changes: the kept one is checked (one question, nothing crosses) and not decoded again.
+        apply(&mut memory, Change::Put { id: "b".into(), entry: weighted("b", 7) });
+        let (w, again, asked) = decoded(&memory, &mut kept);
+        assert_eq!((w, again, asked), (1, first, 1));
+
+        // The same id put again with new metadata: the next call sees the new object.
+        apply(&mut memory, Change::Put { id: "a".into(), entry: weighted("a", 5) });
+        assert_eq!(decoded(&memory, &mut kept).0, 5);
+        apply(&mut memory, Change::Remove { id: "a".into() });
+        let source = Counting { inner: &memory, asked: Cell::new(0) };
+        assert!(State::keeping(&source, &mut kept).get("a").is_none(), "a removed entry is gone at the next call");
+    }
+
+    #[test]
+    fn kept_children_and_owners_are_asked_again_once_the_mapping_changed() {
+        let mut memory = Memory::default();
+        apply(&mut memory, Change::Put { id: "a".into(), entry: member("a", "pool") });
+        let mut kept = Kept::default();
+        let read = |memory: &Memory, kept: &mut Kept| {
+            let state = State::keeping(memory, kept);
+            (state.children("pool").iter().map(|s| s.to_string()).collect::<Vec<_>>(), state.owner("member_b").map(str::to_string))
+        };
+        assert_eq!(read(&memory, &mut kept), (vec!["a".to_string()], None));
+        apply(&mut memory, Change::Put { id: "b".into(), entry: member("b", "pool") });
+        assert_eq!(read(&memory, &mut kept), (vec!["a".to_string(), "b".to_string()], Some("b".to_string())));
+    }
+
+    #[test]
+    fn a_source_without_revisions_is_read_again_at_every_call() {
+        struct Unrevised<'a>(&'a Memory);
+        impl Source for Unrevised<'_> {
+            fn get(&self, id: &str) -> Option<MappingEntry> {
+                self.0.get(id)
+            }
+            fn owner(&self, key: &str) -> Option<String> {
+                self.0.owner(key)
+            }
+            fn children(&self, parent: &str) -> Vec<String> {
+                self.0.children(parent)
+            }
+            fn ids(&self, kind: WitType) -> Vec<String> {
+                self.0.ids(kind)
+            }
+            fn len(&self) -> usize {
+                self.0.len()
+            }
+        }
+        let mut memory = Memory::default();
+        apply(&mut memory, Change::Put { id: "a".into(), entry: weighted("a", 1) });
+        let mut kept = Kept::default();
+        assert_eq!(weight(&State::keeping(&Unrevised(&memory), &mut kept), "a"), 1);
+        apply(&mut memory, Change::Put { id: "a".into(), entry: weighted("a", 2) });
+        assert_eq!(weight(&State::keeping(&Unrevised(&memory), &mut kept), "a"), 2);
     }
 
     #[test]

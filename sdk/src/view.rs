@@ -1,12 +1,26 @@
 //! The mapping as a policy reads it, and the host's log and clock.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use crate::bindings::loxilb::octavia::mapping_view::{Lookup, RevisedEntry};
 use crate::mapping::{MappingChange, MappingEntry, ResourceType};
 
 /// Where a policy reads the mapping from.
 pub trait Source {
     fn get(&self, id: &str) -> Option<MappingEntry>;
+    /// The entry of an id with its revision, unless its revision is still `known`. A source without
+    /// revisions answers every entry as changed (revision 0), so nothing is ever taken as unchanged.
+    fn get_since(&self, id: &str, known: Option<u64>) -> Lookup {
+        let _ = known;
+        self.get(id).map_or(Lookup::Absent, |entry| Lookup::Changed(RevisedEntry { revision: 0, entry }))
+    }
+    /// Changes whenever the mapping does, and is never the same for two different contents, so a policy
+    /// may keep what it read while it stays the same; `None` for a source without revisions (nothing read
+    /// from it may be kept beyond one call).
+    fn generation(&self) -> Option<u64> {
+        None
+    }
     /// The Octavia id a LoxiLB key belongs to.
     fn owner(&self, key: &str) -> Option<String>;
     /// The ids whose parent is `parent`, in id order.
@@ -28,6 +42,12 @@ impl Source for HostMapping {
     fn get(&self, id: &str) -> Option<MappingEntry> {
         crate::bindings::loxilb::octavia::mapping_view::get(id)
     }
+    fn get_since(&self, id: &str, known: Option<u64>) -> Lookup {
+        crate::bindings::loxilb::octavia::mapping_view::get_since(id, known)
+    }
+    fn generation(&self) -> Option<u64> {
+        Some(crate::bindings::loxilb::octavia::mapping_view::generation())
+    }
     fn owner(&self, key: &str) -> Option<String> {
         crate::bindings::loxilb::octavia::mapping_view::owner(key)
     }
@@ -42,13 +62,20 @@ impl Source for HostMapping {
     }
 }
 
-/// A mapping held in memory with the host's rules (a key maps back to the id it was last put under):
-/// native tests, and what a policy stages within one call.
+/// Revisions and generations of every `Memory` in this process: as the host's, no number describes two
+/// different contents, so what a policy keeps from one memory is never taken for another's.
+static NEXT_STAMP: AtomicU64 = AtomicU64::new(1);
+
+/// A mapping held in memory with the host's rules (a key maps back to the id it was last put under, every
+/// put gives a new revision): native tests and benches, and what a policy stages within one call.
 #[derive(Default, Clone, Debug)]
 pub struct Memory {
-    entries: BTreeMap<String, MappingEntry>,
+    /// Each entry with its revision.
+    entries: BTreeMap<String, (u64, MappingEntry)>,
     owners: BTreeMap<String, String>,
     children: BTreeMap<String, BTreeSet<String>>,
+    /// 0 only while nothing was ever put: every empty memory holds the same.
+    generation: u64,
 }
 
 impl Memory {
@@ -61,15 +88,17 @@ impl Memory {
 
     pub fn put(&mut self, e: MappingEntry) {
         self.remove(&e.octavia_id);
+        self.generation = NEXT_STAMP.fetch_add(1, Ordering::Relaxed);
         self.owners.insert(e.loxilb_key.clone(), e.octavia_id.clone());
         if let Some(parent) = &e.parent {
             self.children.entry(parent.clone()).or_default().insert(e.octavia_id.clone());
         }
-        self.entries.insert(e.octavia_id.clone(), e);
+        self.entries.insert(e.octavia_id.clone(), (self.generation, e));
     }
 
     pub fn remove(&mut self, id: &str) {
-        let Some(old) = self.entries.remove(id) else { return };
+        let Some((_, old)) = self.entries.remove(id) else { return };
+        self.generation = NEXT_STAMP.fetch_add(1, Ordering::Relaxed);
         if self.owners.get(&old.loxilb_key).is_some_and(|o| o == id) {
             self.owners.remove(&old.loxilb_key);
         }
@@ -84,13 +113,23 @@ impl Memory {
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &MappingEntry> {
-        self.entries.values()
+        self.entries.values().map(|(_, e)| e)
     }
 }
 
 impl Source for Memory {
     fn get(&self, id: &str) -> Option<MappingEntry> {
-        self.entries.get(id).cloned()
+        self.entries.get(id).map(|(_, e)| e.clone())
+    }
+    fn get_since(&self, id: &str, known: Option<u64>) -> Lookup {
+        match self.entries.get(id) {
+            None => Lookup::Absent,
+            Some((revision, _)) if known == Some(*revision) => Lookup::Unchanged,
+            Some((revision, entry)) => Lookup::Changed(RevisedEntry { revision: *revision, entry: entry.clone() }),
+        }
+    }
+    fn generation(&self) -> Option<u64> {
+        Some(self.generation)
     }
     fn owner(&self, key: &str) -> Option<String> {
         self.owners.get(key).cloned()
@@ -99,7 +138,7 @@ impl Source for Memory {
         self.children.get(parent).map(|s| s.iter().cloned().collect()).unwrap_or_default()
     }
     fn ids(&self, kind: ResourceType) -> Vec<String> {
-        self.entries.values().filter(|e| e.resource_type == kind).map(|e| e.octavia_id.clone()).collect()
+        self.entries.values().filter(|(_, e)| e.resource_type == kind).map(|(_, e)| e.octavia_id.clone()).collect()
     }
     fn len(&self) -> usize {
         self.entries.len()

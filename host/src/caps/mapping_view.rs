@@ -1,12 +1,18 @@
 //! The read-only view of the mapping a policy imports.
 
 use super::HostState;
-use crate::runtime::bindings::loxilb::octavia::mapping_view::Host;
+use crate::runtime::bindings::loxilb::octavia::mapping_view::{Host, Lookup};
 use crate::runtime::bindings::mapping::{MappingEntry, ResourceType};
 
 impl Host for HostState {
     fn get(&mut self, octavia_id: String) -> Option<MappingEntry> {
         self.grants.mapping.get(&octavia_id)
+    }
+    fn get_since(&mut self, octavia_id: String, known_revision: Option<u64>) -> Lookup {
+        self.grants.mapping.get_since(&octavia_id, known_revision)
+    }
+    fn generation(&mut self) -> u64 {
+        self.grants.mapping.generation()
     }
     fn owner(&mut self, loxilb_key: String) -> Option<String> {
         self.grants.mapping.owner(&loxilb_key)

@@ -8,9 +8,11 @@ mod codec;
 pub use codec::FORMAT_VERSION;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::caps::storage::MappingStore;
+use crate::runtime::bindings::loxilb::octavia::mapping_view::{Lookup, RevisedEntry};
 use crate::runtime::bindings::mapping::{MappingChange, MappingEntry, ResourceType};
 use crate::runtime::bindings::policy_types::LegacyEntry;
 
@@ -22,18 +24,43 @@ pub fn compaction_due(journal_records: u32, mappings: usize) -> bool {
     journal_records > MIN_COMPACTION_RECORDS.max(mappings as u32 / 8)
 }
 
-#[derive(Default, Clone)]
-struct Index {
+/// Revisions and generations come from one counter for the whole process: a policy instance may keep
+/// decoded objects under them, so no number may ever describe two different contents — not even after a
+/// recovery replaces the mapping with a new one.
+static NEXT_STAMP: AtomicU64 = AtomicU64::new(1);
+
+fn next_stamp() -> u64 {
+    NEXT_STAMP.fetch_add(1, Ordering::Relaxed)
+}
+
+#[derive(Clone)]
+struct Stored {
+    revision: u64,
     /// Shared, so that a snapshot can be encoded from a copy of the index taken in a moment, off the
     /// operation's path.
-    entries: HashMap<String, Arc<MappingEntry>>,
+    entry: Arc<MappingEntry>,
+}
+
+#[derive(Clone)]
+struct Index {
+    /// Each entry with its revision (new at every put of it).
+    entries: HashMap<String, Stored>,
     owners: HashMap<String, String>,
     children: HashMap<String, BTreeSet<String>>,
+    /// New at every change (and for every new index), so the view's answers are all the same while it is.
+    generation: u64,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index { entries: HashMap::new(), owners: HashMap::new(), children: HashMap::new(), generation: next_stamp() }
+    }
 }
 
 impl Index {
     fn put(&mut self, e: MappingEntry) {
         self.remove(&e.octavia_id);
+        self.generation = next_stamp();
         // The key now maps back to this id. An entry that held it keeps it in its own direction: plans never
         // do that (the policy refuses a taken key), so it only comes from a damaged or hand-made file, and
         // the validator reports it rather than the store dropping an entry.
@@ -41,11 +68,12 @@ impl Index {
         if let Some(parent) = &e.parent {
             self.children.entry(parent.clone()).or_default().insert(e.octavia_id.clone());
         }
-        self.entries.insert(e.octavia_id.clone(), Arc::new(e));
+        self.entries.insert(e.octavia_id.clone(), Stored { revision: self.generation, entry: Arc::new(e) });
     }
 
     fn remove(&mut self, id: &str) {
-        let Some(old) = self.entries.remove(id) else { return };
+        let Some(Stored { entry: old, .. }) = self.entries.remove(id) else { return };
+        self.generation = next_stamp();
         if self.owners.get(&old.loxilb_key).is_some_and(|o| o == id) {
             self.owners.remove(&old.loxilb_key);
         }
@@ -123,7 +151,8 @@ impl Mapping {
     /// Writes the whole mapping as a new snapshot now (after a migration: the file is then this format).
     pub fn write_snapshot(&self) -> Result<(), String> {
         let index = self.index.read().unwrap();
-        self.storage.write_snapshot(codec::encode_snapshot(index.entries.values().map(|e| &**e), &crate::caps::clock::rfc3339(crate::caps::clock::now_ms())))
+        self.storage
+            .write_snapshot(codec::encode_snapshot(index.entries.values().map(|s| &*s.entry), &crate::caps::clock::rfc3339(crate::caps::clock::now_ms())))
     }
 
     pub fn storage(&self) -> &Arc<dyn MappingStore> {
@@ -131,7 +160,22 @@ impl Mapping {
     }
 
     pub fn get(&self, id: &str) -> Option<MappingEntry> {
-        self.index.read().unwrap().entries.get(id).map(|e| MappingEntry::clone(e))
+        self.index.read().unwrap().entries.get(id).map(|s| MappingEntry::clone(&s.entry))
+    }
+
+    /// The entry of an id with its revision, unless its revision is still `known`.
+    pub fn get_since(&self, id: &str, known: Option<u64>) -> Lookup {
+        let index = self.index.read().unwrap();
+        match index.entries.get(id) {
+            None => Lookup::Absent,
+            Some(stored) if known == Some(stored.revision) => Lookup::Unchanged,
+            Some(stored) => Lookup::Changed(RevisedEntry { revision: stored.revision, entry: MappingEntry::clone(&stored.entry) }),
+        }
+    }
+
+    /// Changes whenever the mapping does; never the same for two different contents in this process.
+    pub fn generation(&self) -> u64 {
+        self.index.read().unwrap().generation
     }
 
     pub fn owner(&self, key: &str) -> Option<String> {
@@ -143,7 +187,8 @@ impl Mapping {
     }
 
     pub fn ids(&self, kind: ResourceType) -> Vec<String> {
-        let mut ids: Vec<String> = self.index.read().unwrap().entries.values().filter(|e| e.resource_type == kind).map(|e| e.octavia_id.clone()).collect();
+        let mut ids: Vec<String> =
+            self.index.read().unwrap().entries.values().filter(|s| s.entry.resource_type == kind).map(|s| s.entry.octavia_id.clone()).collect();
         ids.sort_unstable();
         ids
     }
@@ -158,7 +203,7 @@ impl Mapping {
 
     /// Every entry, in id order.
     pub fn entries(&self) -> Vec<MappingEntry> {
-        let mut all: Vec<MappingEntry> = self.index.read().unwrap().entries.values().map(|e| MappingEntry::clone(e)).collect();
+        let mut all: Vec<MappingEntry> = self.index.read().unwrap().entries.values().map(|s| MappingEntry::clone(&s.entry)).collect();
         all.sort_by(|a, b| a.octavia_id.cmp(&b.octavia_id));
         all
     }
@@ -182,7 +227,7 @@ impl Mapping {
         if compaction_due(self.storage.journal_length(), index.entries.len()) {
             // The entries as of this record, taken under the lock (pointers only); the store encodes them
             // once the next segment has started, off this operation's path.
-            let entries: Vec<Arc<MappingEntry>> = index.entries.values().cloned().collect();
+            let entries: Vec<Arc<MappingEntry>> = index.entries.values().map(|s| Arc::clone(&s.entry)).collect();
             let now = crate::caps::clock::rfc3339(crate::caps::clock::now_ms());
             if let Err(e) = self.storage.write_snapshot_with(Box::new(move || codec::encode_snapshot(entries.iter().map(|e| &**e), &now))) {
                 tracing::error!("could not write the mapping snapshot: {e}");
@@ -195,7 +240,7 @@ impl Mapping {
     pub fn problems(&self) -> Vec<String> {
         let index = self.index.read().unwrap();
         let mut problems = Vec::new();
-        for (id, e) in &index.entries {
+        for (id, Stored { entry: e, .. }) in &index.entries {
             if index.owners.get(&e.loxilb_key).map(String::as_str) != Some(id.as_str()) {
                 problems.push(format!("{id}: key {} does not map back to it", e.loxilb_key));
             }
@@ -310,6 +355,35 @@ mod tests {
         assert_eq!(loaded.journal_records, 2, "the late changes are the new journal's");
         assert_eq!(reloaded.entries(), mapping.entries());
         assert!(reloaded.get("m0").is_none() && reloaded.get("late").is_some());
+    }
+
+    #[test]
+    fn a_put_gives_a_new_revision_and_a_new_generation_never_reused_by_another_mapping() {
+        let (mapping, _) = Mapping::load(Arc::new(MemoryStore::default())).unwrap();
+        let empty = mapping.generation();
+        mapping.apply(vec![MappingChange::Put(entry("lb", "10.0.0.1", None))]).unwrap();
+        let Lookup::Changed(first) = mapping.get_since("lb", None) else { panic!("an entry") };
+        assert_ne!(mapping.generation(), empty);
+        assert_eq!(mapping.get_since("lb", Some(first.revision)), Lookup::Unchanged);
+
+        let mut same_id = entry("lb", "10.0.0.1", None);
+        same_id.metadata = r#"{"opaque":false}"#.into();
+        let before = mapping.generation();
+        mapping.apply(vec![MappingChange::Put(same_id.clone())]).unwrap();
+        assert_ne!(mapping.generation(), before);
+        let Lookup::Changed(second) = mapping.get_since("lb", Some(first.revision)) else { panic!("the new put is seen") };
+        assert!(second.revision > first.revision && second.entry == same_id);
+
+        let before = mapping.generation();
+        mapping.apply(vec![MappingChange::Remove("lb".into())]).unwrap();
+        assert_ne!(mapping.generation(), before);
+        assert_eq!(mapping.get_since("lb", Some(first.revision)), Lookup::Absent);
+
+        // A recovery's new mapping: the same puts never hand out a number a policy may still hold.
+        let again = Mapping::empty(Arc::new(MemoryStore::default()));
+        again.apply(vec![MappingChange::Put(entry("lb", "10.0.0.1", None))]).unwrap();
+        let Lookup::Changed(other) = again.get_since("lb", Some(first.revision)) else { panic!("not the old revision") };
+        assert!(other.revision > first.revision && again.generation() > mapping.generation());
     }
 
     #[test]
