@@ -43,11 +43,15 @@ rabbitmq:
 ## Every test: Rust unit, component and end-to-end tests, then the Python provider and Octavia bridge tests
 ## (those load the default policy's file, hence `guests`; cargo test needs no step before it).
 test: guests rabbitmq venv venv-oldest
-	cargo build -p host -p loxilb-sim
 	cargo test --workspace
 	$(PY) -m pytest provider/tests $$(test -d tests/python && echo tests/python) -q
 	$(VENV_OLDEST)/bin/python -m pytest provider/tests -q
 	$(MAKE) --no-print-directory test-octavia
+
+## The debug binaries the Python suites start, built as `cargo test --workspace` builds them: a plain
+## `cargo build -p host` resolves other features for some dependencies and would build wasmtime and the rest a
+## second time (minutes, and a gigabyte of disk).
+DEBUG_BINARIES := cargo test --workspace --no-run -q
 
 ## The real Octavia API from PyPI, its driver-agent and this provider, in a venv of their own. It is rebuilt
 ## only when its requirements change (the stamp file is named by their hash).
@@ -69,7 +73,7 @@ mariadb:
 
 ## End-to-end with the real Octavia API, driver-agent and MariaDB (tests/octavia; see README).
 test-octavia: guests mariadb octavia-venv
-	cargo build -p host -p loxilb-sim
+	$(DEBUG_BINARIES)
 	$(OCTAVIA_VENV)/bin/python -m pytest tests/octavia -q -rxX -p no:cacheprovider
 
 ## Benchmarks (release build); figures are recorded in README.md.
@@ -86,7 +90,7 @@ bench-octavia: guests mariadb octavia-venv
 ## Faults in front of LoxiLB, kill -9 of the host mid-burst and malformed provider-socket messages, through
 ## the real Octavia API (tests/octavia/reliability.py): prints the README's reliability figures.
 reliability: guests mariadb octavia-venv
-	cargo build -p host -p loxilb-sim
+	$(DEBUG_BINARIES)
 	$(OCTAVIA_VENV)/bin/python tests/octavia/reliability.py
 
 ## The host alone over its Unix socket against the simulator, with a fake driver-agent: sustained

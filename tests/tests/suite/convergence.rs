@@ -585,7 +585,7 @@ fn mappings(sandbox: &mut Sandbox) -> Vec<(String, String)> {
 }
 
 const SEEDS: [u64; 4] = [0x9e37_79b9_7f4a_7c15, 17, 0xdead_beef, 4242];
-/// More seeds on demand: `MANY=300 cargo test -p integration-tests --test convergence simulator`.
+/// More seeds on demand: `MANY=300 cargo test -p integration-tests --test suite convergence::random_operations_converge_on_the_simulator`.
 const MANY: u64 = 0;
 const STEPS: usize = 120;
 

@@ -257,7 +257,8 @@ fn a_serving_host_rebuilds_a_damaged_journal_from_loxilb_rather_than_serve_it_ro
 
     let before = host::metrics::STORAGE_JOURNAL_DAMAGE.get();
     let (_storage, _backups, sandbox) = host::app::serving_policy(&config, host::app::loxilb(&config).unwrap()).unwrap();
-    assert_eq!(host::metrics::STORAGE_JOURNAL_DAMAGE.get(), before + 1);
+    // At least: other tests of this binary may load damaged journals at the same moment.
+    assert!(host::metrics::STORAGE_JOURNAL_DAMAGE.get() > before);
     let ids: Vec<String> = sandbox.mappings().unwrap().into_iter().map(|e| e.octavia_id).collect();
     for id in [LB, L1, P1] {
         assert!(ids.contains(&id.to_string()), "{id} missing from {ids:?}");
