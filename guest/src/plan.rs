@@ -238,7 +238,7 @@ impl<'a> Overlay<'a> {
             Object::Loadbalancer(lb) => (keys::loadbalancer_key(&lb.vip_address), lb.vip_address.clone(), 0, String::new()),
             Object::Listener(l) => {
                 let vip = self.vip_of_lb(&l.listener.loadbalancer_id)?;
-                let proto = translate::listener_protocol(&l.listener, &translate::Profile { http_fullproxy: true, ..Default::default() }).unwrap_or("tcp");
+                let proto = translate::key_protocol(&l.listener);
                 (keys::service_key(&vip, l.listener.protocol_port, proto), vip, l.listener.protocol_port, proto.to_string())
             }
             Object::Pool(p) => {

@@ -223,7 +223,13 @@ pub fn desired(state: &State, config: &Config) -> Vec<(String, Option<Rendered>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::translate::Profile;
+    use crate::translate::{ListenerService, Profile, MODE_FULLPROXY};
+
+    /// A profile serving HTTP in full-proxy mode, as the http-fullproxy policy's does.
+    fn fullproxy() -> Profile {
+        let http = |l: &crate::octavia::Listener| (l.protocol == "HTTP").then_some(ListenerService { protocol: "tcp", mode: Some(MODE_FULLPROXY) });
+        Profile { beyond_l4: http, ..Profile::default() }
+    }
 
     /// An HTTP listener, which the full-proxy profile serves in mode 4.
     fn http_loadbalancer() -> crate::octavia::Operation {
@@ -243,7 +249,7 @@ mod tests {
 
     #[test]
     fn recovering_what_the_mapping_already_holds_reports_no_conflict() {
-        let config = Config { profile: Profile { http_fullproxy: true, ..Profile::default() }, ..Config::default() };
+        let config = Config { profile: fullproxy(), ..Config::default() };
         let mut mapping = Memory::default();
         let planned = plan::plan(&State::new(&mapping), &http_loadbalancer(), &config, "now").expect("a plan");
         planned.changes.into_iter().for_each(|c| crate::state::apply(&mut mapping, c));
@@ -266,19 +272,9 @@ mod tests {
     fn rules_the_mapping_lacks_are_adopted_under_the_ids_their_names_carry() {
         let config = Config::default();
         let mut source = Memory::default();
-        let planned = plan::plan(
-            &State::new(&source),
-            &http_loadbalancer(),
-            &Config { profile: Profile { http_fullproxy: true, ..Profile::default() }, ..config.clone() },
-            "now",
-        )
-        .expect("plan");
+        let planned = plan::plan(&State::new(&source), &http_loadbalancer(), &Config { profile: fullproxy(), ..config.clone() }, "now").expect("plan");
         planned.changes.into_iter().for_each(|c| crate::state::apply(&mut source, c));
-        let rule = desired(&State::new(&source), &Config { profile: Profile { http_fullproxy: true, ..Profile::default() }, ..config })
-            .remove(0)
-            .1
-            .expect("rule")
-            .rule;
+        let rule = desired(&State::new(&source), &Config { profile: fullproxy(), ..config }).remove(0).1.expect("rule").rule;
 
         let empty = Memory::default();
         let found = recover(&State::new(&empty), &[rule], "now");

@@ -20,19 +20,33 @@ pub const PERSIST_TIMEOUT_S: u32 = 10_800;
 /// LoxiLB caps probe retries at 100.
 pub const MAX_PROBE_RETRIES: u32 = 100;
 
-/// How a policy variant renders rules. The default policy is L4 only; other policies (built from this
-/// crate) may map HTTP listeners onto LoxiLB's full-proxy mode.
+/// How a listener is served by LoxiLB: the rule's protocol, and the mode when the listener's protocol
+/// fixes one (otherwise the configured NAT mode applies).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerService {
+    pub protocol: &'static str,
+    pub mode: Option<u8>,
+}
+
+/// What a policy built from this library decides for itself. The library serves L4 listeners (TCP, UDP,
+/// SCTP, HTTPS pass-through) and refuses the rest; a policy may serve more (the http-fullproxy policy
+/// serves HTTP in LoxiLB's full-proxy mode) and name its rules its own way.
 #[derive(Clone, Debug)]
 pub struct Profile {
-    /// Map HTTP listeners (and HTTP pools behind them) onto fullproxy mode (4) instead of refusing them.
-    pub http_fullproxy: bool,
+    /// Asked for a listener protocol the library does not serve at L4; `None` refuses the listener.
+    pub beyond_l4: fn(&Listener) -> Option<ListenerService>,
     /// Builds the rule name from (lb, listener, pool) ids.
     pub rule_name: fn(&str, &str, &str) -> String,
 }
 
+/// The library's own answer for protocols beyond L4: none is served.
+pub fn l4_only(_: &Listener) -> Option<ListenerService> {
+    None
+}
+
 impl Default for Profile {
     fn default() -> Self {
-        Profile { http_fullproxy: false, rule_name: keys::rule_name }
+        Profile { beyond_l4: l4_only, rule_name: keys::rule_name }
     }
 }
 
@@ -85,30 +99,43 @@ fn invalid(msg: impl Into<String>) -> PolicyError {
     PolicyError::Invalid(msg.into())
 }
 
-/// LoxiLB protocol for a listener, or the reason it cannot be served.
-pub fn listener_protocol(listener: &Listener, profile: &Profile) -> Result<&'static str, PolicyError> {
+/// How LoxiLB serves a listener, or the reason it cannot be served.
+pub fn listener_service(listener: &Listener, profile: &Profile) -> Result<ListenerService, PolicyError> {
+    let l4 = |protocol| Ok(ListenerService { protocol, mode: None });
     match listener.protocol.as_str() {
-        "TCP" => Ok("tcp"),
-        "UDP" => Ok("udp"),
-        "SCTP" => Ok("sctp"),
+        "TCP" => l4("tcp"),
+        "UDP" => l4("udp"),
+        "SCTP" => l4("sctp"),
         // An HTTPS listener in Octavia is TLS pass-through: plain L4 forwarding of the TCP stream.
-        "HTTPS" => Ok("tcp"),
-        "HTTP" if profile.http_fullproxy => Ok("tcp"),
-        "HTTP" => Err(unsupported(format!(
-            "listener {}: protocol HTTP needs an L7 proxy; this policy programs LoxiLB L4 rules only. Use protocol TCP, or swap in the http-fullproxy policy",
-            listener.id
-        ))),
-        "TERMINATED_HTTPS" => Err(unsupported(format!(
-            "listener {}: protocol TERMINATED_HTTPS (TLS termination with Barbican certificates) is not supported by the LoxiLB provider; use HTTPS (pass-through) or TCP",
-            listener.id
-        ))),
-        other => Err(unsupported(format!("listener {}: protocol {other} is not supported by the LoxiLB provider", listener.id))),
+        "HTTPS" => l4("tcp"),
+        other => match (profile.beyond_l4)(listener) {
+            Some(service) => Ok(service),
+            None if other == "HTTP" => Err(unsupported(format!(
+                "listener {}: protocol HTTP needs an L7 proxy; this policy programs LoxiLB L4 rules only. Use protocol TCP, or swap in the http-fullproxy policy",
+                listener.id
+            ))),
+            None if other == "TERMINATED_HTTPS" => Err(unsupported(format!(
+                "listener {}: protocol TERMINATED_HTTPS (TLS termination with Barbican certificates) is not supported by the LoxiLB provider; use HTTPS (pass-through) or TCP",
+                listener.id
+            ))),
+            None => Err(unsupported(format!("listener {}: protocol {other} is not supported by the LoxiLB provider", listener.id))),
+        },
+    }
+}
+
+/// The transport protocol of a listener's LoxiLB key, whatever the policy: UDP and SCTP are themselves,
+/// everything else runs over TCP.
+pub fn key_protocol(listener: &Listener) -> &'static str {
+    match listener.protocol.as_str() {
+        "UDP" => "udp",
+        "SCTP" => "sctp",
+        _ => "tcp",
     }
 }
 
 /// Checks of a listener that need nothing but the listener.
 pub fn check_listener(listener: &Listener, profile: &Profile) -> Result<(), PolicyError> {
-    listener_protocol(listener, profile)?;
+    listener_service(listener, profile)?;
     if listener.protocol_port == 0 {
         return Err(invalid(format!("listener {}: protocol_port must be 1..65535", listener.id)));
     }
@@ -366,7 +393,8 @@ pub fn render(
     monitor: Option<&HealthMonitor>,
     config: &Config,
 ) -> Result<Option<Rendered>, PolicyError> {
-    let protocol = listener_protocol(listener, &config.profile)?;
+    let served = listener_service(listener, &config.profile)?;
+    let protocol = served.protocol;
     let Some(pool) = pool else { return Ok(None) };
     if !lb.admin_state_up || !listener.admin_state_up || !pool.admin_state_up {
         return Ok(None);
@@ -387,7 +415,7 @@ pub fn render(
             )));
         }
     }
-    let mode = if listener.protocol == "HTTP" { MODE_FULLPROXY } else { nat_mode(lb, config) };
+    let mode = served.mode.unwrap_or_else(|| nat_mode(lb, config));
     let uniform = serving.windows(2).all(|w| w[0].weight == w[1].weight);
     let persistent = pool.session_persistence.as_ref().is_some_and(|sp| sp.kind == "SOURCE_IP");
     let sel = match (pool.lb_algorithm.as_str(), uniform, persistent) {

@@ -28,7 +28,7 @@ mod export {
             // Rule names must carry the Octavia ids in a form `guest::keys::parse_rule_name` understands
             // (or recovery from LoxiLB falls back to deterministic ids), and must not contain `:`, `ipvs`
             // or `static`, which LoxiLB treats specially.
-            Profile { http_fullproxy: false, rule_name: guest::keys::rule_name }
+            Profile { beyond_l4: guest::translate::l4_only, rule_name: guest::keys::rule_name }
         }
     }
 
