@@ -100,9 +100,9 @@ pub fn cli(config: &Config, as_json: bool) -> Result<i32> {
         Ok(desired) => (Some(desired), None),
         Err(e) => (None, Some(format!("drift not compared: {e:#}"))),
     };
-    let reports = reports(&loxilb, desired.as_deref());
+    let reports = reports(&loxilb, desired.as_deref().map(Vec::as_slice));
     if as_json {
-        let out = json!({"desired_rules": desired.as_ref().map(Vec::len), "drift_unknown": why_not, "nodes": reports.iter().map(NodeReport::to_json).collect::<Vec<_>>()});
+        let out = json!({"desired_rules": desired.as_ref().map(|d| d.len()), "drift_unknown": why_not, "nodes": reports.iter().map(NodeReport::to_json).collect::<Vec<_>>()});
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", table(&reports));

@@ -109,7 +109,7 @@ pub fn check(service: &Service, path: &Path) -> Result<Checked> {
     }
     let rules = probe.desired_rules().map_err(|e| refuse(format!("`desired-rules` failed on the current mapping: {e}")))?;
     let mut keys = BTreeSet::new();
-    for rule in &rules {
+    for rule in rules.iter() {
         let s = &rule.rule.service;
         let key = format!("{}:{}/{} block {} host {:?}", s.external_ip, s.port, s.protocol, s.block, s.host);
         if !(1..=32).contains(&rule.rule.endpoints.len()) {

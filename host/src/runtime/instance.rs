@@ -81,6 +81,10 @@ pub struct Sandbox {
     pub instances: u32,
     /// Shown each batch of mapping changes before the host applies it (`observe_commits`).
     pub(crate) commit_observer: Option<CommitObserver>,
+    /// The last `desired-rules` answer, with the mapping generation it was computed from. A policy's
+    /// desired rules are a function of the mapping and its settings (fixed for a sandbox; a swap starts
+    /// another), so a reconciliation pass over an unchanged mapping does not render every rule again.
+    desired: Option<(u64, Arc<Vec<DesiredRule>>)>,
 }
 
 /// What `Sandbox::observe_commits` takes.
@@ -108,6 +112,7 @@ impl Sandbox {
             info: PolicyInfo { name: String::new(), version: String::new(), description: String::new() },
             instances: 0,
             commit_observer: None,
+            desired: None,
         };
         sandbox.ensure_live().map_err(|e| anyhow!("{e}"))?;
         if let Some(legacy) = sandbox.grants.mapping.take_legacy() {
@@ -164,7 +169,23 @@ impl Sandbox {
         self.call(|s, b| b.loxilb_octavia_policy().call_translate(s, op))
     }
 
-    pub fn desired_rules(&mut self) -> Result<Vec<DesiredRule>, CallError> {
+    /// The policy's desired rules for the current mapping; asked again only when the mapping changed.
+    pub fn desired_rules(&mut self) -> Result<Arc<Vec<DesiredRule>>, CallError> {
+        // Read before the call: a change racing with it gives a newer generation, never a stale answer.
+        let generation = self.grants.mapping.generation();
+        if let Some((at, rules)) = &self.desired {
+            if *at == generation {
+                return Ok(Arc::clone(rules));
+            }
+        }
+        let rules = Arc::new(self.render_desired_rules()?);
+        self.desired = Some((generation, Arc::clone(&rules)));
+        Ok(rules)
+    }
+
+    /// Asks the policy for its desired rules, whatever was asked before (the policy's own cost, as the
+    /// benches measure it and the tests of what an instance keeps between calls need it).
+    pub fn render_desired_rules(&mut self) -> Result<Vec<DesiredRule>, CallError> {
         self.call(|s, b| b.loxilb_octavia_policy().call_desired_rules(s))
     }
 

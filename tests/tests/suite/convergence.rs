@@ -550,7 +550,7 @@ fn converges(seed: u64, steps: usize, ipv6: bool, loxilb: Arc<dyn LoxiTransport>
         history.push(method);
         let outcome = sandbox.handle(&op(method, args)).expect("policy runs");
         assert!(outcome.error.is_none(), "seed {seed} step {step} {method} failed: {:?}\nafter {history:?}", outcome.error);
-        let want = desired(&sandbox.desired_rules().unwrap().into_iter().map(|d| d.rule).collect::<Vec<_>>());
+        let want = desired(&sandbox.desired_rules().unwrap().iter().map(|d| d.rule.clone()).collect::<Vec<_>>());
         assert_eq!(visible(&listed()), want, "seed {seed} step {step} ({method}): LoxiLB differs from the desired rules\nafter {history:?}");
         let report = sandbox.reconcile().unwrap().unwrap();
         assert!(

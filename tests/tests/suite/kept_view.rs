@@ -55,13 +55,13 @@ fn started(loxilb: Arc<dyn LoxiTransport>) -> (Arc<Mapping>, Sandbox) {
     let mut sandbox = instance(&default_policy(), &mapping, loxilb);
     let outcome = sandbox.handle(&op("loadbalancer_create", json!({"loadbalancer": tree()}))).expect("no trap");
     assert!(outcome.error.is_none(), "{:?}", outcome.error);
-    assert_eq!(endpoints(&sandbox.desired_rules().expect("no trap")), vec!["10.0.1.1", "10.0.1.2"]);
+    assert_eq!(endpoints(&sandbox.render_desired_rules().expect("no trap")), vec!["10.0.1.1", "10.0.1.2"]);
     (mapping, sandbox)
 }
 
 /// What a fresh instance says the rules are.
 fn fresh_desired(mapping: &Arc<Mapping>) -> Vec<DesiredRule> {
-    instance(&default_policy(), mapping, Arc::new(Switchable::default())).desired_rules().expect("no trap")
+    instance(&default_policy(), mapping, Arc::new(Switchable::default())).render_desired_rules().expect("no trap")
 }
 
 fn endpoints(rules: &[DesiredRule]) -> Vec<String> {
@@ -91,7 +91,7 @@ fn another_instances_committed_plan_is_seen_by_the_next_call() {
         "new_member": {"member_id": M2, "pool_id": P1, "address": "10.0.1.2", "protocol_port": 8080, "weight": 1, "admin_state_up": false}}),
     );
     assert!(new.handle(&disable).expect("no trap").error.is_none());
-    let rules = old.desired_rules().expect("no trap");
+    let rules = old.render_desired_rules().expect("no trap");
     assert_eq!(endpoints(&rules), vec!["10.0.1.1"]);
     assert_eq!(rules, fresh_desired(&mapping));
 }
@@ -101,21 +101,21 @@ fn entries_the_host_rewrites_itself_are_seen_by_the_next_call() {
     let (mapping, mut sandbox) = started(Arc::new(Switchable::default()));
     // Same id, new metadata (as a recovery or a hand-repaired file puts it), nothing else in the entry changed.
     mapping.apply(vec![rewritten(&mapping, M1, "address", json!("10.0.1.9"))]).unwrap();
-    let rules = sandbox.desired_rules().expect("no trap");
+    let rules = sandbox.render_desired_rules().expect("no trap");
     assert_eq!(endpoints(&rules), vec!["10.0.1.2", "10.0.1.9"]);
     assert_eq!(rules, fresh_desired(&mapping));
     // A removal, then the mapping emptied entry by entry.
     mapping.apply(vec![MappingChange::Remove(M2.into())]).unwrap();
-    assert_eq!(endpoints(&sandbox.desired_rules().expect("no trap")), vec!["10.0.1.9"]);
+    assert_eq!(endpoints(&sandbox.render_desired_rules().expect("no trap")), vec!["10.0.1.9"]);
     mapping.apply(mapping.entries().into_iter().map(|e| MappingChange::Remove(e.octavia_id)).collect()).unwrap();
-    assert!(sandbox.desired_rules().expect("no trap").is_empty());
+    assert!(sandbox.render_desired_rules().expect("no trap").is_empty());
 }
 
 #[test]
 fn a_plan_that_fails_leaves_the_next_call_reading_the_mapping_as_it_was() {
     let loxilb = Arc::new(Switchable::default());
     let (mapping, mut sandbox) = started(loxilb.clone());
-    let before = sandbox.desired_rules().expect("no trap");
+    let before = sandbox.render_desired_rules().expect("no trap");
     loxilb.failing.store(true, Ordering::SeqCst);
     let update = op(
         "member_update",
@@ -123,12 +123,12 @@ fn a_plan_that_fails_leaves_the_next_call_reading_the_mapping_as_it_was() {
         "new_member": {"member_id": M1, "pool_id": P1, "address": "10.0.1.1", "protocol_port": 8080, "weight": 1, "admin_state_up": false}}),
     );
     assert!(sandbox.handle(&update).expect("no trap").error.is_some(), "LoxiLB refused the change");
-    assert_eq!(sandbox.desired_rules().expect("no trap"), before);
+    assert_eq!(sandbox.render_desired_rules().expect("no trap"), before);
     assert_eq!(before, fresh_desired(&mapping));
     // The same update once LoxiLB takes it.
     loxilb.failing.store(false, Ordering::SeqCst);
     assert!(sandbox.handle(&update).expect("no trap").error.is_none());
-    assert_eq!(endpoints(&sandbox.desired_rules().expect("no trap")), vec!["10.0.1.2"]);
+    assert_eq!(endpoints(&sandbox.render_desired_rules().expect("no trap")), vec!["10.0.1.2"]);
 }
 
 #[test]
@@ -138,9 +138,29 @@ fn after_a_trap_the_new_instance_reads_the_entries_as_they_are_now() {
     let mut damaged = good.clone();
     damaged.metadata = "not the policy's JSON".into();
     mapping.apply(vec![MappingChange::Put(damaged)]).unwrap();
-    assert!(sandbox.desired_rules().is_err(), "undecodable metadata traps the policy");
+    assert!(sandbox.render_desired_rules().is_err(), "undecodable metadata traps the policy");
     mapping.apply(vec![MappingChange::Put(good), rewritten(&mapping, M2, "address", json!("10.0.1.7"))]).unwrap();
-    let rules = sandbox.desired_rules().expect("the re-instantiated policy");
+    let rules = sandbox.render_desired_rules().expect("the re-instantiated policy");
     assert_eq!(endpoints(&rules), vec!["10.0.1.1", "10.0.1.7"]);
     assert_eq!(rules, fresh_desired(&mapping));
+}
+
+#[test]
+fn desired_rules_are_asked_again_only_when_the_mapping_changed() {
+    let (mapping, mut sandbox) = started(Arc::new(Switchable::default()));
+    let first = sandbox.desired_rules().expect("no trap");
+    // The same answer, not asked again: a reconciliation pass over an unchanged mapping renders nothing.
+    assert!(Arc::ptr_eq(&first, &sandbox.desired_rules().expect("no trap")));
+    mapping.apply(vec![rewritten(&mapping, M1, "address", json!("10.0.1.9"))]).unwrap();
+    let after = sandbox.desired_rules().expect("no trap");
+    assert!(!Arc::ptr_eq(&first, &after));
+    assert_eq!(endpoints(&after), vec!["10.0.1.2", "10.0.1.9"]);
+    // An operation's plan changes the mapping too.
+    let disable = op(
+        "member_update",
+        json!({"old_member": member(M2, P1, "10.0.1.2", 8080, 1),
+        "new_member": {"member_id": M2, "pool_id": P1, "address": "10.0.1.2", "protocol_port": 8080, "weight": 1, "admin_state_up": false}}),
+    );
+    assert!(sandbox.handle(&disable).expect("no trap").error.is_none());
+    assert_eq!(endpoints(&sandbox.desired_rules().expect("no trap")), vec!["10.0.1.9"]);
 }
