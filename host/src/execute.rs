@@ -225,14 +225,6 @@ impl Sandbox {
         Ok(Ok(report))
     }
 
-    /// Operating statuses from LoxiLB's view of the endpoints.
-    pub fn health(&mut self) -> Result<Result<Vec<ObjectStatus>, String>, CallError> {
-        match wire::observed(self.grants().loxilb.as_ref()) {
-            Ok(observed) => Ok(Ok(self.operating_statuses(&observed)?)),
-            Err(e) => Ok(Err(e)),
-        }
-    }
-
     /// Cumulative counters per listener, over every LoxiLB node; `book` keeps the connection counts
     /// between passes (it outlives a policy swap, which replaces the sandbox).
     pub fn statistics(&mut self, book: &mut TrafficBook) -> Result<Result<Vec<ListenerStats>, String>, CallError> {

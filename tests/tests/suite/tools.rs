@@ -105,14 +105,18 @@ fn force_recovery_rebuilds_the_mapping_from_loxilb_with_real_ids() {
 fn operating_status_follows_loxilb_and_statistics_cover_programmed_listeners() {
     let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
     let loxi = Arc::new(HttpLoxi::new(vec![sim.url()], std::time::Duration::from_secs(5)));
-    let mut sandbox = sandbox_with(&default_policy(), loxi, Arc::new(host::caps::storage::MemoryStore::default()));
+    let mut sandbox = sandbox_with(&default_policy(), loxi.clone(), Arc::new(host::caps::storage::MemoryStore::default()));
     let tree = loadbalancer(
         LB,
         "10.30.0.10",
         vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![member("m1", P1, "10.30.1.1", 80, 1)], Some(monitor("h1", P1, "TCP")))))],
     );
     assert!(sandbox.handle(&op("loadbalancer_create", json!({"loadbalancer": tree}))).unwrap().error.is_none());
-    let statuses = |sandbox: &mut host::runtime::instance::Sandbox| -> Value { host::octavia::status::document(&sandbox.health().unwrap().unwrap()) };
+    // The policy's statuses from what LoxiLB holds, as the monitor asks for them.
+    let statuses = |sandbox: &mut host::runtime::instance::Sandbox| -> Value {
+        let observed = host::wire::observed(loxi.as_ref()).unwrap();
+        host::octavia::status::document(&sandbox.operating_statuses(&observed).unwrap())
+    };
     let healthy = statuses(&mut sandbox);
     assert_eq!(healthy["members"], json!([{"id": "m1", "operating_status": "ONLINE"}]));
     assert_eq!(healthy["listeners"], json!([{"id": L1, "operating_status": "ONLINE"}]));
