@@ -5,7 +5,7 @@
 //! The dry-run preview, the conformance checks and the real path all go through these functions: what a
 //! policy's plan says is exactly what happens.
 
-use crate::runtime::bindings::loxilb_types::{LbRule, LoxilbCall};
+use crate::runtime::bindings::loxilb_types::{LbRule, LoxilbCall, ObservedRule};
 use crate::runtime::bindings::mapping::{MappingChange, MappingEntry};
 use crate::runtime::bindings::octavia::{ObjectStatus, Operation};
 use crate::runtime::bindings::policy_types::{ListenerStats, PolicyError};
@@ -181,12 +181,21 @@ impl Sandbox {
 
     /// `reconcile` against one target: the policy's LoxiLB, or one node of its cluster.
     pub fn reconcile_on(&mut self, loxi: &(dyn crate::caps::loxilb::LoxiTransport + 'static)) -> Result<Result<ReconcileReport, String>, CallError> {
-        let observed = match wire::observed(loxi) {
-            Ok(o) => o,
-            Err(e) => return Ok(Err(e)),
-        };
+        match wire::observed(loxi) {
+            Ok(observed) => self.reconcile_observed(loxi, &observed),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// `reconcile_on` from rules `loxi` listed already; the list must be no older than the mapping and
+    /// the policy (see `Monitor::reconcile_target`), or it would undo what came after it.
+    pub fn reconcile_observed(
+        &mut self,
+        loxi: &(dyn crate::caps::loxilb::LoxiTransport + 'static),
+        observed: &[ObservedRule],
+    ) -> Result<Result<ReconcileReport, String>, CallError> {
         let desired = self.desired_rules()?;
-        let drift = crate::drift::drift(&desired, &observed);
+        let drift = crate::drift::drift(&desired, observed);
         let mut report = ReconcileReport::default();
         let repairs = drift.missing.iter().map(|want| (*want, None)).chain(drift.different.iter().map(|(want, got)| (*want, Some(*got))));
         for (want, got) in repairs {

@@ -350,7 +350,23 @@ impl Monitor {
 
     /// One target brought to the desired rules; a node with nothing left to fix is up to date again.
     fn reconcile_target(&self, target: &Target) {
-        let result = self.service.sandbox.lock().unwrap().reconcile_on(target.transport.as_ref());
+        // LoxiLB's list is read outside the policy lock, so operations are not held up by it (2,048 rules
+        // take tens of milliseconds to list and decode). It is used only if no operation committed a
+        // change and no swap replaced the policy while it was read; otherwise it is read again under the
+        // lock (a list older than the mapping would have the pass re-program what came after it).
+        let (mapping, policy) = {
+            let sandbox = self.service.sandbox.lock().unwrap();
+            (Arc::clone(sandbox.mapping()), Arc::clone(&sandbox.policy))
+        };
+        let generation = mapping.generation();
+        let listed = crate::wire::observed(target.transport.as_ref());
+        let mut sandbox = self.service.sandbox.lock().unwrap();
+        let current = Arc::ptr_eq(sandbox.mapping(), &mapping) && Arc::ptr_eq(&sandbox.policy, &policy) && mapping.generation() == generation;
+        let result = match listed {
+            Ok(observed) if current => sandbox.reconcile_observed(target.transport.as_ref(), &observed),
+            _ => sandbox.reconcile_on(target.transport.as_ref()),
+        };
+        drop(sandbox);
         match result {
             Ok(Ok(report)) => {
                 if !report.reprogrammed.is_empty() || !report.orphans.is_empty() || !report.failures.is_empty() {

@@ -189,3 +189,58 @@ fn loxilb_down_is_one_warning_not_one_per_check() {
     assert!(warnings.iter().any(|l| l.contains("LoxiLB is unreachable")), "{log}");
     assert!(warnings.len() <= 2, "ten checks of a LoxiLB that is down logged {} warnings:\n{log}", warnings.len());
 }
+
+/// LoxiLB whose rule list arrives `delay` after LoxiLB answered (so it may be older than what happened
+/// meanwhile); every other request goes straight through.
+struct SlowListing {
+    inner: Arc<dyn LoxiTransport>,
+    delay: Duration,
+}
+
+impl LoxiTransport for SlowListing {
+    fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
+        let reply = self.inner.request(method, path, body);
+        if method == "GET" && path.starts_with("/config/loadbalancer/all") {
+            std::thread::sleep(self.delay);
+        }
+        reply
+    }
+}
+
+#[test]
+fn a_slow_rule_list_does_not_hold_up_operations_and_a_change_meanwhile_is_not_undone() {
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
+    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
+    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let slow: Arc<dyn LoxiTransport> = Arc::new(SlowListing { inner: loxilb, delay: Duration::from_secs(2) });
+    let monitor =
+        Monitor { service: Arc::clone(&service), loxilb: slow, agent: None, stats_interval: Duration::ZERO, reconcile_interval: Duration::from_secs(3600) };
+    let tree = loadbalancer(
+        LB,
+        "10.41.0.10",
+        vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![member(M1, P1, "10.41.1.1", 8080, 1)], None)))],
+    );
+    service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+
+    sim.clear_requests();
+    std::thread::scope(|s| {
+        let pass = s.spawn(|| monitor.reconcile());
+        std::thread::sleep(Duration::from_millis(300));
+        // The pass is reading LoxiLB's list (2 s): an operation goes through meanwhile.
+        let started = std::time::Instant::now();
+        let statuses = service.apply("member_create", &json!({"member": member("dddddddd-0000-4000-8000-000000000102", P1, "10.41.1.2", 8080, 1)}));
+        assert!(started.elapsed() < Duration::from_secs(1), "the operation waited {:?} for the reconciliation", started.elapsed());
+        assert_eq!(host::octavia::status::document(&statuses)["members"][0]["provisioning_status"], "ACTIVE");
+        let by_operation = posts(&sim);
+        pass.join().unwrap();
+        // The list read before the member was added is not acted on (it would re-program the rule): the
+        // pass read it again.
+        assert_eq!(posts(&sim), by_operation, "the pass re-programmed from a list older than the operation: {:?}", sim.requests());
+    });
+    let endpoints: Vec<String> = sim.rules()[0]["endpoints"].as_array().unwrap().iter().map(|e| e["endpointIP"].as_str().unwrap().to_string()).collect();
+    assert_eq!(endpoints, vec!["10.41.1.1", "10.41.1.2"]);
+    sim.clear_requests();
+    monitor.reconcile();
+    assert_eq!(posts(&sim), 0, "LoxiLB holds the desired rules: {:?}", sim.requests());
+}
