@@ -4,11 +4,13 @@
 //! balancer, listener and pool. Endpoints carry no ids: their members get deterministic ids, which an
 //! operation naming the real member replaces (see `keys::is_deterministic_id`).
 
+use std::collections::HashMap;
+
 use crate::keys;
 use crate::loxilb_types::LbRule;
 use crate::octavia::{HealthMonitor, Listener, Loadbalancer, Member, Pool};
 use crate::plan;
-use crate::state::{Change, Entry, ListenerState, Memory, Object, ResourceType, Source, State};
+use crate::state::{Change, Entry, ListenerState, Object, ResourceType, State};
 use crate::translate::{Config, Rendered};
 
 fn protocol_name(loxi: &str) -> String {
@@ -169,29 +171,37 @@ pub struct Recovered {
     pub conflicts: Vec<String>,
 }
 
+/// What a recovery adopted so far, by id (its key and kind) and by key (its id): kept natively, so each
+/// adopted entry is encoded once, when the changes are returned.
+#[derive(Default)]
+struct Staged {
+    ids: HashMap<String, (String, ResourceType)>,
+    keys: HashMap<String, String>,
+}
+
 /// Entries the mapping lacks are added (with the real ids the rule names carry); an id or key the
 /// mapping already holds differently is reported, not overwritten.
 pub fn recover(state: &State, observed: &[LbRule], now: &str) -> Recovered {
     let mut out = Recovered::default();
-    let mut staged = Memory::default();
+    let mut staged = Staged::default();
     for rule in observed {
         let (objects, deterministic) = objects_of_rule(rule, now);
         if deterministic {
             out.deterministic += 1;
         }
         for (id, entry) in objects {
-            let staged_entry = staged.get(&id).map(|e| Entry::from_wit(e).1);
-            let current = state.get(&id).or(staged_entry.as_ref());
+            let current = state.get(&id).map(|e| e.key.as_str()).or_else(|| staged.ids.get(&id).map(|(key, _)| key.as_str()));
             match current {
-                Some(existing) if existing.key == entry.key => {}
-                Some(existing) => out.conflicts.push(format!("{id}: mapping has key {}, LoxiLB rule {} says {}", existing.key, rule.service.name, entry.key)),
-                None => match state.owner(&entry.key).map(str::to_string).or_else(|| staged.owner(&entry.key)) {
+                Some(key) if key == entry.key => {}
+                Some(key) => out.conflicts.push(format!("{id}: mapping has key {key}, LoxiLB rule {} says {}", rule.service.name, entry.key)),
+                None => match state.owner(&entry.key).map(str::to_string).or_else(|| staged.keys.get(&entry.key).cloned()) {
                     // Endpoints never carry ids, and rules do not always: such an object found under a
                     // made-up id is the one the mapping holds at the same key under its real id.
-                    Some(owner) if keys::is_deterministic_id(&id) && is_same_kind(state, &staged, &owner, &entry) => {}
+                    Some(owner) if keys::is_deterministic_id(&id) && kind_of(state, &staged, &owner) == Some(entry.resource_type()) => {}
                     Some(owner) => out.conflicts.push(format!("{}: LoxiLB says {id}, mapping says {owner}", entry.key)),
                     None => {
-                        crate::state::apply(&mut staged, Change::Put { id: id.clone(), entry: entry.clone() });
+                        staged.ids.insert(id.clone(), (entry.key.clone(), entry.resource_type()));
+                        staged.keys.insert(entry.key.clone(), id.clone());
                         out.changes.push(Change::Put { id, entry });
                         out.recovered += 1;
                     }
@@ -202,10 +212,9 @@ pub fn recover(state: &State, observed: &[LbRule], now: &str) -> Recovered {
     out
 }
 
-/// Whether the mapping (or what recovery staged) holds `id` as the same kind of object as `entry`.
-fn is_same_kind(state: &State, staged: &Memory, id: &str, entry: &Entry) -> bool {
-    let kind = state.get(id).map(|e| e.resource_type()).or_else(|| staged.get(id).map(|e| ResourceType::from_wit(e.resource_type)));
-    kind == Some(entry.resource_type())
+/// The kind of object the mapping (or what recovery staged) holds as `id`.
+fn kind_of(state: &State, staged: &Staged, id: &str) -> Option<ResourceType> {
+    state.get(id).map(|e| e.resource_type()).or_else(|| staged.ids.get(id).map(|(_, kind)| *kind))
 }
 
 /// The rule every listener in the mapping should have now, in listener id order.
@@ -223,6 +232,7 @@ pub fn desired(state: &State, config: &Config) -> Vec<(String, Option<Rendered>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Memory;
     use crate::translate::{ListenerService, Profile, MODE_FULLPROXY};
 
     /// A profile serving HTTP in full-proxy mode, as the http-fullproxy policy's does.
