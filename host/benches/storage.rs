@@ -109,6 +109,9 @@ impl MappingStore for Probe {
     fn sync(&self) -> Result<(), String> {
         self.store.sync()
     }
+    fn snapshot_in_flight(&self) -> bool {
+        self.store.snapshot_in_flight()
+    }
     fn appended(&self) -> u64 {
         self.store.appended()
     }
@@ -407,6 +410,8 @@ struct Compaction {
 
 impl Compaction {
     fn run(sandbox: &mut Sandbox, probe: &Probe, op: &Operation) -> Compaction {
+        // The compaction is forced; one still written from before would defer it (as in service).
+        probe.store.finish_snapshot().expect("the previous snapshot is written");
         let (handoff, written) = (probe.handoff_ns.load(Ordering::Relaxed), metrics::STORAGE_SNAPSHOT_WRITE.total_us());
         probe.compact_now.store(true, Ordering::Relaxed);
         let t = Instant::now();

@@ -224,7 +224,9 @@ impl Mapping {
             index.apply(change);
         }
         crate::metrics::MAPPING_ENTRIES.set(index.entries.len() as u64);
-        if compaction_due(self.storage.journal_length(), index.entries.len()) {
+        // A compaction due while the previous snapshot is still being written waits for a later change:
+        // starting it now would hold this operation until that write ends (half a second at 100k).
+        if compaction_due(self.storage.journal_length(), index.entries.len()) && !self.storage.snapshot_in_flight() {
             // The entries as of this record, taken under the lock (pointers only); the store encodes them
             // once the next segment has started, off this operation's path.
             let entries: Vec<Arc<MappingEntry>> = index.entries.values().map(|s| Arc::clone(&s.entry)).collect();
@@ -272,6 +274,67 @@ mod tests {
             created_at: "now".into(),
             metadata: r#"{"opaque":true}"#.into(),
         }
+    }
+
+    /// A memory store whose snapshot writes stay "in flight" until released, counting them.
+    #[derive(Default)]
+    struct SlowSnapshots {
+        inner: MemoryStore,
+        in_flight: std::sync::atomic::AtomicBool,
+        written: std::sync::atomic::AtomicUsize,
+    }
+
+    impl MappingStore for SlowSnapshots {
+        fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String> {
+            self.inner.read_snapshot()
+        }
+        fn write_snapshot(&self, document: Vec<u8>) -> Result<(), String> {
+            self.written.fetch_add(1, Ordering::SeqCst);
+            self.in_flight.store(true, Ordering::SeqCst);
+            self.inner.write_snapshot(document)
+        }
+        fn snapshot_in_flight(&self) -> bool {
+            self.in_flight.load(Ordering::SeqCst)
+        }
+        fn append(&self, record: &[u8]) -> Result<(), String> {
+            self.inner.append(record)
+        }
+        fn replay(&self) -> Result<Vec<Vec<u8>>, String> {
+            self.inner.replay()
+        }
+        fn journal_length(&self) -> u32 {
+            self.inner.journal_length()
+        }
+        fn sync(&self) -> Result<(), String> {
+            self.inner.sync()
+        }
+        fn damage(&self) -> Vec<String> {
+            self.inner.damage()
+        }
+    }
+
+    #[test]
+    fn a_compaction_due_while_a_snapshot_is_written_waits_for_a_later_change() {
+        let storage = Arc::new(SlowSnapshots::default());
+        let (mapping, _) = Mapping::load(storage.clone() as Arc<dyn MappingStore>).unwrap();
+        let put = |i: u32| mapping.apply(vec![MappingChange::Put(entry(&format!("m{i}"), &format!("k{i}"), None))]).unwrap();
+        let mut i = 0;
+        while storage.written.load(Ordering::SeqCst) == 0 {
+            put(i);
+            i += 1;
+        }
+        // The first snapshot is still being written: the compactions due meanwhile are not started.
+        for _ in 0..3 * MIN_COMPACTION_RECORDS {
+            put(i);
+            i += 1;
+        }
+        assert_eq!(storage.written.load(Ordering::SeqCst), 1);
+        assert!(compaction_due(storage.journal_length(), mapping.len()));
+        // Once it is in place, the next change compacts.
+        storage.in_flight.store(false, Ordering::SeqCst);
+        put(i);
+        assert_eq!(storage.written.load(Ordering::SeqCst), 2);
+        assert_eq!(mapping.len(), i as usize + 1);
     }
 
     #[test]

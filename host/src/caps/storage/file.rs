@@ -636,11 +636,6 @@ impl FileStore {
         self.settle(&mut writing, true).unwrap_or(Ok(()))
     }
 
-    /// Whether a snapshot is being written now.
-    pub fn snapshot_in_flight(&self) -> bool {
-        self.writing().as_ref().is_some_and(|w| !w.thread.is_finished())
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -718,6 +713,9 @@ impl Drop for FileStore {
 }
 
 impl MappingStore for FileStore {
+    fn snapshot_in_flight(&self) -> bool {
+        self.writing().as_ref().is_some_and(|w| !w.thread.is_finished())
+    }
     fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String> {
         let mut writing = self.writing();
         self.settle(&mut writing, true);

@@ -41,6 +41,11 @@ pub trait MappingStore: Send + Sync {
     fn write_snapshot_with(&self, encode: SnapshotEncoder) -> Result<(), String> {
         self.write_snapshot(encode())
     }
+    /// Whether a snapshot handed to `write_snapshot_with` is still being written: the next one would
+    /// wait for it, so a compaction that can wait does.
+    fn snapshot_in_flight(&self) -> bool {
+        false
+    }
     fn append(&self, record: &[u8]) -> Result<(), String>;
     fn replay(&self) -> Result<Vec<Vec<u8>>, String>;
     fn journal_length(&self) -> u32;
