@@ -259,7 +259,6 @@ fn serve(config: Config) -> Result<()> {
         agent: agent_for_probes,
         mapping_path: config.enable_persistent_mapping.then(|| config.mapping_storage_path.clone()),
     };
-    monitor.reconcile();
     monitor.start();
     let _http = match &config.http_listen {
         Some(addr) => {

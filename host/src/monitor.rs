@@ -87,6 +87,10 @@ impl Monitor {
     }
 
     fn run(self) {
+        // The pass a start owes (Octavia's view adopted, LoxiLB brought to the mapping) runs here, while
+        // operations are served already: with a real driver-agent every load balancer read back forks a
+        // process, and a thousand of them would keep the provider's socket closed for tens of seconds.
+        self.reconcile();
         let mut upkeep = Upkeep::default();
         loop {
             std::thread::sleep(LIVENESS_PERIOD);

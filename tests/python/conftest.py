@@ -194,6 +194,7 @@ class FakeOctavia:
         self.provisioning = {}    # (collection, id) -> provisioning status column
         self.statuses = []        # (pid, document, monotonic time), in arrival order
         self.stats = []
+        self.get_delay = 0.0      # seconds each get-socket answer takes (a busy driver-agent)
         self.status_path = f"{sock_dir}/status.sock"
         self.stats_path = f"{sock_dir}/stats.sock"
         self.get_path = f"{sock_dir}/get.sock"
@@ -225,6 +226,7 @@ class FakeOctavia:
         return {"status_code": 200}
 
     def _on_get(self, request, pid):
+        time.sleep(self.get_delay)
         key = (request.get("object"), request.get("id"))
         with self.lock:
             if time.monotonic() < self.hidden_until.get(key, 0):

@@ -86,6 +86,26 @@ def test_accepted_operation_survives_a_host_crash(unix_host, octavia, sim):
     assert octavia.pending() == {}
 
 
+def test_a_restart_serves_before_reading_back_every_load_balancer(unix_host, octavia, sim):
+    # After a start the host reads every mapped load balancer back from Octavia's get socket (where the
+    # real driver-agent forks a process per read): that pass runs while operations are served.
+    host = unix_host()
+    drv = driver.LoxiLBProviderDriver()
+    lbs = [loadbalancer(f"192.0.2.{50 + i}", [f"10.0.9.{50 + i}"]) for i in range(3)]
+    for lb in lbs:
+        octavia.set_pending("PENDING_CREATE", *keys(lb))
+        drv.loadbalancer_create(lb)
+        octavia.commit(lb)
+    wait_for(lambda: octavia.pending() == {}, 15, "the load balancers to be ACTIVE")
+    host.kill()
+    octavia.get_delay = 2.0
+    started = time.monotonic()
+    unix_host()
+    took = time.monotonic() - started
+    assert took < 4, f"the provider socket answered {took:.1f} s after the start: it waited for the read-back"
+    assert all(sim.endpoints(f"192.0.2.{50 + i}") == {f"10.0.9.{50 + i}": 1} for i in range(3))
+
+
 def test_a_late_commit_holds_up_only_its_own_load_balancer(unix_host, octavia, sim):
     unix_host()
     drv = driver.LoxiLBProviderDriver()
