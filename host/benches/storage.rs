@@ -1,6 +1,7 @@
 //! What durability of the ID mapping costs, through the real policy component: per-mutation cost at 1k,
 //! 10k and 100k mappings (guest translation and JSON encoding, journal append, fdatasync, and the guest's
-//! periodic compaction into a new snapshot, amortized), and the time to load 100k mappings.
+//! periodic compaction into a new snapshot, amortized), the time to load 100k mappings, and how soon
+//! `loxilb-octavia serve` (the release binary) answers over each file, with its resident memory.
 //!
 //! Run: `cargo bench -p host --bench storage` (`-- --quick` for 1k and 10k only;
 //! `LOXILB_BENCH_DIR` picks the disk, default the system temp dir).
@@ -400,6 +401,57 @@ fn first_load_in_a_new_process(path: &Path) {
     assert!(status.success(), "the load in a new process failed: {status}");
 }
 
+/// `loxilb-octavia serve` (the release binary) started over a copy of `path`, against a LoxiLB simulator:
+/// how long until its provider socket answers a call, and its resident memory a few seconds later.
+fn serve_start(path: &Path) {
+    let dir = path.parent().expect("the mapping's directory").join("serve");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mapping = dir.join("loxilb-mappings.json");
+    for entry in std::fs::read_dir(path.parent().unwrap()).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if entry.path().is_file() && name.starts_with("loxilb-mappings.json") && !name.contains("backup") {
+            std::fs::copy(entry.path(), dir.join(&name)).unwrap();
+        }
+    }
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let socket = dir.join("host.sock");
+    let config = dir.join("host.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "[driver_loxilb]\napi_endpoints = {}\ntransport = unix\nsocket_path = {}\nadmin_socket_path = {}\nmapping_storage_path = {}\n",
+            sim.url(),
+            socket.display(),
+            dir.join("admin.sock").display(),
+            mapping.display()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loxilb-octavia"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("loxilb-octavia starts");
+    let answered = loop {
+        if host::transport::unix::request(&socket, "call", "get_supported_flavor_metadata", json!({})).is_ok_and(|r| r.is_ok()) {
+            break started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "the host did not answer within 2 minutes");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let rss = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: ?").trim_start_matches("VmRSS:").trim().to_string();
+    let _ = child.kill();
+    let _ = child.wait();
+    println!("  serve over this file: the provider socket answers {:.0} ms after the start; resident memory 3 s later {rss}", answered.as_secs_f64() * 1e3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// One compaction, forced on the next mutation: what the operation waited for (the guest's part and the
 /// host's hand-off), and the snapshot write that followed off its path.
 struct Compaction {
@@ -561,6 +613,7 @@ fn main() {
             let compaction = Compaction::run(&mut sandbox, &probe, &mutation(trees, from));
             println!("  one compaction after a load and a full render: {}", compaction.describe());
         }
+        serve_start(&path);
         println!();
         if std::env::var_os("LOXILB_BENCH_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&dir);
