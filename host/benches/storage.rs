@@ -165,7 +165,7 @@ fn start(policy: &Arc<host::runtime::LoadedPolicy>, probe: &Arc<Probe>) -> Sandb
     let mapping = host::app::load_mapping(Arc::clone(probe) as Arc<dyn MappingStore>).expect("mapping loads");
     let grants = Grants { loxilb: Arc::new(Ok200), mapping, remove_orphans: false, log_target: "bench".into() };
     // 100k mappings need more than the 256 MiB default: loading and then compacting takes ~320 MiB.
-    let limits = Limits { memory_bytes: 1 << 30, call_timeout: Duration::from_secs(600) };
+    let limits = Limits { memory_bytes: 1 << 30, call_timeout: Duration::from_secs(600), ..Limits::default() };
     Sandbox::new(Arc::clone(policy), grants, limits, Settings { nat_mode: "fullnat".into(), bgp: false }).expect("policy starts")
 }
 

@@ -108,7 +108,7 @@ pub fn settings(config: &Config) -> Settings {
 }
 
 pub fn limits(config: &Config) -> Limits {
-    Limits { memory_bytes: (config.guest_memory_limit_mb as usize) << 20, call_timeout: config.guest_call_timeout }
+    Limits { memory_bytes: (config.guest_memory_limit_mb as usize) << 20, call_timeout: config.guest_call_timeout, ..Limits::default() }
 }
 
 /// Loads the configured policy and starts an instance over the configured grants.

@@ -9,7 +9,7 @@ pub mod storage;
 
 use std::sync::Arc;
 
-use wasmtime::StoreLimits;
+use wasmtime::{ResourceLimiter, StoreLimits};
 
 use self::loxilb::LoxiTransport;
 use crate::mapping::Mapping;
@@ -29,7 +29,42 @@ pub struct Grants {
 /// Per-Store data: the grants plus the sandbox's memory limiter.
 pub struct HostState {
     pub grants: Grants,
+    pub limits: GuestLimits,
+}
+
+/// The sandbox's limits, remembering how far the instance's memory grew: linear memory never shrinks,
+/// so the host recycles an instance a full render left large (`Sandbox::desired_rules`).
+pub struct GuestLimits {
     pub limits: StoreLimits,
+    pub grown_to: usize,
+}
+
+impl ResourceLimiter for GuestLimits {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.grown_to = self.grown_to.max(desired);
+        }
+        Ok(allowed)
+    }
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 // Interfaces that only declare types still appear as (empty) imports of the world.

@@ -19,7 +19,7 @@ use super::bindings::octavia::Operation;
 use super::bindings::policy_types::{DesiredRule, ListenerStats, Plan, PolicyError, PolicyInfo, Recovery, Refusal, Settings};
 use super::bindings::PolicyWorld;
 use super::{LoadedPolicy, EPOCH_TICK};
-use crate::caps::{Grants, HostState};
+use crate::caps::{Grants, GuestLimits, HostState};
 
 /// Compiled components by content digest: loading the same policy twice (restart of an instance, a swap
 /// back) does not compile again.
@@ -40,13 +40,19 @@ pub fn compile_cached(engine: &Engine, bytes: &[u8], digest: &str) -> Result<Com
 pub struct Limits {
     pub memory_bytes: usize,
     pub call_timeout: Duration,
+    /// An instance whose memory a full render (`desired-rules`) grew past this is dropped after it, and the
+    /// next call starts a new one: its memory is given back (at 100k mappings ~130 MB of resident memory).
+    pub recycle_after_render_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_bytes: 256 << 20, call_timeout: Duration::from_secs(30) }
+        Limits { memory_bytes: 256 << 20, call_timeout: Duration::from_secs(30), recycle_after_render_bytes: RECYCLE_AFTER_RENDER_BYTES }
     }
 }
+
+/// `Limits::recycle_after_render_bytes` by default: well above what 10k mappings take.
+pub const RECYCLE_AFTER_RENDER_BYTES: usize = 64 << 20;
 
 struct Live {
     store: Store<HostState>,
@@ -127,7 +133,7 @@ impl Sandbox {
 
     fn ensure_live(&mut self) -> Result<&mut Live, CallError> {
         if self.live.is_none() {
-            let limits = StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).instances(4).build();
+            let limits = GuestLimits { limits: StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).instances(4).build(), grown_to: 0 };
             let mut store = Store::new(super::engine(), HostState { grants: self.grants.clone(), limits });
             store.limiter(|s| &mut s.limits);
             store.set_epoch_deadline(self.deadline_ticks());
@@ -179,6 +185,10 @@ impl Sandbox {
             }
         }
         let rules = Arc::new(self.render_desired_rules()?);
+        if self.live.as_ref().is_some_and(|l| l.store.data().limits.grown_to > self.limits.recycle_after_render_bytes) {
+            tracing::debug!(policy = %self.info.name, "a full render left the policy's memory large: starting a new instance at the next call");
+            self.live = None;
+        }
         self.desired = Some((generation, Arc::clone(&rules)));
         Ok(rules)
     }

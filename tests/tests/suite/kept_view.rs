@@ -164,3 +164,29 @@ fn desired_rules_are_asked_again_only_when_the_mapping_changed() {
     assert!(sandbox.handle(&disable).expect("no trap").error.is_none());
     assert_eq!(endpoints(&sandbox.desired_rules().expect("no trap")), vec!["10.0.1.9"]);
 }
+
+#[test]
+fn an_instance_a_full_render_left_large_is_replaced_and_the_next_answers_are_the_same() {
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(Switchable::default());
+    let (mapping, _) = started(Arc::clone(&loxilb));
+    let grants = Grants { loxilb, mapping: Arc::clone(&mapping), remove_orphans: false, log_target: "test".into() };
+    let policy = host::runtime::load(&default_policy()).expect("policy loads");
+    // Any memory counts as large here; by default only what a full render of ~100k mappings leaves.
+    let small = Limits { recycle_after_render_bytes: 0, ..Limits::default() };
+    let mut sandbox = Sandbox::new(Arc::clone(&policy), grants.clone(), small, settings()).expect("policy starts");
+    let rules = sandbox.desired_rules().expect("no trap");
+    let disable = op(
+        "member_update",
+        json!({"old_member": member(M2, P1, "10.0.1.2", 8080, 1),
+        "new_member": {"member_id": M2, "pool_id": P1, "address": "10.0.1.2", "protocol_port": 8080, "weight": 1, "admin_state_up": false}}),
+    );
+    assert!(sandbox.handle(&disable).expect("no trap").error.is_none());
+    assert_eq!(sandbox.instances, 2, "the next call started a new instance");
+    assert_ne!(sandbox.desired_rules().expect("no trap"), rules);
+    assert_eq!(*sandbox.desired_rules().expect("no trap"), fresh_desired(&mapping));
+
+    let mut kept = Sandbox::new(policy, grants, Limits::default(), settings()).expect("policy starts");
+    kept.desired_rules().expect("no trap");
+    kept.render_desired_rules().expect("no trap");
+    assert_eq!(kept.instances, 1, "a small instance is kept");
+}

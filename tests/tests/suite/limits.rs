@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 const DEADLINE: Duration = Duration::from_millis(1500);
 
 fn limits() -> Limits {
-    Limits { memory_bytes: 48 << 20, call_timeout: DEADLINE }
+    Limits { memory_bytes: 48 << 20, call_timeout: DEADLINE, ..Limits::default() }
 }
 
 /// A load balancer the misbehave fixture obeys, or misbehaves on when `name` is a command.
