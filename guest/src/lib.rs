@@ -4,7 +4,7 @@
 //! and returns plans; the host owns the mapping store and the LoxiLB wire and executes the plans.
 //!
 //! Layout:
-//! - `state`: the mapping as one call sees it (memoised view; in-memory entries for tests and staging).
+//! - `state`: the mapping as one call sees it (memoised view; in-memory entries for native tests and benches).
 //! - `keys`: LoxiLB keys, service keys and deterministic ids.
 //! - `translate`: one Octavia listener (with its pool, members, monitor) → one LoxiLB rule.
 //! - `plan`: one Octavia operation → the LoxiLB calls, their undo, mapping changes and statuses.

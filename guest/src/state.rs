@@ -1,5 +1,5 @@
 //! The mapping as the policy reads it: a memoising, read-only view over what the host serves (the
-//! `mapping-view` import) or over entries held in memory (native tests, recovery's staging). A policy
+//! `mapping-view` import) or over entries held in memory (native tests and benches). A policy
 //! instance keeps what it read between calls (`Kept`), checked against the host's revisions.
 //!
 //! The host owns the mapping and its storage. An entry's metadata is this policy's own JSON (the seed's
@@ -235,7 +235,7 @@ pub enum Change {
 
 pub use loxilb_policy_sdk::view::{Lookup, Memory, Source};
 
-/// Applies a plan's change to an in-memory mapping (tests, recovery's staging).
+/// Applies a plan's change to an in-memory mapping (native tests and benches).
 pub fn apply(memory: &mut Memory, change: Change) {
     memory.apply(match change {
         Change::Put { id, entry } => crate::mapping::MappingChange::Put(entry.to_wit(&id)),

@@ -67,7 +67,7 @@ impl Source for HostMapping {
 static NEXT_STAMP: AtomicU64 = AtomicU64::new(1);
 
 /// A mapping held in memory with the host's rules (a key maps back to the id it was last put under, every
-/// put gives a new revision): native tests and benches, and what a policy stages within one call.
+/// put gives a new revision): native tests and benches.
 #[derive(Default, Clone, Debug)]
 pub struct Memory {
     /// Each entry with its revision.
