@@ -5,6 +5,7 @@
 //!
 //! Layout:
 //! - `state`: the mapping as one call sees it (memoised view; in-memory entries for native tests and benches).
+//! - `metadata`: an entry's metadata, this policy's compact JSON for its Octavia object (`json`: the JSON).
 //! - `keys`: LoxiLB keys, service keys and deterministic ids.
 //! - `translate`: one Octavia listener (with its pool, members, monitor) → one LoxiLB rule.
 //! - `plan`: one Octavia operation → the LoxiLB calls, their undo, mapping changes and statuses.
@@ -23,7 +24,9 @@ pub use loxilb_policy_sdk::bindings;
 
 pub mod decide;
 pub mod health;
+pub mod json;
 pub mod keys;
+pub mod metadata;
 pub mod migrate;
 pub mod plan;
 pub mod recovery;

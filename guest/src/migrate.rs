@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use serde_json::Value;
+use crate::json::Json as Value;
 
 use crate::keys;
 use crate::octavia::{HealthMonitor, Listener, Loadbalancer, Member, Pool};
@@ -34,14 +34,14 @@ impl<'a> Old<'a> {
     fn text(&self, name: &str) -> Option<String> {
         match self.attr(name)? {
             Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-            Value::Number(n) => Some(n.to_string()),
+            Value::Number(n) => Some(n.clone()),
             _ => None,
         }
     }
 
     fn number(&self, name: &str) -> Option<u64> {
         match self.attr(name)? {
-            Value::Number(n) => n.as_u64(),
+            n @ Value::Number(_) => n.as_u64(),
             Value::String(s) => s.trim().parse().ok(),
             _ => None,
         }
@@ -59,7 +59,7 @@ impl<'a> Old<'a> {
     fn created_at(&self) -> String {
         match self.meta.get("created_at") {
             Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => crate::decide::rfc3339((n.as_f64().unwrap_or(0.0) * 1000.0) as u64),
+            Some(n @ Value::Number(_)) => crate::decide::rfc3339((n.as_f64().unwrap_or(0.0) * 1000.0) as u64),
             _ => String::new(),
         }
     }
@@ -68,7 +68,7 @@ impl<'a> Old<'a> {
 /// The entries of a 1.0 mapping that can be placed, as changes; and a description of each one dropped
 /// (id, type, why).
 pub fn v1_0(legacy: &[LegacyEntry]) -> (Vec<Change>, Vec<String>) {
-    let parsed: Vec<(&LegacyEntry, Value)> = legacy.iter().map(|e| (e, serde_json::from_str(&e.metadata).unwrap_or(Value::Null))).collect();
+    let parsed: Vec<(&LegacyEntry, Value)> = legacy.iter().map(|e| (e, Value::parse(&e.metadata).unwrap_or(Value::Null))).collect();
     let mut by_type: HashMap<String, Vec<Old>> = HashMap::new();
     let mut dropped = Vec::new();
     let mut order: Vec<&(&LegacyEntry, Value)> = parsed.iter().collect();

@@ -10,14 +10,11 @@ use std::cell::{Cell, OnceCell, UnsafeCell};
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
-use serde::{Deserialize, Serialize};
-
 use crate::mapping::{MappingEntry, ResourceType as WitType};
 use crate::octavia::{HealthMonitor, Listener, Loadbalancer, Member, Pool};
 use crate::translate::Rendered;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceType {
     Loadbalancer,
     Listener,
@@ -59,7 +56,7 @@ impl ResourceType {
 }
 
 /// A listener as Octavia last described it, and the rule last programmed for it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ListenerState {
     pub listener: Listener,
     pub programmed: Option<Rendered>,
@@ -67,8 +64,7 @@ pub struct ListenerState {
 
 /// The Octavia object behind a mapping entry. Parents do not hold their children: an LB's listeners and
 /// pools, and a pool's members and monitor, are entries of their own.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "object", content = "attributes", rename_all = "lowercase")]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     Loadbalancer(Loadbalancer),
     Listener(ListenerState),
@@ -88,6 +84,16 @@ impl Object {
         }
     }
 
+    pub fn id(&self) -> &str {
+        match self {
+            Object::Loadbalancer(lb) => &lb.id,
+            Object::Listener(l) => &l.listener.id,
+            Object::Pool(p) => &p.id,
+            Object::Member(m) => &m.id,
+            Object::Healthmonitor(h) => &h.id,
+        }
+    }
+
     /// The Octavia id of the object's parent in the mapping tree.
     pub fn parent(&self) -> Option<&str> {
         match self {
@@ -104,6 +110,8 @@ impl Object {
 /// decoded from the metadata when first used.
 #[derive(Clone, Debug)]
 pub struct Entry {
+    /// The Octavia id (the metadata leaves it out).
+    id: String,
     pub key: String,
     pub external_ip: String,
     pub port: u16,
@@ -118,6 +126,7 @@ pub struct Entry {
 impl Entry {
     pub fn new(key: String, external_ip: String, port: u16, protocol: String, created_at: String, object: Object) -> Entry {
         Entry {
+            id: object.id().to_string(),
             key,
             external_ip,
             port,
@@ -133,6 +142,7 @@ impl Entry {
     /// An entry as the host serves it; its object stays JSON until first used.
     pub fn from_wit(e: MappingEntry) -> (String, Entry) {
         let entry = Entry {
+            id: e.octavia_id.clone(),
             key: e.loxilb_key,
             external_ip: e.external_ip,
             port: e.port,
@@ -147,9 +157,9 @@ impl Entry {
     }
 
     /// The entry as the host stores it.
-    pub fn to_wit(&self, id: &str) -> MappingEntry {
+    pub fn to_wit(&self) -> MappingEntry {
         MappingEntry {
-            octavia_id: id.to_string(),
+            octavia_id: self.id.clone(),
             loxilb_key: self.key.clone(),
             resource_type: self.kind.to_wit(),
             parent: self.parent.clone(),
@@ -161,13 +171,17 @@ impl Entry {
         }
     }
 
-    /// The metadata as stored: the object's JSON.
+    /// The metadata as stored: the object's JSON (`metadata`).
     pub fn metadata_json(&self) -> String {
         match (&self.metadata, self.object.get()) {
             (Some(json), _) => json.clone(),
-            (None, Some(object)) => serde_json::to_string(object).expect("an object encodes"),
+            (None, Some(object)) => crate::metadata::encode(object),
             (None, None) => unreachable!("an entry holds its object decoded or as JSON"),
         }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     pub fn resource_type(&self) -> ResourceType {
@@ -189,13 +203,16 @@ impl Entry {
             return Ok(object);
         }
         let json = self.metadata.as_deref().expect("an entry holds its object decoded or as JSON");
-        let object: Object = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        if object.resource_type() != self.kind || object.parent() != self.parent.as_deref() {
+        let implied = crate::metadata::Implied { id: &self.id, parent: self.parent.as_deref() };
+        let object = crate::metadata::decode(json, self.kind, implied)?;
+        if object.resource_type() != self.kind || object.id() != self.id || object.parent() != self.parent.as_deref() {
             return Err(format!(
-                "its object is a {} under {:?}, its entry says a {} under {:?}",
+                "its object is the {} {} under {:?}, its entry says the {} {} under {:?}",
                 object.resource_type().as_str(),
+                object.id(),
                 object.parent(),
                 self.kind.as_str(),
+                self.id,
                 self.parent
             ));
         }
@@ -204,6 +221,7 @@ impl Entry {
 
     /// Replaces the object (the stored JSON no longer describes the entry).
     pub fn set_object(&mut self, object: Object) {
+        self.id = object.id().to_string();
         self.kind = object.resource_type();
         self.parent = object.parent().map(str::to_string);
         self.metadata = None;
@@ -213,7 +231,8 @@ impl Entry {
 
 impl PartialEq for Entry {
     fn eq(&self, other: &Entry) -> bool {
-        self.key == other.key
+        self.id == other.id
+            && self.key == other.key
             && self.external_ip == other.external_ip
             && self.port == other.port
             && self.protocol == other.protocol
@@ -238,7 +257,10 @@ pub use loxilb_policy_sdk::view::{Lookup, Memory, Source};
 /// Applies a plan's change to an in-memory mapping (native tests and benches).
 pub fn apply(memory: &mut Memory, change: Change) {
     memory.apply(match change {
-        Change::Put { id, entry } => crate::mapping::MappingChange::Put(entry.to_wit(&id)),
+        Change::Put { id, entry } => {
+            debug_assert_eq!(id, entry.id, "a change puts an entry under its own id");
+            crate::mapping::MappingChange::Put(entry.to_wit())
+        }
         Change::Remove { id } => crate::mapping::MappingChange::Remove(id),
     })
 }
@@ -466,10 +488,10 @@ mod tests {
     }
 
     fn member(id: &str, pool: &str) -> Entry {
-        let object: Object = serde_json::from_value(serde_json::json!({"object": "member", "attributes": {"id": id, "pool_id": pool,
+        let object = Object::Member(serde_json::from_value(serde_json::json!({"id": id, "pool_id": pool,
             "address": "10.0.1.1", "protocol_port": 80, "weight": 1, "admin_state_up": true, "backup": false, "monitor_address": null,
-            "monitor_port": null}}))
-        .unwrap();
+            "monitor_port": null}))
+        .unwrap());
         Entry::new(format!("member_{id}"), "10.0.0.1".into(), 80, String::new(), "now".into(), object)
     }
 

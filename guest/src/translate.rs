@@ -85,7 +85,7 @@ pub fn nat_mode_from_name(name: &str) -> Result<u8, String> {
 }
 
 /// A rendered listener: the rule and, for HTTP(S) monitors, the per-endpoint probes.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Rendered {
     pub rule: LbRule,
     pub probes: Vec<EndpointProbe>,

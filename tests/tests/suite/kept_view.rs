@@ -74,7 +74,7 @@ fn endpoints(rules: &[DesiredRule]) -> Vec<String> {
 fn rewritten(mapping: &Mapping, id: &str, attribute: &str, value: Value) -> MappingChange {
     let mut entry = mapping.get(id).expect("mapped");
     let mut metadata: Value = serde_json::from_str(&entry.metadata).expect("the policy's JSON");
-    metadata["attributes"][attribute] = value;
+    metadata[attribute] = value;
     entry.metadata = metadata.to_string();
     MappingChange::Put(entry)
 }

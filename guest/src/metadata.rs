@@ -1,0 +1,762 @@
+//! An entry's metadata (the seed's `additional_metadata`): this policy's JSON for the Octavia object
+//! behind it.
+//!
+//! Written compact: the object's fields under their Octavia names, leaving out what the entry already
+//! says (the object's own id and its parent's) and every field at its default (absent options, empty
+//! lists, zero numbers in rules, `admin_state_up: true`, `weight: 1`…); a listener carries the rule last
+//! programmed for it under `programmed`, its endpoints as `[ip, port, weight]`. A member is ~50 bytes where
+//! the full object was ~230, a listener ~0.5 KB where it was ~1.5 KB: the snapshot, the journal and every
+//! read of the mapping shrink with it.
+//!
+//! Read: that form, and the one earlier releases wrote (`{"object": <type>, "attributes": <every field>}`,
+//! endpoints as objects), so a mapping written before loads unchanged and is rewritten compact entry by
+//! entry as objects change.
+
+use std::fmt::Write as _;
+
+use crate::json::{push_string, Json};
+use crate::loxilb_types::{Endpoint, EndpointProbe, LbRule, ServiceArgs};
+use crate::octavia::{HealthMonitor, L7policy, L7rule, Listener, Loadbalancer, Member, Pool, SessionPersistence};
+use crate::state::{ListenerState, Object, ResourceType};
+use crate::translate::Rendered;
+
+/// The ids an entry implies for its object: the object's own, and its parent's.
+#[derive(Clone, Copy)]
+pub struct Implied<'a> {
+    pub id: &'a str,
+    pub parent: Option<&'a str>,
+}
+
+/// The metadata of `object`, whose entry implies its id and parent id.
+pub fn encode(object: &Object) -> String {
+    let mut out = String::with_capacity(128);
+    let o = &mut Obj::open(&mut out);
+    match object {
+        Object::Loadbalancer(lb) => loadbalancer(o, lb, false),
+        Object::Listener(ls) => {
+            listener(o, &ls.listener, false);
+            if let Some(programmed) = &ls.programmed {
+                let mut p = Obj::open(o.key("programmed"));
+                rendered(&mut p, programmed);
+                p.close();
+            }
+        }
+        Object::Pool(p) => pool(o, p, false),
+        Object::Member(m) => member(o, m, false),
+        Object::Healthmonitor(h) => monitor(o, h, false),
+    }
+    o.close();
+    out
+}
+
+/// The object behind an entry of type `kind` from its metadata, in either form (see the module's comment).
+pub fn decode(text: &str, kind: ResourceType, implied: Implied) -> Result<Object, String> {
+    let json = Json::parse(text)?;
+    let (kind, attributes, implied) = match json.get("object") {
+        // The earlier form: every field is there, the type is named.
+        Some(named) => {
+            let kind = match named.as_str() {
+                Some("loadbalancer") => ResourceType::Loadbalancer,
+                Some("listener") => ResourceType::Listener,
+                Some("pool") => ResourceType::Pool,
+                Some("member") => ResourceType::Member,
+                Some("healthmonitor") => ResourceType::Healthmonitor,
+                _ => return Err(format!("unknown object type {named:?}")),
+            };
+            (kind, json.get("attributes").ok_or("no attributes")?, None)
+        }
+        None => (kind, &json, Some(implied)),
+    };
+    let f = Fields::of(attributes, kind.as_str())?;
+    Ok(match kind {
+        ResourceType::Loadbalancer => Object::Loadbalancer(read_loadbalancer(&f, implied)?),
+        ResourceType::Listener => {
+            let (listener, programmed) = match f.field("listener") {
+                // Earlier form: `{"listener": {...}, "programmed": {...}}`.
+                Some(l) => (read_listener(&Fields::of(l, "listener")?, implied)?, f.field("programmed")),
+                None => (read_listener(&f, implied)?, f.field("programmed")),
+            };
+            let programmed = programmed.map(|p| read_rendered(&Fields::of(p, "programmed")?)).transpose()?;
+            Object::Listener(ListenerState { listener, programmed })
+        }
+        ResourceType::Pool => Object::Pool(read_pool(&f, implied)?),
+        ResourceType::Member => Object::Member(read_member(&f, implied)?),
+        ResourceType::Healthmonitor => Object::Healthmonitor(read_monitor(&f, implied)?),
+    })
+}
+
+/// An object being written: members are added with `key` and the helpers, which leave out defaults.
+struct Obj<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl<'a> Obj<'a> {
+    fn open(out: &'a mut String) -> Obj<'a> {
+        out.push('{');
+        Obj { out, first: true }
+    }
+
+    /// Starts the member `name`; its value is to be written to what this returns.
+    fn key(&mut self, name: &str) -> &mut String {
+        if !self.first {
+            self.out.push(',');
+        }
+        self.first = false;
+        push_string(self.out, name);
+        self.out.push(':');
+        self.out
+    }
+
+    fn close(&mut self) {
+        self.out.push('}');
+    }
+
+    fn string(&mut self, name: &str, value: &str) {
+        push_string(self.key(name), value);
+    }
+
+    /// A string left out when empty.
+    fn text(&mut self, name: &str, value: &str) {
+        if !value.is_empty() {
+            self.string(name, value);
+        }
+    }
+
+    fn opt_string(&mut self, name: &str, value: &Option<String>) {
+        if let Some(v) = value {
+            self.string(name, v);
+        }
+    }
+
+    fn number(&mut self, name: &str, value: impl std::fmt::Display) {
+        let _ = write!(self.key(name), "{value}");
+    }
+
+    fn opt_number(&mut self, name: &str, value: Option<impl std::fmt::Display>) {
+        if let Some(v) = value {
+            self.number(name, v);
+        }
+    }
+
+    /// A number left out when it is `default`.
+    fn number_unless(&mut self, name: &str, value: u64, default: u64) {
+        if value != default {
+            self.number(name, value);
+        }
+    }
+
+    /// A flag left out when it is `default`.
+    fn flag(&mut self, name: &str, value: bool, default: bool) {
+        if value != default {
+            self.key(name).push_str(if value { "true" } else { "false" });
+        }
+    }
+
+    fn strings(&mut self, name: &str, values: &[String]) {
+        if !values.is_empty() {
+            let out = self.key(name);
+            out.push('[');
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_string(out, v);
+            }
+            out.push(']');
+        }
+    }
+
+    fn pairs(&mut self, name: &str, values: &[(String, String)]) {
+        if !values.is_empty() {
+            let out = self.key(name);
+            out.push('[');
+            for (i, (a, b)) in values.iter().enumerate() {
+                out.push_str(if i > 0 { ",[" } else { "[" });
+                push_string(out, a);
+                out.push(',');
+                push_string(out, b);
+                out.push(']');
+            }
+            out.push(']');
+        }
+    }
+
+    /// A list of objects, each written by `write`; left out when empty.
+    fn objects<T>(&mut self, name: &str, values: &[T], write: impl Fn(&mut Obj, &T)) {
+        if !values.is_empty() {
+            let out = self.key(name);
+            out.push('[');
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let mut o = Obj::open(out);
+                write(&mut o, v);
+                o.close();
+            }
+            out.push(']');
+        }
+    }
+
+    fn object<T>(&mut self, name: &str, value: &Option<T>, write: impl Fn(&mut Obj, &T)) {
+        if let Some(v) = value {
+            let mut o = Obj::open(self.key(name));
+            write(&mut o, v);
+            o.close();
+        }
+    }
+
+    /// An object's own id and its parent's id, unless the entry implies them (`implied`).
+    fn ids(&mut self, implied: bool, id: &str, parent_name: &str, parent: &str) {
+        if !implied {
+            self.string("id", id);
+            self.string(parent_name, parent);
+        }
+    }
+}
+
+fn loadbalancer(o: &mut Obj, lb: &Loadbalancer, nested: bool) {
+    if nested {
+        o.string("id", &lb.id);
+    }
+    o.opt_string("project_id", &lb.project_id);
+    o.opt_string("name", &lb.name);
+    o.string("vip_address", &lb.vip_address);
+    o.strings("additional_vips", &lb.additional_vips);
+    o.flag("admin_state_up", lb.admin_state_up, true);
+    o.pairs("flavor", &lb.flavor);
+    o.objects("listeners", &lb.listeners, |o, l| listener(o, l, true));
+    o.objects("pools", &lb.pools, |o, p| pool(o, p, true));
+}
+
+fn listener(o: &mut Obj, l: &Listener, nested: bool) {
+    o.ids(!nested, &l.id, "loadbalancer_id", &l.loadbalancer_id);
+    o.string("protocol", &l.protocol);
+    o.number("protocol_port", l.protocol_port);
+    o.opt_string("default_pool_id", &l.default_pool_id);
+    o.flag("admin_state_up", l.admin_state_up, true);
+    o.opt_number("connection_limit", l.connection_limit);
+    o.opt_number("timeout_client_data", l.timeout_client_data);
+    o.opt_number("timeout_member_connect", l.timeout_member_connect);
+    o.opt_number("timeout_member_data", l.timeout_member_data);
+    o.strings("allowed_cidrs", &l.allowed_cidrs);
+    o.pairs("insert_headers", &l.insert_headers);
+    o.opt_string("default_tls_container_ref", &l.default_tls_container_ref);
+    o.strings("sni_container_refs", &l.sni_container_refs);
+    o.opt_string("client_authentication", &l.client_authentication);
+    o.objects("l7policies", &l.l7policies, l7policy);
+}
+
+fn l7policy(o: &mut Obj, p: &L7policy) {
+    o.ids(false, &p.id, "listener_id", &p.listener_id);
+    o.string("action", &p.action);
+    o.opt_number("position", p.position);
+    o.opt_string("redirect_pool_id", &p.redirect_pool_id);
+    o.opt_string("redirect_url", &p.redirect_url);
+    o.opt_string("redirect_prefix", &p.redirect_prefix);
+    o.flag("admin_state_up", p.admin_state_up, true);
+    o.objects("rules", &p.rules, l7rule);
+}
+
+fn l7rule(o: &mut Obj, r: &L7rule) {
+    o.ids(false, &r.id, "l7policy_id", &r.l7policy_id);
+    o.string("kind", &r.kind);
+    o.string("compare_type", &r.compare_type);
+    o.opt_string("key", &r.key);
+    o.string("value", &r.value);
+    o.flag("invert", r.invert, false);
+    o.flag("admin_state_up", r.admin_state_up, true);
+}
+
+fn pool(o: &mut Obj, p: &Pool, nested: bool) {
+    o.ids(!nested, &p.id, "loadbalancer_id", &p.loadbalancer_id);
+    o.opt_string("listener_id", &p.listener_id);
+    o.string("protocol", &p.protocol);
+    o.string("lb_algorithm", &p.lb_algorithm);
+    o.object("session_persistence", &p.session_persistence, |o, s: &SessionPersistence| {
+        o.string("kind", &s.kind);
+        o.opt_string("cookie_name", &s.cookie_name);
+        o.opt_number("persistence_timeout", s.persistence_timeout);
+        o.opt_string("persistence_granularity", &s.persistence_granularity);
+    });
+    o.flag("tls_enabled", p.tls_enabled, false);
+    o.flag("admin_state_up", p.admin_state_up, true);
+    o.objects("members", &p.members, |o, m| member(o, m, true));
+    o.object("healthmonitor", &p.healthmonitor, |o, h| monitor(o, h, true));
+}
+
+fn member(o: &mut Obj, m: &Member, nested: bool) {
+    o.ids(!nested, &m.id, "pool_id", &m.pool_id);
+    o.string("address", &m.address);
+    o.number("protocol_port", m.protocol_port);
+    o.number_unless("weight", m.weight.into(), 1);
+    o.flag("admin_state_up", m.admin_state_up, true);
+    o.flag("backup", m.backup, false);
+    o.opt_string("monitor_address", &m.monitor_address);
+    o.opt_number("monitor_port", m.monitor_port);
+}
+
+fn monitor(o: &mut Obj, h: &HealthMonitor, nested: bool) {
+    o.ids(!nested, &h.id, "pool_id", &h.pool_id);
+    o.string("kind", &h.kind);
+    o.number("delay", h.delay);
+    o.number("timeout", h.timeout);
+    o.number("max_retries", h.max_retries);
+    o.number("max_retries_down", h.max_retries_down);
+    o.opt_string("http_method", &h.http_method);
+    o.opt_string("url_path", &h.url_path);
+    o.opt_string("expected_codes", &h.expected_codes);
+    o.opt_string("http_version", &h.http_version);
+    o.opt_string("domain_name", &h.domain_name);
+    o.flag("admin_state_up", h.admin_state_up, true);
+}
+
+fn rendered(o: &mut Obj, r: &Rendered) {
+    let s = &r.rule.service;
+    let mut service = Obj::open(o.key("service"));
+    service.text("external_ip", &s.external_ip);
+    service.number_unless("port", s.port.into(), 0);
+    service.text("protocol", &s.protocol);
+    service.number_unless("sel", s.sel.into(), 0);
+    service.number_unless("mode", s.mode.into(), 0);
+    service.number_unless("security", s.security.into(), 0);
+    service.flag("monitor", s.monitor, false);
+    service.number_unless("inactive_timeout", s.inactive_timeout.into(), 0);
+    service.number_unless("block", s.block.into(), 0);
+    service.text("name", &s.name);
+    service.text("probetype", &s.probetype);
+    service.number_unless("probeport", s.probeport.into(), 0);
+    service.text("probereq", &s.probereq);
+    service.text("proberesp", &s.proberesp);
+    service.number_unless("probe_timeout", s.probe_timeout.into(), 0);
+    service.number_unless("probe_retries", s.probe_retries.into(), 0);
+    service.flag("proxyprotocolv2", s.proxyprotocolv2, false);
+    service.flag("bgp", s.bgp, false);
+    service.text("host", &s.host);
+    service.close();
+    if !r.rule.endpoints.is_empty() {
+        let out = o.key("endpoints");
+        out.push('[');
+        for (i, e) in r.rule.endpoints.iter().enumerate() {
+            out.push_str(if i > 0 { ",[" } else { "[" });
+            push_string(out, &e.ip);
+            let _ = write!(out, ",{},{}]", e.target_port, e.weight);
+        }
+        out.push(']');
+    }
+    o.strings("allowed_sources", &r.rule.allowed_sources);
+    o.strings("secondary_ips", &r.rule.secondary_ips);
+    o.objects("probes", &r.probes, |o, p| {
+        o.text("host_name", &p.host_name);
+        o.text("name", &p.name);
+        o.text("probe_type", &p.probe_type);
+        o.number_unless("probe_port", p.probe_port.into(), 0);
+        o.text("probe_req", &p.probe_req);
+        o.text("probe_resp", &p.probe_resp);
+        o.number_unless("probe_duration", p.probe_duration.into(), 0);
+        o.number_unless("inactive_retries", p.inactive_retries.into(), 0);
+    });
+}
+
+/// The members of an object being read; a missing member or `null` takes the field's default.
+struct Fields<'a> {
+    members: &'a [(String, Json)],
+    what: &'static str,
+}
+
+impl<'a> Fields<'a> {
+    fn of(json: &'a Json, what: &'static str) -> Result<Fields<'a>, String> {
+        match json {
+            Json::Object(members) => Ok(Fields { members, what }),
+            _ => Err(format!("{what}: not an object")),
+        }
+    }
+
+    fn field(&self, name: &str) -> Option<&'a Json> {
+        self.members.iter().find(|(k, _)| k == name).map(|(_, v)| v).filter(|v| !v.is_null())
+    }
+
+    fn wrong(&self, name: &str, expected: &str) -> String {
+        format!("{}.{name}: expected {expected}", self.what)
+    }
+
+    fn string(&self, name: &str) -> Result<String, String> {
+        self.opt_string(name)?.ok_or_else(|| format!("{}.{name}: missing", self.what))
+    }
+
+    fn text(&self, name: &str) -> Result<String, String> {
+        Ok(self.opt_string(name)?.unwrap_or_default())
+    }
+
+    fn opt_string(&self, name: &str) -> Result<Option<String>, String> {
+        self.field(name).map(|v| v.as_str().map(str::to_string).ok_or_else(|| self.wrong(name, "a string"))).transpose()
+    }
+
+    /// An id the entry implies when the metadata leaves it out.
+    fn id(&self, name: &str, implied: Option<&str>) -> Result<String, String> {
+        match (self.opt_string(name)?, implied) {
+            (Some(id), _) => Ok(id),
+            (None, Some(id)) => Ok(id.to_string()),
+            (None, None) => Err(format!("{}.{name}: missing", self.what)),
+        }
+    }
+
+    fn opt_number<T: TryFrom<i64>>(&self, name: &str) -> Result<Option<T>, String> {
+        self.field(name).map(|v| v.as_i64().and_then(|n| T::try_from(n).ok()).ok_or_else(|| self.wrong(name, "an integer in range"))).transpose()
+    }
+
+    fn number<T: TryFrom<i64>>(&self, name: &str, default: T) -> Result<T, String> {
+        Ok(self.opt_number(name)?.unwrap_or(default))
+    }
+
+    fn required_number<T: TryFrom<i64>>(&self, name: &str) -> Result<T, String> {
+        self.opt_number(name)?.ok_or_else(|| format!("{}.{name}: missing", self.what))
+    }
+
+    fn flag(&self, name: &str, default: bool) -> Result<bool, String> {
+        self.field(name).map(|v| v.as_bool().ok_or_else(|| self.wrong(name, "true or false"))).transpose().map(|b| b.unwrap_or(default))
+    }
+
+    fn list<T>(&self, name: &str, read: impl Fn(&'a Json) -> Result<T, String>) -> Result<Vec<T>, String> {
+        match self.field(name) {
+            None => Ok(Vec::new()),
+            Some(v) => v.as_array().ok_or_else(|| self.wrong(name, "a list"))?.iter().map(read).collect(),
+        }
+    }
+
+    fn strings(&self, name: &str) -> Result<Vec<String>, String> {
+        self.list(name, |v| v.as_str().map(str::to_string).ok_or_else(|| self.wrong(name, "strings")))
+    }
+
+    fn pairs(&self, name: &str) -> Result<Vec<(String, String)>, String> {
+        self.list(name, |v| match v.as_array() {
+            Some([Json::String(a), Json::String(b)]) => Ok((a.clone(), b.clone())),
+            _ => Err(self.wrong(name, "pairs of strings")),
+        })
+    }
+
+    fn object<T>(&self, name: &'static str, read: impl Fn(&Fields) -> Result<T, String>) -> Result<Option<T>, String> {
+        self.field(name).map(|v| read(&Fields::of(v, name)?)).transpose()
+    }
+}
+
+fn read_loadbalancer(f: &Fields, implied: Option<Implied>) -> Result<Loadbalancer, String> {
+    Ok(Loadbalancer {
+        id: f.id("id", implied.map(|i| i.id))?,
+        project_id: f.opt_string("project_id")?,
+        name: f.opt_string("name")?,
+        vip_address: f.string("vip_address")?,
+        additional_vips: f.strings("additional_vips")?,
+        admin_state_up: f.flag("admin_state_up", true)?,
+        flavor: f.pairs("flavor")?,
+        listeners: f.list("listeners", |v| read_listener(&Fields::of(v, "listener")?, None))?,
+        pools: f.list("pools", |v| read_pool(&Fields::of(v, "pool")?, None))?,
+    })
+}
+
+fn read_listener(f: &Fields, implied: Option<Implied>) -> Result<Listener, String> {
+    Ok(Listener {
+        id: f.id("id", implied.map(|i| i.id))?,
+        loadbalancer_id: f.id("loadbalancer_id", implied.and_then(|i| i.parent))?,
+        protocol: f.string("protocol")?,
+        protocol_port: f.required_number("protocol_port")?,
+        default_pool_id: f.opt_string("default_pool_id")?,
+        admin_state_up: f.flag("admin_state_up", true)?,
+        connection_limit: f.opt_number("connection_limit")?,
+        timeout_client_data: f.opt_number("timeout_client_data")?,
+        timeout_member_connect: f.opt_number("timeout_member_connect")?,
+        timeout_member_data: f.opt_number("timeout_member_data")?,
+        allowed_cidrs: f.strings("allowed_cidrs")?,
+        insert_headers: f.pairs("insert_headers")?,
+        default_tls_container_ref: f.opt_string("default_tls_container_ref")?,
+        sni_container_refs: f.strings("sni_container_refs")?,
+        client_authentication: f.opt_string("client_authentication")?,
+        l7policies: f.list("l7policies", |v| read_l7policy(&Fields::of(v, "l7policy")?))?,
+    })
+}
+
+fn read_l7policy(f: &Fields) -> Result<L7policy, String> {
+    Ok(L7policy {
+        id: f.string("id")?,
+        listener_id: f.string("listener_id")?,
+        action: f.string("action")?,
+        position: f.opt_number("position")?,
+        redirect_pool_id: f.opt_string("redirect_pool_id")?,
+        redirect_url: f.opt_string("redirect_url")?,
+        redirect_prefix: f.opt_string("redirect_prefix")?,
+        admin_state_up: f.flag("admin_state_up", true)?,
+        rules: f.list("rules", |v| read_l7rule(&Fields::of(v, "l7rule")?))?,
+    })
+}
+
+fn read_l7rule(f: &Fields) -> Result<L7rule, String> {
+    Ok(L7rule {
+        id: f.string("id")?,
+        l7policy_id: f.string("l7policy_id")?,
+        kind: f.string("kind")?,
+        compare_type: f.string("compare_type")?,
+        key: f.opt_string("key")?,
+        value: f.string("value")?,
+        invert: f.flag("invert", false)?,
+        admin_state_up: f.flag("admin_state_up", true)?,
+    })
+}
+
+fn read_pool(f: &Fields, implied: Option<Implied>) -> Result<Pool, String> {
+    Ok(Pool {
+        id: f.id("id", implied.map(|i| i.id))?,
+        loadbalancer_id: f.id("loadbalancer_id", implied.and_then(|i| i.parent))?,
+        listener_id: f.opt_string("listener_id")?,
+        protocol: f.string("protocol")?,
+        lb_algorithm: f.string("lb_algorithm")?,
+        session_persistence: f.object("session_persistence", |s| {
+            Ok(SessionPersistence {
+                kind: s.string("kind")?,
+                cookie_name: s.opt_string("cookie_name")?,
+                persistence_timeout: s.opt_number("persistence_timeout")?,
+                persistence_granularity: s.opt_string("persistence_granularity")?,
+            })
+        })?,
+        tls_enabled: f.flag("tls_enabled", false)?,
+        admin_state_up: f.flag("admin_state_up", true)?,
+        members: f.list("members", |v| read_member(&Fields::of(v, "member")?, None))?,
+        healthmonitor: f.object("healthmonitor", |h| read_monitor(h, None))?,
+    })
+}
+
+fn read_member(f: &Fields, implied: Option<Implied>) -> Result<Member, String> {
+    Ok(Member {
+        id: f.id("id", implied.map(|i| i.id))?,
+        pool_id: f.id("pool_id", implied.and_then(|i| i.parent))?,
+        address: f.string("address")?,
+        protocol_port: f.required_number("protocol_port")?,
+        weight: f.number("weight", 1)?,
+        admin_state_up: f.flag("admin_state_up", true)?,
+        backup: f.flag("backup", false)?,
+        monitor_address: f.opt_string("monitor_address")?,
+        monitor_port: f.opt_number("monitor_port")?,
+    })
+}
+
+fn read_monitor(f: &Fields, implied: Option<Implied>) -> Result<HealthMonitor, String> {
+    Ok(HealthMonitor {
+        id: f.id("id", implied.map(|i| i.id))?,
+        pool_id: f.id("pool_id", implied.and_then(|i| i.parent))?,
+        kind: f.string("kind")?,
+        delay: f.required_number("delay")?,
+        timeout: f.required_number("timeout")?,
+        max_retries: f.required_number("max_retries")?,
+        max_retries_down: f.required_number("max_retries_down")?,
+        http_method: f.opt_string("http_method")?,
+        url_path: f.opt_string("url_path")?,
+        expected_codes: f.opt_string("expected_codes")?,
+        http_version: f.opt_string("http_version")?,
+        domain_name: f.opt_string("domain_name")?,
+        admin_state_up: f.flag("admin_state_up", true)?,
+    })
+}
+
+fn read_rendered(f: &Fields) -> Result<Rendered, String> {
+    // The earlier form nests the rule: `{"rule": {...}, "probes": [...]}`.
+    let rule_fields;
+    let rule = match f.field("rule") {
+        Some(r) => {
+            rule_fields = Fields::of(r, "rule")?;
+            &rule_fields
+        }
+        None => f,
+    };
+    let service = rule.object("service", |s| {
+        Ok(ServiceArgs {
+            external_ip: s.text("external_ip")?,
+            port: s.number("port", 0)?,
+            protocol: s.text("protocol")?,
+            sel: s.number("sel", 0)?,
+            mode: s.number("mode", 0)?,
+            security: s.number("security", 0)?,
+            monitor: s.flag("monitor", false)?,
+            inactive_timeout: s.number("inactive_timeout", 0)?,
+            block: s.number("block", 0)?,
+            name: s.text("name")?,
+            probetype: s.text("probetype")?,
+            probeport: s.number("probeport", 0)?,
+            probereq: s.text("probereq")?,
+            proberesp: s.text("proberesp")?,
+            probe_timeout: s.number("probe_timeout", 0)?,
+            probe_retries: s.number("probe_retries", 0)?,
+            proxyprotocolv2: s.flag("proxyprotocolv2", false)?,
+            bgp: s.flag("bgp", false)?,
+            host: s.text("host")?,
+        })
+    })?;
+    let endpoint = |v: &Json| -> Result<Endpoint, String> {
+        let in_range = |v: &Json, max: i64| v.as_i64().filter(|n| (0..=max).contains(n));
+        match v {
+            Json::Array(parts) => match parts.as_slice() {
+                [Json::String(ip), port, weight] => Ok(Endpoint {
+                    ip: ip.clone(),
+                    target_port: in_range(port, u16::MAX.into()).ok_or("endpoints: a bad port")? as u16,
+                    weight: in_range(weight, u8::MAX.into()).ok_or("endpoints: a bad weight")? as u8,
+                }),
+                _ => Err("endpoints: expected [ip, port, weight]".to_string()),
+            },
+            other => {
+                let e = Fields::of(other, "endpoint")?;
+                Ok(Endpoint { ip: e.string("ip")?, target_port: e.required_number("target_port")?, weight: e.number("weight", 0)? })
+            }
+        }
+    };
+    Ok(Rendered {
+        rule: LbRule {
+            service: service.ok_or("programmed: no service")?,
+            endpoints: rule.list("endpoints", endpoint)?,
+            allowed_sources: rule.strings("allowed_sources")?,
+            secondary_ips: rule.strings("secondary_ips")?,
+        },
+        probes: f.list("probes", |v| {
+            let p = Fields::of(v, "probe")?;
+            Ok(EndpointProbe {
+                host_name: p.text("host_name")?,
+                name: p.text("name")?,
+                probe_type: p.text("probe_type")?,
+                probe_port: p.number("probe_port", 0)?,
+                probe_req: p.text("probe_req")?,
+                probe_resp: p.text("probe_resp")?,
+                probe_duration: p.number("probe_duration", 0)?,
+                inactive_retries: p.number("inactive_retries", 0)?,
+            })
+        })?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn member(weight: u32, admin: bool) -> Member {
+        serde_json::from_value(json!({"id": "m1", "pool_id": "p1", "address": "10.0.1.1", "protocol_port": 8080, "weight": weight,
+            "admin_state_up": admin, "backup": false, "monitor_address": null, "monitor_port": null}))
+        .unwrap()
+    }
+
+    fn listener() -> Listener {
+        serde_json::from_value(json!({"id": "l1", "loadbalancer_id": "lb1", "protocol": "TCP", "protocol_port": 80, "default_pool_id": "p1",
+            "admin_state_up": true, "connection_limit": -1, "timeout_client_data": 50000, "timeout_member_connect": null,
+            "timeout_member_data": null, "allowed_cidrs": ["10.0.0.0/8"], "insert_headers": [["X-Forwarded-For", "true"]],
+            "default_tls_container_ref": null, "sni_container_refs": [], "client_authentication": null,
+            "l7policies": [{"id": "p", "listener_id": "l1", "action": "REJECT", "position": 1, "redirect_pool_id": null, "redirect_url": null,
+                "redirect_prefix": null, "admin_state_up": false, "rules": [{"id": "r", "l7policy_id": "p", "kind": "PATH", "compare_type": "EQUAL_TO",
+                "key": null, "value": "/x \"quoted\"", "invert": true, "admin_state_up": true}]}]}))
+        .unwrap()
+    }
+
+    fn rendered() -> Rendered {
+        let r = json!({
+            "rule": {"service": {"external_ip": "10.0.0.10", "port": 80, "protocol": "tcp", "sel": 0, "mode": 2, "security": 0, "monitor": true,
+                "inactive_timeout": 50, "block": 0, "name": "octavia_l1_lb1", "probetype": "tcp", "probeport": 8080, "probereq": "", "proberesp": "",
+                "probe_timeout": 3, "probe_retries": 2, "proxyprotocolv2": false, "bgp": true, "host": ""},
+                "endpoints": [{"ip": "10.0.1.1", "target_port": 8080, "weight": 1}, {"ip": "10.0.1.2", "target_port": 8081, "weight": 0}],
+                "allowed_sources": ["10.0.0.0/8"], "secondary_ips": []},
+            "probes": [{"host_name": "10.0.1.1", "name": "hm", "probe_type": "http", "probe_port": 8080, "probe_req": "GET /", "probe_resp": "200",
+                "probe_duration": 5, "inactive_retries": 3}]});
+        Rendered { rule: serde_json::from_value(r["rule"].clone()).unwrap(), probes: serde_json::from_value(r["probes"].clone()).unwrap() }
+    }
+
+    fn objects() -> Vec<(Object, Implied<'static>)> {
+        let pool: Pool = serde_json::from_value(json!({"id": "p1", "loadbalancer_id": "lb1", "listener_id": "l1", "protocol": "TCP",
+            "lb_algorithm": "SOURCE_IP", "session_persistence": {"kind": "SOURCE_IP", "cookie_name": null, "persistence_timeout": 60,
+            "persistence_granularity": null}, "tls_enabled": false, "admin_state_up": true, "members": [], "healthmonitor": null}))
+        .unwrap();
+        let monitor: HealthMonitor = serde_json::from_value(json!({"id": "h1", "pool_id": "p1", "kind": "HTTP", "delay": 5, "timeout": 3,
+            "max_retries": 2, "max_retries_down": 3, "http_method": "GET", "url_path": "/", "expected_codes": "200", "http_version": null,
+            "domain_name": null, "admin_state_up": true}))
+        .unwrap();
+        let mut nested_pool = pool.clone();
+        nested_pool.members = vec![member(1, true)];
+        nested_pool.healthmonitor = Some(monitor.clone());
+        let lb: Loadbalancer = serde_json::from_value(json!({"id": "lb1", "project_id": "proj", "name": null, "vip_address": "10.0.0.10",
+            "additional_vips": ["fd00::10"], "admin_state_up": false, "flavor": [["nat_mode", "dsr"]], "listeners": [], "pools": []}))
+        .unwrap();
+        let mut tree = lb.clone();
+        tree.listeners = vec![listener()];
+        tree.pools = vec![nested_pool];
+        let (lb_of, in_pool) = (Implied { id: "lb1", parent: None }, |id| Implied { id, parent: Some("p1") });
+        vec![
+            (Object::Loadbalancer(lb), lb_of),
+            (Object::Loadbalancer(tree), lb_of),
+            (Object::Listener(ListenerState { listener: listener(), programmed: Some(rendered()) }), Implied { id: "l1", parent: Some("lb1") }),
+            (Object::Listener(ListenerState { listener: listener(), programmed: None }), Implied { id: "l1", parent: Some("lb1") }),
+            (Object::Pool(pool), Implied { id: "p1", parent: Some("lb1") }),
+            (Object::Member(member(1, true)), in_pool("m1")),
+            (Object::Member(member(0, false)), in_pool("m1")),
+            (Object::Healthmonitor(monitor), in_pool("h1")),
+        ]
+    }
+
+    #[test]
+    fn every_object_reads_back_as_written() {
+        for (object, implied) in objects() {
+            let text = encode(&object);
+            assert_eq!(decode(&text, object.resource_type(), implied).as_ref(), Ok(&object), "{text}");
+            assert!(!text.contains(&format!("\"id\":\"{}\"", implied.id)), "the entry's own id is left out: {text}");
+        }
+    }
+
+    /// What releases before the compact form wrote: serde's shape of every field, the type named.
+    fn earlier_form(object: &Object) -> String {
+        let (name, attributes) = match object {
+            Object::Loadbalancer(lb) => ("loadbalancer", serde_json::to_value(lb).unwrap()),
+            Object::Listener(ls) => {
+                let programmed = ls.programmed.as_ref().map(|r| json!({"rule": r.rule, "probes": r.probes}));
+                ("listener", json!({"listener": ls.listener, "programmed": programmed}))
+            }
+            Object::Pool(p) => ("pool", serde_json::to_value(p).unwrap()),
+            Object::Member(m) => ("member", serde_json::to_value(m).unwrap()),
+            Object::Healthmonitor(h) => ("healthmonitor", serde_json::to_value(h).unwrap()),
+        };
+        json!({"object": name, "attributes": attributes}).to_string()
+    }
+
+    #[test]
+    fn metadata_written_by_earlier_releases_still_reads() {
+        for (object, implied) in objects() {
+            let text = earlier_form(&object);
+            assert_eq!(decode(&text, object.resource_type(), implied).as_ref(), Ok(&object), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_compact_form_is_a_fraction_of_the_earlier_one() {
+        let m = Object::Member(member(1, true));
+        assert_eq!(encode(&m), r#"{"address":"10.0.1.1","protocol_port":8080}"#);
+        // A listener as most are: no L7 policies, a TCP monitor (no per-endpoint probes).
+        let mut plain = listener();
+        plain.l7policies.clear();
+        let mut rule = rendered();
+        rule.probes.clear();
+        let l = Object::Listener(ListenerState { listener: plain, programmed: Some(rule) });
+        let (compact, earlier) = (encode(&l).len(), earlier_form(&l).len());
+        assert!(compact * 3 < earlier * 2, "listener: {compact} bytes compact, {earlier} before: {}", encode(&l));
+    }
+
+    #[test]
+    fn damaged_metadata_is_an_error_naming_the_field() {
+        let member_of = Implied { id: "m1", parent: Some("p1") };
+        for (text, says) in [
+            (r#"{"address":"10.0.1.1"}"#, "member.protocol_port: missing"),
+            (r#"{"address":"10.0.1.1","protocol_port":70000}"#, "member.protocol_port: expected an integer in range"),
+            (r#"{"address":1,"protocol_port":80}"#, "member.address: expected a string"),
+            (r#"{"address":"a","protocol_port":80,"backup":"no"}"#, "member.backup: expected true or false"),
+            (r#"{"object":"gateway","attributes":{}}"#, "unknown object type"),
+            ("not json", "unexpected character"),
+        ] {
+            let error = decode(text, ResourceType::Member, member_of).unwrap_err();
+            assert!(error.contains(says), "{text}: {error}");
+        }
+        let endpoints = r#"{"protocol":"TCP","protocol_port":80,"programmed":{"service":{},"endpoints":[["10.0.1.1",80,300]]}}"#;
+        let error = decode(endpoints, ResourceType::Listener, Implied { id: "l1", parent: Some("lb1") }).unwrap_err();
+        assert!(error.contains("bad weight"), "{error}");
+    }
+}
