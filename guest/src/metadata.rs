@@ -2,9 +2,11 @@
 //! behind it.
 //!
 //! Written compact: the object's fields under their Octavia names, leaving out what the entry already
-//! says (the object's own id and its parent's) and every field at its default (absent options, empty
+//! says (the object's own id and its parent's; a listener's or member's port, a programmed rule's VIP,
+//! port and protocol when they are the entry's) and every field at its default (absent options, empty
 //! lists, zero numbers in rules, `admin_state_up: true`, `weight: 1`…); a listener carries the rule last
-//! programmed for it under `programmed`, its endpoints as `[ip, port, weight]`. A member is ~50 bytes where
+//! programmed for it under `programmed`, its endpoints as `[ip, port, weight]`, its name left out when it
+//! is the one `keys::rule_name` gives the listener. A member is ~50 bytes where
 //! the full object was ~230, a listener ~0.5 KB where it was ~1.5 KB: the snapshot, the journal and every
 //! read of the mapping shrink with it.
 //!
@@ -15,34 +17,39 @@
 use std::fmt::Write as _;
 
 use crate::json::{push_string, Json};
+use crate::keys;
 use crate::loxilb_types::{Endpoint, EndpointProbe, LbRule, ServiceArgs};
 use crate::octavia::{HealthMonitor, L7policy, L7rule, Listener, Loadbalancer, Member, Pool, SessionPersistence};
 use crate::state::{ListenerState, Object, ResourceType};
 use crate::translate::Rendered;
 
-/// The ids an entry implies for its object: the object's own, and its parent's.
+/// What an entry says of its object, which its metadata therefore leaves out: the object's own id, its
+/// parent's, and the entry's seed fields.
 #[derive(Clone, Copy)]
 pub struct Implied<'a> {
     pub id: &'a str,
     pub parent: Option<&'a str>,
+    pub external_ip: &'a str,
+    pub port: u16,
+    pub protocol: &'a str,
 }
 
-/// The metadata of `object`, whose entry implies its id and parent id.
-pub fn encode(object: &Object) -> String {
+/// The metadata of `object`, which the entry `implied` describes.
+pub fn encode(object: &Object, implied: Implied) -> String {
     let mut out = String::with_capacity(128);
     let o = &mut Obj::open(&mut out);
     match object {
         Object::Loadbalancer(lb) => loadbalancer(o, lb, false),
         Object::Listener(ls) => {
-            listener(o, &ls.listener, false);
+            listener(o, &ls.listener, Some(implied));
             if let Some(programmed) = &ls.programmed {
                 let mut p = Obj::open(o.key("programmed"));
-                rendered(&mut p, programmed);
+                rendered(&mut p, programmed, Some((&ls.listener, implied)));
                 p.close();
             }
         }
         Object::Pool(p) => pool(o, p, false),
-        Object::Member(m) => member(o, m, false),
+        Object::Member(m) => member(o, m, Some(implied)),
         Object::Healthmonitor(h) => monitor(o, h, false),
     }
     o.close();
@@ -76,7 +83,7 @@ pub fn decode(text: &str, kind: ResourceType, implied: Implied) -> Result<Object
                 Some(l) => (read_listener(&Fields::of(l, "listener")?, implied)?, f.field("programmed")),
                 None => (read_listener(&f, implied)?, f.field("programmed")),
             };
-            let programmed = programmed.map(|p| read_rendered(&Fields::of(p, "programmed")?)).transpose()?;
+            let programmed = programmed.map(|p| read_rendered(&Fields::of(p, "programmed")?, implied.map(|i| (&listener, i)))).transpose()?;
             Object::Listener(ListenerState { listener, programmed })
         }
         ResourceType::Pool => Object::Pool(read_pool(&f, implied)?),
@@ -226,14 +233,15 @@ fn loadbalancer(o: &mut Obj, lb: &Loadbalancer, nested: bool) {
     o.strings("additional_vips", &lb.additional_vips);
     o.flag("admin_state_up", lb.admin_state_up, true);
     o.pairs("flavor", &lb.flavor);
-    o.objects("listeners", &lb.listeners, |o, l| listener(o, l, true));
+    o.objects("listeners", &lb.listeners, |o, l| listener(o, l, None));
     o.objects("pools", &lb.pools, |o, p| pool(o, p, true));
 }
 
-fn listener(o: &mut Obj, l: &Listener, nested: bool) {
-    o.ids(!nested, &l.id, "loadbalancer_id", &l.loadbalancer_id);
+/// A listener; `implied`: the entry of a listener stored on its own (not nested in a load balancer).
+fn listener(o: &mut Obj, l: &Listener, implied: Option<Implied>) {
+    o.ids(implied.is_some(), &l.id, "loadbalancer_id", &l.loadbalancer_id);
     o.string("protocol", &l.protocol);
-    o.number("protocol_port", l.protocol_port);
+    o.number_unless("protocol_port", l.protocol_port.into(), implied.map_or(u64::MAX, |i| i.port.into()));
     o.opt_string("default_pool_id", &l.default_pool_id);
     o.flag("admin_state_up", l.admin_state_up, true);
     o.opt_number("connection_limit", l.connection_limit);
@@ -282,14 +290,15 @@ fn pool(o: &mut Obj, p: &Pool, nested: bool) {
     });
     o.flag("tls_enabled", p.tls_enabled, false);
     o.flag("admin_state_up", p.admin_state_up, true);
-    o.objects("members", &p.members, |o, m| member(o, m, true));
+    o.objects("members", &p.members, |o, m| member(o, m, None));
     o.object("healthmonitor", &p.healthmonitor, |o, h| monitor(o, h, true));
 }
 
-fn member(o: &mut Obj, m: &Member, nested: bool) {
-    o.ids(!nested, &m.id, "pool_id", &m.pool_id);
+/// A member; `implied`: the entry of a member stored on its own (not nested in a pool).
+fn member(o: &mut Obj, m: &Member, implied: Option<Implied>) {
+    o.ids(implied.is_some(), &m.id, "pool_id", &m.pool_id);
     o.string("address", &m.address);
-    o.number("protocol_port", m.protocol_port);
+    o.number_unless("protocol_port", m.protocol_port.into(), implied.map_or(u64::MAX, |i| i.port.into()));
     o.number_unless("weight", m.weight.into(), 1);
     o.flag("admin_state_up", m.admin_state_up, true);
     o.flag("backup", m.backup, false);
@@ -312,19 +321,43 @@ fn monitor(o: &mut Obj, h: &HealthMonitor, nested: bool) {
     o.flag("admin_state_up", h.admin_state_up, true);
 }
 
-fn rendered(o: &mut Obj, r: &Rendered) {
+/// The name a listener's rule has unless its metadata says otherwise.
+fn implied_rule_name(l: &Listener) -> Option<String> {
+    l.default_pool_id.as_deref().map(|pool| keys::rule_name(&l.loadbalancer_id, &l.id, pool))
+}
+
+/// The rule programmed for a listener; `of`: the listener and its entry, which imply the rule's VIP, port,
+/// protocol and name.
+fn rendered(o: &mut Obj, r: &Rendered, of: Option<(&Listener, Implied)>) {
     let s = &r.rule.service;
     let mut service = Obj::open(o.key("service"));
-    service.text("external_ip", &s.external_ip);
-    service.number_unless("port", s.port.into(), 0);
-    service.text("protocol", &s.protocol);
+    match of {
+        Some((_, implied)) => {
+            if s.external_ip != implied.external_ip {
+                service.string("external_ip", &s.external_ip);
+            }
+            service.number_unless("port", s.port.into(), implied.port.into());
+            if s.protocol != implied.protocol {
+                service.string("protocol", &s.protocol);
+            }
+        }
+        None => {
+            service.text("external_ip", &s.external_ip);
+            service.number_unless("port", s.port.into(), 0);
+            service.text("protocol", &s.protocol);
+        }
+    }
     service.number_unless("sel", s.sel.into(), 0);
     service.number_unless("mode", s.mode.into(), 0);
     service.number_unless("security", s.security.into(), 0);
     service.flag("monitor", s.monitor, false);
     service.number_unless("inactive_timeout", s.inactive_timeout.into(), 0);
     service.number_unless("block", s.block.into(), 0);
-    service.text("name", &s.name);
+    match of.map(|(l, _)| implied_rule_name(l)) {
+        Some(implied) if implied.as_deref() == Some(s.name.as_str()) => {}
+        Some(_) => service.string("name", &s.name),
+        None => service.text("name", &s.name),
+    }
     service.text("probetype", &s.probetype);
     service.number_unless("probeport", s.probeport.into(), 0);
     service.text("probereq", &s.probereq);
@@ -414,6 +447,14 @@ impl<'a> Fields<'a> {
         self.opt_number(name)?.ok_or_else(|| format!("{}.{name}: missing", self.what))
     }
 
+    /// A number the entry implies when the metadata leaves it out.
+    fn implied_number<T: TryFrom<i64>>(&self, name: &str, implied: Option<T>) -> Result<T, String> {
+        match (self.opt_number(name)?, implied) {
+            (Some(n), _) | (None, Some(n)) => Ok(n),
+            (None, None) => Err(format!("{}.{name}: missing", self.what)),
+        }
+    }
+
     fn flag(&self, name: &str, default: bool) -> Result<bool, String> {
         self.field(name).map(|v| v.as_bool().ok_or_else(|| self.wrong(name, "true or false"))).transpose().map(|b| b.unwrap_or(default))
     }
@@ -460,7 +501,7 @@ fn read_listener(f: &Fields, implied: Option<Implied>) -> Result<Listener, Strin
         id: f.id("id", implied.map(|i| i.id))?,
         loadbalancer_id: f.id("loadbalancer_id", implied.and_then(|i| i.parent))?,
         protocol: f.string("protocol")?,
-        protocol_port: f.required_number("protocol_port")?,
+        protocol_port: f.implied_number("protocol_port", implied.map(|i| i.port))?,
         default_pool_id: f.opt_string("default_pool_id")?,
         admin_state_up: f.flag("admin_state_up", true)?,
         connection_limit: f.opt_number("connection_limit")?,
@@ -530,7 +571,7 @@ fn read_member(f: &Fields, implied: Option<Implied>) -> Result<Member, String> {
         id: f.id("id", implied.map(|i| i.id))?,
         pool_id: f.id("pool_id", implied.and_then(|i| i.parent))?,
         address: f.string("address")?,
-        protocol_port: f.required_number("protocol_port")?,
+        protocol_port: f.implied_number("protocol_port", implied.map(|i| i.port))?,
         weight: f.number("weight", 1)?,
         admin_state_up: f.flag("admin_state_up", true)?,
         backup: f.flag("backup", false)?,
@@ -557,7 +598,7 @@ fn read_monitor(f: &Fields, implied: Option<Implied>) -> Result<HealthMonitor, S
     })
 }
 
-fn read_rendered(f: &Fields) -> Result<Rendered, String> {
+fn read_rendered(f: &Fields, of: Option<(&Listener, Implied)>) -> Result<Rendered, String> {
     // The earlier form nests the rule: `{"rule": {...}, "probes": [...]}`.
     let rule_fields;
     let rule = match f.field("rule") {
@@ -568,17 +609,21 @@ fn read_rendered(f: &Fields) -> Result<Rendered, String> {
         None => f,
     };
     let service = rule.object("service", |s| {
+        let implied = of.map(|(_, i)| i);
         Ok(ServiceArgs {
-            external_ip: s.text("external_ip")?,
-            port: s.number("port", 0)?,
-            protocol: s.text("protocol")?,
+            external_ip: s.opt_string("external_ip")?.unwrap_or_else(|| implied.map_or("", |i| i.external_ip).to_string()),
+            port: s.number("port", implied.map_or(0, |i| i.port))?,
+            protocol: s.opt_string("protocol")?.unwrap_or_else(|| implied.map_or("", |i| i.protocol).to_string()),
             sel: s.number("sel", 0)?,
             mode: s.number("mode", 0)?,
             security: s.number("security", 0)?,
             monitor: s.flag("monitor", false)?,
             inactive_timeout: s.number("inactive_timeout", 0)?,
             block: s.number("block", 0)?,
-            name: s.text("name")?,
+            name: match s.opt_string("name")? {
+                Some(name) => name,
+                None => of.and_then(|(l, _)| implied_rule_name(l)).unwrap_or_default(),
+            },
             probetype: s.text("probetype")?,
             probeport: s.number("probeport", 0)?,
             probereq: s.text("probereq")?,
@@ -682,23 +727,32 @@ mod tests {
         let mut tree = lb.clone();
         tree.listeners = vec![listener()];
         tree.pools = vec![nested_pool];
-        let (lb_of, in_pool) = (Implied { id: "lb1", parent: None }, |id| Implied { id, parent: Some("p1") });
+        let entry = |id, parent, port, protocol| Implied { id, parent, external_ip: "10.0.0.10", port, protocol };
+        let listener_entry = entry("l1", Some("lb1"), 80, "tcp");
+        // The rule as this policy names it, and on another port than the listener's entry says.
+        let mut canonical = rendered();
+        canonical.rule.service.name = keys::rule_name("lb1", "l1", "p1");
+        let mut moved = rendered();
+        moved.rule.service.port = 8443;
+        moved.rule.service.external_ip = String::new();
         vec![
-            (Object::Loadbalancer(lb), lb_of),
-            (Object::Loadbalancer(tree), lb_of),
-            (Object::Listener(ListenerState { listener: listener(), programmed: Some(rendered()) }), Implied { id: "l1", parent: Some("lb1") }),
-            (Object::Listener(ListenerState { listener: listener(), programmed: None }), Implied { id: "l1", parent: Some("lb1") }),
-            (Object::Pool(pool), Implied { id: "p1", parent: Some("lb1") }),
-            (Object::Member(member(1, true)), in_pool("m1")),
-            (Object::Member(member(0, false)), in_pool("m1")),
-            (Object::Healthmonitor(monitor), in_pool("h1")),
+            (Object::Loadbalancer(lb), entry("lb1", None, 0, "")),
+            (Object::Loadbalancer(tree), entry("lb1", None, 0, "")),
+            (Object::Listener(ListenerState { listener: listener(), programmed: Some(rendered()) }), listener_entry),
+            (Object::Listener(ListenerState { listener: listener(), programmed: Some(canonical) }), listener_entry),
+            (Object::Listener(ListenerState { listener: listener(), programmed: Some(moved) }), listener_entry),
+            (Object::Listener(ListenerState { listener: listener(), programmed: None }), entry("l1", Some("lb1"), 0, "")),
+            (Object::Pool(pool), entry("p1", Some("lb1"), 0, "tcp")),
+            (Object::Member(member(1, true)), entry("m1", Some("p1"), 8080, "")),
+            (Object::Member(member(0, false)), entry("m1", Some("p1"), 80, "")),
+            (Object::Healthmonitor(monitor), entry("h1", Some("p1"), 0, "")),
         ]
     }
 
     #[test]
     fn every_object_reads_back_as_written() {
         for (object, implied) in objects() {
-            let text = encode(&object);
+            let text = encode(&object, implied);
             assert_eq!(decode(&text, object.resource_type(), implied).as_ref(), Ok(&object), "{text}");
             assert!(!text.contains(&format!("\"id\":\"{}\"", implied.id)), "the entry's own id is left out: {text}");
         }
@@ -729,23 +783,27 @@ mod tests {
 
     #[test]
     fn the_compact_form_is_a_fraction_of_the_earlier_one() {
-        let m = Object::Member(member(1, true));
-        assert_eq!(encode(&m), r#"{"address":"10.0.1.1","protocol_port":8080}"#);
+        let (objects, entry) = (objects(), |i: usize| objects()[i].1);
+        assert_eq!(encode(&objects[7].0, entry(7)), r#"{"address":"10.0.1.1"}"#, "the member's port is its entry's");
+        assert_eq!(encode(&objects[8].0, entry(8)), r#"{"address":"10.0.1.1","protocol_port":8080,"weight":0,"admin_state_up":false}"#);
+        let canonical = encode(&objects[3].0, entry(3));
+        assert!(!canonical.contains("octavia_lb-"), "the rule's name is the one the listener implies: {canonical}");
         // A listener as most are: no L7 policies, a TCP monitor (no per-endpoint probes).
         let mut plain = listener();
         plain.l7policies.clear();
         let mut rule = rendered();
         rule.probes.clear();
+        rule.rule.service.name = keys::rule_name("lb1", "l1", "p1");
         let l = Object::Listener(ListenerState { listener: plain, programmed: Some(rule) });
-        let (compact, earlier) = (encode(&l).len(), earlier_form(&l).len());
-        assert!(compact * 3 < earlier * 2, "listener: {compact} bytes compact, {earlier} before: {}", encode(&l));
+        let (compact, earlier) = (encode(&l, entry(3)).len(), earlier_form(&l).len());
+        assert!(compact * 2 < earlier, "listener: {compact} bytes compact, {earlier} before: {}", encode(&l, entry(3)));
     }
 
     #[test]
     fn damaged_metadata_is_an_error_naming_the_field() {
-        let member_of = Implied { id: "m1", parent: Some("p1") };
+        let member_of = Implied { id: "m1", parent: Some("p1"), external_ip: "10.0.0.10", port: 80, protocol: "" };
         for (text, says) in [
-            (r#"{"address":"10.0.1.1"}"#, "member.protocol_port: missing"),
+            (r#"{"protocol_port":80}"#, "member.address: missing"),
             (r#"{"address":"10.0.1.1","protocol_port":70000}"#, "member.protocol_port: expected an integer in range"),
             (r#"{"address":1,"protocol_port":80}"#, "member.address: expected a string"),
             (r#"{"address":"a","protocol_port":80,"backup":"no"}"#, "member.backup: expected true or false"),
@@ -756,7 +814,7 @@ mod tests {
             assert!(error.contains(says), "{text}: {error}");
         }
         let endpoints = r#"{"protocol":"TCP","protocol_port":80,"programmed":{"service":{},"endpoints":[["10.0.1.1",80,300]]}}"#;
-        let error = decode(endpoints, ResourceType::Listener, Implied { id: "l1", parent: Some("lb1") }).unwrap_err();
+        let error = decode(endpoints, ResourceType::Listener, Implied { id: "l1", parent: Some("lb1"), ..member_of }).unwrap_err();
         assert!(error.contains("bad weight"), "{error}");
     }
 }

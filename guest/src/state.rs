@@ -175,13 +175,24 @@ impl Entry {
     pub fn metadata_json(&self) -> String {
         match (&self.metadata, self.object.get()) {
             (Some(json), _) => json.clone(),
-            (None, Some(object)) => crate::metadata::encode(object),
+            (None, Some(object)) => crate::metadata::encode(object, self.implied()),
             (None, None) => unreachable!("an entry holds its object decoded or as JSON"),
         }
     }
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// What this entry says of its object (its metadata leaves that out).
+    fn implied(&self) -> crate::metadata::Implied<'_> {
+        crate::metadata::Implied {
+            id: &self.id,
+            parent: self.parent.as_deref(),
+            external_ip: &self.external_ip,
+            port: self.port,
+            protocol: &self.protocol,
+        }
     }
 
     pub fn resource_type(&self) -> ResourceType {
@@ -203,8 +214,7 @@ impl Entry {
             return Ok(object);
         }
         let json = self.metadata.as_deref().expect("an entry holds its object decoded or as JSON");
-        let implied = crate::metadata::Implied { id: &self.id, parent: self.parent.as_deref() };
-        let object = crate::metadata::decode(json, self.kind, implied)?;
+        let object = crate::metadata::decode(json, self.kind, self.implied())?;
         if object.resource_type() != self.kind || object.id() != self.id || object.parent() != self.parent.as_deref() {
             return Err(format!(
                 "its object is the {} {} under {:?}, its entry says the {} {} under {:?}",

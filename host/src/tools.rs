@@ -130,7 +130,7 @@ pub fn problems(entries: &[MappingEntry], snapshot: Option<&Value>) -> Vec<Strin
                         out.push(format!("snapshot: loxilb_to_octavia[{key}] = {id}, which does not map back"));
                     }
                 }
-                // The policy finds an entry's children through this index (files before it have none).
+                // Snapshots of earlier releases carry a `children` index, which their policies read.
                 if let Some(children) = snap.get("children").and_then(Value::as_object) {
                     children_problems(children, m, &mut out);
                 }

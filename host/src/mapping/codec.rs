@@ -1,10 +1,11 @@
 //! The mapping on disk, in the seed's JSON format (version 1.1): the snapshot document and the journal
 //! records, as earlier releases wrote them (the policy wrote them then; the host does now).
 //!
-//! Snapshot: `{"version", "last_updated", "octavia_to_loxilb", "loxilb_to_octavia", "children",
+//! Snapshot: `{"version", "last_updated", "octavia_to_loxilb", "loxilb_to_octavia",
 //! "resource_metadata": {id: {resource_type, parent, external_ip, port, protocol, created_at,
 //! additional_metadata}}}`, keys sorted, one mapping per line. Journal record: `{"put":{"id","key",
-//! "metadata":{…as in the snapshot…}}}` or `{"remove":{"id"}}`.
+//! "metadata":{…as in the snapshot…}}}` or `{"remove":{"id"}}`. Snapshots of earlier releases also
+//! carry a `children` index (parent → ids); it is ignored, the index is built from each entry's `parent`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -187,12 +188,6 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Decoded, String> {
 pub fn encode_snapshot<'a>(entries: impl Iterator<Item = &'a MappingEntry>, now: &str) -> Vec<u8> {
     let by_id: BTreeMap<&str, &MappingEntry> = entries.map(|e| (e.octavia_id.as_str(), e)).collect();
     let by_key: BTreeMap<&str, &str> = by_id.values().map(|e| (e.loxilb_key.as_str(), e.octavia_id.as_str())).collect();
-    let mut children: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for e in by_id.values() {
-        if let Some(p) = &e.parent {
-            children.entry(p.as_str()).or_default().push(&e.octavia_id);
-        }
-    }
     let mut out = Vec::new();
     let s = |v: &str| serde_json::to_string(v).expect("a string encodes");
     out.extend_from_slice(format!("{{\n  \"version\": {},\n  \"last_updated\": {},\n", s(FORMAT_VERSION), s(now)).as_bytes());
@@ -207,7 +202,6 @@ pub fn encode_snapshot<'a>(entries: impl Iterator<Item = &'a MappingEntry>, now:
     };
     map("octavia_to_loxilb", by_id.iter().map(|(id, e)| format!("{}: {}", s(id), s(&e.loxilb_key))).collect(), &mut out, false);
     map("loxilb_to_octavia", by_key.iter().map(|(k, id)| format!("{}: {}", s(k), s(id))).collect(), &mut out, false);
-    map("children", children.iter().map(|(p, ids)| format!("{}: {}", s(p), serde_json::to_string(ids).expect("ids encode"))).collect(), &mut out, false);
     map("resource_metadata", by_id.iter().map(|(id, e)| format!("{}: {}", s(id), metadata(e))).collect(), &mut out, true);
     out.extend_from_slice(b"}");
     out
@@ -240,8 +234,11 @@ mod tests {
         back.sort_by(|a, b| a.octavia_id.cmp(&b.octavia_id));
         assert_eq!(back, entries.to_vec());
         let doc: Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(doc["children"]["pool"], json!(["a", "b"]));
+        assert_eq!(doc["resource_metadata"]["a"]["parent"], json!("pool"));
         assert_eq!(doc["loxilb_to_octavia"]["member_a"], "a");
+        // The tree is each entry's `parent`: the load builds the index of children from it, and a second
+        // copy indexed by parent would only make the file larger.
+        assert_eq!(doc.as_object().unwrap().keys().collect::<Vec<_>>(), ["last_updated", "loxilb_to_octavia", "octavia_to_loxilb", "resource_metadata", "version"]);
 
         let put = MappingChange::Put(member("a"));
         assert_eq!(decode_change(&encode_change(&put)).unwrap(), put);

@@ -154,7 +154,7 @@ fn an_undecodable_stored_object_fails_validation_and_only_the_operations_that_ne
         let text = String::from_utf8(record).unwrap();
         let text = if text.starts_with(r#"{"put":{"id":"m1","#) {
             hits += 1;
-            text.replace(r#""protocol_port":80"#, r#""protocol_port":"eighty""#)
+            text.replace(r#""address":"10.30.1.1""#, r#""address":7"#)
         } else {
             text
         };
@@ -166,7 +166,7 @@ fn an_undecodable_stored_object_fails_validation_and_only_the_operations_that_ne
     let (result, log) = capture_logs(|| host::tools::validate_mappings(&damaged));
     let err = result.expect_err("an undecodable object is a problem");
     assert!(err.to_string().contains("1 problems"), "{err:#}");
-    assert!(log.contains("policy panicked") && log.contains("cannot be decoded") && log.contains("member.protocol_port: expected an integer"), "{log}");
+    assert!(log.contains("policy panicked") && log.contains("cannot be decoded") && log.contains("member.address: expected a string"), "{log}");
 
     // An operation that needs the member's stored object (a second member re-renders the rule with the
     // first) fails alone; the policy is re-instantiated and serves the rest.
