@@ -2,8 +2,9 @@
 //! behind it.
 //!
 //! Written compact: the object's fields under their Octavia names, leaving out what the entry already
-//! says (the object's own id and its parent's; a listener's or member's port, a programmed rule's VIP,
-//! port and protocol when they are the entry's) and every field at its default (absent options, empty
+//! says (the object's own id and its parent's; a load balancer's VIP, a listener's or pool's protocol, a
+//! listener's or member's port, a programmed rule's VIP, port and protocol, when they are the entry's)
+//! and every field at its default (absent options, empty
 //! lists, zero numbers in rules, `admin_state_up: true`, `weight: 1`…); a listener carries the rule last
 //! programmed for it under `programmed`, its endpoints as `[ip, port, weight]`, its name left out when it
 //! is the one `keys::rule_name` gives the listener. A member is ~50 bytes where
@@ -23,6 +24,9 @@ use crate::octavia::{HealthMonitor, L7policy, L7rule, Listener, Loadbalancer, Me
 use crate::state::{ListenerState, Object, ResourceType};
 use crate::translate::Rendered;
 
+/// Octavia's default for a health monitor's `max_retries_down`.
+const OCTAVIA_MAX_RETRIES_DOWN: u32 = 3;
+
 /// What an entry says of its object, which its metadata therefore leaves out: the object's own id, its
 /// parent's, and the entry's seed fields.
 #[derive(Clone, Copy)]
@@ -39,7 +43,7 @@ pub fn encode(object: &Object, implied: Implied) -> String {
     let mut out = String::with_capacity(128);
     let o = &mut Obj::open(&mut out);
     match object {
-        Object::Loadbalancer(lb) => loadbalancer(o, lb, false),
+        Object::Loadbalancer(lb) => loadbalancer(o, lb, Some(implied)),
         Object::Listener(ls) => {
             listener(o, &ls.listener, Some(implied));
             if let Some(programmed) = &ls.programmed {
@@ -48,7 +52,7 @@ pub fn encode(object: &Object, implied: Implied) -> String {
                 p.close();
             }
         }
-        Object::Pool(p) => pool(o, p, false),
+        Object::Pool(p) => pool(o, p, Some(implied)),
         Object::Member(m) => member(o, m, Some(implied)),
         Object::Healthmonitor(h) => monitor(o, h, false),
     }
@@ -214,6 +218,13 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// A string left out when it is what the entry implies.
+    fn string_unless(&mut self, name: &str, value: &str, implied: Option<&str>) {
+        if implied != Some(value) {
+            self.string(name, value);
+        }
+    }
+
     /// An object's own id and its parent's id, unless the entry implies them (`implied`).
     fn ids(&mut self, implied: bool, id: &str, parent_name: &str, parent: &str) {
         if !implied {
@@ -223,24 +234,32 @@ impl<'a> Obj<'a> {
     }
 }
 
-fn loadbalancer(o: &mut Obj, lb: &Loadbalancer, nested: bool) {
-    if nested {
+impl Implied<'_> {
+    /// Octavia's name of the entry's protocol (entries hold it lower-cased, as LoxiLB's rules do).
+    fn octavia_protocol(&self) -> String {
+        self.protocol.to_ascii_uppercase()
+    }
+}
+
+/// A load balancer; `implied`: its entry, when it is stored on its own.
+fn loadbalancer(o: &mut Obj, lb: &Loadbalancer, implied: Option<Implied>) {
+    if implied.is_none() {
         o.string("id", &lb.id);
     }
     o.opt_string("project_id", &lb.project_id);
     o.opt_string("name", &lb.name);
-    o.string("vip_address", &lb.vip_address);
+    o.string_unless("vip_address", &lb.vip_address, implied.map(|i| i.external_ip));
     o.strings("additional_vips", &lb.additional_vips);
     o.flag("admin_state_up", lb.admin_state_up, true);
     o.pairs("flavor", &lb.flavor);
     o.objects("listeners", &lb.listeners, |o, l| listener(o, l, None));
-    o.objects("pools", &lb.pools, |o, p| pool(o, p, true));
+    o.objects("pools", &lb.pools, |o, p| pool(o, p, None));
 }
 
 /// A listener; `implied`: the entry of a listener stored on its own (not nested in a load balancer).
 fn listener(o: &mut Obj, l: &Listener, implied: Option<Implied>) {
     o.ids(implied.is_some(), &l.id, "loadbalancer_id", &l.loadbalancer_id);
-    o.string("protocol", &l.protocol);
+    o.string_unless("protocol", &l.protocol, implied.map(|i| i.octavia_protocol()).as_deref());
     o.number_unless("protocol_port", l.protocol_port.into(), implied.map_or(u64::MAX, |i| i.port.into()));
     o.opt_string("default_pool_id", &l.default_pool_id);
     o.flag("admin_state_up", l.admin_state_up, true);
@@ -277,10 +296,11 @@ fn l7rule(o: &mut Obj, r: &L7rule) {
     o.flag("admin_state_up", r.admin_state_up, true);
 }
 
-fn pool(o: &mut Obj, p: &Pool, nested: bool) {
-    o.ids(!nested, &p.id, "loadbalancer_id", &p.loadbalancer_id);
+/// A pool; `implied`: its entry, when it is stored on its own.
+fn pool(o: &mut Obj, p: &Pool, implied: Option<Implied>) {
+    o.ids(implied.is_some(), &p.id, "loadbalancer_id", &p.loadbalancer_id);
     o.opt_string("listener_id", &p.listener_id);
-    o.string("protocol", &p.protocol);
+    o.string_unless("protocol", &p.protocol, implied.map(|i| i.octavia_protocol()).as_deref());
     o.string("lb_algorithm", &p.lb_algorithm);
     o.object("session_persistence", &p.session_persistence, |o, s: &SessionPersistence| {
         o.string("kind", &s.kind);
@@ -312,7 +332,7 @@ fn monitor(o: &mut Obj, h: &HealthMonitor, nested: bool) {
     o.number("delay", h.delay);
     o.number("timeout", h.timeout);
     o.number("max_retries", h.max_retries);
-    o.number("max_retries_down", h.max_retries_down);
+    o.number_unless("max_retries_down", h.max_retries_down.into(), OCTAVIA_MAX_RETRIES_DOWN.into());
     o.opt_string("http_method", &h.http_method);
     o.opt_string("url_path", &h.url_path);
     o.opt_string("expected_codes", &h.expected_codes);
@@ -428,11 +448,7 @@ impl<'a> Fields<'a> {
 
     /// An id the entry implies when the metadata leaves it out.
     fn id(&self, name: &str, implied: Option<&str>) -> Result<String, String> {
-        match (self.opt_string(name)?, implied) {
-            (Some(id), _) => Ok(id),
-            (None, Some(id)) => Ok(id.to_string()),
-            (None, None) => Err(format!("{}.{name}: missing", self.what)),
-        }
+        self.implied_string(name, implied.map(str::to_string))
     }
 
     fn opt_number<T: TryFrom<i64>>(&self, name: &str) -> Result<Option<T>, String> {
@@ -445,6 +461,14 @@ impl<'a> Fields<'a> {
 
     fn required_number<T: TryFrom<i64>>(&self, name: &str) -> Result<T, String> {
         self.opt_number(name)?.ok_or_else(|| format!("{}.{name}: missing", self.what))
+    }
+
+    /// A string the entry implies when the metadata leaves it out.
+    fn implied_string(&self, name: &str, implied: Option<String>) -> Result<String, String> {
+        match (self.opt_string(name)?, implied) {
+            (Some(s), _) | (None, Some(s)) => Ok(s),
+            (None, None) => Err(format!("{}.{name}: missing", self.what)),
+        }
     }
 
     /// A number the entry implies when the metadata leaves it out.
@@ -487,7 +511,7 @@ fn read_loadbalancer(f: &Fields, implied: Option<Implied>) -> Result<Loadbalance
         id: f.id("id", implied.map(|i| i.id))?,
         project_id: f.opt_string("project_id")?,
         name: f.opt_string("name")?,
-        vip_address: f.string("vip_address")?,
+        vip_address: f.implied_string("vip_address", implied.map(|i| i.external_ip.to_string()))?,
         additional_vips: f.strings("additional_vips")?,
         admin_state_up: f.flag("admin_state_up", true)?,
         flavor: f.pairs("flavor")?,
@@ -500,7 +524,7 @@ fn read_listener(f: &Fields, implied: Option<Implied>) -> Result<Listener, Strin
     Ok(Listener {
         id: f.id("id", implied.map(|i| i.id))?,
         loadbalancer_id: f.id("loadbalancer_id", implied.and_then(|i| i.parent))?,
-        protocol: f.string("protocol")?,
+        protocol: f.implied_string("protocol", implied.map(|i| i.octavia_protocol()))?,
         protocol_port: f.implied_number("protocol_port", implied.map(|i| i.port))?,
         default_pool_id: f.opt_string("default_pool_id")?,
         admin_state_up: f.flag("admin_state_up", true)?,
@@ -549,7 +573,7 @@ fn read_pool(f: &Fields, implied: Option<Implied>) -> Result<Pool, String> {
         id: f.id("id", implied.map(|i| i.id))?,
         loadbalancer_id: f.id("loadbalancer_id", implied.and_then(|i| i.parent))?,
         listener_id: f.opt_string("listener_id")?,
-        protocol: f.string("protocol")?,
+        protocol: f.implied_string("protocol", implied.map(|i| i.octavia_protocol()))?,
         lb_algorithm: f.string("lb_algorithm")?,
         session_persistence: f.object("session_persistence", |s| {
             Ok(SessionPersistence {
@@ -588,7 +612,7 @@ fn read_monitor(f: &Fields, implied: Option<Implied>) -> Result<HealthMonitor, S
         delay: f.required_number("delay")?,
         timeout: f.required_number("timeout")?,
         max_retries: f.required_number("max_retries")?,
-        max_retries_down: f.required_number("max_retries_down")?,
+        max_retries_down: f.number("max_retries_down", OCTAVIA_MAX_RETRIES_DOWN)?,
         http_method: f.opt_string("http_method")?,
         url_path: f.opt_string("url_path")?,
         expected_codes: f.opt_string("expected_codes")?,
@@ -785,6 +809,12 @@ mod tests {
     fn the_compact_form_is_a_fraction_of_the_earlier_one() {
         let (objects, entry) = (objects(), |i: usize| objects()[i].1);
         assert_eq!(encode(&objects[7].0, entry(7)), r#"{"address":"10.0.1.1"}"#, "the member's port is its entry's");
+        assert_eq!(
+            encode(&objects[0].0, entry(0)),
+            r#"{"project_id":"proj","additional_vips":["fd00::10"],"admin_state_up":false,"flavor":[["nat_mode","dsr"]]}"#,
+            "the VIP is the entry's"
+        );
+        assert!(encode(&objects[6].0, entry(6)).starts_with(r#"{"listener_id":"l1","lb_algorithm":"SOURCE_IP""#), "the protocol is the entry's");
         assert_eq!(encode(&objects[8].0, entry(8)), r#"{"address":"10.0.1.1","protocol_port":8080,"weight":0,"admin_state_up":false}"#);
         let canonical = encode(&objects[3].0, entry(3));
         assert!(!canonical.contains("octavia_lb-"), "the rule's name is the one the listener implies: {canonical}");

@@ -184,7 +184,8 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Decoded, String> {
     Ok(Decoded::Current(out))
 }
 
-/// The whole mapping as a snapshot document, keys sorted, one mapping per line.
+/// The whole mapping as a snapshot document, keys sorted, one mapping per line (not indented: at 100k
+/// mappings an indentation costs more than a megabyte per level).
 pub fn encode_snapshot<'a>(entries: impl Iterator<Item = &'a MappingEntry>, now: &str) -> Vec<u8> {
     let by_id: BTreeMap<&str, &MappingEntry> = entries.map(|e| (e.octavia_id.as_str(), e)).collect();
     let by_key: BTreeMap<&str, &str> = by_id.values().map(|e| (e.loxilb_key.as_str(), e.octavia_id.as_str())).collect();
@@ -194,15 +195,15 @@ pub fn encode_snapshot<'a>(entries: impl Iterator<Item = &'a MappingEntry>, now:
     let map = |name: &str, lines: Vec<String>, out: &mut Vec<u8>, last: bool| {
         out.extend_from_slice(format!("  \"{name}\": {{").as_bytes());
         for (i, line) in lines.iter().enumerate() {
-            out.extend_from_slice(if i == 0 { b"\n    " } else { b",\n    " });
+            out.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
             out.extend_from_slice(line.as_bytes());
         }
         out.extend_from_slice(if lines.is_empty() { b"}" } else { b"\n  }" });
         out.extend_from_slice(if last { b"\n" } else { b",\n" });
     };
-    map("octavia_to_loxilb", by_id.iter().map(|(id, e)| format!("{}: {}", s(id), s(&e.loxilb_key))).collect(), &mut out, false);
-    map("loxilb_to_octavia", by_key.iter().map(|(k, id)| format!("{}: {}", s(k), s(id))).collect(), &mut out, false);
-    map("resource_metadata", by_id.iter().map(|(id, e)| format!("{}: {}", s(id), metadata(e))).collect(), &mut out, true);
+    map("octavia_to_loxilb", by_id.iter().map(|(id, e)| format!("{}:{}", s(id), s(&e.loxilb_key))).collect(), &mut out, false);
+    map("loxilb_to_octavia", by_key.iter().map(|(k, id)| format!("{}:{}", s(k), s(id))).collect(), &mut out, false);
+    map("resource_metadata", by_id.iter().map(|(id, e)| format!("{}:{}", s(id), metadata(e))).collect(), &mut out, true);
     out.extend_from_slice(b"}");
     out
 }
@@ -236,6 +237,8 @@ mod tests {
         let doc: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(doc["resource_metadata"]["a"]["parent"], json!("pool"));
         assert_eq!(doc["loxilb_to_octavia"]["member_a"], "a");
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains("\n\"a\":\"member_a\",\n\"b\":\"member_b\"\n"), "one unindented line per mapping: {text}");
         // The tree is each entry's `parent`: the load builds the index of children from it, and a second
         // copy indexed by parent would only make the file larger.
         assert_eq!(doc.as_object().unwrap().keys().collect::<Vec<_>>(), ["last_updated", "loxilb_to_octavia", "octavia_to_loxilb", "resource_metadata", "version"]);
