@@ -186,13 +186,7 @@ impl Entry {
 
     /// What this entry says of its object (its metadata leaves that out).
     fn implied(&self) -> crate::metadata::Implied<'_> {
-        crate::metadata::Implied {
-            id: &self.id,
-            parent: self.parent.as_deref(),
-            external_ip: &self.external_ip,
-            port: self.port,
-            protocol: &self.protocol,
-        }
+        crate::metadata::Implied { id: &self.id, parent: self.parent.as_deref(), external_ip: &self.external_ip, port: self.port, protocol: &self.protocol }
     }
 
     pub fn resource_type(&self) -> ResourceType {
@@ -498,10 +492,12 @@ mod tests {
     }
 
     fn member(id: &str, pool: &str) -> Entry {
-        let object = Object::Member(serde_json::from_value(serde_json::json!({"id": id, "pool_id": pool,
+        let object = Object::Member(
+            serde_json::from_value(serde_json::json!({"id": id, "pool_id": pool,
             "address": "10.0.1.1", "protocol_port": 80, "weight": 1, "admin_state_up": true, "backup": false, "monitor_address": null,
             "monitor_port": null}))
-        .unwrap());
+            .unwrap(),
+        );
         Entry::new(format!("member_{id}"), "10.0.0.1".into(), 80, String::new(), "now".into(), object)
     }
 

@@ -19,6 +19,7 @@
 //! - `conformance`: the policy kit's conformance scenarios (`check-policy`, and the self-check before a swap).
 //! - `swap`: hot-swapping the policy: checks, `--dry-run` preview, admin socket, SIGHUP.
 //! - `app`: assembling those from a configuration; `demo`: the end-to-end demonstration.
+//! - `memory`: how the process's allocator gives large freed buffers back to the system.
 
 pub mod access;
 pub mod app;
@@ -38,6 +39,7 @@ pub mod inbox;
 pub mod lanes;
 pub mod logging;
 pub mod mapping;
+pub mod memory;
 pub mod metrics;
 pub mod monitor;
 pub mod nodes;

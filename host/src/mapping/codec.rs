@@ -39,18 +39,47 @@ pub fn type_of(name: &str) -> Option<ResourceType> {
     })
 }
 
+/// An entry's fields, wherever they are held.
+pub struct EntryRef<'a> {
+    pub id: &'a str,
+    pub key: &'a str,
+    pub kind: ResourceType,
+    pub parent: Option<&'a str>,
+    pub external_ip: &'a str,
+    pub port: u16,
+    pub protocol: &'a str,
+    pub created_at: &'a str,
+    pub metadata: &'a str,
+}
+
+impl<'a> From<&'a MappingEntry> for EntryRef<'a> {
+    fn from(e: &'a MappingEntry) -> EntryRef<'a> {
+        EntryRef {
+            id: &e.octavia_id,
+            key: &e.loxilb_key,
+            kind: e.resource_type,
+            parent: e.parent.as_deref(),
+            external_ip: &e.external_ip,
+            port: e.port,
+            protocol: &e.protocol,
+            created_at: &e.created_at,
+            metadata: &e.metadata,
+        }
+    }
+}
+
 /// The entry's `resource_metadata` value, the policy's metadata written as it is (byte for byte).
-fn metadata(e: &MappingEntry) -> String {
+fn metadata(e: &EntryRef) -> String {
     let s = |v: &str| serde_json::to_string(v).expect("a string encodes");
-    let parent = e.parent.as_deref().map(|p| format!(",\"parent\":{}", s(p))).unwrap_or_default();
-    let additional = if serde_json::from_str::<serde::de::IgnoredAny>(&e.metadata).is_ok() { e.metadata.clone() } else { s(&e.metadata) };
+    let parent = e.parent.map(|p| format!(",\"parent\":{}", s(p))).unwrap_or_default();
+    let additional = if serde_json::from_str::<serde::de::IgnoredAny>(e.metadata).is_ok() { e.metadata.to_string() } else { s(e.metadata) };
     format!(
         "{{\"resource_type\":\"{}\"{parent},\"external_ip\":{},\"port\":{},\"protocol\":{},\"created_at\":{},\"additional_metadata\":{additional}}}",
-        type_name(e.resource_type),
-        s(&e.external_ip),
+        type_name(e.kind),
+        s(e.external_ip),
         e.port,
-        s(&e.protocol),
-        s(&e.created_at)
+        s(e.protocol),
+        s(e.created_at)
     )
 }
 
@@ -91,7 +120,7 @@ fn entry(id: &str, key: &str, metadata: &serde_json::value::RawValue) -> Result<
 pub fn encode_change(change: &MappingChange) -> Vec<u8> {
     let s = |v: &str| serde_json::to_string(v).expect("a string encodes");
     match change {
-        MappingChange::Put(e) => format!("{{\"put\":{{\"id\":{},\"key\":{},\"metadata\":{}}}}}", s(&e.octavia_id), s(&e.loxilb_key), metadata(e)),
+        MappingChange::Put(e) => format!("{{\"put\":{{\"id\":{},\"key\":{},\"metadata\":{}}}}}", s(&e.octavia_id), s(&e.loxilb_key), metadata(&e.into())),
         MappingChange::Remove(id) => format!("{{\"remove\":{{\"id\":{}}}}}", s(id)),
     }
     .into_bytes()
@@ -186,9 +215,9 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Decoded, String> {
 
 /// The whole mapping as a snapshot document, keys sorted, one mapping per line (not indented: at 100k
 /// mappings an indentation costs more than a megabyte per level).
-pub fn encode_snapshot<'a>(entries: impl Iterator<Item = &'a MappingEntry>, now: &str) -> Vec<u8> {
-    let by_id: BTreeMap<&str, &MappingEntry> = entries.map(|e| (e.octavia_id.as_str(), e)).collect();
-    let by_key: BTreeMap<&str, &str> = by_id.values().map(|e| (e.loxilb_key.as_str(), e.octavia_id.as_str())).collect();
+pub fn encode_snapshot<'a>(entries: impl Iterator<Item = EntryRef<'a>>, now: &str) -> Vec<u8> {
+    let by_id: BTreeMap<&str, EntryRef> = entries.map(|e| (e.id, e)).collect();
+    let by_key: BTreeMap<&str, &str> = by_id.values().map(|e| (e.key, e.id)).collect();
     let mut out = Vec::new();
     let s = |v: &str| serde_json::to_string(v).expect("a string encodes");
     out.extend_from_slice(format!("{{\n  \"version\": {},\n  \"last_updated\": {},\n", s(FORMAT_VERSION), s(now)).as_bytes());
@@ -201,7 +230,7 @@ pub fn encode_snapshot<'a>(entries: impl Iterator<Item = &'a MappingEntry>, now:
         out.extend_from_slice(if lines.is_empty() { b"}" } else { b"\n  }" });
         out.extend_from_slice(if last { b"\n" } else { b",\n" });
     };
-    map("octavia_to_loxilb", by_id.iter().map(|(id, e)| format!("{}:{}", s(id), s(&e.loxilb_key))).collect(), &mut out, false);
+    map("octavia_to_loxilb", by_id.iter().map(|(id, e)| format!("{}:{}", s(id), s(e.key))).collect(), &mut out, false);
     map("loxilb_to_octavia", by_key.iter().map(|(k, id)| format!("{}:{}", s(k), s(id))).collect(), &mut out, false);
     map("resource_metadata", by_id.iter().map(|(id, e)| format!("{}:{}", s(id), metadata(e))).collect(), &mut out, true);
     out.extend_from_slice(b"}");
@@ -230,7 +259,7 @@ mod tests {
     #[test]
     fn snapshots_and_records_read_back_as_written() {
         let entries = [member("a"), member("b")];
-        let bytes = encode_snapshot(entries.iter(), "now");
+        let bytes = encode_snapshot(entries.iter().map(EntryRef::from), "now");
         let Decoded::Current(mut back) = decode_snapshot(&bytes).unwrap() else { panic!("not read as current") };
         back.sort_by(|a, b| a.octavia_id.cmp(&b.octavia_id));
         assert_eq!(back, entries.to_vec());
@@ -241,7 +270,10 @@ mod tests {
         assert!(text.contains("\n\"a\":\"member_a\",\n\"b\":\"member_b\"\n"), "one unindented line per mapping: {text}");
         // The tree is each entry's `parent`: the load builds the index of children from it, and a second
         // copy indexed by parent would only make the file larger.
-        assert_eq!(doc.as_object().unwrap().keys().collect::<Vec<_>>(), ["last_updated", "loxilb_to_octavia", "octavia_to_loxilb", "resource_metadata", "version"]);
+        assert_eq!(
+            doc.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["last_updated", "loxilb_to_octavia", "octavia_to_loxilb", "resource_metadata", "version"]
+        );
 
         let put = MappingChange::Put(member("a"));
         assert_eq!(decode_change(&encode_change(&put)).unwrap(), put);

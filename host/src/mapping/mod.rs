@@ -4,6 +4,7 @@
 //! untouched.
 
 mod codec;
+mod packed;
 
 pub use codec::FORMAT_VERSION;
 
@@ -11,6 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use self::packed::Packed;
 use crate::caps::storage::MappingStore;
 use crate::runtime::bindings::loxilb::octavia::mapping_view::{Lookup, RevisedEntry};
 use crate::runtime::bindings::mapping::{MappingChange, MappingEntry, ResourceType};
@@ -38,15 +40,16 @@ struct Stored {
     revision: u64,
     /// Shared, so that a snapshot can be encoded from a copy of the index taken in a moment, off the
     /// operation's path.
-    entry: Arc<MappingEntry>,
+    entry: Arc<Packed>,
 }
 
+/// Ids are `Arc<str>`s shared by the entry and every map naming it.
 #[derive(Clone)]
 struct Index {
     /// Each entry with its revision (new at every put of it).
-    entries: HashMap<String, Stored>,
-    owners: HashMap<String, String>,
-    children: HashMap<String, BTreeSet<String>>,
+    entries: HashMap<Arc<str>, Stored>,
+    owners: HashMap<Box<str>, Arc<str>>,
+    children: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
     /// New at every change (and for every new index), so the view's answers are all the same while it is.
     generation: u64,
 }
@@ -61,23 +64,34 @@ impl Index {
     fn put(&mut self, e: MappingEntry) {
         self.remove(&e.octavia_id);
         self.generation = next_stamp();
+        let id: Arc<str> = Arc::from(e.octavia_id.as_str());
         // The key now maps back to this id. An entry that held it keeps it in its own direction: plans never
         // do that (the policy refuses a taken key), so it only comes from a damaged or hand-made file, and
         // the validator reports it rather than the store dropping an entry.
-        self.owners.insert(e.loxilb_key.clone(), e.octavia_id.clone());
+        self.owners.insert(e.loxilb_key.as_str().into(), Arc::clone(&id));
         if let Some(parent) = &e.parent {
-            self.children.entry(parent.clone()).or_default().insert(e.octavia_id.clone());
+            match self.children.get_mut(parent.as_str()) {
+                Some(set) => {
+                    set.insert(Arc::clone(&id));
+                }
+                None => {
+                    // The parent's own id when it is mapped, so the text is held once.
+                    let parent = self.entries.get_key_value(parent.as_str()).map_or_else(|| Arc::from(parent.as_str()), |(k, _)| Arc::clone(k));
+                    self.children.insert(parent, BTreeSet::from([Arc::clone(&id)]));
+                }
+            }
         }
-        self.entries.insert(e.octavia_id.clone(), Stored { revision: self.generation, entry: Arc::new(e) });
+        let entry = Arc::new(Packed::new(&e, Arc::clone(&id)));
+        self.entries.insert(id, Stored { revision: self.generation, entry });
     }
 
     fn remove(&mut self, id: &str) {
         let Some(Stored { entry: old, .. }) = self.entries.remove(id) else { return };
         self.generation = next_stamp();
-        if self.owners.get(&old.loxilb_key).is_some_and(|o| o == id) {
-            self.owners.remove(&old.loxilb_key);
+        if self.owners.get(old.key()).is_some_and(|o| &**o == id) {
+            self.owners.remove(old.key());
         }
-        if let Some(parent) = &old.parent {
+        if let Some(parent) = old.parent() {
             if let Some(set) = self.children.get_mut(parent) {
                 set.remove(id);
                 if set.is_empty() {
@@ -152,7 +166,7 @@ impl Mapping {
     pub fn write_snapshot(&self) -> Result<(), String> {
         let index = self.index.read().unwrap();
         self.storage
-            .write_snapshot(codec::encode_snapshot(index.entries.values().map(|s| &*s.entry), &crate::caps::clock::rfc3339(crate::caps::clock::now_ms())))
+            .write_snapshot(codec::encode_snapshot(index.entries.values().map(|s| s.entry.view()), &crate::caps::clock::rfc3339(crate::caps::clock::now_ms())))
     }
 
     pub fn storage(&self) -> &Arc<dyn MappingStore> {
@@ -160,7 +174,7 @@ impl Mapping {
     }
 
     pub fn get(&self, id: &str) -> Option<MappingEntry> {
-        self.index.read().unwrap().entries.get(id).map(|s| MappingEntry::clone(&s.entry))
+        self.index.read().unwrap().entries.get(id).map(|s| s.entry.to_entry())
     }
 
     /// The entry of an id with its revision, unless its revision is still `known`.
@@ -169,7 +183,7 @@ impl Mapping {
         match index.entries.get(id) {
             None => Lookup::Absent,
             Some(stored) if known == Some(stored.revision) => Lookup::Unchanged,
-            Some(stored) => Lookup::Changed(RevisedEntry { revision: stored.revision, entry: MappingEntry::clone(&stored.entry) }),
+            Some(stored) => Lookup::Changed(RevisedEntry { revision: stored.revision, entry: stored.entry.to_entry() }),
         }
     }
 
@@ -179,16 +193,15 @@ impl Mapping {
     }
 
     pub fn owner(&self, key: &str) -> Option<String> {
-        self.index.read().unwrap().owners.get(key).cloned()
+        self.index.read().unwrap().owners.get(key).map(|id| id.to_string())
     }
 
     pub fn children(&self, parent: &str) -> Vec<String> {
-        self.index.read().unwrap().children.get(parent).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        self.index.read().unwrap().children.get(parent).map(|s| s.iter().map(|id| id.to_string()).collect()).unwrap_or_default()
     }
 
     pub fn ids(&self, kind: ResourceType) -> Vec<String> {
-        let mut ids: Vec<String> =
-            self.index.read().unwrap().entries.values().filter(|s| s.entry.resource_type == kind).map(|s| s.entry.octavia_id.clone()).collect();
+        let mut ids: Vec<String> = self.index.read().unwrap().entries.values().filter(|s| s.entry.kind() == kind).map(|s| s.entry.id().to_string()).collect();
         ids.sort_unstable();
         ids
     }
@@ -203,7 +216,7 @@ impl Mapping {
 
     /// Every entry, in id order.
     pub fn entries(&self) -> Vec<MappingEntry> {
-        let mut all: Vec<MappingEntry> = self.index.read().unwrap().entries.values().map(|s| MappingEntry::clone(&s.entry)).collect();
+        let mut all: Vec<MappingEntry> = self.index.read().unwrap().entries.values().map(|s| s.entry.to_entry()).collect();
         all.sort_by(|a, b| a.octavia_id.cmp(&b.octavia_id));
         all
     }
@@ -229,9 +242,9 @@ impl Mapping {
         if compaction_due(self.storage.journal_length(), index.entries.len()) && !self.storage.snapshot_in_flight() {
             // The entries as of this record, taken under the lock (pointers only); the store encodes them
             // once the next segment has started, off this operation's path.
-            let entries: Vec<Arc<MappingEntry>> = index.entries.values().map(|s| Arc::clone(&s.entry)).collect();
+            let entries: Vec<Arc<Packed>> = index.entries.values().map(|s| Arc::clone(&s.entry)).collect();
             let now = crate::caps::clock::rfc3339(crate::caps::clock::now_ms());
-            if let Err(e) = self.storage.write_snapshot_with(Box::new(move || codec::encode_snapshot(entries.iter().map(|e| &**e), &now))) {
+            if let Err(e) = self.storage.write_snapshot_with(Box::new(move || codec::encode_snapshot(entries.iter().map(|e| e.view()), &now))) {
                 tracing::error!("could not write the mapping snapshot: {e}");
             }
         }
@@ -243,10 +256,10 @@ impl Mapping {
         let index = self.index.read().unwrap();
         let mut problems = Vec::new();
         for (id, Stored { entry: e, .. }) in &index.entries {
-            if index.owners.get(&e.loxilb_key).map(String::as_str) != Some(id.as_str()) {
-                problems.push(format!("{id}: key {} does not map back to it", e.loxilb_key));
+            if index.owners.get(e.key()).map(|o| &**o) != Some(&**id) {
+                problems.push(format!("{id}: key {} does not map back to it", e.key()));
             }
-            if let Some(parent) = &e.parent {
+            if let Some(parent) = e.parent() {
                 if !index.entries.contains_key(parent) {
                     problems.push(format!("{id}: parent {parent} has no mapping"));
                 }
