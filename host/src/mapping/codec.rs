@@ -7,8 +7,10 @@
 //! "metadata":{…as in the snapshot…}}}` or `{"remove":{"id"}}`. Snapshots of earlier releases also
 //! carry a `children` index (parent → ids); it is ignored, the index is built from each entry's `parent`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::runtime::bindings::mapping::{MappingChange, MappingEntry, ResourceType};
@@ -52,6 +54,22 @@ pub struct EntryRef<'a> {
     pub metadata: &'a str,
 }
 
+impl EntryRef<'_> {
+    pub fn to_owned(&self) -> MappingEntry {
+        MappingEntry {
+            octavia_id: self.id.to_string(),
+            loxilb_key: self.key.to_string(),
+            resource_type: self.kind,
+            parent: self.parent.map(str::to_string),
+            external_ip: self.external_ip.to_string(),
+            port: self.port,
+            protocol: self.protocol.to_string(),
+            created_at: self.created_at.to_string(),
+            metadata: self.metadata.to_string(),
+        }
+    }
+}
+
 impl<'a> From<&'a MappingEntry> for EntryRef<'a> {
     fn from(e: &'a MappingEntry) -> EntryRef<'a> {
         EntryRef {
@@ -86,35 +104,41 @@ fn metadata(e: &EntryRef) -> String {
 #[derive(serde::Deserialize)]
 struct Metadata<'a> {
     #[serde(borrow)]
-    resource_type: &'a str,
-    #[serde(default)]
-    parent: Option<String>,
-    #[serde(default)]
-    external_ip: String,
+    resource_type: Cow<'a, str>,
+    #[serde(default, borrow)]
+    parent: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    external_ip: Cow<'a, str>,
     #[serde(default)]
     port: u16,
-    #[serde(default)]
-    protocol: String,
-    #[serde(default)]
-    created_at: String,
+    #[serde(default, borrow)]
+    protocol: Cow<'a, str>,
+    #[serde(default, borrow)]
+    created_at: Cow<'a, str>,
     #[serde(borrow)]
-    additional_metadata: &'a serde_json::value::RawValue,
+    additional_metadata: &'a RawValue,
 }
 
-fn entry(id: &str, key: &str, metadata: &serde_json::value::RawValue) -> Result<MappingEntry, String> {
+impl<'a> Metadata<'a> {
+    fn entry<'b>(&'b self, id: &'b str, key: &'b str) -> Result<EntryRef<'b>, String> {
+        let kind = type_of(&self.resource_type).ok_or_else(|| format!("{id}: unknown resource_type {:?}", self.resource_type))?;
+        Ok(EntryRef {
+            id,
+            key,
+            kind,
+            parent: self.parent.as_deref(),
+            external_ip: &self.external_ip,
+            port: self.port,
+            protocol: &self.protocol,
+            created_at: &self.created_at,
+            metadata: self.additional_metadata.get(),
+        })
+    }
+}
+
+fn entry(id: &str, key: &str, metadata: &RawValue) -> Result<MappingEntry, String> {
     let m: Metadata = serde_json::from_str(metadata.get()).map_err(|e| format!("{id}: {e}"))?;
-    let resource_type = type_of(m.resource_type).ok_or_else(|| format!("{id}: unknown resource_type {:?}", m.resource_type))?;
-    Ok(MappingEntry {
-        octavia_id: id.to_string(),
-        loxilb_key: key.to_string(),
-        resource_type,
-        parent: m.parent,
-        external_ip: m.external_ip,
-        port: m.port,
-        protocol: m.protocol,
-        created_at: m.created_at,
-        metadata: m.additional_metadata.get().to_string(),
-    })
+    Ok(m.entry(id, key)?.to_owned())
 }
 
 pub fn encode_change(change: &MappingChange) -> Vec<u8> {
@@ -131,7 +155,7 @@ struct Put<'a> {
     id: String,
     key: String,
     #[serde(borrow)]
-    metadata: &'a serde_json::value::RawValue,
+    metadata: &'a RawValue,
 }
 
 #[derive(serde::Deserialize)]
@@ -154,63 +178,84 @@ pub fn decode_change(record: &[u8]) -> Result<MappingChange, String> {
     }
 }
 
+/// A snapshot document as read: one pass over the bytes, every string borrowed from them unless it has
+/// escapes, each map as its pairs in file order (no hashing: the file is sorted by id).
 #[derive(serde::Deserialize)]
-struct Snapshot<'a> {
-    #[serde(default)]
-    octavia_to_loxilb: HashMap<String, String>,
-    #[serde(default, borrow)]
-    resource_metadata: HashMap<String, &'a serde_json::value::RawValue>,
-}
-
-/// What a snapshot file holds.
-pub enum Decoded {
-    /// Entries of this format.
-    Current(Vec<MappingEntry>),
-    /// Entries of the seed's format 1.0 (the earlier Python driver's), for the policy to migrate.
-    Legacy(Vec<LegacyEntry>),
-}
-
-#[derive(serde::Deserialize)]
-struct Version {
+struct Document<'a> {
     #[serde(default)]
     version: Value,
+    #[serde(default, borrow, deserialize_with = "pairs")]
+    octavia_to_loxilb: Vec<(Cow<'a, str>, &'a RawValue)>,
+    #[serde(default, borrow, deserialize_with = "pairs")]
+    resource_metadata: Vec<(Cow<'a, str>, &'a RawValue)>,
 }
 
+/// A JSON object's members in order.
+fn pairs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(Cow<'de, str>, &'de RawValue)>, D::Error> {
+    struct Pairs;
+    impl<'de> serde::de::Visitor<'de> for Pairs {
+        type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+            while let Some((k, v)) = map.next_entry::<Borrowed<'de>, &'de RawValue>()? {
+                out.push((k.0, v));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Pairs)
+}
+
+/// A string borrowed from the input when it has no escapes.
 #[derive(serde::Deserialize)]
-struct LegacySnapshot<'a> {
-    #[serde(default)]
-    octavia_to_loxilb: HashMap<String, Value>,
-    #[serde(default, borrow)]
-    resource_metadata: HashMap<String, &'a serde_json::value::RawValue>,
+struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// The members by name, sorted; of a name given twice, the last one (as a JSON object reader keeps it).
+fn by_name<'a>(mut members: Vec<(Cow<'a, str>, &'a RawValue)>) -> Vec<(Cow<'a, str>, &'a RawValue)> {
+    if members.windows(2).all(|w| w[0].0 < w[1].0) {
+        return members;
+    }
+    members.reverse();
+    members.sort_by(|a, b| a.0.cmp(&b.0));
+    members.dedup_by(|later, earlier| later.0 == earlier.0);
+    members
 }
 
-pub fn decode_snapshot(bytes: &[u8]) -> Result<Decoded, String> {
-    let version = serde_json::from_slice::<Version>(bytes).map_err(|e| format!("snapshot is not a mapping document: {e}"))?.version;
-    match version.as_str() {
+/// What a snapshot file holds: its entries are handed to `each` (this format), or returned for the policy
+/// to migrate (the seed's format 1.0, the earlier Python driver's).
+pub fn decode_snapshot(bytes: &[u8], mut each: impl FnMut(EntryRef)) -> Result<Option<Vec<LegacyEntry>>, String> {
+    let doc: Document = serde_json::from_slice(bytes).map_err(|e| format!("snapshot is not a mapping document: {e}"))?;
+    match doc.version.as_str() {
         Some(FORMAT_VERSION) => {}
         Some(LEGACY_VERSION) => {
-            let doc: LegacySnapshot = serde_json::from_slice(bytes).map_err(|e| format!("format 1.0 snapshot: {e}"))?;
-            let mut out: Vec<LegacyEntry> = doc
-                .resource_metadata
-                .iter()
+            let keys = by_name(doc.octavia_to_loxilb);
+            let key_of = |id: &str| keys.binary_search_by(|(k, _)| (**k).cmp(id)).ok().map(|i| keys[i].1);
+            let out: Vec<LegacyEntry> = by_name(doc.resource_metadata)
+                .into_iter()
                 .map(|(id, meta)| LegacyEntry {
-                    octavia_id: id.clone(),
-                    loxilb_key: doc.octavia_to_loxilb.get(id).and_then(Value::as_str).map(str::to_string),
+                    loxilb_key: key_of(&id).and_then(|k| serde_json::from_str::<String>(k.get()).ok()),
+                    octavia_id: id.into_owned(),
                     metadata: meta.get().to_string(),
                 })
                 .collect();
-            out.sort_by(|a, b| a.octavia_id.cmp(&b.octavia_id));
-            return Ok(Decoded::Legacy(out));
+            return Ok(Some(out));
         }
-        _ => return Err(format!("snapshot format {version} is neither {FORMAT_VERSION} nor {LEGACY_VERSION}: written by another release?")),
+        _ => {
+            let version = doc.version;
+            return Err(format!("snapshot format {version} is neither {FORMAT_VERSION} nor {LEGACY_VERSION}: written by another release?"));
+        }
     }
-    let doc: Snapshot = serde_json::from_slice(bytes).map_err(|e| format!("snapshot is not a mapping document: {e}"))?;
-    let mut out = Vec::with_capacity(doc.octavia_to_loxilb.len());
-    for (id, key) in &doc.octavia_to_loxilb {
-        let meta = doc.resource_metadata.get(id).ok_or_else(|| format!("{id}: no resource_metadata"))?;
-        out.push(entry(id, key, meta)?);
+    let metadata = by_name(doc.resource_metadata);
+    for (id, key) in by_name(doc.octavia_to_loxilb) {
+        let key: Borrowed = serde_json::from_str(key.get()).map_err(|e| format!("{id}: its key: {e}"))?;
+        let at = metadata.binary_search_by(|(m, _)| (**m).cmp(&id)).map_err(|_| format!("{id}: no resource_metadata"))?;
+        let m: Metadata = serde_json::from_str(metadata[at].1.get()).map_err(|e| format!("{id}: {e}"))?;
+        each(m.entry(&id, &key.0)?);
     }
-    Ok(Decoded::Current(out))
+    Ok(None)
 }
 
 /// The whole mapping as a snapshot document, keys sorted, one mapping per line (not indented: at 100k
@@ -260,7 +305,8 @@ mod tests {
     fn snapshots_and_records_read_back_as_written() {
         let entries = [member("a"), member("b")];
         let bytes = encode_snapshot(entries.iter().map(EntryRef::from), "now");
-        let Decoded::Current(mut back) = decode_snapshot(&bytes).unwrap() else { panic!("not read as current") };
+        let mut back = Vec::new();
+        assert!(decode_snapshot(&bytes, |e| back.push(e.to_owned())).unwrap().is_none(), "read as current");
         back.sort_by(|a, b| a.octavia_id.cmp(&b.octavia_id));
         assert_eq!(back, entries.to_vec());
         let doc: Value = serde_json::from_slice(&bytes).unwrap();
@@ -279,5 +325,25 @@ mod tests {
         assert_eq!(decode_change(&encode_change(&put)).unwrap(), put);
         let remove = MappingChange::Remove("a".into());
         assert_eq!(decode_change(&encode_change(&remove)).unwrap(), remove);
+    }
+
+    #[test]
+    fn a_hand_edited_snapshot_reads_as_a_json_reader_would() {
+        let meta =
+            |ip: &str| format!(r#"{{"resource_type":"loadbalancer","external_ip":"{ip}","port":0,"protocol":"","created_at":"t","additional_metadata":{{}}}}"#);
+        // Out of order, escaped, and one id given twice: the last one counts.
+        let doc = format!(
+            r#"{{"version":"1.1","octavia_to_loxilb":{{"b":"10.0.0.2","a\u0041":"k-old","aA":"10.0.0.1"}},"resource_metadata":{{"aA":{},"b":{}}}}}"#,
+            meta("10.0.0.1"),
+            meta("10.0.0.2")
+        );
+        let mut read = Vec::new();
+        assert!(decode_snapshot(doc.as_bytes(), |e| read.push(e.to_owned())).unwrap().is_none());
+        let keys: Vec<(&str, &str)> = read.iter().map(|e| (e.octavia_id.as_str(), e.loxilb_key.as_str())).collect();
+        assert_eq!(keys, [("aA", "10.0.0.1"), ("b", "10.0.0.2")]);
+
+        let missing = r#"{"version":"1.1","octavia_to_loxilb":{"lb":"10.0.0.1"},"resource_metadata":{}}"#;
+        let err = decode_snapshot(missing.as_bytes(), |_| {}).err().expect("refused");
+        assert_eq!(err, "lb: no resource_metadata");
     }
 }

@@ -61,22 +61,22 @@ impl Default for Index {
 }
 
 impl Index {
-    fn put(&mut self, e: MappingEntry) {
-        self.remove(&e.octavia_id);
+    fn put(&mut self, e: codec::EntryRef) {
+        self.remove(e.id);
         self.generation = next_stamp();
-        let id: Arc<str> = Arc::from(e.octavia_id.as_str());
+        let id: Arc<str> = Arc::from(e.id);
         // The key now maps back to this id. An entry that held it keeps it in its own direction: plans never
         // do that (the policy refuses a taken key), so it only comes from a damaged or hand-made file, and
         // the validator reports it rather than the store dropping an entry.
-        self.owners.insert(e.loxilb_key.as_str().into(), Arc::clone(&id));
-        if let Some(parent) = &e.parent {
-            match self.children.get_mut(parent.as_str()) {
+        self.owners.insert(e.key.into(), Arc::clone(&id));
+        if let Some(parent) = e.parent {
+            match self.children.get_mut(parent) {
                 Some(set) => {
                     set.insert(Arc::clone(&id));
                 }
                 None => {
                     // The parent's own id when it is mapped, so the text is held once.
-                    let parent = self.entries.get_key_value(parent.as_str()).map_or_else(|| Arc::from(parent.as_str()), |(k, _)| Arc::clone(k));
+                    let parent = self.entries.get_key_value(parent).map_or_else(|| Arc::from(parent), |(k, _)| Arc::clone(k));
                     self.children.insert(parent, BTreeSet::from([Arc::clone(&id)]));
                 }
             }
@@ -103,7 +103,7 @@ impl Index {
 
     fn apply(&mut self, change: MappingChange) {
         match change {
-            MappingChange::Put(e) => self.put(e),
+            MappingChange::Put(e) => self.put((&e).into()),
             MappingChange::Remove(id) => self.remove(&id),
         }
     }
@@ -132,10 +132,7 @@ impl Mapping {
         let mut loaded = Loaded::default();
         let mut legacy = None;
         if let Some(bytes) = storage.read_snapshot()? {
-            match codec::decode_snapshot(&bytes)? {
-                codec::Decoded::Current(entries) => entries.into_iter().for_each(|e| index.put(e)),
-                codec::Decoded::Legacy(entries) => legacy = Some(entries),
-            }
+            legacy = codec::decode_snapshot(&bytes, |e| index.put(e))?;
         }
         let records = storage.replay()?;
         let count = records.len();

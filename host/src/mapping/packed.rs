@@ -19,8 +19,8 @@ pub struct Packed {
 }
 
 impl Packed {
-    pub fn new(e: &MappingEntry, id: Arc<str>) -> Packed {
-        let parts = [e.loxilb_key.as_str(), e.parent.as_deref().unwrap_or(""), &e.external_ip, &e.protocol, &e.created_at, &e.metadata];
+    pub fn new(e: &EntryRef, id: Arc<str>) -> Packed {
+        let parts = [e.key, e.parent.unwrap_or(""), e.external_ip, e.protocol, e.created_at, e.metadata];
         let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
         let mut ends = [0u32; 5];
         for (i, part) in parts.iter().enumerate() {
@@ -29,7 +29,7 @@ impl Packed {
                 *end = u32::try_from(text.len()).expect("a mapping entry under 4 GiB");
             }
         }
-        Packed { id, text: text.into_boxed_str(), ends, port: e.port, kind: e.resource_type, has_parent: e.parent.is_some() }
+        Packed { id, text: text.into_boxed_str(), ends, port: e.port, kind: e.kind, has_parent: e.parent.is_some() }
     }
 
     fn part(&self, i: usize) -> &str {
@@ -69,18 +69,7 @@ impl Packed {
     }
 
     pub fn to_entry(&self) -> MappingEntry {
-        let v = self.view();
-        MappingEntry {
-            octavia_id: v.id.to_string(),
-            loxilb_key: v.key.to_string(),
-            resource_type: v.kind,
-            parent: v.parent.map(str::to_string),
-            external_ip: v.external_ip.to_string(),
-            port: v.port,
-            protocol: v.protocol.to_string(),
-            created_at: v.created_at.to_string(),
-            metadata: v.metadata.to_string(),
-        }
+        self.view().to_owned()
     }
 }
 
@@ -102,7 +91,7 @@ mod tests {
                 created_at: "2026-12-05T00:00:00Z".into(),
                 metadata: r#"{"address":"10.0.1.1"}"#.into(),
             };
-            assert_eq!(Packed::new(&e, Arc::from("m-1")).to_entry(), e);
+            assert_eq!(Packed::new(&(&e).into(), Arc::from("m-1")).to_entry(), e);
         }
     }
 }
