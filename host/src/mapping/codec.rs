@@ -343,7 +343,7 @@ mod tests {
         assert_eq!(keys, [("aA", "10.0.0.1"), ("b", "10.0.0.2")]);
 
         let missing = r#"{"version":"1.1","octavia_to_loxilb":{"lb":"10.0.0.1"},"resource_metadata":{}}"#;
-        let err = decode_snapshot(missing.as_bytes(), |_| {}).err().expect("refused");
+        let err = decode_snapshot(missing.as_bytes(), |_| {}).expect_err("refused");
         assert_eq!(err, "lb: no resource_metadata");
     }
 }
