@@ -227,6 +227,10 @@ fn by_name<'a>(mut members: Vec<(Cow<'a, str>, &'a RawValue)>) -> Vec<(Cow<'a, s
 /// What a snapshot file holds: its entries are handed to `each` (this format), or returned for the policy
 /// to migrate (the seed's format 1.0, the earlier Python driver's).
 pub fn decode_snapshot(bytes: &[u8], mut each: impl FnMut(EntryRef)) -> Result<Option<Vec<LegacyEntry>>, String> {
+    if let Some(entries) = super::scan::scan_snapshot(bytes) {
+        entries.into_iter().for_each(each);
+        return Ok(None);
+    }
     let doc: Document = serde_json::from_slice(bytes).map_err(|e| format!("snapshot is not a mapping document: {e}"))?;
     match doc.version.as_str() {
         Some(FORMAT_VERSION) => {}

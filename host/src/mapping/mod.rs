@@ -5,6 +5,7 @@
 
 mod codec;
 mod packed;
+mod scan;
 
 pub use codec::FORMAT_VERSION;
 
