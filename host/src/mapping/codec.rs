@@ -224,10 +224,11 @@ fn by_name<'a>(mut members: Vec<(Cow<'a, str>, &'a RawValue)>) -> Vec<(Cow<'a, s
     members
 }
 
-/// What a snapshot file holds: its entries are handed to `each` (this format), or returned for the policy
-/// to migrate (the seed's format 1.0, the earlier Python driver's).
-pub fn decode_snapshot(bytes: &[u8], mut each: impl FnMut(EntryRef)) -> Result<Option<Vec<LegacyEntry>>, String> {
+/// What a snapshot file holds: its entries are handed to `each` (this format; `reserve` is told how many
+/// first), or returned for the policy to migrate (the seed's format 1.0, the earlier Python driver's).
+pub fn decode_snapshot(bytes: &[u8], reserve: impl FnOnce(usize), mut each: impl FnMut(EntryRef)) -> Result<Option<Vec<LegacyEntry>>, String> {
     if let Some(entries) = super::scan::scan_snapshot(bytes) {
+        reserve(entries.len());
         entries.into_iter().for_each(each);
         return Ok(None);
     }
@@ -253,6 +254,7 @@ pub fn decode_snapshot(bytes: &[u8], mut each: impl FnMut(EntryRef)) -> Result<O
         }
     }
     let metadata = by_name(doc.resource_metadata);
+    reserve(metadata.len());
     for (id, key) in by_name(doc.octavia_to_loxilb) {
         let key: Borrowed = serde_json::from_str(key.get()).map_err(|e| format!("{id}: its key: {e}"))?;
         let at = metadata.binary_search_by(|(m, _)| (**m).cmp(&id)).map_err(|_| format!("{id}: no resource_metadata"))?;
@@ -310,7 +312,7 @@ mod tests {
         let entries = [member("a"), member("b")];
         let bytes = encode_snapshot(entries.iter().map(EntryRef::from), "now");
         let mut back = Vec::new();
-        assert!(decode_snapshot(&bytes, |e| back.push(e.to_owned())).unwrap().is_none(), "read as current");
+        assert!(decode_snapshot(&bytes, |_| {}, |e| back.push(e.to_owned())).unwrap().is_none(), "read as current");
         back.sort_by(|a, b| a.octavia_id.cmp(&b.octavia_id));
         assert_eq!(back, entries.to_vec());
         let doc: Value = serde_json::from_slice(&bytes).unwrap();
@@ -342,12 +344,12 @@ mod tests {
             meta("10.0.0.2")
         );
         let mut read = Vec::new();
-        assert!(decode_snapshot(doc.as_bytes(), |e| read.push(e.to_owned())).unwrap().is_none());
+        assert!(decode_snapshot(doc.as_bytes(), |_| {}, |e| read.push(e.to_owned())).unwrap().is_none());
         let keys: Vec<(&str, &str)> = read.iter().map(|e| (e.octavia_id.as_str(), e.loxilb_key.as_str())).collect();
         assert_eq!(keys, [("aA", "10.0.0.1"), ("b", "10.0.0.2")]);
 
         let missing = r#"{"version":"1.1","octavia_to_loxilb":{"lb":"10.0.0.1"},"resource_metadata":{}}"#;
-        let err = decode_snapshot(missing.as_bytes(), |_| {}).expect_err("refused");
+        let err = decode_snapshot(missing.as_bytes(), |_| {}, |_| {}).expect_err("refused");
         assert_eq!(err, "lb: no resource_metadata");
     }
 }

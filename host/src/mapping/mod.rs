@@ -44,24 +44,33 @@ struct Stored {
     entry: Arc<Packed>,
 }
 
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Ids are `Arc<str>`s shared by the entry and every map naming it.
 #[derive(Clone)]
 struct Index {
     /// Each entry with its revision (new at every put of it).
-    entries: HashMap<Arc<str>, Stored>,
-    owners: HashMap<Box<str>, Arc<str>>,
-    children: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
+    entries: Map<Arc<str>, Stored>,
+    owners: Map<Box<str>, Arc<str>>,
+    children: Map<Arc<str>, BTreeSet<Arc<str>>>,
     /// New at every change (and for every new index), so the view's answers are all the same while it is.
     generation: u64,
 }
 
 impl Default for Index {
     fn default() -> Self {
-        Index { entries: HashMap::new(), owners: HashMap::new(), children: HashMap::new(), generation: next_stamp() }
+        Index { entries: Map::default(), owners: Map::default(), children: Map::default(), generation: next_stamp() }
     }
 }
 
 impl Index {
+    /// Room for `n` more entries (a load knows how many it reads: no rehash on the way).
+    fn reserve(&mut self, n: usize) {
+        self.entries.reserve(n);
+        self.owners.reserve(n);
+        self.children.reserve(n / 2);
+    }
+
     fn put(&mut self, e: codec::EntryRef) {
         self.remove(e.id);
         self.generation = next_stamp();
@@ -133,7 +142,9 @@ impl Mapping {
         let mut loaded = Loaded::default();
         let mut legacy = None;
         if let Some(bytes) = storage.read_snapshot()? {
-            legacy = codec::decode_snapshot(&bytes, |e| index.put(e))?;
+            let loading = std::cell::RefCell::new(index);
+            legacy = codec::decode_snapshot(&bytes, |n| loading.borrow_mut().reserve(n), |e| loading.borrow_mut().put(e))?;
+            index = loading.into_inner();
         }
         let records = storage.replay()?;
         let count = records.len();

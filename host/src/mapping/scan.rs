@@ -110,7 +110,7 @@ mod tests {
 
     fn parsed(document: &[u8]) -> Vec<MappingEntry> {
         let mut out = Vec::new();
-        assert!(decode_snapshot(document, |e| out.push(e.to_owned())).unwrap().is_none());
+        assert!(decode_snapshot(document, |_| {}, |e| out.push(e.to_owned())).unwrap().is_none());
         out.sort_by(|a, b| a.octavia_id.cmp(&b.octavia_id));
         out
     }
