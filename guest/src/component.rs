@@ -30,10 +30,7 @@ pub struct Component<D>(std::marker::PhantomData<D>);
 
 pub fn wit_change(change: Change) -> MappingChange {
     match change {
-        Change::Put { id, entry } => {
-            debug_assert_eq!(id, entry.id(), "a change puts an entry under its own id");
-            MappingChange::Put(entry.to_wit())
-        }
+        Change::Put(entry) => MappingChange::Put(entry.to_wit()),
         Change::Remove { id } => MappingChange::Remove(id),
     }
 }

@@ -85,10 +85,6 @@ impl Json {
             _ => None,
         }
     }
-
-    pub fn is_object(&self) -> bool {
-        matches!(self, Json::Object(_))
-    }
 }
 
 struct Parser<'a> {

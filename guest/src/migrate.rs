@@ -81,14 +81,14 @@ pub fn v1_0(legacy: &[LegacyEntry]) -> (Vec<Change>, Vec<String>) {
     let (lbs, listeners, pools, members, monitors) = (take("loadbalancer"), take("listener"), take("pool"), take("member"), take("healthmonitor"));
     let rest: Vec<Old> = by_type.into_values().flatten().collect();
     let mut placed = Vec::new();
-    let mut put = |id: &str, entry: Entry| placed.push(Change::Put { id: id.to_string(), entry });
+    let mut put = |entry: Entry| placed.push(Change::Put(entry));
     // Parents first: each later type finds its parent (and the VIP) among the entries already placed.
     let mut vips: HashMap<String, String> = HashMap::new();
     for old in lbs {
         match loadbalancer(&old) {
             Ok((vip, entry)) => {
                 vips.insert(old.id.to_string(), vip);
-                put(old.id, entry);
+                put(entry);
             }
             Err(why) => dropped.push(format!("{} (loadbalancer): {why}", old.id)),
         }
@@ -104,7 +104,7 @@ pub fn v1_0(legacy: &[LegacyEntry]) -> (Vec<Change>, Vec<String>) {
                     }
                     lb_of_listener.insert(old.id.to_string(), l.listener.loadbalancer_id.clone());
                 }
-                put(old.id, entry);
+                put(entry);
             }
             Err(why) => dropped.push(format!("{} (listener): {why}", old.id)),
         }
@@ -114,20 +114,20 @@ pub fn v1_0(legacy: &[LegacyEntry]) -> (Vec<Change>, Vec<String>) {
         match pool(&old, &vips, &pool_of_listener, &lb_of_listener) {
             Ok((vip, entry)) => {
                 pool_vips.insert(old.id.to_string(), vip);
-                put(old.id, entry);
+                put(entry);
             }
             Err(why) => dropped.push(format!("{} (pool): {why}", old.id)),
         }
     }
     for old in members {
         match member(&old, &pool_vips) {
-            Ok(entry) => put(old.id, entry),
+            Ok(entry) => put(entry),
             Err(why) => dropped.push(format!("{} (member): {why}", old.id)),
         }
     }
     for old in monitors {
         match monitor(&old, &pool_vips) {
-            Ok(entry) => put(old.id, entry),
+            Ok(entry) => put(entry),
             Err(why) => dropped.push(format!("{} (healthmonitor): {why}", old.id)),
         }
     }

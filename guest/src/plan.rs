@@ -630,7 +630,7 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
     plan.changes = order
         .into_iter()
         .filter_map(|id| match changed.remove(&id).flatten() {
-            Some(entry) => (state.get(&id) != Some(&entry)).then_some(Change::Put { id, entry }),
+            Some(entry) => (state.get(&id) != Some(&entry)).then_some(Change::Put(entry)),
             None => state.get(&id).is_some().then_some(Change::Remove { id }),
         })
         .collect();
@@ -977,7 +977,7 @@ mod tests {
                 "now".into(),
                 Object::Loadbalancer(lb(id, project, "10.0.0.1")),
             );
-            crate::state::apply(&mut with_b, Change::Put { id: id.into(), entry });
+            crate::state::apply(&mut with_b, Change::Put(entry));
             let message = conflict(&with_b, &Operation::ListenerCreate(listener("l-b", id, 80)));
             assert_eq!(message.contains("lb-a"), named, "{message}");
             assert!(message.contains("protocol_port"), "{message}");

@@ -202,7 +202,7 @@ pub fn recover(state: &State, observed: &[LbRule], now: &str) -> Recovered {
                     None => {
                         staged.ids.insert(id.clone(), (entry.key.clone(), entry.resource_type()));
                         staged.keys.insert(entry.key.clone(), id.clone());
-                        out.changes.push(Change::Put { id, entry });
+                        out.changes.push(Change::Put(entry));
                         out.recovered += 1;
                     }
                 },
@@ -292,7 +292,7 @@ mod tests {
             .changes
             .iter()
             .filter_map(|c| match c {
-                Change::Put { id, .. } => Some(id.as_str()),
+                Change::Put(entry) => Some(entry.id()),
                 _ => None,
             })
             .collect();

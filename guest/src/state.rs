@@ -252,8 +252,11 @@ pub type Map<K, V> = HashMap<K, V, BuildHasherDefault<rustc_hash::FxHasher>>;
 /// One change to the mapping, as the plan hands it to the host.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
-    Put { id: String, entry: Entry },
-    Remove { id: String },
+    /// Creates or replaces the entry of the entry's own id.
+    Put(Entry),
+    Remove {
+        id: String,
+    },
 }
 
 pub use loxilb_policy_sdk::view::{Lookup, Memory, Source};
@@ -261,10 +264,7 @@ pub use loxilb_policy_sdk::view::{Lookup, Memory, Source};
 /// Applies a plan's change to an in-memory mapping (native tests and benches).
 pub fn apply(memory: &mut Memory, change: Change) {
     memory.apply(match change {
-        Change::Put { id, entry } => {
-            debug_assert_eq!(id, entry.id, "a change puts an entry under its own id");
-            crate::mapping::MappingChange::Put(entry.to_wit())
-        }
+        Change::Put(entry) => crate::mapping::MappingChange::Put(entry.to_wit()),
         Change::Remove { id } => crate::mapping::MappingChange::Remove(id),
     })
 }
@@ -505,7 +505,7 @@ mod tests {
     fn a_call_asks_the_host_once_per_id_key_and_parent_and_decodes_what_it_stored() {
         let mut memory = Memory::default();
         for id in ["b", "a"] {
-            apply(&mut memory, Change::Put { id: id.into(), entry: member(id, "pool") });
+            apply(&mut memory, Change::Put(member(id, "pool")));
         }
         let source = Counting { inner: &memory, asked: Cell::new(0) };
         let state = State::new(&source);
@@ -538,7 +538,7 @@ mod tests {
     #[test]
     fn a_kept_entry_is_decoded_once_per_revision_and_a_new_put_of_its_id_is_seen_by_the_next_call() {
         let mut memory = Memory::default();
-        apply(&mut memory, Change::Put { id: "a".into(), entry: weighted("a", 1) });
+        apply(&mut memory, Change::Put(weighted("a", 1)));
         let mut kept = Kept::default();
         let decoded = |memory: &Memory, kept: &mut Kept| {
             let source = Counting { inner: memory, asked: Cell::new(0) };
@@ -552,12 +552,12 @@ mod tests {
         assert_eq!((w, again, asked), (1, first, 0), "same generation: nothing asked, nothing decoded again");
 
         // Another entry changes: the kept one is checked (one question, nothing crosses) and not decoded again.
-        apply(&mut memory, Change::Put { id: "b".into(), entry: weighted("b", 7) });
+        apply(&mut memory, Change::Put(weighted("b", 7)));
         let (w, again, asked) = decoded(&memory, &mut kept);
         assert_eq!((w, again, asked), (1, first, 1));
 
         // The same id put again with new metadata: the next call sees the new object.
-        apply(&mut memory, Change::Put { id: "a".into(), entry: weighted("a", 5) });
+        apply(&mut memory, Change::Put(weighted("a", 5)));
         assert_eq!(decoded(&memory, &mut kept).0, 5);
         apply(&mut memory, Change::Remove { id: "a".into() });
         let source = Counting { inner: &memory, asked: Cell::new(0) };
@@ -567,14 +567,14 @@ mod tests {
     #[test]
     fn kept_children_and_owners_are_asked_again_once_the_mapping_changed() {
         let mut memory = Memory::default();
-        apply(&mut memory, Change::Put { id: "a".into(), entry: member("a", "pool") });
+        apply(&mut memory, Change::Put(member("a", "pool")));
         let mut kept = Kept::default();
         let read = |memory: &Memory, kept: &mut Kept| {
             let state = State::keeping(memory, kept);
             (state.children("pool").iter().map(|s| s.to_string()).collect::<Vec<_>>(), state.owner("member_b").map(str::to_string))
         };
         assert_eq!(read(&memory, &mut kept), (vec!["a".to_string()], None));
-        apply(&mut memory, Change::Put { id: "b".into(), entry: member("b", "pool") });
+        apply(&mut memory, Change::Put(member("b", "pool")));
         assert_eq!(read(&memory, &mut kept), (vec!["a".to_string(), "b".to_string()], Some("b".to_string())));
     }
 
@@ -599,20 +599,20 @@ mod tests {
             }
         }
         let mut memory = Memory::default();
-        apply(&mut memory, Change::Put { id: "a".into(), entry: weighted("a", 1) });
+        apply(&mut memory, Change::Put(weighted("a", 1)));
         let mut kept = Kept::default();
         assert_eq!(weight(&State::keeping(&Unrevised(&memory), &mut kept), "a"), 1);
-        apply(&mut memory, Change::Put { id: "a".into(), entry: weighted("a", 2) });
+        apply(&mut memory, Change::Put(weighted("a", 2)));
         assert_eq!(weight(&State::keeping(&Unrevised(&memory), &mut kept), "a"), 2);
     }
 
     #[test]
     fn a_key_put_under_another_id_maps_back_to_it() {
         let mut memory = Memory::default();
-        apply(&mut memory, Change::Put { id: "a".into(), entry: member("a", "pool") });
+        apply(&mut memory, Change::Put(member("a", "pool")));
         let mut taken = member("b", "pool");
         taken.key = "member_a".into();
-        apply(&mut memory, Change::Put { id: "b".into(), entry: taken });
+        apply(&mut memory, Change::Put(taken));
         assert_eq!(memory.owner("member_a").as_deref(), Some("b"));
         apply(&mut memory, Change::Remove { id: "a".into() });
         assert_eq!(memory.owner("member_a").as_deref(), Some("b"), "removing the older entry keeps the key's owner");
