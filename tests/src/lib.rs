@@ -226,6 +226,45 @@ pub fn provisioning_statuses(documents: &[Value]) -> Vec<(String, String)> {
     out
 }
 
+/// Waits (bounded) until `sink` has recorded the provisioning `status` for `object`
+/// (`loadbalancers/<id>`).
+pub fn wait_status(sink: &host::octavia::status::RecordingSink, object: &str, status: &str, within: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if provisioning_statuses(&sink.documents.lock().unwrap()).iter().any(|(o, s)| o == object && s == status) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
+/// xorshift64*: small, seeded, reproducible from a printed seed; enough to pick operations and times.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// True `percent` times in a hundred.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
+        (!items.is_empty()).then(|| &items[self.below(items.len())])
+    }
+}
+
 /// Runs `f` with this thread's log lines captured, and returns its result and the text logged.
 pub fn capture_logs<R>(f: impl FnOnce() -> R) -> (R, String) {
     #[derive(Clone, Default)]

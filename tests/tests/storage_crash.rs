@@ -28,21 +28,6 @@ fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// xorshift64*: enough randomness for kill times, reproducible from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// What the store holds, checked: the snapshot covers records `0..=upto`, and the journal continues
 /// with `upto + 1, upto + 2, …` without a gap. Returns the last record number (or -1).
 fn recovered(path: &Path) -> Result<i64, String> {
@@ -174,7 +159,7 @@ fn kill_9_at_random_moments_never_leaves_an_unreadable_store_or_loses_a_synced_r
             assert!(Instant::now() < deadline, "round {round}: the child never got there");
             std::thread::sleep(Duration::from_micros(200));
         }
-        std::thread::sleep(Duration::from_micros(if round % 2 == 0 { rng.below(120_000) } else { rng.below(20_000) }));
+        std::thread::sleep(Duration::from_micros(if round % 2 == 0 { rng.below(120_000) as u64 } else { rng.below(20_000) as u64 }));
         child.kill().unwrap();
         child.wait().unwrap();
         reader.join().unwrap();

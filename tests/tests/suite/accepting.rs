@@ -65,18 +65,6 @@ fn lb_create(n: u32) -> Value {
     json!({"loadbalancer_id": id, "loadbalancer": loadbalancer(&id, &format!("10.30.{}.{}", n / 250, n % 250 + 1), vec![])})
 }
 
-/// Waits (bounded) until `sink` has recorded `status` for `object` (`loadbalancers/<id>`).
-fn wait_status(sink: &RecordingSink, object: &str, status: &str, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if provisioning_statuses(&sink.documents.lock().unwrap()).iter().any(|(o, s)| o == object && s == status) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
-}
-
 #[test]
 fn casts_that_cannot_be_applied_are_refused_before_they_are_accepted() {
     let dir = tempdir("shape");

@@ -34,17 +34,6 @@ fn lb_create(n: u32, ticket: Option<&str>) -> Value {
     args
 }
 
-fn wait_status(sink: &RecordingSink, object: &str, status: &str, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if provisioning_statuses(&sink.documents.lock().unwrap()).iter().any(|(o, s)| o == object && s == status) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
-}
-
 /// A host serving the provider socket, whose get socket answers `committed` for every object.
 fn serving(name: &str, committed: bool) -> (Arc<Service>, Arc<RecordingSink>, FakeGetSocket, PathBuf) {
     let get = FakeGetSocket::start(name, move |_, id| Ok(committed.then(|| json!({"id": id, "provisioning_status": "PENDING_CREATE"}))));
