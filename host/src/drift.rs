@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use foldhash::fast::RandomState as FoldHasher;
+
 use crate::runtime::bindings::loxilb_types::{LbRule, ObservedRule};
 use crate::runtime::bindings::policy_types::DesiredRule;
 use crate::wire;
@@ -23,13 +25,21 @@ impl Drift<'_> {
     }
 }
 
+/// A rule's identity in LoxiLB (as `wire::key_id` spells it), borrowed from the rule.
+type Key<'a> = (&'a str, u16, &'a str, u32, &'a str);
+
+fn key(rule: &LbRule) -> Key<'_> {
+    let s = &rule.service;
+    (&s.external_ip, s.port, &s.protocol, s.block, &s.host)
+}
+
 /// Desired against observed rules, by rule key, in one pass over each.
 pub fn drift<'a>(desired: &'a [DesiredRule], observed: &'a [ObservedRule]) -> Drift<'a> {
-    let by_key: HashMap<String, &LbRule> = observed.iter().map(|o| (wire::key_id(&wire::rule_key(&o.rule)), &o.rule)).collect();
+    let by_key: HashMap<Key, &LbRule, FoldHasher> = observed.iter().map(|o| (key(&o.rule), &o.rule)).collect();
     let mut drift = Drift::default();
-    let mut wanted = HashSet::new();
+    let mut wanted = HashSet::with_capacity_and_hasher(desired.len(), FoldHasher::default());
     for want in desired {
-        let id = wire::key_id(&wire::rule_key(&want.rule));
+        let id = key(&want.rule);
         match by_key.get(&id) {
             None => drift.missing.push(want),
             Some(got) if !wire::matches(&want.rule, got) => drift.different.push((want, got)),
@@ -37,7 +47,7 @@ pub fn drift<'a>(desired: &'a [DesiredRule], observed: &'a [ObservedRule]) -> Dr
         }
         wanted.insert(id);
     }
-    drift.extra = observed.iter().filter(|o| !wanted.contains(&wire::key_id(&wire::rule_key(&o.rule)))).collect();
+    drift.extra = observed.iter().filter(|o| !wanted.contains(&key(&o.rule))).collect();
     drift
 }
 

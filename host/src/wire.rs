@@ -47,7 +47,23 @@ pub fn observed_traffic(loxi: &(dyn LoxiTransport + 'static), book: &mut Traffic
 
 /// Whether LoxiLB holds what is wanted for a rule, as far as its list shows.
 pub fn matches(want: &LbRule, got: &LbRule) -> bool {
-    api::matches(&rule_to_wire(want), &rule_to_wire(got))
+    api::listed_matches(listed(want), listed(got))
+}
+
+fn listed(r: &LbRule) -> api::Listed<'_> {
+    let s = &r.service;
+    api::Listed {
+        name: &s.name,
+        sel: s.sel,
+        mode: s.mode,
+        monitor: s.monitor,
+        bgp: s.bgp,
+        probetype: &s.probetype,
+        probeport: s.probeport,
+        proxyprotocolv2: s.proxyprotocolv2,
+        endpoints: r.endpoints.iter().map(|e| (e.ip.as_str(), e.target_port, e.weight)).collect(),
+        allowed_sources: &r.allowed_sources,
+    }
 }
 
 pub fn rule_key(rule: &LbRule) -> RuleKey {

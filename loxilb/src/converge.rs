@@ -2,31 +2,81 @@
 
 use crate::types::LbRule;
 
-fn sorted(v: &[String]) -> Vec<String> {
-    let mut v = v.to_vec();
-    v.sort();
-    v
+/// What LoxiLB's list shows of a rule, borrowed: all that [`matches`] compares. The host builds it from its
+/// own (WIT) rule types too, so a reconciliation pass compares 2,048 rules without copying any.
+pub struct Listed<'a> {
+    pub name: &'a str,
+    pub sel: u8,
+    pub mode: u8,
+    pub monitor: bool,
+    pub bgp: bool,
+    pub probetype: &'a str,
+    pub probeport: u16,
+    pub proxyprotocolv2: bool,
+    /// Address, target port and weight of each endpoint, in any order.
+    pub endpoints: Vec<(&'a str, u16, u8)>,
+    pub allowed_sources: &'a [String],
+}
+
+impl<'a> From<&'a LbRule> for Listed<'a> {
+    fn from(r: &'a LbRule) -> Self {
+        let s = &r.service;
+        Listed {
+            name: &s.name,
+            sel: s.sel,
+            mode: s.mode,
+            monitor: s.monitor,
+            bgp: s.bgp,
+            probetype: &s.probetype,
+            probeport: s.probeport,
+            proxyprotocolv2: s.proxyprotocolv2,
+            endpoints: r.endpoints.iter().map(|e| (e.ip.as_str(), e.target_port, e.weight)).collect(),
+            allowed_sources: &r.allowed_sources,
+        }
+    }
 }
 
 /// Whether `got` (as LoxiLB lists it) is the rule `want`. Only what the list shows is compared; endpoint
 /// order is LoxiLB's own, and a weight only matters under sel 2 (priority), where it is a share.
 pub fn matches(want: &LbRule, got: &LbRule) -> bool {
-    let (w, g) = (&want.service, &got.service);
-    let endpoints = |r: &LbRule| {
-        let mut v: Vec<(String, u16, u8)> = r.endpoints.iter().map(|e| (e.ip.clone(), e.target_port, if r.service.sel == 2 { e.weight } else { 0 })).collect();
-        v.sort();
+    listed_matches(Listed::from(want), Listed::from(got))
+}
+
+/// [`matches`] over borrowed views.
+pub fn listed_matches(want: Listed<'_>, got: Listed<'_>) -> bool {
+    want.name == got.name
+        && want.sel == got.sel
+        && want.mode == got.mode
+        && want.monitor == got.monitor
+        && want.bgp == got.bgp
+        && want.probetype == got.probetype
+        && want.probeport == got.probeport
+        && want.proxyprotocolv2 == got.proxyprotocolv2
+        && want.endpoints.len() == got.endpoints.len()
+        && same_set(want.allowed_sources, got.allowed_sources)
+        && endpoints(want.endpoints, want.sel) == endpoints(got.endpoints, got.sel)
+}
+
+/// Endpoints in one order, weights only where they matter (sel 2).
+fn endpoints(mut l: Vec<(&str, u16, u8)>, sel: u8) -> Vec<(&str, u16, u8)> {
+    if sel != 2 {
+        l.iter_mut().for_each(|e| e.2 = 0);
+    }
+    l.sort_unstable();
+    l
+}
+
+/// The same prefixes in any order (nearly always both empty, or equal as listed).
+fn same_set(a: &[String], b: &[String]) -> bool {
+    if a == b {
+        return true;
+    }
+    fn sorted(v: &[String]) -> Vec<&str> {
+        let mut v: Vec<&str> = v.iter().map(String::as_str).collect();
+        v.sort_unstable();
         v
-    };
-    w.name == g.name
-        && w.sel == g.sel
-        && w.mode == g.mode
-        && w.monitor == g.monitor
-        && w.bgp == g.bgp
-        && w.probetype == g.probetype
-        && w.probeport == g.probeport
-        && w.proxyprotocolv2 == g.proxyprotocolv2
-        && endpoints(want) == endpoints(got)
-        && sorted(&want.allowed_sources) == sorted(&got.allowed_sources)
+    }
+    a.len() == b.len() && sorted(a) == sorted(b)
 }
 
 #[cfg(test)]

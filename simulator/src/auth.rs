@@ -95,7 +95,7 @@ mod tests {
         assert!(st.check("GET", "config/loadbalancer/all", Some("t"), b"").is_none());
         for sent in [None, Some("x")] {
             let r = st.check("GET", "config/loadbalancer/all", sent, b"").unwrap();
-            assert_eq!((r.status, r.body["message"].as_str()), (500, Some("invalid token")));
+            assert_eq!((r.status, r.json()["message"].as_str()), (500, Some("invalid token")));
         }
     }
 
@@ -104,10 +104,10 @@ mod tests {
         let mut st = AuthState::new(Auth::Users(vec![("admin".into(), "pw".into())]));
         assert_eq!(st.check("GET", "version", None, b"").unwrap().status, 401);
         let wrong = st.check("POST", "auth/login", None, br#"{"username":"admin","password":"no"}"#).unwrap();
-        assert_eq!((wrong.status, wrong.body.clone()), (200, json!({})));
+        assert_eq!((wrong.status, wrong.json()), (200, json!({})));
         assert_eq!(st.check("POST", "auth/login", None, br#"{"username":"nobody","password":"pw"}"#).unwrap().status, 404);
         let ok = st.check("POST", "auth/login", None, br#"{"username":"admin","password":"pw"}"#).unwrap();
-        let token = ok.body["token"].as_str().unwrap().to_string();
+        let token = ok.json()["token"].as_str().unwrap().to_string();
         assert!(st.check("GET", "version", Some(&token), b"").is_none());
         st.expire_tokens();
         assert_eq!(st.check("GET", "version", Some(&token), b"").unwrap().status, 500);

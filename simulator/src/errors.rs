@@ -21,17 +21,27 @@ pub enum ErrorStyle {
     Legacy,
 }
 
-/// A response ready to be written: status, JSON body and (for 405) an `Allow` header.
+/// A response ready to be written: status, JSON body (encoded) and (for 405) an `Allow` header.
 #[derive(Debug, Clone)]
 pub(crate) struct Reply {
     pub status: u16,
-    pub body: Value,
+    pub body: String,
     pub allow: Option<String>,
 }
 
 impl Reply {
     fn new(status: u16, body: Value) -> Self {
+        Self::encoded(status, body.to_string())
+    }
+
+    /// A body already encoded: large listings are written straight from their typed shape.
+    pub(crate) fn encoded(status: u16, body: String) -> Self {
         Reply { status, body, allow: None }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_str(&self.body).expect("replies are JSON")
     }
 }
 
@@ -206,16 +216,16 @@ mod tests {
     fn coded_body_carries_raw_error_and_null_fields() {
         let r = core_error(ErrorStyle::Coded, "lbrule-exists error");
         assert_eq!(r.status, 409);
-        assert_eq!(r.body["fields"], Value::Null);
-        assert!(r.body.as_object().unwrap().contains_key("fields"));
-        assert_eq!(r.body["result"], "lbrule-exists error");
+        assert_eq!(r.json()["fields"], Value::Null);
+        assert!(r.json().as_object().unwrap().contains_key("fields"));
+        assert_eq!(r.json()["result"], "lbrule-exists error");
 
         let r = core_error(ErrorStyle::Coded, "secIP modify error");
-        assert_eq!((r.status, r.body["message"].as_str()), (500, Some("secIP modify error")));
+        assert_eq!((r.status, r.json()["message"].as_str()), (500, Some("secIP modify error")));
 
         let r = core_error(ErrorStyle::Legacy, "no-rule error");
         assert_eq!(r.status, 200);
-        assert_eq!(r.body, json!({"result": "no-rule error"}));
+        assert_eq!(r.json(), json!({"result": "no-rule error"}));
     }
 
     #[test]

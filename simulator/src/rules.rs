@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::ephosts::{make_ep_key, EpHosts, EpOpts, PROBE_NONE, PROBE_PING, PROBE_SCTP, PROBE_TCP, PROBE_UDP};
 
@@ -588,7 +589,18 @@ impl Core {
 
     /// Rules in the `GET /config/loadbalancer/all` shape, in hash order.
     pub fn rules_json(&self) -> Vec<(RuleKey, Value)> {
-        self.rules.iter().map(|(k, r)| (k.clone(), rule_json(r))).collect()
+        self.rules.iter().map(|(k, r)| (k.clone(), serde_json::to_value(RuleModel::of(r)).expect("a rule encodes"))).collect()
+    }
+
+    /// The body of `GET /config/loadbalancer/all`, encoded straight from the rules, in hash order.
+    pub fn listing_text(&self) -> String {
+        #[derive(Serialize)]
+        struct Listing<'a> {
+            #[serde(rename = "lbAttr")]
+            lb_attr: Vec<RuleModel<'a>>,
+        }
+        let listing = Listing { lb_attr: self.rules.values().map(RuleModel::of).collect() };
+        serde_json::to_string(&listing).expect("a listing encodes")
     }
 }
 
@@ -698,68 +710,149 @@ fn mod_nat_ep_host(eps: &mut EpHosts, rule: &Rule, slots: &mut [Slot], add: bool
     }
 }
 
-/// `GetLBRule` + the REST handler's model conversion (omitempty everywhere except
-/// externalIP/port and the endpoint triple; null lists stay null).
-fn rule_json(r: &Rule) -> Value {
-    let mut sa = Map::new();
-    sa.insert("externalIP".into(), go_ip_string(&r.key.vip).into());
-    sa.insert("port".into(), r.key.port_min.into());
-    let mut put = |k: &str, v: Value| {
-        let zero = match &v {
-            Value::Bool(b) => !b,
-            Value::String(s) => s.is_empty(),
-            Value::Number(n) => n.as_i64() == Some(0),
-            _ => false,
-        };
-        if !zero {
-            sa.insert(k.into(), v);
-        }
-    };
-    let port_max = if r.key.port_max == r.key.port_min { 0 } else { r.key.port_max };
-    put("portMax", port_max.into());
-    put("protocol", proto_name(r.key.proto).into());
-    put("block", r.key.block.into());
-    put("sel", r.sel.into());
-    put("mode", r.mode.into());
-    put("security", r.security.into());
-    put("inactiveTimeOut", r.inactive_timeout.into());
-    put("monitor", r.monitor.into());
-    put("managed", r.managed.into());
-    put("probetype", r.probe.ptype.clone().into());
-    put("probeport", r.probe.port.into());
-    put("name", r.name.clone().into());
-    put("host", r.key.host.clone().into());
-    put("proxyprotocolv2", r.ppv2.into());
-    put("egress", r.egress.into());
-    put("bgp", r.bgp.into());
+/// `GetLBRule` + the REST handler's model conversion (omitempty everywhere except externalIP/port and the
+/// endpoint triple; null lists stay null). Typed and borrowed, so a listing of 2,048 rules is encoded
+/// without building a JSON tree per rule; fields are declared in the byte order the tree's sorted maps
+/// gave, so the text is the same (`listing_text_is_the_trees_text`).
+#[derive(Serialize)]
+struct RuleModel<'a> {
+    #[serde(rename = "allowedSources")]
+    allowed_sources: Option<Vec<Prefix<'a>>>,
+    endpoints: Option<Vec<EndpointModel>>,
+    #[serde(rename = "secondaryIPs")]
+    secondary_ips: Option<Vec<SecondaryIp>>,
+    #[serde(rename = "serviceArguments")]
+    service: ServiceModel<'a>,
+}
 
-    let endpoints: Vec<Value> = r
-        .slots
-        .iter()
-        .filter(|s| !s.inactive)
-        .map(|s| {
-            json!({
-                "endpointIP": go_ip_string(&s.ip),
-                "targetPort": s.port,
-                "weight": s.weight,
-                "state": "active",
-                "counter": format!("{}:{}", s.packets, s.bytes),
-            })
-        })
-        .collect();
-    let list_or_null = |v: Vec<Value>| {
-        if v.is_empty() {
-            Value::Null
-        } else {
-            Value::Array(v)
+#[derive(Serialize)]
+struct Prefix<'a> {
+    prefix: &'a str,
+}
+
+#[derive(Serialize)]
+struct SecondaryIp {
+    #[serde(rename = "secondaryIP")]
+    ip: GoIp,
+}
+
+#[derive(Serialize)]
+struct EndpointModel {
+    counter: Counter,
+    #[serde(rename = "endpointIP")]
+    ip: GoIp,
+    state: &'static str,
+    #[serde(rename = "targetPort")]
+    port: u16,
+    weight: u8,
+}
+
+#[derive(Serialize)]
+struct ServiceModel<'a> {
+    #[serde(skip_serializing_if = "is_false")]
+    bgp: bool,
+    #[serde(skip_serializing_if = "is_zero")]
+    block: u32,
+    #[serde(skip_serializing_if = "is_false")]
+    egress: bool,
+    #[serde(rename = "externalIP")]
+    external_ip: GoIp,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    host: &'a str,
+    #[serde(rename = "inactiveTimeOut", skip_serializing_if = "is_zero")]
+    inactive_timeout: u32,
+    #[serde(skip_serializing_if = "is_false")]
+    managed: bool,
+    #[serde(skip_serializing_if = "is_zero")]
+    mode: i32,
+    #[serde(skip_serializing_if = "is_false")]
+    monitor: bool,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    name: &'a str,
+    port: u16,
+    #[serde(rename = "portMax", skip_serializing_if = "is_zero")]
+    port_max: u16,
+    #[serde(skip_serializing_if = "is_zero")]
+    probeport: u16,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    probetype: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    protocol: &'static str,
+    #[serde(skip_serializing_if = "is_false")]
+    proxyprotocolv2: bool,
+    #[serde(skip_serializing_if = "is_zero")]
+    security: i32,
+    #[serde(skip_serializing_if = "is_zero")]
+    sel: i64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
+}
+
+/// An address as Go prints it (an IPv4-mapped IPv6 address in dotted form), encoded without an owned string.
+struct GoIp(IpAddr);
+
+impl Serialize for GoIp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => s.collect_str(&v4),
+                None => s.collect_str(&v6),
+            },
+            v4 => s.collect_str(&v4),
         }
-    };
-    json!({
-        "serviceArguments": Value::Object(sa),
-        "endpoints": list_or_null(endpoints),
-        "secondaryIPs": list_or_null(r.sec_ips.iter().map(|ip| json!({"secondaryIP": go_ip_string(ip)})).collect()),
-        "allowedSources": list_or_null(r.sources.iter().map(|p| json!({"prefix": p})).collect()),
-    })
+    }
+}
+
+/// An endpoint's `packets:bytes` counter.
+struct Counter(u64, u64);
+
+impl Serialize for Counter {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{}:{}", self.0, self.1))
+    }
+}
+
+impl<'a> RuleModel<'a> {
+    fn of(r: &'a Rule) -> Self {
+        let endpoints: Vec<EndpointModel> = r
+            .slots
+            .iter()
+            .filter(|s| !s.inactive)
+            .map(|s| EndpointModel { counter: Counter(s.packets, s.bytes), ip: GoIp(s.ip), state: "active", port: s.port, weight: s.weight })
+            .collect();
+        let some = |v: Vec<_>| (!v.is_empty()).then_some(v);
+        RuleModel {
+            allowed_sources: some(r.sources.iter().map(|p| Prefix { prefix: p }).collect()),
+            endpoints: (!endpoints.is_empty()).then_some(endpoints),
+            secondary_ips: (!r.sec_ips.is_empty()).then(|| r.sec_ips.iter().map(|ip| SecondaryIp { ip: GoIp(*ip) }).collect()),
+            service: ServiceModel {
+                bgp: r.bgp,
+                block: r.key.block,
+                egress: r.egress,
+                external_ip: GoIp(r.key.vip),
+                host: &r.key.host,
+                inactive_timeout: r.inactive_timeout,
+                managed: r.managed,
+                mode: r.mode,
+                monitor: r.monitor,
+                name: &r.name,
+                port: r.key.port_min,
+                port_max: if r.key.port_max == r.key.port_min { 0 } else { r.key.port_max },
+                probeport: r.probe.port,
+                probetype: &r.probe.ptype,
+                protocol: proto_name(r.key.proto),
+                proxyprotocolv2: r.ppv2,
+                security: r.security,
+                sel: r.sel,
+            },
+        }
+    }
 }
 
 /// `utils.Marker`: rule numbers come from a free list, released numbers are reused first.
@@ -808,6 +901,7 @@ impl Marker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn ep(ip: &str, port: u16) -> EndpointArg {
         EndpointArg { ip: ip.into(), port, weight: 1 }
@@ -820,6 +914,76 @@ mod tests {
     fn visible(core: &Core) -> Vec<String> {
         let (_, r) = core.rules_json().pop().unwrap();
         r["endpoints"].as_array().map(|a| a.iter().map(|e| format!("{}:{}", e["endpointIP"].as_str().unwrap(), e["targetPort"])).collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn listing_text_is_the_trees_text() {
+        // Every field set (none omitted) and every field at its zero (all omissible ones omitted, lists null).
+        let slot = |ip: &str, inactive| Slot { ip: ip.parse().unwrap(), port: 8080, weight: 3, inactive, chk: false, ep_created: true, packets: 7, bytes: 900 };
+        let key = |vip: &str, host: &str, port_max, block| RuleKey { vip: vip.parse().unwrap(), proto: 6, port_min: 80, port_max, block, host: host.into() };
+        let full = Rule {
+            num: 1,
+            key: key("::ffff:10.0.0.10", "a.example", 90, 2),
+            name: "rule".into(),
+            managed: true,
+            bgp: true,
+            monitor: true,
+            sel: 1,
+            mode: 2,
+            security: 1,
+            egress: true,
+            ppv2: true,
+            probe: Probe { ptype: "tcp".into(), port: 8080, req: String::new(), resp: String::new(), retries: 2, timeout: 5 },
+            inactive_timeout: 30,
+            sec_ips: vec!["10.0.0.11".parse().unwrap()],
+            sources: vec!["192.0.2.0/24".into()],
+            slots: vec![slot("10.0.1.1", false), slot("fd00::1", false), slot("10.0.1.2", true)],
+        };
+        let zero = Rule {
+            num: 2,
+            key: key("fd00::10", "", 80, 0),
+            name: String::new(),
+            managed: false,
+            bgp: false,
+            monitor: false,
+            sel: 0,
+            mode: 0,
+            security: 0,
+            egress: false,
+            ppv2: false,
+            probe: Probe::default(),
+            inactive_timeout: 0,
+            sec_ips: vec![],
+            sources: vec![],
+            slots: vec![],
+        };
+        let mut c = Core::default();
+        for r in [full, zero] {
+            c.rules.insert(r.key.clone(), r);
+        }
+        let tree: Vec<Value> = c.rules_json().into_iter().map(|(_, v)| v).collect();
+        assert_eq!(c.listing_text(), json!({ "lbAttr": tree }).to_string());
+
+        let full = tree.iter().find(|r| r["serviceArguments"]["name"] == "rule").unwrap();
+        let mut fields: Vec<&str> = full["serviceArguments"].as_object().unwrap().keys().map(String::as_str).collect();
+        fields.sort_unstable();
+        let every =
+            "bgp block egress externalIP host inactiveTimeOut managed mode monitor name port portMax probeport probetype protocol proxyprotocolv2 security sel";
+        assert_eq!(fields.join(" "), every);
+        assert_eq!(full["serviceArguments"]["externalIP"], "10.0.0.10", "an IPv4-mapped address prints as Go prints it");
+        assert_eq!(
+            full["endpoints"],
+            json!([{"counter": "7:900", "endpointIP": "10.0.1.1", "state": "active", "targetPort": 8080, "weight": 3},
+                   {"counter": "7:900", "endpointIP": "fd00::1", "state": "active", "targetPort": 8080, "weight": 3}]),
+            "inactive slots are hidden"
+        );
+        assert_eq!((&full["secondaryIPs"], &full["allowedSources"]), (&json!([{"secondaryIP": "10.0.0.11"}]), &json!([{"prefix": "192.0.2.0/24"}])));
+        let zero = tree.iter().find(|r| r["serviceArguments"]["externalIP"] == "fd00::10").unwrap();
+        assert_eq!(
+            *zero,
+            json!({"allowedSources": null, "endpoints": null, "secondaryIPs": null,
+                                 "serviceArguments": {"externalIP": "fd00::10", "port": 80, "protocol": "tcp"}})
+        );
     }
 
     #[test]

@@ -370,8 +370,9 @@ fn serve(server: &tiny_http::Server, shared: &Shared) {
             Ok(_) => handle(shared, &method, &url, content_type.as_deref(), authorization.as_deref(), &body),
             Err(e) => errors::openapi(400, &format!("reading body: {e}")),
         };
-        let text = format!("{}\n", reply.body);
-        let mut resp = tiny_http::Response::from_string(text.clone()).with_status_code(reply.status).with_header(header("Content-Type", "application/json"));
+        let response = reply.body;
+        let mut resp =
+            tiny_http::Response::from_string(format!("{response}\n")).with_status_code(reply.status).with_header(header("Content-Type", "application/json"));
         if let Some(allow) = &reply.allow {
             resp = resp.with_header(header("Allow", allow));
         }
@@ -383,7 +384,7 @@ fn serve(server: &tiny_http::Server, shared: &Shared) {
             body: String::from_utf8_lossy(&body).into_owned(),
             authorization,
             status: reply.status,
-            response: text.trim_end().to_string(),
+            response,
         });
         if let Some(Fault::Late(delay)) = fault {
             std::thread::sleep(delay);
@@ -516,10 +517,7 @@ fn handle(shared: &Shared, method: &str, url: &str, content_type: Option<&str>, 
             errors::success()
         }
         Route::Conntrack => errors::ok_json(loxilb_api::conntrack::conntrack_json(st.conntrack.entries())),
-        Route::LbAll if method == "GET" => {
-            let all: Vec<Value> = core.rules_json().into_iter().map(|(_, v)| v).collect();
-            errors::ok_json(json!({ "lbAttr": all }))
-        }
+        Route::LbAll if method == "GET" => errors::Reply::encoded(200, core.listing_text()),
         Route::LbAll => {
             core.delete_all();
             errors::success()

@@ -111,9 +111,13 @@ pub(crate) fn token_refused(reply: &Reply) -> bool {
     if reply.status == 401 {
         return true;
     }
+    // Every reply passes here, rule listings of megabytes among them: only a 500 is read.
+    if reply.status != 500 {
+        return false;
+    }
     let Ok(body) = serde_json::from_str::<Value>(&reply.body) else { return false };
     let message = body.get("message").and_then(Value::as_str).unwrap_or_default().to_ascii_lowercase();
-    reply.status == 500 && body.get("result").is_none() && (message == "invalid token" || message == "token not found")
+    body.get("result").is_none() && (message == "invalid token" || message == "token not found")
 }
 
 /// The token of a login's answer, or why there is none.
