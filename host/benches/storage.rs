@@ -3,7 +3,7 @@
 //! periodic compaction into a new snapshot, amortized), the time to load 100k mappings, and how soon
 //! `loxilb-octavia serve` (the release binary) answers over each file, with its resident memory.
 //!
-//! Run: `cargo bench -p host --bench storage` (`-- --quick` for 1k and 10k only;
+//! Run: `cargo bench -p host --bench storage` (`-- --quick` for 1k and 10k only, `-- --size N` for N only;
 //! `LOXILB_BENCH_DIR` picks the disk, default the system temp dir).
 //!
 //! A mutation is one `member_update` (a weight change): the guest re-renders the listener's rule, POSTs
@@ -507,7 +507,13 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let sizes: &[usize] = if quick { &[1_000, 10_000] } else { &[1_000, 10_000, 100_000] };
+    // `-- --size N`: one size only (100000 to look at the largest alone).
+    let one = args.iter().position(|a| a == "--size").and_then(|i| args.get(i + 1)).map(|n| n.parse::<usize>().expect("--size takes a number of mappings"));
+    let sizes: &[usize] = match &one {
+        Some(n) => std::slice::from_ref(n),
+        None if quick => &[1_000, 10_000],
+        None => &[1_000, 10_000, 100_000],
+    };
     let policy = policy();
     let probe_dir = bench_dir("disk");
     let (p50, p99) = disk_fsync(&probe_dir);
