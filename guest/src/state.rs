@@ -318,6 +318,11 @@ impl<T> Memo<T> {
     fn clear(&mut self) {
         self.map.get_mut().clear()
     }
+
+    /// Empties the memo, handing back what it held.
+    fn take(&mut self) -> Map<String, Box<T>> {
+        std::mem::take(self.map.get_mut())
+    }
 }
 
 /// One entry as this instance last read it, and the epoch it was last checked against the host in.
@@ -332,6 +337,10 @@ struct Slot {
 /// the whole mapping) leaves them for the next call to drop, so a policy's memory does not grow with the
 /// mapping between calls.
 pub const KEPT_ENTRIES: usize = 16_384;
+
+/// Entries dropped (when the kept ones are given up) per call. Dropping 16k decoded entries at once took
+/// one operation ~20 ms at 100k mappings; spread out, it costs each of the next calls a few µs.
+const RETIRED_PER_CALL: usize = 256;
 
 /// What a policy instance keeps between its calls, so it decodes an entry's metadata once per revision
 /// instead of once per call: every entry it read, under the revision it had (its object decoded once
@@ -352,6 +361,8 @@ pub struct Kept {
     entries: Memo<Slot>,
     owners: Memo<Option<String>>,
     children: Memo<Vec<String>>,
+    /// Entries given up, dropped a few per call (never read again).
+    retired: Option<std::collections::hash_map::IntoIter<String, Box<Slot>>>,
 }
 
 impl Kept {
@@ -363,7 +374,13 @@ impl Kept {
             self.epoch += 1;
         }
         if generation.is_none() || self.entries.len() > KEPT_ENTRIES {
-            self.entries.clear();
+            // Whatever was still retired is dropped now (it takes ~8k calls to fill the memo again).
+            self.retired = Some(self.entries.take().into_iter());
+        }
+        if let Some(retired) = &mut self.retired {
+            if retired.by_ref().take(RETIRED_PER_CALL).count() < RETIRED_PER_CALL {
+                self.retired = None;
+            }
         }
         self.generation = generation;
     }
@@ -456,6 +473,25 @@ impl<'s> State<'s> {
 mod tests {
     use super::*;
     use std::cell::Cell;
+
+    #[test]
+    fn kept_entries_past_the_cap_are_dropped_a_few_per_call() {
+        let mut kept = Kept::default();
+        for i in 0..=KEPT_ENTRIES {
+            kept.entries.get_or_insert_with(&format!("e{i}"), || Slot { checked: Cell::new(0), revision: None, entry: None });
+        }
+        let retired = |k: &Kept| k.retired.as_ref().map_or(0, |r| r.len());
+        kept.begin(Some(1));
+        assert_eq!((kept.entries.len(), retired(&kept)), (0, KEPT_ENTRIES + 1 - RETIRED_PER_CALL), "given up, not all dropped at once");
+        kept.begin(Some(1));
+        assert_eq!(retired(&kept), KEPT_ENTRIES + 1 - 2 * RETIRED_PER_CALL);
+        let mut calls = 2;
+        while kept.retired.is_some() {
+            kept.begin(Some(1));
+            calls += 1;
+        }
+        assert_eq!(calls, (KEPT_ENTRIES + 1).div_ceil(RETIRED_PER_CALL));
+    }
 
     /// A source counting how often it is asked.
     struct Counting<'a> {
