@@ -162,13 +162,13 @@ fn fsync_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Writes `data` to `path` so that a crash leaves either the old or the new file: unique temporary file
 /// (mode 0600), `sync`, rename, directory `sync`.
-fn replace(path: &Path, data: &[u8], sync: fn(&File) -> std::io::Result<()>) -> std::io::Result<()> {
+fn replace(path: &Path, data: &[u8], write: Writer, sync: fn(&File) -> std::io::Result<()>) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let tmp = dir.join(format!(".{}.tmp.{}.{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("file"), std::process::id(), unique()));
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        f.write_all(data)?;
+        write(&mut f, data)?;
         sync(&f)?;
         fs::rename(&tmp, path)?;
         sync(&File::open(dir)?)
@@ -179,16 +179,57 @@ fn replace(path: &Path, data: &[u8], sync: fn(&File) -> std::io::Result<()>) -> 
     result
 }
 
+type Writer = fn(&mut File, &[u8]) -> std::io::Result<()>;
+
+fn write_at_once(file: &mut File, data: &[u8]) -> std::io::Result<()> {
+    file.write_all(data)
+}
+
+/// Writes `data` a slice at a time, each slice on disk before the next is written. Written at once, a
+/// snapshot of 50 MB (100k mappings) was still dirty in the page cache when synced, and the journal's
+/// fdatasyncs meanwhile waited behind it (on ext4 a journal commit writes out the data it orders): the
+/// operations' durability stalled for tens of milliseconds. Slice by slice, a journal sync waits for one
+/// slice at most. The final fsync still makes the whole file and its metadata durable.
+fn write_paced(file: &mut File, data: &[u8]) -> std::io::Result<()> {
+    const SLICE: usize = 1 << 20;
+    let mut offset = 0i64;
+    for slice in data.chunks(SLICE) {
+        file.write_all(slice)?;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+            // SAFETY: the descriptor is open for as long as `file` is borrowed; the call reads no memory.
+            if unsafe { libc::sync_file_range(file.as_raw_fd(), offset, slice.len() as i64, flags) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        offset += slice.len() as i64;
+    }
+    Ok(())
+}
+
+/// Lowers the calling thread's CPU priority (nice 10). The snapshot writer encodes 50 MB at 100k mappings:
+/// at the same priority, on two cores, it took turns with the threads that make operations durable.
+fn background_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread; a failure leaves the priority as it was.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
+}
+
 /// `replace` for the mapping's own files (snapshots, backups), counted in the storage metrics.
 pub(super) fn write_mapping_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    replace(path, data, |f| fsync(f, false))?;
+    replace(path, data, write_paced, |f| fsync(f, false))?;
     metrics::STORAGE_BYTES.add(data.len() as u64);
     Ok(())
 }
 
 /// `replace` for files other than the mapping's.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    replace(path, data, File::sync_all)
+    replace(path, data, write_at_once, File::sync_all)
 }
 
 /// A number no other temporary file of this process has used.
@@ -225,7 +266,7 @@ fn create_segment(snapshot: &Path, generation: u64) -> Result<(File, u64), Strin
     let path = segment_path(snapshot, generation);
     let mut header = Vec::new();
     format::frame(&JournalLine::Segment(generation).record(), &mut header);
-    replace(&path, &header, |f| fsync(f, true)).map_err(|e| format!("creating {}: {e}", path.display()))?;
+    replace(&path, &header, write_at_once, |f| fsync(f, true)).map_err(|e| format!("creating {}: {e}", path.display()))?;
     let file = open_segment(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
     Ok((file, header.len() as u64))
 }
@@ -812,7 +853,10 @@ impl MappingStore for FileStore {
         let encode: super::SnapshotEncoder = if self.fail_next_write.swap(false, Ordering::SeqCst) { Box::new(|| b"not a document".to_vec()) } else { encode };
         // Encoded by the writer: the records appended from now on go to the new segment, whatever the
         // document's encoding takes.
-        let spawned = std::thread::Builder::new().name("mapping-snapshot".into()).spawn(move || write_sealed(&path, encode(), next));
+        let spawned = std::thread::Builder::new().name("mapping-snapshot".into()).spawn(move || {
+            background_priority();
+            write_sealed(&path, encode(), next)
+        });
         let thread = spawned.map_err(|e| {
             metrics::STORAGE_ERRORS.inc();
             self.lock().records = None;
