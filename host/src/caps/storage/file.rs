@@ -994,6 +994,21 @@ mod tests {
     }
 
     #[test]
+    fn a_mapping_file_written_slice_by_slice_is_whole_and_private() {
+        let dir = temp_dir("paced");
+        let path = dir.join("mappings.json");
+        // Two whole slices and a part of a third.
+        let data: Vec<u8> = (0..(5usize << 19) + 7).map(|i| (i % 251) as u8).collect();
+        write_mapping_file(&path, &data).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), data);
+        assert_eq!(mode(&path), 0o600);
+        write_mapping_file(&path, b"shorter").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"shorter", "replaced, not overwritten in place");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temporary file is left");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn journal_survives_reopen_and_drops_a_torn_tail() {
         let dir = temp_dir("torn");
         let path = dir.join("m.json");
