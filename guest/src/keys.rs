@@ -127,16 +127,32 @@ pub fn type_prefix(resource_type: &str) -> &'static str {
 /// (ip and protocol lower-cased and trimmed), followed by `|{extra}` when `extra` is not empty (members
 /// add their listener's service key, so equal endpoints behind two listeners stay distinct).
 pub fn deterministic_id(resource_type: &str, ip: &str, port: u16, protocol: &str, extra: &str) -> String {
-    let ip = ip.trim().to_ascii_lowercase();
-    let protocol = protocol.trim().to_ascii_lowercase();
-    let mut canonical = format!("{resource_type}|external_ip={ip}|port={port}|protocol={protocol}");
+    use std::fmt::Write;
+    // Recovery makes one per endpoint (65k at LoxiLB's largest table): one buffer for the hashed text, one
+    // for the id, and nothing lowercased that already is.
+    fn lower(s: &str) -> std::borrow::Cow<'_, str> {
+        let s = s.trim();
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            s.to_ascii_lowercase().into()
+        } else {
+            s.into()
+        }
+    }
+    let (ip, protocol) = (lower(ip), lower(protocol));
+    let mut canonical = String::with_capacity(64 + ip.len() + extra.len());
+    let _ = write!(canonical, "{resource_type}|external_ip={ip}|port={port}|protocol={protocol}");
     if !extra.is_empty() {
         canonical.push('|');
         canonical.push_str(extra);
     }
     let digest = Sha256::digest(canonical.as_bytes());
-    let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    format!("{}_{ip}_{port}_{protocol}_{hash}", type_prefix(resource_type))
+    let prefix = type_prefix(resource_type);
+    let mut id = String::with_capacity(prefix.len() + ip.len() + protocol.len() + 26);
+    let _ = write!(id, "{prefix}_{ip}_{port}_{protocol}_");
+    for b in &digest[..8] {
+        let _ = write!(id, "{b:02x}");
+    }
+    id
 }
 
 /// Whether an id was made by `deterministic_id` (Octavia's own ids are UUIDs and never contain `_`).
