@@ -4,13 +4,11 @@
 //! balancer, listener and pool. Endpoints carry no ids: their members get deterministic ids, which an
 //! operation naming the real member replaces (see `keys::is_deterministic_id`).
 
-use std::collections::HashMap;
-
 use crate::keys;
 use crate::loxilb_types::LbRule;
 use crate::octavia::{HealthMonitor, Listener, Loadbalancer, Member, Pool};
 use crate::plan;
-use crate::state::{Change, Entry, ListenerState, Object, ResourceType, State};
+use crate::state::{Change, Entry, ListenerState, Map, Object, ResourceType, State};
 use crate::translate::{Config, Rendered};
 
 fn protocol_name(loxi: &str) -> String {
@@ -175,8 +173,8 @@ pub struct Recovered {
 /// adopted entry is encoded once, when the changes are returned.
 #[derive(Default)]
 struct Staged {
-    ids: HashMap<String, (String, ResourceType)>,
-    keys: HashMap<String, String>,
+    ids: Map<String, (String, ResourceType)>,
+    keys: Map<String, String>,
 }
 
 /// Entries the mapping lacks are added (with the real ids the rule names carry); an id or key the
@@ -184,20 +182,27 @@ struct Staged {
 pub fn recover(state: &State, observed: &[LbRule], now: &str) -> Recovered {
     let mut out = Recovered::default();
     let mut staged = Staged::default();
+    // Into an empty mapping (a start after the mapping was lost) the host is asked nothing per object: at
+    // LoxiLB's largest table that was 135k view calls answering "none".
+    let mapped = if state.is_empty() { None } else { Some(state) };
+    let objects: usize = observed.iter().map(|r| 4 + r.endpoints.len()).sum();
+    staged.ids.reserve(objects);
+    staged.keys.reserve(objects);
+    out.changes.reserve(objects);
     for rule in observed {
         let (objects, deterministic) = objects_of_rule(rule, now);
         if deterministic {
             out.deterministic += 1;
         }
         for (id, entry) in objects {
-            let current = state.get(&id).map(|e| e.key.as_str()).or_else(|| staged.ids.get(&id).map(|(key, _)| key.as_str()));
+            let current = mapped.and_then(|m| m.get(&id)).map(|e| e.key.as_str()).or_else(|| staged.ids.get(&id).map(|(key, _)| key.as_str()));
             match current {
                 Some(key) if key == entry.key => {}
                 Some(key) => out.conflicts.push(format!("{id}: mapping has key {key}, LoxiLB rule {} says {}", rule.service.name, entry.key)),
-                None => match state.owner(&entry.key).map(str::to_string).or_else(|| staged.keys.get(&entry.key).cloned()) {
+                None => match mapped.and_then(|m| m.owner(&entry.key)).map(str::to_string).or_else(|| staged.keys.get(&entry.key).cloned()) {
                     // Endpoints never carry ids, and rules do not always: such an object found under a
                     // made-up id is the one the mapping holds at the same key under its real id.
-                    Some(owner) if keys::is_deterministic_id(&id) && kind_of(state, &staged, &owner) == Some(entry.resource_type()) => {}
+                    Some(owner) if keys::is_deterministic_id(&id) && kind_of(mapped, &staged, &owner) == Some(entry.resource_type()) => {}
                     Some(owner) => out.conflicts.push(format!("{}: LoxiLB says {id}, mapping says {owner}", entry.key)),
                     None => {
                         staged.ids.insert(id.clone(), (entry.key.clone(), entry.resource_type()));
@@ -213,8 +218,8 @@ pub fn recover(state: &State, observed: &[LbRule], now: &str) -> Recovered {
 }
 
 /// The kind of object the mapping (or what recovery staged) holds as `id`.
-fn kind_of(state: &State, staged: &Staged, id: &str) -> Option<ResourceType> {
-    state.get(id).map(|e| e.resource_type()).or_else(|| staged.ids.get(id).map(|(_, kind)| *kind))
+fn kind_of(mapped: Option<&State>, staged: &Staged, id: &str) -> Option<ResourceType> {
+    mapped.and_then(|m| m.get(id)).map(|e| e.resource_type()).or_else(|| staged.ids.get(id).map(|(_, kind)| *kind))
 }
 
 /// The rule every listener in the mapping should have now, in listener id order.
@@ -300,5 +305,14 @@ mod tests {
             assert!(ids.contains(&id), "{id} not adopted: {ids:?}");
         }
         assert_eq!(found.recovered as usize, found.changes.len());
+
+        // Into an empty mapping the host is asked nothing per object (only whether it is empty).
+        let counting = crate::state::tests::Counting { inner: &empty, asked: std::cell::Cell::new(0) };
+        let again = recover(
+            &State::new(&counting),
+            &[desired(&State::new(&source), &Config { profile: fullproxy(), ..Config::default() }).remove(0).1.expect("rule").rule],
+            "now",
+        );
+        assert_eq!((again.recovered, counting.asked.get()), (found.recovered, 0));
     }
 }

@@ -470,7 +470,7 @@ impl<'s> State<'s> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::cell::Cell;
 
@@ -494,9 +494,9 @@ mod tests {
     }
 
     /// A source counting how often it is asked.
-    struct Counting<'a> {
-        inner: &'a Memory,
-        asked: Cell<u32>,
+    pub(crate) struct Counting<'a> {
+        pub inner: &'a Memory,
+        pub asked: Cell<u32>,
     }
 
     impl Source for Counting<'_> {
