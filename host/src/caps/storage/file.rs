@@ -744,6 +744,36 @@ impl FileStore {
     pub fn durable(&self) -> u64 {
         self.lock().synced
     }
+
+    /// Appends `records` with one write; a failed write is cut back to where it started, so none is.
+    fn write_records<R: AsRef<[u8]>>(&self, records: &[R]) -> Result<(), String> {
+        let mut lines = Vec::with_capacity(records.iter().map(|r| r.as_ref().len() + 10).sum());
+        for record in records {
+            let record = record.as_ref();
+            if record.contains(&b'\n') {
+                return Err("journal records must be single-line".into());
+            }
+            format::frame(record, &mut lines);
+        }
+        let mut inner = self.lock();
+        if let Err(e) = inner.file.write_all(&lines) {
+            metrics::STORAGE_ERRORS.inc();
+            // A partial line would swallow the next record: cut it off.
+            let len = inner.len;
+            let _ = inner.file.set_len(len);
+            return Err(format!("appending to {}: {e}", segment_path(&self.path, inner.cur).display()));
+        }
+        let count = records.len() as u32;
+        inner.len += lines.len() as u64;
+        inner.appended += count as u64;
+        if let Some(n) = inner.records.as_mut() {
+            *n += count;
+            metrics::STORAGE_JOURNAL_RECORDS.set(*n as u64);
+        }
+        metrics::STORAGE_WRITES.add(count as u64);
+        metrics::STORAGE_BYTES.add(lines.len() as u64);
+        Ok(())
+    }
 }
 
 impl Drop for FileStore {
@@ -875,28 +905,11 @@ impl MappingStore for FileStore {
     }
 
     fn append(&self, record: &[u8]) -> Result<(), String> {
-        if record.contains(&b'\n') {
-            return Err("journal records must be single-line".into());
-        }
-        let mut line = Vec::with_capacity(record.len() + 10);
-        format::frame(record, &mut line);
-        let mut inner = self.lock();
-        if let Err(e) = inner.file.write_all(&line) {
-            metrics::STORAGE_ERRORS.inc();
-            // A partial line would swallow the next record: cut it off.
-            let len = inner.len;
-            let _ = inner.file.set_len(len);
-            return Err(format!("appending to {}: {e}", segment_path(&self.path, inner.cur).display()));
-        }
-        inner.len += line.len() as u64;
-        inner.appended += 1;
-        if let Some(n) = inner.records.as_mut() {
-            *n += 1;
-            metrics::STORAGE_JOURNAL_RECORDS.set(*n as u64);
-        }
-        metrics::STORAGE_WRITES.inc();
-        metrics::STORAGE_BYTES.add(line.len() as u64);
-        Ok(())
+        self.write_records(std::slice::from_ref(&record))
+    }
+
+    fn append_all(&self, records: &[Vec<u8>]) -> Result<(), String> {
+        self.write_records(records)
     }
 
     fn replay(&self) -> Result<Vec<Vec<u8>>, String> {
@@ -1006,6 +1019,24 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"shorter", "replaced, not overwritten in place");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temporary file is left");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn records_appended_together_are_all_appended_in_order_or_none_is() {
+        let dir = temp_dir("together");
+        let path = dir.join("m.json");
+        let store = FileStore::open(&path).unwrap();
+        let records: Vec<Vec<u8>> = (0..1000).map(|i| format!("{{\"r\":{i}}}").into_bytes()).collect();
+        store.append_all(&records).unwrap();
+        assert_eq!((store.journal_length(), store.appended()), (1000, 1000));
+        // A batch with a record that cannot be framed is refused whole.
+        let bad = vec![b"{\"ok\":1}".to_vec(), b"two\nlines".to_vec()];
+        assert!(store.append_all(&bad).is_err());
+        assert_eq!(store.journal_length(), 1000);
+        store.sync().unwrap();
+        drop(store);
+        assert_eq!(FileStore::open(&path).unwrap().replay().unwrap(), records);
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -47,6 +47,11 @@ pub trait MappingStore: Send + Sync {
         false
     }
     fn append(&self, record: &[u8]) -> Result<(), String>;
+    /// Appends `records` in order: all of them, or (in a store that can) none when one fails. A store may
+    /// write them at once: a recovery adopts tens of thousands of entries in one change.
+    fn append_all(&self, records: &[Vec<u8>]) -> Result<(), String> {
+        records.iter().try_for_each(|r| self.append(r))
+    }
     fn replay(&self) -> Result<Vec<Vec<u8>>, String>;
     fn journal_length(&self) -> u32;
     /// Makes every record appended so far durable.
