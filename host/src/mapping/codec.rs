@@ -226,12 +226,21 @@ fn by_name<'a>(mut members: Vec<(Cow<'a, str>, &'a RawValue)>) -> Vec<(Cow<'a, s
 
 /// What a snapshot file holds: its entries are handed to `each` (this format; `reserve` is told how many
 /// first), or returned for the policy to migrate (the seed's format 1.0, the earlier Python driver's).
-pub fn decode_snapshot(bytes: &[u8], reserve: impl FnOnce(usize), mut each: impl FnMut(EntryRef)) -> Result<Option<Vec<LegacyEntry>>, String> {
+/// (A load indexes a scanned snapshot at once: `Mapping::load`.)
+#[cfg(test)]
+pub fn decode_snapshot(bytes: &[u8], reserve: impl FnOnce(usize), each: impl FnMut(EntryRef)) -> Result<Option<Vec<LegacyEntry>>, String> {
     if let Some(entries) = super::scan::scan_snapshot(bytes) {
         reserve(entries.len());
         entries.into_iter().for_each(each);
         return Ok(None);
     }
+    parse_snapshot(bytes, reserve, each)
+}
+
+/// What a snapshot file holds, read by the JSON parser: its entries are handed to `each` (this format;
+/// `reserve` is told how many first), or returned for the policy to migrate (the seed's format 1.0, the
+/// earlier Python driver's). A snapshot in the writer's own layout is read faster by `scan`.
+pub fn parse_snapshot(bytes: &[u8], reserve: impl FnOnce(usize), mut each: impl FnMut(EntryRef)) -> Result<Option<Vec<LegacyEntry>>, String> {
     let doc: Document = serde_json::from_slice(bytes).map_err(|e| format!("snapshot is not a mapping document: {e}"))?;
     match doc.version.as_str() {
         Some(FORMAT_VERSION) => {}

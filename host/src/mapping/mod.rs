@@ -3,6 +3,7 @@
 //! `mapping-view` import and change it only through the plans the host executes; a policy swap leaves it
 //! untouched.
 
+mod bulk;
 mod codec;
 mod packed;
 mod scan;
@@ -142,9 +143,14 @@ impl Mapping {
         let mut loaded = Loaded::default();
         let mut legacy = None;
         if let Some(bytes) = storage.read_snapshot()? {
-            let loading = std::cell::RefCell::new(index);
-            legacy = codec::decode_snapshot(&bytes, |n| loading.borrow_mut().reserve(n), |e| loading.borrow_mut().put(e))?;
-            index = loading.into_inner();
+            match scan::scan_snapshot(&bytes) {
+                Some(entries) => index = bulk::build(&entries),
+                None => {
+                    let loading = std::cell::RefCell::new(index);
+                    legacy = codec::parse_snapshot(&bytes, |n| loading.borrow_mut().reserve(n), |e| loading.borrow_mut().put(e))?;
+                    index = loading.into_inner();
+                }
+            }
         }
         let records = storage.replay()?;
         let count = records.len();
