@@ -12,22 +12,16 @@ use super::{next_stamp, Index, Map, Stored};
 /// From this many entries on, the work is split over two threads.
 const PARALLEL_FROM: usize = 8192;
 
-/// The index of `entries`, whose ids must be distinct (a scan of the writer's layout, which is sorted by id).
+/// The index of `entries`, whose ids must rise strictly (a scan of the writer's layout, which sorts by id).
 pub(super) fn build(entries: &[EntryRef]) -> Index {
     let stamp = next_stamp();
     let packed = pack(entries);
-    let (mut index, children) = std::thread::scope(|s| {
-        let children = s.spawn(|| children_by_parent_text(entries, &packed));
-        let index = entries_and_owners(&packed, stamp);
-        (index, children.join().expect("indexing children does not panic"))
-    });
-    // The parent's own id when it is mapped, so the text is held once (as `Index::put` does).
-    index.children.reserve(children.len());
-    for (parent, set) in children {
-        let parent = index.entries.get_key_value(parent).map_or_else(|| Arc::from(parent), |(k, _)| Arc::clone(k));
-        index.children.insert(parent, set);
-    }
-    index
+    std::thread::scope(|s| {
+        let children = s.spawn(|| children(entries, &packed));
+        let mut index = entries_and_owners(&packed, stamp);
+        index.children = children.join().expect("indexing children does not panic");
+        index
+    })
 }
 
 /// Each entry packed with its id, the two halves of a large snapshot at once.
@@ -56,12 +50,21 @@ fn entries_and_owners(packed: &[Arc<Packed>], stamp: u64) -> Index {
     Index { entries, owners, children: Map::default(), generation: stamp }
 }
 
-/// Children by their parent's id as the entries spell it (made the index's own ids afterwards).
-fn children_by_parent_text<'a>(entries: &[EntryRef<'a>], packed: &[Arc<Packed>]) -> Map<&'a str, BTreeSet<Arc<str>>> {
-    let mut children: Map<&str, BTreeSet<Arc<str>>> = Map::default();
+/// Children by parent, keyed by the parent's own id when it is mapped, so the text is held once (as
+/// `Index::put` does); `entries` are sorted by id, so the parent is found by a binary search, once each.
+fn children(entries: &[EntryRef], packed: &[Arc<Packed>]) -> Map<Arc<str>, BTreeSet<Arc<str>>> {
+    let mut children: Map<Arc<str>, BTreeSet<Arc<str>>> = Map::default();
     for (e, p) in entries.iter().zip(packed) {
-        if let Some(parent) = e.parent {
-            children.entry(parent).or_default().insert(Arc::clone(p.id()));
+        let Some(parent) = e.parent else { continue };
+        let id = Arc::clone(p.id());
+        match children.get_mut(parent) {
+            Some(set) => {
+                set.insert(id);
+            }
+            None => {
+                let key = entries.binary_search_by(|e| e.id.cmp(parent)).map_or_else(|_| Arc::from(parent), |i| Arc::clone(packed[i].id()));
+                children.insert(key, BTreeSet::from([id]));
+            }
         }
     }
     children
