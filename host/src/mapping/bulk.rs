@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::codec::EntryRef;
-use super::packed::Packed;
-use super::{next_stamp, Index, Map, Stored};
+use super::packed::{ByKey, Packed};
+use super::{next_stamp, Index, Map, Set, Stored};
 
 /// From this many entries on, the work is split over two threads.
 const PARALLEL_FROM: usize = 8192;
@@ -41,11 +41,11 @@ fn pack(entries: &[EntryRef]) -> Vec<Arc<Packed>> {
 
 fn entries_and_owners(packed: &[Arc<Packed>], stamp: u64) -> Index {
     let mut entries = Map::with_capacity_and_hasher(packed.len(), Default::default());
-    let mut owners = Map::with_capacity_and_hasher(packed.len(), Default::default());
+    let mut owners = Set::with_capacity_and_hasher(packed.len(), Default::default());
     for entry in packed {
-        let id = Arc::clone(entry.id());
-        owners.insert(entry.key().into(), Arc::clone(&id));
-        entries.insert(id, Stored { revision: stamp, entry: Arc::clone(entry) });
+        // In id order, as `Index::put` would take them: of entries sharing a key (a damaged file), the last.
+        owners.replace(ByKey(Arc::clone(entry)));
+        entries.insert(Arc::clone(entry.id()), Stored { revision: stamp, entry: Arc::clone(entry) });
     }
     Index { entries, owners, children: Map::default(), generation: stamp }
 }
@@ -75,7 +75,8 @@ mod tests {
     use super::*;
     use crate::runtime::bindings::mapping::{MappingEntry, ResourceType};
 
-    /// Trees of a load balancer, a pool and members (some under a pool that is not mapped), in id order.
+    /// Trees of a load balancer, a pool and members (some under a pool that is not mapped, two under one
+    /// key), in id order.
     fn mapping(trees: usize) -> Vec<MappingEntry> {
         let entry = |id: String, kind, parent: Option<String>, key: String| MappingEntry {
             octavia_id: id,
@@ -94,7 +95,9 @@ mod tests {
             all.push(entry(format!("pool{t:05}"), ResourceType::Pool, Some(format!("lb{t:05}")), format!("pool-key-{t}")));
             for m in 0..3 {
                 let pool = if t % 7 == 0 { format!("gone{t:05}") } else { format!("pool{t:05}") };
-                all.push(entry(format!("member{t:05}-{m}"), ResourceType::Member, Some(pool), format!("member-key-{t}-{m}")));
+                // Tree 1's last two members under one key (a damaged file): the later id owns it.
+                let key = if t == 1 && m == 2 { format!("member-key-{t}-1") } else { format!("member-key-{t}-{m}") };
+                all.push(entry(format!("member{t:05}-{m}"), ResourceType::Member, Some(pool), key));
             }
         }
         all.sort_by(|a, b| a.octavia_id.cmp(&b.octavia_id));
@@ -114,13 +117,17 @@ mod tests {
             for (id, stored) in &one_by_one.entries {
                 assert_eq!(bulk.entries[id].entry.to_entry(), stored.entry.to_entry());
             }
-            assert_eq!(bulk.owners, one_by_one.owners);
+            assert_eq!(bulk.owners.len(), one_by_one.owners.len());
+            for owner in &one_by_one.owners {
+                assert_eq!(bulk.owners.get(owner.0.key()).map(|o| o.0.id()), Some(owner.0.id()));
+            }
             assert_eq!(bulk.children, one_by_one.children);
             // A mapped parent's children are keyed by the entry's own id; an unmapped one's by a copy.
             let (pool, _) = bulk.children.get_key_value("pool00001").expect("pool00001 has members");
             assert!(Arc::ptr_eq(pool, bulk.entries.get_key_value("pool00001").unwrap().0));
             assert!(bulk.children.contains_key("gone00000") && !bulk.entries.contains_key("gone00000"));
             assert!(bulk.entries.values().all(|s| s.revision == bulk.generation));
+            assert_eq!(&**bulk.owners.get("member-key-1-1").unwrap().0.id(), "member00001-2");
         }
     }
 }

@@ -10,11 +10,11 @@ mod scan;
 
 pub use codec::FORMAT_VERSION;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use self::packed::Packed;
+use self::packed::{ByKey, Packed};
 use crate::caps::storage::MappingStore;
 use crate::runtime::bindings::loxilb::octavia::mapping_view::{Lookup, RevisedEntry};
 use crate::runtime::bindings::mapping::{MappingChange, MappingEntry, ResourceType};
@@ -46,13 +46,15 @@ struct Stored {
 }
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type Set<T> = HashSet<T, foldhash::fast::RandomState>;
 
 /// Ids are `Arc<str>`s shared by the entry and every map naming it.
 #[derive(Clone)]
 struct Index {
     /// Each entry with its revision (new at every put of it).
     entries: Map<Arc<str>, Stored>,
-    owners: Map<Box<str>, Arc<str>>,
+    /// Each key with the entry that owns it.
+    owners: Set<ByKey>,
     children: Map<Arc<str>, BTreeSet<Arc<str>>>,
     /// New at every change (and for every new index), so the view's answers are all the same while it is.
     generation: u64,
@@ -60,7 +62,7 @@ struct Index {
 
 impl Default for Index {
     fn default() -> Self {
-        Index { entries: Map::default(), owners: Map::default(), children: Map::default(), generation: next_stamp() }
+        Index { entries: Map::default(), owners: Set::default(), children: Map::default(), generation: next_stamp() }
     }
 }
 
@@ -76,10 +78,11 @@ impl Index {
         self.remove(e.id);
         self.generation = next_stamp();
         let id: Arc<str> = Arc::from(e.id);
+        let entry = Arc::new(Packed::new(&e, Arc::clone(&id)));
         // The key now maps back to this id. An entry that held it keeps it in its own direction: plans never
         // do that (the policy refuses a taken key), so it only comes from a damaged or hand-made file, and
         // the validator reports it rather than the store dropping an entry.
-        self.owners.insert(e.key.into(), Arc::clone(&id));
+        self.owners.replace(ByKey(Arc::clone(&entry)));
         if let Some(parent) = e.parent {
             match self.children.get_mut(parent) {
                 Some(set) => {
@@ -92,14 +95,13 @@ impl Index {
                 }
             }
         }
-        let entry = Arc::new(Packed::new(&e, Arc::clone(&id)));
         self.entries.insert(id, Stored { revision: self.generation, entry });
     }
 
     fn remove(&mut self, id: &str) {
         let Some(Stored { entry: old, .. }) = self.entries.remove(id) else { return };
         self.generation = next_stamp();
-        if self.owners.get(old.key()).is_some_and(|o| &**o == id) {
+        if self.owners.get(old.key()).is_some_and(|o| &**o.0.id() == id) {
             self.owners.remove(old.key());
         }
         if let Some(parent) = old.parent() {
@@ -208,7 +210,7 @@ impl Mapping {
     }
 
     pub fn owner(&self, key: &str) -> Option<String> {
-        self.index.read().unwrap().owners.get(key).map(|id| id.to_string())
+        self.index.read().unwrap().owners.get(key).map(|o| o.0.id().to_string())
     }
 
     pub fn children(&self, parent: &str) -> Vec<String> {
@@ -272,7 +274,7 @@ impl Mapping {
         let index = self.index.read().unwrap();
         let mut problems = Vec::new();
         for (id, Stored { entry: e, .. }) in &index.entries {
-            if index.owners.get(e.key()).map(|o| &**o) != Some(&**id) {
+            if index.owners.get(e.key()).map(|o| &**o.0.id()) != Some(&**id) {
                 problems.push(format!("{id}: key {} does not map back to it", e.key()));
             }
             if let Some(parent) = e.parent() {
