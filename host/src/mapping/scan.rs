@@ -149,6 +149,8 @@ mod tests {
             vec![],
             vec![entry("p", None, r#"{"lb_algorithm":"ROUND_ROBIN"}"#)],
             vec![entry("p", None, "{}"), entry("m1", Some("p"), r#"{"address":"10.0.1.1","tags":["a,\n","}"]}"#), entry("m2", Some("p"), "[1, 2]")],
+            // Large enough to be read in two halves.
+            (0..PARALLEL_FROM + 11).map(|i| entry(&format!("m{i:05}"), Some("p"), r#"{"weight":2}"#)).collect(),
         ] {
             let document = encode_snapshot(entries.iter().map(Into::into), "now");
             let scanned: Vec<MappingEntry> = scan_snapshot(&document).expect("the writer's layout").iter().map(EntryRef::to_owned).collect();
