@@ -51,19 +51,7 @@ pub fn matches(want: &LbRule, got: &LbRule) -> bool {
 }
 
 fn listed(r: &LbRule) -> api::Listed<'_> {
-    let s = &r.service;
-    api::Listed {
-        name: &s.name,
-        sel: s.sel,
-        mode: s.mode,
-        monitor: s.monitor,
-        bgp: s.bgp,
-        probetype: &s.probetype,
-        probeport: s.probeport,
-        proxyprotocolv2: s.proxyprotocolv2,
-        endpoints: r.endpoints.iter().map(|e| (e.ip.as_str(), e.target_port, e.weight)).collect(),
-        allowed_sources: &r.allowed_sources,
-    }
+    api::listed!(r)
 }
 
 pub fn rule_key(rule: &LbRule) -> RuleKey {

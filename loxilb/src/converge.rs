@@ -18,10 +18,14 @@ pub struct Listed<'a> {
     pub allowed_sources: &'a [String],
 }
 
-impl<'a> From<&'a LbRule> for Listed<'a> {
-    fn from(r: &'a LbRule) -> Self {
-        let s = &r.service;
-        Listed {
+/// The [`Listed`] view of a rule of any type shaped as [`LbRule`] is (the host's WIT bindings are): one
+/// place says which of a rule's fields its listing shows.
+#[macro_export]
+macro_rules! listed {
+    ($rule:expr) => {{
+        let rule = $rule;
+        let s = &rule.service;
+        $crate::Listed {
             name: &s.name,
             sel: s.sel,
             mode: s.mode,
@@ -30,9 +34,15 @@ impl<'a> From<&'a LbRule> for Listed<'a> {
             probetype: &s.probetype,
             probeport: s.probeport,
             proxyprotocolv2: s.proxyprotocolv2,
-            endpoints: r.endpoints.iter().map(|e| (e.ip.as_str(), e.target_port, e.weight)).collect(),
-            allowed_sources: &r.allowed_sources,
+            endpoints: rule.endpoints.iter().map(|e| (e.ip.as_str(), e.target_port, e.weight)).collect(),
+            allowed_sources: &rule.allowed_sources,
         }
+    }};
+}
+
+impl<'a> From<&'a LbRule> for Listed<'a> {
+    fn from(r: &'a LbRule) -> Self {
+        listed!(r)
     }
 }
 
