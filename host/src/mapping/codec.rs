@@ -88,17 +88,41 @@ impl<'a> From<&'a MappingEntry> for EntryRef<'a> {
 
 /// The entry's `resource_metadata` value, the policy's metadata written as it is (byte for byte).
 fn metadata(e: &EntryRef) -> String {
-    let s = |v: &str| serde_json::to_string(v).expect("a string encodes");
-    let parent = e.parent.map(|p| format!(",\"parent\":{}", s(p))).unwrap_or_default();
-    let additional = if serde_json::from_str::<serde::de::IgnoredAny>(e.metadata).is_ok() { e.metadata.to_string() } else { s(e.metadata) };
-    format!(
-        "{{\"resource_type\":\"{}\"{parent},\"external_ip\":{},\"port\":{},\"protocol\":{},\"created_at\":{},\"additional_metadata\":{additional}}}",
-        type_name(e.kind),
-        s(e.external_ip),
-        e.port,
-        s(e.protocol),
-        s(e.created_at)
-    )
+    let mut out = Vec::with_capacity(160 + e.metadata.len());
+    write_metadata(&mut out, e);
+    String::from_utf8(out).expect("JSON text is UTF-8")
+}
+
+/// An entry's metadata object, written into `out` without a string per field (every journal record and
+/// every snapshot line has one; a recovery writes 67k at once).
+fn write_metadata(out: &mut Vec<u8>, e: &EntryRef) {
+    out.extend_from_slice(b"{\"resource_type\":\"");
+    out.extend_from_slice(type_name(e.kind).as_bytes());
+    out.push(b'"');
+    if let Some(parent) = e.parent {
+        out.extend_from_slice(b",\"parent\":");
+        json_string(out, parent);
+    }
+    out.extend_from_slice(b",\"external_ip\":");
+    json_string(out, e.external_ip);
+    out.extend_from_slice(b",\"port\":");
+    out.extend_from_slice(e.port.to_string().as_bytes());
+    out.extend_from_slice(b",\"protocol\":");
+    json_string(out, e.protocol);
+    out.extend_from_slice(b",\"created_at\":");
+    json_string(out, e.created_at);
+    out.extend_from_slice(b",\"additional_metadata\":");
+    // The policy's JSON as it wrote it; anything else is kept as a string.
+    if serde_json::from_str::<serde::de::IgnoredAny>(e.metadata).is_ok() {
+        out.extend_from_slice(e.metadata.as_bytes());
+    } else {
+        json_string(out, e.metadata);
+    }
+    out.push(b'}');
+}
+
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(out, s).expect("a string encodes");
 }
 
 #[derive(serde::Deserialize)]
@@ -142,12 +166,25 @@ fn entry(id: &str, key: &str, metadata: &RawValue) -> Result<MappingEntry, Strin
 }
 
 pub fn encode_change(change: &MappingChange) -> Vec<u8> {
-    let s = |v: &str| serde_json::to_string(v).expect("a string encodes");
     match change {
-        MappingChange::Put(e) => format!("{{\"put\":{{\"id\":{},\"key\":{},\"metadata\":{}}}}}", s(&e.octavia_id), s(&e.loxilb_key), metadata(&e.into())),
-        MappingChange::Remove(id) => format!("{{\"remove\":{{\"id\":{}}}}}", s(id)),
+        MappingChange::Put(e) => {
+            let mut out = Vec::with_capacity(200 + e.metadata.len());
+            out.extend_from_slice(b"{\"put\":{\"id\":");
+            json_string(&mut out, &e.octavia_id);
+            out.extend_from_slice(b",\"key\":");
+            json_string(&mut out, &e.loxilb_key);
+            out.extend_from_slice(b",\"metadata\":");
+            write_metadata(&mut out, &e.into());
+            out.extend_from_slice(b"}}");
+            out
+        }
+        MappingChange::Remove(id) => {
+            let mut out = b"{\"remove\":{\"id\":".to_vec();
+            json_string(&mut out, id);
+            out.extend_from_slice(b"}}");
+            out
+        }
     }
-    .into_bytes()
 }
 
 #[derive(serde::Deserialize)]
@@ -340,6 +377,23 @@ mod tests {
         assert_eq!(decode_change(&encode_change(&put)).unwrap(), put);
         let remove = MappingChange::Remove("a".into());
         assert_eq!(decode_change(&encode_change(&remove)).unwrap(), remove);
+    }
+
+    #[test]
+    fn journal_records_keep_their_text() {
+        let mut e = member("m\"1");
+        e.protocol = "tcp".into();
+        e.metadata = r#"{"a":[1,"\u00e9"]}"#.into();
+        assert_eq!(
+            String::from_utf8(encode_change(&MappingChange::Put(e.clone()))).unwrap(),
+            r#"{"put":{"id":"m\"1","key":"member_m\"1","metadata":{"resource_type":"member","parent":"pool","external_ip":"10.0.0.1","port":80,"protocol":"tcp","created_at":"2026-12-05T00:00:00Z","additional_metadata":{"a":[1,"\u00e9"]}}}}"#
+        );
+        // Metadata that is not JSON is kept as a string; an entry without a parent has no `parent`.
+        (e.metadata, e.parent) = ("not json".into(), None);
+        assert!(String::from_utf8(encode_change(&MappingChange::Put(e)))
+            .unwrap()
+            .ends_with(r#""port":80,"protocol":"tcp","created_at":"2026-12-05T00:00:00Z","additional_metadata":"not json"}}}"#));
+        assert_eq!(encode_change(&MappingChange::Remove("a\\b".into())), br#"{"remove":{"id":"a\\b"}}"#);
     }
 
     #[test]
