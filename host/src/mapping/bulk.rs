@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::codec::EntryRef;
 use super::packed::{ByKey, Packed};
 use super::{next_stamp, Index, Map, Set, Stored};
+use crate::runtime::bindings::mapping::MappingChange;
 
 /// From this many entries on, the work is split over two threads.
 const PARALLEL_FROM: usize = 8192;
@@ -22,6 +23,28 @@ pub(super) fn build(entries: &[EntryRef]) -> Index {
         index.children = children.join().expect("indexing children does not panic");
         index
     })
+}
+
+/// The index of a large batch of puts into an empty index (a recovery into an empty mapping), built at
+/// once; `None` unless it is exactly what the puts one by one would build: only puts, distinct ids and
+/// distinct keys (else a later put would override an earlier one, which the puts' order decides).
+pub(super) fn build_from_puts(changes: &[MappingChange]) -> Option<Index> {
+    if changes.len() < PARALLEL_FROM {
+        return None;
+    }
+    let mut entries = changes
+        .iter()
+        .map(|c| match c {
+            MappingChange::Put(e) => Some(EntryRef::from(e)),
+            MappingChange::Remove(_) => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    entries.sort_unstable_by(|a, b| a.id.cmp(b.id));
+    if entries.windows(2).any(|w| w[0].id == w[1].id) {
+        return None;
+    }
+    let index = build(&entries);
+    (index.owners.len() == entries.len()).then_some(index)
 }
 
 /// Each entry packed with its id, the two halves of a large snapshot at once.
@@ -128,6 +151,28 @@ mod tests {
             assert!(bulk.children.contains_key("gone00000") && !bulk.entries.contains_key("gone00000"));
             assert!(bulk.entries.values().all(|s| s.revision == bulk.generation));
             assert_eq!(&**bulk.owners.get("member-key-1-1").unwrap().0.id(), "member00001-2");
+        }
+    }
+
+    #[test]
+    fn a_large_batch_of_puts_is_indexed_at_once_only_when_their_order_cannot_matter() {
+        let mut entries = mapping(PARALLEL_FROM / 4);
+        entries.retain(|e| e.octavia_id != "member00001-2"); // no shared key
+        let puts = |entries: &[MappingEntry]| entries.iter().rev().cloned().map(MappingChange::Put).collect::<Vec<_>>();
+        let built = build_from_puts(&puts(&entries)).expect("distinct ids and keys, in any order");
+        let mut one_by_one = Index::default();
+        entries.iter().for_each(|e| one_by_one.put(e.into()));
+        assert_eq!(built.children, one_by_one.children);
+        assert_eq!(built.entries.len(), one_by_one.entries.len());
+
+        let mut same_id = puts(&entries);
+        same_id.push(same_id[0].clone());
+        let mut shared_key = entries.clone();
+        shared_key[1].loxilb_key = shared_key[0].loxilb_key.clone();
+        let mut with_remove = puts(&entries);
+        with_remove.push(MappingChange::Remove("lb00001".into()));
+        for changes in [same_id, puts(&shared_key), with_remove, puts(&entries[..PARALLEL_FROM - 1])] {
+            assert!(build_from_puts(&changes).is_none());
         }
     }
 }

@@ -250,9 +250,14 @@ impl Mapping {
         let records: Vec<Vec<u8>> = changes.iter().map(codec::encode_change).collect();
         let mut index = self.index.write().unwrap();
         let failed = self.storage.append_all(&records).err();
-        index.reserve(changes.len());
-        for change in changes {
-            index.apply(change);
+        match index.entries.is_empty().then(|| bulk::build_from_puts(&changes)).flatten() {
+            Some(built) => *index = built,
+            None => {
+                index.reserve(changes.len());
+                for change in changes {
+                    index.apply(change);
+                }
+            }
         }
         crate::metrics::MAPPING_ENTRIES.set(index.entries.len() as u64);
         // A compaction due while the previous snapshot is still being written waits for a later change:
