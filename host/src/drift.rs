@@ -25,21 +25,13 @@ impl Drift<'_> {
     }
 }
 
-/// A rule's identity in LoxiLB (as `wire::key_id` spells it), borrowed from the rule.
-type Key<'a> = (&'a str, u16, &'a str, u32, &'a str);
-
-fn key(rule: &LbRule) -> Key<'_> {
-    let s = &rule.service;
-    (&s.external_ip, s.port, &s.protocol, s.block, &s.host)
-}
-
 /// Desired against observed rules, by rule key, in one pass over each.
 pub fn drift<'a>(desired: &'a [DesiredRule], observed: &'a [ObservedRule]) -> Drift<'a> {
-    let by_key: HashMap<Key, &LbRule, FoldHasher> = observed.iter().map(|o| (key(&o.rule), &o.rule)).collect();
+    let by_key: HashMap<wire::Identity, &LbRule, FoldHasher> = observed.iter().map(|o| (wire::identity(&o.rule), &o.rule)).collect();
     let mut drift = Drift::default();
     let mut wanted = HashSet::with_capacity_and_hasher(desired.len(), FoldHasher::default());
     for want in desired {
-        let id = key(&want.rule);
+        let id = wire::identity(&want.rule);
         match by_key.get(&id) {
             None => drift.missing.push(want),
             Some(got) if !wire::matches(&want.rule, got) => drift.different.push((want, got)),
@@ -47,7 +39,7 @@ pub fn drift<'a>(desired: &'a [DesiredRule], observed: &'a [ObservedRule]) -> Dr
         }
         wanted.insert(id);
     }
-    drift.extra = observed.iter().filter(|o| !wanted.contains(&key(&o.rule))).collect();
+    drift.extra = observed.iter().filter(|o| !wanted.contains(&wire::identity(&o.rule))).collect();
     drift
 }
 

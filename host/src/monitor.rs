@@ -229,7 +229,7 @@ impl Monitor {
                 continue;
             }
             match crate::wire::observed(target.transport.as_ref()) {
-                Ok(listed) => held.extend(listed.into_iter().filter(|o| keys.insert(crate::wire::key_id(&crate::wire::rule_key(&o.rule))))),
+                Ok(listed) => held.extend(listed.into_iter().filter(|o| keys.insert(crate::wire::key_id(&o.rule)))),
                 Err(e) => tracing::debug!("listing {}'s rules for operating statuses: {e}", target.label),
             }
         }

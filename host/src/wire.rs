@@ -59,9 +59,18 @@ pub fn rule_key(rule: &LbRule) -> RuleKey {
     RuleKey { external_ip: s.external_ip.clone(), port: s.port, protocol: s.protocol.clone(), block: s.block, host: s.host.clone(), bgp: s.bgp }
 }
 
-/// A rule key as one string (for indexing rules by key).
-pub fn key_id(k: &RuleKey) -> String {
-    format!("{}|{}|{}|{}|{}", k.external_ip, k.port, k.protocol, k.block, k.host)
+/// What identifies a rule in LoxiLB's table (`RuleKey` without the BGP flag), borrowed from the rule.
+pub type Identity<'a> = (&'a str, u16, &'a str, u32, &'a str);
+
+pub fn identity(rule: &LbRule) -> Identity<'_> {
+    let s = &rule.service;
+    (&s.external_ip, s.port, &s.protocol, s.block, &s.host)
+}
+
+/// A rule's identity as one string, for indexing rules that outlive the borrow.
+pub fn key_id(rule: &LbRule) -> String {
+    let (ip, port, protocol, block, host) = identity(rule);
+    format!("{ip}|{port}|{protocol}|{block}|{host}")
 }
 
 /// LoxiLB's full-proxy mode: a rule cannot be switched into or out of it in place.
