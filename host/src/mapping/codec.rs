@@ -96,6 +96,7 @@ fn metadata(e: &EntryRef) -> String {
 /// An entry's metadata object, written into `out` without a string per field (every journal record and
 /// every snapshot line has one; a recovery writes 67k at once).
 fn write_metadata(out: &mut Vec<u8>, e: &EntryRef) {
+    use std::io::Write;
     out.extend_from_slice(b"{\"resource_type\":\"");
     out.extend_from_slice(type_name(e.kind).as_bytes());
     out.push(b'"');
@@ -106,7 +107,7 @@ fn write_metadata(out: &mut Vec<u8>, e: &EntryRef) {
     out.extend_from_slice(b",\"external_ip\":");
     json_string(out, e.external_ip);
     out.extend_from_slice(b",\"port\":");
-    out.extend_from_slice(e.port.to_string().as_bytes());
+    let _ = write!(out, "{}", e.port);
     out.extend_from_slice(b",\"protocol\":");
     json_string(out, e.protocol);
     out.extend_from_slice(b",\"created_at\":");
