@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use host::caps::loxilb::LoxiTransport;
-use host::caps::storage::{Durability, FileStore, MappingStore};
+use host::caps::storage::{Durability, FileStore, MappingStore, Snapshot};
 use host::caps::Grants;
 use host::metrics;
 use host::runtime::bindings::octavia::Operation;
@@ -71,7 +71,7 @@ impl Probe {
 }
 
 impl MappingStore for Probe {
-    fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String> {
+    fn read_snapshot(&self) -> Result<Option<Snapshot>, String> {
         let t = Instant::now();
         let r = self.store.read_snapshot();
         self.read_ns.store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -378,7 +378,7 @@ fn report_load_five(label: &str, (median, min, max): &(Loaded, Duration, Duratio
 
 fn report_load(label: &str, l: &Loaded) {
     println!(
-        "  load {label}: {:.1} ms for {} mappings + {} journal records (open {:.1} ms, host read+verify snapshot {:.1} ms, host read journal {:.1} ms, guest instantiate+parse {:.1} ms); then the first desired-rules {:.1} ms",
+        "  load {label}: {:.1} ms for {} mappings + {} journal records (open {:.1} ms, host read+verify snapshot {:.1} ms, host read journal {:.1} ms, host index + policy instance {:.1} ms); then the first desired-rules {:.1} ms",
         l.total.as_secs_f64() * 1e3,
         l.mappings,
         l.journal,

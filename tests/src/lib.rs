@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use host::caps::loxilb::LoxiTransport;
-use host::caps::storage::{MappingStore, MemoryStore};
+use host::caps::storage::{MappingStore, MemoryStore, Snapshot};
 use host::caps::Grants;
 use host::runtime::bindings::policy_types::Settings;
 use host::runtime::instance::{Limits, Sandbox};
@@ -359,7 +359,7 @@ pub struct WriterRecordingStore {
 }
 
 impl MappingStore for WriterRecordingStore {
-    fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String> {
+    fn read_snapshot(&self) -> Result<Option<Snapshot>, String> {
         self.inner.read_snapshot()
     }
     fn write_snapshot(&self, data: Vec<u8>) -> Result<(), String> {

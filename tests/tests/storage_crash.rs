@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use host::caps::storage::{FileStore, MappingStore};
+use host::caps::storage::{FileStore, MappingStore, Snapshot};
 use host::runtime::instance::Sandbox;
 use integration_tests::*;
 use serde_json::{json, Value};
@@ -195,7 +195,7 @@ struct Compacting {
 }
 
 impl MappingStore for Compacting {
-    fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String> {
+    fn read_snapshot(&self) -> Result<Option<Snapshot>, String> {
         self.store.read_snapshot()
     }
     fn write_snapshot(&self, data: Vec<u8>) -> Result<(), String> {

@@ -267,7 +267,7 @@ fn by_name<'a>(mut members: Vec<(Cow<'a, str>, &'a RawValue)>) -> Vec<(Cow<'a, s
 /// (A load indexes a scanned snapshot at once: `Mapping::load`.)
 #[cfg(test)]
 pub fn decode_snapshot(bytes: &[u8], reserve: impl FnOnce(usize), each: impl FnMut(EntryRef)) -> Result<Option<Vec<LegacyEntry>>, String> {
-    if let Some(entries) = super::scan::scan_snapshot(bytes) {
+    if let Some(entries) = super::scan::scan_snapshot(bytes, false) {
         reserve(entries.len());
         entries.into_iter().for_each(each);
         return Ok(None);

@@ -144,12 +144,12 @@ impl Mapping {
         let mut index = Index::default();
         let mut loaded = Loaded::default();
         let mut legacy = None;
-        if let Some(bytes) = storage.read_snapshot()? {
-            match scan::scan_snapshot(&bytes) {
+        if let Some(snapshot) = storage.read_snapshot()? {
+            match scan::scan_snapshot(&snapshot, snapshot.verified) {
                 Some(entries) => index = bulk::build(&entries),
                 None => {
                     let loading = std::cell::RefCell::new(index);
-                    legacy = codec::parse_snapshot(&bytes, |n| loading.borrow_mut().reserve(n), |e| loading.borrow_mut().put(e))?;
+                    legacy = codec::parse_snapshot(&snapshot, |n| loading.borrow_mut().reserve(n), |e| loading.borrow_mut().put(e))?;
                     index = loading.into_inner();
                 }
             }
@@ -296,7 +296,7 @@ impl Mapping {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caps::storage::MemoryStore;
+    use crate::caps::storage::{MemoryStore, Snapshot};
 
     fn entry(id: &str, key: &str, parent: Option<&str>) -> MappingEntry {
         MappingEntry {
@@ -321,7 +321,7 @@ mod tests {
     }
 
     impl MappingStore for SlowSnapshots {
-        fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String> {
+        fn read_snapshot(&self) -> Result<Option<Snapshot>, String> {
             self.inner.read_snapshot()
         }
         fn write_snapshot(&self, document: Vec<u8>) -> Result<(), String> {
@@ -406,7 +406,7 @@ mod tests {
     }
 
     impl MappingStore for Deferring {
-        fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String> {
+        fn read_snapshot(&self) -> Result<Option<Snapshot>, String> {
             Ok(None)
         }
         fn write_snapshot(&self, _: Vec<u8>) -> Result<(), String> {

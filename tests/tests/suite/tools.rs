@@ -147,7 +147,7 @@ fn an_undecodable_stored_object_fails_validation_and_only_the_operations_that_ne
     let damaged = Config { mapping_storage_path: dir.join("damaged.json"), ..config.clone() };
     let store = Arc::new(FileStore::open(&damaged.mapping_storage_path).unwrap());
     if let Some(snapshot) = copy.read_snapshot().unwrap() {
-        store.write_snapshot(snapshot).unwrap();
+        store.write_snapshot(snapshot.into_vec()).unwrap();
     }
     let mut hits = 0;
     for record in copy.replay().unwrap() {

@@ -26,15 +26,16 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
+use super::bytes::FileBytes;
 use super::format::{self, JournalLine, Line};
-use super::MappingStore;
+use super::{MappingStore, Snapshot};
 use crate::metrics;
 
 /// A kept backup: a sealed copy of the snapshot of one generation.
@@ -410,42 +411,26 @@ pub(super) enum Resolved {
     /// No snapshot was ever written (a new installation, or not compacted yet).
     Nothing,
     Main {
-        document: Vec<u8>,
+        document: FileBytes,
+        /// Whether its checksum was there and held.
+        checked: bool,
         follows: Follows,
     },
     /// The main file is corrupt or missing: the newest whole backup whose journal is complete.
-    Backup {
-        document: Vec<u8>,
-        sealed: Vec<u8>,
-        follows: Follows,
-        from: PathBuf,
-        reason: String,
-        main_exists: bool,
-    },
+    Backup { document: Vec<u8>, sealed: Vec<u8>, follows: Follows, from: PathBuf, reason: String, main_exists: bool },
 }
 
-/// Reads a whole file. A snapshot of 100k mappings is ~80 MB (and a journal segment can be as large): its buffer is advised into huge pages, so
-/// filling it takes tens of page faults instead of twenty thousand (on a VM, half the time of the read).
+/// Reads a whole file into the heap (journal segments: read line by line, kept as records).
 pub(super) fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut file = File::open(path)?;
+    let file = File::open(path)?;
     let len = file.metadata()?.len() as usize;
-    let mut buf = Vec::with_capacity(len + 1);
-    const HUGE: usize = 2 << 20;
-    #[cfg(target_os = "linux")]
-    if len >= 2 * HUGE {
-        let at = buf.as_mut_ptr() as usize;
-        let (start, end) = (at.next_multiple_of(HUGE), (at + len) & !(HUGE - 1));
-        // SAFETY: a hint about pages of this buffer's own allocation; it changes no contents.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
-    }
-    file.read_to_end(&mut buf)?;
-    Ok(buf)
+    super::bytes::read_whole(file, len)
 }
 
 pub(super) fn resolve(path: &Path, backups: &[Backup], segments: &BTreeSet<u64>, cur: u64) -> Result<Resolved, String> {
-    let (reason, main_exists) = match read_whole(path) {
+    let (reason, main_exists) = match FileBytes::read(path) {
         Ok(bytes) => match format::unseal(bytes) {
-            Ok(u) => return Ok(Resolved::Main { follows: Follows::new(u.generation, u.headed), document: u.document }),
+            Ok(u) => return Ok(Resolved::Main { follows: Follows::new(u.generation, u.headed), document: u.document, checked: u.checked }),
             Err(e) => (format!("corrupt ({e})"), true),
         },
         Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -518,8 +503,8 @@ fn read_copy_once(path: &Path) -> Result<super::MemoryStore, String> {
     let store = super::MemoryStore::default();
     let follows = match resolve(path, &listing.backups, &listing.segments, cur)? {
         Resolved::Nothing => Follows::NO_SNAPSHOT,
-        Resolved::Main { document, follows } => {
-            store.write_snapshot(document)?;
+        Resolved::Main { document, follows, .. } => {
+            store.write_snapshot(document.into_vec())?;
             follows
         }
         Resolved::Backup { document, follows, from, reason, .. } => {
@@ -787,14 +772,14 @@ impl MappingStore for FileStore {
     fn snapshot_in_flight(&self) -> bool {
         self.writing().as_ref().is_some_and(|w| !w.thread.is_finished())
     }
-    fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String> {
+    fn read_snapshot(&self) -> Result<Option<Snapshot>, String> {
         let mut writing = self.writing();
         self.settle(&mut writing, true);
         let mut inner = self.lock();
         let resolved = resolve(&self.path, &inner.backups, &inner.segments, inner.cur);
         let (document, follows) = match resolved? {
             Resolved::Nothing => (None, Follows::NO_SNAPSHOT),
-            Resolved::Main { document, follows } => (Some(document), follows),
+            Resolved::Main { document, checked, follows } => (Some(Snapshot { document, verified: checked }), follows),
             Resolved::Backup { document, sealed, follows, from, reason, main_exists } => {
                 let base = follows.base;
                 metrics::STORAGE_FALLBACKS.inc();
@@ -815,7 +800,8 @@ impl MappingStore for FileStore {
                         Err(e) => format!("; could not put the backup in place ({e})"),
                     }
                 );
-                (Some(document), follows)
+                // A rare path: the load checks every line of it again.
+                (Some(Snapshot::unverified(document)), follows)
             }
         };
         let base = follows.base;

@@ -53,8 +53,8 @@ impl Algorithm {
 /// A snapshot as read back: the mapping document without the trailer, and the journal generation it
 /// covers (0 for files written before generations existed, or by hand).
 #[derive(Debug, PartialEq)]
-pub struct Unsealed {
-    pub document: Vec<u8>,
+pub struct Unsealed<D = Vec<u8>> {
+    pub document: D,
     pub generation: u64,
     /// Whether the journal segments from `generation` on start with a header (files of earlier releases:
     /// not).
@@ -108,14 +108,32 @@ pub fn check_document(data: &[u8]) -> Result<(), String> {
 
 /// Checks and removes the trailer. A document without a checksum (the earlier driver's, or edited by
 /// hand) must at least be well-formed JSON; a wrong checksum is an error.
-pub fn unseal(mut file: Vec<u8>) -> Result<Unsealed, String> {
+pub fn unseal<D: Document>(mut file: D) -> Result<Unsealed<D>, String> {
     match inspect(&file)? {
         Some(Trailer { end, generation, headed }) => {
-            file.truncate(end);
-            file.extend_from_slice(b"\n}");
+            file.close_at(end);
             Ok(Unsealed { document: file, generation, headed, checked: true })
         }
         None => Ok(Unsealed { document: file, generation: 0, headed: false, checked: false }),
+    }
+}
+
+/// Bytes a sealed file can be cut down to its document in place (a read file, or a mapped one).
+pub trait Document: std::ops::Deref<Target = [u8]> {
+    /// Ends the bytes at `end` with the document's closing brace (where the trailer began).
+    fn close_at(&mut self, end: usize);
+}
+
+impl Document for Vec<u8> {
+    fn close_at(&mut self, end: usize) {
+        self.truncate(end);
+        self.extend_from_slice(b"\n}");
+    }
+}
+
+impl Document for super::bytes::FileBytes {
+    fn close_at(&mut self, end: usize) {
+        super::bytes::FileBytes::close_at(self, end)
     }
 }
 

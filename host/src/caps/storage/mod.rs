@@ -14,12 +14,14 @@
 //! Every file is mode 0600. See `file.rs` for the crash-safety argument and `backup.rs` for rotation.
 
 mod backup;
+mod bytes;
 mod durability;
 mod file;
 pub mod format;
 mod lock;
 
 pub use backup::{stamp, start_backups, BackupTask};
+pub use bytes::FileBytes;
 pub use durability::Durability;
 pub use file::{mapping_exists, quarantine, read_copy, segment_path, write_atomic, FileStore};
 pub use lock::{lock_path, StateLock};
@@ -29,8 +31,52 @@ use std::sync::Mutex;
 /// Makes a snapshot document when the store is ready for it (see [`MappingStore::write_snapshot_with`]).
 pub type SnapshotEncoder = Box<dyn FnOnce() -> Vec<u8> + Send>;
 
+/// A snapshot document as a store read it.
+pub struct Snapshot {
+    pub document: FileBytes,
+    /// Whether its checksum was there and held: the document is then byte for byte what a host's writer
+    /// wrote, and a load need not check again what the writer checked (`scan::scan_snapshot`).
+    pub verified: bool,
+}
+
+impl Snapshot {
+    pub fn unverified(document: Vec<u8>) -> Snapshot {
+        Snapshot { document: document.into(), verified: false }
+    }
+
+    pub fn into_vec(self) -> Vec<u8> {
+        self.document.into_vec()
+    }
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.document
+    }
+}
+
+/// Two snapshots are equal when their documents are.
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Snapshot) -> bool {
+        self[..] == other[..]
+    }
+}
+
+impl PartialEq<Vec<u8>> for Snapshot {
+    fn eq(&self, other: &Vec<u8>) -> bool {
+        self[..] == other[..]
+    }
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Snapshot({:?}, verified: {})", String::from_utf8_lossy(self), self.verified)
+    }
+}
+
 pub trait MappingStore: Send + Sync {
-    fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String>;
+    fn read_snapshot(&self) -> Result<Option<Snapshot>, String>;
     /// Replaces the snapshot and starts a new, empty journal. A store may return once the new journal has
     /// started and write the snapshot after: until it is in place, the previous snapshot and the journal
     /// since it remain the history (and are what a load reads).
@@ -88,7 +134,7 @@ pub struct MemoryStore {
 impl MemoryStore {
     /// A copy of another store's current contents (a preview must not write to the real one).
     pub fn copy_of(other: &dyn MappingStore) -> Result<MemoryStore, String> {
-        Ok(MemoryStore { inner: Mutex::new((other.read_snapshot()?, other.replay()?)), damage: other.damage() })
+        Ok(MemoryStore { inner: Mutex::new((other.read_snapshot()?.map(Snapshot::into_vec), other.replay()?)), damage: other.damage() })
     }
 
     pub(crate) fn with_damage(mut self, damage: Vec<String>) -> MemoryStore {
@@ -98,8 +144,8 @@ impl MemoryStore {
 }
 
 impl MappingStore for MemoryStore {
-    fn read_snapshot(&self) -> Result<Option<Vec<u8>>, String> {
-        Ok(self.inner.lock().unwrap().0.clone())
+    fn read_snapshot(&self) -> Result<Option<Snapshot>, String> {
+        Ok(self.inner.lock().unwrap().0.clone().map(Snapshot::unverified))
     }
     fn write_snapshot(&self, data: Vec<u8>) -> Result<(), String> {
         let mut inner = self.inner.lock().unwrap();
