@@ -34,6 +34,10 @@ pub fn engine() -> &'static Engine {
         config.epoch_interruption(true);
         // Copy-on-write data images need wasmtime's own memories; the policy's data segments are small.
         config.with_host_memory(Arc::new(memory::HugePageMemories)).memory_init_cow(false);
+        // `perf` names the policy's functions (from /tmp/perf-<pid>.map) when asked for.
+        if std::env::var_os("LOXILB_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).expect("wasmtime engine");
         let ticker = engine.clone();
         std::thread::Builder::new()
