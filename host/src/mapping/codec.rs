@@ -161,11 +161,6 @@ impl<'a> Metadata<'a> {
     }
 }
 
-fn entry(id: &str, key: &str, metadata: &RawValue) -> Result<MappingEntry, String> {
-    let m: Metadata = serde_json::from_str(metadata.get()).map_err(|e| format!("{id}: {e}"))?;
-    Ok(m.entry(id, key)?.to_owned())
-}
-
 pub fn encode_change(change: &MappingChange) -> Vec<u8> {
     match change {
         MappingChange::Put(e) => {
@@ -190,15 +185,18 @@ pub fn encode_change(change: &MappingChange) -> Vec<u8> {
 
 #[derive(serde::Deserialize)]
 struct Put<'a> {
-    id: String,
-    key: String,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    key: Cow<'a, str>,
     #[serde(borrow)]
     metadata: &'a RawValue,
 }
 
 #[derive(serde::Deserialize)]
-struct Remove {
-    id: String,
+struct Remove<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
 }
 
 #[derive(serde::Deserialize)]
@@ -206,14 +204,34 @@ struct Remove {
 enum Record<'a> {
     #[serde(borrow)]
     Put(Put<'a>),
-    Remove(Remove),
+    #[serde(borrow)]
+    Remove(Remove<'a>),
 }
 
-pub fn decode_change(record: &[u8]) -> Result<MappingChange, String> {
+/// A journal record's change, borrowed from the record.
+pub enum ChangeRef<'a> {
+    Put(EntryRef<'a>),
+    Remove(&'a str),
+}
+
+/// Hands the change a journal record holds to `apply`, borrowed from the record (a replay of 12.5k
+/// records made ~10 owned strings per record, twice).
+pub fn decode_record<R>(record: &[u8], apply: impl FnOnce(ChangeRef) -> R) -> Result<R, String> {
     match serde_json::from_slice::<Record>(record).map_err(|e| e.to_string())? {
-        Record::Put(p) => entry(&p.id, &p.key, p.metadata).map(MappingChange::Put),
-        Record::Remove(r) => Ok(MappingChange::Remove(r.id)),
+        Record::Put(p) => {
+            let m: Metadata = serde_json::from_str(p.metadata.get()).map_err(|e| format!("{}: {e}", p.id))?;
+            Ok(apply(ChangeRef::Put(m.entry(&p.id, &p.key)?)))
+        }
+        Record::Remove(r) => Ok(apply(ChangeRef::Remove(&r.id))),
     }
+}
+
+#[cfg(test)]
+pub fn decode_change(record: &[u8]) -> Result<MappingChange, String> {
+    decode_record(record, |change| match change {
+        ChangeRef::Put(e) => MappingChange::Put(e.to_owned()),
+        ChangeRef::Remove(id) => MappingChange::Remove(id.to_string()),
+    })
 }
 
 /// A snapshot document as read: one pass over the bytes, every string borrowed from them unless it has
@@ -377,6 +395,14 @@ mod tests {
         let put = MappingChange::Put(member("a"));
         assert_eq!(decode_change(&encode_change(&put)).unwrap(), put);
         let remove = MappingChange::Remove("a".into());
+        assert_eq!(decode_change(&encode_change(&remove)).unwrap(), remove);
+        // Escapes: decoded into owned text, not borrowed.
+        let mut escaped = member("q\"u\\o");
+        escaped.loxilb_key = "k\"ey".into();
+        escaped.created_at = "2026-12-05T00:00:00Z\n".into();
+        let put = MappingChange::Put(escaped);
+        assert_eq!(decode_change(&encode_change(&put)).unwrap(), put);
+        let remove = MappingChange::Remove("q\"u\\o".into());
         assert_eq!(decode_change(&encode_change(&remove)).unwrap(), remove);
     }
 

@@ -120,6 +120,13 @@ impl Index {
             MappingChange::Remove(id) => self.remove(&id),
         }
     }
+
+    fn apply_ref(&mut self, change: codec::ChangeRef) {
+        match change {
+            codec::ChangeRef::Put(e) => self.put(e),
+            codec::ChangeRef::Remove(id) => self.remove(id),
+        }
+    }
 }
 
 /// What loading found.
@@ -157,8 +164,8 @@ impl Mapping {
         let records = storage.replay()?;
         let count = records.len();
         for (i, record) in records.into_iter().enumerate() {
-            match codec::decode_change(&record) {
-                Ok(change) => index.apply(change),
+            match codec::decode_record(&record, |change| index.apply_ref(change)) {
+                Ok(()) => {}
                 // A torn last record is what a crash mid-append leaves: everything before it is whole.
                 Err(e) if i + 1 == count => loaded.notes.push(format!("ignoring torn last journal record: {e}")),
                 Err(e) => return Err(format!("journal record {i}: {e}")),
