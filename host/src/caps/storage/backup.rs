@@ -6,7 +6,7 @@
 //! The snapshot is copied only when it changed since the newest backup: rotating out older backups for
 //! identical copies would shorten the history kept for nothing.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
@@ -78,15 +78,15 @@ impl FileStore {
         let path = result.inspect_err(|_| metrics::STORAGE_ERRORS.inc())?;
         inner.backups.push(Backup { path: path.clone(), generation });
         inner.backups.sort_by(|a, b| (a.generation, &a.path).cmp(&(b.generation, &b.path)));
-        while inner.backups.len() > keep.max(1) {
-            let old = inner.backups.remove(0);
-            if let Err(e) = fs::remove_file(&old.path) {
-                tracing::warn!("could not delete old mapping backup {}: {e}", old.path.display());
-            }
-        }
-        self.prune(&mut inner);
+        let excess = inner.backups.len().saturating_sub(keep.max(1));
+        let old: Vec<Backup> = inner.backups.drain(..excess).collect();
+        let obsolete = self.prune(&mut inner);
         metrics::STORAGE_BACKUPS.inc();
         tracing::info!("mapping backup {} written (journal generation {generation}, {} kept)", path.display(), inner.backups.len());
+        // Deleted once the lock is let go: appends wait for it, and a backup is as large as a snapshot.
+        drop(inner);
+        old.iter().for_each(|old| super::file::release_gradually(&old.path));
+        super::file::delete_segments(obsolete);
         Ok(Some(path))
     }
 }
@@ -137,6 +137,7 @@ pub fn start_backups(store: Arc<FileStore>, interval: Duration, keep: usize) -> 
 mod tests {
     use super::*;
     use crate::caps::storage::{segment_path, MappingStore};
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     fn temp_dir(tag: &str) -> PathBuf {
