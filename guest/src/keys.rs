@@ -26,8 +26,9 @@ pub fn canonical_ip(s: &str) -> String {
             Some(v4) => v4.to_string(),
             None => v6.to_string(),
         },
-        Ok(v4) => v4.to_string(),
-        Err(_) => s.to_string(),
+        // An IPv4 address parses only from its canonical form (four decimal octets, no leading zeros),
+        // so the text is it: formatting it again was a tenth of a translation.
+        Ok(std::net::IpAddr::V4(_)) | Err(_) => s.to_string(),
     }
 }
 
@@ -227,6 +228,15 @@ mod tests {
         assert_eq!(canonical_ip("FD00:0:0:0:0:0:40:000A"), "fd00::40:a");
         assert_eq!(canonical_ip("::ffff:10.0.0.1"), "10.0.0.1");
         assert_eq!(canonical_ip("10.0.0.1"), "10.0.0.1");
+        // Whatever IPv4 text parses is already what formatting the address gives.
+        for text in ["0.0.0.0", "255.255.255.255", "10.0.10.100", "010.0.0.1", "1.2.3", "1.2.3.4.5", " 1.2.3.4", "1.2.3.04", "256.1.1.1"] {
+            let formatted = text.parse::<std::net::Ipv4Addr>().map_or(text.to_string(), |a| a.to_string());
+            assert_eq!(canonical_ip(text), formatted, "{text}");
+        }
+        for octet in 0..=255u32 {
+            let text = format!("{octet}.{}.0.{}", 255 - octet, octet / 3);
+            assert_eq!(canonical_ip(&text), text.parse::<std::net::Ipv4Addr>().unwrap().to_string());
+        }
         assert_eq!(member_key("FD00::0010", "p", "FD00:0::5", 80), "fd00::10/pool-p/fd00::5:80");
         assert_eq!(service_key("FD00::10", 80, "tcp"), "fd00::10:80/tcp");
     }
