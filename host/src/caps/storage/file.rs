@@ -245,14 +245,11 @@ fn background_priority() {
 
 /// `replace` for the mapping's own files (snapshots, backups), counted in the storage metrics. The file
 /// replaced is not freed by the rename: it keeps a link of its own (a temporary name, which a start
-/// removes should a crash leave it) until `release_gradually` frees it.
+/// removes should a crash leave it) until `release_gradually` frees it, in the writer's thread.
 pub(super) fn write_mapping_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let aside = temporary_name(path);
-    let kept_aside = match fs::hard_link(path, &aside) {
-        Ok(()) => true,
-        Err(e) if e.kind() == ErrorKind::NotFound => false,
-        Err(e) => return Err(e),
-    };
+    // Nothing to keep aside for a new file; where links cannot be made, the rename frees the old one.
+    let kept_aside = fs::hard_link(path, &aside).is_ok();
     let result = replace(path, data, write_paced, |f| fsync(f, false));
     if kept_aside {
         release_gradually(&aside);
