@@ -77,3 +77,25 @@ fn nodes_lists_each_node_and_exits_1_when_one_does_not_answer() {
     assert_eq!(report["nodes"][0]["error_style"], "errors as HTTP status codes");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn perf_names_the_policys_functions_only_when_asked() {
+    let dir = std::env::temp_dir().join(format!("loxilb-perfmap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for asked in [true, false] {
+        let mut command = Command::new(BIN);
+        command.arg("demo").current_dir(&dir).env("LOXILB_COMPONENT_CACHE", dir.join("cache")).env_remove("LOXILB_PERFMAP");
+        if asked {
+            command.env("LOXILB_PERFMAP", "1");
+        }
+        let child = command.stdout(std::process::Stdio::null()).spawn().unwrap();
+        let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", child.id()));
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let text = std::fs::read_to_string(&map).unwrap_or_default();
+        let _ = std::fs::remove_file(&map);
+        assert_eq!(text.contains("wasm[0]::function["), asked, "{asked}: {}", map.display());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
