@@ -13,7 +13,7 @@
 //! rollback notice never drops an operation.
 
 use std::collections::HashMap;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long an operation with a ticket waits for its notice before asking the get socket. Octavia
@@ -31,10 +31,17 @@ pub enum Notice {
     RolledBack,
 }
 
+struct Ticket {
+    notice: Notice,
+    at: Instant,
+    /// What its waiter, if one waits, is woken by: each waiter is woken by its own notice only (with one
+    /// condition for all, every notice woke every waiting apply lane, seven of eight of them for nothing).
+    waiter: Option<Arc<Condvar>>,
+}
+
 #[derive(Default)]
 pub struct Commits {
-    tickets: Mutex<HashMap<String, (Notice, Instant)>>,
-    changed: Condvar,
+    tickets: Mutex<HashMap<String, Ticket>>,
 }
 
 impl Commits {
@@ -42,7 +49,7 @@ impl Commits {
     pub fn expect(&self, ticket: &str) {
         let mut tickets = self.tickets.lock().unwrap();
         Self::prune(&mut tickets);
-        tickets.entry(ticket.to_string()).or_insert((Notice::Awaited, Instant::now()));
+        tickets.entry(ticket.to_string()).or_insert(Ticket { notice: Notice::Awaited, at: Instant::now(), waiter: None });
     }
 
     /// The provider's notice for `tickets` (`committed` or `rolled_back`).
@@ -55,10 +62,12 @@ impl Commits {
         let mut known = self.tickets.lock().unwrap();
         Self::prune(&mut known);
         for ticket in tickets {
-            known.insert(ticket.clone(), (notice, Instant::now()));
+            let entry = known.entry(ticket.clone()).or_insert(Ticket { notice, at: Instant::now(), waiter: None });
+            (entry.notice, entry.at) = (notice, Instant::now());
+            if let Some(waiter) = &entry.waiter {
+                waiter.notify_one();
+            }
         }
-        drop(known);
-        self.changed.notify_all();
         Ok(())
     }
 
@@ -68,30 +77,29 @@ impl Commits {
     /// false.
     pub fn wait(&self, ticket: &str, within: Duration, still_ours: &dyn Fn() -> bool) -> Option<Notice> {
         let deadline = Instant::now() + within;
+        let woken = Arc::new(Condvar::new());
         let mut tickets = self.tickets.lock().unwrap();
         loop {
-            match tickets.get(ticket) {
-                None => return None,
-                Some((Notice::Awaited, _)) => {}
-                Some((notice, _)) => {
-                    let notice = *notice;
-                    tickets.remove(ticket);
-                    return Some(notice);
-                }
+            let entry = tickets.get_mut(ticket)?;
+            if entry.notice != Notice::Awaited {
+                let notice = entry.notice;
+                tickets.remove(ticket);
+                return Some(notice);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || !still_ours() {
                 tickets.remove(ticket);
                 return Some(Notice::Awaited);
             }
-            // Woken by every notice; `still_ours` is looked at again at least every 100 ms.
-            tickets = self.changed.wait_timeout(tickets, left.min(Duration::from_millis(100))).unwrap().0;
+            entry.waiter = Some(Arc::clone(&woken));
+            // Woken by its notice; `still_ours` is looked at again at least every 100 ms.
+            tickets = woken.wait_timeout(tickets, left.min(Duration::from_millis(100))).unwrap().0;
         }
     }
 
-    fn prune(tickets: &mut HashMap<String, (Notice, Instant)>) {
+    fn prune(tickets: &mut HashMap<String, Ticket>) {
         if tickets.len() > PRUNE_ABOVE {
-            tickets.retain(|_, (_, at)| at.elapsed() < FORGET_AFTER);
+            tickets.retain(|_, t| t.at.elapsed() < FORGET_AFTER);
         }
     }
 }
@@ -121,5 +129,31 @@ mod tests {
         commits.notice("rolled_back", &["t3".to_string()]).unwrap();
         assert_eq!(commits.wait("t3", Duration::from_secs(5), &|| true), Some(Notice::RolledBack));
         assert!(commits.notice("maybe", &[]).is_err());
+    }
+
+    #[test]
+    fn a_waiter_is_woken_by_its_own_notice_not_by_others() {
+        let commits = Arc::new(Commits::default());
+        commits.expect("mine");
+        let looks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (waiter, counted) = (Arc::clone(&commits), Arc::clone(&looks));
+        let started = Instant::now();
+        let waiting =
+            std::thread::spawn(move || waiter.wait("mine", Duration::from_secs(5), &|| counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < usize::MAX));
+        while looks.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for n in 0..20 {
+            let other = format!("other-{n}");
+            commits.expect(&other);
+            commits.notice("committed", &[other]).unwrap();
+            // Time for a waiter woken by it to look.
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        commits.notice("committed", &["mine".to_string()]).unwrap();
+        assert_eq!(waiting.join().unwrap(), Some(Notice::Committed));
+        // Woken once by its notice, and by the 100 ms re-check while it lasted; never by the 20 others.
+        let rechecks = started.elapsed().as_millis() as usize / 100;
+        assert!(looks.load(std::sync::atomic::Ordering::SeqCst) <= 1 + rechecks, "looked {} times", looks.load(std::sync::atomic::Ordering::SeqCst));
     }
 }

@@ -99,6 +99,10 @@ impl Reporter {
                 loop {
                     let batch = Self::take(&mut queue);
                     if !batch.is_empty() {
+                        // What is left may be for another sender (past `MAX_RECORDS`).
+                        if !queue.reports.is_empty() {
+                            self.ready.notify_one();
+                        }
                         break batch;
                     }
                     queue = self.ready.wait(queue).unwrap();
@@ -114,13 +118,12 @@ impl Reporter {
                 lbs.extend(report.lbs);
                 (report.then)();
             }
+            // Reports held back behind these are this sender's to take next: waking the idle senders
+            // for them woke three threads per document, mostly for nothing.
             let mut queue = self.queue.lock().unwrap();
             for lb in &lbs {
                 queue.sending.remove(lb);
             }
-            drop(queue);
-            // Reports held back behind these may go now, to any sender.
-            self.ready.notify_all();
         }
     }
 }
