@@ -67,5 +67,6 @@ mod tests {
         let c = Config::parse("[driver_loxilb]\napi_ca_file = /nonexistent/ca.pem\n").unwrap();
         assert!(access(&c).unwrap_err().to_string().contains("/nonexistent/ca.pem"));
         assert_eq!(access(&Config::parse("[driver_loxilb]\n").unwrap()).unwrap().credentials, Credentials::None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -129,6 +129,35 @@ pub fn template_policy() -> PathBuf {
     built("policy_template")
 }
 
+/// A directory of its own under the system's temporary directory, empty at first and removed when
+/// dropped, unless the test is failing (then it is kept to look at).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// `<tmp>/<tag>-<pid>`.
+    pub fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// A test fixture from tests/fixtures/<name> (`misbehave`, `bad_selfcheck`, `planted_bug`, `wit_v0_1`).
 pub fn fixture(name: &str) -> PathBuf {
     built(&format!("fixture_{name}"))

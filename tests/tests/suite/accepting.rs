@@ -14,11 +14,8 @@ use host::service::Service;
 use integration_tests::*;
 use serde_json::{json, Value};
 
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("loxilb-accepting-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn tempdir(name: &str) -> TempDir {
+    TempDir::new(&format!("loxilb-accepting-{name}"))
 }
 
 /// Octavia's get socket, showing only the objects marked committed (`{}` is "not found").

@@ -14,11 +14,8 @@ use host::transport::unix::{request, UnixServer};
 use integration_tests::*;
 use serde_json::{json, Value};
 
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("loxilb-commit-wait-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn tempdir(name: &str) -> TempDir {
+    TempDir::new(&format!("loxilb-commit-wait-{name}"))
 }
 
 fn lb_id(n: u32) -> String {
@@ -34,21 +31,23 @@ fn lb_create(n: u32, ticket: Option<&str>) -> Value {
     args
 }
 
-/// A host serving the provider socket, whose get socket answers `committed` for every object.
-fn serving(name: &str, committed: bool) -> (Arc<Service>, Arc<RecordingSink>, FakeGetSocket, PathBuf) {
+/// A host serving the provider socket (in a directory that lasts as long as the returned one), whose get
+/// socket answers `committed` for every object.
+fn serving(name: &str, committed: bool) -> (Arc<Service>, Arc<RecordingSink>, FakeGetSocket, PathBuf, TempDir) {
     let get = FakeGetSocket::start(name, move |_, id| Ok(committed.then(|| json!({"id": id, "provisioning_status": "PENDING_CREATE"}))));
     let sink = Arc::new(RecordingSink::default());
     let service = Service::new(sandbox(Arc::new(RecordingLoxi::default())), Some(get.agent()), sink.clone(), Duration::from_secs(30));
     service.start_worker(Vec::new());
-    let path = tempdir(name).join("host.sock");
+    let dir = tempdir(name);
+    let path = dir.join("host.sock");
     UnixServer::start(&path, Arc::clone(&service)).unwrap();
-    (service, sink, get, path)
+    (service, sink, get, path, dir)
 }
 
 #[test]
 fn a_commit_notice_applies_the_cast_without_reading_the_get_socket() {
     // Octavia's get socket never shows the object: only the notice can say it committed.
-    let (_service, sink, get, path) = serving("notice", false);
+    let (_service, sink, get, path, _dir) = serving("notice", false);
     assert_eq!(request(&path, "cast", "loadbalancer_create", lb_create(1, Some("ticket-1"))).unwrap(), Ok(Value::Null));
     assert_eq!(request(&path, "notice", "committed", json!({"tickets": ["ticket-1"]})).unwrap(), Ok(Value::Null));
     assert!(wait_status(&sink, &format!("loadbalancers/{}", lb_id(1)), "ACTIVE", Duration::from_secs(4)), "the notice did not apply the cast");
@@ -61,7 +60,7 @@ fn a_commit_notice_applies_the_cast_without_reading_the_get_socket() {
 #[test]
 fn a_rollback_notice_falls_back_to_the_get_socket() {
     // A rollback notice never drops an operation on its own word: the get socket decides.
-    let (_service, sink, get, path) = serving("rollback", true);
+    let (_service, sink, get, path, _dir) = serving("rollback", true);
     assert_eq!(request(&path, "cast", "loadbalancer_create", lb_create(2, Some("ticket-2"))).unwrap(), Ok(Value::Null));
     assert_eq!(request(&path, "notice", "rolled_back", json!({"tickets": ["ticket-2"]})).unwrap(), Ok(Value::Null));
     assert!(wait_status(&sink, &format!("loadbalancers/{}", lb_id(2)), "ACTIVE", Duration::from_secs(4)));

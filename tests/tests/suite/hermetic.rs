@@ -1,5 +1,6 @@
 //! The repository builds, demos and passes its tests from a plain clone: nothing it tracks may reach
-//! outside the checkout (the reference material developers read beside it is not there in a user's clone).
+//! outside the checkout (the reference material developers read beside it is not there in a user's clone),
+//! and its tests leave nothing behind in the system's temporary directory.
 
 use std::path::Path;
 use std::process::Command;
@@ -35,4 +36,14 @@ fn no_tracked_code_reads_outside_the_checkout() {
         }
     }
     assert!(offenders.is_empty(), "tracked code reaches outside the checkout:\n{}", offenders.join("\n"));
+}
+
+#[test]
+fn a_tests_temporary_directory_is_removed_with_it() {
+    let dir = integration_tests::TempDir::new("loxilb-tempdir-check");
+    std::fs::write(dir.join("file"), b"x").unwrap();
+    let path = dir.to_path_buf();
+    assert!(path.join("file").exists());
+    drop(dir);
+    assert!(!path.exists(), "{} is left behind", path.display());
 }

@@ -16,19 +16,14 @@ use host::transport::unix::{Limits, UnixServer};
 use integration_tests::*;
 use serde_json::{json, Value};
 
-fn socket(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("loxilb-socket-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("host.sock")
-}
-
-fn server(name: &str, limits: Limits) -> PathBuf {
-    let path = socket(name);
+/// The socket of a server, and the directory holding it (removed when dropped).
+fn server(name: &str, limits: Limits) -> (PathBuf, TempDir) {
+    let dir = TempDir::new(&format!("loxilb-socket-{name}"));
+    let path = dir.join("host.sock");
     let service = Service::new(sandbox(Arc::new(RecordingLoxi::default())), None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
     service.start_worker(Vec::new());
     UnixServer::start_with(&path, service, limits).unwrap();
-    path
+    (path, dir)
 }
 
 fn limits() -> Limits {
@@ -54,7 +49,7 @@ fn flavor_keys(stream: &mut UnixStream) -> Value {
 
 #[test]
 fn connections_beyond_the_handlers_and_waiting_room_are_refused_at_once() {
-    let path = server("connections", limits());
+    let (path, _dir) = server("connections", limits());
     let started = Instant::now();
     // Idle connections: two are served (and time out), two wait, every further one is refused.
     let mut idle: Vec<UnixStream> = (0..10).map(|_| connect(&path)).collect();
@@ -69,7 +64,7 @@ fn connections_beyond_the_handlers_and_waiting_room_are_refused_at_once() {
 
 #[test]
 fn a_request_trickling_in_gets_one_deadline_not_one_per_read() {
-    let path = server("trickle", limits());
+    let (path, _dir) = server("trickle", limits());
     let mut stream = connect(&path);
     let mut writer = stream.try_clone().unwrap();
     let body = serde_json::to_vec(&json!({"type": "call", "method": "get_supported_flavor_metadata", "args": {}, "pad": "x".repeat(200)})).unwrap();
@@ -91,7 +86,7 @@ fn a_request_trickling_in_gets_one_deadline_not_one_per_read() {
 
 #[test]
 fn length_headers_are_digits_and_bounded_and_requests_are_capped() {
-    let path = server("frames", limits());
+    let (path, _dir) = server("frames", limits());
     // A header that never ends is cut off after 20 digits, not buffered.
     let mut stream = connect(&path);
     stream.write_all("9".repeat(1000).as_bytes()).unwrap();
@@ -117,7 +112,7 @@ fn length_headers_are_digits_and_bounded_and_requests_are_capped() {
 
 #[test]
 fn a_member_batch_of_thousands_fits_the_default_request_size() {
-    let path = server("batch", Limits { handlers: 2, waiting: 2, ..Limits::default() });
+    let (path, _dir) = server("batch", Limits { handlers: 2, waiting: 2, ..Limits::default() });
     let lb = "ffffffff-0000-4000-8000-000000000001";
     let members: Vec<Value> = (0..5000)
         .map(|n| {
@@ -147,7 +142,7 @@ fn a_member_batch_of_thousands_fits_the_default_request_size() {
 fn peers_that_are_not_allowed_are_refused() {
     let me = host::transport::peer::credentials(&UnixStream::pair().unwrap().0).unwrap();
     let others = Peers { users: vec![me.uid.wrapping_add(4242)], groups: vec![me.gid.wrapping_add(4242)] };
-    let path = server("peers", Limits { peers: others, ..limits() });
+    let (path, _dir) = server("peers", Limits { peers: others, ..limits() });
     // Refused on connecting, before the request is read (so not written here: the host may have hung up).
     let mut stream = connect(&path);
     let message = refusal(read_frame(&mut stream).unwrap());
@@ -157,6 +152,6 @@ fn peers_that_are_not_allowed_are_refused() {
     assert_eq!(stream.read_to_end(&mut rest).unwrap(), 0);
     // Allowed by group alone.
     let by_group = Peers { users: vec![me.uid.wrapping_add(4242)], groups: vec![me.gid] };
-    let path = server("peers-group", Limits { peers: by_group, ..limits() });
+    let (path, _dir) = server("peers-group", Limits { peers: by_group, ..limits() });
     assert!(flavor_keys(&mut connect(&path))["result"]["nat_mode"].is_string());
 }
