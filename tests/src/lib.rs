@@ -163,15 +163,15 @@ pub fn fixture(name: &str) -> PathBuf {
     built(&format!("fixture_{name}"))
 }
 
-/// Files that are not components: a core wasm module (valid wasm, no component) and plain text.
-pub fn not_components() -> Vec<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("loxilb-not-components-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// Files that are not components: a core wasm module (valid wasm, no component) and plain text, in a
+/// directory that lasts as long as the returned one.
+pub fn not_components(tag: &str) -> (TempDir, Vec<PathBuf>) {
+    let dir = TempDir::new(&format!("loxilb-not-components-{tag}"));
     let module = dir.join("core-module.wasm");
     std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
     let text = dir.join("policy.wasm");
     std::fs::write(&text, b"this is not a WebAssembly component\n").unwrap();
-    vec![module, text]
+    (dir, vec![module, text])
 }
 
 /// A host as `serve` assembles it, minus the transports: a service over `policy`, programming the LoxiLB

@@ -112,5 +112,6 @@ mod tests {
         assert!(err.contains("no PEM certificate") && err.contains("empty.pem"), "{err}");
         assert!(TlsFiles::default().load().is_ok());
         assert!(TlsFiles { insecure: true, ..Default::default() }.load().unwrap().trust.contains("verification is off"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

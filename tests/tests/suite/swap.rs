@@ -157,7 +157,8 @@ fn a_broken_component_is_refused_with_its_reason_and_the_old_policy_keeps_servin
         (fixture("planted_bug"), vec!["conformance", "member-batch-update"]),
         (PathBuf::from("/nonexistent/policy.wasm"), vec!["reading policy"]),
     ];
-    cases.extend(not_components().into_iter().map(|p| (p, vec!["not a loadable component"])));
+    let (_dir, files) = not_components("swap");
+    cases.extend(files.into_iter().map(|p| (p, vec!["not a loadable component"])));
     let refused_before = host::metrics::render().lines().find(|l| l.starts_with("loxilb_octavia_policy_swaps_total{result=\"refused\"}")).map(str::to_string);
     let count = cases.len();
     for (path, reasons) in cases {
