@@ -1,8 +1,9 @@
 //! Policy linear memories advised into transparent huge pages.
 //!
-//! A load hands the policy the whole snapshot (~90 MB at 100k mappings). In wasmtime's own memories each
-//! 4 KiB page of it is a zero-fill fault when first written, and those faults were half of the policy's
-//! part of a load. These memories have the same layout (the reservation wasmtime asks for, then its
+//! A policy's memory grows by tens of megabytes when it renders every rule of a large mapping (the first
+//! reconciliation after a start). In wasmtime's own memories each 4 KiB page of it is a zero-fill fault
+//! when first written; when policies still read the whole snapshot (~90 MB at 100k mappings, before WIT
+//! 0.2.0), those faults were half of their part of a load. These memories have the same layout (the reservation wasmtime asks for, then its
 //! guard region, all inaccessible until grown into) but ask the kernel for 2 MiB pages.
 
 use std::ptr::null_mut;
