@@ -47,7 +47,7 @@ impl FileBytes {
         let file = File::open(path)?;
         let len = file.metadata()?.len() as usize;
         if len < MAP_FROM {
-            return read_whole(file, len).map(FileBytes::Heap);
+            return read_into_heap(file, len).map(FileBytes::Heap);
         }
         Ok(FileBytes::Mapped(map(&file, len)?))
     }
@@ -126,10 +126,17 @@ fn map(file: &File, len: usize) -> std::io::Result<Mapped> {
     Ok(Mapped { at: NonNull::new(at.cast()).expect("mmap returns a non-null mapping"), mapped: len, len })
 }
 
-/// Reads a whole file into the heap. A large journal segment is as large as a snapshot: its buffer is
-/// advised into huge pages, so filling it takes tens of page faults instead of twenty thousand (on a VM,
-/// half the time of the read).
-pub fn read_whole(mut file: File, len: usize) -> std::io::Result<Vec<u8>> {
+/// Reads a whole file into the heap (journal segments: read line by line, kept as records).
+pub fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len() as usize;
+    read_into_heap(file, len)
+}
+
+/// The `len` bytes of `file`. A large journal segment is as large as a snapshot: its buffer is advised into
+/// huge pages, so filling it takes tens of page faults instead of twenty thousand (on a VM, half the time
+/// of the read).
+fn read_into_heap(mut file: File, len: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(len + 1);
     const HUGE: usize = 2 << 20;
     #[cfg(target_os = "linux")]

@@ -389,7 +389,7 @@ struct SegmentLines {
 /// (`sync` never returned for it) and is ignored; a line that fails its CRC is skipped, loudly, and is
 /// damage.
 fn read_segment(path: &Path, generation: u64, out: &mut Vec<Vec<u8>>, damage: &mut Vec<String>) -> Result<SegmentLines, String> {
-    let bytes = read_whole(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let bytes = super::bytes::read_whole(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let whole = memchr::memrchr(b'\n', &bytes).map_or(0, |i| i + 1);
     if whole < bytes.len() {
         tracing::warn!("{}: ignoring a record torn by a crash at its end ({} bytes)", path.display(), bytes.len() - whole);
@@ -474,13 +474,6 @@ pub(super) enum Resolved {
     },
     /// The main file is corrupt or missing: the newest whole backup whose journal is complete.
     Backup { document: Vec<u8>, sealed: Vec<u8>, follows: Follows, from: PathBuf, reason: String, main_exists: bool },
-}
-
-/// Reads a whole file into the heap (journal segments: read line by line, kept as records).
-pub(super) fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
-    let file = File::open(path)?;
-    let len = file.metadata()?.len() as usize;
-    super::bytes::read_whole(file, len)
 }
 
 pub(super) fn resolve(path: &Path, backups: &[Backup], segments: &BTreeSet<u64>, cur: u64) -> Result<Resolved, String> {
