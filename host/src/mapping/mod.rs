@@ -115,10 +115,10 @@ impl Index {
     }
 
     fn apply(&mut self, change: MappingChange) {
-        match change {
-            MappingChange::Put(e) => self.put((&e).into()),
-            MappingChange::Remove(id) => self.remove(&id),
-        }
+        self.apply_ref(match &change {
+            MappingChange::Put(e) => codec::ChangeRef::Put(e.into()),
+            MappingChange::Remove(id) => codec::ChangeRef::Remove(id),
+        })
     }
 
     fn apply_ref(&mut self, change: codec::ChangeRef) {
