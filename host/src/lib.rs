@@ -19,7 +19,7 @@
 //! - `conformance`: the policy kit's conformance scenarios (`check-policy`, and the self-check before a swap).
 //! - `swap`: hot-swapping the policy: checks, `--dry-run` preview, admin socket, SIGHUP.
 //! - `app`: assembling those from a configuration; `demo`: the end-to-end demonstration.
-//! - `memory`: how the process's allocator gives large freed buffers back to the system.
+//! - `memory`: the process's allocator.
 
 pub mod access;
 pub mod app;

@@ -147,7 +147,6 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    host::memory::configure();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve { .. }) {
         host::logging::init(false, host::config::LogFormat::Text, true);
