@@ -110,6 +110,10 @@ fn flavor_value_problem(key: &str, value: &Value) -> Option<String> {
 
 pub struct Service {
     pub sandbox: Mutex<Sandbox>,
+    /// The mapping's storage, which every policy this service runs shares (a swap keeps it). Held here so
+    /// that starting the workers does not wait for the policy: the first reconciliation after a start
+    /// holds it for a full render (~0.5 s at 100k mappings).
+    storage: Arc<dyn crate::caps::storage::MappingStore>,
     pub agent: Option<DriverAgent>,
     pub statuses: Arc<dyn StatusSink>,
     pub commit_wait: Duration,
@@ -146,6 +150,7 @@ impl Service {
         inbox: Option<crate::inbox::Inbox>,
     ) -> Arc<Service> {
         Arc::new(Service {
+            storage: Arc::clone(sandbox.storage()),
             sandbox: Mutex::new(sandbox),
             agent,
             statuses,
@@ -168,7 +173,7 @@ impl Service {
     /// arrival order, while one waiting for Octavia's commit (up to `commit_wait_timeout` when Octavia
     /// rolled its request back) holds up only its own load balancer.
     pub fn start_worker(self: &Arc<Self>, pending: Vec<crate::inbox::Pending>) {
-        let storage = Arc::clone(self.sandbox.lock().unwrap().storage());
+        let storage = Arc::clone(&self.storage);
         // Outcomes are reported, in order, once an fsync covers them; workers go on with their next
         // operation meanwhile, and operations of every load balancer share each fsync.
         let durability = Arc::new(Durability::start(storage, Durability::DEFAULT_COMMIT_DELAY));
@@ -404,7 +409,7 @@ impl Service {
             Err(e) => {
                 // Accepted earlier (an inbox record from before an upgrade, an AMQP cast): Octavia waits.
                 tracing::error!("{method} can never be applied, reporting the objects it names ERROR: {e:#}");
-                let storage = Arc::clone(self.sandbox.lock().unwrap().storage());
+                let storage = Arc::clone(&self.storage);
                 return Some(Some((crate::dropped::statuses(method, args), storage)));
             }
         };

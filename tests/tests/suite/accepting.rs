@@ -221,3 +221,20 @@ fn validate_calls_and_casts_are_timed_for_the_operator() {
         assert!(text.contains(&format!("loxilb_octavia_{name}")), "{name} missing from /metrics");
     }
 }
+
+#[test]
+fn workers_start_while_the_policy_is_busy() {
+    // The first reconciliation after a start holds the policy for a full render (~0.5 s at 100k
+    // mappings); starting the workers, and so serving the provider socket, must not wait for it.
+    let (service, _sink) = service(None, None);
+    let busy = service.sandbox.lock().unwrap();
+    let (done, started) = std::sync::mpsc::channel();
+    let starting = Arc::clone(&service);
+    std::thread::spawn(move || {
+        starting.start_worker(Vec::new());
+        done.send(()).unwrap();
+    });
+    let waited = started.recv_timeout(Duration::from_secs(5));
+    drop(busy);
+    assert!(waited.is_ok(), "start_worker waited for the policy");
+}
