@@ -85,12 +85,41 @@ pub struct Sandbox {
     pub info: PolicyInfo,
     /// Instances created (1 + re-instantiations after traps).
     pub instances: u32,
+    /// Full renders of the desired rules this sandbox made itself (the monitor's are made beside it).
+    pub renders: u32,
     /// Shown each batch of mapping changes before the host applies it (`observe_commits`).
     pub(crate) commit_observer: Option<CommitObserver>,
     /// The last `desired-rules` answer, with the mapping generation it was computed from. A policy's
     /// desired rules are a function of the mapping and its settings (fixed for a sandbox; a swap starts
     /// another), so a reconciliation pass over an unchanged mapping does not render every rule again.
     desired: Option<(u64, Arc<Vec<DesiredRule>>)>,
+}
+
+/// A render of the desired rules to run without the sandbox (see [`Sandbox::render_job`]).
+pub struct RenderJob {
+    policy: Arc<LoadedPolicy>,
+    grants: Grants,
+    limits: Limits,
+    settings: Settings,
+    generation: u64,
+}
+
+/// What a [`RenderJob`] rendered, and from what.
+pub struct RenderedRules {
+    policy: Arc<LoadedPolicy>,
+    mapping: Arc<crate::mapping::Mapping>,
+    generation: u64,
+    rules: Arc<Vec<DesiredRule>>,
+}
+
+impl RenderJob {
+    /// Renders on a new instance of the same policy, dropped afterwards with the memory the render grew.
+    pub fn run(self) -> Result<RenderedRules, CallError> {
+        let mapping = Arc::clone(&self.grants.mapping);
+        let mut sandbox = Sandbox::new(Arc::clone(&self.policy), self.grants, self.limits, self.settings).map_err(|e| CallError::Trapped(e.to_string()))?;
+        let rules = sandbox.render_desired_rules()?;
+        Ok(RenderedRules { policy: self.policy, mapping, generation: self.generation, rules: Arc::new(rules) })
+    }
 }
 
 /// What `Sandbox::observe_commits` takes.
@@ -117,6 +146,7 @@ impl Sandbox {
             live: None,
             info: PolicyInfo { name: String::new(), version: String::new(), description: String::new() },
             instances: 0,
+            renders: 0,
             commit_observer: None,
             desired: None,
         };
@@ -185,12 +215,42 @@ impl Sandbox {
             }
         }
         let rules = Arc::new(self.render_desired_rules()?);
+        self.renders += 1;
         if self.live.as_ref().is_some_and(|l| l.store.data().limits.grown_to > self.limits.recycle_after_render_bytes) {
             tracing::debug!(policy = %self.info.name, "a full render left the policy's memory large: starting a new instance at the next call");
             self.live = None;
         }
         self.desired = Some((generation, Arc::clone(&rules)));
         Ok(rules)
+    }
+
+    /// What rendering the desired rules on an instance of its own needs (so a reconciliation pass does not
+    /// hold operations back for a full render: ~0.65 s at 100k mappings); `None` when this sandbox knows
+    /// the current generation's rules already.
+    pub fn render_job(&self) -> Option<RenderJob> {
+        let generation = self.grants.mapping.generation();
+        if self.desired.as_ref().is_some_and(|(at, _)| *at == generation) {
+            return None;
+        }
+        Some(RenderJob {
+            policy: Arc::clone(&self.policy),
+            grants: self.grants.clone(),
+            limits: self.limits.clone(),
+            settings: self.settings.clone(),
+            generation,
+        })
+    }
+
+    /// Takes rules a [`RenderJob`] rendered if they are this sandbox's current ones: the same policy over
+    /// the same mapping, with no change committed since the job was made (the render read one state).
+    pub fn offer_desired(&mut self, rendered: RenderedRules) -> bool {
+        let current = Arc::ptr_eq(&self.policy, &rendered.policy)
+            && Arc::ptr_eq(&self.grants.mapping, &rendered.mapping)
+            && self.grants.mapping.generation() == rendered.generation;
+        if current {
+            self.desired = Some((rendered.generation, rendered.rules));
+        }
+        current
     }
 
     /// Asks the policy for its desired rules, whatever was asked before (the policy's own cost, as the

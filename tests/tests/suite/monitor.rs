@@ -244,3 +244,54 @@ fn a_slow_rule_list_does_not_hold_up_operations_and_a_change_meanwhile_is_not_un
     monitor.reconcile();
     assert_eq!(posts(&sim), 0, "LoxiLB holds the desired rules: {:?}", sim.requests());
 }
+
+#[test]
+fn reconciliation_renders_beside_the_operations_and_holds_them_back_only_for_the_diff() {
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
+    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
+    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let monitor = Monitor { service: Arc::clone(&service), loxilb, agent: None, stats_interval: Duration::ZERO, reconcile_interval: Duration::from_secs(3600) };
+    let members = vec![member(M1, P1, "10.40.1.1", 8080, 1)];
+    let tree = loadbalancer(LB, "10.40.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", members, None)))]);
+    service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+    let rules = sim.rules();
+
+    // LoxiLB lost the rule: the pass repairs it from rules rendered on an instance of their own, so the
+    // serving sandbox (what operations wait for) never rendered the whole mapping.
+    sim.restart();
+    monitor.reconcile();
+    assert_eq!(sim.rules(), rules, "the pass re-programmed the lost rule");
+    assert_eq!(service.sandbox.lock().unwrap().renders, 0, "the serving sandbox rendered under the operations' lock");
+}
+
+#[test]
+fn rules_rendered_beside_an_operation_that_committed_meanwhile_are_not_taken() {
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
+    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
+    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let members = vec![member(M1, P1, "10.40.1.1", 8080, 1)];
+    let tree = loadbalancer(LB, "10.40.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", members, None)))]);
+
+    let job = service.sandbox.lock().unwrap().render_job().expect("nothing rendered yet");
+    service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+    let rendered = job.run().expect("renders");
+    let mut sandbox = service.sandbox.lock().unwrap();
+    assert!(!sandbox.offer_desired(rendered), "rules rendered before the create were taken as current");
+    assert_eq!(sandbox.desired_rules().unwrap().len(), 1, "the create's rule is desired");
+
+    // Rendered with nothing committed meanwhile: taken, and not rendered again.
+    let job = sandbox.render_job();
+    assert!(job.is_none(), "the current generation's rules are known");
+    drop(sandbox);
+    service.apply("member_update", &json!({"old_member": member(M1, P1, "10.40.1.1", 8080, 1), "new_member": {"member_id": M1, "weight": 5}}));
+    let job = service.sandbox.lock().unwrap().render_job().expect("the update changed the mapping");
+    let rendered = job.run().expect("renders");
+    let mut sandbox = service.sandbox.lock().unwrap();
+    let renders = sandbox.renders;
+    assert!(sandbox.offer_desired(rendered));
+    let desired = sandbox.desired_rules().unwrap();
+    assert_eq!(sandbox.renders, renders, "the offered rules were rendered again");
+    assert_eq!(*desired, sandbox.render_desired_rules().unwrap(), "the offered rules are the update's");
+}
