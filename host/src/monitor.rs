@@ -285,7 +285,7 @@ impl Monitor {
     /// operation committed a change meanwhile; otherwise the pass renders under the lock, as it must.
     fn render_beside_operations(&self) {
         let Some(job) = self.service.sandbox.lock().unwrap().render_job() else { return };
-        match job.run() {
+        match job.run(|s| s.render_desired_rules()) {
             Ok(rendered) => {
                 self.service.sandbox.lock().unwrap().offer_desired(rendered);
             }
@@ -401,7 +401,23 @@ impl Monitor {
     /// Operating statuses as LoxiLB's nodes show them now (see [`Monitor::held_rules`]).
     pub fn operating_statuses(&self) -> Result<Vec<ObjectStatus>, crate::runtime::instance::CallError> {
         let held = self.held_rules();
-        self.service.sandbox.lock().unwrap().operating_statuses(&held)
+        self.read_beside_operations(|s| s.operating_statuses(&held))
+    }
+
+    /// A read-only policy call that walks the whole mapping, made on an instance of its own so that
+    /// operations are not held back for it; made again under the lock if an operation committed a change
+    /// meanwhile (what it read may name an object deleted since).
+    fn read_beside_operations<R>(
+        &self,
+        call: impl Fn(&mut crate::runtime::instance::Sandbox) -> Result<R, crate::runtime::instance::CallError>,
+    ) -> Result<R, crate::runtime::instance::CallError> {
+        let job = self.service.sandbox.lock().unwrap().beside();
+        let read = job.run(&call);
+        let mut sandbox = self.service.sandbox.lock().unwrap();
+        match read {
+            Ok(read) if sandbox.is_current(&read) => Ok(read.value),
+            _ => call(&mut sandbox),
+        }
     }
 
     /// Sends only operating statuses that changed since the last report.
@@ -425,9 +441,14 @@ impl Monitor {
     fn statistics(&self) {
         let Some(agent) = self.agent.as_ref().filter(|a| a.stats.is_some()) else { return };
         let mut book = self.service.traffic.lock().unwrap();
-        let stats = match self.service.sandbox.lock().unwrap().statistics(&mut book) {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return crate::warn_limited!("monitor-statistics", "statistics: {e}"),
+        // LoxiLB's counters are read, and the policy walks the mapping, without holding operations back.
+        let loxilb = Arc::clone(&self.service.sandbox.lock().unwrap().grants().loxilb);
+        let observed = match crate::wire::observed_traffic(loxilb.as_ref(), &mut book) {
+            Ok(observed) => observed,
+            Err(e) => return crate::warn_limited!("monitor-statistics", "statistics: {e}"),
+        };
+        let stats = match self.read_beside_operations(|s| s.listener_statistics(&observed)) {
+            Ok(s) => s,
             Err(e) => return tracing::error!("statistics: {e}"),
         };
         if stats.is_empty() {

@@ -85,8 +85,9 @@ pub struct Sandbox {
     pub info: PolicyInfo,
     /// Instances created (1 + re-instantiations after traps).
     pub instances: u32,
-    /// Full renders of the desired rules this sandbox made itself (the monitor's are made beside it).
-    pub renders: u32,
+    /// Calls walking the whole mapping (desired rules, operating statuses, statistics) this sandbox made
+    /// itself; the monitor makes them beside it.
+    pub walks: u32,
     /// Shown each batch of mapping changes before the host applies it (`observe_commits`).
     pub(crate) commit_observer: Option<CommitObserver>,
     /// The last `desired-rules` answer, with the mapping generation it was computed from. A policy's
@@ -95,8 +96,10 @@ pub struct Sandbox {
     desired: Option<(u64, Arc<Vec<DesiredRule>>)>,
 }
 
-/// A render of the desired rules to run without the sandbox (see [`Sandbox::render_job`]).
-pub struct RenderJob {
+/// A read-only call to make on a second instance of the policy, without the sandbox: the calls that walk
+/// the whole mapping (desired rules, operating statuses, statistics: 0.2–0.65 s each at 100k mappings)
+/// would otherwise hold every operation back (see [`Sandbox::beside`]).
+pub struct Beside {
     policy: Arc<LoadedPolicy>,
     grants: Grants,
     limits: Limits,
@@ -104,21 +107,21 @@ pub struct RenderJob {
     generation: u64,
 }
 
-/// What a [`RenderJob`] rendered, and from what.
-pub struct RenderedRules {
+/// What a call [`Beside`] the operations answered, and which policy and mapping state it read.
+pub struct ReadBeside<R> {
     policy: Arc<LoadedPolicy>,
     mapping: Arc<crate::mapping::Mapping>,
     generation: u64,
-    rules: Arc<Vec<DesiredRule>>,
+    pub value: R,
 }
 
-impl RenderJob {
-    /// Renders on a new instance of the same policy, dropped afterwards with the memory the render grew.
-    pub fn run(self) -> Result<RenderedRules, CallError> {
+impl Beside {
+    /// Makes the call on a new instance of the same policy, dropped afterwards with the memory it grew.
+    pub fn run<R>(self, call: impl FnOnce(&mut Sandbox) -> Result<R, CallError>) -> Result<ReadBeside<R>, CallError> {
         let mapping = Arc::clone(&self.grants.mapping);
         let mut sandbox = Sandbox::new(Arc::clone(&self.policy), self.grants, self.limits, self.settings).map_err(|e| CallError::Trapped(e.to_string()))?;
-        let rules = sandbox.render_desired_rules()?;
-        Ok(RenderedRules { policy: self.policy, mapping, generation: self.generation, rules: Arc::new(rules) })
+        let value = call(&mut sandbox)?;
+        Ok(ReadBeside { policy: self.policy, mapping, generation: self.generation, value })
     }
 }
 
@@ -146,7 +149,7 @@ impl Sandbox {
             live: None,
             info: PolicyInfo { name: String::new(), version: String::new(), description: String::new() },
             instances: 0,
-            renders: 0,
+            walks: 0,
             commit_observer: None,
             desired: None,
         };
@@ -215,7 +218,7 @@ impl Sandbox {
             }
         }
         let rules = Arc::new(self.render_desired_rules()?);
-        self.renders += 1;
+        self.walks += 1;
         if self.live.as_ref().is_some_and(|l| l.store.data().limits.grown_to > self.limits.recycle_after_render_bytes) {
             tracing::debug!(policy = %self.info.name, "a full render left the policy's memory large: starting a new instance at the next call");
             self.live = None;
@@ -224,31 +227,30 @@ impl Sandbox {
         Ok(rules)
     }
 
-    /// What rendering the desired rules on an instance of its own needs (so a reconciliation pass does not
-    /// hold operations back for a full render: ~0.65 s at 100k mappings); `None` when this sandbox knows
-    /// the current generation's rules already.
-    pub fn render_job(&self) -> Option<RenderJob> {
+    /// A read-only call to make beside the operations, over the mapping as it is now.
+    pub fn beside(&self) -> Beside {
         let generation = self.grants.mapping.generation();
-        if self.desired.as_ref().is_some_and(|(at, _)| *at == generation) {
-            return None;
-        }
-        Some(RenderJob {
-            policy: Arc::clone(&self.policy),
-            grants: self.grants.clone(),
-            limits: self.limits.clone(),
-            settings: self.settings.clone(),
-            generation,
-        })
+        Beside { policy: Arc::clone(&self.policy), grants: self.grants.clone(), limits: self.limits.clone(), settings: self.settings.clone(), generation }
     }
 
-    /// Takes rules a [`RenderJob`] rendered if they are this sandbox's current ones: the same policy over
-    /// the same mapping, with no change committed since the job was made (the render read one state).
-    pub fn offer_desired(&mut self, rendered: RenderedRules) -> bool {
-        let current = Arc::ptr_eq(&self.policy, &rendered.policy)
-            && Arc::ptr_eq(&self.grants.mapping, &rendered.mapping)
-            && self.grants.mapping.generation() == rendered.generation;
+    /// Whether what was read beside the operations is what this sandbox would answer now: the same
+    /// policy over the same mapping, with no change committed since the read began (it read one state).
+    pub fn is_current<R>(&self, read: &ReadBeside<R>) -> bool {
+        Arc::ptr_eq(&self.policy, &read.policy) && Arc::ptr_eq(&self.grants.mapping, &read.mapping) && self.grants.mapping.generation() == read.generation
+    }
+
+    /// `None` when this sandbox knows the current generation's desired rules already, else the render
+    /// to make beside the operations.
+    pub fn render_job(&self) -> Option<Beside> {
+        let generation = self.grants.mapping.generation();
+        self.desired.as_ref().is_none_or(|(at, _)| *at != generation).then(|| self.beside())
+    }
+
+    /// Takes desired rules rendered beside the operations if they are current (see `is_current`).
+    pub fn offer_desired(&mut self, rendered: ReadBeside<Vec<DesiredRule>>) -> bool {
+        let current = self.is_current(&rendered);
         if current {
-            self.desired = Some((rendered.generation, rendered.rules));
+            self.desired = Some((rendered.generation, Arc::new(rendered.value)));
         }
         current
     }
@@ -284,10 +286,12 @@ impl Sandbox {
     }
 
     pub fn operating_statuses(&mut self, observed: &[ObservedRule]) -> Result<Vec<ObjectStatus>, CallError> {
+        self.walks += 1;
         self.call(|s, b| b.loxilb_octavia_policy().call_operating_statuses(s, observed))
     }
 
     pub fn listener_statistics(&mut self, observed: &[ObservedRule]) -> Result<Vec<ListenerStats>, CallError> {
+        self.walks += 1;
         self.call(|s, b| b.loxilb_octavia_policy().call_statistics(s, observed))
     }
 

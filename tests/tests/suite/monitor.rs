@@ -262,7 +262,7 @@ fn reconciliation_renders_beside_the_operations_and_holds_them_back_only_for_the
     sim.restart();
     monitor.reconcile();
     assert_eq!(sim.rules(), rules, "the pass re-programmed the lost rule");
-    assert_eq!(service.sandbox.lock().unwrap().renders, 0, "the serving sandbox rendered under the operations' lock");
+    assert_eq!(service.sandbox.lock().unwrap().walks, 0, "the serving sandbox rendered under the operations' lock");
 }
 
 #[test]
@@ -276,7 +276,7 @@ fn rules_rendered_beside_an_operation_that_committed_meanwhile_are_not_taken() {
 
     let job = service.sandbox.lock().unwrap().render_job().expect("nothing rendered yet");
     service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
-    let rendered = job.run().expect("renders");
+    let rendered = job.run(|s| s.render_desired_rules()).expect("renders");
     let mut sandbox = service.sandbox.lock().unwrap();
     assert!(!sandbox.offer_desired(rendered), "rules rendered before the create were taken as current");
     assert_eq!(sandbox.desired_rules().unwrap().len(), 1, "the create's rule is desired");
@@ -287,11 +287,11 @@ fn rules_rendered_beside_an_operation_that_committed_meanwhile_are_not_taken() {
     drop(sandbox);
     service.apply("member_update", &json!({"old_member": member(M1, P1, "10.40.1.1", 8080, 1), "new_member": {"member_id": M1, "weight": 5}}));
     let job = service.sandbox.lock().unwrap().render_job().expect("the update changed the mapping");
-    let rendered = job.run().expect("renders");
+    let rendered = job.run(|s| s.render_desired_rules()).expect("renders");
     let mut sandbox = service.sandbox.lock().unwrap();
-    let renders = sandbox.renders;
+    let walks = sandbox.walks;
     assert!(sandbox.offer_desired(rendered));
     let desired = sandbox.desired_rules().unwrap();
-    assert_eq!(sandbox.renders, renders, "the offered rules were rendered again");
+    assert_eq!(sandbox.walks, walks, "the offered rules were rendered again");
     assert_eq!(*desired, sandbox.render_desired_rules().unwrap(), "the offered rules are the update's");
 }

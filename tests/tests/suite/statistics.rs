@@ -114,5 +114,8 @@ fn listener_statistics_carry_what_was_driven_through_every_node() {
     nodes[1].close(&d).unwrap();
     push(&monitor, &mut upkeep);
     assert_eq!(stats.last(L1), (386, 13900, 2, 4));
+    // Statistics, operating statuses and the rules a check looks for walk the whole mapping: each was
+    // made on an instance of its own, never holding the operations back.
+    assert_eq!(service.sandbox.lock().unwrap().walks, 0, "a walk of the mapping was made under the operations' lock");
     let _ = std::fs::remove_file(&stats.path);
 }
