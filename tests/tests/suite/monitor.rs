@@ -17,22 +17,33 @@ const L1: &str = "dddddddd-0000-4000-8000-000000000011";
 const P1: &str = "dddddddd-0000-4000-8000-000000000021";
 const M1: &str = "dddddddd-0000-4000-8000-000000000101";
 
+/// The simulator, the host's transport to it, and a service running the default policy over it.
+fn on_simulator() -> (loxilb_sim::Simulator, Arc<dyn LoxiTransport>, Arc<Service>) {
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
+    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
+    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    (sim, loxilb, service)
+}
+
+/// A load balancer with one listener, its pool and one member.
+fn one_member_tree() -> serde_json::Value {
+    let members = vec![member(M1, P1, "10.40.1.1", 8080, 1)];
+    loadbalancer(LB, "10.40.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", members, None)))])
+}
+
 fn posts(sim: &loxilb_sim::Simulator) -> usize {
     sim.requests().iter().filter(|r| r.method == "POST").count()
 }
 
 #[test]
 fn a_loxilb_restart_between_two_liveness_checks_is_repaired_at_the_next_check() {
-    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
-    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
-    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
-    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let (sim, loxilb, service) = on_simulator();
     let monitor = Monitor { service: Arc::clone(&service), loxilb, agent: None, stats_interval: Duration::ZERO, reconcile_interval: Duration::from_secs(3600) };
     let mut upkeep = Upkeep::default();
     monitor.tick(&mut upkeep);
 
-    let members = vec![member(M1, P1, "10.40.1.1", 8080, 1)];
-    let tree = loadbalancer(LB, "10.40.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", members, None)))]);
+    let tree = one_member_tree();
     service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
     let rules = sim.rules();
     assert_eq!(rules.len(), 1);
@@ -86,8 +97,7 @@ fn a_rule_reconciliation_cannot_bring_back_is_not_retried_at_every_check() {
         reconcile_interval: Duration::from_secs(3600),
     };
     let mut upkeep = Upkeep::default();
-    let members = vec![member(M1, P1, "10.40.1.1", 8080, 1)];
-    let tree = loadbalancer(LB, "10.40.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", members, None)))]);
+    let tree = one_member_tree();
     service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
     monitor.tick(&mut upkeep);
 
@@ -134,10 +144,7 @@ impl LoxiTransport for Busy {
 
 #[test]
 fn a_loxilb_restart_is_noticed_while_operations_keep_changing_the_mapping() {
-    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
-    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
-    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
-    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let (sim, loxilb, service) = on_simulator();
     let busy = Arc::new(Busy { inner: loxilb, service: Default::default(), weight: 1.into(), applied: 0.into() });
     let monitor = Monitor {
         service: Arc::clone(&service),
@@ -209,10 +216,7 @@ impl LoxiTransport for SlowListing {
 
 #[test]
 fn a_slow_rule_list_does_not_hold_up_operations_and_a_change_meanwhile_is_not_undone() {
-    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
-    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
-    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
-    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let (sim, loxilb, service) = on_simulator();
     let slow: Arc<dyn LoxiTransport> = Arc::new(SlowListing { inner: loxilb, delay: Duration::from_secs(2) });
     let monitor =
         Monitor { service: Arc::clone(&service), loxilb: slow, agent: None, stats_interval: Duration::ZERO, reconcile_interval: Duration::from_secs(3600) };
@@ -247,13 +251,9 @@ fn a_slow_rule_list_does_not_hold_up_operations_and_a_change_meanwhile_is_not_un
 
 #[test]
 fn reconciliation_renders_beside_the_operations_and_holds_them_back_only_for_the_diff() {
-    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
-    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
-    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
-    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let (sim, loxilb, service) = on_simulator();
     let monitor = Monitor { service: Arc::clone(&service), loxilb, agent: None, stats_interval: Duration::ZERO, reconcile_interval: Duration::from_secs(3600) };
-    let members = vec![member(M1, P1, "10.40.1.1", 8080, 1)];
-    let tree = loadbalancer(LB, "10.40.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", members, None)))]);
+    let tree = one_member_tree();
     service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
     let rules = sim.rules();
 
@@ -267,12 +267,8 @@ fn reconciliation_renders_beside_the_operations_and_holds_them_back_only_for_the
 
 #[test]
 fn rules_rendered_beside_an_operation_that_committed_meanwhile_are_not_taken() {
-    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
-    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
-    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
-    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
-    let members = vec![member(M1, P1, "10.40.1.1", 8080, 1)];
-    let tree = loadbalancer(LB, "10.40.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", members, None)))]);
+    let (_sim, _, service) = on_simulator();
+    let tree = one_member_tree();
 
     let job = service.sandbox.lock().unwrap().render_job().expect("nothing rendered yet");
     service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
