@@ -1,12 +1,12 @@
 //! The process's allocator: mimalloc, for every binary linking the host (the `loxilb-octavia` binary,
 //! its tests and benches measure the same allocator).
 //!
-//! glibc's malloc slowed down as the heap grew: serving 100k mappings, an operation's own cost was
-//! 122 µs against 59 µs at 1k, much of the difference in `_int_malloc` and `malloc_consolidate` over the
-//! index's many small long-lived blocks (storage bench, 2026-12-06). With mimalloc it is 79–84 µs. glibc
-//! also kept large freed buffers (a snapshot's encoding, a rule list read from LoxiLB) resident between
-//! those blocks unless its mmap threshold was pinned; mimalloc gives freed segments back on its own
-//! (serving 100k mappings: 106 → 100 MB resident).
+//! glibc's malloc slowed down as the heap grew: at 100k mappings an operation's own cost was 172–181 µs
+//! against 118–135 µs with mimalloc (storage bench, steady state, alternating runs, 2026-12-06), much of
+//! the difference in `_int_malloc` and `malloc_consolidate` over the index's many small long-lived
+//! blocks. glibc also kept large freed buffers (a snapshot's encoding, a rule list read from LoxiLB)
+//! resident between those blocks unless its mmap threshold was pinned; mimalloc gives freed segments back
+//! on its own (serving 100k mappings: 106–109 → 93–98 MB resident).
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

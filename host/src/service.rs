@@ -112,7 +112,7 @@ pub struct Service {
     pub sandbox: Mutex<Sandbox>,
     /// The mapping's storage, which every policy this service runs shares (a swap keeps it). Held here so
     /// that starting the workers does not wait for the policy: the first reconciliation after a start
-    /// holds it for a full render (~0.5 s at 100k mappings).
+    /// may hold it for a full render (~0.65 s at 100k mappings).
     storage: Arc<dyn crate::caps::storage::MappingStore>,
     pub agent: Option<DriverAgent>,
     pub statuses: Arc<dyn StatusSink>,
