@@ -1,7 +1,8 @@
 //! What durability of the ID mapping costs, through the real policy component: per-mutation cost at 1k,
 //! 10k and 100k mappings (guest translation and JSON encoding, journal append, fdatasync, and the guest's
 //! periodic compaction into a new snapshot, amortized), the time to load 100k mappings, and how soon
-//! `loxilb-octavia serve` (the release binary) answers over each file, with its resident memory.
+//! `loxilb-octavia serve` (the release binary) answers over each file and validates a first operation, with
+//! its resident memory.
 //!
 //! Run: `cargo bench -p host --bench storage` (`-- --quick` for 1k and 10k only, `-- --size N` for N only;
 //! `LOXILB_BENCH_DIR` picks the disk, default the system temp dir).

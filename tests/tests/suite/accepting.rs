@@ -224,7 +224,7 @@ fn validate_calls_and_casts_are_timed_for_the_operator() {
 
 #[test]
 fn workers_start_while_the_policy_is_busy() {
-    // The first reconciliation after a start holds the policy for a full render (~0.5 s at 100k
+    // The first reconciliation after a start may hold the policy for a full render (~0.65 s at 100k
     // mappings); starting the workers, and so serving the provider socket, must not wait for it.
     let (service, _sink) = service(None, None);
     let busy = service.sandbox.lock().unwrap();
