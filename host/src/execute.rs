@@ -8,9 +8,8 @@
 use crate::runtime::bindings::loxilb_types::{LbRule, LoxilbCall, ObservedRule};
 use crate::runtime::bindings::mapping::{MappingChange, MappingEntry};
 use crate::runtime::bindings::octavia::{ObjectStatus, Operation};
-use crate::runtime::bindings::policy_types::{ListenerStats, PolicyError};
+use crate::runtime::bindings::policy_types::PolicyError;
 use crate::runtime::instance::{describe, CallError, Sandbox};
-use crate::traffic::TrafficBook;
 use crate::wire;
 
 /// Why an operation failed.
@@ -232,15 +231,6 @@ impl Sandbox {
             tracing::warn!("reconcile: orphan rule {label}");
         }
         Ok(Ok(report))
-    }
-
-    /// Cumulative counters per listener, over every LoxiLB node; `book` keeps the connection counts
-    /// between passes (it outlives a policy swap, which replaces the sandbox).
-    pub fn statistics(&mut self, book: &mut TrafficBook) -> Result<Result<Vec<ListenerStats>, String>, CallError> {
-        match wire::observed_traffic(self.grants().loxilb.as_ref(), book) {
-            Ok(observed) => Ok(Ok(self.listener_statistics(&observed)?)),
-            Err(e) => Ok(Err(e)),
-        }
     }
 
     /// The whole mapping, in id order.

@@ -778,8 +778,7 @@ fn remove_gone(sandbox: &mut Sandbox, lb_id: &str) -> Result<bool, String> {
     if !is_octavia_id(lb_id) {
         return Ok(false);
     }
-    let mapped = sandbox.mappings().map_err(|e| e.to_string())?;
-    let Some(entry) = mapped.iter().find(|e| e.resource_type == ResourceType::Loadbalancer && e.octavia_id == lb_id) else { return Ok(false) };
+    let Some(entry) = sandbox.mapping().get(lb_id).filter(|e| e.resource_type == ResourceType::Loadbalancer) else { return Ok(false) };
     let args = json!({"loadbalancer": {"loadbalancer_id": lb_id, "vip_address": entry.external_ip}, "cascade": true});
     let op = convert::operation("loadbalancer_delete", &args).map_err(|e| format!("{e:#}"))?;
     match sandbox.handle(&op).map_err(|e| e.to_string())?.error {

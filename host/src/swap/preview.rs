@@ -149,8 +149,7 @@ pub fn preview(service: &Service, path: &Path) -> Result<Preview> {
         let sandbox = service.sandbox.lock().unwrap();
         let storage = Arc::clone(sandbox.storage());
         let copy = || MemoryStore::copy_of(storage.as_ref()).map_err(|e| anyhow!("reading the current mapping: {e}"));
-        let loadbalancers =
-            sandbox.mappings().map(|m| m.iter().filter(|e| crate::runtime::resource_type_name(e.resource_type) == "loadbalancer").count()).unwrap_or(0);
+        let loadbalancers = sandbox.mapping().ids(crate::runtime::bindings::mapping::ResourceType::Loadbalancer).len();
         (Arc::clone(&sandbox.policy), copy()?, copy()?, sandbox.limits().clone(), sandbox.settings().clone(), loadbalancers, sandbox.grants().remove_orphans)
     };
     let sim =
