@@ -12,7 +12,9 @@ include!("nested_wasm_build.rs");
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let workspace = manifest.parent().expect("host/ is inside the workspace").to_path_buf();
-    for input in ["guest/src", "guest/Cargo.toml", "wit", "Cargo.toml", "Cargo.lock", ".cargo/config.toml", "host/nested_wasm_build.rs"] {
+    // The guest and every crate of the workspace it is built from (a test checks this list against
+    // guest/Cargo.toml).
+    for input in ["guest/src", "guest/Cargo.toml", "sdk/src", "sdk/Cargo.toml", "wit", "Cargo.toml", "Cargo.lock", ".cargo/config.toml", "host/nested_wasm_build.rs"] {
         println!("cargo:rerun-if-changed={}", workspace.join(input).display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");

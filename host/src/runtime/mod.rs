@@ -167,4 +167,27 @@ mod tests {
         assert!(err.contains("0.2.0") && err.contains("0.1.0"), "{err}");
         assert!(check_version("1.0.0").is_err());
     }
+
+    /// The built-in policy is rebuilt when what it is built from changes: the guest crate and every
+    /// workspace crate it depends on by path (an SDK change once left the embedded policy stale).
+    #[test]
+    fn the_build_script_watches_every_crate_the_builtin_policy_is_built_from() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+        let (script, workspace, guest) = (read("host/build.rs"), read("Cargo.toml"), read("guest/Cargo.toml"));
+        let dependencies = guest.split("[dependencies]").nth(1).unwrap().split("\n[").next().unwrap();
+        let mut crates = vec!["guest".to_string()];
+        for name in dependencies.lines().filter_map(|l| l.split(['.', ' ', '=']).next()).filter(|n| !n.is_empty()) {
+            let declared = workspace.lines().find(|l| l.starts_with(&format!("{name} =")));
+            if let Some(path) = declared.and_then(|l| l.split("path = \"").nth(1)).and_then(|p| p.split('"').next()) {
+                crates.push(path.to_string());
+            }
+        }
+        assert!(crates.contains(&"sdk".to_string()), "{crates:?}");
+        for dir in crates {
+            for input in [format!("\"{dir}/src\""), format!("\"{dir}/Cargo.toml\"")] {
+                assert!(script.contains(&input), "host/build.rs does not watch {input}");
+            }
+        }
+    }
 }
