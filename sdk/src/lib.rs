@@ -20,6 +20,8 @@ pub mod bindings {
     });
 }
 
+// memcmp and bcmp for the wasm32 component (defined there only); tested natively.
+mod compare;
 pub mod view;
 
 pub use bindings::exports::loxilb::octavia::policy::Guest;
