@@ -20,7 +20,9 @@ pub mod bindings {
     });
 }
 
-// memcmp and bcmp for the wasm32 component (defined there only); tested natively.
+// Runtime support for the wasm32 component (installed there only); tested natively.
+#[cfg_attr(not(all(target_arch = "wasm32", feature = "allocator")), allow(dead_code))]
+mod allocator;
 mod compare;
 pub mod view;
 
