@@ -7,6 +7,7 @@ mod auth;
 mod cluster;
 mod node;
 mod observe;
+mod resolve;
 mod retry;
 mod secret;
 mod tls;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::auth::{Credentials, Session};
 use super::observe::{Observer, Quiet};
+use super::resolve::LiteralFirst;
 use super::secret::redact_userinfo;
 use super::tls::Tls;
 use crate::api::{Exchange, Reply};
@@ -41,8 +42,8 @@ impl Node {
     pub fn with_access(base: impl Into<String>, access: &Access) -> Node {
         let timeout = if access.timeout.is_zero() { Duration::from_secs(5) } else { access.timeout };
         // Statuses are LoxiLB's answers, which the caller reads (its errors come with 4xx/5xx).
-        let agent =
-            ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).tls_config(access.tls.config.clone()).build().into();
+        let config = ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).tls_config(access.tls.config.clone()).build();
+        let agent = ureq::Agent::with_parts(config, ureq::unversioned::transport::DefaultConnector::default(), LiteralFirst::<ureq::unversioned::resolver::DefaultResolver>::default());
         let base = base.into();
         Node {
             base: redact_userinfo(&base),
