@@ -3,13 +3,18 @@
 //! PENDING forever. Each cast is appended and fsynced before the provider gets its answer; applying it
 //! appends a `done` mark; on start every operation without its mark is applied again (applying is
 //! idempotent, so one that was applied but not marked does no harm).
+//!
+//! Casts accepted at once share their fdatasync (group commit): one accepting thread syncs, outside the
+//! lock that orders appends, everything appended so far, and the others wait for a sync that covers
+//! their record. A failed sync cuts every record it did not make durable back off the file, and each of
+//! their casts is refused.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
@@ -24,7 +29,13 @@ trait Sink: Send {
     fn append(&mut self, bytes: &[u8]) -> std::io::Result<()>;
     fn sync(&mut self) -> std::io::Result<()>;
     fn truncate(&mut self, len: u64) -> std::io::Result<()>;
+    /// Syncs the same file without the sink (so without the lock that orders appends).
+    fn syncer(&self) -> std::io::Result<Syncer>;
+    /// The file's length.
+    fn size(&self) -> std::io::Result<u64>;
 }
+
+type Syncer = Box<dyn Fn() -> std::io::Result<()> + Send + Sync>;
 
 impl Sink for File {
     fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -36,12 +47,25 @@ impl Sink for File {
     fn truncate(&mut self, len: u64) -> std::io::Result<()> {
         self.set_len(len)
     }
+    fn syncer(&self) -> std::io::Result<Syncer> {
+        let file = self.try_clone()?;
+        Ok(Box::new(move || file.sync_data()))
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
 }
 
 struct State {
     file: Box<dyn Sink>,
     /// Bytes of whole lines in the file.
     len: u64,
+    /// Bytes ever appended by this process (a compaction does not lower it): where records end, for
+    /// knowing which a sync covered.
+    appended: u64,
+    /// Failed syncs so far: a record appended before the last one and not covered by an earlier sync
+    /// was cut off.
+    cuts: u64,
     /// A failed write left bytes after `len` that could not be cut off: the next line starts on a new
     /// line of its own, so the leftover is one damaged line rather than the start of the next record.
     torn: bool,
@@ -62,6 +86,12 @@ impl State {
         match written {
             Ok(()) => {
                 self.len += line.len() as u64;
+                if self.torn {
+                    // The leftover before this line is in the file too: count it, so that cutting
+                    // unsynced lines off later cuts at their start.
+                    self.len = self.file.size().unwrap_or(self.len);
+                }
+                self.appended += line.len() as u64;
                 self.torn = false;
                 Ok(())
             }
@@ -77,6 +107,19 @@ impl State {
 pub struct Inbox {
     path: PathBuf,
     state: Mutex<State>,
+    syncer: Syncer,
+    durable: Mutex<Durable>,
+    synced_more: Condvar,
+}
+
+/// The group commit's progress.
+struct Durable {
+    /// Everything appended up to here (in `State::appended`'s count) is on disk.
+    synced: u64,
+    /// A thread is syncing; the others wait for it.
+    syncing: bool,
+    /// `State::cuts` as of the last sync.
+    cuts: u64,
 }
 
 /// An accepted operation not yet applied.
@@ -168,18 +211,75 @@ impl Inbox {
         let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path).with_context(|| format!("opening {}", path.display()))?;
         file.set_len(complete as u64)?;
         let pending: Vec<Pending> = ops.into_iter().map(|(seq, (m, a))| (seq, m, a)).collect();
-        let state = State { file: sink(file), len: complete as u64, torn: false, next, pending: pending.len() };
-        Ok(Opened { inbox: Inbox { path: path.to_path_buf(), state: Mutex::new(state) }, pending, damaged })
+        let file = sink(file);
+        let syncer = file.syncer().with_context(|| format!("opening {} for syncing", path.display()))?;
+        let state = State { file, len: complete as u64, appended: 0, cuts: 0, torn: false, next, pending: pending.len() };
+        let durable = Mutex::new(Durable { synced: 0, syncing: false, cuts: 0 });
+        let inbox = Inbox { path: path.to_path_buf(), state: Mutex::new(state), syncer, durable, synced_more: Condvar::new() };
+        Ok(Opened { inbox, pending, damaged })
     }
 
     /// Records an operation durably; returns its sequence number. On failure nothing of it stays.
     pub fn accept(&self, method: &str, args: &Value) -> Result<u64> {
-        let mut state = self.state.lock().unwrap();
-        let seq = state.next;
-        state.append(&json!({"seq": seq, "method": method, "args": args}), true).with_context(|| format!("appending to {}", self.path.display()))?;
-        state.next += 1;
-        state.pending += 1;
+        let (seq, end, cuts) = {
+            let mut state = self.state.lock().unwrap();
+            let seq = state.next;
+            state.append(&json!({"seq": seq, "method": method, "args": args}), false).with_context(|| format!("appending to {}", self.path.display()))?;
+            state.next += 1;
+            state.pending += 1;
+            (seq, state.appended, state.cuts)
+        };
+        if let Err(e) = self.sync_through(end, cuts) {
+            let mut state = self.state.lock().unwrap();
+            state.pending = state.pending.saturating_sub(1);
+            return Err(e).with_context(|| format!("syncing {}", self.path.display()));
+        }
         Ok(seq)
+    }
+
+    /// Waits until a sync covers what was appended up to `end` (while `cuts` failed syncs had happened),
+    /// syncing itself when no other thread is.
+    fn sync_through(&self, end: u64, cuts: u64) -> std::io::Result<()> {
+        let mut durable = self.durable.lock().unwrap();
+        loop {
+            if durable.synced >= end {
+                return Ok(());
+            }
+            if durable.cuts != cuts {
+                return Err(std::io::Error::other("a failed sync cut the record off"));
+            }
+            if durable.syncing {
+                durable = self.synced_more.wait(durable).unwrap();
+                continue;
+            }
+            durable.syncing = true;
+            let synced = durable.synced;
+            drop(durable);
+            // While `syncing` is set no other thread syncs or cuts, and no compaction runs (this
+            // thread's record is pending).
+            let target = self.state.lock().unwrap().appended;
+            let outcome = (self.syncer)();
+            let cut = outcome.as_ref().err().map(|_| {
+                let mut state = self.state.lock().unwrap();
+                let unsynced = state.appended - synced;
+                let keep = state.len.saturating_sub(unsynced);
+                state.torn = state.file.truncate(keep).is_err() || state.torn;
+                state.len = keep;
+                state.appended = synced;
+                state.cuts += 1;
+                state.cuts
+            });
+            durable = self.durable.lock().unwrap();
+            durable.syncing = false;
+            match cut {
+                None => durable.synced = durable.synced.max(target),
+                Some(cuts) => durable.cuts = cuts,
+            }
+            self.synced_more.notify_all();
+            if let Err(e) = outcome {
+                return Err(e);
+            }
+        }
     }
 
     /// Marks an operation applied. Not fsynced: losing the mark only means applying it once more.
@@ -193,6 +293,9 @@ impl Inbox {
             match state.file.truncate(0) {
                 Ok(()) => {
                     state.len = 0;
+                    // Nothing is waiting for a sync (nothing is pending), and the file is empty.
+                    let appended = state.appended;
+                    self.durable.lock().unwrap().synced = appended;
                     if let Err(e) = state.file.sync() {
                         tracing::warn!("inbox {}: compacted but not synced: {e}", self.path.display());
                     }
@@ -293,6 +396,8 @@ mod tests {
         budget: Arc<Mutex<Option<usize>>>,
         sync_fails: Arc<Mutex<bool>>,
         truncate_fails: Arc<Mutex<bool>>,
+        sync_takes: Arc<Mutex<std::time::Duration>>,
+        syncs: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     struct FullDisk(File, Disk);
@@ -318,6 +423,20 @@ mod tests {
                 return Err(std::io::Error::from_raw_os_error(libc::EIO));
             }
             self.0.set_len(len)
+        }
+        fn syncer(&self) -> std::io::Result<Syncer> {
+            let (file, disk) = (self.0.try_clone()?, self.1.clone());
+            Ok(Box::new(move || {
+                disk.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(*disk.sync_takes.lock().unwrap());
+                if *disk.sync_fails.lock().unwrap() {
+                    return Err(std::io::Error::from_raw_os_error(libc::EIO));
+                }
+                file.sync_data()
+            }))
+        }
+        fn size(&self) -> std::io::Result<u64> {
+            self.0.size()
         }
     }
 
@@ -357,9 +476,66 @@ mod tests {
         assert!(inbox.accept("member_create", &json!({"n": 1})).is_err());
         *control.budget.lock().unwrap() = None;
         let b = inbox.accept("member_create", &json!({"n": 2})).unwrap();
+        // The truncation works again, a sync fails: what is cut off is that record, not the end of b.
+        *control.truncate_fails.lock().unwrap() = false;
+        *control.sync_fails.lock().unwrap() = true;
+        assert!(inbox.accept("member_create", &json!({"n": 3})).is_err());
+        *control.sync_fails.lock().unwrap() = false;
+        let d = inbox.accept("member_create", &json!({"n": 4})).unwrap();
         let Opened { pending, damaged, .. } = Inbox::open(&path).expect("the host starts");
-        assert_eq!(pending.iter().map(|p| (p.0, p.2["n"].as_u64().unwrap())).collect::<Vec<_>>(), vec![(b, 2)]);
+        assert_eq!(pending.iter().map(|p| (p.0, p.2["n"].as_u64().unwrap())).collect::<Vec<_>>(), vec![(b, 2), (d, 4)]);
         assert_eq!(damaged.len(), 1, "the leftover is one damaged line of its own: {damaged:?}");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    /// Casts accepted at once: each waits for its record's sync, and a sync covers every record appended
+    /// before it started.
+    fn accept_at_once(inbox: &Arc<Inbox>, n: u64) -> Vec<Result<u64>> {
+        let threads: Vec<_> = (0..n)
+            .map(|i| {
+                let inbox = Arc::clone(inbox);
+                std::thread::spawn(move || inbox.accept("member_update", &json!({"n": i})))
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+
+    #[test]
+    fn casts_accepted_at_once_share_their_syncs() {
+        let path = temp_path("group");
+        let disk = Disk { sync_takes: Arc::new(Mutex::new(std::time::Duration::from_millis(30))), ..Disk::default() };
+        let control = disk.clone();
+        let Opened { inbox, .. } = Inbox::open_over(&path, move |f| Box::new(FullDisk(f, disk))).unwrap();
+        let inbox = Arc::new(inbox);
+        let accepted: Vec<u64> = accept_at_once(&inbox, 16).into_iter().map(Result::unwrap).collect();
+        let syncs = control.syncs.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(syncs < 16, "16 casts at once made {syncs} syncs");
+        let Opened { pending, .. } = Inbox::open(&path).unwrap();
+        let mut on_disk: Vec<u64> = pending.iter().map(|p| p.0).collect();
+        let mut accepted = accepted;
+        accepted.sort_unstable();
+        on_disk.sort_unstable();
+        assert_eq!(on_disk, accepted);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_failed_shared_sync_refuses_every_cast_it_did_not_make_durable() {
+        let path = temp_path("group-fails");
+        let disk = Disk { sync_takes: Arc::new(Mutex::new(std::time::Duration::from_millis(20))), ..Disk::default() };
+        let control = disk.clone();
+        let Opened { inbox, .. } = Inbox::open_over(&path, move |f| Box::new(FullDisk(f, disk))).unwrap();
+        let inbox = Arc::new(inbox);
+        let before = inbox.accept("pool_create", &json!({"n": 100})).unwrap();
+        *control.sync_fails.lock().unwrap() = true;
+        let outcomes = accept_at_once(&inbox, 8);
+        assert!(outcomes.iter().all(Result::is_err), "{outcomes:?}");
+        *control.sync_fails.lock().unwrap() = false;
+        let after = inbox.accept("pool_delete", &json!({"n": 200})).unwrap();
+        inbox.done(before);
+        let Opened { pending, damaged, .. } = Inbox::open(&path).unwrap();
+        assert!(damaged.is_empty(), "{damaged:?}");
+        assert_eq!(pending.iter().map(|p| (p.0, p.2["n"].as_u64().unwrap())).collect::<Vec<_>>(), vec![(after, 200)]);
         std::fs::remove_file(path).unwrap();
     }
 }
