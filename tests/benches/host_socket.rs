@@ -33,50 +33,78 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// How many statuses each object has been reported with, and a condvar to wait for the next.
-#[derive(Default)]
+/// How many statuses each object has been reported with, and condvars to wait for the next: one per
+/// slot of ids, so a status wakes the client waiting for it rather than every client (with one condvar the
+/// harness's own wake-ups took CPU from the host it measures).
 struct Reported {
     counts: Mutex<HashMap<String, u64>>,
-    changed: Condvar,
+    changed: Vec<Condvar>,
     documents: AtomicUsize,
 }
 
+impl Default for Reported {
+    fn default() -> Reported {
+        Reported { counts: Mutex::default(), changed: (0..64).map(|_| Condvar::new()).collect(), documents: AtomicUsize::new(0) }
+    }
+}
+
 impl Reported {
+    fn slot(&self, id: &str) -> &Condvar {
+        let hash = id.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
+        &self.changed[hash % self.changed.len()]
+    }
+
     fn count(&self, id: &str) -> u64 {
         self.counts.lock().unwrap().get(id).copied().unwrap_or(0)
+    }
+
+    /// Counts a status document's records and wakes whoever waits for them.
+    fn record(&self, document: &Value) {
+        self.documents.fetch_add(1, Ordering::Relaxed);
+        let ids: Vec<&str> = document.as_object().into_iter().flat_map(|m| m.values()).flat_map(|r| r.as_array().into_iter().flatten()).filter_map(|r| r["id"].as_str()).collect();
+        let mut counts = self.counts.lock().unwrap();
+        for id in &ids {
+            *counts.entry(id.to_string()).or_default() += 1;
+        }
+        drop(counts);
+        for id in ids {
+            self.slot(id).notify_all();
+        }
     }
 
     /// Waits until `id` has been reported more than `seen` times.
     fn wait_past(&self, id: &str, seen: u64, within: Duration) -> bool {
         let deadline = Instant::now() + within;
+        let changed = self.slot(id);
         let mut counts = self.counts.lock().unwrap();
         while counts.get(id).copied().unwrap_or(0) <= seen {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
-            counts = self.changed.wait_timeout(counts, left).unwrap().0;
+            counts = changed.wait_timeout(counts, left).unwrap().0;
         }
         true
     }
 }
 
-/// One framed request, one framed reply per connection, answered by `answer` on a thread each.
+/// One framed request, one framed reply per connection, answered by `answer` on a few threads (the host
+/// sends statuses from four; a thread per connection cost the harness a thread start per document).
 fn serve_agent_socket(path: &Path, answer: impl Fn(Value) -> Value + Send + Sync + 'static) {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path).expect("bind a fake driver-agent socket");
     let answer = Arc::new(answer);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let answer = Arc::clone(&answer);
-            std::thread::spawn(move || {
+    for _ in 0..4 {
+        let (listener, answer) = (listener.try_clone().expect("share the listener"), Arc::clone(&answer));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
                 if let Ok(request) = read_frame(&mut stream) {
                     let _ = write_frame(&mut stream, &answer(request));
                 }
-            });
-        }
-    });
+            }
+        });
+    }
 }
 
 /// utime + stime of a process, in seconds.
@@ -161,17 +189,7 @@ fn main() {
     {
         let reported = Arc::clone(&reported);
         serve_agent_socket(&dir.join("status.sock"), move |document| {
-            reported.documents.fetch_add(1, Ordering::Relaxed);
-            let mut counts = reported.counts.lock().unwrap();
-            for records in document.as_object().into_iter().flat_map(|m| m.values()) {
-                for record in records.as_array().into_iter().flatten() {
-                    if let Some(id) = record["id"].as_str() {
-                        *counts.entry(id.to_string()).or_default() += 1;
-                    }
-                }
-            }
-            drop(counts);
-            reported.changed.notify_all();
+            reported.record(&document);
             json!({"status_code": 200})
         });
     }
