@@ -14,7 +14,9 @@ fn main() {
     let workspace = manifest.parent().expect("host/ is inside the workspace").to_path_buf();
     // The guest and every crate of the workspace it is built from (a test checks this list against
     // guest/Cargo.toml).
-    for input in ["guest/src", "guest/Cargo.toml", "sdk/src", "sdk/Cargo.toml", "wit", "Cargo.toml", "Cargo.lock", ".cargo/config.toml", "host/nested_wasm_build.rs"] {
+    for input in
+        ["guest/src", "guest/Cargo.toml", "sdk/src", "sdk/Cargo.toml", "wit", "Cargo.toml", "Cargo.lock", ".cargo/config.toml", "host/nested_wasm_build.rs"]
+    {
         println!("cargo:rerun-if-changed={}", workspace.join(input).display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");

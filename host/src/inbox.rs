@@ -276,9 +276,7 @@ impl Inbox {
                 Some(cuts) => durable.cuts = cuts,
             }
             self.synced_more.notify_all();
-            if let Err(e) = outcome {
-                return Err(e);
-            }
+            outcome?;
         }
     }
 

@@ -23,6 +23,7 @@ pub mod bindings {
 // Runtime support for the wasm32 component (installed there only); tested natively.
 #[cfg_attr(not(all(target_arch = "wasm32", feature = "allocator")), allow(dead_code))]
 mod allocator;
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod compare;
 pub mod view;
 
