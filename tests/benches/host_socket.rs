@@ -61,7 +61,13 @@ impl Reported {
     /// Counts a status document's records and wakes whoever waits for them.
     fn record(&self, document: &Value) {
         self.documents.fetch_add(1, Ordering::Relaxed);
-        let ids: Vec<&str> = document.as_object().into_iter().flat_map(|m| m.values()).flat_map(|r| r.as_array().into_iter().flatten()).filter_map(|r| r["id"].as_str()).collect();
+        let ids: Vec<&str> = document
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+            .flat_map(|r| r.as_array().into_iter().flatten())
+            .filter_map(|r| r["id"].as_str())
+            .collect();
         let mut counts = self.counts.lock().unwrap();
         for id in &ids {
             *counts.entry(id.to_string()).or_default() += 1;

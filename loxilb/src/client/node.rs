@@ -43,7 +43,11 @@ impl Node {
         let timeout = if access.timeout.is_zero() { Duration::from_secs(5) } else { access.timeout };
         // Statuses are LoxiLB's answers, which the caller reads (its errors come with 4xx/5xx).
         let config = ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).tls_config(access.tls.config.clone()).build();
-        let agent = ureq::Agent::with_parts(config, ureq::unversioned::transport::DefaultConnector::default(), LiteralFirst::<ureq::unversioned::resolver::DefaultResolver>::default());
+        let agent = ureq::Agent::with_parts(
+            config,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            LiteralFirst::<ureq::unversioned::resolver::DefaultResolver>::default(),
+        );
         let base = base.into();
         Node {
             base: redact_userinfo(&base),
