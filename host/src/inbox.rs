@@ -125,6 +125,21 @@ struct Durable {
 /// An accepted operation not yet applied.
 pub type Pending = (u64, String, Value);
 
+/// An operation's record as appended: its sequence number, and where it ends (for `Inbox::durable`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    end: u64,
+    cuts: u64,
+}
+
+impl Appended {
+    /// A record read back on opening: on disk already.
+    pub fn restored(seq: u64) -> Appended {
+        Appended { seq, end: 0, cuts: 0 }
+    }
+}
+
 /// A line found damaged on opening (bit rot, a write cut short by a crash or a full disk before this
 /// release cut failed writes back).
 #[derive(Debug)]
@@ -221,20 +236,35 @@ impl Inbox {
 
     /// Records an operation durably; returns its sequence number. On failure nothing of it stays.
     pub fn accept(&self, method: &str, args: &Value) -> Result<u64> {
-        let (seq, end, cuts) = {
-            let mut state = self.state.lock().unwrap();
-            let seq = state.next;
-            state.append(&json!({"seq": seq, "method": method, "args": args}), false).with_context(|| format!("appending to {}", self.path.display()))?;
-            state.next += 1;
-            state.pending += 1;
-            (seq, state.appended, state.cuts)
-        };
-        if let Err(e) = self.sync_through(end, cuts) {
-            let mut state = self.state.lock().unwrap();
-            state.pending = state.pending.saturating_sub(1);
-            return Err(e).with_context(|| format!("syncing {}", self.path.display()));
+        let appended = self.append(method, args)?;
+        if let Err(e) = self.durable(&appended) {
+            self.forget(&appended);
+            return Err(e);
         }
-        Ok(seq)
+        Ok(appended.seq)
+    }
+
+    /// Appends an operation's record without waiting for it to be durable: `durable` does. Appends are
+    /// ordered, so a caller that queues the operation while appending keeps the two orders the same.
+    pub fn append(&self, method: &str, args: &Value) -> Result<Appended> {
+        let mut state = self.state.lock().unwrap();
+        let seq = state.next;
+        state.append(&json!({"seq": seq, "method": method, "args": args}), false).with_context(|| format!("appending to {}", self.path.display()))?;
+        state.next += 1;
+        state.pending += 1;
+        Ok(Appended { seq, end: state.appended, cuts: state.cuts })
+    }
+
+    /// Waits until the record is durable (syncing when no other thread is). An error means a failed
+    /// sync cut it off: it was never accepted.
+    pub fn durable(&self, appended: &Appended) -> Result<()> {
+        self.sync_through(appended.end, appended.cuts).with_context(|| format!("syncing {}", self.path.display()))
+    }
+
+    /// A record cut off by a failed sync is not waited for any longer.
+    pub fn forget(&self, _: &Appended) {
+        let mut state = self.state.lock().unwrap();
+        state.pending = state.pending.saturating_sub(1);
     }
 
     /// Waits until a sync covers what was appended up to `end` (while `cuts` failed syncs had happened),
@@ -258,6 +288,7 @@ impl Inbox {
             // While `syncing` is set no other thread syncs or cuts, and no compaction runs (this
             // thread's record is pending).
             let target = self.state.lock().unwrap().appended;
+            crate::metrics::INBOX_SYNCS.inc();
             let outcome = (self.syncer)();
             let cut = outcome.as_ref().err().map(|_| {
                 let mut state = self.state.lock().unwrap();

@@ -149,6 +149,8 @@ pub static RECOVERY_FAILURES: Counter = Counter::new("recovery_failures_total", 
 // Accepting and applying casts (service, inbox, Unix transport).
 pub static APPLY_BACKLOG: Gauge = Gauge::new("apply_backlog", "Casts accepted and not yet applied and reported (bounded by max_pending_operations).");
 pub static CASTS_REFUSED_OVERLOAD: Counter = Counter::new("casts_refused_overload_total", "Casts refused because max_pending_operations were already waiting.");
+pub static INBOX_SYNCS: Counter =
+    Counter::new("inbox_syncs_total", "fdatasyncs of the inbox: casts accepted at once share one (compare with provider_cast_count).");
 pub static INBOX_BAD_RECORDS: Counter =
     Counter::new("inbox_bad_records_total", "Inbox records found damaged on start (their objects are reported ERROR where they can be named).");
 pub static PROVIDER_CONNECTIONS_REFUSED: Counter =
@@ -195,6 +197,7 @@ const BUILT_IN: &[Metric] = &[
     Metric::Gauge(&APPLY_BACKLOG),
     Metric::Counter(&CASTS_REFUSED_OVERLOAD),
     Metric::Counter(&INBOX_BAD_RECORDS),
+    Metric::Counter(&INBOX_SYNCS),
     Metric::Counter(&PROVIDER_CONNECTIONS_REFUSED),
     Metric::Counter(&STATUS_DOCUMENTS),
     Metric::Timing(&STATUS_UPDATE),

@@ -17,6 +17,7 @@ use crate::commits::{Commits, Notice, NOTICE_WAIT};
 use crate::convert;
 use crate::epochs::{Epochs, Ticket};
 use crate::execute::OpError;
+use crate::inbox::Appended;
 use crate::lanes::Lanes;
 use crate::octavia::agent::DriverAgent;
 use crate::octavia::reporter::Reporter;
@@ -83,7 +84,7 @@ fn lane_of(args: &Value) -> String {
 }
 
 /// A queued cast: its inbox sequence number (when the inbox is on), method and arguments.
-type Job = (Option<u64>, String, Value);
+type Job = (Option<Appended>, String, Value);
 
 /// The cast argument naming the provider's notice of Octavia's commit (see `commits.rs`).
 pub const COMMIT_TICKET: &str = "commit_ticket";
@@ -187,7 +188,7 @@ impl Service {
         crate::metrics::APPLY_BACKLOG.set(self.backlog.load(Ordering::SeqCst) as u64);
         for (seq, method, args) in pending {
             tracing::info!("applying {method} accepted before a restart");
-            lanes.push(&lane_of(&args), (Some(seq), method, args));
+            lanes.push(&lane_of(&args), (Some(Appended::restored(seq)), method, args));
         }
         *self.lanes.lock().unwrap() = Some(lanes);
     }
@@ -204,6 +205,18 @@ impl Service {
     }
 
     fn work(self: &Arc<Self>, (inbox_seq, method, args): Job, durability: &Durability, reports: &Arc<Reporter>) {
+        if let (Some(appended), Some(inbox)) = (&inbox_seq, self.inbox.as_ref()) {
+            // Queued when appended, applied only once durable: a failed sync refused the cast (the
+            // provider was told, and Octavia rolls back).
+            if let Err(e) = inbox.durable(appended) {
+                tracing::warn!("not applying {method}: its cast was refused ({e:#})");
+                if method == "loadbalancer_create" {
+                    self.vip_claims.release(&lane_of(&args));
+                }
+                self.leave_backlog();
+                return;
+            }
+        }
         let started = Instant::now();
         let Some(Some((statuses, storage))) = self.apply_in_memory(&method, &args, &|| true) else {
             log_outcome(&method, &args, &[], started.elapsed());
@@ -227,9 +240,9 @@ impl Service {
     }
 
     /// An accepted cast has been applied and reported (or dropped): it leaves the inbox and the backlog.
-    fn finished(&self, inbox_seq: Option<u64>) {
-        if let (Some(seq), Some(inbox)) = (inbox_seq, self.inbox.as_ref()) {
-            inbox.done(seq);
+    fn finished(&self, inbox_seq: Option<Appended>) {
+        if let (Some(appended), Some(inbox)) = (inbox_seq, self.inbox.as_ref()) {
+            inbox.done(appended.seq);
         }
         self.leave_backlog();
     }
@@ -325,27 +338,38 @@ impl Service {
     pub fn cast(&self, method: &str, args: Value) -> Result<(), Failure> {
         let _timed = crate::metrics::Timed(&crate::metrics::PROVIDER_CAST, Instant::now());
         convert::operation(method, &args).map_err(|e| malformed(method, &e))?;
-        // Held while accepting, so the inbox holds each load balancer's casts in their lane's order.
-        let lanes = self.lanes.lock().unwrap();
-        let lanes = lanes.as_ref().ok_or_else(|| Failure::driver("the host is not accepting operations"))?;
-        self.enter_backlog()?;
-        let seq = match &self.inbox {
-            Some(inbox) => match inbox.accept(method, &args) {
-                Ok(seq) => Some(seq),
-                Err(e) => {
-                    self.leave_backlog();
-                    return Err(Failure::driver(format!("the host could not record the operation: {e:#}")));
-                }
-            },
-            None => None,
+        let appended = {
+            // Held while appending and queueing, so the inbox holds each load balancer's casts in their
+            // lane's order; not while the record is synced, so casts arriving together share a sync.
+            let lanes = self.lanes.lock().unwrap();
+            let lanes = lanes.as_ref().ok_or_else(|| Failure::driver("the host is not accepting operations"))?;
+            self.enter_backlog()?;
+            let appended = match &self.inbox {
+                Some(inbox) => match inbox.append(method, &args) {
+                    Ok(appended) => Some(appended),
+                    Err(e) => {
+                        self.leave_backlog();
+                        return Err(Failure::driver(format!("the host could not record the operation: {e:#}")));
+                    }
+                },
+                None => None,
+            };
+            if let Some(ticket) = args.get(COMMIT_TICKET).and_then(Value::as_str) {
+                self.commits.expect(ticket);
+            }
+            if method == "loadbalancer_create" {
+                self.vip_claims.cast(&lane_of(&args));
+            }
+            lanes.push(&lane_of(&args), (appended, method.to_string(), args));
+            appended
         };
-        if let Some(ticket) = args.get(COMMIT_TICKET).and_then(Value::as_str) {
-            self.commits.expect(ticket);
+        // Answered once durable; its lane's worker waits for that too before applying it.
+        if let (Some(appended), Some(inbox)) = (appended, self.inbox.as_ref()) {
+            if let Err(e) = inbox.durable(&appended) {
+                inbox.forget(&appended);
+                return Err(Failure::driver(format!("the host could not record the operation: {e:#}")));
+            }
         }
-        if method == "loadbalancer_create" {
-            self.vip_claims.cast(&lane_of(&args));
-        }
-        lanes.push(&lane_of(&args), (seq, method.to_string(), args));
         Ok(())
     }
 

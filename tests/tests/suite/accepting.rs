@@ -238,3 +238,32 @@ fn workers_start_while_the_policy_is_busy() {
     drop(busy);
     assert!(waited.is_ok(), "start_worker waited for the policy");
 }
+
+#[test]
+fn casts_arriving_together_share_the_inbox_sync() {
+    let dir = tempdir("group-commit");
+    let host::inbox::Opened { inbox, .. } = host::inbox::Inbox::open(&dir.join("inbox")).unwrap();
+    let (service, _sink) = service(None, Some(inbox));
+    service.start_worker(Vec::new());
+    let casts = 48;
+    let start = Arc::new(std::sync::Barrier::new(casts));
+    let syncs_before = host::metrics::INBOX_SYNCS.get();
+    let threads: Vec<_> = (0..casts as u32)
+        .map(|n| {
+            let (service, start) = (Arc::clone(&service), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                service.cast("loadbalancer_create", lb_create(300 + n))
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap().expect("accepted");
+    }
+    // Each cast was answered once durable; casts made at once did not each wait for a sync of their own
+    // (other tests' syncs in this process only add to the count).
+    let syncs = host::metrics::INBOX_SYNCS.get() - syncs_before;
+    assert!(syncs < casts as u64, "{casts} casts at once made {syncs} inbox syncs");
+    let recorded = std::fs::read_to_string(dir.join("inbox")).unwrap();
+    assert_eq!(recorded.lines().filter(|l| l.contains("\"seq\"")).count(), casts, "every accepted cast is in the inbox");
+}
