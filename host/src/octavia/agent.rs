@@ -46,10 +46,14 @@ impl Drop for GetTurn {
 /// Frames larger than this are refused rather than allocated.
 pub const MAX_FRAME: usize = 64 << 20;
 
+/// Writes one frame with one write (header and body together: two writes woke the reader twice).
 pub fn write_frame(stream: &mut impl Write, value: &Value) -> Result<()> {
     let body = serde_json::to_vec(value)?;
-    stream.write_all(format!("{}\n", body.len()).as_bytes())?;
-    stream.write_all(&body)?;
+    let mut frame = Vec::with_capacity(body.len() + MAX_HEADER_DIGITS + 1);
+    frame.extend_from_slice(body.len().to_string().as_bytes());
+    frame.push(b'\n');
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame)?;
     stream.flush()?;
     Ok(())
 }
@@ -62,8 +66,11 @@ pub fn read_frame(stream: &mut impl Read) -> Result<Value> {
 const MAX_HEADER_DIGITS: usize = 20;
 
 /// Reads one frame of at most `max` bytes. Memory follows the bytes that actually arrive, so a header
-/// announcing a large frame costs nothing until its bytes are sent.
+/// announcing a large frame costs nothing until its bytes are sent. Reads are buffered (a small frame
+/// arrives in one, where the header alone took a read per digit): a connection carries one frame each
+/// way, so nothing read past the frame belongs to another.
 pub fn read_frame_within(stream: &mut impl Read, max: usize) -> Result<Value> {
+    let mut stream = std::io::BufReader::with_capacity(16 << 10, stream);
     let mut header = Vec::with_capacity(MAX_HEADER_DIGITS);
     let mut byte = [0u8; 1];
     loop {
@@ -82,7 +89,7 @@ pub fn read_frame_within(stream: &mut impl Read, max: usize) -> Result<Value> {
         bail!("frame of {len} bytes is larger than {max}");
     }
     let mut body = Vec::with_capacity((len as usize).min(64 << 10));
-    stream.take(len).read_to_end(&mut body)?;
+    (&mut stream).take(len).read_to_end(&mut body)?;
     if body.len() as u64 != len {
         bail!("connection closed inside a frame ({} of {len} bytes)", body.len());
     }
@@ -158,6 +165,40 @@ mod tests {
     use std::os::unix::net::UnixListener;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+
+    /// Counts the calls a frame takes on the stream, which are system calls on a socket.
+    #[derive(Default)]
+    struct Calls {
+        data: std::io::Cursor<Vec<u8>>,
+        reads: usize,
+        writes: usize,
+    }
+    impl Read for Calls {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.reads += 1;
+            self.data.read(buf)
+        }
+    }
+    impl Write for Calls {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.writes += 1;
+            self.data.get_mut().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_small_frame_is_written_and_read_in_one_call_each() {
+        let request = serde_json::json!({"type": "cast", "method": "member_update", "args": {"weight": 4, "id": "x".repeat(500)}});
+        let mut wire = Calls::default();
+        write_frame(&mut wire, &request).unwrap();
+        assert_eq!(wire.writes, 1);
+        assert_eq!(read_frame(&mut wire).unwrap(), request);
+        assert_eq!(wire.reads, 1, "the header's digits and the body came in one read");
+    }
 
     #[test]
     fn no_more_than_a_few_get_socket_reads_are_in_flight_at_once() {
