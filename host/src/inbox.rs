@@ -60,12 +60,9 @@ struct State {
     file: Box<dyn Sink>,
     /// Bytes of whole lines in the file.
     len: u64,
-    /// Bytes ever appended by this process (a compaction does not lower it): where records end, for
-    /// knowing which a sync covered.
+    /// Bytes ever appended by this process (neither a compaction nor a cut lowers it): where records
+    /// end, for knowing which a sync covered.
     appended: u64,
-    /// Failed syncs so far: a record appended before the last one and not covered by an earlier sync
-    /// was cut off.
-    cuts: u64,
     /// A failed write left bytes after `len` that could not be cut off: the next line starts on a new
     /// line of its own, so the leftover is one damaged line rather than the start of the next record.
     torn: bool,
@@ -114,12 +111,12 @@ pub struct Inbox {
 
 /// The group commit's progress.
 struct Durable {
-    /// Everything appended up to here (in `State::appended`'s count) is on disk.
+    /// Everything appended up to here (in `State::appended`'s count) is on disk, or was cut off.
     synced: u64,
     /// A thread is syncing; the others wait for it.
     syncing: bool,
-    /// `State::cuts` as of the last sync.
-    cuts: u64,
+    /// What failed syncs cut off, as (from, to] in `State::appended`'s count.
+    lost: Vec<(u64, u64)>,
 }
 
 /// An accepted operation not yet applied.
@@ -130,13 +127,12 @@ pub type Pending = (u64, String, Value);
 pub struct Appended {
     pub seq: u64,
     end: u64,
-    cuts: u64,
 }
 
 impl Appended {
     /// A record read back on opening: on disk already.
     pub fn restored(seq: u64) -> Appended {
-        Appended { seq, end: 0, cuts: 0 }
+        Appended { seq, end: 0 }
     }
 }
 
@@ -228,8 +224,8 @@ impl Inbox {
         let pending: Vec<Pending> = ops.into_iter().map(|(seq, (m, a))| (seq, m, a)).collect();
         let file = sink(file);
         let syncer = file.syncer().with_context(|| format!("opening {} for syncing", path.display()))?;
-        let state = State { file, len: complete as u64, appended: 0, cuts: 0, torn: false, next, pending: pending.len() };
-        let durable = Mutex::new(Durable { synced: 0, syncing: false, cuts: 0 });
+        let state = State { file, len: complete as u64, appended: 0, torn: false, next, pending: pending.len() };
+        let durable = Mutex::new(Durable { synced: 0, syncing: false, lost: Vec::new() });
         let inbox = Inbox { path: path.to_path_buf(), state: Mutex::new(state), syncer, durable, synced_more: Condvar::new() };
         Ok(Opened { inbox, pending, damaged })
     }
@@ -252,13 +248,13 @@ impl Inbox {
         state.append(&json!({"seq": seq, "method": method, "args": args}), false).with_context(|| format!("appending to {}", self.path.display()))?;
         state.next += 1;
         state.pending += 1;
-        Ok(Appended { seq, end: state.appended, cuts: state.cuts })
+        Ok(Appended { seq, end: state.appended })
     }
 
     /// Waits until the record is durable (syncing when no other thread is). An error means a failed
     /// sync cut it off: it was never accepted.
     pub fn durable(&self, appended: &Appended) -> Result<()> {
-        self.sync_through(appended.end, appended.cuts).with_context(|| format!("syncing {}", self.path.display()))
+        self.sync_through(appended.end).with_context(|| format!("syncing {}", self.path.display()))
     }
 
     /// A record cut off by a failed sync is not waited for any longer.
@@ -267,16 +263,15 @@ impl Inbox {
         state.pending = state.pending.saturating_sub(1);
     }
 
-    /// Waits until a sync covers what was appended up to `end` (while `cuts` failed syncs had happened),
-    /// syncing itself when no other thread is.
-    fn sync_through(&self, end: u64, cuts: u64) -> std::io::Result<()> {
+    /// Waits until a sync covers what was appended up to `end`, syncing itself when no other thread is.
+    fn sync_through(&self, end: u64) -> std::io::Result<()> {
         let mut durable = self.durable.lock().unwrap();
         loop {
+            if durable.lost.iter().any(|&(from, to)| from < end && end <= to) {
+                return Err(std::io::Error::other("a failed sync cut the record off"));
+            }
             if durable.synced >= end {
                 return Ok(());
-            }
-            if durable.cuts != cuts {
-                return Err(std::io::Error::other("a failed sync cut the record off"));
             }
             if durable.syncing {
                 durable = self.synced_more.wait(durable).unwrap();
@@ -290,21 +285,23 @@ impl Inbox {
             let target = self.state.lock().unwrap().appended;
             crate::metrics::INBOX_SYNCS.inc();
             let outcome = (self.syncer)();
+            // Everything appended since the last sync is cut off, what was appended meanwhile too.
             let cut = outcome.as_ref().err().map(|_| {
                 let mut state = self.state.lock().unwrap();
                 let unsynced = state.appended - synced;
                 let keep = state.len.saturating_sub(unsynced);
                 state.torn = state.file.truncate(keep).is_err() || state.torn;
                 state.len = keep;
-                state.appended = synced;
-                state.cuts += 1;
-                state.cuts
+                state.appended
             });
             durable = self.durable.lock().unwrap();
             durable.syncing = false;
             match cut {
                 None => durable.synced = durable.synced.max(target),
-                Some(cuts) => durable.cuts = cuts,
+                Some(to) => {
+                    durable.lost.push((synced, to));
+                    durable.synced = to;
+                }
             }
             self.synced_more.notify_all();
             outcome?;
@@ -545,6 +542,27 @@ mod tests {
         accepted.sort_unstable();
         on_disk.sort_unstable();
         assert_eq!(on_disk, accepted);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_record_a_failed_sync_cut_off_stays_refused_after_later_syncs() {
+        let path = temp_path("cut-stays");
+        let disk = Disk::default();
+        let control = disk.clone();
+        let Opened { inbox, .. } = Inbox::open_over(&path, move |f| Box::new(FullDisk(f, disk))).unwrap();
+        *control.sync_fails.lock().unwrap() = true;
+        let cut = inbox.append("member_create", &json!({"n": 1})).unwrap();
+        assert!(inbox.durable(&cut).is_err());
+        inbox.forget(&cut);
+        *control.sync_fails.lock().unwrap() = false;
+        // A later, longer record ends past where the cut one did, and is synced.
+        let later = inbox.append("member_create", &json!({"n": 2, "pad": "x".repeat(200)})).unwrap();
+        inbox.durable(&later).unwrap();
+        // The lane's worker asks about the cut record only now: it must not be applied.
+        assert!(inbox.durable(&cut).is_err(), "a cut record looked durable once a later sync passed its end");
+        let Opened { pending, .. } = Inbox::open(&path).unwrap();
+        assert_eq!(pending.iter().map(|p| p.0).collect::<Vec<_>>(), vec![later.seq]);
         std::fs::remove_file(path).unwrap();
     }
 
