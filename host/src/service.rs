@@ -83,7 +83,7 @@ fn lane_of(args: &Value) -> String {
         .to_string()
 }
 
-/// A queued cast: its inbox sequence number (when the inbox is on), method and arguments.
+/// A queued cast: its inbox record (when the inbox is on), method and arguments.
 type Job = (Option<Appended>, String, Value);
 
 /// The cast argument naming the provider's notice of Octavia's commit (see `commits.rs`).
