@@ -26,7 +26,7 @@ struct Lists {
     counts: [usize; CLASSES],
 }
 
-/// Free lists over `A`. Not `Sync` by itself: [`Policy`] is the single-threaded wasm32 instance.
+/// Free lists over `A`. Not `Sync` by itself: `installed::Policy` is the single-threaded wasm32 instance.
 pub struct SmallBlocks<A> {
     below: A,
     lists: UnsafeCell<Lists>,
