@@ -428,6 +428,14 @@ mod tests {
 
     struct FullDisk(File, Disk);
 
+    /// An inbox on a `FullDisk`, and the handle that controls the disk.
+    fn open_on(tag: &str, disk: Disk) -> (PathBuf, Inbox, Disk) {
+        let path = temp_path(tag);
+        let control = disk.clone();
+        let Opened { inbox, .. } = Inbox::open_over(&path, move |f| Box::new(FullDisk(f, disk))).unwrap();
+        (path, inbox, control)
+    }
+
     impl Sink for FullDisk {
         fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
             match *self.1.budget.lock().unwrap() {
@@ -468,10 +476,7 @@ mod tests {
 
     #[test]
     fn a_failed_write_is_cut_back_and_loses_nothing() {
-        let path = temp_path("full");
-        let disk = Disk::default();
-        let control = disk.clone();
-        let Opened { inbox, .. } = Inbox::open_over(&path, move |f| Box::new(FullDisk(f, disk))).unwrap();
+        let (path, inbox, control) = open_on("full", Disk::default());
         let a = inbox.accept("member_create", &json!({"n": 1})).unwrap();
         *control.budget.lock().unwrap() = Some(10);
         assert!(inbox.accept("member_create", &json!({"n": 2})).is_err());
@@ -493,10 +498,7 @@ mod tests {
 
     #[test]
     fn a_write_that_cannot_be_cut_back_costs_only_itself() {
-        let path = temp_path("uncut");
-        let disk = Disk::default();
-        let control = disk.clone();
-        let Opened { inbox, .. } = Inbox::open_over(&path, move |f| Box::new(FullDisk(f, disk))).unwrap();
+        let (path, inbox, control) = open_on("uncut", Disk::default());
         *control.budget.lock().unwrap() = Some(12);
         *control.truncate_fails.lock().unwrap() = true;
         assert!(inbox.accept("member_create", &json!({"n": 1})).is_err());
@@ -528,10 +530,7 @@ mod tests {
 
     #[test]
     fn casts_accepted_at_once_share_their_syncs() {
-        let path = temp_path("group");
-        let disk = Disk { sync_takes: Arc::new(Mutex::new(std::time::Duration::from_millis(30))), ..Disk::default() };
-        let control = disk.clone();
-        let Opened { inbox, .. } = Inbox::open_over(&path, move |f| Box::new(FullDisk(f, disk))).unwrap();
+        let (path, inbox, control) = open_on("group", Disk { sync_takes: Arc::new(Mutex::new(std::time::Duration::from_millis(30))), ..Disk::default() });
         let inbox = Arc::new(inbox);
         let accepted: Vec<u64> = accept_at_once(&inbox, 16).into_iter().map(Result::unwrap).collect();
         let syncs = control.syncs.load(std::sync::atomic::Ordering::SeqCst);
@@ -547,10 +546,7 @@ mod tests {
 
     #[test]
     fn a_record_a_failed_sync_cut_off_stays_refused_after_later_syncs() {
-        let path = temp_path("cut-stays");
-        let disk = Disk::default();
-        let control = disk.clone();
-        let Opened { inbox, .. } = Inbox::open_over(&path, move |f| Box::new(FullDisk(f, disk))).unwrap();
+        let (path, inbox, control) = open_on("cut-stays", Disk::default());
         *control.sync_fails.lock().unwrap() = true;
         let cut = inbox.append("member_create", &json!({"n": 1})).unwrap();
         assert!(inbox.durable(&cut).is_err());
@@ -568,10 +564,7 @@ mod tests {
 
     #[test]
     fn a_failed_shared_sync_refuses_every_cast_it_did_not_make_durable() {
-        let path = temp_path("group-fails");
-        let disk = Disk { sync_takes: Arc::new(Mutex::new(std::time::Duration::from_millis(20))), ..Disk::default() };
-        let control = disk.clone();
-        let Opened { inbox, .. } = Inbox::open_over(&path, move |f| Box::new(FullDisk(f, disk))).unwrap();
+        let (path, inbox, control) = open_on("group-fails", Disk { sync_takes: Arc::new(Mutex::new(std::time::Duration::from_millis(20))), ..Disk::default() });
         let inbox = Arc::new(inbox);
         let before = inbox.accept("pool_create", &json!({"n": 100})).unwrap();
         *control.sync_fails.lock().unwrap() = true;
