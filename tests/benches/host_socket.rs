@@ -7,7 +7,7 @@
 //! cast until its member's status reaches the status socket.
 //!
 //! Run: `make bench-host` (builds the release binary, then `cargo bench -p integration-tests --bench
-//! host_socket`). BENCH_CLIENTS (8), BENCH_SECONDS (10, after 2 s of warm-up), BENCH_VALIDATE (0),
+//! host_socket`). BENCH_CLIENTS (8), BENCH_SECONDS (10, after 2 s of warm-up), BENCH_VALIDATE (0), BENCH_NODES (1),
 //! LOXILB_OCTAVIA_BIN (target/release/loxilb-octavia).
 //!
 //! Printed: operations per second, cast→status p50/p99/max, LoxiLB requests per operation (all of
@@ -182,11 +182,14 @@ fn main() {
     let clients: usize = env_or("BENCH_CLIENTS", 8);
     let seconds: f64 = env_or("BENCH_SECONDS", 10.0);
     let validate = env_or("BENCH_VALIDATE", 0u8) == 1;
+    // A LoxiLB cluster of this many simulators (every change goes to each).
+    let nodes: usize = env_or("BENCH_NODES", 1usize).max(1);
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let bin = std::env::var("LOXILB_OCTAVIA_BIN").map(PathBuf::from).unwrap_or_else(|_| repo.join("target/release/loxilb-octavia"));
     assert!(bin.exists(), "{} is missing: `cargo build --release -p host` (make bench-host does)", bin.display());
 
-    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).expect("simulator");
+    let sims: Vec<loxilb_sim::Simulator> = (0..nodes).map(|_| loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).expect("simulator")).collect();
+    let sim = &sims[0];
     let dir = std::env::temp_dir().join(format!("loxilb-bench-host-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -216,7 +219,7 @@ fn main() {
              [driver_loxilb]\napi_endpoints = {url}\ntransport = unix\nsocket_path = {d}/host.sock\nadmin_socket_path = {d}/admin.sock\n\
              mapping_storage_path = {d}/mappings.json\n",
             d = dir.display(),
-            url = sim.url()
+            url = sims.iter().map(|s| s.url()).collect::<Vec<_>>().join(",")
         ),
     )
     .unwrap();
@@ -283,7 +286,7 @@ fn main() {
     }
     std::thread::sleep(Duration::from_secs(2));
     let load_before = loadavg();
-    sim.clear_requests();
+    sims.iter().for_each(|s| s.clear_requests());
     let (gets_before, documents_before) = (gets.load(Ordering::Relaxed), reported.documents.load(Ordering::Relaxed));
     let cpu_before = cpu_seconds(host.child.id());
     let started = Instant::now();
@@ -304,7 +307,7 @@ fn main() {
     let changing = loxilb.iter().filter(|r| r.method != "GET").count();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "host_socket: {clients} clients, member_update (cast + commit notice{}), {:.1} s measured",
+        "host_socket: {clients} clients, {nodes} LoxiLB node(s), member_update (cast + commit notice{}), {:.1} s measured",
         if validate { " after validate" } else { "" },
         elapsed.as_secs_f64()
     );
@@ -316,7 +319,7 @@ fn main() {
         ms(latencies.last().copied().unwrap_or_default())
     );
     println!(
-        "  LoxiLB requests per operation: {:.3} ({} changing: {:.3})",
+        "  LoxiLB requests per operation (to the first node): {:.3} ({} changing: {:.3})",
         loxilb.len() as f64 / ops.max(1) as f64,
         changing,
         changing as f64 / ops.max(1) as f64
