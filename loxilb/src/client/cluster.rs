@@ -8,7 +8,8 @@
 //! restarted (answering, but with its rules lost) is found by the caller comparing its rules.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 
 use super::node::Node;
 use crate::api::{Exchange, Reply};
@@ -17,7 +18,50 @@ use crate::node_info::{self, CISTATE_PATH};
 use crate::outcome::classify;
 
 pub struct Cluster {
-    members: Vec<Member>,
+    members: Vec<Arc<Member>>,
+    /// Ask the other nodes of a change while the caller asks the first; none with one node.
+    askers: Option<Askers>,
+}
+
+/// How many changes may reach the other nodes at once (the host applies up to eight at a time).
+const ASKERS_PER_NODE: usize = 8;
+
+/// Threads kept for asking nodes: a change to a cluster started a thread per node, as many per second
+/// as changes, each costing more than the request it carried.
+struct Askers {
+    jobs: Sender<Job>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+impl Askers {
+    fn start(threads: usize) -> Askers {
+        let (jobs, queue) = channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..threads {
+            let queue: Arc<Mutex<Receiver<Job>>> = Arc::clone(&queue);
+            let spawned = std::thread::Builder::new().name(format!("loxilb-ask-{n}")).spawn(move || loop {
+                let job = queue.lock().unwrap().recv();
+                match job {
+                    Ok(job) => job(),
+                    // The cluster is gone.
+                    Err(_) => return,
+                }
+            });
+            // Without a thread the jobs wait for the others; with none at all `run` asks in place.
+            if spawned.is_err() && n == 0 {
+                return Askers { jobs: channel().0 };
+            }
+        }
+        Askers { jobs }
+    }
+
+    /// Runs `job` on an asker, or here when none is left.
+    fn run(&self, job: Job) {
+        if let Err(unsent) = self.jobs.send(job) {
+            (unsent.0)();
+        }
+    }
 }
 
 struct Member {
@@ -70,8 +114,10 @@ fn intent_of(method: &str, path: &str) -> Intent {
 impl Cluster {
     /// Nodes start out of date: what they hold is unknown until the caller compared it.
     pub fn new(nodes: Vec<Node>) -> Cluster {
-        let member = |node| Member { node, stale: AtomicBool::new(true), answering: AtomicBool::new(true), facts: Mutex::default() };
-        Cluster { members: nodes.into_iter().map(member).collect() }
+        let member = |node| Arc::new(Member { node, stale: AtomicBool::new(true), answering: AtomicBool::new(true), facts: Mutex::default() });
+        let members: Vec<Arc<Member>> = nodes.into_iter().map(member).collect();
+        let askers = (members.len() > 1).then(|| Askers::start((members.len() - 1) * ASKERS_PER_NODE));
+        Cluster { members, askers }
     }
 
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
@@ -134,6 +180,30 @@ impl Cluster {
         }
     }
 
+    /// Every node's answer to a change, in the members' order: the first asked here, the others at once
+    /// by the askers.
+    fn ask_all(&self, method: &str, path: &str, body: Option<&str>) -> Vec<Result<Reply, String>> {
+        let Some(askers) = &self.askers else {
+            return self.members.iter().map(|m| Self::ask(m, method, path, body)).collect();
+        };
+        let (answers, answered) = channel();
+        for (i, member) in self.members.iter().enumerate().skip(1) {
+            let (member, answers) = (Arc::clone(member), answers.clone());
+            let (method, path, body) = (method.to_string(), path.to_string(), body.map(str::to_string));
+            askers.run(Box::new(move || {
+                let _ = answers.send((i, Self::ask(&member, &method, &path, body.as_deref())));
+            }));
+        }
+        drop(answers);
+        let mut replies: Vec<Result<Reply, String>> = vec![Self::ask(&self.members[0], method, path, body)];
+        replies.extend((1..self.members.len()).map(|_| Err("the request thread panicked".to_string())));
+        // An asker that panicked drops its sender unsent: its node keeps the error above.
+        for (i, reply) in answered {
+            replies[i] = reply;
+        }
+        replies
+    }
+
     /// One exchange with one node, remembering whether it answered.
     fn ask(member: &Member, method: &str, path: &str, body: Option<&str>) -> Result<Reply, String> {
         let reply = member.node.exchange(method, path, body);
@@ -144,7 +214,7 @@ impl Cluster {
     fn read(&self, path: &str) -> Result<Reply, String> {
         // Up-to-date nodes first (a node that missed changes would answer with an old view), the MASTER
         // first among them: its endpoint states are those of the node serving the traffic.
-        let mut order: Vec<&Member> = self.members.iter().collect();
+        let mut order: Vec<&Member> = self.members.iter().map(|m| &**m).collect();
         order.sort_by_key(|m| (m.stale.load(Ordering::SeqCst), m.facts.lock().unwrap().role.as_deref() != Some("MASTER")));
         let mut errors = Vec::new();
         for member in order {
@@ -157,14 +227,7 @@ impl Cluster {
     }
 
     fn change(&self, method: &str, path: &str, body: Option<&str>) -> Result<Reply, String> {
-        let replies: Vec<Result<Reply, String>> = if self.members.len() == 1 {
-            vec![Self::ask(&self.members[0], method, path, body)]
-        } else {
-            std::thread::scope(|s| {
-                let asked: Vec<_> = self.members.iter().map(|m| s.spawn(move || Self::ask(m, method, path, body))).collect();
-                asked.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("the request thread panicked".into()))).collect()
-            })
-        };
+        let replies = self.ask_all(method, path, body);
         let intent = intent_of(method, path);
         let mut taken = None;
         let mut errors = Vec::new();
@@ -204,5 +267,36 @@ mod tests {
         assert_eq!(intent_of("POST", "/config/endpoint"), Intent::UpsertProbe);
         assert_eq!(intent_of("DELETE", "/config/loadbalancer/externalipaddress/10.0.0.1/port/80/protocol/tcp"), Intent::Delete);
         assert_eq!(intent_of("GET", "/config/loadbalancer/all"), Intent::Read);
+    }
+
+    /// What runs `jobs` jobs: the thread of each, by id and name.
+    fn run_jobs(askers: &Askers, jobs: usize) -> Vec<(std::thread::ThreadId, Option<String>)> {
+        let (done, finished) = channel();
+        for _ in 0..jobs {
+            let done = done.clone();
+            askers.run(Box::new(move || {
+                let me = std::thread::current();
+                let _ = done.send((me.id(), me.name().map(str::to_string)));
+            }));
+        }
+        drop(done);
+        finished.iter().collect()
+    }
+
+    #[test]
+    fn the_other_nodes_are_asked_from_kept_threads_not_one_started_per_change() {
+        let askers = Askers::start(2);
+        let ran = run_jobs(&askers, 200);
+        assert_eq!(ran.len(), 200);
+        let threads: std::collections::HashSet<_> = ran.iter().map(|(id, _)| *id).collect();
+        assert!(threads.len() <= 2, "200 jobs ran on {} threads", threads.len());
+        assert!(ran.iter().all(|(_, name)| name.as_deref().is_some_and(|n| n.starts_with("loxilb-ask-"))));
+    }
+
+    #[test]
+    fn without_askers_a_job_runs_in_place() {
+        let askers = Askers { jobs: channel().0 };
+        let ran = run_jobs(&askers, 3);
+        assert!(ran.iter().all(|(id, _)| *id == std::thread::current().id()));
     }
 }
