@@ -233,10 +233,7 @@ impl Inbox {
     /// Records an operation durably; returns its sequence number. On failure nothing of it stays.
     pub fn accept(&self, method: &str, args: &Value) -> Result<u64> {
         let appended = self.append(method, args)?;
-        if let Err(e) = self.durable(&appended) {
-            self.forget(&appended);
-            return Err(e);
-        }
+        self.confirm(&appended)?;
         Ok(appended.seq)
     }
 
@@ -257,10 +254,15 @@ impl Inbox {
         self.sync_through(appended.end).with_context(|| format!("syncing {}", self.path.display()))
     }
 
-    /// A record cut off by a failed sync is not waited for any longer.
-    pub fn forget(&self, _: &Appended) {
-        let mut state = self.state.lock().unwrap();
-        state.pending = state.pending.saturating_sub(1);
+    /// `durable`, for the one that answers the cast: a record a failed sync cut off is no longer
+    /// pending (the cast is refused).
+    pub fn confirm(&self, appended: &Appended) -> Result<()> {
+        let durable = self.durable(appended);
+        if durable.is_err() {
+            let mut state = self.state.lock().unwrap();
+            state.pending = state.pending.saturating_sub(1);
+        }
+        durable
     }
 
     /// Waits until a sync covers what was appended up to `end`, syncing itself when no other thread is.
@@ -549,8 +551,7 @@ mod tests {
         let (path, inbox, control) = open_on("cut-stays", Disk::default());
         *control.sync_fails.lock().unwrap() = true;
         let cut = inbox.append("member_create", &json!({"n": 1})).unwrap();
-        assert!(inbox.durable(&cut).is_err());
-        inbox.forget(&cut);
+        assert!(inbox.confirm(&cut).is_err());
         *control.sync_fails.lock().unwrap() = false;
         // A later, longer record ends past where the cut one did, and is synced.
         let later = inbox.append("member_create", &json!({"n": 2, "pad": "x".repeat(200)})).unwrap();

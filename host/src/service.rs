@@ -365,8 +365,7 @@ impl Service {
         };
         // Answered once durable; its lane's worker waits for that too before applying it.
         if let (Some(appended), Some(inbox)) = (appended, self.inbox.as_ref()) {
-            if let Err(e) = inbox.durable(&appended) {
-                inbox.forget(&appended);
+            if let Err(e) = inbox.confirm(&appended) {
                 return Err(Failure::driver(format!("the host could not record the operation: {e:#}")));
             }
         }
