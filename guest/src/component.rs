@@ -30,7 +30,7 @@ pub struct Component<D>(std::marker::PhantomData<D>);
 
 pub fn wit_change(change: Change) -> MappingChange {
     match change {
-        Change::Put(entry) => MappingChange::Put(entry.to_wit()),
+        Change::Put(entry) => MappingChange::Put(entry.into_wit()),
         Change::Remove { id } => MappingChange::Remove(id),
     }
 }

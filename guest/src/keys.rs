@@ -14,21 +14,23 @@
 //!
 //! IPv6 addresses are written bare; parsing splits on the *last* `/` and the *last* `:`.
 
+use std::borrow::Cow;
+
 use sha2::{Digest, Sha256};
 
 /// An address as LoxiLB writes it back (Go's `net.IP.String()`: RFC 5952 for IPv6, an IPv4-mapped address
 /// as IPv4). Octavia stores addresses as the user wrote them (`FD00:0::0A`); keys and rules use this form,
 /// so what the policy asks for, what LoxiLB lists and what recovery reads back compare equal. Text that is
 /// not an address is returned as it is (validation refuses it elsewhere).
-pub fn canonical_ip(s: &str) -> String {
+pub fn canonical_ip(s: &str) -> Cow<'_, str> {
     match s.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+        Ok(std::net::IpAddr::V6(v6)) => Cow::Owned(match v6.to_ipv4_mapped() {
             Some(v4) => v4.to_string(),
             None => v6.to_string(),
-        },
+        }),
         // An IPv4 address parses only from its canonical form (four decimal octets, no leading zeros),
-        // so the text is it: formatting it again was a tenth of a translation.
-        Ok(std::net::IpAddr::V4(_)) | Err(_) => s.to_string(),
+        // so the text is it, borrowed: formatting or copying it again was a tenth of a translation.
+        Ok(std::net::IpAddr::V4(_)) | Err(_) => Cow::Borrowed(s),
     }
 }
 
@@ -69,7 +71,7 @@ pub fn parse_service_key(key: &str) -> Option<(&str, u16, &str)> {
 }
 
 pub fn loadbalancer_key(vip: &str) -> String {
-    canonical_ip(vip)
+    canonical_ip(vip).into_owned()
 }
 
 pub fn pool_key(vip: &str, pool_id: &str) -> String {

@@ -583,7 +583,7 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
                 ov.remove(&id);
             }
             for m in &batch.members {
-                ov.put(&m.id, Object::Member(Member { pool_id: batch.pool_id.clone(), ..m.clone() }), now)?;
+                ov.put(&m.id, Object::Member(in_pool(m, &batch.pool_id)), now)?;
             }
             affected.extend(ov.listeners_of_pool(&batch.pool_id));
         }
@@ -637,10 +637,26 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
     Ok(plan)
 }
 
+/// A member of a tree, under the id of the pool it is nested in. Field by field: `..m.clone()`
+/// copied the old pool id only to drop it, for every member of a tree.
+fn in_pool(m: &Member, pool_id: &str) -> Member {
+    Member {
+        id: m.id.clone(),
+        pool_id: pool_id.to_string(),
+        address: m.address.clone(),
+        protocol_port: m.protocol_port,
+        weight: m.weight,
+        admin_state_up: m.admin_state_up,
+        backup: m.backup,
+        monitor_address: m.monitor_address.clone(),
+        monitor_port: m.monitor_port,
+    }
+}
+
 fn put_pool_tree(ov: &mut Overlay, pool: &Pool, now: &str) -> Result<(), PolicyError> {
     ov.put(&pool.id, Object::Pool(strip_pool(pool)), now)?;
     for m in &pool.members {
-        ov.put(&m.id, Object::Member(Member { pool_id: pool.id.clone(), ..m.clone() }), now)?;
+        ov.put(&m.id, Object::Member(in_pool(m, &pool.id)), now)?;
     }
     if let Some(h) = &pool.healthmonitor {
         ov.put(&h.id, Object::Healthmonitor(HealthMonitor { pool_id: pool.id.clone(), ..h.clone() }), now)?;

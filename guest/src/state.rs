@@ -156,18 +156,23 @@ impl Entry {
         (e.octavia_id, entry)
     }
 
-    /// The entry as the host stores it.
-    pub fn to_wit(&self) -> MappingEntry {
+    /// The entry as the host stores it. By value: a plan's entries are handed over once, and copying
+    /// their strings was a tenth of a translation.
+    pub fn into_wit(self) -> MappingEntry {
+        let metadata = match self.metadata {
+            Some(json) => json,
+            None => self.metadata_json(),
+        };
         MappingEntry {
-            octavia_id: self.id.clone(),
-            loxilb_key: self.key.clone(),
+            octavia_id: self.id,
+            loxilb_key: self.key,
             resource_type: self.kind.to_wit(),
-            parent: self.parent.clone(),
-            external_ip: self.external_ip.clone(),
+            parent: self.parent,
+            external_ip: self.external_ip,
             port: self.port,
-            protocol: self.protocol.clone(),
-            created_at: self.created_at.clone(),
-            metadata: self.metadata_json(),
+            protocol: self.protocol,
+            created_at: self.created_at,
+            metadata,
         }
     }
 
@@ -264,7 +269,7 @@ pub use loxilb_policy_sdk::view::{Lookup, Memory, Source};
 /// Applies a plan's change to an in-memory mapping (native tests and benches).
 pub fn apply(memory: &mut Memory, change: Change) {
     memory.apply(match change {
-        Change::Put(entry) => crate::mapping::MappingChange::Put(entry.to_wit()),
+        Change::Put(entry) => crate::mapping::MappingChange::Put(entry.into_wit()),
         Change::Remove { id } => crate::mapping::MappingChange::Remove(id),
     })
 }

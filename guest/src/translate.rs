@@ -454,12 +454,12 @@ pub fn render(
     let endpoints: Vec<Endpoint> = serving
         .iter()
         .enumerate()
-        .map(|(i, m)| Endpoint { ip: keys::canonical_ip(&m.address), target_port: m.protocol_port, weight: if sel == 2 { percents[i] } else { 1 } })
+        .map(|(i, m)| Endpoint { ip: keys::canonical_ip(&m.address).into_owned(), target_port: m.protocol_port, weight: if sel == 2 { percents[i] } else { 1 } })
         .collect();
     let secondary_ips = if lb.additional_vips.is_empty() {
         Vec::new()
     } else if protocol == "sctp" {
-        lb.additional_vips.iter().map(|ip| keys::canonical_ip(ip)).collect()
+        lb.additional_vips.iter().map(|ip| keys::canonical_ip(ip).into_owned()).collect()
     } else {
         return Err(unsupported(format!(
             "load balancer {}: additional VIPs are supported only for SCTP listeners (LoxiLB multihoming); listener {} is {}",
@@ -467,7 +467,7 @@ pub fn render(
         )));
     };
     let mut service = ServiceArgs {
-        external_ip: keys::canonical_ip(&lb.vip_address),
+        external_ip: keys::canonical_ip(&lb.vip_address).into_owned(),
         port: listener.protocol_port,
         protocol: protocol.to_string(),
         sel,
@@ -535,7 +535,7 @@ fn endpoint_probes(serving: &[&Member], protocol: &str, kind: &str, request: &st
     serving
         .iter()
         .map(|m| EndpointProbe {
-            host_name: keys::canonical_ip(&m.address),
+            host_name: keys::canonical_ip(&m.address).into_owned(),
             name: format!("{}_{protocol}_{}", keys::canonical_ip(&m.address), m.protocol_port),
             probe_type: kind.to_string(),
             probe_port: m.protocol_port,
