@@ -246,6 +246,30 @@ impl Parser<'_> {
     }
 }
 
+/// Appends `n` in decimal. `write!` goes through the formatting machinery, which cost more than the
+/// digits in keys and metadata written for every object of a plan.
+pub fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    digits[start..].iter().for_each(|&d| out.push(char::from(d)));
+}
+
+/// Appends `n` in decimal, with its sign.
+pub fn push_i64(out: &mut String, n: i64) {
+    if n < 0 {
+        out.push('-');
+    }
+    push_u64(out, n.unsigned_abs());
+}
+
 /// Appends `s` as a JSON string.
 pub fn push_string(out: &mut String, s: &str) {
     out.push('"');
@@ -300,5 +324,19 @@ mod tests {
         }
         let deep = "[".repeat(MAX_DEPTH + 2) + &"]".repeat(MAX_DEPTH + 2);
         assert!(Json::parse(&deep).unwrap_err().contains("too deep"));
+    }
+
+    #[test]
+    fn integers_are_written_as_display_writes_them() {
+        for n in [0, 1, 9, 10, 99, 100, 65535, 4_294_967_295, u64::MAX] {
+            let mut out = String::from("x");
+            super::push_u64(&mut out, n);
+            assert_eq!(out, format!("x{n}"));
+        }
+        for n in [0, -1, 7, -65535, i64::MIN, i64::MAX] {
+            let mut out = String::new();
+            super::push_i64(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
     }
 }

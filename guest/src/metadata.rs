@@ -15,9 +15,7 @@
 //! endpoints as objects), so a mapping written before loads unchanged and is rewritten compact entry by
 //! entry as objects change.
 
-use std::fmt::Write as _;
-
-use crate::json::{push_string, Json};
+use crate::json::{push_i64, push_string, push_u64, Json};
 use crate::keys;
 use crate::loxilb_types::{Endpoint, EndpointProbe, LbRule, ServiceArgs};
 use crate::octavia::{HealthMonitor, L7policy, L7rule, Listener, Loadbalancer, Member, Pool, SessionPersistence};
@@ -140,11 +138,11 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn number(&mut self, name: &str, value: impl std::fmt::Display) {
-        let _ = write!(self.key(name), "{value}");
+    fn number(&mut self, name: &str, value: impl Into<i64>) {
+        push_i64(self.key(name), value.into());
     }
 
-    fn opt_number(&mut self, name: &str, value: Option<impl std::fmt::Display>) {
+    fn opt_number(&mut self, name: &str, value: Option<impl Into<i64>>) {
         if let Some(v) = value {
             self.number(name, v);
         }
@@ -153,7 +151,7 @@ impl<'a> Obj<'a> {
     /// A number left out when it is `default`.
     fn number_unless(&mut self, name: &str, value: u64, default: u64) {
         if value != default {
-            self.number(name, value);
+            push_u64(self.key(name), value);
         }
     }
 
@@ -394,7 +392,11 @@ fn rendered(o: &mut Obj, r: &Rendered, of: Option<(&Listener, Implied)>) {
         for (i, e) in r.rule.endpoints.iter().enumerate() {
             out.push_str(if i > 0 { ",[" } else { "[" });
             push_string(out, &e.ip);
-            let _ = write!(out, ",{},{}]", e.target_port, e.weight);
+            out.push(',');
+            push_u64(out, e.target_port.into());
+            out.push(',');
+            push_u64(out, e.weight.into());
+            out.push(']');
         }
         out.push(']');
     }

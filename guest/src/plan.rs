@@ -55,8 +55,15 @@ struct Overlay<'a> {
 }
 
 impl<'a> Overlay<'a> {
-    fn new(state: &'a State<'a>) -> Self {
-        Overlay { state, changed: Map::default(), order: Vec::new(), keys: Map::default() }
+    /// An overlay for an operation putting about `objects` entries (sized once: growing the maps entry by
+    /// entry rehashed them four times for a tree).
+    fn new(state: &'a State<'a>, objects: usize) -> Self {
+        Overlay {
+            state,
+            changed: Map::with_capacity_and_hasher(objects, Default::default()),
+            order: Vec::with_capacity(objects),
+            keys: Map::with_capacity_and_hasher(objects, Default::default()),
+        }
     }
 
     fn get(&self, id: &str) -> Option<&Entry> {
@@ -482,7 +489,7 @@ fn lb_of_pool(ov: &Overlay, pool_id: &str) -> Result<String, PolicyError> {
 /// Computes the plan for one operation against the current mapping.
 pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result<Plan, PolicyError> {
     crate::plan::validate_objects(op, config)?;
-    let mut ov = Overlay::new(state);
+    let mut ov = Overlay::new(state, objects(op));
     let mut affected: Vec<String> = Vec::new();
 
     match op {
@@ -635,6 +642,18 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
         })
         .collect();
     Ok(plan)
+}
+
+/// How many objects an operation carries (a tree's whole count, otherwise one and its parent).
+fn objects(op: &Operation) -> usize {
+    match op {
+        Operation::LoadbalancerCreate(lb) | Operation::LoadbalancerSync(lb) => {
+            1 + lb.listeners.len() + lb.pools.iter().map(|p| 1 + p.members.len() + usize::from(p.healthmonitor.is_some())).sum::<usize>()
+        }
+        Operation::PoolCreate(p) | Operation::PoolUpdate(p) => 2 + p.members.len() + usize::from(p.healthmonitor.is_some()),
+        Operation::MemberBatchUpdate(batch) => 2 + batch.members.len(),
+        _ => 2,
+    }
 }
 
 /// A member of a tree, under the id of the pool it is nested in. Field by field: `..m.clone()`
@@ -875,7 +894,7 @@ fn deleted_l7(st: &mut Statuses, policies: &[crate::octavia::L7policy]) {
 
 /// Renders one listener of the current mapping (no operation applied).
 pub fn render_listener(state: &State, listener_id: &str, config: &Config) -> Result<Option<Rendered>, PolicyError> {
-    Overlay::new(state).render(listener_id, config)
+    Overlay::new(state, 0).render(listener_id, config)
 }
 
 /// Checks of every object the operation carries that need no mapping: what `validate` answers when the

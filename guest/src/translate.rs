@@ -454,7 +454,11 @@ pub fn render(
     let endpoints: Vec<Endpoint> = serving
         .iter()
         .enumerate()
-        .map(|(i, m)| Endpoint { ip: keys::canonical_ip(&m.address).into_owned(), target_port: m.protocol_port, weight: if sel == 2 { percents[i] } else { 1 } })
+        .map(|(i, m)| Endpoint {
+            ip: keys::canonical_ip(&m.address).into_owned(),
+            target_port: m.protocol_port,
+            weight: if sel == 2 { percents[i] } else { 1 },
+        })
         .collect();
     let secondary_ips = if lb.additional_vips.is_empty() {
         Vec::new()
