@@ -185,7 +185,7 @@ pub fn is_deterministic_id(id: &str) -> bool {
 /// skips VIP installation for names containing `ipvs` or `static`, so ids with those are hashed instead.
 pub fn rule_name(lb_id: &str, listener_id: &str, pool_id: &str) -> String {
     if id_is_safe(lb_id) && id_is_safe(listener_id) && id_is_safe(pool_id) {
-        format!("octavia_lb-{lb_id}_listener-{listener_id}_pool-{pool_id}")
+        joined(&["octavia_lb-", lb_id, "_listener-", listener_id, "_pool-", pool_id], None)
     } else {
         let digest = Sha256::digest(format!("{lb_id}|{listener_id}|{pool_id}").as_bytes());
         let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
@@ -201,7 +201,7 @@ pub const L7_PREFIX: &str = "octavia-l7_";
 /// `static`; unsafe ids hashed). Octavia's ids never contain `_`, so `_` separates them unambiguously.
 pub fn l7_rule_name(lb_id: &str, listener_id: &str, pool_id: &str) -> String {
     if [lb_id, listener_id, pool_id].iter().all(|id| id_is_safe(id)) {
-        format!("{L7_PREFIX}{lb_id}_{listener_id}_{pool_id}")
+        joined(&[L7_PREFIX, lb_id, "_", listener_id, "_", pool_id], None)
     } else {
         let digest = Sha256::digest(format!("{lb_id}|{listener_id}|{pool_id}").as_bytes());
         let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
@@ -295,6 +295,7 @@ mod tests {
     #[test]
     fn rule_names_carry_ids_and_avoid_loxilb_special_words() {
         let name = rule_name("a1", "b2", "c3");
+        assert_eq!(name, "octavia_lb-a1_listener-b2_pool-c3");
         assert_eq!(parse_rule_name(&name), Some(("a1", "b2", "c3")));
         let hashed = rule_name("lb-static", "x", "y");
         assert!(hashed.starts_with("octavia_h-") && !hashed.contains("static"));

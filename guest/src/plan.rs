@@ -352,6 +352,13 @@ pub fn rule_key(rule: &LbRule) -> RuleKey {
     }
 }
 
+/// Whether two rules have the same `rule_key`, compared in place (building both keys copied six strings
+/// for every update).
+fn same_key(a: &LbRule, b: &LbRule) -> bool {
+    let (a, b) = (&a.service, &b.service);
+    a.external_ip == b.external_ip && a.port == b.port && a.protocol == b.protocol && a.block == b.block && a.host == b.host && a.bgp == b.bgp
+}
+
 /// Changes LoxiLB applies only by deleting and re-creating the rule.
 fn needs_recreate(old: &Rendered, new: &Rendered) -> bool {
     let (o, n) = (&old.rule.service, &new.rule.service);
@@ -401,7 +408,7 @@ pub fn diff(old: Option<&Rendered>, new: Option<&Rendered>, calls: &mut Vec<Loxi
         (Some(o), None) => calls.push(LoxilbCall::DeleteRule(rule_key(&o.rule))),
         (Some(o), Some(n)) if o == n => {}
         (Some(o), Some(n)) => {
-            if rule_key(&o.rule) != rule_key(&n.rule) || needs_recreate(o, n) {
+            if !same_key(&o.rule, &n.rule) || needs_recreate(o, n) {
                 calls.push(LoxilbCall::DeleteRule(rule_key(&o.rule)));
                 program(n, calls);
             } else {
@@ -1043,5 +1050,38 @@ mod tests {
         let update = plan(&State::new(&mapping), &Operation::MemberCreate(member), &Config::default(), "now").unwrap();
         assert_eq!(update.calls.len(), 1);
         assert_eq!(update.undo(), vec![LoxilbCall::UpsertRule(old_rule.clone())]);
+    }
+
+    #[test]
+    fn a_rule_is_recreated_when_any_part_of_its_key_changes_and_updated_in_place_otherwise() {
+        let rule: LbRule = serde_json::from_value(serde_json::json!({
+            "service": {"external_ip": "10.0.0.1", "port": 80, "protocol": "tcp", "sel": 0, "mode": 2, "security": 0, "monitor": false,
+                        "inactive_timeout": 0, "block": 0, "name": "n", "probetype": "", "probeport": 0, "probereq": "", "proberesp": "",
+                        "probe_timeout": 0, "probe_retries": 0, "proxyprotocolv2": false, "bgp": false, "host": ""},
+            "endpoints": [{"ip": "10.0.1.1", "target_port": 8080, "weight": 1}], "allowed_sources": [], "secondary_ips": []
+        }))
+        .unwrap();
+        let old = Rendered { rule, probes: Vec::new() };
+        let changed = |f: &dyn Fn(&mut LbRule)| {
+            let mut new = old.clone();
+            f(&mut new.rule);
+            let mut calls = Vec::new();
+            diff(Some(&old), Some(&new), &mut calls);
+            calls
+        };
+        let recreated: [&dyn Fn(&mut LbRule); 6] = [
+            &|r| r.service.external_ip = "10.0.0.2".into(),
+            &|r| r.service.port = 81,
+            &|r| r.service.protocol = "udp".into(),
+            &|r| r.service.block = 1,
+            &|r| r.service.host = "a.example".into(),
+            &|r| r.service.bgp = true,
+        ];
+        for change in recreated {
+            let calls = changed(change);
+            assert!(matches!(calls.as_slice(), [LoxilbCall::DeleteRule(k), LoxilbCall::UpsertRule(_)] if *k == rule_key(&old.rule)), "{calls:?}");
+        }
+        let calls = changed(&|r| r.endpoints[0].target_port = 8081);
+        assert!(matches!(calls.as_slice(), [LoxilbCall::UpsertRule(r)] if r.endpoints[0].target_port == 8081), "{calls:?}");
     }
 }
