@@ -62,7 +62,7 @@ impl<D: Definition> Guest for Component<D> {
     fn translate(op: Operation) -> Result<Plan, Refusal> {
         with_state(|state, config| match crate::decide::plan_or_refuse(state, &op, config, now_ms()) {
             Ok(plan) => Ok(Plan {
-                undo: plan.undo(),
+                undo: plan.undo,
                 calls: plan.calls,
                 mapping: plan.changes.into_iter().map(wit_change).collect(),
                 statuses: plan.statuses,

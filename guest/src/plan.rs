@@ -16,33 +16,16 @@ use crate::policy_types::PolicyError;
 use crate::state::{Change, Entry, ListenerState, Map, Object, State};
 use crate::translate::{self, Config, Rendered};
 
-/// The old and new rule of one listener, kept for rollback.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ListenerChange {
-    pub listener_id: String,
-    pub old: Option<Rendered>,
-    pub new: Option<Rendered>,
-}
-
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     pub calls: Vec<LoxilbCall>,
+    /// The calls that put every listener the plan touches back to its old rule, should one of `calls`
+    /// fail: LoxiLB then holds what the mapping (unchanged) says. Computed with `calls`: keeping each
+    /// listener's old and new rule to compute it later copied both rules for every operation.
+    pub undo: Vec<LoxilbCall>,
     pub changes: Vec<Change>,
     pub statuses: Vec<ObjectStatus>,
     pub failure_statuses: Vec<ObjectStatus>,
-    pub listeners: Vec<ListenerChange>,
-}
-
-impl Plan {
-    /// The calls that put every listener the plan touches back to its old rule, should one of `calls`
-    /// fail: LoxiLB then holds what the mapping (unchanged) says.
-    pub fn undo(&self) -> Vec<LoxilbCall> {
-        let mut rollback = Vec::new();
-        for change in self.listeners.iter().rev() {
-            diff(change.new.as_ref(), change.old.as_ref(), &mut rollback);
-        }
-        rollback
-    }
 }
 
 /// The mapping as it will be once the operation is applied.
@@ -625,6 +608,8 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
     for listener_id in &affected {
         rendered.push((listener_id.clone(), ov.render(listener_id, config)?));
     }
+    // Undone last listener first: each listener's calls put back, in reverse order of the listeners.
+    let mut undo_by_listener = Vec::with_capacity(rendered.len());
     for (listener_id, new) in rendered {
         let old = state.get(&listener_id).and_then(|e| match e.object() {
             Object::Listener(l) => l.programmed.as_ref(),
@@ -634,11 +619,14 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
             continue;
         }
         diff(old, new.as_ref(), &mut plan.calls);
+        let mut undo = Vec::new();
+        diff(new.as_ref(), old, &mut undo);
+        undo_by_listener.push(undo);
         if ov.listener(&listener_id).is_some_and(|ls| ls.programmed != new) {
-            ov.set_programmed(&listener_id, new.clone());
+            ov.set_programmed(&listener_id, new);
         }
-        plan.listeners.push(ListenerChange { listener_id, old: old.cloned(), new });
     }
+    plan.undo = undo_by_listener.into_iter().rev().flatten().collect();
     build_statuses(&ov, op, &mut plan)?;
     let Overlay { mut changed, order, .. } = ov;
     plan.changes = order
@@ -1049,7 +1037,39 @@ mod tests {
         .unwrap();
         let update = plan(&State::new(&mapping), &Operation::MemberCreate(member), &Config::default(), "now").unwrap();
         assert_eq!(update.calls.len(), 1);
-        assert_eq!(update.undo(), vec![LoxilbCall::UpsertRule(old_rule.clone())]);
+        assert_eq!(update.undo, vec![LoxilbCall::UpsertRule(old_rule.clone())]);
+    }
+
+    #[test]
+    fn undo_puts_back_every_listener_a_change_touched_the_last_listener_first() {
+        let mut mapping = Memory::default();
+        let mut tree = lb("lb", "p", "10.0.0.1");
+        let (mut first, mut second) = (listener("l1", "lb", 80), listener("l2", "lb", 81));
+        first.default_pool_id = Some("pool".into());
+        second.default_pool_id = Some("pool".into());
+        let pool: Pool = serde_json::from_value(serde_json::json!({
+            "id": "pool", "loadbalancer_id": "lb", "listener_id": "l1", "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN",
+            "session_persistence": null, "tls_enabled": false, "admin_state_up": true, "healthmonitor": null,
+            "members": [{"id": "m1", "pool_id": "pool", "address": "10.0.1.1", "protocol_port": 8080, "weight": 1, "admin_state_up": true,
+                         "backup": false, "monitor_address": null, "monitor_port": null}]
+        }))
+        .unwrap();
+        tree.listeners = vec![first, second];
+        tree.pools = vec![pool];
+        let created = applied(&mut mapping, &Operation::LoadbalancerCreate(tree));
+        assert_eq!(created.calls.len(), 2, "{:?}", created.calls);
+        assert!(created.undo.iter().all(|c| matches!(c, LoxilbCall::DeleteRule(_))) && created.undo.len() == 2);
+
+        let member: Member = serde_json::from_value(serde_json::json!({"id": "m2", "pool_id": "pool", "address": "10.0.1.2",
+            "protocol_port": 8080, "weight": 1, "admin_state_up": true, "backup": false, "monitor_address": null, "monitor_port": null}))
+        .unwrap();
+        let update = plan(&State::new(&mapping), &Operation::MemberCreate(member), &Config::default(), "now").unwrap();
+        let port = |c: &LoxilbCall| match c {
+            LoxilbCall::UpsertRule(r) => (r.service.port, r.endpoints.len()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(update.calls.iter().map(port).collect::<Vec<_>>(), [(80, 2), (81, 2)]);
+        assert_eq!(update.undo.iter().map(port).collect::<Vec<_>>(), [(81, 1), (80, 1)]);
     }
 
     #[test]
