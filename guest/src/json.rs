@@ -270,9 +270,33 @@ pub fn push_i64(out: &mut String, n: i64) {
     push_u64(out, n.unsigned_abs());
 }
 
+/// Whether any byte of `bytes` is a control character, `"` or `\\` (bytes of multi-byte characters are
+/// not: their high bit is set).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Per byte: below `n` (for n <= 0x80), or zero. Exact as a whole: no byte is flagged that is not so.
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
+    let zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
+    let word_needs = |w: u64| below(w, 0x20) | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) != 0;
+    let mut words = bytes.chunks_exact(8);
+    for chunk in words.by_ref() {
+        if word_needs(u64::from_le_bytes(chunk.try_into().expect("eight bytes"))) {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
 /// Appends `s` as a JSON string.
 pub fn push_string(out: &mut String, s: &str) {
     out.push('"');
+    // Ids, keys and addresses never need escaping: checked eight bytes at a time, they are copied whole.
+    if !needs_escape(s.as_bytes()) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut run = 0;
     for (i, b) in s.bytes().enumerate() {
         let escape = match b {
@@ -315,6 +339,22 @@ mod tests {
         let mut control = String::new();
         push_string(&mut control, "\u{1}\t");
         assert_eq!(control, r#""\u0001\t""#);
+    }
+
+    #[test]
+    fn every_character_that_needs_escaping_is_escaped_at_every_position() {
+        let specials = ['"', '\\', '\n', '\r', '\t', '\u{0}', '\u{1f}'];
+        let plain = ['a', ' ', '~', '\u{7f}', 'é', '😀'];
+        for len in 0..20 {
+            for at in 0..=len {
+                for c in specials.iter().chain(&plain) {
+                    let text: String = (0..len).map(|i| if i == at { *c } else { 'x' }).collect();
+                    let mut out = String::new();
+                    push_string(&mut out, &text);
+                    assert_eq!(out, serde_json::to_string(&text).unwrap(), "{text:?}");
+                }
+            }
+        }
     }
 
     #[test]
