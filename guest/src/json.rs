@@ -270,7 +270,7 @@ pub fn push_i64(out: &mut String, n: i64) {
     push_u64(out, n.unsigned_abs());
 }
 
-/// Whether any byte of `bytes` is a control character, `"` or `\\` (bytes of multi-byte characters are
+/// Whether any byte of `bytes` is a control character, `"` or `\` (bytes of multi-byte characters are
 /// not: their high bit is set).
 fn needs_escape(bytes: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
