@@ -1014,28 +1014,35 @@ mod tests {
         }
     }
 
-    #[test]
-    fn undo_puts_back_the_rule_a_failed_update_replaced() {
-        let mut mapping = Memory::default();
+    /// Load balancer `lb` with listeners of these ids and ports, all on pool `pool` of one member.
+    fn tree_on_one_pool(listeners: &[(&str, u16)]) -> Loadbalancer {
         let mut tree = lb("lb", "p", "10.0.0.1");
-        let mut l = listener("l", "lb", 80);
-        l.default_pool_id = Some("pool".into());
-        let pool: Pool = serde_json::from_value(serde_json::json!({
-            "id": "pool", "loadbalancer_id": "lb", "listener_id": "l", "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN",
+        tree.listeners = listeners.iter().map(|(id, port)| Listener { default_pool_id: Some("pool".into()), ..listener(id, "lb", *port) }).collect();
+        tree.pools = vec![serde_json::from_value(serde_json::json!({
+            "id": "pool", "loadbalancer_id": "lb", "listener_id": listeners[0].0, "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN",
             "session_persistence": null, "tls_enabled": false, "admin_state_up": true, "healthmonitor": null,
             "members": [{"id": "m1", "pool_id": "pool", "address": "10.0.1.1", "protocol_port": 8080, "weight": 1, "admin_state_up": true,
                          "backup": false, "monitor_address": null, "monitor_port": null}]
         }))
-        .unwrap();
-        tree.listeners = vec![l];
-        tree.pools = vec![pool];
-        let created = applied(&mut mapping, &Operation::LoadbalancerCreate(tree));
+        .unwrap()];
+        tree
+    }
+
+    fn second_member() -> Operation {
+        Operation::MemberCreate(
+            serde_json::from_value(serde_json::json!({"id": "m2", "pool_id": "pool", "address": "10.0.1.2",
+            "protocol_port": 8080, "weight": 1, "admin_state_up": true, "backup": false, "monitor_address": null, "monitor_port": null}))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn undo_puts_back_the_rule_a_failed_update_replaced() {
+        let mut mapping = Memory::default();
+        let created = applied(&mut mapping, &Operation::LoadbalancerCreate(tree_on_one_pool(&[("l", 80)])));
         let LoxilbCall::UpsertRule(old_rule) = &created.calls[0] else { panic!("{:?}", created.calls) };
 
-        let member: Member = serde_json::from_value(serde_json::json!({"id": "m2", "pool_id": "pool", "address": "10.0.1.2",
-            "protocol_port": 8080, "weight": 1, "admin_state_up": true, "backup": false, "monitor_address": null, "monitor_port": null}))
-        .unwrap();
-        let update = plan(&State::new(&mapping), &Operation::MemberCreate(member), &Config::default(), "now").unwrap();
+        let update = plan(&State::new(&mapping), &second_member(), &Config::default(), "now").unwrap();
         assert_eq!(update.calls.len(), 1);
         assert_eq!(update.undo, vec![LoxilbCall::UpsertRule(old_rule.clone())]);
     }
@@ -1043,27 +1050,11 @@ mod tests {
     #[test]
     fn undo_puts_back_every_listener_a_change_touched_the_last_listener_first() {
         let mut mapping = Memory::default();
-        let mut tree = lb("lb", "p", "10.0.0.1");
-        let (mut first, mut second) = (listener("l1", "lb", 80), listener("l2", "lb", 81));
-        first.default_pool_id = Some("pool".into());
-        second.default_pool_id = Some("pool".into());
-        let pool: Pool = serde_json::from_value(serde_json::json!({
-            "id": "pool", "loadbalancer_id": "lb", "listener_id": "l1", "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN",
-            "session_persistence": null, "tls_enabled": false, "admin_state_up": true, "healthmonitor": null,
-            "members": [{"id": "m1", "pool_id": "pool", "address": "10.0.1.1", "protocol_port": 8080, "weight": 1, "admin_state_up": true,
-                         "backup": false, "monitor_address": null, "monitor_port": null}]
-        }))
-        .unwrap();
-        tree.listeners = vec![first, second];
-        tree.pools = vec![pool];
-        let created = applied(&mut mapping, &Operation::LoadbalancerCreate(tree));
+        let created = applied(&mut mapping, &Operation::LoadbalancerCreate(tree_on_one_pool(&[("l1", 80), ("l2", 81)])));
         assert_eq!(created.calls.len(), 2, "{:?}", created.calls);
         assert!(created.undo.iter().all(|c| matches!(c, LoxilbCall::DeleteRule(_))) && created.undo.len() == 2);
 
-        let member: Member = serde_json::from_value(serde_json::json!({"id": "m2", "pool_id": "pool", "address": "10.0.1.2",
-            "protocol_port": 8080, "weight": 1, "admin_state_up": true, "backup": false, "monitor_address": null, "monitor_port": null}))
-        .unwrap();
-        let update = plan(&State::new(&mapping), &Operation::MemberCreate(member), &Config::default(), "now").unwrap();
+        let update = plan(&State::new(&mapping), &second_member(), &Config::default(), "now").unwrap();
         let port = |c: &LoxilbCall| match c {
             LoxilbCall::UpsertRule(r) => (r.service.port, r.endpoints.len()),
             other => panic!("{other:?}"),
