@@ -2,27 +2,30 @@
 //! here rather than taken from serde_json so the component carries no generic (de)serialisation code:
 //! it was a third of the component, and a metadata entry is decoded field by field anyway.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
-/// A parsed JSON value. Numbers keep their text (1.0 files carry floats and integers alike); objects keep
-/// their members in file order (they are small: a lookup is a scan).
+/// A parsed JSON value, borrowing from the text it was parsed from: names, numbers and strings without
+/// escapes are slices of it (allocating each was most of decoding an entry's metadata). Numbers keep their
+/// text (1.0 files carry floats and integers alike); objects keep their members in file order (they are
+/// small: a lookup is a scan).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Json {
+pub enum Json<'a> {
     Null,
     Bool(bool),
-    Number(String),
-    String(String),
-    Array(Vec<Json>),
-    Object(Vec<(String, Json)>),
+    Number(&'a str),
+    String(Cow<'a, str>),
+    Array(Vec<Json<'a>>),
+    Object(Vec<(Cow<'a, str>, Json<'a>)>),
 }
 
 /// Nesting deeper than this is refused: metadata is a few levels deep, and a hostile file must not
 /// exhaust the stack.
 const MAX_DEPTH: usize = 64;
 
-impl Json {
-    pub fn parse(text: &str) -> Result<Json, String> {
-        let mut p = Parser { bytes: text.as_bytes(), at: 0 };
+impl<'a> Json<'a> {
+    pub fn parse(text: &'a str) -> Result<Json<'a>, String> {
+        let mut p = Parser { text, bytes: text.as_bytes(), at: 0 };
         let value = p.value(0)?;
         p.skip_ws();
         if p.at != p.bytes.len() {
@@ -32,7 +35,7 @@ impl Json {
     }
 
     /// The member `name` of an object (`None` for other values too).
-    pub fn get(&self, name: &str) -> Option<&Json> {
+    pub fn get(&self, name: &str) -> Option<&Json<'a>> {
         match self {
             Json::Object(members) => members.iter().find(|(k, _)| k == name).map(|(_, v)| v),
             _ => None,
@@ -79,7 +82,7 @@ impl Json {
         }
     }
 
-    pub fn as_array(&self) -> Option<&[Json]> {
+    pub fn as_array(&self) -> Option<&[Json<'a>]> {
         match self {
             Json::Array(items) => Some(items),
             _ => None,
@@ -88,11 +91,12 @@ impl Json {
 }
 
 struct Parser<'a> {
+    text: &'a str,
     bytes: &'a [u8],
     at: usize,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn skip_ws(&mut self) {
         while matches!(self.bytes.get(self.at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.at += 1;
@@ -112,7 +116,7 @@ impl Parser<'_> {
         }
     }
 
-    fn value(&mut self, depth: usize) -> Result<Json, String> {
+    fn value(&mut self, depth: usize) -> Result<Json<'a>, String> {
         if depth > MAX_DEPTH {
             return Err(self.error("nesting too deep"));
         }
@@ -130,7 +134,7 @@ impl Parser<'_> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Json, String> {
+    fn object(&mut self, depth: usize) -> Result<Json<'a>, String> {
         self.at += 1;
         let mut members = Vec::new();
         self.skip_ws();
@@ -158,7 +162,7 @@ impl Parser<'_> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Json, String> {
+    fn array(&mut self, depth: usize) -> Result<Json<'a>, String> {
         self.at += 1;
         let mut items = Vec::new();
         self.skip_ws();
@@ -177,16 +181,19 @@ impl Parser<'_> {
         }
     }
 
-    fn number(&mut self) -> Result<Json, String> {
+    fn number(&mut self) -> Result<Json<'a>, String> {
         let start = self.at;
         while matches!(self.bytes.get(self.at), Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')) {
             self.at += 1;
         }
-        let text = std::str::from_utf8(&self.bytes[start..self.at]).expect("ASCII");
-        if text.parse::<f64>().is_err() {
+        let text = &self.text[start..self.at];
+        // Metadata's numbers are integers: those need no float parse to be known good.
+        let digits = text.strip_prefix('-').unwrap_or(text);
+        let integer = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+        if !integer && text.parse::<f64>().is_err() {
             return Err(format!("bad number {text:?} at byte {start}"));
         }
-        Ok(Json::Number(text.to_string()))
+        Ok(Json::Number(text))
     }
 
     fn hex4(&mut self) -> Result<u32, String> {
@@ -197,7 +204,7 @@ impl Parser<'_> {
         Ok(code)
     }
 
-    fn string(&mut self) -> Result<String, String> {
+    fn string(&mut self) -> Result<Cow<'a, str>, String> {
         self.at += 1;
         let mut out = String::new();
         loop {
@@ -205,14 +212,23 @@ impl Parser<'_> {
             while !matches!(self.bytes.get(self.at), None | Some(b'"' | b'\\' | 0..=0x1f)) {
                 self.at += 1;
             }
-            // The input is a &str and the run stops only at ASCII bytes, so it is whole characters.
-            out.push_str(std::str::from_utf8(&self.bytes[run..self.at]).expect("a run of whole characters"));
+            // The run starts after and stops at ASCII bytes, so it is whole characters of the input: a slice
+            // of it, not bytes to validate as UTF-8 again.
+            let text: &'a str = self.text;
+            let run = &text[run..self.at];
             match self.bytes.get(self.at) {
-                Some(b'"') => {
+                // No escape before the end: the string is a slice of the input.
+                Some(b'"') if out.is_empty() => {
                     self.at += 1;
-                    return Ok(out);
+                    return Ok(Cow::Borrowed(run));
+                }
+                Some(b'"') => {
+                    out.push_str(run);
+                    self.at += 1;
+                    return Ok(Cow::Owned(out));
                 }
                 Some(b'\\') => {
+                    out.push_str(run);
                     self.at += 1;
                     let escape = *self.bytes.get(self.at).ok_or_else(|| self.error("unexpected end"))?;
                     self.at += 1;
@@ -354,6 +370,32 @@ mod tests {
                     assert_eq!(out, serde_json::to_string(&text).unwrap(), "{text:?}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn names_and_strings_without_escapes_are_slices_of_the_input() {
+        let text = r#"{"plain": "10.0.0.1", "esc\u0061ped": "a\"b", "": ""}"#;
+        let Json::Object(members) = Json::parse(text).unwrap() else { panic!("an object") };
+        let borrowed = |c: &Cow<str>| matches!(c, Cow::Borrowed(_));
+        let shape: Vec<(&str, bool, bool)> = members
+            .iter()
+            .map(|(name, value)| match value {
+                Json::String(v) => (name.as_ref(), borrowed(name), borrowed(v)),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(shape, [("plain", true, true), ("escaped", false, false), ("", true, true)]);
+        assert_eq!(members[1].1, Json::String("a\"b".into()));
+    }
+
+    #[test]
+    fn numbers_keep_their_text_integers_and_floats_alike() {
+        for good in ["0", "-7", "8080", "123456789012345678901234567890", "1.5", "-2.5e3", "1E+2"] {
+            assert_eq!(Json::parse(good), Ok(Json::Number(good)), "{good}");
+        }
+        for bad in ["-", "--1", "1-2", "1.2.3", "e5", "-e"] {
+            assert!(Json::parse(bad).is_err(), "{bad:?} parsed");
         }
     }
 

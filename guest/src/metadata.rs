@@ -15,6 +15,8 @@
 //! endpoints as objects), so a mapping written before loads unchanged and is rewritten compact entry by
 //! entry as objects change.
 
+use std::borrow::Cow;
+
 use crate::json::{push_i64, push_string, push_u64, Json};
 use crate::keys;
 use crate::loxilb_types::{Endpoint, EndpointProbe, LbRule, ServiceArgs};
@@ -416,19 +418,19 @@ fn rendered(o: &mut Obj, r: &Rendered, of: Option<(&Listener, Implied)>) {
 
 /// The members of an object being read; a missing member or `null` takes the field's default.
 struct Fields<'a> {
-    members: &'a [(String, Json)],
+    members: &'a [(Cow<'a, str>, Json<'a>)],
     what: &'static str,
 }
 
 impl<'a> Fields<'a> {
-    fn of(json: &'a Json, what: &'static str) -> Result<Fields<'a>, String> {
+    fn of(json: &'a Json<'a>, what: &'static str) -> Result<Fields<'a>, String> {
         match json {
             Json::Object(members) => Ok(Fields { members, what }),
             _ => Err(format!("{what}: not an object")),
         }
     }
 
-    fn field(&self, name: &str) -> Option<&'a Json> {
+    fn field(&self, name: &str) -> Option<&'a Json<'a>> {
         self.members.iter().find(|(k, _)| k == name).map(|(_, v)| v).filter(|v| !v.is_null())
     }
 
@@ -485,7 +487,7 @@ impl<'a> Fields<'a> {
         self.field(name).map(|v| v.as_bool().ok_or_else(|| self.wrong(name, "true or false"))).transpose().map(|b| b.unwrap_or(default))
     }
 
-    fn list<T>(&self, name: &str, read: impl Fn(&'a Json) -> Result<T, String>) -> Result<Vec<T>, String> {
+    fn list<T>(&self, name: &str, read: impl Fn(&'a Json<'a>) -> Result<T, String>) -> Result<Vec<T>, String> {
         match self.field(name) {
             None => Ok(Vec::new()),
             Some(v) => v.as_array().ok_or_else(|| self.wrong(name, "a list"))?.iter().map(read).collect(),
@@ -498,7 +500,7 @@ impl<'a> Fields<'a> {
 
     fn pairs(&self, name: &str) -> Result<Vec<(String, String)>, String> {
         self.list(name, |v| match v.as_array() {
-            Some([Json::String(a), Json::String(b)]) => Ok((a.clone(), b.clone())),
+            Some([Json::String(a), Json::String(b)]) => Ok((a.to_string(), b.to_string())),
             _ => Err(self.wrong(name, "pairs of strings")),
         })
     }
@@ -666,7 +668,7 @@ fn read_rendered(f: &Fields, of: Option<(&Listener, Implied)>) -> Result<Rendere
         match v {
             Json::Array(parts) => match parts.as_slice() {
                 [Json::String(ip), port, weight] => Ok(Endpoint {
-                    ip: ip.clone(),
+                    ip: ip.to_string(),
                     target_port: in_range(port, u16::MAX.into()).ok_or("endpoints: a bad port")? as u16,
                     weight: in_range(weight, u8::MAX.into()).ok_or("endpoints: a bad weight")? as u8,
                 }),

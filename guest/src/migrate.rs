@@ -21,20 +21,20 @@ use crate::state::{Change, Entry, ListenerState, Object};
 /// One 1.0 entry's metadata, looked up by attribute name wherever 1.0 writers put it.
 struct Old<'a> {
     id: &'a str,
-    meta: &'a Value,
+    meta: &'a Value<'a>,
     key: Option<&'a str>,
 }
 
 impl<'a> Old<'a> {
-    fn attr(&self, name: &str) -> Option<&'a Value> {
-        let found = |v: &'a Value| v.get(name).filter(|v| !v.is_null());
+    fn attr(&self, name: &str) -> Option<&'a Value<'a>> {
+        let found = |v: &'a Value<'a>| v.get(name).filter(|v| !v.is_null());
         self.meta.get("additional_metadata").and_then(found).or_else(|| found(self.meta))
     }
 
     fn text(&self, name: &str) -> Option<String> {
         match self.attr(name)? {
             Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-            Value::Number(n) => Some(n.clone()),
+            Value::Number(n) => Some(n.to_string()),
             _ => None,
         }
     }
@@ -58,7 +58,7 @@ impl<'a> Old<'a> {
     /// 1.0 wrote ISO strings (the seed) or epoch seconds (the driver).
     fn created_at(&self) -> String {
         match self.meta.get("created_at") {
-            Some(Value::String(s)) => s.clone(),
+            Some(Value::String(s)) => s.to_string(),
             Some(n @ Value::Number(_)) => crate::decide::rfc3339((n.as_f64().unwrap_or(0.0) * 1000.0) as u64),
             _ => String::new(),
         }
