@@ -167,11 +167,36 @@ mod tests {
         assert!(Reprogram::default().persist_at(&file).is_err());
     }
 
-    fn tempdir() -> PathBuf {
+    /// A directory of its own for one test, removed with it (every run of the suite left two behind).
+    struct Scratch(PathBuf);
+
+    impl std::ops::Deref for Scratch {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tempdir() -> Scratch {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!("reprogram-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
         std::fs::create_dir_all(&dir).unwrap();
-        dir
+        Scratch(dir)
+    }
+
+    #[test]
+    fn a_test_directory_is_removed_with_what_it_holds() {
+        let dir = tempdir();
+        let path = dir.to_path_buf();
+        Reprogram::default().persist_at(&path.join("reprogram.json")).unwrap();
+        drop(dir);
+        assert!(!path.exists(), "{} left behind", path.display());
     }
 }
