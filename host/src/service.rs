@@ -357,10 +357,11 @@ impl Service {
             if let Some(ticket) = args.get(COMMIT_TICKET).and_then(Value::as_str) {
                 self.commits.expect(ticket);
             }
+            let lane = lane_of(&args);
             if method == "loadbalancer_create" {
-                self.vip_claims.cast(&lane_of(&args));
+                self.vip_claims.cast(&lane);
             }
-            lanes.push(&lane_of(&args), (appended, method.to_string(), args));
+            lanes.push(&lane, (appended, method.to_string(), args));
             appended
         };
         // Answered once durable; its lane's worker waits for that too before applying it.
