@@ -81,8 +81,14 @@ pub struct FileStore {
     synced: Condvar,
     /// The snapshot being written, if any. Locked before `inner` where both are held.
     writing: Mutex<Option<Writing>>,
+    /// The threads deleting the segments that snapshots settled off an operation's path made obsolete.
+    /// Waited for where the caller must see the journal as settled (`finish_snapshot`, `read_snapshot`):
+    /// a reader of the directory then finds no segment that is on its way out.
+    pruning: Mutex<Vec<std::thread::JoinHandle<()>>>,
     #[cfg(test)]
     fail_next_write: std::sync::atomic::AtomicBool,
+    #[cfg(test)]
+    slow_prune: std::sync::atomic::AtomicBool,
 }
 
 /// A snapshot handed to the writer thread: it is in place once the thread returns `Ok`.
@@ -672,8 +678,11 @@ impl FileStore {
             }),
             synced: Condvar::new(),
             writing: Mutex::new(None),
+            pruning: Mutex::new(Vec::new()),
             #[cfg(test)]
             fail_next_write: Default::default(),
+            #[cfg(test)]
+            slow_prune: Default::default(),
         })
     }
 
@@ -708,16 +717,40 @@ impl FileStore {
         // Not on an operation's path (`wait` is false there): a thread of its own deletes them.
         if wait || obsolete.is_empty() {
             delete_segments(obsolete);
-        } else if let Err(e) = std::thread::Builder::new().name("mapping-prune".into()).spawn(move || delete_segments(obsolete)) {
-            tracing::warn!("could not start deleting obsolete journal segments: {e}");
+        } else {
+            #[cfg(test)]
+            let slow = self.slow_prune.load(Ordering::SeqCst);
+            let spawned = std::thread::Builder::new().name("mapping-prune".into()).spawn(move || {
+                #[cfg(test)]
+                if slow {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                }
+                delete_segments(obsolete)
+            });
+            match spawned {
+                Ok(thread) => {
+                    let mut pruning = self.pruning.lock().unwrap_or_else(|e| e.into_inner());
+                    pruning.retain(|t| !t.is_finished());
+                    pruning.push(thread);
+                }
+                Err(e) => tracing::warn!("could not start deleting obsolete journal segments: {e}"),
+            }
         }
         Some(result)
+    }
+
+    /// Waits for the deletions of obsolete segments started off an operation's path.
+    fn wait_for_pruning(&self) {
+        let threads = std::mem::take(&mut *self.pruning.lock().unwrap_or_else(|e| e.into_inner()));
+        threads.into_iter().for_each(|t| drop(t.join()));
     }
 
     /// Waits until the snapshot last handed to `write_snapshot` is in place, and says whether it is.
     pub fn finish_snapshot(&self) -> Result<(), String> {
         let mut writing = self.writing();
-        self.settle(&mut writing, true).unwrap_or(Ok(()))
+        let result = self.settle(&mut writing, true).unwrap_or(Ok(()));
+        self.wait_for_pruning();
+        result
     }
 
     pub fn path(&self) -> &Path {
@@ -830,6 +863,7 @@ impl MappingStore for FileStore {
     fn read_snapshot(&self) -> Result<Option<Snapshot>, String> {
         let mut writing = self.writing();
         self.settle(&mut writing, true);
+        self.wait_for_pruning();
         let mut inner = self.lock();
         let resolved = resolve(&self.path, &inner.backups, &inner.segments, inner.cur);
         let (document, follows) = match resolved? {
@@ -1147,6 +1181,24 @@ mod tests {
         let store = FileStore::open(&path).unwrap();
         assert_eq!(store.read_snapshot().unwrap().unwrap(), b"{\"v\":2\n}".to_vec());
         assert!(store.replay().unwrap().is_empty());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn segments_deleted_off_the_operation_path_are_gone_once_the_snapshot_is_finished() {
+        let dir = temp_dir("prune-wait");
+        let path = dir.join("m.json");
+        let store = FileStore::open(&path).unwrap();
+        store.append(b"{\"a\":1}").unwrap();
+        store.slow_prune.store(true, Ordering::SeqCst);
+        store.write_snapshot(b"{\"v\":1\n}".to_vec()).unwrap();
+        while store.snapshot_in_flight() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // As after an operation: the write is taken in, its obsolete segment deleted by a thread of its own.
+        assert_eq!(store.journal_length(), 0);
+        store.finish_snapshot().unwrap();
+        assert!(!segment_path(&path, 0).exists());
         fs::remove_dir_all(dir).unwrap();
     }
 
