@@ -1036,6 +1036,37 @@ mod tests {
         )
     }
 
+    /// The host's questions for member updates each right after the previous one's commit, in a pool of `n`
+    /// members, with the entries kept between calls as in the component.
+    fn questions_per_committed_update(n: usize) -> u32 {
+        let mut mapping = Memory::default();
+        applied(&mut mapping, &Operation::LoadbalancerCreate(tree_on_one_pool(&[("l", 80)])));
+        let member = |i: usize, weight: u32| -> Member {
+            serde_json::from_value(serde_json::json!({"id": format!("m{i}"), "pool_id": "pool", "address": format!("10.0.{}.{}", i / 200, i % 200 + 1),
+                "protocol_port": 8080, "weight": weight, "admin_state_up": true, "backup": false, "monitor_address": null, "monitor_port": null}))
+            .unwrap()
+        };
+        for i in 2..=n {
+            applied(&mut mapping, &Operation::MemberCreate(member(i, 1)));
+        }
+        let mut kept = crate::state::Kept::default();
+        let mut asked = 0;
+        for weight in 2..5 {
+            let source = crate::state::tests::Counting { inner: &mapping, asked: std::cell::Cell::new(0) };
+            let plan = plan(&State::keeping(&source, &mut kept), &Operation::MemberUpdate(member(n / 2, weight)), &Config::default(), "now").unwrap();
+            asked = source.asked.get();
+            plan.changes.into_iter().for_each(|c| crate::state::apply(&mut mapping, c));
+        }
+        asked
+    }
+
+    #[test]
+    fn after_a_commit_an_update_asks_the_host_about_what_changed_not_about_every_member() {
+        let (small, large) = (questions_per_committed_update(4), questions_per_committed_update(32));
+        assert_eq!(small, large, "the questions do not grow with the pool");
+        assert!(large <= 6, "{large} questions");
+    }
+
     #[test]
     fn undo_puts_back_the_rule_a_failed_update_replaced() {
         let mut mapping = Memory::default();

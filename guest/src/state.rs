@@ -324,6 +324,10 @@ impl<T> Memo<T> {
         self.map.get_mut().clear()
     }
 
+    fn remove(&mut self, key: &str) {
+        self.map.get_mut().remove(key);
+    }
+
     /// Empties the memo, handing back what it held.
     fn take(&mut self) -> Map<String, Box<T>> {
         std::mem::take(self.map.get_mut())
@@ -351,9 +355,11 @@ const RETIRED_PER_CALL: usize = 256;
 /// instead of once per call: every entry it read, under the revision it had (its object decoded once
 /// used), and the owners and children it asked for, while the mapping's generation stays the same.
 ///
-/// Nothing stale can be used: the owners and children are dropped as soon as the generation differs from
-/// the one they were read under, and an entry is used in a new generation only once the host says its
-/// revision is still the one kept (`get-since`). The host never gives a revision or generation twice, so
+/// Nothing stale can be used. In a new generation, what the changes since the kept one touched is dropped
+/// (`changes-since`: their entries, the owners of their keys, the children of their parents) and the rest
+/// is still the host's answer; when the host cannot say what changed, the owners and children are dropped
+/// and an entry is used only once the host says its revision is still the one kept (`get-since`). The
+/// host never gives a revision or generation twice, so
 /// a recovery's new mapping cannot be mistaken for the old one; a plan's own changes are never kept (only
 /// the host's answers are), so a plan the host did not commit leaves no trace; a new instance (a swap, a
 /// trap) starts with nothing.
@@ -372,11 +378,20 @@ pub struct Kept {
 
 impl Kept {
     /// Readies what was kept for a call over `source`, whose generation is now `generation`.
-    fn begin(&mut self, generation: Option<u64>) {
+    fn begin(&mut self, source: &dyn Source, generation: Option<u64>) {
         if generation.is_none() || generation != self.generation {
-            self.owners.clear();
-            self.children.clear();
-            self.epoch += 1;
+            match self.generation.filter(|_| generation.is_some()).and_then(|kept| source.changes_since(kept)) {
+                Some(changes) => {
+                    changes.ids.iter().for_each(|id| self.entries.remove(id));
+                    changes.keys.iter().for_each(|key| self.owners.remove(key));
+                    changes.parents.iter().for_each(|parent| self.children.remove(parent));
+                }
+                None => {
+                    self.owners.clear();
+                    self.children.clear();
+                    self.epoch += 1;
+                }
+            }
         }
         if generation.is_none() || self.entries.len() > KEPT_ENTRIES {
             // Whatever was still retired is dropped now (it takes ~8k calls to fill the memo again).
@@ -415,7 +430,7 @@ impl<'s> State<'s> {
     /// A view keeping nothing beyond itself.
     pub fn new(source: &'s dyn Source) -> Self {
         let mut kept = Box::<Kept>::default();
-        kept.begin(source.generation());
+        kept.begin(source, source.generation());
         State { source, held: Held::Own(kept) }
     }
 
@@ -423,7 +438,7 @@ impl<'s> State<'s> {
     /// for the host's mapping). `kept` must only ever be used with one source: one source's generation only
     /// grows, so a change committed while a call ran shows as a new generation to the next call.
     pub fn keeping(source: &'s dyn Source, kept: &'s mut Kept) -> Self {
-        kept.begin(source.generation());
+        kept.begin(source, source.generation());
         State { source, held: Held::Borrowed(kept) }
     }
 
@@ -486,13 +501,14 @@ pub(crate) mod tests {
             kept.entries.get_or_insert_with(&format!("e{i}"), || Slot { checked: Cell::new(0), revision: None, entry: None });
         }
         let retired = |k: &Kept| k.retired.as_ref().map_or(0, |r| r.len());
-        kept.begin(Some(1));
+        let memory = Memory::default();
+        kept.begin(&memory, Some(1));
         assert_eq!((kept.entries.len(), retired(&kept)), (0, KEPT_ENTRIES + 1 - RETIRED_PER_CALL), "given up, not all dropped at once");
-        kept.begin(Some(1));
+        kept.begin(&memory, Some(1));
         assert_eq!(retired(&kept), KEPT_ENTRIES + 1 - 2 * RETIRED_PER_CALL);
         let mut calls = 2;
         while kept.retired.is_some() {
-            kept.begin(Some(1));
+            kept.begin(&memory, Some(1));
             calls += 1;
         }
         assert_eq!(calls, (KEPT_ENTRIES + 1).div_ceil(RETIRED_PER_CALL));
@@ -515,6 +531,9 @@ pub(crate) mod tests {
         }
         fn generation(&self) -> Option<u64> {
             self.inner.generation()
+        }
+        fn changes_since(&self, generation: u64) -> Option<loxilb_policy_sdk::view::Changes> {
+            self.inner.changes_since(generation)
         }
         fn owner(&self, key: &str) -> Option<String> {
             self.asked.set(self.asked.get() + 1);
@@ -592,10 +611,10 @@ pub(crate) mod tests {
         let (w, again, asked) = decoded(&memory, &mut kept);
         assert_eq!((w, again, asked), (1, first, 0), "same generation: nothing asked, nothing decoded again");
 
-        // Another entry changes: the kept one is checked (one question, nothing crosses) and not decoded again.
+        // Another entry changes: the host says which, so the kept one is neither asked for nor decoded again.
         apply(&mut memory, Change::Put(weighted("b", 7)));
         let (w, again, asked) = decoded(&memory, &mut kept);
-        assert_eq!((w, again, asked), (1, first, 1));
+        assert_eq!((w, again, asked), (1, first, 0));
 
         // The same id put again with new metadata: the next call sees the new object.
         apply(&mut memory, Change::Put(weighted("a", 5)));
@@ -617,6 +636,63 @@ pub(crate) mod tests {
         assert_eq!(read(&memory, &mut kept), (vec!["a".to_string()], None));
         apply(&mut memory, Change::Put(member("b", "pool")));
         assert_eq!(read(&memory, &mut kept), (vec!["a".to_string(), "b".to_string()], Some("b".to_string())));
+    }
+
+    #[test]
+    fn what_a_change_did_not_touch_is_not_asked_again_and_what_it_touched_is() {
+        let mut memory = Memory::default();
+        for (id, pool) in [("a", "pool"), ("b", "pool"), ("c", "other")] {
+            apply(&mut memory, Change::Put(member(id, pool)));
+        }
+        let mut kept = Kept::default();
+        let read = |memory: &Memory, kept: &mut Kept| {
+            let source = Counting { inner: memory, asked: Cell::new(0) };
+            let state = State::keeping(&source, kept);
+            let children = |p| state.children(p).iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            let seen = (children("pool"), children("other"), state.owner("member_c").map(str::to_string), state.get("a").is_some(), state.get("c").is_some());
+            (seen, source.asked.get())
+        };
+        let (_, asked) = read(&memory, &mut kept);
+        assert_eq!(asked, 5);
+        // c moves to "pool" under a new key: its entry, both its keys and both its parents are asked again;
+        // a, and b's key, are not.
+        let mut moved = member("c", "pool");
+        moved.key = "member_c2".into();
+        apply(&mut memory, Change::Put(moved));
+        let (seen, asked) = read(&memory, &mut kept);
+        assert_eq!(seen, (vec!["a".to_string(), "b".into(), "c".into()], vec![], None, true, true));
+        assert_eq!(asked, 4, "pool, other, member_c and c; not a");
+        // A source that cannot say what changed: every kept entry is checked again, children and owners asked.
+        struct Forgetful<'a>(Counting<'a>);
+        impl Source for Forgetful<'_> {
+            fn get(&self, id: &str) -> Option<MappingEntry> {
+                self.0.get(id)
+            }
+            fn get_since(&self, id: &str, known: Option<u64>) -> Lookup {
+                self.0.get_since(id, known)
+            }
+            fn generation(&self) -> Option<u64> {
+                self.0.generation()
+            }
+            fn owner(&self, key: &str) -> Option<String> {
+                self.0.owner(key)
+            }
+            fn children(&self, parent: &str) -> Vec<String> {
+                self.0.children(parent)
+            }
+            fn ids(&self, kind: WitType) -> Vec<String> {
+                self.0.ids(kind)
+            }
+            fn len(&self) -> usize {
+                self.0.len()
+            }
+        }
+        apply(&mut memory, Change::Put(member("d", "elsewhere")));
+        let source = Forgetful(Counting { inner: &memory, asked: Cell::new(0) });
+        let state = State::keeping(&source, &mut kept);
+        assert!(state.get("a").is_some());
+        assert_eq!(state.children("other"), Vec::<&str>::new());
+        assert_eq!(source.0.asked.get(), 2);
     }
 
     #[test]

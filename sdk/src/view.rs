@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use crate::bindings::loxilb::octavia::mapping_view::{Lookup, RevisedEntry};
+pub use crate::bindings::loxilb::octavia::mapping_view::{Changes, Lookup, RevisedEntry};
 use crate::mapping::{MappingChange, MappingEntry, ResourceType};
 
 /// Where a policy reads the mapping from.
@@ -19,6 +19,12 @@ pub trait Source {
     /// may keep what it read while it stays the same; `None` for a source without revisions (nothing read
     /// from it may be kept beyond one call).
     fn generation(&self) -> Option<u64> {
+        None
+    }
+    /// What the changes since `generation` touched; `None` when the source does not know (then nothing read
+    /// under that generation may be reused without asking again).
+    fn changes_since(&self, generation: u64) -> Option<Changes> {
+        let _ = generation;
         None
     }
     /// The Octavia id a LoxiLB key belongs to.
@@ -48,6 +54,9 @@ impl Source for HostMapping {
     fn generation(&self) -> Option<u64> {
         Some(crate::bindings::loxilb::octavia::mapping_view::generation())
     }
+    fn changes_since(&self, generation: u64) -> Option<Changes> {
+        crate::bindings::loxilb::octavia::mapping_view::changes_since(generation)
+    }
     fn owner(&self, key: &str) -> Option<String> {
         crate::bindings::loxilb::octavia::mapping_view::owner(key)
     }
@@ -76,7 +85,15 @@ pub struct Memory {
     children: BTreeMap<String, BTreeSet<String>>,
     /// 0 only while nothing was ever put: every empty memory holds the same.
     generation: u64,
+    /// The latest changes (the generation each made, the id, its keys and parents before and after),
+    /// oldest first, for `changes_since`.
+    log: std::collections::VecDeque<(u64, String, Vec<String>, Vec<String>)>,
+    /// Every change after this generation is in `log`.
+    logged_since: u64,
 }
+
+/// How many changes a `Memory` remembers for `changes_since`, as the host does.
+const MEMORY_LOG: usize = 512;
 
 impl Memory {
     pub fn apply(&mut self, change: MappingChange) {
@@ -87,8 +104,10 @@ impl Memory {
     }
 
     pub fn put(&mut self, e: MappingEntry) {
-        self.remove(&e.octavia_id);
-        self.generation = NEXT_STAMP.fetch_add(1, Ordering::Relaxed);
+        let (mut keys, mut parents) = self.unlink(&e.octavia_id).map(|old| (vec![old.loxilb_key], Vec::from_iter(old.parent))).unwrap_or_default();
+        keys.push(e.loxilb_key.clone());
+        parents.extend(e.parent.clone());
+        self.record(e.octavia_id.clone(), keys, parents);
         self.owners.insert(e.loxilb_key.clone(), e.octavia_id.clone());
         if let Some(parent) = &e.parent {
             self.children.entry(parent.clone()).or_default().insert(e.octavia_id.clone());
@@ -97,8 +116,23 @@ impl Memory {
     }
 
     pub fn remove(&mut self, id: &str) {
-        let Some((_, old)) = self.entries.remove(id) else { return };
+        if let Some(old) = self.unlink(id) {
+            self.record(id.to_string(), vec![old.loxilb_key], Vec::from_iter(old.parent));
+        }
+    }
+
+    /// A new generation, and what its change touched.
+    fn record(&mut self, id: String, keys: Vec<String>, parents: Vec<String>) {
         self.generation = NEXT_STAMP.fetch_add(1, Ordering::Relaxed);
+        if self.log.len() == MEMORY_LOG {
+            self.logged_since = self.log.pop_front().map_or(self.logged_since, |c| c.0);
+        }
+        self.log.push_back((self.generation, id, keys, parents));
+    }
+
+    /// Takes an entry out of every map, handing it back.
+    fn unlink(&mut self, id: &str) -> Option<MappingEntry> {
+        let (_, old) = self.entries.remove(id)?;
         if self.owners.get(&old.loxilb_key).is_some_and(|o| o == id) {
             self.owners.remove(&old.loxilb_key);
         }
@@ -110,6 +144,7 @@ impl Memory {
                 }
             }
         }
+        Some(old)
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &MappingEntry> {
@@ -130,6 +165,20 @@ impl Source for Memory {
     }
     fn generation(&self) -> Option<u64> {
         Some(self.generation)
+    }
+    fn changes_since(&self, generation: u64) -> Option<Changes> {
+        let first = self.log.partition_point(|c| c.0 <= generation);
+        let known = generation == self.logged_since || first.checked_sub(1).is_some_and(|i| self.log[i].0 == generation);
+        if !known || generation > self.generation {
+            return None;
+        }
+        let (mut ids, mut keys, mut parents) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+        for (_, id, k, p) in self.log.range(first..) {
+            ids.insert(id.clone());
+            keys.extend(k.iter().cloned());
+            parents.extend(p.iter().cloned());
+        }
+        Some(Changes { ids: ids.into_iter().collect(), keys: keys.into_iter().collect(), parents: parents.into_iter().collect() })
     }
     fn owner(&self, key: &str) -> Option<String> {
         self.owners.get(key).cloned()

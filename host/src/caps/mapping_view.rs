@@ -1,7 +1,7 @@
 //! The read-only view of the mapping a policy imports.
 
 use super::HostState;
-use crate::runtime::bindings::loxilb::octavia::mapping_view::{Host, Lookup};
+use crate::runtime::bindings::loxilb::octavia::mapping_view::{Changes, Host, Lookup};
 use crate::runtime::bindings::mapping::{MappingEntry, ResourceType};
 
 impl Host for HostState {
@@ -13,6 +13,9 @@ impl Host for HostState {
     }
     fn generation(&mut self) -> u64 {
         self.grants.mapping.generation()
+    }
+    fn changes_since(&mut self, generation: u64) -> Option<Changes> {
+        self.grants.mapping.changes_since(generation)
     }
     fn owner(&mut self, loxilb_key: String) -> Option<String> {
         self.grants.mapping.owner(&loxilb_key)

@@ -11,7 +11,7 @@ use super::{next_stamp, Index, Map, Set, Stored};
 use crate::runtime::bindings::mapping::MappingChange;
 
 /// From this many entries on, the work is split over two threads.
-const PARALLEL_FROM: usize = 8192;
+pub(super) const PARALLEL_FROM: usize = 8192;
 
 /// The index of `entries`, whose ids must rise strictly (a scan of the writer's layout, which sorts by id).
 pub(super) fn build(entries: &[EntryRef]) -> Index {
@@ -70,7 +70,7 @@ fn entries_and_owners(packed: &[Arc<Packed>], stamp: u64) -> Index {
         owners.replace(ByKey(Arc::clone(entry)));
         entries.insert(Arc::clone(entry.id()), Stored { revision: stamp, entry: Arc::clone(entry) });
     }
-    Index { entries, owners, children: Map::default(), generation: stamp }
+    Index::new(entries, owners, Map::default(), stamp)
 }
 
 /// Children by parent. Unlike `Index::put`, which keys a parent's children by the parent's own id (its text

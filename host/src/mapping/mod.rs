@@ -10,13 +10,13 @@ mod scan;
 
 pub use codec::FORMAT_VERSION;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use self::packed::{ByKey, Packed};
 use crate::caps::storage::MappingStore;
-use crate::runtime::bindings::loxilb::octavia::mapping_view::{Lookup, RevisedEntry};
+use crate::runtime::bindings::loxilb::octavia::mapping_view::{Changes, Lookup, RevisedEntry};
 use crate::runtime::bindings::mapping::{MappingChange, MappingEntry, ResourceType};
 use crate::runtime::bindings::policy_types::LegacyEntry;
 
@@ -45,6 +45,20 @@ struct Stored {
     entry: Arc<Packed>,
 }
 
+/// How many of the latest changes the index remembers for `changes_since`: a policy instance whose last
+/// call was this many changes ago reads everything afresh. The operations' instances are at most a few
+/// changes behind; a change holds two `Arc`s, so the log costs little even when entries are large.
+const CHANGE_LOG: usize = 512;
+
+/// One put or removal, as `changes_since` reports it.
+#[derive(Clone)]
+struct Touched {
+    /// The generation this change made.
+    generation: u64,
+    before: Option<Arc<Packed>>,
+    after: Option<Arc<Packed>>,
+}
+
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type Set<T> = HashSet<T, foldhash::fast::RandomState>;
 
@@ -58,15 +72,23 @@ struct Index {
     children: Map<Arc<str>, BTreeSet<Arc<str>>>,
     /// New at every change (and for every new index), so the view's answers are all the same while it is.
     generation: u64,
+    /// The latest changes, oldest first.
+    log: VecDeque<Touched>,
+    /// Every change after this generation is in `log`.
+    logged_since: u64,
 }
 
 impl Default for Index {
     fn default() -> Self {
-        Index { entries: Map::default(), owners: Set::default(), children: Map::default(), generation: next_stamp() }
+        Index::new(Map::default(), Set::default(), Map::default(), next_stamp())
     }
 }
 
 impl Index {
+    fn new(entries: Map<Arc<str>, Stored>, owners: Set<ByKey>, children: Map<Arc<str>, BTreeSet<Arc<str>>>, generation: u64) -> Index {
+        Index { entries, owners, children, generation, log: VecDeque::new(), logged_since: generation }
+    }
+
     /// Room for `n` more entries (a load knows how many it reads: no rehash on the way).
     fn reserve(&mut self, n: usize) {
         self.entries.reserve(n);
@@ -75,8 +97,7 @@ impl Index {
     }
 
     fn put(&mut self, e: codec::EntryRef) {
-        self.remove(e.id);
-        self.generation = next_stamp();
+        let before = self.unlink(e.id);
         let id: Arc<str> = Arc::from(e.id);
         let entry = Arc::new(Packed::new(&e, Arc::clone(&id)));
         // The key now maps back to this id. An entry that held it keeps it in its own direction: plans never
@@ -95,12 +116,21 @@ impl Index {
                 }
             }
         }
+        self.generation = next_stamp();
+        self.record(Touched { generation: self.generation, before, after: Some(Arc::clone(&entry)) });
         self.entries.insert(id, Stored { revision: self.generation, entry });
     }
 
     fn remove(&mut self, id: &str) {
-        let Some(Stored { entry: old, .. }) = self.entries.remove(id) else { return };
-        self.generation = next_stamp();
+        if let Some(before) = self.unlink(id) {
+            self.generation = next_stamp();
+            self.record(Touched { generation: self.generation, before: Some(before), after: None });
+        }
+    }
+
+    /// Takes an entry out of every map, handing it back.
+    fn unlink(&mut self, id: &str) -> Option<Arc<Packed>> {
+        let Stored { entry: old, .. } = self.entries.remove(id)?;
         if self.owners.get(old.key()).is_some_and(|o| &**o.0.id() == id) {
             self.owners.remove(old.key());
         }
@@ -112,6 +142,41 @@ impl Index {
                 }
             }
         }
+        Some(old)
+    }
+
+    fn record(&mut self, change: Touched) {
+        if self.log.len() == CHANGE_LOG {
+            if let Some(oldest) = self.log.pop_front() {
+                self.logged_since = oldest.generation;
+            }
+        }
+        self.log.push_back(change);
+    }
+
+    /// What the changes since `generation` touched, if the log holds all of them. A generation of another
+    /// index (a replaced one: every generation is a new stamp) is older than this one's log.
+    fn changes_since(&self, generation: u64) -> Option<Changes> {
+        if generation < self.logged_since || generation > self.generation {
+            return None;
+        }
+        let first = self.log.partition_point(|c| c.generation <= generation);
+        // `generation` must be one this index had: the start of the log or the result of a change in it.
+        if generation != self.logged_since && self.log.get(first.wrapping_sub(1)).is_none_or(|c| c.generation != generation) {
+            return None;
+        }
+        let mut ids = BTreeSet::new();
+        let mut keys = BTreeSet::new();
+        let mut parents = BTreeSet::new();
+        for change in self.log.range(first..) {
+            for entry in change.before.iter().chain(&change.after) {
+                ids.insert(&**entry.id());
+                keys.insert(entry.key());
+                parents.extend(entry.parent());
+            }
+        }
+        let owned = |set: BTreeSet<&str>| set.into_iter().map(str::to_string).collect();
+        Some(Changes { ids: owned(ids), keys: owned(keys), parents: owned(parents) })
     }
 
     fn apply(&mut self, change: MappingChange) {
@@ -214,6 +279,11 @@ impl Mapping {
     /// Changes whenever the mapping does; never the same for two different contents in this process.
     pub fn generation(&self) -> u64 {
         self.index.read().unwrap().generation
+    }
+
+    /// What the changes committed since `generation` touched; `None` when that is no longer known.
+    pub fn changes_since(&self, generation: u64) -> Option<Changes> {
+        self.index.read().unwrap().changes_since(generation)
     }
 
     pub fn owner(&self, key: &str) -> Option<String> {
@@ -490,6 +560,59 @@ mod tests {
         again.apply(vec![MappingChange::Put(entry("lb", "10.0.0.1", None))]).unwrap();
         let Lookup::Changed(other) = again.get_since("lb", Some(first.revision)) else { panic!("not the old revision") };
         assert!(other.revision > first.revision && again.generation() > mapping.generation());
+    }
+
+    #[test]
+    fn changes_since_a_generation_name_every_id_key_and_parent_they_touched() {
+        let (mapping, _) = Mapping::load(Arc::new(MemoryStore::default())).unwrap();
+        mapping.apply(vec![MappingChange::Put(entry("lb", "10.0.0.1", None)), MappingChange::Put(entry("m1", "k1", Some("lb")))]).unwrap();
+        let start = mapping.generation();
+        assert_eq!(mapping.changes_since(start).map(|c| c.ids), Some(vec![]), "nothing since the current generation");
+        // A member moves to another parent under a new key, another is removed, a third is added.
+        // A stamp between two of this mapping's generations, but another mapping's.
+        let other = Mapping::load(Arc::new(MemoryStore::default())).unwrap().0;
+        other.apply(vec![MappingChange::Put(entry("x", "y", None))]).unwrap();
+        mapping.apply(vec![MappingChange::Put(entry("pool", "p", Some("lb")))]).unwrap();
+        let middle = mapping.generation();
+        mapping
+            .apply(vec![
+                MappingChange::Put(entry("m1", "k1-new", Some("pool"))),
+                MappingChange::Remove("lb".into()),
+                MappingChange::Put(entry("m2", "k2", Some("pool"))),
+            ])
+            .unwrap();
+        let changes = mapping.changes_since(start).expect("the log holds every change since");
+        assert_eq!(changes.ids, ["lb", "m1", "m2", "pool"]);
+        assert_eq!(changes.keys, ["10.0.0.1", "k1", "k1-new", "k2", "p"]);
+        assert_eq!(changes.parents, ["lb", "pool"]);
+        let later = mapping.changes_since(middle).unwrap();
+        assert_eq!(
+            (later.ids, later.keys),
+            (vec!["lb".to_string(), "m1".into(), "m2".into()], vec!["10.0.0.1".to_string(), "k1".into(), "k1-new".into(), "k2".into()])
+        );
+        // Generations this index never had, or has forgotten, are not answered.
+        assert!(start < other.generation() && other.generation() < middle);
+        assert!(mapping.changes_since(other.generation()).is_none(), "another mapping's generation");
+        other.apply(vec![MappingChange::Put(entry("z", "w", None))]).unwrap();
+        assert!(mapping.changes_since(other.generation()).is_none(), "a generation later than this mapping's");
+        for i in 0..CHANGE_LOG {
+            mapping.apply(vec![MappingChange::Put(entry(&format!("n{i}"), &format!("kn{i}"), None))]).unwrap();
+        }
+        assert!(mapping.changes_since(start).is_none(), "older than the log");
+        assert!(mapping.changes_since(mapping.generation()).is_some());
+    }
+
+    #[test]
+    fn a_mapping_built_anew_answers_no_changes_since_the_one_it_replaced() {
+        let (mapping, _) = Mapping::load(Arc::new(MemoryStore::default())).unwrap();
+        let empty = mapping.generation();
+        // A large batch of puts into an empty index (a recovery) builds a new one at once.
+        let puts = (0..bulk::PARALLEL_FROM).map(|i| MappingChange::Put(entry(&format!("m{i:05}"), &format!("k{i}"), None))).collect();
+        mapping.apply(puts).unwrap();
+        assert!(mapping.changes_since(empty).is_none());
+        let built = mapping.generation();
+        mapping.apply(vec![MappingChange::Remove("m00000".into())]).unwrap();
+        assert_eq!(mapping.changes_since(built).unwrap().ids, ["m00000"]);
     }
 
     #[test]
