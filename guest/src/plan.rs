@@ -72,18 +72,15 @@ impl<'a> Overlay<'a> {
     }
 
     /// Ids whose parent is `parent`, in id order. The state's set is already ordered; only the few
-    /// children this operation put need sorting in.
+    /// children this operation put are inserted in place.
     fn children(&self, parent: &str) -> Vec<&str> {
         let mut ids = self.state.children(parent);
         ids.retain(|id| !self.changed.contains_key(*id));
-        let before = ids.len();
         for (id, entry) in &self.changed {
             if entry.as_ref().and_then(|e| e.parent()) == Some(parent) {
-                ids.push(id);
+                let at = ids.partition_point(|other| *other < id.as_str());
+                ids.insert(at, id);
             }
-        }
-        if ids.len() > before {
-            ids.sort_unstable();
         }
         ids
     }

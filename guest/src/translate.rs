@@ -368,9 +368,14 @@ pub fn weights_to_percent(weights: &[u32]) -> Vec<u8> {
     }
     let mut shares: Vec<(usize, u64, u64)> = weights.iter().enumerate().map(|(i, &w)| (i, w as u64 * 100 / total, w as u64 * 100 % total)).collect();
     let assigned: u64 = shares.iter().map(|s| s.1).sum();
-    let mut order: Vec<usize> = (0..shares.len()).collect();
-    order.sort_by(|&a, &b| shares[b].2.cmp(&shares[a].2).then(a.cmp(&b)));
-    for &i in order.iter().take((100 - assigned) as usize) {
+    // The percents rounding left over go one each to the endpoints with the largest remainders, the first
+    // of equal ones. A selection, not a sort: a rule has at most 32 endpoints, and a sort instantiated for
+    // this alone took ~7 KB of the component.
+    let mut given = vec![false; shares.len()];
+    for _ in assigned..100 {
+        let largest = (0..shares.len()).filter(|&i| !given[i]).max_by(|&a, &b| shares[a].2.cmp(&shares[b].2).then(b.cmp(&a)));
+        let Some(i) = largest else { break };
+        given[i] = true;
         shares[i].1 += 1;
     }
     for s in shares.iter_mut() {
@@ -563,6 +568,37 @@ mod tests {
         let tiny = weights_to_percent(&[256, 256, 256, 1]);
         assert!(tiny.iter().all(|&p| p >= 1));
         assert!(tiny.iter().map(|&p| p as u32).sum::<u32>() <= 100);
+    }
+
+    #[test]
+    fn the_rounding_left_over_goes_to_the_largest_remainders_the_first_of_equal_ones() {
+        // Largest-remainder rounding as a sort states it, beside the selection the policy runs.
+        let by_sorting = |weights: &[u32]| -> Vec<u8> {
+            let total: u64 = weights.iter().map(|&w| w as u64).sum();
+            let mut shares: Vec<(u64, u64)> = weights.iter().map(|&w| (w as u64 * 100 / total, w as u64 * 100 % total)).collect();
+            let assigned: u64 = shares.iter().map(|s| s.0).sum();
+            let mut order: Vec<usize> = (0..shares.len()).collect();
+            order.sort_by(|&a, &b| shares[b].1.cmp(&shares[a].1).then(a.cmp(&b)));
+            order.iter().take((100 - assigned) as usize).for_each(|&i| shares[i].0 += 1);
+            shares.iter_mut().for_each(|s| s.0 = s.0.max(1));
+            while shares.iter().map(|s| s.0).sum::<u64>() > 100 {
+                shares.iter_mut().max_by_key(|s| s.0).expect("non-empty").0 -= 1;
+            }
+            shares.iter().map(|s| s.0 as u8).collect()
+        };
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..5_000 {
+            let len = 1 + next(32) as usize;
+            let spread = [3, 10, 257][next(3) as usize];
+            let weights: Vec<u32> = (0..len).map(|_| 1 + next(spread) as u32).collect();
+            assert_eq!(weights_to_percent(&weights), by_sorting(&weights), "{weights:?}");
+        }
     }
 
     #[test]
