@@ -55,10 +55,6 @@ impl<D: Definition> Guest for Component<D> {
         Ok(())
     }
 
-    fn validate(op: Operation) -> Result<(), PolicyError> {
-        with_state(|state, config| crate::plan::validate(state, &op, config))
-    }
-
     fn translate(op: Operation) -> Result<Plan, Refusal> {
         with_state(|state, config| match crate::decide::plan_or_refuse(state, &op, config, now_ms()) {
             Ok(plan) => Ok(Plan {
@@ -139,11 +135,6 @@ macro_rules! delegate_exports {
     (@one $to:ty, configure) => {
         fn configure(settings: $crate::policy_types::Settings) -> Result<(), $crate::policy_types::PolicyError> {
             <$to as $crate::policy::Guest>::configure(settings)
-        }
-    };
-    (@one $to:ty, validate) => {
-        fn validate(op: $crate::octavia::Operation) -> Result<(), $crate::policy_types::PolicyError> {
-            <$to as $crate::policy::Guest>::validate(op)
         }
     };
     (@one $to:ty, translate) => {

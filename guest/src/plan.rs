@@ -931,15 +931,6 @@ pub fn validate_objects(op: &Operation, config: &Config) -> Result<(), PolicyErr
     }
 }
 
-/// `validate`: object checks, then a full plan when the mapping has what it needs.
-pub fn validate(state: &State, op: &Operation, config: &Config) -> Result<(), PolicyError> {
-    validate_objects(op, config)?;
-    match plan(state, op, config, "") {
-        Ok(_) | Err(PolicyError::MissingState(_)) => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

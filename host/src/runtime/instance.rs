@@ -200,8 +200,15 @@ impl Sandbox {
         }
     }
 
+    /// Whether the policy would take the operation (the provider's synchronous check): its plan, executed
+    /// nowhere. The mapping's lacking what the operation refers to is no refusal here: it may be recovered
+    /// before the operation is applied. One export serves both, so the component carries the lifting of
+    /// `operation` (every variant with whole trees, ~44 KB) once.
     pub fn validate(&mut self, op: &Operation) -> Result<Result<(), PolicyError>, CallError> {
-        self.call(|s, b| b.loxilb_octavia_policy().call_validate(s, op))
+        Ok(match self.translate(op)? {
+            Err(Refusal { error: PolicyError::MissingState(_), .. }) | Ok(_) => Ok(()),
+            Err(refusal) => Err(refusal.error),
+        })
     }
 
     pub fn translate(&mut self, op: &Operation) -> Result<Result<Plan, Refusal>, CallError> {

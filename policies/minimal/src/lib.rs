@@ -273,9 +273,6 @@ mod exports {
         fn configure(_: Settings) -> Result<(), PolicyError> {
             Ok(())
         }
-        fn validate(op: Operation) -> Result<(), PolicyError> {
-            with(|t| t.validate(&op))
-        }
         fn translate(op: Operation) -> Result<Plan, Refusal> {
             with(|t| {
                 t.translate(&op).map_err(|error| {

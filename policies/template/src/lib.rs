@@ -46,7 +46,7 @@ mod export {
     //     // A plan: LoxiLB calls (and their undo), mapping changes, statuses. The host executes it exactly.
     //     fn translate(op: Operation) -> Result<Plan, Refusal> { /* your translation */ Library::translate(op) }
     //     fn info() -> PolicyInfo { ... }
-    //     guest::delegate_exports!(Library: configure, validate, desired_rules, recover, migrate, owns_rule, operating_statuses, statistics);
+    //     guest::delegate_exports!(Library: configure, desired_rules, recover, migrate, owns_rule, operating_statuses, statistics);
     //     // (every function of `interface policy` in wit/since_v0.2.0/policy.wit)
     // }
     // guest::bindings::export!(Mine with_types_in guest::bindings);
