@@ -1040,7 +1040,7 @@ mod tests {
         let mut kept = crate::state::Kept::default();
         let mut asked = 0;
         for weight in 2..5 {
-            let source = crate::state::tests::Counting { inner: &mapping, asked: std::cell::Cell::new(0) };
+            let source = crate::state::tests::Counting { inner: &mapping, asked: std::cell::Cell::new(0), changes: true };
             let plan = plan(&State::keeping(&source, &mut kept), &Operation::MemberUpdate(member(n / 2, weight)), &Config::default(), "now").unwrap();
             asked = source.asked.get();
             plan.changes.into_iter().for_each(|c| crate::state::apply(&mut mapping, c));

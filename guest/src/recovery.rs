@@ -307,7 +307,7 @@ mod tests {
         assert_eq!(found.recovered as usize, found.changes.len());
 
         // Into an empty mapping the host is asked nothing per object (only whether it is empty).
-        let counting = crate::state::tests::Counting { inner: &empty, asked: std::cell::Cell::new(0) };
+        let counting = crate::state::tests::Counting { inner: &empty, asked: std::cell::Cell::new(0), changes: true };
         let again = recover(
             &State::new(&counting),
             &[desired(&State::new(&source), &Config { profile: fullproxy(), ..Config::default() }).remove(0).1.expect("rule").rule],
