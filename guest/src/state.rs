@@ -359,10 +359,9 @@ const RETIRED_PER_CALL: usize = 256;
 /// (`changes-since`: their entries, the owners of their keys, the children of their parents) and the rest
 /// is still the host's answer; when the host cannot say what changed, the owners and children are dropped
 /// and an entry is used only once the host says its revision is still the one kept (`get-since`). The
-/// host never gives a revision or generation twice, so
-/// a recovery's new mapping cannot be mistaken for the old one; a plan's own changes are never kept (only
-/// the host's answers are), so a plan the host did not commit leaves no trace; a new instance (a swap, a
-/// trap) starts with nothing.
+/// host never gives a revision or generation twice, so a recovery's new mapping cannot be mistaken for the
+/// old one; a plan's own changes are never kept (only the host's answers are), so a plan the host did not
+/// commit leaves no trace; a new instance (a swap, a trap) starts with nothing.
 #[derive(Default)]
 pub struct Kept {
     /// The generation the owners and children were read under; `None`: nothing may be reused.

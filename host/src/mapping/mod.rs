@@ -47,7 +47,8 @@ struct Stored {
 
 /// How many of the latest changes the index remembers for `changes_since`: a policy instance whose last
 /// call was this many changes ago reads everything afresh. The operations' instances are at most a few
-/// changes behind; a change holds two `Arc`s, so the log costs little even when entries are large.
+/// changes behind; a change holds the entry before and after it by `Arc`, so at most this many replaced
+/// entries stay alive for the log.
 const CHANGE_LOG: usize = 512;
 
 /// One put or removal, as `changes_since` reports it.
@@ -154,8 +155,9 @@ impl Index {
         self.log.push_back(change);
     }
 
-    /// What the changes since `generation` touched, if the log holds all of them. A generation of another
-    /// index (a replaced one: every generation is a new stamp) is older than this one's log.
+    /// What the changes since `generation` touched, if the log holds all of them. A generation this index
+    /// never had (another index's, one a recovery replaced) is not answered: it is older than the log, or
+    /// none of the log's.
     fn changes_since(&self, generation: u64) -> Option<Changes> {
         if generation < self.logged_since || generation > self.generation {
             return None;
@@ -568,12 +570,12 @@ mod tests {
         mapping.apply(vec![MappingChange::Put(entry("lb", "10.0.0.1", None)), MappingChange::Put(entry("m1", "k1", Some("lb")))]).unwrap();
         let start = mapping.generation();
         assert_eq!(mapping.changes_since(start).map(|c| c.ids), Some(vec![]), "nothing since the current generation");
-        // A member moves to another parent under a new key, another is removed, a third is added.
         // A stamp between two of this mapping's generations, but another mapping's.
         let other = Mapping::load(Arc::new(MemoryStore::default())).unwrap().0;
         other.apply(vec![MappingChange::Put(entry("x", "y", None))]).unwrap();
         mapping.apply(vec![MappingChange::Put(entry("pool", "p", Some("lb")))]).unwrap();
         let middle = mapping.generation();
+        // A member moves to another parent under a new key, the load balancer is removed, a member is added.
         mapping
             .apply(vec![
                 MappingChange::Put(entry("m1", "k1-new", Some("pool"))),
