@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 
 use crate::keys;
 use crate::loxilb_types::{LbRule, LoxilbCall, RuleKey};
-use crate::octavia::{HealthMonitor, Listener, Loadbalancer, Member, ObjectKind, ObjectStatus, OperatingStatus, Operation, Pool, ProvisioningStatus};
+use crate::octavia::{
+    HealthMonitor, Listener, Loadbalancer, Member, MemberBatch, ObjectKind, ObjectStatus, OperatingStatus, Operation, Pool, ProvisioningStatus,
+};
 use crate::policy_types::PolicyError;
 use crate::state::{Change, Entry, ListenerState, Map, Object, State};
 use crate::translate::{self, Config, Rendered};
@@ -566,11 +568,10 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
         }
         Operation::MemberBatchUpdate(batch) => {
             ov.pool_or_missing(&batch.pool_id)?;
-            let listed: BTreeSet<&str> = batch.members.iter().map(|m| m.id.as_str()).collect();
             let dropped: Vec<String> = ov
                 .children(&batch.pool_id)
                 .into_iter()
-                .filter(|id| ov.get(id).is_some_and(|e| matches!(e.object(), Object::Member(_))) && !listed.contains(id))
+                .filter(|id| ov.get(id).is_some_and(|e| matches!(e.object(), Object::Member(_))) && !lists(batch, id))
                 .map(str::to_string)
                 .collect();
             for id in dropped {
@@ -802,9 +803,8 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
             for m in &batch.members {
                 st.object(K::Member, &m.id, Active, Some(member_operating(m, monitored)));
             }
-            let listed: BTreeSet<&str> = batch.members.iter().map(|m| m.id.as_str()).collect();
             for id in ov.state.children(&batch.pool_id) {
-                if matches!(ov.state.get(id).map(|e| e.object()), Some(Object::Member(_))) && !listed.contains(id) {
+                if matches!(ov.state.get(id).map(|e| e.object()), Some(Object::Member(_))) && !lists(batch, id) {
                     st.object(K::Member, id, Deleted, Some(OperatingStatus::Offline));
                 }
             }
@@ -867,6 +867,12 @@ fn descendants(state: &State, id: &str) -> Vec<String> {
         out.push(child.to_string());
     }
     out
+}
+
+/// Whether a batch update lists member `id`. A scan: a pool's members are few (a rule holds at most 32
+/// endpoints), and a set collected for this alone instantiated a sort and a tree builder in the component.
+fn lists(batch: &MemberBatch, id: &str) -> bool {
+    batch.members.iter().any(|m| m.id == id)
 }
 
 fn push_deleted(st: &mut Statuses, kind: ObjectKind, id: &str, seen: &mut BTreeSet<String>) {
