@@ -71,9 +71,8 @@ pub fn v1_0(legacy: &[LegacyEntry]) -> (Vec<Change>, Vec<String>) {
     let parsed: Vec<(&LegacyEntry, Value)> = legacy.iter().map(|e| (e, Value::parse(&e.metadata).unwrap_or(Value::Null))).collect();
     let mut by_type: HashMap<String, Vec<Old>> = HashMap::new();
     let mut dropped = Vec::new();
-    let mut order: Vec<&(&LegacyEntry, Value)> = parsed.iter().collect();
-    order.sort_by(|a, b| a.0.octavia_id.cmp(&b.0.octavia_id));
-    for (e, meta) in order {
+    // In id order, as the host hands them over (`migrate` in policy.wit).
+    for (e, meta) in &parsed {
         let old = Old { id: &e.octavia_id, meta, key: e.loxilb_key.as_deref() };
         by_type.entry(old.resource_type()).or_default().push(old);
     }

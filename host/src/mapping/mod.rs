@@ -644,4 +644,18 @@ mod tests {
         let err = Mapping::load(Arc::new(storage)).err().expect("refused");
         assert!(err.contains("2.0"), "{err}");
     }
+
+    /// `migrate` in policy.wit: the policy places a 1.0 file's entries in the order they come.
+    #[test]
+    fn a_format_1_0_files_entries_are_handed_over_in_id_order_each_id_once() {
+        let storage = MemoryStore::default();
+        let document = r#"{"version": "1.0", "octavia_to_loxilb": {"m2": "k2", "lb": "k0", "m1": "k1"},
+            "resource_metadata": {"m2": {"n": 1}, "lb": {"n": 2}, "m1": {"n": 3}, "m2": {"n": 4}}}"#;
+        storage.write_snapshot(document.as_bytes().to_vec()).unwrap();
+        let (mapping, _) = Mapping::load(Arc::new(storage)).unwrap();
+        let legacy = mapping.take_legacy().expect("1.0 entries");
+        let ids: Vec<&str> = legacy.iter().map(|e| e.octavia_id.as_str()).collect();
+        assert_eq!(ids, ["lb", "m1", "m2"]);
+        assert_eq!(legacy[2].metadata, r#"{"n": 4}"#, "of a repeated id, the last (as a JSON reader takes it)");
+    }
 }

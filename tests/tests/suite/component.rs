@@ -70,11 +70,11 @@ fn a_policy_imports_exactly_the_mapping_view_log_and_clock() {
 }
 
 /// Guards what was won toward issue 12's 300 KB: the default policy was 514,186 bytes while `validate` was
-/// an export of its own (a second copy of the canonical-ABI lifting of `operation`, 44 KB) and three
-/// more sorts were instantiated; 453,694 bytes since.
+/// an export of its own (a second copy of the canonical-ABI lifting of `operation`, 44 KB) and five more
+/// sorts were instantiated; 437,588 bytes since.
 #[test]
 fn the_default_policy_stays_within_its_size_budget() {
-    const BUDGET: u64 = 470_000;
+    const BUDGET: u64 = 450_000;
     let size = std::fs::metadata(default_policy()).expect("the default policy is built").len();
     assert!(
         size <= BUDGET,
