@@ -323,22 +323,21 @@ fn listener_object(listener: &Listener, programmed: Option<Rendered>) -> Object 
     Object::Listener(ListenerState { listener, programmed })
 }
 
+/// The fields of a rule that make its `RuleKey`, borrowed: one list for `rule_key` and `same_key`.
+fn key_fields(rule: &LbRule) -> (&str, u16, &str, u32, &str, bool) {
+    let s = &rule.service;
+    (&s.external_ip, s.port, &s.protocol, s.block, &s.host, s.bgp)
+}
+
 pub fn rule_key(rule: &LbRule) -> RuleKey {
-    RuleKey {
-        external_ip: rule.service.external_ip.clone(),
-        port: rule.service.port,
-        protocol: rule.service.protocol.clone(),
-        block: rule.service.block,
-        host: rule.service.host.clone(),
-        bgp: rule.service.bgp,
-    }
+    let (external_ip, port, protocol, block, host, bgp) = key_fields(rule);
+    RuleKey { external_ip: external_ip.to_string(), port, protocol: protocol.to_string(), block, host: host.to_string(), bgp }
 }
 
 /// Whether two rules have the same `rule_key`, compared in place (building both keys copied six strings
 /// for every update).
 fn same_key(a: &LbRule, b: &LbRule) -> bool {
-    let (a, b) = (&a.service, &b.service);
-    a.external_ip == b.external_ip && a.port == b.port && a.protocol == b.protocol && a.block == b.block && a.host == b.host && a.bgp == b.bgp
+    key_fields(a) == key_fields(b)
 }
 
 /// Changes LoxiLB applies only by deleting and re-creating the rule.
