@@ -543,15 +543,18 @@ fn allowed_sources(cidrs: &[String]) -> Vec<String> {
 fn endpoint_probes(serving: &[&Member], protocol: &str, kind: &str, request: &str, hm: &HealthMonitor) -> Vec<EndpointProbe> {
     serving
         .iter()
-        .map(|m| EndpointProbe {
-            host_name: keys::canonical_ip(&m.address).into_owned(),
-            name: format!("{}_{protocol}_{}", keys::canonical_ip(&m.address), m.protocol_port),
-            probe_type: kind.to_string(),
-            probe_port: m.protocol_port,
-            probe_req: request.to_string(),
-            probe_resp: String::new(),
-            probe_duration: hm.delay,
-            inactive_retries: hm.max_retries_down,
+        .map(|m| {
+            let ip = keys::canonical_ip(&m.address);
+            EndpointProbe {
+                name: format!("{ip}_{protocol}_{}", m.protocol_port),
+                host_name: ip.into_owned(),
+                probe_type: kind.to_string(),
+                probe_port: m.protocol_port,
+                probe_req: request.to_string(),
+                probe_resp: String::new(),
+                probe_duration: hm.delay,
+                inactive_retries: hm.max_retries_down,
+            }
         })
         .collect()
 }
