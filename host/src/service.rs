@@ -63,8 +63,18 @@ pub fn failure_of(error: &PolicyError) -> Failure {
     }
 }
 
-/// An applied operation's statuses, and the storage that must make its journal records durable first.
-type Applied = (Vec<ObjectStatus>, Arc<dyn MappingStore>);
+/// What became of an operation taken off a queue, short of durability and reporting.
+enum Taken {
+    /// Applied (or dropped with statuses to report): the statuses, and the storage that must make the
+    /// operation's journal records durable before they are reported.
+    Applied(Vec<ObjectStatus>, Arc<dyn MappingStore>),
+    /// Never applied and nothing to report: Octavia rolled its request back.
+    Dropped,
+    /// Another host took it over while Octavia's commit was awaited: left alone.
+    HandedOver,
+    /// Its cast was refused after all (its inbox record never became durable; the provider was told).
+    Refused,
+}
 
 /// Worker threads applying the Unix-socket transport's casts: as many load balancers can wait for
 /// Octavia's commit at once before a further one has to wait for a worker.
@@ -205,23 +215,26 @@ impl Service {
     }
 
     fn work(self: &Arc<Self>, (inbox_seq, method, args): Job, durability: &Durability, reports: &Arc<Reporter>) {
-        if let (Some(appended), Some(inbox)) = (&inbox_seq, self.inbox.as_ref()) {
-            // Queued when appended, applied only once durable: a failed sync refused the cast (the
-            // provider was told, and Octavia rolls back).
-            if let Err(e) = inbox.durable(appended) {
-                tracing::warn!("not applying {method}: its cast was refused ({e:#})");
-                if method == "loadbalancer_create" {
-                    self.vip_claims.release(&lane_of(&args));
-                }
+        // Applied only once durable, which is checked once Octavia has committed: the provider sends
+        // the commit notice only after the cast was answered, hence durable, so the worker neither
+        // syncs the inbox itself nor waits for the thread that does. A failed sync refused the cast
+        // (the provider was told, and Octavia rolls back).
+        let accepted = || match (&inbox_seq, self.inbox.as_ref()) {
+            (Some(appended), Some(inbox)) => inbox.durable(appended).map_err(|e| format!("{e:#}")),
+            _ => Ok(()),
+        };
+        let started = Instant::now();
+        let (statuses, storage) = match self.apply_in_memory(&method, &args, &|| true, &accepted) {
+            Taken::Applied(statuses, storage) => (statuses, storage),
+            Taken::Refused => {
                 self.leave_backlog();
                 return;
             }
-        }
-        let started = Instant::now();
-        let Some(Some((statuses, storage))) = self.apply_in_memory(&method, &args, &|| true) else {
-            log_outcome(&method, &args, &[], started.elapsed());
-            self.finished(inbox_seq);
-            return;
+            Taken::Dropped | Taken::HandedOver => {
+                log_outcome(&method, &args, &[], started.elapsed());
+                self.finished(inbox_seq);
+                return;
+            }
         };
         let service = Arc::clone(self);
         let reports = Arc::clone(reports);
@@ -397,9 +410,13 @@ impl Service {
     /// `None` when it was left alone that way (the transport must not acknowledge it).
     pub fn apply_while(&self, method: &str, args: &Value, still_ours: &dyn Fn() -> bool) -> Option<Vec<ObjectStatus>> {
         let started = Instant::now();
-        let Some((statuses, storage)) = self.apply_in_memory(method, args, still_ours)? else {
-            log_outcome(method, args, &[], started.elapsed());
-            return Some(Vec::new());
+        let (statuses, storage) = match self.apply_in_memory(method, args, still_ours, &|| Ok(())) {
+            Taken::Applied(statuses, storage) => (statuses, storage),
+            Taken::Dropped => {
+                log_outcome(method, args, &[], started.elapsed());
+                return Some(Vec::new());
+            }
+            Taken::HandedOver | Taken::Refused => return None,
         };
         if let Err(e) = storage.sync() {
             tracing::error!("mapping journal not durable after {method}: {e}");
@@ -424,42 +441,48 @@ impl Service {
         }
     }
 
-    /// Everything but durability and reporting: the statuses to report, and the storage that must make
-    /// the operation's journal records durable first. `Some(None)` when the operation is dropped (it can
-    /// never be applied); `None` when `still_ours` turned false.
-    fn apply_in_memory(&self, method: &str, args: &Value, still_ours: &dyn Fn() -> bool) -> Option<Option<Applied>> {
-        let op = match convert::operation(method, args) {
+    /// Everything but durability and reporting. `accepted` says, once Octavia has committed, whether
+    /// the operation was accepted after all (its cast's inbox record is durable).
+    fn apply_in_memory(&self, method: &str, args: &Value, still_ours: &dyn Fn() -> bool, accepted: &dyn Fn() -> Result<(), String>) -> Taken {
+        let op = convert::operation(method, args);
+        let waiting = Instant::now();
+        let waited = if op.is_ok() { self.wait_committed(method, args, still_ours) } else { Waited::Committed };
+        if op.is_ok() && commit_probe(method, args).is_some() {
+            crate::metrics::COMMIT_WAIT.record(waiting.elapsed());
+        }
+        let taken = match (accepted(), waited) {
+            (Err(e), _) => {
+                tracing::warn!("not applying {method}: its cast was refused ({e})");
+                Some(Taken::Refused)
+            }
+            (Ok(()), Waited::Committed) => None,
+            (Ok(()), Waited::RolledBack(why)) => {
+                tracing::error!("not applying {method}: {why}");
+                Some(Taken::Dropped)
+            }
+            (Ok(()), Waited::HandedOver) => {
+                tracing::warn!("not applying {method}: it was handed to another host while Octavia's commit was awaited");
+                Some(Taken::HandedOver)
+            }
+        };
+        if let Some(taken) = taken {
+            if method == "loadbalancer_create" {
+                self.vip_claims.release(&lane_of(args));
+            }
+            return taken;
+        }
+        let op = match op {
             Ok(op) => op,
             Err(e) => {
                 // Accepted earlier (an inbox record from before an upgrade, an AMQP cast): Octavia waits.
                 tracing::error!("{method} can never be applied, reporting the objects it names ERROR: {e:#}");
-                let storage = Arc::clone(&self.storage);
-                return Some(Some((crate::dropped::statuses(method, args), storage)));
+                return Taken::Applied(crate::dropped::statuses(method, args), Arc::clone(&self.storage));
             }
         };
-        let waiting = Instant::now();
-        let waited = self.wait_committed(method, args, still_ours);
-        if commit_probe(method, args).is_some() {
-            crate::metrics::COMMIT_WAIT.record(waiting.elapsed());
-        }
-        if !matches!(waited, Waited::Committed) && method == "loadbalancer_create" {
-            self.vip_claims.release(&lane_of(args));
-        }
-        match waited {
-            Waited::Committed => {}
-            Waited::RolledBack(why) => {
-                tracing::error!("not applying {method}: {why}");
-                return Some(None);
-            }
-            Waited::HandedOver => {
-                tracing::warn!("not applying {method}: it was handed to another host while Octavia's commit was awaited");
-                return None;
-            }
-        }
         let mut sandbox = self.sandbox.lock().unwrap();
         if !still_ours() {
             tracing::warn!("not applying {method}: it was handed to another host meanwhile");
-            return None;
+            return Taken::HandedOver;
         }
         let handled = sandbox.handle(&op);
         if let Operation::LoadbalancerCreate(lb) = &op {
@@ -520,7 +543,7 @@ impl Service {
         for lb in loadbalancers_of(&statuses) {
             self.epochs.applied(lb);
         }
-        Some(Some((statuses, Arc::clone(sandbox.storage()))))
+        Taken::Applied(statuses, Arc::clone(sandbox.storage()))
     }
 
     /// Runtime recovery: the load balancer's whole tree from Octavia's get socket when there is one
