@@ -59,7 +59,7 @@ impl<'a> Old<'a> {
     fn created_at(&self) -> String {
         match self.meta.get("created_at") {
             Some(Value::String(s)) => s.to_string(),
-            Some(n @ Value::Number(_)) => crate::decide::rfc3339((n.as_f64().unwrap_or(0.0) * 1000.0) as u64),
+            Some(n @ Value::Number(_)) => crate::decide::rfc3339(n.seconds_as_millis().unwrap_or(0)),
             _ => String::new(),
         }
     }
