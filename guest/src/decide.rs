@@ -33,21 +33,20 @@ pub fn refusal_statuses(state: &State, op: &Operation, config: &Config) -> Vec<O
     };
     let mut out = Vec::new();
     match op {
-        Operation::LoadbalancerCreate(lb) | Operation::LoadbalancerUpdate(lb) | Operation::LoadbalancerSync(lb) => out.push(error(K::Loadbalancer, &lb.id)),
-        Operation::LoadbalancerDelete(d) => out.push(error(K::Loadbalancer, &d.loadbalancer.id)),
+        Operation::Loadbalancer((_, lb)) => out.push(error(K::Loadbalancer, &lb.id)),
         Operation::LoadbalancerFailover(id) => out.push(error(K::Loadbalancer, id)),
-        Operation::ListenerCreate(l) | Operation::ListenerUpdate(l) | Operation::ListenerDelete(l) => {
+        Operation::Listener((_, l)) => {
             out.push(error(K::Listener, &l.id));
             out.push(active(K::Loadbalancer, &l.loadbalancer_id));
         }
-        Operation::PoolCreate(p) | Operation::PoolUpdate(p) | Operation::PoolDelete(p) => {
+        Operation::Pool((_, p)) => {
             out.push(error(K::Pool, &p.id));
             if let Some(l) = &p.listener_id {
                 out.push(active(K::Listener, l));
             }
             out.push(active(K::Loadbalancer, &p.loadbalancer_id));
         }
-        Operation::MemberCreate(m) | Operation::MemberUpdate(m) | Operation::MemberDelete(m) => {
+        Operation::Member((_, m)) => {
             out.push(error(K::Member, &m.id));
             out.push(active(K::Pool, &m.pool_id));
             out.extend(lb_of_pool(&m.pool_id).map(|lb| active(K::Loadbalancer, &lb)));
@@ -57,16 +56,16 @@ pub fn refusal_statuses(state: &State, op: &Operation, config: &Config) -> Vec<O
             out.push(active(K::Pool, &b.pool_id));
             out.extend(lb_of_pool(&b.pool_id).map(|lb| active(K::Loadbalancer, &lb)));
         }
-        Operation::HealthMonitorCreate(h) | Operation::HealthMonitorUpdate(h) | Operation::HealthMonitorDelete(h) => {
+        Operation::HealthMonitor((_, h)) => {
             out.push(error(K::HealthMonitor, &h.id));
             out.push(active(K::Pool, &h.pool_id));
             out.extend(lb_of_pool(&h.pool_id).map(|lb| active(K::Loadbalancer, &lb)));
         }
-        Operation::L7policyCreate(p) | Operation::L7policyUpdate(p) | Operation::L7policyDelete(p) => {
+        Operation::L7policy((_, p)) => {
             out.push(error(K::L7policy, &p.id));
             out.push(active(K::Listener, &p.listener_id));
         }
-        Operation::L7ruleCreate(r) | Operation::L7ruleUpdate(r) | Operation::L7ruleDelete(r) => {
+        Operation::L7rule((_, r)) => {
             out.push(error(K::L7rule, &r.id));
             out.push(active(K::L7policy, &r.l7policy_id));
         }

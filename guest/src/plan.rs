@@ -12,7 +12,8 @@ use std::collections::BTreeSet;
 use crate::keys;
 use crate::loxilb_types::{LbRule, LoxilbCall, RuleKey};
 use crate::octavia::{
-    HealthMonitor, Listener, Loadbalancer, Member, MemberBatch, ObjectKind, ObjectStatus, OperatingStatus, Operation, Pool, ProvisioningStatus,
+    Action, HealthMonitor, Listener, Loadbalancer, LoadbalancerAction, Member, MemberBatch, ObjectKind, ObjectStatus, OperatingStatus, Operation, Pool,
+    ProvisioningStatus,
 };
 use crate::policy_types::PolicyError;
 use crate::state::{Change, Entry, ListenerState, Map, Object, State};
@@ -481,8 +482,8 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
     let mut affected: Vec<String> = Vec::new();
 
     match op {
-        Operation::LoadbalancerCreate(lb) | Operation::LoadbalancerSync(lb) => {
-            if matches!(op, Operation::LoadbalancerSync(_)) {
+        Operation::Loadbalancer((LoadbalancerAction::Create | LoadbalancerAction::Sync, lb)) => {
+            if matches!(op, Operation::Loadbalancer((LoadbalancerAction::Sync, _))) {
                 affected.extend(ov.listeners_of_lb(&lb.id));
                 ov.remove_subtree(&lb.id);
             }
@@ -499,33 +500,33 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
                 affected.push(listener.id.clone());
             }
         }
-        Operation::LoadbalancerUpdate(lb) => {
+        Operation::Loadbalancer((LoadbalancerAction::Update, lb)) => {
             ov.vip_of_lb(&lb.id)?;
             ov.put(&lb.id, Object::Loadbalancer(strip_lb(lb)), now)?;
             affected.extend(ov.listeners_of_lb(&lb.id));
         }
-        Operation::LoadbalancerDelete(del) => {
-            affected.extend(ov.listeners_of_lb(&del.loadbalancer.id));
-            ov.remove_subtree(&del.loadbalancer.id);
+        Operation::Loadbalancer((LoadbalancerAction::Delete | LoadbalancerAction::DeleteCascade, lb)) => {
+            affected.extend(ov.listeners_of_lb(&lb.id));
+            ov.remove_subtree(&lb.id);
         }
         Operation::LoadbalancerFailover(id) => {
             ov.vip_of_lb(id)?;
             affected.extend(ov.listeners_of_lb(id));
         }
-        Operation::ListenerCreate(l) | Operation::ListenerUpdate(l) => {
-            if matches!(op, Operation::ListenerUpdate(_)) && ov.listener(&l.id).is_none() {
+        Operation::Listener((Action::Create | Action::Update, l)) => {
+            if matches!(op, Operation::Listener((Action::Update, _))) && ov.listener(&l.id).is_none() {
                 return Err(PolicyError::MissingState(format!("listener {} is not in the mapping", l.id)));
             }
             let programmed = ov.listener(&l.id).and_then(|s| s.programmed.clone());
             ov.put(&l.id, listener_object(l, programmed), now)?;
             affected.push(l.id.clone());
         }
-        Operation::ListenerDelete(l) => {
+        Operation::Listener((Action::Delete, l)) => {
             affected.push(l.id.clone());
             ov.remove(&l.id);
         }
-        Operation::PoolCreate(p) | Operation::PoolUpdate(p) => {
-            if matches!(op, Operation::PoolUpdate(_)) {
+        Operation::Pool((Action::Create | Action::Update, p)) => {
+            if matches!(op, Operation::Pool((Action::Update, _))) {
                 ov.pool_or_missing(&p.id)?;
                 ov.put(&p.id, Object::Pool(strip_pool(p)), now)?;
             } else {
@@ -542,7 +543,7 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
             }
             affected.extend(ov.listeners_of_pool(&p.id));
         }
-        Operation::PoolDelete(p) => {
+        Operation::Pool((Action::Delete, p)) => {
             let users = ov.listeners_of_pool(&p.id);
             for listener_id in &users {
                 if let Some(ls) = ov.listener(listener_id).cloned() {
@@ -553,15 +554,15 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
             affected.extend(users);
             ov.remove_subtree(&p.id);
         }
-        Operation::MemberCreate(m) | Operation::MemberUpdate(m) => {
+        Operation::Member((Action::Create | Action::Update, m)) => {
             ov.pool_or_missing(&m.pool_id)?;
-            if matches!(op, Operation::MemberUpdate(_)) && ov.get(&m.id).is_none() {
+            if matches!(op, Operation::Member((Action::Update, _))) && ov.get(&m.id).is_none() {
                 return Err(PolicyError::MissingState(format!("member {} is not in the mapping", m.id)));
             }
             ov.put(&m.id, Object::Member(m.clone()), now)?;
             affected.extend(ov.listeners_of_pool(&m.pool_id));
         }
-        Operation::MemberDelete(m) => {
+        Operation::Member((Action::Delete, m)) => {
             ov.remove(&m.id);
             affected.extend(ov.listeners_of_pool(&m.pool_id));
         }
@@ -581,21 +582,16 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
             }
             affected.extend(ov.listeners_of_pool(&batch.pool_id));
         }
-        Operation::HealthMonitorCreate(h) | Operation::HealthMonitorUpdate(h) => {
+        Operation::HealthMonitor((Action::Create | Action::Update, h)) => {
             ov.pool_or_missing(&h.pool_id)?;
             ov.put(&h.id, Object::Healthmonitor(h.clone()), now)?;
             affected.extend(ov.listeners_of_pool(&h.pool_id));
         }
-        Operation::HealthMonitorDelete(h) => {
+        Operation::HealthMonitor((Action::Delete, h)) => {
             ov.remove(&h.id);
             affected.extend(ov.listeners_of_pool(&h.pool_id));
         }
-        Operation::L7policyCreate(_)
-        | Operation::L7policyUpdate(_)
-        | Operation::L7ruleCreate(_)
-        | Operation::L7ruleUpdate(_)
-        | Operation::L7policyDelete(_)
-        | Operation::L7ruleDelete(_) => {}
+        Operation::L7policy(_) | Operation::L7rule(_) => {}
     }
 
     affected.sort();
@@ -639,10 +635,10 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
 /// How many objects an operation carries (a tree's whole count, otherwise one and its parent).
 fn objects(op: &Operation) -> usize {
     match op {
-        Operation::LoadbalancerCreate(lb) | Operation::LoadbalancerSync(lb) => {
+        Operation::Loadbalancer((LoadbalancerAction::Create | LoadbalancerAction::Sync, lb)) => {
             1 + lb.listeners.len() + lb.pools.iter().map(|p| 1 + p.members.len() + usize::from(p.healthmonitor.is_some())).sum::<usize>()
         }
-        Operation::PoolCreate(p) | Operation::PoolUpdate(p) => 2 + p.members.len() + usize::from(p.healthmonitor.is_some()),
+        Operation::Pool((Action::Create | Action::Update, p)) => 2 + p.members.len() + usize::from(p.healthmonitor.is_some()),
         Operation::MemberBatchUpdate(batch) => 2 + batch.members.len(),
         _ => 2,
     }
@@ -681,7 +677,7 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
     use ProvisioningStatus::{Active, Deleted};
     let mut st = Statuses::new(ov);
     match op {
-        Operation::LoadbalancerCreate(lb) | Operation::LoadbalancerSync(lb) => {
+        Operation::Loadbalancer((LoadbalancerAction::Create | LoadbalancerAction::Sync, lb)) => {
             let mut tree = Vec::new();
             tree.push(status(K::Loadbalancer, &lb.id, Some(Active), Some(admin_operating(lb.admin_state_up))));
             for l in &lb.listeners {
@@ -700,11 +696,10 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
             st.failed = tree.iter().map(|s| status(s.kind, &s.id, Some(ProvisioningStatus::Error), Some(OperatingStatus::Error))).collect();
             st.ok = tree;
         }
-        Operation::LoadbalancerUpdate(lb) => st.object(K::Loadbalancer, &lb.id, Active, Some(admin_operating(lb.admin_state_up))),
+        Operation::Loadbalancer((LoadbalancerAction::Update, lb)) => st.object(K::Loadbalancer, &lb.id, Active, Some(admin_operating(lb.admin_state_up))),
         Operation::LoadbalancerFailover(id) => st.object(K::Loadbalancer, id, Active, None),
-        Operation::LoadbalancerDelete(del) => {
-            let lb = &del.loadbalancer;
-            if del.cascade {
+        Operation::Loadbalancer((action @ (LoadbalancerAction::Delete | LoadbalancerAction::DeleteCascade), lb)) => {
+            if *action == LoadbalancerAction::DeleteCascade {
                 let mut seen = BTreeSet::new();
                 for l in &lb.listeners {
                     deleted_l7(&mut st, &l.l7policies);
@@ -734,19 +729,19 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
             st.ok.push(status(K::Loadbalancer, &lb.id, Some(Deleted), Some(OperatingStatus::Offline)));
             st.failed.push(status(K::Loadbalancer, &lb.id, Some(ProvisioningStatus::Error), None));
         }
-        Operation::ListenerCreate(l) | Operation::ListenerUpdate(l) => {
+        Operation::Listener((Action::Create | Action::Update, l)) => {
             st.object(K::Listener, &l.id, Active, Some(admin_operating(l.admin_state_up)));
             st.parent(K::Loadbalancer, &l.loadbalancer_id);
         }
-        Operation::ListenerDelete(l) => {
+        Operation::Listener((Action::Delete, l)) => {
             deleted_l7(&mut st, &l.l7policies);
             st.object(K::Listener, &l.id, Deleted, Some(OperatingStatus::Offline));
             st.parent(K::Loadbalancer, &l.loadbalancer_id);
         }
-        Operation::PoolCreate(p) | Operation::PoolUpdate(p) => {
+        Operation::Pool((Action::Create | Action::Update, p)) => {
             st.object(K::Pool, &p.id, Active, Some(admin_operating(p.admin_state_up)));
             let monitored = ov.monitor(&p.id).is_some_and(|h| h.admin_state_up);
-            if matches!(op, Operation::PoolCreate(_)) {
+            if matches!(op, Operation::Pool((Action::Create, _))) {
                 for m in &p.members {
                     st.object(K::Member, &m.id, Active, Some(member_operating(m, monitored)));
                 }
@@ -759,7 +754,7 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
             }
             st.parent(K::Loadbalancer, &p.loadbalancer_id);
         }
-        Operation::PoolDelete(p) => {
+        Operation::Pool((Action::Delete, p)) => {
             let mut seen = BTreeSet::new();
             for m in &p.members {
                 push_deleted(&mut st, K::Member, &m.id, &mut seen);
@@ -784,13 +779,13 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
             }
             st.parent(K::Loadbalancer, &p.loadbalancer_id);
         }
-        Operation::MemberCreate(m) | Operation::MemberUpdate(m) => {
+        Operation::Member((Action::Create | Action::Update, m)) => {
             let monitored = ov.monitor(&m.pool_id).is_some_and(|h| h.admin_state_up);
             st.object(K::Member, &m.id, Active, Some(member_operating(m, monitored)));
             let lb = lb_of_pool(ov, &m.pool_id)?;
             st.parents_of_pool(&m.pool_id, &lb);
         }
-        Operation::MemberDelete(m) => {
+        Operation::Member((Action::Delete, m)) => {
             st.object(K::Member, &m.id, Deleted, Some(OperatingStatus::Offline));
             // Deleting what is already gone still answers DELETED; the host adds the load balancer.
             if let Ok(lb) = lb_of_pool(ov, &m.pool_id) {
@@ -810,12 +805,12 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
             let lb = lb_of_pool(ov, &batch.pool_id)?;
             st.parents_of_pool(&batch.pool_id, &lb);
         }
-        Operation::HealthMonitorCreate(h) | Operation::HealthMonitorUpdate(h) => {
+        Operation::HealthMonitor((Action::Create | Action::Update, h)) => {
             st.object(K::HealthMonitor, &h.id, Active, Some(admin_operating(h.admin_state_up)));
             let lb = lb_of_pool(ov, &h.pool_id)?;
             st.parents_of_pool(&h.pool_id, &lb);
         }
-        Operation::HealthMonitorDelete(h) => {
+        Operation::HealthMonitor((Action::Delete, h)) => {
             st.object(K::HealthMonitor, &h.id, Deleted, Some(OperatingStatus::Offline));
             for m in ov.members(&h.pool_id) {
                 if m.admin_state_up && m.weight > 0 {
@@ -826,7 +821,7 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
                 st.parents_of_pool(&h.pool_id, &lb);
             }
         }
-        Operation::L7policyDelete(p) => {
+        Operation::L7policy((Action::Delete, p)) => {
             for r in &p.rules {
                 st.object(K::L7rule, &r.id, Deleted, None);
             }
@@ -836,17 +831,17 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
                 st.parent(K::Loadbalancer, &l.listener.loadbalancer_id.clone());
             }
         }
-        Operation::L7ruleDelete(r) => {
+        Operation::L7rule((Action::Delete, r)) => {
             st.object(K::L7rule, &r.id, Deleted, None);
             st.parent(K::L7policy, &r.l7policy_id);
         }
-        Operation::L7policyCreate(p) | Operation::L7policyUpdate(p) => {
+        Operation::L7policy((Action::Create | Action::Update, p)) => {
             return Err(PolicyError::Unsupported(format!(
                 "L7 policy {}: L7 policies are not supported: LoxiLB rules match on VIP, port and protocol only",
                 p.id
             )))
         }
-        Operation::L7ruleCreate(r) | Operation::L7ruleUpdate(r) => {
+        Operation::L7rule((Action::Create | Action::Update, r)) => {
             return Err(PolicyError::Unsupported(format!("L7 rule {}: L7 rules are not supported: LoxiLB rules match on VIP, port and protocol only", r.id)))
         }
     }
@@ -904,31 +899,31 @@ pub fn validate_objects(op: &Operation, config: &Config) -> Result<(), PolicyErr
         p.healthmonitor.as_ref().map_or(Ok(()), translate::check_monitor)
     };
     match op {
-        Operation::LoadbalancerCreate(lb) | Operation::LoadbalancerUpdate(lb) | Operation::LoadbalancerSync(lb) => {
+        Operation::Loadbalancer((LoadbalancerAction::Create | LoadbalancerAction::Update | LoadbalancerAction::Sync, lb)) => {
             translate::check_loadbalancer(lb)?;
             for l in &lb.listeners {
                 translate::check_listener(l, profile)?;
                 // Only what a user asks for now is refused: a tree read back from Octavia (sync, update)
                 // may carry restrictions programmed before this check existed, which keep being rendered.
-                if matches!(op, Operation::LoadbalancerCreate(_)) {
+                if matches!(op, Operation::Loadbalancer((LoadbalancerAction::Create, _))) {
                     translate::check_source_restriction(l)?;
                 }
             }
             lb.pools.iter().try_for_each(check_pool_tree)
         }
-        Operation::ListenerCreate(l) | Operation::ListenerUpdate(l) => {
+        Operation::Listener((Action::Create | Action::Update, l)) => {
             translate::check_listener(l, profile)?;
             translate::check_source_restriction(l)
         }
-        Operation::PoolCreate(p) | Operation::PoolUpdate(p) => check_pool_tree(p),
-        Operation::MemberCreate(m) | Operation::MemberUpdate(m) => translate::check_member(m),
+        Operation::Pool((Action::Create | Action::Update, p)) => check_pool_tree(p),
+        Operation::Member((Action::Create | Action::Update, m)) => translate::check_member(m),
         Operation::MemberBatchUpdate(b) => b.members.iter().try_for_each(translate::check_member),
-        Operation::HealthMonitorCreate(h) | Operation::HealthMonitorUpdate(h) => translate::check_monitor(h),
-        Operation::L7policyCreate(p) | Operation::L7policyUpdate(p) => Err(PolicyError::Unsupported(format!(
+        Operation::HealthMonitor((Action::Create | Action::Update, h)) => translate::check_monitor(h),
+        Operation::L7policy((Action::Create | Action::Update, p)) => Err(PolicyError::Unsupported(format!(
             "L7 policy {} ({}): L7 policies are not supported: LoxiLB rules match on VIP, port and protocol only",
             p.id, p.action
         ))),
-        Operation::L7ruleCreate(r) | Operation::L7ruleUpdate(r) => Err(PolicyError::Unsupported(format!(
+        Operation::L7rule((Action::Create | Action::Update, r)) => Err(PolicyError::Unsupported(format!(
             "L7 rule {} ({} {}): L7 rules are not supported: LoxiLB rules match on VIP, port and protocol only",
             r.id, r.kind, r.compare_type
         ))),
@@ -975,19 +970,19 @@ mod tests {
     #[test]
     fn a_vip_held_by_another_load_balancer_is_named_only_within_the_same_project() {
         let mut mapping = Memory::default();
-        applied(&mut mapping, &Operation::LoadbalancerCreate(lb("lb-a", "project-1", "10.0.0.1")));
+        applied(&mut mapping, &Operation::Loadbalancer((LoadbalancerAction::Create, lb("lb-a", "project-1", "10.0.0.1"))));
 
-        let same = conflict(&mapping, &Operation::LoadbalancerCreate(lb("lb-b", "project-1", "10.0.0.1")));
+        let same = conflict(&mapping, &Operation::Loadbalancer((LoadbalancerAction::Create, lb("lb-b", "project-1", "10.0.0.1"))));
         assert!(same.contains("lb-a") && same.contains("your project") && same.contains("vip_address"), "{same}");
-        let other = conflict(&mapping, &Operation::LoadbalancerCreate(lb("lb-c", "project-2", "10.0.0.1")));
+        let other = conflict(&mapping, &Operation::Loadbalancer((LoadbalancerAction::Create, lb("lb-c", "project-2", "10.0.0.1"))));
         assert!(!other.contains("lb-a") && other.contains("another load balancer"), "{other}");
     }
 
     #[test]
     fn a_port_held_by_another_load_balancer_is_named_only_within_the_same_project() {
         let mut mapping = Memory::default();
-        applied(&mut mapping, &Operation::LoadbalancerCreate(lb("lb-a", "project-1", "10.0.0.1")));
-        applied(&mut mapping, &Operation::ListenerCreate(listener("l-a", "lb-a", 80)));
+        applied(&mut mapping, &Operation::Loadbalancer((LoadbalancerAction::Create, lb("lb-a", "project-1", "10.0.0.1"))));
+        applied(&mut mapping, &Operation::Listener((Action::Create, listener("l-a", "lb-a", 80))));
         // Another load balancer whose VIP is the same address written differently, in each project.
         for (id, project, named) in [("lb-b", "project-1", true), ("lb-c", "project-2", false)] {
             let mut with_b = mapping.clone();
@@ -1001,7 +996,7 @@ mod tests {
                 Object::Loadbalancer(lb(id, project, "10.0.0.1")),
             );
             crate::state::apply(&mut with_b, Change::Put(entry));
-            let message = conflict(&with_b, &Operation::ListenerCreate(listener("l-b", id, 80)));
+            let message = conflict(&with_b, &Operation::Listener((Action::Create, listener("l-b", id, 80))));
             assert_eq!(message.contains("lb-a"), named, "{message}");
             assert!(message.contains("protocol_port"), "{message}");
         }
@@ -1022,31 +1017,33 @@ mod tests {
     }
 
     fn second_member() -> Operation {
-        Operation::MemberCreate(
+        Operation::Member((
+            Action::Create,
             serde_json::from_value(serde_json::json!({"id": "m2", "pool_id": "pool", "address": "10.0.1.2",
             "protocol_port": 8080, "weight": 1, "admin_state_up": true, "backup": false, "monitor_address": null, "monitor_port": null}))
             .unwrap(),
-        )
+        ))
     }
 
     /// The host's questions for member updates each right after the previous one's commit, in a pool of `n`
     /// members, with the entries kept between calls as in the component.
     fn questions_per_committed_update(n: usize) -> u32 {
         let mut mapping = Memory::default();
-        applied(&mut mapping, &Operation::LoadbalancerCreate(tree_on_one_pool(&[("l", 80)])));
+        applied(&mut mapping, &Operation::Loadbalancer((LoadbalancerAction::Create, tree_on_one_pool(&[("l", 80)]))));
         let member = |i: usize, weight: u32| -> Member {
             serde_json::from_value(serde_json::json!({"id": format!("m{i}"), "pool_id": "pool", "address": format!("10.0.{}.{}", i / 200, i % 200 + 1),
                 "protocol_port": 8080, "weight": weight, "admin_state_up": true, "backup": false, "monitor_address": null, "monitor_port": null}))
             .unwrap()
         };
         for i in 2..=n {
-            applied(&mut mapping, &Operation::MemberCreate(member(i, 1)));
+            applied(&mut mapping, &Operation::Member((Action::Create, member(i, 1))));
         }
         let mut kept = crate::state::Kept::default();
         let mut asked = 0;
         for weight in 2..5 {
             let source = crate::state::tests::Counting { inner: &mapping, asked: std::cell::Cell::new(0), changes: true };
-            let plan = plan(&State::keeping(&source, &mut kept), &Operation::MemberUpdate(member(n / 2, weight)), &Config::default(), "now").unwrap();
+            let plan =
+                plan(&State::keeping(&source, &mut kept), &Operation::Member((Action::Update, member(n / 2, weight))), &Config::default(), "now").unwrap();
             asked = source.asked.get();
             plan.changes.into_iter().for_each(|c| crate::state::apply(&mut mapping, c));
         }
@@ -1063,7 +1060,7 @@ mod tests {
     #[test]
     fn undo_puts_back_the_rule_a_failed_update_replaced() {
         let mut mapping = Memory::default();
-        let created = applied(&mut mapping, &Operation::LoadbalancerCreate(tree_on_one_pool(&[("l", 80)])));
+        let created = applied(&mut mapping, &Operation::Loadbalancer((LoadbalancerAction::Create, tree_on_one_pool(&[("l", 80)]))));
         let LoxilbCall::UpsertRule(old_rule) = &created.calls[0] else { panic!("{:?}", created.calls) };
 
         let update = plan(&State::new(&mapping), &second_member(), &Config::default(), "now").unwrap();
@@ -1074,7 +1071,7 @@ mod tests {
     #[test]
     fn undo_puts_back_every_listener_a_change_touched_the_last_listener_first() {
         let mut mapping = Memory::default();
-        let created = applied(&mut mapping, &Operation::LoadbalancerCreate(tree_on_one_pool(&[("l1", 80), ("l2", 81)])));
+        let created = applied(&mut mapping, &Operation::Loadbalancer((LoadbalancerAction::Create, tree_on_one_pool(&[("l1", 80), ("l2", 81)]))));
         assert_eq!(created.calls.len(), 2, "{:?}", created.calls);
         assert!(created.undo.iter().all(|c| matches!(c, LoxilbCall::DeleteRule(_))) && created.undo.len() == 2);
 

@@ -248,7 +248,7 @@ mod tests {
 
     /// An HTTP listener, which the full-proxy profile serves in mode 4.
     fn http_loadbalancer() -> crate::octavia::Operation {
-        serde_json::from_value(serde_json::json!({"LoadbalancerCreate": {
+        let lb = serde_json::from_value(serde_json::json!({
             "id": "lb", "project_id": null, "name": null, "vip_address": "10.0.0.1", "additional_vips": [], "admin_state_up": true, "flavor": [],
             "listeners": [{"id": "l", "loadbalancer_id": "lb", "protocol": "HTTP", "protocol_port": 80, "default_pool_id": "p",
                 "admin_state_up": true, "connection_limit": null, "timeout_client_data": null, "timeout_member_connect": null,
@@ -258,8 +258,9 @@ mod tests {
                 "session_persistence": null, "tls_enabled": false, "admin_state_up": true, "healthmonitor": null,
                 "members": [{"id": "m", "pool_id": "p", "address": "10.0.1.1", "protocol_port": 8080, "weight": 1,
                     "admin_state_up": true, "backup": false, "monitor_address": null, "monitor_port": null}]}]
-        }}))
-        .expect("operation")
+        }))
+        .expect("load balancer");
+        crate::octavia::Operation::Loadbalancer((crate::octavia::LoadbalancerAction::Create, lb))
     }
 
     #[test]

@@ -38,7 +38,9 @@ fn octavia_tree() -> Value {
 
 /// The same tree as the guest crate's own types (its serde shape mirrors the WIT records).
 fn native_tree(op: &host::runtime::bindings::octavia::Operation) -> guest::octavia::Operation {
-    let host::runtime::bindings::octavia::Operation::LoadbalancerCreate(lb) = op else { unreachable!() };
+    let host::runtime::bindings::octavia::Operation::Loadbalancer((host::runtime::bindings::octavia::LoadbalancerAction::Create, lb)) = op else {
+        unreachable!()
+    };
     let pools: Vec<Value> = lb
         .pools
         .iter()
@@ -67,7 +69,7 @@ fn native_tree(op: &host::runtime::bindings::octavia::Operation) -> guest::octav
         .collect();
     let lb = json!({"id": lb.id, "project_id": null, "name": null, "vip_address": lb.vip_address, "additional_vips": [], "admin_state_up": true, "flavor": [],
                     "listeners": listeners, "pools": pools});
-    guest::octavia::Operation::LoadbalancerCreate(serde_json::from_value(lb).expect("guest types"))
+    guest::octavia::Operation::Loadbalancer((guest::octavia::LoadbalancerAction::Create, serde_json::from_value(lb).expect("guest types")))
 }
 
 fn per_op(iterations: u32, mut f: impl FnMut()) -> Duration {
@@ -138,19 +140,23 @@ fn main() {
         let method = if name == "member" { "member_update" } else { "health_monitor_update" };
         let wit_op = host::convert::operation(method, &json!({format!("old_{name}"): old, format!("new_{name}"): new})).unwrap();
         let native_op = match &wit_op {
-            host::runtime::bindings::octavia::Operation::MemberUpdate(m) => guest::octavia::Operation::MemberUpdate(
+            host::runtime::bindings::octavia::Operation::Member((host::runtime::bindings::octavia::Action::Update, m)) => guest::octavia::Operation::Member((
+                guest::octavia::Action::Update,
                 serde_json::from_value(json!({"id": m.id, "pool_id": m.pool_id, "address": m.address, "protocol_port": m.protocol_port, "weight": m.weight,
                     "admin_state_up": m.admin_state_up, "backup": false, "monitor_address": null, "monitor_port": null}))
                 .unwrap(),
-            ),
-            host::runtime::bindings::octavia::Operation::HealthMonitorUpdate(h) => guest::octavia::Operation::HealthMonitorUpdate(
-                serde_json::from_value(
-                    json!({"id": h.id, "pool_id": h.pool_id, "kind": h.kind, "delay": h.delay, "timeout": h.timeout, "max_retries": h.max_retries,
+            )),
+            host::runtime::bindings::octavia::Operation::HealthMonitor((host::runtime::bindings::octavia::Action::Update, h)) => {
+                guest::octavia::Operation::HealthMonitor((
+                    guest::octavia::Action::Update,
+                    serde_json::from_value(
+                        json!({"id": h.id, "pool_id": h.pool_id, "kind": h.kind, "delay": h.delay, "timeout": h.timeout, "max_retries": h.max_retries,
                     "max_retries_down": h.max_retries_down, "http_method": null, "url_path": null, "expected_codes": null, "http_version": null,
                     "domain_name": null, "admin_state_up": true}),
-                )
-                .unwrap(),
-            ),
+                    )
+                    .unwrap(),
+                ))
+            }
             _ => unreachable!(),
         };
         let plan = sandbox.translate(&wit_op).unwrap().unwrap();
@@ -178,7 +184,7 @@ fn main() {
 /// each operation is committed.
 fn breakdown(sandbox: &mut Sandbox, op: &host::runtime::bindings::octavia::Operation, n: u32) {
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    let host::runtime::bindings::octavia::Operation::MemberUpdate(member) = op else { unreachable!() };
+    let host::runtime::bindings::octavia::Operation::Member((host::runtime::bindings::octavia::Action::Update, member)) = op else { unreachable!() };
     let mapping = Arc::clone(sandbox.mapping());
     let entry = mapping.get(&member.id).expect("the member is mapped");
     let call = per_op(n, || {

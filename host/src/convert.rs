@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Result};
 use serde_json::{Map, Value};
 
 use crate::runtime::bindings::octavia::{
-    HealthMonitor, L7policy, L7rule, Listener, Loadbalancer, LoadbalancerDelete, Member, MemberBatch, Operation, Pool, SessionPersistence,
+    Action, HealthMonitor, L7policy, L7rule, Listener, Loadbalancer, LoadbalancerAction, Member, MemberBatch, Operation, Pool, SessionPersistence,
 };
 
 fn obj<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {
@@ -281,39 +281,40 @@ impl std::error::Error for UnknownMethod {}
 pub fn operation(method: &str, args: &Value) -> Result<Operation> {
     let m = method;
     Ok(match method {
-        "loadbalancer_create" => Operation::LoadbalancerCreate(loadbalancer(arg(args, "loadbalancer", m)?)?),
-        "loadbalancer_update" => Operation::LoadbalancerUpdate(loadbalancer(&updated(args, "loadbalancer", m)?)?),
-        "loadbalancer_delete" => Operation::LoadbalancerDelete(LoadbalancerDelete {
-            loadbalancer: loadbalancer(arg(args, "loadbalancer", m)?)?,
-            cascade: args.get("cascade").and_then(Value::as_bool).unwrap_or(false),
-        }),
+        "loadbalancer_create" => Operation::Loadbalancer((LoadbalancerAction::Create, loadbalancer(arg(args, "loadbalancer", m)?)?)),
+        "loadbalancer_update" => Operation::Loadbalancer((LoadbalancerAction::Update, loadbalancer(&updated(args, "loadbalancer", m)?)?)),
+        "loadbalancer_delete" => {
+            let cascade = args.get("cascade").and_then(Value::as_bool).unwrap_or(false);
+            let action = if cascade { LoadbalancerAction::DeleteCascade } else { LoadbalancerAction::Delete };
+            Operation::Loadbalancer((action, loadbalancer(arg(args, "loadbalancer", m)?)?))
+        }
         "loadbalancer_failover" | "loadbalancer_failover_with_flavor" => Operation::LoadbalancerFailover(
             arg(args, "loadbalancer_id", m)?.as_str().ok_or_else(|| anyhow!("{m}: loadbalancer_id is not a string"))?.to_string(),
         ),
-        "loadbalancer_sync" => Operation::LoadbalancerSync(loadbalancer(arg(args, "loadbalancer", m)?)?),
-        "listener_create" => Operation::ListenerCreate(listener(arg(args, "listener", m)?)?),
-        "listener_update" => Operation::ListenerUpdate(listener(&updated(args, "listener", m)?)?),
-        "listener_delete" => Operation::ListenerDelete(listener(arg(args, "listener", m)?)?),
-        "pool_create" => Operation::PoolCreate(pool(arg(args, "pool", m)?, None)?),
-        "pool_update" => Operation::PoolUpdate(pool(&updated(args, "pool", m)?, None)?),
-        "pool_delete" => Operation::PoolDelete(pool(arg(args, "pool", m)?, None)?),
-        "member_create" => Operation::MemberCreate(member(arg(args, "member", m)?, None)?),
-        "member_update" => Operation::MemberUpdate(member(&updated(args, "member", m)?, None)?),
-        "member_delete" => Operation::MemberDelete(member(arg(args, "member", m)?, None)?),
+        "loadbalancer_sync" => Operation::Loadbalancer((LoadbalancerAction::Sync, loadbalancer(arg(args, "loadbalancer", m)?)?)),
+        "listener_create" => Operation::Listener((Action::Create, listener(arg(args, "listener", m)?)?)),
+        "listener_update" => Operation::Listener((Action::Update, listener(&updated(args, "listener", m)?)?)),
+        "listener_delete" => Operation::Listener((Action::Delete, listener(arg(args, "listener", m)?)?)),
+        "pool_create" => Operation::Pool((Action::Create, pool(arg(args, "pool", m)?, None)?)),
+        "pool_update" => Operation::Pool((Action::Update, pool(&updated(args, "pool", m)?, None)?)),
+        "pool_delete" => Operation::Pool((Action::Delete, pool(arg(args, "pool", m)?, None)?)),
+        "member_create" => Operation::Member((Action::Create, member(arg(args, "member", m)?, None)?)),
+        "member_update" => Operation::Member((Action::Update, member(&updated(args, "member", m)?, None)?)),
+        "member_delete" => Operation::Member((Action::Delete, member(arg(args, "member", m)?, None)?)),
         "member_batch_update" => {
             let pool_id = arg(args, "pool_id", m)?.as_str().ok_or_else(|| anyhow!("{m}: pool_id is not a string"))?.to_string();
             let members = arg(args, "members", m)?.as_array().ok_or_else(|| anyhow!("{m}: members is not a list"))?;
             Operation::MemberBatchUpdate(MemberBatch { members: members.iter().map(|v| member(v, Some(&pool_id))).collect::<Result<_>>()?, pool_id })
         }
-        "health_monitor_create" => Operation::HealthMonitorCreate(health_monitor(arg(args, "healthmonitor", m)?, None)?),
-        "health_monitor_update" => Operation::HealthMonitorUpdate(health_monitor(&updated(args, "healthmonitor", m)?, None)?),
-        "health_monitor_delete" => Operation::HealthMonitorDelete(health_monitor(arg(args, "healthmonitor", m)?, None)?),
-        "l7policy_create" => Operation::L7policyCreate(l7policy(arg(args, "l7policy", m)?)?),
-        "l7policy_update" => Operation::L7policyUpdate(l7policy(&updated(args, "l7policy", m)?)?),
-        "l7policy_delete" => Operation::L7policyDelete(l7policy(arg(args, "l7policy", m)?)?),
-        "l7rule_create" => Operation::L7ruleCreate(l7rule(arg(args, "l7rule", m)?)?),
-        "l7rule_update" => Operation::L7ruleUpdate(l7rule(&updated(args, "l7rule", m)?)?),
-        "l7rule_delete" => Operation::L7ruleDelete(l7rule(arg(args, "l7rule", m)?)?),
+        "health_monitor_create" => Operation::HealthMonitor((Action::Create, health_monitor(arg(args, "healthmonitor", m)?, None)?)),
+        "health_monitor_update" => Operation::HealthMonitor((Action::Update, health_monitor(&updated(args, "healthmonitor", m)?, None)?)),
+        "health_monitor_delete" => Operation::HealthMonitor((Action::Delete, health_monitor(arg(args, "healthmonitor", m)?, None)?)),
+        "l7policy_create" => Operation::L7policy((Action::Create, l7policy(arg(args, "l7policy", m)?)?)),
+        "l7policy_update" => Operation::L7policy((Action::Update, l7policy(&updated(args, "l7policy", m)?)?)),
+        "l7policy_delete" => Operation::L7policy((Action::Delete, l7policy(arg(args, "l7policy", m)?)?)),
+        "l7rule_create" => Operation::L7rule((Action::Create, l7rule(arg(args, "l7rule", m)?)?)),
+        "l7rule_update" => Operation::L7rule((Action::Update, l7rule(&updated(args, "l7rule", m)?)?)),
+        "l7rule_delete" => Operation::L7rule((Action::Delete, l7rule(arg(args, "l7rule", m)?)?)),
         other => return Err(UnknownMethod(other.to_string()).into()),
     })
 }
@@ -329,7 +330,7 @@ mod tests {
             "old_member": {"member_id": "m1", "pool_id": "p1", "address": "10.0.0.5", "protocol_port": 80, "weight": 5, "admin_state_up": true},
             "new_member": {"member_id": "m1", "weight": 7, "monitor_address": null}
         });
-        let Operation::MemberUpdate(m) = operation("member_update", &args).unwrap() else { panic!() };
+        let Operation::Member((Action::Update, m)) = operation("member_update", &args).unwrap() else { panic!() };
         assert_eq!((m.weight, m.address.as_str(), m.protocol_port, m.monitor_address), (7, "10.0.0.5", 80, None));
     }
 

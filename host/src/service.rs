@@ -23,7 +23,7 @@ use crate::octavia::agent::DriverAgent;
 use crate::octavia::reporter::Reporter;
 use crate::octavia::status::{document, StatusSink};
 use crate::reprogram::Reprogram;
-use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, Operation, ProvisioningStatus};
+use crate::runtime::bindings::octavia::{LoadbalancerAction, ObjectKind, ObjectStatus, Operation, ProvisioningStatus};
 use crate::runtime::bindings::policy_types::PolicyError;
 use crate::runtime::instance::{describe, Sandbox};
 use crate::vips::VipClaims;
@@ -310,7 +310,7 @@ impl Service {
                 let mut sandbox = self.sandbox.lock().unwrap();
                 crate::metrics::PROVIDER_VALIDATE_WAIT.record(waiting.elapsed());
                 sandbox.validate(&op).map_err(|e| Failure::driver(e.to_string()))?.map_err(|e| failure_of(&e))?;
-                if let Operation::LoadbalancerCreate(lb) = &op {
+                if let Operation::Loadbalancer((LoadbalancerAction::Create, lb)) = &op {
                     let vips: Vec<String> = std::iter::once(&lb.vip_address).chain(&lb.additional_vips).cloned().collect();
                     self.vip_claims.claim(&vips, &lb.id).map_err(|vip| Failure {
                         class: "Conflict",
@@ -485,7 +485,7 @@ impl Service {
             return Taken::HandedOver;
         }
         let handled = sandbox.handle(&op);
-        if let Operation::LoadbalancerCreate(lb) = &op {
+        if let Operation::Loadbalancer((LoadbalancerAction::Create, lb)) = &op {
             self.vip_claims.release(&lb.id);
         }
         if let Ok(outcome) = &handled {
@@ -888,16 +888,15 @@ fn trap_statuses(op: &Operation, args: &Value) -> Vec<ObjectStatus> {
     let mut out = Vec::new();
     let lb_id = args.get("loadbalancer_id").and_then(Value::as_str).map(str::to_string);
     let object = match op {
-        Operation::LoadbalancerCreate(lb) | Operation::LoadbalancerUpdate(lb) | Operation::LoadbalancerSync(lb) => (ObjectKind::Loadbalancer, lb.id.clone()),
-        Operation::LoadbalancerDelete(d) => (ObjectKind::Loadbalancer, d.loadbalancer.id.clone()),
+        Operation::Loadbalancer((_, lb)) => (ObjectKind::Loadbalancer, lb.id.clone()),
         Operation::LoadbalancerFailover(id) => (ObjectKind::Loadbalancer, id.clone()),
-        Operation::ListenerCreate(l) | Operation::ListenerUpdate(l) | Operation::ListenerDelete(l) => (ObjectKind::Listener, l.id.clone()),
-        Operation::PoolCreate(p) | Operation::PoolUpdate(p) | Operation::PoolDelete(p) => (ObjectKind::Pool, p.id.clone()),
-        Operation::MemberCreate(m) | Operation::MemberUpdate(m) | Operation::MemberDelete(m) => (ObjectKind::Member, m.id.clone()),
+        Operation::Listener((_, l)) => (ObjectKind::Listener, l.id.clone()),
+        Operation::Pool((_, p)) => (ObjectKind::Pool, p.id.clone()),
+        Operation::Member((_, m)) => (ObjectKind::Member, m.id.clone()),
         Operation::MemberBatchUpdate(b) => (ObjectKind::Pool, b.pool_id.clone()),
-        Operation::HealthMonitorCreate(h) | Operation::HealthMonitorUpdate(h) | Operation::HealthMonitorDelete(h) => (ObjectKind::HealthMonitor, h.id.clone()),
-        Operation::L7policyCreate(p) | Operation::L7policyUpdate(p) | Operation::L7policyDelete(p) => (ObjectKind::L7policy, p.id.clone()),
-        Operation::L7ruleCreate(r) | Operation::L7ruleUpdate(r) | Operation::L7ruleDelete(r) => (ObjectKind::L7rule, r.id.clone()),
+        Operation::HealthMonitor((_, h)) => (ObjectKind::HealthMonitor, h.id.clone()),
+        Operation::L7policy((_, p)) => (ObjectKind::L7policy, p.id.clone()),
+        Operation::L7rule((_, r)) => (ObjectKind::L7rule, r.id.clone()),
     };
     out.push(error(object.0, &object.1));
     if let Some(lb) = lb_id.filter(|lb| *lb != object.1) {

@@ -7,7 +7,7 @@
 
 use loxilb_policy_sdk::loxilb_types::{Endpoint, LbRule, LoxilbCall, RuleKey, ServiceArgs};
 use loxilb_policy_sdk::mapping::{MappingChange, MappingEntry, ResourceType};
-use loxilb_policy_sdk::octavia::{Listener, Loadbalancer, Member, ObjectKind, ObjectStatus, Operation, Pool, ProvisioningStatus};
+use loxilb_policy_sdk::octavia::{Action, Listener, Loadbalancer, LoadbalancerAction, Member, ObjectKind, ObjectStatus, Operation, Pool, ProvisioningStatus};
 use loxilb_policy_sdk::policy_types::{DesiredRule, Plan, PolicyError};
 use loxilb_policy_sdk::view::Source;
 use serde::de::DeserializeOwned;
@@ -53,18 +53,18 @@ impl Template<'_> {
     /// Refuses what this policy does not translate.
     pub fn validate(&self, op: &Operation) -> Result<(), PolicyError> {
         match op {
-            Operation::LoadbalancerCreate(lb) if !lb.listeners.is_empty() || !lb.pools.is_empty() => {
+            Operation::Loadbalancer((LoadbalancerAction::Create, lb)) if !lb.listeners.is_empty() || !lb.pools.is_empty() => {
                 Err(refuse(format!("load balancer {}: creating a whole tree at once", lb.id)))
             }
-            Operation::ListenerCreate(l) | Operation::ListenerUpdate(l) if !matches!(l.protocol.as_str(), "TCP" | "UDP") => {
+            Operation::Listener((Action::Create | Action::Update, l)) if !matches!(l.protocol.as_str(), "TCP" | "UDP") => {
                 Err(refuse(format!("listener {}: protocol {}", l.id, l.protocol)))
             }
-            Operation::PoolCreate(p) | Operation::PoolUpdate(p) if p.lb_algorithm != "ROUND_ROBIN" || p.session_persistence.is_some() => {
+            Operation::Pool((Action::Create | Action::Update, p)) if p.lb_algorithm != "ROUND_ROBIN" || p.session_persistence.is_some() => {
                 Err(refuse(format!("pool {}: lb_algorithm {} or session persistence", p.id, p.lb_algorithm)))
             }
-            Operation::HealthMonitorCreate(h) | Operation::HealthMonitorUpdate(h) => Err(refuse(format!("health monitor {}", h.id))),
-            Operation::L7policyCreate(p) | Operation::L7policyUpdate(p) => Err(refuse(format!("L7 policy {}", p.id))),
-            Operation::L7ruleCreate(r) | Operation::L7ruleUpdate(r) => Err(refuse(format!("L7 rule {}", r.id))),
+            Operation::HealthMonitor((Action::Create | Action::Update, h)) => Err(refuse(format!("health monitor {}", h.id))),
+            Operation::L7policy((Action::Create | Action::Update, p)) => Err(refuse(format!("L7 policy {}", p.id))),
+            Operation::L7rule((Action::Create | Action::Update, r)) => Err(refuse(format!("L7 rule {}", r.id))),
             Operation::MemberBatchUpdate(b) => Err(refuse(format!("member batch update of pool {}", b.pool_id))),
             _ => Ok(()),
         }
@@ -144,12 +144,11 @@ impl Template<'_> {
         let missing = |what: &str, id: &str| PolicyError::MissingState(format!("{what} {id} is not in the mapping"));
         // Each arm: the mapping changes, the listeners to re-render, the object's status, its load balancer.
         let (listeners, object, lb_id): (Vec<String>, (ObjectKind, String, ProvisioningStatus), String) = match op {
-            Operation::LoadbalancerCreate(lb) | Operation::LoadbalancerUpdate(lb) => {
+            Operation::Loadbalancer((LoadbalancerAction::Create | LoadbalancerAction::Update, lb)) => {
                 plan.mapping.push(MappingChange::Put(self.entry(&lb.id, ResourceType::Loadbalancer, None, lb.vip_address.clone(), lb)));
                 (self.listeners_under(&lb.id), (ObjectKind::Loadbalancer, lb.id.clone(), ProvisioningStatus::Active), String::new())
             }
-            Operation::LoadbalancerDelete(d) => {
-                let lb = &d.loadbalancer;
+            Operation::Loadbalancer((LoadbalancerAction::Delete | LoadbalancerAction::DeleteCascade, lb)) => {
                 let listeners = self.listeners_under(&lb.id);
                 for child in self.mapping.children(&lb.id) {
                     for grandchild in self.mapping.children(&child) {
@@ -160,9 +159,9 @@ impl Template<'_> {
                 plan.mapping.push(MappingChange::Remove(lb.id.clone()));
                 (listeners, (ObjectKind::Loadbalancer, lb.id.clone(), ProvisioningStatus::Deleted), String::new())
             }
-            Operation::ListenerCreate(l) | Operation::ListenerUpdate(l) | Operation::ListenerDelete(l) => {
+            Operation::Listener((_, l)) => {
                 let lb: Loadbalancer = self.object(&l.loadbalancer_id).ok_or_else(|| missing("load balancer", &l.loadbalancer_id))?;
-                let deleted = matches!(op, Operation::ListenerDelete(_));
+                let deleted = matches!(op, Operation::Listener((Action::Delete, _)));
                 plan.mapping.push(if deleted {
                     MappingChange::Remove(l.id.clone())
                 } else {
@@ -172,8 +171,8 @@ impl Template<'_> {
                 let state = if deleted { ProvisioningStatus::Deleted } else { ProvisioningStatus::Active };
                 (vec![l.id.clone()], (ObjectKind::Listener, l.id.clone(), state), l.loadbalancer_id.clone())
             }
-            Operation::PoolCreate(p) | Operation::PoolUpdate(p) | Operation::PoolDelete(p) => {
-                let deleted = matches!(op, Operation::PoolDelete(_));
+            Operation::Pool((_, p)) => {
+                let deleted = matches!(op, Operation::Pool((Action::Delete, _)));
                 if deleted {
                     self.mapping.children(&p.id).into_iter().for_each(|m| plan.mapping.push(MappingChange::Remove(m)));
                     plan.mapping.push(MappingChange::Remove(p.id.clone()));
@@ -183,9 +182,9 @@ impl Template<'_> {
                 let state = if deleted { ProvisioningStatus::Deleted } else { ProvisioningStatus::Active };
                 (self.listeners_under(&p.loadbalancer_id), (ObjectKind::Pool, p.id.clone(), state), p.loadbalancer_id.clone())
             }
-            Operation::MemberCreate(m) | Operation::MemberUpdate(m) | Operation::MemberDelete(m) => {
+            Operation::Member((_, m)) => {
                 let pool: Pool = self.object(&m.pool_id).ok_or_else(|| missing("pool", &m.pool_id))?;
-                let deleted = matches!(op, Operation::MemberDelete(_));
+                let deleted = matches!(op, Operation::Member((Action::Delete, _)));
                 plan.mapping.push(if deleted {
                     MappingChange::Remove(m.id.clone())
                 } else {
@@ -194,7 +193,7 @@ impl Template<'_> {
                 let state = if deleted { ProvisioningStatus::Deleted } else { ProvisioningStatus::Active };
                 (self.listeners_under(&pool.loadbalancer_id), (ObjectKind::Member, m.id.clone(), state), pool.loadbalancer_id)
             }
-            Operation::LoadbalancerFailover(id) | Operation::LoadbalancerSync(Loadbalancer { id, .. }) => {
+            Operation::LoadbalancerFailover(id) | Operation::Loadbalancer((LoadbalancerAction::Sync, Loadbalancer { id, .. })) => {
                 (self.listeners_under(id), (ObjectKind::Loadbalancer, id.clone(), ProvisioningStatus::Active), String::new())
             }
             other => return Err(refuse(format!("{other:?}"))),
@@ -278,11 +277,11 @@ mod exports {
                 t.translate(&op).map_err(|error| {
                     // The refused object goes to ERROR; the host puts its load balancer back to ACTIVE.
                     let statuses = match &op {
-                        Operation::LoadbalancerCreate(lb) => vec![done(ObjectKind::Loadbalancer, &lb.id, ProvisioningStatus::Error)],
-                        Operation::ListenerCreate(l) | Operation::ListenerUpdate(l) => vec![done(ObjectKind::Listener, &l.id, ProvisioningStatus::Error)],
-                        Operation::PoolCreate(p) | Operation::PoolUpdate(p) => vec![done(ObjectKind::Pool, &p.id, ProvisioningStatus::Error)],
-                        Operation::MemberCreate(m) | Operation::MemberUpdate(m) => vec![done(ObjectKind::Member, &m.id, ProvisioningStatus::Error)],
-                        Operation::HealthMonitorCreate(h) | Operation::HealthMonitorUpdate(h) => {
+                        Operation::Loadbalancer((LoadbalancerAction::Create, lb)) => vec![done(ObjectKind::Loadbalancer, &lb.id, ProvisioningStatus::Error)],
+                        Operation::Listener((Action::Create | Action::Update, l)) => vec![done(ObjectKind::Listener, &l.id, ProvisioningStatus::Error)],
+                        Operation::Pool((Action::Create | Action::Update, p)) => vec![done(ObjectKind::Pool, &p.id, ProvisioningStatus::Error)],
+                        Operation::Member((Action::Create | Action::Update, m)) => vec![done(ObjectKind::Member, &m.id, ProvisioningStatus::Error)],
+                        Operation::HealthMonitor((Action::Create | Action::Update, h)) => {
                             vec![done(ObjectKind::HealthMonitor, &h.id, ProvisioningStatus::Error)]
                         }
                         _ => Vec::new(),
@@ -336,30 +335,39 @@ mod tests {
         let mut mapping = Memory::default();
         apply(
             &mut mapping,
-            &Operation::LoadbalancerCreate(parse(serde_json::json!({"id": "lb", "project_id": null, "name": null,
-            "vip_address": "10.0.0.1", "additional_vips": [], "admin_state_up": true, "flavor": [], "listeners": [], "pools": []}))),
+            &Operation::Loadbalancer((
+                LoadbalancerAction::Create,
+                parse(serde_json::json!({"id": "lb", "project_id": null, "name": null,
+            "vip_address": "10.0.0.1", "additional_vips": [], "admin_state_up": true, "flavor": [], "listeners": [], "pools": []})),
+            )),
         );
         apply(
             &mut mapping,
-            &Operation::ListenerCreate(parse(serde_json::json!({"id": "l", "loadbalancer_id": "lb", "protocol": "TCP",
+            &Operation::Listener((
+                Action::Create,
+                parse(serde_json::json!({"id": "l", "loadbalancer_id": "lb", "protocol": "TCP",
             "protocol_port": 80, "default_pool_id": "p", "admin_state_up": true, "connection_limit": null, "timeout_client_data": null,
             "timeout_member_connect": null, "timeout_member_data": null, "allowed_cidrs": [], "insert_headers": [],
-            "default_tls_container_ref": null, "sni_container_refs": [], "client_authentication": null, "l7policies": []}))),
+            "default_tls_container_ref": null, "sni_container_refs": [], "client_authentication": null, "l7policies": []})),
+            )),
         );
         apply(
             &mut mapping,
-            &Operation::PoolCreate(parse(serde_json::json!({"id": "p", "loadbalancer_id": "lb", "listener_id": "l",
+            &Operation::Pool((
+                Action::Create,
+                parse(serde_json::json!({"id": "p", "loadbalancer_id": "lb", "listener_id": "l",
             "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN", "session_persistence": null, "tls_enabled": false, "admin_state_up": true,
-            "members": [], "healthmonitor": null}))),
+            "members": [], "healthmonitor": null})),
+            )),
         );
         let member: Member = parse(serde_json::json!({"id": "m", "pool_id": "p", "address": "10.0.1.1", "protocol_port": 8080,
             "weight": 1, "admin_state_up": true, "backup": false, "monitor_address": null, "monitor_port": null}));
-        let created = apply(&mut mapping, &Operation::MemberCreate(member.clone()));
+        let created = apply(&mut mapping, &Operation::Member((Action::Create, member.clone())));
         assert!(matches!(&created.calls[..], [LoxilbCall::UpsertRule(r)] if r.endpoints.len() == 1 && r.service.port == 80), "{:?}", created.calls);
         assert!(matches!(&created.undo[..], [LoxilbCall::DeleteRule(_)]), "{:?}", created.undo);
         assert_eq!(Template { mapping: &mapping, now: String::new() }.desired_rules().len(), 1);
 
-        let deleted = apply(&mut mapping, &Operation::MemberDelete(member));
+        let deleted = apply(&mut mapping, &Operation::Member((Action::Delete, member)));
         assert!(matches!(&deleted.calls[..], [LoxilbCall::DeleteRule(k)] if k.port == 80), "{:?}", deleted.calls);
         assert!(Template { mapping: &mapping, now: String::new() }.desired_rules().is_empty());
     }
@@ -367,9 +375,12 @@ mod tests {
     #[test]
     fn what_it_does_not_translate_is_refused_by_name() {
         let mapping = Memory::default();
-        let monitor = Operation::HealthMonitorCreate(parse(serde_json::json!({"id": "hm", "pool_id": "p", "kind": "TCP", "delay": 5,
+        let monitor = Operation::HealthMonitor((
+            Action::Create,
+            parse(serde_json::json!({"id": "hm", "pool_id": "p", "kind": "TCP", "delay": 5,
             "timeout": 3, "max_retries": 3, "max_retries_down": 3, "http_method": null, "url_path": null, "expected_codes": null,
-            "http_version": null, "domain_name": null, "admin_state_up": true})));
+            "http_version": null, "domain_name": null, "admin_state_up": true})),
+        ));
         let err = Template { mapping: &mapping, now: String::new() }.validate(&monitor).unwrap_err();
         assert!(matches!(&err, PolicyError::Unsupported(m) if m.contains("health monitor hm")), "{err:?}");
     }

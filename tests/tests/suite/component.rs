@@ -71,11 +71,12 @@ fn a_policy_imports_exactly_the_mapping_view_log_and_clock() {
 
 /// Guards what was won toward issue 12's 300 KB: the default policy was 514,186 bytes while `validate` was
 /// an export of its own (a second copy of the canonical-ABI lifting of `operation`, 44 KB) and five more
-/// sorts were instantiated; 437,588 bytes then, and 420,683 since its JSON reader stopped parsing floats
-/// (the standard library's float parser and its tables, 17 KB).
+/// sorts were instantiated; 437,588 bytes then, 420,683 once its JSON reader stopped parsing floats (the
+/// standard library's float parser and its tables, 17 KB), and 390,447 since `operation` has a case per
+/// object kind instead of one per call (each record's lifting once, not once per call: 30 KB).
 #[test]
 fn the_default_policy_stays_within_its_size_budget() {
-    const BUDGET: u64 = 430_000;
+    const BUDGET: u64 = 400_000;
     let size = std::fs::metadata(default_policy()).expect("the default policy is built").len();
     assert!(
         size <= BUDGET,
