@@ -254,6 +254,13 @@ impl Inbox {
         self.sync_through(appended.end).with_context(|| format!("syncing {}", self.path.display()))
     }
 
+    /// Whether a failed sync cut the record off (its cast was refused). Never waits: a record not yet
+    /// synced is not lost (yet).
+    pub fn lost(&self, appended: &Appended) -> bool {
+        let end = appended.end;
+        self.durable.lock().unwrap().lost.iter().any(|&(from, to)| from < end && end <= to)
+    }
+
     /// `durable`, for the one that answers the cast: a record a failed sync cut off is no longer
     /// pending (the cast is refused).
     pub fn confirm(&self, appended: &Appended) -> Result<()> {
@@ -335,7 +342,7 @@ impl Inbox {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::Arc;
 
@@ -420,9 +427,9 @@ mod tests {
     /// A file on a disk that fills up: writes stop after `budget` bytes, syncs and truncations fail
     /// while told to.
     #[derive(Clone, Default)]
-    struct Disk {
+    pub(crate) struct Disk {
         budget: Arc<Mutex<Option<usize>>>,
-        sync_fails: Arc<Mutex<bool>>,
+        pub(crate) sync_fails: Arc<Mutex<bool>>,
         truncate_fails: Arc<Mutex<bool>>,
         sync_takes: Arc<Mutex<std::time::Duration>>,
         syncs: Arc<std::sync::atomic::AtomicUsize>,
@@ -431,7 +438,7 @@ mod tests {
     struct FullDisk(File, Disk);
 
     /// An inbox on a `FullDisk`, and the handle that controls the disk.
-    fn open_on(tag: &str, disk: Disk) -> (PathBuf, Inbox, Disk) {
+    pub(crate) fn open_on(tag: &str, disk: Disk) -> (PathBuf, Inbox, Disk) {
         let path = temp_path(tag);
         let control = disk.clone();
         let Opened { inbox, .. } = Inbox::open_over(&path, move |f| Box::new(FullDisk(f, disk))).unwrap();

@@ -223,8 +223,15 @@ impl Service {
             (Some(appended), Some(inbox)) => inbox.durable(appended).map_err(|e| format!("{e:#}")),
             _ => Ok(()),
         };
+        // A refused cast's request was rolled back: no commit will show, so waiting for one would hold
+        // its load balancer's lane for `commit_wait_timeout` (or, with the get socket unreachable, until
+        // it answers). The wait ends as soon as a failed sync has cut its record off.
+        let not_refused = || match (&inbox_seq, self.inbox.as_ref()) {
+            (Some(appended), Some(inbox)) => !inbox.lost(appended),
+            _ => true,
+        };
         let started = Instant::now();
-        let (statuses, storage) = match self.apply_in_memory(&method, &args, &|| true, &accepted) {
+        let (statuses, storage) = match self.apply_in_memory(&method, &args, &not_refused, &accepted) {
             Taken::Applied(statuses, storage) => (statuses, storage),
             Taken::Refused => {
                 self.leave_backlog();
@@ -690,12 +697,10 @@ impl Service {
                     crate::metrics::COMMITS_NOTIFIED.inc();
                     return Waited::Committed;
                 }
+                _ if !still_ours() => return Waited::HandedOver,
                 Some(Notice::RolledBack) => tracing::info!("Octavia rolled back the request of {method} {id}, says the provider; asking the get socket"),
                 Some(Notice::Awaited) => tracing::info!("no notice of Octavia's commit of {method} {id} within {NOTICE_WAIT:?}; asking the get socket"),
                 None => {}
-            }
-            if !still_ours() {
-                return Waited::HandedOver;
             }
         }
         crate::metrics::COMMITS_POLLED.inc();
@@ -908,6 +913,42 @@ fn trap_statuses(op: &Operation, args: &Value) -> Vec<ObjectStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::caps::loxilb::LoxiTransport;
+
+    /// A LoxiLB that says yes to everything and holds nothing.
+    struct Agreeable;
+
+    impl LoxiTransport for Agreeable {
+        fn request(&self, method: &str, _path: &str, _body: Option<&str>) -> Result<(u16, String), String> {
+            Ok((200, if method == "GET" { r#"{"lbAttr":[]}"#.into() } else { r#"{"result":"Success"}"#.into() }))
+        }
+    }
+
+    #[test]
+    fn a_cast_its_inbox_could_not_record_does_not_hold_its_lane_waiting_for_a_commit() {
+        let policy = crate::runtime::load(&crate::runtime::default_policy_path()).unwrap();
+        let mapping = crate::app::load_mapping(Arc::new(crate::caps::storage::MemoryStore::default())).unwrap();
+        let grants = crate::caps::Grants { loxilb: Arc::new(Agreeable), mapping, remove_orphans: false, log_target: "test".into() };
+        let settings = crate::runtime::bindings::policy_types::Settings { nat_mode: "fullnat".into(), bgp: false };
+        let sandbox = Sandbox::new(policy, grants, crate::runtime::instance::Limits::default(), settings).unwrap();
+        let (path, inbox, disk) = crate::inbox::tests::open_on("refused-lane", crate::inbox::tests::Disk::default());
+        // A get socket nobody answers: a wait for the commit would go on until it does.
+        let agent = DriverAgent { status: None, stats: None, get: Some(std::env::temp_dir().join(format!("no-get-{}.sock", std::process::id()))) };
+        let sink = Arc::new(crate::octavia::status::RecordingSink::default());
+        let service = Service::with_inbox(sandbox, Some(agent), sink.clone(), Duration::from_secs(60), Some(inbox));
+        service.start_worker(Vec::new());
+        *disk.sync_fails.lock().unwrap() = true;
+        let lb = json!({"loadbalancer_id": "lb-1", "vip_address": "10.0.0.1", "admin_state_up": true, "listeners": [], "pools": []});
+        let refused = service.cast("loadbalancer_create", json!({"loadbalancer_id": "lb-1", "loadbalancer": lb, COMMIT_TICKET: "t-1"}));
+        assert!(refused.is_err(), "the cast was accepted though its record could not be synced");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while service.backlog() > 0 {
+            assert!(Instant::now() < deadline, "the refused cast still holds its lane, waiting for a commit that cannot come");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(sink.documents.lock().unwrap().is_empty(), "a refused cast was applied and reported");
+        let _ = std::fs::remove_file(path);
+    }
 
     #[test]
     fn the_commit_is_read_every_20_ms_at_first_and_at_least_every_half_second() {
