@@ -219,17 +219,12 @@ impl Service {
         // the commit notice only after the cast was answered, hence durable, so the worker neither
         // syncs the inbox itself nor waits for the thread that does. A failed sync refused the cast
         // (the provider was told, and Octavia rolls back).
-        let accepted = || match (&inbox_seq, self.inbox.as_ref()) {
-            (Some(appended), Some(inbox)) => inbox.durable(appended).map_err(|e| format!("{e:#}")),
-            _ => Ok(()),
-        };
+        let record = inbox_seq.as_ref().zip(self.inbox.as_ref());
+        let accepted = || record.map_or(Ok(()), |(appended, inbox)| inbox.durable(appended).map_err(|e| format!("{e:#}")));
         // A refused cast's request was rolled back: no commit will show, so waiting for one would hold
         // its load balancer's lane for `commit_wait_timeout` (or, with the get socket unreachable, until
         // it answers). The wait ends as soon as a failed sync has cut its record off.
-        let not_refused = || match (&inbox_seq, self.inbox.as_ref()) {
-            (Some(appended), Some(inbox)) => !inbox.lost(appended),
-            _ => true,
-        };
+        let not_refused = || record.is_none_or(|(appended, inbox)| !inbox.lost(appended));
         let started = Instant::now();
         let (statuses, storage) = match self.apply_in_memory(&method, &args, &not_refused, &accepted) {
             Taken::Applied(statuses, storage) => (statuses, storage),
