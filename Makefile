@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test setup guests venv venv-oldest rabbitmq bench release install mariadb octavia-venv test-octavia bench-octavia bench-host reliability
+.PHONY: demo test setup guests venv venv-oldest rabbitmq bench release install mariadb octavia-venv test-octavia bench-octavia bench-octavia-status bench-host reliability
 
 ## The guests are wasm32-unknown-unknown components; a fresh machine lacks that target. `cargo build` and
 ## `cargo test` build the components they need themselves (host/build.rs, tests/build.rs).
@@ -86,6 +86,12 @@ bench: guests
 bench-octavia: guests mariadb octavia-venv
 	cargo build --release -p host -p loxilb-sim
 	LOXILB_OCTAVIA_BIN=$(CURDIR)/target/release/loxilb-octavia LOXILB_SIM_BIN=$(CURDIR)/target/release/loxilb-sim $(OCTAVIA_VENV)/bin/python tests/octavia/bench.py
+
+## What one status document costs Octavia's driver-agent, by how the same statuses are split into documents
+## (tests/octavia/status_cost.py): the bound on a burst's rate to ACTIVE that the host does not set.
+bench-octavia-status: guests mariadb octavia-venv
+	cargo build --release -p host -p loxilb-sim
+	LOXILB_OCTAVIA_BIN=$(CURDIR)/target/release/loxilb-octavia LOXILB_SIM_BIN=$(CURDIR)/target/release/loxilb-sim $(OCTAVIA_VENV)/bin/python tests/octavia/status_cost.py
 
 ## Faults in front of LoxiLB, kill -9 of the host mid-burst and malformed provider-socket messages, through
 ## the real Octavia API (tests/octavia/reliability.py): prints the README's reliability figures.
