@@ -7,7 +7,7 @@
 //! listener whose rule no answering LoxiLB node lists is ERROR, and so is a load balancer whose every
 //! listener is.
 
-use std::collections::HashMap;
+use crate::state::Map;
 
 use crate::loxilb_types::{LbRule, ObservedEndpoint, ObservedRule};
 use crate::octavia::{ObjectKind, ObjectStatus, OperatingStatus};
@@ -33,7 +33,7 @@ fn roll_up(children: &[OperatingStatus]) -> OperatingStatus {
 }
 
 /// LoxiLB's rules by key.
-fn by_key(observed: &[ObservedRule]) -> HashMap<String, &ObservedRule> {
+fn by_key(observed: &[ObservedRule]) -> Map<String, &ObservedRule> {
     observed.iter().map(|o| (key_of(&o.rule), o)).collect()
 }
 

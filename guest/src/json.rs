@@ -244,7 +244,7 @@ impl<'a> Parser<'a> {
         }
         let text = &self.text[start..self.at];
         if !is_number(text) {
-            return Err(format!("bad number {text:?} at byte {start}"));
+            return Err(format!("bad number {} at byte {start}", quoted(text)));
         }
         Ok(Json::Number(text))
     }
@@ -358,6 +358,14 @@ fn needs_escape(bytes: &[u8]) -> bool {
 }
 
 /// Appends `s` as a JSON string.
+/// `s` in double quotes, escaped as JSON escapes it: how the policy's messages quote what it was given
+/// (`{:?}` would do the same and bring the standard library's Unicode tables into the component).
+pub fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    push_string(&mut out, s);
+    out
+}
+
 pub fn push_string(out: &mut String, s: &str) {
     out.push('"');
     // Ids, keys and addresses never need escaping: checked eight bytes at a time, they are copied whole.

@@ -72,7 +72,7 @@ pub fn decode(text: &str, kind: ResourceType, implied: Implied) -> Result<Object
                 Some("pool") => ResourceType::Pool,
                 Some("member") => ResourceType::Member,
                 Some("healthmonitor") => ResourceType::Healthmonitor,
-                _ => return Err(format!("unknown object type {named:?}")),
+                _ => return Err(format!("unknown object type {}", named.as_str().map_or_else(|| "(not a string)".into(), crate::json::quoted))),
             };
             (kind, json.get("attributes").ok_or("no attributes")?, None)
         }

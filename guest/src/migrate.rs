@@ -9,9 +9,9 @@
 //! monitor under `null`): every entry is re-keyed from the tree it is placed in. An entry that cannot be
 //! placed (no parent in the file, no address) is dropped and named, never silently.
 
-use std::collections::HashMap;
+use crate::state::Map;
 
-use crate::json::Json as Value;
+use crate::json::{quoted, Json as Value};
 
 use crate::keys;
 use crate::octavia::{HealthMonitor, Listener, Loadbalancer, Member, Pool};
@@ -69,7 +69,7 @@ impl<'a> Old<'a> {
 /// (id, type, why).
 pub fn v1_0(legacy: &[LegacyEntry]) -> (Vec<Change>, Vec<String>) {
     let parsed: Vec<(&LegacyEntry, Value)> = legacy.iter().map(|e| (e, Value::parse(&e.metadata).unwrap_or(Value::Null))).collect();
-    let mut by_type: HashMap<String, Vec<Old>> = HashMap::new();
+    let mut by_type: Map<String, Vec<Old>> = Map::default();
     let mut dropped = Vec::new();
     // In id order, as the host hands them over (`migrate` in policy.wit).
     for (e, meta) in &parsed {
@@ -82,7 +82,7 @@ pub fn v1_0(legacy: &[LegacyEntry]) -> (Vec<Change>, Vec<String>) {
     let mut placed = Vec::new();
     let mut put = |entry: Entry| placed.push(Change::Put(entry));
     // Parents first: each later type finds its parent (and the VIP) among the entries already placed.
-    let mut vips: HashMap<String, String> = HashMap::new();
+    let mut vips: Map<String, String> = Map::default();
     for old in lbs {
         match loadbalancer(&old) {
             Ok((vip, entry)) => {
@@ -92,8 +92,8 @@ pub fn v1_0(legacy: &[LegacyEntry]) -> (Vec<Change>, Vec<String>) {
             Err(why) => dropped.push(format!("{} (loadbalancer): {why}", old.id)),
         }
     }
-    let mut pool_of_listener: HashMap<String, String> = HashMap::new();
-    let mut lb_of_listener: HashMap<String, String> = HashMap::new();
+    let mut pool_of_listener: Map<String, String> = Map::default();
+    let mut lb_of_listener: Map<String, String> = Map::default();
     for old in listeners {
         match listener(&old, &vips) {
             Ok(entry) => {
@@ -108,7 +108,7 @@ pub fn v1_0(legacy: &[LegacyEntry]) -> (Vec<Change>, Vec<String>) {
             Err(why) => dropped.push(format!("{} (listener): {why}", old.id)),
         }
     }
-    let mut pool_vips: HashMap<String, String> = HashMap::new();
+    let mut pool_vips: Map<String, String> = Map::default();
     for old in pools {
         match pool(&old, &vips, &pool_of_listener, &lb_of_listener) {
             Ok((vip, entry)) => {
@@ -131,7 +131,7 @@ pub fn v1_0(legacy: &[LegacyEntry]) -> (Vec<Change>, Vec<String>) {
         }
     }
     for old in rest {
-        dropped.push(format!("{} ({:?}): not a resource type this format maps", old.id, old.resource_type()));
+        dropped.push(format!("{} ({}): not a resource type this format maps", old.id, quoted(&old.resource_type())));
     }
     dropped.sort();
     (placed, dropped)
@@ -142,7 +142,7 @@ fn loadbalancer(old: &Old) -> Result<(String, Entry), String> {
     let from_key = old.key.and_then(|k| keys::parse_service_key(k).map(|(ip, _, _)| ip.to_string()).or_else(|| keys::is_ip(k).then(|| k.to_string())));
     let vip = old.text("external_ip").or_else(|| old.text("vip_address")).or(from_key).ok_or("no VIP (external_ip) and no key to read it from")?;
     if !keys::is_ip(&vip) {
-        return Err(format!("VIP {vip:?} is not an IP address"));
+        return Err(format!("VIP {} is not an IP address", quoted(&vip)));
     }
     let lb = Loadbalancer {
         id: old.id.to_string(),
@@ -158,7 +158,7 @@ fn loadbalancer(old: &Old) -> Result<(String, Entry), String> {
     Ok((vip.clone(), Entry::new(keys::loadbalancer_key(&vip), vip, 0, String::new(), old.created_at(), Object::Loadbalancer(lb))))
 }
 
-fn listener(old: &Old, vips: &HashMap<String, String>) -> Result<Entry, String> {
+fn listener(old: &Old, vips: &Map<String, String>) -> Result<Entry, String> {
     let lb_id = old.text("lb_id").or_else(|| old.text("loadbalancer_id")).ok_or("no load balancer id (lb_id)")?;
     let vip = vips.get(&lb_id).ok_or_else(|| format!("its load balancer {lb_id} is not in the file"))?;
     let (port, proto) = match old.key.and_then(keys::parse_service_key) {
@@ -192,9 +192,9 @@ fn listener(old: &Old, vips: &HashMap<String, String>) -> Result<Entry, String> 
 
 fn pool(
     old: &Old,
-    vips: &HashMap<String, String>,
-    pool_of_listener: &HashMap<String, String>,
-    lb_of_listener: &HashMap<String, String>,
+    vips: &Map<String, String>,
+    pool_of_listener: &Map<String, String>,
+    lb_of_listener: &Map<String, String>,
 ) -> Result<(String, Entry), String> {
     let listener_id = old.text("listener_id").or_else(|| pool_of_listener.get(old.id).cloned());
     let listener_lb = listener_id.as_deref().and_then(|l| lb_of_listener.get(l).cloned());
@@ -221,12 +221,12 @@ fn pool(
     Ok((vip, entry))
 }
 
-fn member(old: &Old, pool_vips: &HashMap<String, String>) -> Result<Entry, String> {
+fn member(old: &Old, pool_vips: &Map<String, String>) -> Result<Entry, String> {
     let pool_id = old.text("pool_id").ok_or("no pool id (pool_id)")?;
     let vip = pool_vips.get(&pool_id).ok_or_else(|| format!("its pool {pool_id} is not in the file"))?;
     let address = old.text("address").or_else(|| old.text("ip_address")).ok_or("no address")?;
     if !keys::is_ip(&address) {
-        return Err(format!("address {address:?} is not an IP address"));
+        return Err(format!("address {} is not an IP address", quoted(&address)));
     }
     let port = old.number("protocol_port").or_else(|| old.number("port")).and_then(|p| u16::try_from(p).ok()).ok_or("no port (protocol_port)")?;
     let member = Member {
@@ -243,7 +243,7 @@ fn member(old: &Old, pool_vips: &HashMap<String, String>) -> Result<Entry, Strin
     Ok(Entry::new(keys::member_key(vip, &pool_id, &address, port), vip.clone(), port, String::new(), old.created_at(), Object::Member(member)))
 }
 
-fn monitor(old: &Old, pool_vips: &HashMap<String, String>) -> Result<Entry, String> {
+fn monitor(old: &Old, pool_vips: &Map<String, String>) -> Result<Entry, String> {
     let pool_id = old.text("pool_id").ok_or("no pool id (pool_id)")?;
     let vip = pool_vips.get(&pool_id).ok_or_else(|| format!("its pool {pool_id} is not in the file"))?;
     let seconds = |name: &str, default: u32| old.number(name).map_or(default, |n| n.min(u32::MAX as u64) as u32);

@@ -216,13 +216,13 @@ impl Entry {
         let object = crate::metadata::decode(json, self.kind, self.implied())?;
         if object.resource_type() != self.kind || object.id() != self.id || object.parent() != self.parent.as_deref() {
             return Err(format!(
-                "its object is the {} {} under {:?}, its entry says the {} {} under {:?}",
+                "its object is the {} {} under {}, its entry says the {} {} under {}",
                 object.resource_type().as_str(),
                 object.id(),
-                object.parent(),
+                object.parent().unwrap_or("no parent"),
                 self.kind.as_str(),
                 self.id,
-                self.parent
+                self.parent.as_deref().unwrap_or("no parent")
             ));
         }
         Ok(self.object.get_or_init(|| Box::new(object)))
@@ -252,6 +252,9 @@ impl PartialEq for Entry {
     }
 }
 
+/// The policy's hash map, everywhere in it. On wasm32-unknown-unknown the standard library's `RandomState`
+/// has no entropy to seed SipHash (its keys are constants), so SipHash would resist nothing here and only
+/// cost time and a second copy of the map's code.
 pub type Map<K, V> = HashMap<K, V, BuildHasherDefault<rustc_hash::FxHasher>>;
 
 /// One change to the mapping, as the plan hands it to the host.

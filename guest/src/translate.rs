@@ -2,6 +2,7 @@
 //! LoxiLB rule. Pure: no state, no I/O. Every Octavia option LoxiLB cannot honour is refused with an
 //! error that names it; nothing is silently dropped or collapsed.
 
+use crate::json::quoted;
 use crate::keys;
 use crate::loxilb_types::{Endpoint, EndpointProbe, LbRule, ServiceArgs};
 use crate::octavia::{HealthMonitor, Listener, Loadbalancer, Member, Pool};
@@ -79,7 +80,8 @@ pub fn nat_mode_from_name(name: &str) -> Result<u8, String> {
         "dsr" => Ok(MODE_DSR),
         "fullproxy" => Ok(MODE_FULLPROXY),
         other => Err(format!(
-            "nat_mode {other:?} is not one of dnat, onearm, fullnat, dsr, fullproxy (hostonearm needs an unspecified VIP, which Octavia never has)"
+            "nat_mode {} is not one of dnat, onearm, fullnat, dsr, fullproxy (hostonearm needs an unspecified VIP, which Octavia never has)",
+            quoted(other)
         )),
     }
 }
@@ -162,7 +164,7 @@ pub fn check_listener(listener: &Listener, profile: &Profile) -> Result<(), Poli
     }
     for cidr in &listener.allowed_cidrs {
         if !is_cidr(cidr) {
-            return Err(invalid(format!("listener {}: allowed_cidrs entry {cidr:?} is not an IP prefix", listener.id)));
+            return Err(invalid(format!("listener {}: allowed_cidrs entry {} is not an IP prefix", listener.id, quoted(cidr))));
         }
     }
     Ok(())
@@ -257,7 +259,7 @@ pub fn check_pool(pool: &Pool, profile: &Profile) -> Result<(), PolicyError> {
 
 pub fn check_member(member: &Member) -> Result<(), PolicyError> {
     if !keys::is_ip(&member.address) {
-        return Err(invalid(format!("member {}: address {:?} is not an IP address", member.id, member.address)));
+        return Err(invalid(format!("member {}: address {} is not an IP address", member.id, quoted(&member.address))));
     }
     if member.protocol_port == 0 {
         return Err(invalid(format!("member {}: protocol_port must be 1..65535", member.id)));
@@ -292,8 +294,9 @@ pub fn check_monitor(hm: &HealthMonitor) -> Result<(), PolicyError> {
             if let Some(codes) = hm.expected_codes.as_deref() {
                 if codes.trim() != "200" {
                     return Err(unsupported(format!(
-                        "health monitor {}: expected_codes {codes:?} is not supported: LoxiLB's HTTP prober accepts status 200 only",
-                        hm.id
+                        "health monitor {}: expected_codes {} is not supported: LoxiLB's HTTP prober accepts status 200 only",
+                        hm.id,
+                        quoted(codes)
                     )));
                 }
             }
@@ -315,18 +318,18 @@ pub fn check_monitor(hm: &HealthMonitor) -> Result<(), PolicyError> {
 
 pub fn check_loadbalancer(lb: &Loadbalancer) -> Result<(), PolicyError> {
     if !keys::is_ip(&lb.vip_address) {
-        return Err(invalid(format!("load balancer {}: vip_address {:?} is not an IP address", lb.id, lb.vip_address)));
+        return Err(invalid(format!("load balancer {}: vip_address {} is not an IP address", lb.id, quoted(&lb.vip_address))));
     }
     for (key, value) in &lb.flavor {
         match key.as_str() {
             "nat_mode" => drop(nat_mode_from_name(value.trim_matches('"')).map_err(unsupported)?),
             "bgp" => drop(flag(value).ok_or_else(|| unsupported(format!("load balancer {}: flavor key bgp must be true or false, not {value}", lb.id)))?),
-            _ => return Err(unsupported(format!("load balancer {}: flavor key {key:?} is not supported (supported: nat_mode, bgp)", lb.id))),
+            _ => return Err(unsupported(format!("load balancer {}: flavor key {} is not supported (supported: nat_mode, bgp)", lb.id, quoted(key)))),
         }
     }
     for vip in &lb.additional_vips {
         if !keys::is_ip(vip) {
-            return Err(invalid(format!("load balancer {}: additional VIP {vip:?} is not an IP address", lb.id)));
+            return Err(invalid(format!("load balancer {}: additional VIP {} is not an IP address", lb.id, quoted(vip))));
         }
     }
     if lb.additional_vips.len() > 3 {
