@@ -357,15 +357,15 @@ fn needs_escape(bytes: &[u8]) -> bool {
     words.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
-/// Appends `s` as a JSON string.
 /// `s` in double quotes, escaped as JSON escapes it: how the policy's messages quote what it was given
-/// (`{:?}` would do the same and bring the standard library's Unicode tables into the component).
+/// (`{:?}` would do much the same and bring the standard library's Unicode tables into the component).
 pub fn quoted(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     push_string(&mut out, s);
     out
 }
 
+/// Appends `s` as a JSON string.
 pub fn push_string(out: &mut String, s: &str) {
     out.push('"');
     // Ids, keys and addresses never need escaping: checked eight bytes at a time, they are copied whole.
@@ -416,6 +416,14 @@ mod tests {
         let mut control = String::new();
         push_string(&mut control, "\u{1}\t");
         assert_eq!(control, r#""\u0001\t""#);
+    }
+
+    #[test]
+    fn messages_quote_what_they_were_given_so_it_reads_apart_from_the_words_around_it() {
+        assert_eq!(quoted("10.0.0.x"), r#""10.0.0.x""#);
+        // A quote, a newline or a control character cannot end the quote early or break the message's line.
+        assert_eq!(quoted("a\"b\n\u{1}"), r#""a\"b\n\u0001""#);
+        assert_eq!(Json::parse("1.").unwrap_err(), r#"bad number "1." at byte 0"#);
     }
 
     #[test]
