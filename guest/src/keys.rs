@@ -103,14 +103,22 @@ pub fn monitor_key(vip: &str, pool_id: &str) -> String {
     joined(&[&canonical_ip(vip), "/pool-", pool_id, "/monitor"], None)
 }
 
+/// `s` split around the first `separator`: `str::split_once` with a string pattern, without the substring
+/// searcher it brings into the component (2 KB) for separators this short.
+fn split_around<'a>(s: &'a str, separator: &str) -> Option<(&'a str, &'a str)> {
+    let at = s.as_bytes().windows(separator.len()).position(|w| w == separator.as_bytes())?;
+    // `separator` starts with an ASCII byte, so `at` and the end of the match are character boundaries.
+    Some((&s[..at], &s[at + separator.len()..]))
+}
+
 /// Checks that a key has the shape its resource type requires (used by `validate-mappings`).
 pub fn key_is_well_formed(resource_type: &str, key: &str) -> bool {
     match resource_type {
         "listener" => parse_service_key(key).is_some(),
         "loadbalancer" => is_ip(key),
-        "pool" => key.split_once("/pool-").is_some_and(|(vip, id)| is_ip(vip) && !id.is_empty() && !id.contains('/')),
-        "healthmonitor" => key.strip_suffix("/monitor").and_then(|rest| rest.split_once("/pool-")).is_some_and(|(vip, id)| is_ip(vip) && !id.is_empty()),
-        "member" => key.split_once("/pool-").is_some_and(|(vip, rest)| {
+        "pool" => split_around(key, "/pool-").is_some_and(|(vip, id)| is_ip(vip) && !id.is_empty() && !id.contains('/')),
+        "healthmonitor" => key.strip_suffix("/monitor").and_then(|rest| split_around(rest, "/pool-")).is_some_and(|(vip, id)| is_ip(vip) && !id.is_empty()),
+        "member" => split_around(key, "/pool-").is_some_and(|(vip, rest)| {
             is_ip(vip) && rest.split_once('/').is_some_and(|(_, ep)| ep.rsplit_once(':').is_some_and(|(ip, port)| is_ip(ip) && port.parse::<u16>().is_ok()))
         }),
         _ => false,
@@ -228,8 +236,8 @@ pub fn parse_rule_name(name: &str) -> Option<(&str, &str, &str)> {
         return (parts.next().is_none() && [lb, listener, pool].iter().all(|id| id_is_safe(id))).then_some((lb, listener, pool));
     }
     let rest = name.strip_prefix("octavia_lb-")?;
-    let (lb, rest) = rest.split_once("_listener-")?;
-    let (listener, pool) = rest.split_once("_pool-")?;
+    let (lb, rest) = split_around(rest, "_listener-")?;
+    let (listener, pool) = split_around(rest, "_pool-")?;
     (!lb.is_empty() && !listener.is_empty() && !pool.is_empty()).then_some((lb, listener, pool))
 }
 
@@ -240,6 +248,14 @@ pub fn is_provider_rule_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn split_around_splits_where_split_once_does() {
+        for (s, sep) in [("10.0.0.1/pool-p/10.0.0.2:80", "/pool-"), ("é/pool-/pool-x", "/pool-"), ("/pool-", "/pool-"), ("10.0.0.1", "/pool-"), ("", "_pool-")]
+        {
+            assert_eq!(super::split_around(s, sep), s.split_once(sep), "{s} around {sep}");
+        }
+    }
+
     #[test]
     fn prefixes_are_written_as_loxilb_lists_them() {
         assert_eq!(canonical_prefix("192.0.2.7/24"), "192.0.2.0/24");

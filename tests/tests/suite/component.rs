@@ -76,10 +76,11 @@ fn a_policy_imports_exactly_the_mapping_view_log_and_clock() {
 /// object kind instead of one per call (each record's lifting once, not once per call: 30 KB); 383,331 once
 /// every map hashes with Fx (a second copy of the map's code and SipHash gone) and messages quote what they
 /// were given without `{:?}` (the standard library's escaping and printable-character tables gone); 376,715
-/// with SHA-256's compact implementation in the component (recovery's hashing no slower beyond the noise).
+/// with SHA-256's compact implementation in the component (recovery's hashing no slower beyond the noise);
+/// 374,154 once keys are split without the standard library's substring searcher.
 #[test]
 fn the_default_policy_stays_within_its_size_budget() {
-    const BUDGET: u64 = 380_000;
+    const BUDGET: u64 = 375_000;
     let size = std::fs::metadata(default_policy()).expect("the default policy is built").len();
     assert!(
         size <= BUDGET,
