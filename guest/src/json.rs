@@ -242,7 +242,10 @@ impl<'a> Parser<'a> {
         while matches!(self.bytes.get(self.at), Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')) {
             self.at += 1;
         }
-        let text = &self.text[start..self.at];
+        // The policy slices text with `get` where the bounds are character boundaries by construction (ASCII
+        // bytes here): `&text[..]` would bring the standard library's slicing panic into the component, and
+        // with it the debug formatting of characters and ranges and its Unicode tables (~7 KB).
+        let text = self.text.get(start..self.at).unwrap_or_default();
         if !is_number(text) {
             return Err(format!("bad number {} at byte {start}", quoted(text)));
         }
@@ -268,7 +271,7 @@ impl<'a> Parser<'a> {
             // The run starts after and stops at ASCII bytes, so it is whole characters of the input: a slice
             // of it, not bytes to validate as UTF-8 again.
             let text: &'a str = self.text;
-            let run = &text[run..self.at];
+            let run = text.get(run..self.at).unwrap_or_default();
             match self.bytes.get(self.at) {
                 // No escape before the end: the string is a slice of the input.
                 Some(b'"') if out.is_empty() => {
@@ -385,7 +388,7 @@ pub fn push_string(out: &mut String, s: &str) {
             0..=0x1f => "",
             _ => continue,
         };
-        out.push_str(&s[run..i]);
+        out.push_str(s.get(run..i).unwrap_or_default());
         if escape.is_empty() {
             let _ = write!(out, "\\u{b:04x}");
         } else {
@@ -393,7 +396,7 @@ pub fn push_string(out: &mut String, s: &str) {
         }
         run = i + 1;
     }
-    out.push_str(&s[run..]);
+    out.push_str(s.get(run..).unwrap_or_default());
     out.push('"');
 }
 

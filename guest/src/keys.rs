@@ -107,8 +107,9 @@ pub fn monitor_key(vip: &str, pool_id: &str) -> String {
 /// searcher it brings into the component (2 KB) for separators this short.
 fn split_around<'a>(s: &'a str, separator: &str) -> Option<(&'a str, &'a str)> {
     let at = s.as_bytes().windows(separator.len()).position(|w| w == separator.as_bytes())?;
-    // `separator` starts with an ASCII byte, so `at` and the end of the match are character boundaries.
-    Some((&s[..at], &s[at + separator.len()..]))
+    // `separator` starts with an ASCII byte, so `at` and the end of the match are character boundaries
+    // (`get`, not `&s[..]`: see `json::Parser::number`).
+    Some((s.get(..at)?, s.get(at + separator.len()..)?))
 }
 
 /// Checks that a key has the shape its resource type requires (used by `validate-mappings`).
