@@ -133,7 +133,7 @@ pub fn v1_0(legacy: &[LegacyEntry]) -> (Vec<Change>, Vec<String>) {
     for old in rest {
         dropped.push(format!("{} ({}): not a resource type this format maps", old.id, quoted(&old.resource_type())));
     }
-    dropped.sort();
+    dropped.sort_unstable();
     (placed, dropped)
 }
 

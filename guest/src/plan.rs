@@ -450,7 +450,7 @@ impl<'o, 'a> Statuses<'o, 'a> {
         if let Some(Object::Pool(old)) = self.ov.state.get(pool_id).map(|e| e.object()) {
             listeners.extend(old.listener_id.iter().cloned());
         }
-        listeners.sort();
+        listeners.sort_unstable();
         listeners.dedup();
         for l in listeners {
             self.parent(ObjectKind::Listener, &l);
@@ -594,7 +594,7 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
         Operation::L7policy(_) | Operation::L7rule(_) => {}
     }
 
-    affected.sort();
+    affected.sort_unstable();
     affected.dedup();
     let mut plan = Plan::default();
     let mut rendered: Vec<(String, Option<Rendered>)> = Vec::with_capacity(affected.len());
@@ -772,7 +772,7 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
             listeners.extend(ov.listeners_of_lb(&p.loadbalancer_id).into_iter().filter(|l| {
                 ov.state.get(l).is_some_and(|e| matches!(e.object(), Object::Listener(s) if s.listener.default_pool_id.as_deref() == Some(&p.id)))
             }));
-            listeners.sort();
+            listeners.sort_unstable();
             listeners.dedup();
             for l in listeners {
                 st.parent(K::Listener, &l);

@@ -478,7 +478,7 @@ impl<'s> State<'s> {
     /// The ids of every entry of one type, in id order.
     pub fn ids(&self, kind: ResourceType) -> Vec<String> {
         let mut ids = self.source.ids(kind.to_wit());
-        ids.sort();
+        ids.sort_unstable();
         ids
     }
 

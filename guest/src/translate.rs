@@ -584,7 +584,7 @@ mod tests {
             let mut shares: Vec<(u64, u64)> = weights.iter().map(|&w| (w as u64 * 100 / total, w as u64 * 100 % total)).collect();
             let assigned: u64 = shares.iter().map(|s| s.0).sum();
             let mut order: Vec<usize> = (0..shares.len()).collect();
-            order.sort_by(|&a, &b| shares[b].1.cmp(&shares[a].1).then(a.cmp(&b)));
+            order.sort_unstable_by(|&a, &b| shares[b].1.cmp(&shares[a].1).then(a.cmp(&b)));
             order.iter().take((100 - assigned) as usize).for_each(|&i| shares[i].0 += 1);
             shares.iter_mut().for_each(|s| s.0 = s.0.max(1));
             while shares.iter().map(|s| s.0).sum::<u64>() > 100 {

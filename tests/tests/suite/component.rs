@@ -78,10 +78,11 @@ fn a_policy_imports_exactly_the_mapping_view_log_and_clock() {
 /// were given without `{:?}` (the standard library's escaping and printable-character tables gone); 376,715
 /// with SHA-256's compact implementation in the component (recovery's hashing no slower beyond the noise);
 /// 374,154 once keys are split without the standard library's substring searcher; 366,973 once no text is
-/// sliced with `&s[..]` (the slicing panic's formatting and Unicode tables gone).
+/// sliced with `&s[..]` (the slicing panic's formatting and Unicode tables gone); 365,365 with unstable sorts
+/// only (the policy sorts strings and totally ordered indices: the same order either way).
 #[test]
 fn the_default_policy_stays_within_its_size_budget() {
-    const BUDGET: u64 = 370_000;
+    const BUDGET: u64 = 366_000;
     let size = std::fs::metadata(default_policy()).expect("the default policy is built").len();
     assert!(
         size <= BUDGET,
