@@ -75,7 +75,7 @@ fn a_policy_imports_exactly_the_mapping_view_log_and_clock() {
 /// standard library's float parser and its tables, 17 KB), and 390,447 since `operation` has a case per
 /// object kind instead of one per call (each record's lifting once, not once per call: 30 KB); 383,331 once
 /// every map hashes with Fx (a second copy of the map's code and SipHash gone) and messages quote what they
-/// were given without `{:?}` (the standard library's escaping and printable-character tables gone); 376,715
+/// were given without `{:?}` (the standard library's debug formatting of strings gone); 376,715
 /// with SHA-256's compact implementation in the component (recovery's hashing no slower beyond the noise);
 /// 374,154 once keys are split without the standard library's substring searcher; 366,973 once no text is
 /// sliced with `&s[..]` (the slicing panic's formatting and Unicode tables gone); 365,365 with unstable sorts
