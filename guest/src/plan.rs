@@ -482,8 +482,8 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
     let mut affected: Vec<String> = Vec::new();
 
     match op {
-        Operation::Loadbalancer((LoadbalancerAction::Create | LoadbalancerAction::Sync, lb)) => {
-            if matches!(op, Operation::Loadbalancer((LoadbalancerAction::Sync, _))) {
+        Operation::Loadbalancer((action @ (LoadbalancerAction::Create | LoadbalancerAction::Sync), lb)) => {
+            if *action == LoadbalancerAction::Sync {
                 affected.extend(ov.listeners_of_lb(&lb.id));
                 ov.remove_subtree(&lb.id);
             }
@@ -513,8 +513,8 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
             ov.vip_of_lb(id)?;
             affected.extend(ov.listeners_of_lb(id));
         }
-        Operation::Listener((Action::Create | Action::Update, l)) => {
-            if matches!(op, Operation::Listener((Action::Update, _))) && ov.listener(&l.id).is_none() {
+        Operation::Listener((action @ (Action::Create | Action::Update), l)) => {
+            if *action == Action::Update && ov.listener(&l.id).is_none() {
                 return Err(PolicyError::MissingState(format!("listener {} is not in the mapping", l.id)));
             }
             let programmed = ov.listener(&l.id).and_then(|s| s.programmed.clone());
@@ -525,8 +525,8 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
             affected.push(l.id.clone());
             ov.remove(&l.id);
         }
-        Operation::Pool((Action::Create | Action::Update, p)) => {
-            if matches!(op, Operation::Pool((Action::Update, _))) {
+        Operation::Pool((action @ (Action::Create | Action::Update), p)) => {
+            if *action == Action::Update {
                 ov.pool_or_missing(&p.id)?;
                 ov.put(&p.id, Object::Pool(strip_pool(p)), now)?;
             } else {
@@ -554,9 +554,9 @@ pub fn plan(state: &State, op: &Operation, config: &Config, now: &str) -> Result
             affected.extend(users);
             ov.remove_subtree(&p.id);
         }
-        Operation::Member((Action::Create | Action::Update, m)) => {
+        Operation::Member((action @ (Action::Create | Action::Update), m)) => {
             ov.pool_or_missing(&m.pool_id)?;
-            if matches!(op, Operation::Member((Action::Update, _))) && ov.get(&m.id).is_none() {
+            if *action == Action::Update && ov.get(&m.id).is_none() {
                 return Err(PolicyError::MissingState(format!("member {} is not in the mapping", m.id)));
             }
             ov.put(&m.id, Object::Member(m.clone()), now)?;
@@ -738,10 +738,10 @@ fn build_statuses(ov: &Overlay, op: &Operation, plan: &mut Plan) -> Result<(), P
             st.object(K::Listener, &l.id, Deleted, Some(OperatingStatus::Offline));
             st.parent(K::Loadbalancer, &l.loadbalancer_id);
         }
-        Operation::Pool((Action::Create | Action::Update, p)) => {
+        Operation::Pool((action @ (Action::Create | Action::Update), p)) => {
             st.object(K::Pool, &p.id, Active, Some(admin_operating(p.admin_state_up)));
             let monitored = ov.monitor(&p.id).is_some_and(|h| h.admin_state_up);
-            if matches!(op, Operation::Pool((Action::Create, _))) {
+            if *action == Action::Create {
                 for m in &p.members {
                     st.object(K::Member, &m.id, Active, Some(member_operating(m, monitored)));
                 }
@@ -899,13 +899,13 @@ pub fn validate_objects(op: &Operation, config: &Config) -> Result<(), PolicyErr
         p.healthmonitor.as_ref().map_or(Ok(()), translate::check_monitor)
     };
     match op {
-        Operation::Loadbalancer((LoadbalancerAction::Create | LoadbalancerAction::Update | LoadbalancerAction::Sync, lb)) => {
+        Operation::Loadbalancer((action @ (LoadbalancerAction::Create | LoadbalancerAction::Update | LoadbalancerAction::Sync), lb)) => {
             translate::check_loadbalancer(lb)?;
             for l in &lb.listeners {
                 translate::check_listener(l, profile)?;
                 // Only what a user asks for now is refused: a tree read back from Octavia (sync, update)
                 // may carry restrictions programmed before this check existed, which keep being rendered.
-                if matches!(op, Operation::Loadbalancer((LoadbalancerAction::Create, _))) {
+                if *action == LoadbalancerAction::Create {
                     translate::check_source_restriction(l)?;
                 }
             }

@@ -159,9 +159,9 @@ impl Template<'_> {
                 plan.mapping.push(MappingChange::Remove(lb.id.clone()));
                 (listeners, (ObjectKind::Loadbalancer, lb.id.clone(), ProvisioningStatus::Deleted), String::new())
             }
-            Operation::Listener((_, l)) => {
+            Operation::Listener((action, l)) => {
                 let lb: Loadbalancer = self.object(&l.loadbalancer_id).ok_or_else(|| missing("load balancer", &l.loadbalancer_id))?;
-                let deleted = matches!(op, Operation::Listener((Action::Delete, _)));
+                let deleted = *action == Action::Delete;
                 plan.mapping.push(if deleted {
                     MappingChange::Remove(l.id.clone())
                 } else {
@@ -171,8 +171,8 @@ impl Template<'_> {
                 let state = if deleted { ProvisioningStatus::Deleted } else { ProvisioningStatus::Active };
                 (vec![l.id.clone()], (ObjectKind::Listener, l.id.clone(), state), l.loadbalancer_id.clone())
             }
-            Operation::Pool((_, p)) => {
-                let deleted = matches!(op, Operation::Pool((Action::Delete, _)));
+            Operation::Pool((action, p)) => {
+                let deleted = *action == Action::Delete;
                 if deleted {
                     self.mapping.children(&p.id).into_iter().for_each(|m| plan.mapping.push(MappingChange::Remove(m)));
                     plan.mapping.push(MappingChange::Remove(p.id.clone()));
@@ -182,9 +182,9 @@ impl Template<'_> {
                 let state = if deleted { ProvisioningStatus::Deleted } else { ProvisioningStatus::Active };
                 (self.listeners_under(&p.loadbalancer_id), (ObjectKind::Pool, p.id.clone(), state), p.loadbalancer_id.clone())
             }
-            Operation::Member((_, m)) => {
+            Operation::Member((action, m)) => {
                 let pool: Pool = self.object(&m.pool_id).ok_or_else(|| missing("pool", &m.pool_id))?;
-                let deleted = matches!(op, Operation::Member((Action::Delete, _)));
+                let deleted = *action == Action::Delete;
                 plan.mapping.push(if deleted {
                     MappingChange::Remove(m.id.clone())
                 } else {
