@@ -8,7 +8,7 @@
 use crate::runtime::bindings::loxilb_types::{LbRule, LoxilbCall, ObservedRule};
 use crate::runtime::bindings::mapping::{MappingChange, MappingEntry};
 use crate::runtime::bindings::octavia::{ObjectStatus, Operation};
-use crate::runtime::bindings::policy_types::PolicyError;
+use crate::runtime::bindings::policy_types::{Plan, PolicyError};
 use crate::runtime::instance::{describe, CallError, Sandbox};
 use crate::wire;
 
@@ -86,37 +86,71 @@ fn run(loxi: &(dyn crate::caps::loxilb::LoxiTransport + 'static), calls: &[Loxil
     Ok(())
 }
 
+/// An operation translated: refused, or a plan to carry out. `Sandbox::handle` is [`Sandbox::plan`],
+/// [`carry_out`] and [`Sandbox::land`] in a row; the service runs the middle one without holding the
+/// policy (see `crate::flights`).
+pub enum Planned {
+    Refused(Outcome),
+    Ready(Plan),
+}
+
+/// What carrying out a plan's LoxiLB calls did: an error means the undo calls ran too.
+pub struct Carried {
+    error: Option<String>,
+    calls_made: u32,
+}
+
+/// A plan's LoxiLB calls, in order; on a failed one, the undo calls. Touches neither the policy nor
+/// the mapping.
+pub fn carry_out(loxi: &(dyn crate::caps::loxilb::LoxiTransport + 'static), plan: &Plan) -> Carried {
+    let mut calls_made = 0;
+    let Err(error) = run(loxi, &plan.calls, &mut calls_made) else { return Carried { error: None, calls_made } };
+    let mut undo_failures = Vec::new();
+    for call in &plan.undo {
+        calls_made += 1;
+        if let Err(e) = wire::call(loxi, call) {
+            undo_failures.push(e);
+        }
+    }
+    let error =
+        if undo_failures.is_empty() { error } else { format!("{error}; rolling back also failed ({}): reconciliation will retry", undo_failures.join("; ")) };
+    Carried { error: Some(error), calls_made }
+}
+
 impl Sandbox {
     /// Translates an operation and executes the plan: LoxiLB calls; on a failed one the undo calls and the
     /// failure statuses (the mapping unchanged); otherwise the mapping changes and the success statuses.
     pub fn handle(&mut self, op: &Operation) -> Result<Outcome, CallError> {
-        let plan = match self.translate(op)? {
-            Ok(plan) => plan,
+        match self.plan(op)? {
+            Planned::Refused(outcome) => Ok(outcome),
+            Planned::Ready(plan) => {
+                let carried = carry_out(self.grants().loxilb.as_ref(), &plan);
+                Ok(self.land(plan, carried))
+            }
+        }
+    }
+
+    /// The policy's answer to an operation.
+    pub fn plan(&mut self, op: &Operation) -> Result<Planned, CallError> {
+        Ok(match self.translate(op)? {
+            Ok(plan) => Planned::Ready(plan),
             Err(refusal) => {
                 tracing::warn!(policy = %self.info.name, "operation refused: {}", describe(&refusal.error));
-                return Ok(Outcome { statuses: refusal.statuses, error: Some(OpError::Refused(refusal.error)), calls_made: 0 });
+                Planned::Refused(Outcome { statuses: refusal.statuses, error: Some(OpError::Refused(refusal.error)), calls_made: 0 })
             }
-        };
-        let loxi = self.grants().loxilb.clone();
-        let mut calls_made = 0;
-        if let Err(error) = run(loxi.as_ref(), &plan.calls, &mut calls_made) {
-            let mut undo_failures = Vec::new();
-            for call in &plan.undo {
-                calls_made += 1;
-                if let Err(e) = wire::call(loxi.as_ref(), call) {
-                    undo_failures.push(e);
-                }
-            }
-            let error = if undo_failures.is_empty() {
-                error
-            } else {
-                format!("{error}; rolling back also failed ({}): reconciliation will retry", undo_failures.join("; "))
-            };
+        })
+    }
+
+    /// A carried-out plan's end: its mapping changes committed if LoxiLB took every call, and the
+    /// statuses that go with how it went.
+    pub fn land(&self, plan: Plan, carried: Carried) -> Outcome {
+        let Carried { error, calls_made } = carried;
+        if let Some(error) = error {
             tracing::error!(policy = %self.info.name, "operation failed: LoxiLB: {error}");
-            return Ok(Outcome { statuses: plan.failure_statuses, error: Some(OpError::Loxilb(error)), calls_made });
+            return Outcome { statuses: plan.failure_statuses, error: Some(OpError::Loxilb(error)), calls_made };
         }
         self.commit(plan.mapping);
-        Ok(Outcome { statuses: plan.statuses, error: None, calls_made })
+        Outcome { statuses: plan.statuses, error: None, calls_made }
     }
 
     /// Shows `observer` every batch of mapping changes this sandbox commits from now on (an operation's

@@ -7,7 +7,8 @@
 //! - `caps`: the capabilities granted to a policy, one module each (LoxiLB HTTP, storage, log, clock).
 //! - `convert`: octavia-lib JSON → the policy's typed records.
 //! - `service`: provider requests → policy → LoxiLB → statuses, in order; `inbox`: accepted casts, durably;
-//!   `lanes`: one apply queue per load balancer; `dropped`: statuses of operations that can never be applied.
+//!   `lanes`: one apply queue per load balancer; `dropped`: statuses of operations that can never be applied;
+//!   `flights`: the shared policy, with operations' LoxiLB calls made while it is free.
 //! - `commits`: the provider's notices of Octavia's commits (no get-socket reads while waiting for them).
 //! - `epochs`: whether a read of Octavia's view is still current for its load balancer (sync, recovery).
 //! - `octavia`: the driver-agent sockets, status documents and their senders (`reporter`).
@@ -33,6 +34,7 @@ pub mod drift;
 pub mod dropped;
 pub mod epochs;
 pub mod execute;
+pub mod flights;
 pub mod health;
 pub mod http;
 pub mod inbox;

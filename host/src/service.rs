@@ -17,6 +17,7 @@ use crate::commits::{Commits, Notice, NOTICE_WAIT};
 use crate::convert;
 use crate::epochs::{Epochs, Ticket};
 use crate::execute::OpError;
+use crate::flights::TakeOff;
 use crate::inbox::Appended;
 use crate::lanes::Lanes;
 use crate::octavia::agent::DriverAgent;
@@ -120,7 +121,7 @@ fn flavor_value_problem(key: &str, value: &Value) -> Option<String> {
 }
 
 pub struct Service {
-    pub sandbox: Mutex<Sandbox>,
+    pub sandbox: crate::flights::Policy,
     /// The mapping's storage, which every policy this service runs shares (a swap keeps it). Held here so
     /// that starting the workers does not wait for the policy: the first reconciliation after a start
     /// may hold it for a full render (~0.65 s at 100k mappings).
@@ -162,7 +163,7 @@ impl Service {
     ) -> Arc<Service> {
         Arc::new(Service {
             storage: Arc::clone(sandbox.storage()),
-            sandbox: Mutex::new(sandbox),
+            sandbox: crate::flights::Policy::new(sandbox),
             agent,
             statuses,
             commit_wait,
@@ -308,8 +309,9 @@ impl Service {
                 let inner = args.get("operation").and_then(Value::as_str).ok_or_else(|| Failure::driver("validate: no operation"))?;
                 let op = convert::operation(inner, args.get("args").unwrap_or(&Value::Null)).map_err(|e| malformed(inner, &e))?;
                 // Held while claiming: an apply releases a claim under it, once the mapping holds the VIP.
+                // Operations in flight are no matter: their VIPs are claimed until they land.
                 let waiting = Instant::now();
-                let mut sandbox = self.sandbox.lock().unwrap();
+                let mut sandbox = self.sandbox.lock_beside_flights();
                 crate::metrics::PROVIDER_VALIDATE_WAIT.record(waiting.elapsed());
                 sandbox.validate(&op).map_err(|e| Failure::driver(e.to_string()))?.map_err(|e| failure_of(&e))?;
                 if let Operation::Loadbalancer((LoadbalancerAction::Create, lb)) = &op {
@@ -481,12 +483,17 @@ impl Service {
                 return Taken::Applied(crate::dropped::statuses(method, args), Arc::clone(&self.storage));
             }
         };
-        let mut sandbox = self.sandbox.lock().unwrap();
-        if !still_ours() {
-            tracing::warn!("not applying {method}: it was handed to another host meanwhile");
-            return Taken::HandedOver;
-        }
-        let handled = sandbox.handle(&op);
+        let (mut sandbox, handled) = match self.sandbox.take_off(&op, still_ours) {
+            TakeOff::HandedOver => {
+                tracing::warn!("not applying {method}: it was handed to another host meanwhile");
+                return Taken::HandedOver;
+            }
+            TakeOff::Flying(flight) => {
+                let (sandbox, outcome) = flight.fly();
+                (sandbox, Ok(outcome))
+            }
+            TakeOff::Grounded(sandbox, answer) => (sandbox, answer),
+        };
         if let Operation::Loadbalancer((LoadbalancerAction::Create, lb)) = &op {
             self.vip_claims.release(&lb.id);
         }
