@@ -104,6 +104,7 @@ reliability: guests mariadb octavia-venv
 bench-host: guests
 	cargo build --release -p host
 	cargo bench -p integration-tests --bench host_socket
+	BENCH_CLIENTS=16 cargo bench -p integration-tests --bench host_socket
 
 ## A release build: the host binary (with the default policy) in target/release/.
 release: guests
