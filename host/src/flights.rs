@@ -218,14 +218,30 @@ mod tests {
     /// A LoxiLB that says yes to everything, but holds every request naming `vip` until opened.
     struct Gate {
         vip: String,
-        open: Mutex<bool>,
-        opened: Condvar,
+        state: Mutex<GateState>,
+        changed: Condvar,
+    }
+
+    #[derive(Default)]
+    struct GateState {
+        open: bool,
+        holding: usize,
     }
 
     impl Gate {
+        fn new(vip: &str) -> Arc<Gate> {
+            Arc::new(Gate { vip: vip.into(), state: Mutex::default(), changed: Condvar::new() })
+        }
+
         fn open(&self) {
-            *self.open.lock().unwrap() = true;
-            self.opened.notify_all();
+            self.state.lock().unwrap().open = true;
+            self.changed.notify_all();
+        }
+
+        fn wait_until_holding(&self) {
+            let state = self.state.lock().unwrap();
+            let (state, _) = self.changed.wait_timeout_while(state, Duration::from_secs(10), |s| s.holding == 0).unwrap();
+            assert!(state.holding > 0, "no request reached LoxiLB");
         }
     }
 
@@ -235,10 +251,13 @@ mod tests {
                 return Ok((200, r#"{"lbAttr":[]}"#.into()));
             }
             if body.is_some_and(|b| b.contains(&self.vip)) {
-                let mut open = self.open.lock().unwrap();
-                while !*open {
-                    open = self.opened.wait(open).unwrap();
+                let mut state = self.state.lock().unwrap();
+                state.holding += 1;
+                self.changed.notify_all();
+                while !state.open {
+                    state = self.changed.wait(state).unwrap();
                 }
+                state.holding -= 1;
             }
             Ok((200, r#"{"result":"Success"}"#.into()))
         }
@@ -276,12 +295,19 @@ mod tests {
         rx
     }
 
+    /// A service whose LoxiLB holds back everything for 10.0.0.1, with load balancer 1's create (on that
+    /// VIP, port 80) held there.
+    fn first_in_flight() -> (Arc<Gate>, Arc<Service>, mpsc::Receiver<Vec<crate::runtime::bindings::octavia::ObjectStatus>>) {
+        let gate = Gate::new("10.0.0.1");
+        let service = service(&gate);
+        let first = create(&service, loadbalancer(1, "10.0.0.1", 80));
+        gate.wait_until_holding();
+        (gate, service, first)
+    }
+
     #[test]
     fn a_load_balancer_waiting_on_loxilb_holds_up_no_other_load_balancer() {
-        let gate = Arc::new(Gate { vip: "10.0.0.1".into(), open: Mutex::new(false), opened: Condvar::new() });
-        let service = service(&gate);
-        let stuck = create(&service, loadbalancer(1, "10.0.0.1", 80));
-        std::thread::sleep(Duration::from_millis(100));
+        let (gate, service, stuck) = first_in_flight();
         let other = create(&service, loadbalancer(2, "10.0.0.2", 80)).recv_timeout(Duration::from_secs(5));
         let held_up = other.is_err();
         gate.open();
@@ -292,10 +318,7 @@ mod tests {
 
     #[test]
     fn whoever_takes_the_policy_waits_for_the_operations_in_flight_to_land() {
-        let gate = Arc::new(Gate { vip: "10.0.0.1".into(), open: Mutex::new(false), opened: Condvar::new() });
-        let service = service(&gate);
-        let stuck = create(&service, loadbalancer(1, "10.0.0.1", 80));
-        std::thread::sleep(Duration::from_millis(100));
+        let (gate, service, stuck) = first_in_flight();
         let (tx, taken) = mpsc::channel();
         let taker = Arc::clone(&service);
         std::thread::spawn(move || {
@@ -311,10 +334,7 @@ mod tests {
 
     #[test]
     fn a_plan_touching_what_a_flight_touches_is_made_again_after_it_lands() {
-        let gate = Arc::new(Gate { vip: "10.0.0.1".into(), open: Mutex::new(false), opened: Condvar::new() });
-        let service = service(&gate);
-        let first = create(&service, loadbalancer(1, "10.0.0.1", 80));
-        std::thread::sleep(Duration::from_millis(100));
+        let (gate, service, first) = first_in_flight();
         // The same VIP and port: translated while the first is in flight, it would program the same rule.
         let second = create(&service, loadbalancer(2, "10.0.0.1", 80));
         let early = second.recv_timeout(Duration::from_millis(300));
