@@ -53,6 +53,7 @@ pub struct Flight<'a> {
     loxilb: Arc<dyn LoxiTransport>,
     plan: Option<Plan>,
     touched: Vec<String>,
+    landed: bool,
 }
 
 pub enum TakeOff<'a> {
@@ -114,7 +115,7 @@ impl Policy {
             held.touched.extend(touched.iter().cloned());
             held.in_flight += 1;
             let loxilb = Arc::clone(&held.sandbox.grants().loxilb);
-            return TakeOff::Flying(Flight { policy: self, loxilb, plan: Some(plan), touched });
+            return TakeOff::Flying(Flight { policy: self, loxilb, plan: Some(plan), touched, landed: false });
         }
     }
 
@@ -144,15 +145,16 @@ impl<'a> Flight<'a> {
         let carried = carry_out(self.loxilb.as_ref(), &plan);
         let mut guard = self.policy.lock_beside_flights();
         let outcome = guard.land(plan, carried);
-        guard.land_flight(&std::mem::take(&mut self.touched));
+        guard.land_flight(&self.touched);
+        self.landed = true;
         (guard, outcome)
     }
 }
 
 impl Drop for Flight<'_> {
-    /// A flight that never flew (its caller unwound) still lets the others by.
+    /// A flight that never landed (a panic on the way) still lets the others by.
     fn drop(&mut self) {
-        if self.plan.is_some() {
+        if !self.landed {
             self.policy.lock_beside_flights().land_flight(&self.touched);
         }
     }
@@ -263,10 +265,19 @@ mod tests {
         }
     }
 
-    fn service(gate: &Arc<Gate>) -> Arc<Service> {
+    /// A LoxiLB client that panics on every change.
+    struct Panicking;
+
+    impl LoxiTransport for Panicking {
+        fn request(&self, method: &str, _path: &str, _body: Option<&str>) -> Result<(u16, String), String> {
+            assert_eq!(method, "GET", "a bug in the LoxiLB client");
+            Ok((200, r#"{"lbAttr":[]}"#.into()))
+        }
+    }
+
+    fn service(loxilb: Arc<dyn LoxiTransport>) -> Arc<Service> {
         let policy = crate::runtime::load(&crate::runtime::default_policy_path()).unwrap();
         let mapping = crate::app::load_mapping(Arc::new(crate::caps::storage::MemoryStore::default())).unwrap();
-        let loxilb: Arc<dyn LoxiTransport> = gate.clone();
         let grants = crate::caps::Grants { loxilb, mapping, remove_orphans: false, log_target: "test".into() };
         let settings = crate::runtime::bindings::policy_types::Settings { nat_mode: "fullnat".into(), bgp: false };
         let sandbox = Sandbox::new(policy, grants, crate::runtime::instance::Limits::default(), settings).unwrap();
@@ -299,7 +310,7 @@ mod tests {
     /// VIP, port 80) held there.
     fn first_in_flight() -> (Arc<Gate>, Arc<Service>, mpsc::Receiver<Vec<crate::runtime::bindings::octavia::ObjectStatus>>) {
         let gate = Gate::new("10.0.0.1");
-        let service = service(&gate);
+        let service = service(gate.clone());
         let first = create(&service, loadbalancer(1, "10.0.0.1", 80));
         gate.wait_until_holding();
         (gate, service, first)
@@ -345,5 +356,24 @@ mod tests {
         assert_eq!(lb_status(&second, "lb-2"), Some(ProvisioningStatus::Error), "made again after the first landed, it must see the VIP taken: {second:?}");
         let sandbox = service.sandbox.lock().unwrap();
         assert!(sandbox.mapping().get("listener-1").is_some() && sandbox.mapping().get("lb-2").is_none(), "the rule is not the first's alone");
+    }
+
+    #[test]
+    fn a_flight_that_panicked_does_not_keep_the_policy_from_others() {
+        let service = service(Arc::new(Panicking));
+        let panicked = std::thread::spawn({
+            let service = Arc::clone(&service);
+            move || service.apply("loadbalancer_create", &loadbalancer(1, "10.0.0.1", 80))
+        })
+        .join();
+        assert!(panicked.is_err(), "the LoxiLB client was expected to panic");
+        let (tx, taken) = mpsc::channel();
+        std::thread::spawn(move || {
+            let unpoisoned = service.sandbox.lock().is_ok();
+            tx.send(unpoisoned).unwrap();
+        });
+        let taken = taken.recv_timeout(Duration::from_secs(5));
+        assert!(taken.is_ok(), "the policy still waits for the flight that panicked to land");
+        assert!(taken.unwrap(), "the panic outside the policy poisoned it");
     }
 }
