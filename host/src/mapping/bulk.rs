@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::codec::EntryRef;
 use super::packed::{ByKey, Packed};
+use super::roster::Roster;
 use super::{next_stamp, Index, Map, Set, Stored};
 use crate::runtime::bindings::mapping::MappingChange;
 
@@ -65,12 +66,12 @@ fn pack(entries: &[EntryRef]) -> Vec<Arc<Packed>> {
 fn entries_and_owners(packed: &[Arc<Packed>], stamp: u64) -> Index {
     let mut entries = Map::with_capacity_and_hasher(packed.len(), Default::default());
     let mut owners = Set::with_capacity_and_hasher(packed.len(), Default::default());
-    for entry in packed {
+    for (slot, entry) in (0..).zip(packed) {
         // In id order, as `Index::put` would take them: of entries sharing a key (a damaged file), the last.
         owners.replace(ByKey(Arc::clone(entry)));
-        entries.insert(Arc::clone(entry.id()), Stored { revision: stamp, entry: Arc::clone(entry) });
+        entries.insert(Arc::clone(entry.id()), Stored { revision: stamp, entry: Arc::clone(entry), slot });
     }
-    Index::new(entries, owners, Map::default(), stamp)
+    Index::new(entries, Roster::of(packed), owners, Map::default(), stamp)
 }
 
 /// Children by parent. Unlike `Index::put`, which keys a parent's children by the parent's own id (its text

@@ -6,6 +6,7 @@
 mod bulk;
 mod codec;
 mod packed;
+mod roster;
 mod scan;
 
 pub use codec::FORMAT_VERSION;
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use self::packed::{ByKey, Packed};
+use self::roster::Roster;
 use crate::caps::storage::MappingStore;
 use crate::runtime::bindings::loxilb::octavia::mapping_view::{Changes, Lookup, RevisedEntry};
 use crate::runtime::bindings::mapping::{MappingChange, MappingEntry, ResourceType};
@@ -40,9 +42,9 @@ fn next_stamp() -> u64 {
 #[derive(Clone)]
 struct Stored {
     revision: u64,
-    /// Shared, so that a snapshot can be encoded from a copy of the index taken in a moment, off the
-    /// operation's path.
     entry: Arc<Packed>,
+    /// Where the roster holds the entry.
+    slot: u32,
 }
 
 /// How many of the latest changes the index remembers for `changes_since`: a policy instance whose last
@@ -68,6 +70,8 @@ type Set<T> = HashSet<T, foldhash::fast::RandomState>;
 struct Index {
     /// Each entry with its revision (new at every put of it).
     entries: Map<Arc<str>, Stored>,
+    /// The same entries, as a snapshot takes them.
+    roster: Roster,
     /// Each key with the entry that owns it.
     owners: Set<ByKey>,
     children: Map<Arc<str>, BTreeSet<Arc<str>>>,
@@ -81,13 +85,13 @@ struct Index {
 
 impl Default for Index {
     fn default() -> Self {
-        Index::new(Map::default(), Set::default(), Map::default(), next_stamp())
+        Index::new(Map::default(), Roster::default(), Set::default(), Map::default(), next_stamp())
     }
 }
 
 impl Index {
-    fn new(entries: Map<Arc<str>, Stored>, owners: Set<ByKey>, children: Map<Arc<str>, BTreeSet<Arc<str>>>, generation: u64) -> Index {
-        Index { entries, owners, children, generation, log: VecDeque::new(), logged_since: generation }
+    fn new(entries: Map<Arc<str>, Stored>, roster: Roster, owners: Set<ByKey>, children: Map<Arc<str>, BTreeSet<Arc<str>>>, generation: u64) -> Index {
+        Index { entries, roster, owners, children, generation, log: VecDeque::new(), logged_since: generation }
     }
 
     /// Room for `n` more entries (a load knows how many it reads: no rehash on the way).
@@ -119,7 +123,8 @@ impl Index {
         }
         self.generation = next_stamp();
         self.record(Touched { generation: self.generation, before, after: Some(Arc::clone(&entry)) });
-        self.entries.insert(id, Stored { revision: self.generation, entry });
+        let slot = self.roster.add(Arc::clone(&entry));
+        self.entries.insert(id, Stored { revision: self.generation, entry, slot });
     }
 
     fn remove(&mut self, id: &str) {
@@ -131,7 +136,8 @@ impl Index {
 
     /// Takes an entry out of every map, handing it back.
     fn unlink(&mut self, id: &str) -> Option<Arc<Packed>> {
-        let Stored { entry: old, .. } = self.entries.remove(id)?;
+        let Stored { entry: old, slot, .. } = self.entries.remove(id)?;
+        self.roster.remove(slot);
         if self.owners.get(old.key()).is_some_and(|o| &**o.0.id() == id) {
             self.owners.remove(old.key());
         }
@@ -342,11 +348,11 @@ impl Mapping {
         // A compaction due while the previous snapshot is still being written waits for a later change:
         // starting it now would hold this operation until that write ends (half a second at 100k).
         if compaction_due(self.storage.journal_length(), index.entries.len()) && !self.storage.snapshot_in_flight() {
-            // The entries as of this record, taken under the lock (pointers only); the store encodes them
-            // once the next segment has started, off this operation's path.
-            let entries: Vec<Arc<Packed>> = index.entries.values().map(|s| Arc::clone(&s.entry)).collect();
+            // The entries as of this record, taken under the lock (their roster's pages); the store encodes
+            // them once the next segment has started, off this operation's path.
+            let taken = index.roster.take();
             let now = crate::caps::clock::rfc3339(crate::caps::clock::now_ms());
-            if let Err(e) = self.storage.write_snapshot_with(Box::new(move || codec::encode_snapshot(entries.iter().map(|e| e.view()), &now))) {
+            if let Err(e) = self.storage.write_snapshot_with(Box::new(move || codec::encode_snapshot(taken.entries().map(|e| e.view()), &now))) {
                 tracing::error!("could not write the mapping snapshot: {e}");
             }
         }
