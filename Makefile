@@ -100,7 +100,7 @@ reliability: guests mariadb octavia-venv
 	$(OCTAVIA_VENV)/bin/python tests/octavia/reliability.py
 
 ## The host alone over its Unix socket against the simulator, with a fake driver-agent: sustained
-## member updates from 8 clients (ops/s, cast->status p50/p99, LoxiLB calls and host CPU per operation).
+## member updates from 8 clients, then 16 (ops/s, cast->status p50/p99, LoxiLB calls and host CPU per operation).
 bench-host: guests
 	cargo build --release -p host
 	cargo bench -p integration-tests --bench host_socket
