@@ -114,6 +114,7 @@ impl Policy {
             }
             held.touched.extend(touched.iter().cloned());
             held.in_flight += 1;
+            crate::metrics::OPERATIONS_IN_FLIGHT.inc();
             let loxilb = Arc::clone(&held.sandbox.grants().loxilb);
             return TakeOff::Flying(Flight { policy: self, loxilb, plan: Some(plan), touched, landed: false });
         }
@@ -166,6 +167,7 @@ impl Guard<'_> {
             self.held.touched.remove(t);
         }
         self.held.in_flight -= 1;
+        crate::metrics::OPERATIONS_IN_FLIGHT.dec();
     }
 }
 
@@ -319,6 +321,7 @@ mod tests {
     #[test]
     fn a_load_balancer_waiting_on_loxilb_holds_up_no_other_load_balancer() {
         let (gate, service, stuck) = first_in_flight();
+        assert!(crate::metrics::OPERATIONS_IN_FLIGHT.get() >= 1, "the operation held at LoxiLB is not counted in flight");
         let other = create(&service, loadbalancer(2, "10.0.0.2", 80)).recv_timeout(Duration::from_secs(5));
         let held_up = other.is_err();
         gate.open();

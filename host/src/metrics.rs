@@ -63,6 +63,12 @@ impl Gauge {
     pub fn get(&self) -> u64 {
         self.value.load(Ordering::Relaxed)
     }
+    pub fn inc(&self) {
+        self.value.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn dec(&self) {
+        self.value.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Records the time since it was made into a [`Timing`] when dropped (whichever way the scope ends).
@@ -148,6 +154,10 @@ pub static RECOVERY_FAILURES: Counter = Counter::new("recovery_failures_total", 
 
 // Accepting and applying casts (service, inbox, Unix transport).
 pub static APPLY_BACKLOG: Gauge = Gauge::new("apply_backlog", "Casts accepted and not yet applied and reported (bounded by max_pending_operations).");
+pub static OPERATIONS_IN_FLIGHT: Gauge = Gauge::new(
+    "operations_in_flight",
+    "Operations making their LoxiLB calls now, the policy free meanwhile: one that stays up is waiting on a LoxiLB that is slow to answer.",
+);
 pub static CASTS_REFUSED_OVERLOAD: Counter = Counter::new("casts_refused_overload_total", "Casts refused because max_pending_operations were already waiting.");
 pub static INBOX_SYNCS: Counter =
     Counter::new("inbox_syncs_total", "fdatasyncs of the inbox: casts accepted at once share one (compare with provider_cast_count).");
@@ -195,6 +205,7 @@ const BUILT_IN: &[Metric] = &[
     Metric::Counter(&RECOVERY_SUCCESSES),
     Metric::Counter(&RECOVERY_FAILURES),
     Metric::Gauge(&APPLY_BACKLOG),
+    Metric::Gauge(&OPERATIONS_IN_FLIGHT),
     Metric::Counter(&CASTS_REFUSED_OVERLOAD),
     Metric::Counter(&INBOX_BAD_RECORDS),
     Metric::Counter(&INBOX_SYNCS),
