@@ -139,8 +139,8 @@ impl Policy {
 
 impl<'a> Flight<'a> {
     /// Makes the plan's LoxiLB calls (the undo calls after a failed one), then lands: the mapping
-    /// changes committed if every call succeeded. The policy is held again on return, and the flight
-    /// counts as landed once it is let go.
+    /// changes committed if every call succeeded. The policy is held again on return; whoever waits for
+    /// the flight to land is woken when it is let go.
     pub fn fly(mut self) -> (Guard<'a>, Outcome) {
         let plan = self.plan.take().expect("a flight flies once");
         let carried = carry_out(self.loxilb.as_ref(), &plan);
