@@ -81,10 +81,11 @@ fn a_policy_imports_exactly_the_mapping_view_log_and_clock() {
 /// sliced with `&s[..]` (the slicing panic's formatting and Unicode tables gone); 365,365 with unstable sorts
 /// only (the policy sorts strings and totally ordered indices: the same order either way); 354,644 once
 /// the metadata's readers note the first wrong field and read on, instead of returning from the middle of
-/// each struct literal (an early return there drops every field read so far: a clean-up path per field).
+/// each struct literal (an early return there drops every field read so far: a clean-up path per field);
+/// 353,626 once an address without a colon is taken as it is, unparsed (IPv4 or no address alike).
 #[test]
 fn the_default_policy_stays_within_its_size_budget() {
-    const BUDGET: u64 = 355_000;
+    const BUDGET: u64 = 354_000;
     let size = std::fs::metadata(default_policy()).expect("the default policy is built").len();
     assert!(
         size <= BUDGET,
