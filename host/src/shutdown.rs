@@ -17,7 +17,7 @@ pub fn serve_until_terminated(service: &Service) -> Result<()> {
     let signal = signals.forever().next().unwrap_or(SIGTERM);
     let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
     tracing::warn!("{name}: stopping after the operation in hand");
-    // Holding the policy lock until exit, no further operation starts after this one.
+    // Taken once the operations in flight have landed and held until exit: no further operation starts.
     let sandbox = service.sandbox.lock().unwrap_or_else(PoisonError::into_inner);
     let code = match sandbox.storage().sync() {
         Ok(()) => {
