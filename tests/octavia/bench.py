@@ -117,7 +117,9 @@ def burst(api, vips, provider):
 
 def main():
     # BENCH_RECONCILE: the host's reconcile_interval; unset, the production default (60 s).
-    env = Environment(reconcile_interval=os.environ.get("BENCH_RECONCILE"))
+    # BENCH_DB_PARAMETERS: oslo.db connection_parameters for Octavia (e.g. ssl_disabled=1); unset, none.
+    env = Environment(reconcile_interval=os.environ.get("BENCH_RECONCILE"),
+                      db_parameters=os.environ.get("BENCH_DB_PARAMETERS"))
     failed = True
     try:
         env.up()
@@ -126,6 +128,7 @@ def main():
         noop = Timed(env.api_url, "bench-noop")
         print(f"# {STEPS} trees step by step, burst of {BURST} graph creates from {THREADS} clients; "
               f"reconcile_interval {env.reconcile_interval or 'default (60 s)'}; "
+              f"[database] connection_parameters {env.db_parameters or 'unset'}; "
               f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
         rtt, active = steps_loxilb(env, lox, vips)
         noop_rtt = steps_noop(noop, vips)

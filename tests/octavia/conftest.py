@@ -121,8 +121,12 @@ class Environment:
     # The suite's delete race needs reconciliation running while deletes land; the bench measures
     # with the production default (60 s) instead, since every pass reads each load balancer's tree
     # from the get socket (a forked driver-agent process each) and takes CPU from what is measured.
-    def __init__(self, reconcile_interval="0.2", loxilb_front=None, driver_loxilb=None):
+    def __init__(self, reconcile_interval="0.2", loxilb_front=None, driver_loxilb=None,
+                 db_parameters=None):
         self.reconcile_interval = reconcile_interval
+        # oslo.db's [database] connection_parameters for every Octavia process (benches only: see the
+        # README's "Octavia's driver-agent" under the operator notes).
+        self.db_parameters = db_parameters
         # What the host is told LoxiLB's URL is (a fault-injecting proxy in front of the simulator), and
         # further [driver_loxilb] keys.
         self.loxilb_front = loxilb_front
@@ -167,6 +171,8 @@ class Environment:
         }
         if self.reconcile_interval is not None:
             sections["driver_loxilb"]["reconcile_interval"] = self.reconcile_interval
+        if self.db_parameters:
+            sections["database"]["connection_parameters"] = self.db_parameters
         sections["driver_loxilb"].update(self.driver_loxilb)
         with open(self.conf, "w") as f:
             for group, values in sections.items():

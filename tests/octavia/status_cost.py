@@ -37,7 +37,7 @@ def document(graphs):
 
 
 def main():
-    env = Environment(reconcile_interval=None)
+    env = Environment(reconcile_interval=None, db_parameters=os.environ.get("BENCH_DB_PARAMETERS"))
     failed = True
     try:
         env.up()
@@ -55,10 +55,12 @@ def main():
         shapes = [  # (name, graphs per document, documents in flight at once)
             (f"1 document of {GRAPHS} graphs", GRAPHS, 1),
             (f"{GRAPHS} documents of 1 graph, 1 at a time", 1, 1),
+            (f"{GRAPHS} documents of 1 graph, 2 at a time", 1, 2),
             (f"{GRAPHS} documents of 1 graph, {SENDERS} at a time", 1, SENDERS),
             (f"{SENDERS} documents of {GRAPHS // SENDERS} graphs, {SENDERS} at a time", GRAPHS // SENDERS, SENDERS),
         ]
         print(f"# ACTIVE for {GRAPHS} graphs (4 records each) straight to the driver-agent's status socket; "
+              f"[database] connection_parameters {env.db_parameters or 'unset'}; "
               f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
         for _ in range(ROUNDS):
             for name, per_document, at_once in shapes:
