@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test setup guests venv venv-oldest rabbitmq bench release install mariadb octavia-venv test-octavia bench-octavia bench-octavia-status bench-host reliability
+.PHONY: demo test setup guests venv venv-oldest rabbitmq bench release install mariadb octavia-venv test-octavia bench-octavia bench-octavia-status bench-host bench-peers reliability
 
 ## The guests are wasm32-unknown-unknown components; a fresh machine lacks that target. `cargo build` and
 ## `cargo test` build the components they need themselves (host/build.rs, tests/build.rs).
@@ -92,6 +92,21 @@ bench-octavia: guests mariadb octavia-venv
 bench-octavia-status: guests mariadb octavia-venv
 	cargo build --release -p host -p loxilb-sim
 	LOXILB_OCTAVIA_BIN=$(CURDIR)/target/release/loxilb-octavia LOXILB_SIM_BIN=$(CURDIR)/target/release/loxilb-sim $(OCTAVIA_VENV)/bin/python tests/octavia/status_cost.py
+
+## The earlier Python drivers' translators (octavia-loxilb-driver 1.0.3 and 1.1.0, from PyPI) beside this
+## policy's, on the same tree in one run (tests/peers/translate.py).
+PEERS_VENV := .venv-peers
+PEERS_REQS := tests/peers/requirements.txt
+bench-peers: guests
+	@stamp=$(PEERS_VENV)/.reqs-$$(cat $(PEERS_REQS) | sha256sum | cut -c1-16); \
+	if [ ! -f $$stamp ]; then \
+	  echo "creating $(PEERS_VENV)"; rm -rf $(PEERS_VENV) && python3 -m venv $(PEERS_VENV) && \
+	  $(PEERS_VENV)/bin/pip install -q -r $(PEERS_REQS) && \
+	  for v in 1.0.3 1.1.0; do \
+	    $(PEERS_VENV)/bin/pip install -q --no-deps --target $(PEERS_VENV)/driver-$$v octavia-loxilb-driver==$$v || exit 1; \
+	  done && touch $$stamp; \
+	fi
+	$(PEERS_VENV)/bin/python tests/peers/translate.py
 
 ## Faults in front of LoxiLB, kill -9 of the host mid-burst and malformed provider-socket messages, through
 ## the real Octavia API (tests/octavia/reliability.py): prints the README's reliability figures.
