@@ -632,6 +632,9 @@ fn main() {
             sandbox.desired_rules().expect("rules render");
             let compaction = Compaction::run(&mut sandbox, &probe, &mutation(trees, from));
             println!("  one compaction after a load and a full render: {}", compaction.describe());
+            // The process's high-water mark (`policy_memory_peak_bytes`): sizes run smallest first, so at
+            // each size it is what that size's full render took at most.
+            println!("  policy memory at most (a full render included): {:.0} MiB", host::metrics::POLICY_MEMORY_PEAK.get() as f64 / (1 << 20) as f64);
         }
         serve_start(&path);
         println!();

@@ -122,7 +122,9 @@ pub fn sandbox(config: &Config, loxilb: Arc<dyn LoxiTransport>, storage: Arc<dyn
     let log_target = if path == std::path::Path::new(crate::runtime::BUILTIN_POLICY_NAME) { Some("guest") } else { path.file_stem().and_then(|s| s.to_str()) };
     let mapping = load_mapping(storage)?;
     let grants = Grants { loxilb, mapping, remove_orphans: config.remove_orphans, log_target: log_target.unwrap_or("policy").to_string() };
-    Sandbox::new(policy, grants, limits(config), settings(config)).with_context(|| format!("starting policy {}", path.display()))
+    let limits = limits(config);
+    crate::metrics::POLICY_MEMORY_LIMIT.set(limits.memory_bytes as u64);
+    Sandbox::new(policy, grants, limits, settings(config)).with_context(|| format!("starting policy {}", path.display()))
 }
 
 /// The mapping the storage holds, ready to serve.

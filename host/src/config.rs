@@ -207,7 +207,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("rpc_shards", "cast shards; equal on provider and host (default 8)"),
     ("validate_timeout", "seconds the provider waits for validation (default 10)"),
     ("admin_socket_path", "admin socket for swap-policy (default /var/run/octavia/loxilb-admin.sock)"),
-    ("guest_memory_limit_mb", "memory cap of the policy sandbox (default 1024; about 3 KiB per mapping)"),
+    ("guest_memory_limit_mb", "memory cap of each policy instance (default 1024; a full render takes about 1.2 KiB per mapping)"),
     ("guest_call_timeout", "seconds one policy call may run (default 30)"),
     ("commit_wait_timeout", "seconds to wait for Octavia to commit an object before applying it (default 60)"),
     ("stats_interval", "seconds between listener statistics pushes (default 10)"),

@@ -69,6 +69,10 @@ impl Gauge {
     pub fn dec(&self) {
         self.value.fetch_sub(1, Ordering::Relaxed);
     }
+    /// Sets it to `v` if that is more: a high-water mark.
+    pub fn raise_to(&self, v: u64) {
+        self.value.fetch_max(v, Ordering::Relaxed);
+    }
 }
 
 /// Records the time since it was made into a [`Timing`] when dropped (whichever way the scope ends).
@@ -152,6 +156,18 @@ pub static RECOVERY_ATTEMPTS: Counter = Counter::new("recovery_attempts_total", 
 pub static RECOVERY_SUCCESSES: Counter = Counter::new("recovery_successes_total", "Mapping recoveries that succeeded.");
 pub static RECOVERY_FAILURES: Counter = Counter::new("recovery_failures_total", "Mapping recoveries that failed.");
 
+// The policy sandbox (linear memory never shrinks; a full render's instance is recycled, `runtime::instance`).
+pub static POLICY_MEMORY_PEAK: Gauge = Gauge::new(
+    "policy_memory_peak_bytes",
+    "The most linear memory a policy instance has grown to since the start: how close any came to policy_memory_limit_bytes.",
+);
+pub static POLICY_MEMORY_LIMIT: Gauge =
+    Gauge::new("policy_memory_limit_bytes", "The memory cap of each policy instance (guest_memory_limit_mb); 0 before the policy starts.");
+pub static POLICY_MEMORY_REFUSED: Counter = Counter::new(
+    "policy_memory_refused_total",
+    "Growths of a policy instance's memory refused at the cap: the call traps, and its operation goes to ERROR.",
+);
+
 // Accepting and applying casts (service, inbox, Unix transport).
 pub static APPLY_BACKLOG: Gauge = Gauge::new("apply_backlog", "Casts accepted and not yet applied and reported (bounded by max_pending_operations).");
 pub static OPERATIONS_IN_FLIGHT: Gauge = Gauge::new(
@@ -204,6 +220,9 @@ const BUILT_IN: &[Metric] = &[
     Metric::Counter(&RECOVERY_ATTEMPTS),
     Metric::Counter(&RECOVERY_SUCCESSES),
     Metric::Counter(&RECOVERY_FAILURES),
+    Metric::Gauge(&POLICY_MEMORY_PEAK),
+    Metric::Gauge(&POLICY_MEMORY_LIMIT),
+    Metric::Counter(&POLICY_MEMORY_REFUSED),
     Metric::Gauge(&APPLY_BACKLOG),
     Metric::Gauge(&OPERATIONS_IN_FLIGHT),
     Metric::Counter(&CASTS_REFUSED_OVERLOAD),

@@ -1,4 +1,4 @@
-//! The mapping's size is a metric (alone in its test binary: the gauge is process-wide).
+//! Process-wide gauges, alone in their test binary: the mapping's size, the policy's memory.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,4 +28,23 @@ fn a_reconciliation_pass_reports_how_many_objects_the_mapping_holds() {
     monitor.reconcile();
     assert_eq!(host::metrics::MAPPING_ENTRIES.get(), 5, "a load balancer, a listener, a pool and two members");
     assert!(host::metrics::render().contains("loxilb_octavia_mapping_entries 5"));
+}
+
+#[test]
+fn the_policy_memory_is_reported_against_its_cap() {
+    let config = host::config::Config::parse(&format!("[driver_loxilb]\nguest_memory_limit_mb = 48\npolicy_path = {}\n", default_policy().display())).unwrap();
+    let storage: Arc<dyn host::caps::storage::MappingStore> = Arc::new(MemoryStore::default());
+    let sandbox = host::app::sandbox(&config, Arc::new(RecordingLoxi::default()), storage).unwrap();
+    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let (lb, l1, p1) = ("eeeeeeee-0000-4000-8000-000000000002", "eeeeeeee-0000-4000-8000-000000000012", "eeeeeeee-0000-4000-8000-000000000022");
+    let members = vec![member("eeeeeeee-0000-4000-8000-000000000201", p1, "10.42.1.1", 8080, 1)];
+    let tree = loadbalancer(lb, "10.42.0.10", vec![listener(l1, lb, "TCP", 80, Some(pool(p1, lb, Some(l1), "TCP", members, None)))]);
+    service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+
+    let (limit, peak) = (host::metrics::POLICY_MEMORY_LIMIT.get(), host::metrics::POLICY_MEMORY_PEAK.get());
+    assert_eq!(limit, 48 << 20, "the cap is guest_memory_limit_mb");
+    assert!(peak > 0 && peak <= limit, "peak {peak} bytes against a cap of {limit}");
+    let text = host::metrics::render();
+    assert!(text.contains(&format!("loxilb_octavia_policy_memory_limit_bytes {limit}")), "{text}");
+    assert!(text.contains(&format!("loxilb_octavia_policy_memory_peak_bytes {peak}")), "{text}");
 }

@@ -44,6 +44,9 @@ impl ResourceLimiter for GuestLimits {
         let allowed = self.limits.memory_growing(current, desired, maximum)?;
         if allowed {
             self.grown_to = self.grown_to.max(desired);
+            crate::metrics::POLICY_MEMORY_PEAK.raise_to(desired as u64);
+        } else {
+            crate::metrics::POLICY_MEMORY_REFUSED.inc();
         }
         Ok(allowed)
     }

@@ -78,7 +78,11 @@ fn a_runaway_loop_is_stopped_at_the_deadline() {
 
 #[test]
 fn a_memory_bomb_is_stopped_at_the_cap() {
+    let refused = host::metrics::POLICY_MEMORY_REFUSED.get();
     survives("alloc", "ran out of memory");
+    assert!(host::metrics::POLICY_MEMORY_REFUSED.get() > refused, "the refused growth is not counted");
+    // The bomb grows a mebibyte at a time up to the 48 MiB cap: the high-water mark saw it come close.
+    assert!(host::metrics::POLICY_MEMORY_PEAK.get() >= 40 << 20, "peak {} bytes", host::metrics::POLICY_MEMORY_PEAK.get());
 }
 
 #[test]
