@@ -122,8 +122,10 @@ class Environment:
     # with the production default (60 s) instead, since every pass reads each load balancer's tree
     # from the get socket (a forked driver-agent process each) and takes CPU from what is measured.
     def __init__(self, reconcile_interval="0.2", loxilb_front=None, driver_loxilb=None,
-                 db_parameters=None):
+                 db_parameters=None, instant_provider=False):
         self.reconcile_interval = reconcile_interval
+        # The bench's `instant` provider beside loxilb and noop_driver (instant_provider.py).
+        self.instant_provider = instant_provider
         # oslo.db's [database] connection_parameters for every Octavia process (benches only: see the
         # README's "Octavia's driver-agent" under the operator notes).
         self.db_parameters = db_parameters
@@ -152,7 +154,8 @@ class Environment:
             "api_settings": {"bind_host": "127.0.0.1", "bind_port": self.api_port,
                              "auth_strategy": "noauth",
                              "enabled_provider_drivers":
-                                 "loxilb:LoxiLB provider,noop_driver:The no-op driver",
+                                 "loxilb:LoxiLB provider,noop_driver:The no-op driver"
+                                 + (",instant:Reports only" if self.instant_provider else ""),
                              "default_provider_driver": "loxilb"},
             # The API asks its network driver about subnets and allocates the VIP port through it.
             "controller_worker": {"network_driver": "network_noop_driver"},
@@ -236,10 +239,12 @@ class Environment:
         # The two Python services import for seconds: they start together.
         agent = self.start("driver-agent", [os.path.join(VENV_BIN, "octavia-driver-agent"),
                                             "--config-file", self.conf])
+        api_env = dict(os.environ, OCTAVIA_E2E_CONF=self.conf)
+        if self.instant_provider:
+            api_env["PYTHONPATH"] = os.pathsep.join([self.register_instant_provider(), HERE])
         api = self.start("octavia-api", [
             os.path.join(VENV_BIN, "gunicorn"), "--chdir", HERE, "--bind", f"127.0.0.1:{self.api_port}",
-            "--workers", "2", "--threads", "4", "--timeout", "120", "octavia_wsgi:application"],
-            dict(os.environ, OCTAVIA_E2E_CONF=self.conf))
+            "--workers", "2", "--threads", "4", "--timeout", "120", "octavia_wsgi:application"], api_env)
 
         def answers(proc, url):
             proc.check()
@@ -258,6 +263,18 @@ class Environment:
         wait_for(agent_ready, 90, f"octavia-driver-agent's sockets {self.agent_sockets}")
         self.start_host()
         wait_for(lambda: answers(api, f"{self.api_url}/"), 90, f"octavia-api (gunicorn) on {self.api_url}")
+
+    def register_instant_provider(self):
+        """A directory with the entry point Octavia finds the `instant` provider by (stevedore reads
+        installed distributions' metadata): nothing is installed into the venv."""
+        where = os.path.join(self.dir, "providers")
+        dist = os.path.join(where, "octavia_bench_instant-0.dist-info")
+        os.makedirs(dist, exist_ok=True)
+        with open(os.path.join(dist, "METADATA"), "w") as f:
+            f.write("Metadata-Version: 2.1\nName: octavia-bench-instant\nVersion: 0\n")
+        with open(os.path.join(dist, "entry_points.txt"), "w") as f:
+            f.write("[octavia.api.drivers]\ninstant = instant_provider:InstantProviderDriver\n")
+        return where
 
     def host_metrics(self, *names):
         """{name: value} of the host's /metrics lines whose metric name ends with one of `names`."""

@@ -1,0 +1,89 @@
+"""A provider that only reports (`make bench-octavia`'s `instant` provider; never installed anywhere else).
+
+It programs nothing: each load balancer create reports the whole graph ACTIVE, each delete reports it
+DELETED, in one status document sent to Octavia's driver-agent right after Octavia commits the request's
+transaction (a document sent before the commit would update rows not yet there). No provider can be
+faster through Octavia's status socket, so its burst rate to ACTIVE is what Octavia itself allows; the
+bench sets the loxilb provider's beside it.
+
+Octavia loads it by the entry point the bench environment writes (`Environment(instant_provider=True)`).
+"""
+import threading
+
+from octavia_lib.api.drivers import driver_lib
+from octavia_lib.api.drivers import exceptions
+from octavia_lib.api.drivers import provider_base
+from oslo_config import cfg
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+_local = threading.local()
+_listening = threading.Lock()
+_started = []
+
+
+def _library():
+    conf = cfg.CONF.driver_agent
+    return driver_lib.DriverLibrary(status_socket=conf.status_socket_path, stats_socket=conf.stats_socket_path,
+                                    get_socket=conf.get_socket_path)
+
+
+def _committed(session):
+    document = getattr(_local, "pending", None)
+    if document is None or session.in_nested_transaction():
+        return
+    _local.pending = None
+    threading.Thread(target=_library().update_loadbalancer_status, args=(document,), daemon=True).start()
+
+
+def _rolled_back(session):
+    if not session.in_nested_transaction():
+        _local.pending = None
+
+
+def _report_after_commit(document):
+    with _listening:
+        if not _started:
+            event.listen(Session, "after_commit", _committed)
+            event.listen(Session, "after_rollback", _rolled_back)
+            _started.append(True)
+    _local.pending = document
+
+
+def _graph(lb, provisioning, operating):
+    """The status document for a load balancer and everything under it."""
+    doc = {"loadbalancers": [], "listeners": [], "pools": [], "members": [], "healthmonitors": []}
+    seen = set()
+
+    def add(kind, obj_id):
+        if obj_id and (kind, obj_id) not in seen:
+            seen.add((kind, obj_id))
+            doc[kind].append({"id": obj_id, "provisioning_status": provisioning, "operating_status": operating})
+
+    def pool(p):
+        add("pools", p.get("pool_id"))
+        for m in p.get("members") or []:
+            add("members", m.get("member_id"))
+        if p.get("healthmonitor"):
+            add("healthmonitors", p["healthmonitor"].get("healthmonitor_id"))
+
+    add("loadbalancers", lb.get("loadbalancer_id"))
+    for listener in lb.get("listeners") or []:
+        add("listeners", listener.get("listener_id"))
+        if listener.get("default_pool"):
+            pool(listener["default_pool"])
+    for p in lb.get("pools") or []:
+        pool(p)
+    return doc
+
+
+class InstantProviderDriver(provider_base.ProviderDriver):
+    def create_vip_port(self, loadbalancer_id, project_id, vip_dictionary, additional_vip_dicts=None):
+        raise exceptions.NotImplementedError(user_fault_string="Octavia allocates the VIP port.",
+                                             operator_fault_string="Octavia allocates the VIP port.")
+
+    def loadbalancer_create(self, loadbalancer):
+        _report_after_commit(_graph(loadbalancer.to_dict(recurse=True), "ACTIVE", "ONLINE"))
+
+    def loadbalancer_delete(self, loadbalancer, cascade=False):
+        _report_after_commit(_graph(loadbalancer.to_dict(recurse=True), "DELETED", "OFFLINE"))
