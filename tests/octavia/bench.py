@@ -86,6 +86,30 @@ def steps_noop(api, vips):
     return rtt
 
 
+def steps_instant(api, vips):
+    """The `instant` provider's load balancer create to ACTIVE, and the cascade delete of a graph like
+    the loxilb trees' (load balancer, listener, pool, member) until it is gone: Octavia's own floor under
+    the loxilb steps of the same name."""
+    active = {"loadbalancer": [], "cascade delete": []}
+    for n in range(STEPS):
+        lb, t0, _ = api.timed_post("loadbalancers", {"vip_subnet_id": api.subnet, "vip_address": next(vips),
+                                                      "project_id": api.project, "provider": "instant"})
+        active["loadbalancer"].append(api.until(lb["id"], t0))
+        api.delete("loadbalancers", lb["id"], cascade=True)
+        api.until(lb["id"], time.monotonic(), gone=True)
+        graph = {"vip_subnet_id": api.subnet, "vip_address": next(vips), "project_id": api.project,
+                 "provider": "instant", "listeners": [
+                     {"protocol": "TCP", "protocol_port": 80,
+                      "default_pool": {"name": "p", "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN",
+                                       "members": [{"address": f"198.51.100.{n + 1}", "protocol_port": 80}]}}]}
+        lb = api.create("loadbalancers", graph)
+        api.until(lb["id"], time.monotonic())
+        t0 = time.monotonic()
+        api.delete("loadbalancers", lb["id"], cascade=True)
+        active["cascade delete"].append(api.until(lb["id"], t0, gone=True))
+    return active
+
+
 def burst(api, vips, provider):
     """BURST graph creates (LB, listener, pool, member) from THREADS clients. Returns (seconds until
     every create was answered, seconds until every load balancer was ACTIVE or None)."""
@@ -135,6 +159,7 @@ def main():
               f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
         rtt, active = steps_loxilb(env, lox, vips)
         noop_rtt = steps_noop(noop, vips)
+        instant_steps = steps_instant(instant, vips)
         lox_burst = burst(lox, vips, "loxilb")
         noop_burst = burst(noop, vips, "noop_driver")
         instant_burst = burst(instant, vips, "instant")
@@ -142,6 +167,9 @@ def main():
         print("\nper step, loxilb (request round trip | to ACTIVE, or gone for the delete):")
         for step in active:
             print(f"  {step:15s} {fmt(rtt.get(step, [])):48s} | {fmt(active[step])}")
+        print("per step, instant (reports only; to ACTIVE, or gone for the delete):")
+        for step, values in instant_steps.items():
+            print(f"  {step:15s} {'':48s} | {fmt(values)}")
         print(f"\nloadbalancer create round trip, noop_driver: {fmt(noop_rtt)}")
         print(f"  ratio loxilb/noop (median round trip): "
               f"{statistics.median(rtt['loadbalancer']) / statistics.median(noop_rtt):.2f}x")
