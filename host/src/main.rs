@@ -146,7 +146,20 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
+/// An error ends the command as one line naming its causes, outermost first (`Error: configuration from
+/// octavia.conf: [driver_loxilb] … must be …`), and exit status 1: what an operator acts on, without the
+/// stack trace a `RUST_BACKTRACE` set for debugging would otherwise add to every wrong key.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve { .. }) {
         host::logging::init(false, host::config::LogFormat::Text, true);

@@ -163,10 +163,8 @@ pub static POLICY_MEMORY_PEAK: Gauge = Gauge::new(
 );
 pub static POLICY_MEMORY_LIMIT: Gauge =
     Gauge::new("policy_memory_limit_bytes", "The memory cap of each policy instance (guest_memory_limit_mb); 0 before the policy starts.");
-pub static POLICY_MEMORY_REFUSED: Counter = Counter::new(
-    "policy_memory_refused_total",
-    "Growths of a policy instance's memory refused at the cap: the call traps, and its operation goes to ERROR.",
-);
+pub static POLICY_MEMORY_REFUSED: Counter =
+    Counter::new("policy_memory_refused_total", "Growths of a policy instance's memory refused at the cap: the call traps, and its operation goes to ERROR.");
 
 // Accepting and applying casts (service, inbox, Unix transport).
 pub static APPLY_BACKLOG: Gauge = Gauge::new("apply_backlog", "Casts accepted and not yet applied and reported (bounded by max_pending_operations).");

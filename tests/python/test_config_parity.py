@@ -143,3 +143,13 @@ def test_a_file_the_host_refuses_names_the_key(tmp_path):
     conf.write_text("[DEFAULT]\ndebug = true\n")
     done = subprocess.run([HOST_BIN, "show-config", "--config", str(conf)], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "[driver_loxilb]" in done.stderr, done.stderr
+
+
+def test_a_refused_configuration_is_one_line_even_with_rust_backtrace_set(tmp_path):
+    conf = tmp_path / "octavia.conf"
+    conf.write_text("[driver_loxilb]\nguest_memory_limit_mb = 8\n")
+    done = subprocess.run([HOST_BIN, "show-config", "--config", str(conf)], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, RUST_BACKTRACE="1"))
+    assert done.returncode == 1, done
+    assert done.stderr.strip().splitlines() == [
+        f'Error: configuration from {conf}: [driver_loxilb] guest_memory_limit_mb = "8": must be 16..65536'], done.stderr
