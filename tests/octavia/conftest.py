@@ -127,7 +127,7 @@ class Environment:
         # The bench's `instant` provider beside loxilb and noop_driver (instant_provider.py).
         self.instant_provider = instant_provider
         # oslo.db's [database] connection_parameters for every Octavia process (benches only: see the
-        # README's "Octavia's driver-agent" under the operator notes).
+        # README's Troubleshooting, on what a status document costs the driver-agent).
         self.db_parameters = db_parameters
         # What the host is told LoxiLB's URL is (a fault-injecting proxy in front of the simulator), and
         # further [driver_loxilb] keys.

@@ -3,8 +3,8 @@ statuses are split into documents (`make bench-octavia-status`).
 
 It creates graphs (load balancer, listener, pool, member) with Octavia's `noop_driver`, so nothing else
 reports their statuses, and sends ACTIVE for them straight to the driver-agent's status socket, as the
-host does: all in one document, one document per graph one at a time, one per graph from four senders
-(the host's), and four documents of a quarter each from four senders. The driver-agent forks a process
+host does: all in one document, one document per graph one at a time, two at a time and from four
+senders (the host's), and four documents of a quarter each from four senders. The driver-agent forks a process
 and opens a database session per document, then commits each record on its own; the figures show what
 is per document and what is per record, which is what bounds a burst's rate to ACTIVE."""
 import concurrent.futures
