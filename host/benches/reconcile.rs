@@ -14,13 +14,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use host::caps::loxilb::{HttpLoxi, LoxiTransport};
-use host::caps::storage::{FileStore, MappingStore, MemoryStore};
 use host::caps::Grants;
 use host::execute::RecoveryMode;
+use host::loxilb::{HttpLoxi, LoxiTransport};
 use host::runtime::bindings::mapping::MappingChange;
 use host::runtime::bindings::policy_types::Settings;
 use host::runtime::instance::{Limits, Sandbox};
+use host::storage::{FileStore, MappingStore, MemoryStore};
 use serde_json::json;
 
 fn sandbox(loxilb: Arc<dyn LoxiTransport>) -> Sandbox {

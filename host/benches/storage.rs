@@ -25,13 +25,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use host::caps::loxilb::LoxiTransport;
-use host::caps::storage::{Durability, FileStore, MappingStore, Snapshot};
 use host::caps::Grants;
+use host::loxilb::LoxiTransport;
 use host::metrics;
 use host::runtime::bindings::octavia::Operation;
 use host::runtime::bindings::policy_types::Settings;
 use host::runtime::instance::{Limits, Sandbox};
+use host::storage::{Durability, FileStore, MappingStore, Snapshot};
 use serde_json::{json, Value};
 
 /// Mappings per load balancer tree: the LB, a listener, a pool, four members and a health monitor.
@@ -86,7 +86,7 @@ impl MappingStore for Probe {
         self.handoff_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         r
     }
-    fn write_snapshot_with(&self, encode: host::caps::storage::SnapshotEncoder) -> Result<(), String> {
+    fn write_snapshot_with(&self, encode: host::storage::SnapshotEncoder) -> Result<(), String> {
         COMPACTIONS.fetch_add(1, Ordering::Relaxed);
         let t = Instant::now();
         let r = self.store.write_snapshot_with(encode);

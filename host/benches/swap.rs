@@ -66,7 +66,7 @@ fn main() -> anyhow::Result<()> {
     // The simulator's HTTP server does not set TCP_NODELAY: through HttpLoxi's kept-alive connections its
     // longer responses (the 20-rule list reconcile reads) wait 40 ms for a delayed ACK, which real LoxiLB
     // (Go's net/http sets TCP_NODELAY) does not cost. SWAP_BENCH_TRANSPORT=http measures with it anyway.
-    let loxilb: Arc<dyn host::caps::loxilb::LoxiTransport> = match std::env::var("SWAP_BENCH_TRANSPORT").as_deref() {
+    let loxilb: Arc<dyn host::loxilb::LoxiTransport> = match std::env::var("SWAP_BENCH_TRANSPORT").as_deref() {
         Ok("http") => host::app::loxilb(&config).expect("LoxiLB client"),
         _ => Arc::new(host::conformance::LoopbackLoxi::to(&sim)),
     };

@@ -8,15 +8,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use host::caps::storage::MemoryStore;
 use host::caps::Grants;
 use host::runtime::bindings::policy_types::Settings;
 use host::runtime::instance::{Limits, Sandbox};
+use host::storage::MemoryStore;
 use serde_json::{json, Value};
 
 struct NoLoxi;
 
-impl host::caps::loxilb::LoxiTransport for NoLoxi {
+impl host::loxilb::LoxiTransport for NoLoxi {
     fn request(&self, _: &str, _: &str, _: Option<&str>) -> Result<(u16, String), String> {
         Ok((200, r#"{"result":"Success"}"#.into()))
     }

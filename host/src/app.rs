@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use crate::caps::loxilb::{HttpLoxi, LoxiTransport};
-use crate::caps::storage::{FileStore, MappingStore, MemoryStore};
 use crate::caps::Grants;
 use crate::config::Config;
 use crate::execute::RecoveryMode;
+use crate::loxilb::{HttpLoxi, LoxiTransport};
 use crate::runtime::bindings::policy_types::Settings;
 use crate::runtime::instance::{Limits, Sandbox};
+use crate::storage::{FileStore, MappingStore, MemoryStore};
 
 pub fn policy_path(config: &Config) -> PathBuf {
     config.policy_path.clone().unwrap_or_else(crate::runtime::configured_default_policy)
@@ -19,8 +19,8 @@ pub fn policy_path(config: &Config) -> PathBuf {
 
 /// The lock that makes this process the only one serving (or recovering) the configured mapping; hold
 /// it for as long as the process uses the mapping. Refused, naming the holder's pid, while another holds it.
-pub fn lock_state(config: &Config) -> Result<crate::caps::storage::StateLock> {
-    crate::caps::storage::StateLock::acquire(&config.mapping_storage_path).map_err(anyhow::Error::msg)
+pub fn lock_state(config: &Config) -> Result<crate::storage::StateLock> {
+    crate::storage::StateLock::acquire(&config.mapping_storage_path).map_err(anyhow::Error::msg)
 }
 
 pub fn storage(config: &Config) -> Result<Arc<dyn MappingStore>> {
@@ -28,12 +28,12 @@ pub fn storage(config: &Config) -> Result<Arc<dyn MappingStore>> {
 }
 
 /// The storage a serving host writes to, and its backup task (keep it alive: dropping it stops backups).
-pub fn serving_storage(config: &Config) -> Result<(Arc<dyn MappingStore>, Option<crate::caps::storage::BackupTask>)> {
+pub fn serving_storage(config: &Config) -> Result<(Arc<dyn MappingStore>, Option<crate::storage::BackupTask>)> {
     if !config.enable_persistent_mapping {
         return Ok((Arc::new(MemoryStore::default()), None));
     }
     let file = Arc::new(FileStore::open(&config.mapping_storage_path).map_err(anyhow::Error::msg)?);
-    let backups = crate::caps::storage::start_backups(Arc::clone(&file), config.mapping_backup_interval, config.mapping_backup_count);
+    let backups = crate::storage::start_backups(Arc::clone(&file), config.mapping_backup_interval, config.mapping_backup_count);
     Ok((file, backups))
 }
 
@@ -43,7 +43,7 @@ pub fn serving_storage(config: &Config) -> Result<(Arc<dyn MappingStore>, Option
 /// problems are logged and counted (`storage_journal_damage_total`), the files are moved aside
 /// (`quarantine`) and the mapping is rebuilt from LoxiLB's rules alone. If LoxiLB cannot be read, the
 /// host refuses to start and the files stay in place.
-pub fn serving_policy(config: &Config, loxilb: Arc<dyn LoxiTransport>) -> Result<(Arc<dyn MappingStore>, Option<crate::caps::storage::BackupTask>, Sandbox)> {
+pub fn serving_policy(config: &Config, loxilb: Arc<dyn LoxiTransport>) -> Result<(Arc<dyn MappingStore>, Option<crate::storage::BackupTask>, Sandbox)> {
     let (storage, backups) = serving_storage(config)?;
     let policy = sandbox(config, Arc::clone(&loxilb), Arc::clone(&storage))?;
     let damage = storage.damage();
@@ -68,7 +68,7 @@ pub fn serving_policy(config: &Config, loxilb: Arc<dyn LoxiTransport>) -> Result
         Err(e) => return Err(refuse(format!("LoxiLB cannot rebuild it ({e})"))),
     }
     drop((policy, backups, storage));
-    let kept = crate::caps::storage::quarantine(path).map_err(refuse)?;
+    let kept = crate::storage::quarantine(path).map_err(refuse)?;
     tracing::error!("mapping files moved to {}; rebuilding the mapping from LoxiLB's rules", kept.display());
     let (storage, backups) = serving_storage(config)?;
     let mut sandbox = sandbox(config, loxilb, Arc::clone(&storage))?;
@@ -100,7 +100,7 @@ pub fn serving_policy(config: &Config, loxilb: Arc<dyn LoxiTransport>) -> Result
 /// The configured LoxiLB client; fails when a TLS or secret file cannot be read.
 pub fn loxilb(config: &Config) -> Result<Arc<dyn LoxiTransport>> {
     let access = crate::access::access(config)?;
-    Ok(Arc::new(HttpLoxi::with_access(config.api_endpoints.clone(), &access).with_retry(crate::caps::loxilb::Retry::within(config.api_retry_deadline))))
+    Ok(Arc::new(HttpLoxi::with_access(config.api_endpoints.clone(), &access).with_retry(crate::loxilb::Retry::within(config.api_retry_deadline))))
 }
 
 pub fn settings(config: &Config) -> Settings {

@@ -17,13 +17,13 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use loxilb_sim::{ErrorStyle, Simulator, SpecValidator};
 use serde_json::Value;
 
-use crate::caps::storage::MemoryStore;
 use crate::caps::Grants;
 use crate::octavia::status::provisioning;
 use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, ProvisioningStatus};
 use crate::runtime::bindings::policy_types::{PolicyError, Settings};
 use crate::runtime::instance::{Limits, Sandbox};
 use crate::runtime::LoadedPolicy;
+use crate::storage::MemoryStore;
 
 /// The settings every scenario runs under, whatever the host is configured with: the scenarios check a
 /// policy's behaviour, and a NAT mode with stricter rules (dsr) would refuse some of their pools.
@@ -132,7 +132,7 @@ impl LoopbackLoxi {
         let content_type = if method == "POST" { "Content-Type: application/json\r\n" } else { "" };
         let request = format!(
             "{method} {}{path} HTTP/1.1\r\nHost: {}\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            crate::caps::loxilb::BASE_PATH,
+            crate::loxilb::BASE_PATH,
             self.addr,
             body.len()
         );
@@ -146,7 +146,7 @@ impl LoopbackLoxi {
     }
 }
 
-impl crate::caps::loxilb::LoxiTransport for LoopbackLoxi {
+impl crate::loxilb::LoxiTransport for LoopbackLoxi {
     fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
         self.exchange(method, path, body).map_err(|e| format!("simulator at {}: {e}", self.addr))
     }

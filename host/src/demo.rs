@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 
-use crate::caps::loxilb::LoxiTransport;
 use crate::config::Config;
+use crate::loxilb::LoxiTransport;
 use crate::octavia::status::RecordingSink;
 use crate::service::Service;
 use crate::transport::unix::{request, UnixServer};

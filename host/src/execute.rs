@@ -78,7 +78,7 @@ pub struct ReconcileReport {
 }
 
 /// Runs calls in order; the first failure stops them.
-fn run(loxi: &(dyn crate::caps::loxilb::LoxiTransport + 'static), calls: &[LoxilbCall], made: &mut u32) -> Result<(), String> {
+fn run(loxi: &(dyn crate::loxilb::LoxiTransport + 'static), calls: &[LoxilbCall], made: &mut u32) -> Result<(), String> {
     for call in calls {
         *made += 1;
         wire::call(loxi, call)?;
@@ -102,7 +102,7 @@ pub struct Carried {
 
 /// A plan's LoxiLB calls, in order; on a failed one, the undo calls. Touches neither the policy nor
 /// the mapping.
-pub fn carry_out(loxi: &(dyn crate::caps::loxilb::LoxiTransport + 'static), plan: &Plan) -> Carried {
+pub fn carry_out(loxi: &(dyn crate::loxilb::LoxiTransport + 'static), plan: &Plan) -> Carried {
     let mut calls_made = 0;
     let Err(error) = run(loxi, &plan.calls, &mut calls_made) else { return Carried { error: None, calls_made } };
     let mut undo_failures = Vec::new();
@@ -213,7 +213,7 @@ impl Sandbox {
     }
 
     /// `reconcile` against one target: the policy's LoxiLB, or one node of its cluster.
-    pub fn reconcile_on(&mut self, loxi: &(dyn crate::caps::loxilb::LoxiTransport + 'static)) -> Result<Result<ReconcileReport, String>, CallError> {
+    pub fn reconcile_on(&mut self, loxi: &(dyn crate::loxilb::LoxiTransport + 'static)) -> Result<Result<ReconcileReport, String>, CallError> {
         match wire::observed(loxi) {
             Ok(observed) => self.reconcile_observed(loxi, &observed),
             Err(e) => Ok(Err(e)),
@@ -224,7 +224,7 @@ impl Sandbox {
     /// the policy (see `Monitor::reconcile_target`), or it would undo what came after it.
     pub fn reconcile_observed(
         &mut self,
-        loxi: &(dyn crate::caps::loxilb::LoxiTransport + 'static),
+        loxi: &(dyn crate::loxilb::LoxiTransport + 'static),
         observed: &[ObservedRule],
     ) -> Result<Result<ReconcileReport, String>, CallError> {
         let desired = self.desired_rules()?;

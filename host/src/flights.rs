@@ -17,8 +17,8 @@ use std::collections::HashSet;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Condvar, LockResult, Mutex, MutexGuard, PoisonError, TryLockError, TryLockResult};
 
-use crate::caps::loxilb::LoxiTransport;
 use crate::execute::{carry_out, Outcome, Planned};
+use crate::loxilb::LoxiTransport;
 use crate::runtime::bindings::loxilb_types::LoxilbCall;
 use crate::runtime::bindings::mapping::MappingChange;
 use crate::runtime::bindings::octavia::Operation;
@@ -279,7 +279,7 @@ mod tests {
 
     fn service(loxilb: Arc<dyn LoxiTransport>) -> Arc<Service> {
         let policy = crate::runtime::load(&crate::runtime::default_policy_path()).unwrap();
-        let mapping = crate::app::load_mapping(Arc::new(crate::caps::storage::MemoryStore::default())).unwrap();
+        let mapping = crate::app::load_mapping(Arc::new(crate::storage::MemoryStore::default())).unwrap();
         let grants = crate::caps::Grants { loxilb, mapping, remove_orphans: false, log_target: "test".into() };
         let settings = crate::runtime::bindings::policy_types::Settings { nat_mode: "fullnat".into(), bgp: false };
         let sandbox = Sandbox::new(policy, grants, crate::runtime::instance::Limits::default(), settings).unwrap();

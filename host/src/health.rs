@@ -7,7 +7,7 @@ use std::sync::{Arc, TryLockError};
 use loxilb_api::Loxilb;
 use serde_json::{json, Value};
 
-use crate::caps::loxilb::LoxiTransport;
+use crate::loxilb::LoxiTransport;
 use crate::octavia::agent::DriverAgent;
 use crate::service::Service;
 

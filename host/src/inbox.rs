@@ -19,7 +19,7 @@ use std::sync::{Condvar, Mutex};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use crate::caps::storage::format::{self, Line};
+use crate::storage::format::{self, Line};
 
 /// Once every accepted operation is done and the file is larger than this, it starts over empty.
 const COMPACT_BYTES: u64 = 1 << 20;

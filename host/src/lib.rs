@@ -4,7 +4,12 @@
 //! - `config`: octavia.conf's `[driver_loxilb]` section (and the Octavia settings the host shares).
 //! - `access`: the TLS and credential keys read into the LoxiLB client's access (files, secrets).
 //! - `runtime`: the wasmtime sandbox: engine, component loading and version checks, instances with limits.
-//! - `caps`: the capabilities granted to a policy, one module each (LoxiLB HTTP, storage, log, clock).
+//! - `caps`: the capabilities granted to a policy, one module each (the mapping view, log, clock).
+//! - `mapping`: the ID mapping the host owns (index, seed-format codec) over `storage`: the durable store
+//!   (snapshot, journal with group commit, backups).
+//! - `execute`: carrying out a plan (LoxiLB calls with undo, mapping changes, statuses), recovery,
+//!   reconciliation; `wire`: a plan's typed calls onto LoxiLB's wire; `loxilb`: the host's LoxiLB client
+//!   (every node of a cluster, retries, TLS and tokens).
 //! - `convert`: octavia-lib JSON → the policy's typed records.
 //! - `service`: provider requests → policy → LoxiLB → statuses, in order; `inbox`: accepted casts, durably;
 //!   `lanes`: one apply queue per load balancer; `dropped`: statuses of operations that can never be applied;
@@ -40,6 +45,7 @@ pub mod http;
 pub mod inbox;
 pub mod lanes;
 pub mod logging;
+pub mod loxilb;
 pub mod mapping;
 pub mod memory;
 pub mod metrics;
@@ -52,6 +58,7 @@ pub mod reprogram;
 pub mod runtime;
 pub mod service;
 pub mod shutdown;
+pub mod storage;
 pub mod swap;
 pub mod tools;
 pub mod traffic;

@@ -126,7 +126,7 @@ pub enum Metric {
     Timing(&'static Timing),
 }
 
-// Storage (host/src/caps/storage): what the durability of the mapping costs.
+// Storage (host/src/storage): what the durability of the mapping costs.
 pub static STORAGE_WRITES: Counter = Counter::new("storage_writes_total", "Mapping journal records appended.");
 pub static STORAGE_BYTES: Counter = Counter::new("storage_bytes_written_total", "Bytes written to mapping journals, snapshots and backups.");
 pub static STORAGE_SNAPSHOTS: Counter = Counter::new("storage_snapshot_writes_total", "Mapping snapshots written (journal compactions).");

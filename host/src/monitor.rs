@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use loxilb_api::Loxilb;
 
-use crate::caps::loxilb::{ClusterNode, LoxiTransport};
+use crate::loxilb::{ClusterNode, LoxiTransport};
 use crate::octavia::agent::DriverAgent;
 use crate::octavia::status::{document, operating};
 use crate::runtime::bindings::loxilb_types::ObservedRule;

@@ -9,8 +9,8 @@ use anyhow::Result;
 use loxilb_api::{node_info, Loxilb};
 use serde_json::{json, Value};
 
-use crate::caps::loxilb::LoxiTransport;
 use crate::config::Config;
+use crate::loxilb::LoxiTransport;
 use crate::runtime::bindings::policy_types::DesiredRule;
 
 /// One node, as `nodes` reports it.

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::caps::storage::{Durability, MappingStore};
 use crate::commits::{Commits, Notice, NOTICE_WAIT};
 use crate::convert;
 use crate::epochs::{Epochs, Ticket};
@@ -27,6 +26,7 @@ use crate::reprogram::Reprogram;
 use crate::runtime::bindings::octavia::{LoadbalancerAction, ObjectKind, ObjectStatus, Operation, ProvisioningStatus};
 use crate::runtime::bindings::policy_types::PolicyError;
 use crate::runtime::instance::{describe, Sandbox};
+use crate::storage::{Durability, MappingStore};
 use crate::vips::VipClaims;
 
 /// A refusal the provider turns into an octavia-lib exception of the same class name.
@@ -125,7 +125,7 @@ pub struct Service {
     /// The mapping's storage, which every policy this service runs shares (a swap keeps it). Held here so
     /// that starting the workers does not wait for the policy: the first reconciliation after a start
     /// may hold it for a full render (~0.65 s at 100k mappings).
-    storage: Arc<dyn crate::caps::storage::MappingStore>,
+    storage: Arc<dyn crate::storage::MappingStore>,
     pub agent: Option<DriverAgent>,
     pub statuses: Arc<dyn StatusSink>,
     pub commit_wait: Duration,
@@ -915,7 +915,7 @@ fn trap_statuses(op: &Operation, args: &Value) -> Vec<ObjectStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caps::loxilb::LoxiTransport;
+    use crate::loxilb::LoxiTransport;
 
     /// A LoxiLB that says yes to everything and holds nothing.
     struct Agreeable;
@@ -929,7 +929,7 @@ mod tests {
     #[test]
     fn a_cast_its_inbox_could_not_record_does_not_hold_its_lane_waiting_for_a_commit() {
         let policy = crate::runtime::load(&crate::runtime::default_policy_path()).unwrap();
-        let mapping = crate::app::load_mapping(Arc::new(crate::caps::storage::MemoryStore::default())).unwrap();
+        let mapping = crate::app::load_mapping(Arc::new(crate::storage::MemoryStore::default())).unwrap();
         let grants = crate::caps::Grants { loxilb: Arc::new(Agreeable), mapping, remove_orphans: false, log_target: "test".into() };
         let settings = crate::runtime::bindings::policy_types::Settings { nat_mode: "fullnat".into(), bgp: false };
         let sandbox = Sandbox::new(policy, grants, crate::runtime::instance::Limits::default(), settings).unwrap();

@@ -22,14 +22,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
-use crate::caps::loxilb::LoxiTransport;
-use crate::caps::storage::MemoryStore;
 use crate::caps::Grants;
 use crate::conformance;
 use crate::execute::ReconcileReport;
+use crate::loxilb::LoxiTransport;
 use crate::runtime::instance::Sandbox;
 use crate::runtime::LoadedPolicy;
 use crate::service::Service;
+use crate::storage::MemoryStore;
 
 pub use admin::{cli_swap, start_admin, Admin};
 

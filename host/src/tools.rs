@@ -7,11 +7,11 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use serde_json::Value;
 
-use crate::caps::loxilb::LoxiTransport;
-use crate::caps::storage::{read_copy, MappingStore};
 use crate::config::Config;
 use crate::execute::RecoveryMode;
+use crate::loxilb::LoxiTransport;
 use crate::runtime::bindings::mapping::MappingEntry;
+use crate::storage::{read_copy, MappingStore};
 
 /// LoxiLB is off limits for read-only tools.
 struct NoLoxi;
@@ -28,7 +28,7 @@ pub fn read_only_sandbox(config: &Config) -> Result<crate::runtime::instance::Sa
     if !config.enable_persistent_mapping {
         bail!("enable_persistent_mapping is false: this configuration keeps no mapping on disk to read");
     }
-    if !crate::caps::storage::mapping_exists(&config.mapping_storage_path).map_err(anyhow::Error::msg)? {
+    if !crate::storage::mapping_exists(&config.mapping_storage_path).map_err(anyhow::Error::msg)? {
         bail!(
             "no mapping at {}: neither the snapshot nor a journal segment or backup of it exists (is mapping_storage_path right, and has a host run with it?)",
             config.mapping_storage_path.display()

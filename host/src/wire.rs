@@ -7,7 +7,7 @@
 use loxilb_api as api;
 use loxilb_api::Loxilb;
 
-use crate::caps::loxilb::LoxiTransport;
+use crate::loxilb::LoxiTransport;
 use crate::runtime::bindings::loxilb_types::{Endpoint, EndpointProbe, LbRule, LoxilbCall, ObservedEndpoint, ObservedRule, RuleKey, RuleTraffic, ServiceArgs};
 use crate::traffic::{NodeView, Traffic, TrafficBook};
 

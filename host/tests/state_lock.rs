@@ -74,6 +74,6 @@ fn a_second_host_or_a_recovery_on_a_served_mapping_is_refused_naming_the_running
 
     drop(first);
     // The kernel released the lock with the process.
-    let _lock = host::caps::storage::StateLock::acquire(&dir.join("state/mappings.json")).unwrap();
+    let _lock = host::storage::StateLock::acquire(&dir.join("state/mappings.json")).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }

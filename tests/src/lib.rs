@@ -6,11 +6,11 @@ pub mod pki;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use host::caps::loxilb::LoxiTransport;
-use host::caps::storage::{MappingStore, MemoryStore, Snapshot};
 use host::caps::Grants;
+use host::loxilb::LoxiTransport;
 use host::runtime::bindings::policy_types::Settings;
 use host::runtime::instance::{Limits, Sandbox};
+use host::storage::{MappingStore, MemoryStore, Snapshot};
 use serde_json::{json, Value};
 
 /// The default policy component: the file the host's build script built into the binary (or
@@ -194,7 +194,7 @@ pub fn test_host_with(policy: &std::path::Path, limits: Limits, settings: Settin
 /// `test_host_with`, keeping the mapping in `storage`.
 pub fn test_host_on(policy: &std::path::Path, limits: Limits, settings: Settings, remove_orphans: bool, storage: Arc<dyn MappingStore>) -> TestHost {
     let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).expect("simulator");
-    let loxilb: Arc<dyn LoxiTransport> = Arc::new(host::caps::loxilb::HttpLoxi::new(vec![sim.url()], std::time::Duration::from_secs(5)));
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(host::loxilb::HttpLoxi::new(vec![sim.url()], std::time::Duration::from_secs(5)));
     let mapping = host::app::load_mapping(storage).expect("mapping loads");
     let grants = Grants { loxilb, mapping, remove_orphans, log_target: "test".into() };
     let sandbox = Sandbox::new(host::runtime::load(policy).expect("policy loads"), grants, limits, settings).expect("policy starts");

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use host::caps::loxilb::{HttpLoxi, LoxiTransport};
-use host::caps::storage::MemoryStore;
+use host::loxilb::{HttpLoxi, LoxiTransport};
 use host::monitor::Monitor;
 use host::octavia::status::RecordingSink;
 use host::service::Service;
+use host::storage::MemoryStore;
 use integration_tests::*;
 use serde_json::json;
 
@@ -33,7 +33,7 @@ fn a_reconciliation_pass_reports_how_many_objects_the_mapping_holds() {
 #[test]
 fn the_policy_memory_is_reported_against_its_cap() {
     let config = host::config::Config::parse(&format!("[driver_loxilb]\nguest_memory_limit_mb = 48\npolicy_path = {}\n", default_policy().display())).unwrap();
-    let storage: Arc<dyn host::caps::storage::MappingStore> = Arc::new(MemoryStore::default());
+    let storage: Arc<dyn host::storage::MappingStore> = Arc::new(MemoryStore::default());
     let sandbox = host::app::sandbox(&config, Arc::new(RecordingLoxi::default()), storage).unwrap();
     let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
     let (lb, l1, p1) = ("eeeeeeee-0000-4000-8000-000000000002", "eeeeeeee-0000-4000-8000-000000000012", "eeeeeeee-0000-4000-8000-000000000022");

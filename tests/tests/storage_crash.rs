@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use host::caps::storage::{FileStore, MappingStore, Snapshot};
 use host::runtime::instance::Sandbox;
+use host::storage::{FileStore, MappingStore, Snapshot};
 use integration_tests::*;
 use serde_json::{json, Value};
 

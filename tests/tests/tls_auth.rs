@@ -6,9 +6,9 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use host::caps::loxilb::LoxiTransport;
-use host::caps::storage::MemoryStore;
 use host::config::Config;
+use host::loxilb::LoxiTransport;
+use host::storage::MemoryStore;
 use integration_tests::pki::Pki;
 use integration_tests::*;
 use loxilb_sim::{Auth, ErrorStyle, Simulator};

@@ -11,7 +11,7 @@ pub fn now_ms() -> u64 {
 
 /// UTC time as RFC 3339 (`2026-11-25T08:00:00Z`), from the backup stamp's calendar arithmetic.
 pub fn rfc3339(ms: u64) -> String {
-    let s = super::storage::stamp(ms);
+    let s = crate::storage::stamp(ms);
     format!("{}-{}-{}T{}:{}:{}Z", &s[0..4], &s[4..6], &s[6..8], &s[9..11], &s[11..13], &s[13..15])
 }
 

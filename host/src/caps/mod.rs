@@ -1,17 +1,17 @@
-//! The capabilities the host grants a policy, one module each, and the per-Store state that carries
-//! them. Nothing else is linked: no WASI, no clock or filesystem of the guest's own.
+//! The capabilities the host grants a policy — the read-only mapping view, a log and a clock — one
+//! module each, and the per-Store state that carries them. Nothing else is linked: no WASI, no
+//! filesystem, network or LoxiLB of the guest's own (the host's LoxiLB client and mapping storage are
+//! `crate::loxilb` and `crate::storage`, which execute what a policy plans).
 
 pub mod clock;
 pub mod log;
-pub mod loxilb;
 pub mod mapping_view;
-pub mod storage;
 
 use std::sync::Arc;
 
 use wasmtime::{ResourceLimiter, StoreLimits};
 
-use self::loxilb::LoxiTransport;
+use crate::loxilb::LoxiTransport;
 use crate::mapping::Mapping;
 
 /// What one policy instance reads (the mapping), and what the host executes its plans against (LoxiLB,

@@ -1,5 +1,5 @@
 //! The ID mapping, owned by the host: an in-memory index (id → entry, key → owner, parent → children)
-//! over durable storage (snapshot + journal, `caps::storage`). Policies read it through the
+//! over durable storage (snapshot + journal, `storage`). Policies read it through the
 //! `mapping-view` import and change it only through the plans the host executes; a policy swap leaves it
 //! untouched.
 
@@ -17,10 +17,10 @@ use std::sync::{Arc, RwLock};
 
 use self::packed::{ByKey, Packed};
 use self::roster::Roster;
-use crate::caps::storage::MappingStore;
 use crate::runtime::bindings::loxilb::octavia::mapping_view::{Changes, Lookup, RevisedEntry};
 use crate::runtime::bindings::mapping::{MappingChange, MappingEntry, ResourceType};
 use crate::runtime::bindings::policy_types::LegacyEntry;
+use crate::storage::MappingStore;
 
 /// The journal is folded into a new snapshot once it holds more records than this or than an eighth of
 /// the mapping's entries, whichever is larger: a restart replays at most that many records.
@@ -381,7 +381,7 @@ impl Mapping {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caps::storage::{MemoryStore, Snapshot};
+    use crate::storage::{MemoryStore, Snapshot};
 
     fn entry(id: &str, key: &str, parent: Option<&str>) -> MappingEntry {
         MappingEntry {
@@ -487,7 +487,7 @@ mod tests {
     #[derive(Default)]
     struct Deferring {
         journal: std::sync::Mutex<Vec<Vec<u8>>>,
-        encoder: std::sync::Mutex<Option<crate::caps::storage::SnapshotEncoder>>,
+        encoder: std::sync::Mutex<Option<crate::storage::SnapshotEncoder>>,
     }
 
     impl MappingStore for Deferring {
@@ -497,7 +497,7 @@ mod tests {
         fn write_snapshot(&self, _: Vec<u8>) -> Result<(), String> {
             panic!("compaction must not encode on the operation's path")
         }
-        fn write_snapshot_with(&self, encode: crate::caps::storage::SnapshotEncoder) -> Result<(), String> {
+        fn write_snapshot_with(&self, encode: crate::storage::SnapshotEncoder) -> Result<(), String> {
             self.journal.lock().unwrap().clear();
             *self.encoder.lock().unwrap() = Some(encode);
             Ok(())

@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_read_back_from_the_file_store_is_in_the_layout() {
-        use crate::caps::storage::{FileStore, MappingStore};
+        use crate::storage::{FileStore, MappingStore};
         let dir = std::env::temp_dir().join(format!("loxilb-scan-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = FileStore::open(&dir.join("m.json")).unwrap();
@@ -274,7 +274,7 @@ mod tests {
         let document = store.read_snapshot().unwrap().expect("a snapshot");
         assert!(document.verified, "the file store checked its checksum");
         assert!(document.len() > 100 && scan_snapshot(&document, document.verified).is_some(), "{}", String::from_utf8_lossy(&document));
-        let copy = crate::caps::storage::MemoryStore::copy_of(&store).unwrap().read_snapshot().unwrap().expect("a snapshot");
+        let copy = crate::storage::MemoryStore::copy_of(&store).unwrap().read_snapshot().unwrap().expect("a snapshot");
         assert!(!copy.verified, "a copy in memory vouches for nothing");
         let _ = std::fs::remove_dir_all(&dir);
     }

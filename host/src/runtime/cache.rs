@@ -114,7 +114,7 @@ fn load_or_compile(dir: &Path, engine: &Engine, bytes: &[u8], digest: &str) -> R
     let component = Component::new(engine, bytes)?;
     if usable {
         if let Ok(artifact) = engine.precompile_component(bytes) {
-            let _ = crate::caps::storage::write_atomic(&path, &artifact);
+            let _ = crate::storage::write_atomic(&path, &artifact);
         }
     }
     Ok((component, false))

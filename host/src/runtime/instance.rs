@@ -308,7 +308,7 @@ impl Sandbox {
     }
 
     /// The storage under the mapping (the host makes appended records durable through it).
-    pub fn storage(&self) -> &Arc<dyn crate::caps::storage::MappingStore> {
+    pub fn storage(&self) -> &Arc<dyn crate::storage::MappingStore> {
         self.grants.mapping.storage()
     }
 

@@ -19,10 +19,10 @@ use loxilb_sim::{ErrorStyle, Simulator};
 use serde_json::Value;
 
 use super::{check, name_of, SWAPS};
-use crate::caps::storage::MemoryStore;
 use crate::caps::Grants;
 use crate::runtime::instance::Sandbox;
 use crate::service::Service;
+use crate::storage::MemoryStore;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct FieldChange {
@@ -134,7 +134,7 @@ pub fn mutations(sim: &Simulator) -> Vec<Call> {
         .into_iter()
         .filter(|r| r.method != "GET")
         .map(|r| {
-            let path = r.path.strip_prefix(crate::caps::loxilb::BASE_PATH).unwrap_or(&r.path).to_string();
+            let path = r.path.strip_prefix(crate::loxilb::BASE_PATH).unwrap_or(&r.path).to_string();
             let path = if r.query.is_empty() { path } else { format!("{path}?{}", r.query) };
             Call { method: r.method.clone(), body: r.json(), path }
         })

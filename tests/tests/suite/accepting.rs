@@ -120,7 +120,7 @@ fn a_damaged_inbox_record_reports_the_objects_it_names_error_and_the_host_starts
     let member_id = "dddddddd-0000-4000-8000-000000000002";
     let args = json!({"loadbalancer_id": lb_id(4), "member": member(member_id, "p", "10.0.0.1", 80, 1)});
     let mut line = Vec::new();
-    host::caps::storage::format::frame(json!({"seq": 0, "method": "member_create", "args": args}).to_string().as_bytes(), &mut line);
+    host::storage::format::frame(json!({"seq": 0, "method": "member_create", "args": args}).to_string().as_bytes(), &mut line);
     // Bit rot in the member's address: the CRC fails, the ids still read.
     let flip = line.windows(8).position(|w| w == b"10.0.0.1").unwrap();
     line[flip] = b'2';

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use host::caps::loxilb::LoxiTransport;
+use host::loxilb::LoxiTransport;
 use host::monitor::{Monitor, Upkeep};
 use host::runtime::bindings::policy_types::Settings;
 use host::runtime::instance::Limits;
@@ -48,7 +48,7 @@ fn bgp_by_config_advertises_the_vip_until_the_load_balancer_is_deleted_whatever_
     // LoxiLB restarts: reconciliation re-creates the rule with bgp, and the VIP is advertised again.
     host.sim.restart();
     assert!(host.sim.advertised().is_empty());
-    let loxilb: Arc<dyn LoxiTransport> = Arc::new(host::caps::loxilb::HttpLoxi::new(vec![host.sim.url()], std::time::Duration::from_secs(5)));
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(host::loxilb::HttpLoxi::new(vec![host.sim.url()], std::time::Duration::from_secs(5)));
     let monitor = Monitor {
         service: Arc::clone(&host.service),
         loxilb,

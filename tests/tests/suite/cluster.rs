@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use host::caps::loxilb::{HttpLoxi, LoxiTransport};
-use host::caps::storage::MemoryStore;
+use host::loxilb::{HttpLoxi, LoxiTransport};
 use host::monitor::{Monitor, Upkeep};
 use host::octavia::status::RecordingSink;
 use host::service::Service;
+use host::storage::MemoryStore;
 use integration_tests::*;
 use loxilb_sim::{Fault, Simulator};
 use serde_json::json;

@@ -9,12 +9,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use host::caps::loxilb::{HttpLoxi, LoxiTransport};
-use host::caps::storage::{FileStore, MappingStore};
 use host::execute::RecoveryMode;
+use host::loxilb::{HttpLoxi, LoxiTransport};
 use host::runtime::bindings::loxilb_types::LbRule;
 use host::runtime::bindings::mapping::{MappingChange, MappingEntry};
 use host::runtime::instance::Sandbox;
+use host::storage::{FileStore, MappingStore};
 use integration_tests::*;
 use serde_json::{json, Value};
 
@@ -498,7 +498,7 @@ fn start(loxilb: &Arc<dyn LoxiTransport>, storage: &Arc<FileStore>, planned: &Ar
 fn store_matches_plans(sandbox: &Sandbox, storage: &FileStore, planned: &Mutex<Planned>, context: &dyn Fn() -> String) {
     let want: Vec<MappingEntry> = planned.lock().unwrap().0.values().cloned().collect();
     assert_eq!(sandbox.mappings().unwrap(), want, "{}: the host's mapping differs from the plans' mapping changes", context());
-    let on_disk = host::caps::storage::read_copy(storage.path()).unwrap();
+    let on_disk = host::storage::read_copy(storage.path()).unwrap();
     assert_eq!(on_disk.damage(), Vec::<String>::new(), "{}: the mapping's files read as damaged", context());
     let reloaded = host::app::load_mapping(Arc::new(on_disk)).unwrap();
     assert_eq!(reloaded.entries(), want, "{}: the mapping read back from its files differs from the plans' mapping changes", context());

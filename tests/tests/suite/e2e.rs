@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use host::caps::loxilb::HttpLoxi;
-use host::caps::storage::FileStore;
+use host::loxilb::HttpLoxi;
 use host::octavia::status::RecordingSink;
 use host::service::Service;
+use host::storage::FileStore;
 use integration_tests::*;
 use serde_json::{json, Value};
 

@@ -7,13 +7,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use host::caps::loxilb::LoxiTransport;
-use host::caps::storage::MemoryStore;
 use host::caps::Grants;
+use host::loxilb::LoxiTransport;
 use host::mapping::Mapping;
 use host::runtime::bindings::mapping::MappingChange;
 use host::runtime::bindings::policy_types::DesiredRule;
 use host::runtime::instance::{Limits, Sandbox};
+use host::storage::MemoryStore;
 use integration_tests::*;
 use serde_json::{json, Value};
 

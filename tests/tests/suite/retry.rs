@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use host::caps::loxilb::{HttpLoxi, Retry};
-use host::caps::storage::MemoryStore;
+use host::loxilb::{HttpLoxi, Retry};
 use host::runtime::instance::Sandbox;
+use host::storage::MemoryStore;
 use integration_tests::*;
 use loxilb_sim::{Fault, Simulator};
 use serde_json::{json, Value};

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use host::caps::loxilb::HttpLoxi;
+use host::loxilb::HttpLoxi;
 use host::runtime::bindings::policy_types::PolicyError;
 use integration_tests::*;
 use serde_json::json;

@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use host::caps::loxilb::{HttpLoxi, LoxiTransport};
-use host::caps::storage::MemoryStore;
+use host::loxilb::{HttpLoxi, LoxiTransport};
 use host::monitor::{Monitor, Upkeep};
 use host::octavia::agent::{read_frame, write_frame, DriverAgent};
 use host::octavia::status::RecordingSink;
 use host::service::Service;
+use host::storage::MemoryStore;
 use integration_tests::*;
 use loxilb_sim::{ErrorStyle, Flow, Simulator};
 use serde_json::{json, Value};

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use host::caps::loxilb::{HttpLoxi, LoxiTransport};
-use host::caps::storage::MemoryStore;
+use host::loxilb::{HttpLoxi, LoxiTransport};
 use host::monitor::Monitor;
 use host::octavia::status::{RecordingSink, StatusSink};
 use host::service::Service;
+use host::storage::MemoryStore;
 use integration_tests::*;
 use serde_json::{json, Value};
 

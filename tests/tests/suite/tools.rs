@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use host::caps::loxilb::HttpLoxi;
-use host::caps::storage::{read_copy, FileStore, MappingStore};
 use host::config::Config;
 use host::execute::RecoveryMode;
+use host::loxilb::HttpLoxi;
 use host::octavia::status::RecordingSink;
 use host::service::Service;
+use host::storage::{read_copy, FileStore, MappingStore};
 use integration_tests::*;
 use serde_json::{json, Value};
 
@@ -105,7 +105,7 @@ fn force_recovery_rebuilds_the_mapping_from_loxilb_with_real_ids() {
 fn operating_status_follows_loxilb_and_statistics_cover_programmed_listeners() {
     let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
     let loxi = Arc::new(HttpLoxi::new(vec![sim.url()], std::time::Duration::from_secs(5)));
-    let mut sandbox = sandbox_with(&default_policy(), loxi.clone(), Arc::new(host::caps::storage::MemoryStore::default()));
+    let mut sandbox = sandbox_with(&default_policy(), loxi.clone(), Arc::new(host::storage::MemoryStore::default()));
     let tree = loadbalancer(
         LB,
         "10.30.0.10",
@@ -226,7 +226,7 @@ fn validate_mappings_names_a_damaged_journal() {
     create_lb_and_delete_a_member(&config);
     assert!(!ids(&config).contains(&"m2".to_string()));
     host::tools::validate_mappings(&config).expect("undamaged");
-    let segment = host::caps::storage::segment_path(&config.mapping_storage_path, 0);
+    let segment = host::storage::segment_path(&config.mapping_storage_path, 0);
     let intact = std::fs::read(&segment).unwrap();
 
     // The record that removed m2 fails its CRC: m2 is back, and validation says why.
@@ -254,7 +254,7 @@ fn a_serving_host_rebuilds_a_damaged_journal_from_loxilb_rather_than_serve_it_ro
     let dir = tempdir("journal-repair");
     let config = config(&sim, &dir);
     create_lb_and_delete_a_member(&config);
-    let segment = host::caps::storage::segment_path(&config.mapping_storage_path, 0);
+    let segment = host::storage::segment_path(&config.mapping_storage_path, 0);
     let bytes = flip_removal_of_m2(&std::fs::read(&segment).unwrap());
     std::fs::write(&segment, &bytes).unwrap();
 

@@ -136,7 +136,7 @@ pub fn start_backups(store: Arc<FileStore>, interval: Duration, keep: usize) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caps::storage::{segment_path, MappingStore};
+    use crate::storage::{segment_path, MappingStore};
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
 

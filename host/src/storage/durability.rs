@@ -99,7 +99,7 @@ impl Drop for Durability {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caps::storage::FileStore;
+    use crate::storage::FileStore;
 
     #[test]
     fn outcomes_are_released_in_order_after_their_records_are_durable() {
