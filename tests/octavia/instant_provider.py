@@ -2,9 +2,9 @@
 
 It programs nothing: each load balancer create reports the whole graph ACTIVE, each delete reports it
 DELETED, in one status document sent to Octavia's driver-agent right after Octavia commits the request's
-transaction (a document sent before the commit would update rows not yet there). No provider can be
-faster through Octavia's status socket, so its burst rate to ACTIVE is what Octavia itself allows; the
-bench sets the loxilb provider's beside it.
+transaction (a document sent before the commit would update rows not yet there). No provider that
+reports once per request can be faster through Octavia's status socket, so its figures are what Octavia
+itself allows such a provider; the bench sets the loxilb provider's beside them.
 
 Octavia loads it by the entry point the bench environment writes (`Environment(instant_provider=True)`).
 """
@@ -14,12 +14,12 @@ from octavia_lib.api.drivers import driver_lib
 from octavia_lib.api.drivers import exceptions
 from octavia_lib.api.drivers import provider_base
 from oslo_config import cfg
-from sqlalchemy import event
-from sqlalchemy.orm import Session
 
-_local = threading.local()
-_listening = threading.Lock()
-_started = []
+# The loxilb provider's own notice of Octavia's commit (SQLAlchemy's after_commit in the request's
+# thread); an instance of its own, so its pending reports are apart from the loxilb provider's tickets.
+from octavia_loxilb_provider.transport import CommitNotices
+
+_commits = CommitNotices()
 
 
 def _library():
@@ -28,26 +28,12 @@ def _library():
                                     get_socket=conf.get_socket_path)
 
 
-def _committed(session):
-    document = getattr(_local, "pending", None)
-    if document is None or session.in_nested_transaction():
-        return
-    _local.pending = None
-    threading.Thread(target=_library().update_loadbalancer_status, args=(document,), daemon=True).start()
-
-
-def _rolled_back(session):
-    if not session.in_nested_transaction():
-        _local.pending = None
-
-
 def _report_after_commit(document):
-    with _listening:
-        if not _started:
-            event.listen(Session, "after_commit", _committed)
-            event.listen(Session, "after_rollback", _rolled_back)
-            _started.append(True)
-    _local.pending = document
+    def ended(how, _tickets):
+        if how == "committed":
+            threading.Thread(target=_library().update_loadbalancer_status, args=(document,), daemon=True).start()
+
+    _commits.ticket(ended)
 
 
 def _graph(lb, provisioning, operating):
