@@ -76,7 +76,8 @@ test-octavia: guests mariadb octavia-venv
 	$(DEBUG_BINARIES)
 	$(OCTAVIA_VENV)/bin/python -m pytest tests/octavia -q -rxX -p no:cacheprovider
 
-## Benchmarks (release build); figures are recorded in README.md.
+## Benchmarks (release build); the current figures are in README.md ("Where the figures stand"), every
+## session's in docs/benchmarks.md.
 bench: guests
 	cargo bench -p host
 	$(MAKE) --no-print-directory bench-host
