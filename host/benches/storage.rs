@@ -476,10 +476,13 @@ impl Compaction {
         // The compaction is forced; one still written from before would defer it (as in service).
         probe.store.finish_snapshot().expect("the previous snapshot is written");
         let (handoff, written) = (probe.handoff_ns.load(Ordering::Relaxed), metrics::STORAGE_SNAPSHOT_WRITE.total_us());
+        let compactions = COMPACTIONS.load(Ordering::Relaxed);
         probe.compact_now.store(true, Ordering::Relaxed);
         let t = Instant::now();
         handle(sandbox, op);
         let on_path = t.elapsed();
+        // An operation that changes nothing journals nothing, and nothing is compacted.
+        assert_eq!(COMPACTIONS.load(Ordering::Relaxed), compactions + 1, "the operation compacts the mapping");
         probe.store.finish_snapshot().expect("the snapshot is written");
         Compaction {
             on_path,
@@ -576,8 +579,7 @@ fn main() {
         store.sync().unwrap();
         println!("  {}   (no fsync waited for: the policy's own cost)", f.line("not durable"));
         let serial_ops = period.min(2_000);
-        probe.compact_now.store(true, Ordering::Relaxed);
-        handle(&mut sandbox, &mutation(trees, from));
+        Compaction::run(&mut sandbox, &probe, &mutation(trees, from));
         from += 1;
         let s = serial(&mut sandbox, &store, trees, from, serial_ops);
         from += serial_ops;
@@ -586,8 +588,7 @@ fn main() {
         let serial_amortized = if s.compactions == 0 { s.per_op() + compaction.on_path / period as u32 } else { s.per_op() };
         println!("  {}   => amortized {:.0} µs/op", s.line("serial"), us(serial_amortized));
 
-        probe.compact_now.store(true, Ordering::Relaxed);
-        handle(&mut sandbox, &mutation(trees, from));
+        Compaction::run(&mut sandbox, &probe, &mutation(trees, from));
         from += 1;
         let shared = Mutex::new(sandbox);
         let c = submitters(&shared, &store, trees, from, period, 8);
@@ -595,20 +596,25 @@ fn main() {
         println!("  {}", c.line("8 submitters"));
         let mut sandbox = shared.into_inner().unwrap();
 
-        probe.compact_now.store(true, Ordering::Relaxed);
-        handle(&mut sandbox, &mutation(trees, from));
+        Compaction::run(&mut sandbox, &probe, &mutation(trees, from));
         from += 1;
         let p = pipelined(&mut sandbox, &store, trees, from, period);
         from += period;
         println!("  {}", p.line("pipelined"));
+        assert_eq!(p.compactions, 1, "a window of one compaction period started right after one ends with one");
 
-        // Load: right after a compaction (the windows above end with one), and with the journal as long
-        // as it gets (one operation short of the next compaction).
+        // Load: right after a compaction, and with the journal as long as it gets (one operation short of
+        // the next compaction). The window above ends with a compaction, but operations after it journal
+        // again, so one more is forced (and waited for) here.
+        Compaction::run(&mut sandbox, &probe, &mutation(trees, from));
+        from += 1;
         store.sync().unwrap();
         drop(sandbox);
         drop(probe);
         drop(store);
-        report_load_five("just compacted", &load_five(&policy, &path));
+        let just_compacted = load_five(&policy, &path);
+        assert!(just_compacted.0.journal <= 2, "a load just after a compaction replays {} journal records", just_compacted.0.journal);
+        report_load_five("just compacted", &just_compacted);
         first_load_in_a_new_process(&path);
         {
             let store = Arc::new(FileStore::open(&path).unwrap());
@@ -618,6 +624,7 @@ fn main() {
             handle(&mut sandbox, &mutation(trees, from));
             from += 1;
             let fill = pipelined(&mut sandbox, &store, trees, from, period - 1);
+            from += period - 1;
             assert_eq!((fill.compactions, fill.records as usize), (0, 2 * (period - 1)));
         }
         let journal = dir_bytes(&dir, "loxilb-mappings.json.journal");
