@@ -16,7 +16,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from conftest import Environment  # noqa: E402
-from octavialib import PENDING, Api, wait_for  # noqa: E402
+from octavialib import PENDING, Api, graph, wait_for  # noqa: E402
 
 STEPS = int(os.environ.get("BENCH_STEPS", "10"))   # trees created step by step, per provider
 BURST = int(os.environ.get("BENCH_BURST", "16"))   # graph creates in the burst
@@ -97,12 +97,7 @@ def steps_instant(api, vips):
         active["loadbalancer"].append(api.until(lb["id"], t0))
         api.delete("loadbalancers", lb["id"], cascade=True)
         api.until(lb["id"], time.monotonic(), gone=True)
-        graph = {"vip_subnet_id": api.subnet, "vip_address": next(vips), "project_id": api.project,
-                 "provider": "instant", "listeners": [
-                     {"protocol": "TCP", "protocol_port": 80,
-                      "default_pool": {"name": "p", "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN",
-                                       "members": [{"address": f"198.51.100.{n + 1}", "protocol_port": 80}]}}]}
-        lb = api.create("loadbalancers", graph)
+        lb = api.create("loadbalancers", graph(api, next(vips), f"198.51.100.{n + 1}", provider="instant"))
         api.until(lb["id"], time.monotonic())
         t0 = time.monotonic()
         api.delete("loadbalancers", lb["id"], cascade=True)
@@ -113,17 +108,11 @@ def steps_instant(api, vips):
 def burst(api, vips, provider):
     """BURST graph creates (LB, listener, pool, member) from THREADS clients. Returns (seconds until
     every create was answered, seconds until every load balancer was ACTIVE or None)."""
-    def graph(vip):
-        return {"vip_subnet_id": api.subnet, "vip_address": vip, "project_id": api.project,
-                "provider": provider, "listeners": [
-                    {"protocol": "TCP", "protocol_port": 80,
-                     "default_pool": {"name": "p", "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN",
-                                      "members": [{"address": "198.51.100.200", "protocol_port": 80}]}}]}
-
     batch = [next(vips) for _ in range(BURST)]
     t0 = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(THREADS) as ex:
-        lbs = list(ex.map(lambda vip: api.create("loadbalancers", graph(vip))["id"], batch))
+        lbs = list(ex.map(lambda vip: api.create("loadbalancers", graph(api, vip, "198.51.100.200",
+                                                                        provider=provider))["id"], batch))
     answered = time.monotonic() - t0
     if provider == "noop_driver":
         return answered, None

@@ -37,6 +37,19 @@ def wait_for(predicate, timeout, what, interval=POLL):
         time.sleep(interval)
 
 
+def graph(api, vip, member, member_port=80, provider=None):
+    """The body of a graph create (a load balancer whose TCP listener on port 80 has a pool of one member):
+    one request, the unit of work of the resilience tests, the benches and the reliability run."""
+    body = {"vip_subnet_id": api.subnet, "vip_address": vip, "project_id": api.project, "listeners": [
+        {"protocol": "TCP", "protocol_port": 80,
+         # Octavia wants the pools of a graph create named.
+         "default_pool": {"name": "pool", "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN",
+                          "members": [{"address": member, "protocol_port": member_port}]}}]}
+    if provider:
+        body["provider"] = provider
+    return body
+
+
 class ApiError(AssertionError):
     pass
 

@@ -26,7 +26,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from conftest import Environment, free_port  # noqa: E402
-from octavialib import SETTLE, Api, wait_for  # noqa: E402
+from octavialib import SETTLE, Api, graph, wait_for  # noqa: E402
 
 ROUNDS = int(os.environ.get("REL_ROUNDS", "6"))
 BURST = int(os.environ.get("REL_BURST", "8"))
@@ -100,13 +100,6 @@ class FaultHandler(http.server.BaseHTTPRequestHandler):
     do_GET = do_POST = do_DELETE = do_PUT = forward
 
 
-def graph(api, vip, member):
-    return {"vip_subnet_id": api.subnet, "vip_address": vip, "project_id": api.project, "listeners": [
-        {"protocol": "TCP", "protocol_port": 80,
-         "default_pool": {"name": "pool", "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN",
-                          "members": [{"address": member, "protocol_port": 8080}]}}]}
-
-
 def frame(obj):
     body = json.dumps(obj).encode()
     return str(len(body)).encode() + b"\n" + body
@@ -159,7 +152,8 @@ def round_of(env, api, vips, n, stats):
     members = {vip: f"198.51.100.{(n * BURST + i) % 250 + 1}" for i, vip in enumerate(vips)}
 
     def create(vip):
-        return vip, api.request("POST", "/loadbalancers", json={"loadbalancer": graph(api, vip, members[vip])})
+        body = graph(api, vip, members[vip], member_port=8080)
+        return vip, api.request("POST", "/loadbalancers", json={"loadbalancer": body})
 
     accepted, refused = {}, []
     with concurrent.futures.ThreadPoolExecutor(4) as pool:

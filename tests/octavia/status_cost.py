@@ -15,7 +15,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from conftest import Environment  # noqa: E402
-from octavialib import Api  # noqa: E402
+from octavialib import Api, graph  # noqa: E402
 # The provider's own framed request: the driver-agent's sockets frame requests and replies the same way.
 from octavia_loxilb_provider.transport import unix_request  # noqa: E402
 
@@ -44,13 +44,8 @@ def main():
         api = Api(env.api_url, "bench-status")
         vips = (f"10.{a}.{b}.1" for a in range(1, 200) for b in range(0, 250))
 
-        def graph():
-            return api.create("loadbalancers", {
-                "vip_subnet_id": api.subnet, "vip_address": next(vips), "project_id": api.project,
-                "provider": "noop_driver", "listeners": [
-                    {"protocol": "TCP", "protocol_port": 80,
-                     "default_pool": {"name": "p", "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN",
-                                      "members": [{"address": "198.51.100.200", "protocol_port": 80}]}}]})
+        def noop_graph():
+            return api.create("loadbalancers", graph(api, next(vips), "198.51.100.200", provider="noop_driver"))
 
         shapes = [  # (name, graphs per document, documents in flight at once)
             (f"1 document of {GRAPHS} graphs", GRAPHS, 1),
@@ -64,7 +59,7 @@ def main():
               f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
         for _ in range(ROUNDS):
             for name, per_document, at_once in shapes:
-                graphs = [graph() for _ in range(GRAPHS)]
+                graphs = [noop_graph() for _ in range(GRAPHS)]
                 documents = [document(graphs[i:i + per_document]) for i in range(0, GRAPHS, per_document)]
                 t0 = time.monotonic()
                 with concurrent.futures.ThreadPoolExecutor(at_once) as ex:

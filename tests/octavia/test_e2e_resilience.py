@@ -3,18 +3,9 @@ a whole tree created and at once cascade-deleted, again and again, while the hos
 import concurrent.futures
 import time
 
-from octavialib import PENDING, SETTLE, after_delete, wait_for, walk
+from octavialib import PENDING, SETTLE, after_delete, graph, wait_for, walk
 
 TCP80 = (80, "tcp")
-
-
-def graph(vip, member, subnet):
-    """A load balancer with a TCP listener, its pool and one member: one request (graph create)."""
-    return {"vip_subnet_id": subnet, "vip_address": vip, "listeners": [
-        {"protocol": "TCP", "protocol_port": 80,
-         # Octavia wants the pools of a graph create named.
-         "default_pool": {"name": "pool", "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN",
-                          "members": [{"address": member, "protocol_port": 8080}]}}]}
 
 
 def test_kill9_host_in_a_burst(api, loxilb, env):
@@ -23,7 +14,7 @@ def test_kill9_host_in_a_burst(api, loxilb, env):
     member = {vip: f"198.51.100.{60 + n}" for n, vip in enumerate(vips)}
 
     def create(vip):
-        body = {**graph(vip, member[vip], api.subnet), "project_id": api.project}
+        body = graph(api, vip, member[vip], member_port=8080)
         return vip, api.request("POST", "/loadbalancers", json={"loadbalancer": body})
 
     accepted, refused = {}, []
@@ -79,8 +70,7 @@ def test_delete_race(api, loxilb, env):
     times, with reconciliation every 0.2 s (octavia.conf): LoxiLB must end empty and stay so."""
     for n in range(12):
         vip = api.vip4()
-        lb = api.create("loadbalancers", {**graph(vip, f"198.51.100.{80 + n}", api.subnet),
-                                          "project_id": api.project})
+        lb = api.create("loadbalancers", graph(api, vip, f"198.51.100.{80 + n}", member_port=8080))
         api.lbs.append(lb["id"])
         seen = {}
 
