@@ -86,7 +86,7 @@ def run_peer(version):
 
 
 def ours():
-    """(tree through the component, tree native, update mean through the component, native) in µs."""
+    """((tree through the component, natively), (mean update through the component, natively)) in µs."""
     done = subprocess.run(["cargo", "bench", "-q", "-p", "host", "--bench", "translate"], cwd=ROOT,
                           capture_output=True, text=True, check=True)
     line = re.compile(r"^\s*(.+?)\s+guest\s+([\d.]+) µs/op\s+native\s+([\d.]+) µs/op", re.M)
