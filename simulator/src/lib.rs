@@ -39,7 +39,7 @@ mod traffic;
 
 pub use auth::Auth;
 pub use errors::ErrorStyle;
-pub use server::{Fault, RecordedRequest, Simulator};
+pub use server::{Fault, InProcess, RecordedRequest, Simulator};
 pub use spec::{default_spec_path, SpecValidator, EMBEDDED_SPEC, EMBEDDED_SPEC_NAME};
 pub use tls::TlsIdentity;
 pub use traffic::Flow;

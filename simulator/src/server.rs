@@ -331,6 +331,35 @@ impl Simulator {
     }
 }
 
+/// The simulator's API answered in-process: the same routing, checks, state and request log as over HTTP,
+/// without a connection per request. For harnesses that run a policy against the simulator many times
+/// (conformance scenarios, swap previews), where loopback connections were most of the time. Transport
+/// faults (`Simulator::inject_fault`) do not apply here; `fail_next` does.
+#[derive(Clone)]
+pub struct InProcess {
+    shared: Arc<Shared>,
+}
+
+impl InProcess {
+    /// One exchange: `url` is the path with its query (`/netlox/v1/…`), as a client would send it; a POST's
+    /// body is sent as JSON. Returns the status and the body.
+    pub fn exchange(&self, method: &str, url: &str, body: Option<&str>) -> (u16, String) {
+        let body = body.unwrap_or("").as_bytes();
+        let content_type = (method == "POST").then_some("application/json");
+        let reply = handle(&self.shared, method, url, content_type, None, body);
+        record(&self.shared, method.to_string(), url, body, None, &reply);
+        (reply.status, reply.body)
+    }
+}
+
+impl Simulator {
+    /// A handle answering requests in-process ([`InProcess`]), alive as long as it is, independently of
+    /// this server.
+    pub fn in_process(&self) -> InProcess {
+        InProcess { shared: Arc::clone(&self.shared) }
+    }
+}
+
 impl Drop for Simulator {
     fn drop(&mut self) {
         self.front.take();
@@ -370,27 +399,31 @@ fn serve(server: &tiny_http::Server, shared: &Shared) {
             Ok(_) => handle(shared, &method, &url, content_type.as_deref(), authorization.as_deref(), &body),
             Err(e) => errors::openapi(400, &format!("reading body: {e}")),
         };
-        let response = reply.body;
-        let mut resp =
-            tiny_http::Response::from_string(format!("{response}\n")).with_status_code(reply.status).with_header(header("Content-Type", "application/json"));
+        let mut resp = tiny_http::Response::from_string(format!("{}\n", reply.body))
+            .with_status_code(reply.status)
+            .with_header(header("Content-Type", "application/json"));
         if let Some(allow) = &reply.allow {
             resp = resp.with_header(header("Allow", allow));
         }
-        let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
-        shared.lock().log.push(RecordedRequest {
-            method,
-            path: path.to_string(),
-            query: query.to_string(),
-            body: String::from_utf8_lossy(&body).into_owned(),
-            authorization,
-            status: reply.status,
-            response,
-        });
+        record(shared, method, &url, &body, authorization, &reply);
         if let Some(Fault::Late(delay)) = fault {
             std::thread::sleep(delay);
         }
         let _ = req.respond(resp);
     }
+}
+
+fn record(shared: &Shared, method: String, url: &str, body: &[u8], authorization: Option<String>, reply: &Reply) {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    shared.lock().log.push(RecordedRequest {
+        method,
+        path: path.to_string(),
+        query: query.to_string(),
+        body: String::from_utf8_lossy(body).into_owned(),
+        authorization,
+        status: reply.status,
+        response: reply.body.clone(),
+    });
 }
 
 fn header(name: &str, value: &str) -> tiny_http::Header {

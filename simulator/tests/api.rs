@@ -508,3 +508,41 @@ fn cistate_lists_and_sets_roles() {
     assert_eq!(c.get("/version").1["version"], "v0.9.8.4-sim");
     drop(legacy);
 }
+
+/// The in-process handle answers every request as the HTTP server does (status, body, state) and records it in
+/// the same log; only the connection is missing.
+#[test]
+fn in_process_answers_as_http_does() {
+    let (over_http, c) = start(ErrorStyle::Coded);
+    let (in_process, _) = start(ErrorStyle::Coded);
+    let direct = in_process.in_process();
+    let call = |method: &str, path: &str, body: Option<&Value>| -> ((u16, Value), (u16, Value)) {
+        let text = body.map(Value::to_string);
+        let http = c.call(method, path, body.map(|_| "application/json"), text.as_deref());
+        let (status, answer) = direct.exchange(method, &format!("/netlox/v1{path}"), text.as_deref());
+        (http, (status, serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{method} {path}: {e}: {answer}"))))
+    };
+    let rule = lb("10.0.0.10", 80, &[("10.0.1.5", 80), ("10.0.1.6", 80)]);
+    let mut bad = rule.clone();
+    bad["serviceArguments"]["port"] = json!("eighty");
+    let exchanges: Vec<(&str, String, Option<&Value>)> = vec![
+        ("POST", "/config/loadbalancer".into(), Some(&rule)),
+        ("POST", "/config/loadbalancer".into(), Some(&rule)),
+        ("POST", "/config/loadbalancer".into(), Some(&bad)),
+        ("GET", "/config/loadbalancer/all".into(), None),
+        ("DELETE", "/config/loadbalancer/externalipaddress/10.0.0.10/port/80/protocol/tcp".into(), None),
+        ("DELETE", "/config/loadbalancer/externalipaddress/10.0.0.10/port/80/protocol/tcp".into(), None),
+        ("GET", "/config/nothing".into(), None),
+    ];
+    for (method, path, body) in &exchanges {
+        let (http, direct) = call(method, path, *body);
+        assert_eq!(http, direct, "{method} {path}");
+    }
+    assert!(over_http.rules().is_empty() && in_process.rules().is_empty());
+    let seen = |sim: &Simulator| sim.requests().into_iter().map(|r| (r.json(), r.method, r.path, r.query, r.status)).collect::<Vec<_>>();
+    assert_eq!(seen(&in_process), seen(&over_http));
+    assert_eq!(in_process.requests().len(), exchanges.len());
+
+    in_process.fail_next(1, 503, "not-ready");
+    assert_eq!(direct.exchange("GET", "/netlox/v1/config/loadbalancer/all", None).0, 503, "an injected answer applies in-process too");
+}

@@ -154,7 +154,7 @@ pub fn preview(service: &Service, path: &Path) -> Result<Preview> {
     };
     let sim =
         Simulator::start_with("127.0.0.1:0", ErrorStyle::Coded, crate::conformance::spec().clone()).context("starting the LoxiLB simulator for the preview")?;
-    let loxilb = Arc::new(crate::conformance::LoopbackLoxi::to(&sim));
+    let loxilb = Arc::new(crate::conformance::SimulatorLoxi::to(&sim));
     let grants = |storage: MemoryStore| -> Result<Grants> {
         let mapping = crate::app::load_mapping(Arc::new(storage))?;
         Ok(Grants { loxilb: loxilb.clone(), mapping, remove_orphans, log_target: "preview".into() })
