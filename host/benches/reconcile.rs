@@ -14,11 +14,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use host::caps::Grants;
 use host::execute::RecoveryMode;
 use host::loxilb::{HttpLoxi, LoxiTransport};
 use host::runtime::bindings::mapping::MappingChange;
 use host::runtime::bindings::policy_types::Settings;
+use host::runtime::instance::Wiring;
 use host::runtime::instance::{Limits, Sandbox};
 use host::storage::{FileStore, MappingStore, MemoryStore};
 use serde_json::json;
@@ -30,8 +30,8 @@ fn sandbox(loxilb: Arc<dyn LoxiTransport>) -> Sandbox {
 fn sandbox_on(loxilb: Arc<dyn LoxiTransport>, store: Arc<dyn MappingStore>) -> Sandbox {
     let policy = host::runtime::load(&host::runtime::default_policy_path()).expect("the default policy component");
     let mapping = host::app::load_mapping(store).unwrap();
-    let grants = Grants { loxilb, mapping, remove_orphans: false, log_target: "bench".into() };
-    Sandbox::new(policy, grants, Limits::default(), Settings { nat_mode: "fullnat".into(), bgp: false }).unwrap()
+    let wiring = Wiring { loxilb, mapping, remove_orphans: false, log_target: "bench".into() };
+    Sandbox::new(policy, wiring, Limits::default(), Settings { nat_mode: "fullnat".into(), bgp: false }).unwrap()
 }
 
 fn tree(i: u32, members: u32) -> host::runtime::bindings::octavia::Operation {

@@ -25,11 +25,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use host::caps::Grants;
 use host::loxilb::LoxiTransport;
 use host::metrics;
 use host::runtime::bindings::octavia::Operation;
 use host::runtime::bindings::policy_types::Settings;
+use host::runtime::instance::Wiring;
 use host::runtime::instance::{Limits, Sandbox};
 use host::storage::{Durability, FileStore, MappingStore, Snapshot};
 use serde_json::{json, Value};
@@ -164,10 +164,10 @@ fn policy() -> Arc<host::runtime::LoadedPolicy> {
 
 fn start(policy: &Arc<host::runtime::LoadedPolicy>, probe: &Arc<Probe>) -> Sandbox {
     let mapping = host::app::load_mapping(Arc::clone(probe) as Arc<dyn MappingStore>).expect("mapping loads");
-    let grants = Grants { loxilb: Arc::new(Ok200), mapping, remove_orphans: false, log_target: "bench".into() };
+    let wiring = Wiring { loxilb: Arc::new(Ok200), mapping, remove_orphans: false, log_target: "bench".into() };
     // 100k mappings need more than the 256 MiB default: loading and then compacting takes ~320 MiB.
     let limits = Limits { memory_bytes: 1 << 30, call_timeout: Duration::from_secs(600), ..Limits::default() };
-    Sandbox::new(Arc::clone(policy), grants, limits, Settings { nat_mode: "fullnat".into(), bgp: false }).expect("policy starts")
+    Sandbox::new(Arc::clone(policy), wiring, limits, Settings { nat_mode: "fullnat".into(), bgp: false }).expect("policy starts")
 }
 
 fn handle(sandbox: &mut Sandbox, op: &Operation) {

@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use host::caps::Grants;
 use host::config::Config;
 use host::runtime::instance::Sandbox;
+use host::runtime::instance::Wiring;
 use host::service::Service;
 use serde_json::{json, Value};
 
@@ -66,8 +66,8 @@ fn main() -> anyhow::Result<()> {
     // The service programs the simulator over HTTP with the host's own client, as it programs LoxiLB; the
     // checks run the candidate against an in-process simulator of their own (`conformance::SimulatorLoxi`).
     let loxilb = host::app::loxilb(&config)?;
-    let grants = Grants { loxilb, mapping: host::app::load_mapping(host::app::storage(&config)?)?, remove_orphans: false, log_target: "bench".into() };
-    let sandbox = Sandbox::new(host::runtime::load(&default)?, grants, host::app::limits(&config), host::app::settings(&config))?;
+    let wiring = Wiring { loxilb, mapping: host::app::load_mapping(host::app::storage(&config)?)?, remove_orphans: false, log_target: "bench".into() };
+    let sandbox = Sandbox::new(host::runtime::load(&default)?, wiring, host::app::limits(&config), host::app::settings(&config))?;
     let service = Service::new(sandbox, None, Arc::new(host::octavia::status::RecordingSink::default()), Duration::from_secs(5));
     for i in 0..10 {
         service.apply("loadbalancer_create", &json!({"loadbalancer": loadbalancer(i)}));
@@ -98,7 +98,7 @@ fn main() -> anyhow::Result<()> {
         println!("{}", f.label);
         println!("  total                        {}", summary(&mut f.total));
         println!("  load + conformance + check   {}", summary(&mut f.checked));
-        println!("  start with real grants       {}", summary(&mut f.started));
+        println!("  start on the real mapping    {}", summary(&mut f.started));
         println!("  switch (lock held)           {}", summary(&mut f.switched));
     }
     let _ = std::fs::remove_dir_all(&dir);

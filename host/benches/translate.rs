@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use host::caps::Grants;
 use host::runtime::bindings::policy_types::Settings;
+use host::runtime::instance::Wiring;
 use host::runtime::instance::{Limits, Sandbox};
 use host::storage::MemoryStore;
 use serde_json::{json, Value};
@@ -88,8 +88,8 @@ fn main() {
     let path = host::runtime::default_policy_path();
     let policy = host::runtime::load(&path).expect("the default policy component");
     let mapping = host::app::load_mapping(Arc::new(MemoryStore::default())).unwrap();
-    let grants = Grants { loxilb: Arc::new(NoLoxi), mapping, remove_orphans: false, log_target: "bench".into() };
-    let mut sandbox = Sandbox::new(policy, grants, Limits::default(), Settings { nat_mode: "fullnat".into(), bgp: false }).unwrap();
+    let wiring = Wiring { loxilb: Arc::new(NoLoxi), mapping, remove_orphans: false, log_target: "bench".into() };
+    let mut sandbox = Sandbox::new(policy, wiring, Limits::default(), Settings { nat_mode: "fullnat".into(), bgp: false }).unwrap();
     let plan = sandbox.translate(&op).unwrap().unwrap();
     assert_eq!(plan.calls.len(), 1);
     assert_eq!(plan.mapping.len(), 14);

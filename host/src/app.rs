@@ -1,15 +1,15 @@
-//! Assembling a host from its configuration: grants, sandbox, service.
+//! Assembling a host from its configuration: wiring, sandbox, service.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use crate::caps::Grants;
 use crate::config::Config;
 use crate::execute::RecoveryMode;
 use crate::loxilb::{HttpLoxi, LoxiTransport};
 use crate::runtime::bindings::policy_types::Settings;
+use crate::runtime::instance::Wiring;
 use crate::runtime::instance::{Limits, Sandbox};
 use crate::storage::{FileStore, MappingStore, MemoryStore};
 
@@ -121,10 +121,10 @@ pub fn sandbox(config: &Config, loxilb: Arc<dyn LoxiTransport>, storage: Arc<dyn
     // The built-in policy logs as the file it is built from (guest.wasm) would.
     let log_target = if path == std::path::Path::new(crate::runtime::BUILTIN_POLICY_NAME) { Some("guest") } else { path.file_stem().and_then(|s| s.to_str()) };
     let mapping = load_mapping(storage)?;
-    let grants = Grants { loxilb, mapping, remove_orphans: config.remove_orphans, log_target: log_target.unwrap_or("policy").to_string() };
+    let wiring = Wiring { loxilb, mapping, remove_orphans: config.remove_orphans, log_target: log_target.unwrap_or("policy").to_string() };
     let limits = limits(config);
     crate::metrics::POLICY_MEMORY_LIMIT.set(limits.memory_bytes as u64);
-    Sandbox::new(policy, grants, limits, settings(config)).with_context(|| format!("starting policy {}", path.display()))
+    Sandbox::new(policy, wiring, limits, settings(config)).with_context(|| format!("starting policy {}", path.display()))
 }
 
 /// The mapping the storage holds, ready to serve.

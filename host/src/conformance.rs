@@ -17,10 +17,10 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use loxilb_sim::{ErrorStyle, Simulator, SpecValidator};
 use serde_json::Value;
 
-use crate::caps::Grants;
 use crate::octavia::status::provisioning;
 use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, ProvisioningStatus};
 use crate::runtime::bindings::policy_types::{PolicyError, Settings};
+use crate::runtime::instance::Wiring;
 use crate::runtime::instance::{Limits, Sandbox};
 use crate::runtime::LoadedPolicy;
 use crate::storage::MemoryStore;
@@ -153,8 +153,8 @@ impl<'a> Lab<'a> {
     fn start(sim: &Simulator, policy: &Arc<LoadedPolicy>, limits: &Limits, store: &Arc<MemoryStore>) -> Result<Sandbox> {
         // Loaded from the store each time: a restart reads the mapping back as a host restart would.
         let mapping = crate::app::load_mapping(store.clone())?;
-        let grants = Grants { loxilb: Arc::new(SimulatorLoxi::to(sim)), mapping, remove_orphans: false, log_target: "conformance".into() };
-        Sandbox::new(Arc::clone(policy), grants, limits.clone(), settings()).context("starting the policy")
+        let wiring = Wiring { loxilb: Arc::new(SimulatorLoxi::to(sim)), mapping, remove_orphans: false, log_target: "conformance".into() };
+        Sandbox::new(Arc::clone(policy), wiring, limits.clone(), settings()).context("starting the policy")
     }
 
     /// A new instance over the same store, as after a host restart or a swap.

@@ -124,7 +124,7 @@ impl Sandbox {
         match self.plan(op)? {
             Planned::Refused(outcome) => Ok(outcome),
             Planned::Ready(plan) => {
-                let carried = carry_out(self.grants().loxilb.as_ref(), &plan);
+                let carried = carry_out(self.wiring().loxilb.as_ref(), &plan);
                 Ok(self.land(plan, carried))
             }
         }
@@ -184,7 +184,7 @@ impl Sandbox {
         if mode == RecoveryMode::Storage {
             return Ok(Ok(RecoveryReport { loaded, ..RecoveryReport::default() }));
         }
-        let observed = match wire::observed(self.grants().loxilb.as_ref()) {
+        let observed = match wire::observed(self.wiring().loxilb.as_ref()) {
             Ok(observed) => observed,
             Err(e) => return Ok(Err(e)),
         };
@@ -208,7 +208,7 @@ impl Sandbox {
     /// are reported, and deleted only with `remove_orphans` and when this provider named them. The mapping
     /// is only read: a swap's reconciliation leaves it as it was.
     pub fn reconcile(&mut self) -> Result<Result<ReconcileReport, String>, CallError> {
-        let loxi = self.grants().loxilb.clone();
+        let loxi = self.wiring().loxilb.clone();
         self.reconcile_on(loxi.as_ref())
     }
 
@@ -246,7 +246,7 @@ impl Sandbox {
                 Err(e) => report.failures.push(format!("{label}: {e}")),
             }
         }
-        let remove_orphans = self.grants().remove_orphans;
+        let remove_orphans = self.wiring().remove_orphans;
         for o in drift.extra {
             let key = wire::rule_key(&o.rule);
             let label = format!("{}:{}/{} ({})", key.external_ip, key.port, key.protocol, o.rule.service.name);

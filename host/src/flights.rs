@@ -115,7 +115,7 @@ impl Policy {
             held.touched.extend(touched.iter().cloned());
             held.in_flight += 1;
             crate::metrics::OPERATIONS_IN_FLIGHT.inc();
-            let loxilb = Arc::clone(&held.sandbox.grants().loxilb);
+            let loxilb = Arc::clone(&held.sandbox.wiring().loxilb);
             return TakeOff::Flying(Flight { policy: self, loxilb, plan: Some(plan), touched, landed: false });
         }
     }
@@ -280,9 +280,9 @@ mod tests {
     fn service(loxilb: Arc<dyn LoxiTransport>) -> Arc<Service> {
         let policy = crate::runtime::load(&crate::runtime::default_policy_path()).unwrap();
         let mapping = crate::app::load_mapping(Arc::new(crate::storage::MemoryStore::default())).unwrap();
-        let grants = crate::caps::Grants { loxilb, mapping, remove_orphans: false, log_target: "test".into() };
+        let wiring = crate::runtime::instance::Wiring { loxilb, mapping, remove_orphans: false, log_target: "test".into() };
         let settings = crate::runtime::bindings::policy_types::Settings { nat_mode: "fullnat".into(), bgp: false };
-        let sandbox = Sandbox::new(policy, grants, crate::runtime::instance::Limits::default(), settings).unwrap();
+        let sandbox = Sandbox::new(policy, wiring, crate::runtime::instance::Limits::default(), settings).unwrap();
         Service::new(sandbox, None, Arc::new(crate::octavia::status::RecordingSink::default()), Duration::from_secs(1))
     }
 

@@ -442,7 +442,7 @@ impl Monitor {
         let Some(agent) = self.agent.as_ref().filter(|a| a.stats.is_some()) else { return };
         let mut book = self.service.traffic.lock().unwrap();
         // LoxiLB's counters are read, and the policy walks the mapping, without holding operations back.
-        let loxilb = Arc::clone(&self.service.sandbox.lock().unwrap().grants().loxilb);
+        let loxilb = Arc::clone(&self.service.sandbox.lock().unwrap().wiring().loxilb);
         let observed = match crate::wire::observed_traffic(loxilb.as_ref(), &mut book) {
             Ok(observed) => observed,
             Err(e) => return crate::warn_limited!("monitor-statistics", "statistics: {e}"),

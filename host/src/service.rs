@@ -930,9 +930,9 @@ mod tests {
     fn a_cast_its_inbox_could_not_record_does_not_hold_its_lane_waiting_for_a_commit() {
         let policy = crate::runtime::load(&crate::runtime::default_policy_path()).unwrap();
         let mapping = crate::app::load_mapping(Arc::new(crate::storage::MemoryStore::default())).unwrap();
-        let grants = crate::caps::Grants { loxilb: Arc::new(Agreeable), mapping, remove_orphans: false, log_target: "test".into() };
+        let wiring = crate::runtime::instance::Wiring { loxilb: Arc::new(Agreeable), mapping, remove_orphans: false, log_target: "test".into() };
         let settings = crate::runtime::bindings::policy_types::Settings { nat_mode: "fullnat".into(), bgp: false };
-        let sandbox = Sandbox::new(policy, grants, crate::runtime::instance::Limits::default(), settings).unwrap();
+        let sandbox = Sandbox::new(policy, wiring, crate::runtime::instance::Limits::default(), settings).unwrap();
         let (path, inbox, disk) = crate::inbox::tests::open_on("refused-lane", crate::inbox::tests::Disk::default());
         // A get socket nobody answers: a wait for the commit would go on until it does.
         let agent = DriverAgent { status: None, stats: None, get: Some(std::env::temp_dir().join(format!("no-get-{}.sock", std::process::id()))) };

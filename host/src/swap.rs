@@ -3,7 +3,7 @@
 //! A candidate is loaded (compiled, or taken from the component cache, and its WIT version checked),
 //! passes the conformance scenarios, and is started on a copy of the current mapping, where `init` must
 //! load it, `mappings` must list every object the current policy maps and `desired-rules` must answer.
-//! Only then is it started with the real grants, outside the lock, and switched in under the service's
+//! Only then is it started on the real mapping and LoxiLB, outside the lock, and switched in under the service's
 //! sandbox lock, which it takes only once no operation is in flight (`crate::flights`): the ones in flight
 //! land on the old policy and the next one is translated by the new; none is refused or lost. Under the lock the new instance
 //! first reloads the mapping from storage (picking up what the old one journalled since `init`), then
@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
-use crate::caps::Grants;
 use crate::conformance;
 use crate::execute::ReconcileReport;
 use crate::loxilb::LoxiTransport;
 use crate::runtime::instance::Sandbox;
+use crate::runtime::instance::Wiring;
 use crate::runtime::LoadedPolicy;
 use crate::service::Service;
 use crate::storage::MemoryStore;
@@ -90,9 +90,9 @@ pub fn check(service: &Service, path: &Path) -> Result<Checked> {
     }
 
     let mapping = crate::app::load_mapping(Arc::new(copy)).map_err(|e| refuse(format!("{e:#}")))?;
-    let grants = Grants { loxilb: Arc::new(OfflineLoxi::default()), mapping, remove_orphans: false, log_target: "swap-check".into() };
+    let wiring = Wiring { loxilb: Arc::new(OfflineLoxi::default()), mapping, remove_orphans: false, log_target: "swap-check".into() };
     let mut probe =
-        Sandbox::new(Arc::clone(&policy), grants, limits, settings).map_err(|e| refuse(format!("it cannot start on the current mapping: {e:#}")))?;
+        Sandbox::new(Arc::clone(&policy), wiring, limits, settings).map_err(|e| refuse(format!("it cannot start on the current mapping: {e:#}")))?;
     let mapped: BTreeSet<String> =
         probe.mappings().map_err(|e| refuse(format!("`mappings` failed on the current mapping: {e}")))?.into_iter().map(|m| m.octavia_id).collect();
     let current = current.unwrap_or_default();
@@ -178,7 +178,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// A checked candidate, started with the real grants and waiting to be switched in. It holds the swap
+/// A checked candidate, started on the real mapping and LoxiLB and waiting to be switched in. It holds the swap
 /// lock: no other swap or preview runs until it is switched or dropped.
 pub struct Prepared {
     checked: Checked,
@@ -188,18 +188,18 @@ pub struct Prepared {
     _one: MutexGuard<'static, ()>,
 }
 
-/// Checks the component at `path` and starts it with the service's grants, outside the lock: the
+/// Checks the component at `path` and starts it on the service's mapping and LoxiLB, outside the lock: the
 /// service keeps serving on the current policy meanwhile.
 pub fn prepare(service: &Service, path: &Path) -> Result<Prepared> {
     let one = SWAPS.lock().unwrap_or_else(|e| e.into_inner());
     let checked = check(service, path)?;
     let started = Instant::now();
-    let (grants, limits, settings) = {
+    let (wiring, limits, settings) = {
         let sandbox = service.sandbox.lock().unwrap();
-        (sandbox.grants().clone(), sandbox.limits().clone(), sandbox.settings().clone())
+        (sandbox.wiring().clone(), sandbox.limits().clone(), sandbox.settings().clone())
     };
-    let fresh = Sandbox::new(Arc::clone(&checked.policy), grants, limits, settings)
-        .map_err(|e| anyhow!("refused {}: it cannot start with the real grants: {e:#}", path.display()))?;
+    let fresh = Sandbox::new(Arc::clone(&checked.policy), wiring, limits, settings)
+        .map_err(|e| anyhow!("refused {}: it cannot start on the real mapping: {e:#}", path.display()))?;
     Ok(Prepared { checked, fresh, path: path.to_path_buf(), started_in: started.elapsed(), _one: one })
 }
 

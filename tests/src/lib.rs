@@ -6,9 +6,9 @@ pub mod pki;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use host::caps::Grants;
 use host::loxilb::LoxiTransport;
 use host::runtime::bindings::policy_types::Settings;
+use host::runtime::instance::Wiring;
 use host::runtime::instance::{Limits, Sandbox};
 use host::storage::{MappingStore, MemoryStore, Snapshot};
 use serde_json::{json, Value};
@@ -51,8 +51,8 @@ pub fn settings() -> Settings {
 pub fn sandbox_with(path: &std::path::Path, loxilb: Arc<dyn LoxiTransport>, storage: Arc<dyn MappingStore>) -> Sandbox {
     let policy = host::runtime::load(path).expect("policy loads");
     let mapping = host::app::load_mapping(storage).expect("mapping loads");
-    let grants = Grants { loxilb, mapping, remove_orphans: false, log_target: "test".into() };
-    Sandbox::new(policy, grants, Limits::default(), settings()).expect("policy starts")
+    let wiring = Wiring { loxilb, mapping, remove_orphans: false, log_target: "test".into() };
+    Sandbox::new(policy, wiring, Limits::default(), settings()).expect("policy starts")
 }
 
 pub fn sandbox(loxilb: Arc<dyn LoxiTransport>) -> Sandbox {
@@ -196,8 +196,8 @@ pub fn test_host_on(policy: &std::path::Path, limits: Limits, settings: Settings
     let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).expect("simulator");
     let loxilb: Arc<dyn LoxiTransport> = Arc::new(host::loxilb::HttpLoxi::new(vec![sim.url()], std::time::Duration::from_secs(5)));
     let mapping = host::app::load_mapping(storage).expect("mapping loads");
-    let grants = Grants { loxilb, mapping, remove_orphans, log_target: "test".into() };
-    let sandbox = Sandbox::new(host::runtime::load(policy).expect("policy loads"), grants, limits, settings).expect("policy starts");
+    let wiring = Wiring { loxilb, mapping, remove_orphans, log_target: "test".into() };
+    let sandbox = Sandbox::new(host::runtime::load(policy).expect("policy loads"), wiring, limits, settings).expect("policy starts");
     let sink = Arc::new(host::octavia::status::RecordingSink::default());
     let service = host::service::Service::new(sandbox, None, sink.clone(), std::time::Duration::from_secs(5));
     service.start_worker(Vec::new());

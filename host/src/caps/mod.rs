@@ -11,17 +11,14 @@ use std::sync::Arc;
 
 use wasmtime::{ResourceLimiter, StoreLimits};
 
-use crate::loxilb::LoxiTransport;
 use crate::mapping::Mapping;
 
-/// What one policy instance reads (the mapping), and what the host executes its plans against (LoxiLB,
-/// the mapping's storage): a policy itself reaches neither.
+/// What a policy instance's imports read: the mapping (read-only, through `mapping-view`) and the name its
+/// log lines carry. The Store holds nothing else, so no import can reach LoxiLB or the mapping's storage;
+/// what the host carries a plan out against is `runtime::instance::Wiring`'s.
 #[derive(Clone)]
 pub struct Grants {
-    pub loxilb: Arc<dyn LoxiTransport>,
     pub mapping: Arc<Mapping>,
-    /// Reconciliation deletes rules no Octavia object owns (only those the policy says it made).
-    pub remove_orphans: bool,
     /// Prefix for the policy's log lines (its name).
     pub log_target: String,
 }

@@ -20,6 +20,8 @@ use super::bindings::policy_types::{DesiredRule, ListenerStats, Plan, PolicyErro
 use super::bindings::PolicyWorld;
 use super::{LoadedPolicy, EPOCH_TICK};
 use crate::caps::{Grants, GuestLimits, HostState};
+use crate::loxilb::LoxiTransport;
+use crate::mapping::Mapping;
 
 /// Compiled components by content digest: loading the same policy twice (restart of an instance, a swap
 /// back) does not compile again.
@@ -76,9 +78,29 @@ impl std::fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
+/// What a sandbox is started with: its policy's grants (the mapping, its log lines' name) and what the host
+/// carries the policy's plans out against (LoxiLB, and whether reconciliation removes orphaned rules). The
+/// policy's Store holds only the grants ([`Wiring::grants`]).
+#[derive(Clone)]
+pub struct Wiring {
+    pub loxilb: Arc<dyn LoxiTransport>,
+    pub mapping: Arc<Mapping>,
+    /// Reconciliation deletes rules no Octavia object owns (only those the policy says it made).
+    pub remove_orphans: bool,
+    /// Prefix for the policy's log lines (its name).
+    pub log_target: String,
+}
+
+impl Wiring {
+    /// What the policy's imports may read.
+    pub fn grants(&self) -> Grants {
+        Grants { mapping: Arc::clone(&self.mapping), log_target: self.log_target.clone() }
+    }
+}
+
 pub struct Sandbox {
     pub policy: Arc<LoadedPolicy>,
-    grants: Grants,
+    wiring: Wiring,
     limits: Limits,
     settings: Settings,
     live: Option<Live>,
@@ -101,7 +123,7 @@ pub struct Sandbox {
 /// would otherwise hold every operation back (see [`Sandbox::beside`]).
 pub struct Beside {
     policy: Arc<LoadedPolicy>,
-    grants: Grants,
+    wiring: Wiring,
     limits: Limits,
     settings: Settings,
     generation: u64,
@@ -118,8 +140,8 @@ pub struct ReadBeside<R> {
 impl Beside {
     /// Makes the call on a new instance of the same policy, dropped afterwards with the memory it grew.
     pub fn run<R>(self, call: impl FnOnce(&mut Sandbox) -> Result<R, CallError>) -> Result<ReadBeside<R>, CallError> {
-        let mapping = Arc::clone(&self.grants.mapping);
-        let mut sandbox = Sandbox::new(Arc::clone(&self.policy), self.grants, self.limits, self.settings).map_err(|e| CallError::Trapped(e.to_string()))?;
+        let mapping = Arc::clone(&self.wiring.mapping);
+        let mut sandbox = Sandbox::new(Arc::clone(&self.policy), self.wiring, self.limits, self.settings).map_err(|e| CallError::Trapped(e.to_string()))?;
         let value = call(&mut sandbox)?;
         Ok(ReadBeside { policy: self.policy, mapping, generation: self.generation, value })
     }
@@ -140,10 +162,10 @@ fn trap_text(e: &wasmtime::Error) -> String {
 
 impl Sandbox {
     /// Instantiates the policy and configures it. Fails if either fails.
-    pub fn new(policy: Arc<LoadedPolicy>, grants: Grants, limits: Limits, settings: Settings) -> Result<Sandbox> {
+    pub fn new(policy: Arc<LoadedPolicy>, wiring: Wiring, limits: Limits, settings: Settings) -> Result<Sandbox> {
         let mut sandbox = Sandbox {
             policy,
-            grants,
+            wiring,
             limits,
             settings,
             live: None,
@@ -154,7 +176,7 @@ impl Sandbox {
             desired: None,
         };
         sandbox.ensure_live().map_err(|e| anyhow!("{e}"))?;
-        if let Some(legacy) = sandbox.grants.mapping.take_legacy() {
+        if let Some(legacy) = sandbox.wiring.mapping.take_legacy() {
             sandbox.migrate(legacy).map_err(|e| anyhow!("migrating the format 1.0 mapping: {e}"))?;
         }
         Ok(sandbox)
@@ -167,7 +189,7 @@ impl Sandbox {
     fn ensure_live(&mut self) -> Result<&mut Live, CallError> {
         if self.live.is_none() {
             let limits = GuestLimits { limits: StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).instances(4).build(), grown_to: 0 };
-            let mut store = Store::new(super::engine(), HostState { grants: self.grants.clone(), limits });
+            let mut store = Store::new(super::engine(), HostState { grants: self.wiring.grants(), limits });
             store.limiter(|s| &mut s.limits);
             store.set_epoch_deadline(self.deadline_ticks());
             let bindings = self.policy.pre.instantiate(&mut store).map_err(|e| CallError::Trapped(format!("instantiating: {}", trap_text(&e))))?;
@@ -218,7 +240,7 @@ impl Sandbox {
     /// The policy's desired rules for the current mapping; asked again only when the mapping changed.
     pub fn desired_rules(&mut self) -> Result<Arc<Vec<DesiredRule>>, CallError> {
         // Read before the call: a change racing with it gives a newer generation, never a stale answer.
-        let generation = self.grants.mapping.generation();
+        let generation = self.wiring.mapping.generation();
         if let Some((at, rules)) = &self.desired {
             if *at == generation {
                 return Ok(Arc::clone(rules));
@@ -236,20 +258,20 @@ impl Sandbox {
 
     /// A read-only call to make beside the operations, over the mapping as it is now.
     pub fn beside(&self) -> Beside {
-        let generation = self.grants.mapping.generation();
-        Beside { policy: Arc::clone(&self.policy), grants: self.grants.clone(), limits: self.limits.clone(), settings: self.settings.clone(), generation }
+        let generation = self.wiring.mapping.generation();
+        Beside { policy: Arc::clone(&self.policy), wiring: self.wiring.clone(), limits: self.limits.clone(), settings: self.settings.clone(), generation }
     }
 
     /// Whether what was read beside the operations is what this sandbox would answer now: the same
     /// policy over the same mapping, with no change committed since the read began (it read one state).
     pub fn is_current<R>(&self, read: &ReadBeside<R>) -> bool {
-        Arc::ptr_eq(&self.policy, &read.policy) && Arc::ptr_eq(&self.grants.mapping, &read.mapping) && self.grants.mapping.generation() == read.generation
+        Arc::ptr_eq(&self.policy, &read.policy) && Arc::ptr_eq(&self.wiring.mapping, &read.mapping) && self.wiring.mapping.generation() == read.generation
     }
 
     /// `None` when this sandbox knows the current generation's desired rules already, else the render
     /// to make beside the operations.
     pub fn render_job(&self) -> Option<Beside> {
-        let generation = self.grants.mapping.generation();
+        let generation = self.wiring.mapping.generation();
         self.desired.as_ref().is_none_or(|(at, _)| *at != generation).then(|| self.beside())
     }
 
@@ -282,7 +304,7 @@ impl Sandbox {
         }
         let migrated = migration.mapping.len();
         tracing::warn!("migrated {migrated} of {total} mappings from format 1.0 (the file is rewritten as {})", crate::mapping::FORMAT_VERSION);
-        if let Err(e) = self.grants.mapping.apply(migration.mapping).and_then(|()| self.grants.mapping.write_snapshot()) {
+        if let Err(e) = self.wiring.mapping.apply(migration.mapping).and_then(|()| self.wiring.mapping.write_snapshot()) {
             tracing::error!("could not store the migrated mapping (kept in memory): {e}");
         }
         Ok(())
@@ -304,17 +326,17 @@ impl Sandbox {
 
     /// The mapping this instance reads (and the host changes by executing its plans).
     pub fn mapping(&self) -> &Arc<crate::mapping::Mapping> {
-        &self.grants.mapping
+        &self.wiring.mapping
     }
 
     /// The storage under the mapping (the host makes appended records durable through it).
     pub fn storage(&self) -> &Arc<dyn crate::storage::MappingStore> {
-        self.grants.mapping.storage()
+        self.wiring.mapping.storage()
     }
 
     /// What this instance was started with, so another policy can be started alike (swap, preview).
-    pub fn grants(&self) -> &Grants {
-        &self.grants
+    pub fn wiring(&self) -> &Wiring {
+        &self.wiring
     }
 
     pub fn limits(&self) -> &Limits {

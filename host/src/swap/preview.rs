@@ -19,8 +19,8 @@ use loxilb_sim::{ErrorStyle, Simulator};
 use serde_json::Value;
 
 use super::{check, name_of, SWAPS};
-use crate::caps::Grants;
 use crate::runtime::instance::Sandbox;
+use crate::runtime::instance::Wiring;
 use crate::service::Service;
 use crate::storage::MemoryStore;
 
@@ -150,19 +150,19 @@ pub fn preview(service: &Service, path: &Path) -> Result<Preview> {
         let storage = Arc::clone(sandbox.storage());
         let copy = || MemoryStore::copy_of(storage.as_ref()).map_err(|e| anyhow!("reading the current mapping: {e}"));
         let loadbalancers = sandbox.mapping().ids(crate::runtime::bindings::mapping::ResourceType::Loadbalancer).len();
-        (Arc::clone(&sandbox.policy), copy()?, copy()?, sandbox.limits().clone(), sandbox.settings().clone(), loadbalancers, sandbox.grants().remove_orphans)
+        (Arc::clone(&sandbox.policy), copy()?, copy()?, sandbox.limits().clone(), sandbox.settings().clone(), loadbalancers, sandbox.wiring().remove_orphans)
     };
     let sim =
         Simulator::start_with("127.0.0.1:0", ErrorStyle::Coded, crate::conformance::spec().clone()).context("starting the LoxiLB simulator for the preview")?;
     let loxilb = Arc::new(crate::conformance::SimulatorLoxi::to(&sim));
-    let grants = |storage: MemoryStore| -> Result<Grants> {
+    let wiring = |storage: MemoryStore| -> Result<Wiring> {
         let mapping = crate::app::load_mapping(Arc::new(storage))?;
-        Ok(Grants { loxilb: loxilb.clone(), mapping, remove_orphans, log_target: "preview".into() })
+        Ok(Wiring { loxilb: loxilb.clone(), mapping, remove_orphans, log_target: "preview".into() })
     };
 
     let mut failures = Vec::new();
     let mut current =
-        Sandbox::new(current_policy, grants(seed_store)?, limits.clone(), settings.clone()).context("starting the current policy on a copy of the mapping")?;
+        Sandbox::new(current_policy, wiring(seed_store)?, limits.clone(), settings.clone()).context("starting the current policy on a copy of the mapping")?;
     match current.reconcile() {
         Ok(Ok(report)) => failures.extend(report.failures.into_iter().map(|f| format!("current policy: {f}"))),
         Ok(Err(e)) => failures.push(format!("current policy: {e}")),
@@ -172,7 +172,7 @@ pub fn preview(service: &Service, path: &Path) -> Result<Preview> {
     sim.clear_requests();
 
     let mut candidate =
-        Sandbox::new(Arc::clone(&checked.policy), grants(candidate_store)?, limits, settings).context("starting the candidate on a copy of the mapping")?;
+        Sandbox::new(Arc::clone(&checked.policy), wiring(candidate_store)?, limits, settings).context("starting the candidate on a copy of the mapping")?;
     let mut left_in_place = Vec::new();
     match candidate.reconcile() {
         Ok(Ok(report)) => {

@@ -7,11 +7,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use host::caps::Grants;
 use host::loxilb::LoxiTransport;
 use host::mapping::Mapping;
 use host::runtime::bindings::mapping::MappingChange;
 use host::runtime::bindings::policy_types::DesiredRule;
+use host::runtime::instance::Wiring;
 use host::runtime::instance::{Limits, Sandbox};
 use host::storage::MemoryStore;
 use integration_tests::*;
@@ -40,8 +40,8 @@ impl LoxiTransport for Switchable {
 
 /// A policy instance over `mapping` (two of them share it as the old and new instance of a swap do).
 fn instance(policy: &std::path::Path, mapping: &Arc<Mapping>, loxilb: Arc<dyn LoxiTransport>) -> Sandbox {
-    let grants = Grants { loxilb, mapping: Arc::clone(mapping), remove_orphans: false, log_target: "test".into() };
-    Sandbox::new(host::runtime::load(policy).expect("policy loads"), grants, Limits::default(), settings()).expect("policy starts")
+    let wiring = Wiring { loxilb, mapping: Arc::clone(mapping), remove_orphans: false, log_target: "test".into() };
+    Sandbox::new(host::runtime::load(policy).expect("policy loads"), wiring, Limits::default(), settings()).expect("policy starts")
 }
 
 fn tree() -> Value {
@@ -169,11 +169,11 @@ fn desired_rules_are_asked_again_only_when_the_mapping_changed() {
 fn an_instance_a_full_render_left_large_is_replaced_and_the_next_answers_are_the_same() {
     let loxilb: Arc<dyn LoxiTransport> = Arc::new(Switchable::default());
     let (mapping, _) = started(Arc::clone(&loxilb));
-    let grants = Grants { loxilb, mapping: Arc::clone(&mapping), remove_orphans: false, log_target: "test".into() };
+    let wiring = Wiring { loxilb, mapping: Arc::clone(&mapping), remove_orphans: false, log_target: "test".into() };
     let policy = host::runtime::load(&default_policy()).expect("policy loads");
     // Any memory counts as large here; by default only what a full render of ~100k mappings leaves.
     let small = Limits { recycle_after_render_bytes: 0, ..Limits::default() };
-    let mut sandbox = Sandbox::new(Arc::clone(&policy), grants.clone(), small, settings()).expect("policy starts");
+    let mut sandbox = Sandbox::new(Arc::clone(&policy), wiring.clone(), small, settings()).expect("policy starts");
     let rules = sandbox.desired_rules().expect("no trap");
     let disable = op(
         "member_update",
@@ -185,7 +185,7 @@ fn an_instance_a_full_render_left_large_is_replaced_and_the_next_answers_are_the
     assert_ne!(sandbox.desired_rules().expect("no trap"), rules);
     assert_eq!(*sandbox.desired_rules().expect("no trap"), fresh_desired(&mapping));
 
-    let mut kept = Sandbox::new(policy, grants, Limits::default(), settings()).expect("policy starts");
+    let mut kept = Sandbox::new(policy, wiring, Limits::default(), settings()).expect("policy starts");
     kept.desired_rules().expect("no trap");
     kept.render_desired_rules().expect("no trap");
     assert_eq!(kept.instances, 1, "a small instance is kept");
