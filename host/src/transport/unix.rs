@@ -10,11 +10,11 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use crossbeam_channel::{bounded, Receiver, TrySendError};
 use serde_json::{json, Value};
 
 use crate::octavia::agent::{read_frame_within, write_frame};
@@ -110,10 +110,11 @@ fn serve_one(service: &Service, stream: UnixStream, accepted: Instant, limits: &
     write_frame(&mut stream, &answer)
 }
 
-fn handle(service: Arc<Service>, connections: Arc<Mutex<Receiver<(UnixStream, Instant)>>>, limits: Arc<Limits>) {
+fn handle(service: Arc<Service>, connections: Receiver<(UnixStream, Instant)>, limits: Arc<Limits>) {
+    // Handlers wait on the queue side by side (not one holding a lock over `recv` while the others queue on
+    // the lock): a connection wakes one handler, not a second one to take the lock over.
     loop {
-        let next = connections.lock().unwrap().recv();
-        let Ok((stream, accepted)) = next else { return };
+        let Ok((stream, accepted)) = connections.recv() else { return };
         if let Err(e) = serve_one(&service, stream, accepted, &limits) {
             tracing::warn!("provider connection: {e:#}");
         }
@@ -134,10 +135,9 @@ impl UnixServer {
         let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
         let limits = Arc::new(limits);
-        let (queue, connections) = sync_channel::<(UnixStream, Instant)>(limits.waiting);
-        let connections = Arc::new(Mutex::new(connections));
+        let (queue, connections) = bounded::<(UnixStream, Instant)>(limits.waiting);
         for n in 0..limits.handlers.max(1) {
-            let (service, connections, limits) = (Arc::clone(&service), Arc::clone(&connections), Arc::clone(&limits));
+            let (service, connections, limits) = (Arc::clone(&service), connections.clone(), Arc::clone(&limits));
             std::thread::Builder::new().name(format!("provider-{n}")).spawn(move || handle(service, connections, limits))?;
         }
         std::thread::Builder::new().name("unix-transport".into()).spawn(move || {
