@@ -4,8 +4,6 @@
 //! answer with the error's class as the status and the same `result` (API-NOTES §2). A change is done only
 //! on 200 *and* `result == "Success"`, and the error text is `result` in both styles.
 
-use serde_json::Value;
-
 use crate::encode::Intent;
 
 /// What LoxiLB's answer means for the request.
@@ -30,10 +28,16 @@ impl Outcome {
 
 /// LoxiLB's `result` text, present in both its old (200 + result) and new (coded) error styles.
 pub fn result_text(body: &str) -> String {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("result").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| body.trim().chars().take(200).collect())
+    // Read as just that field (every answer to a change is read for it), not as a whole `Value`.
+    #[derive(serde::Deserialize)]
+    struct Answer<'a> {
+        #[serde(borrow)]
+        result: Option<std::borrow::Cow<'a, str>>,
+    }
+    match serde_json::from_str::<Answer>(body) {
+        Ok(Answer { result: Some(result) }) => result.into_owned(),
+        _ => body.trim().chars().take(200).collect(),
+    }
 }
 
 /// How LoxiLB's answer (`status`, `body`) to a request of `intent` is to be taken.
@@ -62,6 +66,16 @@ mod tests {
     use super::*;
 
     const SUCCESS: &str = r#"{"result":"Success"}"#;
+
+    #[test]
+    fn the_result_text_is_the_result_field_or_else_the_body() {
+        assert_eq!(result_text(r#"{"code":400,"fields":[1],"message":"m","result":"lbrule-exists error"}"#), "lbrule-exists error");
+        assert_eq!(result_text(r#" {"result":"tab\tand \"quote\""} "#), "tab\tand \"quote\"");
+        for body in [r#"{"result":5}"#, r#"{"result":null}"#, r#"{"message":"m"}"#, "[1,2]", "404 page not found\n"] {
+            assert_eq!(result_text(body), body.trim(), "{body}");
+        }
+        assert_eq!(result_text(&"x".repeat(300)).len(), 200, "a body that is not JSON is cut to 200 characters");
+    }
 
     fn coded(status: u16, raw: &str) -> (u16, String) {
         (status, format!(r#"{{"code":{status},"fields":null,"message":"canned","result":"{raw}"}}"#))
