@@ -577,7 +577,7 @@ fn main() {
         let f = undurable(&mut sandbox, trees, from, floor_ops);
         from += floor_ops;
         store.sync().unwrap();
-        println!("  {}   (no fsync waited for: the policy's own cost)", f.line("not durable"));
+        println!("  {}   (no fsync waited for: what the operation costs in the policy and the host)", f.line("not durable"));
         let serial_ops = period.min(2_000);
         Compaction::run(&mut sandbox, &probe, &mutation(trees, from));
         from += 1;
