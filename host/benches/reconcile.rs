@@ -18,8 +18,7 @@ use host::execute::RecoveryMode;
 use host::loxilb::{HttpLoxi, LoxiTransport};
 use host::runtime::bindings::mapping::MappingChange;
 use host::runtime::bindings::policy_types::Settings;
-use host::runtime::instance::Wiring;
-use host::runtime::instance::{Limits, Sandbox};
+use host::runtime::instance::{Limits, Sandbox, Wiring};
 use host::storage::{FileStore, MappingStore, MemoryStore};
 use serde_json::json;
 

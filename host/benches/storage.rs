@@ -29,8 +29,7 @@ use host::loxilb::LoxiTransport;
 use host::metrics;
 use host::runtime::bindings::octavia::Operation;
 use host::runtime::bindings::policy_types::Settings;
-use host::runtime::instance::Wiring;
-use host::runtime::instance::{Limits, Sandbox};
+use host::runtime::instance::{Limits, Sandbox, Wiring};
 use host::storage::{Durability, FileStore, MappingStore, Snapshot};
 use serde_json::{json, Value};
 

@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use host::config::Config;
-use host::runtime::instance::Sandbox;
-use host::runtime::instance::Wiring;
+use host::runtime::instance::{Sandbox, Wiring};
 use host::service::Service;
 use serde_json::{json, Value};
 

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use host::runtime::bindings::policy_types::Settings;
-use host::runtime::instance::Wiring;
-use host::runtime::instance::{Limits, Sandbox};
+use host::runtime::instance::{Limits, Sandbox, Wiring};
 use host::storage::MemoryStore;
 use serde_json::{json, Value};
 

@@ -9,8 +9,7 @@ use crate::config::Config;
 use crate::execute::RecoveryMode;
 use crate::loxilb::{HttpLoxi, LoxiTransport};
 use crate::runtime::bindings::policy_types::Settings;
-use crate::runtime::instance::Wiring;
-use crate::runtime::instance::{Limits, Sandbox};
+use crate::runtime::instance::{Limits, Sandbox, Wiring};
 use crate::storage::{FileStore, MappingStore, MemoryStore};
 
 pub fn policy_path(config: &Config) -> PathBuf {

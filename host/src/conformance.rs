@@ -20,8 +20,7 @@ use serde_json::Value;
 use crate::octavia::status::provisioning;
 use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, ProvisioningStatus};
 use crate::runtime::bindings::policy_types::{PolicyError, Settings};
-use crate::runtime::instance::Wiring;
-use crate::runtime::instance::{Limits, Sandbox};
+use crate::runtime::instance::{Limits, Sandbox, Wiring};
 use crate::runtime::LoadedPolicy;
 use crate::storage::MemoryStore;
 
@@ -112,7 +111,7 @@ pub fn cli_check(path: &Path) -> Result<i32> {
 
 /// The in-process simulator as the policy's LoxiLB, answering without HTTP: scenarios and previews check
 /// the policy's plans, not the host's HTTP client (tested on its own against the simulator's server), and
-/// a loopback connection per request was most of a swap's check (15 scenarios in ~22 ms, ~6 ms without).
+/// a loopback connection per request was most of a swap's check (15 scenarios in ~22 ms, ~9 ms without).
 /// Real LoxiLB is reached with `HttpLoxi`, never this.
 pub struct SimulatorLoxi {
     sim: loxilb_sim::InProcess,

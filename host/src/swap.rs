@@ -3,9 +3,9 @@
 //! A candidate is loaded (compiled, or taken from the component cache, and its WIT version checked),
 //! passes the conformance scenarios, and is started on a copy of the current mapping, where `init` must
 //! load it, `mappings` must list every object the current policy maps and `desired-rules` must answer.
-//! Only then is it started on the real mapping and LoxiLB, outside the lock, and switched in under the service's
-//! sandbox lock, which it takes only once no operation is in flight (`crate::flights`): the ones in flight
-//! land on the old policy and the next one is translated by the new; none is refused or lost. Under the lock the new instance
+//! Only then is it started on the real mapping and LoxiLB, outside the lock, and switched in under the
+//! service's sandbox lock, which it takes only once no operation is in flight (`crate::flights`): the ones in
+//! flight land on the old policy and the next one is translated by the new; none is refused or lost. Under the lock the new instance
 //! first reloads the mapping from storage (picking up what the old one journalled since `init`), then
 //! takes over, and its `reconcile` brings LoxiLB in line with the new policy: exactly the calls that
 //! `--dry-run` ([`preview`]) lists.
@@ -25,8 +25,7 @@ use anyhow::{anyhow, Context, Result};
 use crate::conformance;
 use crate::execute::ReconcileReport;
 use crate::loxilb::LoxiTransport;
-use crate::runtime::instance::Sandbox;
-use crate::runtime::instance::Wiring;
+use crate::runtime::instance::{Sandbox, Wiring};
 use crate::runtime::LoadedPolicy;
 use crate::service::Service;
 use crate::storage::MemoryStore;
@@ -178,8 +177,8 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// A checked candidate, started on the real mapping and LoxiLB and waiting to be switched in. It holds the swap
-/// lock: no other swap or preview runs until it is switched or dropped.
+/// A checked candidate, started on the real mapping and LoxiLB and waiting to be switched in. It holds the
+/// swap lock: no other swap or preview runs until it is switched or dropped.
 pub struct Prepared {
     checked: Checked,
     fresh: Sandbox,
@@ -188,8 +187,8 @@ pub struct Prepared {
     _one: MutexGuard<'static, ()>,
 }
 
-/// Checks the component at `path` and starts it on the service's mapping and LoxiLB, outside the lock: the
-/// service keeps serving on the current policy meanwhile.
+/// Checks the component at `path` and starts it on the service's mapping and LoxiLB, outside the lock:
+/// the service keeps serving on the current policy meanwhile.
 pub fn prepare(service: &Service, path: &Path) -> Result<Prepared> {
     let one = SWAPS.lock().unwrap_or_else(|e| e.into_inner());
     let checked = check(service, path)?;

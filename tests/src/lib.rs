@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use host::loxilb::LoxiTransport;
 use host::runtime::bindings::policy_types::Settings;
-use host::runtime::instance::Wiring;
-use host::runtime::instance::{Limits, Sandbox};
+use host::runtime::instance::{Limits, Sandbox, Wiring};
 use host::storage::{MappingStore, MemoryStore, Snapshot};
 use serde_json::{json, Value};
 

@@ -19,8 +19,7 @@ use loxilb_sim::{ErrorStyle, Simulator};
 use serde_json::Value;
 
 use super::{check, name_of, SWAPS};
-use crate::runtime::instance::Sandbox;
-use crate::runtime::instance::Wiring;
+use crate::runtime::instance::{Sandbox, Wiring};
 use crate::service::Service;
 use crate::storage::MemoryStore;
 
