@@ -525,14 +525,14 @@ fn in_process_answers_as_http_does() {
     let rule = lb("10.0.0.10", 80, &[("10.0.1.5", 80), ("10.0.1.6", 80)]);
     let mut bad = rule.clone();
     bad["serviceArguments"]["port"] = json!("eighty");
-    let exchanges: Vec<(&str, String, Option<&Value>)> = vec![
-        ("POST", "/config/loadbalancer".into(), Some(&rule)),
-        ("POST", "/config/loadbalancer".into(), Some(&rule)),
-        ("POST", "/config/loadbalancer".into(), Some(&bad)),
-        ("GET", "/config/loadbalancer/all".into(), None),
-        ("DELETE", "/config/loadbalancer/externalipaddress/10.0.0.10/port/80/protocol/tcp".into(), None),
-        ("DELETE", "/config/loadbalancer/externalipaddress/10.0.0.10/port/80/protocol/tcp".into(), None),
-        ("GET", "/config/nothing".into(), None),
+    let exchanges: [(&str, &str, Option<&Value>); 7] = [
+        ("POST", "/config/loadbalancer", Some(&rule)),
+        ("POST", "/config/loadbalancer", Some(&rule)),
+        ("POST", "/config/loadbalancer", Some(&bad)),
+        ("GET", "/config/loadbalancer/all", None),
+        ("DELETE", "/config/loadbalancer/externalipaddress/10.0.0.10/port/80/protocol/tcp", None),
+        ("DELETE", "/config/loadbalancer/externalipaddress/10.0.0.10/port/80/protocol/tcp", None),
+        ("GET", "/config/nothing", None),
     ];
     for (method, path, body) in &exchanges {
         let (http, direct) = call(method, path, *body);
