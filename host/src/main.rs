@@ -236,7 +236,7 @@ fn serve(config: Config) -> Result<()> {
     }
     let agent = host::octavia::agent::DriverAgent { status: config.status_socket.clone(), stats: config.stats_socket.clone(), get: config.get_socket.clone() };
     let sink: Arc<dyn host::octavia::status::StatusSink> = if agent.status.is_some() {
-        Arc::new(host::octavia::status::AgentSink { agent: agent.clone(), attempts: 15 })
+        Arc::new(host::octavia::status::AgentSink::new(agent.clone()))
     } else {
         Arc::new(host::octavia::status::RecordingSink::default())
     };

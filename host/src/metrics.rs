@@ -183,6 +183,14 @@ pub static STATUS_DOCUMENTS: Counter =
     Counter::new("status_documents_total", "Status documents sent for applied operations (several operations' statuses may share one).");
 pub static STATUS_UPDATE: Timing =
     Timing::new("status_update", "Status documents of applied operations: from handing one to the driver-agent to its answer (retries included).");
+pub static STATUS_UPDATE_RETRIES: Counter = Counter::new(
+    "status_update_retries_total",
+    "Status documents or records sent again: the driver-agent did not answer, or refused one for an object Octavia still has.",
+);
+pub static STATUS_RECORDS_GIVEN_UP: Counter = Counter::new(
+    "status_records_given_up_total",
+    "Status records given up: refused again and again while Octavia still has the object (each logged whole, to be replayed).",
+);
 pub static COMMIT_WAIT: Timing =
     Timing::new("commit_wait", "Waits for Octavia's commit of a create or update before applying it (notice or get-socket reads).");
 pub static PROVIDER_VALIDATE: Timing = Timing::new(
@@ -229,6 +237,8 @@ const BUILT_IN: &[Metric] = &[
     Metric::Counter(&PROVIDER_CONNECTIONS_REFUSED),
     Metric::Counter(&STATUS_DOCUMENTS),
     Metric::Timing(&STATUS_UPDATE),
+    Metric::Counter(&STATUS_UPDATE_RETRIES),
+    Metric::Counter(&STATUS_RECORDS_GIVEN_UP),
     Metric::Timing(&COMMIT_WAIT),
     Metric::Timing(&PROVIDER_VALIDATE),
     Metric::Timing(&PROVIDER_VALIDATE_WAIT),

@@ -433,8 +433,12 @@ impl Monitor {
                 reported.insert(s.id.clone(), now) != Some(now)
             })
             .collect();
-        if !changed.is_empty() {
-            self.service.statuses.report(&document(&changed));
+        // Held at most `PATIENCE`: this thread also watches LoxiLB. What Octavia did not take is sent
+        // again at the next pass.
+        if !changed.is_empty() && !self.service.statuses.report_within(&document(&changed), crate::octavia::status::PATIENCE) {
+            for status in &changed {
+                reported.remove(&status.id);
+            }
         }
     }
 

@@ -276,8 +276,15 @@ impl Service {
         if before >= max {
             self.backlog.fetch_sub(1, Ordering::SeqCst);
             crate::metrics::CASTS_REFUSED_OVERLOAD.inc();
+            let cause = match self.statuses.failing_for() {
+                Some(failing) => format!(
+                    ": Octavia's driver-agent has not taken their status updates for {} s (is octavia-driver-agent running, and its database reachable?)",
+                    failing.as_secs()
+                ),
+                None => String::new(),
+            };
             return Err(Failure::driver(format!(
-                "the LoxiLB provider is overloaded: {before} operations are waiting to be applied (max_pending_operations = {max}); retry later"
+                "the LoxiLB provider is overloaded: {before} operations are waiting to be applied and reported (max_pending_operations = {max}){cause}; retry later"
             )));
         }
         crate::metrics::APPLY_BACKLOG.set(before as u64 + 1);
@@ -296,7 +303,8 @@ impl Service {
     pub fn report_dropped(&self, method: &str, args: &Value) {
         let statuses = crate::dropped::statuses(method, args);
         if !statuses.is_empty() {
-            self.statuses.report(&document(&statuses));
+            // Called at the start and beside the transports: given up (logged whole) rather than held.
+            self.statuses.report_within(&document(&statuses), crate::octavia::status::PATIENCE);
         }
     }
 
@@ -679,10 +687,14 @@ impl Service {
                 tracing::error!("mapping journal not durable after programming {lb}: {e}");
             }
             tracing::info!("load balancer {lb}, which failed at LoxiLB, is programmed as Octavia shows it: reporting its objects ACTIVE");
-            // Not `report`: that counts an operation applied.
-            self.statuses.report(&document(&statuses));
+            // Not `report`: that counts an operation applied. Held at most `PATIENCE` (the monitor's
+            // thread goes on); statuses Octavia did not take are reported again at the next round.
+            let taken = self.statuses.report_within(&document(&statuses), crate::octavia::status::PATIENCE);
             self.epochs.reported(&lb);
-            self.reprogram.forget(&lb);
+            match taken {
+                true => self.reprogram.forget(&lb),
+                false => self.reprogram.failed_again(&lb),
+            }
         }
     }
 

@@ -1,11 +1,11 @@
 //! Status documents for the driver-agent, and where they go.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use super::agent::DriverAgent;
+use super::agent::{DriverAgent, Refused};
 use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, OperatingStatus, ProvisioningStatus};
 
 pub fn collection(kind: ObjectKind) -> &'static str {
@@ -58,42 +58,211 @@ pub fn document(statuses: &[ObjectStatus]) -> Value {
 
 /// Where status documents go.
 pub trait StatusSink: Send + Sync {
+    /// Sends `document`; while Octavia cannot take it, for as long as it takes (see `AgentSink`). For the
+    /// statuses of operations, which stay in the backlog (and the inbox, or unacknowledged) until then.
     fn report(&self, document: &Value);
+
+    /// `report`, giving up (logged whole) once Octavia has not taken it for `patience`: for callers that
+    /// must go on (the monitor's passes, the start). Whether nothing is left to send.
+    fn report_within(&self, document: &Value, _patience: Duration) -> bool {
+        self.report(document);
+        true
+    }
+
+    /// How long the status updates being sent have failed, if they do now (a full backlog says why).
+    fn failing_for(&self) -> Option<Duration> {
+        None
+    }
 }
 
-/// Octavia's status socket, retried with backoff (the agent may be restarting); a document that still
-/// cannot be delivered is logged with its content so an operator can replay it.
+/// Waits between attempts at a status document: from `first`, doubling up to `most`.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    pub first: Duration,
+    pub most: Duration,
+}
+
+impl Backoff {
+    fn waits(self) -> impl FnMut() {
+        let mut next = self.first;
+        move || {
+            std::thread::sleep(next);
+            next = (next * 2).min(self.most);
+        }
+    }
+}
+
+/// How long `report_within`'s callers in the host wait for Octavia to take a status.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// A warning about a status socket that does not answer is repeated this often while it lasts.
+const UNANSWERED_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Octavia's status socket. A status is never dropped because Octavia could not take it, since an object
+/// whose status is lost stays PENDING in Octavia for good (its users can no longer change or delete it):
+/// - while the socket does not answer (the driver-agent restarting, or stopped for an upgrade) the
+///   document is sent again, waiting longer each time up to `backoff.most`, for as long as it takes. Its
+///   operations stay in the backlog and the inbox meanwhile: a full backlog refuses new casts, and a
+///   restart applies and reports them again;
+/// - the driver-agent answers 500 alike for a record naming an object it no longer has and for a database
+///   it could not reach (a restart, a failover, a deadlock), and applies the records before the failed
+///   one. So a refused document is sent record by record, and a record refused again is dropped at once
+///   only when Octavia's get socket says the object is gone (nothing waits for its status). While the get
+///   socket cannot say (its database is down too) the record is sent again; once Octavia has shown the
+///   object `refusals` times and refused each, it is given up and logged whole, to be replayed.
 pub struct AgentSink {
     pub agent: DriverAgent,
-    pub attempts: u32,
+    pub backoff: Backoff,
+    pub refusals: u32,
+    /// Since when the updates being sent have failed: set at a failure, cleared when one is taken.
+    failing_since: Mutex<Option<Instant>>,
 }
 
-impl StatusSink for AgentSink {
-    fn report(&self, document: &Value) {
-        let mut delay = Duration::from_millis(200);
-        for attempt in 1..=self.attempts {
+impl AgentSink {
+    /// The production settings: 0.2 s doubling to 10 s; a record refused 8 times while Octavia shows its
+    /// object (about 25 s) is given up.
+    pub fn new(agent: DriverAgent) -> AgentSink {
+        AgentSink::with(agent, Backoff { first: Duration::from_millis(200), most: Duration::from_secs(10) }, 8)
+    }
+
+    pub fn with(agent: DriverAgent, backoff: Backoff, refusals: u32) -> AgentSink {
+        AgentSink { agent, backoff, refusals, failing_since: Mutex::new(None) }
+    }
+
+    fn failing(&self, now: bool) {
+        let mut since = self.failing_since.lock().unwrap();
+        match now {
+            true => *since = since.or(Some(Instant::now())),
+            false => *since = None,
+        }
+    }
+
+    /// Sends `document` until the driver-agent answers, or `until` passes without an answer.
+    fn deliver(&self, document: &Value, until: Option<Instant>) -> Result<(), Undelivered> {
+        let mut wait = self.backoff.waits();
+        let started = Instant::now();
+        let mut warned: Option<Instant> = None;
+        loop {
             match self.agent.update_status(document) {
-                Ok(()) => return,
-                // The agent refuses a whole document when one of its objects is gone (a cascade delete
-                // Octavia already finished): the others still need their statuses, one by one.
-                Err(e) if e.downcast_ref::<crate::octavia::agent::Refused>().is_some() => {
-                    let records = single_records(document);
-                    if records.len() <= 1 {
-                        tracing::warn!("Octavia refused the status {document}: {e:#}");
-                    } else {
-                        records.iter().for_each(|one| self.report(one));
+                Ok(()) => {
+                    self.failing(false);
+                    if warned.is_some() {
+                        tracing::warn!("Octavia's status socket took the status update after {:.1} s", started.elapsed().as_secs_f64());
                     }
-                    return;
+                    return Ok(());
+                }
+                Err(e) if e.downcast_ref::<Refused>().is_some() => return Err(Undelivered::Refused(e)),
+                Err(e) if until.is_some_and(|until| Instant::now() >= until) => {
+                    crate::metrics::STATUS_RECORDS_GIVEN_UP.inc();
+                    tracing::error!("status update given up: Octavia's status socket did not take {document} ({e:#})");
+                    return Err(Undelivered::Unanswered);
                 }
                 Err(e) => {
-                    tracing::warn!("status update attempt {attempt}/{} failed: {e:#}", self.attempts);
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(10));
+                    self.failing(true);
+                    crate::metrics::STATUS_UPDATE_RETRIES.inc();
+                    if warned.is_none_or(|at| at.elapsed() >= UNANSWERED_WARN_EVERY) {
+                        tracing::warn!(
+                            "Octavia's status socket has not taken a status update for {:.1} s ({e:#}): sending it again until it does",
+                            started.elapsed().as_secs_f64()
+                        );
+                        warned = Some(Instant::now());
+                    }
+                    wait();
                 }
             }
         }
-        tracing::error!("status update lost after {} attempts: {document}", self.attempts);
     }
+
+    /// A single record the driver-agent refused: dropped if Octavia no longer has its object, else sent
+    /// again (see `AgentSink`). Whether nothing is left to send.
+    fn settle_refused(&self, record: &Value, mut refusal: anyhow::Error, until: Option<Instant>) -> bool {
+        let Some((collection, id)) = only_record(record) else {
+            tracing::error!("Octavia refused the status {record}: {refusal:#}");
+            return false;
+        };
+        let mut wait = self.backoff.waits();
+        let mut shown = 0;
+        loop {
+            match self.agent.get(collection, id) {
+                Ok(None) => {
+                    self.failing(false);
+                    tracing::info!("Octavia no longer has {collection} {id}: its status {record} is not needed ({refusal:#})");
+                    return true;
+                }
+                // Without a get socket there is no asking: each refusal counts as one of an object shown.
+                Ok(Some(_)) => shown += 1,
+                Err(_) if self.agent.get.is_none() => shown += 1,
+                Err(e) => {
+                    tracing::warn!("Octavia refused the status {record} ({refusal:#}) and cannot say whether it has the object ({e:#}): sending it again")
+                }
+            }
+            if shown >= self.refusals || until.is_some_and(|until| Instant::now() >= until) {
+                self.failing(false);
+                crate::metrics::STATUS_RECORDS_GIVEN_UP.inc();
+                tracing::error!(
+                    "status update given up: Octavia refused {record} {} times ({refusal:#}); send it to the driver-agent again once the cause is fixed",
+                    shown.max(1)
+                );
+                return false;
+            }
+            self.failing(true);
+            crate::metrics::STATUS_UPDATE_RETRIES.inc();
+            wait();
+            match self.deliver(record, until) {
+                Ok(()) => return true,
+                Err(Undelivered::Refused(e)) => refusal = e,
+                Err(Undelivered::Unanswered) => return false,
+            }
+        }
+    }
+
+    /// Sends `document` (see `AgentSink`); whether nothing is left to send.
+    fn send(&self, document: &Value, until: Option<Instant>) -> bool {
+        let refusal = match self.deliver(document, until) {
+            Ok(()) => return true,
+            Err(Undelivered::Unanswered) => return false,
+            Err(Undelivered::Refused(e)) => e,
+        };
+        let records = single_records(document);
+        if records.len() <= 1 {
+            return self.settle_refused(document, refusal, until);
+        }
+        tracing::info!("Octavia refused the status {document} ({refusal:#}): sending it record by record");
+        let mut settled = true;
+        for record in &records {
+            settled &= match self.deliver(record, until) {
+                Ok(()) => true,
+                Err(Undelivered::Refused(e)) => self.settle_refused(record, e, until),
+                Err(Undelivered::Unanswered) => false,
+            };
+        }
+        settled
+    }
+}
+
+enum Undelivered {
+    Refused(anyhow::Error),
+    Unanswered,
+}
+
+impl StatusSink for AgentSink {
+    fn failing_for(&self) -> Option<Duration> {
+        self.failing_since.lock().unwrap().map(|since| since.elapsed())
+    }
+
+    fn report(&self, document: &Value) {
+        self.send(document, None);
+    }
+
+    fn report_within(&self, document: &Value, patience: Duration) -> bool {
+        self.send(document, Some(Instant::now() + patience))
+    }
+}
+
+/// The collection and id of a document's one record.
+fn only_record(document: &Value) -> Option<(&str, &str)> {
+    let (collection, records) = document.as_object()?.iter().next()?;
+    Some((collection, records.as_array()?.first()?.get("id")?.as_str()?))
 }
 
 /// A status document split into documents of one record each, in its order.
@@ -120,49 +289,184 @@ mod sink_tests {
     use super::*;
     use crate::octavia::agent::{read_frame, write_frame, DriverAgent};
     use std::os::unix::net::UnixListener;
+    use std::path::PathBuf;
     use std::sync::{Arc, Mutex};
 
-    /// A status socket that refuses any document naming `gone`, as Octavia's driver-agent does for an
-    /// object it no longer has, and records what it accepted.
-    fn agent_refusing(gone: &'static str) -> (DriverAgent, Arc<Mutex<Vec<Value>>>, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("status-sink-{}-{gone}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("status.sock");
-        let listener = UnixListener::bind(&path).unwrap();
-        let accepted = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&accepted);
+    const FAST: Backoff = Backoff { first: Duration::from_millis(1), most: Duration::from_millis(4) };
+
+    /// What a socket of the driver-agent answers its `n`th request (from 1), or `None` to hang up without
+    /// an answer, as its handlers do when their database fails under them.
+    type Answer = Box<dyn Fn(&Value, usize) -> Option<Value> + Send>;
+
+    fn answer_on(listener: UnixListener, answer: Answer) {
         std::thread::spawn(move || {
-            for mut stream in listener.incoming().flatten() {
-                let doc = read_frame(&mut stream).unwrap();
-                let reply = if doc.to_string().contains(gone) {
-                    json!({"status_code": 500, "fault_string": format!("Listener {gone} not found"), "status": "Listener not found"})
-                } else {
-                    seen.lock().unwrap().push(doc);
-                    json!({"status_code": 200})
-                };
-                write_frame(&mut stream, &reply).unwrap();
+            for (n, mut stream) in listener.incoming().flatten().enumerate() {
+                let request = read_frame(&mut stream).unwrap();
+                if let Some(reply) = answer(&request, n + 1) {
+                    write_frame(&mut stream, &reply).unwrap();
+                }
             }
         });
-        (DriverAgent { status: Some(path), stats: None, get: None }, accepted, dir)
+    }
+
+    /// Octavia's driver-agent as the sink meets it: its status socket answers with `status`, and records
+    /// each document it took (answered 200); its get socket answers with `get`.
+    struct Agent {
+        agent: DriverAgent,
+        taken: Arc<Mutex<Vec<Value>>>,
+        dir: PathBuf,
+    }
+
+    impl Agent {
+        fn start(tag: &str, status: impl Fn(&Value, usize) -> Value + Send + 'static, get: impl Fn(&str, usize) -> Option<Value> + Send + 'static) -> Agent {
+            let dir = std::env::temp_dir().join(format!("status-sink-{}-{tag}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let taken = Arc::new(Mutex::new(Vec::new()));
+            let took = Arc::clone(&taken);
+            answer_on(
+                UnixListener::bind(dir.join("status.sock")).unwrap(),
+                Box::new(move |document, n| {
+                    let reply = status(document, n);
+                    if reply["status_code"] == 200 {
+                        took.lock().unwrap().push(document.clone());
+                    }
+                    Some(reply)
+                }),
+            );
+            answer_on(UnixListener::bind(dir.join("get.sock")).unwrap(), Box::new(move |query, n| get(query["id"].as_str().unwrap(), n)));
+            let agent = DriverAgent { status: Some(dir.join("status.sock")), stats: None, get: Some(dir.join("get.sock")) };
+            Agent { agent, taken, dir }
+        }
+
+        fn taken(&self) -> Vec<Value> {
+            self.taken.lock().unwrap().clone()
+        }
+    }
+
+    impl Drop for Agent {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn ok() -> Value {
+        json!({"status_code": 200})
+    }
+
+    /// The driver-agent's answer when its database failed under the update.
+    fn database_failed() -> Value {
+        json!({"status_code": 500, "fault_string": "(pymysql.err.OperationalError) (2013, 'Lost connection to MySQL server during query')"})
+    }
+
+    /// The get socket's answer for an object Octavia has.
+    fn shown(id: &str) -> Option<Value> {
+        Some(json!({"id": id, "provisioning_status": "PENDING_UPDATE"}))
     }
 
     #[test]
-    fn a_refused_document_is_sent_again_record_by_record_without_the_retries() {
-        let (agent, accepted, dir) = agent_refusing("gone-listener");
-        let sink = AgentSink { agent, attempts: 15 };
+    fn a_record_naming_an_object_octavia_no_longer_has_is_dropped_at_once_and_the_others_are_sent() {
+        let agent = Agent::start(
+            "gone",
+            |document, _| match document.to_string().contains("gone-listener") {
+                true => json!({"status_code": 500, "fault_string": "'NoneType' object has no attribute 'vip'"}),
+                false => ok(),
+            },
+            |id, _| if id == "gone-listener" { Some(json!({})) } else { shown(id) },
+        );
+        let sink = AgentSink::new(agent.agent.clone());
         let document = json!({
             "loadbalancers": [{"id": "lb-1", "provisioning_status": "ACTIVE"}],
             "listeners": [{"id": "gone-listener", "provisioning_status": "DELETED"}],
             "pools": [{"id": "pool-1", "provisioning_status": "DELETED"}],
         });
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         sink.report(&document);
-        assert!(started.elapsed() < Duration::from_secs(2), "retried a refusal: {:?}", started.elapsed());
-        let accepted = accepted.lock().unwrap().clone();
-        assert_eq!(accepted.len(), 2, "{accepted:?}");
-        assert!(accepted.contains(&json!({"loadbalancers": [{"id": "lb-1", "provisioning_status": "ACTIVE"}]})));
-        assert!(accepted.contains(&json!({"pools": [{"id": "pool-1", "provisioning_status": "DELETED"}]})));
+        assert!(started.elapsed() < Duration::from_secs(2), "retried a record Octavia no longer has: {:?}", started.elapsed());
+        let taken = agent.taken();
+        assert_eq!(taken.len(), 2, "{taken:?}");
+        assert!(taken.contains(&json!({"loadbalancers": [{"id": "lb-1", "provisioning_status": "ACTIVE"}]})));
+        assert!(taken.contains(&json!({"pools": [{"id": "pool-1", "provisioning_status": "DELETED"}]})));
+    }
+
+    #[test]
+    fn records_refused_while_octavia_still_has_their_objects_are_sent_again_until_taken() {
+        // Octavia's database is restarting: three updates fail, then it takes them again.
+        let agent = Agent::start("database", |_, n| if n <= 3 { database_failed() } else { ok() }, |id, _| shown(id));
+        let sink = AgentSink::with(agent.agent.clone(), FAST, 8);
+        let lb = json!({"id": "lb-1", "provisioning_status": "ACTIVE"});
+        let member = json!({"id": "member-1", "provisioning_status": "ACTIVE", "operating_status": "NO_MONITOR"});
+        sink.report(&json!({"loadbalancers": [lb], "members": [member]}));
+        let taken = agent.taken();
+        assert!(taken.contains(&json!({"loadbalancers": [lb]})), "{taken:?}");
+        assert!(taken.contains(&json!({"members": [member]})), "{taken:?}");
+    }
+
+    #[test]
+    fn a_refused_record_is_not_given_up_while_octavia_cannot_say_whether_it_has_the_object() {
+        // The database is down for twelve updates; the get socket hangs up for ten of its queries, then
+        // shows the object (twice: fewer than the refusals that give a record up).
+        let agent = Agent::start("unsure", |_, n| if n <= 12 { database_failed() } else { ok() }, |id, n| if n <= 10 { None } else { shown(id) });
+        let sink = AgentSink::with(agent.agent.clone(), FAST, 3);
+        let record = json!({"members": [{"id": "member-1", "provisioning_status": "ACTIVE"}]});
+        sink.report(&record);
+        assert_eq!(agent.taken(), vec![record]);
+    }
+
+    #[test]
+    fn a_record_refused_again_and_again_while_octavia_shows_its_object_is_given_up() {
+        let attempts = Arc::new(Mutex::new(0));
+        let counted = Arc::clone(&attempts);
+        let agent = Agent::start(
+            "refusing",
+            move |_, n| {
+                *counted.lock().unwrap() = n;
+                database_failed()
+            },
+            |id, _| shown(id),
+        );
+        let sink = AgentSink::with(agent.agent.clone(), FAST, 3);
+        sink.report(&json!({"members": [{"id": "member-1", "provisioning_status": "ACTIVE"}]}));
+        assert!(agent.taken().is_empty());
+        assert_eq!(*attempts.lock().unwrap(), 3, "sent once, then again after each of the first two refusals");
+    }
+
+    #[test]
+    fn nothing_is_dropped_while_the_status_socket_does_not_answer() {
+        let dir = std::env::temp_dir().join(format!("status-sink-{}-unanswered", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("status.sock");
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let took = Arc::clone(&taken);
+        let bind_at = path.clone();
+        // The driver-agent comes back after the sink has tried for a while (well over 15 attempts).
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let listener = UnixListener::bind(&bind_at).unwrap();
+            answer_on(
+                listener,
+                Box::new(move |document, _| {
+                    took.lock().unwrap().push(document.clone());
+                    Some(ok())
+                }),
+            );
+        });
+        let sink = AgentSink::with(DriverAgent { status: Some(path), stats: None, get: None }, FAST, 8);
+        let document = json!({"loadbalancers": [{"id": "lb-1", "provisioning_status": "ACTIVE"}]});
+        sink.report(&document);
+        assert_eq!(*taken.lock().unwrap(), vec![document]);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_caller_that_must_go_on_gives_up_after_its_patience_and_is_told() {
+        let dir = std::env::temp_dir().join(format!("status-sink-{}-patience", std::process::id()));
+        let sink = AgentSink::with(DriverAgent { status: Some(dir.join("never.sock")), stats: None, get: None }, FAST, 8);
+        let started = Instant::now();
+        let taken = sink.report_within(&json!({"members": [{"id": "member-1", "operating_status": "ONLINE"}]}), Duration::from_millis(50));
+        assert!(!taken);
+        assert!(started.elapsed() >= Duration::from_millis(50) && started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(sink.failing_for().is_some());
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use host::octavia::agent::{read_frame, write_frame, DriverAgent};
-use host::octavia::status::RecordingSink;
+use host::octavia::status::{AgentSink, Backoff, RecordingSink};
 use host::service::Service;
 use integration_tests::*;
 use serde_json::{json, Value};
@@ -203,6 +203,51 @@ fn a_full_backlog_refuses_casts_until_it_drains() {
     get.commit(&lb_id(203));
     service.cast("loadbalancer_create", lb_create(203)).unwrap();
     assert!(wait_status(&sink, &format!("loadbalancers/{}", lb_id(203)), "ACTIVE", Duration::from_secs(10)));
+}
+
+#[test]
+fn while_octavia_takes_no_statuses_they_are_kept_and_a_full_backlog_says_why() {
+    let dir = tempdir("agent-down");
+    let get = GetSocket::start(&dir);
+    let status = dir.join("status.sock");
+    let agent = DriverAgent { status: Some(status.clone()), stats: None, get: Some(get.path.clone()) };
+    let backoff = Backoff { first: Duration::from_millis(5), most: Duration::from_millis(20) };
+    let sink = Arc::new(AgentSink::with(agent.clone(), backoff, 8));
+    let service = Service::with_inbox(sandbox(Arc::new(RecordingLoxi::default())), Some(agent), sink.clone(), Duration::from_secs(30), None);
+    service.set_max_pending_operations(2);
+    service.start_worker(Vec::new());
+    // octavia-driver-agent is stopped: the two creates are applied, and their statuses wait.
+    for n in 300..302 {
+        get.commit(&lb_id(n));
+        service.cast("loadbalancer_create", lb_create(n)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while service.statuses.failing_for().is_none() {
+        assert!(Instant::now() < deadline, "the status updates never failed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let refused = service.cast("loadbalancer_create", lb_create(302)).unwrap_err();
+    assert!(refused.message.contains("overloaded") && refused.message.contains("driver-agent has not taken their status updates"), "{refused}");
+    // It comes back: both load balancers are reported, and the backlog drains.
+    let taken = Arc::new(Mutex::new(Vec::new()));
+    let took = Arc::clone(&taken);
+    let listener = UnixListener::bind(&status).unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let Ok(document) = read_frame(&mut stream) else { continue };
+            took.lock().unwrap().push(document);
+            let _ = write_frame(&mut stream, &json!({"status_code": 200}));
+        }
+    });
+    while service.backlog() > 0 {
+        assert!(Instant::now() < deadline + Duration::from_secs(10), "backlog stays at {}", service.backlog());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let reported = taken.lock().unwrap().iter().map(Value::to_string).collect::<String>();
+    for n in 300..302 {
+        assert!(reported.contains(&lb_id(n)), "{} not reported: {reported}", lb_id(n));
+    }
+    assert_eq!(service.statuses.failing_for(), None);
 }
 
 #[test]

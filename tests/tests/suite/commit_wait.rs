@@ -109,7 +109,7 @@ fn the_statuses_of_a_burst_are_not_sent_one_request_at_a_time() {
     let dir = tempdir("burst");
     let status = SlowStatusSocket::start(&dir, Duration::from_millis(300));
     let agent = DriverAgent { status: Some(status.path.clone()), stats: None, get: None };
-    let sink = Arc::new(AgentSink { agent: agent.clone(), attempts: 3 });
+    let sink = Arc::new(AgentSink::new(agent.clone()));
     let service = Service::new(sandbox(Arc::new(RecordingLoxi::default())), Some(agent), sink, Duration::from_secs(30));
     service.start_worker(Vec::new());
     const BURST: u32 = 8;

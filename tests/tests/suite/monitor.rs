@@ -291,3 +291,46 @@ fn rules_rendered_beside_an_operation_that_committed_meanwhile_are_not_taken() {
     assert_eq!(sandbox.walks, walks, "the offered rules were rendered again");
     assert_eq!(*desired, sandbox.render_desired_rules().unwrap(), "the offered rules are the update's");
 }
+
+/// Octavia's status socket as the monitor meets it: records what each pass sent, and takes nothing while
+/// `down` is set (the sink gave up after its patience).
+#[derive(Default)]
+struct StatusSocket {
+    sent: std::sync::Mutex<Vec<serde_json::Value>>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl host::octavia::status::StatusSink for StatusSocket {
+    fn report(&self, document: &serde_json::Value) {
+        self.sent.lock().unwrap().push(document.clone());
+    }
+
+    fn report_within(&self, document: &serde_json::Value, _patience: Duration) -> bool {
+        self.report(document);
+        !self.down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn operating_statuses_octavia_did_not_take_are_sent_again_at_the_next_pass() {
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
+    let status = Arc::new(StatusSocket::default());
+    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
+    let service = Service::new(sandbox, None, status.clone(), Duration::from_secs(1));
+    let stats_interval = Duration::from_millis(5);
+    let monitor = Monitor { service: Arc::clone(&service), loxilb, agent: None, stats_interval, reconcile_interval: Duration::from_secs(3600) };
+    service.apply("loadbalancer_create", &json!({"loadbalancer": one_member_tree()}));
+    let mut upkeep = Upkeep::default();
+    let mut pass = |down: bool| {
+        status.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        status.sent.lock().unwrap().clear();
+        std::thread::sleep(stats_interval * 2);
+        monitor.tick(&mut upkeep);
+        status.sent.lock().unwrap().iter().map(|d| d.to_string()).collect::<Vec<_>>()
+    };
+    let first = pass(true);
+    assert!(first.iter().any(|d| d.contains(M1) && d.contains("operating_status")), "{first:?}");
+    assert_eq!(pass(false), first, "what Octavia did not take is sent again");
+    assert_eq!(pass(false), Vec::<String>::new(), "what it took is not");
+}
