@@ -189,7 +189,7 @@ pub static STATUS_UPDATE_RETRIES: Counter = Counter::new(
 );
 pub static STATUS_RECORDS_GIVEN_UP: Counter = Counter::new(
     "status_records_given_up_total",
-    "Status records given up: refused again and again while Octavia still has the object (each logged whole, to be replayed).",
+    "Status updates given up, each logged whole: a record refused again and again while Octavia still has the object, or one a caller that must go on (the monitor, the start) could not deliver within 15 s.",
 );
 pub static COMMIT_WAIT: Timing =
     Timing::new("commit_wait", "Waits for Octavia's commit of a create or update before applying it (notice or get-socket reads).");

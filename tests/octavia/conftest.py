@@ -237,8 +237,7 @@ class Environment:
         self.create_database()
         sim = self.start("loxilb-sim", [SIM_BIN, "--listen", f"127.0.0.1:{self.sim_port}"])
         # The two Python services import for seconds: they start together.
-        agent = self.start("driver-agent", [os.path.join(VENV_BIN, "octavia-driver-agent"),
-                                            "--config-file", self.conf])
+        self.start_agent(wait=False)
         api_env = dict(os.environ, OCTAVIA_E2E_CONF=self.conf)
         if self.instant_provider:
             api_env["PYTHONPATH"] = os.pathsep.join([self.register_instant_provider(), HERE])
@@ -256,13 +255,27 @@ class Environment:
         wait_for(lambda: answers(sim, f"{self.loxilb.url}/netlox/v1/config/loadbalancer/all"), 20,
                  f"loxilb-sim on port {self.sim_port}")
 
+        self.wait_agent()
+        self.start_host()
+        wait_for(lambda: answers(api, f"{self.api_url}/"), 90, f"octavia-api (gunicorn) on {self.api_url}")
+
+    def start_agent(self, wait=True):
+        self.start("driver-agent", [os.path.join(VENV_BIN, "octavia-driver-agent"), "--config-file", self.conf])
+        if wait:
+            self.wait_agent()
+
+    def wait_agent(self):
+        agent = self.procs["driver-agent"]
+
         def agent_ready():
             agent.check()
             return all(agent_answers(p, probe) for p, probe in zip(self.agent_sockets, AGENT_PROBES))
 
         wait_for(agent_ready, 90, f"octavia-driver-agent's sockets {self.agent_sockets}")
-        self.start_host()
-        wait_for(lambda: answers(api, f"{self.api_url}/"), 90, f"octavia-api (gunicorn) on {self.api_url}")
+
+    def kill_agent(self):
+        """kill -9 of octavia-driver-agent and its listeners (its socket files stay, answering nothing)."""
+        self.procs.pop("driver-agent").kill()
 
     def register_instant_provider(self):
         """A directory with the entry point Octavia finds the `instant` provider by (stevedore reads

@@ -1,5 +1,6 @@
-"""The host killed (kill -9) in the middle of a burst of creates through the real API, and the delete race:
-a whole tree created and at once cascade-deleted, again and again, while the host reconciles every 0.2 s."""
+"""The host killed (kill -9) in the middle of a burst of creates through the real API; octavia-driver-agent
+stopped while a tree is created; and the delete race: a whole tree created and at once cascade-deleted,
+again and again, while the host reconciles every 0.2 s."""
 import concurrent.futures
 import time
 
@@ -62,6 +63,30 @@ def test_kill9_host_in_a_burst(api, loxilb, env):
         api.delete("loadbalancers", lb_id, cascade=True)
     for lb_id in accepted.values():
         api.gone("loadbalancers", lb_id)
+    api.assert_clean()
+
+
+def test_statuses_wait_for_a_stopped_driver_agent(api, loxilb, env):
+    """octavia-driver-agent killed, then a tree created: LoxiLB serves it, Octavia shows it PENDING_CREATE
+    while the host sends its statuses again and again, and once the agent is back it is ACTIVE: no status
+    was dropped. (The host keeps trying for as long as it takes; the unit tests cover outages longer than
+    a test can wait.)"""
+    env.kill_agent()
+    try:
+        vip, member = api.vip4(), "198.51.100.99"
+        lb = api.create("loadbalancers", graph(api, vip, member, member_port=8080))
+        api.lbs.append(lb["id"])
+        wait_for(lambda: loxilb.endpoints(vip) == {TCP80: {(member, 8080): 1}}, SETTLE, f"LoxiLB to serve {vip}")
+        time.sleep(2)  # the host meets no status socket, again and again
+        assert api.get("loadbalancers", lb["id"])["provisioning_status"] == "PENDING_CREATE"
+    finally:
+        env.start_agent()
+    tree = api.lb_settled(lb["id"])
+    assert len(list(walk(tree))) == 4, tree
+    retries = env.host_metrics("status_update_retries_total")
+    assert any(float(v) > 0 for v in retries.values()), retries
+    api.delete("loadbalancers", lb["id"], cascade=True)
+    api.gone("loadbalancers", lb["id"])
     api.assert_clean()
 
 

@@ -309,6 +309,14 @@ mod sink_tests {
         });
     }
 
+    /// An empty directory of this test's own.
+    fn fresh_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("status-sink-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     /// Octavia's driver-agent as the sink meets it: its status socket answers with `status`, and records
     /// each document it took (answered 200); its get socket answers with `get`.
     struct Agent {
@@ -319,9 +327,7 @@ mod sink_tests {
 
     impl Agent {
         fn start(tag: &str, status: impl Fn(&Value, usize) -> Value + Send + 'static, get: impl Fn(&str, usize) -> Option<Value> + Send + 'static) -> Agent {
-            let dir = std::env::temp_dir().join(format!("status-sink-{}-{tag}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
+            let dir = fresh_dir(tag);
             let taken = Arc::new(Mutex::new(Vec::new()));
             let took = Arc::clone(&taken);
             answer_on(
@@ -433,9 +439,7 @@ mod sink_tests {
 
     #[test]
     fn nothing_is_dropped_while_the_status_socket_does_not_answer() {
-        let dir = std::env::temp_dir().join(format!("status-sink-{}-unanswered", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("unanswered");
         let path = dir.join("status.sock");
         let taken = Arc::new(Mutex::new(Vec::new()));
         let took = Arc::clone(&taken);
@@ -461,12 +465,13 @@ mod sink_tests {
 
     #[test]
     fn a_caller_that_must_go_on_gives_up_after_its_patience_and_is_told() {
-        let dir = std::env::temp_dir().join(format!("status-sink-{}-patience", std::process::id()));
+        let dir = fresh_dir("patience");
         let sink = AgentSink::with(DriverAgent { status: Some(dir.join("never.sock")), stats: None, get: None }, FAST, 8);
         let started = Instant::now();
         let taken = sink.report_within(&json!({"members": [{"id": "member-1", "operating_status": "ONLINE"}]}), Duration::from_millis(50));
         assert!(!taken);
         assert!(started.elapsed() >= Duration::from_millis(50) && started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
         assert!(sink.failing_for().is_some());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
