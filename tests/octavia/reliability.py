@@ -5,8 +5,9 @@ quotes and exits 1 when an object was lost or left PENDING.
 
 Per round: a burst of graph creates (load balancer, listener, pool, member) from 4 clients, the host
 killed while one of them is PENDING and started again; every create the API accepted must reach ACTIVE
-with exactly its rule on LoxiLB, every one it refused must leave nothing; then a member added to each,
-and every load balancer cascade-deleted, which must leave LoxiLB without its VIP. Throughout, a share of
+with exactly its rule on LoxiLB, every one it refused must leave nothing; then a member added to each
+while octavia-driver-agent is killed (1-3 s, then started again), which must reach ACTIVE once it is
+back, and every load balancer cascade-deleted, which must leave LoxiLB without its VIP. Throughout, a share of
 LoxiLB requests fail: the connection reset, HTTP 500, or applied and answered after the host's timeout.
 
 REL_ROUNDS (6), REL_BURST (8), REL_FAULT_PERCENT (5), REL_MALFORMED (12000)."""
@@ -190,15 +191,26 @@ def round_of(env, api, vips, n, stats):
         if env.loxilb.rules(vip):
             stats["lost"].append(f"a rule on {vip}, whose create Octavia refused")
 
-    # A member more on each, then everything cascade-deleted.
+    # A member more on each, added while octavia-driver-agent is down (their statuses wait for it), then
+    # everything cascade-deleted.
+    pools = {lb_id: api.status_tree(lb_id)["loadbalancer"]["listeners"][0]["pools"][0]["id"] for lb_id in accepted.values()}
+    env.kill_agent()
+    for lb_id in accepted.values():
+        api.create("members", {"pool_id": pools[lb_id], "address": "203.0.113.9", "protocol_port": 8080})
+    time.sleep(1 + random.Random(n).random() * 2)
+    env.start_agent()
+    stats["agent_restarts"] += 1
     for vip, lb_id in accepted.items():
-        pool_id = api.status_tree(lb_id)["loadbalancer"]["listeners"][0]["pools"][0]["id"]
-        api.create("members", {"pool_id": pool_id, "address": "203.0.113.9", "protocol_port": 8080})
-        api.settled("loadbalancers", lb_id)
+        try:
+            api.lb_settled(lb_id)
+        except AssertionError as err:
+            stats["lost"].append(f"load balancer {lb_id} after a member add while the driver-agent was down: {err}")
         stats["operations"] += 1
         if (80, "tcp") not in env.loxilb.endpoints(vip) or \
                 ("203.0.113.9", 8080) not in env.loxilb.endpoints(vip)[(80, "tcp")]:
             stats["lost"].append(f"the added member on {vip}: {env.loxilb.endpoints(vip)}")
+    # The host started in this round: its count is this round's.
+    stats["status_retries"] += retries(env)
     for lb_id in accepted.values():
         api.delete("loadbalancers", lb_id, cascade=True)
     for vip, lb_id in accepted.items():
@@ -208,13 +220,17 @@ def round_of(env, api, vips, n, stats):
     stats["objects"] += 5 * len(accepted)
 
 
+def retries(env):
+    return int(sum(float(v) for v in env.host_metrics("status_update_retries_total").values()))
+
+
 def main():
     front_port = free_port()
     env = Environment(reconcile_interval="2", loxilb_front=f"http://127.0.0.1:{front_port}",
                       driver_loxilb={"api_timeout": str(API_TIMEOUT), "api_retry_deadline": "8"})
     proxy = FaultProxy(env.loxilb.url, front_port)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    stats = {"kills": 0, "accepted": 0, "refused": 0, "operations": 0, "objects": 0, "lost": []}
+    stats = {"kills": 0, "agent_restarts": 0, "status_retries": 0, "accepted": 0, "refused": 0, "operations": 0, "objects": 0, "lost": []}
     failed = True
     started = time.monotonic()
     try:
@@ -234,6 +250,8 @@ def main():
         print(f"\nreliability, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, {elapsed:.0f} s")
         print(f"  kill -9 of the host mid-burst, survived:   {stats['kills']}")
         print(f"  creates accepted / refused while down:     {stats['accepted']} / {stats['refused']}")
+        print(f"  driver-agent killed and restarted:         {stats['agent_restarts']} "
+              f"(status updates sent again: {stats['status_retries']})")
         print(f"  further operations (member add, delete):   {stats['operations']}")
         print(f"  LoxiLB requests through the fault proxy:   {proxy.requests}")
         print(f"  faults injected ({FAULT_PERCENT:g} %):                 "
