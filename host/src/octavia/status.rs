@@ -106,10 +106,11 @@ const UNANSWERED_WARN_EVERY: Duration = Duration::from_secs(60);
 ///   restart applies and reports them again;
 /// - the driver-agent answers 500 alike for a record naming an object it no longer has and for a database
 ///   it could not reach (a restart, a failover, a deadlock), and applies the records before the failed
-///   one. So a refused document is sent record by record, and a record refused again is dropped at once
-///   only when Octavia's get socket says the object is gone (nothing waits for its status). While the get
-///   socket cannot say (its database is down too) the record is sent again; once Octavia has shown the
-///   object `refusals` times and refused each, it is given up and logged whole, to be replayed.
+///   one. While its get socket cannot answer either (the database is down) a refused document is sent
+///   again whole; otherwise record by record, and a record refused again is dropped at once only when
+///   the get socket says the object is gone (nothing waits for its status). While the get socket cannot
+///   say, the record is sent again; once Octavia has shown the object `refusals` times and refused each,
+///   it is given up and logged whole, to be replayed.
 pub struct AgentSink {
     pub agent: DriverAgent,
     pub backoff: Backoff,
@@ -176,7 +177,7 @@ impl AgentSink {
     /// A single record the driver-agent refused: dropped if Octavia no longer has its object, else sent
     /// again (see `AgentSink`). Whether nothing is left to send.
     fn settle_refused(&self, record: &Value, mut refusal: anyhow::Error, until: Option<Instant>) -> bool {
-        let Some((collection, id)) = only_record(record) else {
+        let Some((collection, id)) = first_record(record) else {
             tracing::error!("Octavia refused the status {record}: {refusal:#}");
             return false;
         };
@@ -218,10 +219,23 @@ impl AgentSink {
 
     /// Sends `document` (see `AgentSink`); whether nothing is left to send.
     fn send(&self, document: &Value, until: Option<Instant>) -> bool {
-        let refusal = match self.deliver(document, until) {
-            Ok(()) => return true,
-            Err(Undelivered::Unanswered) => return false,
-            Err(Undelivered::Refused(e)) => e,
+        let mut wait = self.backoff.waits();
+        let refusal = loop {
+            let refusal = match self.deliver(document, until) {
+                Ok(()) => return true,
+                Err(Undelivered::Unanswered) => return false,
+                Err(Undelivered::Refused(e)) => e,
+            };
+            // A database Octavia cannot reach refuses every record alike, and its get socket cannot answer
+            // either: the document goes again whole, not record by record (a request, and a process the
+            // driver-agent forks, each).
+            if !self.cannot_say(document) || until.is_some_and(|until| Instant::now() >= until) {
+                break refusal;
+            }
+            tracing::warn!("Octavia refused the status {document} ({refusal:#}) and its get socket does not answer either: sending it again whole");
+            self.failing(true);
+            crate::metrics::STATUS_UPDATE_RETRIES.inc();
+            wait();
         };
         let records = single_records(document);
         if records.len() <= 1 {
@@ -237,6 +251,12 @@ impl AgentSink {
             };
         }
         settled
+    }
+
+    /// Whether Octavia's get socket, which there is, cannot answer about the document's first record.
+    fn cannot_say(&self, document: &Value) -> bool {
+        let Some((collection, id)) = first_record(document) else { return false };
+        self.agent.get.is_some() && self.agent.get(collection, id).is_err()
     }
 }
 
@@ -259,8 +279,8 @@ impl StatusSink for AgentSink {
     }
 }
 
-/// The collection and id of a document's one record.
-fn only_record(document: &Value) -> Option<(&str, &str)> {
+/// The collection and id of a document's first record (its only one, for a record sent alone).
+fn first_record(document: &Value) -> Option<(&str, &str)> {
     let (collection, records) = document.as_object()?.iter().next()?;
     Some((collection, records.as_array()?.first()?.get("id")?.as_str()?))
 }
@@ -406,6 +426,19 @@ mod sink_tests {
         let taken = agent.taken();
         assert!(taken.contains(&json!({"loadbalancers": [lb]})), "{taken:?}");
         assert!(taken.contains(&json!({"members": [member]})), "{taken:?}");
+    }
+
+    #[test]
+    fn while_octavia_cannot_say_whether_it_has_the_objects_a_refused_document_goes_again_whole() {
+        // Its database is down: updates are refused and the get socket hangs up, three times each.
+        let agent = Agent::start("whole", |_, n| if n <= 3 { database_failed() } else { ok() }, |id, n| if n <= 3 { None } else { shown(id) });
+        let sink = AgentSink::with(agent.agent.clone(), FAST, 8);
+        let document = json!({
+            "loadbalancers": [{"id": "lb-1", "provisioning_status": "ACTIVE"}],
+            "members": [{"id": "member-1", "provisioning_status": "ACTIVE"}],
+        });
+        sink.report(&document);
+        assert_eq!(agent.taken(), vec![document], "one request, not one per record");
     }
 
     #[test]
