@@ -7,8 +7,9 @@ Per round: a burst of graph creates (load balancer, listener, pool, member) from
 killed while one of them is PENDING and started again; every create the API accepted must reach ACTIVE
 with exactly its rule on LoxiLB, every one it refused must leave nothing; then a member added to each
 while octavia-driver-agent is killed (1-3 s, then started again), which must reach ACTIVE once it is
-back, and every load balancer cascade-deleted, which must leave LoxiLB without its VIP. Throughout, a share of
-LoxiLB requests fail: the connection reset, HTTP 500, or applied and answered after the host's timeout.
+back, and every load balancer cascade-deleted, which must leave LoxiLB without its VIP. Throughout, a
+share of LoxiLB requests fail: the connection reset, HTTP 500, or applied and answered after the host's
+timeout.
 
 REL_ROUNDS (6), REL_BURST (8), REL_FAULT_PERCENT (5), REL_MALFORMED (12000)."""
 import concurrent.futures
@@ -193,7 +194,8 @@ def round_of(env, api, vips, n, stats):
 
     # A member more on each, added while octavia-driver-agent is down (their statuses wait for it), then
     # everything cascade-deleted.
-    pools = {lb_id: api.status_tree(lb_id)["loadbalancer"]["listeners"][0]["pools"][0]["id"] for lb_id in accepted.values()}
+    pools = {lb_id: api.status_tree(lb_id)["loadbalancer"]["listeners"][0]["pools"][0]["id"]
+             for lb_id in accepted.values()}
     env.kill_agent()
     for lb_id in accepted.values():
         api.create("members", {"pool_id": pools[lb_id], "address": "203.0.113.9", "protocol_port": 8080})
@@ -230,7 +232,8 @@ def main():
                       driver_loxilb={"api_timeout": str(API_TIMEOUT), "api_retry_deadline": "8"})
     proxy = FaultProxy(env.loxilb.url, front_port)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    stats = {"kills": 0, "agent_restarts": 0, "status_retries": 0, "accepted": 0, "refused": 0, "operations": 0, "objects": 0, "lost": []}
+    stats = {"kills": 0, "agent_restarts": 0, "status_retries": 0, "accepted": 0, "refused": 0,
+             "operations": 0, "objects": 0, "lost": []}
     failed = True
     started = time.monotonic()
     try:
