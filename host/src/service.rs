@@ -691,9 +691,10 @@ impl Service {
             // thread goes on); statuses Octavia did not take are reported again at the next round.
             let taken = self.statuses.report_within(&document(&statuses), crate::octavia::status::PATIENCE);
             self.epochs.reported(&lb);
-            match taken {
-                true => self.reprogram.forget(&lb),
-                false => self.reprogram.failed_again(&lb),
+            if taken {
+                self.reprogram.forget(&lb);
+            } else {
+                self.reprogram.failed_again(&lb);
             }
         }
     }

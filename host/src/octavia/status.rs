@@ -132,10 +132,7 @@ impl AgentSink {
 
     fn failing(&self, now: bool) {
         let mut since = self.failing_since.lock().unwrap();
-        match now {
-            true => *since = since.or(Some(Instant::now())),
-            false => *since = None,
-        }
+        *since = if now { since.or(Some(Instant::now())) } else { None };
     }
 
     /// Sends `document` until the driver-agent answers, or `until` passes without an answer.
@@ -175,8 +172,9 @@ impl AgentSink {
     }
 
     /// A single record the driver-agent refused: dropped if Octavia no longer has its object, else sent
-    /// again (see `AgentSink`). Whether nothing is left to send.
-    fn settle_refused(&self, record: &Value, mut refusal: anyhow::Error, until: Option<Instant>) -> bool {
+    /// again (see `AgentSink`). `asked` is the get socket's answer about it since the refusal, if one was
+    /// read. Whether nothing is left to send.
+    fn settle_refused(&self, record: &Value, mut refusal: anyhow::Error, until: Option<Instant>, mut asked: Option<Asked>) -> bool {
         let Some((collection, id)) = first_record(record) else {
             tracing::error!("Octavia refused the status {record}: {refusal:#}");
             return false;
@@ -184,7 +182,7 @@ impl AgentSink {
         let mut wait = self.backoff.waits();
         let mut shown = 0;
         loop {
-            match self.agent.get(collection, id) {
+            match asked.take().unwrap_or_else(|| self.agent.get(collection, id)) {
                 Ok(None) => {
                     self.failing(false);
                     tracing::info!("Octavia no longer has {collection} {id}: its status {record} is not needed ({refusal:#})");
@@ -220,7 +218,7 @@ impl AgentSink {
     /// Sends `document` (see `AgentSink`); whether nothing is left to send.
     fn send(&self, document: &Value, until: Option<Instant>) -> bool {
         let mut wait = self.backoff.waits();
-        let refusal = loop {
+        let (refusal, asked) = loop {
             let refusal = match self.deliver(document, until) {
                 Ok(()) => return true,
                 Err(Undelivered::Unanswered) => return false,
@@ -229,8 +227,9 @@ impl AgentSink {
             // A database Octavia cannot reach refuses every record alike, and its get socket cannot answer
             // either: the document goes again whole, not record by record (a request, and a process the
             // driver-agent forks, each).
-            if !self.cannot_say(document) || until.is_some_and(|until| Instant::now() >= until) {
-                break refusal;
+            let asked = self.ask_about_first(document);
+            if !matches!(asked, Some(Err(_))) || until.is_some_and(|until| Instant::now() >= until) {
+                break (refusal, asked);
             }
             tracing::warn!("Octavia refused the status {document} ({refusal:#}) and its get socket does not answer either: sending it again whole");
             self.failing(true);
@@ -239,26 +238,29 @@ impl AgentSink {
         };
         let records = single_records(document);
         if records.len() <= 1 {
-            return self.settle_refused(document, refusal, until);
+            return self.settle_refused(document, refusal, until, asked);
         }
         tracing::info!("Octavia refused the status {document} ({refusal:#}): sending it record by record");
         let mut settled = true;
         for record in &records {
             settled &= match self.deliver(record, until) {
                 Ok(()) => true,
-                Err(Undelivered::Refused(e)) => self.settle_refused(record, e, until),
+                Err(Undelivered::Refused(e)) => self.settle_refused(record, e, until, None),
                 Err(Undelivered::Unanswered) => false,
             };
         }
         settled
     }
 
-    /// Whether Octavia's get socket, which there is, cannot answer about the document's first record.
-    fn cannot_say(&self, document: &Value) -> bool {
-        let Some((collection, id)) = first_record(document) else { return false };
-        self.agent.get.is_some() && self.agent.get(collection, id).is_err()
+    /// Octavia's get socket's answer about the document's first record, when there is a socket to ask.
+    fn ask_about_first(&self, document: &Value) -> Option<Asked> {
+        let (collection, id) = first_record(document)?;
+        self.agent.get.is_some().then(|| self.agent.get(collection, id))
     }
 }
+
+/// What Octavia's get socket answered about an object.
+type Asked = anyhow::Result<Option<Value>>;
 
 enum Undelivered {
     Refused(anyhow::Error),
@@ -454,20 +456,24 @@ mod sink_tests {
 
     #[test]
     fn a_record_refused_again_and_again_while_octavia_shows_its_object_is_given_up() {
-        let attempts = Arc::new(Mutex::new(0));
-        let counted = Arc::clone(&attempts);
+        let (attempts, questions) = (Arc::new(Mutex::new(0)), Arc::new(Mutex::new(0)));
+        let (counted, asked) = (Arc::clone(&attempts), Arc::clone(&questions));
         let agent = Agent::start(
             "refusing",
             move |_, n| {
                 *counted.lock().unwrap() = n;
                 database_failed()
             },
-            |id, _| shown(id),
+            move |id, n| {
+                *asked.lock().unwrap() = n;
+                shown(id)
+            },
         );
         let sink = AgentSink::with(agent.agent.clone(), FAST, 3);
         sink.report(&json!({"members": [{"id": "member-1", "provisioning_status": "ACTIVE"}]}));
         assert!(agent.taken().is_empty());
         assert_eq!(*attempts.lock().unwrap(), 3, "sent once, then again after each of the first two refusals");
+        assert_eq!(*questions.lock().unwrap(), 3, "Octavia asked about the object once per refusal");
     }
 
     #[test]
