@@ -320,6 +320,23 @@ pub fn capture_logs<R>(f: impl FnOnce() -> R) -> (R, String) {
 /// committed yet), or `Err` to close the connection without a reply (the agent is down or cannot answer).
 pub type GetAnswer = Result<Option<Value>, ()>;
 
+/// A driver-agent status or stats socket at `path`: answers every document 200 and keeps it.
+pub fn keeping_documents_at(path: &std::path::Path) -> Arc<Mutex<Vec<Value>>> {
+    let _ = std::fs::remove_file(path);
+    let listener = std::os::unix::net::UnixListener::bind(path).expect("bind the fake driver-agent socket");
+    let documents: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let kept = Arc::clone(&documents);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let Ok(document) = host::octavia::agent::read_frame(&mut stream) else { continue };
+            kept.lock().unwrap().push(document);
+            let _ = host::octavia::agent::write_frame(&mut stream, &json!({"status_code": 200}));
+        }
+    });
+    documents
+}
+
 /// Octavia's get socket, scripted by a test: every request `{"object", "id"}` is answered by `answer`,
 /// each connection on its own thread (an answer may itself apply an operation through the host).
 pub struct FakeGetSocket {

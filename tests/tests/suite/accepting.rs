@@ -229,16 +229,7 @@ fn while_octavia_takes_no_statuses_they_are_kept_and_a_full_backlog_says_why() {
     let refused = service.cast("loadbalancer_create", lb_create(302)).unwrap_err();
     assert!(refused.message.contains("overloaded") && refused.message.contains("driver-agent has not taken their status updates"), "{refused}");
     // It comes back: both load balancers are reported, and the backlog drains.
-    let taken = Arc::new(Mutex::new(Vec::new()));
-    let took = Arc::clone(&taken);
-    let listener = UnixListener::bind(&status).unwrap();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let Ok(document) = read_frame(&mut stream) else { continue };
-            took.lock().unwrap().push(document);
-            let _ = write_frame(&mut stream, &json!({"status_code": 200}));
-        }
-    });
+    let taken = keeping_documents_at(&status);
     while service.backlog() > 0 {
         assert!(Instant::now() < deadline + Duration::from_secs(10), "backlog stays at {}", service.backlog());
         std::thread::sleep(Duration::from_millis(10));

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use host::loxilb::{HttpLoxi, LoxiTransport};
 use host::monitor::{Monitor, Upkeep};
-use host::octavia::agent::{read_frame, write_frame, DriverAgent};
+use host::octavia::agent::DriverAgent;
 use host::octavia::status::RecordingSink;
 use host::service::Service;
 use host::storage::MemoryStore;
@@ -31,18 +31,7 @@ struct StatsSocket {
 impl StatsSocket {
     fn start(name: &str) -> StatsSocket {
         let path = std::env::temp_dir().join(format!("loxilb-stats-{name}-{}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind the fake stats socket");
-        let documents: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let kept = Arc::clone(&documents);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let Ok(document) = read_frame(&mut stream) else { continue };
-                kept.lock().unwrap().push(document);
-                let _ = write_frame(&mut stream, &json!({"status_code": 200}));
-            }
-        });
+        let documents = keeping_documents_at(&path);
         StatsSocket { path, documents }
     }
 
