@@ -4,11 +4,11 @@
 //! passes the conformance scenarios, and is started on a copy of the current mapping, where `init` must
 //! load it, `mappings` must list every object the current policy maps and `desired-rules` must answer.
 //! Only then is it started on the real mapping and LoxiLB, outside the lock, and switched in under the
-//! service's sandbox lock, which it takes only once no operation is in flight (`crate::flights`): the ones in
-//! flight land on the old policy and the next one is translated by the new; none is refused or lost. Under the lock the new instance
-//! first reloads the mapping from storage (picking up what the old one journalled since `init`), then
-//! takes over, and its `reconcile` brings LoxiLB in line with the new policy: exactly the calls that
-//! `--dry-run` ([`preview`]) lists.
+//! service's sandbox lock, which it takes only once no operation is in flight (`crate::flights`): the
+//! ones in flight land on the old policy and the next one is translated by the new; none is refused or
+//! lost. Under the lock the new instance first reloads the mapping from storage (picking up what the old
+//! one journalled since `init`), then takes over, and its `reconcile` brings LoxiLB in line with the new
+//! policy: exactly the calls that `--dry-run` ([`preview`]) lists.
 //!
 //! A candidate failing any step is refused with the reason, and the old policy keeps serving.
 
