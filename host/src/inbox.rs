@@ -146,6 +146,9 @@ pub struct Damaged {
     /// The method and arguments, when what is left still reads as an accepted operation: its objects
     /// can be reported ERROR (it is not applied: its contents cannot be trusted).
     pub operation: Option<(String, Value)>,
+    /// Its sequence number, when that still reads: `Inbox::done` with it once the objects are reported,
+    /// and a later start finds nothing waiting for it.
+    pub seq: Option<u64>,
 }
 
 /// What opening the inbox found.
@@ -177,7 +180,9 @@ impl Inbox {
         };
         let mut ops: BTreeMap<u64, (String, Value)> = BTreeMap::new();
         let mut done = BTreeSet::new();
-        let mut damaged = Vec::new();
+        // Sequence numbers of the operation records that read whole.
+        let mut sound = BTreeSet::new();
+        let mut damaged: Vec<Damaged> = Vec::new();
         let mut next = 0;
         // A last line without its newline was torn by a crash before the provider got its answer.
         let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
@@ -195,10 +200,11 @@ impl Inbox {
                     // What is left may still name the operation's objects, even if it cannot be trusted.
                     let body = if line.len() >= 9 && line[line.len() - 9] == b'\t' { &line[..line.len() - 9] } else { line };
                     let operation = serde_json::from_slice::<Value>(body).ok().as_ref().and_then(accepted);
-                    damaged.push((
-                        Damaged { line: i + 1, why, operation: operation.as_ref().map(|(_, m, a)| (m.clone(), a.clone())) },
-                        operation.and_then(|(seq, ..)| seq),
-                    ));
+                    let (seq, operation) = match operation {
+                        Some((seq, method, args)) => (seq, Some((method, args))),
+                        None => (None, None),
+                    };
+                    damaged.push(Damaged { line: i + 1, why, operation, seq });
                     continue;
                 }
             };
@@ -206,14 +212,35 @@ impl Inbox {
                 ops.remove(&seq);
                 done.insert(seq);
             } else if let Some((Some(seq), method, args)) = accepted(&record) {
+                sound.insert(seq);
                 ops.insert(seq, (method, args));
                 next = next.max(seq.saturating_add(1));
             } else {
-                damaged.push((Damaged { line: i + 1, why: "neither an operation nor a done mark".into(), operation: None }, None));
+                damaged.push(Damaged { line: i + 1, why: "neither an operation nor a done mark".into(), operation: None, seq: None });
             }
         }
-        // A damaged operation whose done mark survived was applied: nothing is waiting for it.
-        let damaged: Vec<Damaged> = damaged.into_iter().filter(|(_, seq)| !seq.is_some_and(|s| done.contains(&s))).map(|(d, _)| d).collect();
+        // A failed write that could not be cut back leaves the start of its line, and the next record takes
+        // its sequence number: a damaged record whose number a later record (sound or not) holds was never
+        // accepted, and nothing waits for it. What is left has numbers of its own, for its done mark.
+        let mut later = sound.clone();
+        damaged.reverse();
+        damaged.retain(|d| {
+            let Some(seq) = d.seq else { return true };
+            let reused = !later.insert(seq);
+            if reused {
+                tracing::info!(
+                    "{} line {}: the start of a write that failed (its sequence number {seq} was used again); never accepted",
+                    path.display(),
+                    d.line
+                );
+            }
+            !reused
+        });
+        damaged.reverse();
+        next = damaged.iter().filter_map(|d| d.seq).fold(next, |next, seq| next.max(seq.saturating_add(1)));
+        // A damaged operation whose done mark survived was applied, or its objects reported ERROR since:
+        // nothing is waiting for it.
+        let damaged: Vec<Damaged> = damaged.into_iter().filter(|d| !d.seq.is_some_and(|s| done.contains(&s))).collect();
         for d in &damaged {
             crate::metrics::INBOX_BAD_RECORDS.inc();
             let named = d.operation.as_ref().map_or("nothing can be named".to_string(), |(m, _)| format!("a {m}: its objects are reported ERROR"));
@@ -224,7 +251,10 @@ impl Inbox {
         let pending: Vec<Pending> = ops.into_iter().map(|(seq, (m, a))| (seq, m, a)).collect();
         let file = sink(file);
         let syncer = file.syncer().with_context(|| format!("opening {} for syncing", path.display()))?;
-        let state = State { file, len: complete as u64, appended: 0, torn: false, next, pending: pending.len() };
+        // Damaged operations are pending too until reported (`done` with their sequence number): the file
+        // is not emptied before.
+        let reported_later = damaged.iter().filter(|d| d.seq.is_some()).count();
+        let state = State { file, len: complete as u64, appended: 0, torn: false, next, pending: pending.len() + reported_later };
         let durable = Mutex::new(Durable { synced: 0, syncing: false, lost: Vec::new() });
         let inbox = Inbox { path: path.to_path_buf(), state: Mutex::new(state), syncer, durable, synced_more: Condvar::new() };
         Ok(Opened { inbox, pending, damaged })
@@ -421,6 +451,36 @@ pub(crate) mod tests {
         assert_eq!((method.as_str(), &args["member"]["member_id"]), ("member_create", &json!("m1")));
         assert!(damaged[1].operation.is_none() && damaged[2].operation.is_none());
         assert!(crate::metrics::INBOX_BAD_RECORDS.get() >= before + 3);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_record_is_settled_by_its_done_mark_and_one_whose_number_came_again_was_never_accepted() {
+        let path = temp_path("settled");
+        let rotten = |record: Value| {
+            let mut out = Vec::new();
+            format::frame(&serde_json::to_vec(&record).unwrap(), &mut out);
+            let at = out.windows(6).position(|w| w == b"create").unwrap();
+            out[at] = b'C';
+            out
+        };
+        let member = json!({"loadbalancer_id": "lb", "member": {"member_id": "m1", "pool_id": "p"}});
+        let mut file = Vec::new();
+        format::frame(&serde_json::to_vec(&json!({"seq": 0, "method": "pool_create", "args": {}})).unwrap(), &mut file);
+        file.extend(rotten(json!({"seq": 5, "method": "member_create", "args": member})));
+        // A write that failed and could not be cut back, then the record that took its number.
+        file.extend(rotten(json!({"seq": 1, "method": "member_create", "args": member})));
+        format::frame(&serde_json::to_vec(&json!({"seq": 1, "method": "pool_create", "args": {}})).unwrap(), &mut file);
+        std::fs::write(&path, &file).unwrap();
+        let Opened { inbox, pending, damaged } = Inbox::open(&path).unwrap();
+        assert_eq!(pending.iter().map(|p| p.0).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(damaged.iter().map(|d| (d.line, d.seq)).collect::<Vec<_>>(), vec![(2, Some(5))], "{damaged:?}");
+        // New records are numbered past the damaged one, whose done mark must settle it alone.
+        assert_eq!(inbox.accept("member_update", &json!({})).unwrap(), 6);
+        inbox.done(5);
+        let Opened { pending, damaged, .. } = Inbox::open(&path).unwrap();
+        assert!(damaged.is_empty(), "{damaged:?}");
+        assert_eq!(pending.iter().map(|p| p.0).collect::<Vec<_>>(), vec![0, 1, 6]);
         std::fs::remove_file(path).unwrap();
     }
 

@@ -7,7 +7,7 @@
 //! only then reports the statuses.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -147,6 +147,8 @@ pub struct Service {
     pub vip_claims: VipClaims,
     /// Listener connection counts kept between statistics passes (see `traffic.rs`).
     pub traffic: Mutex<crate::traffic::TrafficBook>,
+    /// The status senders (see `reporter.rs`), started with the workers or by the first dropped operation.
+    reports: OnceLock<Arc<Reporter>>,
 }
 
 impl Service {
@@ -177,7 +179,14 @@ impl Service {
             reprogram: Reprogram::default(),
             vip_claims: VipClaims::default(),
             traffic: Mutex::default(),
+            reports: OnceLock::new(),
         })
+    }
+
+    /// The status senders: several operations' statuses in one document while earlier ones are being
+    /// sent, each sent until Octavia takes it (see `reporter.rs`).
+    fn reports(&self) -> &Arc<Reporter> {
+        self.reports.get_or_init(|| Reporter::start(Arc::clone(&self.statuses), crate::octavia::reporter::SENDERS))
     }
 
     /// Starts applying queued casts, beginning with `pending` (operations a previous run accepted but
@@ -189,9 +198,7 @@ impl Service {
         // Outcomes are reported, in order, once an fsync covers them; workers go on with their next
         // operation meanwhile, and operations of every load balancer share each fsync.
         let durability = Arc::new(Durability::start(storage, Durability::DEFAULT_COMMIT_DELAY));
-        // Statuses go to Octavia from sender threads of their own, several operations' in one document
-        // while earlier ones are being sent (see `reporter.rs`).
-        let reports = Reporter::start(Arc::clone(&self.statuses), crate::octavia::reporter::SENDERS);
+        let reports = Arc::clone(self.reports());
         let service = Arc::clone(self);
         let lanes = Lanes::new(APPLY_WORKERS, move |job: Job| service.work(job, &durability, &reports));
         // Restored operations were accepted already: they count towards the backlog but are never refused.
@@ -292,20 +299,35 @@ impl Service {
     }
 
     /// Accepted operations whose inbox records were found damaged are not applied (their contents cannot
-    /// be trusted), but Octavia waits for them: the objects they still name are reported ERROR.
-    pub fn report_damaged(&self, damaged: &[crate::inbox::Damaged]) {
-        for (method, args) in damaged.iter().filter_map(|d| d.operation.as_ref()) {
-            self.report_dropped(method, args);
+    /// be trusted), but Octavia waits for them: the objects they still name are reported ERROR, and once
+    /// Octavia has taken that, the record is marked done so that a later start does not report it again
+    /// (by then the objects may have been repaired). Returns at once: the reports wait for the driver-agent
+    /// in the background, as the statuses of operations do.
+    pub fn report_damaged(self: &Arc<Self>, damaged: &[crate::inbox::Damaged]) {
+        for d in damaged {
+            let Some((method, args)) = d.operation.as_ref() else { continue };
+            let service = Arc::clone(self);
+            let seq = d.seq;
+            self.submit_dropped(method, args, move || {
+                if let (Some(seq), Some(inbox)) = (seq, service.inbox.as_ref()) {
+                    inbox.done(seq);
+                }
+            });
         }
     }
 
-    /// Reports the objects an operation that can never be applied names as ERROR (see `dropped.rs`).
+    /// Reports the objects an operation that can never be applied names as ERROR (see `dropped.rs`). Returns
+    /// at once; the report is sent until Octavia takes it, after the earlier reports of its load balancer.
     pub fn report_dropped(&self, method: &str, args: &Value) {
+        self.submit_dropped(method, args, || {});
+    }
+
+    fn submit_dropped(&self, method: &str, args: &Value, then: impl FnOnce() + Send + 'static) {
         let statuses = crate::dropped::statuses(method, args);
-        if !statuses.is_empty() {
-            // Called at the start and beside the transports: given up (logged whole) rather than held.
-            self.statuses.report_within(&document(&statuses), crate::octavia::status::PATIENCE);
+        if statuses.is_empty() {
+            return then();
         }
+        self.reports().submit(statuses, then);
     }
 
     /// A synchronous request from the provider.

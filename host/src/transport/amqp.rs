@@ -599,11 +599,9 @@ impl CastWorker {
         }
         if !request.endpoint_matches() {
             tracing::error!("amqp: dropping {}: namespace {:?} version {:?} is not {NAMESPACE} {VERSION}", request.method, request.namespace, request.version);
-            // A cast has no reply to refuse it with, and Octavia waits for a status: the objects it names go to ERROR.
-            let service = Arc::clone(&self.ctx.service);
-            tokio::task::spawn_blocking(move || service.report_dropped(&request.method, &request.args))
-                .await
-                .map_err(|e| anyhow!("reporting panicked: {e}"))?;
+            // A cast has no reply to refuse it with, and Octavia waits for a status: the objects it names go to
+            // ERROR (queued for the status senders, which send it until Octavia takes it).
+            self.ctx.service.report_dropped(&request.method, &request.args);
             return Ok(());
         }
         if let Some(lb) = request.args.get("loadbalancer_id").and_then(Value::as_str) {
