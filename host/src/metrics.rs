@@ -189,7 +189,11 @@ pub static STATUS_UPDATE_RETRIES: Counter = Counter::new(
 );
 pub static STATUS_RECORDS_GIVEN_UP: Counter = Counter::new(
     "status_records_given_up_total",
-    "Status updates given up, each logged whole: a record refused again and again while Octavia still has the object, or one a caller that must go on (the monitor, the start) could not deliver within 15 s.",
+    "Status records given up, each logged whole to be replayed: refused again and again while Octavia still has the object.",
+);
+pub static STATUS_UPDATES_DEFERRED: Counter = Counter::new(
+    "status_updates_deferred_total",
+    "Status documents of the monitor (operating statuses, repairs) Octavia did not take within 15 s: sent again at its next pass.",
 );
 pub static COMMIT_WAIT: Timing =
     Timing::new("commit_wait", "Waits for Octavia's commit of a create or update before applying it (notice or get-socket reads).");
@@ -239,6 +243,7 @@ const BUILT_IN: &[Metric] = &[
     Metric::Timing(&STATUS_UPDATE),
     Metric::Counter(&STATUS_UPDATE_RETRIES),
     Metric::Counter(&STATUS_RECORDS_GIVEN_UP),
+    Metric::Counter(&STATUS_UPDATES_DEFERRED),
     Metric::Timing(&COMMIT_WAIT),
     Metric::Timing(&PROVIDER_VALIDATE),
     Metric::Timing(&PROVIDER_VALIDATE_WAIT),

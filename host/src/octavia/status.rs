@@ -62,8 +62,8 @@ pub trait StatusSink: Send + Sync {
     /// statuses of operations, which stay in the backlog (and the inbox, or unacknowledged) until then.
     fn report(&self, document: &Value);
 
-    /// `report`, giving up (logged whole) once Octavia has not taken it for `patience`: for callers that
-    /// must go on (the monitor's passes, the start). Whether nothing is left to send.
+    /// `report`, for callers that must go on and send it again later (the monitor's passes): stops once
+    /// Octavia has not taken it for `patience`. Whether nothing is left to send.
     fn report_within(&self, document: &Value, _patience: Duration) -> bool {
         self.report(document);
         true
@@ -151,8 +151,7 @@ impl AgentSink {
                 }
                 Err(e) if e.downcast_ref::<Refused>().is_some() => return Err(Undelivered::Refused(e)),
                 Err(e) if until.is_some_and(|until| Instant::now() >= until) => {
-                    crate::metrics::STATUS_RECORDS_GIVEN_UP.inc();
-                    tracing::error!("status update given up: Octavia's status socket did not take {document} ({e:#})");
+                    self.defer(document, &e);
                     return Err(Undelivered::Unanswered);
                 }
                 Err(e) => {
@@ -195,7 +194,11 @@ impl AgentSink {
                     tracing::warn!("Octavia refused the status {record} ({refusal:#}) and cannot say whether it has the object ({e:#}): sending it again")
                 }
             }
-            if shown >= self.refusals || until.is_some_and(|until| Instant::now() >= until) {
+            if shown < self.refusals && until.is_some_and(|until| Instant::now() >= until) {
+                self.defer(record, &refusal);
+                return false;
+            }
+            if shown >= self.refusals {
                 self.failing(false);
                 crate::metrics::STATUS_RECORDS_GIVEN_UP.inc();
                 tracing::error!(
@@ -250,6 +253,12 @@ impl AgentSink {
             };
         }
         settled
+    }
+
+    /// A `report_within` whose patience ran out: its caller sends it again later, so nothing is lost.
+    fn defer(&self, document: &Value, cause: &anyhow::Error) {
+        crate::metrics::STATUS_UPDATES_DEFERRED.inc();
+        tracing::warn!("Octavia did not take {document} in time ({cause:#}): it goes again at the next pass");
     }
 
     /// Octavia's get socket's answer about the document's first record, when there is a socket to ask.
@@ -506,11 +515,14 @@ mod sink_tests {
     fn a_caller_that_must_go_on_gives_up_after_its_patience_and_is_told() {
         let dir = fresh_dir("patience");
         let sink = AgentSink::with(DriverAgent { status: Some(dir.join("never.sock")), stats: None, get: None }, FAST, 8);
+        let deferred = crate::metrics::STATUS_UPDATES_DEFERRED.get();
         let started = Instant::now();
         let taken = sink.report_within(&json!({"members": [{"id": "member-1", "operating_status": "ONLINE"}]}), Duration::from_millis(50));
         assert!(!taken);
         assert!(started.elapsed() >= Duration::from_millis(50) && started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
         assert!(sink.failing_for().is_some());
+        // Counted as deferred (its caller sends it again), not among the records given up for good.
+        assert!(crate::metrics::STATUS_UPDATES_DEFERRED.get() > deferred);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
