@@ -193,7 +193,7 @@ pub static STATUS_RECORDS_GIVEN_UP: Counter = Counter::new(
 );
 pub static STATUS_UPDATES_DEFERRED: Counter = Counter::new(
     "status_updates_deferred_total",
-    "Status documents of the monitor (operating statuses, repairs) Octavia did not take within 15 s: sent again at its next pass.",
+    "Status documents of the monitor (operating statuses, repairs) Octavia did not take within 2 s: sent again at its next pass.",
 );
 pub static COMMIT_WAIT: Timing =
     Timing::new("commit_wait", "Waits for Octavia's commit of a create or update before applying it (notice or get-socket reads).");

@@ -92,8 +92,11 @@ impl Backoff {
     }
 }
 
-/// How long `report_within`'s callers in the host wait for Octavia to take a status.
-pub const PATIENCE: Duration = Duration::from_secs(15);
+/// How long `report_within`'s callers in the host wait for Octavia to take a status. They run on the
+/// monitor's thread, which also watches LoxiLB: while the driver-agent is down a pass is held this long
+/// (or one `SOCKET_TIMEOUT` against a driver-agent that hangs), and a LoxiLB restart is still noticed
+/// within seconds. A driver-agent that answers slowly is not affected (an attempt waits for its answer).
+pub const PATIENCE: Duration = Duration::from_secs(2);
 
 /// A warning about a status socket that does not answer is repeated this often while it lasts.
 const UNANSWERED_WARN_EVERY: Duration = Duration::from_secs(60);

@@ -334,3 +334,36 @@ fn operating_statuses_octavia_did_not_take_are_sent_again_at_the_next_pass() {
     assert_eq!(pass(false), first, "what Octavia did not take is sent again");
     assert_eq!(pass(false), Vec::<String>::new(), "what it took is not");
 }
+
+#[test]
+fn while_the_driver_agent_is_down_a_loxilb_restart_is_still_repaired_within_seconds() {
+    // Both down together (a control-plane node rebooting): the operating statuses of a pass cannot be
+    // delivered, and must not hold the thread that watches LoxiLB for long.
+    let dir = TempDir::new("loxilb-monitor-agent-down");
+    let status = dir.join("status.sock");
+    let taken = keeping_documents_at(&status);
+    let agent = host::octavia::agent::DriverAgent { status: Some(status.clone()), stats: None, get: None };
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
+    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
+    let service = Service::new(sandbox, None, Arc::new(host::octavia::status::AgentSink::new(agent)), Duration::from_secs(1));
+    let stats_interval = Duration::from_millis(5);
+    let monitor = Monitor { service: Arc::clone(&service), loxilb, agent: None, stats_interval, reconcile_interval: Duration::from_secs(3600) };
+    service.apply("loadbalancer_create", &json!({"loadbalancer": one_member_tree()}));
+    assert_eq!(taken.lock().unwrap().len(), 1, "the create was reported");
+    // octavia-driver-agent stops (its socket goes with it).
+    std::fs::remove_file(&status).unwrap();
+    let rules = sim.rules();
+    let mut upkeep = Upkeep::default();
+    let deferred = host::metrics::STATUS_UPDATES_DEFERRED.get();
+    std::thread::sleep(stats_interval * 2);
+    let pass = std::time::Instant::now();
+    monitor.tick(&mut upkeep);
+    let held = pass.elapsed();
+    assert!(host::metrics::STATUS_UPDATES_DEFERRED.get() > deferred, "the pass sent no operating statuses");
+    // The next liveness check is LIVENESS_PERIOD after this pass: together, "within seconds".
+    assert!(held < Duration::from_secs(5), "a pass held the LoxiLB watch {held:?} for the driver-agent");
+    sim.restart();
+    monitor.tick(&mut upkeep);
+    assert_eq!(sim.rules(), rules, "the next check re-programmed the lost rule");
+}
