@@ -308,7 +308,7 @@ impl Service {
             let Some((method, args)) = d.operation.as_ref() else { continue };
             let service = Arc::clone(self);
             let seq = d.seq;
-            self.submit_dropped(method, args, move || {
+            self.report_dropped(method, args, move || {
                 if let (Some(seq), Some(inbox)) = (seq, service.inbox.as_ref()) {
                     inbox.done(seq);
                 }
@@ -316,13 +316,10 @@ impl Service {
         }
     }
 
-    /// Reports the objects an operation that can never be applied names as ERROR (see `dropped.rs`). Returns
-    /// at once; the report is sent until Octavia takes it, after the earlier reports of its load balancer.
-    pub fn report_dropped(&self, method: &str, args: &Value) {
-        self.submit_dropped(method, args, || {});
-    }
-
-    fn submit_dropped(&self, method: &str, args: &Value, then: impl FnOnce() + Send + 'static) {
+    /// Reports the objects an operation that can never be applied names as ERROR (see `dropped.rs`), then
+    /// runs `then`. Returns at once: the report is sent until Octavia takes it, after the earlier reports of
+    /// its load balancer.
+    pub fn report_dropped(&self, method: &str, args: &Value, then: impl FnOnce() + Send + 'static) {
         let statuses = crate::dropped::statuses(method, args);
         if statuses.is_empty() {
             return then();

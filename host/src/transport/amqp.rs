@@ -600,9 +600,13 @@ impl CastWorker {
         if !request.endpoint_matches() {
             tracing::error!("amqp: dropping {}: namespace {:?} version {:?} is not {NAMESPACE} {VERSION}", request.method, request.namespace, request.version);
             // A cast has no reply to refuse it with, and Octavia waits for a status: the objects it names go to
-            // ERROR (queued for the status senders, which send it until Octavia takes it).
-            self.ctx.service.report_dropped(&request.method, &request.args);
-            return Ok(());
+            // ERROR. The delivery is acknowledged once Octavia has taken that (the status senders send it
+            // until it does), as an applied operation's is.
+            let (reported, taken) = tokio::sync::oneshot::channel();
+            self.ctx.service.report_dropped(&request.method, &request.args, move || {
+                let _ = reported.send(());
+            });
+            return taken.await.map_err(|_| anyhow!("the status senders stopped before reporting {}", request.method));
         }
         if let Some(lb) = request.args.get("loadbalancer_id").and_then(Value::as_str) {
             self.adopt(lb).await?;
