@@ -22,6 +22,10 @@ pub const LIVENESS_PERIOD: Duration = Duration::from_secs(2);
 const RENDER_EVERY: Duration = Duration::from_secs(10);
 /// How long a node that reconciliation could not bring up to date waits before it is tried again.
 const NODE_RETRY: Duration = Duration::from_secs(30);
+/// How much of a liveness check's turn the periodic reading back of Octavia's view may take. With a real
+/// driver-agent each read is a process it forks (~0.1–0.2 s), so a thousand load balancers take minutes:
+/// read in one go, they kept this thread from noticing a LoxiLB restart all that time.
+const SYNC_SLICE: Duration = Duration::from_secs(1);
 
 pub struct Monitor {
     pub service: Arc<Service>,
@@ -47,6 +51,15 @@ pub struct Upkeep {
     nodes_seen: HashMap<String, (Option<String>, Option<String>)>,
     /// Since when no node has answered.
     down_since: Option<Instant>,
+    /// The periodic reading back of Octavia's view, when one is under way.
+    syncing: Option<OctaviaSync>,
+}
+
+/// A reading back of Octavia's view under way: the load balancers left to read (the next last), and when
+/// the mapping was listed (an operation applied since is newer than every read).
+struct OctaviaSync {
+    left: Vec<String>,
+    since: crate::epochs::Ticket,
 }
 
 impl Default for Upkeep {
@@ -61,6 +74,7 @@ impl Default for Upkeep {
             node_attempts: HashMap::new(),
             nodes_seen: HashMap::new(),
             down_since: None,
+            syncing: None,
         }
     }
 }
@@ -118,24 +132,34 @@ impl Monitor {
             return;
         }
         upkeep.down_since = None;
+        // LoxiLB brought back to the mapping at once; Octavia's view is read back by the periodic pass.
         if !was_alive {
             tracing::info!("LoxiLB is reachable again: reconciling");
-            self.reconcile();
-            upkeep.last_reconcile = Instant::now();
+            self.reconcile_targets();
         } else {
             let lost = self.lost_rules(&mut upkeep.expected);
             if !lost.is_subset(&upkeep.unrepaired) {
                 tracing::warn!("LoxiLB lacks {} of the rules it should hold (restarted?): reconciling", lost.len());
-                self.reconcile();
-                upkeep.last_reconcile = Instant::now();
+                self.reconcile_targets();
             }
             upkeep.unrepaired = lost;
             self.bring_nodes_up_to_date(&mut upkeep.node_attempts);
         }
         self.service.reprogram_failed();
-        if !self.reconcile_interval.is_zero() && upkeep.last_reconcile.elapsed() >= self.reconcile_interval {
-            self.reconcile();
-            upkeep.last_reconcile = Instant::now();
+        if !self.reconcile_interval.is_zero() && upkeep.syncing.is_none() && upkeep.last_reconcile.elapsed() >= self.reconcile_interval {
+            upkeep.syncing = self.list_for_sync();
+            if upkeep.syncing.is_none() {
+                self.reconcile_targets();
+                upkeep.last_reconcile = Instant::now();
+            }
+        }
+        // A slice of it per check, so that the next check comes within seconds.
+        if let Some(sync) = upkeep.syncing.as_mut() {
+            if self.sync_some(sync, Some(SYNC_SLICE)) {
+                upkeep.syncing = None;
+                self.reconcile_targets();
+                upkeep.last_reconcile = Instant::now();
+            }
         }
         if !self.stats_interval.is_zero() && upkeep.last_stats.elapsed() >= self.stats_interval {
             self.health(&mut upkeep.reported);
@@ -329,6 +353,13 @@ impl Monitor {
     /// with an operation applied since the mapping was listed, or not yet reported, is left to that
     /// operation (its read may predate it).
     pub fn sync_from_octavia(&self) {
+        if let Some(mut sync) = self.list_for_sync() {
+            self.sync_some(&mut sync, None);
+        }
+    }
+
+    /// The load balancers a sync reads back, when there is a get socket to read them from.
+    fn list_for_sync(&self) -> Option<OctaviaSync> {
         // The ticket is taken with the listing: an operation applied after it is newer than every read.
         // Only the load balancers' ids: listing every entry held operations back ~0.2 s at 100k mappings.
         let (lbs, since) = {
@@ -337,21 +368,41 @@ impl Monitor {
             (sandbox.mapping().ids(crate::runtime::bindings::mapping::ResourceType::Loadbalancer), self.service.epochs.ticket())
         };
         if self.agent.as_ref().is_none_or(|a| a.get.is_none()) {
-            return;
+            return None;
         }
         // Octavia cannot know an id made up for a LoxiLB rule without Octavia ids.
-        for id in lbs.into_iter().filter(|id| crate::service::is_octavia_id(id)) {
-            match self.service.adopt_as_of(&id, since, true) {
+        let left = lbs.into_iter().rev().filter(|id| crate::service::is_octavia_id(id)).collect();
+        Some(OctaviaSync { left, since })
+    }
+
+    /// Reads back and adopts the load balancers `sync` has left, for at most `slice` when given. Whether
+    /// the sync is over (every one read, or the get socket unavailable).
+    fn sync_some(&self, sync: &mut OctaviaSync, slice: Option<Duration>) -> bool {
+        let started = Instant::now();
+        while let Some(id) = sync.left.pop() {
+            match self.service.adopt_as_of(&id, sync.since, true) {
                 Ok(crate::service::Adopted::NotInOctavia) => tracing::warn!("sync: load balancer {id} is in the mapping but not in Octavia"),
                 Ok(_) => {}
-                Err(e) => return tracing::debug!("sync: get socket unavailable: {e}"),
+                Err(e) => {
+                    tracing::debug!("sync: get socket unavailable: {e}");
+                    return true;
+                }
+            }
+            if slice.is_some_and(|slice| started.elapsed() >= slice) {
+                break;
             }
         }
+        sync.left.is_empty()
     }
 
     /// Octavia's view adopted, then every target (each node of a cluster) brought to the desired rules.
     pub fn reconcile(&self) {
         self.sync_from_octavia();
+        self.reconcile_targets();
+    }
+
+    /// Every target (each node of a cluster) brought to the desired rules.
+    fn reconcile_targets(&self) {
         for target in self.targets() {
             self.reconcile_target(&target);
         }
