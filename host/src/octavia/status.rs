@@ -515,7 +515,7 @@ mod sink_tests {
     }
 
     #[test]
-    fn a_caller_that_must_go_on_gives_up_after_its_patience_and_is_told() {
+    fn a_caller_that_must_go_on_stops_after_its_patience_and_is_told() {
         let dir = fresh_dir("patience");
         let sink = AgentSink::with(DriverAgent { status: Some(dir.join("never.sock")), stats: None, get: None }, FAST, 8);
         let deferred = crate::metrics::STATUS_UPDATES_DEFERRED.get();
