@@ -417,14 +417,16 @@ pub(crate) mod tests {
         std::fs::remove_file(path).unwrap();
     }
 
+    /// A record as one inbox line.
+    fn line(record: Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        format::frame(&serde_json::to_vec(&record).unwrap(), &mut out);
+        out
+    }
+
     #[test]
     fn damaged_records_are_reported_and_the_rest_is_read() {
         let path = temp_path("damaged");
-        let line = |record: Value| {
-            let mut out = Vec::new();
-            format::frame(&serde_json::to_vec(&record).unwrap(), &mut out);
-            out
-        };
         let member = json!({"loadbalancer_id": "lb", "member": {"member_id": "m1", "pool_id": "p"}});
         let mut file = line(json!({"seq": 0, "method": "pool_create", "args": {}}));
         // Bit rot in a record: its CRC fails, but it still names its objects.
@@ -458,19 +460,17 @@ pub(crate) mod tests {
     fn a_damaged_record_is_settled_by_its_done_mark_and_one_whose_number_came_again_was_never_accepted() {
         let path = temp_path("settled");
         let rotten = |record: Value| {
-            let mut out = Vec::new();
-            format::frame(&serde_json::to_vec(&record).unwrap(), &mut out);
+            let mut out = line(record);
             let at = out.windows(6).position(|w| w == b"create").unwrap();
             out[at] = b'C';
             out
         };
         let member = json!({"loadbalancer_id": "lb", "member": {"member_id": "m1", "pool_id": "p"}});
-        let mut file = Vec::new();
-        format::frame(&serde_json::to_vec(&json!({"seq": 0, "method": "pool_create", "args": {}})).unwrap(), &mut file);
+        let mut file = line(json!({"seq": 0, "method": "pool_create", "args": {}}));
         file.extend(rotten(json!({"seq": 5, "method": "member_create", "args": member})));
         // A write that failed and could not be cut back, then the record that took its number.
         file.extend(rotten(json!({"seq": 1, "method": "member_create", "args": member})));
-        format::frame(&serde_json::to_vec(&json!({"seq": 1, "method": "pool_create", "args": {}})).unwrap(), &mut file);
+        file.extend(line(json!({"seq": 1, "method": "pool_create", "args": {}})));
         std::fs::write(&path, &file).unwrap();
         let Opened { inbox, pending, damaged } = Inbox::open(&path).unwrap();
         assert_eq!(pending.iter().map(|p| p.0).collect::<Vec<_>>(), vec![0, 1]);
