@@ -110,10 +110,11 @@ const UNANSWERED_WARN_EVERY: Duration = Duration::from_secs(60);
 /// - the driver-agent answers 500 alike for a record naming an object it no longer has and for a database
 ///   it could not reach (a restart, a failover, a deadlock), and applies the records before the failed
 ///   one. While its get socket cannot answer either (the database is down) a refused document is sent
-///   again whole; otherwise record by record, and a record refused again is dropped at once only when
-///   the get socket says the object is gone (nothing waits for its status). While the get socket cannot
-///   say, the record is sent again; once Octavia has shown the object `refusals` times and refused each,
-///   it is given up and logged whole, to be replayed.
+///   again whole; otherwise once more whole if Octavia shows the first record's object (a deadlock or a
+///   failover of a moment refuses it too), then record by record, and a record refused again is dropped
+///   at once only when the get socket says the object is gone (nothing waits for its status). While the
+///   get socket cannot say, the record is sent again; once Octavia has shown the object `refusals` times
+///   and refused each, it is given up and logged whole, to be replayed.
 pub struct AgentSink {
     pub agent: DriverAgent,
     pub backoff: Backoff,
@@ -224,6 +225,8 @@ impl AgentSink {
     /// Sends `document` (see `AgentSink`); whether nothing is left to send.
     fn send(&self, document: &Value, until: Option<Instant>) -> bool {
         let mut wait = self.backoff.waits();
+        let several = single_records(document).len() > 1;
+        let mut sent_again_whole = false;
         let (refusal, asked) = loop {
             let refusal = match self.deliver(document, until) {
                 Ok(()) => return true,
@@ -232,12 +235,21 @@ impl AgentSink {
             };
             // A database Octavia cannot reach refuses every record alike, and its get socket cannot answer
             // either: the document goes again whole, not record by record (a request, and a process the
-            // driver-agent forks, each).
+            // driver-agent forks, each). A refusal while Octavia shows the first record's object is as
+            // likely a moment's database error (a deadlock, a failover) as a record whose object is gone:
+            // the document goes again whole once before it is split.
             let asked = self.ask_about_first(document);
-            if !matches!(asked, Some(Err(_))) || until.is_some_and(|until| Instant::now() >= until) {
+            let unanswered = matches!(asked, Some(Err(_)));
+            let once_more = several && !sent_again_whole && matches!(asked, Some(Ok(Some(_))));
+            if !(unanswered || once_more) || until.is_some_and(|until| Instant::now() >= until) {
                 break (refusal, asked);
             }
-            tracing::warn!("Octavia refused the status {document} ({refusal:#}) and its get socket does not answer either: sending it again whole");
+            if unanswered {
+                tracing::warn!("Octavia refused the status {document} ({refusal:#}) and its get socket does not answer either: sending it again whole");
+            } else {
+                sent_again_whole = true;
+                tracing::info!("Octavia refused the status {document} ({refusal:#}) and still has its objects: sending it again whole once");
+            }
             self.failing(true);
             crate::metrics::STATUS_UPDATE_RETRIES.inc();
             wait();
@@ -427,6 +439,20 @@ mod sink_tests {
         assert_eq!(taken.len(), 2, "{taken:?}");
         assert!(taken.contains(&json!({"loadbalancers": [{"id": "lb-1", "provisioning_status": "ACTIVE"}]})));
         assert!(taken.contains(&json!({"pools": [{"id": "pool-1", "provisioning_status": "DELETED"}]})));
+    }
+
+    #[test]
+    fn a_document_refused_once_while_octavia_shows_its_objects_goes_again_whole_not_record_by_record() {
+        // A deadlock in Octavia's database fails one update; the next takes the document whole (one request
+        // and one process forked by the driver-agent, not one per record).
+        let agent = Agent::start("deadlock", |_, n| if n == 1 { database_failed() } else { ok() }, |id, _| shown(id));
+        let sink = AgentSink::with(agent.agent.clone(), FAST, 8);
+        let document = json!({
+            "loadbalancers": [{"id": "lb-1", "provisioning_status": "ACTIVE"}],
+            "members": [{"id": "member-1", "provisioning_status": "ACTIVE"}, {"id": "member-2", "provisioning_status": "ACTIVE"}],
+        });
+        sink.report(&document);
+        assert_eq!(agent.taken(), vec![document]);
     }
 
     #[test]
