@@ -241,9 +241,12 @@ class Environment:
         api_env = dict(os.environ, OCTAVIA_E2E_CONF=self.conf)
         if self.instant_provider:
             api_env["PYTHONPATH"] = os.pathsep.join([self.register_instant_provider(), HERE])
+        # gunicorn closes an idle keep-alive connection after 2 s by default, and the client reusing it at
+        # that moment gets a reset (a test that waited 2 s between two requests failed so): longer than any
+        # wait of the suite.
         api = self.start("octavia-api", [
             os.path.join(VENV_BIN, "gunicorn"), "--chdir", HERE, "--bind", f"127.0.0.1:{self.api_port}",
-            "--workers", "2", "--threads", "4", "--timeout", "120", "octavia_wsgi:application"], api_env)
+            "--workers", "2", "--threads", "4", "--timeout", "120", "--keep-alive", "75", "octavia_wsgi:application"], api_env)
 
         def answers(proc, url):
             proc.check()
