@@ -225,7 +225,7 @@ impl AgentSink {
     /// Sends `document` (see `AgentSink`); whether nothing is left to send.
     fn send(&self, document: &Value, until: Option<Instant>) -> bool {
         let mut wait = self.backoff.waits();
-        let several = single_records(document).len() > 1;
+        let several = record_count(document) > 1;
         let mut sent_again_whole = false;
         let (refusal, asked) = loop {
             let refusal = match self.deliver(document, until) {
@@ -254,10 +254,10 @@ impl AgentSink {
             crate::metrics::STATUS_UPDATE_RETRIES.inc();
             wait();
         };
-        let records = single_records(document);
-        if records.len() <= 1 {
+        if !several {
             return self.settle_refused(document, refusal, until, asked);
         }
+        let records = single_records(document);
         tracing::info!("Octavia refused the status {document} ({refusal:#}): sending it record by record");
         let mut settled = true;
         for record in &records {
@@ -309,6 +309,11 @@ impl StatusSink for AgentSink {
 fn first_record(document: &Value) -> Option<(&str, &str)> {
     let (collection, records) = document.as_object()?.iter().next()?;
     Some((collection, records.as_array()?.first()?.get("id")?.as_str()?))
+}
+
+/// How many records a status document holds.
+fn record_count(document: &Value) -> usize {
+    document.as_object().map_or(0, |collections| collections.values().filter_map(Value::as_array).map(Vec::len).sum())
 }
 
 /// A status document split into documents of one record each, in its order.
