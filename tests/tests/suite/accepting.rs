@@ -129,6 +129,12 @@ fn inbox_with_a_damaged_create(dir: &Path, member_id: &str, lb: u32) -> host::in
     opened
 }
 
+/// A service whose statuses go to `agent` as in production (sent until taken), backing off 5–20 ms.
+fn reporting_to(agent: DriverAgent, inbox: Option<host::inbox::Inbox>) -> Arc<Service> {
+    let sink = Arc::new(AgentSink::with(agent.clone(), Backoff { first: Duration::from_millis(5), most: Duration::from_millis(20) }, 8));
+    Service::with_inbox(sandbox(Arc::new(RecordingLoxi::default())), Some(agent), sink, Duration::from_secs(30), inbox)
+}
+
 #[test]
 fn a_damaged_inbox_record_reports_the_objects_it_names_error_and_the_host_starts() {
     let dir = tempdir("damaged");
@@ -149,9 +155,7 @@ fn a_damaged_inbox_record_is_reported_once_the_driver_agent_is_back_without_hold
     let member_id = "dddddddd-0000-4000-8000-000000000003";
     let host::inbox::Opened { inbox, damaged, .. } = inbox_with_a_damaged_create(&dir, member_id, 5);
     let status = dir.join("status.sock");
-    let agent = DriverAgent { status: Some(status.clone()), stats: None, get: None };
-    let sink = Arc::new(AgentSink::with(agent.clone(), Backoff { first: Duration::from_millis(5), most: Duration::from_millis(20) }, 8));
-    let service = Service::with_inbox(sandbox(Arc::new(RecordingLoxi::default())), Some(agent), sink, Duration::from_secs(30), Some(inbox));
+    let service = reporting_to(DriverAgent { status: Some(status.clone()), stats: None, get: None }, Some(inbox));
     let started = Instant::now();
     service.report_damaged(&damaged);
     assert!(started.elapsed() < Duration::from_secs(2), "the start waited {:?} for the driver-agent", started.elapsed());
@@ -252,10 +256,7 @@ fn while_octavia_takes_no_statuses_they_are_kept_and_a_full_backlog_says_why() {
     let dir = tempdir("agent-down");
     let get = GetSocket::start(&dir);
     let status = dir.join("status.sock");
-    let agent = DriverAgent { status: Some(status.clone()), stats: None, get: Some(get.path.clone()) };
-    let backoff = Backoff { first: Duration::from_millis(5), most: Duration::from_millis(20) };
-    let sink = Arc::new(AgentSink::with(agent.clone(), backoff, 8));
-    let service = Service::with_inbox(sandbox(Arc::new(RecordingLoxi::default())), Some(agent), sink.clone(), Duration::from_secs(30), None);
+    let service = reporting_to(DriverAgent { status: Some(status.clone()), stats: None, get: Some(get.path.clone()) }, None);
     service.set_max_pending_operations(2);
     service.start_worker(Vec::new());
     // octavia-driver-agent is stopped: the two creates are applied, and their statuses wait.

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use host::loxilb::{HttpLoxi, LoxiTransport};
 use host::monitor::{Monitor, Upkeep};
-use host::octavia::status::RecordingSink;
+use host::octavia::agent::DriverAgent;
+use host::octavia::status::{RecordingSink, StatusSink};
 use host::service::Service;
 use host::storage::MemoryStore;
 use integration_tests::*;
@@ -20,10 +21,19 @@ const M1: &str = "dddddddd-0000-4000-8000-000000000101";
 
 /// The simulator, the host's transport to it, and a service running the default policy over it.
 fn on_simulator() -> (loxilb_sim::Simulator, Arc<dyn LoxiTransport>, Arc<Service>) {
+    on_simulator_with(None, Arc::new(RecordingSink::default()), Duration::from_secs(1))
+}
+
+/// `on_simulator`, the service reading Octavia through `agent` and reporting to `statuses`.
+fn on_simulator_with(
+    agent: Option<DriverAgent>,
+    statuses: Arc<dyn StatusSink>,
+    commit_wait: Duration,
+) -> (loxilb_sim::Simulator, Arc<dyn LoxiTransport>, Arc<Service>) {
     let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
     let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
     let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
-    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let service = Service::new(sandbox, agent, statuses, commit_wait);
     (sim, loxilb, service)
 }
 
@@ -314,11 +324,8 @@ impl host::octavia::status::StatusSink for StatusSocket {
 
 #[test]
 fn operating_statuses_octavia_did_not_take_are_sent_again_at_the_next_pass() {
-    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
-    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
     let status = Arc::new(StatusSocket::default());
-    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
-    let service = Service::new(sandbox, None, status.clone(), Duration::from_secs(1));
+    let (_sim, loxilb, service) = on_simulator_with(None, status.clone(), Duration::from_secs(1));
     let stats_interval = Duration::from_millis(5);
     let monitor = Monitor { service: Arc::clone(&service), loxilb, agent: None, stats_interval, reconcile_interval: Duration::from_secs(3600) };
     service.apply("loadbalancer_create", &json!({"loadbalancer": one_member_tree()}));
@@ -343,11 +350,8 @@ fn while_the_driver_agent_is_down_a_loxilb_restart_is_still_repaired_within_seco
     let dir = TempDir::new("loxilb-monitor-agent-down");
     let status = dir.join("status.sock");
     let taken = keeping_documents_at(&status);
-    let agent = host::octavia::agent::DriverAgent { status: Some(status.clone()), stats: None, get: None };
-    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
-    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
-    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
-    let service = Service::new(sandbox, None, Arc::new(host::octavia::status::AgentSink::new(agent)), Duration::from_secs(1));
+    let agent = DriverAgent { status: Some(status.clone()), stats: None, get: None };
+    let (sim, loxilb, service) = on_simulator_with(None, Arc::new(host::octavia::status::AgentSink::new(agent)), Duration::from_secs(1));
     let stats_interval = Duration::from_millis(5);
     let monitor = Monitor { service: Arc::clone(&service), loxilb, agent: None, stats_interval, reconcile_interval: Duration::from_secs(3600) };
     service.apply("loadbalancer_create", &json!({"loadbalancer": one_member_tree()}));
@@ -393,10 +397,7 @@ fn a_loxilb_restart_is_repaired_within_seconds_while_octavia_is_read_back_slowly
         std::thread::sleep(Duration::from_millis(200));
         Ok(if object == "loadbalancers" { rows.get(id).cloned() } else { None })
     });
-    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
-    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
-    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
-    let service = Service::new(sandbox, Some(get.agent()), Arc::new(RecordingSink::default()), Duration::from_secs(5));
+    let (sim, loxilb, service) = on_simulator_with(Some(get.agent()), Arc::new(RecordingSink::default()), Duration::from_secs(5));
     for tree in trees.values() {
         service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
     }
