@@ -222,7 +222,7 @@ impl Inbox {
         // A failed write that could not be cut back leaves the start of its line, and the next record takes
         // its sequence number: a damaged record whose number a later record (sound or not) holds was never
         // accepted, and nothing waits for it. What is left has numbers of its own, for its done mark.
-        let mut later = sound.clone();
+        let mut later = sound;
         damaged.reverse();
         damaged.retain(|d| {
             let Some(seq) = d.seq else { return true };
