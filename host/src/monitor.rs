@@ -101,14 +101,28 @@ impl Monitor {
     }
 
     fn run(self) {
-        // The pass a start owes (Octavia's view adopted, LoxiLB brought to the mapping) runs here, while
-        // operations are served already: with a real driver-agent every load balancer read back forks a
-        // process, and a thousand of them would keep the provider's socket closed for tens of seconds.
-        self.reconcile();
         let mut upkeep = Upkeep::default();
+        self.begin(&mut upkeep);
         loop {
             std::thread::sleep(LIVENESS_PERIOD);
             self.tick(&mut upkeep);
+        }
+    }
+
+    /// The pass a start owes, made while operations are served already: LoxiLB brought to the mapping at
+    /// once, and Octavia's view read back by the checks that follow, a slice each. A host often restarts
+    /// with the LoxiLB beside it (a node's reboot), which then holds no rule; with a real driver-agent
+    /// every load balancer read back forks a process (~0.1–0.2 s), so reading them all first kept a
+    /// thousand load balancers out of LoxiLB for minutes. Programming the mapping first re-serves nothing
+    /// Octavia deleted: an object is reported DELETED only after its removal from the mapping is committed,
+    /// and while the host is down a delete cannot complete (the provider's cast fails, or waits in
+    /// RabbitMQ with the object PENDING_DELETE). A mapping rebuilt after journal damage comes from LoxiLB's
+    /// own rules.
+    pub fn begin(&self, upkeep: &mut Upkeep) {
+        self.reconcile_targets();
+        upkeep.syncing = self.list_for_sync();
+        if let Some(sync) = &upkeep.syncing {
+            tracing::info!("start: LoxiLB brought to the mapping; reading {} load balancers back from Octavia", sync.left.len());
         }
     }
 

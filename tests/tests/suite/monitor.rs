@@ -2,7 +2,7 @@
 //! LoxiLB is never seen down) is repaired at the next check, not at the next reconciliation interval.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use host::loxilb::{HttpLoxi, LoxiTransport};
@@ -373,11 +373,9 @@ fn while_the_driver_agent_is_down_a_loxilb_restart_is_still_repaired_within_seco
     assert_eq!(sim.rules(), rules, "the next check re-programmed the lost rule");
 }
 
-#[test]
-fn a_loxilb_restart_is_repaired_within_seconds_while_octavia_is_read_back_slowly() {
-    // With a real driver-agent each read of a load balancer is a process it forks: reading back a
-    // thousand takes minutes, and the same thread watches LoxiLB. Here 24 reads of 0.2 s each.
-    let trees: HashMap<String, serde_json::Value> = (0..24)
+/// `count` load balancers of one listener, pool and member each, by id, as Octavia's get socket shows them.
+fn one_member_trees(count: usize) -> HashMap<String, serde_json::Value> {
+    (0..count)
         .map(|n| {
             let (lb, l, p, m) = (
                 format!("eeeeeeee-0000-4000-8000-{n:012}"),
@@ -391,12 +389,25 @@ fn a_loxilb_restart_is_repaired_within_seconds_while_octavia_is_read_back_slowly
                 loadbalancer(&lb, &format!("10.40.0.{}", n + 1), vec![listener(&l, &lb, "TCP", 80, Some(pool(&p, &lb, Some(&l), "TCP", members, None)))]),
             )
         })
-        .collect();
-    let rows = trees.clone();
-    let get = FakeGetSocket::start("slow-sync", move |object, id| {
+        .collect()
+}
+
+/// A get socket showing the load balancers `trees` holds when asked, and nothing else, each read taking
+/// 0.2 s: with a real driver-agent each read is a process it forks, and reading back a thousand takes
+/// minutes.
+fn slow_get_socket(name: &str, trees: &Arc<Mutex<HashMap<String, serde_json::Value>>>) -> FakeGetSocket {
+    let rows = Arc::clone(trees);
+    FakeGetSocket::start(name, move |object, id| {
         std::thread::sleep(Duration::from_millis(200));
-        Ok(if object == "loadbalancers" { rows.get(id).cloned() } else { None })
-    });
+        Ok(if object == "loadbalancers" { rows.lock().unwrap().get(id).cloned() } else { None })
+    })
+}
+
+#[test]
+fn a_loxilb_restart_is_repaired_within_seconds_while_octavia_is_read_back_slowly() {
+    // The same thread watches LoxiLB: here 24 reads of 0.2 s each.
+    let trees = one_member_trees(24);
+    let get = slow_get_socket("slow-sync", &Arc::new(Mutex::new(trees.clone())));
     let (sim, loxilb, service) = on_simulator_with(Some(get.agent()), Arc::new(RecordingSink::default()), Duration::from_secs(5));
     for tree in trees.values() {
         service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
@@ -426,4 +437,52 @@ fn a_loxilb_restart_is_repaired_within_seconds_while_octavia_is_read_back_slowly
         monitor.tick(&mut upkeep);
     }
     assert_eq!(sim.rules(), rules);
+}
+
+#[test]
+fn a_start_beside_a_restarted_loxilb_programs_every_rule_before_octavia_is_read_back() {
+    // A node's reboot restarts the host with the LoxiLB beside it, which then holds no rule. The start
+    // read every load balancer back from Octavia before LoxiLB was brought to the mapping, so the last
+    // one read stayed out of LoxiLB until then: here 24 reads of 0.2 s each, minutes for a thousand.
+    let trees = Arc::new(Mutex::new(one_member_trees(25)));
+    let get = slow_get_socket("slow-start", &trees);
+    let (sim, loxilb, service) = on_simulator_with(Some(get.agent()), Arc::new(RecordingSink::default()), Duration::from_secs(5));
+    let created: Vec<serde_json::Value> = trees.lock().unwrap().values().cloned().collect();
+    for tree in created {
+        service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+    }
+    let rules = sim.rules();
+    assert_eq!(rules.len(), 25);
+    // One of them Octavia no longer shows (a mapping restored from a backup, say): the reading back
+    // removes it.
+    let gone = "eeeeeeee-0000-4000-8000-000000000024";
+    trees.lock().unwrap().remove(gone);
+    sim.restart();
+    assert!(sim.rules().is_empty());
+    let monitor = Monitor {
+        service: Arc::clone(&service),
+        loxilb,
+        agent: Some(get.agent()),
+        stats_interval: Duration::ZERO,
+        reconcile_interval: Duration::from_secs(3600),
+    };
+    let mut upkeep = Upkeep::default();
+    let before = get.requests();
+    let reads = || get.requests() - before;
+    let start = std::time::Instant::now();
+    monitor.begin(&mut upkeep);
+    let took = start.elapsed();
+    assert_eq!(sim.rules(), rules, "the start brought LoxiLB to the mapping");
+    assert!(took < Duration::from_millis(2500), "the start held LoxiLB's rules back {took:?} for Octavia's reads ({} reads)", reads());
+    // Octavia's view is still read back, a slice per check, and what it no longer shows is removed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while reads() < 25 {
+        assert!(std::time::Instant::now() < deadline, "the sync stopped after {} reads", reads());
+        monitor.tick(&mut upkeep);
+    }
+    let mut held = rules.clone();
+    held.retain(|rule| rule["serviceArguments"]["externalIP"] != "10.40.0.25");
+    assert_eq!(held.len(), 24);
+    assert_eq!(sim.rules(), held, "the load balancer Octavia no longer shows was removed");
+    assert!(service.sandbox.lock().unwrap().mapping().get(gone).is_none());
 }
