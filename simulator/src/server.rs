@@ -2,13 +2,11 @@
 //! binding, body schema), LoxiLB's REST handlers (field casts and the DSR quirk), and the
 //! test-facing [`Simulator`] handle.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use loxilb_api::{ObservedRule, BASE_PATH};
 use serde_json::{json, Value};
 
@@ -117,8 +115,7 @@ impl Shared {
 /// A LoxiLB REST API on a loopback port, alive until dropped.
 pub struct Simulator {
     shared: Arc<Shared>,
-    server: Arc<tiny_http::Server>,
-    thread: Option<JoinHandle<()>>,
+    server: crate::http::Server,
     addr: SocketAddr,
     /// The HTTPS listener in front, when started with TLS (dropped first: it relays to `server`).
     front: Option<Front>,
@@ -172,9 +169,6 @@ impl Simulator {
         }
         let listener = std::net::TcpListener::bind(addr).map_err(|e| anyhow!("binding {addr}: {e}"))?;
         no_delay(&listener);
-        let server = tiny_http::Server::from_listener(listener, None).map_err(|e| anyhow!("serving {addr}: {e}"))?;
-        let addr = server.server_addr().to_ip().context("tiny_http did not report an IP listen address")?;
-        let server = Arc::new(server);
         let state = State {
             core: Core::default(),
             conntrack: Conntrack::default(),
@@ -187,15 +181,22 @@ impl Simulator {
             routes: Default::default(),
         };
         let shared = Arc::new(Shared { state: Mutex::new(state), spec });
-        let thread = {
-            let (server, shared) = (Arc::clone(&server), Arc::clone(&shared));
-            std::thread::Builder::new().name("loxilb-sim".into()).spawn(move || serve(&server, &shared))?
+        let handler = {
+            let shared = Arc::clone(&shared);
+            Arc::new(move |request: &crate::http::Request| answer(&shared, request))
         };
+        let server = crate::http::Server::start(listener, handler).map_err(|e| anyhow!("serving {addr}: {e}"))?;
+        let addr = server.addr();
         let front = match (tls, front_addr) {
             (Some(config), Some(front_addr)) => Some(Front::start(front_addr, addr, config)?),
             _ => None,
         };
-        Ok(Simulator { shared, server, thread: Some(thread), addr, front })
+        Ok(Simulator { shared, server, addr, front })
+    }
+
+    /// TCP connections accepted so far (through the TLS front, one per connection it relays).
+    pub fn connections(&self) -> usize {
+        self.server.accepted()
     }
 
     /// `http://127.0.0.1:<port>` (`https://` when started with TLS), without the `/netlox/v1` base path.
@@ -364,53 +365,36 @@ impl Drop for Simulator {
     fn drop(&mut self) {
         self.front.take();
         self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
-fn serve(server: &tiny_http::Server, shared: &Shared) {
-    // recv() fails only once unblock() has been called (or the listener broke): stop then.
-    while let Ok(mut req) = server.recv() {
-        let mut body = Vec::new();
-        let read = req.as_reader().read_to_end(&mut body);
-        let method = req.method().as_str().to_string();
-        let url = req.url().to_string();
-        let content_type = req.headers().iter().find(|h| h.field.equiv("Content-Type")).map(|h| h.value.as_str().to_string());
-        let authorization = req.headers().iter().find(|h| h.field.equiv("Authorization")).map(|h| h.value.as_str().to_string());
-        let fault = {
-            let mut st = shared.lock();
-            let fault = st.faults.map(|(_, f)| f);
-            st.faults = match st.faults {
-                Some((n, f)) if n > 1 => Some((n - 1, f)),
-                _ => None,
-            };
-            fault
+/// One request answered, on its connection's thread: the state is locked for each step, so requests
+/// on different connections are applied one at a time.
+fn answer(shared: &Shared, req: &crate::http::Request) -> crate::http::Answer {
+    let authorization = req.header("Authorization").map(str::to_string);
+    let fault = {
+        let mut st = shared.lock();
+        let fault = st.faults.map(|(_, f)| f);
+        st.faults = match st.faults {
+            Some((n, f)) if n > 1 => Some((n - 1, f)),
+            _ => None,
         };
-        if fault == Some(Fault::Reset) {
-            // No status line a client can parse, then the connection goes away.
-            let mut raw = req.into_writer();
-            let _ = raw.write_all(b"\x00RESET\r\n\r\n");
-            let _ = raw.flush();
-            continue;
-        }
-        let reply = match read {
-            Ok(_) => handle(shared, &method, &url, content_type.as_deref(), authorization.as_deref(), &body),
-            Err(e) => errors::openapi(400, &format!("reading body: {e}")),
-        };
-        let mut resp = tiny_http::Response::from_string(format!("{}\n", reply.body))
-            .with_status_code(reply.status)
-            .with_header(header("Content-Type", "application/json"));
-        if let Some(allow) = &reply.allow {
-            resp = resp.with_header(header("Allow", allow));
-        }
-        record(shared, method, &url, &body, authorization, &reply);
-        if let Some(Fault::Late(delay)) = fault {
-            std::thread::sleep(delay);
-        }
-        let _ = req.respond(resp);
+        fault
+    };
+    if fault == Some(Fault::Reset) {
+        // No status line a client can parse, then the connection goes away.
+        return crate::http::Answer::Raw(b"\x00RESET\r\n\r\n".to_vec());
     }
+    let reply = handle(shared, &req.method, &req.url, req.header("Content-Type"), authorization.as_deref(), &req.body);
+    let mut headers = vec![("Content-Type", "application/json".to_string())];
+    if let Some(allow) = &reply.allow {
+        headers.push(("Allow", allow.clone()));
+    }
+    record(shared, req.method.clone(), &req.url, &req.body, authorization, &reply);
+    if let Some(Fault::Late(delay)) = fault {
+        std::thread::sleep(delay);
+    }
+    crate::http::Answer::Response { status: reply.status, headers, body: format!("{}\n", reply.body) }
 }
 
 fn record(shared: &Shared, method: String, url: &str, body: &[u8], authorization: Option<String>, reply: &Reply) {
@@ -424,10 +408,6 @@ fn record(shared: &Shared, method: String, url: &str, body: &[u8], authorization
         status: reply.status,
         response: reply.body.clone(),
     });
-}
-
-fn header(name: &str, value: &str) -> tiny_http::Header {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
 }
 
 #[derive(Debug)]
@@ -798,7 +778,7 @@ fn pct_decode(s: &str, plus_is_space: bool) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// LoxiLB's Go server answers without Nagle's delay; tiny_http's sockets would otherwise hold a large
+/// LoxiLB's Go server answers without Nagle's delay; the accepted sockets would otherwise hold a large
 /// response's last segment for the client's delayed ACK (~40 ms a request). Linux hands TCP_NODELAY
 /// from the listening socket to the sockets it accepts.
 fn no_delay(listener: &std::net::TcpListener) {

@@ -1,0 +1,253 @@
+//! The simulator's HTTP/1.1 server: a thread per connection, kept open between requests, answering its
+//! requests one after another, as LoxiLB's Go server keeps a goroutine per connection.
+//!
+//! tiny_http served the simulator before. Its thread pool queues a connection accepted while another is
+//! being handed to an idle thread, until some thread finishes its connection: a client that keeps its
+//! connections, as the host does for every request it may have in flight, had requests wait out its
+//! timeout (5 s) with no answer.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Headers and body beyond these are refused (LoxiLB's bodies are a few kilobytes).
+const MAX_HEAD: usize = 64 << 10;
+const MAX_BODY: usize = 16 << 20;
+
+/// One request.
+pub struct Request {
+    pub method: String,
+    /// Path and query, as sent.
+    pub url: String,
+    headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What a connection sends back.
+pub enum Answer {
+    Response {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: String,
+    },
+    /// These bytes, then the connection goes away (a reset as a client sees it).
+    Raw(Vec<u8>),
+}
+
+impl Request {
+    /// The first header of this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// What answers each request, on the thread of its connection.
+pub type Handler = dyn Fn(&Request) -> Answer + Send + Sync;
+
+/// The listening side: accepts connections until stopped.
+pub struct Server {
+    addr: SocketAddr,
+    stopped: Arc<AtomicBool>,
+    /// Every open connection by its number, shut down on `unblock` as a process's exit closes its sockets.
+    connections: Arc<Mutex<HashMap<usize, TcpStream>>>,
+    accepted: Arc<AtomicUsize>,
+    acceptor: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Server {
+    pub fn start(listener: TcpListener, handler: Arc<Handler>) -> std::io::Result<Server> {
+        let addr = listener.local_addr()?;
+        let stopped = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(Mutex::new(HashMap::new()));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let acceptor = {
+            let (stopped, connections, accepted) = (Arc::clone(&stopped), Arc::clone(&connections), Arc::clone(&accepted));
+            std::thread::Builder::new().name("loxilb-sim-accept".into()).spawn(move || {
+                for stream in listener.incoming() {
+                    if stopped.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let number = accepted.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(kept) = stream.try_clone() {
+                        connections.lock().unwrap().insert(number, kept);
+                    }
+                    let (handler, connections) = (Arc::clone(&handler), Arc::clone(&connections));
+                    let _ = std::thread::Builder::new().name("loxilb-sim-conn".into()).spawn(move || {
+                        serve_connection(stream, &*handler);
+                        connections.lock().unwrap().remove(&number);
+                    });
+                }
+            })?
+        };
+        Ok(Server { addr, stopped, connections, accepted, acceptor: Mutex::new(Some(acceptor)) })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting, closes the listening socket (a client is then refused, as by a LoxiLB that is
+    /// down) and every connection.
+    pub fn unblock(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        // The accept loop wakes for this connection, sees `stopped` and ends, dropping the listener.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(acceptor) = self.acceptor.lock().unwrap().take() {
+            let _ = acceptor.join();
+        }
+        for (_, connection) in self.connections.lock().unwrap().drain() {
+            let _ = connection.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Reads requests off one connection, one at a time, until the client closes it or asks to.
+fn serve_connection(stream: TcpStream, handler: &Handler) {
+    let Ok(writer) = stream.try_clone() else { return };
+    let mut writer = writer;
+    let mut reader = BufReader::new(stream);
+    loop {
+        let (request, keep_alive) = match read_request(&mut reader) {
+            Ok(Some(read)) => read,
+            Ok(None) => return,
+            Err(why) => {
+                let body = format!("{why}\n");
+                let _ = write!(writer, "HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                return;
+            }
+        };
+        match handler(&request) {
+            Answer::Raw(bytes) => {
+                let _ = writer.write_all(&bytes);
+                let _ = writer.shutdown(Shutdown::Both);
+                return;
+            }
+            Answer::Response { status, headers, body } => {
+                let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+                for (name, value) in headers {
+                    head.push_str(&format!("{name}: {value}\r\n"));
+                }
+                head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+                if !keep_alive {
+                    head.push_str("Connection: close\r\n");
+                }
+                head.push_str("\r\n");
+                let mut whole = head.into_bytes();
+                whole.extend_from_slice(body.as_bytes());
+                if writer.write_all(&whole).is_err() || !keep_alive {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// One request off `reader`, and whether the connection stays open after it; `None` when the client
+/// closed the connection between requests.
+fn read_request(reader: &mut BufReader<TcpStream>) -> Result<Option<(Request, bool)>, String> {
+    let mut head = Vec::new();
+    loop {
+        let before = head.len();
+        let read = reader.read_until(b'\n', &mut head).map_err(|e| format!("reading the request: {e}"))?;
+        if read == 0 {
+            return if head.is_empty() { Ok(None) } else { Err("connection closed inside the request head".into()) };
+        }
+        if head.len() > MAX_HEAD {
+            return Err("request head too large".into());
+        }
+        // A blank line (after at least the request line) ends the head.
+        let line = &head[before..];
+        if (line == b"\r\n" || line == b"\n") && before > 0 {
+            break;
+        }
+        if before == 0 && (line == b"\r\n" || line == b"\n") {
+            // Stray line breaks between requests are allowed (RFC 9112 §2.2).
+            head.clear();
+        }
+    }
+    let mut fields = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Request::new(&mut fields);
+    match parsed.parse(&head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err("incomplete request head".into()),
+        Err(e) => return Err(format!("bad request head: {e}")),
+    }
+    let method = parsed.method.unwrap_or_default().to_string();
+    let url = parsed.path.unwrap_or_default().to_string();
+    let http_1_0 = parsed.version == Some(0);
+    let headers: Vec<(String, String)> = parsed.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).trim().to_string())).collect();
+    let find = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.to_ascii_lowercase());
+    let keep_alive = match find("connection") {
+        Some(c) if c.contains("close") => false,
+        Some(c) if c.contains("keep-alive") => true,
+        _ => !http_1_0,
+    };
+    let body = if find("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        read_chunked(reader)?
+    } else {
+        let length = match find("content-length") {
+            Some(length) => length.parse::<usize>().map_err(|_| format!("bad Content-Length {length:?}"))?,
+            None => 0,
+        };
+        if length > MAX_BODY {
+            return Err("request body too large".into());
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).map_err(|e| format!("reading the body: {e}"))?;
+        body
+    };
+    Ok(Some((Request { method, url, headers, body }, keep_alive)))
+}
+
+/// A chunked body (RFC 9112 §7.1), trailers skipped.
+fn read_chunked(reader: &mut BufReader<TcpStream>) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).map_err(|e| format!("reading a chunk: {e}"))?;
+        let size = line.trim().split(';').next().unwrap_or_default();
+        let size = usize::from_str_radix(size, 16).map_err(|_| format!("bad chunk size {size:?}"))?;
+        if body.len() + size > MAX_BODY {
+            return Err("request body too large".into());
+        }
+        if size == 0 {
+            loop {
+                let mut trailer = String::new();
+                if reader.read_line(&mut trailer).map_err(|e| format!("reading the trailers: {e}"))? == 0 || trailer.trim().is_empty() {
+                    return Ok(body);
+                }
+            }
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..]).map_err(|e| format!("reading a chunk: {e}"))?;
+        let mut end = [0; 2];
+        reader.read_exact(&mut end).map_err(|e| format!("reading a chunk: {e}"))?;
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Entity",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
