@@ -80,6 +80,8 @@ enum Taken {
 /// Worker threads applying the Unix-socket transport's casts: as many load balancers can wait for
 /// Octavia's commit at once before a further one has to wait for a worker.
 pub const APPLY_WORKERS: usize = 64;
+// Each worker has at most one LoxiLB request in flight, on a connection the client keeps.
+const _: () = assert!(APPLY_WORKERS <= loxilb_api::client::KEPT_CONNECTIONS);
 
 /// `max_pending_operations` when the configuration does not say.
 pub const DEFAULT_MAX_PENDING: usize = 1000;

@@ -186,3 +186,63 @@ fn deletes_and_lists_go_out_as_loxilb_takes_them() {
         ["DELETE /netlox/v1/config/loadbalancer/externalipaddress/10.0.0.1/port/80/protocol/tcp?block=0", "GET /netlox/v1/config/loadbalancer/all"]
     );
 }
+
+/// A LoxiLB answering every request `{"result":"Success"}` after `pause`, a thread per connection as
+/// LoxiLB's Go server, counting the connections it accepted.
+fn counting_connections(pause: Duration) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                loop {
+                    // A request without a body: its head ends with a blank line.
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    std::thread::sleep(pause);
+                    let response = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{SUCCESS}", SUCCESS.len());
+                    if writer.write_all(response.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, accepted)
+}
+
+#[test]
+fn concurrent_requests_keep_their_connections_for_the_next_ones() {
+    // Operations on different load balancers reach a node at once, one request per apply worker.
+    // ureq kept 3 connections per host: every request beyond them connected anew (with TLS, a handshake).
+    const AT_ONCE: usize = 16;
+    let (url, accepted) = counting_connections(Duration::from_millis(30));
+    let client = Arc::new(node(&url));
+    let LoxilbCall::UpsertRule(rule) = upsert() else { unreachable!() };
+    for _ in 0..4 {
+        let workers: Vec<_> = (0..AT_ONCE)
+            .map(|_| {
+                let (client, key) = (Arc::clone(&client), rule.key());
+                std::thread::spawn(move || client.apply(&LoxilbCall::DeleteRule(key)).unwrap())
+            })
+            .collect();
+        workers.into_iter().for_each(|w| w.join().unwrap());
+    }
+    let connections = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(connections <= AT_ONCE, "{} requests, {AT_ONCE} at a time, took {connections} connections", 4 * AT_ONCE);
+}

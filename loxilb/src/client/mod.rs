@@ -14,7 +14,7 @@ mod tls;
 
 pub use auth::Credentials;
 pub use cluster::{Cluster, NodeState};
-pub use node::{Access, Node};
+pub use node::{Access, Node, KEPT_CONNECTIONS};
 pub use observe::{Observer, Quiet, Retried};
 pub use retry::{Retry, Retrying};
 pub use secret::{redact_userinfo, Secret};

@@ -11,6 +11,10 @@ use super::tls::Tls;
 use crate::api::{Exchange, Reply};
 use crate::encode::BASE_PATH;
 
+/// Idle connections kept per node: as many as the host's apply workers, each with at most one request
+/// in flight.
+pub const KEPT_CONNECTIONS: usize = 64;
+
 /// How the client reaches every node: per-request timeout, TLS and credentials.
 #[derive(Clone, Debug, Default)]
 pub struct Access {
@@ -41,8 +45,17 @@ impl Node {
 
     pub fn with_access(base: impl Into<String>, access: &Access) -> Node {
         let timeout = if access.timeout.is_zero() { Duration::from_secs(5) } else { access.timeout };
-        // Statuses are LoxiLB's answers, which the caller reads (its errors come with 4xx/5xx).
-        let config = ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).tls_config(access.tls.config.clone()).build();
+        // Statuses are LoxiLB's answers, which the caller reads (its errors come with 4xx/5xx). A
+        // connection is kept for every request that may be in flight at once (ureq keeps 3 per host by
+        // default): operations on different load balancers reach a node concurrently, and each request
+        // beyond the kept ones paid a new TCP connection, and with TLS a handshake.
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .tls_config(access.tls.config.clone())
+            .max_idle_connections(KEPT_CONNECTIONS)
+            .max_idle_connections_per_host(KEPT_CONNECTIONS)
+            .build();
         let agent = ureq::Agent::with_parts(
             config,
             ureq::unversioned::transport::DefaultConnector::default(),
