@@ -4,7 +4,6 @@
 #![cfg(feature = "client")]
 
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use loxilb_api::{Cluster, Exchange, LbRule, Loxilb, LoxilbCall, Node, Observer, Retried, Retry, Retrying, ServiceArgs, WireError};
@@ -13,29 +12,21 @@ use loxilb_api::{Cluster, Exchange, LbRule, Loxilb, LoxilbCall, Node, Observer, 
 struct Server {
     url: String,
     seen: Arc<Mutex<Vec<String>>>,
-    server: Arc<tiny_http::Server>,
-    thread: Option<JoinHandle<()>>,
+    server: httpd::Server,
 }
 
 impl Server {
     fn start(script: &[(u16, &str)]) -> Server {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let url = format!("http://{}", server.server_addr().to_ip().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let script: Vec<(u16, String)> = script.iter().map(|(s, b)| (*s, b.to_string())).collect();
-        let thread = {
-            let (server, seen) = (Arc::clone(&server), Arc::clone(&seen));
-            std::thread::spawn(move || {
-                let mut n = 0;
-                while let Ok(request) = server.recv() {
-                    seen.lock().unwrap().push(format!("{} {}", request.method(), request.url()));
-                    let (status, body) = &script[n.min(script.len() - 1)];
-                    n += 1;
-                    let _ = request.respond(tiny_http::Response::from_string(body.clone()).with_status_code(*status));
-                }
-            })
-        };
-        Server { url, seen, server, thread: Some(thread) }
+        let recorded = Arc::clone(&seen);
+        let server = serving(move |request| {
+            let mut seen = recorded.lock().unwrap();
+            let (status, body) = &script[seen.len().min(script.len() - 1)];
+            seen.push(format!("{} {}", request.method, request.url));
+            httpd::Answer::Response { status: *status, headers: Vec::new(), body: body.clone() }
+        });
+        Server { url: format!("http://{}", server.addr()), seen, server }
     }
 
     fn seen(&self) -> Vec<String> {
@@ -46,8 +37,12 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.server.unblock();
-        let _ = self.thread.take().map(JoinHandle::join);
     }
+}
+
+/// A server on a loopback port, answering with `answer` (a thread per connection, as LoxiLB's Go server).
+fn serving(answer: impl Fn(&httpd::Request) -> httpd::Answer + Send + Sync + 'static) -> httpd::Server {
+    httpd::Server::start(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), Arc::new(answer)).unwrap()
 }
 
 /// A base URL nothing listens on: every request is refused at once.
@@ -187,52 +182,16 @@ fn deletes_and_lists_go_out_as_loxilb_takes_them() {
     );
 }
 
-/// A LoxiLB answering every request `{"result":"Success"}` after `pause`, a thread per connection as
-/// LoxiLB's Go server, counting the connections it accepted.
-fn counting_connections(pause: Duration) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = Arc::clone(&accepted);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            std::thread::spawn(move || {
-                let mut writer = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                loop {
-                    // A request without a body: its head ends with a blank line.
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    std::thread::sleep(pause);
-                    let response = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{SUCCESS}", SUCCESS.len());
-                    if writer.write_all(response.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (url, accepted)
-}
-
 #[test]
 fn concurrent_requests_keep_their_connections_for_the_next_ones() {
     // Operations on different load balancers reach a node at once, one request per apply worker.
     // ureq kept 3 connections per host: every request beyond them connected anew (with TLS, a handshake).
     const AT_ONCE: usize = 16;
-    let (url, accepted) = counting_connections(Duration::from_millis(30));
-    let client = Arc::new(node(&url));
+    let server = serving(|_| {
+        std::thread::sleep(Duration::from_millis(30));
+        httpd::Answer::Response { status: 200, headers: Vec::new(), body: SUCCESS.to_string() }
+    });
+    let client = Arc::new(node(&format!("http://{}", server.addr())));
     let LoxilbCall::UpsertRule(rule) = upsert() else { unreachable!() };
     for _ in 0..4 {
         let workers: Vec<_> = (0..AT_ONCE)
@@ -243,6 +202,6 @@ fn concurrent_requests_keep_their_connections_for_the_next_ones() {
             .collect();
         workers.into_iter().for_each(|w| w.join().unwrap());
     }
-    let connections = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    let connections = server.accepted();
     assert!(connections <= AT_ONCE, "{} requests, {AT_ONCE} at a time, took {connections} connections", 4 * AT_ONCE);
 }

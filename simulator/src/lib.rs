@@ -7,7 +7,6 @@
 //! README.md lists what it does and does not reproduce.
 //!
 //! # Layout
-//! * `http`: the HTTP/1.1 server, a thread per connection as LoxiLB's Go server has.
 //! * [`server`]: HTTP routing, go-openapi's request checks, LoxiLB's REST handlers, and the
 //!   [`Simulator`] handle tests drive.
 //! * `rules`: the LB rule table, a port of LoxiLB's core semantics (`AddLbRule` & co).
@@ -32,7 +31,6 @@ mod auth;
 mod bgp;
 mod ephosts;
 mod errors;
-mod http;
 mod rules;
 pub mod server;
 pub mod spec;

@@ -115,7 +115,7 @@ impl Shared {
 /// A LoxiLB REST API on a loopback port, alive until dropped.
 pub struct Simulator {
     shared: Arc<Shared>,
-    server: crate::http::Server,
+    server: httpd::Server,
     addr: SocketAddr,
     /// The HTTPS listener in front, when started with TLS (dropped first: it relays to `server`).
     front: Option<Front>,
@@ -183,9 +183,9 @@ impl Simulator {
         let shared = Arc::new(Shared { state: Mutex::new(state), spec });
         let handler = {
             let shared = Arc::clone(&shared);
-            Arc::new(move |request: &crate::http::Request| answer(&shared, request))
+            Arc::new(move |request: &httpd::Request| answer(&shared, request))
         };
-        let server = crate::http::Server::start(listener, handler).map_err(|e| anyhow!("serving {addr}: {e}"))?;
+        let server = httpd::Server::start(listener, handler).map_err(|e| anyhow!("serving {addr}: {e}"))?;
         let addr = server.addr();
         let front = match (tls, front_addr) {
             (Some(config), Some(front_addr)) => Some(Front::start(front_addr, addr, config)?),
@@ -370,7 +370,7 @@ impl Drop for Simulator {
 
 /// One request answered, on its connection's thread: the state is locked for each step, so requests
 /// on different connections are applied one at a time.
-fn answer(shared: &Shared, req: &crate::http::Request) -> crate::http::Answer {
+fn answer(shared: &Shared, req: &httpd::Request) -> httpd::Answer {
     let authorization = req.header("Authorization").map(str::to_string);
     let fault = {
         let mut st = shared.lock();
@@ -383,7 +383,7 @@ fn answer(shared: &Shared, req: &crate::http::Request) -> crate::http::Answer {
     };
     if fault == Some(Fault::Reset) {
         // No status line a client can parse, then the connection goes away.
-        return crate::http::Answer::Raw(b"\x00RESET\r\n\r\n".to_vec());
+        return httpd::Answer::Raw(b"\x00RESET\r\n\r\n".to_vec());
     }
     let reply = handle(shared, &req.method, &req.url, req.header("Content-Type"), authorization.as_deref(), &req.body);
     let mut headers = vec![("Content-Type", "application/json".to_string())];
@@ -394,7 +394,7 @@ fn answer(shared: &Shared, req: &crate::http::Request) -> crate::http::Answer {
     if let Some(Fault::Late(delay)) = fault {
         std::thread::sleep(delay);
     }
-    crate::http::Answer::Response { status: reply.status, headers, body: format!("{}\n", reply.body) }
+    httpd::Answer::Response { status: reply.status, headers, body: format!("{}\n", reply.body) }
 }
 
 fn record(shared: &Shared, method: String, url: &str, body: &[u8], authorization: Option<String>, reply: &Reply) {

@@ -1,10 +1,12 @@
-//! The simulator's HTTP/1.1 server: a thread per connection, kept open between requests, answering its
-//! requests one after another, as LoxiLB's Go server keeps a goroutine per connection.
+//! A small HTTP/1.1 server: a thread per connection, kept open between requests and answering them in
+//! turn, as LoxiLB's Go server keeps a goroutine per connection. The host's operator endpoint
+//! (`/metrics`, `/healthz`, `/readyz`) and the LoxiLB simulator answer with it; a handler gets each
+//! request whole (head and body) on its connection's thread.
 //!
-//! tiny_http served the simulator before. Its thread pool queues a connection accepted while another is
-//! being handed to an idle thread, until some thread finishes its connection: a client that keeps its
-//! connections, as the host does for every request it may have in flight, had requests wait out its
-//! timeout (5 s) with no answer.
+//! tiny_http served both before. Its thread pool queued a connection accepted while another was being
+//! handed to an idle thread, until some thread finished its connection: with clients that keep their
+//! connections (Prometheus, the host's LoxiLB client), requests waited out the client's timeout with no
+//! answer.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -111,8 +113,7 @@ impl Server {
 
 /// Reads requests off one connection, one at a time, until the client closes it or asks to.
 fn serve_connection(stream: TcpStream, handler: &Handler) {
-    let Ok(writer) = stream.try_clone() else { return };
-    let mut writer = writer;
+    let Ok(mut writer) = stream.try_clone() else { return };
     let mut reader = BufReader::new(stream);
     loop {
         let (request, keep_alive) = match read_request(&mut reader) {
@@ -249,5 +250,74 @@ fn reason(status: u16) -> &'static str {
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Status",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server answering each request with its method, URL and body, as the handler saw them.
+    fn echo() -> Server {
+        let handler = |r: &Request| Answer::Response {
+            status: 200,
+            headers: vec![("Content-Type", "text/plain".into())],
+            body: format!("{} {} {}", r.method, r.url, String::from_utf8_lossy(&r.body)),
+        };
+        Server::start(TcpListener::bind("127.0.0.1:0").unwrap(), Arc::new(handler)).unwrap()
+    }
+
+    /// Sends `raw` on a new connection and reads until the server closes it.
+    fn exchange(server: &Server, raw: &str) -> String {
+        let mut stream = TcpStream::connect(server.addr()).unwrap();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        stream.write_all(raw.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    }
+
+    #[test]
+    fn requests_on_one_connection_are_answered_in_turn_and_the_last_closes_it_when_asked() {
+        let server = echo();
+        let answer = exchange(&server, "POST /a?x=1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert_eq!(
+            answer,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 15\r\n\r\nPOST /a?x=1 abc\
+             HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 7\r\nConnection: close\r\n\r\nGET /b "
+        );
+        assert_eq!(server.accepted(), 1);
+    }
+
+    #[test]
+    fn http_1_0_closes_after_its_answer_and_chunked_bodies_arrive_whole() {
+        let server = echo();
+        assert!(exchange(&server, "GET / HTTP/1.0\r\n\r\n").contains("Connection: close\r\n\r\nGET / "));
+        let chunked = "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nTrailer: t\r\n\r\n";
+        assert!(exchange(&server, chunked).ends_with("\r\n\r\nPOST /c abcde"), "{}", exchange(&server, chunked));
+    }
+
+    #[test]
+    fn a_request_that_does_not_parse_is_answered_400_and_its_connection_closed() {
+        let server = echo();
+        let answer = exchange(&server, "NOT HTTP\r\n\r\n");
+        assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n") && answer.contains("Connection: close"), "{answer}");
+        assert!(exchange(&server, "GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n").starts_with("HTTP/1.1 400"));
+    }
+
+    #[test]
+    fn unblock_refuses_new_connections_and_closes_the_kept_ones() {
+        let server = echo();
+        let mut kept = TcpStream::connect(server.addr()).unwrap();
+        kept.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut first = [0; 17];
+        kept.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200 OK\r\n");
+        server.unblock();
+        assert!(TcpStream::connect(server.addr()).is_err(), "a connection was accepted after unblock");
+        kept.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let mut rest = Vec::new();
+        kept.read_to_end(&mut rest).unwrap();
+        assert!(String::from_utf8_lossy(&rest).ends_with("GET / "), "the kept connection was not closed after its answer");
     }
 }
