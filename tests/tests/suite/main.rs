@@ -11,6 +11,7 @@ mod commit_wait;
 mod component;
 mod convergence;
 mod e2e;
+mod endpoint;
 mod hermetic;
 mod kept_view;
 mod limits;
