@@ -306,6 +306,40 @@ mod tests {
     }
 
     #[test]
+    fn connections_their_clients_keep_are_answered_whenever_they_send() {
+        // LoxiLB's Go server serves every connection on a goroutine of its own. tiny_http, which served
+        // the simulator before, queued a connection accepted while another was being handed to an idle
+        // thread until some connection closed: requests on it went unanswered until the client's timeout.
+        let server = echo();
+        let mut kept: Vec<BufReader<TcpStream>> = (0..32)
+            .map(|_| {
+                let stream = TcpStream::connect(server.addr()).unwrap();
+                stream.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+                BufReader::new(stream)
+            })
+            .collect();
+        for round in 0..20 {
+            std::thread::scope(|s| {
+                for (n, client) in kept.iter_mut().enumerate() {
+                    s.spawn(move || {
+                        let path = format!("/{round}/{n}");
+                        write!(client.get_mut(), "GET {path} HTTP/1.1\r\n\r\n").unwrap();
+                        let mut head = String::new();
+                        while !head.ends_with("\r\n\r\n") {
+                            assert!(client.read_line(&mut head).unwrap_or(0) > 0, "round {round}: no answer on connection {n}");
+                        }
+                        let length: usize = head.split("Content-Length: ").nth(1).and_then(|l| l.split("\r\n").next()).unwrap().parse().unwrap();
+                        let mut body = vec![0; length];
+                        client.read_exact(&mut body).unwrap();
+                        assert_eq!(String::from_utf8(body).unwrap(), format!("GET {path} "));
+                    });
+                }
+            });
+        }
+        assert_eq!(server.accepted(), 32);
+    }
+
+    #[test]
     fn unblock_refuses_new_connections_and_closes_the_kept_ones() {
         let server = echo();
         let mut kept = TcpStream::connect(server.addr()).unwrap();

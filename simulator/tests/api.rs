@@ -546,37 +546,3 @@ fn in_process_answers_as_http_does() {
     in_process.fail_next(1, 503, "not-ready");
     assert_eq!(direct.exchange("GET", "/netlox/v1/config/loadbalancer/all", None).0, 503, "an injected answer applies in-process too");
 }
-
-#[test]
-fn connections_a_client_keeps_are_served_whenever_it_sends_on_them() {
-    // LoxiLB's Go server serves every connection on a goroutine of its own. The host keeps a connection
-    // per request it may have in flight; tiny_http, which served the simulator before, queued a
-    // connection accepted while another was being handed to an idle thread until some connection closed,
-    // and requests on it went unanswered until the client's timeout.
-    let sim = Simulator::start_on("127.0.0.1:0", ErrorStyle::Coded, None).expect("simulator starts");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_idle_connections(64)
-        .max_idle_connections_per_host(64)
-        .timeout_global(Some(std::time::Duration::from_secs(2)))
-        .build()
-        .into();
-    let url = format!("{}/netlox/v1/config/loadbalancer/all", sim.url());
-    for round in 0..20 {
-        let clients: Vec<_> = (0..32)
-            .map(|_| {
-                let (agent, url) = (agent.clone(), url.clone());
-                std::thread::spawn(move || {
-                    // Read to the end, so that the connection can be used again.
-                    let mut answer = agent.get(&url).call().map_err(|e| e.to_string())?;
-                    answer.body_mut().read_to_string().map_err(|e| e.to_string())?;
-                    Ok::<u16, String>(answer.status().as_u16())
-                })
-            })
-            .collect();
-        for client in clients {
-            assert_eq!(client.join().unwrap(), Ok(200), "round {round}");
-        }
-    }
-    assert!(sim.connections() <= 32, "{} connections for 32 clients that keep theirs", sim.connections());
-}

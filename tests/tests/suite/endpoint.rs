@@ -9,15 +9,20 @@ use host::http::HttpServer;
 use host::octavia::agent::DriverAgent;
 use integration_tests::*;
 
+/// The endpoint of `h`'s service, on a loopback port, without a driver-agent.
+fn endpoint(h: &TestHost) -> HttpServer {
+    let loxilb: Arc<dyn host::loxilb::LoxiTransport> = Arc::new(host::loxilb::HttpLoxi::new(vec![h.sim.url()], Duration::from_secs(5)));
+    let probes = Probes { service: Arc::clone(&h.service), loxilb, agent: DriverAgent { status: None, stats: None, get: None }, mapping_path: None };
+    HttpServer::start("127.0.0.1:0", probes).unwrap()
+}
+
 #[test]
 fn every_client_is_answered_while_others_keep_their_connections() {
     // tiny_http, which served the endpoint before, queued a connection accepted while another was being
     // handed to an idle thread until some connection closed: with scrapers keeping theirs, a probe went
     // unanswered until its timeout.
     let h = test_host(&default_policy(), Default::default(), settings());
-    let loxilb: Arc<dyn host::loxilb::LoxiTransport> = Arc::new(host::loxilb::HttpLoxi::new(vec![h.sim.url()], Duration::from_secs(5)));
-    let probes = Probes { service: Arc::clone(&h.service), loxilb, agent: DriverAgent { status: None, stats: None, get: None }, mapping_path: None };
-    let server = HttpServer::start("127.0.0.1:0", probes).unwrap();
+    let server = endpoint(&h);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_idle_connections(64)
@@ -49,9 +54,7 @@ fn every_client_is_answered_while_others_keep_their_connections() {
 #[test]
 fn the_endpoint_answers_what_it_serves_and_refuses_the_rest() {
     let h = test_host(&default_policy(), Default::default(), settings());
-    let loxilb: Arc<dyn host::loxilb::LoxiTransport> = Arc::new(host::loxilb::HttpLoxi::new(vec![h.sim.url()], Duration::from_secs(5)));
-    let probes = Probes { service: Arc::clone(&h.service), loxilb, agent: DriverAgent { status: None, stats: None, get: None }, mapping_path: None };
-    let server = HttpServer::start("127.0.0.1:0", probes).unwrap();
+    let server = endpoint(&h);
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let get = |path: &str| {
         let mut answer = agent.get(&format!("http://{}{path}", server.addr)).call().unwrap();
