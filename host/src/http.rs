@@ -3,10 +3,16 @@
 //! Plain HTTP on an address the operator chooses: keep it on loopback or a management network.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 
 use crate::health::{self, Probes};
+
+/// Scrapers and probes send GETs without bodies, a few at a time, and Prometheus keeps its connection
+/// from one scrape to the next (every 15–60 s): enough for them, and a bound on what anyone else on the
+/// network can hold.
+pub const LIMITS: httpd::Limits = httpd::Limits { name: "http", max_body: 64 << 10, max_connections: 64, idle: Some(Duration::from_secs(120)) };
 
 pub struct HttpServer {
     pub addr: std::net::SocketAddr,
@@ -16,8 +22,8 @@ pub struct HttpServer {
 impl HttpServer {
     pub fn start(addr: &str, probes: Probes) -> Result<HttpServer> {
         let listener = std::net::TcpListener::bind(addr).map_err(|e| anyhow!("listening on {addr} (http_listen): {e}"))?;
-        let server = httpd::Server::start(listener, Arc::new(move |request: &httpd::Request| answer(&probes, request)))
-            .map_err(|e| anyhow!("listening on {addr} (http_listen): {e}"))?;
+        let handler = Arc::new(move |request: &httpd::Request| answer(&probes, request));
+        let server = httpd::Server::start_with(listener, handler, LIMITS).map_err(|e| anyhow!("listening on {addr} (http_listen): {e}"))?;
         Ok(HttpServer { addr: server.addr(), server })
     }
 }

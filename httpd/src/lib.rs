@@ -13,10 +13,30 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-/// Headers and body beyond these are refused (LoxiLB's bodies are a few kilobytes).
+/// A request head beyond this is refused.
 const MAX_HEAD: usize = 64 << 10;
-const MAX_BODY: usize = 16 << 20;
+
+/// What a server allows its clients.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Its threads are named after it (`<name>-accept`, `<name>-conn`).
+    pub name: &'static str,
+    /// A request body beyond this is answered 413 and its connection closed.
+    pub max_body: usize,
+    /// Connections served at once; a further one is answered 503 and closed.
+    pub max_connections: usize,
+    /// How long a connection may stay silent, between requests or inside one, before it is closed.
+    pub idle: Option<Duration>,
+}
+
+impl Default for Limits {
+    /// As a LoxiLB's API would take them: bodies of a few kilobytes, as many clients as come.
+    fn default() -> Limits {
+        Limits { name: "httpd", max_body: 16 << 20, max_connections: usize::MAX, idle: None }
+    }
+}
 
 /// One request.
 pub struct Request {
@@ -60,27 +80,44 @@ pub struct Server {
 
 impl Server {
     pub fn start(listener: TcpListener, handler: Arc<Handler>) -> std::io::Result<Server> {
+        Server::start_with(listener, handler, Limits::default())
+    }
+
+    pub fn start_with(listener: TcpListener, handler: Arc<Handler>, limits: Limits) -> std::io::Result<Server> {
         let addr = listener.local_addr()?;
         let stopped = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(Mutex::new(HashMap::new()));
         let accepted = Arc::new(AtomicUsize::new(0));
         let acceptor = {
             let (stopped, connections, accepted) = (Arc::clone(&stopped), Arc::clone(&connections), Arc::clone(&accepted));
-            std::thread::Builder::new().name("loxilb-sim-accept".into()).spawn(move || {
+            std::thread::Builder::new().name(format!("{}-accept", limits.name)).spawn(move || {
                 for stream in listener.incoming() {
                     if stopped.load(Ordering::SeqCst) {
                         break;
                     }
-                    let Ok(stream) = stream else { continue };
+                    let Ok(mut stream) = stream else { continue };
                     let number = accepted.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(kept) = stream.try_clone() {
-                        connections.lock().unwrap().insert(number, kept);
+                    let _ = stream.set_read_timeout(limits.idle);
+                    {
+                        let mut open = connections.lock().unwrap();
+                        if open.len() >= limits.max_connections {
+                            drop(open);
+                            // The accept loop goes on at once: only what has arrived is taken off.
+                            let _ = refuse(&mut stream, 503, "too many connections", Duration::ZERO);
+                            continue;
+                        }
+                        if let Ok(kept) = stream.try_clone() {
+                            open.insert(number, kept);
+                        }
                     }
-                    let (handler, connections) = (Arc::clone(&handler), Arc::clone(&connections));
-                    let _ = std::thread::Builder::new().name("loxilb-sim-conn".into()).spawn(move || {
-                        serve_connection(stream, &*handler);
-                        connections.lock().unwrap().remove(&number);
+                    let (handler, open, max_body) = (Arc::clone(&handler), Arc::clone(&connections), limits.max_body);
+                    let spawned = std::thread::Builder::new().name(format!("{}-conn", limits.name)).spawn(move || {
+                        serve_connection(stream, &*handler, max_body);
+                        open.lock().unwrap().remove(&number);
                     });
+                    if spawned.is_err() {
+                        connections.lock().unwrap().remove(&number);
+                    }
                 }
             })?
         };
@@ -112,16 +149,15 @@ impl Server {
 }
 
 /// Reads requests off one connection, one at a time, until the client closes it or asks to.
-fn serve_connection(stream: TcpStream, handler: &Handler) {
+fn serve_connection(stream: TcpStream, handler: &Handler, max_body: usize) {
     let Ok(mut writer) = stream.try_clone() else { return };
     let mut reader = BufReader::new(stream);
     loop {
-        let (request, keep_alive) = match read_request(&mut reader) {
+        let (request, keep_alive) = match read_request(&mut reader, max_body) {
             Ok(Some(read)) => read,
             Ok(None) => return,
-            Err(why) => {
-                let body = format!("{why}\n");
-                let _ = write!(writer, "HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            Err((status, why)) => {
+                let _ = refuse(&mut writer, status, &why, Duration::from_secs(1));
                 return;
             }
         };
@@ -151,18 +187,47 @@ fn serve_connection(stream: TcpStream, handler: &Handler) {
     }
 }
 
+/// An answer that closes its connection. What the client sent and nobody read is taken off first (for
+/// up to `linger`, or only what has arrived when that is zero): closing a socket with unread data resets
+/// the connection, and the client may lose the answer.
+fn refuse(stream: &mut TcpStream, status: u16, why: &str, linger: Duration) -> std::io::Result<()> {
+    let body = format!("{why}\n");
+    write!(stream, "HTTP/1.1 {status} {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", reason(status), body.len())?;
+    stream.shutdown(Shutdown::Write)?;
+    if linger.is_zero() {
+        stream.set_nonblocking(true)?;
+    } else {
+        stream.set_read_timeout(Some(linger))?;
+    }
+    let mut unread = [0; 8192];
+    let mut left = 16usize << 20;
+    while left > 0 {
+        match stream.read(&mut unread) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+    Ok(())
+}
+
 /// One request off `reader`, and whether the connection stays open after it; `None` when the client
-/// closed the connection between requests.
-fn read_request(reader: &mut BufReader<TcpStream>) -> Result<Option<(Request, bool)>, String> {
+/// closed the connection between requests. What cannot be read is the status to answer and why.
+fn read_request(reader: &mut BufReader<TcpStream>, max_body: usize) -> Result<Option<(Request, bool)>, (u16, String)> {
+    let bad = |why: String| (400, why);
     let mut head = Vec::new();
     loop {
         let before = head.len();
-        let read = reader.read_until(b'\n', &mut head).map_err(|e| format!("reading the request: {e}"))?;
+        let read = match reader.read_until(b'\n', &mut head) {
+            Ok(read) => read,
+            // Silent past `idle` between requests: closed without a word, as Go's server does.
+            Err(e) if head.is_empty() && matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return Ok(None),
+            Err(e) => return Err(bad(format!("reading the request: {e}"))),
+        };
         if read == 0 {
-            return if head.is_empty() { Ok(None) } else { Err("connection closed inside the request head".into()) };
+            return if head.is_empty() { Ok(None) } else { Err(bad("connection closed inside the request head".into())) };
         }
         if head.len() > MAX_HEAD {
-            return Err("request head too large".into());
+            return Err((431, "request head too large".into()));
         }
         // A blank line (after at least the request line) ends the head.
         let line = &head[before..];
@@ -178,8 +243,8 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Result<Option<(Request, bo
     let mut parsed = httparse::Request::new(&mut fields);
     match parsed.parse(&head) {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err("incomplete request head".into()),
-        Err(e) => return Err(format!("bad request head: {e}")),
+        Ok(httparse::Status::Partial) => return Err(bad("incomplete request head".into())),
+        Err(e) => return Err(bad(format!("bad request head: {e}"))),
     }
     let method = parsed.method.unwrap_or_default().to_string();
     let url = parsed.path.unwrap_or_default().to_string();
@@ -193,49 +258,50 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Result<Option<(Request, bo
     };
     // curl asks before sending a body over 1 KiB, and waits a second for this answer (Go's server gives it).
     if find("expect").is_some_and(|e| e == "100-continue") {
-        reader.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n").map_err(|e| format!("answering 100-continue: {e}"))?;
+        reader.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n").map_err(|e| bad(format!("answering 100-continue: {e}")))?;
     }
     let body = if find("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
-        read_chunked(reader)?
+        read_chunked(reader, max_body)?
     } else {
         let length = match find("content-length") {
-            Some(length) => length.parse::<usize>().map_err(|_| format!("bad Content-Length {length:?}"))?,
+            Some(length) => length.parse::<usize>().map_err(|_| bad(format!("bad Content-Length {length:?}")))?,
             None => 0,
         };
-        if length > MAX_BODY {
-            return Err("request body too large".into());
+        if length > max_body {
+            return Err((413, format!("request body over {max_body} bytes")));
         }
         let mut body = vec![0; length];
-        reader.read_exact(&mut body).map_err(|e| format!("reading the body: {e}"))?;
+        reader.read_exact(&mut body).map_err(|e| bad(format!("reading the body: {e}")))?;
         body
     };
     Ok(Some((Request { method, url, headers, body }, keep_alive)))
 }
 
 /// A chunked body (RFC 9112 §7.1), trailers skipped.
-fn read_chunked(reader: &mut BufReader<TcpStream>) -> Result<Vec<u8>, String> {
+fn read_chunked(reader: &mut BufReader<TcpStream>, max_body: usize) -> Result<Vec<u8>, (u16, String)> {
+    let bad = |why: String| (400, why);
     let mut body = Vec::new();
     loop {
         let mut line = String::new();
-        reader.read_line(&mut line).map_err(|e| format!("reading a chunk: {e}"))?;
+        reader.read_line(&mut line).map_err(|e| bad(format!("reading a chunk: {e}")))?;
         let size = line.trim().split(';').next().unwrap_or_default();
-        let size = usize::from_str_radix(size, 16).map_err(|_| format!("bad chunk size {size:?}"))?;
-        if body.len() + size > MAX_BODY {
-            return Err("request body too large".into());
+        let size = usize::from_str_radix(size, 16).map_err(|_| bad(format!("bad chunk size {size:?}")))?;
+        if body.len().saturating_add(size) > max_body {
+            return Err((413, format!("request body over {max_body} bytes")));
         }
         if size == 0 {
             loop {
                 let mut trailer = String::new();
-                if reader.read_line(&mut trailer).map_err(|e| format!("reading the trailers: {e}"))? == 0 || trailer.trim().is_empty() {
+                if reader.read_line(&mut trailer).map_err(|e| bad(format!("reading the trailers: {e}")))? == 0 || trailer.trim().is_empty() {
                     return Ok(body);
                 }
             }
         }
         let start = body.len();
         body.resize(start + size, 0);
-        reader.read_exact(&mut body[start..]).map_err(|e| format!("reading a chunk: {e}"))?;
+        reader.read_exact(&mut body[start..]).map_err(|e| bad(format!("reading a chunk: {e}")))?;
         let mut end = [0; 2];
-        reader.read_exact(&mut end).map_err(|e| format!("reading a chunk: {e}"))?;
+        reader.read_exact(&mut end).map_err(|e| bad(format!("reading a chunk: {e}")))?;
     }
 }
 
@@ -249,7 +315,9 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         409 => "Conflict",
+        413 => "Content Too Large",
         415 => "Unsupported Media Type",
+        431 => "Request Header Fields Too Large",
         422 => "Unprocessable Entity",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
@@ -356,6 +424,41 @@ mod tests {
             });
         }
         assert_eq!(server.accepted(), 32);
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_refused_413_before_it_is_read() {
+        let handler = |_: &Request| Answer::Response { status: 200, headers: Vec::new(), body: String::new() };
+        let limits = Limits { max_body: 10, ..Limits::default() };
+        let server = Server::start_with(TcpListener::bind("127.0.0.1:0").unwrap(), Arc::new(handler), limits).unwrap();
+        let answer = exchange(&server, "POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n");
+        assert!(answer.starts_with("HTTP/1.1 413 Content Too Large\r\n") && answer.contains("over 10 bytes"), "{answer}");
+        let chunked = exchange(&server, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n6\r\n");
+        assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
+        assert!(exchange(&server, "POST / HTTP/1.1\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789").starts_with("HTTP/1.1 200"));
+    }
+
+    #[test]
+    fn connections_beyond_the_limit_are_answered_503_and_one_that_stays_silent_is_closed() {
+        let limits = Limits { max_connections: 2, idle: Some(std::time::Duration::from_millis(300)), ..Limits::default() };
+        let handler = |r: &Request| Answer::Response { status: 200, headers: Vec::new(), body: r.url.clone() };
+        let server = Server::start_with(TcpListener::bind("127.0.0.1:0").unwrap(), Arc::new(handler), limits).unwrap();
+        let kept: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(server.addr()).unwrap()).collect();
+        // Counted once accepted: wait until both are.
+        while server.accepted() < 2 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let refused = exchange(&server, "GET /third HTTP/1.1\r\n\r\n");
+        assert!(refused.starts_with("HTTP/1.1 503 Service Unavailable\r\n") && refused.contains("too many connections"), "{refused}");
+        // The kept ones say nothing: they are closed after the idle time, and make room.
+        for mut silent in kept {
+            silent.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            let mut rest = Vec::new();
+            silent.read_to_end(&mut rest).unwrap();
+            assert!(rest.is_empty(), "a silent connection was answered {:?}", String::from_utf8_lossy(&rest));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(exchange(&server, "GET /fourth HTTP/1.1\r\nConnection: close\r\n\r\n").ends_with("\r\n\r\n/fourth"));
     }
 
     #[test]

@@ -79,3 +79,38 @@ fn the_endpoint_answers_what_it_serves_and_refuses_the_rest() {
     let answer = agent.post(&format!("http://{}/metrics", server.addr)).send_empty().unwrap();
     assert_eq!(answer.status().as_u16(), 405);
 }
+
+#[test]
+fn connections_past_the_endpoint_s_limit_are_refused_and_bodies_are_bounded() {
+    use std::io::{Read, Write};
+    let h = test_host(&default_policy(), Default::default(), settings());
+    let server = endpoint(&h);
+    let send = |raw: &[u8]| {
+        let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream.write_all(raw).unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    };
+    let body = vec![b'x'; host::http::LIMITS.max_body + 1];
+    let mut post = format!("GET /healthz HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    post.extend_from_slice(&body);
+    assert!(send(&post).starts_with("HTTP/1.1 413"), "a body over the limit was read");
+    // Idle connections anyone on the network holds open.
+    let held: Vec<std::net::TcpStream> = (0..host::http::LIMITS.max_connections).map(|_| std::net::TcpStream::connect(server.addr).unwrap()).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        let answer = send(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+        if answer.starts_with("HTTP/1.1 503") || std::time::Instant::now() > deadline {
+            break answer;
+        }
+    };
+    assert!(refused.contains("too many connections"), "{refused}");
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !send(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n").starts_with("HTTP/1.1 200") {
+        assert!(std::time::Instant::now() < deadline, "the endpoint did not serve again once the idle connections went");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
