@@ -134,6 +134,11 @@ impl Appended {
     pub fn restored(seq: u64) -> Appended {
         Appended { seq, end: 0 }
     }
+
+    /// Whether it was read back on opening (accepted before a restart), not appended since.
+    pub fn is_restored(&self) -> bool {
+        self.end == 0
+    }
 }
 
 /// A line found damaged on opening (bit rot, a write cut short by a crash or a full disk before this

@@ -248,19 +248,25 @@ impl Service {
                 return;
             }
         };
+        let reported_before = inbox_seq.as_ref().is_some_and(Appended::is_restored) && self.reported_before(&method, &args);
         let service = Arc::clone(self);
         let reports = Arc::clone(reports);
         durability.after(storage.appended(), move |durable| {
             if let Err(e) = durable {
                 tracing::error!("mapping journal not durable after {method}: {e}");
             }
-            // Not sent from here: this thread releases every operation's outcome in turn.
             let sent = statuses.clone();
-            reports.submit(sent, move || {
+            let done = move || {
                 service.reported(&statuses);
                 log_outcome(&method, &args, &statuses, started.elapsed());
                 service.finished(inbox_seq);
-            });
+            };
+            if reported_before {
+                done();
+            } else {
+                // Not sent from here: this thread releases every operation's outcome in turn.
+                reports.submit(sent, done);
+            }
         });
     }
 
@@ -435,13 +441,15 @@ impl Service {
     /// Applies one operation now: wait for Octavia's commit, run the policy, make the mapping durable,
     /// report. Returns once all of that is done (the AMQP transport acknowledges only then).
     pub fn apply(&self, method: &str, args: &Value) -> Vec<ObjectStatus> {
-        self.apply_while(method, args, &|| true).unwrap_or_default()
+        self.apply_while(method, args, false, &|| true).unwrap_or_default()
     }
 
     /// `apply`, unless `still_ours` says otherwise once Octavia has committed: a transport whose
     /// delivery was handed to another host meanwhile (its connection dropped) must not apply it too.
-    /// `None` when it was left alone that way (the transport must not acknowledge it).
-    pub fn apply_while(&self, method: &str, args: &Value, still_ours: &dyn Fn() -> bool) -> Option<Vec<ObjectStatus>> {
+    /// `None` when it was left alone that way (the transport must not acknowledge it). A `redelivered`
+    /// operation (a host may have stopped between reporting it and acknowledging it) is not reported
+    /// again once Octavia shows it reported (`reported_before`).
+    pub fn apply_while(&self, method: &str, args: &Value, redelivered: bool, still_ours: &dyn Fn() -> bool) -> Option<Vec<ObjectStatus>> {
         let started = Instant::now();
         let (statuses, storage) = match self.apply_in_memory(method, args, still_ours, &|| Ok(())) {
             Taken::Applied(statuses, storage) => (statuses, storage),
@@ -454,7 +462,11 @@ impl Service {
         if let Err(e) = storage.sync() {
             tracing::error!("mapping journal not durable after {method}: {e}");
         }
-        self.report(&statuses);
+        if redelivered && self.reported_before(method, args) {
+            self.reported(&statuses);
+        } else {
+            self.report(&statuses);
+        }
         log_outcome(method, args, &statuses, started.elapsed());
         Some(statuses)
     }
@@ -724,6 +736,34 @@ impl Service {
     /// exists; an updated one reads back with the new values. Without a get socket there is no Octavia
     /// transaction to wait for. Only answers count towards `commit_wait`: while the get socket cannot be
     /// asked, nothing is known about the commit, so the wait goes on (until `still_ours` turns false).
+    /// Whether Octavia shows that an operation accepted before a restart was reported then: its object
+    /// has left the PENDING state the operation put it in (or, deleted, is gone). A host that stops
+    /// between reporting an operation and marking it done in the inbox (or acknowledging its AMQP
+    /// delivery) applies it again when it starts;
+    /// its statuses sent again would undo a later operation's PENDING state in Octavia (a load balancer
+    /// ACTIVE while a member added since is still being programmed, open to further changes meanwhile).
+    /// While its object is still in that PENDING state nothing else can have changed it; when Octavia
+    /// cannot be asked, the statuses are sent (an object left PENDING for good is the worse outcome).
+    fn reported_before(&self, method: &str, args: &Value) -> bool {
+        let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return false };
+        let Some((collection, id, pending)) = pending_state_of(method, args) else { return false };
+        match agent.get(collection, &id) {
+            Ok(Some(object)) => {
+                let shown = object.get("provisioning_status").and_then(Value::as_str);
+                let moved_on = shown.is_some_and(|shown| shown != pending);
+                if moved_on {
+                    tracing::info!(
+                        "{method} {id}, accepted before the restart, was reported then (Octavia shows it {}): not reporting it again",
+                        shown.unwrap_or("-")
+                    );
+                }
+                moved_on
+            }
+            Ok(None) => pending == "PENDING_DELETE",
+            Err(_) => false,
+        }
+    }
+
     fn wait_committed(&self, method: &str, args: &Value, still_ours: &dyn Fn() -> bool) -> Waited {
         let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return Waited::Committed };
         let Some((collection, id, expected)) = commit_probe(method, args) else { return Waited::Committed };
@@ -893,9 +933,10 @@ fn loadbalancers_of(statuses: &[ObjectStatus]) -> impl Iterator<Item = &str> {
 /// A get-socket collection, an object id, and the field values that must read back.
 type CommitProbe = (&'static str, String, Vec<(String, Value)>);
 
-/// What to read back from the get socket before applying `method`, and which fields must match.
-fn commit_probe(method: &str, args: &Value) -> Option<CommitProbe> {
-    let (collection, name, id_field) = match method.rsplit_once('_')?.0 {
+/// The get socket's collection of an object kind as a method names it, the cast's key for the object,
+/// and its id field.
+fn object_kind(kind: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    Some(match kind {
         "loadbalancer" => ("loadbalancers", "loadbalancer", "loadbalancer_id"),
         "listener" => ("listeners", "listener", "listener_id"),
         "pool" => ("pools", "pool", "pool_id"),
@@ -903,12 +944,31 @@ fn commit_probe(method: &str, args: &Value) -> Option<CommitProbe> {
         "health_monitor" => ("healthmonitors", "healthmonitor", "healthmonitor_id"),
         "l7policy" => ("l7policies", "l7policy", "l7policy_id"),
         "l7rule" => ("l7rules", "l7rule", "l7rule_id"),
-        "member_batch" => {
-            let first = args.get("members")?.as_array()?.first()?;
-            return Some(("members", first.get("member_id")?.as_str()?.to_string(), Vec::new()));
-        }
+        _ => return None,
+    })
+}
+
+/// The object a create, update or delete is about, and the PENDING state Octavia holds it in until the
+/// operation is reported.
+fn pending_state_of(method: &str, args: &Value) -> Option<(&'static str, String, &'static str)> {
+    let (kind, action) = method.rsplit_once('_')?;
+    let (collection, name, id_field) = object_kind(kind)?;
+    let (pending, object) = match action {
+        "create" => ("PENDING_CREATE", args.get(name)),
+        "update" => ("PENDING_UPDATE", args.get(format!("new_{name}")).filter(|n| n.get(id_field).is_some()).or_else(|| args.get(format!("old_{name}")))),
+        "delete" => ("PENDING_DELETE", args.get(name)),
         _ => return None,
     };
+    Some((collection, object?.get(id_field)?.as_str()?.to_string(), pending))
+}
+
+/// What to read back from the get socket before applying `method`, and which fields must match.
+fn commit_probe(method: &str, args: &Value) -> Option<CommitProbe> {
+    if method == "member_batch_update" {
+        let first = args.get("members")?.as_array()?.first()?;
+        return Some(("members", first.get("member_id")?.as_str()?.to_string(), Vec::new()));
+    }
+    let (collection, name, id_field) = object_kind(method.rsplit_once('_')?.0)?;
     if method.ends_with("_create") {
         let id = args.get(name)?.get(id_field)?.as_str()?.to_string();
         return Some((collection, id, Vec::new()));

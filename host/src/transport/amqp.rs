@@ -571,7 +571,7 @@ impl CastWorker {
     async fn run(self, mut consumer: Consumer, mut stop: watch::Receiver<bool>, fail: mpsc::UnboundedSender<String>) {
         let queue = consumer.queue().as_str().to_string();
         while let Some(delivery) = next(&mut consumer, &mut stop, &fail).await {
-            if let Err(e) = self.handle(&delivery.data, &stop).await {
+            if let Err(e) = self.handle(&delivery.data, delivery.redelivered, &stop).await {
                 // Not acked: the broker gives the operation to the next active consumer.
                 let _ = fail.send(format!("{queue}: {e:#}"));
                 return;
@@ -585,7 +585,7 @@ impl CastWorker {
 
     /// Applies one delivery. Errors only when the operation may not have been applied and must be
     /// redelivered; a message that can never be applied is logged and dropped.
-    async fn handle(&self, body: &[u8], lost: &watch::Receiver<bool>) -> Result<()> {
+    async fn handle(&self, body: &[u8], redelivered: bool, lost: &watch::Receiver<bool>) -> Result<()> {
         let request = match Request::decode(body) {
             Ok(r) => r,
             Err(e) => {
@@ -616,7 +616,7 @@ impl CastWorker {
         // Once the session is lost the broker has requeued this delivery for another host: if that is
         // noticed while Octavia's commit is awaited, leave the operation to it.
         let lost = lost.clone();
-        let applied = tokio::task::spawn_blocking(move || service.apply_while(&method, &args, &|| !*lost.borrow()).is_some())
+        let applied = tokio::task::spawn_blocking(move || service.apply_while(&method, &args, redelivered, &|| !*lost.borrow()).is_some())
             .await
             .map_err(|e| anyhow!("applying panicked: {e}"))?;
         if !applied {

@@ -346,3 +346,43 @@ fn casts_arriving_together_share_the_inbox_sync() {
     let recorded = std::fs::read_to_string(dir.join("inbox")).unwrap();
     assert_eq!(recorded.lines().filter(|l| l.contains("\"seq\"")).count(), casts, "every accepted cast is in the inbox");
 }
+
+#[test]
+fn an_operation_reported_before_a_restart_is_not_reported_again_over_a_later_one() {
+    // A host that stops between reporting an operation and marking it done in its inbox applies it again
+    // when it starts. Octavia had moved on: a member added since held the load balancer PENDING_UPDATE,
+    // and the create reported again set it ACTIVE while the member was still PENDING_CREATE (as `make
+    // reliability` saw), open to further changes meanwhile.
+    let (reported, unreported) = (lb_id(41), lb_id(42));
+    let shown: std::collections::HashMap<String, &str> = [(reported.clone(), "PENDING_UPDATE"), (unreported.clone(), "PENDING_CREATE")].into();
+    let get = FakeGetSocket::start("reported-before", move |_, id| Ok(shown.get(id).map(|status| json!({"id": id, "provisioning_status": status}))));
+    let sink = Arc::new(RecordingSink::default());
+    let service = Service::with_inbox(sandbox(Arc::new(RecordingLoxi::default())), Some(get.agent()), sink.clone(), Duration::from_secs(30), None);
+    service.start_worker(vec![(1, "loadbalancer_create".into(), lb_create(41)), (2, "loadbalancer_create".into(), lb_create(42))]);
+    assert!(wait_status(&sink, &format!("loadbalancers/{unreported}"), "ACTIVE", Duration::from_secs(5)), "{:?}", sink.documents.lock().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while service.backlog() > 0 {
+        assert!(Instant::now() < deadline, "the restored operations were not applied");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Applied again all the same (LoxiLB and the mapping hold what it made), only not reported.
+    assert!(service.sandbox.lock().unwrap().mapping().get(&reported).is_some());
+    let documents = sink.documents.lock().unwrap();
+    assert!(!provisioning_statuses(&documents).iter().any(|(object, _)| object.ends_with(&reported)), "{documents:?}");
+}
+
+#[test]
+fn a_redelivered_operation_octavia_shows_reported_is_not_reported_again() {
+    // RabbitMQ redelivers what a host took and did not acknowledge: it may have reported it first.
+    let (reported, unreported) = (lb_id(43), lb_id(44));
+    let shown: std::collections::HashMap<String, &str> = [(reported.clone(), "ACTIVE"), (unreported.clone(), "PENDING_CREATE")].into();
+    let get = FakeGetSocket::start("redelivered", move |_, id| Ok(shown.get(id).map(|status| json!({"id": id, "provisioning_status": status}))));
+    let sink = Arc::new(RecordingSink::default());
+    let service = Service::new(sandbox(Arc::new(RecordingLoxi::default())), Some(get.agent()), sink.clone(), Duration::from_secs(30));
+    assert!(service.apply_while("loadbalancer_create", &lb_create(43), true, &|| true).is_some_and(|s| !s.is_empty()));
+    assert!(service.apply_while("loadbalancer_create", &lb_create(44), true, &|| true).is_some_and(|s| !s.is_empty()));
+    let documents = sink.documents.lock().unwrap();
+    let statuses = provisioning_statuses(&documents);
+    assert!(!statuses.iter().any(|(object, _)| object.ends_with(&reported)), "{documents:?}");
+    assert!(statuses.contains(&(format!("loadbalancers/{unreported}"), "ACTIVE".to_string())), "{documents:?}");
+}

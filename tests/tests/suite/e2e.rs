@@ -212,9 +212,9 @@ fn an_operation_handed_to_another_host_meanwhile_is_left_alone() {
     let dir = tempdir("not-ours");
     let (service, sink) = start(&sim, &dir);
     let args = json!({"loadbalancer": tree(vec![m(1, 1)])});
-    assert!(service.apply_while("loadbalancer_create", &args, &|| false).is_none());
+    assert!(service.apply_while("loadbalancer_create", &args, false, &|| false).is_none());
     assert!(sim.rules().is_empty() && mapping(&service).is_empty() && sink.documents.lock().unwrap().is_empty());
-    assert!(service.apply_while("loadbalancer_create", &args, &|| true).is_some_and(|s| !s.is_empty()));
+    assert!(service.apply_while("loadbalancer_create", &args, false, &|| true).is_some_and(|s| !s.is_empty()));
     assert_eq!(sim.rules().len(), 1);
     let _ = std::fs::remove_dir_all(dir);
 }
