@@ -732,18 +732,15 @@ impl Service {
         }
     }
 
-    /// Waits until Octavia's get socket shows what the operation refers to as committed: a created object
-    /// exists; an updated one reads back with the new values. Without a get socket there is no Octavia
-    /// transaction to wait for. Only answers count towards `commit_wait`: while the get socket cannot be
-    /// asked, nothing is known about the commit, so the wait goes on (until `still_ours` turns false).
     /// Whether Octavia shows that an operation accepted before a restart was reported then: its object
     /// has left the PENDING state the operation put it in (or, deleted, is gone). A host that stops
     /// between reporting an operation and marking it done in the inbox (or acknowledging its AMQP
-    /// delivery) applies it again when it starts;
-    /// its statuses sent again would undo a later operation's PENDING state in Octavia (a load balancer
-    /// ACTIVE while a member added since is still being programmed, open to further changes meanwhile).
-    /// While its object is still in that PENDING state nothing else can have changed it; when Octavia
-    /// cannot be asked, the statuses are sent (an object left PENDING for good is the worse outcome).
+    /// delivery) applies it again when it starts; its statuses sent again would undo a later operation's
+    /// PENDING state in Octavia (a load balancer ACTIVE while a member added since is still being
+    /// programmed, open to further changes meanwhile). An object still in that PENDING state is taken as
+    /// not reported (an update reported, then another update of the same object accepted, cannot be told
+    /// apart from it), and so is one Octavia cannot be asked about: an object left PENDING for good is
+    /// the worse outcome.
     fn reported_before(&self, method: &str, args: &Value) -> bool {
         let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return false };
         let Some((collection, id, pending)) = pending_state_of(method, args) else { return false };
@@ -764,6 +761,10 @@ impl Service {
         }
     }
 
+    /// Waits until Octavia's get socket shows what the operation refers to as committed: a created object
+    /// exists; an updated one reads back with the new values. Without a get socket there is no Octavia
+    /// transaction to wait for. Only answers count towards `commit_wait`: while the get socket cannot be
+    /// asked, nothing is known about the commit, so the wait goes on (until `still_ours` turns false).
     fn wait_committed(&self, method: &str, args: &Value, still_ours: &dyn Fn() -> bool) -> Waited {
         let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return Waited::Committed };
         let Some((collection, id, expected)) = commit_probe(method, args) else { return Waited::Committed };
