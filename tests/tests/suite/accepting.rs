@@ -347,6 +347,15 @@ fn casts_arriving_together_share_the_inbox_sync() {
     assert_eq!(recorded.lines().filter(|l| l.contains("\"seq\"")).count(), casts, "every accepted cast is in the inbox");
 }
 
+/// A service whose get socket shows these objects, each in its provisioning status, and nothing else.
+fn service_where_octavia_shows(name: &str, shown: [(&String, &'static str); 2]) -> (Arc<Service>, Arc<RecordingSink>, FakeGetSocket) {
+    let shown: std::collections::HashMap<String, &str> = shown.into_iter().map(|(id, status)| (id.clone(), status)).collect();
+    let get = FakeGetSocket::start(name, move |_, id| Ok(shown.get(id).map(|status| json!({"id": id, "provisioning_status": status}))));
+    let sink = Arc::new(RecordingSink::default());
+    let service = Service::new(sandbox(Arc::new(RecordingLoxi::default())), Some(get.agent()), sink.clone(), Duration::from_secs(30));
+    (service, sink, get)
+}
+
 #[test]
 fn an_operation_reported_before_a_restart_is_not_reported_again_over_a_later_one() {
     // A host that stops between reporting an operation and marking it done in its inbox applies it again
@@ -354,10 +363,7 @@ fn an_operation_reported_before_a_restart_is_not_reported_again_over_a_later_one
     // and the create reported again set it ACTIVE while the member was still PENDING_CREATE (as `make
     // reliability` saw), open to further changes meanwhile.
     let (reported, unreported) = (lb_id(41), lb_id(42));
-    let shown: std::collections::HashMap<String, &str> = [(reported.clone(), "PENDING_UPDATE"), (unreported.clone(), "PENDING_CREATE")].into();
-    let get = FakeGetSocket::start("reported-before", move |_, id| Ok(shown.get(id).map(|status| json!({"id": id, "provisioning_status": status}))));
-    let sink = Arc::new(RecordingSink::default());
-    let service = Service::with_inbox(sandbox(Arc::new(RecordingLoxi::default())), Some(get.agent()), sink.clone(), Duration::from_secs(30), None);
+    let (service, sink, _get) = service_where_octavia_shows("reported-before", [(&reported, "PENDING_UPDATE"), (&unreported, "PENDING_CREATE")]);
     service.start_worker(vec![(1, "loadbalancer_create".into(), lb_create(41)), (2, "loadbalancer_create".into(), lb_create(42))]);
     assert!(wait_status(&sink, &format!("loadbalancers/{unreported}"), "ACTIVE", Duration::from_secs(5)), "{:?}", sink.documents.lock().unwrap());
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -375,10 +381,7 @@ fn an_operation_reported_before_a_restart_is_not_reported_again_over_a_later_one
 fn a_redelivered_operation_octavia_shows_reported_is_not_reported_again() {
     // RabbitMQ redelivers what a host took and did not acknowledge: it may have reported it first.
     let (reported, unreported) = (lb_id(43), lb_id(44));
-    let shown: std::collections::HashMap<String, &str> = [(reported.clone(), "ACTIVE"), (unreported.clone(), "PENDING_CREATE")].into();
-    let get = FakeGetSocket::start("redelivered", move |_, id| Ok(shown.get(id).map(|status| json!({"id": id, "provisioning_status": status}))));
-    let sink = Arc::new(RecordingSink::default());
-    let service = Service::new(sandbox(Arc::new(RecordingLoxi::default())), Some(get.agent()), sink.clone(), Duration::from_secs(30));
+    let (service, sink, _get) = service_where_octavia_shows("redelivered", [(&reported, "ACTIVE"), (&unreported, "PENDING_CREATE")]);
     assert!(service.apply_while("loadbalancer_create", &lb_create(43), true, &|| true).is_some_and(|s| !s.is_empty()));
     assert!(service.apply_while("loadbalancer_create", &lb_create(44), true, &|| true).is_some_and(|s| !s.is_empty()));
     let documents = sink.documents.lock().unwrap();
