@@ -255,17 +255,16 @@ impl Service {
             if let Err(e) = durable {
                 tracing::error!("mapping journal not durable after {method}: {e}");
             }
-            let sent = statuses.clone();
+            let sent = (!reported_before).then(|| statuses.clone());
             let done = move || {
                 service.reported(&statuses);
                 log_outcome(&method, &args, &statuses, started.elapsed());
                 service.finished(inbox_seq);
             };
-            if reported_before {
-                done();
-            } else {
+            match sent {
                 // Not sent from here: this thread releases every operation's outcome in turn.
-                reports.submit(sent, done);
+                Some(sent) => reports.submit(sent, done),
+                None => done(),
             }
         });
     }
@@ -969,14 +968,13 @@ fn commit_probe(method: &str, args: &Value) -> Option<CommitProbe> {
         let first = args.get("members")?.as_array()?.first()?;
         return Some(("members", first.get("member_id")?.as_str()?.to_string(), Vec::new()));
     }
-    let (collection, name, id_field) = object_kind(method.rsplit_once('_')?.0)?;
+    let (collection, id, _) = pending_state_of(method, args)?;
     if method.ends_with("_create") {
-        let id = args.get(name)?.get(id_field)?.as_str()?.to_string();
         return Some((collection, id, Vec::new()));
     }
     if method.ends_with("_update") {
+        let (_, name, id_field) = object_kind(method.rsplit_once('_')?.0)?;
         let new = args.get(format!("new_{name}"))?.as_object()?;
-        let id = new.get(id_field).or_else(|| args.get(format!("old_{name}"))?.get(id_field))?.as_str()?.to_string();
         let expected = new.iter().filter(|(k, v)| k.as_str() != id_field && !v.is_object() && !v.is_array()).map(|(k, v)| (k.clone(), v.clone())).collect();
         return Some((collection, id, expected));
     }
