@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use foldhash::fast::RandomState as FoldHasher;
 
-use crate::runtime::bindings::loxilb_types::{LbRule, ObservedRule};
+use crate::runtime::bindings::loxilb_types::{LbRule, LoxilbCall, ObservedRule};
 use crate::runtime::bindings::policy_types::DesiredRule;
 use crate::wire;
 
@@ -41,6 +41,31 @@ pub fn drift<'a>(desired: &'a [DesiredRule], observed: &'a [ObservedRule]) -> Dr
     }
     drift.extra = observed.iter().filter(|o| !wanted.contains(&wire::identity(&o.rule))).collect();
     drift
+}
+
+/// The calls that turn the rule LoxiLB lists (`got`, none when it lacks it) into the wanted one.
+///
+/// An in-place update is sent without `bgp`: LoxiLB keeps an existing rule's BGP flag on an update (and
+/// `got` has the wanted one, or it would be deleted first), but counts every successful POST with `bgp`
+/// as one more advertisement of the VIP, which the load balancer's single delete then never counts back
+/// to zero: LoxiLB would go on attracting a deleted load balancer's traffic. A delete is of the rule
+/// LoxiLB holds (its `bgp`, not the wanted one, says what to withdraw).
+pub fn repair(want: &DesiredRule, got: Option<&LbRule>) -> Vec<LoxilbCall> {
+    let mut calls = Vec::with_capacity(2 + want.probes.len());
+    match got {
+        Some(got) if updatable_in_place(got, &want.rule) => {
+            let mut rule = want.rule.clone();
+            rule.service.bgp = false;
+            calls.push(LoxilbCall::UpsertRule(rule));
+        }
+        Some(got) => {
+            calls.push(LoxilbCall::DeleteRule(wire::rule_key(got)));
+            calls.push(LoxilbCall::UpsertRule(want.rule.clone()));
+        }
+        None => calls.push(LoxilbCall::UpsertRule(want.rule.clone())),
+    }
+    calls.extend(want.probes.iter().cloned().map(LoxilbCall::UpsertProbe));
+    calls
 }
 
 /// Whether LoxiLB can turn `got` into `want` in place. It keeps the name, the monitor flag and the BGP

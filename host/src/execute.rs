@@ -233,13 +233,7 @@ impl Sandbox {
         let repairs = drift.missing.iter().map(|want| (*want, None)).chain(drift.different.iter().map(|(want, got)| (*want, Some(*got))));
         for (want, got) in repairs {
             let key = wire::rule_key(&want.rule);
-            let mut calls = Vec::new();
-            // The delete is of the rule LoxiLB holds (its `bgp`, not the wanted one, says what to withdraw).
-            if let Some(got) = got.filter(|g| !crate::drift::updatable_in_place(g, &want.rule)) {
-                calls.push(LoxilbCall::DeleteRule(wire::rule_key(got)));
-            }
-            calls.push(LoxilbCall::UpsertRule(want.rule.clone()));
-            calls.extend(want.probes.iter().cloned().map(LoxilbCall::UpsertProbe));
+            let calls = crate::drift::repair(want, got);
             let label = format!("{}:{}/{}", key.external_ip, key.port, key.protocol);
             match run(loxi, &calls, &mut 0) {
                 Ok(()) => report.reprogrammed.push(label),

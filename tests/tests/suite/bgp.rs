@@ -48,15 +48,7 @@ fn bgp_by_config_advertises_the_vip_until_the_load_balancer_is_deleted_whatever_
     // LoxiLB restarts: reconciliation re-creates the rule with bgp, and the VIP is advertised again.
     host.sim.restart();
     assert!(host.sim.advertised().is_empty());
-    let loxilb: Arc<dyn LoxiTransport> = Arc::new(host::loxilb::HttpLoxi::new(vec![host.sim.url()], std::time::Duration::from_secs(5)));
-    let monitor = Monitor {
-        service: Arc::clone(&host.service),
-        loxilb,
-        agent: None,
-        stats_interval: std::time::Duration::ZERO,
-        reconcile_interval: std::time::Duration::ZERO,
-    };
-    monitor.tick(&mut Upkeep::default());
+    monitor_of(&host).tick(&mut Upkeep::default());
     assert_eq!(host.sim.advertised(), ["10.70.0.10"]);
 
     host.sim.clear_requests();
@@ -65,6 +57,49 @@ fn bgp_by_config_advertises_the_vip_until_the_load_balancer_is_deleted_whatever_
     assert!(host.sim.rules().is_empty());
     let deletes: Vec<String> = host.sim.requests().iter().filter(|r| r.method == "DELETE").map(|r| r.query.clone()).collect();
     assert_eq!(deletes, ["block=0&bgp=true"]);
+    assert!(host.sim.advertised().is_empty(), "the deleted load balancer's VIP is withdrawn");
+}
+
+/// The monitor of `host`, reconciling at every tick.
+fn monitor_of(host: &TestHost) -> Monitor {
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(host::loxilb::HttpLoxi::new(vec![host.sim.url()], std::time::Duration::from_secs(5)));
+    Monitor {
+        service: Arc::clone(&host.service),
+        loxilb,
+        agent: None,
+        stats_interval: std::time::Duration::ZERO,
+        reconcile_interval: std::time::Duration::ZERO,
+    }
+}
+
+#[test]
+fn a_rule_reconciliation_repairs_in_place_is_not_advertised_once_more() {
+    let host = test_host(&default_policy(), Limits::default(), Settings { nat_mode: "fullnat".into(), bgp: true });
+    let lb = tree(LB, "10.72.0.10", L1, P1, "10.72.1.1");
+    host.service.apply("loadbalancer_create", &json!({"loadbalancer": lb}));
+    assert_eq!(host.sim.advertised(), ["10.72.0.10"]);
+
+    // The rule drifts on LoxiLB (its endpoint replaced behind the host's back, by an update that keeps
+    // the rule's bgp flag and its one advertisement).
+    let mut drifted = host.sim.rules()[0].clone();
+    drifted["endpoints"][0]["endpointIP"] = json!("10.72.1.9");
+    drifted["serviceArguments"]["bgp"] = json!(false);
+    let monitor = monitor_of(&host);
+    let (status, body) = monitor.loxilb.request("POST", "/config/loadbalancer", Some(&drifted.to_string())).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(endpoint_ips(&host.sim), ["10.72.1.9"]);
+
+    host.sim.clear_requests();
+    monitor.reconcile();
+    let posted: Vec<Value> =
+        host.sim.requests().iter().filter(|r| r.method == "POST" && r.path.ends_with("/config/loadbalancer")).filter_map(|r| r.json()).collect();
+    assert_eq!(posted.len(), 1, "the drifted rule is repaired in place: {posted:?}");
+    assert_eq!(posted[0]["serviceArguments"]["bgp"], json!(false), "an in-place repair is sent without bgp");
+    assert_eq!(endpoint_ips(&host.sim), ["10.72.1.1"]);
+    assert_eq!(bgp_flags(&host), [("10.72.0.10".to_string(), true)]);
+
+    host.service.apply("loadbalancer_delete", &json!({"loadbalancer": lb, "cascade": true}));
+    assert!(host.sim.rules().is_empty());
     assert!(host.sim.advertised().is_empty(), "the deleted load balancer's VIP is withdrawn");
 }
 
