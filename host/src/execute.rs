@@ -8,7 +8,7 @@
 use crate::runtime::bindings::loxilb_types::{LbRule, LoxilbCall, ObservedRule};
 use crate::runtime::bindings::mapping::{MappingChange, MappingEntry};
 use crate::runtime::bindings::octavia::{ObjectStatus, Operation};
-use crate::runtime::bindings::policy_types::{Plan, PolicyError};
+use crate::runtime::bindings::policy_types::{DesiredRule, Plan, PolicyError};
 use crate::runtime::instance::{describe, CallError, Sandbox};
 use crate::wire;
 
@@ -259,6 +259,69 @@ impl Sandbox {
             tracing::warn!("reconcile: orphan rule {label}");
         }
         Ok(Ok(report))
+    }
+
+    /// A failover: every LoxiLB target (each node of a cluster) made to hold this load balancer's rules as
+    /// the mapping has them, whatever the mapping says was programmed. An operator fails a load balancer
+    /// over when its traffic is wrong; its rules are compared with what each node lists and repaired there
+    /// at once (a rule missing, or drifted), rather than at the next reconciliation. The policy is held
+    /// meanwhile (one listing per node), so no operation or sync changes these rules under the repair.
+    ///
+    /// Answers the repairs made; an error when no target answered or one refused a repair. A node that does
+    /// not answer is left to reconciliation once it does.
+    pub fn reassert(&mut self, lb_id: &str) -> Result<Result<Vec<String>, String>, CallError> {
+        let desired = self.desired_rules()?;
+        let children: std::collections::HashSet<String> = self.mapping().children(lb_id).into_iter().collect();
+        let wanted: Vec<DesiredRule> = desired.iter().filter(|d| children.contains(&d.owner)).cloned().collect();
+        let identities: std::collections::HashSet<wire::Identity> = wanted.iter().map(|w| wire::identity(&w.rule)).collect();
+        let loxi = std::sync::Arc::clone(&self.wiring().loxilb);
+        let nodes = loxi.nodes();
+        let targets = nodes.len().max(1);
+        let (mut answered, mut repaired, mut failures) = (0, Vec::new(), Vec::new());
+        // One target per node (a node that missed a repair is marked out of date, for the monitor to bring
+        // up to date), or the transport itself when it is a single target.
+        let mut repair_on = |label: &str, target: &(dyn crate::loxilb::LoxiTransport + 'static)| -> bool {
+            let observed = match wire::observed(target) {
+                Ok(observed) => observed,
+                Err(e) => {
+                    tracing::warn!("failover of {lb_id}: {label} does not answer ({e}); it is repaired once it does");
+                    return false;
+                }
+            };
+            answered += 1;
+            // Only this load balancer's rules: the others' are reconciliation's to repair.
+            let mine: Vec<ObservedRule> = observed.into_iter().filter(|o| identities.contains(&wire::identity(&o.rule))).collect();
+            let drift = crate::drift::drift(&wanted, &mine);
+            let repairs = drift.missing.iter().map(|want| (*want, None)).chain(drift.different.iter().map(|(want, got)| (*want, Some(*got))));
+            let mut all = true;
+            for (want, got) in repairs {
+                let key = wire::rule_key(&want.rule);
+                let rule = format!("{label} {}:{}/{}", key.external_ip, key.port, key.protocol);
+                match run(target, &crate::drift::repair(want, got), &mut 0) {
+                    Ok(()) => repaired.push(rule),
+                    Err(e) => {
+                        failures.push(format!("{rule}: {e}"));
+                        all = false;
+                    }
+                }
+            }
+            all
+        };
+        if nodes.is_empty() {
+            repair_on("LoxiLB", loxi.as_ref());
+        }
+        for node in nodes {
+            if !repair_on(&node.state().base, &node) {
+                node.out_of_date();
+            }
+        }
+        Ok(if answered == 0 {
+            Err(format!("none of the {targets} LoxiLB targets answered"))
+        } else if !failures.is_empty() {
+            Err(failures.join("; "))
+        } else {
+            Ok(repaired)
+        })
     }
 
     /// The whole mapping, in id order.

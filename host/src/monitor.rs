@@ -285,7 +285,7 @@ impl Monitor {
         let generation = self.service.epochs.generation();
         let stale = |e: &ExpectedRules| e.generation != generation && (e.names.is_empty() || e.rendered_at.elapsed() >= RENDER_EVERY);
         if expected.as_ref().is_none_or(stale) {
-            self.render_beside_operations();
+            self.service.render_beside_operations();
             *expected = self.expected_rules(&mut self.service.sandbox.lock().unwrap());
         }
         let Some(wanted) = expected.as_ref().filter(|e| !e.names.is_empty()) else { return HashSet::new() };
@@ -303,7 +303,7 @@ impl Monitor {
         if suspects.is_empty() {
             return HashSet::new();
         }
-        self.render_beside_operations();
+        self.service.render_beside_operations();
         let mut sandbox = self.service.sandbox.lock().unwrap();
         *expected = self.expected_rules(&mut sandbox);
         let mut lost = HashSet::new();
@@ -316,19 +316,6 @@ impl Monitor {
             lost.extend(missing.into_iter().map(|name| format!("{} {name}", target.label)));
         }
         lost
-    }
-
-    /// Renders the desired rules on an instance of their own when the mapping changed since the last
-    /// render, so that the pass holds operations back only for the diff. The sandbox takes them if no
-    /// operation committed a change meanwhile; otherwise the pass renders under the lock, as it must.
-    fn render_beside_operations(&self) {
-        let Some(job) = self.service.sandbox.lock().unwrap().render_job() else { return };
-        match job.run(|s| s.render_desired_rules()) {
-            Ok(rendered) => {
-                self.service.sandbox.lock().unwrap().offer_desired(rendered);
-            }
-            Err(e) => tracing::debug!("rendering the desired rules beside the operations: {e}"),
-        }
     }
 
     fn expected_rules(&self, sandbox: &mut crate::runtime::instance::Sandbox) -> Option<ExpectedRules> {
@@ -424,7 +411,7 @@ impl Monitor {
 
     /// One target brought to the desired rules; a node with nothing left to fix is up to date again.
     fn reconcile_target(&self, target: &Target) {
-        self.render_beside_operations();
+        self.service.render_beside_operations();
         // LoxiLB's list is read outside the policy lock, so operations are not held up by it (2,048 rules
         // take tens of milliseconds to list and decode). It is used only if no operation committed a
         // change and no swap replaced the policy while it was read; otherwise it is read again under the

@@ -523,6 +523,9 @@ impl Service {
                 return Taken::Applied(crate::dropped::statuses(method, args), Arc::clone(&self.storage));
             }
         };
+        if matches!(op, Operation::LoadbalancerFailover(_)) {
+            self.render_beside_operations();
+        }
         let (mut sandbox, handled) = match self.sandbox.take_off(&op, still_ours) {
             TakeOff::HandedOver => {
                 tracing::warn!("not applying {method}: it was handed to another host meanwhile");
@@ -544,6 +547,7 @@ impl Service {
             }
         }
         let mut failed_at_loxilb = matches!(&handled, Ok(outcome) if matches!(outcome.error, Some(OpError::Loxilb(_))));
+        let mut succeeded = matches!(&handled, Ok(outcome) if outcome.error.is_none());
         let mut statuses = match handled {
             Ok(outcome) => match &outcome.error {
                 Some(OpError::Refused(PolicyError::MissingState(what))) => {
@@ -551,6 +555,7 @@ impl Service {
                     match self.recover_for(&mut sandbox, args).and_then(|()| sandbox.handle(&op).map_err(|e| e.to_string())) {
                         Ok(retried) => {
                             failed_at_loxilb = matches!(retried.error, Some(OpError::Loxilb(_)));
+                            succeeded = retried.error.is_none();
                             if let Some(error) = &retried.error {
                                 tracing::warn!("{method} failed after recovery: {}", error.describe());
                             }
@@ -573,6 +578,23 @@ impl Service {
                 trap_statuses(&op, args)
             }
         };
+        // A failover also makes LoxiLB hold the load balancer's rules as the mapping has them (its plan
+        // has no calls: the mapping says they are programmed), which is why an operator asks for one.
+        if let (Operation::LoadbalancerFailover(lb_id), true) = (&op, succeeded) {
+            match sandbox.reassert(lb_id) {
+                Ok(Ok(repaired)) if repaired.is_empty() => tracing::info!("failover of {lb_id}: LoxiLB holds its rules as the mapping has them"),
+                Ok(Ok(repaired)) => tracing::warn!("failover of {lb_id}: re-programmed {repaired:?}"),
+                Ok(Err(e)) => {
+                    tracing::warn!("failover of {lb_id} failed: LoxiLB: {e}");
+                    failed_at_loxilb = true;
+                    statuses = crate::dropped::statuses(method, args);
+                }
+                Err(trap) => {
+                    tracing::error!("failover of {lb_id} failed: {trap}");
+                    statuses = trap_statuses(&op, args);
+                }
+            }
+        }
         // Octavia set the load balancer PENDING_UPDATE for any change under it: it must hear back.
         if let Some(lb) = args.get("loadbalancer_id").and_then(Value::as_str) {
             if !method.starts_with("loadbalancer_") && !statuses.iter().any(|s| s.kind == ObjectKind::Loadbalancer) {
@@ -676,6 +698,20 @@ impl Service {
             tracing::error!("mapping journal not durable after adopting {lb_id}: {e}");
         }
         Ok(adopted)
+    }
+
+    /// Renders the desired rules on an instance of their own when the mapping changed since the last
+    /// render, so that a reconciliation pass or a failover holds operations back only for its diff. The
+    /// sandbox takes them if no operation committed a change meanwhile; otherwise the pass renders under
+    /// the lock, as it must.
+    pub fn render_beside_operations(&self) {
+        let Some(job) = self.sandbox.lock().unwrap().render_job() else { return };
+        match job.run(|s| s.render_desired_rules()) {
+            Ok(rendered) => {
+                self.sandbox.lock().unwrap().offer_desired(rendered);
+            }
+            Err(e) => tracing::debug!("rendering the desired rules beside the operations: {e}"),
+        }
     }
 
     /// Programs the load balancers whose operations failed at LoxiLB (see `reprogram.rs`) as Octavia's get

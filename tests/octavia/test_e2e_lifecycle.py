@@ -224,7 +224,7 @@ def test_member_batch_update(api, loxilb):
 
 def test_cascade_delete(api, loxilb):
     """A whole tree (two listeners, pools, members, a monitor) created in one request (Octavia's graph
-    create), then one cascade delete: every object gone, no rule left."""
+    create), failed over, then one cascade delete: every object gone, no rule left."""
     vip = api.vip4()
     member = lambda n, port: {"address": f"198.51.100.{n}", "protocol_port": port}  # noqa: E731
     lb = api.loadbalancer(vip, listeners=[
@@ -238,6 +238,14 @@ def test_cascade_delete(api, loxilb):
     ])
     tree = api.lb_settled(lb["id"])
     assert len([o for kind, o in walk(tree) if kind == "member"]) == 3
+    assert loxilb.endpoints(vip) == {TCP80: {("198.51.100.41", 80): 1, ("198.51.100.42", 80): 1},
+                                     UDP53: {("198.51.100.43", 53): 1}}
+
+    # A failover through the API (the provider compares the load balancer's rules with what LoxiLB lists
+    # and repairs them; a drift's repair is tested in tests/tests/suite/failover.rs, since this
+    # environment reconciles every 0.2 s anyway): back to ACTIVE, the rules as they were.
+    api.request("PUT", f"/loadbalancers/{lb['id']}/failover", expect=202)
+    api.lb_settled(lb["id"])
     assert loxilb.endpoints(vip) == {TCP80: {("198.51.100.41", 80): 1, ("198.51.100.42", 80): 1},
                                      UDP53: {("198.51.100.43", 53): 1}}
 

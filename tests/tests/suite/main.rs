@@ -12,6 +12,7 @@ mod component;
 mod convergence;
 mod e2e;
 mod endpoint;
+mod failover;
 mod hermetic;
 mod kept_view;
 mod limits;
