@@ -48,10 +48,15 @@ pub fn settings() -> Settings {
 }
 
 pub fn sandbox_with(path: &std::path::Path, loxilb: Arc<dyn LoxiTransport>, storage: Arc<dyn MappingStore>) -> Sandbox {
+    sandbox_with_settings(path, loxilb, storage, settings())
+}
+
+/// `sandbox_with`, the policy configured with `settings`.
+pub fn sandbox_with_settings(path: &std::path::Path, loxilb: Arc<dyn LoxiTransport>, storage: Arc<dyn MappingStore>, settings: Settings) -> Sandbox {
     let policy = host::runtime::load(path).expect("policy loads");
     let mapping = host::app::load_mapping(storage).expect("mapping loads");
     let wiring = Wiring { loxilb, mapping, remove_orphans: false, log_target: "test".into() };
-    Sandbox::new(policy, wiring, Limits::default(), settings()).expect("policy starts")
+    Sandbox::new(policy, wiring, Limits::default(), settings).expect("policy starts")
 }
 
 pub fn sandbox(loxilb: Arc<dyn LoxiTransport>) -> Sandbox {

@@ -486,8 +486,9 @@ impl Planned {
 }
 
 /// A sandbox over `storage` whose commits also go into `planned`.
-fn start(loxilb: &Arc<dyn LoxiTransport>, storage: &Arc<FileStore>, planned: &Arc<Mutex<Planned>>) -> Sandbox {
-    let mut sandbox = sandbox_with(&default_policy(), loxilb.clone(), storage.clone());
+fn start(loxilb: &Arc<dyn LoxiTransport>, storage: &Arc<FileStore>, planned: &Arc<Mutex<Planned>>, bgp: bool) -> Sandbox {
+    let settings = host::runtime::bindings::policy_types::Settings { bgp, ..settings() };
+    let mut sandbox = sandbox_with_settings(&default_policy(), loxilb.clone(), storage.clone(), settings);
     let planned = planned.clone();
     sandbox.observe_commits(move |changes| planned.lock().unwrap().apply(changes));
     sandbox
@@ -506,18 +507,35 @@ fn store_matches_plans(sandbox: &Sandbox, storage: &FileStore, planned: &Mutex<P
 
 static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// A LoxiLB that advertises VIPs over BGP (the simulator's model of LoxiLB's counting), and a way to
+/// change one of its rules behind the host's back.
+struct Bgp<'a> {
+    advertised: &'a dyn Fn() -> Vec<String>,
+    /// Replaces an endpoint of the first rule that has one, by an update that keeps the rule's flags.
+    drift: &'a dyn Fn(),
+}
+
+/// The addresses a LoxiLB holding exactly `rules` advertises: every VIP (and secondary address) of a rule
+/// made with `bgp`.
+fn advertised_for(rules: &[LbRule]) -> Vec<String> {
+    let ips = rules.iter().filter(|r| r.service.bgp).flat_map(|r| std::iter::once(r.service.external_ip.clone()).chain(r.secondary_ips.iter().cloned()));
+    ips.collect::<std::collections::BTreeSet<String>>().into_iter().collect()
+}
+
 /// Runs `steps` random operations from `seed`; after each, LoxiLB (as `listed` shows it) holds exactly
 /// the desired rules, a reconciliation has nothing to do, and the mapping store holds exactly what the
 /// executed plans' mapping changes say. Every seventh step the mapping is snapshotted (the journal then
 /// starts again after it); every tenth the host restarts over the same files with hybrid recovery, which
-/// must find nothing in LoxiLB that the mapping lacks.
-fn converges(seed: u64, steps: usize, ipv6: bool, loxilb: Arc<dyn LoxiTransport>, listed: &dyn Fn() -> Vec<Value>) {
+/// must find nothing in LoxiLB that the mapping lacks. With `bgp`, rules are made with `bgp`, LoxiLB
+/// advertises exactly their VIPs after each step, and every fifth step a rule drifts and the
+/// reconciliation that repairs it leaves them advertised exactly so.
+fn converges(seed: u64, steps: usize, ipv6: bool, loxilb: Arc<dyn LoxiTransport>, listed: &dyn Fn() -> Vec<Value>, bgp: Option<Bgp>) {
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("loxilb-convergence-{}-{run}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let storage = Arc::new(FileStore::open(&dir.join("mappings.json")).unwrap());
     let planned = Arc::new(Mutex::new(Planned::default()));
-    let mut sandbox = start(&loxilb, &storage, &planned);
+    let mut sandbox = start(&loxilb, &storage, &planned, bgp.is_some());
     let mut rng = Rng(seed);
     let mut octavia = Octavia { ipv6, ..Octavia::default() };
     let mut history = Vec::new();
@@ -534,12 +552,23 @@ fn converges(seed: u64, steps: usize, ipv6: bool, loxilb: Arc<dyn LoxiTransport>
             "seed {seed} step {step} ({method}): reconciliation right after found work: {report:?}\nafter {history:?}"
         );
         store_matches_plans(&sandbox, &storage, &planned, &|| format!("seed {seed} step {step} ({method})\nafter {history:?}"));
+        if let Some(bgp) = &bgp {
+            let rules: Vec<LbRule> = sandbox.desired_rules().unwrap().iter().map(|d| d.rule.clone()).collect();
+            assert_eq!((bgp.advertised)(), advertised_for(&rules), "seed {seed} step {step} ({method}): advertised VIPs\nafter {history:?}");
+            if step % 5 == 4 && !rules.is_empty() {
+                (bgp.drift)();
+                let report = sandbox.reconcile().unwrap().unwrap();
+                assert!(report.failures.is_empty(), "seed {seed} step {step}: repairing a drifted rule: {report:?}");
+                assert_eq!(visible(&listed()), want, "seed {seed} step {step}: LoxiLB differs from the desired rules after a repair");
+                assert_eq!((bgp.advertised)(), advertised_for(&rules), "seed {seed} step {step}: advertised VIPs after a repair\nafter {history:?}");
+            }
+        }
         if step % 7 == 6 {
             sandbox.mapping().write_snapshot().unwrap();
         }
         if step % 10 == 9 {
             let before = mappings(&mut sandbox);
-            sandbox = start(&loxilb, &storage, &planned);
+            sandbox = start(&loxilb, &storage, &planned, bgp.is_some());
             let report = sandbox.recover(RecoveryMode::Hybrid).unwrap().unwrap();
             assert!(
                 report.recovered == 0 && report.conflicts.is_empty(),
@@ -569,7 +598,7 @@ const STEPS: usize = 120;
 fn random_operations_converge_on_the_simulator() {
     for seed in SEEDS.into_iter().chain(1..=std::env::var("MANY").map_or(MANY, |v| v.parse().unwrap())) {
         let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
-        converges(seed, STEPS, false, Arc::new(HttpLoxi::new(vec![sim.url()], std::time::Duration::from_secs(5))), &|| sim.rules());
+        converges(seed, STEPS, false, Arc::new(HttpLoxi::new(vec![sim.url()], std::time::Duration::from_secs(5))), &|| sim.rules(), None);
     }
 }
 
@@ -577,7 +606,23 @@ fn random_operations_converge_on_the_simulator() {
 fn random_operations_on_ipv6_addresses_written_long_converge_on_the_simulator() {
     for seed in SEEDS {
         let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
-        converges(seed, STEPS, true, Arc::new(HttpLoxi::new(vec![sim.url()], std::time::Duration::from_secs(5))), &|| sim.rules());
+        converges(seed, STEPS, true, Arc::new(HttpLoxi::new(vec![sim.url()], std::time::Duration::from_secs(5))), &|| sim.rules(), None);
+    }
+}
+
+#[test]
+fn random_operations_with_bgp_advertise_exactly_the_vips_of_the_rules_and_repairs_do_not_count_them_again() {
+    for seed in SEEDS {
+        let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+        let drift = || {
+            let Some(mut rule) = sim.rules().into_iter().find(|r| r["endpoints"].as_array().is_some_and(|e| !e.is_empty())) else { return };
+            rule["endpoints"][0]["endpointIP"] = json!("10.254.254.254");
+            rule["serviceArguments"]["bgp"] = json!(false);
+            let (status, body) = sim.in_process().exchange("POST", "/netlox/v1/config/loadbalancer", Some(&rule.to_string()));
+            assert_eq!(status, 200, "{body}");
+        };
+        let bgp = Bgp { advertised: &|| sim.advertised(), drift: &drift };
+        converges(seed, STEPS, false, Arc::new(HttpLoxi::new(vec![sim.url()], std::time::Duration::from_secs(5))), &|| sim.rules(), Some(bgp));
     }
 }
 
@@ -585,6 +630,6 @@ fn random_operations_on_ipv6_addresses_written_long_converge_on_the_simulator() 
 fn random_operations_converge_on_a_strict_replace_model() {
     for seed in SEEDS {
         let loxi = Arc::new(StrictLoxi::default());
-        converges(seed, STEPS, false, loxi.clone(), &|| loxi.listed());
+        converges(seed, STEPS, false, loxi.clone(), &|| loxi.listed(), None);
     }
 }
