@@ -450,13 +450,12 @@ impl Core {
         {
             changed = true;
         }
-        // Upstream's content comparison is inverted (rules.go:1735); this is the intended one:
-        // the same prefixes, in any order, after normalisation.
-        let mut wanted: Vec<Option<String>> = src_ips.iter().map(|p| normalise_prefix(p)).collect();
-        let mut have: Vec<Option<String>> = rule.sources.iter().cloned().map(Some).collect();
-        wanted.sort();
-        have.sort();
-        if wanted != have {
+        // Upstream compares allowedSources inverted (rules.go:1735-1751): with as many prefixes as the rule
+        // holds, different ones count as no change (and meet "lbrule-exists"), the same ones as a change.
+        // Here only a different number is a change: different prefixes are dropped as upstream drops them,
+        // so a client cannot rely on changing them in place (it must delete and create the rule), and the
+        // same ones are no change, as intended, so it cannot rely on the bug re-applying them either.
+        if src_ips.len() != rule.sources.len() {
             changed = true;
         }
 
@@ -1023,15 +1022,21 @@ mod tests {
     }
 
     #[test]
-    fn allowed_sources_compare_correctly_and_stop_at_rule_29() {
+    fn allowed_sources_change_only_by_number_and_stop_at_rule_29() {
         let mut c = Core::default();
         let mut r = tcp_rule("10.0.0.10", 80, vec![ep("10.0.0.1", 80)]);
         r.src_ips = vec!["192.0.2.7/24".into()];
         c.add_lb_rule(&r).unwrap();
         assert_eq!(c.rules_json()[0].1["allowedSources"], json!([{"prefix": "192.0.2.0/24"}]));
+        // As many prefixes as the rule holds are no change, the same ones or others (upstream drops
+        // others as unchanged too); another number is.
         assert_eq!(c.add_lb_rule(&r).unwrap_err(), "lbrule-exists error");
         r.src_ips = vec!["198.51.100.0/24".into()];
+        assert_eq!(c.add_lb_rule(&r).unwrap_err(), "lbrule-exists error");
+        assert_eq!(c.rules_json()[0].1["allowedSources"], json!([{"prefix": "192.0.2.0/24"}]));
+        r.src_ips = vec!["198.51.100.0/24".into(), "203.0.113.0/24".into()];
         c.add_lb_rule(&r).unwrap();
+        assert_eq!(c.rules_json()[0].1["allowedSources"], json!([{"prefix": "198.51.100.0/24"}, {"prefix": "203.0.113.0/24"}]));
 
         for port in 1..=27 {
             c.add_lb_rule(&tcp_rule("10.0.0.10", port, vec![ep("10.0.0.1", 80)])).unwrap();
