@@ -70,9 +70,10 @@ pub fn repair(want: &DesiredRule, got: Option<&LbRule>) -> Vec<LoxilbCall> {
 
 /// Whether LoxiLB can turn `got` into `want` in place. It keeps the name, the monitor flag and the BGP
 /// flag of an existing rule on an update (`AddLbRule` updates neither), and refuses to switch a rule into
-/// or out of fullproxy mode: those need the rule deleted first. Source prefixes too: LoxiLB compares a
-/// list of as many prefixes as the rule holds inverted (API notes, §6), so other prefixes of that number
-/// meet "lbrule-exists" and nothing changes.
+/// or out of fullproxy mode: those need the rule deleted first. Source prefixes and secondary addresses
+/// too: LoxiLB compares a list of as many prefixes as the rule holds inverted (API notes, §6), so other
+/// prefixes of that number meet "lbrule-exists" and nothing changes, and it refuses any update changing
+/// the secondary addresses (500 "secIP modify error").
 pub fn updatable_in_place(got: &LbRule, want: &LbRule) -> bool {
     let fullproxy = |r: &LbRule| r.service.mode == wire::MODE_FULLPROXY;
     fn sources(r: &LbRule) -> Vec<&str> {
@@ -85,4 +86,5 @@ pub fn updatable_in_place(got: &LbRule, want: &LbRule) -> bool {
         && got.service.bgp == want.service.bgp
         && fullproxy(got) == fullproxy(want)
         && (got.allowed_sources == want.allowed_sources || sources(got) == sources(want))
+        && loxilb_api::same_addresses(&got.secondary_ips, &want.secondary_ips)
 }

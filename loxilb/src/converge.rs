@@ -16,6 +16,7 @@ pub struct Listed<'a> {
     /// Address, target port and weight of each endpoint, in any order.
     pub endpoints: Vec<(&'a str, u16, u8)>,
     pub allowed_sources: &'a [String],
+    pub secondary_ips: &'a [String],
 }
 
 /// The [`Listed`] view of a rule of any type shaped as [`LbRule`] is (the host's WIT bindings are): one
@@ -36,6 +37,7 @@ macro_rules! listed {
             proxyprotocolv2: s.proxyprotocolv2,
             endpoints: rule.endpoints.iter().map(|e| (e.ip.as_str(), e.target_port, e.weight)).collect(),
             allowed_sources: &rule.allowed_sources,
+            secondary_ips: &rule.secondary_ips,
         }
     }};
 }
@@ -64,7 +66,19 @@ pub fn listed_matches(want: Listed<'_>, got: Listed<'_>) -> bool {
         && want.proxyprotocolv2 == got.proxyprotocolv2
         && want.endpoints.len() == got.endpoints.len()
         && same_set(want.allowed_sources, got.allowed_sources)
+        && same_addresses(want.secondary_ips, got.secondary_ips)
         && endpoints(want.endpoints, want.sel) == endpoints(got.endpoints, got.sel)
+}
+
+/// The same addresses in any order, however written (LoxiLB lists secondary addresses sorted, in Go's
+/// form).
+pub fn same_addresses(a: &[String], b: &[String]) -> bool {
+    fn parsed(v: &[String]) -> Vec<Option<std::net::IpAddr>> {
+        let mut ips: Vec<Option<std::net::IpAddr>> = v.iter().map(|ip| ip.parse().ok()).collect();
+        ips.sort_unstable();
+        ips
+    }
+    a == b || (a.len() == b.len() && parsed(a) == parsed(b))
 }
 
 /// Endpoints in one order, weights only where they matter (sel 2).
@@ -110,10 +124,14 @@ mod tests {
         got.allowed_sources.reverse();
         got.service.probereq = "not listed".into();
         assert!(matches(&want, &got), "order, weights outside sel 2 and unlisted fields");
+        let (mut six, mut six_long) = (want.clone(), want.clone());
+        six.secondary_ips = vec!["2001:db8::2".into(), "2001:db8::1".into()];
+        six_long.secondary_ips = vec!["2001:0db8:0000::1".into(), "2001:db8::2".into()];
+        assert!(matches(&six, &six_long), "secondary addresses in any order, however written");
 
         assert!(!matches(&rule(2, &[("10.0.1.1", 80, 60)]), &rule(2, &[("10.0.1.1", 80, 40)])), "weights under sel 2");
         assert!(!matches(&want, &rule(0, &[("10.0.1.1", 80, 1)])), "a missing endpoint");
-        let changes: [fn(&mut LbRule); 8] = [
+        let changes: [fn(&mut LbRule); 9] = [
             |g| g.service.name = "other".into(),
             |g| g.service.bgp = true,
             |g| g.service.mode = 4,
@@ -122,6 +140,7 @@ mod tests {
             |g| g.service.probeport = 1,
             |g| g.service.proxyprotocolv2 = true,
             |g| g.allowed_sources.truncate(1),
+            |g| g.secondary_ips = vec!["10.0.0.2".into()],
         ];
         for change in changes {
             let mut got = want.clone();

@@ -19,6 +19,7 @@ mod limits;
 mod monitor;
 mod policy_kit;
 mod provider_socket;
+mod repair;
 mod retry;
 mod sources;
 mod statistics;

@@ -64,28 +64,3 @@ fn a_source_restriction_is_refused_at_validation_naming_the_limit() {
         .unwrap()
         .is_ok());
 }
-
-/// A rule LoxiLB holds with other source prefixes (as a policy of one's own may send them, on LoxiLB's
-/// first rules) is repaired by delete and create: LoxiLB compares a list of as many prefixes inverted
-/// and drops the change as `lbrule-exists`, so an in-place repair changed nothing, at every pass.
-#[test]
-fn reconciliation_repairs_other_source_prefixes_by_delete_and_create() {
-    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
-    let loxilb: Arc<dyn host::loxilb::LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], std::time::Duration::from_secs(5)));
-    let mut sandbox = sandbox(Arc::clone(&loxilb));
-    assert!(sandbox.handle(&op("loadbalancer_create", json!({"loadbalancer": lb(1, json!([]))}))).unwrap().error.is_none());
-    let mut want = sandbox.desired_rules().unwrap()[0].clone();
-    let mut held = want.rule.clone();
-    held.allowed_sources = vec!["198.51.100.0/24".into()];
-    host::wire::call(loxilb.as_ref(), &host::runtime::bindings::loxilb_types::LoxilbCall::UpsertRule(held)).unwrap();
-    assert_eq!(sim.rules()[0]["allowedSources"], json!([{"prefix": "198.51.100.0/24"}]));
-
-    want.rule.allowed_sources = vec!["192.0.2.0/24".into()];
-    let observed = host::wire::observed(loxilb.as_ref()).unwrap();
-    let drift = host::drift::drift(std::slice::from_ref(&want), &observed);
-    assert_eq!(drift.different.len(), 1);
-    for call in host::drift::repair(&want, Some(drift.different[0].1)) {
-        host::wire::call(loxilb.as_ref(), &call).unwrap();
-    }
-    assert_eq!(sim.rules()[0]["allowedSources"], json!([{"prefix": "192.0.2.0/24"}]));
-}
