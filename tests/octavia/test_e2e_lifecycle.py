@@ -222,6 +222,47 @@ def test_member_batch_update(api, loxilb):
     api.assert_clean()
 
 
+def test_operating_statuses(api, loxilb):
+    """What `openstack loadbalancer status show` shows: the operating statuses the provider reports, as
+    Octavia's driver-agent stored them — a monitored member serving ONLINE, a member of weight 0
+    DRAINING, a disabled one OFFLINE, members of a pool without a monitor NO_MONITOR."""
+    vip = api.vip4()
+    lb = api.loadbalancer(vip, listeners=[
+        {"protocol": "TCP", "protocol_port": 80,
+         "default_pool": {"name": "statuses", "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN",
+                          "members": [{"address": "198.51.100.51", "protocol_port": 80},
+                                      {"address": "198.51.100.52", "protocol_port": 80, "weight": 0}],
+                          "healthmonitor": {"type": "TCP", "delay": 5, "timeout": 3, "max_retries": 3}}},
+    ])
+    tree = api.lb_settled(lb["id"])
+
+    def operating():
+        tree = api.status_tree(lb["id"])["loadbalancer"]
+        return {o.get("address") or kind: o.get("operating_status") for kind, o in walk(tree)
+                if kind != "health_monitor"}
+
+    assert operating() == {"loadbalancer": "ONLINE", "listener": "ONLINE", "pool": "ONLINE",
+                           "198.51.100.51": "ONLINE", "198.51.100.52": "DRAINING"}, operating()
+    pool_id = next(o["id"] for kind, o in walk(tree) if kind == "pool")
+    member = next(o for kind, o in walk(tree) if kind == "member" and o.get("address") == "198.51.100.51")
+    api.update("members", member["id"], {"admin_state_up": False}, parent=pool_id)
+    api.lb_settled(lb["id"])
+    assert operating()["198.51.100.51"] == "OFFLINE", operating()
+
+    hm = next(o for kind, o in walk(tree) if kind == "health_monitor")
+    api.delete("healthmonitors", hm["id"])
+    api.lb_settled(lb["id"])
+    shown = operating()
+    assert (shown["198.51.100.51"], shown["198.51.100.52"]) == ("OFFLINE", "DRAINING"), shown
+    api.update("members", member["id"], {"admin_state_up": True}, parent=pool_id)
+    api.lb_settled(lb["id"])
+    assert operating()["198.51.100.51"] == "NO_MONITOR", operating()
+
+    api.delete("loadbalancers", lb["id"], cascade=True)
+    api.gone("loadbalancers", lb["id"])
+    api.assert_clean()
+
+
 def test_cascade_delete(api, loxilb):
     """A whole tree (two listeners, pools, members, a monitor) created in one request (Octavia's graph
     create), failed over, then one cascade delete: every object gone, no rule left."""
