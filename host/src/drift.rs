@@ -19,9 +19,14 @@ pub struct Drift<'a> {
     pub extra: Vec<&'a ObservedRule>,
 }
 
-impl Drift<'_> {
+impl<'a> Drift<'a> {
     pub fn is_empty(&self) -> bool {
         self.missing.is_empty() && self.different.is_empty() && self.extra.is_empty()
+    }
+
+    /// Each rule to re-program, with the one LoxiLB lists under its key (none when it lacks it).
+    pub fn repairs(&self) -> impl Iterator<Item = (&'a DesiredRule, Option<&'a LbRule>)> + '_ {
+        self.missing.iter().map(|want| (*want, None)).chain(self.different.iter().map(|(want, got)| (*want, Some(*got))))
     }
 }
 

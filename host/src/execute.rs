@@ -100,6 +100,29 @@ pub struct Carried {
     calls_made: u32,
 }
 
+/// One LoxiLB target (a node of the cluster, or LoxiLB as one target) and its rules as listed.
+pub struct Listed {
+    label: String,
+    transport: std::sync::Arc<dyn crate::loxilb::LoxiTransport>,
+    node: Option<crate::loxilb::ClusterNode>,
+    rules: Result<Vec<ObservedRule>, String>,
+}
+
+/// Every target of `loxi` with its rules as listed now, for [`Sandbox::reassert`].
+pub fn list_targets(loxi: &std::sync::Arc<dyn crate::loxilb::LoxiTransport>) -> Vec<Listed> {
+    let nodes = loxi.nodes();
+    if nodes.is_empty() {
+        return vec![Listed { label: "LoxiLB".into(), transport: std::sync::Arc::clone(loxi), node: None, rules: wire::observed(loxi.as_ref()) }];
+    }
+    nodes
+        .into_iter()
+        .map(|node| {
+            let transport: std::sync::Arc<dyn crate::loxilb::LoxiTransport> = std::sync::Arc::new(node.clone());
+            Listed { label: node.state().base, rules: wire::observed(transport.as_ref()), transport, node: Some(node) }
+        })
+        .collect()
+}
+
 /// A plan's LoxiLB calls, in order; on a failed one, the undo calls. Touches neither the policy nor
 /// the mapping.
 pub fn carry_out(loxi: &(dyn crate::loxilb::LoxiTransport + 'static), plan: &Plan) -> Carried {
@@ -230,12 +253,9 @@ impl Sandbox {
         let desired = self.desired_rules()?;
         let drift = crate::drift::drift(&desired, observed);
         let mut report = ReconcileReport::default();
-        let repairs = drift.missing.iter().map(|want| (*want, None)).chain(drift.different.iter().map(|(want, got)| (*want, Some(*got))));
-        for (want, got) in repairs {
-            let key = wire::rule_key(&want.rule);
-            let calls = crate::drift::repair(want, got);
-            let label = format!("{}:{}/{}", key.external_ip, key.port, key.protocol);
-            match run(loxi, &calls, &mut 0) {
+        for (want, got) in drift.repairs() {
+            let label = wire::label(&want.rule);
+            match run(loxi, &crate::drift::repair(want, got), &mut 0) {
                 Ok(()) => report.reprogrammed.push(label),
                 Err(e) => report.failures.push(format!("{label}: {e}")),
             }
@@ -243,7 +263,7 @@ impl Sandbox {
         let remove_orphans = self.wiring().remove_orphans;
         for o in drift.extra {
             let key = wire::rule_key(&o.rule);
-            let label = format!("{}:{}/{} ({})", key.external_ip, key.port, key.protocol, o.rule.service.name);
+            let label = format!("{} ({})", wire::label(&o.rule), o.rule.service.name);
             report.orphans.push(label.clone());
             if remove_orphans && self.owns_rule(&o.rule.service.name)? {
                 match wire::call(loxi, &LoxilbCall::DeleteRule(key)) {
@@ -263,56 +283,47 @@ impl Sandbox {
 
     /// A failover: every LoxiLB target (each node of a cluster) made to hold this load balancer's rules as
     /// the mapping has them, whatever the mapping says was programmed. An operator fails a load balancer
-    /// over when its traffic is wrong; its rules are compared with what each node lists and repaired there
-    /// at once (a rule missing, or drifted), rather than at the next reconciliation. The policy is held
-    /// meanwhile (one listing per node), so no operation or sync changes these rules under the repair.
+    /// over when its traffic is wrong; its rules are compared with what each node `listed` and repaired
+    /// there at once (a rule missing, or drifted), rather than at the next reconciliation.
     ///
-    /// Answers the repairs made; an error when no target answered or one refused a repair. A node that does
-    /// not answer is left to reconciliation once it does.
-    pub fn reassert(&mut self, lb_id: &str) -> Result<Result<Vec<String>, String>, CallError> {
+    /// The lists are read before the policy is held ([`list_targets`]), so a slow node holds up no
+    /// operation. They cannot be older than anything they are compared for: the wanted rules come from
+    /// the mapping now, this load balancer's operations run one after another (this is one of them), and
+    /// no other load balancer's rule has a key of this one's. A repair that a reconciliation made in
+    /// between is made again (LoxiLB answers "exists").
+    ///
+    /// Answers the repairs made; an error when no target answered or one refused a repair. A node that did
+    /// not answer, or refused, is marked out of date, for the monitor to bring up to date.
+    pub fn reassert(&mut self, lb_id: &str, listed: Vec<Listed>) -> Result<Result<Vec<String>, String>, CallError> {
         let desired = self.desired_rules()?;
         let children: std::collections::HashSet<String> = self.mapping().children(lb_id).into_iter().collect();
         let wanted: Vec<DesiredRule> = desired.iter().filter(|d| children.contains(&d.owner)).cloned().collect();
         let identities: std::collections::HashSet<wire::Identity> = wanted.iter().map(|w| wire::identity(&w.rule)).collect();
-        let loxi = std::sync::Arc::clone(&self.wiring().loxilb);
-        let nodes = loxi.nodes();
-        let targets = nodes.len().max(1);
-        let (mut answered, mut repaired, mut failures) = (0, Vec::new(), Vec::new());
-        // One target per node (a node that missed a repair is marked out of date, for the monitor to bring
-        // up to date), or the transport itself when it is a single target.
-        let mut repair_on = |label: &str, target: &(dyn crate::loxilb::LoxiTransport + 'static)| -> bool {
-            let observed = match wire::observed(target) {
+        let (targets, mut answered, mut repaired, mut failures) = (listed.len(), 0, Vec::new(), Vec::new());
+        for target in listed {
+            let observed = match target.rules {
                 Ok(observed) => observed,
                 Err(e) => {
-                    tracing::warn!("failover of {lb_id}: {label} does not answer ({e}); it is repaired once it does");
-                    return false;
+                    tracing::warn!("failover of {lb_id}: {} does not answer ({e}); it is repaired once it does", target.label);
+                    target.node.inspect(|node| node.out_of_date());
+                    continue;
                 }
             };
             answered += 1;
             // Only this load balancer's rules: the others' are reconciliation's to repair.
             let mine: Vec<ObservedRule> = observed.into_iter().filter(|o| identities.contains(&wire::identity(&o.rule))).collect();
             let drift = crate::drift::drift(&wanted, &mine);
-            let repairs = drift.missing.iter().map(|want| (*want, None)).chain(drift.different.iter().map(|(want, got)| (*want, Some(*got))));
-            let mut all = true;
-            for (want, got) in repairs {
-                let key = wire::rule_key(&want.rule);
-                let rule = format!("{label} {}:{}/{}", key.external_ip, key.port, key.protocol);
-                match run(target, &crate::drift::repair(want, got), &mut 0) {
+            for (want, got) in drift.repairs() {
+                let rule = format!("{} {}", target.label, wire::label(&want.rule));
+                match run(target.transport.as_ref(), &crate::drift::repair(want, got), &mut 0) {
                     Ok(()) => repaired.push(rule),
                     Err(e) => {
                         failures.push(format!("{rule}: {e}"));
-                        all = false;
+                        if let Some(node) = &target.node {
+                            node.out_of_date();
+                        }
                     }
                 }
-            }
-            all
-        };
-        if nodes.is_empty() {
-            repair_on("LoxiLB", loxi.as_ref());
-        }
-        for node in nodes {
-            if !repair_on(&node.state().base, &node) {
-                node.out_of_date();
             }
         }
         Ok(if answered == 0 {

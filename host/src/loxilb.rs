@@ -90,6 +90,7 @@ impl LoxiTransport for HttpLoxi {
 }
 
 /// One node of the cluster, reached directly (no retries: what fails is tried again at the next check).
+#[derive(Clone)]
 pub struct ClusterNode {
     client: Arc<Retrying<Cluster>>,
     index: usize,

@@ -523,9 +523,14 @@ impl Service {
                 return Taken::Applied(crate::dropped::statuses(method, args), Arc::clone(&self.storage));
             }
         };
-        if matches!(op, Operation::LoadbalancerFailover(_)) {
+        // A failover compares the load balancer's rules with each LoxiLB node's (`Sandbox::reassert`):
+        // the desired rules rendered and the nodes listed before the policy is taken, so that operations
+        // wait for neither.
+        let listed = matches!(op, Operation::LoadbalancerFailover(_)).then(|| {
             self.render_beside_operations();
-        }
+            let loxilb = Arc::clone(&self.sandbox.lock_beside_flights().wiring().loxilb);
+            crate::execute::list_targets(&loxilb)
+        });
         let (mut sandbox, handled) = match self.sandbox.take_off(&op, still_ours) {
             TakeOff::HandedOver => {
                 tracing::warn!("not applying {method}: it was handed to another host meanwhile");
@@ -580,8 +585,8 @@ impl Service {
         };
         // A failover also makes LoxiLB hold the load balancer's rules as the mapping has them (its plan
         // has no calls: the mapping says they are programmed), which is why an operator asks for one.
-        if let (Operation::LoadbalancerFailover(lb_id), true) = (&op, succeeded) {
-            match sandbox.reassert(lb_id) {
+        if let (Operation::LoadbalancerFailover(lb_id), true, Some(listed)) = (&op, succeeded, listed) {
+            match sandbox.reassert(lb_id, listed) {
                 Ok(Ok(repaired)) if repaired.is_empty() => tracing::info!("failover of {lb_id}: LoxiLB holds its rules as the mapping has them"),
                 Ok(Ok(repaired)) => tracing::warn!("failover of {lb_id}: re-programmed {repaired:?}"),
                 Ok(Err(e)) => {

@@ -54,6 +54,12 @@ fn listed(r: &LbRule) -> api::Listed<'_> {
     api::listed!(r)
 }
 
+/// A rule as the logs name it: `VIP:port/protocol`.
+pub fn label(rule: &LbRule) -> String {
+    let s = &rule.service;
+    format!("{}:{}/{}", s.external_ip, s.port, s.protocol)
+}
+
 pub fn rule_key(rule: &LbRule) -> RuleKey {
     let s = &rule.service;
     RuleKey { external_ip: s.external_ip.clone(), port: s.port, protocol: s.protocol.clone(), block: s.block, host: s.host.clone(), bgp: s.bgp }

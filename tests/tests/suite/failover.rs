@@ -116,3 +116,34 @@ fn a_failover_loxilb_refuses_a_repair_of_fails_and_succeeds_when_tried_again() {
     assert_eq!(failover(&service, LB), [(format!("loadbalancers/{LB}"), "ACTIVE".to_string())]);
     assert_eq!(endpoints_of(&sim, "10.95.0.1"), ["10.95.1.1", "10.95.1.2"]);
 }
+
+/// The nodes are listed before the policy is held: a node slow to list its rules holds up the failover
+/// alone, not another load balancer's operations.
+#[test]
+fn a_node_slow_to_list_its_rules_holds_up_no_other_operation() {
+    let sim = Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(10)));
+    let sandbox = sandbox_with(&default_policy(), loxilb, Arc::new(MemoryStore::default()));
+    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    service.apply("loadbalancer_create", &json!({"loadbalancer": tree(LB, 1)}));
+    service.apply("loadbalancer_create", &json!({"loadbalancer": tree(LB2, 2)}));
+
+    sim.clear_requests();
+    sim.inject_fault(1, Fault::Late(Duration::from_secs(3)));
+    let failing_over = {
+        let service = Arc::clone(&service);
+        std::thread::spawn(move || failover(&service, LB))
+    };
+    let listing = std::time::Instant::now();
+    while !sim.requests().iter().any(|r| r.method == "GET" && r.path.ends_with("/config/loadbalancer/all")) {
+        assert!(listing.elapsed() < Duration::from_secs(5), "the failover never listed the rules");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let started = std::time::Instant::now();
+    let added = member("fa11fa11-0000-4000-8000-000000000230", "fa11fa11-0000-4000-8000-000000000022", "10.95.2.3", 8080, 1);
+    let statuses = provisioning_statuses(&[document(&service.apply("member_create", &json!({"member": added, "loadbalancer_id": LB2})))]);
+    let took = started.elapsed();
+    assert!(statuses.iter().all(|(_, s)| s == "ACTIVE"), "{statuses:?}");
+    assert!(took < Duration::from_millis(1500), "another load balancer's operation waited {took:?} for the failover's listing");
+    assert_eq!(failing_over.join().unwrap(), [(format!("loadbalancers/{LB}"), "ACTIVE".to_string())]);
+}
