@@ -83,7 +83,7 @@ pub enum Fault {
     /// The connection breaks before an answer: nothing is applied, the client reads a malformed reply.
     Reset,
     /// The request is applied, and answered only after this long (a client with a shorter timeout gives
-    /// up while LoxiLB has done the work). Requests behind it wait too: the simulator serves one at a time.
+    /// up while LoxiLB has done the work). Only its connection waits: others are answered meanwhile.
     Late(std::time::Duration),
 }
 
