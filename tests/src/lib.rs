@@ -59,6 +59,20 @@ pub fn sandbox_with_settings(path: &std::path::Path, loxilb: Arc<dyn LoxiTranspo
     Sandbox::new(policy, wiring, Limits::default(), settings).expect("policy starts")
 }
 
+/// A service over the default policy programming `loxilb`, with no driver-agent (statuses recorded).
+pub fn service_on(loxilb: &Arc<dyn LoxiTransport>) -> Arc<host::service::Service> {
+    let sandbox = sandbox_with(&default_policy(), Arc::clone(loxilb), Arc::new(MemoryStore::default()));
+    host::service::Service::new(sandbox, None, Arc::new(host::octavia::status::RecordingSink::default()), std::time::Duration::from_secs(1))
+}
+
+/// `n` simulators as one LoxiLB cluster (every change goes to each), and a service programming it.
+pub fn cluster_service(n: usize) -> (Vec<loxilb_sim::Simulator>, Arc<dyn LoxiTransport>, Arc<host::service::Service>) {
+    let nodes: Vec<loxilb_sim::Simulator> = (0..n).map(|_| loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap()).collect();
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(host::loxilb::HttpLoxi::new(nodes.iter().map(|n| n.url()).collect(), std::time::Duration::from_secs(2)));
+    let service = service_on(&loxilb);
+    (nodes, loxilb, service)
+}
+
 pub fn sandbox(loxilb: Arc<dyn LoxiTransport>) -> Sandbox {
     sandbox_with(&default_policy(), loxilb, Arc::new(MemoryStore::default()))
 }

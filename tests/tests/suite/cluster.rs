@@ -24,12 +24,7 @@ fn m(n: u32) -> serde_json::Value {
 
 #[test]
 fn every_node_holds_every_rule_and_a_node_that_missed_changes_or_restarted_converges_at_the_next_check() {
-    let nodes: Vec<Simulator> = (0..3).map(|_| Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap()).collect();
-    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(nodes.iter().map(|n| n.url()).collect(), Duration::from_secs(2)));
-    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
-    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
-    let monitor =
-        Monitor { service: Arc::clone(&service), loxilb: Arc::clone(&loxilb), agent: None, stats_interval: Duration::ZERO, reconcile_interval: Duration::ZERO };
+    let (nodes, _, service, monitor) = cluster(3);
     let mut upkeep = Upkeep::default();
     monitor.reconcile();
 
@@ -75,10 +70,7 @@ fn every_node_holds_every_rule_and_a_node_that_missed_changes_or_restarted_conve
 
 #[test]
 fn a_node_that_refuses_a_change_fails_it_and_the_others_are_put_back() {
-    let nodes: Vec<Simulator> = (0..2).map(|_| Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap()).collect();
-    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(nodes.iter().map(|n| n.url()).collect(), Duration::from_secs(2)));
-    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
-    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let (nodes, _, service) = cluster_service(2);
     let tree = loadbalancer(LB, "10.90.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![m(1)], None)))]);
     service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
     nodes[1].fail_next(1, 400, "rule-allowed-src error");
@@ -91,10 +83,7 @@ fn a_node_that_refuses_a_change_fails_it_and_the_others_are_put_back() {
 
 /// A LoxiLB cluster of `n` simulators, a service over it and its monitor (statuses rendered on demand).
 fn cluster(n: usize) -> (Vec<Simulator>, Arc<dyn LoxiTransport>, Arc<Service>, Monitor) {
-    let nodes: Vec<Simulator> = (0..n).map(|_| Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap()).collect();
-    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(nodes.iter().map(|n| n.url()).collect(), Duration::from_secs(2)));
-    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
-    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let (nodes, loxilb, service) = cluster_service(n);
     let monitor =
         Monitor { service: Arc::clone(&service), loxilb: Arc::clone(&loxilb), agent: None, stats_interval: Duration::ZERO, reconcile_interval: Duration::ZERO };
     (nodes, loxilb, service, monitor)

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use host::loxilb::{HttpLoxi, LoxiTransport};
-use host::octavia::status::{document, RecordingSink};
+use host::octavia::status::document;
 use host::service::Service;
-use host::storage::MemoryStore;
 use integration_tests::*;
 use loxilb_sim::{Fault, Simulator};
 use serde_json::{json, Value};
@@ -42,10 +41,7 @@ fn failover(service: &Service, lb: &str) -> Vec<(String, String)> {
 
 #[test]
 fn a_failover_repairs_the_load_balancers_rules_on_every_node_at_once() {
-    let nodes: Vec<Simulator> = (0..2).map(|_| Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap()).collect();
-    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(nodes.iter().map(|n| n.url()).collect(), Duration::from_secs(2)));
-    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
-    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let (nodes, loxilb, service) = cluster_service(2);
     service.apply("loadbalancer_create", &json!({"loadbalancer": tree(LB, 1)}));
     service.apply("loadbalancer_create", &json!({"loadbalancer": tree(LB2, 2)}));
 
@@ -106,8 +102,7 @@ impl LoxiTransport for RefusingOnePost {
 fn a_failover_loxilb_refuses_a_repair_of_fails_and_succeeds_when_tried_again() {
     let sim = Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
     let refusing = Arc::new(RefusingOnePost { inner: Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(2))), refuse: AtomicBool::new(false) });
-    let sandbox = sandbox_with(&default_policy(), Arc::clone(&refusing) as Arc<dyn LoxiTransport>, Arc::new(MemoryStore::default()));
-    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let service = service_on(&(Arc::clone(&refusing) as Arc<dyn LoxiTransport>));
     service.apply("loadbalancer_create", &json!({"loadbalancer": tree(LB, 1)}));
     sim.restart();
     refusing.refuse.store(true, Ordering::SeqCst);
@@ -122,9 +117,7 @@ fn a_failover_loxilb_refuses_a_repair_of_fails_and_succeeds_when_tried_again() {
 #[test]
 fn a_node_slow_to_list_its_rules_holds_up_no_other_operation() {
     let sim = Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
-    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(10)));
-    let sandbox = sandbox_with(&default_policy(), loxilb, Arc::new(MemoryStore::default()));
-    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let service = service_on(&(Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(10))) as Arc<dyn LoxiTransport>));
     service.apply("loadbalancer_create", &json!({"loadbalancer": tree(LB, 1)}));
     service.apply("loadbalancer_create", &json!({"loadbalancer": tree(LB2, 2)}));
 
