@@ -93,6 +93,14 @@ impl Reprogram {
         }
     }
 
+    /// `lb`, if it is waiting, is tried at the next check (an operator failed it over: its objects in
+    /// ERROR should not wait out the pause).
+    pub fn hurry(&self, lb: &str) {
+        if let Some(attempts) = self.inner.lock().unwrap().due.get_mut(lb) {
+            *attempts = Attempts { next: Instant::now(), failed: 0 };
+        }
+    }
+
     /// The load balancers whose next attempt is due.
     pub fn due(&self) -> Vec<String> {
         let now = Instant::now();
@@ -157,6 +165,17 @@ mod tests {
         // Noting a new failure makes it due at once again.
         set.note("lb");
         assert_eq!(set.due(), ["lb"]);
+    }
+
+    #[test]
+    fn hurrying_makes_a_waiting_one_due_and_adds_none() {
+        let set = Reprogram::default();
+        set.note("lb");
+        set.failed_again("lb");
+        set.hurry("lb");
+        set.hurry("other");
+        assert_eq!(set.due(), ["lb"]);
+        assert_eq!(set.len(), 1);
     }
 
     #[test]

@@ -586,7 +586,13 @@ impl Service {
         // A failover also makes LoxiLB hold the load balancer's rules as the mapping has them (its plan
         // has no calls: the mapping says they are programmed), which is why an operator asks for one.
         if let (Operation::LoadbalancerFailover(lb_id), true, Some(listed)) = (&op, succeeded, listed) {
-            match sandbox.reassert(lb_id, listed) {
+            let reasserted = sandbox.reassert(lb_id, listed);
+            if matches!(reasserted, Ok(Ok(_))) {
+                // Objects an earlier operation left in ERROR while LoxiLB failed are programmed as Octavia
+                // shows them at the next check, rather than after that load balancer's pause.
+                self.reprogram.hurry(lb_id);
+            }
+            match reasserted {
                 Ok(Ok(repaired)) if repaired.is_empty() => tracing::info!("failover of {lb_id}: LoxiLB holds its rules as the mapping has them"),
                 Ok(Ok(repaired)) => tracing::warn!("failover of {lb_id}: re-programmed {repaired:?}"),
                 Ok(Err(e)) => {

@@ -377,3 +377,28 @@ fn a_member_added_while_loxilb_was_down_is_programmed_once_it_answers_and_a_dele
     assert!(other.sim.rules().is_empty() && other.mapped_ids().is_empty());
     assert!(other.service.reprogram.is_empty());
 }
+
+#[test]
+fn a_failover_programs_what_failed_at_loxilb_at_the_next_check_rather_than_after_its_pause() {
+    let host = Host::start("reprogram-failover", Duration::from_secs(5));
+    host.create(&tree(&[(M1, "10.30.1.1")]));
+    host.octavia.commit(&tree(&[(M1, "10.30.1.1"), (M2, "10.30.1.2")]));
+    host.sim.inject_fault(100_000, loxilb_sim::Fault::Reset);
+    let m2 = member(M2, P1, "10.30.1.2", 8080, 1);
+    host.service.apply("member_create", &json!({"member": m2, "loadbalancer_id": LB}));
+    host.sim.inject_fault(0, loxilb_sim::Fault::Reset);
+    // An attempt failed already: the next waits (4 s).
+    host.service.reprogram.failed_again(LB);
+    let monitor = host.monitor();
+    let mut upkeep = host::monitor::Upkeep::default();
+    monitor.tick(&mut upkeep);
+    assert_eq!(host.endpoints(), ["10.30.1.1"], "the member that failed waits for its next attempt");
+
+    let failed_over = host.service.apply("loadbalancer_failover", &json!({"loadbalancer_id": LB}));
+    assert_eq!(provisioning_statuses(&[host::octavia::status::document(&failed_over)]), [(format!("loadbalancers/{LB}"), "ACTIVE".to_string())]);
+    let before = recorded(&host);
+    monitor.tick(&mut upkeep);
+    assert_eq!(host.endpoints(), ["10.30.1.1", "10.30.1.2"]);
+    assert!(reported_since(&host, before).contains(&(format!("members/{M2}"), "ACTIVE".into())));
+    assert!(host.service.reprogram.is_empty());
+}
