@@ -86,6 +86,16 @@ fn run(loxi: &(dyn crate::loxilb::LoxiTransport + 'static), calls: &[LoxilbCall]
     Ok(())
 }
 
+/// Re-programs a rule `loxi` holds otherwise than wanted (`got`, none when it lacks it), counted.
+fn repair_rule(loxi: &(dyn crate::loxilb::LoxiTransport + 'static), want: &DesiredRule, got: Option<&LbRule>) -> Result<(), String> {
+    let repaired = run(loxi, &crate::drift::repair(want, got), &mut 0);
+    match repaired {
+        Ok(()) => crate::metrics::RULES_REPAIRED.inc(),
+        Err(_) => crate::metrics::RULE_REPAIRS_FAILED.inc(),
+    }
+    repaired
+}
+
 /// An operation translated: refused, or a plan to carry out. `Sandbox::handle` is [`Sandbox::plan`],
 /// [`carry_out`] and [`Sandbox::land`] in a row; the service runs the middle one without holding the
 /// policy (see `crate::flights`).
@@ -255,7 +265,7 @@ impl Sandbox {
         let mut report = ReconcileReport::default();
         for (want, got) in drift.repairs() {
             let label = wire::label(&want.rule);
-            match run(loxi, &crate::drift::repair(want, got), &mut 0) {
+            match repair_rule(loxi, want, got) {
                 Ok(()) => report.reprogrammed.push(label),
                 Err(e) => report.failures.push(format!("{label}: {e}")),
             }
@@ -315,7 +325,7 @@ impl Sandbox {
             let drift = crate::drift::drift(&wanted, &mine);
             for (want, got) in drift.repairs() {
                 let rule = format!("{} {}", target.label, wire::label(&want.rule));
-                match run(target.transport.as_ref(), &crate::drift::repair(want, got), &mut 0) {
+                match repair_rule(target.transport.as_ref(), want, got) {
                     Ok(()) => repaired.push(rule),
                     Err(e) => {
                         failures.push(format!("{rule}: {e}"));

@@ -210,6 +210,10 @@ pub static COMMITS_NOTIFIED: Counter =
 pub static COMMITS_POLLED: Counter =
     Counter::new("commits_polled_total", "Operations whose commit was awaited by reading Octavia's get socket (no notice, or a rollback notice).");
 
+pub static RULES_REPAIRED: Counter =
+    Counter::new("rules_repaired_total", "Rules a LoxiLB node held otherwise than wanted (missing or drifted), re-programmed by reconciliation or a failover.");
+pub static RULE_REPAIRS_FAILED: Counter = Counter::new("rule_repairs_failed_total", "Repairs of a rule that LoxiLB refused or did not answer.");
+
 const BUILT_IN: &[Metric] = &[
     Metric::Counter(&STORAGE_WRITES),
     Metric::Counter(&STORAGE_BYTES),
@@ -250,6 +254,8 @@ const BUILT_IN: &[Metric] = &[
     Metric::Timing(&PROVIDER_CAST),
     Metric::Counter(&COMMITS_NOTIFIED),
     Metric::Counter(&COMMITS_POLLED),
+    Metric::Counter(&RULES_REPAIRED),
+    Metric::Counter(&RULE_REPAIRS_FAILED),
 ];
 
 static REGISTERED: Mutex<Vec<Metric>> = Mutex::new(Vec::new());

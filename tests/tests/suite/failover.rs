@@ -54,8 +54,10 @@ fn a_failover_repairs_the_load_balancers_rules_on_every_node_at_once() {
     assert_eq!(endpoints_of(&nodes[0], "10.95.0.1"), ["10.95.1.1", "10.95.1.9"]);
     nodes[1].restart();
 
+    let repaired = host::metrics::RULES_REPAIRED.get();
     let statuses = failover(&service, LB);
     assert_eq!(statuses, [(format!("loadbalancers/{LB}"), "ACTIVE".to_string())]);
+    assert!(host::metrics::RULES_REPAIRED.get() >= repaired + 2, "a repair on each node is counted");
     for node in &nodes {
         assert_eq!(endpoints_of(node, "10.95.0.1"), ["10.95.1.1", "10.95.1.2"], "{}", node.url());
     }
@@ -106,7 +108,9 @@ fn a_failover_loxilb_refuses_a_repair_of_fails_and_succeeds_when_tried_again() {
     service.apply("loadbalancer_create", &json!({"loadbalancer": tree(LB, 1)}));
     sim.restart();
     refusing.refuse.store(true, Ordering::SeqCst);
+    let failed = host::metrics::RULE_REPAIRS_FAILED.get();
     assert_eq!(failover(&service, LB), [(format!("loadbalancers/{LB}"), "ERROR".to_string())]);
+    assert!(host::metrics::RULE_REPAIRS_FAILED.get() > failed, "the refused repair is counted");
     assert!(sim.rules().is_empty());
     assert_eq!(failover(&service, LB), [(format!("loadbalancers/{LB}"), "ACTIVE".to_string())]);
     assert_eq!(endpoints_of(&sim, "10.95.0.1"), ["10.95.1.1", "10.95.1.2"]);
