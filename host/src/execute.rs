@@ -315,7 +315,9 @@ impl Sandbox {
                 Ok(observed) => observed,
                 Err(e) => {
                     tracing::warn!("failover of {lb_id}: {} does not answer ({e}); it is repaired once it does", target.label);
-                    target.node.inspect(|node| node.out_of_date());
+                    if let Some(node) = &target.node {
+                        node.out_of_date();
+                    }
                     continue;
                 }
             };
