@@ -242,13 +242,20 @@ impl Sandbox {
     /// is only read: a swap's reconciliation leaves it as it was.
     pub fn reconcile(&mut self) -> Result<Result<ReconcileReport, String>, CallError> {
         let loxi = self.wiring().loxilb.clone();
-        self.reconcile_on(loxi.as_ref())
+        self.reconcile_on(loxi.as_ref(), &[])
     }
 
-    /// `reconcile` against one target: the policy's LoxiLB, or one node of its cluster.
-    pub fn reconcile_on(&mut self, loxi: &(dyn crate::loxilb::LoxiTransport + 'static)) -> Result<Result<ReconcileReport, String>, CallError> {
+    /// `reconcile` against one target: the policy's LoxiLB, or one node of its cluster. `missed_deletes`
+    /// names the rules deleted while that node did not answer ([`crate::loxilb::ClusterNode::missed_deletes`]):
+    /// those it holds and nothing wants are deleted there, whatever `remove_orphans` says (a node cut off
+    /// keeps its rules, and would go on serving deleted load balancers).
+    pub fn reconcile_on(
+        &mut self,
+        loxi: &(dyn crate::loxilb::LoxiTransport + 'static),
+        missed_deletes: &[String],
+    ) -> Result<Result<ReconcileReport, String>, CallError> {
         match wire::observed(loxi) {
-            Ok(observed) => self.reconcile_observed(loxi, &observed),
+            Ok(observed) => self.reconcile_observed(loxi, &observed, missed_deletes),
             Err(e) => Ok(Err(e)),
         }
     }
@@ -259,6 +266,7 @@ impl Sandbox {
         &mut self,
         loxi: &(dyn crate::loxilb::LoxiTransport + 'static),
         observed: &[ObservedRule],
+        missed_deletes: &[String],
     ) -> Result<Result<ReconcileReport, String>, CallError> {
         let desired = self.desired_rules()?;
         let drift = crate::drift::drift(&desired, observed);
@@ -274,8 +282,11 @@ impl Sandbox {
         for o in drift.extra {
             let key = wire::rule_key(&o.rule);
             let label = format!("{} ({})", wire::label(&o.rule), o.rule.service.name);
-            report.orphans.push(label.clone());
-            if remove_orphans && self.owns_rule(&o.rule.service.name)? {
+            let deleted_meanwhile = !missed_deletes.is_empty() && missed_deletes.contains(&wire::rule_path(&o.rule));
+            if !deleted_meanwhile {
+                report.orphans.push(label.clone());
+            }
+            if deleted_meanwhile || (remove_orphans && self.owns_rule(&o.rule.service.name)?) {
                 match wire::call(loxi, &LoxilbCall::DeleteRule(key)) {
                     Ok(()) => report.removed.push(label),
                     Err(e) => report.failures.push(format!("{label}: {e}")),

@@ -110,6 +110,16 @@ impl ClusterNode {
     pub fn out_of_date(&self) {
         self.client.inner().out_of_date(self.index);
     }
+
+    /// The rules deleted while it did not answer ([`loxilb_api::Cluster::missed_deletes`]).
+    pub fn missed_deletes(&self) -> Vec<String> {
+        self.client.inner().missed_deletes(self.index)
+    }
+
+    /// `paths` (of [`ClusterNode::missed_deletes`]) are settled on it.
+    pub fn forget_missed_deletes(&self, paths: &[String]) {
+        self.client.inner().forget_missed_deletes(self.index, paths);
+    }
 }
 
 impl LoxiTransport for ClusterNode {

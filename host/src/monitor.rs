@@ -421,12 +421,14 @@ impl Monitor {
             (Arc::clone(sandbox.mapping()), Arc::clone(&sandbox.policy))
         };
         let generation = mapping.generation();
+        // Read before the list: a delete the node misses later is not taken as settled by this pass.
+        let missed = target.node.as_ref().map(|node| node.missed_deletes()).unwrap_or_default();
         let listed = crate::wire::observed(target.transport.as_ref());
         let mut sandbox = self.service.sandbox.lock().unwrap();
         let current = Arc::ptr_eq(sandbox.mapping(), &mapping) && Arc::ptr_eq(&sandbox.policy, &policy) && mapping.generation() == generation;
         let result = match listed {
-            Ok(observed) if current => sandbox.reconcile_observed(target.transport.as_ref(), &observed),
-            _ => sandbox.reconcile_on(target.transport.as_ref()),
+            Ok(observed) if current => sandbox.reconcile_observed(target.transport.as_ref(), &observed, &missed),
+            _ => sandbox.reconcile_on(target.transport.as_ref(), &missed),
         };
         drop(sandbox);
         match result {
@@ -442,6 +444,7 @@ impl Monitor {
                     );
                 }
                 if let (Some(node), true) = (&target.node, report.failures.is_empty()) {
+                    node.forget_missed_deletes(&missed);
                     node.in_sync();
                 }
             }

@@ -60,6 +60,11 @@ pub fn label(rule: &LbRule) -> String {
     format!("{}:{}/{}", s.external_ip, s.port, s.protocol)
 }
 
+/// The path naming a rule in LoxiLB's API (its DELETE's, without the BGP flag).
+pub fn rule_path(rule: &LbRule) -> String {
+    api::rule_path(&key_to_wire(&rule_key(rule)))
+}
+
 pub fn rule_key(rule: &LbRule) -> RuleKey {
     let s = &rule.service;
     RuleKey { external_ip: s.external_ip.clone(), port: s.port, protocol: s.protocol.clone(), block: s.block, host: s.host.clone(), bgp: s.bgp }

@@ -147,9 +147,14 @@ pub fn probe_json(probe: &EndpointProbe) -> Value {
 /// with `bgp` is deleted with `bgp=true` (LoxiLB then withdraws the VIP's route, counting it down); the
 /// others without, so that no other rule's advertisement is counted down.
 pub fn delete_rule_path(key: &RuleKey) -> String {
-    let host = if key.host.is_empty() { String::new() } else { format!("/hosturl/{}", key.host) };
     let bgp = if key.bgp { "&bgp=true" } else { "" };
-    format!("{RULES_PATH}{host}/externalipaddress/{}/port/{}/protocol/{}?block={}{bgp}", key.external_ip, key.port, key.protocol, key.block)
+    format!("{}{bgp}", rule_path(key))
+}
+
+/// The path naming a rule: its DELETE's, without the BGP flag (which says what else the delete does).
+pub fn rule_path(key: &RuleKey) -> String {
+    let host = if key.host.is_empty() { String::new() } else { format!("/hosturl/{}", key.host) };
+    format!("{RULES_PATH}{host}/externalipaddress/{}/port/{}/protocol/{}?block={}", key.external_ip, key.port, key.protocol, key.block)
 }
 
 /// The DELETE path of an endpoint probe: LoxiLB finds it by `name` when given, else by type and port.

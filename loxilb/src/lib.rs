@@ -30,7 +30,7 @@ pub use client::{redact_userinfo, Access, Cluster, Credentials, Node, NodeState,
 pub use conntrack::{connections, conntrack_list, Connection, ConntrackEntry, CONNTRACK_PATH};
 pub use converge::{listed_matches, matches, same_addresses, Listed};
 pub use decode::{observed_rule, rule_list};
-pub use encode::{delete_probe_path, delete_rule_path, probe_json, request, rule_json, Intent, Request, BASE_PATH};
+pub use encode::{delete_probe_path, delete_rule_path, probe_json, request, rule_json, rule_path, Intent, Request, BASE_PATH};
 pub use fake::FakeLoxilb;
 pub use outcome::{classify, Outcome};
 pub use types::{rule_key, Endpoint, EndpointProbe, LbRule, LoxilbCall, ObservedEndpoint, ObservedRule, RuleKey, ServiceArgs};

@@ -7,6 +7,7 @@
 //! so until the caller has brought it back to the desired rules ([`Cluster::in_sync`]); a node that
 //! restarted (answering, but with its rules lost) is found by the caller comparing its rules.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -72,6 +73,9 @@ struct Member {
     answering: AtomicBool,
     /// What it said of itself at the last [`Cluster::survey`].
     facts: Mutex<Facts>,
+    /// Rules deleted while it did not answer (their paths, without the query): a node cut off keeps its
+    /// rules, and those would outlive their load balancers there (see [`Cluster::missed_deletes`]).
+    missed_deletes: Mutex<BTreeSet<String>>,
 }
 
 /// A node's version and HA role, as it last told them.
@@ -99,6 +103,11 @@ impl NodeState {
     }
 }
 
+/// The rule a DELETE path names, as [`crate::encode::rule_path`] writes it (the path without its BGP flag).
+fn rule_of(delete_path: &str) -> String {
+    delete_path.split_once("&bgp=").map_or(delete_path, |(path, _)| path).to_string()
+}
+
 /// What a change is, from its method and path (the cluster sees only the HTTP request).
 fn intent_of(method: &str, path: &str) -> Intent {
     match method {
@@ -114,7 +123,9 @@ fn intent_of(method: &str, path: &str) -> Intent {
 impl Cluster {
     /// Nodes start out of date: what they hold is unknown until the caller compared it.
     pub fn new(nodes: Vec<Node>) -> Cluster {
-        let member = |node| Arc::new(Member { node, stale: AtomicBool::new(true), answering: AtomicBool::new(true), facts: Mutex::default() });
+        let member = |node| {
+            Arc::new(Member { node, stale: AtomicBool::new(true), answering: AtomicBool::new(true), facts: Mutex::default(), missed_deletes: Mutex::default() })
+        };
         let members: Vec<Arc<Member>> = nodes.into_iter().map(member).collect();
         let askers = (members.len() > 1).then(|| Askers::start((members.len() - 1) * ASKERS_PER_NODE));
         Cluster { members, askers }
@@ -170,6 +181,23 @@ impl Cluster {
     pub fn in_sync(&self, index: usize) {
         if let Some(m) = self.members.get(index) {
             m.stale.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// The rules deleted while the node at `index` did not answer, as [`crate::encode::rule_path`] names
+    /// them: whoever brings the node up to date deletes those it still holds and
+    /// nothing wants, then [`Cluster::forget_missed_deletes`] them.
+    pub fn missed_deletes(&self, index: usize) -> Vec<String> {
+        self.members.get(index).map(|m| m.missed_deletes.lock().unwrap().iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// `paths` are settled on the node at `index`: deleted there, or wanted again.
+    pub fn forget_missed_deletes(&self, index: usize, paths: &[String]) {
+        if let Some(m) = self.members.get(index) {
+            let mut missed = m.missed_deletes.lock().unwrap();
+            for path in paths {
+                missed.remove(path);
+            }
         }
     }
 
@@ -231,14 +259,21 @@ impl Cluster {
         let intent = intent_of(method, path);
         let mut taken = None;
         let mut errors = Vec::new();
+        let deleted_rule = (intent == Intent::Delete && path.starts_with(RULES_PATH)).then(|| rule_of(path));
         for (member, reply) in self.members.iter().zip(replies) {
             match reply {
                 Ok(reply) if !classify(intent, reply.status, &reply.body).is_ok() => return Ok(reply),
                 Ok(reply) => {
+                    if let Some(rule) = &deleted_rule {
+                        member.missed_deletes.lock().unwrap().remove(rule);
+                    }
                     taken.get_or_insert(reply);
                 }
                 Err(e) => {
                     member.stale.store(true, Ordering::SeqCst);
+                    if let Some(rule) = &deleted_rule {
+                        member.missed_deletes.lock().unwrap().insert(rule.clone());
+                    }
                     errors.push(format!("{}: {e}", member.node.base()));
                 }
             }
