@@ -185,26 +185,30 @@ fn statuses_turn_error_only_once_no_node_has_answered_for_a_statistics_interval(
     assert_eq!(since(&sink), ["ERROR", "ONLINE"]);
 }
 
-/// A node that did not answer a delete (a network partition: it keeps its rules) must not go on serving
-/// the deleted load balancer's VIP once it answers again, whatever `remove_orphans` says: the rules the
-/// host deleted while it was away are deleted there too, before it is brought to the desired rules.
-#[test]
-fn a_node_that_missed_a_delete_drops_the_rule_once_it_answers() {
+/// Two nodes holding a load balancer's rule, the second cut off (not restarted: it keeps its rules) while
+/// the load balancer is deleted, and a liveness check while it is.
+fn cut_off_during_a_delete() -> (Vec<Simulator>, Arc<Service>, Monitor, Upkeep) {
     let (nodes, _, service, monitor) = cluster(2);
     let tree = loadbalancer(LB, "10.90.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![m(1)], None)))]);
     service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
     let mut upkeep = Upkeep::default();
     monitor.tick(&mut upkeep);
-
     nodes[1].inject_fault(100_000, Fault::Reset);
     let deleted =
         provisioning_statuses(&[host::octavia::status::document(&service.apply("loadbalancer_delete", &json!({"loadbalancer": tree, "cascade": true})))]);
     assert!(deleted.contains(&(format!("loadbalancers/{LB}"), "DELETED".into())), "{deleted:?}");
     assert!(nodes[0].rules().is_empty());
-    assert_eq!(endpoint_ips(&nodes[1]), ["10.90.1.1"], "the partitioned node kept it");
     monitor.tick(&mut upkeep);
-    assert_eq!(endpoint_ips(&nodes[1]), ["10.90.1.1"], "still cut off");
+    assert_eq!(endpoint_ips(&nodes[1]), ["10.90.1.1"], "the node cut off kept it");
+    (nodes, service, monitor, upkeep)
+}
 
+/// A node that did not answer a delete must not go on serving the deleted load balancer's VIP once it
+/// answers again, whatever `remove_orphans` says: the rules the host deleted while it was away are
+/// deleted there too.
+#[test]
+fn a_node_that_missed_a_delete_drops_the_rule_once_it_answers() {
+    let (nodes, _, monitor, mut upkeep) = cut_off_during_a_delete();
     nodes[1].inject_fault(0, Fault::Reset);
     monitor.tick(&mut upkeep);
     assert!(nodes[1].rules().is_empty(), "{:?}", nodes[1].rules());
@@ -216,15 +220,7 @@ fn a_node_that_missed_a_delete_drops_the_rule_once_it_answers() {
 /// port), is the new one there once the node answers: the missed delete does not take it away.
 #[test]
 fn a_missed_delete_of_a_rule_wanted_again_leaves_the_new_one() {
-    let (nodes, _, service, monitor) = cluster(2);
-    let tree = loadbalancer(LB, "10.90.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![m(1)], None)))]);
-    service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
-    let mut upkeep = Upkeep::default();
-    monitor.tick(&mut upkeep);
-
-    nodes[1].inject_fault(100_000, Fault::Reset);
-    service.apply("loadbalancer_delete", &json!({"loadbalancer": tree, "cascade": true}));
-    monitor.tick(&mut upkeep);
+    let (nodes, service, monitor, mut upkeep) = cut_off_during_a_delete();
     let (lb2, l2, p2) = ("abababab-0000-4000-8000-000000000002", "abababab-0000-4000-8000-000000000012", "abababab-0000-4000-8000-000000000022");
     let again = member("abababab-0000-4000-8000-000000000199", p2, "10.90.1.9", 8080, 1);
     let tree2 = loadbalancer(lb2, "10.90.0.10", vec![listener(l2, lb2, "TCP", 80, Some(pool(p2, lb2, Some(l2), "TCP", vec![again], None)))]);
