@@ -73,8 +73,8 @@ struct Member {
     answering: AtomicBool,
     /// What it said of itself at the last [`Cluster::survey`].
     facts: Mutex<Facts>,
-    /// Rules deleted while it did not answer (their paths, without the query): a node cut off keeps its
-    /// rules, and those would outlive their load balancers there (see [`Cluster::missed_deletes`]).
+    /// Rules deleted while it did not answer, as [`crate::encode::rule_path`] names them: a node cut off
+    /// keeps its rules, and those would outlive their load balancers there (see [`Cluster::missed_deletes`]).
     missed_deletes: Mutex<BTreeSet<String>>,
 }
 
@@ -185,8 +185,8 @@ impl Cluster {
     }
 
     /// The rules deleted while the node at `index` did not answer, as [`crate::encode::rule_path`] names
-    /// them: whoever brings the node up to date deletes those it still holds and
-    /// nothing wants, then [`Cluster::forget_missed_deletes`] them.
+    /// them: whoever brings the node up to date deletes those it still holds and nothing wants, then
+    /// [`Cluster::forget_missed_deletes`] them.
     pub fn missed_deletes(&self, index: usize) -> Vec<String> {
         self.members.get(index).map(|m| m.missed_deletes.lock().unwrap().iter().cloned().collect()).unwrap_or_default()
     }
