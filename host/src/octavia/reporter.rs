@@ -9,7 +9,7 @@
 //! One load balancer's reports stay in order: a report is not sent while an earlier one of a load
 //! balancer it names is queued before it or being sent.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::status::{document, StatusSink};
@@ -92,6 +92,23 @@ impl Reporter {
         taken
     }
 
+    /// What is left of `statuses` (a document of load balancers `lbs` that Octavia did not answer) to send
+    /// again: the statuses of objects a report queued since names too are left to that report, which goes
+    /// after it. The document may have been applied, and the later report's operation be under way in
+    /// Octavia; sent again whole, it would set the load balancer ACTIVE before that operation's objects.
+    fn not_superseded(&self, statuses: &[ObjectStatus], lbs: &HashSet<&str>) -> Option<serde_json::Value> {
+        let queue = self.queue.lock().unwrap();
+        // Object kinds are few: a linear look among each id's kinds.
+        let mut later: HashMap<&str, Vec<ObjectKind>> = HashMap::new();
+        for report in queue.reports.iter().filter(|r| r.lbs.iter().any(|lb| lbs.contains(lb.as_str()))) {
+            for s in &report.statuses {
+                later.entry(s.id.as_str()).or_default().push(s.kind);
+            }
+        }
+        let left: Vec<ObjectStatus> = statuses.iter().filter(|s| !later.get(s.id.as_str()).is_some_and(|kinds| kinds.contains(&s.kind))).cloned().collect();
+        (!left.is_empty()).then(|| document(&left))
+    }
+
     fn serve(self: Arc<Self>) {
         loop {
             let batch = {
@@ -111,7 +128,8 @@ impl Reporter {
             let statuses: Vec<ObjectStatus> = batch.iter().flat_map(|r| r.statuses.iter().cloned()).collect();
             crate::metrics::STATUS_DOCUMENTS.inc();
             let sending = std::time::Instant::now();
-            self.sink.report(&document(&statuses));
+            let lbs: HashSet<&str> = batch.iter().flat_map(|r| r.lbs.iter().map(String::as_str)).collect();
+            self.sink.report_left(&document(&statuses), &|| self.not_superseded(&statuses, &lbs));
             crate::metrics::STATUS_UPDATE.record(sending.elapsed());
             let mut lbs = Vec::new();
             for report in batch {

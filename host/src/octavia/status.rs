@@ -62,6 +62,16 @@ pub trait StatusSink: Send + Sync {
     /// statuses of operations, which stay in the backlog (and the inbox, or unacknowledged) until then.
     fn report(&self, document: &Value);
 
+    /// `report`, asking `left` before each attempt after one Octavia did not answer what is left to send
+    /// (`None`: nothing). A document unanswered may have been applied all the same (the driver-agent
+    /// stopped before it replied), and Octavia may since show a later operation under way; sent again as
+    /// it was, it would set the load balancer ACTIVE in the middle of that operation. Its caller leaves
+    /// out what a later report will send (see `Reporter`).
+    fn report_left(&self, document: &Value, left: &dyn Fn() -> Option<Value>) {
+        let _ = left;
+        self.report(document);
+    }
+
     /// `report`, for callers that must go on and send it again later (the monitor's passes): stops once
     /// Octavia has not taken it for `patience`. Whether nothing is left to send.
     fn report_within(&self, document: &Value, _patience: Duration) -> bool {
@@ -139,13 +149,16 @@ impl AgentSink {
         *since = if now { since.or(Some(Instant::now())) } else { None };
     }
 
-    /// Sends `document` until the driver-agent answers, or `until` passes without an answer.
-    fn deliver(&self, document: &Value, until: Option<Instant>) -> Result<(), Undelivered> {
+    /// Sends `document` until the driver-agent answers, or `until` passes without an answer. After an
+    /// attempt it did not answer, what is sent again is what `left` says is left (see
+    /// `StatusSink::report_left`).
+    fn deliver(&self, document: &Value, until: Option<Instant>, left: Option<&dyn Fn() -> Option<Value>>) -> Result<(), Undelivered> {
         let mut wait = self.backoff.waits();
         let started = Instant::now();
         let mut warned: Option<Instant> = None;
+        let mut document = std::borrow::Cow::Borrowed(document);
         loop {
-            match self.agent.update_status(document) {
+            match self.agent.update_status(&document) {
                 Ok(()) => {
                     self.failing(false);
                     if warned.is_some() {
@@ -155,7 +168,7 @@ impl AgentSink {
                 }
                 Err(e) if e.downcast_ref::<Refused>().is_some() => return Err(Undelivered::Refused(e)),
                 Err(e) if until.is_some_and(|until| Instant::now() >= until) => {
-                    self.defer(document, &e);
+                    self.defer(&document, &e);
                     return Err(Undelivered::Unanswered);
                 }
                 Err(e) => {
@@ -169,6 +182,15 @@ impl AgentSink {
                         warned = Some(Instant::now());
                     }
                     wait();
+                    if let Some(left) = left {
+                        match left() {
+                            Some(rest) => document = std::borrow::Cow::Owned(rest),
+                            None => {
+                                tracing::info!("a status update Octavia did not answer is left to the later reports of its load balancers");
+                                return Ok(());
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -214,7 +236,7 @@ impl AgentSink {
             self.failing(true);
             crate::metrics::STATUS_UPDATE_RETRIES.inc();
             wait();
-            match self.deliver(record, until) {
+            match self.deliver(record, until, None) {
                 Ok(()) => return true,
                 Err(Undelivered::Refused(e)) => refusal = e,
                 Err(Undelivered::Unanswered) => return false,
@@ -223,12 +245,12 @@ impl AgentSink {
     }
 
     /// Sends `document` (see `AgentSink`); whether nothing is left to send.
-    fn send(&self, document: &Value, until: Option<Instant>) -> bool {
+    fn send(&self, document: &Value, until: Option<Instant>, left: Option<&dyn Fn() -> Option<Value>>) -> bool {
         let mut wait = self.backoff.waits();
         let several = record_count(document) > 1;
         let mut sent_again_whole = false;
         let (refusal, asked) = loop {
-            let refusal = match self.deliver(document, until) {
+            let refusal = match self.deliver(document, until, left) {
                 Ok(()) => return true,
                 Err(Undelivered::Unanswered) => return false,
                 Err(Undelivered::Refused(e)) => e,
@@ -261,7 +283,7 @@ impl AgentSink {
         tracing::info!("Octavia refused the status {document} ({refusal:#}): sending it record by record");
         let mut settled = true;
         for record in &records {
-            settled &= match self.deliver(record, until) {
+            settled &= match self.deliver(record, until, None) {
                 Ok(()) => true,
                 Err(Undelivered::Refused(e)) => self.settle_refused(record, e, until, None),
                 Err(Undelivered::Unanswered) => false,
@@ -297,11 +319,15 @@ impl StatusSink for AgentSink {
     }
 
     fn report(&self, document: &Value) {
-        self.send(document, None);
+        self.send(document, None, None);
+    }
+
+    fn report_left(&self, document: &Value, left: &dyn Fn() -> Option<Value>) {
+        self.send(document, None, Some(left));
     }
 
     fn report_within(&self, document: &Value, patience: Duration) -> bool {
-        self.send(document, Some(Instant::now() + patience))
+        self.send(document, Some(Instant::now() + patience), None)
     }
 }
 
@@ -419,6 +445,59 @@ mod sink_tests {
     /// The get socket's answer for an object Octavia has.
     fn shown(id: &str) -> Option<Value> {
         Some(json!({"id": id, "provisioning_status": "PENDING_UPDATE"}))
+    }
+
+    /// A document the driver-agent did not answer may have been applied (it stopped before replying), and
+    /// Octavia then lets a later operation on the load balancer in. Sent again whole after that
+    /// operation's report was queued, it set the load balancer ACTIVE before the later operation's member
+    /// (found by `make reliability`: a load balancer ACTIVE over a member PENDING_CREATE).
+    #[test]
+    fn a_document_not_answered_goes_again_without_what_a_later_report_of_its_load_balancer_sends() {
+        use crate::octavia::reporter::Reporter;
+        use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, ProvisioningStatus};
+        use std::sync::mpsc::channel;
+
+        let dir = fresh_dir("left-to-later");
+        let (first_tx, first) = channel();
+        let (go_tx, go) = channel::<()>();
+        let (first_tx, go) = (Mutex::new(first_tx), Mutex::new(go));
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let took = Arc::clone(&taken);
+        answer_on(
+            UnixListener::bind(dir.join("status.sock")).unwrap(),
+            Box::new(move |document, n| {
+                if n == 1 {
+                    // Applied, say, but not answered: the later operation's report is queued meanwhile.
+                    first_tx.lock().unwrap().send(()).unwrap();
+                    go.lock().unwrap().recv_timeout(Duration::from_secs(10)).unwrap();
+                    return None;
+                }
+                took.lock().unwrap().push(document.clone());
+                Some(ok())
+            }),
+        );
+        let agent = DriverAgent { status: Some(dir.join("status.sock")), stats: None, get: None };
+        let reporter = Reporter::start(Arc::new(AgentSink::with(agent, FAST, 8)), 1);
+        let active = |kind, id: &str| ObjectStatus { kind, id: id.into(), provisioning: Some(ProvisioningStatus::Active), operating: None };
+
+        reporter.submit(vec![active(ObjectKind::Loadbalancer, "lb"), active(ObjectKind::Listener, "l"), active(ObjectKind::Member, "m0")], || {});
+        first.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (done_tx, done) = channel();
+        reporter.submit(vec![active(ObjectKind::Member, "m1"), active(ObjectKind::Listener, "l"), active(ObjectKind::Loadbalancer, "lb")], move || {
+            done_tx.send(()).unwrap()
+        });
+        go_tx.send(()).unwrap();
+        done.recv_timeout(Duration::from_secs(10)).unwrap();
+
+        let taken = taken.lock().unwrap().clone();
+        assert_eq!(
+            taken,
+            [
+                json!({"members": [{"id": "m0", "provisioning_status": "ACTIVE"}]}),
+                json!({"members": [{"id": "m1", "provisioning_status": "ACTIVE"}], "listeners": [{"id": "l", "provisioning_status": "ACTIVE"}], "loadbalancers": [{"id": "lb", "provisioning_status": "ACTIVE"}]}),
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
