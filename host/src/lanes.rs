@@ -58,6 +58,12 @@ impl<J: Send + 'static> Lanes<J> {
         }
     }
 
+    /// Whether `lane` has a job queued or running.
+    pub fn has_work(&self, lane: &str) -> bool {
+        let state = self.state.lock().unwrap();
+        state.busy.contains(lane) || state.lanes.get(lane).is_some_and(|q| !q.is_empty())
+    }
+
     /// Jobs queued and not yet started.
     pub fn queued(&self) -> usize {
         self.state.lock().unwrap().lanes.values().map(VecDeque::len).sum()
@@ -159,6 +165,25 @@ mod tests {
         assert!(log.recv_timeout(Duration::from_millis(100)).is_err(), "a's second job ran before its first finished");
         release_a.send(()).unwrap();
         assert_eq!(log.recv_timeout(Duration::from_secs(10)).unwrap(), ("a".into(), 2));
+    }
+
+    #[test]
+    fn a_lane_has_work_while_a_job_of_it_is_queued_or_running() {
+        let (lanes, log) = lanes(1);
+        assert!(!lanes.has_work("a"));
+        let release_a = gated(&lanes, "a", 1);
+        assert_eq!(log.recv_timeout(Duration::from_secs(10)).unwrap(), ("a".into(), 1));
+        let release_b = gated(&lanes, "b", 1);
+        assert!(lanes.has_work("a"), "running");
+        assert!(lanes.has_work("b"), "queued behind the only worker");
+        release_a.send(()).unwrap();
+        assert_eq!(log.recv_timeout(Duration::from_secs(10)).unwrap(), ("b".into(), 1));
+        release_b.send(()).unwrap();
+        let waited = Instant::now();
+        while lanes.has_work("a") || lanes.has_work("b") {
+            assert!(waited.elapsed() < Duration::from_secs(10), "the lanes never emptied");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     #[test]

@@ -203,6 +203,8 @@ impl Service {
         let reports = Arc::clone(self.reports());
         let service = Arc::clone(self);
         let lanes = Lanes::new(APPLY_WORKERS, move |job: Job| service.work(job, &durability, &reports));
+        let weak = Arc::downgrade(&lanes);
+        self.reports().know_pending(move |lb| weak.upgrade().is_some_and(|lanes| lanes.has_work(lb)));
         // Restored operations were accepted already: they count towards the backlog but are never refused.
         self.backlog.fetch_add(pending.len(), Ordering::SeqCst);
         crate::metrics::APPLY_BACKLOG.set(self.backlog.load(Ordering::SeqCst) as u64);

@@ -35,16 +35,21 @@ struct Queue {
     sending: HashSet<String>,
 }
 
+/// Whether a load balancer has an operation the host accepted and has not yet reported.
+type Pending = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
 pub struct Reporter {
     queue: Mutex<Queue>,
     ready: Condvar,
     sink: Arc<dyn StatusSink>,
+    /// Operations accepted and not yet applied (see `Reporter::not_superseded`).
+    pending: std::sync::OnceLock<Pending>,
 }
 
 impl Reporter {
     /// A reporter sending to `sink` from `senders` threads.
     pub fn start(sink: Arc<dyn StatusSink>, senders: usize) -> Arc<Reporter> {
-        let reporter = Arc::new(Reporter { queue: Mutex::default(), ready: Condvar::new(), sink });
+        let reporter = Arc::new(Reporter { queue: Mutex::default(), ready: Condvar::new(), sink, pending: std::sync::OnceLock::new() });
         for n in 0..senders.max(1) {
             let r = Arc::clone(&reporter);
             std::thread::Builder::new().name(format!("status-{n}")).spawn(move || r.serve()).expect("status sender thread");
@@ -92,11 +97,23 @@ impl Reporter {
         taken
     }
 
+    /// Tells the reporter whether a load balancer has operations accepted and not yet applied (the apply
+    /// lanes' work). Set once; a reporter without it knows only the reports queued.
+    pub fn know_pending(&self, pending: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        let _ = self.pending.set(Box::new(pending));
+    }
+
     /// What is left of `statuses` (a document of load balancers `lbs` that Octavia did not answer) to send
     /// again: the statuses of objects a report queued since names too are left to that report, which goes
     /// after it. The document may have been applied, and the later report's operation be under way in
     /// Octavia; sent again whole, it would set the load balancer ACTIVE before that operation's objects.
+    /// While one of its load balancers has an operation accepted and not yet applied, nothing is left: Octavia
+    /// admitted that operation only once the load balancer had left the PENDING state this document ends,
+    /// so the document was applied, and the operation's own report brings the load balancer back.
     fn not_superseded(&self, statuses: &[ObjectStatus], lbs: &HashSet<&str>) -> Option<serde_json::Value> {
+        if self.pending.get().is_some_and(|pending| lbs.iter().any(|lb| pending(lb))) {
+            return None;
+        }
         let queue = self.queue.lock().unwrap();
         // Object kinds are few: a linear look among each id's kinds.
         let mut later: HashMap<&str, Vec<ObjectKind>> = HashMap::new();

@@ -447,6 +447,50 @@ mod sink_tests {
         Some(json!({"id": id, "provisioning_status": "PENDING_UPDATE"}))
     }
 
+    /// An operation of the load balancer accepted and still being applied (its report not yet queued)
+    /// proves the document not answered was applied: Octavia admitted that operation only once the load
+    /// balancer had left the PENDING state. Nothing of the document goes again; the operation's report
+    /// brings the load balancer back. Without such an operation, the document goes again whole.
+    #[test]
+    fn a_document_not_answered_is_left_to_an_operation_of_its_load_balancer_still_being_applied() {
+        use crate::octavia::reporter::Reporter;
+        use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, ProvisioningStatus};
+        use std::sync::mpsc::channel;
+
+        for applying in [true, false] {
+            let dir = fresh_dir(&format!("left-to-applying-{applying}"));
+            let taken = Arc::new(Mutex::new(Vec::new()));
+            let took = Arc::clone(&taken);
+            answer_on(
+                UnixListener::bind(dir.join("status.sock")).unwrap(),
+                Box::new(move |document, n| {
+                    // The first attempt is applied, say, but not answered.
+                    (n > 1).then(|| {
+                        took.lock().unwrap().push(document.clone());
+                        ok()
+                    })
+                }),
+            );
+            let agent = DriverAgent { status: Some(dir.join("status.sock")), stats: None, get: None };
+            let reporter = Reporter::start(Arc::new(AgentSink::with(agent, FAST, 8)), 1);
+            reporter.know_pending(move |lb| applying && lb == "lb");
+            let active = |kind, id: &str| ObjectStatus { kind, id: id.into(), provisioning: Some(ProvisioningStatus::Active), operating: None };
+            let (done_tx, done) = channel();
+            reporter.submit(vec![active(ObjectKind::Loadbalancer, "lb"), active(ObjectKind::Member, "m0")], move || done_tx.send(()).unwrap());
+            done.recv_timeout(Duration::from_secs(10)).unwrap();
+            let taken = taken.lock().unwrap().clone();
+            if applying {
+                assert_eq!(taken, Vec::<Value>::new());
+            } else {
+                assert_eq!(
+                    taken,
+                    [json!({"members": [{"id": "m0", "provisioning_status": "ACTIVE"}], "loadbalancers": [{"id": "lb", "provisioning_status": "ACTIVE"}]})]
+                );
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
     /// A document the driver-agent did not answer may have been applied (it stopped before replying), and
     /// Octavia then lets a later operation on the load balancer in. Sent again whole after that
     /// operation's report was queued, it set the load balancer ACTIVE before the later operation's member
