@@ -35,7 +35,7 @@ struct Queue {
     sending: HashSet<String>,
 }
 
-/// Whether a load balancer has an operation the host accepted and has not yet reported.
+/// Whether a load balancer has an operation the host accepted and has not yet applied.
 type Pending = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
 pub struct Reporter {
