@@ -110,27 +110,15 @@ pub struct Carried {
     calls_made: u32,
 }
 
-/// One LoxiLB target (a node of the cluster, or LoxiLB as one target) and its rules as listed.
+/// One LoxiLB target and its rules as listed.
 pub struct Listed {
-    label: String,
-    transport: std::sync::Arc<dyn crate::loxilb::LoxiTransport>,
-    node: Option<crate::loxilb::ClusterNode>,
+    target: crate::loxilb::Target,
     rules: Result<Vec<ObservedRule>, String>,
 }
 
 /// Every target of `loxi` with its rules as listed now, for [`Sandbox::reassert`].
 pub fn list_targets(loxi: &std::sync::Arc<dyn crate::loxilb::LoxiTransport>) -> Vec<Listed> {
-    let nodes = loxi.nodes();
-    if nodes.is_empty() {
-        return vec![Listed { label: "LoxiLB".into(), transport: std::sync::Arc::clone(loxi), node: None, rules: wire::observed(loxi.as_ref()) }];
-    }
-    nodes
-        .into_iter()
-        .map(|node| {
-            let transport: std::sync::Arc<dyn crate::loxilb::LoxiTransport> = std::sync::Arc::new(node.clone());
-            Listed { label: node.state().base, rules: wire::observed(transport.as_ref()), transport, node: Some(node) }
-        })
-        .collect()
+    crate::loxilb::targets(loxi).into_iter().map(|target| Listed { rules: wire::observed(target.transport.as_ref()), target }).collect()
 }
 
 /// A plan's LoxiLB calls, in order; on a failed one, the undo calls. Touches neither the policy nor
@@ -321,8 +309,8 @@ impl Sandbox {
         let wanted: Vec<DesiredRule> = desired.iter().filter(|d| children.contains(&d.owner)).cloned().collect();
         let identities: std::collections::HashSet<wire::Identity> = wanted.iter().map(|w| wire::identity(&w.rule)).collect();
         let (targets, mut answered, mut repaired, mut failures) = (listed.len(), 0, Vec::new(), Vec::new());
-        for target in listed {
-            let observed = match target.rules {
+        for Listed { target, rules } in listed {
+            let observed = match rules {
                 Ok(observed) => observed,
                 Err(e) => {
                     tracing::warn!("failover of {lb_id}: {} does not answer ({e}); it is repaired once it does", target.label);

@@ -89,8 +89,30 @@ impl LoxiTransport for HttpLoxi {
     }
 }
 
+/// What reconciliation and a failover work on: LoxiLB as one target, or one node of its cluster.
+pub struct Target {
+    /// The node's API base URL, or "LoxiLB".
+    pub label: String,
+    pub transport: Arc<dyn LoxiTransport>,
+    pub node: Option<Arc<ClusterNode>>,
+}
+
+/// Each node of `loxi`'s cluster as a target, or `loxi` itself when it is a single target.
+pub fn targets(loxi: &Arc<dyn LoxiTransport>) -> Vec<Target> {
+    let nodes = loxi.nodes();
+    if nodes.is_empty() {
+        return vec![Target { label: "LoxiLB".into(), transport: Arc::clone(loxi), node: None }];
+    }
+    nodes
+        .into_iter()
+        .map(|node| {
+            let node = Arc::new(node);
+            Target { label: node.state().base, transport: Arc::clone(&node) as Arc<dyn LoxiTransport>, node: Some(node) }
+        })
+        .collect()
+}
+
 /// One node of the cluster, reached directly (no retries: what fails is tried again at the next check).
-#[derive(Clone)]
 pub struct ClusterNode {
     client: Arc<Retrying<Cluster>>,
     index: usize,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use loxilb_api::Loxilb;
 
-use crate::loxilb::{ClusterNode, LoxiTransport};
+use crate::loxilb::{LoxiTransport, Target};
 use crate::octavia::agent::DriverAgent;
 use crate::octavia::status::{document, operating};
 use crate::runtime::bindings::loxilb_types::ObservedRule;
@@ -77,14 +77,6 @@ impl Default for Upkeep {
             syncing: None,
         }
     }
-}
-
-/// What reconciliation works on: LoxiLB as one target, or one node of its cluster.
-struct Target {
-    /// The node's API base URL, or "LoxiLB".
-    label: String,
-    transport: Arc<dyn LoxiTransport>,
-    node: Option<Arc<ClusterNode>>,
 }
 
 /// The names of the rules LoxiLB should hold, as of a state of the mapping.
@@ -213,17 +205,7 @@ impl Monitor {
     /// What reconciliation and the loss check compare with the desired rules: each node of the cluster,
     /// or LoxiLB as one target.
     fn targets(&self) -> Vec<Target> {
-        let nodes = self.loxilb.nodes();
-        if nodes.is_empty() {
-            return vec![Target { label: "LoxiLB".into(), transport: Arc::clone(&self.loxilb), node: None }];
-        }
-        nodes
-            .into_iter()
-            .map(|node| {
-                let node = Arc::new(node);
-                Target { label: node.state().base, transport: Arc::clone(&node) as Arc<dyn LoxiTransport>, node: Some(node) }
-            })
-            .collect()
+        crate::loxilb::targets(&self.loxilb)
     }
 
     /// Nodes that missed a change while the others took it, and answer now: reconciled one by one. A node
