@@ -81,15 +81,10 @@ pub fn repair(want: &DesiredRule, got: Option<&LbRule>) -> Vec<LoxilbCall> {
 /// the secondary addresses (500 "secIP modify error").
 pub fn updatable_in_place(got: &LbRule, want: &LbRule) -> bool {
     let fullproxy = |r: &LbRule| r.service.mode == wire::MODE_FULLPROXY;
-    fn sources(r: &LbRule) -> Vec<&str> {
-        let mut prefixes: Vec<&str> = r.allowed_sources.iter().map(String::as_str).collect();
-        prefixes.sort_unstable();
-        prefixes
-    }
     got.service.name == want.service.name
         && got.service.monitor == want.service.monitor
         && got.service.bgp == want.service.bgp
         && fullproxy(got) == fullproxy(want)
-        && (got.allowed_sources == want.allowed_sources || sources(got) == sources(want))
+        && loxilb_api::same_set(&got.allowed_sources, &want.allowed_sources)
         && loxilb_api::same_addresses(&got.secondary_ips, &want.secondary_ips)
 }

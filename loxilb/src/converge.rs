@@ -91,7 +91,7 @@ fn endpoints(mut l: Vec<(&str, u16, u8)>, sel: u8) -> Vec<(&str, u16, u8)> {
 }
 
 /// The same prefixes in any order (nearly always both empty, or equal as listed).
-fn same_set(a: &[String], b: &[String]) -> bool {
+pub fn same_set(a: &[String], b: &[String]) -> bool {
     if a == b {
         return true;
     }
