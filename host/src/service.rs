@@ -250,7 +250,9 @@ impl Service {
                 return;
             }
         };
-        let reported_before = inbox_seq.as_ref().is_some_and(Appended::is_restored) && self.reported_before(&method, &args);
+        // Accepted before a restart: the run that stopped may have reported it.
+        let restored = inbox_seq.as_ref().is_some_and(Appended::is_restored);
+        let reported_before = restored && self.reported_before(&method, &args);
         let service = Arc::clone(self);
         let reports = Arc::clone(reports);
         durability.after(storage.appended(), move |durable| {
@@ -263,8 +265,9 @@ impl Service {
                 log_outcome(&method, &args, &statuses, started.elapsed());
                 service.finished(inbox_seq);
             };
+            // Not sent from here: this thread releases every operation's outcome in turn.
             match sent {
-                // Not sent from here: this thread releases every operation's outcome in turn.
+                Some(sent) if restored => reports.submit_sent_before(sent, done),
                 Some(sent) => reports.submit(sent, done),
                 None => done(),
             }

@@ -98,7 +98,7 @@ pub fn read_frame_within(stream: &mut impl Read, max: usize) -> Result<Value> {
 
 /// One request, one reply.
 pub fn exchange(path: &Path, request: &Value, timeout: Duration) -> Result<Value> {
-    let mut stream = UnixStream::connect(path).with_context(|| format!("connecting to {}", path.display()))?;
+    let mut stream = UnixStream::connect(path).map_err(|e| NotReached(format!("connecting to {}: {e}", path.display())))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     write_frame(&mut stream, request)?;
@@ -126,6 +126,19 @@ impl std::fmt::Display for Refused {
 }
 
 impl std::error::Error for Refused {}
+
+/// The request never reached the driver-agent: its socket could not be connected to (the driver-agent is
+/// stopped or starting). Unlike a request that was sent and not answered, it cannot have been applied.
+#[derive(Debug)]
+pub struct NotReached(pub String);
+
+impl std::fmt::Display for NotReached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotReached {}
 
 #[derive(Clone, Debug)]
 pub struct DriverAgent {

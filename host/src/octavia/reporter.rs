@@ -25,6 +25,8 @@ type Then = Box<dyn FnOnce() + Send>;
 struct Report {
     statuses: Vec<ObjectStatus>,
     lbs: Vec<String>,
+    /// An earlier run of the host may have sent it (see `StatusSink::report_left`).
+    sent_before: bool,
     then: Then,
 }
 
@@ -60,12 +62,23 @@ impl Reporter {
     /// Sends `statuses` (after every earlier report naming one of their load balancers), then runs
     /// `then` on the sender thread. Without statuses `then` runs at once.
     pub fn submit(&self, statuses: Vec<ObjectStatus>, then: impl FnOnce() + Send + 'static) {
+        self.queue_report(statuses, false, then);
+    }
+
+    /// `submit`, for the statuses of an operation an earlier run of the host may have reported (one
+    /// accepted before a restart, which Octavia cannot say it took): they go alone, and only what no later
+    /// operation of their load balancers makes stale (see `not_superseded`).
+    pub fn submit_sent_before(&self, statuses: Vec<ObjectStatus>, then: impl FnOnce() + Send + 'static) {
+        self.queue_report(statuses, true, then);
+    }
+
+    fn queue_report(&self, statuses: Vec<ObjectStatus>, sent_before: bool, then: impl FnOnce() + Send + 'static) {
         if statuses.is_empty() {
             return then();
         }
         let mut lbs: Vec<String> = statuses.iter().filter(|s| s.kind == ObjectKind::Loadbalancer).map(|s| s.id.clone()).collect();
         lbs.dedup();
-        self.queue.lock().unwrap().reports.push_back(Report { statuses, lbs, then: Box::new(then) });
+        self.queue.lock().unwrap().reports.push_back(Report { statuses, lbs, sent_before, then: Box::new(then) });
         self.ready.notify_one();
     }
 
@@ -74,7 +87,8 @@ impl Reporter {
         self.queue.lock().unwrap().reports.len()
     }
 
-    /// Takes every queued report that may be sent now, in order, up to `MAX_RECORDS` records.
+    /// Takes every queued report that may be sent now, in order, up to `MAX_RECORDS` records. A report
+    /// sent before goes alone: what is left of it is not what is left of the others.
     fn take(queue: &mut Queue) -> Vec<Report> {
         let mut taken = Vec::new();
         let mut records = 0;
@@ -84,7 +98,7 @@ impl Reporter {
         while i < queue.reports.len() {
             let report = &queue.reports[i];
             let blocked = report.lbs.iter().any(|lb| queue.sending.contains(lb) || held.contains(lb));
-            if blocked || (!taken.is_empty() && records + report.statuses.len() > MAX_RECORDS) {
+            if blocked || (!taken.is_empty() && (report.sent_before || records + report.statuses.len() > MAX_RECORDS)) {
                 held.extend(report.lbs.iter().cloned());
                 i += 1;
                 continue;
@@ -92,7 +106,11 @@ impl Reporter {
             let report = queue.reports.remove(i).expect("index in range");
             records += report.statuses.len();
             queue.sending.extend(report.lbs.iter().cloned());
+            let alone = report.sent_before;
             taken.push(report);
+            if alone {
+                break;
+            }
         }
         taken
     }
@@ -103,13 +121,15 @@ impl Reporter {
         let _ = self.pending.set(Box::new(pending));
     }
 
-    /// What is left of `statuses` (a document of load balancers `lbs` that Octavia did not answer) to send
-    /// again: the statuses of objects a report queued since names too are left to that report, which goes
-    /// after it. The document may have been applied, and the later report's operation be under way in
-    /// Octavia; sent again whole, it would set the load balancer ACTIVE before that operation's objects.
-    /// While one of its load balancers has an operation accepted and not yet applied, nothing is left: Octavia
-    /// admitted that operation only once the load balancer had left the PENDING state this document ends,
-    /// so the document was applied, and the operation's own report brings the load balancer back.
+    /// What is left of `statuses` (a document of load balancers `lbs` that may have been applied: sent
+    /// without an answer, or sent by an earlier run of the host) to send: the statuses of objects a report
+    /// queued since names too are left to that report, which goes after it. Octavia may show the later
+    /// report's operation under way; sent again whole, the document would set the load balancer ACTIVE
+    /// before that operation's objects. While one of its load balancers has an operation accepted and not
+    /// yet applied, nothing is left: Octavia admitted that operation only once the load balancer had left
+    /// the PENDING state this document ends, so the document was applied, and the operation's own report
+    /// brings the load balancer back. (An operation of the load balancer accepted earlier cannot be waiting:
+    /// its lane runs its operations in the order they were accepted.)
     fn not_superseded(&self, statuses: &[ObjectStatus], lbs: &HashSet<&str>) -> Option<serde_json::Value> {
         if self.pending.get().is_some_and(|pending| lbs.iter().any(|lb| pending(lb))) {
             return None;
@@ -146,7 +166,8 @@ impl Reporter {
             crate::metrics::STATUS_DOCUMENTS.inc();
             let sending = std::time::Instant::now();
             let lbs: HashSet<&str> = batch.iter().flat_map(|r| r.lbs.iter().map(String::as_str)).collect();
-            self.sink.report_left(&document(&statuses), &|| self.not_superseded(&statuses, &lbs));
+            let sent_before = batch.iter().any(|r| r.sent_before);
+            self.sink.report_left(&document(&statuses), sent_before, &|| self.not_superseded(&statuses, &lbs));
             crate::metrics::STATUS_UPDATE.record(sending.elapsed());
             let mut lbs = Vec::new();
             for report in batch {

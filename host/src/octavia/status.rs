@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use super::agent::{DriverAgent, Refused};
+use super::agent::{DriverAgent, NotReached, Refused};
 use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, OperatingStatus, ProvisioningStatus};
 
 pub fn collection(kind: ObjectKind) -> &'static str {
@@ -62,13 +62,15 @@ pub trait StatusSink: Send + Sync {
     /// statuses of operations, which stay in the backlog (and the inbox, or unacknowledged) until then.
     fn report(&self, document: &Value);
 
-    /// `report`, asking `left` before each attempt after one Octavia did not answer what is left to send
-    /// (`None`: nothing). A document unanswered may have been applied all the same (the driver-agent
-    /// stopped before it replied), and Octavia may since show a later operation under way; sent again as
-    /// it was, it would set the load balancer ACTIVE in the middle of that operation. Its caller leaves
-    /// out what a later report will send (see `Reporter`).
-    fn report_left(&self, document: &Value, left: &dyn Fn() -> Option<Value>) {
-        let _ = left;
+    /// `report`, asking `left` what is left to send (`None`: nothing) before each attempt once the document
+    /// may have been applied: after an attempt that reached the driver-agent and got no answer (it may have
+    /// stopped after applying it and before replying), and from the first attempt when `sent_before` (an
+    /// earlier run of the host may have sent it). Octavia may since show a later operation under way; sent
+    /// again as it was, the document would set the load balancer ACTIVE in the middle of that operation. Its
+    /// caller leaves out what a later report will send (see `Reporter`). An attempt that could not connect
+    /// cannot have been applied: the document then goes again whole.
+    fn report_left(&self, document: &Value, sent_before: bool, left: &dyn Fn() -> Option<Value>) {
+        let _ = (sent_before, left);
         self.report(document);
     }
 
@@ -149,15 +151,24 @@ impl AgentSink {
         *since = if now { since.or(Some(Instant::now())) } else { None };
     }
 
-    /// Sends `document` until the driver-agent answers, or `until` passes without an answer. After an
-    /// attempt it did not answer, what is sent again is what `left` says is left (see
-    /// `StatusSink::report_left`).
-    fn deliver(&self, document: &Value, until: Option<Instant>, left: Option<&dyn Fn() -> Option<Value>>) -> Result<(), Undelivered> {
+    /// Sends `document` until the driver-agent answers, or `until` passes without an answer. Once it may
+    /// have been applied, what is sent is what `left` says is left (see `StatusSink::report_left`).
+    fn deliver(&self, document: &Value, until: Option<Instant>, left: Option<Left>) -> Result<(), Undelivered> {
         let mut wait = self.backoff.waits();
         let started = Instant::now();
         let mut warned: Option<Instant> = None;
         let mut document = std::borrow::Cow::Borrowed(document);
+        let mut may_be_applied = left.is_some_and(|l| l.sent_before);
         loop {
+            if let Some(left) = left.filter(|_| may_be_applied) {
+                match (left.left)() {
+                    Some(rest) => document = std::borrow::Cow::Owned(rest),
+                    None => {
+                        tracing::info!("a status update that may have been applied is left to the later reports of its load balancers");
+                        return Ok(());
+                    }
+                }
+            }
             match self.agent.update_status(&document) {
                 Ok(()) => {
                     self.failing(false);
@@ -181,16 +192,8 @@ impl AgentSink {
                         );
                         warned = Some(Instant::now());
                     }
+                    may_be_applied |= e.downcast_ref::<NotReached>().is_none();
                     wait();
-                    if let Some(left) = left {
-                        match left() {
-                            Some(rest) => document = std::borrow::Cow::Owned(rest),
-                            None => {
-                                tracing::info!("a status update Octavia did not answer is left to the later reports of its load balancers");
-                                return Ok(());
-                            }
-                        }
-                    }
                 }
             }
         }
@@ -245,7 +248,7 @@ impl AgentSink {
     }
 
     /// Sends `document` (see `AgentSink`); whether nothing is left to send.
-    fn send(&self, document: &Value, until: Option<Instant>, left: Option<&dyn Fn() -> Option<Value>>) -> bool {
+    fn send(&self, document: &Value, until: Option<Instant>, left: Option<Left>) -> bool {
         let mut wait = self.backoff.waits();
         let several = record_count(document) > 1;
         let mut sent_again_whole = false;
@@ -305,6 +308,13 @@ impl AgentSink {
     }
 }
 
+/// A `report_left` caller's say in what is sent (see there).
+#[derive(Clone, Copy)]
+struct Left<'a> {
+    sent_before: bool,
+    left: &'a dyn Fn() -> Option<Value>,
+}
+
 /// What Octavia's get socket answered about an object.
 type Asked = anyhow::Result<Option<Value>>;
 
@@ -322,8 +332,8 @@ impl StatusSink for AgentSink {
         self.send(document, None, None);
     }
 
-    fn report_left(&self, document: &Value, left: &dyn Fn() -> Option<Value>) {
-        self.send(document, None, Some(left));
+    fn report_left(&self, document: &Value, sent_before: bool, left: &dyn Fn() -> Option<Value>) {
+        self.send(document, None, Some(Left { sent_before, left }));
     }
 
     fn report_within(&self, document: &Value, patience: Duration) -> bool {
@@ -542,6 +552,81 @@ mod sink_tests {
             ]
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A document that never reached the driver-agent (nothing listened on its socket: stopped, or
+    /// starting) cannot have been applied, whatever else waits on its load balancer: it goes whole once the
+    /// driver-agent is back. Found by `make reliability`: a member's report, every attempt refused while the
+    /// driver-agent restarted, was left to a create of its load balancer accepted before the member (replayed
+    /// after a host restart), and the member stayed PENDING_CREATE.
+    #[test]
+    fn a_document_that_never_reached_the_driver_agent_goes_whole_once_it_is_back() {
+        use crate::octavia::reporter::Reporter;
+        use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, ProvisioningStatus};
+        use std::sync::mpsc::channel;
+
+        let dir = fresh_dir("never-reached");
+        let agent = DriverAgent { status: Some(dir.join("status.sock")), stats: None, get: None };
+        let reporter = Reporter::start(Arc::new(AgentSink::with(agent, FAST, 8)), 1);
+        reporter.know_pending(|lb| lb == "lb");
+        let active = |kind, id: &str| ObjectStatus { kind, id: id.into(), provisioning: Some(ProvisioningStatus::Active), operating: None };
+        let (done_tx, done) = channel();
+        reporter.submit(vec![active(ObjectKind::Loadbalancer, "lb"), active(ObjectKind::Member, "m1")], move || done_tx.send(()).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let took = Arc::clone(&taken);
+        answer_on(
+            UnixListener::bind(dir.join("status.sock")).unwrap(),
+            Box::new(move |document, _| {
+                took.lock().unwrap().push(document.clone());
+                Some(ok())
+            }),
+        );
+        done.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            taken.lock().unwrap().clone(),
+            [json!({"members": [{"id": "m1", "provisioning_status": "ACTIVE"}], "loadbalancers": [{"id": "lb", "provisioning_status": "ACTIVE"}]})]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The report of an operation accepted before a restart, which the run that stopped may have sent:
+    /// while an operation of its load balancer accepted since waits, Octavia has taken it (it admitted that
+    /// operation only then), and sending it would set the load balancer ACTIVE in the middle of that one.
+    /// It goes, alone, only without one.
+    #[test]
+    fn a_report_sent_before_a_restart_goes_only_when_no_later_operation_of_its_load_balancer_waits() {
+        use crate::octavia::reporter::Reporter;
+        use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, ProvisioningStatus};
+        use std::sync::mpsc::channel;
+
+        for later in [true, false] {
+            let agent = Agent::start(&format!("sent-before-{later}"), |_, _| ok(), |_, _| None);
+            let reporter = Reporter::start(Arc::new(AgentSink::with(agent.agent.clone(), FAST, 8)), 1);
+            reporter.know_pending(move |lb| later && lb == "lb");
+            let active = |kind, id: &str| ObjectStatus { kind, id: id.into(), provisioning: Some(ProvisioningStatus::Active), operating: None };
+            let (done_tx, done) = channel();
+            let done_tx = Mutex::new(done_tx);
+            let finished = move || {
+                let tx = done_tx.lock().unwrap().clone();
+                move || tx.send(()).unwrap()
+            };
+            reporter.submit_sent_before(vec![active(ObjectKind::Loadbalancer, "lb"), active(ObjectKind::Listener, "l")], finished());
+            reporter.submit(vec![active(ObjectKind::Loadbalancer, "other")], finished());
+            for _ in 0..2 {
+                done.recv_timeout(Duration::from_secs(10)).unwrap();
+            }
+            let mut taken = agent.taken();
+            taken.sort_by_key(|d| d.to_string());
+            let mut want = vec![json!({"loadbalancers": [{"id": "other", "provisioning_status": "ACTIVE"}]})];
+            if !later {
+                want.push(
+                    json!({"loadbalancers": [{"id": "lb", "provisioning_status": "ACTIVE"}], "listeners": [{"id": "l", "provisioning_status": "ACTIVE"}]}),
+                );
+            }
+            want.sort_by_key(|d| d.to_string());
+            assert_eq!(taken, want, "a later operation waiting: {later}");
+        }
     }
 
     #[test]
