@@ -139,6 +139,8 @@ pub struct Service {
     inbox: Option<crate::inbox::Inbox>,
     /// Operations applied (for tests and metrics).
     pub applied: std::sync::atomic::AtomicU64,
+    /// The mapping every policy this service runs reads (a swap keeps it).
+    mapping: Arc<crate::mapping::Mapping>,
     /// Orders reads of Octavia's view against the operations applied to each load balancer.
     pub epochs: Epochs,
     /// The provider's notices of Octavia's commits (see `commits.rs`).
@@ -167,6 +169,7 @@ impl Service {
     ) -> Arc<Service> {
         Arc::new(Service {
             storage: Arc::clone(sandbox.storage()),
+            mapping: Arc::clone(sandbox.mapping()),
             sandbox: crate::flights::Policy::new(sandbox),
             agent,
             statuses,
@@ -208,8 +211,9 @@ impl Service {
         // Restored operations were accepted already: they count towards the backlog but are never refused.
         self.backlog.fetch_add(pending.len(), Ordering::SeqCst);
         crate::metrics::APPLY_BACKLOG.set(self.backlog.load(Ordering::SeqCst) as u64);
-        for (seq, method, args) in pending {
+        for (seq, method, mut args) in pending {
             tracing::info!("applying {method} accepted before a restart");
+            self.order_by_loadbalancer(&method, &mut args);
             lanes.push(&lane_of(&args), (Some(Appended::restored(seq)), method, args));
         }
         *self.lanes.lock().unwrap() = Some(lanes);
@@ -391,9 +395,10 @@ impl Service {
     /// Accepts a cast: checked, recorded durably, then applied by the worker, in order. A cast that could
     /// never be applied is refused here, while the provider can still fail Octavia's request: once
     /// accepted, its objects would wait in PENDING for a status.
-    pub fn cast(&self, method: &str, args: Value) -> Result<(), Failure> {
+    pub fn cast(&self, method: &str, mut args: Value) -> Result<(), Failure> {
         let _timed = crate::metrics::Timed(&crate::metrics::PROVIDER_CAST, Instant::now());
         convert::operation(method, &args).map_err(|e| malformed(method, &e))?;
+        self.order_by_loadbalancer(method, &mut args);
         let appended = {
             // Held while appending and queueing, so the inbox holds each load balancer's casts in their
             // lane's order; not while the record is synced, so casts arriving together share a sync.
@@ -427,6 +432,19 @@ impl Service {
             }
         }
         Ok(())
+    }
+
+    /// Makes `loadbalancer_id`, which picks the operation's lane and is the load balancer reported ACTIVE,
+    /// name the load balancer. The provider names the pool or listener instead when Octavia's get socket
+    /// could not tell it the load balancer (the driver-agent stopped); in a lane of its own the operation
+    /// would run beside its load balancer's others, and the report of one accepted before it could set the
+    /// load balancer ACTIVE while it is still under way.
+    fn order_by_loadbalancer(&self, method: &str, args: &mut Value) {
+        let Some(named) = args.get("loadbalancer_id").and_then(Value::as_str) else { return };
+        if let Some(lb) = self.mapping.loadbalancer_of(named).filter(|lb| lb != named) {
+            tracing::info!("{method}: ordered by load balancer {lb}, which {named} belongs to");
+            args["loadbalancer_id"] = Value::String(lb);
+        }
     }
 
     /// A notice from the provider (`committed` or `rolled_back`, args `{"tickets": [...]}`): Octavia's

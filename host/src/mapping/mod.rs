@@ -298,6 +298,21 @@ impl Mapping {
         self.index.read().unwrap().owners.get(key).map(|o| o.0.id().to_string())
     }
 
+    /// The load balancer an entry belongs to: itself, or the first load balancer up its parents. `None`
+    /// for an id the mapping does not hold, or one whose parents lead to no load balancer.
+    pub fn loadbalancer_of(&self, id: &str) -> Option<String> {
+        let index = self.index.read().unwrap();
+        let mut entry = index.entries.get(id)?;
+        // Trees are a few levels deep; the bound only guards against a damaged file's cycle.
+        for _ in 0..16 {
+            if entry.entry.kind() == ResourceType::Loadbalancer {
+                return Some(entry.entry.id().to_string());
+            }
+            entry = index.entries.get(entry.entry.parent()?)?;
+        }
+        None
+    }
+
     pub fn children(&self, parent: &str) -> Vec<String> {
         self.index.read().unwrap().children.get(parent).map(|s| s.iter().map(|id| id.to_string()).collect()).unwrap_or_default()
     }

@@ -130,3 +130,47 @@ fn the_statuses_of_a_burst_are_not_sent_one_request_at_a_time() {
         "statuses were sent one request at a time, one each: {requests} requests for {BURST} operations, at most {most} at once"
     );
 }
+
+/// When Octavia's get socket cannot tell the provider which load balancer a member belongs to (the
+/// driver-agent is stopped), the provider names the member's pool instead. The host orders the member by
+/// the load balancer its mapping holds the pool under: the member waits behind that load balancer's
+/// earlier operation and is reported under its load balancer. Ordered by the pool, it ran beside the
+/// earlier operation, whose report could then set the load balancer ACTIVE while the member was still
+/// being programmed (found by `make reliability`).
+#[test]
+fn an_operation_the_provider_names_by_its_pool_waits_behind_its_load_balancers_earlier_ones() {
+    use std::sync::atomic::AtomicBool;
+    let lb = lb_id(200);
+    let (held, pool_id) = ("abababab-0000-4000-8000-l2l2l2l2l2l2", "abababab-0000-4000-8000-p1p1p1p1p1p1");
+    let released = Arc::new(AtomicBool::new(false));
+    let release = Arc::clone(&released);
+    // Every object is committed but the second listener, until released.
+    let get = FakeGetSocket::start("ordered-by-pool", move |_, id| {
+        Ok((id != held || release.load(Ordering::SeqCst)).then(|| json!({"id": id, "provisioning_status": "PENDING_CREATE"})))
+    });
+    let sink = Arc::new(RecordingSink::default());
+    let service = Service::new(sandbox(Arc::new(RecordingLoxi::default())), Some(get.agent()), sink.clone(), Duration::from_secs(30));
+    service.start_worker(Vec::new());
+
+    let first_pool = pool(pool_id, &lb, Some("abababab-0000-4000-8000-l1l1l1l1l1l1"), "TCP", vec![], None);
+    let graph = loadbalancer(&lb, "10.41.0.1", vec![listener("abababab-0000-4000-8000-l1l1l1l1l1l1", &lb, "TCP", 80, Some(first_pool))]);
+    service.cast("loadbalancer_create", json!({"loadbalancer_id": lb, "loadbalancer": graph})).unwrap();
+    assert!(wait_status(&sink, &format!("loadbalancers/{lb}"), "ACTIVE", Duration::from_secs(10)));
+
+    service.cast("listener_create", json!({"loadbalancer_id": lb, "listener": listener(held, &lb, "TCP", 81, None)})).unwrap();
+    let added = "abababab-0000-4000-8000-m1m1m1m1m1m1";
+    service.cast("member_create", json!({"loadbalancer_id": pool_id, "member": member(added, pool_id, "192.0.2.9", 8080, 1)})).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let reported = provisioning_statuses(&sink.documents.lock().unwrap());
+    assert!(
+        !reported.iter().any(|(o, _)| o == &format!("members/{added}")),
+        "the member was applied beside its load balancer's earlier operation: {reported:?}"
+    );
+
+    released.store(true, Ordering::SeqCst);
+    assert!(wait_status(&sink, &format!("members/{added}"), "ACTIVE", Duration::from_secs(10)));
+    let statuses = provisioning_statuses(&sink.documents.lock().unwrap());
+    let at = |object: &str| statuses.iter().position(|(o, s)| o == object && s == "ACTIVE").unwrap_or_else(|| panic!("{object}: {statuses:?}"));
+    assert!(at(&format!("listeners/{held}")) < at(&format!("members/{added}")), "{statuses:?}");
+    assert!(!statuses.iter().any(|(o, _)| o == &format!("loadbalancers/{pool_id}")), "a pool reported as a load balancer: {statuses:?}");
+}
