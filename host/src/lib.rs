@@ -49,6 +49,7 @@ pub mod loxilb;
 pub mod mapping;
 pub mod memory;
 pub mod metrics;
+pub mod missed_deletes;
 pub mod monitor;
 pub mod nodes;
 pub mod octavia;

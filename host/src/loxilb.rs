@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use loxilb_api::{Access, Cluster, Exchange, Node, NodeState, Observer, Reply, Retried, Retrying};
+use loxilb_api::{Access, Cluster, Exchange, MissedDeletesKeeper, Node, NodeState, Observer, Reply, Retried, Retrying};
 
 pub use loxilb_api::{Retry, BASE_PATH};
 
@@ -23,6 +23,13 @@ pub trait LoxiTransport: Send + Sync {
     /// target (it has no nodes to survey).
     fn survey(&self) -> Option<Vec<NodeState>> {
         None
+    }
+
+    /// Hands every node's missed deletes to `keeper` each time they change (see
+    /// [`loxilb_api::Cluster::keep_missed_deletes`]); `false` for a transport that is a single target.
+    fn keep_missed_deletes(&self, keeper: MissedDeletesKeeper) -> bool {
+        let _ = keeper;
+        false
     }
 }
 
@@ -87,6 +94,11 @@ impl LoxiTransport for HttpLoxi {
     fn survey(&self) -> Option<Vec<NodeState>> {
         Some(self.client.inner().survey())
     }
+
+    fn keep_missed_deletes(&self, keeper: MissedDeletesKeeper) -> bool {
+        self.client.inner().keep_missed_deletes(keeper);
+        true
+    }
 }
 
 /// What reconciliation and a failover work on: LoxiLB as one target, or one node of its cluster.
@@ -141,6 +153,11 @@ impl ClusterNode {
     /// `paths` (of [`ClusterNode::missed_deletes`]) are settled on it.
     pub fn forget_missed_deletes(&self, paths: &[String]) {
         self.client.inner().forget_missed_deletes(self.index, paths);
+    }
+
+    /// Deletes it missed before a restart of the host (it is then out of date until reconciled).
+    pub fn restore_missed_deletes(&self, paths: Vec<String>) {
+        self.client.inner().restore_missed_deletes(self.index, paths);
     }
 }
 

@@ -212,6 +212,13 @@ fn serve(config: Config) -> Result<()> {
     // Before anything is opened: a second host must not touch the mapping, the inbox or the sockets.
     let _lock = host::app::lock_state(&config)?;
     let loxilb = host::app::loxilb(&config)?;
+    if config.enable_persistent_mapping {
+        let mut path = config.mapping_storage_path.clone().into_os_string();
+        path.push(".missed-deletes");
+        if let Err(e) = host::missed_deletes::persist_at(&loxilb, std::path::Path::new(&path)) {
+            tracing::error!("{e:#}: rules deleted while a LoxiLB node did not answer, before the restart, are left to remove_orphans there");
+        }
+    }
     let (_storage, _backups, mut sandbox) = host::app::serving_policy(&config, Arc::clone(&loxilb))?;
     // Startup recovery: `init` already loaded the file; LoxiLB fills what it lacks (hybrid) or replaces it.
     if config.recovery_mode != "storage" {

@@ -26,7 +26,9 @@ pub mod types;
 
 pub use api::{Exchange, Loxilb, Reply, WireError};
 #[cfg(feature = "client")]
-pub use client::{redact_userinfo, Access, Cluster, Credentials, Node, NodeState, Observer, Retried, Retry, Retrying, Secret, Tls, TlsFiles};
+pub use client::{
+    redact_userinfo, Access, Cluster, Credentials, MissedDeletesKeeper, Node, NodeState, Observer, Retried, Retry, Retrying, Secret, Tls, TlsFiles,
+};
 pub use conntrack::{connections, conntrack_list, Connection, ConntrackEntry, CONNTRACK_PATH};
 pub use converge::{listed_matches, matches, same_addresses, same_set, Listed};
 pub use decode::{observed_rule, rule_list};

@@ -22,7 +22,12 @@ pub struct Cluster {
     members: Vec<Arc<Member>>,
     /// Ask the other nodes of a change while the caller asks the first; none with one node.
     askers: Option<Askers>,
+    /// Told every node's missed deletes whenever one node's change (see [`Cluster::keep_missed_deletes`]).
+    keeper: Mutex<Option<MissedDeletesKeeper>>,
 }
+
+/// Where the missed deletes go each time they change: every node's base URL and rule paths.
+pub type MissedDeletesKeeper = Box<dyn Fn(&[(String, Vec<String>)]) + Send + Sync>;
 
 /// How many changes may reach the other nodes at once (the host applies up to eight at a time).
 const ASKERS_PER_NODE: usize = 8;
@@ -128,7 +133,7 @@ impl Cluster {
         };
         let members: Vec<Arc<Member>> = nodes.into_iter().map(member).collect();
         let askers = (members.len() > 1).then(|| Askers::start((members.len() - 1) * ASKERS_PER_NODE));
-        Cluster { members, askers }
+        Cluster { members, askers, keeper: Mutex::new(None) }
     }
 
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
@@ -194,10 +199,41 @@ impl Cluster {
     /// `paths` are settled on the node at `index`: deleted there, or wanted again.
     pub fn forget_missed_deletes(&self, index: usize, paths: &[String]) {
         if let Some(m) = self.members.get(index) {
-            let mut missed = m.missed_deletes.lock().unwrap();
-            for path in paths {
-                missed.remove(path);
+            let mut changed = false;
+            {
+                let mut missed = m.missed_deletes.lock().unwrap();
+                for path in paths {
+                    changed |= missed.remove(path);
+                }
             }
+            if changed {
+                self.missed_deletes_changed();
+            }
+        }
+    }
+
+    /// Deletes the node at `index` missed before the caller's restart (what a [`MissedDeletesKeeper`] was given).
+    pub fn restore_missed_deletes(&self, index: usize, paths: impl IntoIterator<Item = String>) {
+        if let Some(m) = self.members.get(index) {
+            m.missed_deletes.lock().unwrap().extend(paths);
+            m.stale.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Hands every node's missed deletes to `keeper` each time they change, so that they can outlive the
+    /// process (a node cut off keeps the rules; forgotten at a restart, they would outlive their load
+    /// balancers there). Calls are in the order of the changes, one at a time, each with the state after
+    /// its change.
+    pub fn keep_missed_deletes(&self, keeper: MissedDeletesKeeper) {
+        *self.keeper.lock().unwrap() = Some(keeper);
+    }
+
+    fn missed_deletes_changed(&self) {
+        let keeper = self.keeper.lock().unwrap();
+        if let Some(keep) = keeper.as_ref() {
+            let all: Vec<(String, Vec<String>)> =
+                self.members.iter().map(|m| (m.node.base().to_string(), m.missed_deletes.lock().unwrap().iter().cloned().collect())).collect();
+            keep(&all);
         }
     }
 
@@ -260,25 +296,33 @@ impl Cluster {
         let mut taken = None;
         let mut errors = Vec::new();
         let deleted_rule = (intent == Intent::Delete && path.starts_with(RULES_PATH)).then(|| rule_of(path));
+        let mut missed_changed = false;
+        let mut outcome = None;
         for (member, reply) in self.members.iter().zip(replies) {
             match reply {
-                Ok(reply) if !classify(intent, reply.status, &reply.body).is_ok() => return Ok(reply),
+                Ok(reply) if !classify(intent, reply.status, &reply.body).is_ok() => {
+                    outcome = Some(Ok(reply));
+                    break;
+                }
                 Ok(reply) => {
                     if let Some(rule) = &deleted_rule {
-                        member.missed_deletes.lock().unwrap().remove(rule);
+                        missed_changed |= member.missed_deletes.lock().unwrap().remove(rule);
                     }
                     taken.get_or_insert(reply);
                 }
                 Err(e) => {
                     member.stale.store(true, Ordering::SeqCst);
                     if let Some(rule) = &deleted_rule {
-                        member.missed_deletes.lock().unwrap().insert(rule.clone());
+                        missed_changed |= member.missed_deletes.lock().unwrap().insert(rule.clone());
                     }
                     errors.push(format!("{}: {e}", member.node.base()));
                 }
             }
         }
-        taken.ok_or_else(|| format!("no LoxiLB node answered ({})", errors.join("; ")))
+        if missed_changed {
+            self.missed_deletes_changed();
+        }
+        outcome.unwrap_or_else(|| taken.ok_or_else(|| format!("no LoxiLB node answered ({})", errors.join("; "))))
     }
 }
 

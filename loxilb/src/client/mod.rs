@@ -13,7 +13,7 @@ mod secret;
 mod tls;
 
 pub use auth::Credentials;
-pub use cluster::{Cluster, NodeState};
+pub use cluster::{Cluster, MissedDeletesKeeper, NodeState};
 pub use node::{Access, Node, KEPT_CONNECTIONS};
 pub use observe::{Observer, Quiet, Retried};
 pub use retry::{Retry, Retrying};

@@ -232,3 +232,38 @@ fn a_missed_delete_of_a_rule_wanted_again_leaves_the_new_one() {
     assert_eq!(nodes[1].rules(), nodes[0].rules(), "the node holds the new rule, as the other does");
     assert!(monitor.loxilb.nodes()[1].missed_deletes().is_empty());
 }
+
+/// The deletes a node missed outlive a restart of the host: they are kept in a file beside the mapping,
+/// and the node drops the deleted load balancer's rule once it answers, although the host that deleted it
+/// is gone. Kept in memory only, they were lost, and the node went on serving the VIP (its rule an orphan,
+/// which `remove_orphans = false` keeps).
+#[test]
+fn a_delete_a_node_missed_before_a_restart_of_the_host_is_made_there_once_it_answers() {
+    let dir = TempDir::new("loxilb-missed-deletes");
+    let file = dir.join("mappings.json.missed-deletes");
+    let nodes: Vec<Simulator> = (0..2).map(|_| Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap()).collect();
+    let connect = || -> Arc<dyn LoxiTransport> { Arc::new(HttpLoxi::new(nodes.iter().map(|n| n.url()).collect(), Duration::from_secs(2))) };
+
+    let loxilb = connect();
+    assert_eq!(host::missed_deletes::persist_at(&loxilb, &file).unwrap(), 0);
+    let service = service_on(&loxilb);
+    let tree = loadbalancer(LB, "10.90.0.10", vec![listener(L1, LB, "TCP", 80, Some(pool(P1, LB, Some(L1), "TCP", vec![m(1)], None)))]);
+    service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+    nodes[1].inject_fault(100_000, Fault::Reset);
+    service.apply("loadbalancer_delete", &json!({"loadbalancer": tree, "cascade": true}));
+    assert!(nodes[0].rules().is_empty());
+    drop((service, loxilb));
+
+    // The host starts again (its mapping without the deleted load balancer); the node answers again.
+    let loxilb = connect();
+    assert_eq!(host::missed_deletes::persist_at(&loxilb, &file).unwrap(), 1, "{}", std::fs::read_to_string(&file).unwrap_or_default());
+    let service = service_on(&loxilb);
+    let monitor = Monitor { service, loxilb: Arc::clone(&loxilb), agent: None, stats_interval: Duration::ZERO, reconcile_interval: Duration::ZERO };
+    assert_eq!(endpoint_ips(&nodes[1]), ["10.90.1.1"], "the node cut off kept it");
+    nodes[1].inject_fault(0, Fault::Reset);
+    monitor.tick(&mut Upkeep::default());
+    assert!(nodes[1].rules().is_empty(), "{:?}", nodes[1].rules());
+    assert!(loxilb.nodes()[1].missed_deletes().is_empty());
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(saved["nodes"].as_object().unwrap().values().all(|paths| paths.as_array().unwrap().is_empty()), "{saved}");
+}
