@@ -25,6 +25,28 @@ def _attr(*objs, name):
     return None
 
 
+def _list(obj, name):
+    value = getattr(obj, name, None)
+    return value if isinstance(value, list) else []
+
+
+def _remember_tree(loadbalancer):
+    """A graph create's listeners, pools and L7 policies belong to its load balancer: remembered, their
+    later operations in this process need no get-socket lookup, and are ordered by their load balancer
+    even while the driver-agent cannot be asked (over AMQP the load balancer picks the shard queue)."""
+    lb_id = loadbalancer.loadbalancer_id
+    pools = list(_list(loadbalancer, "pools"))
+    for listener in _list(loadbalancer, "listeners"):
+        resolve.remember("listeners", _attr(listener, name="listener_id"), lb_id)
+        default_pool = _attr(listener, name="default_pool")
+        if default_pool is not None:
+            pools.append(default_pool)
+        for policy in _list(listener, "l7policies"):
+            resolve.remember("l7policies", _attr(policy, name="l7policy_id"), lb_id)
+    for pool in pools:
+        resolve.remember("pools", _attr(pool, name="pool_id"), lb_id)
+
+
 def _forward(method, loadbalancer_id, **args):
     args["loadbalancer_id"] = loadbalancer_id
     host = transport.host()
@@ -49,6 +71,7 @@ class LoxiLBProviderDriver(provider_base.ProviderDriver):
     def loadbalancer_create(self, loadbalancer):
         _forward("loadbalancer_create", loadbalancer.loadbalancer_id,
                  loadbalancer=_dict(loadbalancer))
+        _remember_tree(loadbalancer)
 
     def loadbalancer_update(self, old_loadbalancer, new_loadbalancer):
         _forward("loadbalancer_update",

@@ -375,6 +375,28 @@ def test_failed_lookup_warns_and_orders_by_the_id_it_has(octavia_conf, fake_host
     assert resolve._cache == {}  # a failure is not remembered
 
 
+def test_a_graph_creates_children_are_ordered_by_its_load_balancer_without_a_lookup(
+        octavia_conf, fake_host, sock_dir):
+    # The driver-agent is down: only what the graph create carried can name the load balancer.
+    octavia_conf({"driver_loxilb": {"socket_path": fake_host.path},
+                  "driver_agent": {"get_socket_path": f"{sock_dir}/no-agent.sock"}})
+    graph = loadbalancer()
+    graph.listeners[0].l7policies = [l7policy()]
+    drv = driver_mod.LoxiLBProviderDriver()
+    drv.loadbalancer_create(graph)
+    drv.member_create(member(MEMBER2))
+    drv.l7rule_create(l7rule())
+    drv.health_monitor_create(healthmonitor())
+    assert cast_lb(fake_host) == [LB, LB, LB, LB]
+
+
+def test_a_refused_graph_create_remembers_nothing(unix_conf, fake_host):
+    fake_host.answer = refuse("UnsupportedOptionError", "no")
+    with pytest.raises(exceptions.UnsupportedOptionError):
+        driver_mod.LoxiLBProviderDriver().loadbalancer_create(loadbalancer())
+    assert resolve._cache == {}
+
+
 def test_unknown_object_falls_back_too(unix_conf, fake_host, fake_get, caplog):
     driver_mod.LoxiLBProviderDriver().member_create(member())  # the get socket answers {}
     assert cast_lb(fake_host) == [POOL]
