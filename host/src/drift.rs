@@ -78,7 +78,8 @@ pub fn repair(want: &DesiredRule, got: Option<&LbRule>) -> Vec<LoxilbCall> {
 /// or out of fullproxy mode: those need the rule deleted first. Source prefixes and secondary addresses
 /// too: LoxiLB compares a list of as many prefixes as the rule holds inverted (API notes, §6), so other
 /// prefixes of that number meet "lbrule-exists" and nothing changes, and it refuses any update changing
-/// the secondary addresses (500 "secIP modify error").
+/// the secondary addresses (500 "secIP modify error"). An idle timeout too: LoxiLB applies one only along
+/// with a change it compares, so a rule differing in nothing else meets "lbrule-exists".
 pub fn updatable_in_place(got: &LbRule, want: &LbRule) -> bool {
     let fullproxy = |r: &LbRule| r.service.mode == wire::MODE_FULLPROXY;
     got.service.name == want.service.name
@@ -87,4 +88,6 @@ pub fn updatable_in_place(got: &LbRule, want: &LbRule) -> bool {
         && fullproxy(got) == fullproxy(want)
         && loxilb_api::same_set(&got.allowed_sources, &want.allowed_sources)
         && loxilb_api::same_addresses(&got.secondary_ips, &want.secondary_ips)
+        && loxilb_api::idle_timeout(got.service.inactive_timeout, &got.service.protocol)
+            == loxilb_api::idle_timeout(want.service.inactive_timeout, &want.service.protocol)
 }

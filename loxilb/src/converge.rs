@@ -13,6 +13,9 @@ pub struct Listed<'a> {
     pub probetype: &'a str,
     pub probeport: u16,
     pub proxyprotocolv2: bool,
+    /// Seconds of idleness before a connection is dropped; 0 for LoxiLB's default (see [`idle_timeout`]).
+    pub inactive_timeout: u32,
+    pub protocol: &'a str,
     /// Address, target port and weight of each endpoint, in any order.
     pub endpoints: Vec<(&'a str, u16, u8)>,
     pub allowed_sources: &'a [String],
@@ -35,6 +38,8 @@ macro_rules! listed {
             probetype: &s.probetype,
             probeport: s.probeport,
             proxyprotocolv2: s.proxyprotocolv2,
+            inactive_timeout: s.inactive_timeout,
+            protocol: &s.protocol,
             endpoints: rule.endpoints.iter().map(|e| (e.ip.as_str(), e.target_port, e.weight)).collect(),
             allowed_sources: &rule.allowed_sources,
             secondary_ips: &rule.secondary_ips,
@@ -64,10 +69,22 @@ pub fn listed_matches(want: Listed<'_>, got: Listed<'_>) -> bool {
         && want.probetype == got.probetype
         && want.probeport == got.probeport
         && want.proxyprotocolv2 == got.proxyprotocolv2
+        && idle_timeout(want.inactive_timeout, want.protocol) == idle_timeout(got.inactive_timeout, got.protocol)
         && want.endpoints.len() == got.endpoints.len()
         && same_set(want.allowed_sources, got.allowed_sources)
         && same_addresses(want.secondary_ips, got.secondary_ips)
         && endpoints(want.endpoints, want.sel) == endpoints(got.endpoints, got.sel)
+}
+
+/// The idle timeout LoxiLB applies for `inactive_timeout`, which is what its list shows: 0 stands for its
+/// default, 240 s for tcp and sctp and 20 s for the other protocols (`LbDefaultInactiveTimeout` and
+/// `LbDefaultInactiveNSTimeout`, set by `AddLbRule` in loxinet/rules.go).
+pub fn idle_timeout(inactive_timeout: u32, protocol: &str) -> u32 {
+    match (inactive_timeout, protocol) {
+        (0, "tcp" | "sctp") => 240,
+        (0, _) => 20,
+        (t, _) => t,
+    }
 }
 
 /// The same addresses in any order, however written (LoxiLB lists secondary addresses sorted, in Go's

@@ -30,7 +30,7 @@ pub use client::{
     redact_userinfo, Access, Cluster, Credentials, MissedDeletesKeeper, Node, NodeState, Observer, Retried, Retry, Retrying, Secret, Tls, TlsFiles,
 };
 pub use conntrack::{connections, conntrack_list, Connection, ConntrackEntry, CONNTRACK_PATH};
-pub use converge::{listed_matches, matches, same_addresses, same_set, Listed};
+pub use converge::{idle_timeout, listed_matches, matches, same_addresses, same_set, Listed};
 pub use decode::{observed_rule, rule_list};
 pub use encode::{delete_probe_path, delete_rule_path, probe_json, request, rule_json, rule_path, Intent, Request, BASE_PATH};
 pub use fake::FakeLoxilb;

@@ -67,3 +67,26 @@ fn a_rule_with_other_secondary_addresses_is_deleted_and_created() {
     assert!(sim.rules()[0]["secondaryIPs"].is_null(), "{}", sim.rules()[0]);
     assert_eq!(endpoint_ips(&sim), ["10.61.1.1"]);
 }
+
+/// A rule LoxiLB holds with another idle timeout (a LoxiLB that restored an old configuration): the
+/// listing's comparison overlooked it, and LoxiLB applies a timeout only along with a change it compares,
+/// so an in-place repair would meet `lbrule-exists` and change nothing. A timeout of 0 is LoxiLB's
+/// default, which its list shows as 240 s for TCP: that is no drift.
+#[test]
+fn a_rule_with_another_idle_timeout_is_deleted_and_created() {
+    let (sim, loxilb, want) = wanted_rule("TCP");
+    assert_eq!(want.rule.service.inactive_timeout, 0);
+    assert_eq!(sim.rules()[0]["serviceArguments"]["inactiveTimeOut"], json!(240));
+    let observed = host::wire::observed(loxilb.as_ref()).unwrap();
+    assert!(host::drift::drift(std::slice::from_ref(&want), &observed).different.is_empty(), "LoxiLB's default read as a drift");
+
+    host::wire::call(loxilb.as_ref(), &LoxilbCall::DeleteRule(host::wire::rule_key(&want.rule))).unwrap();
+    let mut held = want.rule.clone();
+    held.service.inactive_timeout = 30;
+    host::wire::call(loxilb.as_ref(), &LoxilbCall::UpsertRule(held)).unwrap();
+    assert_eq!(sim.rules()[0]["serviceArguments"]["inactiveTimeOut"], json!(30));
+
+    repair(&loxilb, &want).unwrap();
+    assert_eq!(sim.rules()[0]["serviceArguments"]["inactiveTimeOut"], json!(240), "{}", sim.rules()[0]);
+    assert_eq!(endpoint_ips(&sim), ["10.61.1.1"]);
+}
