@@ -177,7 +177,7 @@ impl AgentSink {
                     }
                     return Ok(());
                 }
-                Err(e) if e.downcast_ref::<Refused>().is_some() => return Err(Undelivered::Refused(e)),
+                Err(e) if e.downcast_ref::<Refused>().is_some() => return Err(Undelivered::Refused(e, document.into_owned())),
                 Err(e) if until.is_some_and(|until| Instant::now() >= until) => {
                     self.defer(&document, &e);
                     return Err(Undelivered::Unanswered);
@@ -241,7 +241,7 @@ impl AgentSink {
             wait();
             match self.deliver(record, until, None) {
                 Ok(()) => return true,
-                Err(Undelivered::Refused(e)) => refusal = e,
+                Err(Undelivered::Refused(e, _)) => refusal = e,
                 Err(Undelivered::Unanswered) => return false,
             }
         }
@@ -250,20 +250,26 @@ impl AgentSink {
     /// Sends `document` (see `AgentSink`); whether nothing is left to send.
     fn send(&self, document: &Value, until: Option<Instant>, left: Option<Left>) -> bool {
         let mut wait = self.backoff.waits();
-        let several = record_count(document) > 1;
         let mut sent_again_whole = false;
+        // What goes again after a refusal is what was refused: once `left` has cut the document down,
+        // the rest is a later report's to send.
+        let mut document = std::borrow::Cow::Borrowed(document);
         let (refusal, asked) = loop {
-            let refusal = match self.deliver(document, until, left) {
+            let refusal = match self.deliver(&document, until, left) {
                 Ok(()) => return true,
                 Err(Undelivered::Unanswered) => return false,
-                Err(Undelivered::Refused(e)) => e,
+                Err(Undelivered::Refused(e, refused)) => {
+                    document = std::borrow::Cow::Owned(refused);
+                    e
+                }
             };
+            let several = record_count(&document) > 1;
             // A database Octavia cannot reach refuses every record alike, and its get socket cannot answer
             // either: the document goes again whole, not record by record (a request, and a process the
             // driver-agent forks, each). A refusal while Octavia shows the first record's object is as
             // likely a moment's database error (a deadlock, a failover) as a record whose object is gone:
             // the document goes again whole once before it is split.
-            let asked = self.ask_about_first(document);
+            let asked = self.ask_about_first(&document);
             let unanswered = matches!(asked, Some(Err(_)));
             let once_more = several && !sent_again_whole && matches!(asked, Some(Ok(Some(_))));
             if !(unanswered || once_more) || until.is_some_and(|until| Instant::now() >= until) {
@@ -279,16 +285,16 @@ impl AgentSink {
             crate::metrics::STATUS_UPDATE_RETRIES.inc();
             wait();
         };
-        if !several {
-            return self.settle_refused(document, refusal, until, asked);
+        if record_count(&document) <= 1 {
+            return self.settle_refused(&document, refusal, until, asked);
         }
-        let records = single_records(document);
+        let records = single_records(&document);
         tracing::info!("Octavia refused the status {document} ({refusal:#}): sending it record by record");
         let mut settled = true;
         for record in &records {
             settled &= match self.deliver(record, until, None) {
                 Ok(()) => true,
-                Err(Undelivered::Refused(e)) => self.settle_refused(record, e, until, None),
+                Err(Undelivered::Refused(e, _)) => self.settle_refused(record, e, until, None),
                 Err(Undelivered::Unanswered) => false,
             };
         }
@@ -319,7 +325,8 @@ struct Left<'a> {
 type Asked = anyhow::Result<Option<Value>>;
 
 enum Undelivered {
-    Refused(anyhow::Error),
+    /// The driver-agent's refusal, and the document it refused.
+    Refused(anyhow::Error, Value),
     Unanswered,
 }
 
@@ -551,6 +558,63 @@ mod sink_tests {
                 json!({"members": [{"id": "m1", "provisioning_status": "ACTIVE"}], "listeners": [{"id": "l", "provisioning_status": "ACTIVE"}], "loadbalancers": [{"id": "lb", "provisioning_status": "ACTIVE"}]}),
             ]
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A document cut down to what is left (its first attempt unanswered, a later report of its load
+    /// balancer queued since) and then refused goes again as it was cut down: the whole of it, sent
+    /// again after the refusal, set the load balancer ACTIVE before the later report's objects.
+    #[test]
+    fn a_document_cut_down_and_then_refused_goes_again_cut_down() {
+        use crate::octavia::reporter::Reporter;
+        use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, ProvisioningStatus};
+        use std::sync::mpsc::channel;
+
+        let dir = fresh_dir("cut-down-refused");
+        let (first_tx, first) = channel();
+        let (go_tx, go) = channel::<()>();
+        let (first_tx, go) = (Mutex::new(first_tx), Mutex::new(go));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let saw = Arc::clone(&seen);
+        answer_on(
+            UnixListener::bind(dir.join("status.sock")).unwrap(),
+            Box::new(move |document, n| {
+                saw.lock().unwrap().push(document.clone());
+                match n {
+                    // Applied, say, but not answered: the later operation's report is queued meanwhile.
+                    1 => {
+                        first_tx.lock().unwrap().send(()).unwrap();
+                        go.lock().unwrap().recv_timeout(Duration::from_secs(10)).unwrap();
+                        None
+                    }
+                    // A moment's database error.
+                    2 => Some(database_failed()),
+                    _ => Some(ok()),
+                }
+            }),
+        );
+        answer_on(UnixListener::bind(dir.join("get.sock")).unwrap(), Box::new(|query, _| shown(query["id"].as_str().unwrap())));
+        let agent = DriverAgent { status: Some(dir.join("status.sock")), stats: None, get: Some(dir.join("get.sock")) };
+        let reporter = Reporter::start(Arc::new(AgentSink::with(agent, FAST, 8)), 1);
+        let active = |kind, id: &str| ObjectStatus { kind, id: id.into(), provisioning: Some(ProvisioningStatus::Active), operating: None };
+
+        reporter.submit(vec![active(ObjectKind::Loadbalancer, "lb"), active(ObjectKind::Listener, "l"), active(ObjectKind::Member, "m0")], || {});
+        first.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (done_tx, done) = channel();
+        reporter.submit(vec![active(ObjectKind::Member, "m1"), active(ObjectKind::Listener, "l"), active(ObjectKind::Loadbalancer, "lb")], move || {
+            done_tx.send(()).unwrap()
+        });
+        go_tx.send(()).unwrap();
+        done.recv_timeout(Duration::from_secs(10)).unwrap();
+
+        let seen = seen.lock().unwrap().clone();
+        let later = json!({"members": [{"id": "m1", "provisioning_status": "ACTIVE"}], "listeners": [{"id": "l", "provisioning_status": "ACTIVE"}], "loadbalancers": [{"id": "lb", "provisioning_status": "ACTIVE"}]});
+        let last = seen.iter().position(|d| *d == later).expect("the later report was sent");
+        assert_eq!(last, seen.len() - 1, "{seen:#?}");
+        for resent in &seen[1..last] {
+            assert_eq!(*resent, json!({"members": [{"id": "m0", "provisioning_status": "ACTIVE"}]}), "{seen:#?}");
+        }
+        assert!(last >= 3, "the cut-down document was not sent again after the refusal: {seen:#?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
