@@ -8,8 +8,7 @@
 //! orphans, which `remove_orphans = false` (the default) keeps.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -56,21 +55,12 @@ pub fn persist_at(loxi: &Arc<dyn LoxiTransport>, file: &Path) -> Result<usize> {
     Ok(restored)
 }
 
-/// Writes every node's missed deletes atomically (temporary file, fsync, rename). A failure is logged, not
-/// fatal: they are still known in memory until a restart.
-fn save(file: &PathBuf, nodes: &[(String, Vec<String>)]) {
+/// Writes every node's missed deletes so that a crash leaves the old file or the new one. A failure is
+/// logged, not fatal: they are still known in memory until a restart.
+fn save(file: &Path, nodes: &[(String, Vec<String>)]) {
     let saved = Saved { version: 1, nodes: nodes.iter().cloned().collect() };
-    let write = || -> std::io::Result<()> {
-        // Beside the file under its whole name: `with_extension` would share `<mapping>.tmp` with the
-        // reprogram set's writes.
-        let mut tmp = file.clone().into_os_string();
-        tmp.push(".tmp");
-        let mut out = std::fs::File::create(&tmp)?;
-        out.write_all(&serde_json::to_vec(&saved).map_err(std::io::Error::other)?)?;
-        out.sync_all()?;
-        std::fs::rename(&tmp, file)
-    };
-    if let Err(e) = write() {
+    let written = serde_json::to_vec(&saved).map_err(std::io::Error::other).and_then(|bytes| crate::storage::write_atomic(file, &bytes));
+    if let Err(e) = written {
         crate::metrics::STORAGE_ERRORS.inc();
         tracing::error!("writing {}: {e} (rule deletes a LoxiLB node missed are kept in memory only)", file.display());
     }

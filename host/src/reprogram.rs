@@ -8,7 +8,6 @@
 //! liveness check. The set is kept in a file beside the mapping: a restart must not forget it.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -117,19 +116,13 @@ impl Reprogram {
 }
 
 impl Inner {
-    /// Writes the set atomically (temporary file, fsync, rename). A failure is logged, not fatal: the
-    /// set in memory still serves until a restart.
+    /// Writes the set so that a crash leaves the old file or the new one. A failure is logged, not
+    /// fatal: the set in memory still serves until a restart.
     fn save(&self) {
         let Some(file) = &self.file else { return };
         let saved = Saved { version: 1, loadbalancers: self.due.keys().cloned().collect() };
-        let write = || -> std::io::Result<()> {
-            let tmp = file.with_extension("tmp");
-            let mut out = std::fs::File::create(&tmp)?;
-            out.write_all(&serde_json::to_vec(&saved).map_err(std::io::Error::other)?)?;
-            out.sync_all()?;
-            std::fs::rename(&tmp, file)
-        };
-        if let Err(e) = write() {
+        let written = serde_json::to_vec(&saved).map_err(std::io::Error::other).and_then(|bytes| crate::storage::write_atomic(file, &bytes));
+        if let Err(e) = written {
             crate::metrics::STORAGE_ERRORS.inc();
             tracing::error!("writing {}: {e} (load balancers to program after a LoxiLB failure are kept in memory only)", file.display());
         }
