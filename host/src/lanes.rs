@@ -7,7 +7,7 @@
 //! workers, started on demand up to the pool's size and ended again after a while without work. Lanes are
 //! served in the order they became ready, so a busy load balancer cannot starve a quiet one.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -15,12 +15,14 @@ use std::time::Duration;
 const IDLE_EXIT: Duration = Duration::from_secs(30);
 
 struct State<J> {
-    /// Queued jobs of every load balancer that has some.
-    lanes: HashMap<String, VecDeque<J>>,
+    /// Queued jobs of every load balancer that has some, each with its ticket.
+    lanes: HashMap<String, VecDeque<(Ticket, J)>>,
     /// Lanes with queued jobs and no worker, in the order they became so.
     ready: VecDeque<String>,
-    /// Lanes a worker is running a job of.
-    busy: HashSet<String>,
+    /// Lanes a worker is running a job of, and that job's ticket.
+    busy: HashMap<String, Ticket>,
+    /// The ticket of the next job pushed.
+    next: Ticket,
     workers: usize,
     /// Workers waiting for work that nobody has woken yet.
     idle: usize,
@@ -28,18 +30,22 @@ struct State<J> {
     wakeups: usize,
 }
 
+/// A job's place in the order jobs were pushed, over every lane (the first is 1): a job with a larger
+/// ticket was accepted after one with a smaller.
+pub type Ticket = u64;
+
 pub struct Lanes<J> {
     state: Mutex<State<J>>,
     work: Condvar,
     max_workers: usize,
-    run: Box<dyn Fn(J) + Send + Sync>,
+    run: Box<dyn Fn(J, Ticket) + Send + Sync>,
 }
 
 impl<J: Send + 'static> Lanes<J> {
-    /// Lanes whose jobs `run` executes, on at most `max_workers` threads at a time.
-    pub fn new(max_workers: usize, run: impl Fn(J) + Send + Sync + 'static) -> Arc<Lanes<J>> {
+    /// Lanes whose jobs `run` executes (given each job's ticket), on at most `max_workers` threads at a time.
+    pub fn new(max_workers: usize, run: impl Fn(J, Ticket) + Send + Sync + 'static) -> Arc<Lanes<J>> {
         Arc::new(Lanes {
-            state: Mutex::new(State { lanes: HashMap::new(), ready: VecDeque::new(), busy: HashSet::new(), workers: 0, idle: 0, wakeups: 0 }),
+            state: Mutex::new(State { lanes: HashMap::new(), ready: VecDeque::new(), busy: HashMap::new(), next: 1, workers: 0, idle: 0, wakeups: 0 }),
             work: Condvar::new(),
             max_workers: max_workers.max(1),
             run: Box::new(run),
@@ -49,10 +55,12 @@ impl<J: Send + 'static> Lanes<J> {
     /// Queues `job` behind the jobs already queued for `lane`.
     pub fn push(self: &Arc<Self>, lane: &str, job: J) {
         let mut state = self.state.lock().unwrap();
+        let ticket = state.next;
+        state.next += 1;
         let queue = state.lanes.entry(lane.to_string()).or_default();
-        queue.push_back(job);
+        queue.push_back((ticket, job));
         // A lane is in `ready` exactly when it has jobs and no worker: it just got its first job.
-        if queue.len() == 1 && !state.busy.contains(lane) {
+        if queue.len() == 1 && !state.busy.contains_key(lane) {
             state.ready.push_back(lane.to_string());
             self.wake_or_start(&mut state);
         }
@@ -60,8 +68,13 @@ impl<J: Send + 'static> Lanes<J> {
 
     /// Whether `lane` has a job queued or running.
     pub fn has_work(&self, lane: &str) -> bool {
+        self.has_work_after(lane, 0)
+    }
+
+    /// Whether `lane` has a job queued or running that was pushed after the job of `ticket`.
+    pub fn has_work_after(&self, lane: &str, ticket: Ticket) -> bool {
         let state = self.state.lock().unwrap();
-        state.busy.contains(lane) || state.lanes.get(lane).is_some_and(|q| !q.is_empty())
+        state.busy.get(lane).is_some_and(|&t| t > ticket) || state.lanes.get(lane).is_some_and(|q| q.iter().any(|(t, _)| *t > ticket))
     }
 
     /// Jobs queued and not yet started.
@@ -93,11 +106,11 @@ impl<J: Send + 'static> Lanes<J> {
         let mut state = self.state.lock().unwrap();
         loop {
             if let Some(lane) = state.ready.pop_front() {
-                let job = state.lanes.get_mut(&lane).and_then(VecDeque::pop_front).expect("a ready lane has a job");
-                state.busy.insert(lane.clone());
+                let (ticket, job) = state.lanes.get_mut(&lane).and_then(VecDeque::pop_front).expect("a ready lane has a job");
+                state.busy.insert(lane.clone(), ticket);
                 drop(state);
                 // A job that panics must not take its lane (and every later job of that load balancer) with it.
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.run)(job))).is_err() {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.run)(job, ticket))).is_err() {
                     tracing::error!("applying an operation of load balancer {lane:?} panicked; going on with the next");
                 }
                 state = self.state.lock().unwrap();
@@ -139,7 +152,7 @@ mod tests {
     fn lanes(max: usize) -> (Arc<Lanes<Job>>, Receiver<(String, u32)>) {
         let (started, log) = channel::<(String, u32)>();
         let started = Mutex::new(started);
-        let lanes = Lanes::new(max, move |(lane, n, gate): Job| {
+        let lanes = Lanes::new(max, move |(lane, n, gate): Job, _| {
             started.lock().unwrap().send((lane, n)).unwrap();
             if let Some(gate) = gate {
                 let _ = gate.recv_timeout(Duration::from_secs(20));
@@ -186,11 +199,39 @@ mod tests {
         }
     }
 
+    /// Tickets follow the order jobs were pushed in, over every lane; a job's own ticket, running or not,
+    /// is not work after it.
+    #[test]
+    fn a_lane_has_work_after_a_ticket_only_for_jobs_pushed_later() {
+        let (ran, log) = channel::<Ticket>();
+        let ran = Mutex::new(ran);
+        let (release, gate) = channel::<()>();
+        let gate = Mutex::new(gate);
+        let lanes = Lanes::new(1, move |_: u32, ticket| {
+            ran.lock().unwrap().send(ticket).unwrap();
+            let _ = gate.lock().unwrap().recv_timeout(Duration::from_secs(20));
+        });
+        lanes.push("a", 0);
+        assert_eq!(log.recv_timeout(Duration::from_secs(10)).unwrap(), 1);
+        lanes.push("b", 0);
+        lanes.push("a", 0);
+        assert!(lanes.has_work_after("a", 1), "job 3 is queued behind job 1");
+        assert!(!lanes.has_work_after("a", 3));
+        assert!(lanes.has_work_after("b", 1) && !lanes.has_work_after("b", 2));
+        release.send(()).unwrap();
+        let next = log.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(next == 2 || next == 3, "{next}");
+        assert!(!lanes.has_work_after("a", 3), "job 3's own ticket is not work after it");
+        for _ in 0..2 {
+            release.send(()).unwrap();
+        }
+    }
+
     #[test]
     fn a_job_that_panics_does_not_stop_its_lane() {
         let (done, log) = channel::<u32>();
         let done = Mutex::new(done);
-        let lanes = Lanes::new(1, move |n: u32| {
+        let lanes = Lanes::new(1, move |n: u32, _| {
             assert!(n != 1, "job 1 fails");
             done.lock().unwrap().send(n).unwrap();
         });

@@ -205,9 +205,9 @@ impl Service {
         let durability = Arc::new(Durability::start(storage, Durability::DEFAULT_COMMIT_DELAY));
         let reports = Arc::clone(self.reports());
         let service = Arc::clone(self);
-        let lanes = Lanes::new(APPLY_WORKERS, move |job: Job| service.work(job, &durability, &reports));
+        let lanes = Lanes::new(APPLY_WORKERS, move |job: Job, ticket| service.work(job, ticket, &durability, &reports));
         let weak = Arc::downgrade(&lanes);
-        self.reports().know_pending(move |lb| weak.upgrade().is_some_and(|lanes| lanes.has_work(lb)));
+        self.reports().know_pending(move |lb, ticket| weak.upgrade().is_some_and(|lanes| lanes.has_work_after(lb, ticket)));
         // Restored operations were accepted already: they count towards the backlog but are never refused.
         self.backlog.fetch_add(pending.len(), Ordering::SeqCst);
         crate::metrics::APPLY_BACKLOG.set(self.backlog.load(Ordering::SeqCst) as u64);
@@ -230,7 +230,7 @@ impl Service {
         self.backlog.load(Ordering::SeqCst)
     }
 
-    fn work(self: &Arc<Self>, (inbox_seq, method, args): Job, durability: &Durability, reports: &Arc<Reporter>) {
+    fn work(self: &Arc<Self>, (inbox_seq, method, args): Job, ticket: crate::lanes::Ticket, durability: &Durability, reports: &Arc<Reporter>) {
         // Applied only once durable, which is checked once Octavia has committed: the provider sends
         // the commit notice only after the cast was answered, hence durable, so the worker neither
         // syncs the inbox itself nor waits for the thread that does. A failed sync refused the cast
@@ -271,8 +271,7 @@ impl Service {
             };
             // Not sent from here: this thread releases every operation's outcome in turn.
             match sent {
-                Some(sent) if restored => reports.submit_sent_before(sent, done),
-                Some(sent) => reports.submit(sent, done),
+                Some(sent) => reports.submit_applied(sent, ticket, restored, done),
                 None => done(),
             }
         });

@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::status::{document, StatusSink};
+use crate::lanes::Ticket;
 use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus};
 
 /// Sender threads: as many status requests in flight at once.
@@ -27,6 +28,8 @@ struct Report {
     lbs: Vec<String>,
     /// An earlier run of the host may have sent it (see `StatusSink::report_left`).
     sent_before: bool,
+    /// Its operation's place in the apply lanes' order (0: unknown, as if before every operation).
+    ticket: Ticket,
     then: Then,
 }
 
@@ -37,8 +40,9 @@ struct Queue {
     sending: HashSet<String>,
 }
 
-/// Whether a load balancer has an operation the host accepted and has not yet applied.
-type Pending = Box<dyn Fn(&str) -> bool + Send + Sync>;
+/// Whether a load balancer has an operation the host accepted after the one of a ticket and has not yet
+/// applied.
+type Pending = Box<dyn Fn(&str, Ticket) -> bool + Send + Sync>;
 
 pub struct Reporter {
     queue: Mutex<Queue>,
@@ -62,23 +66,20 @@ impl Reporter {
     /// Sends `statuses` (after every earlier report naming one of their load balancers), then runs
     /// `then` on the sender thread. Without statuses `then` runs at once.
     pub fn submit(&self, statuses: Vec<ObjectStatus>, then: impl FnOnce() + Send + 'static) {
-        self.queue_report(statuses, false, then);
+        self.submit_applied(statuses, 0, false, then);
     }
 
-    /// `submit`, for the statuses of an operation an earlier run of the host may have reported (one
-    /// accepted before a restart, which Octavia cannot say it took): they go alone, and only what no later
-    /// operation of their load balancers makes stale (see `not_superseded`).
-    pub fn submit_sent_before(&self, statuses: Vec<ObjectStatus>, then: impl FnOnce() + Send + 'static) {
-        self.queue_report(statuses, true, then);
-    }
-
-    fn queue_report(&self, statuses: Vec<ObjectStatus>, sent_before: bool, then: impl FnOnce() + Send + 'static) {
+    /// `submit`, for the statuses of the operation of `ticket` in the apply lanes. When `sent_before`
+    /// (accepted before a restart: the run that stopped may have reported it, and Octavia cannot say it
+    /// took it) they go alone, and only what no later operation of their load balancers makes stale (see
+    /// `not_superseded`).
+    pub fn submit_applied(&self, statuses: Vec<ObjectStatus>, ticket: Ticket, sent_before: bool, then: impl FnOnce() + Send + 'static) {
         if statuses.is_empty() {
             return then();
         }
         let mut lbs: Vec<String> = statuses.iter().filter(|s| s.kind == ObjectKind::Loadbalancer).map(|s| s.id.clone()).collect();
         lbs.dedup();
-        self.queue.lock().unwrap().reports.push_back(Report { statuses, lbs, sent_before, then: Box::new(then) });
+        self.queue.lock().unwrap().reports.push_back(Report { statuses, lbs, sent_before, ticket, then: Box::new(then) });
         self.ready.notify_one();
     }
 
@@ -115,9 +116,9 @@ impl Reporter {
         taken
     }
 
-    /// Tells the reporter whether a load balancer has operations accepted and not yet applied (the apply
-    /// lanes' work). Set once; a reporter without it knows only the reports queued.
-    pub fn know_pending(&self, pending: impl Fn(&str) -> bool + Send + Sync + 'static) {
+    /// Tells the reporter whether a load balancer has operations accepted after the one of a ticket and not
+    /// yet applied (the apply lanes' work). Set once; a reporter without it knows only the reports queued.
+    pub fn know_pending(&self, pending: impl Fn(&str, Ticket) -> bool + Send + Sync + 'static) {
         let _ = self.pending.set(Box::new(pending));
     }
 
@@ -128,16 +129,16 @@ impl Reporter {
     /// before that operation's objects. While one of its load balancers has an operation accepted and not
     /// yet applied, nothing is left: Octavia admitted that operation only once the load balancer had left
     /// the PENDING state this document ends, so the document was applied, and the operation's own report
-    /// brings the load balancer back. (An operation of the load balancer accepted earlier cannot be waiting:
-    /// its lane runs its operations in the order they were accepted.)
-    fn not_superseded(&self, statuses: &[ObjectStatus], lbs: &HashSet<&str>) -> Option<serde_json::Value> {
-        if self.pending.get().is_some_and(|pending| lbs.iter().any(|lb| pending(lb))) {
+    /// brings the load balancer back. `lbs` holds each load balancer's ticket: only operations accepted
+    /// after the document's own count (its own operation may still be marking its lane done).
+    fn not_superseded(&self, statuses: &[ObjectStatus], lbs: &HashMap<&str, Ticket>) -> Option<serde_json::Value> {
+        if self.pending.get().is_some_and(|pending| lbs.iter().any(|(lb, ticket)| pending(lb, *ticket))) {
             return None;
         }
         let queue = self.queue.lock().unwrap();
         // Object kinds are few: a linear look among each id's kinds.
         let mut later: HashMap<&str, Vec<ObjectKind>> = HashMap::new();
-        for report in queue.reports.iter().filter(|r| r.lbs.iter().any(|lb| lbs.contains(lb.as_str()))) {
+        for report in queue.reports.iter().filter(|r| r.lbs.iter().any(|lb| lbs.contains_key(lb.as_str()))) {
             for s in &report.statuses {
                 later.entry(s.id.as_str()).or_default().push(s.kind);
             }
@@ -165,7 +166,7 @@ impl Reporter {
             let statuses: Vec<ObjectStatus> = batch.iter().flat_map(|r| r.statuses.iter().cloned()).collect();
             crate::metrics::STATUS_DOCUMENTS.inc();
             let sending = std::time::Instant::now();
-            let lbs: HashSet<&str> = batch.iter().flat_map(|r| r.lbs.iter().map(String::as_str)).collect();
+            let lbs: HashMap<&str, Ticket> = batch.iter().flat_map(|r| r.lbs.iter().map(|lb| (lb.as_str(), r.ticket))).collect();
             let sent_before = batch.iter().any(|r| r.sent_before);
             self.sink.report_left(&document(&statuses), sent_before, &|| self.not_superseded(&statuses, &lbs));
             crate::metrics::STATUS_UPDATE.record(sending.elapsed());
