@@ -22,7 +22,7 @@ pub struct Cluster {
     members: Vec<Arc<Member>>,
     /// Ask the other nodes of a change while the caller asks the first; none with one node.
     askers: Option<Askers>,
-    /// Told every node's missed deletes whenever one node's change (see [`Cluster::keep_missed_deletes`]).
+    /// Told every node's missed deletes whenever a node's set changes (see [`Cluster::keep_missed_deletes`]).
     keeper: Mutex<Option<MissedDeletesKeeper>>,
 }
 
