@@ -66,12 +66,7 @@ impl<J: Send + 'static> Lanes<J> {
         }
     }
 
-    /// Whether `lane` has a job queued or running.
-    pub fn has_work(&self, lane: &str) -> bool {
-        self.has_work_after(lane, 0)
-    }
-
-    /// Whether `lane` has a job queued or running that was pushed after the job of `ticket`.
+    /// Whether `lane` has a job queued or running that was pushed after the job of `ticket` (0: any job).
     pub fn has_work_after(&self, lane: &str, ticket: Ticket) -> bool {
         let state = self.state.lock().unwrap();
         state.busy.get(lane).is_some_and(|&t| t > ticket) || state.lanes.get(lane).is_some_and(|q| q.iter().any(|(t, _)| *t > ticket))
@@ -183,17 +178,17 @@ mod tests {
     #[test]
     fn a_lane_has_work_while_a_job_of_it_is_queued_or_running() {
         let (lanes, log) = lanes(1);
-        assert!(!lanes.has_work("a"));
+        assert!(!lanes.has_work_after("a", 0));
         let release_a = gated(&lanes, "a", 1);
         assert_eq!(log.recv_timeout(Duration::from_secs(10)).unwrap(), ("a".into(), 1));
         let release_b = gated(&lanes, "b", 1);
-        assert!(lanes.has_work("a"), "running");
-        assert!(lanes.has_work("b"), "queued behind the only worker");
+        assert!(lanes.has_work_after("a", 0), "running");
+        assert!(lanes.has_work_after("b", 0), "queued behind the only worker");
         release_a.send(()).unwrap();
         assert_eq!(log.recv_timeout(Duration::from_secs(10)).unwrap(), ("b".into(), 1));
         release_b.send(()).unwrap();
         let waited = Instant::now();
-        while lanes.has_work("a") || lanes.has_work("b") {
+        while lanes.has_work_after("a", 0) || lanes.has_work_after("b", 0) {
             assert!(waited.elapsed() < Duration::from_secs(10), "the lanes never emptied");
             std::thread::sleep(Duration::from_millis(5));
         }
