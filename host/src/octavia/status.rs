@@ -382,6 +382,7 @@ impl StatusSink for RecordingSink {
 mod sink_tests {
     use super::*;
     use crate::octavia::agent::{read_frame, write_frame, DriverAgent};
+    use crate::octavia::reporter::Reporter;
     use std::os::unix::net::UnixListener;
     use std::path::PathBuf;
     use std::sync::{Arc, Mutex};
@@ -401,6 +402,11 @@ mod sink_tests {
                 }
             }
         });
+    }
+
+    /// An operation's status: the object ACTIVE.
+    fn active(kind: ObjectKind, id: &str) -> ObjectStatus {
+        ObjectStatus { kind, id: id.into(), provisioning: Some(ProvisioningStatus::Active), operating: None }
     }
 
     /// An empty directory of this test's own.
@@ -470,8 +476,6 @@ mod sink_tests {
     /// brings the load balancer back. Without such an operation, the document goes again whole.
     #[test]
     fn a_document_not_answered_is_left_to_an_operation_of_its_load_balancer_still_being_applied() {
-        use crate::octavia::reporter::Reporter;
-        use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, ProvisioningStatus};
         use std::sync::mpsc::channel;
 
         for applying in [true, false] {
@@ -491,7 +495,6 @@ mod sink_tests {
             let agent = DriverAgent { status: Some(dir.join("status.sock")), stats: None, get: None };
             let reporter = Reporter::start(Arc::new(AgentSink::with(agent, FAST, 8)), 1);
             reporter.know_pending(move |lb, _| applying && lb == "lb");
-            let active = |kind, id: &str| ObjectStatus { kind, id: id.into(), provisioning: Some(ProvisioningStatus::Active), operating: None };
             let (done_tx, done) = channel();
             reporter.submit(vec![active(ObjectKind::Loadbalancer, "lb"), active(ObjectKind::Member, "m0")], move || done_tx.send(()).unwrap());
             done.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -514,8 +517,6 @@ mod sink_tests {
     /// socket shows every object. Returns each document the status socket received after the first, once
     /// the later report was taken.
     fn after_an_unanswered_report(tag: &str, answer: impl Fn(usize) -> Value + Send + 'static) -> Vec<Value> {
-        use crate::octavia::reporter::Reporter;
-        use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, ProvisioningStatus};
         use std::sync::mpsc::channel;
 
         let dir = fresh_dir(tag);
@@ -539,7 +540,6 @@ mod sink_tests {
         answer_on(UnixListener::bind(dir.join("get.sock")).unwrap(), Box::new(|query, _| shown(query["id"].as_str().unwrap())));
         let agent = DriverAgent { status: Some(dir.join("status.sock")), stats: None, get: Some(dir.join("get.sock")) };
         let reporter = Reporter::start(Arc::new(AgentSink::with(agent, FAST, 8)), 1);
-        let active = |kind, id: &str| ObjectStatus { kind, id: id.into(), provisioning: Some(ProvisioningStatus::Active), operating: None };
 
         reporter.submit(vec![active(ObjectKind::Loadbalancer, "lb"), active(ObjectKind::Listener, "l"), active(ObjectKind::Member, "m0")], || {});
         first.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -593,15 +593,12 @@ mod sink_tests {
     /// after a host restart), and the member stayed PENDING_CREATE.
     #[test]
     fn a_document_that_never_reached_the_driver_agent_goes_whole_once_it_is_back() {
-        use crate::octavia::reporter::Reporter;
-        use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, ProvisioningStatus};
         use std::sync::mpsc::channel;
 
         let dir = fresh_dir("never-reached");
         let agent = DriverAgent { status: Some(dir.join("status.sock")), stats: None, get: None };
         let reporter = Reporter::start(Arc::new(AgentSink::with(agent, FAST, 8)), 1);
         reporter.know_pending(|lb, _| lb == "lb");
-        let active = |kind, id: &str| ObjectStatus { kind, id: id.into(), provisioning: Some(ProvisioningStatus::Active), operating: None };
         let (done_tx, done) = channel();
         reporter.submit(vec![active(ObjectKind::Loadbalancer, "lb"), active(ObjectKind::Member, "m1")], move || done_tx.send(()).unwrap());
         std::thread::sleep(Duration::from_millis(50));
@@ -629,8 +626,6 @@ mod sink_tests {
     /// done when the report is first sent, does not count.
     #[test]
     fn a_report_sent_before_a_restart_goes_only_when_no_later_operation_of_its_load_balancer_waits() {
-        use crate::octavia::reporter::Reporter;
-        use crate::runtime::bindings::octavia::{ObjectKind, ObjectStatus, ProvisioningStatus};
         use std::sync::mpsc::channel;
 
         // The ticket of the load balancer's operation in the lanes, if one is queued or running.
@@ -638,7 +633,6 @@ mod sink_tests {
             let agent = Agent::start(&format!("sent-before-{waiting:?}"), |_, _| ok(), |_, _| None);
             let reporter = Reporter::start(Arc::new(AgentSink::with(agent.agent.clone(), FAST, 8)), 1);
             reporter.know_pending(move |lb, after| lb == "lb" && waiting.is_some_and(|t| t > after));
-            let active = |kind, id: &str| ObjectStatus { kind, id: id.into(), provisioning: Some(ProvisioningStatus::Active), operating: None };
             let (done_tx, done) = channel();
             let done_tx = Mutex::new(done_tx);
             let finished = move || {
