@@ -135,9 +135,14 @@ impl ClusterNode {
         self.client.inner().state(self.index)
     }
 
-    /// It holds the desired rules now.
-    pub fn in_sync(&self) {
-        self.client.inner().in_sync(self.index);
+    /// The changes it has missed so far ([`loxilb_api::Cluster::misses`]): read before a pass lists it.
+    pub fn misses(&self) -> u64 {
+        self.client.inner().misses(self.index)
+    }
+
+    /// It holds the desired rules as of `misses` ([`ClusterNode::misses`] when the pass began).
+    pub fn in_sync(&self, misses: u64) {
+        self.client.inner().in_sync(self.index, misses);
     }
 
     /// It lacks rules it should hold.

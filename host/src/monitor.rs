@@ -403,7 +403,8 @@ impl Monitor {
             (Arc::clone(sandbox.mapping()), Arc::clone(&sandbox.policy))
         };
         let generation = mapping.generation();
-        // Read before the list: a delete the node misses later is not taken as settled by this pass.
+        // Read before the list: a change or delete the node misses later is not taken as settled by this pass.
+        let misses = target.node.as_ref().map_or(0, |node| node.misses());
         let missed = target.node.as_ref().map(|node| node.missed_deletes()).unwrap_or_default();
         let listed = crate::wire::observed(target.transport.as_ref());
         let mut sandbox = self.service.sandbox.lock().unwrap();
@@ -427,7 +428,7 @@ impl Monitor {
                 }
                 if let (Some(node), true) = (&target.node, report.failures.is_empty()) {
                     node.forget_missed_deletes(&missed);
-                    node.in_sync();
+                    node.in_sync(misses);
                 }
             }
             Ok(Err(e)) => tracing::warn!("reconcile {}: {e}", target.label),

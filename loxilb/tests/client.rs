@@ -170,6 +170,33 @@ fn a_cluster_reads_from_a_node_that_answers_and_says_when_none_does() {
 }
 
 #[test]
+fn a_change_a_node_misses_while_a_pass_brings_it_up_to_date_keeps_it_out_of_date() {
+    let server = Server::start(&[(200, SUCCESS)]);
+    let down = refusing_url();
+    let cluster = Cluster::new(vec![node(&server.url), node(&down)]);
+    assert!(cluster.states().iter().all(|s| s.out_of_date), "what nodes hold is unknown at the start");
+    for index in 0..2 {
+        cluster.in_sync(index, cluster.misses(index));
+    }
+    assert!(cluster.states().iter().all(|s| !s.out_of_date));
+
+    // A pass over the second node reads its misses, lists it and repairs it; meanwhile a change fails there.
+    let as_of = cluster.misses(1);
+    let LoxilbCall::UpsertRule(rule) = upsert() else { unreachable!() };
+    Loxilb::apply(&cluster, &LoxilbCall::UpsertRule(rule)).unwrap();
+    cluster.in_sync(1, as_of);
+    let states = cluster.states();
+    assert!(!states[0].out_of_date && states[1].out_of_date, "the pass settled only what it saw: {states:?}");
+
+    // An older pass ending late settles nothing newer either; the next one does.
+    cluster.out_of_date(1);
+    cluster.in_sync(1, as_of);
+    assert!(cluster.states()[1].out_of_date);
+    cluster.in_sync(1, cluster.misses(1));
+    assert!(!cluster.states()[1].out_of_date);
+}
+
+#[test]
 fn deletes_and_lists_go_out_as_loxilb_takes_them() {
     let server = Server::start(&[(404, r#"{"code":404,"result":"no-rule error"}"#), (200, r#"{"lbAttr":[]}"#)]);
     let client = node(&server.url);

@@ -6,9 +6,13 @@
 //! every node back. A node that does not answer is marked **out of date**: it missed a change, and stays
 //! so until the caller has brought it back to the desired rules ([`Cluster::in_sync`]); a node that
 //! restarted (answering, but with its rules lost) is found by the caller comparing its rules.
+//!
+//! Being out of date is a count of misses, not a flag: a pass that brings a node up to date reads the
+//! count before it lists the node ([`Cluster::misses`]) and settles only those ([`Cluster::in_sync`]), so a
+//! change the node misses while the pass runs keeps it out of date.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
@@ -72,8 +76,11 @@ impl Askers {
 
 struct Member {
     node: Node,
-    /// Missed a change (or was never brought up to date since the host started).
-    stale: AtomicBool,
+    /// Changes it missed, counting one for the start of the host (what it holds is unknown until compared).
+    misses: AtomicU64,
+    /// `misses` as of the start of the last pass that brought it to the desired rules: it is out of date
+    /// while it missed more than that.
+    settled: AtomicU64,
     /// Its last request got an HTTP answer.
     answering: AtomicBool,
     /// What it said of itself at the last [`Cluster::survey`].
@@ -81,6 +88,16 @@ struct Member {
     /// Rules deleted while it did not answer, as [`crate::encode::rule_path`] names them: a node cut off
     /// keeps its rules, and those would outlive their load balancers there (see [`Cluster::missed_deletes`]).
     missed_deletes: Mutex<BTreeSet<String>>,
+}
+
+impl Member {
+    fn missed(&self) {
+        self.misses.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn out_of_date(&self) -> bool {
+        self.misses.load(Ordering::SeqCst) > self.settled.load(Ordering::SeqCst)
+    }
 }
 
 /// A node's version and HA role, as it last told them.
@@ -129,7 +146,14 @@ impl Cluster {
     /// Nodes start out of date: what they hold is unknown until the caller compared it.
     pub fn new(nodes: Vec<Node>) -> Cluster {
         let member = |node| {
-            Arc::new(Member { node, stale: AtomicBool::new(true), answering: AtomicBool::new(true), facts: Mutex::default(), missed_deletes: Mutex::default() })
+            Arc::new(Member {
+                node,
+                misses: AtomicU64::new(1),
+                settled: AtomicU64::new(0),
+                answering: AtomicBool::new(true),
+                facts: Mutex::default(),
+                missed_deletes: Mutex::default(),
+            })
         };
         let members: Vec<Arc<Member>> = nodes.into_iter().map(member).collect();
         let askers = (members.len() > 1).then(|| Askers::start((members.len() - 1) * ASKERS_PER_NODE));
@@ -151,7 +175,7 @@ impl Cluster {
         NodeState {
             base: m.node.base().to_string(),
             answering: m.answering.load(Ordering::SeqCst),
-            out_of_date: m.stale.load(Ordering::SeqCst),
+            out_of_date: m.out_of_date(),
             version: facts.version,
             role: facts.role,
         }
@@ -182,10 +206,17 @@ impl Cluster {
         self.states()
     }
 
-    /// The node at `index` holds the desired rules now.
-    pub fn in_sync(&self, index: usize) {
+    /// How many changes the node at `index` has missed: read by a pass before it lists the node, and
+    /// handed to [`Cluster::in_sync`] once the pass brought the node to the desired rules.
+    pub fn misses(&self, index: usize) -> u64 {
+        self.members.get(index).map_or(0, |m| m.misses.load(Ordering::SeqCst))
+    }
+
+    /// The node at `index` holds the desired rules as of its `misses` count then: it is up to date unless
+    /// it missed a change since (while the pass ran).
+    pub fn in_sync(&self, index: usize, misses: u64) {
         if let Some(m) = self.members.get(index) {
-            m.stale.store(false, Ordering::SeqCst);
+            m.settled.fetch_max(misses, Ordering::SeqCst);
         }
     }
 
@@ -216,7 +247,7 @@ impl Cluster {
     pub fn restore_missed_deletes(&self, index: usize, paths: impl IntoIterator<Item = String>) {
         if let Some(m) = self.members.get(index) {
             m.missed_deletes.lock().unwrap().extend(paths);
-            m.stale.store(true, Ordering::SeqCst);
+            m.missed();
         }
     }
 
@@ -240,7 +271,7 @@ impl Cluster {
     /// The node at `index` lacks rules it should hold (it restarted).
     pub fn out_of_date(&self, index: usize) {
         if let Some(m) = self.members.get(index) {
-            m.stale.store(true, Ordering::SeqCst);
+            m.missed();
         }
     }
 
@@ -279,7 +310,7 @@ impl Cluster {
         // Up-to-date nodes first (a node that missed changes would answer with an old view), the MASTER
         // first among them: its endpoint states are those of the node serving the traffic.
         let mut order: Vec<&Member> = self.members.iter().map(|m| &**m).collect();
-        order.sort_by_key(|m| (m.stale.load(Ordering::SeqCst), m.facts.lock().unwrap().role.as_deref() != Some("MASTER")));
+        order.sort_by_key(|m| (m.out_of_date(), m.facts.lock().unwrap().role.as_deref() != Some("MASTER")));
         let mut errors = Vec::new();
         for member in order {
             match Self::ask(member, "GET", path, None) {
@@ -311,7 +342,7 @@ impl Cluster {
                     taken.get_or_insert(reply);
                 }
                 Err(e) => {
-                    member.stale.store(true, Ordering::SeqCst);
+                    member.missed();
                     if let Some(rule) = &deleted_rule {
                         missed_changed |= member.missed_deletes.lock().unwrap().insert(rule.clone());
                     }
