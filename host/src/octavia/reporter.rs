@@ -122,28 +122,32 @@ impl Reporter {
         let _ = self.pending.set(Box::new(pending));
     }
 
-    /// What is left of `statuses` (a document of load balancers `lbs` that may have been applied: sent
-    /// without an answer, or sent by an earlier run of the host) to send: the statuses of objects a report
-    /// queued since names too are left to that report, which goes after it. Octavia may show the later
-    /// report's operation under way; sent again whole, the document would set the load balancer ACTIVE
-    /// before that operation's objects. While one of its load balancers has an operation accepted and not
-    /// yet applied, nothing is left: Octavia admitted that operation only once the load balancer had left
-    /// the PENDING state this document ends, so the document was applied, and the operation's own report
-    /// brings the load balancer back. `lbs` holds each load balancer's ticket: only operations accepted
-    /// after the document's own count (its own operation may still be marking its lane done).
-    fn not_superseded(&self, statuses: &[ObjectStatus], lbs: &HashMap<&str, Ticket>) -> Option<serde_json::Value> {
-        if self.pending.get().is_some_and(|pending| lbs.iter().any(|(lb, ticket)| pending(lb, *ticket))) {
-            return None;
-        }
+    /// What is left to send of a batch's document that may have been applied (sent without an answer, or
+    /// sent by an earlier run of the host).
+    ///
+    /// A report whose load balancer has an operation accepted after it and not yet applied is left out:
+    /// Octavia admitted that operation only once the load balancer had left the PENDING state the report
+    /// ends, and the driver-agent applies a document's records each in a transaction of its own, load
+    /// balancers last, so the report's records were applied; the operation's own report brings the load
+    /// balancer back. Only operations accepted after the report's own ticket count (its own operation may
+    /// still be marking its lane done). The other reports' load balancers may still be PENDING (the
+    /// driver-agent stopped part-way through the document): theirs go again, but for the statuses of
+    /// objects a report queued since names too, which are left to that report (it goes after this one;
+    /// sent again whole, the document would set the load balancer ACTIVE before that report's objects).
+    fn not_superseded(&self, batch: &[Report]) -> Option<serde_json::Value> {
+        let superseded = |r: &Report| self.pending.get().is_some_and(|pending| r.lbs.iter().any(|lb| pending(lb, r.ticket)));
+        let current: Vec<&Report> = batch.iter().filter(|r| !superseded(r)).collect();
+        let lbs: HashSet<&str> = current.iter().flat_map(|r| r.lbs.iter().map(String::as_str)).collect();
         let queue = self.queue.lock().unwrap();
         // Object kinds are few: a linear look among each id's kinds.
         let mut later: HashMap<&str, Vec<ObjectKind>> = HashMap::new();
-        for report in queue.reports.iter().filter(|r| r.lbs.iter().any(|lb| lbs.contains_key(lb.as_str()))) {
+        for report in queue.reports.iter().filter(|r| r.lbs.iter().any(|lb| lbs.contains(lb.as_str()))) {
             for s in &report.statuses {
                 later.entry(s.id.as_str()).or_default().push(s.kind);
             }
         }
-        let left: Vec<ObjectStatus> = statuses.iter().filter(|s| !later.get(s.id.as_str()).is_some_and(|kinds| kinds.contains(&s.kind))).cloned().collect();
+        let left: Vec<ObjectStatus> =
+            current.iter().flat_map(|r| &r.statuses).filter(|s| !later.get(s.id.as_str()).is_some_and(|kinds| kinds.contains(&s.kind))).cloned().collect();
         (!left.is_empty()).then(|| document(&left))
     }
 
@@ -166,9 +170,8 @@ impl Reporter {
             let statuses: Vec<ObjectStatus> = batch.iter().flat_map(|r| r.statuses.iter().cloned()).collect();
             crate::metrics::STATUS_DOCUMENTS.inc();
             let sending = std::time::Instant::now();
-            let lbs: HashMap<&str, Ticket> = batch.iter().flat_map(|r| r.lbs.iter().map(|lb| (lb.as_str(), r.ticket))).collect();
             let sent_before = batch.iter().any(|r| r.sent_before);
-            self.sink.report_left(&document(&statuses), sent_before, &|| self.not_superseded(&statuses, &lbs));
+            self.sink.report_left(&document(&statuses), sent_before, &|| self.not_superseded(&batch));
             crate::metrics::STATUS_UPDATE.record(sending.elapsed());
             let mut lbs = Vec::new();
             for report in batch {

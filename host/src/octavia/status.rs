@@ -511,6 +511,57 @@ mod sink_tests {
         }
     }
 
+    /// One document carries the reports of two load balancers, and the driver-agent stops part-way through
+    /// it without answering: it applies each record in a transaction of its own, load balancers last, so
+    /// `a` may be ACTIVE while `b` is still PENDING_UPDATE. An operation on `a` accepted meanwhile proves
+    /// only `a`'s records applied: `b`'s go again (before, the whole document was left to `a`'s operation,
+    /// and `b` stayed PENDING_UPDATE for good).
+    #[test]
+    fn of_a_document_not_answered_only_the_load_balancers_with_a_later_operation_are_left_to_it() {
+        use std::sync::mpsc::channel;
+
+        let dir = fresh_dir("left-per-load-balancer");
+        let (go_tx, go) = channel::<()>();
+        let go = Mutex::new(go);
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let took = Arc::clone(&taken);
+        answer_on(
+            UnixListener::bind(dir.join("status.sock")).unwrap(),
+            Box::new(move |document, n| match n {
+                // Holds the only sender while the two reports queue, so that they go as one document.
+                1 => {
+                    go.lock().unwrap().recv_timeout(Duration::from_secs(10)).unwrap();
+                    Some(ok())
+                }
+                2 => None,
+                _ => {
+                    took.lock().unwrap().push(document.clone());
+                    Some(ok())
+                }
+            }),
+        );
+        let agent = DriverAgent { status: Some(dir.join("status.sock")), stats: None, get: None };
+        let reporter = Reporter::start(Arc::new(AgentSink::with(agent, FAST, 8)), 1);
+        reporter.know_pending(|lb, _| lb == "a");
+        let (done_tx, done) = channel();
+        for (lb, member) in [("x", "mx"), ("a", "ma"), ("b", "mb")] {
+            let done_tx = done_tx.clone();
+            reporter.submit(vec![active(ObjectKind::Member, member), active(ObjectKind::Loadbalancer, lb)], move || done_tx.send(()).unwrap());
+            if lb == "x" {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        go_tx.send(()).unwrap();
+        for _ in 0..3 {
+            done.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+        assert_eq!(
+            taken.lock().unwrap().clone(),
+            [json!({"members": [{"id": "mb", "provisioning_status": "ACTIVE"}], "loadbalancers": [{"id": "b", "provisioning_status": "ACTIVE"}]})]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// The first report (load balancer `lb`, listener `l`, member `m0`) reaches the driver-agent, which
     /// applies it, say, and stops before answering; a later operation's report (member `m1`, `l`, `lb`) is
     /// queued meanwhile. `answer(n)` answers the status socket's `n`th request from the second on; the get
