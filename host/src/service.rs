@@ -697,16 +697,18 @@ impl Service {
 
     /// `adopt`, for a read that counts as beginning at `since`: an operation on the load balancer
     /// applied after `since`, or not yet reported to Octavia, is newer than the read, which is then
-    /// dropped (`Adopted::Superseded`). The periodic sync takes `since` when it lists the mapping.
+    /// dropped (`Adopted::Superseded`). With `skip_pending`, a load balancer with an operation accepted
+    /// and not yet applied is left to that operation (`Adopted::Pending`). The periodic sync takes `since`
+    /// when it lists the mapping.
     pub fn adopt_as_of(&self, lb_id: &str, since: Ticket, skip_pending: bool) -> Result<Adopted, String> {
         let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return Ok(Adopted::NoGetSocket) };
         let tree = agent.get("loadbalancers", lb_id).map_err(|e| format!("{e:#}"))?;
-        if skip_pending && tree.as_ref().and_then(|t| t.get("provisioning_status")).and_then(Value::as_str).is_some_and(|s| s.starts_with("PENDING")) {
-            return Ok(Adopted::Pending);
-        }
         let mut sandbox = self.sandbox.lock().unwrap();
         if !self.epochs.current(lb_id, since) {
             return Ok(Adopted::Superseded);
+        }
+        if skip_pending && self.operation_waiting(lb_id) {
+            return Ok(Adopted::Pending);
         }
         let adopted = match &tree {
             Some(tree) => {
@@ -748,8 +750,10 @@ impl Service {
     }
 
     /// Programs the load balancers whose operations failed at LoxiLB (see `reprogram.rs`) as Octavia's get
-    /// socket shows them now, and reports their objects ACTIVE. One with an operation in flight, or applied
-    /// and not yet reported, is left to the next round (that operation may fail too, or bring it up to date).
+    /// socket shows them now, and reports their objects ACTIVE. One with an operation accepted and not yet
+    /// applied, or applied and not yet reported, is left to the next round (that operation may fail too, or
+    /// bring it up to date; reported ACTIVE meanwhile, the load balancer would be open to changes while
+    /// Octavia still shows that operation's objects PENDING).
     pub fn reprogram_failed(&self) {
         let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return };
         for lb in self.reprogram.due() {
@@ -758,11 +762,8 @@ impl Service {
                 Ok(tree) => tree,
                 Err(e) => return tracing::debug!("programming load balancers that failed at LoxiLB: get socket unavailable: {e:#}"),
             };
-            if tree.as_ref().and_then(|t| t.get("provisioning_status")).and_then(Value::as_str).is_some_and(|s| s.starts_with("PENDING")) {
-                continue;
-            }
             let mut sandbox = self.sandbox.lock().unwrap();
-            if !self.epochs.current(&lb, since) {
+            if !self.epochs.current(&lb, since) || self.operation_waiting(&lb) {
                 continue;
             }
             let Some(tree) = tree else {
@@ -798,6 +799,16 @@ impl Service {
                 self.reprogram.failed_again(&lb);
             }
         }
+    }
+
+    /// Whether an operation of `lb` was accepted and is still queued or being applied: Octavia shows the
+    /// load balancer PENDING until it is reported (the provider casts before Octavia commits, so every
+    /// object its get socket shows was cast by then). Its get socket does not say: it leaves provisioning
+    /// statuses out of what it answers. Only the Unix-socket transport's operations are seen here; an AMQP
+    /// host cannot see those RabbitMQ holds for it.
+    fn operation_waiting(&self, lb: &str) -> bool {
+        let lanes = self.lanes.lock().unwrap().clone();
+        lanes.is_some_and(|lanes| lanes.has_work_after(lb, 0))
     }
 
     /// Whether Octavia shows that an operation accepted before a restart was reported then: its object
@@ -950,7 +961,7 @@ pub enum Adopted {
     Removed,
     /// An operation on it was applied after the read began, or is not reported yet: the read is stale.
     Superseded,
-    /// An operation on it is in flight; that operation brings it up to date.
+    /// An operation on it was accepted and is not applied yet; that operation brings it up to date.
     Pending,
     NoGetSocket,
 }

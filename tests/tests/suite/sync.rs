@@ -379,6 +379,38 @@ fn a_member_added_while_loxilb_was_down_is_programmed_once_it_answers_and_a_dele
 }
 
 #[test]
+fn a_load_balancer_that_failed_at_loxilb_is_not_reported_active_while_an_operation_of_it_waits() {
+    // Octavia's get socket leaves provisioning statuses out of what it answers: only the host's own lanes
+    // show an operation of the load balancer accepted and not yet applied. Reported ACTIVE meanwhile, the
+    // load balancer was open to further changes while Octavia showed that operation's member PENDING.
+    const M3: &str = "cccccccc-0000-4000-8000-000000000103";
+    let host = Host::start("reprogram-waiting", Duration::from_secs(5));
+    host.create(&tree(&[(M1, "10.30.1.1")]));
+    host.octavia.commit(&tree(&[(M1, "10.30.1.1"), (M2, "10.30.1.2")]));
+    host.sim.inject_fault(100_000, loxilb_sim::Fault::Reset);
+    host.service.apply("member_create", &json!({"member": member(M2, P1, "10.30.1.2", 8080, 1), "loadbalancer_id": LB}));
+    host.sim.inject_fault(0, loxilb_sim::Fault::Reset);
+    assert!(!host.service.reprogram.is_empty());
+
+    host.service.start_worker(Vec::new());
+    host.service.cast("member_create", json!({"member": member(M3, P1, "10.30.1.3", 8080, 1), "loadbalancer_id": LB})).unwrap();
+    let before = recorded(&host);
+    host.service.reprogram_failed();
+    assert_eq!(reported_since(&host, before), Vec::<(String, String)>::new(), "reported while the member's operation waits for its commit");
+    assert!(!host.service.reprogram.is_empty(), "left to a later round");
+
+    host.octavia.commit(&tree(&[(M1, "10.30.1.1"), (M2, "10.30.1.2"), (M3, "10.30.1.3")]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while host.service.backlog() > 0 {
+        assert!(Instant::now() < deadline, "the member's operation was not applied");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    host.service.reprogram_failed();
+    assert_eq!(host.endpoints(), ["10.30.1.1", "10.30.1.2", "10.30.1.3"]);
+    assert!(host.service.reprogram.is_empty());
+}
+
+#[test]
 fn a_failover_programs_what_failed_at_loxilb_at_the_next_check_rather_than_after_its_pause() {
     let host = Host::start("reprogram-failover", Duration::from_secs(5));
     host.create(&tree(&[(M1, "10.30.1.1")]));
