@@ -811,33 +811,25 @@ impl Service {
         lanes.is_some_and(|lanes| lanes.has_work_after(lb, 0))
     }
 
-    /// Whether Octavia shows that an operation accepted before a restart was reported then: its object
-    /// has left the PENDING state the operation put it in (or, deleted, is gone). A host that stops
-    /// between reporting an operation and marking it done in the inbox (or acknowledging its AMQP
-    /// delivery) applies it again when it starts; its statuses sent again would undo a later operation's
-    /// PENDING state in Octavia (a load balancer ACTIVE while a member added since is still being
-    /// programmed, open to further changes meanwhile). An object still in that PENDING state is taken as
-    /// not reported (an update reported, then another update of the same object accepted, cannot be told
-    /// apart from it), and so is one Octavia cannot be asked about: an object left PENDING for good is
-    /// the worse outcome.
+    /// Whether Octavia shows that an operation accepted before a restart (or redelivered by RabbitMQ) was
+    /// reported then. A host that stops between reporting an operation and marking it done in the inbox
+    /// (or acknowledging its AMQP delivery) applies it again when it starts; its statuses sent again would
+    /// undo a later operation's PENDING state in Octavia (a load balancer ACTIVE while a member added since
+    /// is still being programmed, open to further changes meanwhile).
+    ///
+    /// Octavia's get socket leaves provisioning statuses out of what it answers, so only a delete shows
+    /// as reported: its object is gone. Any other operation is taken as not reported (an object left
+    /// PENDING for good is the worse outcome): over the Unix socket the reporter then leaves its statuses
+    /// to a later operation of its load balancer still waiting in the lanes (`Reporter::submit_applied`);
+    /// over AMQP they are sent again, and the later operation's own report brings the load balancer back.
     fn reported_before(&self, method: &str, args: &Value) -> bool {
         let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return false };
-        let Some((collection, id, pending)) = pending_state_of(method, args) else { return false };
-        match agent.get(collection, &id) {
-            Ok(Some(object)) => {
-                let shown = object.get("provisioning_status").and_then(Value::as_str);
-                let moved_on = shown.is_some_and(|shown| shown != pending);
-                if moved_on {
-                    tracing::info!(
-                        "{method} {id}, accepted before the restart, was reported then (Octavia shows it {}): not reporting it again",
-                        shown.unwrap_or("-")
-                    );
-                }
-                moved_on
-            }
-            Ok(None) => pending == "PENDING_DELETE",
-            Err(_) => false,
+        let Some((collection, id, "PENDING_DELETE")) = pending_state_of(method, args) else { return false };
+        let gone = matches!(agent.get(collection, &id), Ok(None));
+        if gone {
+            tracing::info!("{method} {id}, accepted before the restart, was reported then (Octavia no longer has it): not reporting it again");
         }
+        gone
     }
 
     /// Waits until Octavia's get socket shows what the operation refers to as committed: a created object

@@ -69,9 +69,14 @@ pub trait StatusSink: Send + Sync {
     /// again as it was, the document would set the load balancer ACTIVE in the middle of that operation. Its
     /// caller leaves out what a later report will send (see `Reporter`). An attempt that could not connect
     /// cannot have been applied: the document then goes again whole.
+    /// This one, for sinks whose every attempt is taken, asks `left` once when `sent_before`.
     fn report_left(&self, document: &Value, sent_before: bool, left: &dyn Fn() -> Option<Value>) {
-        let _ = (sent_before, left);
-        self.report(document);
+        if !sent_before {
+            return self.report(document);
+        }
+        if let Some(rest) = left() {
+            self.report(&rest);
+        }
     }
 
     /// `report`, for callers that must go on and send it again later (the monitor's passes): stops once

@@ -18,7 +18,8 @@ fn tempdir(name: &str) -> TempDir {
     TempDir::new(&format!("loxilb-accepting-{name}"))
 }
 
-/// Octavia's get socket, showing only the objects marked committed (`{}` is "not found").
+/// Octavia's get socket, showing only the objects marked committed (`{}` is "not found"), as Octavia's does:
+/// without their provisioning status.
 struct GetSocket {
     path: PathBuf,
     committed: Arc<Mutex<HashSet<String>>>,
@@ -34,7 +35,7 @@ impl GetSocket {
             for mut stream in listener.incoming().flatten() {
                 let Ok(request) = read_frame(&mut stream) else { continue };
                 let id = request["id"].as_str().unwrap_or_default().to_string();
-                let answer = if shown.lock().unwrap().contains(&id) { json!({"id": id, "provisioning_status": "ACTIVE"}) } else { json!({}) };
+                let answer = if shown.lock().unwrap().contains(&id) { json!({"id": id}) } else { json!({}) };
                 let _ = write_frame(&mut stream, &answer);
             }
         });
@@ -347,45 +348,80 @@ fn casts_arriving_together_share_the_inbox_sync() {
     assert_eq!(recorded.lines().filter(|l| l.contains("\"seq\"")).count(), casts, "every accepted cast is in the inbox");
 }
 
-/// A service whose get socket shows these objects, each in its provisioning status, and nothing else.
-fn service_where_octavia_shows(name: &str, shown: [(&String, &'static str); 2]) -> (Arc<Service>, Arc<RecordingSink>, FakeGetSocket) {
-    let shown: std::collections::HashMap<String, &str> = shown.into_iter().map(|(id, status)| (id.clone(), status)).collect();
-    let get = FakeGetSocket::start(name, move |_, id| Ok(shown.get(id).map(|status| json!({"id": id, "provisioning_status": status}))));
+/// A service whose get socket answers for an id what `shows` says, as Octavia's does: an object without
+/// its provisioning status, or nothing.
+fn service_where_octavia_shows(name: &str, shows: impl Fn(&str) -> Option<Value> + Send + Sync + 'static) -> (Arc<Service>, Arc<RecordingSink>, FakeGetSocket) {
+    let get = FakeGetSocket::start(name, move |_, id| Ok(shows(id)));
     let sink = Arc::new(RecordingSink::default());
     let service = Service::new(sandbox(Arc::new(RecordingLoxi::default())), Some(get.agent()), sink.clone(), Duration::from_secs(30));
     (service, sink, get)
 }
 
+/// How many statuses of `id` the documents hold.
+fn statuses_of(sink: &RecordingSink, id: &str) -> usize {
+    provisioning_statuses(&sink.documents.lock().unwrap()).iter().filter(|(object, _)| object.ends_with(id)).count()
+}
+
 #[test]
-fn an_operation_reported_before_a_restart_is_not_reported_again_over_a_later_one() {
+fn an_operation_reported_before_a_restart_is_left_to_a_later_one_of_its_load_balancer() {
     // A host that stops between reporting an operation and marking it done in its inbox applies it again
-    // when it starts. Octavia had moved on: a member added since held the load balancer PENDING_UPDATE,
-    // and the create reported again set it ACTIVE while the member was still PENDING_CREATE (as `make
-    // reliability` saw), open to further changes meanwhile.
-    let (reported, unreported) = (lb_id(41), lb_id(42));
-    let (service, sink, _get) = service_where_octavia_shows("reported-before", [(&reported, "PENDING_UPDATE"), (&unreported, "PENDING_CREATE")]);
-    service.start_worker(vec![(1, "loadbalancer_create".into(), lb_create(41)), (2, "loadbalancer_create".into(), lb_create(42))]);
-    assert!(wait_status(&sink, &format!("loadbalancers/{unreported}"), "ACTIVE", Duration::from_secs(5)), "{:?}", sink.documents.lock().unwrap());
+    // when it starts. Octavia had moved on: it admitted an update of the load balancer, which this host
+    // accepted too, behind the create. Reported again, the create set the load balancer ACTIVE while the
+    // update was still pending (as `make reliability` saw, over a member PENDING_CREATE), open to further
+    // changes meanwhile. Octavia's get socket cannot tell (it leaves provisioning statuses out); the update
+    // waiting in the load balancer's lane does.
+    let (moved_on, alone) = (lb_id(41), lb_id(42));
+    let renamed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let shows = {
+        let (moved_on, alone, renamed) = (moved_on.clone(), alone.clone(), Arc::clone(&renamed));
+        move |id: &str| {
+            let committed = id == moved_on && renamed.load(std::sync::atomic::Ordering::SeqCst);
+            (id == moved_on || id == alone).then(|| if committed { json!({"id": id, "name": "x"}) } else { json!({"id": id}) })
+        }
+    };
+    let (service, sink, _get) = service_where_octavia_shows("reported-before", shows);
+    let update = json!({"loadbalancer_id": moved_on, "old_loadbalancer": lb_create(41)["loadbalancer"], "new_loadbalancer": {"name": "x"}});
+    service.start_worker(vec![
+        (1, "loadbalancer_create".into(), lb_create(41)),
+        (2, "loadbalancer_create".into(), lb_create(42)),
+        (3, "loadbalancer_update".into(), update),
+    ]);
+    assert!(wait_status(&sink, &format!("loadbalancers/{alone}"), "ACTIVE", Duration::from_secs(5)), "{:?}", sink.documents.lock().unwrap());
+    // While the update waits for its commit to show, nothing of the load balancer is reported.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(statuses_of(&sink, &moved_on), 0, "{:?}", sink.documents.lock().unwrap());
+    renamed.store(true, std::sync::atomic::Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(5);
     while service.backlog() > 0 {
         assert!(Instant::now() < deadline, "the restored operations were not applied");
         std::thread::sleep(Duration::from_millis(10));
     }
-    // Applied again all the same (LoxiLB and the mapping hold what it made), only not reported.
-    assert!(service.sandbox.lock().unwrap().mapping().get(&reported).is_some());
-    let documents = sink.documents.lock().unwrap();
-    assert!(!provisioning_statuses(&documents).iter().any(|(object, _)| object.ends_with(&reported)), "{documents:?}");
+    // Applied again all the same (LoxiLB and the mapping hold what it made), and reported once: by the update.
+    assert!(service.sandbox.lock().unwrap().mapping().get(&moved_on).is_some());
+    assert_eq!(statuses_of(&sink, &moved_on), 1, "{:?}", sink.documents.lock().unwrap());
 }
 
 #[test]
-fn a_redelivered_operation_octavia_shows_reported_is_not_reported_again() {
-    // RabbitMQ redelivers what a host took and did not acknowledge: it may have reported it first.
-    let (reported, unreported) = (lb_id(43), lb_id(44));
-    let (service, sink, _get) = service_where_octavia_shows("redelivered", [(&reported, "ACTIVE"), (&unreported, "PENDING_CREATE")]);
-    assert!(service.apply_while("loadbalancer_create", &lb_create(43), true, &|| true).is_some_and(|s| !s.is_empty()));
-    assert!(service.apply_while("loadbalancer_create", &lb_create(44), true, &|| true).is_some_and(|s| !s.is_empty()));
-    let documents = sink.documents.lock().unwrap();
+fn a_redelivered_delete_octavia_no_longer_shows_is_not_reported_again() {
+    // RabbitMQ redelivers what a host took and did not acknowledge: it may have reported it first. Of a
+    // delete, Octavia shows so: the object is gone. Of anything else its get socket cannot say (it leaves
+    // provisioning statuses out), and the operation is reported again: an object left PENDING for good is
+    // the worse outcome.
+    const LB: &str = "cccccccc-0000-4000-8000-000000000050";
+    const POOL: &str = "cccccccc-0000-4000-8000-000000000051";
+    const LISTENER: &str = "cccccccc-0000-4000-8000-000000000052";
+    let id = |n: u32| format!("cccccccc-0000-4000-8000-00000000006{n}");
+    let m = |n: u32| member(&id(n), POOL, &format!("10.30.9.{n}"), 8080, 1);
+    let gone = id(1);
+    let (service, sink, _get) = service_where_octavia_shows("redelivered", move |asked| (asked != gone).then(|| json!({"id": asked})));
+    let tree = loadbalancer(LB, "10.30.9.100", vec![listener(LISTENER, LB, "TCP", 80, Some(pool(POOL, LB, Some(LISTENER), "TCP", vec![m(1), m(2)], None)))]);
+    assert!(!service.apply("loadbalancer_create", &json!({"loadbalancer": tree})).is_empty());
+    let before = sink.documents.lock().unwrap().len();
+    for n in [1, 2] {
+        assert!(service.apply_while("member_delete", &json!({"member": m(n)}), true, &|| true).is_some_and(|s| !s.is_empty()));
+    }
+    let documents = sink.documents.lock().unwrap()[before..].to_vec();
     let statuses = provisioning_statuses(&documents);
-    assert!(!statuses.iter().any(|(object, _)| object.ends_with(&reported)), "{documents:?}");
-    assert!(statuses.contains(&(format!("loadbalancers/{unreported}"), "ACTIVE".to_string())), "{documents:?}");
+    assert!(!statuses.iter().any(|(object, _)| object.ends_with(&id(1))), "{documents:?}");
+    assert!(statuses.contains(&(format!("members/{}", id(2)), "DELETED".to_string())), "{documents:?}");
 }

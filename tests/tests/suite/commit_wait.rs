@@ -34,7 +34,7 @@ fn lb_create(n: u32, ticket: Option<&str>) -> Value {
 /// A host serving the provider socket (in a directory that lasts as long as the returned one), whose get
 /// socket answers `committed` for every object.
 fn serving(name: &str, committed: bool) -> (Arc<Service>, Arc<RecordingSink>, FakeGetSocket, PathBuf, TempDir) {
-    let get = FakeGetSocket::start(name, move |_, id| Ok(committed.then(|| json!({"id": id, "provisioning_status": "PENDING_CREATE"}))));
+    let get = FakeGetSocket::start(name, move |_, id| Ok(committed.then(|| json!({"id": id}))));
     let sink = Arc::new(RecordingSink::default());
     let service = Service::new(sandbox(Arc::new(RecordingLoxi::default())), Some(get.agent()), sink.clone(), Duration::from_secs(30));
     service.start_worker(Vec::new());
@@ -145,9 +145,7 @@ fn an_operation_the_provider_names_by_its_pool_waits_behind_its_load_balancers_e
     let released = Arc::new(AtomicBool::new(false));
     let release = Arc::clone(&released);
     // Every object is committed but the second listener, until released.
-    let get = FakeGetSocket::start("ordered-by-pool", move |_, id| {
-        Ok((id != held || release.load(Ordering::SeqCst)).then(|| json!({"id": id, "provisioning_status": "PENDING_CREATE"})))
-    });
+    let get = FakeGetSocket::start("ordered-by-pool", move |_, id| Ok((id != held || release.load(Ordering::SeqCst)).then(|| json!({"id": id}))));
     let sink = Arc::new(RecordingSink::default());
     let service = Service::new(sandbox(Arc::new(RecordingLoxi::default())), Some(get.agent()), sink.clone(), Duration::from_secs(30));
     service.start_worker(Vec::new());
