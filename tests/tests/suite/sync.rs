@@ -411,6 +411,25 @@ fn a_load_balancer_that_failed_at_loxilb_is_not_reported_active_while_an_operati
 }
 
 #[test]
+fn the_sync_leaves_a_load_balancer_to_an_operation_of_it_still_waiting() {
+    // The get socket shows a member whose create the host accepted and has not applied yet (Octavia
+    // committed it): the operation, not the sync, brings the load balancer up to date.
+    let host = Host::start("sync-waiting", Duration::from_secs(5));
+    host.create(&tree(&[(M1, "10.30.1.1")]));
+    host.service.start_worker(Vec::new());
+    host.service.cast("member_create", json!({"member": member(M2, P1, "10.30.1.2", 8080, 1), "loadbalancer_id": LB})).unwrap();
+    assert_eq!(host.service.adopt(LB, true), Ok(host::service::Adopted::Pending));
+    host.octavia.commit(&tree(&[(M1, "10.30.1.1"), (M2, "10.30.1.2")]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while host.service.backlog() > 0 {
+        assert!(Instant::now() < deadline, "the member's operation was not applied");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(host.service.adopt(LB, true), Ok(host::service::Adopted::Synced));
+    assert_eq!(host.endpoints(), ["10.30.1.1", "10.30.1.2"]);
+}
+
+#[test]
 fn a_failover_programs_what_failed_at_loxilb_at_the_next_check_rather_than_after_its_pause() {
     let host = Host::start("reprogram-failover", Duration::from_secs(5));
     host.create(&tree(&[(M1, "10.30.1.1")]));
