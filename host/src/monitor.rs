@@ -108,8 +108,9 @@ impl Monitor {
     /// thousand load balancers out of LoxiLB for minutes. Programming the mapping first re-serves nothing
     /// Octavia deleted: an object is reported DELETED only after its removal from the mapping is committed,
     /// and while the host is down a delete cannot complete (the provider's cast fails, or waits in
-    /// RabbitMQ with the object PENDING_DELETE). A mapping rebuilt after journal damage comes from LoxiLB's
-    /// own rules.
+    /// RabbitMQ with the object PENDING_DELETE). That holds for one host: with several AMQP hosts another
+    /// completes deletes meanwhile (the README's known limitation of several hosts). A mapping rebuilt
+    /// after journal damage comes from LoxiLB's own rules.
     pub fn begin(&self, upkeep: &mut Upkeep) {
         self.reconcile_targets();
         upkeep.syncing = self.list_for_sync();
