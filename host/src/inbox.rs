@@ -82,13 +82,15 @@ impl State {
         let written = self.file.append(&line).and_then(|()| if sync { self.file.sync() } else { Ok(()) });
         match written {
             Ok(()) => {
+                let before = self.len;
                 self.len += line.len() as u64;
                 if self.torn {
-                    // The leftover before this line is in the file too: count it, so that cutting
-                    // unsynced lines off later cuts at their start.
+                    // The leftover before this line is in the file too: count it as appended with the
+                    // line, so that a failed sync later cuts it off with the line rather than leaving it
+                    // at the end, unterminated, to swallow the next record.
                     self.len = self.file.size().unwrap_or(self.len);
                 }
-                self.appended += line.len() as u64;
+                self.appended += self.len - before;
                 self.torn = false;
                 Ok(())
             }
@@ -587,6 +589,27 @@ pub(crate) mod tests {
         let Opened { pending, damaged, .. } = Inbox::open(&path).expect("the host starts");
         assert_eq!(pending.iter().map(|p| (p.0, p.2["n"].as_u64().unwrap())).collect::<Vec<_>>(), vec![(b, 2), (d, 4)]);
         assert_eq!(damaged.len(), 1, "the leftover is one damaged line of its own: {damaged:?}");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_leftover_that_could_not_be_cut_is_cut_with_the_unsynced_record_after_it() {
+        // The leftover of a write that could not be cut back, then a record whose sync fails: the cut went
+        // back only over the records it counted, left the leftover at the end with no newline, and the next
+        // accepted record was written onto it (damaged on reading, never applied nor reported).
+        let (path, inbox, control) = open_on("uncut-unsynced", Disk::default());
+        *control.budget.lock().unwrap() = Some(12);
+        *control.truncate_fails.lock().unwrap() = true;
+        assert!(inbox.accept("member_create", &json!({"n": 1})).is_err());
+        *control.budget.lock().unwrap() = None;
+        *control.truncate_fails.lock().unwrap() = false;
+        *control.sync_fails.lock().unwrap() = true;
+        assert!(inbox.accept("member_create", &json!({"n": 2})).is_err());
+        *control.sync_fails.lock().unwrap() = false;
+        let d = inbox.accept("member_create", &json!({"n": 3})).unwrap();
+        let Opened { pending, damaged, .. } = Inbox::open(&path).expect("the host starts");
+        assert_eq!(pending.iter().map(|p| (p.0, p.2["n"].as_u64().unwrap())).collect::<Vec<_>>(), vec![(d, 3)], "{damaged:?}");
+        assert!(damaged.is_empty(), "{damaged:?}");
         std::fs::remove_file(path).unwrap();
     }
 
