@@ -9,7 +9,7 @@ pub mod mapping_view;
 
 use std::sync::Arc;
 
-use wasmtime::{ResourceLimiter, StoreLimits};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 
 use crate::mapping::Mapping;
 
@@ -34,6 +34,21 @@ pub struct HostState {
 pub struct GuestLimits {
     pub limits: StoreLimits,
     pub grown_to: usize,
+}
+
+/// Tables per policy instance, and elements per table. A component has a few tables of at most some
+/// thousands of functions; their elements are host memory, which the memory cap does not count.
+const MAX_TABLES: usize = 16;
+const MAX_TABLE_ELEMENTS: usize = 1 << 16;
+
+impl GuestLimits {
+    /// The limits of a policy instance whose memory may grow to `memory_bytes`: one memory (the cap
+    /// applies to each memory, so a second would double what the policy may hold; the engine also refuses
+    /// modules declaring several), tables of bounded size, and the few core instances a component has.
+    pub fn new(memory_bytes: usize) -> GuestLimits {
+        let limits = StoreLimitsBuilder::new().memory_size(memory_bytes).memories(1).tables(MAX_TABLES).table_elements(MAX_TABLE_ELEMENTS).instances(4).build();
+        GuestLimits { limits, grown_to: 0 }
+    }
 }
 
 impl ResourceLimiter for GuestLimits {
@@ -72,3 +87,42 @@ impl crate::runtime::bindings::octavia::Host for HostState {}
 impl crate::runtime::bindings::loxilb_types::Host for HostState {}
 impl crate::runtime::bindings::mapping::Host for HostState {}
 impl crate::runtime::bindings::policy_types::Host for HostState {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::{Instance, Module, Store};
+
+    fn module(text: &str) -> wasmtime::Result<Module> {
+        Module::new(crate::runtime::engine(), wat::parse_str(text).expect("valid text"))
+    }
+
+    fn store() -> Store<GuestLimits> {
+        let mut store = Store::new(crate::runtime::engine(), GuestLimits::new(16 << 20));
+        store.limiter(|limits| limits);
+        store.set_epoch_deadline(1000);
+        store
+    }
+
+    #[test]
+    fn a_policy_instance_has_one_memory() {
+        // The memory cap applies to each memory: a policy with several could hold as many times its cap.
+        assert!(module("(module (memory 1) (memory 1))").is_err(), "a module declaring two memories is refused");
+        let one = module("(module (memory 1))").unwrap();
+        let mut store = store();
+        Instance::new(&mut store, &one, &[]).unwrap();
+        assert!(Instance::new(&mut store, &one, &[]).is_err(), "a second memory in the instance's store is refused");
+    }
+
+    #[test]
+    fn a_table_grows_only_within_its_bound() {
+        // Table elements are host memory outside the cap: growing one by 2^31 took ~16 GiB of the host.
+        let grower =
+            module(r#"(module (table 0 funcref) (func (export "grow") (param i32) (result i32) (table.grow (ref.null func) (local.get 0))))"#).unwrap();
+        let mut store = store();
+        let instance = Instance::new(&mut store, &grower, &[]).unwrap();
+        let grow = instance.get_typed_func::<i32, i32>(&mut store, "grow").unwrap();
+        assert_eq!(grow.call(&mut store, 1000).unwrap(), 0, "a table of a thousand functions grows");
+        assert_eq!(grow.call(&mut store, 1 << 20).unwrap(), -1, "a million more is refused");
+    }
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use wasmtime::component::Component;
-use wasmtime::{Engine, Store, StoreLimitsBuilder};
+use wasmtime::{Engine, Store};
 
 use super::bindings::loxilb_types::{LbRule, ObservedRule};
 use super::bindings::octavia::ObjectStatus;
@@ -188,7 +188,7 @@ impl Sandbox {
 
     fn ensure_live(&mut self) -> Result<&mut Live, CallError> {
         if self.live.is_none() {
-            let limits = GuestLimits { limits: StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).instances(4).build(), grown_to: 0 };
+            let limits = GuestLimits::new(self.limits.memory_bytes);
             let mut store = Store::new(super::engine(), HostState { grants: self.wiring.grants(), limits });
             store.limiter(|s| &mut s.limits);
             store.set_epoch_deadline(self.deadline_ticks());

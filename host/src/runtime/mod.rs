@@ -32,6 +32,8 @@ pub fn engine() -> &'static Engine {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        // One memory per module: `guest_memory_limit_mb` caps each memory (see `caps::GuestLimits`).
+        config.wasm_multi_memory(false);
         // Copy-on-write data images need wasmtime's own memories; the policy's data segments are small.
         config.with_host_memory(Arc::new(memory::HugePageMemories)).memory_init_cow(false);
         // `perf` names the policy's functions (from /tmp/perf-<pid>.map) when asked for.
