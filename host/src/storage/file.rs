@@ -88,6 +88,8 @@ pub struct FileStore {
     #[cfg(test)]
     fail_next_write: std::sync::atomic::AtomicBool,
     #[cfg(test)]
+    fail_next_rotation_fsync: std::sync::atomic::AtomicBool,
+    #[cfg(test)]
     slow_prune: std::sync::atomic::AtomicBool,
 }
 
@@ -682,6 +684,8 @@ impl FileStore {
             #[cfg(test)]
             fail_next_write: Default::default(),
             #[cfg(test)]
+            fail_next_rotation_fsync: Default::default(),
+            #[cfg(test)]
             slow_prune: Default::default(),
         })
     }
@@ -935,7 +939,22 @@ impl MappingStore for FileStore {
                 let _ = inner.file.set_len(len);
                 return Err(format!("appending to {}: {e}", old.display()));
             }
-            fsync(&inner.file, true).map_err(|e| format!("fsync {}: {e}", old.display()))?;
+            #[cfg(test)]
+            let synced = if self.fail_next_rotation_fsync.swap(false, Ordering::SeqCst) {
+                Err(std::io::Error::from_raw_os_error(libc::EIO))
+            } else {
+                fsync(&inner.file, true)
+            };
+            #[cfg(not(test))]
+            let synced = fsync(&inner.file, true);
+            if let Err(e) = synced {
+                // Linux reports a failed writeback once per open file: a later fsync of this segment would
+                // succeed without the pages it lost. Its records are durable only through the next snapshot.
+                let message = format!("fsync {}: {e}", old.display());
+                tracing::error!("{message}");
+                inner.failed = Some(message.clone());
+                return Err(message);
+            }
             Ok::<_, String>((file, len))
         })();
         let (file, len) = rotated.inspect_err(|_| metrics::STORAGE_ERRORS.inc())?;
@@ -1226,6 +1245,23 @@ mod tests {
         assert!(store.replay().unwrap().is_empty());
         let segments = list(&dir, "m.json").unwrap().segments;
         assert_eq!(segments.into_iter().collect::<Vec<_>>(), vec![3]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_fsync_while_rotating_leaves_the_journal_not_durable_until_a_snapshot() {
+        // The fsync that failed consumed the error: the next fsync of the segment would succeed without
+        // the pages the failed one lost, and the records before it were reported durable.
+        let dir = temp_dir("rotation-fsync");
+        let store = FileStore::open(&dir.join("m.json")).unwrap();
+        store.write_snapshot(b"{\"v\":1\n}".to_vec()).unwrap();
+        store.finish_snapshot().unwrap();
+        store.append(b"{\"a\":1}").unwrap();
+        store.fail_next_rotation_fsync.store(true, Ordering::SeqCst);
+        assert!(store.write_snapshot(b"{\"v\":2\n}".to_vec()).is_err());
+        assert!(store.sync().is_err(), "reported durable after the failed fsync");
+        store.write_snapshot(b"{\"v\":3\n}".to_vec()).unwrap();
+        store.sync().unwrap();
         fs::remove_dir_all(dir).unwrap();
     }
 
