@@ -69,12 +69,11 @@ impl Policy {
         Policy { held: Mutex::new(Held { sandbox, in_flight: 0, touched: HashSet::new(), waiting: 0, sleepers: 0 }), changed: Condvar::new() }
     }
 
-    /// The policy with no operation in flight.
+    /// The policy with no operation in flight. Never poisoned: a panic while it was held (a bug) fails
+    /// what panicked, and the rest of the host takes it as operations do (`take_off`); otherwise every
+    /// later reconciliation, sync and swap would panic in turn while operations went on.
     pub fn lock(&self) -> LockResult<Guard<'_>> {
-        match self.held.lock() {
-            Ok(held) => Ok(self.quiet(held)),
-            Err(poisoned) => Err(PoisonError::new(Guard { held: poisoned.into_inner(), changed: &self.changed })),
-        }
+        Ok(self.quiet(self.held.lock().unwrap_or_else(PoisonError::into_inner)))
     }
 
     /// The policy as it is between two translations: operations may be in flight, their mapping changes

@@ -155,6 +155,8 @@ pub static CACHE_MISSES: Counter = Counter::new("mapping_cache_misses_total", "M
 pub static RECOVERY_ATTEMPTS: Counter = Counter::new("recovery_attempts_total", "Mapping recoveries started (startup, runtime, reconciliation).");
 pub static RECOVERY_SUCCESSES: Counter = Counter::new("recovery_successes_total", "Mapping recoveries that succeeded.");
 pub static RECOVERY_FAILURES: Counter = Counter::new("recovery_failures_total", "Mapping recoveries that failed.");
+pub static MONITOR_PANICS: Counter =
+    Counter::new("monitor_panics_total", "Liveness checks (and start passes) of the monitor that panicked, each a bug; the next check runs.");
 
 // The policy sandbox (linear memory never shrinks; a full render's instance is recycled, `runtime::instance`).
 pub static POLICY_MEMORY_PEAK: Gauge = Gauge::new(
@@ -234,6 +236,7 @@ const BUILT_IN: &[Metric] = &[
     Metric::Counter(&RECOVERY_ATTEMPTS),
     Metric::Counter(&RECOVERY_SUCCESSES),
     Metric::Counter(&RECOVERY_FAILURES),
+    Metric::Counter(&MONITOR_PANICS),
     Metric::Gauge(&POLICY_MEMORY_PEAK),
     Metric::Gauge(&POLICY_MEMORY_LIMIT),
     Metric::Counter(&POLICY_MEMORY_REFUSED),

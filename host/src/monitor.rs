@@ -94,11 +94,27 @@ impl Monitor {
 
     fn run(self) {
         let mut upkeep = Upkeep::default();
-        self.begin(&mut upkeep);
+        self.surviving("the start's pass", || self.begin(&mut upkeep));
         loop {
             std::thread::sleep(LIVENESS_PERIOD);
-            self.tick(&mut upkeep);
+            self.checked_tick(&mut upkeep);
         }
+    }
+
+    /// `tick`, surviving a panic in it (a bug, in a LoxiLB client say): the next check runs as usual.
+    /// Before, the monitor's thread ended, and with it reconciliation, the sync from Octavia, health
+    /// reports and reprogramming, while operations went on. Whether the check completed.
+    pub fn checked_tick(&self, upkeep: &mut Upkeep) -> bool {
+        self.surviving("a check", || self.tick(upkeep))
+    }
+
+    fn surviving(&self, what: &str, step: impl FnOnce()) -> bool {
+        let completed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).is_ok();
+        if !completed {
+            crate::metrics::MONITOR_PANICS.inc();
+            tracing::error!("the monitor's {what} panicked (a bug); the next check runs in {LIVENESS_PERIOD:?}");
+        }
+        completed
     }
 
     /// The pass a start owes, made while operations are served already: LoxiLB brought to the mapping at

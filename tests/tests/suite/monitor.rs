@@ -91,6 +91,53 @@ impl LoxiTransport for Refusing {
     }
 }
 
+/// LoxiLB as the policy reaches it, with a client that panics on every change while `panic` is set (a bug).
+struct PanickingOnChange {
+    inner: Arc<dyn LoxiTransport>,
+    panic: std::sync::atomic::AtomicBool,
+}
+
+impl LoxiTransport for PanickingOnChange {
+    fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
+        assert!(method == "GET" || !self.panic.load(std::sync::atomic::Ordering::SeqCst), "a bug in the LoxiLB client");
+        self.inner.request(method, path, body)
+    }
+}
+
+#[test]
+fn a_check_that_panics_with_the_policy_held_leaves_the_monitor_and_the_policy_usable() {
+    // A bug that panicked in a check ended the monitor's thread (no more reconciliation, sync or health
+    // reports while operations went on); with the policy held, it also poisoned the policy for every
+    // later reconciliation and swap.
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let loxilb = Arc::new(PanickingOnChange {
+        inner: Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5))),
+        panic: std::sync::atomic::AtomicBool::new(false),
+    });
+    let sandbox = sandbox_with(&default_policy(), loxilb.clone(), Arc::new(MemoryStore::default()));
+    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let monitor = Monitor {
+        service: Arc::clone(&service),
+        loxilb: loxilb.clone(),
+        agent: None,
+        stats_interval: Duration::ZERO,
+        reconcile_interval: Duration::from_secs(3600),
+    };
+    let mut upkeep = Upkeep::default();
+    assert!(monitor.checked_tick(&mut upkeep));
+    service.apply("loadbalancer_create", &json!({"loadbalancer": one_member_tree()}));
+    let rules = sim.rules();
+
+    // LoxiLB restarts; repairing it, the client panics while the policy is held.
+    sim.restart();
+    loxilb.panic.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(!monitor.checked_tick(&mut upkeep), "the check did not panic");
+    assert!(service.sandbox.lock().is_ok(), "the policy stays usable");
+    loxilb.panic.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(monitor.checked_tick(&mut upkeep));
+    assert_eq!(sim.rules(), rules, "the next check repaired LoxiLB");
+}
+
 #[test]
 fn a_rule_reconciliation_cannot_bring_back_is_not_retried_at_every_check() {
     let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
