@@ -91,6 +91,15 @@ impl LoxiTransport for Refusing {
     }
 }
 
+/// A service whose policy and monitor both reach LoxiLB through `loxilb`, without Octavia's sockets; the
+/// monitor checks liveness and lost rules only (no statistics, a reconciliation pass an hour away).
+fn monitored_over(loxilb: Arc<dyn LoxiTransport>) -> (Arc<Service>, Monitor) {
+    let sandbox = sandbox_with(&default_policy(), Arc::clone(&loxilb), Arc::new(MemoryStore::default()));
+    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let monitor = Monitor { service: Arc::clone(&service), loxilb, agent: None, stats_interval: Duration::ZERO, reconcile_interval: Duration::from_secs(3600) };
+    (service, monitor)
+}
+
 /// LoxiLB as the policy reaches it, with a client that panics on every change while `panic` is set (a bug).
 struct PanickingOnChange {
     inner: Arc<dyn LoxiTransport>,
@@ -114,15 +123,7 @@ fn a_check_that_panics_with_the_policy_held_leaves_the_monitor_and_the_policy_us
         inner: Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5))),
         panic: std::sync::atomic::AtomicBool::new(false),
     });
-    let sandbox = sandbox_with(&default_policy(), loxilb.clone(), Arc::new(MemoryStore::default()));
-    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
-    let monitor = Monitor {
-        service: Arc::clone(&service),
-        loxilb: loxilb.clone(),
-        agent: None,
-        stats_interval: Duration::ZERO,
-        reconcile_interval: Duration::from_secs(3600),
-    };
+    let (service, monitor) = monitored_over(loxilb.clone());
     let mut upkeep = Upkeep::default();
     assert!(monitor.checked_tick(&mut upkeep));
     service.apply("loadbalancer_create", &json!({"loadbalancer": one_member_tree()}));
@@ -143,17 +144,9 @@ fn a_rule_reconciliation_cannot_bring_back_is_not_retried_at_every_check() {
     let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
     let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
     let policy_side = Arc::new(Refusing { inner: Arc::clone(&loxilb), refuse: false.into(), refused: 0.into() });
-    let sandbox = sandbox_with(&default_policy(), policy_side.clone(), Arc::new(MemoryStore::default()));
-    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
     // Reconciliation writes through the monitor's transport (each node of it): that one refuses.
     let _ = loxilb;
-    let monitor = Monitor {
-        service: Arc::clone(&service),
-        loxilb: policy_side.clone(),
-        agent: None,
-        stats_interval: Duration::ZERO,
-        reconcile_interval: Duration::from_secs(3600),
-    };
+    let (service, monitor) = monitored_over(policy_side.clone());
     let mut upkeep = Upkeep::default();
     let tree = one_member_tree();
     service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
