@@ -526,8 +526,9 @@ mod sink_tests {
         use std::sync::mpsc::channel;
 
         let dir = fresh_dir("left-per-load-balancer");
+        let (first_tx, first) = channel();
         let (go_tx, go) = channel::<()>();
-        let go = Mutex::new(go);
+        let (first_tx, go) = (Mutex::new(first_tx), Mutex::new(go));
         let taken = Arc::new(Mutex::new(Vec::new()));
         let took = Arc::clone(&taken);
         answer_on(
@@ -535,6 +536,7 @@ mod sink_tests {
             Box::new(move |document, n| match n {
                 // Holds the only sender while the two reports queue, so that they go as one document.
                 1 => {
+                    first_tx.lock().unwrap().send(()).unwrap();
                     go.lock().unwrap().recv_timeout(Duration::from_secs(10)).unwrap();
                     Some(ok())
                 }
@@ -553,7 +555,7 @@ mod sink_tests {
             let done_tx = done_tx.clone();
             reporter.submit(vec![active(ObjectKind::Member, member), active(ObjectKind::Loadbalancer, lb)], move || done_tx.send(()).unwrap());
             if lb == "x" {
-                std::thread::sleep(Duration::from_millis(50));
+                first.recv_timeout(Duration::from_secs(10)).unwrap();
             }
         }
         go_tx.send(()).unwrap();
