@@ -29,7 +29,7 @@ fn sandbox(loxilb: Arc<dyn LoxiTransport>) -> Sandbox {
 fn sandbox_on(loxilb: Arc<dyn LoxiTransport>, store: Arc<dyn MappingStore>) -> Sandbox {
     let policy = host::runtime::load(&host::runtime::default_policy_path()).expect("the default policy component");
     let mapping = host::app::load_mapping(store).unwrap();
-    let wiring = Wiring { loxilb, mapping, remove_orphans: false, log_target: "bench".into() };
+    let wiring = Wiring { loxilb, mapping, remove_orphans: false, served: Default::default(), log_target: "bench".into() };
     Sandbox::new(policy, wiring, Limits::default(), Settings { nat_mode: "fullnat".into(), bgp: false }).unwrap()
 }
 

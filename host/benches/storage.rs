@@ -163,7 +163,7 @@ fn policy() -> Arc<host::runtime::LoadedPolicy> {
 
 fn start(policy: &Arc<host::runtime::LoadedPolicy>, probe: &Arc<Probe>) -> Sandbox {
     let mapping = host::app::load_mapping(Arc::clone(probe) as Arc<dyn MappingStore>).expect("mapping loads");
-    let wiring = Wiring { loxilb: Arc::new(Ok200), mapping, remove_orphans: false, log_target: "bench".into() };
+    let wiring = Wiring { loxilb: Arc::new(Ok200), mapping, remove_orphans: false, served: Default::default(), log_target: "bench".into() };
     // 100k mappings need more than the 256 MiB default: loading and then compacting takes ~320 MiB.
     let limits = Limits { memory_bytes: 1 << 30, call_timeout: Duration::from_secs(600), ..Limits::default() };
     Sandbox::new(Arc::clone(policy), wiring, limits, Settings { nat_mode: "fullnat".into(), bgp: false }).expect("policy starts")

@@ -65,7 +65,13 @@ fn main() -> anyhow::Result<()> {
     // The service programs the simulator over HTTP with the host's own client, as it programs LoxiLB; the
     // checks run the candidate against an in-process simulator of their own (`conformance::SimulatorLoxi`).
     let loxilb = host::app::loxilb(&config)?;
-    let wiring = Wiring { loxilb, mapping: host::app::load_mapping(host::app::storage(&config)?)?, remove_orphans: false, log_target: "bench".into() };
+    let wiring = Wiring {
+        loxilb,
+        mapping: host::app::load_mapping(host::app::storage(&config)?)?,
+        remove_orphans: false,
+        served: Default::default(),
+        log_target: "bench".into(),
+    };
     let sandbox = Sandbox::new(host::runtime::load(&default)?, wiring, host::app::limits(&config), host::app::settings(&config))?;
     let service = Service::new(sandbox, None, Arc::new(host::octavia::status::RecordingSink::default()), Duration::from_secs(5));
     for i in 0..10 {

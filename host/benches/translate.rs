@@ -87,7 +87,7 @@ fn main() {
     let path = host::runtime::default_policy_path();
     let policy = host::runtime::load(&path).expect("the default policy component");
     let mapping = host::app::load_mapping(Arc::new(MemoryStore::default())).unwrap();
-    let wiring = Wiring { loxilb: Arc::new(NoLoxi), mapping, remove_orphans: false, log_target: "bench".into() };
+    let wiring = Wiring { loxilb: Arc::new(NoLoxi), mapping, remove_orphans: false, served: Default::default(), log_target: "bench".into() };
     let mut sandbox = Sandbox::new(policy, wiring, Limits::default(), Settings { nat_mode: "fullnat".into(), bgp: false }).unwrap();
     let plan = sandbox.translate(&op).unwrap().unwrap();
     assert_eq!(plan.calls.len(), 1);

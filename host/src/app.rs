@@ -110,6 +110,15 @@ pub fn limits(config: &Config) -> Limits {
     Limits { memory_bytes: (config.guest_memory_limit_mb as usize) << 20, call_timeout: config.guest_call_timeout, ..Limits::default() }
 }
 
+/// The load balancers the host acts for on its own: over AMQP, those of the shards it consumes
+/// (`served.rs`).
+pub fn served(config: &Config) -> crate::served::Served {
+    match config.transport {
+        crate::config::Transport::Unix => crate::served::Served::Everything,
+        crate::config::Transport::Amqp => crate::served::Served::Shards(Arc::new(crate::served::Shards::new(config.rpc_shards))),
+    }
+}
+
 /// Loads the configured policy and starts an instance over the configured grants.
 pub fn sandbox(config: &Config, loxilb: Arc<dyn LoxiTransport>, storage: Arc<dyn MappingStore>) -> Result<Sandbox> {
     let path = policy_path(config);
@@ -120,7 +129,8 @@ pub fn sandbox(config: &Config, loxilb: Arc<dyn LoxiTransport>, storage: Arc<dyn
     // The built-in policy logs as the file it is built from (guest.wasm) would.
     let log_target = if path == std::path::Path::new(crate::runtime::BUILTIN_POLICY_NAME) { Some("guest") } else { path.file_stem().and_then(|s| s.to_str()) };
     let mapping = load_mapping(storage)?;
-    let wiring = Wiring { loxilb, mapping, remove_orphans: config.remove_orphans, log_target: log_target.unwrap_or("policy").to_string() };
+    let wiring =
+        Wiring { loxilb, mapping, remove_orphans: config.remove_orphans, served: served(config), log_target: log_target.unwrap_or("policy").to_string() };
     let limits = limits(config);
     crate::metrics::POLICY_MEMORY_LIMIT.set(limits.memory_bytes as u64);
     Sandbox::new(policy, wiring, limits, settings(config)).with_context(|| format!("starting policy {}", path.display()))

@@ -152,7 +152,8 @@ impl<'a> Lab<'a> {
     fn start(sim: &Simulator, policy: &Arc<LoadedPolicy>, limits: &Limits, store: &Arc<MemoryStore>) -> Result<Sandbox> {
         // Loaded from the store each time: a restart reads the mapping back as a host restart would.
         let mapping = crate::app::load_mapping(store.clone())?;
-        let wiring = Wiring { loxilb: Arc::new(SimulatorLoxi::to(sim)), mapping, remove_orphans: false, log_target: "conformance".into() };
+        let wiring =
+            Wiring { loxilb: Arc::new(SimulatorLoxi::to(sim)), mapping, remove_orphans: false, served: Default::default(), log_target: "conformance".into() };
         Sandbox::new(Arc::clone(policy), wiring, limits.clone(), settings()).context("starting the policy")
     }
 

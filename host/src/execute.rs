@@ -5,6 +5,8 @@
 //! The dry-run preview, the conformance checks and the real path all go through these functions: what a
 //! policy's plan says is exactly what happens.
 
+use std::sync::Arc;
+
 use crate::runtime::bindings::loxilb_types::{LbRule, LoxilbCall, ObservedRule};
 use crate::runtime::bindings::mapping::{MappingChange, MappingEntry};
 use crate::runtime::bindings::octavia::{ObjectStatus, Operation};
@@ -256,7 +258,7 @@ impl Sandbox {
         observed: &[ObservedRule],
         missed_deletes: &[String],
     ) -> Result<Result<ReconcileReport, String>, CallError> {
-        let desired = self.desired_rules()?;
+        let desired = self.served_rules()?;
         let drift = crate::drift::drift(&desired, observed);
         let mut report = ReconcileReport::default();
         for (want, got) in drift.repairs() {
@@ -267,10 +269,16 @@ impl Sandbox {
             }
         }
         let remove_orphans = self.wiring().remove_orphans;
+        // A host serving some shards sees the other hosts' rules, and those of its load balancers it has
+        // not read back yet, as wanted by nobody: they are not orphans.
+        let judges_orphans = self.wiring().served.everything();
         for o in drift.extra {
             let key = wire::rule_key(&o.rule);
             let label = format!("{} ({})", wire::label(&o.rule), o.rule.service.name);
             let deleted_meanwhile = !missed_deletes.is_empty() && missed_deletes.contains(&wire::rule_path(&o.rule));
+            if !deleted_meanwhile && !judges_orphans {
+                continue;
+            }
             if !deleted_meanwhile {
                 report.orphans.push(label.clone());
             }
@@ -288,6 +296,19 @@ impl Sandbox {
             tracing::warn!("reconcile: orphan rule {label}");
         }
         Ok(Ok(report))
+    }
+
+    /// The desired rules of the load balancers this host acts for (`served.rs`): all of them but over
+    /// AMQP, where another host may serve the rest from a newer mapping.
+    pub fn served_rules(&mut self) -> Result<Arc<Vec<DesiredRule>>, CallError> {
+        let desired = self.desired_rules()?;
+        let served = &self.wiring().served;
+        if served.everything() {
+            return Ok(desired);
+        }
+        let mapping = self.mapping();
+        let kept = desired.iter().filter(|d| mapping.loadbalancer_of(&d.owner).is_some_and(|lb| served.serves(&lb))).cloned().collect();
+        Ok(Arc::new(kept))
     }
 
     /// A failover: every LoxiLB target (each node of a cluster) made to hold this load balancer's rules as

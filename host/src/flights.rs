@@ -279,7 +279,7 @@ mod tests {
     fn service(loxilb: Arc<dyn LoxiTransport>) -> Arc<Service> {
         let policy = crate::runtime::load(&crate::runtime::default_policy_path()).unwrap();
         let mapping = crate::app::load_mapping(Arc::new(crate::storage::MemoryStore::default())).unwrap();
-        let wiring = crate::runtime::instance::Wiring { loxilb, mapping, remove_orphans: false, log_target: "test".into() };
+        let wiring = crate::runtime::instance::Wiring { loxilb, mapping, remove_orphans: false, served: Default::default(), log_target: "test".into() };
         let settings = crate::runtime::bindings::policy_types::Settings { nat_mode: "fullnat".into(), bgp: false };
         let sandbox = Sandbox::new(policy, wiring, crate::runtime::instance::Limits::default(), settings).unwrap();
         Service::new(sandbox, None, Arc::new(crate::octavia::status::RecordingSink::default()), Duration::from_secs(1))

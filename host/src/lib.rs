@@ -18,6 +18,7 @@
 //! - `epochs`: whether a read of Octavia's view is still current for its load balancer (sync, recovery).
 //! - `octavia`: the driver-agent sockets, status documents and their senders (`reporter`).
 //! - `transport`: how provider requests arrive (Unix socket; oslo.messaging over RabbitMQ).
+//! - `served`: which load balancers this host acts for on its own (over AMQP, its shards').
 //! - `monitor`: operating statuses, statistics and reconciliation while serving; `traffic`: listener
 //!   traffic summed over LoxiLB nodes, with the connection counts kept between passes.
 //! - `drift`: desired against observed rules (reconciliation, `nodes`); `nodes`: each LoxiLB node's state.
@@ -57,6 +58,7 @@ pub mod oslo_ini;
 pub mod ratelimit;
 pub mod reprogram;
 pub mod runtime;
+pub mod served;
 pub mod service;
 pub mod shutdown;
 pub mod storage;

@@ -53,6 +53,10 @@ pub struct Upkeep {
     down_since: Option<Instant>,
     /// The periodic reading back of Octavia's view, when one is under way.
     syncing: Option<OctaviaSync>,
+    /// `Shards::activations` when last seen (AMQP): a shard that became this host's since has load
+    /// balancers to read back before they are served.
+    activations: u64,
+    adoption_due: bool,
 }
 
 /// A reading back of Octavia's view under way: the load balancers left to read (the next last), and when
@@ -75,6 +79,8 @@ impl Default for Upkeep {
             nodes_seen: HashMap::new(),
             down_since: None,
             syncing: None,
+            activations: 0,
+            adoption_due: false,
         }
     }
 }
@@ -125,11 +131,12 @@ impl Monitor {
     /// Octavia deleted: an object is reported DELETED only after its removal from the mapping is committed,
     /// and while the host is down a delete cannot complete (the provider's cast fails, or waits in
     /// RabbitMQ with the object PENDING_DELETE). That holds for one host: with several AMQP hosts another
-    /// completes deletes meanwhile (the README's known limitation of several hosts). A mapping rebuilt
-    /// after journal damage comes from LoxiLB's own rules.
+    /// completes deletes meanwhile, so over AMQP nothing is served yet (`served.rs`): the shards this host
+    /// gets are read back from Octavia first. A mapping rebuilt after journal damage comes from LoxiLB's
+    /// own rules.
     pub fn begin(&self, upkeep: &mut Upkeep) {
         self.reconcile_targets();
-        upkeep.syncing = self.list_for_sync();
+        upkeep.syncing = self.list_for_sync(false);
         if let Some(sync) = &upkeep.syncing {
             tracing::info!("start: LoxiLB brought to the mapping; reading {} load balancers back from Octavia", sync.left.len());
         }
@@ -169,8 +176,25 @@ impl Monitor {
             self.bring_nodes_up_to_date(&mut upkeep.node_attempts);
         }
         self.service.reprogram_failed();
+        if let Some(shards) = self.service.served().shards() {
+            let activations = shards.activations();
+            if activations != upkeep.activations {
+                upkeep.activations = activations;
+                upkeep.adoption_due = true;
+            }
+        }
+        if upkeep.adoption_due && upkeep.syncing.is_none() {
+            // Shards that became this host's: their load balancers are read back first, then served.
+            upkeep.adoption_due = false;
+            upkeep.expected = None;
+            upkeep.syncing = self.list_for_sync(true);
+            match &upkeep.syncing {
+                Some(sync) => tracing::info!("amqp: this host now consumes more shards; reading {} of their load balancers back from Octavia", sync.left.len()),
+                None => self.reconcile_targets(),
+            }
+        }
         if !self.reconcile_interval.is_zero() && upkeep.syncing.is_none() && upkeep.last_reconcile.elapsed() >= self.reconcile_interval {
-            upkeep.syncing = self.list_for_sync();
+            upkeep.syncing = self.list_for_sync(false);
             if upkeep.syncing.is_none() {
                 self.reconcile_targets();
                 upkeep.last_reconcile = Instant::now();
@@ -180,6 +204,8 @@ impl Monitor {
         if let Some(sync) = upkeep.syncing.as_mut() {
             if self.sync_some(sync, Some(SYNC_SLICE)) {
                 upkeep.syncing = None;
+                // Over AMQP the sync may have added load balancers this host serves.
+                upkeep.expected = None;
                 self.reconcile_targets();
                 upkeep.last_reconcile = Instant::now();
             }
@@ -282,7 +308,9 @@ impl Monitor {
     /// between. A node that lost rules is marked out of date.
     fn lost_rules(&self, expected: &mut Option<ExpectedRules>) -> HashSet<String> {
         let generation = self.service.epochs.generation();
-        let stale = |e: &ExpectedRules| e.generation != generation && (e.names.is_empty() || e.rendered_at.elapsed() >= RENDER_EVERY);
+        // Over AMQP the shards this host consumes change with no operation: rendered again as often.
+        let by_shards = !self.service.served().everything();
+        let stale = |e: &ExpectedRules| (e.generation != generation || by_shards) && (e.names.is_empty() || e.rendered_at.elapsed() >= RENDER_EVERY);
         if expected.as_ref().is_none_or(stale) {
             self.service.render_beside_operations();
             *expected = self.expected_rules(&mut self.service.sandbox.lock().unwrap());
@@ -319,7 +347,7 @@ impl Monitor {
 
     fn expected_rules(&self, sandbox: &mut crate::runtime::instance::Sandbox) -> Option<ExpectedRules> {
         let generation = self.service.epochs.generation();
-        match sandbox.desired_rules() {
+        match sandbox.served_rules() {
             Ok(rules) => Some(ExpectedRules {
                 generation,
                 rendered_at: Instant::now(),
@@ -353,21 +381,37 @@ impl Monitor {
     /// with an operation applied since the mapping was listed, or not yet reported, is left to that
     /// operation (its read may predate it).
     pub fn sync_from_octavia(&self) {
-        if let Some(mut sync) = self.list_for_sync() {
+        if let Some(mut sync) = self.list_for_sync(false) {
             self.sync_some(&mut sync, None);
         }
     }
 
-    /// The load balancers a sync reads back, when there is a get socket to read them from.
-    fn list_for_sync(&self) -> Option<OctaviaSync> {
+    /// The load balancers a sync reads back, when there is a get socket to read them from: over AMQP
+    /// only those of the shards this host consumes, and with `unadopted` only those not read back since
+    /// their shard became this host's.
+    fn list_for_sync(&self, unadopted: bool) -> Option<OctaviaSync> {
         // The ticket is taken with the listing: an operation applied after it is newer than every read.
         // Only the load balancers' ids: listing every entry held operations back ~0.2 s at 100k mappings.
-        let (lbs, since) = {
+        let (mut lbs, since) = {
             let sandbox = self.service.sandbox.lock().unwrap();
             crate::metrics::MAPPING_ENTRIES.set(sandbox.mapping().len() as u64);
             (sandbox.mapping().ids(crate::runtime::bindings::mapping::ResourceType::Loadbalancer), self.service.epochs.ticket())
         };
+        let served = self.service.served();
+        if let Some(shards) = served.shards() {
+            lbs = if unadopted { shards.to_adopt(lbs) } else { lbs.into_iter().filter(|id| shards.live(id)).collect() };
+        } else if unadopted {
+            return None;
+        }
         if self.agent.as_ref().is_none_or(|a| a.get.is_none()) {
+            if let Some(shards) = served.shards() {
+                // Nothing to read back from: the mapping is all there is.
+                for id in &lbs {
+                    if let Some(epoch) = shards.epoch(id) {
+                        shards.adopted(id, epoch);
+                    }
+                }
+            }
             return None;
         }
         // Octavia cannot know an id made up for a LoxiLB rule without Octavia ids.
@@ -379,9 +423,28 @@ impl Monitor {
     /// the sync is over (every one read, or the get socket unavailable).
     fn sync_some(&self, sync: &mut OctaviaSync, slice: Option<Duration>) -> bool {
         let started = Instant::now();
+        let served = self.service.served();
         while let Some(id) = sync.left.pop() {
+            // Over AMQP, the shard's epoch before the read: a read under an earlier one adopts nothing.
+            let epoch = match served.shards() {
+                Some(shards) => match shards.epoch(&id) {
+                    Some(epoch) => Some(epoch),
+                    None => continue,
+                },
+                None => None,
+            };
+            let adopted = |shards: Option<&Arc<crate::served::Shards>>| {
+                if let (Some(shards), Some(epoch)) = (shards, epoch) {
+                    shards.adopted(&id, epoch);
+                }
+            };
             match self.service.adopt_as_of(&id, sync.since, true) {
-                Ok(crate::service::Adopted::NotInOctavia) => tracing::warn!("sync: load balancer {id} is in the mapping but not in Octavia"),
+                Ok(crate::service::Adopted::NotInOctavia) => {
+                    tracing::warn!("sync: load balancer {id} is in the mapping but not in Octavia");
+                    adopted(served.shards());
+                }
+                Ok(crate::service::Adopted::Synced | crate::service::Adopted::Removed) => adopted(served.shards()),
+                // An operation of it came or waits: it is read back before that operation is applied.
                 Ok(_) => {}
                 Err(e) => {
                     tracing::debug!("sync: get socket unavailable: {e}");
@@ -456,7 +519,20 @@ impl Monitor {
     /// Operating statuses as LoxiLB's nodes show them now (see [`Monitor::held_rules`]).
     pub fn operating_statuses(&self) -> Result<Vec<ObjectStatus>, crate::runtime::instance::CallError> {
         let held = self.held_rules();
-        self.read_beside_operations(|s| s.operating_statuses(&held))
+        let mut statuses = self.read_beside_operations(|s| s.operating_statuses(&held))?;
+        self.keep_served(&mut statuses, |s| &s.id);
+        Ok(statuses)
+    }
+
+    /// Keeps what concerns the load balancers this host acts for (over AMQP another host reports the
+    /// rest, from a newer mapping).
+    fn keep_served<T>(&self, items: &mut Vec<T>, id: impl Fn(&T) -> &str) {
+        let served = self.service.served();
+        if served.everything() {
+            return;
+        }
+        let mapping = Arc::clone(self.service.sandbox.lock().unwrap().mapping());
+        items.retain(|item| mapping.loadbalancer_of(id(item)).is_some_and(|lb| served.serves(&lb)));
     }
 
     /// A read-only policy call that walks the whole mapping, made on an instance of its own so that
@@ -506,10 +582,11 @@ impl Monitor {
             Ok(observed) => observed,
             Err(e) => return crate::warn_limited!("monitor-statistics", "statistics: {e}"),
         };
-        let stats = match self.read_beside_operations(|s| s.listener_statistics(&observed)) {
+        let mut stats = match self.read_beside_operations(|s| s.listener_statistics(&observed)) {
             Ok(s) => s,
             Err(e) => return tracing::error!("statistics: {e}"),
         };
+        self.keep_served(&mut stats, |s| &s.listener_id);
         if stats.is_empty() {
             return;
         }

@@ -156,6 +156,11 @@ pub struct Service {
 }
 
 impl Service {
+    /// The load balancers this host acts for on its own (`served.rs`).
+    pub fn served(&self) -> crate::served::Served {
+        self.sandbox.lock().unwrap().wiring().served.clone()
+    }
+
     pub fn new(sandbox: Sandbox, agent: Option<DriverAgent>, statuses: Arc<dyn StatusSink>, commit_wait: Duration) -> Arc<Service> {
         Self::with_inbox(sandbox, agent, statuses, commit_wait, None)
     }
@@ -756,7 +761,9 @@ impl Service {
     /// Octavia still shows that operation's objects PENDING).
     pub fn reprogram_failed(&self) {
         let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return };
-        for lb in self.reprogram.due() {
+        let served = self.served();
+        // Over AMQP, one of another host's shards is left to it (or to this host once it consumes it).
+        for lb in self.reprogram.due().into_iter().filter(|lb| served.serves(lb)) {
             let since = self.epochs.ticket();
             let tree = match agent.get("loadbalancers", &lb) {
                 Ok(tree) => tree,
@@ -1095,7 +1102,13 @@ mod tests {
     fn a_cast_its_inbox_could_not_record_does_not_hold_its_lane_waiting_for_a_commit() {
         let policy = crate::runtime::load(&crate::runtime::default_policy_path()).unwrap();
         let mapping = crate::app::load_mapping(Arc::new(crate::storage::MemoryStore::default())).unwrap();
-        let wiring = crate::runtime::instance::Wiring { loxilb: Arc::new(Agreeable), mapping, remove_orphans: false, log_target: "test".into() };
+        let wiring = crate::runtime::instance::Wiring {
+            loxilb: Arc::new(Agreeable),
+            mapping,
+            remove_orphans: false,
+            served: Default::default(),
+            log_target: "test".into(),
+        };
         let settings = crate::runtime::bindings::policy_types::Settings { nat_mode: "fullnat".into(), bgp: false };
         let sandbox = Sandbox::new(policy, wiring, crate::runtime::instance::Limits::default(), settings).unwrap();
         let (path, inbox, disk) = crate::inbox::tests::open_on("refused-lane", crate::inbox::tests::Disk::default());

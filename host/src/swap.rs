@@ -89,7 +89,8 @@ pub fn check(service: &Service, path: &Path) -> Result<Checked> {
     }
 
     let mapping = crate::app::load_mapping(Arc::new(copy)).map_err(|e| refuse(format!("{e:#}")))?;
-    let wiring = Wiring { loxilb: Arc::new(OfflineLoxi::default()), mapping, remove_orphans: false, log_target: "swap-check".into() };
+    let wiring =
+        Wiring { loxilb: Arc::new(OfflineLoxi::default()), mapping, remove_orphans: false, served: Default::default(), log_target: "swap-check".into() };
     let mut probe =
         Sandbox::new(Arc::clone(&policy), wiring, limits, settings).map_err(|e| refuse(format!("it cannot start on the current mapping: {e:#}")))?;
     let mapped: BTreeSet<String> =

@@ -355,6 +355,43 @@ def test_a_host_taking_a_shard_back_starts_from_octavias_view(bridge, octavia, s
     assert sim.endpoints(vip) == {"10.0.5.2": 1, "10.0.5.3": 1}
 
 
+def test_a_host_that_lost_a_shard_does_not_bring_back_what_the_serving_host_deleted(bridge, octavia,
+                                                                                     sim):
+    """Each host keeps a mapping of its own and checks LoxiLB against it every 2 s. One that no longer
+    consumes a load balancer's shard holds a stale mapping of it: repairing LoxiLB from it would serve a
+    load balancer again that the serving host deleted."""
+    [host_a] = bridge.start_hosts("a")
+    [host_b] = bridge.start_hosts("b")  # standby on every shard
+    drv = driver.LoxiLBProviderDriver()
+    vip = "192.0.2.16"
+    lb = loadbalancer(vip, ["10.0.6.1"])
+    drv.loadbalancer_create(lb)
+    octavia.commit(lb)
+    octavia.wait_documents(1)
+    assert {pid for pid, _doc, _t in octavia.statuses} == {host_a.pid}
+    assert sim.endpoints(vip) == {"10.0.6.1": 1}
+
+    # a loses its connection: b becomes the active consumer and deletes the load balancer.
+    [before] = rabbit_connections_of(host_a.pid)
+    close_from_management(host_a.pid)
+    wait_for(lambda: [c for c in rabbit_connections_of(host_a.pid) if c != before], 30,
+             "a to reconnect")
+    bridge.wait_consumers(2)
+    octavia.set_pending("PENDING_DELETE", *keys(lb))
+    drv.loadbalancer_delete(lb, cascade=True)
+    deleted = octavia.wait_documents(2)[1]
+    assert octavia.statuses[1][0] == host_b.pid
+    assert provisioning(deleted) == {key: "DELETED" for key in keys(lb)}
+    assert sim.rules() == {}
+
+    # a's mapping still holds it; a's checks (every 2 s) must leave LoxiLB alone.
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        assert sim.rules() == {}, "a host that no longer consumes the shard re-served a deleted LB"
+        time.sleep(0.2)
+    assert host_a.proc.poll() is None and host_b.proc.poll() is None
+
+
 # Per load balancer, after its create: (action, member index, weight). Any two operations swapped
 # either fails (an update or delete before the create) or changes LoxiLB's end state.
 SEQUENCE = [("create", 1, 1), ("create", 2, 1), ("delete", 1, None), ("create", 3, 1),

@@ -55,7 +55,7 @@ pub fn sandbox_with(path: &std::path::Path, loxilb: Arc<dyn LoxiTransport>, stor
 pub fn sandbox_with_settings(path: &std::path::Path, loxilb: Arc<dyn LoxiTransport>, storage: Arc<dyn MappingStore>, settings: Settings) -> Sandbox {
     let policy = host::runtime::load(path).expect("policy loads");
     let mapping = host::app::load_mapping(storage).expect("mapping loads");
-    let wiring = Wiring { loxilb, mapping, remove_orphans: false, log_target: "test".into() };
+    let wiring = Wiring { loxilb, mapping, remove_orphans: false, served: Default::default(), log_target: "test".into() };
     Sandbox::new(policy, wiring, Limits::default(), settings).expect("policy starts")
 }
 
@@ -214,7 +214,7 @@ pub fn test_host_on(policy: &std::path::Path, limits: Limits, settings: Settings
     let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).expect("simulator");
     let loxilb: Arc<dyn LoxiTransport> = Arc::new(host::loxilb::HttpLoxi::new(vec![sim.url()], std::time::Duration::from_secs(5)));
     let mapping = host::app::load_mapping(storage).expect("mapping loads");
-    let wiring = Wiring { loxilb, mapping, remove_orphans, log_target: "test".into() };
+    let wiring = Wiring { loxilb, mapping, remove_orphans, served: Default::default(), log_target: "test".into() };
     let sandbox = Sandbox::new(host::runtime::load(policy).expect("policy loads"), wiring, limits, settings).expect("policy starts");
     let sink = Arc::new(host::octavia::status::RecordingSink::default());
     let service = host::service::Service::new(sandbox, None, sink.clone(), std::time::Duration::from_secs(5));

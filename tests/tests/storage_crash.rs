@@ -223,7 +223,13 @@ fn open_policy(path: &Path) -> (Arc<Compacting>, Result<Sandbox, String>) {
     let store = Arc::new(Compacting { store: Arc::new(FileStore::open(path).unwrap()), now: AtomicBool::new(false) });
     let policy = host::runtime::load(&default_policy()).expect("policy loads");
     let sandbox = host::app::load_mapping(Arc::clone(&store) as Arc<dyn MappingStore>).map_err(|e| format!("{e:#}")).and_then(|mapping| {
-        let wiring = host::runtime::instance::Wiring { loxilb: Arc::new(RecordingLoxi::default()), mapping, remove_orphans: false, log_target: "test".into() };
+        let wiring = host::runtime::instance::Wiring {
+            loxilb: Arc::new(RecordingLoxi::default()),
+            mapping,
+            remove_orphans: false,
+            served: Default::default(),
+            log_target: "test".into(),
+        };
         Sandbox::new(policy, wiring, host::runtime::instance::Limits::default(), settings()).map_err(|e| format!("{e:#}"))
     });
     (store, sandbox)

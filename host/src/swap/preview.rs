@@ -144,19 +144,28 @@ pub fn mutations(sim: &Simulator) -> Vec<Call> {
 pub fn preview(service: &Service, path: &Path) -> Result<Preview> {
     let _one = SWAPS.lock().unwrap_or_else(|e| e.into_inner());
     let checked = check(service, path)?;
-    let (current_policy, seed_store, candidate_store, limits, settings, loadbalancers, remove_orphans) = {
+    let (current_policy, seed_store, candidate_store, limits, settings, loadbalancers, remove_orphans, served) = {
         let sandbox = service.sandbox.lock().unwrap();
         let storage = Arc::clone(sandbox.storage());
         let copy = || MemoryStore::copy_of(storage.as_ref()).map_err(|e| anyhow!("reading the current mapping: {e}"));
         let loadbalancers = sandbox.mapping().ids(crate::runtime::bindings::mapping::ResourceType::Loadbalancer).len();
-        (Arc::clone(&sandbox.policy), copy()?, copy()?, sandbox.limits().clone(), sandbox.settings().clone(), loadbalancers, sandbox.wiring().remove_orphans)
+        (
+            Arc::clone(&sandbox.policy),
+            copy()?,
+            copy()?,
+            sandbox.limits().clone(),
+            sandbox.settings().clone(),
+            loadbalancers,
+            sandbox.wiring().remove_orphans,
+            sandbox.wiring().served.clone(),
+        )
     };
     let sim =
         Simulator::start_with("127.0.0.1:0", ErrorStyle::Coded, crate::conformance::spec().clone()).context("starting the LoxiLB simulator for the preview")?;
     let loxilb = Arc::new(crate::conformance::SimulatorLoxi::to(&sim));
     let wiring = |storage: MemoryStore| -> Result<Wiring> {
         let mapping = crate::app::load_mapping(Arc::new(storage))?;
-        Ok(Wiring { loxilb: loxilb.clone(), mapping, remove_orphans, log_target: "preview".into() })
+        Ok(Wiring { loxilb: loxilb.clone(), mapping, remove_orphans, served: served.clone(), log_target: "preview".into() })
     };
 
     let mut failures = Vec::new();

@@ -14,8 +14,7 @@
 //! lapin is async; it runs on a single-threaded tokio runtime on a thread of its own, and every `Service`
 //! method (blocking: policy calls, LoxiLB requests, driver-agent sockets) runs on tokio's blocking pool.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -31,6 +30,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
+use crate::served::{Shards, PROBE_EVERY, QUIET_LIMIT};
 use crate::service::{Failure, Service};
 
 /// The provider's `Target(namespace=..., version=...)`.
@@ -89,7 +89,10 @@ pub fn start(config: &Config, service: Arc<Service>) -> Result<AmqpServer> {
     let topology = Topology::new(config);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the amqp runtime")?;
     let server = AmqpServer { brokers: brokers.iter().map(describe_uri).collect(), topology: topology.clone() };
-    let ctx = Arc::new(Ctx { service, topology, brokers, tls });
+    // The service's own (the monitor acts only for the shards this host consumes); one of its own for
+    // a service built without.
+    let shards = service.served().shards().cloned().unwrap_or_else(|| Arc::new(Shards::new(config.rpc_shards)));
+    let ctx = Arc::new(Ctx { service, topology, brokers, tls, shards });
     std::thread::Builder::new().name("amqp".into()).spawn(move || runtime.block_on(supervise(ctx)))?;
     Ok(server)
 }
@@ -100,6 +103,8 @@ struct Ctx {
     brokers: Vec<AMQPUri>,
     /// TLS settings (`amqps`), from `[oslo_messaging_rabbit]` and the URL's query.
     tls: Option<lapin::tcp::OwnedTLSConfig>,
+    /// Which shard queues this host is the active consumer of, and what it read back since.
+    shards: Arc<Shards>,
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -403,12 +408,13 @@ async fn session(ctx: &Arc<Ctx>, uri: &AMQPUri) -> Result<()> {
     let casts_channel = conn.create_channel().await?;
     // Per consumer (global = false): each shard has at most one operation in hand.
     casts_channel.basic_qos(1, BasicQosOptions { global: false }).await?;
-    let adopted = Arc::new(Mutex::new(HashSet::new()));
-    for shard in &topology.shards {
+    for (index, shard) in topology.shards.iter().enumerate() {
         let consumer = casts_channel.basic_consume(shard.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
-        let worker = CastWorker { ctx: Arc::clone(ctx), replies: replies.clone(), adopted: Arc::clone(&adopted) };
+        let worker = CastWorker { ctx: Arc::clone(ctx), replies: replies.clone(), index };
         tasks.push(tokio::spawn(worker.run(consumer, stop_rx.clone(), fail_tx.clone())));
     }
+    let probes = conn.create_channel().await?;
+    tasks.push(tokio::spawn(probe(probes, topology.shards.clone(), stop_rx.clone(), fail_tx.clone())));
     tracing::warn!(
         "amqp: connected to {}; calls on {}, casts on {} shard queues, exchange {}",
         describe_uri(uri),
@@ -426,6 +432,8 @@ async fn session(ctx: &Arc<Ctx>, uri: &AMQPUri) -> Result<()> {
     for task in tasks {
         let _ = task.await;
     }
+    // Another host may consume the shards by now: none is this host's until its deliveries resume.
+    ctx.shards.forget();
     // Closing hands back anything else unacked; a dead connection just errors here.
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "reconnecting".into())).await;
     Ok(())
@@ -559,22 +567,56 @@ async fn publish(channel: &Channel, reply_q: &str, body: Vec<u8>) {
     }
 }
 
+/// The `type` of a probe message (see `served.rs`): it carries nothing, its delivery is the news.
+const PROBE_TYPE: &str = "loxilb-octavia.probe";
+
+/// Publishes a probe to every shard queue each `PROBE_EVERY`, straight to the queue (the default
+/// exchange), transient, and expiring unread after `QUIET_LIMIT` so that no backlog builds while no
+/// host consumes.
+async fn probe(channel: Channel, shards: Vec<String>, mut stop: watch::Receiver<bool>, fail: mpsc::UnboundedSender<String>) {
+    let properties = BasicProperties::default().with_type(PROBE_TYPE.into()).with_delivery_mode(1).with_expiration(QUIET_LIMIT.as_millis().to_string().into());
+    loop {
+        for shard in &shards {
+            let sent = channel.basic_publish("".into(), shard.as_str().into(), BasicPublishOptions::default(), b"", properties.clone()).await;
+            if let Err(e) = sent {
+                let _ = fail.send(format!("probing {shard}: {e}"));
+                return;
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(PROBE_EVERY) => {}
+        }
+    }
+}
+
+fn is_probe(delivery: &lapin::message::Delivery) -> bool {
+    delivery.properties.kind().as_ref().is_some_and(|kind| kind.as_str() == PROBE_TYPE)
+}
+
 /// Applies the casts of one shard queue, one at a time.
 struct CastWorker {
     ctx: Arc<Ctx>,
     replies: Channel,
-    /// Load balancers this session has brought up to date (see `adopt`).
-    adopted: Arc<Mutex<HashSet<String>>>,
+    /// The shard's place in `Topology::shards`.
+    index: usize,
 }
 
 impl CastWorker {
     async fn run(self, mut consumer: Consumer, mut stop: watch::Receiver<bool>, fail: mpsc::UnboundedSender<String>) {
         let queue = consumer.queue().as_str().to_string();
+        let shards = &self.ctx.shards;
         while let Some(delivery) = next(&mut consumer, &mut stop, &fail).await {
-            if let Err(e) = self.handle(&delivery.data, delivery.redelivered, &stop).await {
-                // Not acked: the broker gives the operation to the next active consumer.
-                let _ = fail.send(format!("{queue}: {e:#}"));
-                return;
+            shards.delivered(self.index);
+            if !is_probe(&delivery) {
+                shards.holding(self.index, true);
+                let handled = self.handle(&delivery.data, delivery.redelivered, &stop).await;
+                shards.holding(self.index, false);
+                if let Err(e) = handled {
+                    // Not acked: the broker gives the operation to the next active consumer.
+                    let _ = fail.send(format!("{queue}: {e:#}"));
+                    return;
+                }
             }
             if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
                 let _ = fail.send(format!("acking on {queue}: {e}"));
@@ -634,14 +676,24 @@ impl CastWorker {
     /// applying; the sync's statuses are not reported (the operation's own are). An LB Octavia does not
     /// show yet is being created by this very operation: there is nothing to adopt.
     async fn adopt(&self, lb_id: &str) -> Result<()> {
-        if self.adopted.lock().unwrap().contains(lb_id) {
+        let shards = &self.ctx.shards;
+        // Live, with this shard's operation in hand, unless the provider computes shards otherwise.
+        let epoch = shards.epoch(lb_id);
+        if epoch.is_none() {
+            let computed = crate::served::shard_of(lb_id, shards.count());
+            crate::warn_limited!(
+                "amqp-shard-mismatch",
+                "amqp: load balancer {lb_id} came on shard queue {}, but its shard is {computed}: rpc_shards differs between the provider and this host",
+                self.index
+            );
+        } else if shards.serves(lb_id) {
             return Ok(());
         }
         let service = Arc::clone(&self.ctx.service);
         let id = lb_id.to_string();
         let adopted = tokio::task::spawn_blocking(move || sync_from_octavia(&service, &id)).await.map_err(|e| anyhow!("adopting {lb_id} panicked: {e}"))?;
-        if adopted {
-            self.adopted.lock().unwrap().insert(lb_id.to_string());
+        if let (true, Some(epoch)) = (adopted, epoch) {
+            shards.adopted(lb_id, epoch);
         }
         Ok(())
     }

@@ -39,7 +39,7 @@ impl LoxiTransport for Switchable {
 
 /// A policy instance over `mapping` (two of them share it as the old and new instance of a swap do).
 fn instance(policy: &std::path::Path, mapping: &Arc<Mapping>, loxilb: Arc<dyn LoxiTransport>) -> Sandbox {
-    let wiring = Wiring { loxilb, mapping: Arc::clone(mapping), remove_orphans: false, log_target: "test".into() };
+    let wiring = Wiring { loxilb, mapping: Arc::clone(mapping), remove_orphans: false, served: Default::default(), log_target: "test".into() };
     Sandbox::new(host::runtime::load(policy).expect("policy loads"), wiring, Limits::default(), settings()).expect("policy starts")
 }
 
@@ -168,7 +168,7 @@ fn desired_rules_are_asked_again_only_when_the_mapping_changed() {
 fn an_instance_a_full_render_left_large_is_replaced_and_the_next_answers_are_the_same() {
     let loxilb: Arc<dyn LoxiTransport> = Arc::new(Switchable::default());
     let (mapping, _) = started(Arc::clone(&loxilb));
-    let wiring = Wiring { loxilb, mapping: Arc::clone(&mapping), remove_orphans: false, log_target: "test".into() };
+    let wiring = Wiring { loxilb, mapping: Arc::clone(&mapping), remove_orphans: false, served: Default::default(), log_target: "test".into() };
     let policy = host::runtime::load(&default_policy()).expect("policy loads");
     // Any memory counts as large here; by default only what a full render of ~100k mappings leaves.
     let small = Limits { recycle_after_render_bytes: 0, ..Limits::default() };

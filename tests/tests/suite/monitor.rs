@@ -526,3 +526,52 @@ fn a_start_beside_a_restarted_loxilb_programs_every_rule_before_octavia_is_read_
     assert_eq!(sim.rules(), held, "the load balancer Octavia no longer shows was removed");
     assert!(service.sandbox.lock().unwrap().mapping().get(gone).is_none());
 }
+
+/// Over AMQP each host keeps a mapping of its own, and another host may serve a load balancer's shard
+/// from a newer one: a host repairs LoxiLB only for the shards it is the active consumer of.
+#[test]
+fn over_amqp_a_lost_rule_is_repaired_only_by_the_active_consumer_of_its_shard() {
+    use host::served::{shard_of, Served, Shards};
+    let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
+    let shards = Arc::new(Shards::new(8));
+    let wiring = host::runtime::instance::Wiring {
+        loxilb: Arc::clone(&loxilb),
+        mapping: host::app::load_mapping(Arc::new(MemoryStore::default())).unwrap(),
+        remove_orphans: false,
+        served: Served::Shards(Arc::clone(&shards)),
+        log_target: "test".into(),
+    };
+    let sandbox =
+        host::runtime::instance::Sandbox::new(host::runtime::load(&default_policy()).unwrap(), wiring, host::runtime::instance::Limits::default(), settings())
+            .unwrap();
+    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let monitor = Monitor { service: Arc::clone(&service), loxilb, agent: None, stats_interval: Duration::ZERO, reconcile_interval: Duration::from_secs(3600) };
+    let mut upkeep = Upkeep::default();
+
+    // The create came on its shard: this host is its active consumer.
+    let shard = shard_of(LB, 8);
+    shards.delivered(shard);
+    service.apply("loadbalancer_create", &json!({"loadbalancer": one_member_tree()}));
+    let rules = sim.rules();
+    assert_eq!(rules.len(), 1);
+    monitor.tick(&mut upkeep);
+    sim.restart();
+    monitor.tick(&mut upkeep);
+    assert_eq!(sim.rules(), rules, "the active consumer repairs a lost rule");
+    monitor.tick(&mut upkeep);
+
+    // The session is lost and another host takes the shard: this host's mapping may be stale now.
+    shards.forget();
+    sim.restart();
+    for _ in 0..3 {
+        monitor.tick(&mut upkeep);
+    }
+    assert!(sim.rules().is_empty(), "a host that does not consume the shard re-programmed {:?}", sim.rules());
+
+    // Its deliveries resume: with no get socket to read it back from, the mapping is all there is.
+    shards.delivered(shard);
+    monitor.tick(&mut upkeep);
+    monitor.tick(&mut upkeep);
+    assert_eq!(sim.rules(), rules, "the shard's load balancers are served again");
+}
