@@ -4,9 +4,11 @@
 //!
 //! The mapping is private and read-only but for the page `unseal` closes the document on (where its
 //! trailer began): that write copies the page and leaves the file alone. (Mapped writable, every page
-//! would be copied as it is mapped.) Snapshots are replaced by rename, never rewritten
-//! in place, so the mapped file does not shrink under the reader (a file cut short while mapped would
-//! fault on access); it is unmapped once the load has indexed it.
+//! would be copied as it is mapped.) Snapshots are replaced by rename, never rewritten in place, but the
+//! file replaced is then released a few megabytes at a time (`release_gradually`), and a file cut short
+//! while mapped faults on access (SIGBUS). So only the process that owns the files maps them, while none
+//! of its writers is under way; a reader beside a serving host (`validate-mappings`, `show-mappings`)
+//! copies them ([`Reading::Copy`]). The mapping is unmapped once the load has indexed it.
 
 use std::fs::File;
 use std::io::Read;
@@ -16,6 +18,26 @@ use std::ptr::NonNull;
 
 /// Files from this size on are mapped.
 const MAP_FROM: usize = 4 << 20;
+
+/// How a file may be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reading {
+    /// Mapped when large: by the process that owns the files, none of whose writers is under way.
+    MayMap,
+    /// Copied whatever its size: another process may release the file while it is read.
+    Copy,
+}
+
+#[cfg(test)]
+thread_local! {
+    static MAPPED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many files this thread has mapped.
+#[cfg(test)]
+pub fn mapped_by_this_thread() -> usize {
+    MAPPED.with(|m| m.get())
+}
 
 pub enum FileBytes {
     Heap(Vec<u8>),
@@ -43,12 +65,14 @@ impl Drop for Mapped {
 
 impl FileBytes {
     /// The whole file at `path`.
-    pub fn read(path: &Path) -> std::io::Result<FileBytes> {
+    pub fn read(path: &Path, how: Reading) -> std::io::Result<FileBytes> {
         let file = File::open(path)?;
         let len = file.metadata()?.len() as usize;
-        if len < MAP_FROM {
+        if len < MAP_FROM || how == Reading::Copy {
             return read_into_heap(file, len).map(FileBytes::Heap);
         }
+        #[cfg(test)]
+        MAPPED.with(|m| m.set(m.get() + 1));
         Ok(FileBytes::Mapped(map(&file, len)?))
     }
 
@@ -161,7 +185,7 @@ mod tests {
         let path = dir.join("large");
         let content: Vec<u8> = (0..MAP_FROM + 4099).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &content).unwrap();
-        let mut bytes = FileBytes::read(&path).unwrap();
+        let mut bytes = FileBytes::read(&path, Reading::MayMap).unwrap();
         assert!(matches!(bytes, FileBytes::Mapped(_)));
         assert_eq!(&bytes[..], &content[..]);
         // Across a page boundary.
@@ -170,7 +194,7 @@ mod tests {
         assert_eq!(bytes.into_vec(), [&content[..4095], b"\n}"].concat());
 
         std::fs::write(&path, b"small").unwrap();
-        let mut small = FileBytes::read(&path).unwrap();
+        let mut small = FileBytes::read(&path, Reading::MayMap).unwrap();
         assert!(matches!(small, FileBytes::Heap(_)));
         assert_eq!(&small[..], b"small");
         small.close_at(2);

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use super::bytes::FileBytes;
+use super::bytes::{FileBytes, Reading};
 use super::format::{self, JournalLine, Line};
 use super::{MappingStore, Snapshot};
 use crate::metrics;
@@ -484,8 +484,8 @@ pub(super) enum Resolved {
     Backup { document: Vec<u8>, sealed: Vec<u8>, follows: Follows, from: PathBuf, reason: String, main_exists: bool },
 }
 
-pub(super) fn resolve(path: &Path, backups: &[Backup], segments: &BTreeSet<u64>, cur: u64) -> Result<Resolved, String> {
-    let (reason, main_exists) = match FileBytes::read(path) {
+pub(super) fn resolve(path: &Path, backups: &[Backup], segments: &BTreeSet<u64>, cur: u64, how: Reading) -> Result<Resolved, String> {
+    let (reason, main_exists) = match FileBytes::read(path, how) {
         Ok(bytes) => match format::unseal(bytes) {
             Ok(u) => return Ok(Resolved::Main { follows: Follows::new(u.generation, u.headed), document: u.document, checked: u.checked }),
             Err(e) => (format!("corrupt ({e})"), true),
@@ -558,7 +558,8 @@ fn read_copy_once(path: &Path) -> Result<super::MemoryStore, String> {
     let legacy = legacy_journal_path(path);
     let cur = listing.segments.last().copied().unwrap_or(0);
     let store = super::MemoryStore::default();
-    let follows = match resolve(path, &listing.backups, &listing.segments, cur)? {
+    // Copied, not mapped: the serving host may release the snapshot while this reads it.
+    let follows = match resolve(path, &listing.backups, &listing.segments, cur, Reading::Copy)? {
         Resolved::Nothing => Follows::NO_SNAPSHOT,
         Resolved::Main { document, follows, .. } => {
             store.write_snapshot(document.into_vec())?;
@@ -869,7 +870,8 @@ impl MappingStore for FileStore {
         self.settle(&mut writing, true);
         self.wait_for_pruning();
         let mut inner = self.lock();
-        let resolved = resolve(&self.path, &inner.backups, &inner.segments, inner.cur);
+        // Mapped: this process owns the files, and its snapshot writer is settled and held off.
+        let resolved = resolve(&self.path, &inner.backups, &inner.segments, inner.cur, Reading::MayMap);
         let (document, follows) = match resolved? {
             Resolved::Nothing => (None, Follows::NO_SNAPSHOT),
             Resolved::Main { document, checked, follows } => (Some(Snapshot { document, verified: checked }), follows),
@@ -965,10 +967,12 @@ impl MappingStore for FileStore {
         inner.records = Some(0);
         metrics::STORAGE_JOURNAL_RECORDS.set(0);
         // After a failed fsync the records before this point are durable only through the snapshot: it is
-        // written before returning, and then they are.
+        // written before returning, and then they are. Those appended meanwhile, to the new segment, are
+        // not: they wait for its fsync.
         let repairs = inner.failed.is_some();
+        let rotated_at = inner.appended;
         if !repairs {
-            inner.synced = inner.appended;
+            inner.synced = rotated_at;
         }
         drop(inner);
         self.synced.notify_all();
@@ -990,7 +994,7 @@ impl MappingStore for FileStore {
         if repairs {
             self.settle(&mut writing, true).expect("a write is in flight")?;
             let mut inner = self.lock();
-            inner.synced = inner.appended;
+            inner.synced = inner.synced.max(rotated_at);
             inner.failed = None;
             drop(inner);
             self.synced.notify_all();
@@ -1088,6 +1092,7 @@ impl MappingStore for FileStore {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
 
     pub(crate) fn temp_dir(tag: &str) -> PathBuf {
         static N: AtomicU64 = AtomicU64::new(0);
@@ -1262,6 +1267,51 @@ mod tests {
         assert!(store.sync().is_err(), "reported durable after the failed fsync");
         store.write_snapshot(b"{\"v\":3\n}".to_vec()).unwrap();
         store.sync().unwrap();
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn records_appended_while_a_repairing_snapshot_is_written_wait_for_their_own_fsync() {
+        let dir = temp_dir("repair-race");
+        let store = Arc::new(FileStore::open(&dir.join("m.json")).unwrap());
+        store.write_snapshot(b"{\"v\":1\n}".to_vec()).unwrap();
+        store.finish_snapshot().unwrap();
+        store.append(b"{\"a\":1}").unwrap();
+        store.fail_next_rotation_fsync.store(true, Ordering::SeqCst);
+        assert!(store.write_snapshot(b"{\"v\":2\n}".to_vec()).is_err());
+        let before = store.appended();
+        // Appended by an operation while the snapshot is encoded: it is in the new segment only.
+        let during = Arc::clone(&store);
+        let encode = move || {
+            during.append(b"{\"b\":2}").unwrap();
+            b"{\"v\":3\n}".to_vec()
+        };
+        store.write_snapshot_with(Box::new(encode)).unwrap();
+        assert!(store.appended() > before);
+        assert_eq!(store.durable(), before, "a record of the new segment counted durable before its fsync");
+        store.sync().unwrap();
+        assert_eq!(store.durable(), store.appended());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_reader_beside_the_serving_host_copies_a_large_snapshot_rather_than_mapping_it() {
+        // The host releases a replaced snapshot a few megabytes at a time: a reader that mapped it would
+        // fault (SIGBUS) on the pages cut off under it.
+        let dir = temp_dir("copy-large");
+        let path = dir.join("m.json");
+        let store = FileStore::open(&path).unwrap();
+        store.write_snapshot(format!("{{\"pad\":\"{}\"\n}}", "x".repeat(5 << 20)).into_bytes()).unwrap();
+        store.finish_snapshot().unwrap();
+        let mapped = crate::storage::bytes::mapped_by_this_thread;
+        let before = mapped();
+        let copy = read_copy(&path).unwrap();
+        assert_eq!(mapped(), before, "read_copy mapped the snapshot");
+        assert!(copy.read_snapshot().unwrap().is_some_and(|s| s.len() > 5 << 20));
+        // The host that owns the files maps it.
+        assert!(store.read_snapshot().unwrap().is_some());
+        assert_eq!(mapped(), before + 1);
+        drop(store);
         fs::remove_dir_all(dir).unwrap();
     }
 
