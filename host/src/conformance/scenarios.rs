@@ -30,6 +30,7 @@ pub(super) const ALL: &[(&str, &str, Scenario)] = &[
     ("http-listener", "HTTP is served with a valid rule or refused as unsupported", http_listener),
     ("restart", "a new instance over the same storage has the same mapping", restart),
     ("reconcile", "rules LoxiLB lost are re-programmed; a second pass changes nothing", reconcile),
+    ("owns-rule", "the rules it makes are its own, rules other tools made are not", owns_rule),
 ];
 
 const VIP: &str = "203.0.113.10";
@@ -412,4 +413,21 @@ fn reconcile(lab: &mut Lab) -> Result<()> {
     lab.reconcile()?;
     ensure!(lab.mutations() == mutations, "a second reconcile with nothing to repair changed LoxiLB");
     lab.expect_in_sync()
+}
+
+/// Reconciliation asks `owns-rule` of every rule no object wants (with `remove_orphans`, the rules it says
+/// yes to are deleted): it must answer for any name, without trapping, and say no to other tools' rules.
+fn owns_rule(lab: &mut Lab) -> Result<()> {
+    create(lab, &loadbalancer(VIP, vec![listener(1, "TCP", 80, Some(pool(1, Some(1), "TCP", members(1..=2, 1), None)))]))?;
+    let rules = lab.sandbox.desired_rules().map_err(|e| anyhow::anyhow!("desired-rules: {e}"))?;
+    for rule in rules.iter() {
+        let name = &rule.rule.service.name;
+        let owns = lab.sandbox.owns_rule(name).map_err(|e| anyhow::anyhow!("owns-rule {name:?}: {e}"))?;
+        ensure!(owns, "owns-rule does not recognise {name:?}, a rule it wants, as its own");
+    }
+    for foreign in ["", "kube-system_coredns_udp", "default_nginx-ingress", "ovn-lb-7"] {
+        let owns = lab.sandbox.owns_rule(foreign).map_err(|e| anyhow::anyhow!("owns-rule {foreign:?}: {e}"))?;
+        ensure!(!owns, "owns-rule claims {foreign:?}, a rule another tool could have made: remove_orphans would delete it");
+    }
+    Ok(())
 }

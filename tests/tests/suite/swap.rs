@@ -155,6 +155,7 @@ fn a_broken_component_is_refused_with_its_reason_and_the_old_policy_keeps_servin
         (fixture("wit_v0_1"), vec!["loxilb:octavia@0.2.0", "loxilb:octavia@0.1.0"]),
         (fixture("bad_selfcheck"), vec!["desired-rules"]),
         (fixture("planted_bug"), vec!["conformance", "member-batch-update"]),
+        (fixture("misbehave"), vec!["conformance", "owns-rule"]),
         (PathBuf::from("/nonexistent/policy.wasm"), vec!["reading policy"]),
     ];
     let (_dir, files) = not_components("swap");
