@@ -295,7 +295,9 @@ fn pipelined(sandbox: &mut Sandbox, store: &Arc<FileStore>, trees: usize, from: 
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(ops)));
     let start = Instant::now();
     {
-        let durability = Durability::start(Arc::clone(store) as Arc<dyn MappingStore>, Durability::DEFAULT_COMMIT_DELAY);
+        let mapping = Arc::clone(sandbox.mapping());
+        let durability =
+            Durability::start(Arc::clone(store) as Arc<dyn MappingStore>, Durability::DEFAULT_COMMIT_DELAY, Box::new(move || mapping.write_snapshot()));
         for i in from..from + ops {
             let op = mutation(trees, i);
             let t = Instant::now();

@@ -137,6 +137,8 @@ pub static STORAGE_GROUP_COMMITS: Counter =
 pub static STORAGE_GROUP_COMMIT_RECORDS: Counter =
     Counter::new("storage_group_commit_records_total", "Journal records made durable by group commits (divide by the commits for the batch size).");
 pub static STORAGE_ERRORS: Counter = Counter::new("storage_errors_total", "Failed mapping storage operations.");
+pub static STORAGE_REPAIRS: Counter =
+    Counter::new("storage_repairs_total", "Attempts to make the journal durable again after a failed fsync (a snapshot each); reports wait meanwhile.");
 pub static STORAGE_BACKUPS: Counter = Counter::new("storage_backups_total", "Mapping snapshot backups written.");
 pub static STORAGE_FALLBACKS: Counter = Counter::new("storage_fallbacks_total", "Loads that found the main snapshot corrupt or missing and used a backup.");
 pub static STORAGE_BAD_RECORDS: Counter =
@@ -225,6 +227,7 @@ const BUILT_IN: &[Metric] = &[
     Metric::Counter(&STORAGE_GROUP_COMMITS),
     Metric::Counter(&STORAGE_GROUP_COMMIT_RECORDS),
     Metric::Counter(&STORAGE_ERRORS),
+    Metric::Counter(&STORAGE_REPAIRS),
     Metric::Counter(&STORAGE_BACKUPS),
     Metric::Counter(&STORAGE_FALLBACKS),
     Metric::Counter(&STORAGE_BAD_RECORDS),

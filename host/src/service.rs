@@ -207,7 +207,8 @@ impl Service {
         let storage = Arc::clone(&self.storage);
         // Outcomes are reported, in order, once an fsync covers them; workers go on with their next
         // operation meanwhile, and operations of every load balancer share each fsync.
-        let durability = Arc::new(Durability::start(storage, Durability::DEFAULT_COMMIT_DELAY));
+        let mapping = Arc::clone(&self.mapping);
+        let durability = Arc::new(Durability::start(storage, Durability::DEFAULT_COMMIT_DELAY, Box::new(move || mapping.write_snapshot())));
         let reports = Arc::clone(self.reports());
         let service = Arc::clone(self);
         let lanes = Lanes::new(APPLY_WORKERS, move |job: Job, ticket| service.work(job, ticket, &durability, &reports));
@@ -266,7 +267,11 @@ impl Service {
         let reports = Arc::clone(reports);
         durability.after(storage.appended(), move |durable| {
             if let Err(e) = durable {
-                tracing::error!("mapping journal not durable after {method}: {e}");
+                // Only when the host stops with the journal still failing: not reported, and left in the
+                // inbox to be applied again at the next start.
+                tracing::error!("mapping journal not durable after {method} as the host stops: {e}; not reported");
+                service.leave_backlog();
+                return;
             }
             let sent = (!reported_before).then(|| statuses.clone());
             let done = move || {
@@ -485,8 +490,10 @@ impl Service {
             }
             Taken::HandedOver | Taken::Refused => return None,
         };
-        if let Err(e) = storage.sync() {
-            tracing::error!("mapping journal not durable after {method}: {e}");
+        if let Err(e) = self.make_durable(storage.as_ref(), still_ours) {
+            // Not acknowledged: the operation is applied again, by whichever host gets it.
+            tracing::error!("mapping journal not durable after {method}: {e}; not reported");
+            return None;
         }
         if redelivered && self.reported_before(method, args) {
             self.reported(&statuses);
@@ -495,6 +502,28 @@ impl Service {
         }
         log_outcome(method, args, &statuses, started.elapsed());
         Some(statuses)
+    }
+
+    /// Makes every record appended so far durable before anything is reported. After a failed fsync the
+    /// journal is durable only through a new snapshot: one is written and the sync tried again, with a
+    /// growing pause, for as long as `go_on` says (see `storage/durability.rs`).
+    fn make_durable(&self, storage: &dyn crate::storage::MappingStore, go_on: &dyn Fn() -> bool) -> Result<(), String> {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let failed = match storage.sync() {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            crate::metrics::STORAGE_REPAIRS.inc();
+            tracing::error!("mapping journal not durable ({failed}): writing a snapshot to repair it; the report waits");
+            match self.mapping.write_snapshot().and_then(|()| storage.sync()) {
+                Ok(()) => return Ok(()),
+                Err(e) if !go_on() => return Err(e),
+                Err(e) => tracing::error!("the repairing snapshot failed: {e}; trying again in {pause:?}"),
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
     }
 
     fn report(&self, statuses: &[ObjectStatus]) {
@@ -792,8 +821,11 @@ impl Service {
             self.epochs.applied(&lb);
             let storage = Arc::clone(sandbox.storage());
             drop(sandbox);
-            if let Err(e) = storage.sync() {
-                tracing::error!("mapping journal not durable after programming {lb}: {e}");
+            // Reported only once durable: a crash would otherwise undo what Octavia was told.
+            if let Err(e) = self.make_durable(storage.as_ref(), &|| false) {
+                tracing::error!("mapping journal not durable after programming {lb}: {e}; reported later");
+                self.reprogram.failed_again(&lb);
+                continue;
             }
             tracing::info!("load balancer {lb}, which failed at LoxiLB, is programmed as Octavia shows it: reporting its objects ACTIVE");
             // Not `report`: that counts an operation applied. Held at most `PATIENCE` (the monitor's

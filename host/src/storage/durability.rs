@@ -5,6 +5,12 @@
 //!
 //! The applier wakes the durability thread only when it is idle: on a small VM a cross-CPU wake-up
 //! costs as much as 20 µs, which per operation would double the cost of a mutation.
+//!
+//! A failed fsync is repaired, not passed on: after one, the journal is durable only through a new
+//! snapshot (the kernel may have dropped the pages it could not write), so the thread has one written and
+//! tries again, with a growing pause, until the records are durable. Outcomes wait meanwhile: an
+//! operation reported to Octavia and then lost in a crash would be undone at the next start (a deleted
+//! load balancer served again), while one not reported yet is applied again from the inbox.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -14,6 +20,13 @@ use std::time::Duration;
 use super::MappingStore;
 
 type Then = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// Writes a snapshot of the whole mapping (`Mapping::write_snapshot`).
+pub type Repair = Box<dyn Fn() -> Result<(), String> + Send>;
+
+/// The pauses between attempts to make the journal durable again.
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+const LAST_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct Queue {
@@ -35,7 +48,7 @@ impl Durability {
     /// CPU (filesystem journal, block layer, interrupts) that slows the applier on a 2-CPU machine:
     /// 0.5 ms lets ~10 operations share one instead of ~3, for a quarter less per operation, and
     /// delays reports to Octavia by as much, which nobody can notice.
-    pub fn start(store: Arc<dyn MappingStore>, commit_delay: Duration) -> Durability {
+    pub fn start(store: Arc<dyn MappingStore>, commit_delay: Duration, repair: Repair) -> Durability {
         let queue = Arc::new((Mutex::new(Queue::default()), Condvar::new()));
         let shared = Arc::clone(&queue);
         let thread = std::thread::Builder::new()
@@ -60,7 +73,25 @@ impl Durability {
                     let batch: Vec<(u64, Then)> = lock.lock().unwrap().items.drain(..).collect();
                     // One fsync for the whole batch: it covers the last position, hence all before it.
                     let last = batch.last().map_or(0, |(seq, _)| *seq);
-                    let result = store.sync_to(last);
+                    let mut result = store.sync_to(last);
+                    let mut pause = FIRST_RETRY;
+                    while let Err(e) = &result {
+                        crate::metrics::STORAGE_REPAIRS.inc();
+                        tracing::error!("mapping journal not durable ({e}): writing a snapshot to repair it; reports wait");
+                        if let Err(e) = repair() {
+                            tracing::error!("the repairing snapshot failed: {e}; trying again in {pause:?}");
+                        }
+                        result = store.sync_to(last);
+                        if result.is_err() {
+                            // Woken early only to stop: the outcomes then go out with the error.
+                            let q = lock.lock().unwrap();
+                            if q.closed {
+                                break;
+                            }
+                            let _ = wake.wait_timeout(q, pause).unwrap();
+                            pause = (pause * 2).min(LAST_RETRY);
+                        }
+                    }
                     for (_, then) in batch {
                         then(result.clone());
                     }
@@ -71,8 +102,8 @@ impl Durability {
     }
 
     /// Runs `then` (on the durability thread) once every record appended up to `seq` (from
-    /// `MappingStore::appended`) is durable, or with the error that prevented it. Callbacks run in the
-    /// order they were handed in.
+    /// `MappingStore::appended`) is durable, or with the error that kept it from being so when the
+    /// thread was stopped. Callbacks run in the order they were handed in.
     pub fn after(&self, seq: u64, then: impl FnOnce(Result<(), String>) + Send + 'static) {
         let (lock, wake) = &*self.queue;
         let mut q = lock.lock().unwrap();
@@ -106,7 +137,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("loxilb-durability-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = Arc::new(FileStore::open(&dir.join("m.json")).unwrap());
-        let durability = Durability::start(store.clone(), Durability::DEFAULT_COMMIT_DELAY);
+        let durability = Durability::start(store.clone(), Durability::DEFAULT_COMMIT_DELAY, Box::new(|| Ok(())));
         let released = Arc::new(Mutex::new(Vec::new()));
         for i in 0..200u64 {
             store.append(format!("{{\"i\":{i}}}").as_bytes()).unwrap();

@@ -10,6 +10,7 @@ mod cluster;
 mod commit_wait;
 mod component;
 mod convergence;
+mod durability;
 mod e2e;
 mod endpoint;
 mod failover;
