@@ -91,6 +91,9 @@ pub struct FileStore {
     fail_next_rotation_fsync: std::sync::atomic::AtomicBool,
     #[cfg(test)]
     slow_prune: std::sync::atomic::AtomicBool,
+    /// The next `sync_to` fsync waits for a message on this, then fails.
+    #[cfg(test)]
+    failing_sync: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
 /// A snapshot handed to the writer thread: it is in place once the thread returns `Ok`.
@@ -688,6 +691,8 @@ impl FileStore {
             fail_next_rotation_fsync: Default::default(),
             #[cfg(test)]
             slow_prune: Default::default(),
+            #[cfg(test)]
+            failing_sync: Default::default(),
         })
     }
 
@@ -925,6 +930,12 @@ impl MappingStore for FileStore {
         // One write at a time: the next snapshot's journal starts where this one's ends.
         self.settle(&mut writing, true);
         let mut inner = self.lock();
+        // A journal fsync under way may fail: it must have said so before this one counts the records
+        // durable. (Linux reports a failed writeback to one fsync of a file only, so this one could
+        // succeed without the pages that one lost.)
+        while inner.syncing {
+            inner = self.synced.wait(inner).unwrap_or_else(|e| e.into_inner());
+        }
         let next = inner.cur + 1;
         let rotated = (|| {
             // The next segment exists (with its header, its name durable) before this one says the journal
@@ -1064,9 +1075,23 @@ impl MappingStore for FileStore {
         let file = inner.file.try_clone();
         let generation = inner.cur;
         drop(inner);
+        #[cfg(test)]
+        let result = match self.failing_sync.lock().unwrap().take() {
+            Some(go) => {
+                let _ = go.recv();
+                Err(std::io::Error::from_raw_os_error(libc::EIO))
+            }
+            None => file.and_then(|f| fsync(&f, true)),
+        };
+        #[cfg(not(test))]
         let result = file.and_then(|f| fsync(&f, true));
         let mut inner = self.lock();
         inner.syncing = false;
+        // A failure recorded meanwhile (a rotation's fsync) may have taken this file's error report.
+        let result = match (&inner.failed, result) {
+            (Some(e), Ok(())) => Err(std::io::Error::other(e.clone())),
+            (_, result) => result,
+        };
         let outcome = match result {
             Ok(()) => {
                 inner.synced = inner.synced.max(upto);
@@ -1312,6 +1337,34 @@ mod tests {
         assert!(store.read_snapshot().unwrap().is_some());
         assert_eq!(mapped(), before + 1);
         drop(store);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_rotation_waits_for_a_journal_fsync_under_way_before_it_counts_records_durable() {
+        // Linux reports a failed writeback to one fsync of a file only: the rotation's own fsync of the
+        // segment could succeed after the one under way lost the pages.
+        let dir = temp_dir("sync-rotation");
+        let store = Arc::new(FileStore::open(&dir.join("m.json")).unwrap());
+        store.append(b"{\"a\":1}").unwrap();
+        let seq = store.appended();
+        let (go, wait) = std::sync::mpsc::channel();
+        *store.failing_sync.lock().unwrap() = Some(wait);
+        let syncing = Arc::clone(&store);
+        let sync = std::thread::spawn(move || syncing.sync_to(seq));
+        while !store.lock().syncing {
+            std::thread::yield_now();
+        }
+        let rotating = Arc::clone(&store);
+        let rotation = std::thread::spawn(move || rotating.write_snapshot(b"{\"v\":1\n}".to_vec()));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(store.durable() < seq, "the rotation counted the records durable while an fsync of them was under way");
+        go.send(()).unwrap();
+        assert!(sync.join().unwrap().is_err());
+        // The rotation saw the failure, and its snapshot repairs it.
+        rotation.join().unwrap().unwrap();
+        assert!(store.durable() >= seq);
+        store.sync().unwrap();
         fs::remove_dir_all(dir).unwrap();
     }
 
