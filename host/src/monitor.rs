@@ -183,14 +183,17 @@ impl Monitor {
                 upkeep.adoption_due = true;
             }
         }
-        if upkeep.adoption_due && upkeep.syncing.is_none() {
-            // Shards that became this host's: their load balancers are read back first, then served.
-            upkeep.adoption_due = false;
+        if std::mem::take(&mut upkeep.adoption_due) {
+            // Shards that became this host's: their load balancers are read back first (ahead of a sync
+            // under way), then served.
             upkeep.expected = None;
-            upkeep.syncing = self.list_for_sync(true);
-            match &upkeep.syncing {
-                Some(sync) => tracing::info!("amqp: this host now consumes more shards; reading {} of their load balancers back from Octavia", sync.left.len()),
-                None => self.reconcile_targets(),
+            match (upkeep.syncing.as_mut(), self.list_for_sync(true)) {
+                (_, None) => self.reconcile_targets(),
+                (Some(under_way), Some(more)) => under_way.left.extend(more.left),
+                (None, fresh) => upkeep.syncing = fresh,
+            }
+            if let Some(sync) = &upkeep.syncing {
+                tracing::info!("amqp: this host consumes other shards now; {} load balancers to read back from Octavia", sync.left.len());
             }
         }
         if !self.reconcile_interval.is_zero() && upkeep.syncing.is_none() && upkeep.last_reconcile.elapsed() >= self.reconcile_interval {

@@ -508,22 +508,12 @@ impl Service {
     /// journal is durable only through a new snapshot: one is written and the sync tried again, with a
     /// growing pause, for as long as `go_on` says (see `storage/durability.rs`).
     fn make_durable(&self, storage: &dyn crate::storage::MappingStore, go_on: &dyn Fn() -> bool) -> Result<(), String> {
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let failed = match storage.sync() {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
-            crate::metrics::STORAGE_REPAIRS.inc();
-            tracing::error!("mapping journal not durable ({failed}): writing a snapshot to repair it; the report waits");
-            match self.mapping.write_snapshot().and_then(|()| storage.sync()) {
-                Ok(()) => return Ok(()),
-                Err(e) if !go_on() => return Err(e),
-                Err(e) => tracing::error!("the repairing snapshot failed: {e}; trying again in {pause:?}"),
+        crate::storage::sync_repairing(storage, storage.appended(), &|| self.mapping.write_snapshot(), |pause| {
+            go_on() && {
+                std::thread::sleep(pause);
+                true
             }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_secs(5));
-        }
+        })
     }
 
     fn report(&self, statuses: &[ObjectStatus]) {

@@ -73,25 +73,11 @@ impl Durability {
                     let batch: Vec<(u64, Then)> = lock.lock().unwrap().items.drain(..).collect();
                     // One fsync for the whole batch: it covers the last position, hence all before it.
                     let last = batch.last().map_or(0, |(seq, _)| *seq);
-                    let mut result = store.sync_to(last);
-                    let mut pause = FIRST_RETRY;
-                    while let Err(e) = &result {
-                        crate::metrics::STORAGE_REPAIRS.inc();
-                        tracing::error!("mapping journal not durable ({e}): writing a snapshot to repair it; reports wait");
-                        if let Err(e) = repair() {
-                            tracing::error!("the repairing snapshot failed: {e}; trying again in {pause:?}");
-                        }
-                        result = store.sync_to(last);
-                        if result.is_err() {
-                            // Woken early only to stop: the outcomes then go out with the error.
-                            let q = lock.lock().unwrap();
-                            if q.closed {
-                                break;
-                            }
-                            let _ = wake.wait_timeout(q, pause).unwrap();
-                            pause = (pause * 2).min(LAST_RETRY);
-                        }
-                    }
+                    let result = sync_repairing(store.as_ref(), last, &repair, |pause| {
+                        // Woken early only to stop: the outcomes then go out with the error.
+                        let q = lock.lock().unwrap();
+                        !q.closed && !wake.wait_timeout(q, pause).unwrap().0.closed
+                    });
                     for (_, then) in batch {
                         then(result.clone());
                     }
@@ -112,6 +98,33 @@ impl Durability {
             q.idle = false;
             wake.notify_one();
         }
+    }
+}
+
+/// Makes the records appended up to `seq` durable, whatever it takes: after a failed fsync the journal
+/// is durable only through a new snapshot, so `repair` writes one and the sync is tried again. Between
+/// attempts `wait` is handed a pause (growing from 50 ms to 5 s) and says whether to go on; the last error
+/// otherwise.
+pub fn sync_repairing(
+    store: &dyn MappingStore,
+    seq: u64,
+    repair: &dyn Fn() -> Result<(), String>,
+    mut wait: impl FnMut(Duration) -> bool,
+) -> Result<(), String> {
+    let mut pause = FIRST_RETRY;
+    loop {
+        let failed = match store.sync_to(seq) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        crate::metrics::STORAGE_REPAIRS.inc();
+        tracing::error!("mapping journal not durable ({failed}): writing a snapshot to repair it; reports wait");
+        let Err(e) = repair().and_then(|()| store.sync_to(seq)) else { return Ok(()) };
+        tracing::error!("the repairing snapshot failed: {e}; trying again in {pause:?}");
+        if !wait(pause) {
+            return Err(e);
+        }
+        pause = (pause * 2).min(LAST_RETRY);
     }
 }
 

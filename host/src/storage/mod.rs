@@ -22,7 +22,7 @@ mod lock;
 
 pub use backup::{stamp, start_backups, BackupTask};
 pub use bytes::FileBytes;
-pub use durability::Durability;
+pub use durability::{sync_repairing, Durability};
 pub use file::{mapping_exists, quarantine, read_copy, segment_path, write_atomic, FileStore};
 pub use lock::{lock_path, StateLock};
 

@@ -677,16 +677,17 @@ impl CastWorker {
     /// show yet is being created by this very operation: there is nothing to adopt.
     async fn adopt(&self, lb_id: &str) -> Result<()> {
         let shards = &self.ctx.shards;
-        // Live, with this shard's operation in hand, unless the provider computes shards otherwise.
-        let epoch = shards.epoch(lb_id);
-        if epoch.is_none() {
-            let computed = crate::served::shard_of(lb_id, shards.count());
+        let computed = crate::served::shard_of(lb_id, shards.count());
+        if computed != self.index {
             crate::warn_limited!(
                 "amqp-shard-mismatch",
                 "amqp: load balancer {lb_id} came on shard queue {}, but its shard is {computed}: rpc_shards differs between the provider and this host",
                 self.index
             );
-        } else if shards.serves(lb_id) {
+        }
+        // Live (this shard's operation is in hand) unless the provider computes shards otherwise.
+        let epoch = shards.epoch(lb_id);
+        if epoch.is_some() && shards.serves(lb_id) {
             return Ok(());
         }
         let service = Arc::clone(&self.ctx.service);
