@@ -67,6 +67,9 @@ pub(super) struct Inner {
     /// After a failed fsync the kernel may have dropped the pages it could not write, and a later fsync
     /// can succeed without them: nothing is reported durable again until a snapshot rewrites it all.
     failed: Option<String>,
+    /// The start of a failed write could not be cut off the end of the current segment: nothing more is
+    /// written there until it is (the next line would run on from it, and both be lost at the next load).
+    torn: bool,
     /// Kept backups, oldest first; generations pinned by a backup being written.
     pub(super) backups: Vec<Backup>,
     pub(super) pins: Vec<u64>,
@@ -94,6 +97,12 @@ pub struct FileStore {
     /// The next `sync_to` fsync waits for a message on this, then fails.
     #[cfg(test)]
     failing_sync: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// The next append writes half its bytes, then fails (a disk that filled).
+    #[cfg(test)]
+    fail_next_append: std::sync::atomic::AtomicBool,
+    /// The next cut of a failed write fails too.
+    #[cfg(test)]
+    fail_next_cut: std::sync::atomic::AtomicBool,
 }
 
 /// A snapshot handed to the writer thread: it is in place once the thread returns `Ok`.
@@ -679,6 +688,7 @@ impl FileStore {
                 synced: 0,
                 syncing: false,
                 failed: None,
+                torn: false,
                 backups: listing.backups,
                 pins: Vec::new(),
             }),
@@ -693,6 +703,10 @@ impl FileStore {
             slow_prune: Default::default(),
             #[cfg(test)]
             failing_sync: Default::default(),
+            #[cfg(test)]
+            fail_next_append: Default::default(),
+            #[cfg(test)]
+            fail_next_cut: Default::default(),
         })
     }
 
@@ -829,6 +843,26 @@ impl FileStore {
     }
 
     /// Appends `records` with one write; a failed write is cut back to where it started, so none is.
+    /// Cuts the current segment back to its last whole line, after a failed write; whether it did.
+    fn cut_back(&self, inner: &mut Inner) -> bool {
+        #[cfg(test)]
+        if self.fail_next_cut.swap(false, Ordering::SeqCst) {
+            inner.torn = true;
+            return false;
+        }
+        inner.torn = inner.file.set_len(inner.len).is_err();
+        !inner.torn
+    }
+
+    fn write_lines(&self, inner: &mut Inner, lines: &[u8]) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.fail_next_append.swap(false, Ordering::SeqCst) {
+            inner.file.write_all(&lines[..lines.len() / 2])?;
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        inner.file.write_all(lines)
+    }
+
     fn write_records<R: AsRef<[u8]>>(&self, records: &[R]) -> Result<(), String> {
         let mut lines = Vec::with_capacity(records.iter().map(|r| r.as_ref().len() + 10).sum());
         for record in records {
@@ -839,12 +873,24 @@ impl FileStore {
             format::frame(record, &mut lines);
         }
         let mut inner = self.lock();
-        if let Err(e) = inner.file.write_all(&lines) {
+        let segment = segment_path(&self.path, inner.cur);
+        let written = if inner.torn && !self.cut_back(&mut inner) {
+            Err(format!("appending to {}: the end of a failed write is still to be cut off", segment.display()))
+        } else {
+            self.write_lines(&mut inner, &lines).map_err(|e| format!("appending to {}: {e}", segment.display()))
+        };
+        if let Err(e) = written {
             metrics::STORAGE_ERRORS.inc();
-            // A partial line would swallow the next record: cut it off.
-            let len = inner.len;
-            let _ = inner.file.set_len(len);
-            return Err(format!("appending to {}: {e}", segment_path(&self.path, inner.cur).display()));
+            // A partial line would swallow the next record: cut it off (if that fails too, before the
+            // next write).
+            if !inner.torn {
+                self.cut_back(&mut inner);
+            }
+            // The changes stay in memory, and only a snapshot can make them durable: until one has, the
+            // operation that made them (its number, past every record written) is not durable.
+            inner.appended += 1;
+            inner.failed.get_or_insert_with(|| e.clone());
+            return Err(e);
         }
         let count = records.len() as u32;
         inner.len += lines.len() as u64;
@@ -944,12 +990,16 @@ impl MappingStore for FileStore {
             // The snapshot on disk until the new one is renamed into place (and any backup) replays this
             // segment: it must be whole on disk, its `next` line included.
             let mut marker = Vec::new();
+            // The start of a failed write that could not be cut off ends its own (damaged) line: this
+            // segment is replayed only until the snapshot is in place.
+            if inner.torn && !self.cut_back(&mut inner) {
+                marker.push(b'\n');
+            }
             format::frame(&JournalLine::Next(next).record(), &mut marker);
             let old = segment_path(&self.path, inner.cur);
             if let Err(e) = inner.file.write_all(&marker) {
                 // A partial line would swallow the next record: cut it off.
-                let len = inner.len;
-                let _ = inner.file.set_len(len);
+                self.cut_back(&mut inner);
                 return Err(format!("appending to {}: {e}", old.display()));
             }
             #[cfg(test)]
@@ -973,6 +1023,7 @@ impl MappingStore for FileStore {
         let (file, len) = rotated.inspect_err(|_| metrics::STORAGE_ERRORS.inc())?;
         inner.file = file;
         inner.len = len;
+        inner.torn = false;
         inner.cur = next;
         inner.segments.insert(next);
         inner.records = Some(0);
@@ -1365,6 +1416,41 @@ mod tests {
         rotation.join().unwrap().unwrap();
         assert!(store.durable() >= seq);
         store.sync().unwrap();
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn changes_a_failed_append_kept_in_memory_are_durable_only_once_a_snapshot_holds_them() {
+        // Before, the operation's number was that of the last record written: reported durable at once.
+        let dir = temp_dir("append-failed");
+        let store = FileStore::open(&dir.join("m.json")).unwrap();
+        store.append(b"{\"a\":1}").unwrap();
+        store.sync().unwrap();
+        store.fail_next_append.store(true, Ordering::SeqCst);
+        assert!(store.append(b"{\"b\":2}").is_err());
+        let seq = store.appended();
+        assert!(store.sync_to(seq).is_err(), "a change no record holds was reported durable");
+        store.write_snapshot(b"{\"v\":1\n}".to_vec()).unwrap();
+        store.sync_to(seq).unwrap();
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_start_of_a_failed_append_that_could_not_be_cut_off_is_cut_before_the_next_write() {
+        // Before, the next record ran on from the torn bytes: both were one damaged line at the next load.
+        let dir = temp_dir("append-torn");
+        let path = dir.join("m.json");
+        let store = FileStore::open(&path).unwrap();
+        store.append(b"{\"a\":1}").unwrap();
+        store.fail_next_append.store(true, Ordering::SeqCst);
+        store.fail_next_cut.store(true, Ordering::SeqCst);
+        assert!(store.append(b"{\"b\":2}").is_err());
+        store.append(b"{\"c\":3}").unwrap();
+        store.sync().unwrap_err();
+        drop(store);
+        let reopened = FileStore::open(&path).unwrap();
+        assert_eq!(reopened.replay().unwrap(), vec![b"{\"a\":1}".to_vec(), b"{\"c\":3}".to_vec()]);
+        assert!(reopened.damage().is_empty(), "{:?}", reopened.damage());
         fs::remove_dir_all(dir).unwrap();
     }
 
