@@ -842,7 +842,6 @@ impl FileStore {
         self.lock().synced
     }
 
-    /// Appends `records` with one write; a failed write is cut back to where it started, so none is.
     /// Cuts the current segment back to its last whole line, after a failed write; whether it did.
     fn cut_back(&self, inner: &mut Inner) -> bool {
         #[cfg(test)]
@@ -863,6 +862,7 @@ impl FileStore {
         inner.file.write_all(lines)
     }
 
+    /// Appends `records` with one write; a failed write is cut back to where it started, so none is.
     fn write_records<R: AsRef<[u8]>>(&self, records: &[R]) -> Result<(), String> {
         let mut lines = Vec::with_capacity(records.iter().map(|r| r.as_ref().len() + 10).sum());
         for record in records {
