@@ -64,6 +64,8 @@ pub struct Upkeep {
 struct OctaviaSync {
     left: Vec<String>,
     since: crate::epochs::Ticket,
+    /// Over AMQP: load balancers read back by the last slice, to be served now.
+    newly_served: bool,
 }
 
 impl Default for Upkeep {
@@ -211,6 +213,10 @@ impl Monitor {
                 upkeep.expected = None;
                 self.reconcile_targets();
                 upkeep.last_reconcile = Instant::now();
+            } else if std::mem::take(&mut sync.newly_served) {
+                // Over AMQP those read back so far are served now: a thousand take minutes to read.
+                upkeep.expected = None;
+                self.reconcile_targets();
             }
         }
         if !self.stats_interval.is_zero() && upkeep.last_stats.elapsed() >= self.stats_interval {
@@ -419,7 +425,7 @@ impl Monitor {
         }
         // Octavia cannot know an id made up for a LoxiLB rule without Octavia ids.
         let left = lbs.into_iter().rev().filter(|id| crate::service::is_octavia_id(id)).collect();
-        Some(OctaviaSync { left, since })
+        Some(OctaviaSync { left, since, newly_served: false })
     }
 
     /// Reads back and adopts the load balancers `sync` has left, for at most `slice` when given. Whether
@@ -436,9 +442,10 @@ impl Monitor {
                 },
                 None => None,
             };
-            let adopted = |shards: Option<&Arc<crate::served::Shards>>| {
+            let mut adopted = |shards: Option<&Arc<crate::served::Shards>>| {
                 if let (Some(shards), Some(epoch)) = (shards, epoch) {
                     shards.adopted(&id, epoch);
+                    sync.newly_served = true;
                 }
             };
             match self.service.adopt_as_of(&id, sync.since, true) {

@@ -529,24 +529,29 @@ fn a_start_beside_a_restarted_loxilb_programs_every_rule_before_octavia_is_read_
 
 /// Over AMQP each host keeps a mapping of its own, and another host may serve a load balancer's shard
 /// from a newer one: a host repairs LoxiLB only for the shards it is the active consumer of.
-#[test]
-fn over_amqp_a_lost_rule_is_repaired_only_by_the_active_consumer_of_its_shard() {
-    use host::served::{shard_of, Served, Shards};
+/// The simulator, and a service over it acting for the shards of `shards` this host consumes (AMQP).
+fn on_shards(shards: &Arc<host::served::Shards>, agent: Option<DriverAgent>) -> (loxilb_sim::Simulator, Arc<Service>, Monitor) {
     let sim = loxilb_sim::Simulator::start(loxilb_sim::ErrorStyle::Coded).unwrap();
     let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
-    let shards = Arc::new(Shards::new(8));
     let wiring = host::runtime::instance::Wiring {
         loxilb: Arc::clone(&loxilb),
         mapping: host::app::load_mapping(Arc::new(MemoryStore::default())).unwrap(),
         remove_orphans: false,
-        served: Served::Shards(Arc::clone(&shards)),
+        served: host::served::Served::Shards(Arc::clone(shards)),
         log_target: "test".into(),
     };
-    let sandbox =
-        host::runtime::instance::Sandbox::new(host::runtime::load(&default_policy()).unwrap(), wiring, host::runtime::instance::Limits::default(), settings())
-            .unwrap();
-    let service = Service::new(sandbox, None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
-    let monitor = Monitor { service: Arc::clone(&service), loxilb, agent: None, stats_interval: Duration::ZERO, reconcile_interval: Duration::from_secs(3600) };
+    let limits = host::runtime::instance::Limits::default();
+    let sandbox = host::runtime::instance::Sandbox::new(host::runtime::load(&default_policy()).unwrap(), wiring, limits, settings()).unwrap();
+    let service = Service::new(sandbox, agent.clone(), Arc::new(RecordingSink::default()), Duration::from_secs(5));
+    let monitor = Monitor { service: Arc::clone(&service), loxilb, agent, stats_interval: Duration::ZERO, reconcile_interval: Duration::from_secs(3600) };
+    (sim, service, monitor)
+}
+
+#[test]
+fn over_amqp_a_lost_rule_is_repaired_only_by_the_active_consumer_of_its_shard() {
+    use host::served::{shard_of, Shards};
+    let shards = Arc::new(Shards::new(8));
+    let (sim, service, monitor) = on_shards(&shards, None);
     let mut upkeep = Upkeep::default();
 
     // The create came on its shard: this host is its active consumer.
@@ -574,4 +579,36 @@ fn over_amqp_a_lost_rule_is_repaired_only_by_the_active_consumer_of_its_shard() 
     monitor.tick(&mut upkeep);
     monitor.tick(&mut upkeep);
     assert_eq!(sim.rules(), rules, "the shard's load balancers are served again");
+}
+
+#[test]
+fn over_amqp_the_load_balancers_of_a_shard_taken_over_are_served_as_they_are_read_back() {
+    // With a real driver-agent each read is a process it forks: a thousand load balancers take minutes,
+    // and a LoxiLB that restarted meanwhile lacked every rule until the last was read. Here 12 reads of
+    // 0.2 s each, a 1 s slice of them per check.
+    let trees = Arc::new(Mutex::new(one_member_trees(12)));
+    let get = slow_get_socket("slow-takeover", &trees);
+    let shards = Arc::new(host::served::Shards::new(8));
+    let (sim, service, monitor) = on_shards(&shards, Some(get.agent()));
+    let created: Vec<serde_json::Value> = trees.lock().unwrap().values().cloned().collect();
+    for tree in created {
+        service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+    }
+    let rules = sim.rules();
+    assert_eq!(rules.len(), 12);
+    sim.restart();
+    // Probes keep every shard this host's.
+    let live = || (0..8).for_each(|i| shards.delivered(i));
+    let mut upkeep = Upkeep::default();
+    live();
+    monitor.tick(&mut upkeep);
+    let served = sim.rules().len();
+    assert!(served > 0 && served < 12, "after one check {served} of 12 rules are back");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sim.rules().len() < 12 {
+        assert!(std::time::Instant::now() < deadline, "{} of 12 rules back", sim.rules().len());
+        live();
+        monitor.tick(&mut upkeep);
+    }
+    assert_eq!(sim.rules(), rules);
 }
