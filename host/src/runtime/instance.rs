@@ -87,7 +87,7 @@ pub struct Wiring {
     pub mapping: Arc<Mapping>,
     /// Reconciliation deletes rules no Octavia object owns (only those the policy says it made).
     pub remove_orphans: bool,
-    /// The load balancers reconciliation may act for (over AMQP, the shards this host consumes).
+    /// The load balancers this host acts for on its own (`served.rs`; over AMQP, the shards it consumes).
     pub served: crate::served::Served,
     /// Prefix for the policy's log lines (its name).
     pub log_target: String,
