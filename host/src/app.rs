@@ -119,6 +119,20 @@ pub fn served(config: &Config) -> crate::served::Served {
     }
 }
 
+/// Settings the host takes and does not apply in this configuration, said at start (not refused: a
+/// configuration written for the Unix socket keeps working over AMQP).
+pub fn not_applied(config: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    if config.remove_orphans && config.transport == crate::config::Transport::Amqp {
+        notes.push(
+            "[driver_loxilb] remove_orphans = true is not applied with transport = amqp: another host's rules, and those of load balancers \
+             this host has not seen, look like orphans to it (README, \"Several hosts (RabbitMQ)\")"
+                .to_string(),
+        );
+    }
+    notes
+}
+
 /// Loads the configured policy and starts an instance over the configured grants.
 pub fn sandbox(config: &Config, loxilb: Arc<dyn LoxiTransport>, storage: Arc<dyn MappingStore>) -> Result<Sandbox> {
     let path = policy_path(config);
@@ -155,4 +169,19 @@ pub fn unix_limits(config: &Config) -> crate::transport::unix::Limits {
     }
     peers.groups = config.allowed_peer_groups.clone();
     crate::transport::unix::Limits { max_request_bytes: config.max_request_bytes, peers, ..Default::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Transport;
+
+    #[test]
+    fn remove_orphans_over_amqp_is_said_to_be_not_applied() {
+        let config = |transport, remove_orphans| Config { transport, remove_orphans, ..Config::default() };
+        assert!(not_applied(&config(Transport::Unix, true)).is_empty());
+        assert!(not_applied(&config(Transport::Amqp, false)).is_empty());
+        let notes = not_applied(&config(Transport::Amqp, true));
+        assert!(notes.len() == 1 && notes[0].contains("remove_orphans") && notes[0].contains("amqp"), "{notes:?}");
+    }
 }

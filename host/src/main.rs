@@ -211,6 +211,9 @@ fn recovery_mode(name: &str) -> RecoveryMode {
 fn serve(config: Config) -> Result<()> {
     // Before anything is opened: a second host must not touch the mapping, the inbox or the sockets.
     let _lock = host::app::lock_state(&config)?;
+    for note in host::app::not_applied(&config) {
+        tracing::warn!("{note}");
+    }
     let loxilb = host::app::loxilb(&config)?;
     if config.enable_persistent_mapping {
         let mut path = config.mapping_storage_path.clone().into_os_string();
