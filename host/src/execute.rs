@@ -306,8 +306,7 @@ impl Sandbox {
         if served.everything() {
             return Ok(desired);
         }
-        let mapping = self.mapping();
-        let kept = desired.iter().filter(|d| mapping.loadbalancer_of(&d.owner).is_some_and(|lb| served.serves(&lb))).cloned().collect();
+        let kept = desired.iter().filter(|d| served.covers(self.mapping(), &d.owner)).cloned().collect();
         Ok(Arc::new(kept))
     }
 

@@ -538,11 +538,9 @@ impl Monitor {
     /// rest, from a newer mapping).
     fn keep_served<T>(&self, items: &mut Vec<T>, id: impl Fn(&T) -> &str) {
         let served = self.service.served();
-        if served.everything() {
-            return;
+        if !served.everything() {
+            items.retain(|item| served.covers(self.service.mapping(), id(item)));
         }
-        let mapping = Arc::clone(self.service.sandbox.lock().unwrap().mapping());
-        items.retain(|item| mapping.loadbalancer_of(id(item)).is_some_and(|lb| served.serves(&lb)));
     }
 
     /// A read-only policy call that walks the whole mapping, made on an instance of its own so that

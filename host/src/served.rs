@@ -52,6 +52,12 @@ impl Served {
         }
     }
 
+    /// Whether the host acts for the load balancer a mapped object (`id`) belongs to; an object the
+    /// mapping does not hold under a load balancer, only when it acts for every one.
+    pub fn covers(&self, mapping: &crate::mapping::Mapping, id: &str) -> bool {
+        self.everything() || mapping.loadbalancer_of(id).is_some_and(|lb| self.serves(&lb))
+    }
+
     pub fn shards(&self) -> Option<&Arc<Shards>> {
         match self {
             Served::Everything => None,

@@ -141,6 +141,9 @@ pub struct Service {
     pub applied: std::sync::atomic::AtomicU64,
     /// The mapping every policy this service runs reads (a swap keeps it).
     mapping: Arc<crate::mapping::Mapping>,
+    /// What the host acts for on its own (`served.rs`): fixed at start, shared with every policy's
+    /// wiring (a swap keeps it), so reading it waits for no operation.
+    served: crate::served::Served,
     /// Orders reads of Octavia's view against the operations applied to each load balancer.
     pub epochs: Epochs,
     /// The provider's notices of Octavia's commits (see `commits.rs`).
@@ -157,8 +160,13 @@ pub struct Service {
 
 impl Service {
     /// The load balancers this host acts for on its own (`served.rs`).
-    pub fn served(&self) -> crate::served::Served {
-        self.sandbox.lock().unwrap().wiring().served.clone()
+    pub fn served(&self) -> &crate::served::Served {
+        &self.served
+    }
+
+    /// The mapping every policy this service runs reads.
+    pub fn mapping(&self) -> &Arc<crate::mapping::Mapping> {
+        &self.mapping
     }
 
     pub fn new(sandbox: Sandbox, agent: Option<DriverAgent>, statuses: Arc<dyn StatusSink>, commit_wait: Duration) -> Arc<Service> {
@@ -175,6 +183,7 @@ impl Service {
         Arc::new(Service {
             storage: Arc::clone(sandbox.storage()),
             mapping: Arc::clone(sandbox.mapping()),
+            served: sandbox.wiring().served.clone(),
             sandbox: crate::flights::Policy::new(sandbox),
             agent,
             statuses,

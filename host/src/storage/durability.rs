@@ -111,14 +111,12 @@ pub fn sync_repairing(
     repair: &dyn Fn() -> Result<(), String>,
     mut wait: impl FnMut(Duration) -> bool,
 ) -> Result<(), String> {
+    let Err(failed) = store.sync_to(seq) else { return Ok(()) };
+    tracing::error!("mapping journal not durable ({failed}): writing a snapshot to repair it; reports wait");
+    // Until a snapshot is in place the journal stays not durable: each attempt writes one, then syncs.
     let mut pause = FIRST_RETRY;
     loop {
-        let failed = match store.sync_to(seq) {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
         crate::metrics::STORAGE_REPAIRS.inc();
-        tracing::error!("mapping journal not durable ({failed}): writing a snapshot to repair it; reports wait");
         let Err(e) = repair().and_then(|()| store.sync_to(seq)) else { return Ok(()) };
         tracing::error!("the repairing snapshot failed: {e}; trying again in {pause:?}");
         if !wait(pause) {
