@@ -56,6 +56,18 @@ impl Default for Limits {
 /// `Limits::recycle_after_render_bytes` by default: well above what 10k mappings take.
 pub const RECYCLE_AFTER_RENDER_BYTES: usize = 64 << 20;
 
+impl Limits {
+    /// The most one call's answer may take on the host: three times the policy's memory. The canonical ABI
+    /// lets a component point many strings or lists at the same bytes, and the host copies each, so
+    /// without a bound a policy could make the host allocate without end. An answer that does not alias
+    /// costs the host at most about twice what it takes in the policy's memory (24-byte string and list
+    /// headers for 8-byte pointer pairs), so no answer a policy can hold is refused. (wasmtime's own
+    /// default, 128 MiB, would refuse a recovery of ~280k mappings that a 1 GiB policy holds easily.)
+    pub fn answer_bytes(&self) -> usize {
+        self.memory_bytes.saturating_mul(3)
+    }
+}
+
 struct Live {
     store: Store<HostState>,
     bindings: PolicyWorld,
@@ -154,6 +166,10 @@ pub type CommitObserver = Box<dyn Fn(&[crate::runtime::bindings::mapping::Mappin
 
 fn trap_text(e: &wasmtime::Error) -> String {
     let root = e.root_cause().to_string();
+    // wasmtime's error for an exhausted `set_hostcall_fuel` is a private type: known by its text.
+    if root.contains("fuel allocated for hostcalls has been exhausted") {
+        return format!("the policy's answer is larger than the host takes (3 × guest_memory_limit_mb; {root})");
+    }
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => "deadline exceeded (the call ran past guest_call_timeout)".into(),
         Some(wasmtime::Trap::UnreachableCodeReached) => format!("the guest panicked or ran out of memory ({root})"),
@@ -193,6 +209,8 @@ impl Sandbox {
             let limits = GuestLimits::new(self.limits.memory_bytes);
             let mut store = Store::new(super::engine(), HostState { grants: self.wiring.grants(), limits });
             store.limiter(|s| &mut s.limits);
+            // Lifting a result (and an import's arguments) draws on this per call.
+            store.set_hostcall_fuel(self.limits.answer_bytes());
             store.set_epoch_deadline(self.deadline_ticks());
             let bindings = self.policy.pre.instantiate(&mut store).map_err(|e| CallError::Trapped(format!("instantiating: {}", trap_text(&e))))?;
             let guest = bindings.loxilb_octavia_policy();

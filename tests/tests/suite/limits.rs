@@ -46,7 +46,11 @@ fn instances(h: &TestHost) -> u32 {
 /// Obeyed: a normal operation. Violated: the same operation with `command`. Then obeyed again, on a
 /// new instance that still knows the first load balancer.
 fn survives(command: &str, fault: &str) {
-    let h = test_host(&fixture("misbehave"), limits(), settings());
+    survives_within(limits(), command, fault)
+}
+
+fn survives_within(limits: Limits, command: &str, fault: &str) {
+    let h = test_host(&fixture("misbehave"), limits, settings());
     let (status, _, _) = create(&h, 1, "fine");
     assert_eq!(status, "ACTIVE", "the obeyed operation failed");
     let before = instances(&h);
@@ -83,6 +87,14 @@ fn a_memory_bomb_is_stopped_at_the_cap() {
     assert!(host::metrics::POLICY_MEMORY_REFUSED.get() > refused, "the refused growth is not counted");
     // The bomb grows a mebibyte at a time up to the 48 MiB cap: the high-water mark saw it come close.
     assert!(host::metrics::POLICY_MEMORY_PEAK.get() >= 40 << 20, "peak {} bytes", host::metrics::POLICY_MEMORY_PEAK.get());
+}
+
+/// A hundred status ids pointing at one mebibyte of the policy's memory would make the host copy 100 MiB
+/// (wasmtime's default bound, 128 MiB, lets them through); the host takes at most three times the
+/// policy's cap of one answer, here 3 × 16 MiB.
+#[test]
+fn an_answer_aliasing_its_memory_is_refused_past_three_times_the_cap() {
+    survives_within(Limits { memory_bytes: 16 << 20, ..limits() }, "alias", "larger than the host takes");
 }
 
 #[test]
