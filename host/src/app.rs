@@ -115,7 +115,10 @@ pub fn limits(config: &Config) -> Limits {
 pub fn served(config: &Config) -> crate::served::Served {
     match config.transport {
         crate::config::Transport::Unix => crate::served::Served::Everything,
-        crate::config::Transport::Amqp => crate::served::Served::Shards(Arc::new(crate::served::Shards::new(config.rpc_shards))),
+        crate::config::Transport::Amqp => {
+            let shards = crate::served::Shards::new(config.rpc_shards);
+            crate::served::Served::Shards(Arc::new(if config.recovery_mode == "storage" { shards.without_recovery() } else { shards }))
+        }
     }
 }
 

@@ -189,6 +189,7 @@ impl Monitor {
             // Shards that became this host's: their load balancers are read back first (ahead of a sync
             // under way), then served.
             upkeep.expected = None;
+            self.recover_taken_over();
             match (upkeep.syncing.as_mut(), self.list_for_sync(true)) {
                 (_, None) => self.reconcile_targets(),
                 (Some(under_way), Some(more)) => under_way.left.extend(more.left),
@@ -426,6 +427,27 @@ impl Monitor {
         // Octavia cannot know an id made up for a LoxiLB rule without Octavia ids.
         let left = lbs.into_iter().rev().filter(|id| crate::service::is_octavia_id(id)).collect();
         Some(OctaviaSync { left, since, newly_served: false })
+    }
+
+    /// Over AMQP, before a shard taken over is read back: the load balancers another host created while
+    /// it served the shard are in LoxiLB and not in this host's mapping, so neither the read-back nor a
+    /// repair would know them until their next operation (a LoxiLB restart meanwhile left them
+    /// unserved). The rules LoxiLB holds and the mapping lacks are adopted, as a start adopts them; those
+    /// of the shards this host consumes are then read back from Octavia with the rest, which removes any
+    /// Octavia no longer has.
+    fn recover_taken_over(&self) {
+        if !self.service.served().shards().is_some_and(|shards| shards.recovers_from_loxilb()) {
+            return;
+        }
+        let mut sandbox = self.service.sandbox.lock().unwrap();
+        match sandbox.recover(crate::execute::RecoveryMode::Loxilb) {
+            Ok(Ok(report)) if report.recovered > 0 => {
+                tracing::info!("amqp: adopted {} mappings from LoxiLB's rules for the shards taken over", report.recovered)
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("amqp: could not list LoxiLB's rules for the shards taken over: {e}"),
+            Err(e) => tracing::warn!("amqp: recovery for the shards taken over failed: {e}"),
+        }
     }
 
     /// Reads back and adopts the load balancers `sync` has left, for at most `slice` when given. Whether

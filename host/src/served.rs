@@ -78,6 +78,9 @@ pub struct Shards {
     shards: Mutex<Vec<Shard>>,
     /// Bumped each time a shard becomes this host's: the monitor then reads its load balancers back.
     activations: AtomicU64,
+    /// Whether a shard taken over first adopts what LoxiLB holds and the mapping lacks (`recovery_mode`
+    /// other than `storage`): load balancers another host created while it served the shard.
+    recovers_from_loxilb: bool,
 }
 
 #[derive(Default)]
@@ -98,7 +101,18 @@ impl Shard {
 
 impl Shards {
     pub fn new(count: u32) -> Shards {
-        Shards { shards: Mutex::new((0..count.max(1)).map(|_| Shard::default()).collect()), activations: AtomicU64::new(0) }
+        Shards { shards: Mutex::new((0..count.max(1)).map(|_| Shard::default()).collect()), activations: AtomicU64::new(0), recovers_from_loxilb: true }
+    }
+
+    /// Shards whose takeover reads back only the load balancers the mapping holds (`recovery_mode =
+    /// storage`: LoxiLB's rules are never adopted).
+    pub fn without_recovery(mut self) -> Shards {
+        self.recovers_from_loxilb = false;
+        self
+    }
+
+    pub fn recovers_from_loxilb(&self) -> bool {
+        self.recovers_from_loxilb
     }
 
     pub fn count(&self) -> u32 {
