@@ -125,6 +125,15 @@ class Simulator:
         assert len(rules) <= 1, f"more than one rule on {vip}: {rules}"
         return {e["endpointIP"]: e["weight"] for r in rules for e in r.get("endpoints") or []}
 
+    def restart(self):
+        """Stops LoxiLB and starts it again on the same port, with no rules (as LoxiLB restarts)."""
+        self.proc.kill()
+        self.proc.wait(5)
+        port = self.url.rsplit(":", 1)[1]
+        self.proc = subprocess.Popen([SIM_BIN, "--listen", f"127.0.0.1:{port}"],
+                                     stdout=subprocess.DEVNULL, stderr=self._log)
+        wait_for(self._answers, 20, f"loxilb-sim again on port {port}")
+
     def stop(self):
         self.proc.kill()
         self.proc.wait(5)

@@ -392,6 +392,34 @@ def test_a_host_that_lost_a_shard_does_not_bring_back_what_the_serving_host_dele
     assert host_a.proc.poll() is None and host_b.proc.poll() is None
 
 
+def test_a_load_balancer_another_host_created_is_served_by_the_host_that_takes_its_shard_over(
+        bridge, octavia, sim):
+    """b, standby, never sees the load balancer a creates. When a dies, b takes its shards over: it must
+    adopt what LoxiLB holds for them, or a LoxiLB restart loses the load balancer until its next
+    operation."""
+    [host_a] = bridge.start_hosts("a")
+    [host_b] = bridge.start_hosts("b")  # standby on every shard
+    drv = driver.LoxiLBProviderDriver()
+    vip = "192.0.2.17"
+    lb = loadbalancer(vip, ["10.0.7.1"])
+    drv.loadbalancer_create(lb)
+    octavia.commit(lb)
+    octavia.wait_documents(1)
+    assert {pid for pid, _doc, _t in octavia.statuses} == {host_a.pid}
+    assert sim.endpoints(vip) == {"10.0.7.1": 1}
+
+    host_a.proc.kill()
+    host_a.proc.wait(5)
+    # b's probes reach it once the broker gave it a's shards; it adopts, then reads back from Octavia.
+    wait_for(lambda: "consumes other shards now" in host_b.log(), 30, "b to take the shards over")
+    time.sleep(3)  # a check or two (every 2 s) to read the load balancer back
+    sim.restart()
+    assert sim.rules() == {}
+    wait_for(lambda: sim.endpoints(vip) == {"10.0.7.1": 1}, 20,
+             "b to bring back the rule of the load balancer a created")
+    assert host_b.proc.poll() is None
+
+
 # Per load balancer, after its create: (action, member index, weight). Any two operations swapped
 # either fails (an update or delete before the create) or changes LoxiLB's end state.
 SEQUENCE = [("create", 1, 1), ("create", 2, 1), ("delete", 1, None), ("create", 3, 1),
