@@ -355,21 +355,27 @@ def test_a_host_taking_a_shard_back_starts_from_octavias_view(bridge, octavia, s
     assert sim.endpoints(vip) == {"10.0.5.2": 1, "10.0.5.3": 1}
 
 
+def created_through_a_with_b_standing_by(bridge, octavia, sim, vip, member_ip):
+    """Hosts a and b (b standby on every shard), and a load balancer created through a."""
+    [host_a] = bridge.start_hosts("a")
+    [host_b] = bridge.start_hosts("b")
+    drv = driver.LoxiLBProviderDriver()
+    lb = loadbalancer(vip, [member_ip])
+    drv.loadbalancer_create(lb)
+    octavia.commit(lb)
+    octavia.wait_documents(1)
+    assert {pid for pid, _doc, _t in octavia.statuses} == {host_a.pid}
+    assert sim.endpoints(vip) == {member_ip: 1}
+    return host_a, host_b, drv, lb
+
+
 def test_a_host_that_lost_a_shard_does_not_bring_back_what_the_serving_host_deleted(bridge, octavia,
                                                                                      sim):
     """Each host keeps a mapping of its own and checks LoxiLB against it every 2 s. One that no longer
     consumes a load balancer's shard holds a stale mapping of it: repairing LoxiLB from it would serve a
     load balancer again that the serving host deleted."""
-    [host_a] = bridge.start_hosts("a")
-    [host_b] = bridge.start_hosts("b")  # standby on every shard
-    drv = driver.LoxiLBProviderDriver()
     vip = "192.0.2.16"
-    lb = loadbalancer(vip, ["10.0.6.1"])
-    drv.loadbalancer_create(lb)
-    octavia.commit(lb)
-    octavia.wait_documents(1)
-    assert {pid for pid, _doc, _t in octavia.statuses} == {host_a.pid}
-    assert sim.endpoints(vip) == {"10.0.6.1": 1}
+    host_a, host_b, drv, lb = created_through_a_with_b_standing_by(bridge, octavia, sim, vip, "10.0.6.1")
 
     # a loses its connection: b becomes the active consumer and deletes the load balancer.
     [before] = rabbit_connections_of(host_a.pid)
@@ -397,16 +403,8 @@ def test_a_load_balancer_another_host_created_is_served_by_the_host_that_takes_i
     """b, standby, never sees the load balancer a creates. When a dies, b takes its shards over: it must
     adopt what LoxiLB holds for them, or a LoxiLB restart loses the load balancer until its next
     operation."""
-    [host_a] = bridge.start_hosts("a")
-    [host_b] = bridge.start_hosts("b")  # standby on every shard
-    drv = driver.LoxiLBProviderDriver()
     vip = "192.0.2.17"
-    lb = loadbalancer(vip, ["10.0.7.1"])
-    drv.loadbalancer_create(lb)
-    octavia.commit(lb)
-    octavia.wait_documents(1)
-    assert {pid for pid, _doc, _t in octavia.statuses} == {host_a.pid}
-    assert sim.endpoints(vip) == {"10.0.7.1": 1}
+    host_a, host_b, _drv, _lb = created_through_a_with_b_standing_by(bridge, octavia, sim, vip, "10.0.7.1")
 
     host_a.proc.kill()
     host_a.proc.wait(5)

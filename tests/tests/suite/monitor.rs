@@ -617,15 +617,19 @@ fn over_amqp_the_load_balancers_of_a_shard_taken_over_are_served_as_they_are_rea
 fn over_amqp_a_load_balancer_another_host_created_is_served_after_its_shard_is_taken_over() {
     use host::served::{shard_of, Shards};
     let tree = one_member_tree();
-    let trees = Arc::new(Mutex::new(HashMap::from([(LB.to_string(), tree.clone())])));
-    let rows = Arc::clone(&trees);
-    let get = FakeGetSocket::start("takeover-adopts", move |object, id| Ok(if object == "loadbalancers" { rows.lock().unwrap().get(id).cloned() } else { None }));
+    let row = tree.clone();
+    let get = FakeGetSocket::start("takeover-adopts", move |object, id| Ok((object == "loadbalancers" && id == LB).then(|| row.clone())));
     let shards = Arc::new(Shards::new(8));
     let (sim, service, monitor) = on_shards(&shards, Some(get.agent()));
 
     // Another host served the shard and created the load balancer: this host's mapping never saw it.
     let other: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
-    let other = Service::new(sandbox_with(&default_policy(), other, Arc::new(MemoryStore::default())), None, Arc::new(RecordingSink::default()), Duration::from_secs(1));
+    let other = Service::new(
+        sandbox_with(&default_policy(), other, Arc::new(MemoryStore::default())),
+        None,
+        Arc::new(RecordingSink::default()),
+        Duration::from_secs(1),
+    );
     other.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
     let rules = sim.rules();
     assert_eq!(rules.len(), 1);
