@@ -153,6 +153,47 @@ impl Sandbox {
         }
     }
 
+    /// Carries out `delete`, the cascade delete of load balancer `lb_id`, which Octavia no longer has,
+    /// except at the rules LoxiLB holds at its VIPs and ports under another name than the policy gives
+    /// its own: those were given to another load balancer since this host's mapping of it went stale
+    /// (over AMQP, created through another host), and deleting them would stop serving it. They are
+    /// adopted instead, as a recovery adopts rules. Those rules' labels, or why LoxiLB was not changed.
+    pub fn remove_gone(&mut self, lb_id: &str, delete: &Operation) -> Result<Result<Vec<String>, String>, CallError> {
+        let mut plan = match self.plan(delete)? {
+            Planned::Ready(plan) => plan,
+            Planned::Refused(outcome) => return Ok(Err(outcome.error.map(|e| e.describe()).unwrap_or_default())),
+        };
+        let children: std::collections::HashSet<String> = self.mapping().children(lb_id).into_iter().collect();
+        let own: std::collections::HashMap<String, String> =
+            self.desired_rules()?.iter().filter(|d| children.contains(&d.owner)).map(|d| (wire::key_id(&d.rule), d.rule.service.name.clone())).collect();
+        let deleting: std::collections::HashSet<String> = plan.calls.iter().filter_map(wire::call_key_id).collect();
+        let observed = match wire::observed(self.wiring().loxilb.as_ref()) {
+            Ok(observed) => observed,
+            Err(e) => return Ok(Err(e)),
+        };
+        let others: Vec<&ObservedRule> = observed
+            .iter()
+            .filter(|o| {
+                let id = wire::key_id(&o.rule);
+                deleting.contains(&id) && own.get(&id) != Some(&o.rule.service.name)
+            })
+            .collect();
+        let spared: std::collections::HashSet<String> = others.iter().map(|o| wire::key_id(&o.rule)).collect();
+        let kept = |call: &LoxilbCall| wire::call_key_id(call).is_none_or(|id| !spared.contains(&id));
+        plan.calls.retain(kept);
+        plan.undo.retain(kept);
+        let carried = carry_out(self.wiring().loxilb.as_ref(), &plan);
+        if let Some(error) = self.land(plan, carried).error {
+            return Ok(Err(error.describe()));
+        }
+        if !others.is_empty() {
+            let left: Vec<LbRule> = others.iter().map(|o| o.rule.clone()).collect();
+            let found = self.recovery(&left)?;
+            self.commit(found.mapping);
+        }
+        Ok(Ok(others.iter().map(|o| format!("{} ({})", wire::label(&o.rule), o.rule.service.name)).collect()))
+    }
+
     /// The policy's answer to an operation.
     pub fn plan(&mut self, op: &Operation) -> Result<Planned, CallError> {
         Ok(match self.translate(op)? {

@@ -1010,7 +1010,9 @@ fn adopt_tree(sandbox: &mut Sandbox, tree: &Value) -> Result<Vec<ObjectStatus>, 
 /// Removes a mapped load balancer that Octavia no longer has, with everything under it, as a cascade
 /// delete would (its statuses are not reported: Octavia has nothing to report them on). `false` when
 /// the mapping does not have it, or has it under an id made up for a LoxiLB rule without Octavia ids
-/// (Octavia cannot know such an id, so its answer says nothing about that load balancer).
+/// (Octavia cannot know such an id, so its answer says nothing about that load balancer). Rules at its
+/// VIPs and ports that LoxiLB holds for another load balancer are left, and that one adopted
+/// (`Sandbox::remove_gone`).
 fn remove_gone(sandbox: &mut Sandbox, lb_id: &str) -> Result<bool, String> {
     use crate::runtime::bindings::mapping::ResourceType;
     if !is_octavia_id(lb_id) {
@@ -1019,13 +1021,15 @@ fn remove_gone(sandbox: &mut Sandbox, lb_id: &str) -> Result<bool, String> {
     let Some(entry) = sandbox.mapping().get(lb_id).filter(|e| e.resource_type == ResourceType::Loadbalancer) else { return Ok(false) };
     let args = json!({"loadbalancer": {"loadbalancer_id": lb_id, "vip_address": entry.external_ip}, "cascade": true});
     let op = convert::operation("loadbalancer_delete", &args).map_err(|e| format!("{e:#}"))?;
-    match sandbox.handle(&op).map_err(|e| e.to_string())?.error {
-        None => {
-            tracing::warn!("load balancer {lb_id} is gone from Octavia: removed it from LoxiLB and the mapping");
-            Ok(true)
-        }
-        Some(e) => Err(e.describe()),
+    let spared = sandbox.remove_gone(lb_id, &op).map_err(|e| e.to_string())??;
+    tracing::warn!("load balancer {lb_id} is gone from Octavia: removed it from LoxiLB and the mapping");
+    if !spared.is_empty() {
+        // Adopted: their load balancer is read back from Octavia with the next sync.
+        tracing::warn!(
+            "load balancer {lb_id}: left and adopted {spared:?} in LoxiLB, named for another load balancer (its VIP and port were given to it since)"
+        );
     }
+    Ok(true)
 }
 
 /// Octavia's ids are UUIDs (`8-4-4-4-12` hex digits); ids made up for LoxiLB rules without Octavia ids

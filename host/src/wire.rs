@@ -84,6 +84,20 @@ pub fn key_id(rule: &LbRule) -> String {
     format!("{ip}|{port}|{protocol}|{block}|{host}")
 }
 
+/// `key_id` of the rule a key names.
+pub fn key_id_of(key: &RuleKey) -> String {
+    format!("{}|{}|{}|{}|{}", key.external_ip, key.port, key.protocol, key.block, key.host)
+}
+
+/// The identity, as `key_id` writes it, of the rule a call changes.
+pub fn call_key_id(call: &LoxilbCall) -> Option<String> {
+    match call {
+        LoxilbCall::UpsertRule(rule) => Some(key_id(rule)),
+        LoxilbCall::DeleteRule(key) => Some(key_id_of(key)),
+        LoxilbCall::UpsertProbe(_) | LoxilbCall::DeleteProbe(_) => None,
+    }
+}
+
 /// LoxiLB's full-proxy mode: a rule cannot be switched into or out of it in place.
 pub const MODE_FULLPROXY: u8 = 4;
 

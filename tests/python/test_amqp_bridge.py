@@ -402,9 +402,9 @@ def test_a_load_balancer_another_host_created_is_served_by_the_host_that_takes_i
         bridge, octavia, sim):
     """b, standby, never sees the load balancer a creates. When a dies, b takes its shards over: it must
     adopt what LoxiLB holds for them, or a LoxiLB restart loses the load balancer until its next
-    operation."""
+    operation, and a delete through b answers DELETED with the load balancer still served."""
     vip = "192.0.2.17"
-    host_a, host_b, _drv, _lb = created_through_a_with_b_standing_by(bridge, octavia, sim, vip, "10.0.7.1")
+    host_a, host_b, drv, lb = created_through_a_with_b_standing_by(bridge, octavia, sim, vip, "10.0.7.1")
 
     host_a.proc.kill()
     host_a.proc.wait(5)
@@ -415,6 +415,14 @@ def test_a_load_balancer_another_host_created_is_served_by_the_host_that_takes_i
     assert sim.rules() == {}
     wait_for(lambda: sim.endpoints(vip) == {"10.0.7.1": 1}, 20,
              "b to bring back the rule of the load balancer a created")
+
+    # Deleted through b, it is gone from LoxiLB.
+    octavia.set_pending("PENDING_DELETE", *keys(lb))
+    drv.loadbalancer_delete(lb, cascade=True)
+    deleted = octavia.wait_documents(2)[1]
+    assert octavia.statuses[1][0] == host_b.pid
+    assert provisioning(deleted) == {key: "DELETED" for key in keys(lb)}
+    assert sim.rules() == {}
     assert host_b.proc.poll() is None
 
 

@@ -647,4 +647,64 @@ fn over_amqp_a_load_balancer_another_host_created_is_served_after_its_shard_is_t
         monitor.tick(&mut upkeep);
     }
     assert_eq!(sim.rules(), rules, "the load balancer is not served again after LoxiLB's restart");
+
+    // Deleted through this host, it is gone from LoxiLB (a delete of a load balancer the mapping lacks
+    // has nothing to remove: it answered DELETED and LoxiLB went on serving it).
+    service.apply("loadbalancer_delete", &json!({"loadbalancer": one_member_tree(), "cascade": true}));
+    assert!(sim.rules().is_empty(), "a deleted load balancer is still served: {:?}", sim.rules());
+}
+
+#[test]
+fn over_amqp_a_load_balancer_gone_from_octavia_leaves_the_rule_its_vip_and_port_were_given_to() {
+    use host::served::Shards;
+    const REUSER: &str = "dddddddd-0000-4000-8000-000000000002";
+    let (listener_id, pool_id, member_id) =
+        ("dddddddd-0000-4000-8000-000000000012", "dddddddd-0000-4000-8000-000000000022", "dddddddd-0000-4000-8000-000000000102");
+    let members = vec![member(member_id, pool_id, "10.40.1.2", 8080, 1)];
+    let reuser = loadbalancer(
+        REUSER,
+        "10.40.0.10",
+        vec![listener(listener_id, REUSER, "TCP", 80, Some(pool(pool_id, REUSER, Some(listener_id), "TCP", members, None)))],
+    );
+    let octavia = Arc::new(Mutex::new(HashMap::from([(LB.to_string(), one_member_tree())])));
+    let get = slow_get_socket("vip-reused", &octavia);
+    let shards = Arc::new(Shards::new(8));
+    let (sim, service, monitor) = on_shards(&shards, Some(get.agent()));
+    let every_shard = || (0..8).for_each(|i| shards.delivered(i));
+
+    // This host serves LB; its session is lost, and another host deletes LB and gives its VIP and port
+    // to a new load balancer.
+    every_shard();
+    service.apply("loadbalancer_create", &json!({"loadbalancer": one_member_tree()}));
+    assert_eq!(sim.rules().len(), 1);
+    shards.forget();
+    let other: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
+    let other = Service::new(
+        sandbox_with(&default_policy(), other, Arc::new(MemoryStore::default())),
+        None,
+        Arc::new(RecordingSink::default()),
+        Duration::from_secs(1),
+    );
+    // It took the shards over: it adopted what LoxiLB holds.
+    other.sandbox.lock().unwrap().recover(host::execute::RecoveryMode::Loxilb).unwrap().unwrap();
+    octavia.lock().unwrap().clear();
+    other.apply("loadbalancer_delete", &json!({"loadbalancer": one_member_tree(), "cascade": true}));
+    assert!(sim.rules().is_empty());
+    octavia.lock().unwrap().insert(REUSER.to_string(), reuser.clone());
+    other.apply("loadbalancer_create", &json!({"loadbalancer": reuser}));
+    let rules = sim.rules();
+    let named_for_reuser =
+        |rules: &[serde_json::Value]| rules.len() == 1 && rules[0]["serviceArguments"]["name"].as_str().is_some_and(|name| name.contains(REUSER));
+    assert!(named_for_reuser(&rules), "{rules:?}");
+
+    // The shards come back to this host: LB is gone from Octavia, and the rule on its VIP and port is
+    // the other load balancer's.
+    let mut upkeep = Upkeep::default();
+    for _ in 0..3 {
+        every_shard();
+        monitor.tick(&mut upkeep);
+    }
+    assert!(service.mapping().get(LB).is_none(), "the load balancer Octavia no longer has is still mapped");
+    assert_eq!(sim.rules(), rules, "removing the load balancer Octavia no longer has took the rule of the one its VIP and port were given to");
+    assert!(service.mapping().get(REUSER).is_some(), "the load balancer holding the VIP and port is not adopted");
 }
