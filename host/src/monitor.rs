@@ -476,7 +476,8 @@ impl Monitor {
                     adopted(served.shards());
                 }
                 Ok(crate::service::Adopted::Synced | crate::service::Adopted::Removed) => adopted(served.shards()),
-                // An operation of it came or waits: it is read back before that operation is applied.
+                // An operation of it came or waits: it is read back before that operation is applied. Or
+                // its removal failed at LoxiLB: tried again with the load balancers that failed there.
                 Ok(_) => {}
                 Err(e) => {
                     tracing::debug!("sync: get socket unavailable: {e}");

@@ -754,8 +754,9 @@ impl Service {
                 Ok(true) => Adopted::Removed,
                 Ok(false) => Adopted::NotInOctavia,
                 Err(e) => {
-                    tracing::warn!("removing load balancer {lb_id}, which Octavia no longer has: {e}");
-                    Adopted::NotInOctavia
+                    tracing::warn!("removing load balancer {lb_id}, which Octavia no longer has: {e}; trying again with those that failed at LoxiLB");
+                    self.reprogram.note(lb_id);
+                    Adopted::RemovalFailed
                 }
             },
         };
@@ -802,11 +803,15 @@ impl Service {
                 continue;
             }
             let Some(tree) = tree else {
-                if let Err(e) = remove_gone(&mut sandbox, &lb) {
-                    tracing::warn!("removing load balancer {lb}, which Octavia no longer has: {e}");
-                }
+                let removed = remove_gone(&mut sandbox, &lb);
                 self.epochs.touched(&lb);
-                self.reprogram.forget(&lb);
+                match removed {
+                    Ok(_) => self.reprogram.forget(&lb),
+                    Err(e) => {
+                        tracing::warn!("removing load balancer {lb}, which Octavia no longer has: {e}");
+                        self.reprogram.failed_again(&lb);
+                    }
+                }
                 continue;
             };
             let statuses = match adopt_tree(&mut sandbox, &tree) {
@@ -989,6 +994,10 @@ pub enum Adopted {
     NotInOctavia,
     /// Octavia no longer has the load balancer: it was removed from LoxiLB and the mapping.
     Removed,
+    /// Octavia no longer has the load balancer, and removing it failed (LoxiLB did not answer): it is
+    /// tried again with the load balancers that failed at LoxiLB (`reprogram_failed`), and not taken as
+    /// read back meanwhile.
+    RemovalFailed,
     /// An operation on it was applied after the read began, or is not reported yet: the read is stale.
     Superseded,
     /// An operation on it was accepted and is not applied yet; that operation brings it up to date.

@@ -703,8 +703,9 @@ impl CastWorker {
 /// Syncs one load balancer to what Octavia's get socket shows; false when it could not ask (retry later).
 fn sync_from_octavia(service: &Service, lb_id: &str) -> bool {
     match service.adopt(lb_id, false) {
-        // This host changed the load balancer while the read was under way: read it again next time.
-        Ok(crate::service::Adopted::Superseded) => false,
+        // This host changed the load balancer while the read was under way, or Octavia no longer has it
+        // and LoxiLB did not take its removal: read it again next time.
+        Ok(crate::service::Adopted::Superseded | crate::service::Adopted::RemovalFailed) => false,
         Ok(adopted) => {
             if adopted == crate::service::Adopted::Synced {
                 tracing::info!("amqp: adopted load balancer {lb_id} from Octavia's view");

@@ -379,6 +379,29 @@ fn a_member_added_while_loxilb_was_down_is_programmed_once_it_answers_and_a_dele
 }
 
 #[test]
+fn a_load_balancer_octavia_no_longer_has_is_removed_at_the_next_check_when_loxilb_failed_its_removal() {
+    // The removal used to be forgotten until the next sync (`reconcile_interval`, a minute by default),
+    // the load balancer served meanwhile.
+    let host = Host::start("removal-failed", Duration::from_secs(5));
+    let tree = tree(&[(M1, "10.30.1.1")]);
+    host.octavia.commit(&tree);
+    host.service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+    assert_eq!(host.sim.rules().len(), 1);
+    host.octavia.delete_all();
+    host.sim.inject_fault(100_000, loxilb_sim::Fault::Reset);
+    assert_eq!(host.service.adopt(LB, false), Ok(host::service::Adopted::RemovalFailed));
+    assert_eq!(host.sim.rules().len(), 1);
+    // The next attempt fails too: it is kept for another.
+    host.service.reprogram_failed();
+    assert!(!host.service.reprogram.is_empty(), "a failed removal was forgotten");
+    host.sim.inject_fault(0, loxilb_sim::Fault::Reset);
+    host.service.reprogram.hurry(LB);
+    host.monitor().tick(&mut host::monitor::Upkeep::default());
+    assert!(host.sim.rules().is_empty() && host.mapped_ids().is_empty(), "still served: {:?}", host.sim.rules());
+    assert!(host.service.reprogram.is_empty());
+}
+
+#[test]
 fn a_load_balancer_that_failed_at_loxilb_is_not_reported_active_while_an_operation_of_it_waits() {
     // Octavia's get socket leaves provisioning statuses out of what it answers: only the host's own lanes
     // show an operation of the load balancer accepted and not yet applied. Reported ACTIVE meanwhile, the
