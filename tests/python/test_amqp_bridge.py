@@ -369,6 +369,16 @@ def created_through_a_with_b_standing_by(bridge, octavia, sim, vip, member_ip):
     return host_a, host_b, drv, lb
 
 
+def deleted_through_b(drv, lb, octavia, sim, host_b):
+    """The load balancer cascade-deleted, the second status document b's, and LoxiLB empty."""
+    octavia.set_pending("PENDING_DELETE", *keys(lb))
+    drv.loadbalancer_delete(lb, cascade=True)
+    deleted = octavia.wait_documents(2)[1]
+    assert octavia.statuses[1][0] == host_b.pid
+    assert provisioning(deleted) == {key: "DELETED" for key in keys(lb)}
+    assert sim.rules() == {}
+
+
 def test_a_host_that_lost_a_shard_does_not_bring_back_what_the_serving_host_deleted(bridge, octavia,
                                                                                      sim):
     """Each host keeps a mapping of its own and checks LoxiLB against it every 2 s. One that no longer
@@ -383,12 +393,7 @@ def test_a_host_that_lost_a_shard_does_not_bring_back_what_the_serving_host_dele
     wait_for(lambda: [c for c in rabbit_connections_of(host_a.pid) if c != before], 30,
              "a to reconnect")
     bridge.wait_consumers(2)
-    octavia.set_pending("PENDING_DELETE", *keys(lb))
-    drv.loadbalancer_delete(lb, cascade=True)
-    deleted = octavia.wait_documents(2)[1]
-    assert octavia.statuses[1][0] == host_b.pid
-    assert provisioning(deleted) == {key: "DELETED" for key in keys(lb)}
-    assert sim.rules() == {}
+    deleted_through_b(drv, lb, octavia, sim, host_b)
 
     # a's mapping still holds it; a's checks (every 2 s) must leave LoxiLB alone.
     deadline = time.monotonic() + 8
@@ -417,12 +422,7 @@ def test_a_load_balancer_another_host_created_is_served_by_the_host_that_takes_i
              "b to bring back the rule of the load balancer a created")
 
     # Deleted through b, it is gone from LoxiLB.
-    octavia.set_pending("PENDING_DELETE", *keys(lb))
-    drv.loadbalancer_delete(lb, cascade=True)
-    deleted = octavia.wait_documents(2)[1]
-    assert octavia.statuses[1][0] == host_b.pid
-    assert provisioning(deleted) == {key: "DELETED" for key in keys(lb)}
-    assert sim.rules() == {}
+    deleted_through_b(drv, lb, octavia, sim, host_b)
     assert host_b.proc.poll() is None
 
 

@@ -547,6 +547,12 @@ fn on_shards(shards: &Arc<host::served::Shards>, agent: Option<DriverAgent>) -> 
     (sim, service, monitor)
 }
 
+/// Another host's service on the same LoxiLB, with a mapping of its own.
+fn another_host_on(sim: &loxilb_sim::Simulator) -> Arc<Service> {
+    let loxilb: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
+    Service::new(sandbox_with(&default_policy(), loxilb, Arc::new(MemoryStore::default())), None, Arc::new(RecordingSink::default()), Duration::from_secs(1))
+}
+
 #[test]
 fn over_amqp_a_lost_rule_is_repaired_only_by_the_active_consumer_of_its_shard() {
     use host::served::{shard_of, Shards};
@@ -623,13 +629,7 @@ fn over_amqp_a_load_balancer_another_host_created_is_served_after_its_shard_is_t
     let (sim, service, monitor) = on_shards(&shards, Some(get.agent()));
 
     // Another host served the shard and created the load balancer: this host's mapping never saw it.
-    let other: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
-    let other = Service::new(
-        sandbox_with(&default_policy(), other, Arc::new(MemoryStore::default())),
-        None,
-        Arc::new(RecordingSink::default()),
-        Duration::from_secs(1),
-    );
+    let other = another_host_on(&sim);
     other.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
     let rules = sim.rules();
     assert_eq!(rules.len(), 1);
@@ -678,13 +678,7 @@ fn over_amqp_a_load_balancer_gone_from_octavia_leaves_the_rule_its_vip_and_port_
     service.apply("loadbalancer_create", &json!({"loadbalancer": one_member_tree()}));
     assert_eq!(sim.rules().len(), 1);
     shards.forget();
-    let other: Arc<dyn LoxiTransport> = Arc::new(HttpLoxi::new(vec![sim.url()], Duration::from_secs(5)));
-    let other = Service::new(
-        sandbox_with(&default_policy(), other, Arc::new(MemoryStore::default())),
-        None,
-        Arc::new(RecordingSink::default()),
-        Duration::from_secs(1),
-    );
+    let other = another_host_on(&sim);
     // It took the shards over: it adopted what LoxiLB holds.
     other.sandbox.lock().unwrap().recover(host::execute::RecoveryMode::Loxilb).unwrap().unwrap();
     octavia.lock().unwrap().clear();
