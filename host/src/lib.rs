@@ -42,6 +42,7 @@ pub mod epochs;
 pub mod execute;
 pub mod flights;
 pub mod health;
+pub mod holders;
 pub mod http;
 pub mod inbox;
 pub mod lanes;

@@ -374,7 +374,19 @@ impl Service {
                 let waiting = Instant::now();
                 let mut sandbox = self.sandbox.lock_beside_flights();
                 crate::metrics::PROVIDER_VALIDATE_WAIT.record(waiting.elapsed());
-                sandbox.validate(&op).map_err(|e| Failure::driver(e.to_string()))?.map_err(|e| failure_of(&e))?;
+                let mut verdict = sandbox.validate(&op).map_err(|e| Failure::driver(e.to_string()))?;
+                if let (Err(PolicyError::Conflict(_)), Some(agent)) = (&verdict, self.agent.as_ref().filter(|_| !self.served.everything())) {
+                    // Over AMQP the holder may be another host's load balancer deleted since (`holders.rs`);
+                    // Octavia is asked without holding the policy.
+                    drop(sandbox);
+                    let vips = crate::holders::vips_of(&op, &self.mapping);
+                    let forgotten = crate::holders::forget_gone(&self.mapping, &self.served, agent, &vips);
+                    sandbox = self.sandbox.lock_beside_flights();
+                    if forgotten > 0 {
+                        verdict = sandbox.validate(&op).map_err(|e| Failure::driver(e.to_string()))?;
+                    }
+                }
+                verdict.map_err(|e| failure_of(&e))?;
                 if let Operation::Loadbalancer((LoadbalancerAction::Create, lb)) = &op {
                     let vips: Vec<String> = std::iter::once(&lb.vip_address).chain(&lb.additional_vips).cloned().collect();
                     self.vip_claims.claim(&vips, &lb.id).map_err(|vip| Failure {

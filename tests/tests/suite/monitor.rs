@@ -702,3 +702,28 @@ fn over_amqp_a_load_balancer_gone_from_octavia_leaves_the_rule_its_vip_and_port_
     assert_eq!(sim.rules(), rules, "removing the load balancer Octavia no longer has took the rule of the one its VIP and port were given to");
     assert!(service.mapping().get(REUSER).is_some(), "the load balancer holding the VIP and port is not adopted");
 }
+
+#[test]
+fn over_amqp_a_vip_held_here_by_another_hosts_load_balancer_octavia_deleted_is_not_refused() {
+    use host::served::Shards;
+    let octavia = Arc::new(Mutex::new(HashMap::from([(LB.to_string(), one_member_tree())])));
+    let get = slow_get_socket("stale-holder", &octavia);
+    let shards = Arc::new(Shards::new(8));
+    let (sim, service, _monitor) = on_shards(&shards, Some(get.agent()));
+    (0..8).for_each(|i| shards.delivered(i));
+    service.apply("loadbalancer_create", &json!({"loadbalancer": one_member_tree()}));
+    // Another host serves it from now on; this host's mapping of it ages.
+    shards.forget();
+    const REUSER: &str = "dddddddd-0000-4000-8000-000000000003";
+    let reuser = loadbalancer(REUSER, "10.40.0.10", vec![]);
+    let validate = || service.call("validate", &json!({"operation": "loadbalancer_create", "args": {"loadbalancer": reuser}}));
+    let refused = validate().expect_err("a VIP a load balancer Octavia has holds");
+    assert_eq!(refused.class, "Conflict", "{}", refused.message);
+    assert!(service.mapping().get(LB).is_some());
+
+    // Deleted through the other host: the VIP may be given again, whichever host answers.
+    octavia.lock().unwrap().clear();
+    assert_eq!(validate().map_err(|f| f.message), Ok(serde_json::Value::Null));
+    assert!(service.mapping().get(LB).is_none(), "the load balancer Octavia no longer has is still mapped here");
+    assert_eq!(sim.rules().len(), 1, "LoxiLB is the serving host's to change");
+}

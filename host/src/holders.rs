@@ -1,0 +1,60 @@
+//! Over AMQP a host's mapping of the load balancers other hosts serve is as old as its last look at
+//! them (`served.rs`): one deleted through another host since still holds its VIP here, and this host
+//! reads it back only once it consumes its shard. Any host answers the provider's validation, and the
+//! policy refuses a VIP another mapped load balancer holds. So before such a refusal stands, the holders
+//! this host does not act for are read back from Octavia, and those Octavia no longer has are forgotten
+//! here (their rules were the serving host's to remove). Octavia not answering forgets nothing.
+
+use std::net::IpAddr;
+
+use crate::mapping::Mapping;
+use crate::octavia::agent::DriverAgent;
+use crate::runtime::bindings::mapping::{MappingChange, ResourceType};
+use crate::runtime::bindings::octavia::{LoadbalancerAction, Operation};
+use crate::served::Served;
+
+/// The VIPs an operation may be refused for: a created load balancer's, or the load balancer's a
+/// listener goes on.
+pub fn vips_of(op: &Operation, mapping: &Mapping) -> Vec<String> {
+    match op {
+        Operation::Loadbalancer((LoadbalancerAction::Create, lb)) => std::iter::once(&lb.vip_address).chain(&lb.additional_vips).cloned().collect(),
+        Operation::Listener((_, listener)) => mapping.get(&listener.loadbalancer_id).map(|lb| vec![lb.external_ip]).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Forgets the mapped load balancers holding one of `vips` that this host does not act for and Octavia
+/// no longer has, with everything under them. How many it forgot.
+pub fn forget_gone(mapping: &Mapping, served: &Served, agent: &DriverAgent, vips: &[String]) -> usize {
+    let wanted: Vec<Option<IpAddr>> = vips.iter().map(|v| v.parse().ok()).collect();
+    let holds = |ip: &str| {
+        let ip_parsed: Option<IpAddr> = ip.parse().ok();
+        vips.iter().zip(&wanted).any(|(vip, parsed)| match (parsed, ip_parsed) {
+            (Some(a), Some(b)) => *a == b,
+            _ => vip == ip,
+        })
+    };
+    let holders: Vec<String> =
+        mapping.ids(ResourceType::Loadbalancer).into_iter().filter(|id| !served.serves(id) && mapping.get(id).is_some_and(|e| holds(&e.external_ip))).collect();
+    let mut forgotten = 0;
+    for id in holders {
+        match agent.get("loadbalancers", &id) {
+            Ok(None) => {
+                let mut tree = vec![id.clone()];
+                let mut next = 0;
+                while next < tree.len() {
+                    tree.extend(mapping.children(&tree[next]));
+                    next += 1;
+                }
+                tracing::warn!("load balancer {id}, another host's, is gone from Octavia: forgotten here, so its VIP may be given again");
+                if let Err(e) = mapping.apply(tree.into_iter().rev().map(MappingChange::Remove).collect()) {
+                    tracing::error!("could not journal forgetting load balancer {id} (kept in memory): {e}");
+                }
+                forgotten += 1;
+            }
+            Ok(Some(_)) => {}
+            Err(e) => tracing::debug!("load balancer {id} holds a VIP asked for; Octavia cannot say whether it still has it: {e:#}"),
+        }
+    }
+    forgotten
+}
