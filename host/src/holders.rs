@@ -23,9 +23,9 @@ pub fn vips_of(op: &Operation, mapping: &Mapping) -> Vec<String> {
     }
 }
 
-/// Forgets the mapped load balancers holding one of `vips` that this host does not act for and Octavia
-/// no longer has, with everything under them. How many it forgot.
-pub fn forget_gone(mapping: &Mapping, served: &Served, agent: &DriverAgent, vips: &[String]) -> usize {
+/// The mapped load balancers holding one of `vips` that this host does not act for and Octavia no longer
+/// has (asked through its get socket; one it cannot be asked about is not among them).
+pub fn gone(mapping: &Mapping, served: &Served, agent: &DriverAgent, vips: &[String]) -> Vec<String> {
     let wanted: Vec<Option<IpAddr>> = vips.iter().map(|v| v.parse().ok()).collect();
     let holds = |ip: &str| {
         let ip_parsed: Option<IpAddr> = ip.parse().ok();
@@ -34,27 +34,33 @@ pub fn forget_gone(mapping: &Mapping, served: &Served, agent: &DriverAgent, vips
             _ => vip == ip,
         })
     };
-    let holders: Vec<String> =
-        mapping.ids(ResourceType::Loadbalancer).into_iter().filter(|id| !served.serves(id) && mapping.get(id).is_some_and(|e| holds(&e.external_ip))).collect();
-    let mut forgotten = 0;
-    for id in holders {
-        match agent.get("loadbalancers", &id) {
-            Ok(None) => {
-                let mut tree = vec![id.clone()];
-                let mut next = 0;
-                while next < tree.len() {
-                    tree.extend(mapping.children(&tree[next]));
-                    next += 1;
-                }
-                tracing::warn!("load balancer {id}, another host's, is gone from Octavia: forgotten here, so its VIP may be given again");
-                if let Err(e) = mapping.apply(tree.into_iter().rev().map(MappingChange::Remove).collect()) {
-                    tracing::error!("could not journal forgetting load balancer {id} (kept in memory): {e}");
-                }
-                forgotten += 1;
+    mapping
+        .ids(ResourceType::Loadbalancer)
+        .into_iter()
+        .filter(|id| !served.serves(id) && mapping.get(id).is_some_and(|e| holds(&e.external_ip)))
+        .filter(|id| match agent.get("loadbalancers", id) {
+            Ok(found) => found.is_none(),
+            Err(e) => {
+                tracing::debug!("load balancer {id} holds a VIP asked for; Octavia cannot say whether it still has it: {e:#}");
+                false
             }
-            Ok(Some(_)) => {}
-            Err(e) => tracing::debug!("load balancer {id} holds a VIP asked for; Octavia cannot say whether it still has it: {e:#}"),
+        })
+        .collect()
+}
+
+/// Forgets load balancers `gone` found, with everything under them; the caller holds the policy, as
+/// for any change to the mapping.
+pub fn forget(mapping: &Mapping, gone: &[String]) {
+    for id in gone {
+        let mut tree = vec![id.clone()];
+        let mut next = 0;
+        while next < tree.len() {
+            tree.extend(mapping.children(&tree[next]));
+            next += 1;
+        }
+        tracing::warn!("load balancer {id}, another host's, is gone from Octavia: forgotten here, so its VIP may be given again");
+        if let Err(e) = mapping.apply(tree.into_iter().rev().map(MappingChange::Remove).collect()) {
+            tracing::error!("could not journal forgetting load balancer {id} (kept in memory): {e}");
         }
     }
-    forgotten
 }

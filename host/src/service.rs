@@ -380,9 +380,10 @@ impl Service {
                     // Octavia is asked without holding the policy.
                     drop(sandbox);
                     let vips = crate::holders::vips_of(&op, &self.mapping);
-                    let forgotten = crate::holders::forget_gone(&self.mapping, &self.served, agent, &vips);
+                    let gone = crate::holders::gone(&self.mapping, &self.served, agent, &vips);
                     sandbox = self.sandbox.lock_beside_flights();
-                    if forgotten > 0 {
+                    if !gone.is_empty() {
+                        crate::holders::forget(&self.mapping, &gone);
                         verdict = sandbox.validate(&op).map_err(|e| Failure::driver(e.to_string()))?;
                     }
                 }
