@@ -153,6 +153,12 @@ impl Sandbox {
         }
     }
 
+    /// The desired rules of one load balancer's listeners.
+    fn desired_rules_of(&mut self, lb_id: &str) -> Result<Vec<DesiredRule>, CallError> {
+        let children: std::collections::HashSet<String> = self.mapping().children(lb_id).into_iter().collect();
+        Ok(self.desired_rules()?.iter().filter(|d| children.contains(&d.owner)).cloned().collect())
+    }
+
     /// Carries out `delete`, the cascade delete of load balancer `lb_id`, which Octavia no longer has,
     /// except at the rules LoxiLB holds at its VIPs and ports under another name than the policy gives
     /// its own: those were given to another load balancer since this host's mapping of it went stale
@@ -163,22 +169,15 @@ impl Sandbox {
             Planned::Ready(plan) => plan,
             Planned::Refused(outcome) => return Ok(Err(outcome.error.map(|e| e.describe()).unwrap_or_default())),
         };
-        let children: std::collections::HashSet<String> = self.mapping().children(lb_id).into_iter().collect();
         let own: std::collections::HashMap<String, String> =
-            self.desired_rules()?.iter().filter(|d| children.contains(&d.owner)).map(|d| (wire::key_id(&d.rule), d.rule.service.name.clone())).collect();
+            self.desired_rules_of(lb_id)?.into_iter().map(|d| (wire::key_id(&d.rule), d.rule.service.name)).collect();
         let deleting: std::collections::HashSet<String> = plan.calls.iter().filter_map(wire::call_key_id).collect();
         let observed = match wire::observed(self.wiring().loxilb.as_ref()) {
             Ok(observed) => observed,
             Err(e) => return Ok(Err(e)),
         };
-        let others: Vec<&ObservedRule> = observed
-            .iter()
-            .filter(|o| {
-                let id = wire::key_id(&o.rule);
-                deleting.contains(&id) && own.get(&id) != Some(&o.rule.service.name)
-            })
-            .collect();
-        let spared: std::collections::HashSet<String> = others.iter().map(|o| wire::key_id(&o.rule)).collect();
+        let (spared, others): (std::collections::HashSet<String>, Vec<&ObservedRule>) =
+            observed.iter().map(|o| (wire::key_id(&o.rule), o)).filter(|(id, o)| deleting.contains(id) && own.get(id) != Some(&o.rule.service.name)).unzip();
         let kept = |call: &LoxilbCall| wire::call_key_id(call).is_none_or(|id| !spared.contains(&id));
         plan.calls.retain(kept);
         plan.undo.retain(kept);
@@ -365,9 +364,7 @@ impl Sandbox {
     /// Answers the repairs made; an error when no target answered or one refused a repair. A node that did
     /// not answer, or refused, is marked out of date, for the monitor to bring up to date.
     pub fn reassert(&mut self, lb_id: &str, listed: Vec<Listed>) -> Result<Result<Vec<String>, String>, CallError> {
-        let desired = self.desired_rules()?;
-        let children: std::collections::HashSet<String> = self.mapping().children(lb_id).into_iter().collect();
-        let wanted: Vec<DesiredRule> = desired.iter().filter(|d| children.contains(&d.owner)).cloned().collect();
+        let wanted = self.desired_rules_of(lb_id)?;
         let identities: std::collections::HashSet<wire::Identity> = wanted.iter().map(|w| wire::identity(&w.rule)).collect();
         let (targets, mut answered, mut repaired, mut failures) = (listed.len(), 0, Vec::new(), Vec::new());
         for Listed { target, rules } in listed {

@@ -80,13 +80,16 @@ pub fn identity(rule: &LbRule) -> Identity<'_> {
 
 /// A rule's identity as one string, for indexing rules that outlive the borrow.
 pub fn key_id(rule: &LbRule) -> String {
-    let (ip, port, protocol, block, host) = identity(rule);
-    format!("{ip}|{port}|{protocol}|{block}|{host}")
+    identity_text(identity(rule))
 }
 
 /// `key_id` of the rule a key names.
 pub fn key_id_of(key: &RuleKey) -> String {
-    format!("{}|{}|{}|{}|{}", key.external_ip, key.port, key.protocol, key.block, key.host)
+    identity_text((&key.external_ip, key.port, &key.protocol, key.block, &key.host))
+}
+
+fn identity_text((ip, port, protocol, block, host): Identity<'_>) -> String {
+    format!("{ip}|{port}|{protocol}|{block}|{host}")
 }
 
 /// The identity, as `key_id` writes it, of the rule a call changes.
