@@ -26,6 +26,12 @@ const NODE_RETRY: Duration = Duration::from_secs(30);
 /// driver-agent each read is a process it forks (~0.1–0.2 s), so a thousand load balancers take minutes:
 /// read in one go, they kept this thread from noticing a LoxiLB restart all that time.
 const SYNC_SLICE: Duration = Duration::from_secs(1);
+/// Reads a reading back makes at once when its load balancers are not served until read (over AMQP,
+/// after a start and when shards are taken over): one read at a time took ~0.15 s a load balancer, so a
+/// thousand stayed out of a restarted LoxiLB for minutes. One of the `GET_CONCURRENCY` turns is left to
+/// operations, which over AMQP read the get socket for every commit. The periodic reading back, of load
+/// balancers served already, reads one at a time and leaves the rest to operations.
+const URGENT_READERS: usize = crate::octavia::agent::GET_CONCURRENCY - 1;
 
 pub struct Monitor {
     pub service: Arc<Service>,
@@ -66,6 +72,8 @@ struct OctaviaSync {
     since: crate::epochs::Ticket,
     /// Over AMQP: load balancers read back by the last slice, to be served now.
     newly_served: bool,
+    /// Reads made at once (`URGENT_READERS` while what is read is not served before).
+    readers: usize,
 }
 
 impl Default for Upkeep {
@@ -139,6 +147,10 @@ impl Monitor {
     pub fn begin(&self, upkeep: &mut Upkeep) {
         self.reconcile_targets();
         upkeep.syncing = self.list_for_sync(false);
+        if let Some(sync) = upkeep.syncing.as_mut().filter(|_| self.service.served().shards().is_some()) {
+            // Over AMQP nothing is served until read back.
+            sync.readers = URGENT_READERS;
+        }
         if let Some(sync) = &upkeep.syncing {
             tracing::info!("start: LoxiLB brought to the mapping; reading {} load balancers back from Octavia", sync.left.len());
         }
@@ -192,8 +204,11 @@ impl Monitor {
             self.recover_taken_over();
             match (upkeep.syncing.as_mut(), self.list_for_sync(true)) {
                 (_, None) => self.reconcile_targets(),
-                (Some(under_way), Some(more)) => under_way.left.extend(more.left),
-                (None, fresh) => upkeep.syncing = fresh,
+                (Some(under_way), Some(more)) => {
+                    under_way.left.extend(more.left);
+                    under_way.readers = URGENT_READERS;
+                }
+                (None, Some(fresh)) => upkeep.syncing = Some(OctaviaSync { readers: URGENT_READERS, ..fresh }),
             }
             if let Some(sync) = &upkeep.syncing {
                 tracing::info!("amqp: this host consumes other shards now; {} load balancers to read back from Octavia", sync.left.len());
@@ -426,7 +441,7 @@ impl Monitor {
         }
         // Octavia cannot know an id made up for a LoxiLB rule without Octavia ids.
         let left = lbs.into_iter().rev().filter(|id| crate::service::is_octavia_id(id)).collect();
-        Some(OctaviaSync { left, since, newly_served: false })
+        Some(OctaviaSync { left, since, newly_served: false, readers: 1 })
     }
 
     /// Over AMQP, before a shard taken over is read back: the load balancers another host created while
@@ -450,12 +465,20 @@ impl Monitor {
         }
     }
 
-    /// Reads back and adopts the load balancers `sync` has left, for at most `slice` when given. Whether
-    /// the sync is over (every one read, or the get socket unavailable).
+    /// Reads back and adopts the load balancers `sync` has left, `sync.readers` at once, for at most
+    /// `slice` when given. Whether the sync is over (every one read, or the get socket unavailable).
     fn sync_some(&self, sync: &mut OctaviaSync, slice: Option<Duration>) -> bool {
+        use std::sync::atomic::{AtomicBool, Ordering};
         let started = Instant::now();
         let served = self.service.served();
-        while let Some(id) = sync.left.pop() {
+        let since = sync.since;
+        let left = std::sync::Mutex::new(std::mem::take(&mut sync.left));
+        let (unavailable, newly_served) = (AtomicBool::new(false), AtomicBool::new(false));
+        let read = || loop {
+            if unavailable.load(Ordering::Relaxed) || slice.is_some_and(|slice| started.elapsed() >= slice) {
+                return;
+            }
+            let Some(id) = left.lock().unwrap().pop() else { return };
             // Over AMQP, the shard's epoch before the read: a read under an earlier one adopts nothing.
             let epoch = match served.shards() {
                 Some(shards) => match shards.epoch(&id) {
@@ -464,31 +487,36 @@ impl Monitor {
                 },
                 None => None,
             };
-            let mut adopted = |shards: Option<&Arc<crate::served::Shards>>| {
-                if let (Some(shards), Some(epoch)) = (shards, epoch) {
+            let adopted = || {
+                if let (Some(shards), Some(epoch)) = (served.shards(), epoch) {
                     shards.adopted(&id, epoch);
-                    sync.newly_served = true;
+                    newly_served.store(true, Ordering::Relaxed);
                 }
             };
-            match self.service.adopt_as_of(&id, sync.since, true) {
+            match self.service.adopt_as_of(&id, since, true) {
                 Ok(crate::service::Adopted::NotInOctavia) => {
                     tracing::warn!("sync: load balancer {id} is in the mapping but not in Octavia");
-                    adopted(served.shards());
+                    adopted();
                 }
-                Ok(crate::service::Adopted::Synced | crate::service::Adopted::Removed) => adopted(served.shards()),
+                Ok(crate::service::Adopted::Synced | crate::service::Adopted::Removed) => adopted(),
                 // An operation of it came or waits: it is read back before that operation is applied. Or
                 // its removal failed at LoxiLB: tried again with the load balancers that failed there.
                 Ok(_) => {}
                 Err(e) => {
                     tracing::debug!("sync: get socket unavailable: {e}");
-                    return true;
+                    unavailable.store(true, Ordering::Relaxed);
                 }
             }
-            if slice.is_some_and(|slice| started.elapsed() >= slice) {
-                break;
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..sync.readers {
+                scope.spawn(read);
             }
-        }
-        sync.left.is_empty()
+            read();
+        });
+        sync.left = left.into_inner().unwrap();
+        sync.newly_served |= newly_served.into_inner();
+        unavailable.into_inner() || sync.left.is_empty()
     }
 
     /// Octavia's view adopted, then every target (each node of a cluster) brought to the desired rules.

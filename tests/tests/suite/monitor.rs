@@ -436,9 +436,38 @@ fn one_member_trees(count: usize) -> HashMap<String, serde_json::Value> {
 /// 0.2 s: with a real driver-agent each read is a process it forks, and reading back a thousand takes
 /// minutes.
 fn slow_get_socket(name: &str, trees: &Arc<Mutex<HashMap<String, serde_json::Value>>>) -> FakeGetSocket {
-    let rows = Arc::clone(trees);
+    watched_get_socket(name, trees, &Arc::default())
+}
+
+/// How many reads a get socket has under way, and the most it had at once since `reset`; while `quick`,
+/// it answers at once.
+#[derive(Default)]
+struct Reads {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    quick: std::sync::atomic::AtomicBool,
+}
+
+impl Reads {
+    fn most(&self) -> usize {
+        self.most.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn reset(&self) {
+        self.most.store(0, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// `slow_get_socket`, counting its reads under way in `reads`.
+fn watched_get_socket(name: &str, trees: &Arc<Mutex<HashMap<String, serde_json::Value>>>, reads: &Arc<Reads>) -> FakeGetSocket {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (rows, reads) = (Arc::clone(trees), Arc::clone(reads));
     FakeGetSocket::start(name, move |object, id| {
-        std::thread::sleep(Duration::from_millis(200));
+        reads.most.fetch_max(reads.now.fetch_add(1, SeqCst) + 1, SeqCst);
+        if !reads.quick.load(SeqCst) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        reads.now.fetch_sub(1, SeqCst);
         Ok(if object == "loadbalancers" { rows.lock().unwrap().get(id).cloned() } else { None })
     })
 }
@@ -447,7 +476,8 @@ fn slow_get_socket(name: &str, trees: &Arc<Mutex<HashMap<String, serde_json::Val
 fn a_loxilb_restart_is_repaired_within_seconds_while_octavia_is_read_back_slowly() {
     // The same thread watches LoxiLB: here 24 reads of 0.2 s each.
     let trees = one_member_trees(24);
-    let get = slow_get_socket("slow-sync", &Arc::new(Mutex::new(trees.clone())));
+    let under_way = Arc::new(Reads::default());
+    let get = watched_get_socket("slow-sync", &Arc::new(Mutex::new(trees.clone())), &under_way);
     let (sim, loxilb, service) = on_simulator_with(Some(get.agent()), Arc::new(RecordingSink::default()), Duration::from_secs(5));
     for tree in trees.values() {
         service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
@@ -460,11 +490,15 @@ fn a_loxilb_restart_is_repaired_within_seconds_while_octavia_is_read_back_slowly
     // The creates asked the get socket for their commits; the sync's reads are counted from here.
     let before = get.requests();
     let reads = || get.requests() - before;
+    under_way.reset();
     std::thread::sleep(reconcile_interval * 2);
     let check = std::time::Instant::now();
     monitor.tick(&mut upkeep);
     let held = check.elapsed();
     assert!(reads() > 0 && reads() < trees.len(), "the check read back {} load balancers in one go", reads());
+    // Load balancers served already are read back one at a time: the other reads the driver-agent takes
+    // at once are left to operations' commits.
+    assert_eq!(under_way.most(), 1, "the periodic reading back made reads at once");
     assert!(held < Duration::from_millis(2500), "a check held the LoxiLB watch {held:?} for Octavia's reads");
     // LoxiLB restarts while the reading back goes on: the next check repairs it.
     sim.restart();
@@ -590,29 +624,37 @@ fn over_amqp_a_lost_rule_is_repaired_only_by_the_active_consumer_of_its_shard() 
 #[test]
 fn over_amqp_the_load_balancers_of_a_shard_taken_over_are_served_as_they_are_read_back() {
     // With a real driver-agent each read is a process it forks: a thousand load balancers take minutes,
-    // and a LoxiLB that restarted meanwhile lacked every rule until the last was read. Here 12 reads of
+    // and a LoxiLB that restarted meanwhile lacked every rule until the last was read. Here 30 reads of
     // 0.2 s each, a 1 s slice of them per check.
-    let trees = Arc::new(Mutex::new(one_member_trees(12)));
-    let get = slow_get_socket("slow-takeover", &trees);
+    const LBS: usize = 30;
+    let trees = Arc::new(Mutex::new(one_member_trees(LBS)));
+    let under_way = Arc::new(Reads::default());
+    let get = watched_get_socket("slow-takeover", &trees, &under_way);
     let shards = Arc::new(host::served::Shards::new(8));
     let (sim, service, monitor) = on_shards(&shards, Some(get.agent()));
     let created: Vec<serde_json::Value> = trees.lock().unwrap().values().cloned().collect();
+    under_way.quick.store(true, std::sync::atomic::Ordering::SeqCst);
     for tree in created {
         service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
     }
+    under_way.quick.store(false, std::sync::atomic::Ordering::SeqCst);
     let rules = sim.rules();
-    assert_eq!(rules.len(), 12);
+    assert_eq!(rules.len(), LBS);
     sim.restart();
     // Probes keep every shard this host's.
     let live = || (0..8).for_each(|i| shards.delivered(i));
     let mut upkeep = Upkeep::default();
+    under_way.reset();
     live();
     monitor.tick(&mut upkeep);
     let served = sim.rules().len();
-    assert!(served > 0 && served < 12, "after one check {served} of 12 rules are back");
+    assert!(served > 0 && served < LBS, "after one check {served} of {LBS} rules are back");
+    // Unserved until read, they are read several at a time (one at a time, ~0.15 s each with a real
+    // driver-agent, a thousand were out of LoxiLB for minutes), leaving a read to operations.
+    assert_eq!(under_way.most(), host::octavia::agent::GET_CONCURRENCY - 1, "reads at once while the shards taken over were read back");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while sim.rules().len() < 12 {
-        assert!(std::time::Instant::now() < deadline, "{} of 12 rules back", sim.rules().len());
+    while sim.rules().len() < LBS {
+        assert!(std::time::Instant::now() < deadline, "{} of {LBS} rules back", sim.rules().len());
         live();
         monitor.tick(&mut upkeep);
     }
