@@ -10,6 +10,7 @@ use loxilb_api::Loxilb;
 
 use crate::loxilb::{LoxiTransport, Target};
 use crate::octavia::agent::DriverAgent;
+use crate::octavia::readback::{self, read_back, Next};
 use crate::octavia::status::{document, operating};
 use crate::runtime::bindings::loxilb_types::ObservedRule;
 use crate::runtime::bindings::octavia::ObjectStatus;
@@ -26,12 +27,6 @@ const NODE_RETRY: Duration = Duration::from_secs(30);
 /// driver-agent each read is a process it forks (~0.1–0.2 s), so a thousand load balancers take minutes:
 /// read in one go, they kept this thread from noticing a LoxiLB restart all that time.
 const SYNC_SLICE: Duration = Duration::from_secs(1);
-/// Reads a reading back makes at once when its load balancers are not served until read (over AMQP,
-/// after a start and when shards are taken over): one read at a time took ~0.15 s a load balancer, so a
-/// thousand stayed out of a restarted LoxiLB for minutes. One of the `GET_CONCURRENCY` turns is left to
-/// operations, which over AMQP read the get socket for every commit. The periodic reading back, of load
-/// balancers served already, reads one at a time and leaves the rest to operations.
-const URGENT_READERS: usize = crate::octavia::agent::GET_CONCURRENCY - 1;
 
 pub struct Monitor {
     pub service: Arc<Service>,
@@ -72,7 +67,9 @@ struct OctaviaSync {
     since: crate::epochs::Ticket,
     /// Over AMQP: load balancers read back by the last slice, to be served now.
     newly_served: bool,
-    /// Reads made at once (`URGENT_READERS` while what is read is not served before).
+    /// Reads made at once: `readback::URGENT` while what is read is not served before (over AMQP, after a
+    /// start and when shards are taken over); the periodic sync, of load balancers served already, leaves
+    /// the other turns to operations.
     readers: usize,
 }
 
@@ -149,7 +146,7 @@ impl Monitor {
         upkeep.syncing = self.list_for_sync(false);
         if let Some(sync) = upkeep.syncing.as_mut().filter(|_| self.service.served().shards().is_some()) {
             // Over AMQP nothing is served until read back.
-            sync.readers = URGENT_READERS;
+            sync.readers = readback::URGENT;
         }
         if let Some(sync) = &upkeep.syncing {
             tracing::info!("start: LoxiLB brought to the mapping; reading {} load balancers back from Octavia", sync.left.len());
@@ -206,9 +203,9 @@ impl Monitor {
                 (_, None) => self.reconcile_targets(),
                 (Some(under_way), Some(more)) => {
                     under_way.left.extend(more.left);
-                    under_way.readers = URGENT_READERS;
+                    under_way.readers = readback::URGENT;
                 }
-                (None, Some(fresh)) => upkeep.syncing = Some(OctaviaSync { readers: URGENT_READERS, ..fresh }),
+                (None, Some(fresh)) => upkeep.syncing = Some(OctaviaSync { readers: readback::URGENT, ..fresh }),
             }
             if let Some(sync) = &upkeep.syncing {
                 tracing::info!("amqp: this host consumes other shards now; {} load balancers to read back from Octavia", sync.left.len());
@@ -468,29 +465,21 @@ impl Monitor {
     /// Reads back and adopts the load balancers `sync` has left, `sync.readers` at once, for at most
     /// `slice` when given. Whether the sync is over (every one read, or the get socket unavailable).
     fn sync_some(&self, sync: &mut OctaviaSync, slice: Option<Duration>) -> bool {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let started = Instant::now();
         let served = self.service.served();
-        let since = sync.since;
-        let left = std::sync::Mutex::new(std::mem::take(&mut sync.left));
-        let (unavailable, newly_served) = (AtomicBool::new(false), AtomicBool::new(false));
-        let read = || loop {
-            if unavailable.load(Ordering::Relaxed) || slice.is_some_and(|slice| started.elapsed() >= slice) {
-                return;
-            }
-            let Some(id) = left.lock().unwrap().pop() else { return };
+        let (since, newly_served) = (sync.since, std::sync::atomic::AtomicBool::new(false));
+        let left = read_back(std::mem::take(&mut sync.left), sync.readers, slice, |id: String| {
             // Over AMQP, the shard's epoch before the read: a read under an earlier one adopts nothing.
             let epoch = match served.shards() {
                 Some(shards) => match shards.epoch(&id) {
                     Some(epoch) => Some(epoch),
-                    None => continue,
+                    None => return Next::Go,
                 },
                 None => None,
             };
             let adopted = || {
                 if let (Some(shards), Some(epoch)) = (served.shards(), epoch) {
                     shards.adopted(&id, epoch);
-                    newly_served.store(true, Ordering::Relaxed);
+                    newly_served.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
             };
             match self.service.adopt_as_of(&id, since, true) {
@@ -504,19 +493,14 @@ impl Monitor {
                 Ok(_) => {}
                 Err(e) => {
                     tracing::debug!("sync: get socket unavailable: {e}");
-                    unavailable.store(true, Ordering::Relaxed);
+                    return Next::Stop;
                 }
             }
-        };
-        std::thread::scope(|scope| {
-            for _ in 1..sync.readers {
-                scope.spawn(read);
-            }
-            read();
+            Next::Go
         });
-        sync.left = left.into_inner().unwrap();
+        sync.left = left.items;
         sync.newly_served |= newly_served.into_inner();
-        unavailable.into_inner() || sync.left.is_empty()
+        left.stopped || sync.left.is_empty()
     }
 
     /// Octavia's view adopted, then every target (each node of a cluster) brought to the desired rules.

@@ -20,6 +20,7 @@ use crate::flights::TakeOff;
 use crate::inbox::Appended;
 use crate::lanes::Lanes;
 use crate::octavia::agent::DriverAgent;
+use crate::octavia::readback::{self, read_back, Next};
 use crate::octavia::reporter::Reporter;
 use crate::octavia::status::{document, StatusSink};
 use crate::reprogram::Reprogram;
@@ -801,60 +802,72 @@ impl Service {
     /// applied, or applied and not yet reported, is left to the next round (that operation may fail too, or
     /// bring it up to date; reported ACTIVE meanwhile, the load balancer would be open to changes while
     /// Octavia still shows that operation's objects PENDING).
+    ///
+    /// Their objects wait in ERROR, so they are read back several at a time; and for about a second per
+    /// round, the rest left due to the next: after a long LoxiLB outage hundreds may be due, each a
+    /// process the driver-agent forks and a status document, and the monitor's checks that call this
+    /// (a LoxiLB restart noticed within seconds) waited for all of them.
     pub fn reprogram_failed(&self) {
         let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return };
         let served = self.served();
         // Over AMQP, one of another host's shards is left to it (or to this host once it consumes it).
-        for lb in self.reprogram.due().into_iter().filter(|lb| served.serves(lb)) {
-            let since = self.epochs.ticket();
-            let tree = match agent.get("loadbalancers", &lb) {
-                Ok(tree) => tree,
-                Err(e) => return tracing::debug!("programming load balancers that failed at LoxiLB: get socket unavailable: {e:#}"),
-            };
-            let mut sandbox = self.sandbox.lock().unwrap();
-            if !self.epochs.current(&lb, since) || self.operation_waiting(&lb) {
-                continue;
+        let due: Vec<String> = self.reprogram.due().into_iter().filter(|lb| served.serves(lb)).collect();
+        read_back(due, readback::URGENT, Some(REPROGRAM_SLICE), |lb| self.reprogram_one(agent, &lb));
+    }
+
+    fn reprogram_one(&self, agent: &DriverAgent, lb: &str) -> Next {
+        let since = self.epochs.ticket();
+        let tree = match agent.get("loadbalancers", lb) {
+            Ok(tree) => tree,
+            Err(e) => {
+                tracing::debug!("programming load balancers that failed at LoxiLB: get socket unavailable: {e:#}");
+                return Next::Stop;
             }
-            let Some(tree) = tree else {
-                let removed = remove_gone(&mut sandbox, &lb);
-                self.epochs.touched(&lb);
-                match removed {
-                    Ok(_) => self.reprogram.forget(&lb),
-                    Err(e) => {
-                        tracing::warn!("removing load balancer {lb}, which Octavia no longer has: {e}");
-                        self.reprogram.failed_again(&lb);
-                    }
-                }
-                continue;
-            };
-            let statuses = match adopt_tree(&mut sandbox, &tree) {
-                Ok(statuses) => statuses,
-                Err(e) => {
-                    self.reprogram.failed_again(&lb);
-                    tracing::warn!("load balancer {lb}, which failed at LoxiLB, still cannot be programmed: {e}");
-                    continue;
-                }
-            };
-            self.epochs.applied(&lb);
-            let storage = Arc::clone(sandbox.storage());
-            drop(sandbox);
-            // Reported only once durable: a crash would otherwise undo what Octavia was told.
-            if let Err(e) = self.make_durable(storage.as_ref(), &|| false) {
-                tracing::error!("mapping journal not durable after programming {lb}: {e}; reported later");
-                self.reprogram.failed_again(&lb);
-                continue;
-            }
-            tracing::info!("load balancer {lb}, which failed at LoxiLB, is programmed as Octavia shows it: reporting its objects ACTIVE");
-            // Not `report`: that counts an operation applied. Held at most `PATIENCE` (the monitor's
-            // thread goes on); statuses Octavia did not take are reported again at the next round.
-            let taken = self.statuses.report_within(&document(&statuses), crate::octavia::status::PATIENCE);
-            self.epochs.reported(&lb);
-            if taken {
-                self.reprogram.forget(&lb);
-            } else {
-                self.reprogram.failed_again(&lb);
-            }
+        };
+        let mut sandbox = self.sandbox.lock().unwrap();
+        if !self.epochs.current(lb, since) || self.operation_waiting(lb) {
+            return Next::Go;
         }
+        let Some(tree) = tree else {
+            let removed = remove_gone(&mut sandbox, lb);
+            self.epochs.touched(lb);
+            match removed {
+                Ok(_) => self.reprogram.forget(lb),
+                Err(e) => {
+                    tracing::warn!("removing load balancer {lb}, which Octavia no longer has: {e}");
+                    self.reprogram.failed_again(lb);
+                }
+            }
+            return Next::Go;
+        };
+        let statuses = match adopt_tree(&mut sandbox, &tree) {
+            Ok(statuses) => statuses,
+            Err(e) => {
+                self.reprogram.failed_again(lb);
+                tracing::warn!("load balancer {lb}, which failed at LoxiLB, still cannot be programmed: {e}");
+                return Next::Go;
+            }
+        };
+        self.epochs.applied(lb);
+        let storage = Arc::clone(sandbox.storage());
+        drop(sandbox);
+        // Reported only once durable: a crash would otherwise undo what Octavia was told.
+        if let Err(e) = self.make_durable(storage.as_ref(), &|| false) {
+            tracing::error!("mapping journal not durable after programming {lb}: {e}; reported later");
+            self.reprogram.failed_again(lb);
+            return Next::Go;
+        }
+        tracing::info!("load balancer {lb}, which failed at LoxiLB, is programmed as Octavia shows it: reporting its objects ACTIVE");
+        // Not `report`: that counts an operation applied. Held at most `PATIENCE` (the monitor's
+        // thread goes on); statuses Octavia did not take are reported again at the next round.
+        let taken = self.statuses.report_within(&document(&statuses), crate::octavia::status::PATIENCE);
+        self.epochs.reported(lb);
+        if taken {
+            self.reprogram.forget(lb);
+        } else {
+            self.reprogram.failed_again(lb);
+        }
+        Next::Go
     }
 
     /// Whether an operation of `lb` was accepted and is still queued or being applied: Octavia shows the
@@ -992,6 +1005,10 @@ fn commit_poll_pause(answered: Duration) -> Duration {
         (answered / 8).clamp(FAST, SLOWEST)
     }
 }
+
+/// How long one round of programming the load balancers that failed at LoxiLB starts reads for (the
+/// monitor's next check waits for it).
+const REPROGRAM_SLICE: Duration = Duration::from_secs(1);
 
 /// The pause between two attempts to reach a get socket that cannot be asked.
 const UNREACHABLE_PAUSE: Duration = Duration::from_millis(100);

@@ -514,6 +514,44 @@ fn a_loxilb_restart_is_repaired_within_seconds_while_octavia_is_read_back_slowly
 }
 
 #[test]
+fn load_balancers_that_failed_while_loxilb_was_down_are_programmed_several_at_a_time_without_holding_up_the_checks() {
+    // Each is read back from Octavia (a forked process with a real driver-agent) and reported: after a
+    // long outage hundreds may wait in ERROR. One at a time and all in one check, the check that should
+    // notice a LoxiLB restart within seconds waited for all of them. Here 30 reads of 0.2 s each.
+    const LBS: usize = 30;
+    let trees = one_member_trees(LBS);
+    let under_way = Arc::new(Reads::default());
+    let get = watched_get_socket("reprogram-many", &Arc::new(Mutex::new(trees.clone())), &under_way);
+    let (sim, loxilb, service) = on_simulator_with(Some(get.agent()), Arc::new(RecordingSink::default()), Duration::from_secs(5));
+    under_way.quick.store(true, std::sync::atomic::Ordering::SeqCst);
+    sim.inject_fault(100_000, loxilb_sim::Fault::Reset);
+    for tree in trees.values() {
+        service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+    }
+    assert_eq!(service.reprogram.len(), LBS);
+    sim.inject_fault(0, loxilb_sim::Fault::Reset);
+    under_way.quick.store(false, std::sync::atomic::Ordering::SeqCst);
+    under_way.reset();
+
+    let monitor =
+        Monitor { service: Arc::clone(&service), loxilb, agent: Some(get.agent()), stats_interval: Duration::ZERO, reconcile_interval: Duration::ZERO };
+    let mut upkeep = Upkeep::default();
+    let check = std::time::Instant::now();
+    monitor.tick(&mut upkeep);
+    let held = check.elapsed();
+    let programmed = sim.rules().len();
+    assert!(programmed > 0 && programmed < LBS, "one check programmed {programmed} of {LBS}");
+    assert!(held < Duration::from_millis(2500), "a check held the LoxiLB watch {held:?} to program what failed");
+    assert_eq!(under_way.most(), host::octavia::readback::URGENT, "reads at once while what failed at LoxiLB was read back");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !service.reprogram.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{} of {LBS} still to program", service.reprogram.len());
+        monitor.tick(&mut upkeep);
+    }
+    assert_eq!(sim.rules().len(), LBS);
+}
+
+#[test]
 fn a_start_beside_a_restarted_loxilb_programs_every_rule_before_octavia_is_read_back() {
     // A node's reboot restarts the host with the LoxiLB beside it, which then holds no rule. The start
     // read every load balancer back from Octavia before LoxiLB was brought to the mapping, so the last
