@@ -28,6 +28,13 @@ const NODE_RETRY: Duration = Duration::from_secs(30);
 /// read in one go, they kept this thread from noticing a LoxiLB restart all that time.
 const SYNC_SLICE: Duration = Duration::from_secs(1);
 
+/// The pause after a check that took `took`: checks begin every `LIVENESS_PERIOD`, not that long after
+/// the last one ended. A check reading Octavia back takes a second of it, and a full period after that
+/// spaced the checks 3 s apart and left the reads a third of the time.
+fn pause_after(took: Duration) -> Duration {
+    LIVENESS_PERIOD.saturating_sub(took)
+}
+
 pub struct Monitor {
     pub service: Arc<Service>,
     pub loxilb: Arc<dyn LoxiTransport>,
@@ -108,8 +115,10 @@ impl Monitor {
     fn run(self) {
         let mut upkeep = Upkeep::default();
         self.surviving("the start's pass", || self.begin(&mut upkeep));
+        let mut began = Instant::now();
         loop {
-            std::thread::sleep(LIVENESS_PERIOD);
+            std::thread::sleep(pause_after(began.elapsed()));
+            began = Instant::now();
             self.checked_tick(&mut upkeep);
         }
     }
@@ -643,5 +652,17 @@ impl Monitor {
         if let Err(e) = agent.update_stats(&serde_json::json!({"listeners": listeners})) {
             crate::warn_limited!("monitor-statistics-delivery", "statistics not delivered: {e:#}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_begin_every_period_whatever_they_take() {
+        assert_eq!(pause_after(Duration::ZERO), LIVENESS_PERIOD);
+        assert_eq!(pause_after(SYNC_SLICE), LIVENESS_PERIOD - SYNC_SLICE);
+        assert_eq!(pause_after(LIVENESS_PERIOD * 2), Duration::ZERO, "a check longer than the period is followed by the next at once");
     }
 }
