@@ -807,17 +807,22 @@ impl Service {
     /// round, the rest left due to the next: after a long LoxiLB outage hundreds may be due, each a
     /// process the driver-agent forks and a status document, and the monitor's checks that call this
     /// (a LoxiLB restart noticed within seconds) waited for all of them.
-    pub fn reprogram_failed(&self) {
+    pub fn reprogram_failed(self: &Arc<Self>) {
         let Some(agent) = self.agent.as_ref().filter(|a| a.get.is_some()) else { return };
         let served = self.served();
         // Over AMQP, one of another host's shards is left to it (or to this host once it consumes it).
         let due: Vec<String> = self.reprogram.due().into_iter().filter(|lb| served.serves(lb)).collect();
-        read_back(due, readback::URGENT, Some(REPROGRAM_SLICE), |lb| self.reprogram_one(agent, &lb));
+        read_back(due, readback::URGENT, Some(REPROGRAM_SLICE), |lb| self.reprogram_one(agent, lb));
     }
 
-    fn reprogram_one(&self, agent: &DriverAgent, lb: &str) -> Next {
+    fn reprogram_one(self: &Arc<Self>, agent: &DriverAgent, lb: String) -> Next {
         let since = self.epochs.ticket();
-        let tree = match agent.get("loadbalancers", lb) {
+        if !self.epochs.current(&lb, since) {
+            // Programmed by an earlier round whose report Octavia has not taken yet (or changed by an
+            // operation not reported yet): nothing to read now.
+            return Next::Go;
+        }
+        let tree = match agent.get("loadbalancers", &lb) {
             Ok(tree) => tree,
             Err(e) => {
                 tracing::debug!("programming load balancers that failed at LoxiLB: get socket unavailable: {e:#}");
@@ -825,17 +830,17 @@ impl Service {
             }
         };
         let mut sandbox = self.sandbox.lock().unwrap();
-        if !self.epochs.current(lb, since) || self.operation_waiting(lb) {
+        if !self.epochs.current(&lb, since) || self.operation_waiting(&lb) {
             return Next::Go;
         }
         let Some(tree) = tree else {
-            let removed = remove_gone(&mut sandbox, lb);
-            self.epochs.touched(lb);
+            let removed = remove_gone(&mut sandbox, &lb);
+            self.epochs.touched(&lb);
             match removed {
-                Ok(_) => self.reprogram.forget(lb),
+                Ok(_) => self.reprogram.forget(&lb),
                 Err(e) => {
                     tracing::warn!("removing load balancer {lb}, which Octavia no longer has: {e}");
-                    self.reprogram.failed_again(lb);
+                    self.reprogram.failed_again(&lb);
                 }
             }
             return Next::Go;
@@ -843,30 +848,36 @@ impl Service {
         let statuses = match adopt_tree(&mut sandbox, &tree) {
             Ok(statuses) => statuses,
             Err(e) => {
-                self.reprogram.failed_again(lb);
+                self.reprogram.failed_again(&lb);
                 tracing::warn!("load balancer {lb}, which failed at LoxiLB, still cannot be programmed: {e}");
                 return Next::Go;
             }
         };
-        self.epochs.applied(lb);
-        let storage = Arc::clone(sandbox.storage());
-        drop(sandbox);
-        // Reported only once durable: a crash would otherwise undo what Octavia was told.
-        if let Err(e) = self.make_durable(storage.as_ref(), &|| false) {
-            tracing::error!("mapping journal not durable after programming {lb}: {e}; reported later");
-            self.reprogram.failed_again(lb);
+        self.epochs.applied(&lb);
+        // Made durable (a crash would otherwise undo what Octavia is told) and handed to the reporter
+        // under the policy lock, so that the report of an operation of this load balancer applied after
+        // this one goes after it: the reporter keeps a load balancer's reports in order. Sent from here,
+        // this ACTIVE could reach Octavia after such an operation's report; after a cascade delete's
+        // DELETED, Octavia showed the deleted load balancer ACTIVE again, and nothing served it.
+        if let Err(e) = self.make_durable(sandbox.storage().as_ref(), &|| false) {
+            tracing::error!("mapping journal not durable after programming {lb}: {e}; programmed again later");
+            self.epochs.reported(&lb);
+            self.reprogram.failed_again(&lb);
             return Next::Go;
         }
         tracing::info!("load balancer {lb}, which failed at LoxiLB, is programmed as Octavia shows it: reporting its objects ACTIVE");
-        // Not `report`: that counts an operation applied. Held at most `PATIENCE` (the monitor's
-        // thread goes on); statuses Octavia did not take are reported again at the next round.
-        let taken = self.statuses.report_within(&document(&statuses), crate::octavia::status::PATIENCE);
-        self.epochs.reported(lb);
-        if taken {
-            self.reprogram.forget(lb);
-        } else {
-            self.reprogram.failed_again(lb);
-        }
+        let (taken, sent) = std::sync::mpsc::channel();
+        let service = Arc::clone(self);
+        // Not as an operation's report: that counts an operation applied.
+        self.reports().submit(statuses, move || {
+            service.epochs.reported(&lb);
+            service.reprogram.forget(&lb);
+            let _ = taken.send(());
+        });
+        drop(sandbox);
+        // Waited for at most `PATIENCE` (the monitor's thread goes on); the reporter sends it until
+        // Octavia takes it, and the load balancer is left out of the rounds until then.
+        let _ = sent.recv_timeout(crate::octavia::status::PATIENCE);
         Next::Go
     }
 

@@ -434,6 +434,46 @@ fn a_load_balancer_that_failed_at_loxilb_is_not_reported_active_while_an_operati
 }
 
 #[test]
+fn a_load_balancer_deleted_as_its_reprogramming_is_reported_is_not_shown_active_after_its_delete() {
+    // What failed at LoxiLB is programmed once it answers, and its objects reported ACTIVE. A cascade
+    // delete applied meanwhile was reported DELETED while that report was still on its way: Octavia took
+    // DELETED, then ACTIVE, and showed the deleted load balancer ACTIVE again, served by nothing.
+    let host = Host::start("reprogram-then-delete", Duration::from_secs(5));
+    let tree = tree(&[(M1, "10.30.1.1")]);
+    host.octavia.commit(&tree);
+    host.sim.inject_fault(100_000, loxilb_sim::Fault::Reset);
+    host.service.apply("loadbalancer_create", &json!({"loadbalancer": tree}));
+    host.sim.inject_fault(0, loxilb_sim::Fault::Reset);
+    assert!(!host.service.reprogram.is_empty());
+    host.service.start_worker(Vec::new());
+
+    let lb_status = |documents: &[Value]| -> Vec<String> {
+        provisioning_statuses(documents).into_iter().filter(|(o, _)| *o == format!("loadbalancers/{LB}")).map(|(_, s)| s).collect()
+    };
+    let (service, octavia, sink, deleted) = (Arc::clone(&host.service), Arc::clone(&host.octavia), Arc::clone(&host.sink), tree.clone());
+    // The user deletes the load balancer while its ACTIVE is on its way to Octavia.
+    *host.sink.during_next_report.lock().unwrap() = Some(Box::new(move || {
+        octavia.delete_all();
+        service.cast("loadbalancer_delete", json!({"loadbalancer": deleted, "cascade": true, "loadbalancer_id": LB})).unwrap();
+        // Until the delete's DELETED reached Octavia, or 2 s: it must wait for this report.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline && !lb_status(&sink.recorded.documents.lock().unwrap()).contains(&"DELETED".to_string()) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }));
+    let before = recorded(&host);
+    host.service.reprogram_failed();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host.service.backlog() > 0 {
+        assert!(Instant::now() < deadline, "the delete was not applied and reported");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(host.sim.rules().is_empty() && host.mapped_ids().is_empty(), "still served: {:?}", host.sim.rules());
+    let reported = lb_status(&host.sink.recorded.documents.lock().unwrap()[before..]);
+    assert_eq!(reported, ["ACTIVE", "DELETED"], "the load balancer's statuses as Octavia took them");
+}
+
+#[test]
 fn the_sync_leaves_a_load_balancer_to_an_operation_of_it_still_waiting() {
     // The get socket shows a member whose create the host accepted and has not applied yet (Octavia
     // committed it): the operation, not the sync, brings the load balancer up to date.
