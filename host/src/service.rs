@@ -539,9 +539,16 @@ impl Service {
         })
     }
 
+    /// Sends an operation's statuses through the reporter and waits until Octavia took them: a report
+    /// sent from here could overtake one of the same load balancer queued before it (the ACTIVE of a
+    /// load balancer programmed after failing at LoxiLB, and a cascade delete's DELETED after it undone).
     fn report(&self, statuses: &[ObjectStatus]) {
         if !statuses.is_empty() {
-            self.statuses.report(&document(statuses));
+            let (taken, sent) = std::sync::mpsc::channel();
+            self.reports().submit(statuses.to_vec(), move || {
+                let _ = taken.send(());
+            });
+            let _ = sent.recv();
         }
         self.reported(statuses);
     }

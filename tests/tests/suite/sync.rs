@@ -270,11 +270,22 @@ fn runtime_recovery_while_a_delete_is_not_reported_yet_does_not_bring_the_member
     // A member of that pool arrives while the delete of M2 is applied but not reported: Octavia still
     // shows M2 when the host recovers the load balancer to find the pool.
     let service = Arc::clone(&host.service);
+    let creating = Arc::new(Mutex::new(None));
+    let thread = Arc::clone(&creating);
     *host.sink.during_next_report.lock().unwrap() = Some(Box::new(move || {
-        service.apply("member_create", &json!({"member": m3, "loadbalancer_id": LB}));
+        // Applied during the delete's report; its own report goes after that one (the reporter keeps a
+        // load balancer's reports in order), so it is not waited for here.
+        let (applying, before) = (Arc::clone(&service), service.epochs.generation());
+        *thread.lock().unwrap() = Some(std::thread::spawn(move || applying.apply("member_create", &json!({"member": m3, "loadbalancer_id": LB}))));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while service.epochs.generation() == before {
+            assert!(Instant::now() < deadline, "the member create was not applied");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }));
     host.service.apply("member_delete", &json!({"member": member(M2, P1, "10.30.1.2", 8080, 1), "loadbalancer_id": LB}));
     assert!(host.sink.during_next_report.lock().unwrap().is_none(), "the member create ran inside the report");
+    creating.lock().unwrap().take().expect("the member create was started").join().unwrap();
     assert!(!host.endpoints().contains(&"10.30.1.2".to_string()), "recovery brought the deleted member back: {:?}", host.endpoints());
     assert!(!host.mapped_ids().contains(&M2.to_string()));
 }
@@ -433,12 +444,12 @@ fn a_load_balancer_that_failed_at_loxilb_is_not_reported_active_while_an_operati
     assert!(host.service.reprogram.is_empty());
 }
 
-#[test]
-fn a_load_balancer_deleted_as_its_reprogramming_is_reported_is_not_shown_active_after_its_delete() {
-    // What failed at LoxiLB is programmed once it answers, and its objects reported ACTIVE. A cascade
-    // delete applied meanwhile was reported DELETED while that report was still on its way: Octavia took
-    // DELETED, then ACTIVE, and showed the deleted load balancer ACTIVE again, served by nothing.
-    let host = Host::start("reprogram-then-delete", Duration::from_secs(5));
+/// What failed at LoxiLB is programmed once it answers, and its objects reported ACTIVE. A cascade
+/// delete applied meanwhile (by `delete`, given the service and the deleted tree) was reported DELETED
+/// while that report was still on its way: Octavia took DELETED, then ACTIVE, and showed the deleted load
+/// balancer ACTIVE again, served by nothing.
+fn a_delete_as_the_reprogramming_is_reported_is_reported_after_it(name: &str, delete: impl Fn(&Arc<Service>, Value) + Send + 'static) {
+    let host = Host::start(name, Duration::from_secs(5));
     let tree = tree(&[(M1, "10.30.1.1")]);
     host.octavia.commit(&tree);
     host.sim.inject_fault(100_000, loxilb_sim::Fault::Reset);
@@ -450,11 +461,13 @@ fn a_load_balancer_deleted_as_its_reprogramming_is_reported_is_not_shown_active_
     let lb_status = |documents: &[Value]| -> Vec<String> {
         provisioning_statuses(documents).into_iter().filter(|(o, _)| *o == format!("loadbalancers/{LB}")).map(|(_, s)| s).collect()
     };
-    let (service, octavia, sink, deleted) = (Arc::clone(&host.service), Arc::clone(&host.octavia), Arc::clone(&host.sink), tree.clone());
+    let (service, octavia, sink) = (Arc::clone(&host.service), Arc::clone(&host.octavia), Arc::clone(&host.sink));
+    let deleting = Arc::new(Mutex::new(None));
+    let thread = Arc::clone(&deleting);
     // The user deletes the load balancer while its ACTIVE is on its way to Octavia.
     *host.sink.during_next_report.lock().unwrap() = Some(Box::new(move || {
         octavia.delete_all();
-        service.cast("loadbalancer_delete", json!({"loadbalancer": deleted, "cascade": true, "loadbalancer_id": LB})).unwrap();
+        *thread.lock().unwrap() = Some(std::thread::spawn(move || delete(&service, tree)));
         // Until the delete's DELETED reached Octavia, or 2 s: it must wait for this report.
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline && !lb_status(&sink.recorded.documents.lock().unwrap()).contains(&"DELETED".to_string()) {
@@ -463,6 +476,8 @@ fn a_load_balancer_deleted_as_its_reprogramming_is_reported_is_not_shown_active_
     }));
     let before = recorded(&host);
     host.service.reprogram_failed();
+    let delete = deleting.lock().unwrap().take().expect("the delete was started as the load balancer was reported");
+    delete.join().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while host.service.backlog() > 0 {
         assert!(Instant::now() < deadline, "the delete was not applied and reported");
@@ -471,6 +486,25 @@ fn a_load_balancer_deleted_as_its_reprogramming_is_reported_is_not_shown_active_
     assert!(host.sim.rules().is_empty() && host.mapped_ids().is_empty(), "still served: {:?}", host.sim.rules());
     let reported = lb_status(&host.sink.recorded.documents.lock().unwrap()[before..]);
     assert_eq!(reported, ["ACTIVE", "DELETED"], "the load balancer's statuses as Octavia took them");
+}
+
+#[test]
+fn a_load_balancer_deleted_over_the_unix_socket_as_its_reprogramming_is_reported_is_not_shown_active_after_its_delete() {
+    a_delete_as_the_reprogramming_is_reported_is_reported_after_it("reprogram-then-cast", |service, tree| {
+        service.cast("loadbalancer_delete", json!({"loadbalancer": tree, "cascade": true, "loadbalancer_id": LB})).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while service.backlog() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+}
+
+#[test]
+fn a_load_balancer_deleted_over_amqp_as_its_reprogramming_is_reported_is_not_shown_active_after_its_delete() {
+    // The AMQP transport applies and reports an operation before acknowledging it (`Service::apply_while`).
+    a_delete_as_the_reprogramming_is_reported_is_reported_after_it("reprogram-then-amqp", |service, tree| {
+        service.apply("loadbalancer_delete", &json!({"loadbalancer": tree, "cascade": true, "loadbalancer_id": LB}));
+    });
 }
 
 #[test]
