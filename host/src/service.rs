@@ -22,7 +22,7 @@ use crate::lanes::Lanes;
 use crate::octavia::agent::DriverAgent;
 use crate::octavia::readback::{self, read_back, Next};
 use crate::octavia::reporter::Reporter;
-use crate::octavia::status::{document, StatusSink};
+use crate::octavia::status::StatusSink;
 use crate::reprogram::Reprogram;
 use crate::runtime::bindings::octavia::{LoadbalancerAction, ObjectKind, ObjectStatus, Operation, ProvisioningStatus};
 use crate::runtime::bindings::policy_types::PolicyError;
