@@ -5,19 +5,18 @@
 //! this host does not act for are read back from Octavia, and those Octavia no longer has are forgotten
 //! here (their rules were the serving host's to remove). Octavia not answering forgets nothing.
 
-use std::net::IpAddr;
-
 use crate::mapping::Mapping;
 use crate::octavia::agent::DriverAgent;
 use crate::runtime::bindings::mapping::{MappingChange, ResourceType};
 use crate::runtime::bindings::octavia::{LoadbalancerAction, Operation};
 use crate::served::Served;
+use crate::vips::canonical;
 
 /// The VIPs an operation may be refused for: a created load balancer's, or the load balancer's a
 /// listener goes on.
 pub fn vips_of(op: &Operation, mapping: &Mapping) -> Vec<String> {
     match op {
-        Operation::Loadbalancer((LoadbalancerAction::Create, lb)) => std::iter::once(&lb.vip_address).chain(&lb.additional_vips).cloned().collect(),
+        Operation::Loadbalancer((LoadbalancerAction::Create, lb)) => crate::vips::of(lb),
         Operation::Listener((_, listener)) => mapping.get(&listener.loadbalancer_id).map(|lb| vec![lb.external_ip]).unwrap_or_default(),
         _ => Vec::new(),
     }
@@ -26,14 +25,8 @@ pub fn vips_of(op: &Operation, mapping: &Mapping) -> Vec<String> {
 /// The mapped load balancers holding one of `vips` that this host does not act for and Octavia no longer
 /// has (asked through its get socket; one it cannot be asked about is not among them).
 pub fn gone(mapping: &Mapping, served: &Served, agent: &DriverAgent, vips: &[String]) -> Vec<String> {
-    let wanted: Vec<Option<IpAddr>> = vips.iter().map(|v| v.parse().ok()).collect();
-    let holds = |ip: &str| {
-        let ip_parsed: Option<IpAddr> = ip.parse().ok();
-        vips.iter().zip(&wanted).any(|(vip, parsed)| match (parsed, ip_parsed) {
-            (Some(a), Some(b)) => *a == b,
-            _ => vip == ip,
-        })
-    };
+    let wanted: std::collections::HashSet<String> = vips.iter().map(|v| canonical(v)).collect();
+    let holds = |ip: &str| wanted.contains(&canonical(ip));
     mapping
         .ids(ResourceType::Loadbalancer)
         .into_iter()

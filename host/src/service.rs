@@ -390,8 +390,7 @@ impl Service {
                 }
                 verdict.map_err(|e| failure_of(&e))?;
                 if let Operation::Loadbalancer((LoadbalancerAction::Create, lb)) = &op {
-                    let vips: Vec<String> = std::iter::once(&lb.vip_address).chain(&lb.additional_vips).cloned().collect();
-                    self.vip_claims.claim(&vips, &lb.id).map_err(|vip| Failure {
+                    self.vip_claims.claim(&crate::vips::of(lb), &lb.id).map_err(|vip| Failure {
                         class: "Conflict",
                         message: format!(
                             "load balancer {}: VIP {vip} is being taken by another load balancer created at the same moment on this LoxiLB, which keys its rules by VIP, port and protocol across all projects; choose another vip_address",

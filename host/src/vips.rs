@@ -35,8 +35,13 @@ impl Default for VipClaims {
 }
 
 /// One spelling per address (IPv6 has several).
-fn canonical(vip: &str) -> String {
+pub fn canonical(vip: &str) -> String {
     vip.parse::<IpAddr>().map_or_else(|_| vip.to_string(), |ip| ip.to_string())
+}
+
+/// A load balancer's VIPs: its own and its additional ones.
+pub fn of(lb: &crate::runtime::bindings::octavia::Loadbalancer) -> Vec<String> {
+    std::iter::once(&lb.vip_address).chain(&lb.additional_vips).cloned().collect()
 }
 
 impl VipClaims {
